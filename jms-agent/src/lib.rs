@@ -1,0 +1,1 @@
+//! Placeholder: the session agent and jms-agentd arrive with the bastion-login and sessions issues.

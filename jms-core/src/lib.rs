@@ -1,0 +1,20 @@
+//! jms-core: the domain model, policy files and the grant engine shared by
+//! every jms binary. It knows nothing of sshd, PAM or HTTP.
+//!
+//! - [`model`]: users, groups, nodes, assets, accounts, grants, command filters
+//! - [`policy`]: reading and checking policy files (YAML or JSON)
+//! - [`nodes`]: the asset tree
+//! - [`engine`]: decide / list / accounts queries over a checked policy
+//! - [`password`]: password hash and TOTP secret formats
+
+pub mod engine;
+pub mod login;
+pub mod model;
+pub mod nodes;
+pub mod nss_cache;
+pub mod password;
+pub mod policy;
+pub mod uids;
+
+pub use engine::{AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Query, QueryError};
+pub use policy::{Format, Policy, PolicyError};

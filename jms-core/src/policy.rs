@@ -1,0 +1,422 @@
+//! Reading and checking policy files (YAML or JSON, one schema).
+//!
+//! Each entity is read on its own so that an error names the file, the
+//! entity (`grant `ops-prod``) and the field; then every reference between
+//! entities is checked and account secrets given as `secret_file` are read
+//! relative to the policy file. The result is a [`Policy`], ready for the
+//! grant engine.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::engine::GrantIndex;
+use crate::model::{alias, PolicyDocument, Secret};
+use crate::nodes::NodeTree;
+
+/// What went wrong with a policy file; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read: fix its path or permissions.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML/JSON, or its top level is wrong.
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    /// One entity is wrong: fix the named field.
+    #[error("{file}: {entity}: field `{field}`: {message}")]
+    Invalid {
+        file: String,
+        entity: String,
+        field: String,
+        message: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, PolicyError>;
+
+/// A checked policy with its grant indexes built.
+#[derive(Debug)]
+pub struct Policy {
+    pub doc: PolicyDocument,
+    pub nodes: NodeTree,
+    pub(crate) index: GrantIndex,
+}
+
+/// The format of a policy text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    /// `.json` is JSON; anything else is read as YAML (a superset of JSON).
+    pub fn of_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+impl Policy {
+    /// Reads, parses and checks the policy file at `path`.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Policy::parse(&text, Format::of_path(path), &file, &base)
+    }
+
+    /// Parses and checks a policy text; `file` names it in errors and
+    /// `base` is where relative `secret_file` paths start.
+    pub fn parse(text: &str, format: Format, file: &str, base: &Path) -> Result<Policy> {
+        let doc = parse_document(text, format, file)?;
+        Policy::from_document(doc, file, base)
+    }
+
+    /// Checks a document built in memory (tests, generators, the server).
+    pub fn from_document(mut doc: PolicyDocument, file: &str, base: &Path) -> Result<Policy> {
+        let checker = Checker { file };
+        let nodes = checker.check(&mut doc, base)?;
+        let index = GrantIndex::build(&doc, &nodes);
+        Ok(Policy { doc, nodes, index })
+    }
+}
+
+/// The top level, with each entity kept as a raw value until it is read on
+/// its own (so its errors can name it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    #[serde(default)]
+    users: Vec<Value>,
+    #[serde(default)]
+    user_groups: Vec<Value>,
+    #[serde(default)]
+    nodes: Vec<Value>,
+    #[serde(default)]
+    assets: Vec<Value>,
+    #[serde(default)]
+    grants: Vec<Value>,
+    #[serde(default)]
+    command_filters: Vec<Value>,
+}
+
+fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocument> {
+    let syntax = |message: String| PolicyError::Syntax {
+        file: file.to_string(),
+        message,
+    };
+    let value: Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?,
+        Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| syntax(e.to_string()))?,
+    };
+    let value = if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value
+    };
+    let raw: RawDocument =
+        serde_json::from_value(value).map_err(|e| syntax(format!("top level: {e}")))?;
+    Ok(PolicyDocument {
+        users: read_all(file, "users", "user", "username", raw.users)?,
+        user_groups: read_all(file, "user_groups", "user group", "name", raw.user_groups)?,
+        nodes: read_all(file, "nodes", "node", "", raw.nodes)?,
+        assets: read_all(file, "assets", "asset", "name", raw.assets)?,
+        grants: read_all(file, "grants", "grant", "name", raw.grants)?,
+        command_filters: read_all(file, "command_filters", "command filter", "name", raw.command_filters)?,
+    })
+}
+
+/// Reads each value of a section as `T`, naming the entity in errors by its
+/// `name_key` (or by itself when it is a plain string).
+fn read_all<T: DeserializeOwned>(
+    file: &str,
+    section: &str,
+    kind: &str,
+    name_key: &str,
+    values: Vec<Value>,
+) -> Result<Vec<T>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(position, value)| {
+            let name = match &value {
+                Value::String(s) => Some(s.as_str()),
+                other => other.get(name_key).and_then(Value::as_str),
+            };
+            let entity = match name {
+                Some(name) => format!("{kind} `{name}` ({section}[{position}])"),
+                None => format!("{kind} {section}[{position}]"),
+            };
+            serde_path_to_error::deserialize(&value).map_err(|e| {
+                let message = e.inner().to_string();
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    named_in(&message).unwrap_or(".").to_string()
+                } else {
+                    path
+                };
+                PolicyError::Invalid {
+                    file: file.to_string(),
+                    entity,
+                    field,
+                    message,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The field named in serde's "unknown field `x`" / "missing field `x`".
+fn named_in(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))?;
+    rest.split('`').next()
+}
+
+/// A login name usable as a Unix user or group name.
+fn check_unix_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad name `{name}`: use 1-32 of a-z A-Z 0-9 _ . - (it becomes a Unix name)"
+        ))
+    }
+}
+
+/// An asset or account name: used in `account@asset` and `asset:/path`.
+fn check_target_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("bad name {name:?}: empty or has blanks"));
+    }
+    if let Some(c) = name.chars().find(|c| matches!(c, '/' | ':' | '@')) {
+        return Err(format!("bad name `{name}`: `{c}` is not allowed"));
+    }
+    Ok(())
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, entity: String, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid {
+            file: self.file.to_string(),
+            entity,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn check(&self, doc: &mut PolicyDocument, base: &Path) -> Result<NodeTree> {
+        let groups = self.unique("user group", "name", doc.user_groups.iter().map(|g| g.name.as_str()))?;
+        for group in &doc.user_groups {
+            check_unix_name(&group.name)
+                .map_err(|m| self.err(format!("user group `{}`", group.name), "name", m))?;
+        }
+        let users = self.unique("user", "username", doc.users.iter().map(|u| u.username.as_str()))?;
+        for user in &doc.users {
+            let entity = || format!("user `{}`", user.username);
+            check_unix_name(&user.username).map_err(|m| self.err(entity(), "username", m))?;
+            for (i, group) in user.groups.iter().enumerate() {
+                if !groups.contains(group.as_str()) {
+                    return Err(self.err(entity(), format!("groups[{i}]"), format!("unknown user group `{group}`")));
+                }
+            }
+            if let Some(hash) = &user.password_hash {
+                crate::password::check_format(hash.expose())
+                    .map_err(|m| self.err(entity(), "password_hash", m))?;
+            }
+            if let Some(seed) = &user.totp_secret {
+                crate::password::check_totp_secret(seed.expose())
+                    .map_err(|m| self.err(entity(), "totp_secret", m))?;
+            }
+        }
+
+        let mut nodes = NodeTree::default();
+        let mut declared = HashSet::new();
+        for path in &doc.nodes {
+            let entity = || format!("node `{path}`");
+            if !declared.insert(path.as_str()) {
+                return Err(self.err(entity(), "path", "duplicate node"));
+            }
+            nodes.insert(path).map_err(|m| self.err(entity(), "path", m))?;
+        }
+
+        for asset in &mut doc.assets {
+            let entity = || format!("asset `{}`", asset.name);
+            check_target_name(&asset.name).map_err(|m| self.err(entity(), "name", m))?;
+            if asset.address.trim().is_empty() {
+                return Err(self.err(entity(), "address", "empty address"));
+            }
+            let mut seen = HashSet::new();
+            for (i, protocol) in asset.protocols.iter().enumerate() {
+                if !seen.insert(protocol.name) {
+                    return Err(self.err(entity(), format!("protocols[{i}]"), format!("protocol {} listed twice", protocol.name)));
+                }
+                if protocol.port == 0 {
+                    return Err(self.err(entity(), format!("protocols[{i}].port"), "port 0"));
+                }
+            }
+            self.known_nodes(&nodes, &entity(), &asset.nodes)?;
+            let mut names = HashSet::new();
+            for (i, account) in asset.accounts.iter_mut().enumerate() {
+                let field = |f: &str| format!("accounts[{i}].{f}");
+                if !names.insert(account.name.clone()) {
+                    return Err(self.err(entity(), field("name"), format!("duplicate account `{}`", account.name)));
+                }
+                check_target_name(&account.name).map_err(|m| self.err(entity(), field("name"), m))?;
+                if account.username.trim().is_empty() {
+                    return Err(self.err(entity(), field("username"), "empty username"));
+                }
+                if let Some(relative) = &account.secret_file {
+                    if account.secret.is_some() {
+                        return Err(self.err(entity(), field("secret_file"), "give `secret` or `secret_file`, not both"));
+                    }
+                    let path: PathBuf = base.join(relative);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        self.err(entity(), field("secret_file"), format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    account.secret = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+                }
+            }
+        }
+
+        let assets = self.unique("asset", "name", doc.assets.iter().map(|a| a.name.as_str()))?;
+
+        self.unique("grant", "name", doc.grants.iter().map(|g| g.name.as_str()))?;
+        for grant in &doc.grants {
+            let entity = format!("grant `{}`", grant.name);
+            if grant.name.is_empty() {
+                return Err(self.err(entity, "name", "empty name"));
+            }
+            self.known(&entity, "users", &grant.users, &users, "user", false)?;
+            self.known(&entity, "user_groups", &grant.user_groups, &groups, "user group", false)?;
+            self.known(&entity, "assets", &grant.assets, &assets, "asset", false)?;
+            self.known_nodes(&nodes, &entity, &grant.nodes)?;
+            for (i, account) in grant.accounts.iter().enumerate() {
+                let known = [alias::ALL, alias::INPUT, alias::USER, alias::ANON];
+                if account.starts_with('@') && !known.contains(&account.as_str()) {
+                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (expected @ALL, @INPUT, @USER or @ANON)")));
+                }
+            }
+        }
+
+        self.unique("command filter", "name", doc.command_filters.iter().map(|f| f.name.as_str()))?;
+        for filter in &doc.command_filters {
+            let entity = format!("command filter `{}`", filter.name);
+            if !(1..=100).contains(&filter.priority) {
+                return Err(self.err(entity, "priority", format!("priority {} is outside 1..=100", filter.priority)));
+            }
+            for (i, rule) in filter.rules.iter().enumerate() {
+                regex::Regex::new(rule)
+                    .map_err(|e| self.err(entity.clone(), format!("rules[{i}]"), format!("bad regex: {e}")))?;
+            }
+            self.known(&entity, "users", &filter.users, &users, "user", true)?;
+            self.known(&entity, "user_groups", &filter.user_groups, &groups, "user group", false)?;
+            self.known(&entity, "assets", &filter.assets, &assets, "asset", true)?;
+            self.known_nodes(&nodes, &entity, &filter.nodes)?;
+            for (i, account) in filter.accounts.iter().enumerate() {
+                if account.starts_with('@') && account != alias::ALL {
+                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (command filters take @ALL or names)")));
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Checks names are unique; returns them as a set.
+    fn unique<'d>(&self, kind: &str, field: &str, names: impl Iterator<Item = &'d str>) -> Result<HashSet<&'d str>> {
+        let mut seen = HashSet::new();
+        for name in names {
+            if !seen.insert(name) {
+                return Err(self.err(format!("{kind} `{name}`"), field, format!("duplicate {kind} name")));
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Checks every name in `list` is in `known` (or `@ALL` when allowed).
+    fn known(&self, entity: &str, field: &str, list: &[String], known: &HashSet<&str>, kind: &str, all_allowed: bool) -> Result<()> {
+        for (i, name) in list.iter().enumerate() {
+            if all_allowed && name == alias::ALL {
+                continue;
+            }
+            if !known.contains(name.as_str()) {
+                let hint = if name == "*" { " (`*` is not a wildcard: name them)" } else { "" };
+                return Err(self.err(entity.to_string(), format!("{field}[{i}]"), format!("unknown {kind} `{name}`{hint}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn known_nodes(&self, nodes: &NodeTree, entity: &str, list: &[String]) -> Result<()> {
+        for (i, path) in list.iter().enumerate() {
+            if nodes.get(path).is_none() {
+                return Err(self.err(entity.to_string(), format!("nodes[{i}]"), format!("unknown node `{path}` (declare it under `nodes:`)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts of what a policy holds, for `jmsctl policy check`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub users: usize,
+    pub user_groups: usize,
+    pub nodes: usize,
+    pub assets: usize,
+    pub accounts: usize,
+    pub grants: usize,
+    pub command_filters: usize,
+}
+
+impl Policy {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            users: self.doc.users.len(),
+            user_groups: self.doc.user_groups.len(),
+            nodes: self.nodes.len(),
+            assets: self.doc.assets.len(),
+            accounts: self.doc.assets.iter().map(|a| a.accounts.len()).sum(),
+            grants: self.doc.grants.len(),
+            command_filters: self.doc.command_filters.len(),
+        }
+    }
+
+    /// Groups by name, for callers that need members.
+    pub fn group_members(&self) -> HashMap<&str, Vec<&str>> {
+        let mut members: HashMap<&str, Vec<&str>> =
+            self.doc.user_groups.iter().map(|g| (g.name.as_str(), Vec::new())).collect();
+        for user in &self.doc.users {
+            for group in &user.groups {
+                if let Some(list) = members.get_mut(group.as_str()) {
+                    list.push(&user.username);
+                }
+            }
+        }
+        members
+    }
+}
