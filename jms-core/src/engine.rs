@@ -262,9 +262,9 @@ pub enum AccountRef<'p> {
     Anon,
 }
 
-impl AccountRef<'_> {
+impl<'p> AccountRef<'p> {
     /// The name used to pick it: the account name or the alias.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &'p str {
         match self {
             AccountRef::Real(account) => &account.name,
             AccountRef::Input => alias::INPUT,

@@ -1,0 +1,108 @@
+//! Framing: a 4-byte big-endian length, then the payload: one version byte
+//! and a JSON document. Frames above [`MAX_FRAME`] are refused before any
+//! allocation, so a hostile length prefix cannot exhaust memory.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The version byte every frame starts with.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest payload accepted, version byte included.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer went away or timed out: drop the connection.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection between frames: a normal end.
+    #[error("connection closed")]
+    Closed,
+    /// The length prefix is zero or above the maximum: drop the connection.
+    #[error("frame of {0} bytes is outside 1..={MAX_FRAME}")]
+    BadLength(usize),
+    /// The peer speaks another protocol version: upgrade one side.
+    #[error("protocol version {0} is not supported (this side speaks {PROTOCOL_VERSION})")]
+    Version(u8),
+    /// The payload is not a message of this protocol: answer with an error.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    let mut payload = Vec::with_capacity(256);
+    payload.push(PROTOCOL_VERSION);
+    serde_json::to_writer(&mut payload, message).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if payload.len() > MAX_FRAME {
+        return Err(FrameError::BadLength(payload.len()));
+    }
+    let length = u32::try_from(payload.len()).expect("bounded by MAX_FRAME");
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&payload);
+    out.write_all(&frame)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads one frame and decodes its message.
+pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    match input.read_exact(&mut prefix) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        other => other?,
+    }
+    let length = u32::from_be_bytes(prefix) as usize;
+    if length == 0 || length > MAX_FRAME {
+        return Err(FrameError::BadLength(length));
+    }
+    let mut payload = vec![0u8; length];
+    input.read_exact(&mut payload)?;
+    if payload[0] != PROTOCOL_VERSION {
+        return Err(FrameError::Version(payload[0]));
+    }
+    serde_json::from_slice(&payload[1..]).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Request, Response};
+
+    #[test]
+    fn a_message_survives_the_round_trip() {
+        let mut buffer = Vec::new();
+        let request = Request::UserStatus { user: "alice".into() };
+        write_frame(&mut buffer, &request).unwrap();
+        let back: Request = read_frame(&mut buffer.as_slice()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{request:?}"));
+    }
+
+    #[test]
+    fn oversized_and_empty_lengths_are_refused_before_allocating() {
+        let huge = (u32::MAX).to_be_bytes();
+        let err = read_frame::<Request>(&mut huge.as_slice()).unwrap_err();
+        assert!(matches!(err, FrameError::BadLength(_)), "{err}");
+        let zero = 0u32.to_be_bytes();
+        assert!(matches!(read_frame::<Request>(&mut zero.as_slice()), Err(FrameError::BadLength(0))));
+    }
+
+    #[test]
+    fn wrong_version_truncation_and_garbage_are_errors() {
+        let mut frame = 3u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[9, b'{', b'}']);
+        assert!(matches!(read_frame::<Request>(&mut frame.as_slice()), Err(FrameError::Version(9))));
+        let mut truncated = 10u32.to_be_bytes().to_vec();
+        truncated.extend_from_slice(&[1, b'{']);
+        assert!(matches!(read_frame::<Request>(&mut truncated.as_slice()), Err(FrameError::Io(_))));
+        let mut garbage = 4u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[1, b'x', b'y', b'z']);
+        assert!(matches!(read_frame::<Response>(&mut garbage.as_slice()), Err(FrameError::Malformed(_))));
+        assert!(matches!(read_frame::<Request>(&mut [].as_slice()), Err(FrameError::Closed)));
+    }
+}

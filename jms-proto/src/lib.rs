@@ -1,0 +1,15 @@
+//! The jms-agentd socket protocol, shared by the daemon, `pam_jms` and
+//! `jms-agent`: one typed [`Request`]/[`Response`] pair, a versioned,
+//! length-prefixed frame with a hard maximum size, and a blocking client with
+//! bounded timeouts (safe inside PAM: no runtime, no threads).
+
+mod client;
+mod frame;
+mod messages;
+
+pub use client::Client;
+pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME, PROTOCOL_VERSION};
+pub use messages::{AccountResult, AuthResult, Request, Response};
+
+/// Where jms-agentd listens unless configured otherwise.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/jms/agentd.sock";
