@@ -297,14 +297,13 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
 
     // Decisions, each timed on its own (after a warm-up pass).
     let doc = &policy.doc;
-    let query = |c: &Case| query_of(doc, c, at);
     for c in cases.iter().take(10_000) {
-        black_box(policy.decide(&query(c)).expect("known names"));
+        black_box(policy.decide(&query_of(doc, c, at)).expect("known names"));
     }
     let mut decide_times = Vec::with_capacity(cases.len());
     let mut indexed_allow = Vec::with_capacity(cases.len());
     for c in &cases {
-        let q = query(c);
+        let q = query_of(doc, c, at);
         let t = Instant::now();
         let decision = black_box(policy.decide(black_box(&q)));
         decide_times.push(t.elapsed());
@@ -324,7 +323,7 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         let allow = black_box(naive_decide(black_box(&policy.doc), user, asset, c, at));
         naive_times.push(t.elapsed());
         if allow != indexed_allow[i] {
-            let q = query(c);
+            let q = query_of(doc, c, at);
             mismatches.push(format!(
                 "user {} asset {} account {:?} protocol {:?} action {}: naive {} indexed {:?}",
                 q.user,

@@ -29,6 +29,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(generate::Param
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
         }
+        const FLAGS: [&str; 7] = ["--users", "--groups", "--assets", "--grants", "--depth", "--seed", "--out"];
+        if !FLAGS.contains(&flag.as_str()) {
+            return Err(format!("unknown argument `{flag}`"));
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<u64, String> {
             value.parse::<u64>().map_err(|_| format!("{flag} wants a whole number, not `{value}`"))
@@ -44,7 +48,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(generate::Param
             "--depth" => params.depth = count()?,
             "--seed" => params.seed = number()?,
             "--out" => out = Some(PathBuf::from(&value)),
-            _ => return Err(format!("unknown argument `{flag}`")),
+            _ => unreachable!("checked above"),
         }
     }
     if !(1..=32).contains(&params.depth) {

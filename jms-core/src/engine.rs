@@ -57,7 +57,7 @@ impl AccountSpec {
 
     fn covers_real(&self, account: &Account, user: &User) -> bool {
         self.all
-            || self.names.iter().any(|n| *n == account.name)
+            || self.names.contains(&account.name)
             || (self.same_name && account.username == user.username)
     }
 }
@@ -329,6 +329,11 @@ pub enum QueryError {
 }
 
 impl Policy {
+    /// The user named `name`, if the policy has one.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.index.user_by_name.get(name).map(|u| &self.doc.users[*u as usize])
+    }
+
     /// The state of grant `name`'s window and parts at `at`.
     pub fn grant_state(&self, grant: &Grant, at: DateTime<Utc>) -> GrantState {
         let position = self.doc.grants.iter().position(|g| g.name == grant.name);
@@ -462,16 +467,8 @@ impl Policy {
         let (active, inactive): (Vec<GrantId>, Vec<GrantId>) =
             candidates.iter().partition(|g| self.is_active(**g, query.at));
         if active.is_empty() {
-            let reasons: Vec<String> = inactive
-                .iter()
-                .take(3)
-                .map(|g| {
-                    let grant = &self.doc.grants[*g as usize];
-                    format!("grant {} {}", grant.name, state_of(grant, self.index.grants[*g as usize].missing, query.at).describe())
-                })
-                .collect();
-            let more = if inactive.len() > 3 { format!("; and {} more", inactive.len() - 3) } else { String::new() };
-            return deny(format!("no active grant gives {} asset {}: {}{more}", user.username, asset.name, reasons.join("; ")));
+            let why = self.explain_inactive(&inactive, query.at);
+            return deny(format!("no active grant gives {} asset {}: {why}", user.username, asset.name));
         }
         let granted = self.resolve(user, asset, &active);
         let wanted: Vec<&GrantedAccount<'_>> = match query.account {
@@ -487,7 +484,16 @@ impl Policy {
                 Some(name) if !name.starts_with('@') && !asset.accounts.iter().any(|x| x.name == name) => {
                     format!("asset {} has no account {name}", asset.name)
                 }
-                Some(name) => format!("no active grant gives {} account {name} on {}", user.username, asset.name),
+                Some(name) => {
+                    // Say which inactive grants would have given it, if any.
+                    let would: Vec<GrantId> = inactive
+                        .iter()
+                        .copied()
+                        .filter(|g| self.resolve(user, asset, &[*g]).iter().any(|x| x.account.name() == name))
+                        .collect();
+                    let why = if would.is_empty() { String::new() } else { format!(" ({})", self.explain_inactive(&would, query.at)) };
+                    format!("no active grant gives {} account {name} on {}{why}", user.username, asset.name)
+                }
                 None => format!("no active grant gives {} an account that exists on {}", user.username, asset.name),
             });
         }
@@ -511,6 +517,24 @@ impl Policy {
             return Ok(Decision::Allow);
         }
         deny(format!("no active grant gives {} {} on {on}", user.username, query.action))
+    }
+}
+
+impl Policy {
+    /// "grant a expired …; grant b is disabled" for up to three grants.
+    fn explain_inactive(&self, grants: &[GrantId], at: DateTime<Utc>) -> String {
+        let mut reasons: Vec<String> = grants
+            .iter()
+            .take(3)
+            .map(|g| {
+                let grant = &self.doc.grants[*g as usize];
+                format!("grant {} {}", grant.name, state_of(grant, self.index.grants[*g as usize].missing, at).describe())
+            })
+            .collect();
+        if grants.len() > 3 {
+            reasons.push(format!("and {} more", grants.len() - 3));
+        }
+        reasons.join("; ")
     }
 }
 

@@ -1,1 +1,1384 @@
-//! (being written)
+//! The public NSS cache: the passwd and group entries of jms users and
+//! groups, in one world-readable, secret-free file that `libnss_jms.so.2`
+//! maps and searches without a daemon.
+//!
+//! - [`NssData::from_policy`] turns a policy into entries: every jms user gets
+//!   a uid from an [`IdAllocator`] and the primary group ([`NssSettings`],
+//!   `jms-users` by default); every user group becomes a Unix group with its
+//!   members. Disabled users stay (PAM refuses them; file ownership stays
+//!   readable).
+//! - [`write_atomic`] writes the file (temp file, fsync, rename, mode 0644).
+//! - [`NssCache::open`] maps it and answers lookups by binary search;
+//!   [`ReloadingCache`] keeps one open for a process and re-opens it when the
+//!   file at the path was replaced.
+//!
+//! # File format (version 1, integers little-endian)
+//!
+//! ```text
+//! header (64 bytes)
+//!    0  magic        8 bytes  "JMS-NSS\0"
+//!    8  version      u32      1
+//!   12  header_len   u32      64
+//!   16  file_len     u64      length of the whole file
+//!   24  user_count   u32
+//!   28  group_count  u32
+//!   32  member_count u32      total of all groups' member lists
+//!   36  strings_off  u32      string table: bytes, UTF-8 strings without terminators
+//!   40  strings_len  u32
+//!   44  users_off    u32      user_count × 40-byte user records, sorted by name bytes
+//!   48  uid_index_off u32     user_count × u32 record numbers, sorted by uid
+//!   52  groups_off   u32      group_count × 24-byte group records, sorted by name bytes
+//!   56  gid_index_off u32     group_count × u32 record numbers, sorted by gid
+//!   60  members_off  u32      member_count × 8-byte string refs
+//! string ref (8 bytes): offset u32 into the string table, length u32
+//! user record (40):  name ref, uid u32, gid u32, gecos ref, home ref, shell ref
+//! group record (24): name ref, gid u32, first member u32, member count u32, 0 u32
+//! ```
+//!
+//! [`NssCache::open`] checks the header and that every section lies inside
+//! the file (and that the file is exactly `file_len` long, which catches
+//! truncation); every later read is bounds-checked as well, so a corrupted
+//! file gives [`NssCacheError::Corrupt`], never a panic or an out-of-bounds
+//! read. [`NssCache::verify`] checks every record (the writer's own test).
+//!
+//! The file is only ever replaced by rename, never rewritten in place, so a
+//! mapping stays valid while a process holds it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, TryLockError};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+use crate::uids::{IdAllocator, IdError};
+
+/// Where jms-agentd writes the cache and where `libnss_jms.so.2` reads it.
+pub const DEFAULT_NSS_CACHE_PATH: &str = "/var/lib/jms/nss.db";
+/// Default home directory of jms users.
+pub const DEFAULT_HOME: &str = "/";
+/// Default login shell of jms users: the session agent.
+pub const DEFAULT_SHELL: &str = "/usr/bin/jms-agent";
+/// Default primary group of every jms user (sshd's `Match Group`).
+pub const DEFAULT_PRIMARY_GROUP: &str = "jms-users";
+/// Mode of the cache file: world-readable, it holds no secret.
+pub const CACHE_MODE: u32 = 0o644;
+
+const MAGIC: [u8; 8] = *b"JMS-NSS\0";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 64;
+const USER_RECORD: usize = 40;
+const GROUP_RECORD: usize = 24;
+const STR_REF: usize = 8;
+const INDEX_ENTRY: usize = 4;
+/// Largest cache file accepted (and written): far above 1M users.
+pub const MAX_CACHE_LEN: u64 = 1 << 30;
+
+/// What went wrong with the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum NssCacheError {
+    /// The file could not be opened, read, mapped or written (missing file
+    /// included): NSS answers "unavailable"; the daemon checks the path.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    /// The file is truncated, not a cache, or its contents are inconsistent:
+    /// NSS answers "unavailable"; the daemon rewrites it.
+    #[error("corrupt NSS cache: {0}")]
+    Corrupt(String),
+    /// The file was written by a newer (or older) format: upgrade the
+    /// module and the daemon together.
+    #[error("NSS cache version {found} is not supported (this build reads version {VERSION})")]
+    Version { found: u32 },
+    /// The entries cannot be written (duplicate name or id, bad setting,
+    /// too large): fix the policy or the settings.
+    #[error("cannot build NSS cache: {0}")]
+    Invalid(String),
+    /// No uid or gid could be assigned.
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+pub type Result<T> = std::result::Result<T, NssCacheError>;
+
+fn corrupt(what: impl Into<String>) -> NssCacheError {
+    NssCacheError::Corrupt(what.into())
+}
+
+/// A passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NssUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: String,
+    pub home: String,
+    pub shell: String,
+}
+
+/// A group entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NssGroup {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// Everything the cache holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NssData {
+    pub users: Vec<NssUser>,
+    pub groups: Vec<NssGroup>,
+}
+
+fn default_home() -> String {
+    DEFAULT_HOME.to_string()
+}
+fn default_shell() -> String {
+    DEFAULT_SHELL.to_string()
+}
+fn default_primary_group() -> String {
+    DEFAULT_PRIMARY_GROUP.to_string()
+}
+
+/// How jms users look to the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NssSettings {
+    /// Home directory of every jms user (must exist for sshd).
+    #[serde(default = "default_home")]
+    pub home: String,
+    /// Login shell of every jms user: sshd runs the ForceCommand through it.
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    /// Primary group of every jms user.
+    #[serde(default = "default_primary_group")]
+    pub primary_group: String,
+}
+
+impl Default for NssSettings {
+    fn default() -> Self {
+        NssSettings {
+            home: default_home(),
+            shell: default_shell(),
+            primary_group: default_primary_group(),
+        }
+    }
+}
+
+/// A path usable as a passwd home or shell field.
+fn check_path_field(field: &str, value: &str) -> Result<()> {
+    if !value.starts_with('/') || value.contains([':', '\n', '\r', '\0']) {
+        return Err(NssCacheError::Invalid(format!(
+            "{field} {value:?} must be an absolute path without `:`, newlines or NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// The GECOS field of a user: her display name without `:`, newlines and NUL.
+pub fn gecos_of(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ':' | '\n' | '\r' | '\0'))
+        .collect()
+}
+
+impl NssData {
+    /// The entries of every user and user group of `policy`.
+    ///
+    /// Ids come from `ids` (new names get new ids: save it afterwards when
+    /// [`IdAllocator::changed`]). A user group named like the primary group
+    /// is the primary group, with its members listed.
+    pub fn from_policy(
+        policy: &Policy,
+        ids: &mut IdAllocator,
+        settings: &NssSettings,
+    ) -> Result<NssData> {
+        check_path_field("home", &settings.home)?;
+        check_path_field("shell", &settings.shell)?;
+        let primary = settings.primary_group.as_str();
+        if primary.is_empty() || primary.contains([':', ',', '\n', '\r', '\0', ' ']) {
+            return Err(NssCacheError::Invalid(format!(
+                "primary group {primary:?} is not a Unix group name"
+            )));
+        }
+        let primary_gid = ids.gid(primary)?;
+        let mut users = Vec::with_capacity(policy.doc.users.len());
+        for user in &policy.doc.users {
+            users.push(NssUser {
+                name: user.username.clone(),
+                uid: ids.uid(&user.username)?,
+                gid: primary_gid,
+                gecos: gecos_of(&user.name),
+                home: settings.home.clone(),
+                shell: settings.shell.clone(),
+            });
+        }
+        let mut members = policy.group_members();
+        let mut groups = Vec::with_capacity(policy.doc.user_groups.len() + 1);
+        groups.push(NssGroup {
+            name: primary.to_string(),
+            gid: primary_gid,
+            members: members
+                .remove(primary)
+                .unwrap_or_default()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        });
+        for group in &policy.doc.user_groups {
+            if group.name == primary {
+                continue;
+            }
+            groups.push(NssGroup {
+                name: group.name.clone(),
+                gid: ids.gid(&group.name)?,
+                members: members
+                    .remove(group.name.as_str())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+        Ok(NssData { users, groups })
+    }
+
+    /// The cache file's bytes. Refuses duplicate names or ids and a file
+    /// larger than [`MAX_CACHE_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Encoder::encode(self)
+    }
+}
+
+/// Writes `data` to `path` atomically with mode 0644.
+pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
+    let bytes = data.encode()?;
+    crate::uids::write_file_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
+        path: path.to_path_buf(),
+        action: "cannot write NSS cache",
+        source,
+    })
+}
+
+/// Builds the file: interned strings, sorted records, id indexes.
+struct Encoder<'d> {
+    strings: Vec<u8>,
+    interned: HashMap<&'d str, (u32, u32)>,
+}
+
+fn invalid(message: String) -> NssCacheError {
+    NssCacheError::Invalid(message)
+}
+
+fn to_u32(value: usize, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| invalid(format!("too large: {what}")))
+}
+
+impl<'d> Encoder<'d> {
+    fn string(&mut self, s: &'d str) -> Result<(u32, u32)> {
+        if let Some(r) = self.interned.get(s) {
+            return Ok(*r);
+        }
+        let r = (
+            to_u32(self.strings.len(), "string table")?,
+            to_u32(s.len(), "string")?,
+        );
+        self.strings.extend_from_slice(s.as_bytes());
+        self.interned.insert(s, r);
+        Ok(r)
+    }
+
+    fn encode(data: &'d NssData) -> Result<Vec<u8>> {
+        let mut users: Vec<&NssUser> = data.users.iter().collect();
+        users.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        let mut groups: Vec<&NssGroup> = data.groups.iter().collect();
+        groups.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        for pair in users.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(invalid(format!("user `{}` listed twice", pair[0].name)));
+            }
+        }
+        for pair in groups.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(invalid(format!("group `{}` listed twice", pair[0].name)));
+            }
+        }
+        let uid_index = id_index(&users, |u| u.uid, "uid")?;
+        let gid_index = id_index(&groups, |g| g.gid, "gid")?;
+
+        let mut enc = Encoder {
+            strings: Vec::new(),
+            interned: HashMap::new(),
+        };
+        let mut user_bytes = Vec::with_capacity(users.len() * USER_RECORD);
+        for user in &users {
+            put_ref(&mut user_bytes, enc.string(&user.name)?);
+            put_u32(&mut user_bytes, user.uid);
+            put_u32(&mut user_bytes, user.gid);
+            put_ref(&mut user_bytes, enc.string(&user.gecos)?);
+            put_ref(&mut user_bytes, enc.string(&user.home)?);
+            put_ref(&mut user_bytes, enc.string(&user.shell)?);
+        }
+        let mut group_bytes = Vec::with_capacity(groups.len() * GROUP_RECORD);
+        let mut member_bytes = Vec::new();
+        let mut member_count = 0usize;
+        for group in &groups {
+            put_ref(&mut group_bytes, enc.string(&group.name)?);
+            put_u32(&mut group_bytes, group.gid);
+            put_u32(&mut group_bytes, to_u32(member_count, "members")?);
+            put_u32(&mut group_bytes, to_u32(group.members.len(), "members")?);
+            put_u32(&mut group_bytes, 0);
+            for member in &group.members {
+                put_ref(&mut member_bytes, enc.string(member)?);
+            }
+            member_count += group.members.len();
+        }
+
+        let users_off = HEADER_LEN;
+        let uid_index_off = users_off + user_bytes.len();
+        let groups_off = uid_index_off + uid_index.len() * INDEX_ENTRY;
+        let gid_index_off = groups_off + group_bytes.len();
+        let members_off = gid_index_off + gid_index.len() * INDEX_ENTRY;
+        let strings_off = members_off + member_bytes.len();
+        let file_len = strings_off + enc.strings.len();
+        if file_len as u64 > MAX_CACHE_LEN {
+            return Err(invalid(format!(
+                "{file_len} bytes is over the {MAX_CACHE_LEN}-byte limit"
+            )));
+        }
+
+        let mut out = Vec::with_capacity(file_len);
+        out.extend_from_slice(&MAGIC);
+        put_u32(&mut out, VERSION);
+        put_u32(&mut out, HEADER_LEN as u32);
+        out.extend_from_slice(&(file_len as u64).to_le_bytes());
+        for value in [
+            users.len(),
+            groups.len(),
+            member_count,
+            strings_off,
+            enc.strings.len(),
+            users_off,
+            uid_index_off,
+            groups_off,
+            gid_index_off,
+            members_off,
+        ] {
+            put_u32(&mut out, to_u32(value, "header field")?);
+        }
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        out.extend_from_slice(&user_bytes);
+        uid_index.iter().for_each(|i| put_u32(&mut out, *i));
+        out.extend_from_slice(&group_bytes);
+        gid_index.iter().for_each(|i| put_u32(&mut out, *i));
+        out.extend_from_slice(&member_bytes);
+        out.extend_from_slice(&enc.strings);
+        debug_assert_eq!(out.len(), file_len);
+        Ok(out)
+    }
+}
+
+/// Record numbers sorted by id; refuses an id used twice.
+fn id_index<T>(records: &[&T], id: impl Fn(&T) -> u32, kind: &str) -> Result<Vec<u32>> {
+    let mut index: Vec<(u32, u32)> = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        index.push((id(record), to_u32(i, "record count")?));
+    }
+    index.sort_unstable();
+    let mut seen = HashSet::new();
+    for (id, _) in &index {
+        if !seen.insert(*id) {
+            return Err(invalid(format!("{kind} {id} given twice")));
+        }
+    }
+    Ok(index.into_iter().map(|(_, i)| i).collect())
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_ref(out: &mut Vec<u8>, (offset, len): (u32, u32)) {
+    put_u32(out, offset);
+    put_u32(out, len);
+}
+
+/// A passwd entry borrowed from an open cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserEntry<'a> {
+    pub name: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: &'a str,
+    pub home: &'a str,
+    pub shell: &'a str,
+}
+
+impl UserEntry<'_> {
+    pub fn to_owned(&self) -> NssUser {
+        NssUser {
+            name: self.name.to_string(),
+            uid: self.uid,
+            gid: self.gid,
+            gecos: self.gecos.to_string(),
+            home: self.home.to_string(),
+            shell: self.shell.to_string(),
+        }
+    }
+}
+
+/// A group entry borrowed from an open cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry<'a> {
+    pub name: &'a str,
+    pub gid: u32,
+    pub members: Vec<&'a str>,
+}
+
+impl GroupEntry<'_> {
+    pub fn to_owned(&self) -> NssGroup {
+        NssGroup {
+            name: self.name.to_string(),
+            gid: self.gid,
+            members: self.members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
+/// Identity of the file a cache was read from: device, inode, mtime, size.
+/// A different stamp at the path means the file was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub len: u64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            len: meta.len(),
+        }
+    }
+}
+
+/// Offsets of the sections, read from a checked header.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    user_count: usize,
+    group_count: usize,
+    member_count: usize,
+    strings: (usize, usize),
+    users: usize,
+    uid_index: usize,
+    groups: usize,
+    gid_index: usize,
+    members: usize,
+}
+
+enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(map) => map,
+            Storage::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// An open cache file: lookups by binary search on the mapped bytes.
+pub struct NssCache {
+    storage: Storage,
+    layout: Layout,
+    stamp: Option<FileStamp>,
+}
+
+impl std::fmt::Debug for NssCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NssCache")
+            .field("users", &self.layout.user_count)
+            .field("groups", &self.layout.group_count)
+            .field("stamp", &self.stamp)
+            .finish()
+    }
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let end = at.checked_add(4)?;
+    let slice = bytes.get(at..end)?;
+    Some(u32::from_le_bytes(slice.try_into().ok()?))
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let end = at.checked_add(8)?;
+    let slice = bytes.get(at..end)?;
+    Some(u64::from_le_bytes(slice.try_into().ok()?))
+}
+
+/// Checks the header against the file length; returns the layout.
+fn parse_header(bytes: &[u8]) -> Result<Layout> {
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt(format!(
+            "{} bytes is shorter than the header",
+            bytes.len()
+        )));
+    }
+    if bytes[..8] != MAGIC {
+        return Err(corrupt("bad magic: not a jms NSS cache"));
+    }
+    let field = |at: usize| {
+        le_u32(bytes, at)
+            .map(|v| v as usize)
+            .ok_or_else(|| corrupt("short header"))
+    };
+    let version = le_u32(bytes, 8).ok_or_else(|| corrupt("short header"))?;
+    if version != VERSION {
+        return Err(NssCacheError::Version { found: version });
+    }
+    if field(12)? != HEADER_LEN {
+        return Err(corrupt("bad header length"));
+    }
+    let file_len = le_u64(bytes, 16).ok_or_else(|| corrupt("short header"))?;
+    if file_len != bytes.len() as u64 {
+        return Err(corrupt(format!(
+            "file is {} bytes, header says {file_len} (truncated or overwritten)",
+            bytes.len()
+        )));
+    }
+    let layout = Layout {
+        user_count: field(24)?,
+        group_count: field(28)?,
+        member_count: field(32)?,
+        strings: (field(36)?, field(40)?),
+        users: field(44)?,
+        uid_index: field(48)?,
+        groups: field(52)?,
+        gid_index: field(56)?,
+        members: field(60)?,
+    };
+    let sections = [
+        ("strings", layout.strings.0, Some(layout.strings.1)),
+        (
+            "users",
+            layout.users,
+            layout.user_count.checked_mul(USER_RECORD),
+        ),
+        (
+            "uid index",
+            layout.uid_index,
+            layout.user_count.checked_mul(INDEX_ENTRY),
+        ),
+        (
+            "groups",
+            layout.groups,
+            layout.group_count.checked_mul(GROUP_RECORD),
+        ),
+        (
+            "gid index",
+            layout.gid_index,
+            layout.group_count.checked_mul(INDEX_ENTRY),
+        ),
+        (
+            "members",
+            layout.members,
+            layout.member_count.checked_mul(STR_REF),
+        ),
+    ];
+    for (name, offset, len) in sections {
+        let end = len.and_then(|len| offset.checked_add(len));
+        match end {
+            Some(end) if offset >= HEADER_LEN && end <= bytes.len() => {}
+            _ => return Err(corrupt(format!("{name} section lies outside the file"))),
+        }
+    }
+    Ok(layout)
+}
+
+impl NssCache {
+    /// Opens and maps the cache at `path`, checking its header.
+    pub fn open(path: &Path) -> Result<NssCache> {
+        let io_err = |action: &'static str| {
+            move |source: io::Error| NssCacheError::Io {
+                path: path.to_path_buf(),
+                action,
+                source,
+            }
+        };
+        let file = fs::File::open(path).map_err(io_err("cannot open NSS cache"))?;
+        let meta = file.metadata().map_err(io_err("cannot stat NSS cache"))?;
+        if !meta.is_file() {
+            return Err(corrupt(format!("{} is not a regular file", path.display())));
+        }
+        if meta.len() < HEADER_LEN as u64 {
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the header",
+                meta.len()
+            )));
+        }
+        if meta.len() > MAX_CACHE_LEN {
+            return Err(corrupt(format!(
+                "{} bytes is over the {MAX_CACHE_LEN}-byte limit",
+                meta.len()
+            )));
+        }
+        // SAFETY: the cache is only ever replaced by rename, never modified
+        // in place, so the mapped inode does not change while it is mapped;
+        // every read of the map goes through bounds-checked slices.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err("cannot map NSS cache"))?;
+        let layout = parse_header(&map)?;
+        Ok(NssCache {
+            storage: Storage::Mapped(map),
+            layout,
+            stamp: Some(FileStamp::of(&meta)),
+        })
+    }
+
+    /// A cache over bytes in memory (tests, tools).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<NssCache> {
+        let layout = parse_header(&bytes)?;
+        Ok(NssCache {
+            storage: Storage::Owned(bytes),
+            layout,
+            stamp: None,
+        })
+    }
+
+    /// The identity of the file this cache was opened from.
+    pub fn stamp(&self) -> Option<FileStamp> {
+        self.stamp
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.layout.user_count
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.layout.group_count
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+
+    fn u32_at(&self, at: usize) -> Result<u32> {
+        le_u32(self.bytes(), at).ok_or_else(|| corrupt(format!("read past the end at {at}")))
+    }
+
+    fn str_at(&self, at: usize) -> Result<&str> {
+        let offset = self.u32_at(at)? as usize;
+        let len = self.u32_at(at + 4)? as usize;
+        let (start, table_len) = self.layout.strings;
+        let bytes = offset
+            .checked_add(len)
+            .filter(|end| *end <= table_len)
+            .and_then(|end| self.bytes().get(start + offset..start + end))
+            .ok_or_else(|| corrupt(format!("string ref at {at} lies outside the string table")))?;
+        std::str::from_utf8(bytes).map_err(|_| corrupt(format!("string at {at} is not UTF-8")))
+    }
+
+    fn record_at(&self, base: usize, size: usize, count: usize, i: usize) -> Result<usize> {
+        if i >= count {
+            return Err(corrupt(format!("record {i} of {count}")));
+        }
+        i.checked_mul(size)
+            .and_then(|o| o.checked_add(base))
+            .ok_or_else(|| corrupt("record offset overflows"))
+    }
+
+    fn user_name(&self, i: usize) -> Result<&str> {
+        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
+        self.str_at(at)
+    }
+
+    fn user_uid(&self, i: usize) -> Result<u32> {
+        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
+        self.u32_at(at + 8)
+    }
+
+    /// User record number `i` (in name order).
+    pub fn user_at(&self, i: usize) -> Result<UserEntry<'_>> {
+        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
+        Ok(UserEntry {
+            name: self.str_at(at)?,
+            uid: self.u32_at(at + 8)?,
+            gid: self.u32_at(at + 12)?,
+            gecos: self.str_at(at + 16)?,
+            home: self.str_at(at + 24)?,
+            shell: self.str_at(at + 32)?,
+        })
+    }
+
+    fn group_name(&self, i: usize) -> Result<&str> {
+        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
+        self.str_at(at)
+    }
+
+    fn group_gid(&self, i: usize) -> Result<u32> {
+        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
+        self.u32_at(at + 8)
+    }
+
+    /// Group record number `i` (in name order), with its members.
+    pub fn group_at(&self, i: usize) -> Result<GroupEntry<'_>> {
+        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
+        let first = self.u32_at(at + 12)? as usize;
+        let count = self.u32_at(at + 16)? as usize;
+        let end = first
+            .checked_add(count)
+            .filter(|end| *end <= self.layout.member_count)
+            .ok_or_else(|| corrupt(format!("group {i}: members lie outside the member list")))?;
+        let mut members = Vec::with_capacity(count);
+        for m in first..end {
+            members.push(self.str_at(self.layout.members + m * STR_REF)?);
+        }
+        Ok(GroupEntry {
+            name: self.str_at(at)?,
+            gid: self.u32_at(at + 8)?,
+            members,
+        })
+    }
+
+    /// Binary search for `key` over `count` entries ordered by `get(i)`.
+    fn search<K: Ord>(
+        count: usize,
+        key: &K,
+        get: impl Fn(usize) -> Result<K>,
+    ) -> Result<Option<usize>> {
+        let (mut low, mut high) = (0usize, count);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match get(mid)?.cmp(key) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(mid)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn index_entry(&self, base: usize, count: usize, k: usize) -> Result<usize> {
+        let at = self.record_at(base, INDEX_ENTRY, count, k)?;
+        Ok(self.u32_at(at)? as usize)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserEntry<'_>>> {
+        let found = Self::search(self.layout.user_count, &name.as_bytes(), |i| {
+            self.user_name(i).map(str::as_bytes)
+        })?;
+        found.map(|i| self.user_at(i)).transpose()
+    }
+
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<UserEntry<'_>>> {
+        let count = self.layout.user_count;
+        let found = Self::search(count, &uid, |k| {
+            self.user_uid(self.index_entry(self.layout.uid_index, count, k)?)
+        })?;
+        found
+            .map(|k| self.user_at(self.index_entry(self.layout.uid_index, count, k)?))
+            .transpose()
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Result<Option<GroupEntry<'_>>> {
+        let found = Self::search(self.layout.group_count, &name.as_bytes(), |i| {
+            self.group_name(i).map(str::as_bytes)
+        })?;
+        found.map(|i| self.group_at(i)).transpose()
+    }
+
+    pub fn group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'_>>> {
+        let count = self.layout.group_count;
+        let found = Self::search(count, &gid, |k| {
+            self.group_gid(self.index_entry(self.layout.gid_index, count, k)?)
+        })?;
+        found
+            .map(|k| self.group_at(self.index_entry(self.layout.gid_index, count, k)?))
+            .transpose()
+    }
+
+    /// Every user, in name order.
+    pub fn users(&self) -> impl Iterator<Item = Result<UserEntry<'_>>> + '_ {
+        (0..self.layout.user_count).map(move |i| self.user_at(i))
+    }
+
+    /// Every group, in name order.
+    pub fn groups(&self) -> impl Iterator<Item = Result<GroupEntry<'_>>> + '_ {
+        (0..self.layout.group_count).map(move |i| self.group_at(i))
+    }
+
+    /// Everything the cache holds, owned.
+    pub fn to_data(&self) -> Result<NssData> {
+        Ok(NssData {
+            users: self
+                .users()
+                .map(|u| u.map(|u| u.to_owned()))
+                .collect::<Result<_>>()?,
+            groups: self
+                .groups()
+                .map(|g| g.map(|g| g.to_owned()))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Checks every record: readable, names strictly sorted, id indexes
+    /// permutations sorted by id (so every lookup finds what it should).
+    pub fn verify(&self) -> Result<()> {
+        let layout = self.layout;
+        for (kind, count) in [("user", layout.user_count), ("group", layout.group_count)] {
+            let mut previous: Option<&[u8]> = None;
+            for i in 0..count {
+                let name = if kind == "user" {
+                    self.user_at(i)?.name
+                } else {
+                    self.group_at(i)?.name
+                };
+                if previous.is_some_and(|p| p >= name.as_bytes()) {
+                    return Err(corrupt(format!("{kind} names out of order at {i}")));
+                }
+                previous = Some(name.as_bytes());
+            }
+            let (base, id_of): (usize, &dyn Fn(usize) -> Result<u32>) = if kind == "user" {
+                (layout.uid_index, &|i| self.user_uid(i))
+            } else {
+                (layout.gid_index, &|i| self.group_gid(i))
+            };
+            let mut seen = vec![false; count];
+            let mut previous_id: Option<u32> = None;
+            for k in 0..count {
+                let i = self.index_entry(base, count, k)?;
+                match seen.get_mut(i) {
+                    Some(slot) if !*slot => *slot = true,
+                    _ => return Err(corrupt(format!("{kind} id index entry {k} is bad"))),
+                }
+                let id = id_of(i)?;
+                if previous_id.is_some_and(|p| p >= id) {
+                    return Err(corrupt(format!("{kind} id index out of order at {k}")));
+                }
+                previous_id = Some(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One cache per process, re-opened when the file at its path is replaced.
+///
+/// Each call costs one `stat` of the path. The lock is held only to compare
+/// stamps and (rarely) re-open; lookups run on a shared `Arc` outside it. A
+/// call that finds the lock taken (another thread re-opening, or a child
+/// forked while a thread held it) opens a private copy instead of waiting.
+#[derive(Debug)]
+pub struct ReloadingCache {
+    path: &'static str,
+    current: Mutex<Option<Arc<NssCache>>>,
+}
+
+impl ReloadingCache {
+    pub const fn new(path: &'static str) -> Self {
+        ReloadingCache {
+            path,
+            current: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &'static str {
+        self.path
+    }
+
+    /// The cache as the file at the path is now.
+    pub fn get(&self) -> Result<Arc<NssCache>> {
+        let path = Path::new(self.path);
+        let stamp = match fs::metadata(path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(source) => {
+                // Gone: drop the old mapping too.
+                if let Ok(mut current) = self.current.try_lock() {
+                    *current = None;
+                }
+                return Err(NssCacheError::Io {
+                    path: path.to_path_buf(),
+                    action: "cannot stat NSS cache",
+                    source,
+                });
+            }
+        };
+        let mut current = match self.current.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return NssCache::open(path).map(Arc::new),
+        };
+        if let Some(cache) = current.as_ref() {
+            if cache.stamp() == Some(stamp) {
+                return Ok(Arc::clone(cache));
+            }
+        }
+        *current = None;
+        let cache = Arc::new(NssCache::open(path)?);
+        *current = Some(Arc::clone(&cache));
+        Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Format;
+    use crate::uids::IdRanges;
+
+    fn user(name: &str, uid: u32) -> NssUser {
+        NssUser {
+            name: name.to_string(),
+            uid,
+            gid: 100,
+            gecos: format!("{name} gecos"),
+            home: "/".to_string(),
+            shell: DEFAULT_SHELL.to_string(),
+        }
+    }
+
+    fn sample() -> NssData {
+        NssData {
+            users: vec![user("carol", 7), user("alice", 5), user("bob", 9)],
+            groups: vec![
+                NssGroup {
+                    name: "ops".into(),
+                    gid: 300,
+                    members: vec!["alice".into(), "bob".into()],
+                },
+                NssGroup {
+                    name: "jms-users".into(),
+                    gid: 100,
+                    members: vec![],
+                },
+                NssGroup {
+                    name: "dev".into(),
+                    gid: 200,
+                    members: vec!["carol".into()],
+                },
+            ],
+        }
+    }
+
+    fn sorted(mut data: NssData) -> NssData {
+        data.users.sort_by(|a, b| a.name.cmp(&b.name));
+        data.groups.sort_by(|a, b| a.name.cmp(&b.name));
+        data
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nss.db");
+        write_atomic(&path, &sample()).unwrap();
+        let mode = fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the cache is world-readable");
+        let cache = NssCache::open(&path).unwrap();
+        cache.verify().unwrap();
+        assert_eq!(cache.to_data().unwrap(), sorted(sample()));
+        let alice = cache
+            .user_by_name("alice")
+            .unwrap()
+            .expect("alice is in the cache");
+        assert_eq!((alice.uid, alice.gid, alice.gecos), (5, 100, "alice gecos"));
+        assert_eq!(cache.user_by_uid(9).unwrap().map(|u| u.name), Some("bob"));
+        assert_eq!(cache.user_by_name("dave").unwrap(), None);
+        assert_eq!(cache.user_by_uid(6).unwrap(), None);
+        let ops = cache.group_by_name("ops").unwrap().unwrap();
+        assert_eq!(ops.members, ["alice", "bob"]);
+        assert_eq!(cache.group_by_gid(200).unwrap().unwrap().name, "dev");
+        assert_eq!(cache.group_by_gid(201).unwrap(), None);
+        assert_eq!(cache.group_by_name("nope").unwrap(), None);
+        assert!(cache.stamp().is_some());
+    }
+
+    #[test]
+    fn an_empty_cache_answers_not_found() {
+        let cache = NssCache::from_bytes(NssData::default().encode().unwrap()).unwrap();
+        cache.verify().unwrap();
+        assert_eq!(cache.user_by_name("a").unwrap(), None);
+        assert_eq!(cache.user_by_uid(0).unwrap(), None);
+        assert_eq!(cache.group_by_name("a").unwrap(), None);
+        assert_eq!(cache.group_by_gid(0).unwrap(), None);
+        assert_eq!(cache.users().count(), 0);
+    }
+
+    #[test]
+    fn duplicate_names_and_ids_are_refused() {
+        let mut data = sample();
+        data.users.push(user("alice", 99));
+        assert!(matches!(data.encode(), Err(NssCacheError::Invalid(_))));
+        let mut data = sample();
+        data.users.push(user("zed", 5));
+        let err = data.encode().unwrap_err();
+        assert!(err.to_string().contains("uid 5 given twice"), "{err}");
+        let mut data = sample();
+        data.groups[0].gid = 200;
+        assert!(data.encode().unwrap_err().to_string().contains("gid 200"));
+    }
+
+    #[test]
+    fn a_hundred_thousand_users_are_found_by_name_and_uid() {
+        let n = 100_000u32;
+        let data = NssData {
+            // Names and uids in opposite orders, so the two indexes differ.
+            users: (0..n)
+                .map(|i| user(&format!("user{i:06}"), 200_000 + (n - 1 - i)))
+                .collect(),
+            groups: vec![NssGroup {
+                name: "big".into(),
+                gid: 1,
+                members: (0..n).map(|i| format!("user{i:06}")).collect(),
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nss.db");
+        write_atomic(&path, &data).unwrap();
+        let cache = NssCache::open(&path).unwrap();
+        cache.verify().unwrap();
+        assert_eq!(cache.user_count(), n as usize);
+        for i in (0..n).step_by(997).chain([0, n - 1]) {
+            let name = format!("user{i:06}");
+            let by_name = cache.user_by_name(&name).unwrap().expect("found by name");
+            assert_eq!(by_name.uid, 200_000 + (n - 1 - i));
+            let by_uid = cache
+                .user_by_uid(by_name.uid)
+                .unwrap()
+                .expect("found by uid");
+            assert_eq!(by_uid.name, name);
+        }
+        assert_eq!(
+            cache.group_by_gid(1).unwrap().unwrap().members.len(),
+            n as usize
+        );
+        assert_eq!(cache.users().filter(|u| u.is_ok()).count(), n as usize);
+    }
+
+    #[test]
+    fn odd_names_round_trip_and_sort_by_bytes() {
+        let names = [
+            "ünïcödé",
+            "a b",
+            "tab\there",
+            "日本語",
+            "emoji🦀",
+            "Z",
+            "a",
+            "a\u{0}nul",
+            "x:y",
+            "",
+            "\u{7f}",
+            "a\u{10FFFF}",
+        ];
+        let data = NssData {
+            users: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| user(n, i as u32))
+                .collect(),
+            groups: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NssGroup {
+                    name: n.to_string(),
+                    gid: 1000 + i as u32,
+                    members: names.iter().map(|m| m.to_string()).collect(),
+                })
+                .collect(),
+        };
+        let cache = NssCache::from_bytes(data.encode().unwrap()).unwrap();
+        cache.verify().unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let found = cache
+                .user_by_name(name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name:?} not found"));
+            assert_eq!(found.uid, i as u32);
+            assert_eq!(cache.user_by_uid(i as u32).unwrap().unwrap().name, *name);
+            let group = cache.group_by_name(name).unwrap().unwrap();
+            assert_eq!(group.members, names);
+        }
+        assert_eq!(cache.user_by_name("a\u{0}").unwrap(), None);
+    }
+
+    #[test]
+    fn every_truncated_prefix_is_an_error_without_panic() {
+        let bytes = sample().encode().unwrap();
+        for len in 0..bytes.len() {
+            let result = NssCache::from_bytes(bytes[..len].to_vec());
+            assert!(
+                result.is_err(),
+                "a {len}-byte prefix of {} was accepted",
+                bytes.len()
+            );
+        }
+        // And through the file path (open checks the length before mapping).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nss.db");
+        for len in [0, 1, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
+            fs::write(&path, &bytes[..len]).unwrap();
+            assert!(NssCache::open(&path).is_err(), "{len}-byte file accepted");
+        }
+        assert!(NssCache::open(&dir.path().join("missing")).is_err());
+        assert!(
+            NssCache::open(dir.path()).is_err(),
+            "a directory is not a cache"
+        );
+    }
+
+    /// Runs every query on a cache; results do not matter, panics do.
+    fn exercise(cache: &NssCache) {
+        let _ = cache.verify();
+        let _ = cache.to_data();
+        for name in [
+            "alice",
+            "bob",
+            "carol",
+            "ops",
+            "dev",
+            "jms-users",
+            "zzz",
+            "",
+        ] {
+            let _ = cache.user_by_name(name);
+            let _ = cache.group_by_name(name);
+        }
+        for id in [0, 5, 7, 9, 100, 200, 300, u32::MAX] {
+            let _ = cache.user_by_uid(id);
+            let _ = cache.group_by_gid(id);
+        }
+        cache.users().for_each(drop);
+        cache.groups().for_each(drop);
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        let bytes = sample().encode().unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Every single byte set to a few values ...
+        for at in 0..bytes.len() {
+            for value in [0x00, 0xFF, 0x7F, 0x80, bytes[at] ^ 1] {
+                let mut copy = bytes.clone();
+                copy[at] = value;
+                if let Ok(cache) = NssCache::from_bytes(copy) {
+                    exercise(&cache);
+                }
+            }
+        }
+        // ... then random multi-byte damage.
+        for _ in 0..3000 {
+            let mut copy = bytes.clone();
+            for _ in 0..1 + next() % 8 {
+                let at = (next() as usize) % copy.len();
+                copy[at] = next() as u8;
+            }
+            if let Ok(cache) = NssCache::from_bytes(copy) {
+                exercise(&cache);
+            }
+        }
+    }
+
+    #[test]
+    fn header_damage_is_caught_at_open() {
+        let bytes = sample().encode().unwrap();
+        let damaged = |at: usize, value: u32| {
+            let mut copy = bytes.clone();
+            copy[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            NssCache::from_bytes(copy)
+        };
+        assert!(
+            matches!(damaged(0, 0), Err(NssCacheError::Corrupt(_))),
+            "magic"
+        );
+        assert!(matches!(
+            damaged(8, 2),
+            Err(NssCacheError::Version { found: 2 })
+        ));
+        assert!(damaged(24, u32::MAX).is_err(), "user count");
+        assert!(damaged(32, 1 << 30).is_err(), "member count");
+        assert!(damaged(36, u32::MAX).is_err(), "strings offset");
+        assert!(damaged(44, 3).is_err(), "users inside the header");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(NssCache::from_bytes(longer).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn verify_catches_unsorted_records() {
+        let mut bytes = sample().encode().unwrap();
+        // Swap the uids of the first two users: the uid index is now wrong.
+        let users = le_u32(&bytes, 44).unwrap() as usize;
+        let (a, b) = (users + 8, users + USER_RECORD + 8);
+        let uid_a: [u8; 4] = bytes[a..a + 4].try_into().unwrap();
+        let uid_b: [u8; 4] = bytes[b..b + 4].try_into().unwrap();
+        bytes[a..a + 4].copy_from_slice(&uid_b);
+        bytes[b..b + 4].copy_from_slice(&uid_a);
+        let cache = NssCache::from_bytes(bytes).unwrap();
+        assert!(cache.verify().is_err());
+    }
+
+    const POLICY: &str = r#"
+users:
+  - {username: alice, name: "Alice: Liu\nthe admin", groups: [ops]}
+  - {username: bob, name: Bob, groups: [ops, dev]}
+  - {username: carol, is_active: false}
+user_groups:
+  - {name: ops}
+  - {name: dev}
+  - {name: empty}
+"#;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, Format::Yaml, "test.yaml", Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn from_policy_builds_users_and_groups() {
+        let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
+        let data =
+            NssData::from_policy(&policy(POLICY), &mut ids, &NssSettings::default()).unwrap();
+        let jms_gid = ids.get(crate::uids::IdKind::Group, "jms-users").unwrap();
+        assert_eq!(jms_gid, 200_000, "the primary group gets the first gid");
+        let alice = &data.users[0];
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.uid, 200_000);
+        assert_eq!(alice.gid, jms_gid);
+        assert_eq!(
+            alice.gecos, "Alice Liuthe admin",
+            "`:` and newlines are stripped"
+        );
+        assert_eq!(
+            (alice.home.as_str(), alice.shell.as_str()),
+            ("/", "/usr/bin/jms-agent")
+        );
+        let carol = data
+            .users
+            .iter()
+            .find(|u| u.name == "carol")
+            .expect("disabled users stay");
+        assert_eq!(carol.uid, 200_002);
+        let group = |name: &str| data.groups.iter().find(|g| g.name == name).unwrap().clone();
+        assert_eq!(group("ops").members, ["alice", "bob"]);
+        assert_eq!(group("dev").members, ["bob"]);
+        assert_eq!(group("empty").members, Vec::<String>::new());
+        assert_eq!(group("jms-users").gid, jms_gid);
+        assert_eq!(data.groups.len(), 4);
+        data.encode().unwrap();
+    }
+
+    #[test]
+    fn ids_from_policy_are_stable_when_the_policy_changes() {
+        let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
+        NssData::from_policy(&policy(POLICY), &mut ids, &NssSettings::default()).unwrap();
+        let changed = r#"
+users:
+  - {username: dave}
+  - {username: bob, groups: [dev]}
+user_groups:
+  - {name: dev}
+"#;
+        let data =
+            NssData::from_policy(&policy(changed), &mut ids, &NssSettings::default()).unwrap();
+        let uid = |name: &str| data.users.iter().find(|u| u.name == name).unwrap().uid;
+        assert_eq!(uid("bob"), 200_001, "bob keeps his uid");
+        assert_eq!(
+            uid("dave"),
+            200_003,
+            "dave does not get alice's or carol's uid"
+        );
+        assert_eq!(
+            data.groups.iter().find(|g| g.name == "dev").unwrap().gid,
+            200_002
+        );
+    }
+
+    #[test]
+    fn a_user_group_named_like_the_primary_group_is_merged() {
+        let text = "users:\n  - {username: alice, groups: [jms-users]}\nuser_groups:\n  - {name: jms-users}\n";
+        let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
+        let data = NssData::from_policy(&policy(text), &mut ids, &NssSettings::default()).unwrap();
+        assert_eq!(data.groups.len(), 1);
+        assert_eq!(data.groups[0].members, ["alice"]);
+        data.encode().unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
+        for settings in [
+            NssSettings {
+                home: "relative".into(),
+                ..NssSettings::default()
+            },
+            NssSettings {
+                shell: "/bin/x:y".into(),
+                ..NssSettings::default()
+            },
+            NssSettings {
+                primary_group: "a:b".into(),
+                ..NssSettings::default()
+            },
+        ] {
+            let err = NssData::from_policy(&policy(POLICY), &mut ids, &settings).unwrap_err();
+            assert!(
+                matches!(err, NssCacheError::Invalid(_)),
+                "{settings:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reloading_cache_follows_replacement_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nss.db");
+        // ReloadingCache wants a 'static path, as the NSS module has.
+        let leaked: &'static str = Box::leak(path.to_str().unwrap().to_string().into_boxed_str());
+        let slot = ReloadingCache::new(leaked);
+        assert!(slot.get().is_err(), "missing file");
+        write_atomic(&path, &sample()).unwrap();
+        let first = slot.get().unwrap();
+        assert!(first.user_by_name("alice").unwrap().is_some());
+        assert!(
+            Arc::ptr_eq(&first, &slot.get().unwrap()),
+            "unchanged file: same mapping"
+        );
+
+        let mut data = sample();
+        data.users.push(user("dave", 11));
+        write_atomic(&path, &data).unwrap();
+        let second = slot.get().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "replaced file: re-opened");
+        assert!(second.user_by_name("dave").unwrap().is_some());
+        assert!(
+            first.user_by_name("dave").unwrap().is_none(),
+            "the old mapping still reads the old file"
+        );
+
+        fs::remove_file(&path).unwrap();
+        assert!(slot.get().is_err(), "removed file: unavailable");
+        fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(slot.get(), Err(NssCacheError::Corrupt(_))));
+    }
+}

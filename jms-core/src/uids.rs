@@ -196,7 +196,11 @@ impl IdTable {
         self.by_name.insert(name.to_string(), id);
         self.by_id.insert(id, name.to_string());
         if self.range.contains(id) && id >= self.next {
-            self.next = if id == self.range.last { self.range.first } else { id + 1 };
+            self.next = if id == self.range.last {
+                self.range.first
+            } else {
+                id + 1
+            };
         }
         Ok(())
     }
@@ -207,14 +211,22 @@ impl IdTable {
             return Ok((id, false));
         }
         let IdRange { first, last } = self.range;
-        let start = if self.range.contains(self.next) { self.next } else { first };
+        let start = if self.range.contains(self.next) {
+            self.next
+        } else {
+            first
+        };
         let mut candidate = start;
         loop {
             if !self.by_id.contains_key(&candidate) {
                 self.insert(name, candidate)?;
                 return Ok((candidate, true));
             }
-            candidate = if candidate == last { first } else { candidate + 1 };
+            candidate = if candidate == last {
+                first
+            } else {
+                candidate + 1
+            };
             if candidate == start {
                 return Err(IdError::Exhausted {
                     kind: self.kind,
@@ -286,7 +298,10 @@ impl IdAllocator {
                 file.version
             )));
         }
-        for (table, map) in [(&mut allocator.users, file.users), (&mut allocator.groups, file.groups)] {
+        for (table, map) in [
+            (&mut allocator.users, file.users),
+            (&mut allocator.groups, file.groups),
+        ] {
             for (name, id) in map {
                 table.insert(&name, id).map_err(|e| format(e.to_string()))?;
             }
@@ -374,7 +389,10 @@ impl IdAllocator {
 
     /// Every name ever given an id, with its id, by name.
     pub fn entries(&self, kind: IdKind) -> impl Iterator<Item = (&str, u32)> {
-        self.table(kind).by_name.iter().map(|(name, id)| (name.as_str(), *id))
+        self.table(kind)
+            .by_name
+            .iter()
+            .map(|(name, id)| (name.as_str(), *id))
     }
 }
 
@@ -434,8 +452,16 @@ mod tests {
         let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
         assert_eq!(ids.uid("alice").unwrap(), 200_000);
         assert_eq!(ids.uid("bob").unwrap(), 200_001);
-        assert_eq!(ids.uid("alice").unwrap(), 200_000, "a known name keeps its uid");
-        assert_eq!(ids.gid("ops").unwrap(), 200_000, "groups have their own map");
+        assert_eq!(
+            ids.uid("alice").unwrap(),
+            200_000,
+            "a known name keeps its uid"
+        );
+        assert_eq!(
+            ids.gid("ops").unwrap(),
+            200_000,
+            "groups have their own map"
+        );
         assert!(ids.changed());
     }
 
@@ -454,7 +480,11 @@ mod tests {
 
         let mut again = IdAllocator::load(&path, IdRanges::default()).unwrap();
         // A different policy order must not move anyone.
-        assert_eq!(again.uid("carol").unwrap(), 200_002, "new names go after the known ones");
+        assert_eq!(
+            again.uid("carol").unwrap(),
+            200_002,
+            "new names go after the known ones"
+        );
         assert_eq!(again.uid("bob").unwrap(), 200_001);
         assert_eq!(again.uid("alice").unwrap(), 200_000);
         assert_eq!(again.gid("ops").unwrap(), 200_000);
@@ -483,11 +513,22 @@ mod tests {
         assert_eq!(ids.uid("carol").unwrap(), 12, "alice's 10 is not reused");
         let err = ids.uid("dave").unwrap_err();
         assert!(
-            matches!(err, IdError::Exhausted { first: 10, last: 12, .. }),
+            matches!(
+                err,
+                IdError::Exhausted {
+                    first: 10,
+                    last: 12,
+                    ..
+                }
+            ),
             "expected exhaustion, got {err}"
         );
         assert!(err.to_string().contains("widen the range"), "{err}");
-        assert_eq!(ids.uid("alice").unwrap(), 10, "alice comes back with her old uid");
+        assert_eq!(
+            ids.uid("alice").unwrap(),
+            10,
+            "alice comes back with her old uid"
+        );
     }
 
     #[test]
@@ -495,7 +536,16 @@ mod tests {
         let mut ids = IdAllocator::new(small(5, 5)).unwrap();
         ids.gid("ops").unwrap();
         let err = ids.gid("dev").unwrap_err();
-        assert!(matches!(err, IdError::Exhausted { kind: IdKind::Group, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                IdError::Exhausted {
+                    kind: IdKind::Group,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(ids.uid("alice").unwrap(), 5, "the user map is separate");
     }
 
@@ -515,7 +565,11 @@ mod tests {
     fn allocation_skips_adopted_ids_and_wraps_to_holes() {
         let mut ids = IdAllocator::new(small(1, 4)).unwrap();
         ids.adopt(IdKind::User, "server-given", 3).unwrap();
-        assert_eq!(ids.uid("a").unwrap(), 4, "continues after the highest id in range");
+        assert_eq!(
+            ids.uid("a").unwrap(),
+            4,
+            "continues after the highest id in range"
+        );
         assert_eq!(ids.uid("b").unwrap(), 1, "then wraps to the holes");
         assert_eq!(ids.uid("c").unwrap(), 2);
         assert!(ids.uid("d").is_err());
@@ -536,7 +590,10 @@ mod tests {
     fn bad_ranges_are_refused() {
         for (first, last) in [(0, 10), (10, 9), (1, u32::MAX)] {
             let err = IdAllocator::new(small(first, last)).unwrap_err();
-            assert!(matches!(err, IdError::BadRange { .. }), "{first}..={last}: {err}");
+            assert!(
+                matches!(err, IdError::BadRange { .. }),
+                "{first}..={last}: {err}"
+            );
         }
     }
 
@@ -559,7 +616,10 @@ mod tests {
         for i in 0..=(DEFAULT_LAST_ID - DEFAULT_FIRST_ID) {
             assert_eq!(ids.uid(&format!("u{i}")).unwrap(), DEFAULT_FIRST_ID + i);
         }
-        assert!(matches!(ids.uid("one-too-many"), Err(IdError::Exhausted { .. })));
+        assert!(matches!(
+            ids.uid("one-too-many"),
+            Err(IdError::Exhausted { .. })
+        ));
     }
 
     #[test]
@@ -569,8 +629,14 @@ mod tests {
         write_file_atomic(&path, b"one", 0o644).unwrap();
         write_file_atomic(&path, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f")]);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
 }

@@ -87,5 +87,8 @@ pub enum AuthResult {
 pub enum AccountResult {
     Allowed,
     UnknownUser,
+    /// The account's expiry date has passed.
+    Expired { reason: String },
+    /// Disabled, outside the login ACL, or locked.
     Denied { reason: String },
 }

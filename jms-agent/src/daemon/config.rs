@@ -1,0 +1,145 @@
+//! `/etc/jms/agentd.toml`: every path the daemon uses, overridable for tests,
+//! with defaults from named functions. Unknown keys are refused.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use jms_core::login::LockoutPolicy;
+use jms_core::nss_cache::{NssSettings, DEFAULT_NSS_CACHE_PATH};
+use jms_core::uids::IdRanges;
+use serde::Deserialize;
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/jms/agentd.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentdConfig {
+    /// The socket PAM and jms-agent connect to.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Private state (0700): login state, id map.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The public NSS cache (0644) that libnss_jms reads.
+    #[serde(default = "default_nss_cache")]
+    pub nss_cache: PathBuf,
+    /// The local policy file (until the central sync takes over).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// The only non-root user allowed to ask for public keys
+    /// (sshd's AuthorizedKeysCommandUser).
+    #[serde(default = "default_keys_user")]
+    pub authorized_keys_user: String,
+    /// Time zone of login time windows (IANA name).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default)]
+    pub ids: IdRanges,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    /// How many clients are served at once; more wait in the backlog.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+/// Failed-login lockout: `max_failures` within `window_secs` locks the
+/// account for `lock_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+    #[serde(default = "default_lock_secs")]
+    pub lock_secs: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig { max_failures: default_max_failures(), window_secs: default_window_secs(), lock_secs: default_lock_secs() }
+    }
+}
+
+impl LockoutConfig {
+    pub fn policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: self.max_failures,
+            window: std::time::Duration::from_secs(self.window_secs),
+            lock_for: std::time::Duration::from_secs(self.lock_secs),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(jms_proto::DEFAULT_SOCKET_PATH)
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/jms")
+}
+fn default_nss_cache() -> PathBuf {
+    PathBuf::from(DEFAULT_NSS_CACHE_PATH)
+}
+fn default_keys_user() -> String {
+    "nobody".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_shell() -> String {
+    NssSettings::default().shell
+}
+fn default_home() -> String {
+    NssSettings::default().home
+}
+fn default_max_clients() -> usize {
+    64
+}
+fn default_max_failures() -> u32 {
+    LockoutPolicy::default().max_failures
+}
+fn default_window_secs() -> u64 {
+    LockoutPolicy::default().window.as_secs()
+}
+fn default_lock_secs() -> u64 {
+    LockoutPolicy::default().lock_for.as_secs()
+}
+
+impl AgentdConfig {
+    /// Reads the file, refusing one that others could have written.
+    pub fn load(path: &Path) -> Result<AgentdConfig> {
+        refuse_unsafe_file(path)?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: AgentdConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config.timezone()?;
+        Ok(config)
+    }
+
+    pub fn timezone(&self) -> Result<chrono_tz::Tz> {
+        self.timezone.parse().map_err(|_| anyhow::anyhow!("timezone `{}` is not an IANA time zone name", self.timezone))
+    }
+
+    pub fn nss_settings(&self) -> NssSettings {
+        NssSettings { home: self.home.clone(), shell: self.shell.clone(), ..NssSettings::default() }
+    }
+}
+
+/// Refuses a file (or directory) that is writable by group or others, or
+/// owned by someone other than root or the daemon's own user.
+pub fn refuse_unsafe_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!("{} is owned by uid {}: it must belong to root", path.display(), meta.uid());
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!("{} is writable by group or others (mode {:o}): fix with chmod go-w", path.display(), meta.mode() & 0o7777);
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! What each request does. The caller's uid was read with SO_PEERCRED by
+//! the server; [`Daemon::handle`] checks it against the variant's rule
+//! before anything else.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::Utc;
+use jms_core::login::{check_login, LockoutPolicy, LoginDenied};
+use jms_core::password::{verify_password, verify_totp};
+use jms_core::Policy;
+use jms_proto::{AccountResult, AuthResult, Request, Response};
+use tracing::{info, warn};
+
+use crate::daemon::config::AgentdConfig;
+use crate::daemon::state::StateFile;
+
+/// Everything the handlers share.
+pub struct Daemon {
+    pub config: AgentdConfig,
+    pub timezone: chrono_tz::Tz,
+    pub lockout: LockoutPolicy,
+    /// uid allowed to ask for public keys, besides root.
+    pub keys_uid: Option<u32>,
+    pub policy: RwLock<Arc<Policy>>,
+    pub state: Mutex<StateFile>,
+    /// A hash verified for unknown users, so they cost what a user costs.
+    pub decoy_hash: RwLock<String>,
+}
+
+/// Who may send a request.
+fn allowed(request: &Request, uid: u32, keys_uid: Option<u32>) -> bool {
+    match request {
+        Request::AuthorizedKeys { .. } => uid == 0 || Some(uid) == keys_uid,
+        Request::UserStatus { .. }
+        | Request::Authenticate { .. }
+        | Request::AccountCheck { .. }
+        | Request::SessionOpen { .. }
+        | Request::SessionClose { .. } => uid == 0,
+    }
+}
+
+fn parse_rhost(rhost: &Option<String>) -> Option<IpAddr> {
+    rhost.as_deref().and_then(|h| h.parse().ok())
+}
+
+impl Daemon {
+    pub fn current_policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn handle(&self, request: Request, uid: u32) -> Response {
+        if !allowed(&request, uid, self.keys_uid) {
+            warn!(request = request.kind(), uid, "request refused for this caller");
+            return Response::Forbidden { reason: format!("uid {uid} may not send {}", request.kind()) };
+        }
+        let policy = self.current_policy();
+        match request {
+            Request::UserStatus { user } => match policy.user(&user) {
+                Some(u) => Response::UserStatus { known: true, needs_totp: u.totp_secret.is_some() },
+                None => Response::UserStatus { known: false, needs_totp: false },
+            },
+            Request::Authenticate { user, password, totp, rhost, service } => {
+                let result = self.authenticate(&policy, &user, password.expose(), totp.as_ref().map(|t| t.expose()));
+                let (outcome, reason) = match &result {
+                    AuthResult::Success => ("success", String::new()),
+                    AuthResult::WrongSecret => ("failure", "wrong password or code".to_string()),
+                    AuthResult::UnknownUser => ("unknown_user", String::new()),
+                    AuthResult::Denied { reason } => ("denied", reason.clone()),
+                };
+                info!(event = "authenticate", user, rhost = rhost.as_deref().unwrap_or("-"), service, outcome, reason);
+                Response::Auth { result }
+            }
+            Request::AccountCheck { user, rhost } => {
+                let result = self.account_check(&policy, &user, &rhost);
+                let (outcome, reason) = match &result {
+                    AccountResult::Allowed => ("allowed", String::new()),
+                    AccountResult::UnknownUser => ("unknown_user", String::new()),
+                    AccountResult::Expired { reason } => ("expired", reason.clone()),
+                    AccountResult::Denied { reason } => ("denied", reason.clone()),
+                };
+                info!(event = "account", user, rhost = rhost.as_deref().unwrap_or("-"), outcome, reason);
+                Response::Account { result }
+            }
+            Request::SessionOpen { user, rhost, tty, pid } => {
+                if policy.user(&user).is_none() {
+                    return Response::Account { result: AccountResult::UnknownUser };
+                }
+                info!(event = "session_open", user, rhost = rhost.as_deref().unwrap_or("-"), tty = tty.as_deref().unwrap_or("-"), pid);
+                Response::Done
+            }
+            Request::SessionClose { user, pid } => {
+                if policy.user(&user).is_none() {
+                    return Response::Account { result: AccountResult::UnknownUser };
+                }
+                info!(event = "session_close", user, pid);
+                Response::Done
+            }
+            Request::AuthorizedKeys { user } => {
+                // Disabled or expired users get no keys; the login ACL is
+                // checked by PAM's account stage, which knows the source.
+                let keys = match policy.user(&user) {
+                    Some(u) if u.is_active && u.date_expired.is_none_or(|end| Utc::now() < end.0) => u.public_keys.clone(),
+                    _ => Vec::new(),
+                };
+                Response::Keys { keys }
+            }
+        }
+    }
+
+    fn authenticate(&self, policy: &Policy, name: &str, password: &str, totp: Option<&str>) -> AuthResult {
+        let now = Utc::now().timestamp();
+        let Some(user) = policy.user(name) else {
+            // Same work as for a real user: unknown names cost the same.
+            let decoy = self.decoy_hash.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let _ = verify_password(password.as_bytes(), &decoy);
+            return AuthResult::UnknownUser;
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let record = state.state.failures.entry(name.to_string()).or_default();
+        if let Some(until) = record.is_locked(now) {
+            return AuthResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+        }
+        let Some(hash) = &user.password_hash else {
+            return AuthResult::Denied { reason: "no password is set for this user".into() };
+        };
+        let password_ok = verify_password(password.as_bytes(), hash.expose()).unwrap_or(false);
+        let totp_step = match (&user.totp_secret, totp) {
+            (None, _) => Some(None),
+            (Some(_), None) => None,
+            (Some(secret), Some(code)) => {
+                let last = state.state.totp_steps.get(name).copied();
+                verify_totp(secret.expose(), code, now, last).ok().flatten().map(Some)
+            }
+        };
+        let result = match (password_ok, totp_step) {
+            (true, Some(step)) => {
+                if let Some(step) = step {
+                    state.state.totp_steps.insert(name.to_string(), step);
+                }
+                state.state.failures.remove(name);
+                AuthResult::Success
+            }
+            _ => {
+                let record = state.state.failures.entry(name.to_string()).or_default();
+                if let Some(until) = record.record_failure(&self.lockout, now) {
+                    warn!(event = "lockout", user = name, until = rfc3339(until), "account locked after repeated failures");
+                }
+                AuthResult::WrongSecret
+            }
+        };
+        if let Err(e) = state.save() {
+            warn!(error = format!("{e:#}"), "could not save the login state");
+        }
+        result
+    }
+
+    fn account_check(&self, policy: &Policy, name: &str, rhost: &Option<String>) -> AccountResult {
+        let Some(user) = policy.user(name) else {
+            return AccountResult::UnknownUser;
+        };
+        let now = Utc::now();
+        match check_login(user, parse_rhost(rhost), now, self.timezone) {
+            Ok(()) => {}
+            Err(expired @ LoginDenied::Expired(_)) => return AccountResult::Expired { reason: expired.to_string() },
+            Err(denied) => return AccountResult::Denied { reason: denied.to_string() },
+        }
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = state.state.failures.get(name).and_then(|r| r.is_locked(now.timestamp())) {
+            return AccountResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+        }
+        AccountResult::Allowed
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).map(|t| t.to_rfc3339()).unwrap_or_else(|| unix.to_string())
+}

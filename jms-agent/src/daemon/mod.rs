@@ -1,0 +1,9 @@
+//! jms-agentd: configuration, policy source, private state, the published
+//! NSS cache, and the socket server with its request handlers.
+
+pub mod config;
+pub mod handlers;
+pub mod policy_source;
+pub mod publish;
+pub mod server;
+pub mod state;

@@ -1,0 +1,31 @@
+//! Applying a policy on the bastion: stable uids/gids from the id map, then
+//! the public NSS cache, written atomically.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use jms_core::nss_cache::{self, NssData};
+use jms_core::uids::IdAllocator;
+use jms_core::Policy;
+
+use crate::daemon::config::AgentdConfig;
+
+/// Assigns ids to new names (saving the id map first, so an id handed out
+/// is never handed out again) and rewrites the NSS cache.
+pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
+    let map_path = config.state_dir.join("ids.json");
+    let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
+    let data = NssData::from_policy(policy, &mut ids, &config.nss_settings()).context("building the NSS cache")?;
+    if ids.changed() {
+        ids.save(&map_path).context("saving the id map")?;
+    }
+    write_cache(&config.nss_cache, &data)?;
+    Ok(data)
+}
+
+fn write_cache(path: &Path, data: &NssData) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    nss_cache::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,18 @@
+//! The raw calls pam-bindings does not wrap: syslog to authpriv.
+
+use std::ffi::CString;
+
+/// Logs one line to syslog's authpriv facility (warning when `failure`),
+/// if `wanted`. NULs are stripped; nothing else is escaped.
+pub fn log_authpriv(failure: bool, line: &str, wanted: bool) {
+    if !wanted {
+        return;
+    }
+    let Ok(message) = CString::new(line.replace('\0', "")) else {
+        return;
+    };
+    let priority = libc::LOG_AUTHPRIV | if failure { libc::LOG_WARNING } else { libc::LOG_INFO };
+    // SAFETY: the format is a static "%s" and `message` is a valid C string
+    // that outlives the call.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+}
