@@ -30,9 +30,19 @@ pub struct Artifacts {
     pub nss_module: PathBuf,
 }
 
-/// Checks root, the tools and the artifacts; panics with every missing
+/// Checks root, the tools and the jms artifacts; panics with every missing
 /// piece listed.
 pub fn require_all() -> Artifacts {
+    check(true);
+    artifacts()
+}
+
+/// Checks root and the tools only (the harness's own check without jms).
+pub fn require_system() {
+    check(false);
+}
+
+fn check(with_jms: bool) {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -56,12 +66,16 @@ pub fn require_all() -> Artifacts {
         missing.push("/etc/pam.d/sshd to bind-mount over (openssh-server)".into());
     }
     let artifacts = artifacts();
+    let wanted = if with_jms { 4 } else { 0 };
     for path in [
         &artifacts.agentd,
         &artifacts.agent,
         &artifacts.pam_module,
         &artifacts.nss_module,
-    ] {
+    ]
+    .into_iter()
+    .take(wanted)
+    {
         if !path.is_file() {
             missing.push(format!(
                 "{} (build it first: `cargo build --workspace`)",
@@ -74,7 +88,6 @@ pub fn require_all() -> Artifacts {
         "jms-e2e cannot run; missing:\n  - {}\n(CI installs the packages in .ci/run; the suite never skips)",
         missing.join("\n  - ")
     );
-    artifacts
 }
 
 /// The build directory of the running test binary's profile

@@ -21,7 +21,16 @@ pub struct LocalFile {
 
 impl PolicySource for LocalFile {
     fn load(&self) -> Result<Policy> {
+        use std::os::unix::fs::MetadataExt;
         crate::daemon::config::refuse_unsafe_file(&self.path)?;
+        let mode = std::fs::metadata(&self.path)?.mode();
+        if mode & 0o007 != 0 {
+            anyhow::bail!(
+                "{} is readable by others (mode {:o}) but holds secrets: chmod o-rwx",
+                self.path.display(),
+                mode & 0o7777
+            );
+        }
         Policy::load(&self.path).context("loading the policy")
     }
 
