@@ -110,3 +110,23 @@ fn policy_check_summarises_and_names_inactive_grants() {
     assert!(text.contains("inactive: grant ops-paused is disabled"), "{text}");
     assert!(text.contains("inactive: grant draft is inactive: it lists no accounts"), "{text}");
 }
+
+#[test]
+fn hash_password_reads_stdin_and_makes_a_verifiable_django_hash() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jmsctl"))
+        .args(["hash-password", "--iterations", "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret pass\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("pbkdf2_sha256$1000$"), "{hash}");
+    assert!(jms_core::password::verify_password(b"s3cret pass", hash.trim()).unwrap());
+    let out = jmsctl(&["hash-password"]);
+    assert_eq!(out.status.code(), Some(2), "an empty stdin is bad input");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "jmsctl: empty password\n");
+}

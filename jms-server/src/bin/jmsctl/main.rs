@@ -3,6 +3,7 @@
 //! check` validates a file. Exit codes: 0 allow / ok, 1 deny, 2 bad input.
 
 mod eval;
+mod hash_password;
 mod policy;
 
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ struct Cli {
 enum Command {
     /// Decide one grant question, or list what a user is granted.
     Eval(eval::EvalArgs),
+    /// Hash a password (read from the terminal or stdin, never argv) for
+    /// a user's `password_hash`.
+    HashPassword(hash_password::HashPasswordArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Policy(command) => policy::run(command),
+        Command::HashPassword(args) => hash_password::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
