@@ -83,6 +83,8 @@ struct Report {
     list: Stats,
     list_assets_p50: usize,
     list_assets_max: usize,
+    /// Median over users of (list time / assets listed).
+    list_per_asset: Duration,
     naive: Stats,
     naive_queries: usize,
     indexed_on_naive_set: Stats,
@@ -102,7 +104,9 @@ impl Stats {
     fn of(mut samples: Vec<Duration>) -> Stats {
         assert!(!samples.is_empty());
         samples.sort_unstable();
-        let rank = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+        let rank = |p: f64| {
+            samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
         let total: Duration = samples.iter().sum();
         Stats {
             count: samples.len(),
@@ -136,7 +140,11 @@ impl Report {
             "  load      json {:.1} MB: best {:.0} ms of [{}]; yaml {:.1} MB: {:.0} ms (1 run)",
             r.json_mb,
             ms(r.load_json),
-            r.load_json_runs.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(", "),
+            r.load_json_runs
+                .iter()
+                .map(|d| format!("{:.0}", ms(*d)))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.yaml_mb,
             ms(r.load_yaml)
         );
@@ -154,14 +162,15 @@ impl Report {
             us(r.decide.max)
         );
         println!(
-            "  list      {} users: p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  max {:.1} ms  (assets listed: p50 {}, max {})",
+            "  list      {} users: p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  max {:.1} ms  (assets listed: p50 {}, max {}; {:.2} µs per listed asset)",
             r.list.count,
             ms(r.list.p50),
             ms(r.list.p99),
             ms(r.list.mean),
             ms(r.list.max),
             r.list_assets_p50,
-            r.list_assets_max
+            r.list_assets_max,
+            us(r.list_per_asset)
         );
         println!(
             "  naive     {} of the same queries: p50 {:.1} µs  p99 {:.1} µs (indexed on these: p50 {:.2} µs p99 {:.2} µs) => x{:.0} (p50) x{:.0} (p99) slower",
@@ -174,9 +183,15 @@ impl Report {
             r.naive.p99.as_secs_f64() / r.indexed_on_naive_set.p99.as_secs_f64(),
         );
         if r.mismatches.is_empty() {
-            println!("  check     naive and indexed decisions agree on all {} queries", r.naive_queries);
+            println!(
+                "  check     naive and indexed decisions agree on all {} queries",
+                r.naive_queries
+            );
         } else {
-            println!("  check     MISMATCH: naive and indexed disagree on {} queries, e.g.:", r.mismatches.len());
+            println!(
+                "  check     MISMATCH: naive and indexed disagree on {} queries, e.g.:",
+                r.mismatches.len()
+            );
             for m in r.mismatches.iter().take(5) {
                 println!("            {m}");
             }
@@ -289,7 +304,12 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     let summary = policy.summary();
     let counts = format!(
         "{} users, {} groups, {} nodes, {} assets, {} accounts, {} grants",
-        summary.users, summary.user_groups, summary.nodes, summary.assets, summary.accounts, summary.grants
+        summary.users,
+        summary.user_groups,
+        summary.nodes,
+        summary.assets,
+        summary.accounts,
+        summary.grants
     );
     let at = generate::reference_time();
     let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
@@ -314,7 +334,11 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     eprintln!("  decide done");
 
     // Naive baseline on the same queries (a prefix of them at full size).
-    let naive_queries = if params.grants > 1000 { NAIVE_QUERIES_FULL.min(cases.len()) } else { cases.len() };
+    let naive_queries = if params.grants > 1000 {
+        NAIVE_QUERIES_FULL.min(cases.len())
+    } else {
+        cases.len()
+    };
     let mut naive_times = Vec::with_capacity(naive_queries);
     let mut mismatches = Vec::new();
     for (i, c) in cases.iter().take(naive_queries).enumerate() {
@@ -342,7 +366,15 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
 
     // list(user) for random users.
     let users: Vec<&str> = (0..LIST_QUERIES)
-        .map(|_| policy.doc.users.choose(&mut rng).expect("users").username.as_str())
+        .map(|_| {
+            policy
+                .doc
+                .users
+                .choose(&mut rng)
+                .expect("users")
+                .username
+                .as_str()
+        })
         .collect();
     for user in users.iter().take(100) {
         black_box(policy.list(user, at).expect("known user"));
@@ -356,6 +388,17 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         listed.push(granted.len());
         drop(granted);
     }
+    let mut per_asset: Vec<Duration> = list_times
+        .iter()
+        .zip(&listed)
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| *t / u32::try_from(*n).unwrap_or(u32::MAX))
+        .collect();
+    per_asset.sort_unstable();
+    let list_per_asset = per_asset
+        .get(per_asset.len() / 2)
+        .copied()
+        .unwrap_or_default();
     listed.sort_unstable();
     let list = Stats::of(list_times);
     eprintln!("  list done");
@@ -376,6 +419,7 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         list,
         list_assets_p50: listed[listed.len() / 2],
         list_assets_max: *listed.last().expect("non-empty"),
+        list_per_asset,
         naive,
         naive_queries,
         indexed_on_naive_set,
@@ -398,8 +442,18 @@ fn query_of<'q>(doc: &'q PolicyDocument, c: &'q Case, at: DateTime<Utc>) -> Quer
 /// granted), half pick both at random (usually not); account, protocol
 /// and action vary.
 fn make_cases(doc: &PolicyDocument, rng: &mut StdRng, count: usize) -> Vec<Case> {
-    let user_index: HashMap<&str, usize> = doc.users.iter().enumerate().map(|(i, u)| (u.username.as_str(), i)).collect();
-    let asset_index: HashMap<&str, usize> = doc.assets.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
+    let user_index: HashMap<&str, usize> = doc
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.username.as_str(), i))
+        .collect();
+    let asset_index: HashMap<&str, usize> = doc
+        .assets
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.as_str(), i))
+        .collect();
     let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, user) in doc.users.iter().enumerate() {
         for group in &user.groups {
@@ -451,13 +505,23 @@ fn make_cases(doc: &PolicyDocument, rng: &mut StdRng, count: usize) -> Vec<Case>
                 None => continue,
             }
         } else {
-            (rng.gen_range(0..doc.users.len()), rng.gen_range(0..doc.assets.len()))
+            (
+                rng.gen_range(0..doc.users.len()),
+                rng.gen_range(0..doc.assets.len()),
+            )
         };
         let accounts = &doc.assets[asset].accounts;
         let account = match rng.gen_range(0..100) {
             0..=19 => None,
-            20..=69 if !accounts.is_empty() => Some(accounts.choose(rng).expect("non-empty").name.clone()),
-            70..=89 => Some([alias::INPUT, alias::USER, alias::ANON].choose(rng).expect("non-empty").to_string()),
+            20..=69 if !accounts.is_empty() => {
+                Some(accounts.choose(rng).expect("non-empty").name.clone())
+            }
+            70..=89 => Some(
+                [alias::INPUT, alias::USER, alias::ANON]
+                    .choose(rng)
+                    .expect("non-empty")
+                    .to_string(),
+            ),
             _ => Some("nobody".to_string()),
         };
         let protocol = match rng.gen_range(0..10) {
@@ -465,8 +529,18 @@ fn make_cases(doc: &PolicyDocument, rng: &mut StdRng, count: usize) -> Vec<Case>
             2..=6 => Some(Protocol::Ssh),
             _ => Some(Protocol::Sftp),
         };
-        let action = if rng.gen_bool(0.5) { Action::Connect } else { *Action::ALL.choose(rng).expect("non-empty") };
-        cases.push(Case { user, asset, account, protocol, action });
+        let action = if rng.gen_bool(0.5) {
+            Action::Connect
+        } else {
+            *Action::ALL.choose(rng).expect("non-empty")
+        };
+        cases.push(Case {
+            user,
+            asset,
+            account,
+            protocol,
+            action,
+        });
     }
     cases
 }
@@ -475,7 +549,13 @@ fn make_cases(doc: &PolicyDocument, rng: &mut StdRng, count: usize) -> Vec<Case>
 /// document is checked with plain loops, then the granted accounts'
 /// protocols and actions are unioned as the engine does. User and asset
 /// records are handed in (their lookup is not part of the baseline).
-fn naive_decide(doc: &PolicyDocument, user: &User, asset: &Asset, case: &Case, at: DateTime<Utc>) -> bool {
+fn naive_decide(
+    doc: &PolicyDocument,
+    user: &User,
+    asset: &Asset,
+    case: &Case,
+    at: DateTime<Utc>,
+) -> bool {
     if !user.is_active || user.date_expired.is_some_and(|end| at >= end.0) || !asset.is_active {
         return false;
     }
@@ -497,7 +577,11 @@ fn naive_decide(doc: &PolicyDocument, user: &User, asset: &Asset, case: &Case, a
                 *slot = (slot.0.union(protocols), slot.1.union(actions), true);
             }
         }
-        let flags = [named(alias::INPUT), same_name && !has_same_name, named(alias::ANON)];
+        let flags = [
+            named(alias::INPUT),
+            same_name && !has_same_name,
+            named(alias::ANON),
+        ];
         for (slot, on) in virtuals.iter_mut().zip(flags) {
             if on {
                 *slot = (slot.0.union(protocols), slot.1.union(actions), true);
@@ -512,7 +596,9 @@ fn naive_decide(doc: &PolicyDocument, user: &User, asset: &Asset, case: &Case, a
         .zip(real)
         .chain(names.into_iter().zip(virtuals));
     granted
-        .filter(|(name, slot)| slot.2 && case.account.as_deref().map_or(true, |wanted| wanted == *name))
+        .filter(|(name, slot)| {
+            slot.2 && (case.account.is_none() || case.account.as_deref() == Some(*name))
+        })
         .map(|(_, slot)| (slot.0.intersection(offered), slot.1))
         .filter(|(protocols, _)| match case.protocol {
             Some(p) => protocols.contains(p),
@@ -533,15 +619,19 @@ fn grant_applies(grant: &Grant, user: &User, asset: &Asset, at: DateTime<Utc>) -
     {
         return false;
     }
-    let user_in = grant.users.iter().any(|u| *u == user.username)
-        || grant.user_groups.iter().any(|g| user.groups.iter().any(|ug| ug == g));
+    let user_in = grant.users.contains(&user.username)
+        || grant
+            .user_groups
+            .iter()
+            .any(|g| user.groups.iter().any(|ug| ug == g));
     if !user_in {
         return false;
     }
-    grant.assets.iter().any(|a| *a == asset.name)
+    grant.assets.contains(&asset.name)
         || grant.nodes.iter().any(|node| {
             asset.nodes.iter().any(|path| {
-                path.strip_prefix(node.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                path.strip_prefix(node.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
         })
 }

@@ -22,20 +22,26 @@ const USAGE: &str = "usage: gen_policy [--users N] [--groups N] [--assets N] [--
   writes a valid jms policy: JSON when FILE ends in .json, else YAML
   defaults: --users 10000 --groups 500 --assets 100000 --grants 10000 --depth 6 --seed 1";
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(generate::Params, PathBuf), String> {
+fn parse_args(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(generate::Params, PathBuf), String> {
     let mut params = generate::Params::FULL;
     let mut out = None;
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
         }
-        const FLAGS: [&str; 7] = ["--users", "--groups", "--assets", "--grants", "--depth", "--seed", "--out"];
+        const FLAGS: [&str; 7] = [
+            "--users", "--groups", "--assets", "--grants", "--depth", "--seed", "--out",
+        ];
         if !FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown argument `{flag}`"));
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<u64, String> {
-            value.parse::<u64>().map_err(|_| format!("{flag} wants a whole number, not `{value}`"))
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag} wants a whole number, not `{value}`"))
         };
         let count = || -> Result<usize, String> {
             usize::try_from(number()?).map_err(|_| format!("{flag} {value} is too large"))

@@ -15,24 +15,30 @@
 //! # File format (version 1, integers little-endian)
 //!
 //! ```text
-//! header (64 bytes)
-//!    0  magic        8 bytes  "JMS-NSS\0"
-//!    8  version      u32      1
-//!   12  header_len   u32      64
-//!   16  file_len     u64      length of the whole file
-//!   24  user_count   u32
-//!   28  group_count  u32
-//!   32  member_count u32      total of all groups' member lists
-//!   36  strings_off  u32      string table: bytes, UTF-8 strings without terminators
-//!   40  strings_len  u32
-//!   44  users_off    u32      user_count × 40-byte user records, sorted by name bytes
-//!   48  uid_index_off u32     user_count × u32 record numbers, sorted by uid
-//!   52  groups_off   u32      group_count × 24-byte group records, sorted by name bytes
-//!   56  gid_index_off u32     group_count × u32 record numbers, sorted by gid
-//!   60  members_off  u32      member_count × 8-byte string refs
+//! header (80 bytes)
+//!    0  magic          8 bytes  "JMS-NSS\0"
+//!    8  version        u32      1
+//!   12  header_len     u32      80
+//!   16  file_len       u64      length of the whole file
+//!   24  user_count     u32
+//!   28  group_count    u32
+//!   32  member_count   u32      total of all groups' member lists
+//!   36  strings_off    u32      string table: UTF-8 strings, no terminators
+//!   40  strings_len    u32
+//!   44  users_off      u32      user_count × 40-byte user records, sorted by name bytes
+//!   48  user_keys_off  u32      user_count × u64 name keys, one per user record
+//!   52  uid_index_off  u32      user_count × (uid u32, record u32), sorted by uid
+//!   56  groups_off     u32      group_count × 24-byte group records, sorted by name bytes
+//!   60  group_keys_off u32      group_count × u64 name keys, one per group record
+//!   64  gid_index_off  u32      group_count × (gid u32, record u32), sorted by gid
+//!   68  members_off    u32      member_count × 8-byte string refs
+//!   72  reserved       8 bytes  0
 //! string ref (8 bytes): offset u32 into the string table, length u32
 //! user record (40):  name ref, uid u32, gid u32, gecos ref, home ref, shell ref
 //! group record (24): name ref, gid u32, first member u32, member count u32, 0 u32
+//! name key: the first 8 bytes of the name, zero-padded, read big-endian, so
+//!   keys sort like names; a search compares dense keys and reads the
+//!   string table only when two keys tie
 //! ```
 //!
 //! [`NssCache::open`] checks the header and that every section lies inside
@@ -44,7 +50,8 @@
 //! The file is only ever replaced by rename, never rewritten in place, so a
 //! mapping stays valid while a process holds it.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -70,11 +77,12 @@ pub const CACHE_MODE: u32 = 0o644;
 
 const MAGIC: [u8; 8] = *b"JMS-NSS\0";
 const VERSION: u32 = 1;
-const HEADER_LEN: usize = 64;
+const HEADER_LEN: usize = 80;
 const USER_RECORD: usize = 40;
 const GROUP_RECORD: usize = 24;
 const STR_REF: usize = 8;
-const INDEX_ENTRY: usize = 4;
+const INDEX_ENTRY: usize = 8;
+const NAME_KEY: usize = 8;
 /// Largest cache file accepted (and written): far above 1M users.
 pub const MAX_CACHE_LEN: u64 = 1 << 30;
 
@@ -258,9 +266,15 @@ impl NssData {
     }
 }
 
-/// Writes `data` to `path` atomically with mode 0644.
+/// Writes `data` to `path` atomically with mode 0644, after checking the
+/// encoded file with [`NssCache::verify`] (every process on the host reads
+/// it: a bad file must never be installed).
 pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
-    let bytes = data.encode()?;
+    let cache = NssCache::from_bytes(data.encode()?)?;
+    cache
+        .verify()
+        .map_err(|e| NssCacheError::Invalid(format!("the encoded file does not verify: {e}")))?;
+    let bytes = cache.into_bytes();
     crate::uids::write_file_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
         action: "cannot write NSS cache",
@@ -342,10 +356,14 @@ impl<'d> Encoder<'d> {
             member_count += group.members.len();
         }
 
+        let user_keys: Vec<u64> = users.iter().map(|u| name_key(u.name.as_bytes())).collect();
+        let group_keys: Vec<u64> = groups.iter().map(|g| name_key(g.name.as_bytes())).collect();
         let users_off = HEADER_LEN;
-        let uid_index_off = users_off + user_bytes.len();
+        let user_keys_off = users_off + user_bytes.len();
+        let uid_index_off = user_keys_off + user_keys.len() * NAME_KEY;
         let groups_off = uid_index_off + uid_index.len() * INDEX_ENTRY;
-        let gid_index_off = groups_off + group_bytes.len();
+        let group_keys_off = groups_off + group_bytes.len();
+        let gid_index_off = group_keys_off + group_keys.len() * NAME_KEY;
         let members_off = gid_index_off + gid_index.len() * INDEX_ENTRY;
         let strings_off = members_off + member_bytes.len();
         let file_len = strings_off + enc.strings.len();
@@ -367,18 +385,34 @@ impl<'d> Encoder<'d> {
             strings_off,
             enc.strings.len(),
             users_off,
+            user_keys_off,
             uid_index_off,
             groups_off,
+            group_keys_off,
             gid_index_off,
             members_off,
+            0,
+            0,
         ] {
             put_u32(&mut out, to_u32(value, "header field")?);
         }
         debug_assert_eq!(out.len(), HEADER_LEN);
         out.extend_from_slice(&user_bytes);
-        uid_index.iter().for_each(|i| put_u32(&mut out, *i));
+        user_keys
+            .iter()
+            .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
+        uid_index.iter().for_each(|(id, i)| {
+            put_u32(&mut out, *id);
+            put_u32(&mut out, *i);
+        });
         out.extend_from_slice(&group_bytes);
-        gid_index.iter().for_each(|i| put_u32(&mut out, *i));
+        group_keys
+            .iter()
+            .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
+        gid_index.iter().for_each(|(id, i)| {
+            put_u32(&mut out, *id);
+            put_u32(&mut out, *i);
+        });
         out.extend_from_slice(&member_bytes);
         out.extend_from_slice(&enc.strings);
         debug_assert_eq!(out.len(), file_len);
@@ -386,20 +420,28 @@ impl<'d> Encoder<'d> {
     }
 }
 
-/// Record numbers sorted by id; refuses an id used twice.
-fn id_index<T>(records: &[&T], id: impl Fn(&T) -> u32, kind: &str) -> Result<Vec<u32>> {
+/// The first 8 bytes of a name, zero-padded, as a big-endian number:
+/// keys order like the names they start (ties are settled on the names).
+fn name_key(name: &[u8]) -> u64 {
+    let mut key = [0u8; 8];
+    let len = name.len().min(8);
+    key[..len].copy_from_slice(&name[..len]);
+    u64::from_be_bytes(key)
+}
+
+/// (id, record number) pairs sorted by id; refuses an id used twice.
+fn id_index<T>(records: &[&T], id: impl Fn(&T) -> u32, kind: &str) -> Result<Vec<(u32, u32)>> {
     let mut index: Vec<(u32, u32)> = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
         index.push((id(record), to_u32(i, "record count")?));
     }
     index.sort_unstable();
-    let mut seen = HashSet::new();
-    for (id, _) in &index {
-        if !seen.insert(*id) {
-            return Err(invalid(format!("{kind} {id} given twice")));
+    for pair in index.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(invalid(format!("{kind} {} given twice", pair[0].0)));
         }
     }
-    Ok(index.into_iter().map(|(_, i)| i).collect())
+    Ok(index)
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {
@@ -423,7 +465,7 @@ pub struct UserEntry<'a> {
 }
 
 impl UserEntry<'_> {
-    pub fn to_owned(&self) -> NssUser {
+    pub fn owned(&self) -> NssUser {
         NssUser {
             name: self.name.to_string(),
             uid: self.uid,
@@ -444,7 +486,7 @@ pub struct GroupEntry<'a> {
 }
 
 impl GroupEntry<'_> {
-    pub fn to_owned(&self) -> NssGroup {
+    pub fn owned(&self) -> NssGroup {
         NssGroup {
             name: self.name.to_string(),
             gid: self.gid,
@@ -484,8 +526,10 @@ struct Layout {
     member_count: usize,
     strings: (usize, usize),
     users: usize,
+    user_keys: usize,
     uid_index: usize,
     groups: usize,
+    group_keys: usize,
     gid_index: usize,
     members: usize,
 }
@@ -569,32 +613,33 @@ fn parse_header(bytes: &[u8]) -> Result<Layout> {
         member_count: field(32)?,
         strings: (field(36)?, field(40)?),
         users: field(44)?,
-        uid_index: field(48)?,
-        groups: field(52)?,
-        gid_index: field(56)?,
-        members: field(60)?,
+        user_keys: field(48)?,
+        uid_index: field(52)?,
+        groups: field(56)?,
+        group_keys: field(60)?,
+        gid_index: field(64)?,
+        members: field(68)?,
     };
+    let (users, groups) = (layout.user_count, layout.group_count);
     let sections = [
         ("strings", layout.strings.0, Some(layout.strings.1)),
-        (
-            "users",
-            layout.users,
-            layout.user_count.checked_mul(USER_RECORD),
-        ),
+        ("users", layout.users, users.checked_mul(USER_RECORD)),
+        ("user keys", layout.user_keys, users.checked_mul(NAME_KEY)),
         (
             "uid index",
             layout.uid_index,
-            layout.user_count.checked_mul(INDEX_ENTRY),
+            users.checked_mul(INDEX_ENTRY),
         ),
+        ("groups", layout.groups, groups.checked_mul(GROUP_RECORD)),
         (
-            "groups",
-            layout.groups,
-            layout.group_count.checked_mul(GROUP_RECORD),
+            "group keys",
+            layout.group_keys,
+            groups.checked_mul(NAME_KEY),
         ),
         (
             "gid index",
             layout.gid_index,
-            layout.group_count.checked_mul(INDEX_ENTRY),
+            groups.checked_mul(INDEX_ENTRY),
         ),
         (
             "members",
@@ -661,6 +706,13 @@ impl NssCache {
         })
     }
 
+    fn into_bytes(self) -> Vec<u8> {
+        match self.storage {
+            Storage::Owned(bytes) => bytes,
+            Storage::Mapped(map) => map.to_vec(),
+        }
+    }
+
     /// The identity of the file this cache was opened from.
     pub fn stamp(&self) -> Option<FileStamp> {
         self.stamp
@@ -694,28 +746,31 @@ impl NssCache {
         std::str::from_utf8(bytes).map_err(|_| corrupt(format!("string at {at} is not UTF-8")))
     }
 
-    fn record_at(&self, base: usize, size: usize, count: usize, i: usize) -> Result<usize> {
-        if i >= count {
-            return Err(corrupt(format!("record {i} of {count}")));
+    fn users_table(&self) -> Table {
+        Table {
+            kind: "user",
+            records: self.layout.users,
+            record_size: USER_RECORD,
+            keys: self.layout.user_keys,
+            index: self.layout.uid_index,
+            count: self.layout.user_count,
         }
-        i.checked_mul(size)
-            .and_then(|o| o.checked_add(base))
-            .ok_or_else(|| corrupt("record offset overflows"))
     }
 
-    fn user_name(&self, i: usize) -> Result<&str> {
-        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
-        self.str_at(at)
-    }
-
-    fn user_uid(&self, i: usize) -> Result<u32> {
-        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
-        self.u32_at(at + 8)
+    fn groups_table(&self) -> Table {
+        Table {
+            kind: "group",
+            records: self.layout.groups,
+            record_size: GROUP_RECORD,
+            keys: self.layout.group_keys,
+            index: self.layout.gid_index,
+            count: self.layout.group_count,
+        }
     }
 
     /// User record number `i` (in name order).
     pub fn user_at(&self, i: usize) -> Result<UserEntry<'_>> {
-        let at = self.record_at(self.layout.users, USER_RECORD, self.layout.user_count, i)?;
+        let at = self.users_table().record(i)?;
         Ok(UserEntry {
             name: self.str_at(at)?,
             uid: self.u32_at(at + 8)?,
@@ -726,19 +781,9 @@ impl NssCache {
         })
     }
 
-    fn group_name(&self, i: usize) -> Result<&str> {
-        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
-        self.str_at(at)
-    }
-
-    fn group_gid(&self, i: usize) -> Result<u32> {
-        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
-        self.u32_at(at + 8)
-    }
-
     /// Group record number `i` (in name order), with its members.
     pub fn group_at(&self, i: usize) -> Result<GroupEntry<'_>> {
-        let at = self.record_at(self.layout.groups, GROUP_RECORD, self.layout.group_count, i)?;
+        let at = self.groups_table().record(i)?;
         let first = self.u32_at(at + 12)? as usize;
         let count = self.u32_at(at + 16)? as usize;
         let end = first
@@ -756,60 +801,86 @@ impl NssCache {
         })
     }
 
-    /// Binary search for `key` over `count` entries ordered by `get(i)`.
-    fn search<K: Ord>(
-        count: usize,
-        key: &K,
-        get: impl Fn(usize) -> Result<K>,
-    ) -> Result<Option<usize>> {
+    fn name_of(&self, table: Table, i: usize) -> Result<&str> {
+        self.str_at(table.record(i)?)
+    }
+
+    /// The uid or gid of record `i` (both records keep it at offset 8).
+    fn id_of(&self, table: Table, i: usize) -> Result<u32> {
+        self.u32_at(table.record(i)? + 8)
+    }
+
+    fn key_of(&self, table: Table, i: usize) -> Result<u64> {
+        let at = table.entry(table.keys, NAME_KEY, i)?;
+        le_u64(self.bytes(), at).ok_or_else(|| corrupt(format!("read past the end at {at}")))
+    }
+
+    /// Entry `k` of the id index: (id, record number).
+    fn index_entry(&self, table: Table, k: usize) -> Result<(u32, usize)> {
+        let at = table.entry(table.index, INDEX_ENTRY, k)?;
+        Ok((self.u32_at(at)?, self.u32_at(at + 4)? as usize))
+    }
+
+    /// Binary search over `count` entries; `order(i)` says how entry `i`
+    /// compares with what is sought.
+    fn search(count: usize, order: impl Fn(usize) -> Result<Ordering>) -> Result<Option<usize>> {
         let (mut low, mut high) = (0usize, count);
         while low < high {
             let mid = low + (high - low) / 2;
-            match get(mid)?.cmp(key) {
-                std::cmp::Ordering::Less => low = mid + 1,
-                std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Ok(Some(mid)),
+            match order(mid)? {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return Ok(Some(mid)),
             }
         }
         Ok(None)
     }
 
-    fn index_entry(&self, base: usize, count: usize, k: usize) -> Result<usize> {
-        let at = self.record_at(base, INDEX_ENTRY, count, k)?;
-        Ok(self.u32_at(at)? as usize)
+    /// The record named `name`: compares the dense name keys, and the
+    /// names themselves only when the keys tie.
+    fn find_name(&self, table: Table, name: &str) -> Result<Option<usize>> {
+        let key = name_key(name.as_bytes());
+        Self::search(table.count, |i| match self.key_of(table, i)?.cmp(&key) {
+            Ordering::Equal => Ok(self.name_of(table, i)?.as_bytes().cmp(name.as_bytes())),
+            other => Ok(other),
+        })
+    }
+
+    /// The record with uid or gid `id`, through the id index.
+    fn find_id(&self, table: Table, id: u32) -> Result<Option<usize>> {
+        let found = Self::search(table.count, |k| Ok(self.index_entry(table, k)?.0.cmp(&id)))?;
+        let Some(k) = found else { return Ok(None) };
+        let (_, i) = self.index_entry(table, k)?;
+        if self.id_of(table, i)? != id {
+            return Err(corrupt(format!(
+                "{} id index entry {k} points to the wrong record",
+                table.kind
+            )));
+        }
+        Ok(Some(i))
     }
 
     pub fn user_by_name(&self, name: &str) -> Result<Option<UserEntry<'_>>> {
-        let found = Self::search(self.layout.user_count, &name.as_bytes(), |i| {
-            self.user_name(i).map(str::as_bytes)
-        })?;
-        found.map(|i| self.user_at(i)).transpose()
+        self.find_name(self.users_table(), name)?
+            .map(|i| self.user_at(i))
+            .transpose()
     }
 
     pub fn user_by_uid(&self, uid: u32) -> Result<Option<UserEntry<'_>>> {
-        let count = self.layout.user_count;
-        let found = Self::search(count, &uid, |k| {
-            self.user_uid(self.index_entry(self.layout.uid_index, count, k)?)
-        })?;
-        found
-            .map(|k| self.user_at(self.index_entry(self.layout.uid_index, count, k)?))
+        self.find_id(self.users_table(), uid)?
+            .map(|i| self.user_at(i))
             .transpose()
     }
 
     pub fn group_by_name(&self, name: &str) -> Result<Option<GroupEntry<'_>>> {
-        let found = Self::search(self.layout.group_count, &name.as_bytes(), |i| {
-            self.group_name(i).map(str::as_bytes)
-        })?;
-        found.map(|i| self.group_at(i)).transpose()
+        self.find_name(self.groups_table(), name)?
+            .map(|i| self.group_at(i))
+            .transpose()
     }
 
     pub fn group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'_>>> {
-        let count = self.layout.group_count;
-        let found = Self::search(count, &gid, |k| {
-            self.group_gid(self.index_entry(self.layout.gid_index, count, k)?)
-        })?;
-        found
-            .map(|k| self.group_at(self.index_entry(self.layout.gid_index, count, k)?))
+        self.find_id(self.groups_table(), gid)?
+            .map(|i| self.group_at(i))
             .transpose()
     }
 
@@ -828,53 +899,87 @@ impl NssCache {
         Ok(NssData {
             users: self
                 .users()
-                .map(|u| u.map(|u| u.to_owned()))
+                .map(|u| u.map(|u| u.owned()))
                 .collect::<Result<_>>()?,
             groups: self
                 .groups()
-                .map(|g| g.map(|g| g.to_owned()))
+                .map(|g| g.map(|g| g.owned()))
                 .collect::<Result<_>>()?,
         })
     }
 
-    /// Checks every record: readable, names strictly sorted, id indexes
-    /// permutations sorted by id (so every lookup finds what it should).
+    /// Checks every record, so that every lookup finds what it should:
+    /// all readable, names strictly sorted, name keys matching the names,
+    /// each id index a permutation of the records sorted by id.
     pub fn verify(&self) -> Result<()> {
-        let layout = self.layout;
-        for (kind, count) in [("user", layout.user_count), ("group", layout.group_count)] {
-            let mut previous: Option<&[u8]> = None;
-            for i in 0..count {
-                let name = if kind == "user" {
-                    self.user_at(i)?.name
-                } else {
-                    self.group_at(i)?.name
-                };
-                if previous.is_some_and(|p| p >= name.as_bytes()) {
+        for i in 0..self.layout.user_count {
+            self.user_at(i)?;
+        }
+        for i in 0..self.layout.group_count {
+            self.group_at(i)?;
+        }
+        for table in [self.users_table(), self.groups_table()] {
+            let kind = table.kind;
+            let mut previous: Option<&str> = None;
+            for i in 0..table.count {
+                let name = self.name_of(table, i)?;
+                if previous.is_some_and(|p| p.as_bytes() >= name.as_bytes()) {
                     return Err(corrupt(format!("{kind} names out of order at {i}")));
                 }
-                previous = Some(name.as_bytes());
+                if self.key_of(table, i)? != name_key(name.as_bytes()) {
+                    return Err(corrupt(format!(
+                        "{kind} name key {i} does not match its name"
+                    )));
+                }
+                previous = Some(name);
             }
-            let (base, id_of): (usize, &dyn Fn(usize) -> Result<u32>) = if kind == "user" {
-                (layout.uid_index, &|i| self.user_uid(i))
-            } else {
-                (layout.gid_index, &|i| self.group_gid(i))
-            };
-            let mut seen = vec![false; count];
+            let mut seen = vec![false; table.count];
             let mut previous_id: Option<u32> = None;
-            for k in 0..count {
-                let i = self.index_entry(base, count, k)?;
+            for k in 0..table.count {
+                let (id, i) = self.index_entry(table, k)?;
                 match seen.get_mut(i) {
                     Some(slot) if !*slot => *slot = true,
                     _ => return Err(corrupt(format!("{kind} id index entry {k} is bad"))),
                 }
-                let id = id_of(i)?;
-                if previous_id.is_some_and(|p| p >= id) {
+                if self.id_of(table, i)? != id || previous_id.is_some_and(|p| p >= id) {
                     return Err(corrupt(format!("{kind} id index out of order at {k}")));
                 }
                 previous_id = Some(id);
             }
         }
         Ok(())
+    }
+}
+
+/// Where one kind of record lives in the file.
+#[derive(Debug, Clone, Copy)]
+struct Table {
+    kind: &'static str,
+    records: usize,
+    record_size: usize,
+    keys: usize,
+    index: usize,
+    count: usize,
+}
+
+impl Table {
+    /// Offset of entry `i` of an array of `count` entries of `size` bytes at
+    /// `base` (checked against the count; the header check bounded the
+    /// array by the file).
+    fn entry(&self, base: usize, size: usize, i: usize) -> Result<usize> {
+        if i >= self.count {
+            return Err(corrupt(format!(
+                "{} entry {i} of {}",
+                self.kind, self.count
+            )));
+        }
+        i.checked_mul(size)
+            .and_then(|o| o.checked_add(base))
+            .ok_or_else(|| corrupt("entry offset overflows"))
+    }
+
+    fn record(&self, i: usize) -> Result<usize> {
+        self.entry(self.records, self.record_size, i)
     }
 }
 
@@ -1085,6 +1190,12 @@ mod tests {
             "",
             "\u{7f}",
             "a\u{10FFFF}",
+            // Same first 8 bytes: the name keys tie, the names decide.
+            "alexander",
+            "alexander.one",
+            "alexander.two",
+            "alexande",
+            "alexande\u{0}",
         ];
         let data = NssData {
             users: names
@@ -1114,7 +1225,15 @@ mod tests {
             let group = cache.group_by_name(name).unwrap().unwrap();
             assert_eq!(group.members, names);
         }
-        assert_eq!(cache.user_by_name("a\u{0}").unwrap(), None);
+        for absent in [
+            "a\u{0}",
+            "alexander.",
+            "alexande\u{0}\u{0}",
+            "alexandex",
+            "alex",
+        ] {
+            assert_eq!(cache.user_by_name(absent).unwrap(), None, "{absent:?}");
+        }
     }
 
     #[test]
@@ -1223,6 +1342,28 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(NssCache::from_bytes(longer).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn a_wrong_id_index_is_an_error_not_a_wrong_answer() {
+        let mut bytes = sample().encode().unwrap();
+        let index = le_u32(&bytes, 52).unwrap() as usize;
+        // Point the first uid index entry (uid 5, alice) at record 1 (bob).
+        bytes[index + 4..index + 8].copy_from_slice(&1u32.to_le_bytes());
+        let cache = NssCache::from_bytes(bytes).unwrap();
+        assert!(matches!(
+            cache.user_by_uid(5),
+            Err(NssCacheError::Corrupt(_))
+        ));
+        assert!(cache.verify().is_err());
+    }
+
+    #[test]
+    fn verify_catches_a_wrong_name_key() {
+        let mut bytes = sample().encode().unwrap();
+        let keys = le_u32(&bytes, 48).unwrap() as usize;
+        bytes[keys] ^= 0x20;
+        assert!(NssCache::from_bytes(bytes).unwrap().verify().is_err());
     }
 
     #[test]

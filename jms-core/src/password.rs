@@ -261,7 +261,7 @@ pub fn verify_totp(
         let Ok(counter) = u64::try_from(candidate) else {
             continue;
         };
-        let fresh = last_used_step.map_or(true, |last| candidate > last);
+        let fresh = last_used_step.is_none_or(|last| candidate > last);
         if hotp(&key, counter, TOTP_DIGITS) == code && fresh && matched.is_none() {
             matched = Some(candidate);
         }

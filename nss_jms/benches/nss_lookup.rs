@@ -7,7 +7,8 @@
 //!   lines plus that many users, and
 //! - with `passwd: jms` and a cache holding the same users,
 //!
-//! and prints the ratios; then the cost a jms user pays behind
+//! and prints the ratios (each configuration runs 3 times, the best run
+//! counts); then the cost a jms user pays behind
 //! `passwd: files jms` with the host's own `/etc/passwd`. Each
 //! configuration runs in its own process (glibc reads nsswitch.conf and
 //! loads modules once per process): this binary re-executes itself inside
@@ -31,8 +32,11 @@ use jms_core::nss_cache::{write_atomic, NssData, NssUser, DEFAULT_SHELL};
 const CHILD_ENV: &str = "NSS_JMS_BENCH_CHILD";
 /// Most calls timed per operation and configuration.
 const MAX_CALLS: usize = 200_000;
-/// Most time spent per operation and configuration.
-const BUDGET: Duration = Duration::from_secs(2);
+/// Most time spent per operation and configuration run.
+const BUDGET: Duration = Duration::from_secs(1);
+/// Runs of each configuration (each its own process); the best run of each
+/// call kind counts, so that a neighbour's burst of CPU does not.
+const RUNS: usize = 3;
 const FIRST_UID: u32 = 200_000;
 const GID: u32 = 200_000;
 
@@ -133,6 +137,27 @@ fn run(
     Ok(stdout.lines().filter_map(Stats::parse).collect())
 }
 
+/// Runs a configuration [`RUNS`] times; keeps the run with the lowest mean
+/// for each call kind.
+fn run_best(
+    sandbox: &Sandbox,
+    nsswitch: &str,
+    passwd: Option<&Path>,
+    names: &Path,
+) -> Result<Vec<(String, Stats)>, String> {
+    let mut best: Vec<(String, Stats)> = Vec::new();
+    for _ in 0..RUNS {
+        for (op, stats) in run(sandbox, nsswitch, passwd, names)? {
+            match best.iter_mut().find(|(o, _)| *o == op) {
+                Some((_, kept)) if kept.mean <= stats.mean => {}
+                Some((_, kept)) => *kept = stats,
+                None => best.push((op, stats)),
+            }
+        }
+    }
+    Ok(best)
+}
+
 fn get<'a>(results: &'a [(String, Stats)], op: &str) -> Result<&'a Stats, String> {
     results
         .iter()
@@ -150,7 +175,8 @@ fn parent() -> Result<(), String> {
         .to_string_lossy()
         .into_owned();
     println!("nss_jms lookup benchmark: glibc {glibc}, getpwnam_r / getpwuid_r of random users,");
-    println!("one process per configuration, up to {MAX_CALLS} calls or {BUDGET:?} per row; mean / p99 per call");
+    println!("one process per configuration run, up to {MAX_CALLS} calls or {BUDGET:?} per call kind and run,");
+    println!("best of {RUNS} runs (lowest mean); mean / p99 per call");
     println!();
     println!(
         "{:>7}  {:<10} {:>23}  {:>23}  {:>20}",
@@ -183,14 +209,14 @@ fn parent() -> Result<(), String> {
         };
         write_atomic(&sandbox.cache_path(), &data).map_err(|e| e.to_string())?;
 
-        let files = run(
+        let files = run_best(
             &sandbox,
             "passwd: files\ngroup: files\n",
             Some(&passwd_path),
             &names,
         )?;
-        let jms = run(&sandbox, "passwd: jms\ngroup: files\n", None, &names)?;
-        let behind = run(
+        let jms = run_best(&sandbox, "passwd: jms\ngroup: files\n", None, &names)?;
+        let behind = run_best(
             &sandbox,
             "passwd: files jms\ngroup: files jms\n",
             None,

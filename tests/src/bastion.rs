@@ -167,10 +167,11 @@ impl BastionBuilder {
                         child: Some(child),
                         port,
                         mnt_ns: String::new(),
+                        mnt_ns_handle: None,
                         artifacts: self.artifacts,
                         agentd_children: Mutex::new(Vec::new()),
                     };
-                    bastion.mnt_ns = bastion.read_mnt_ns();
+                    bastion.hold_mnt_ns();
                     return bastion;
                 }
                 Err(log) if log.contains("Address already in use") => last_log = log,
@@ -203,7 +204,7 @@ impl BastionBuilder {
         if let Some(artifacts) = &self.artifacts {
             fs::copy(&artifacts.nss_module, dir.join("lib/libnss_jms.so.2"))
                 .expect("copy libnss_jms.so into the overlay layer");
-            write(&dir.join("policy.yaml"), &self.policy);
+            write_private(&dir.join("policy.yaml"), &self.policy);
             write(&dir.join("agentd.toml"), &self.agentd_toml(dir));
         }
     }
@@ -218,10 +219,7 @@ impl BastionBuilder {
                     session required pam_unix.so\n"
                 .to_owned();
         };
-        let m = format!(
-            "{} socket={AGENTD_SOCKET}",
-            artifacts.pam_module.display()
-        );
+        let m = format!("{} socket={AGENTD_SOCKET}", artifacts.pam_module.display());
         format!(
             "# jms-e2e: the intended pam_jms stack for sshd\n\
              auth     [success=done new_authtok_reqd=done user_unknown=ignore default=die] {m}\n\
@@ -334,6 +332,10 @@ pub struct Bastion {
     child: Option<Child>,
     port: u16,
     mnt_ns: String,
+    /// Held open while the bastion lives: a namespace that is referenced
+    /// cannot be freed, so its inode number (what `mnt_ns` says) cannot be
+    /// reused by another test's namespace before the teardown is over.
+    mnt_ns_handle: Option<fs::File>,
     pub(crate) artifacts: Option<Artifacts>,
     agentd_children: Mutex<Vec<Child>>,
 }
@@ -382,7 +384,7 @@ impl Bastion {
     /// Replaces the policy file and makes agentd reload it (SIGHUP), then
     /// waits `settle` for the reload to take effect.
     pub fn reload_policy(&self, yaml: &str, settle: Duration) {
-        write(&self.dir().join("policy.yaml"), yaml);
+        write_private(&self.dir().join("policy.yaml"), yaml);
         let pid = self.agentd_pid().expect("agentd is running");
         signal(pid, libc::SIGHUP);
         thread::sleep(settle);
@@ -421,7 +423,10 @@ impl Bastion {
             .append(true)
             .open(self.dir().join("agentd.log"))
             .expect("agentd.log");
-        let _ = writeln!(&log, "==== jms-e2e: agentd restarted ====");
+        let _ = std::io::Write::write_all(
+            &mut &log,
+            b"==== jms-e2e: agentd restarted by the test ====\n",
+        );
         let child = self
             .ns_command(&artifacts.agentd.to_string_lossy())
             .arg("--config")
@@ -444,10 +449,7 @@ impl Bastion {
                 "restarted agentd exited; its log:\n{}",
                 self.agentd_log()
             );
-            assert!(
-                Instant::now() < deadline,
-                "restarted agentd made no socket"
-            );
+            assert!(Instant::now() < deadline, "restarted agentd made no socket");
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -458,15 +460,18 @@ impl Bastion {
         }
     }
 
-    fn read_mnt_ns(&self) -> String {
-        let ns = mnt_ns_of(self.sshd_pid() as i32).expect("sshd's mount namespace");
+    fn hold_mnt_ns(&mut self) {
+        let pid = self.sshd_pid();
+        let handle = fs::File::open(format!("/proc/{pid}/ns/mnt")).expect("sshd's mount namespace");
+        let ns = mnt_ns_of(pid as i32).expect("sshd's mount namespace");
         let own = fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
         assert_ne!(
             ns,
             own.to_string_lossy(),
             "sshd runs in the host's mount namespace: unshare did not isolate it"
         );
-        ns
+        self.mnt_ns = ns;
+        self.mnt_ns_handle = Some(handle);
     }
 
     /// Every pid whose mount namespace is the bastion's.
@@ -526,6 +531,8 @@ impl Drop for Bastion {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Now the namespace may go (and its mounts with it).
+        self.mnt_ns_handle = None;
         for mut child in self.agentd_children.lock().expect("lock").drain(..) {
             let _ = child.kill();
             let _ = child.wait();
@@ -543,6 +550,7 @@ impl Drop for Bastion {
 fn launch(dir: &Path, port: u16, artifacts: Option<&Artifacts>) -> Result<Child, String> {
     let log_path = dir.join("sshd.log");
     let log = fs::File::create(&log_path).expect("sshd.log");
+    let _ = fs::remove_file(dir.join("agentd.pid"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/bastion-ns.sh");
     let (agentd, agent) = match artifacts {
         Some(a) => (a.agentd.clone(), a.agent.clone()),
@@ -562,29 +570,40 @@ fn launch(dir: &Path, port: u16, artifacts: Option<&Artifacts>) -> Result<Child,
         .expect("start unshare");
     let ready = format!("Server listening on 127.0.0.1 port {port}");
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
+    let problem = loop {
         let text = fs::read_to_string(&log_path).unwrap_or_default();
         if text.contains(&ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let agentd_log = fs::read_to_string(dir.join("agentd.log")).unwrap_or_default();
-            return Err(format!(
-                "the namespace script / sshd exited ({status}).\n---- sshd.log ----\n{}\n---- agentd.log ----\n{agentd_log}",
-                fs::read_to_string(&log_path).unwrap_or_default()
-            ));
+            break format!("the namespace script / sshd exited ({status})");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = wait_until(&mut child, Instant::now() + Duration::from_secs(5));
-            let agentd_log = fs::read_to_string(dir.join("agentd.log")).unwrap_or_default();
-            return Err(format!(
-                "sshd did not listen on port {port} within {STARTUP_TIMEOUT:?}.\n---- sshd.log ----\n{}\n---- agentd.log ----\n{agentd_log}",
-                fs::read_to_string(&log_path).unwrap_or_default()
-            ));
+            break format!("sshd did not listen on port {port} within {STARTUP_TIMEOUT:?}");
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    // agentd may have started before sshd failed: it must not outlive us.
+    if let Some(pid) = fs::read_to_string(dir.join("agentd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let own = fs::read_link("/proc/self/ns/mnt").ok();
+        let theirs = mnt_ns_of(pid);
+        if is_running(pid)
+            && theirs.is_some()
+            && theirs.as_deref() != own.as_ref().and_then(|p| p.to_str())
+        {
+            signal(pid, libc::SIGKILL);
+        }
     }
+    Err(format!(
+        "{problem}.\n---- sshd.log ----\n{}\n---- agentd.log ----\n{}",
+        fs::read_to_string(&log_path).unwrap_or_default(),
+        fs::read_to_string(dir.join("agentd.log")).unwrap_or_default()
+    ))
 }
 
 /// The host's nsswitch.conf with passwd/group through jms (when `jms`) and
@@ -595,7 +614,10 @@ fn nsswitch_conf(jms: bool) -> String {
     });
     let source = if jms { "files jms" } else { "files" };
     let mut out = String::from("# jms-e2e private nsswitch.conf\n");
-    let _ = writeln!(out, "passwd: {source}\ngroup: {source}\nshadow: files\ngshadow: files");
+    let _ = writeln!(
+        out,
+        "passwd: {source}\ngroup: {source}\nshadow: files\ngshadow: files"
+    );
     for line in host.lines() {
         let key = line.split(':').next().unwrap_or("").trim();
         if !["passwd", "group", "shadow", "gshadow"].contains(&key) {
@@ -610,7 +632,9 @@ fn nsswitch_conf(jms: bool) -> String {
 /// every Debian system).
 fn sha512_crypt(password: &str, salt: &str) -> String {
     let out = run::run(
-        Command::new("perl").args(["-e", "print crypt(<STDIN>, $ARGV[0])"]).arg(format!("$6${salt}$")),
+        Command::new("perl")
+            .args(["-e", "print crypt(<STDIN>, $ARGV[0])"])
+            .arg(format!("$6${salt}$")),
         password.as_bytes(),
         COMMAND_TIMEOUT,
     );
@@ -677,6 +701,13 @@ fn signal(pid: i32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid, sig);
     }
+}
+
+/// Writes a file only root may read (agentd refuses a readable policy).
+fn write_private(path: &Path, text: &str) {
+    write(path, text);
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 pub(crate) fn write(path: &Path, text: &str) {

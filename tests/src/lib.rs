@@ -1,1 +1,27 @@
-//! End-to-end harness (being written).
+//! jms end-to-end harness: a real OpenSSH sshd with the freshly built
+//! `pam_jms.so`, `libnss_jms.so.2` and `jms-agentd`, in a private mount
+//! namespace, driven by real clients (`getent`, `pamtester`, `ssh`).
+//!
+//! - [`preflight`]: root, system tools and built artifacts, or a loud failure.
+//! - [`bastion`]: [`BastionBuilder`] writes the test's sshd_config,
+//!   nsswitch.conf, pam.d/sshd, agentd.toml and policy into a temp dir, and
+//!   `harness/bastion-ns.sh` (run under `unshare -m`) mounts them over the
+//!   host's paths, starts jms-agentd and becomes sshd; [`Bastion`] tears it
+//!   all down on drop and prints the logs of a failing test.
+//! - [`clients`]: `getent`/`pamtester` inside the namespace, `ssh` from the host.
+//! - [`fixture`]: the standard policy (one user per account rule) and its secrets.
+//! - [`secrets`]: Django password hashes and TOTP codes, independent of jms-core.
+//! - [`run`]: commands with deadlines, prompt answering, readable failures.
+//!
+//! The host's /etc is never changed; all traffic stays on 127.0.0.1.
+
+pub mod bastion;
+pub mod clients;
+pub mod fixture;
+pub mod preflight;
+pub mod run;
+pub mod secrets;
+
+pub use bastion::{Bastion, BastionBuilder, ClientKey, Lockout, AGENT_IN_NS, JMS_USERS_GROUP};
+pub use clients::{Pam, PasswordMethod, PromptedLogin};
+pub use run::Outcome;

@@ -115,10 +115,12 @@ pub fn artifacts() -> Artifacts {
 /// `name` found in PATH or the sbin directories.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// Whether the host's passwd database knows `name`.

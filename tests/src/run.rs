@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -101,7 +102,7 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` with `stdin` as its whole input (then EOF).
 pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
     let input = stdin.to_vec();
-    run_with(cmd, timeout, move |child_stdin, _transcript| {
+    run_with(cmd, timeout, move |child_stdin, _transcript, _exited| {
         child_stdin
             .write_all(&input)
             .map_err(|e| format!("writing stdin: {e}"))
@@ -117,7 +118,7 @@ pub fn run_answering(cmd: &mut Command, script: &[(&str, &str)], timeout: Durati
         .map(|(p, a)| (p.to_string(), a.to_string()))
         .collect();
     let deadline = Instant::now() + timeout;
-    run_with(cmd, timeout, move |child_stdin, transcript| {
+    run_with(cmd, timeout, move |child_stdin, transcript, exited| {
         let mut seen = 0;
         for (prompt, answer) in &script {
             loop {
@@ -126,6 +127,9 @@ pub fn run_answering(cmd: &mut Command, script: &[(&str, &str)], timeout: Durati
                 if let Some(at) = text.find(prompt.as_str()) {
                     seen += at + prompt.len();
                     break;
+                }
+                if exited.load(Ordering::SeqCst) {
+                    return Err(format!("exited before prompt {prompt:?}"));
                 }
                 if Instant::now() > deadline {
                     return Err(format!("prompt {prompt:?} never came"));
@@ -147,7 +151,9 @@ type Transcript = Arc<Mutex<Vec<u8>>>;
 
 fn run_with<F>(cmd: &mut Command, timeout: Duration, feed: F) -> Outcome
 where
-    F: FnOnce(&mut std::process::ChildStdin, &Transcript) -> Result<(), String> + Send + 'static,
+    F: FnOnce(&mut std::process::ChildStdin, &Transcript, &AtomicBool) -> Result<(), String>
+        + Send
+        + 'static,
 {
     let command = describe(cmd);
     let mut child = match cmd
@@ -166,14 +172,17 @@ where
 
     let mut child_stdin = child.stdin.take().expect("piped stdin");
     let feeder_transcript = Arc::clone(&transcript);
+    let exited = Arc::new(AtomicBool::new(false));
+    let feeder_exited = Arc::clone(&exited);
     let feeder = thread::spawn(move || {
-        let result = feed(&mut child_stdin, &feeder_transcript);
+        let result = feed(&mut child_stdin, &feeder_transcript, &feeder_exited);
         drop(child_stdin);
         result
     });
 
     let deadline = Instant::now() + timeout;
     let status = wait_until(&mut child, deadline);
+    exited.store(true, Ordering::SeqCst);
     let mut note = String::new();
     if status.is_none() {
         let _ = child.kill();
@@ -213,7 +222,9 @@ fn reader<R: Read + Send + 'static>(
                 if n == 0 {
                     break;
                 }
-                own2.lock().expect("output lock").extend_from_slice(&buf[..n]);
+                own2.lock()
+                    .expect("output lock")
+                    .extend_from_slice(&buf[..n]);
                 transcript
                     .lock()
                     .expect("transcript lock")

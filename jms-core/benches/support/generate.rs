@@ -17,7 +17,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jms_core::model::{
     Account, ActionChoice, Asset, AssetProtocol, CommandFilter, FilterAction, Grant,
-    PolicyDocument, Protocol, ProtocolChoice, SecretType, Secret, Timestamp, User, UserGroup,
+    PolicyDocument, Protocol, ProtocolChoice, Secret, SecretType, Timestamp, User, UserGroup,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -61,23 +61,59 @@ impl Params {
 
 /// The instant the generated date windows are relative to; query at it.
 pub fn reference_time() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
-const ENVIRONMENTS: &[&str] = &["prod", "staging", "dev", "test", "dr", "perf", "sandbox", "corp"];
+const ENVIRONMENTS: &[&str] = &[
+    "prod", "staging", "dev", "test", "dr", "perf", "sandbox", "corp",
+];
 const REGIONS: &[&str] = &[
-    "beijing", "shanghai", "shenzhen", "hangzhou", "frankfurt", "virginia", "oregon", "singapore",
-    "tokyo", "london",
+    "beijing",
+    "shanghai",
+    "shenzhen",
+    "hangzhou",
+    "frankfurt",
+    "virginia",
+    "oregon",
+    "singapore",
+    "tokyo",
+    "london",
 ];
 const SERVICES: &[&str] = &[
-    "web", "api", "db", "cache", "mq", "search", "payments", "billing", "auth", "storage", "cdn",
-    "ml", "batch", "logging", "monitoring",
+    "web",
+    "api",
+    "db",
+    "cache",
+    "mq",
+    "search",
+    "payments",
+    "billing",
+    "auth",
+    "storage",
+    "cdn",
+    "ml",
+    "batch",
+    "logging",
+    "monitoring",
 ];
-const CLUSTERS: &[&str] = &["cluster-a", "cluster-b", "cluster-c", "cluster-d", "cluster-e", "cluster-f"];
-const RACKS: &[&str] = &["rack-01", "rack-02", "rack-03", "rack-04", "rack-05", "rack-06", "rack-07", "rack-08"];
+const CLUSTERS: &[&str] = &[
+    "cluster-a",
+    "cluster-b",
+    "cluster-c",
+    "cluster-d",
+    "cluster-e",
+    "cluster-f",
+];
+const RACKS: &[&str] = &[
+    "rack-01", "rack-02", "rack-03", "rack-04", "rack-05", "rack-06", "rack-07", "rack-08",
+];
 const DEEPER: &[&str] = &["pool-1", "pool-2", "pool-3", "pool-4", "pool-5", "pool-6"];
 
-const HOST_KINDS: &[&str] = &["web", "db", "app", "cache", "k8s-node", "gpu", "mq", "es", "lb", "jenkins"];
+const HOST_KINDS: &[&str] = &[
+    "web", "db", "app", "cache", "k8s-node", "gpu", "mq", "es", "lb", "jenkins",
+];
 const ACCOUNT_NAMES: &[&str] = &[
     "root", "deploy", "app", "admin", "ubuntu", "centos", "ops", "backup", "www-data", "postgres",
     "oracle",
@@ -92,7 +128,17 @@ const LAST_NAMES: &[&str] = &[
     "brown", "taylor", "miller", "garcia", "martin", "muller", "rossi",
 ];
 const TEAMS: &[&str] = &[
-    "ops", "dba", "dev", "sre", "qa", "sec", "net", "data", "ml", "support", "finance-it",
+    "ops",
+    "dba",
+    "dev",
+    "sre",
+    "qa",
+    "sec",
+    "net",
+    "data",
+    "ml",
+    "support",
+    "finance-it",
     "platform",
 ];
 
@@ -162,13 +208,17 @@ impl Tree {
     fn deep_node(&self, rng: &mut StdRng) -> usize {
         let max = self.depth();
         if max < 3 {
-            return *self.by_depth[max].choose(rng).expect("a level is never empty");
+            return *self.by_depth[max]
+                .choose(rng)
+                .expect("a level is never empty");
         }
         let total: usize = (3..=max).map(|d| d - 2).sum();
         let mut pick = rng.gen_range(0..total);
         for d in 3..=max {
             if pick < d - 2 {
-                return *self.by_depth[d].choose(rng).expect("a level is never empty");
+                return *self.by_depth[d]
+                    .choose(rng)
+                    .expect("a level is never empty");
             }
             pick -= d - 2;
         }
@@ -213,7 +263,9 @@ fn weighted(rng: &mut StdRng, weights: &[u32]) -> usize {
 }
 
 fn hex(rng: &mut StdRng, len: usize) -> String {
-    (0..len).map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("digit")).collect()
+    (0..len)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("digit"))
+        .collect()
 }
 
 fn at(days: i64) -> Option<Timestamp> {
@@ -229,7 +281,11 @@ pub fn generate(params: &Params) -> PolicyDocument {
     let user_groups: Vec<UserGroup> = (0..params.groups)
         .map(|i| UserGroup {
             name: format!("{}-{i:03}", one_of(&mut rng, TEAMS)),
-            comment: if rng.gen_bool(0.2) { format!("team {i}") } else { String::new() },
+            comment: if rng.gen_bool(0.2) {
+                format!("team {i}")
+            } else {
+                String::new()
+            },
         })
         .collect();
 
@@ -237,7 +293,11 @@ pub fn generate(params: &Params) -> PolicyDocument {
         .map(|i| {
             let (first, last) = (one_of(&mut rng, FIRST_NAMES), one_of(&mut rng, LAST_NAMES));
             let username = format!("{first}.{last}{i}");
-            let group_count = if user_groups.is_empty() { 0 } else { rng.gen_range(1..=3) };
+            let group_count = if user_groups.is_empty() {
+                0
+            } else {
+                rng.gen_range(1..=3)
+            };
             let groups = distinct(&mut rng, user_groups.len(), group_count, true)
                 .into_iter()
                 .map(|g| user_groups[g].name.clone())
@@ -248,7 +308,10 @@ pub fn generate(params: &Params) -> PolicyDocument {
                 _ => None,
             };
             let public_keys = if rng.gen_bool(0.3) {
-                vec![format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{} {username}@laptop", hex(&mut rng, 43))]
+                vec![format!(
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{} {username}@laptop",
+                    hex(&mut rng, 43)
+                )]
             } else {
                 Vec::new()
             };
@@ -291,13 +354,14 @@ pub fn generate(params: &Params) -> PolicyDocument {
                 _ => vec![Protocol::Sftp],
             };
             let account_count = rng.gen_range(1..=3);
-            let mut accounts: Vec<Account> = distinct(&mut rng, ACCOUNT_NAMES.len(), account_count, true)
-                .into_iter()
-                .map(|a| {
-                    let name = ACCOUNT_NAMES[a];
-                    account(&mut rng, name, name)
-                })
-                .collect();
+            let mut accounts: Vec<Account> =
+                distinct(&mut rng, ACCOUNT_NAMES.len(), account_count, true)
+                    .into_iter()
+                    .map(|a| {
+                        let name = ACCOUNT_NAMES[a];
+                        account(&mut rng, name, name)
+                    })
+                    .collect();
             // Some assets carry a personal account (what `@USER` finds).
             if !users.is_empty() && rng.gen_bool(0.05) {
                 let user = &users[rng.gen_range(0..users.len())].username;
@@ -312,7 +376,10 @@ pub fn generate(params: &Params) -> PolicyDocument {
                 } else {
                     format!("{kind}-{i:06}.example.internal")
                 },
-                protocols: protocols.into_iter().map(|name| AssetProtocol { name, port }).collect(),
+                protocols: protocols
+                    .into_iter()
+                    .map(|name| AssetProtocol { name, port })
+                    .collect(),
                 nodes,
                 is_active: !rng.gen_bool(0.01),
                 accounts,
@@ -320,13 +387,19 @@ pub fn generate(params: &Params) -> PolicyDocument {
         })
         .collect();
 
-    let grants: Vec<Grant> = (0..params.grants).map(|i| grant(&mut rng, i, &tree, &users, &user_groups, &assets)).collect();
+    let grants: Vec<Grant> = (0..params.grants)
+        .map(|i| grant(&mut rng, i, &tree, &users, &user_groups, &assets))
+        .collect();
 
     let command_filters = (0..(params.grants / 1000).max(2))
         .map(|i| CommandFilter {
             name: format!("filter-{i:03}"),
             priority: if i == 0 { 10 } else { rng.gen_range(20..=90) },
-            action: if i % 5 == 4 { FilterAction::Allow } else { FilterAction::Deny },
+            action: if i % 5 == 4 {
+                FilterAction::Allow
+            } else {
+                FilterAction::Deny
+            },
             rules: vec![
                 r"^\s*rm\s+-rf\s+/\s*$".to_string(),
                 format!(r"^\s*(shutdown|reboot|halt)\b.*{i}"),
@@ -359,7 +432,11 @@ fn capitalized(word: &str) -> String {
 }
 
 fn account(rng: &mut StdRng, name: &str, username: &str) -> Account {
-    let secret_type = if name == "root" || rng.gen_bool(0.5) { SecretType::Password } else { SecretType::SshKey };
+    let secret_type = if name == "root" || rng.gen_bool(0.5) {
+        SecretType::Password
+    } else {
+        SecretType::SshKey
+    };
     let secret = match secret_type {
         SecretType::Password => format!("pw-{}", hex(rng, 12)),
         SecretType::SshKey => format!("fake-ssh-key-{}", hex(rng, 16)),
@@ -374,9 +451,20 @@ fn account(rng: &mut StdRng, name: &str, username: &str) -> Account {
     }
 }
 
-fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[UserGroup], assets: &[Asset]) -> Grant {
+fn grant(
+    rng: &mut StdRng,
+    i: usize,
+    tree: &Tree,
+    users: &[User],
+    groups: &[UserGroup],
+    assets: &[Asset],
+) -> Grant {
     // About 1 in 100 grants leaves one required part empty on purpose.
-    let empty_part = if rng.gen_bool(0.01) { Some(rng.gen_range(0..5)) } else { None };
+    let empty_part = if rng.gen_bool(0.01) {
+        Some(rng.gen_range(0..5))
+    } else {
+        None
+    };
 
     let mut user_count = weighted(rng, &[35, 30, 20, 15]);
     let mut group_count = weighted(rng, &[40, 40, 20]);
@@ -387,18 +475,28 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
             group_count = 1;
         }
     }
-    let mut asset_count = if rng.gen_bool(0.4) { 0 } else { rng.gen_range(1..=5) };
+    let mut asset_count = if rng.gen_bool(0.4) {
+        0
+    } else {
+        rng.gen_range(1..=5)
+    };
     let node_count = weighted(rng, &[30, 40, 20, 10]);
     if asset_count + node_count == 0 {
         asset_count = 1;
     }
 
-    let mut grant_users: Vec<String> =
-        distinct(rng, users.len(), user_count, false).into_iter().map(|u| users[u].username.clone()).collect();
-    let mut grant_groups: Vec<String> =
-        distinct(rng, groups.len(), group_count, false).into_iter().map(|g| groups[g].name.clone()).collect();
-    let mut grant_assets: Vec<String> =
-        distinct(rng, assets.len(), asset_count, false).into_iter().map(|a| assets[a].name.clone()).collect();
+    let mut grant_users: Vec<String> = distinct(rng, users.len(), user_count, false)
+        .into_iter()
+        .map(|u| users[u].username.clone())
+        .collect();
+    let mut grant_groups: Vec<String> = distinct(rng, groups.len(), group_count, false)
+        .into_iter()
+        .map(|g| groups[g].name.clone())
+        .collect();
+    let mut grant_assets: Vec<String> = distinct(rng, assets.len(), asset_count, false)
+        .into_iter()
+        .map(|a| assets[a].name.clone())
+        .collect();
     let mut grant_nodes: Vec<String> = Vec::with_capacity(node_count);
     for _attempt in 0..20 {
         if grant_nodes.len() == node_count {
@@ -406,7 +504,9 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
         }
         // A node at depth 2 covers a whole environment: very rare.
         let node = if tree.depth() >= 2 && rng.gen_bool(0.001) {
-            *tree.by_depth[2].choose(rng).expect("a level is never empty")
+            *tree.by_depth[2]
+                .choose(rng)
+                .expect("a level is never empty")
         } else {
             tree.deep_node(rng)
         };
@@ -419,7 +519,10 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
         0 => vec!["@ALL".into()],
         1 => {
             let count = rng.gen_range(1..=2);
-            distinct(rng, ACCOUNT_NAMES.len(), count, true).into_iter().map(|a| ACCOUNT_NAMES[a].to_string()).collect()
+            distinct(rng, ACCOUNT_NAMES.len(), count, true)
+                .into_iter()
+                .map(|a| ACCOUNT_NAMES[a].to_string())
+                .collect()
         }
         2 => vec!["@ALL".into(), "@INPUT".into()],
         3 => vec!["@USER".into()],
@@ -437,7 +540,11 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
     let mut actions = match weighted(rng, &[30, 25, 25, 20]) {
         0 => vec![ActionChoice::All],
         1 => vec![ActionChoice::Connect],
-        2 => vec![ActionChoice::Connect, ActionChoice::Upload, ActionChoice::Download],
+        2 => vec![
+            ActionChoice::Connect,
+            ActionChoice::Upload,
+            ActionChoice::Download,
+        ],
         _ => {
             const EACH: [ActionChoice; 7] = [
                 ActionChoice::Connect,
@@ -449,7 +556,10 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
                 ActionChoice::Share,
             ];
             let count = rng.gen_range(1..=4);
-            distinct(rng, EACH.len(), count, false).into_iter().map(|a| EACH[a]).collect()
+            distinct(rng, EACH.len(), count, false)
+                .into_iter()
+                .map(|a| EACH[a])
+                .collect()
         }
     };
     match empty_part {
@@ -488,7 +598,11 @@ fn grant(rng: &mut StdRng, i: usize, tree: &Tree, users: &[User], groups: &[User
         date_start,
         date_expired,
         is_active: !rng.gen_bool(0.03),
-        comment: if rng.gen_bool(0.1) { format!("ticket OPS-{}", rng.gen_range(1000..99999)) } else { String::new() },
+        comment: if rng.gen_bool(0.1) {
+            format!("ticket OPS-{}", rng.gen_range(1000..99999))
+        } else {
+            String::new()
+        },
     }
 }
 

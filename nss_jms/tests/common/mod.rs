@@ -58,16 +58,17 @@ fn newest_mtime(path: &Path, newest: &mut SystemTime) {
     }
 }
 
-/// The built `libnss_jms.so` of this profile. Cargo builds it with the
-/// rlib, but when it is missing or older than the sources of nss_jms and
-/// jms-core, this runs `cargo build -p nss_jms` for the same profile and
-/// target dir first.
+/// The built `libnss_jms.so` of this profile: `target/<profile>/` or
+/// `target/<profile>/deps/` (`cargo bench` leaves it there), whichever is
+/// newer. Cargo builds it along with the rlib the tests link; when both
+/// copies are missing or older than the sources of nss_jms and jms-core,
+/// this runs `cargo build -p nss_jms --lib` for the same profile and target
+/// dir first.
 pub fn module_so() -> PathBuf {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE
         .get_or_init(|| {
             let profile_dir = profile_dir();
-            let so = profile_dir.join("libnss_jms.so");
             let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
             let mut sources = SystemTime::UNIX_EPOCH;
             for path in [
@@ -79,47 +80,54 @@ pub fn module_so() -> PathBuf {
             ] {
                 newest_mtime(&crate_dir.join(path), &mut sources);
             }
-            let fresh = |so: &Path| {
-                fs::metadata(so)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= sources)
+            let newest_fresh = || {
+                [
+                    profile_dir.join("libnss_jms.so"),
+                    profile_dir.join("deps/libnss_jms.so"),
+                ]
+                .into_iter()
+                .filter_map(|so| Some((fs::metadata(&so).and_then(|m| m.modified()).ok()?, so)))
+                .filter(|(built, _)| *built >= sources)
+                .max()
+                .map(|(_, so)| so)
             };
-            if !fresh(&so) {
-                let profile = profile_dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("debug")
-                    .to_string();
-                let target_dir = profile_dir.parent().expect("target dir");
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-                let mut build = Command::new(cargo);
-                build
-                    .args(["build", "-p", "nss_jms", "--lib", "--target-dir"])
-                    .arg(target_dir);
-                match profile.as_str() {
-                    "debug" => {}
-                    "release" => {
-                        build.arg("--release");
-                    }
-                    other => {
-                        build.args(["--profile", other]);
-                    }
-                }
-                let status = build
-                    .current_dir(crate_dir)
-                    .status()
-                    .unwrap_or_else(|e| panic!("cannot run cargo to build libnss_jms.so: {e}"));
-                assert!(
-                    status.success(),
-                    "`cargo build -p nss_jms` failed: {status}"
-                );
+            if let Some(so) = newest_fresh() {
+                return so;
             }
+            let profile = profile_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug")
+                .to_string();
+            let target_dir = profile_dir.parent().expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "-p", "nss_jms", "--lib", "--target-dir"])
+                .arg(target_dir);
+            match profile.as_str() {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let status = build
+                .current_dir(crate_dir)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build libnss_jms.so: {e}"));
             assert!(
-                fresh(&so),
-                "{} is missing or older than the sources after building",
-                so.display()
+                status.success(),
+                "`cargo build -p nss_jms` failed: {status}"
             );
-            so
+            newest_fresh().unwrap_or_else(|| {
+                panic!(
+                    "no libnss_jms.so newer than the sources in {} after building",
+                    profile_dir.display()
+                )
+            })
         })
         .clone()
 }
