@@ -22,7 +22,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{alias, Account, Action, ActionSet, Asset, Grant, PolicyDocument, ProtocolSet, Protocol, User};
+use crate::model::{
+    alias, Account, Action, ActionSet, Asset, Grant, PolicyDocument, Protocol, ProtocolSet, User,
+};
 use crate::nodes::{NodeId, NodeTree};
 use crate::policy::Policy;
 
@@ -113,6 +115,11 @@ pub(crate) struct GrantIndex {
     asset_closure: Vec<Vec<NodeId>>,
     /// Assets under each node at any depth.
     node_assets: Vec<Vec<AssetId>>,
+    /// Per asset: active flag and offered protocols, kept compact for list.
+    asset_active: Vec<bool>,
+    asset_offered: Vec<ProtocolSet>,
+    /// Asset ids in name order, so list needs no sort.
+    assets_by_name: Vec<AssetId>,
 }
 
 fn id(position: usize) -> u32 {
@@ -122,12 +129,24 @@ fn id(position: usize) -> u32 {
 impl GrantIndex {
     /// Builds the indexes; `doc` must have passed the policy checks.
     pub(crate) fn build(doc: &PolicyDocument, nodes: &NodeTree) -> GrantIndex {
-        let user_by_name: HashMap<String, UserId> =
-            doc.users.iter().enumerate().map(|(i, u)| (u.username.clone(), id(i))).collect();
-        let asset_by_name: HashMap<String, AssetId> =
-            doc.assets.iter().enumerate().map(|(i, a)| (a.name.clone(), id(i))).collect();
-        let group_by_name: HashMap<&str, usize> =
-            doc.user_groups.iter().enumerate().map(|(i, g)| (g.name.as_str(), i)).collect();
+        let user_by_name: HashMap<String, UserId> = doc
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.username.clone(), id(i)))
+            .collect();
+        let asset_by_name: HashMap<String, AssetId> = doc
+            .assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), id(i)))
+            .collect();
+        let group_by_name: HashMap<&str, usize> = doc
+            .user_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.as_str(), i))
+            .collect();
         let mut group_members: Vec<Vec<UserId>> = vec![Vec::new(); doc.user_groups.len()];
         for (u, user) in doc.users.iter().enumerate() {
             for group in &user.groups {
@@ -170,8 +189,11 @@ impl GrantIndex {
             for asset in &assets {
                 asset_grants[*asset as usize].push(gid);
             }
-            let mut grant_nodes: Vec<NodeId> =
-                grant.nodes.iter().map(|p| nodes.get(p).expect("checked node")).collect();
+            let mut grant_nodes: Vec<NodeId> = grant
+                .nodes
+                .iter()
+                .map(|p| nodes.get(p).expect("checked node"))
+                .collect();
             grant_nodes.sort_unstable();
             grant_nodes.dedup();
             for node in &grant_nodes {
@@ -206,7 +228,17 @@ impl GrantIndex {
             list.dedup();
         }
 
+        let mut assets_by_name: Vec<AssetId> = (0..doc.assets.len()).map(id).collect();
+        assets_by_name.sort_unstable_by(|x, y| {
+            doc.assets[*x as usize]
+                .name
+                .cmp(&doc.assets[*y as usize].name)
+        });
+
         GrantIndex {
+            asset_active: doc.assets.iter().map(|a| a.is_active).collect(),
+            asset_offered: doc.assets.iter().map(ProtocolSet::of_asset).collect(),
+            assets_by_name,
             user_by_name,
             asset_by_name,
             grants,
@@ -232,13 +264,24 @@ impl GrantIndex {
         let by_user = &self.user_grants[user as usize];
         let closure = &self.asset_closure[asset as usize];
         let by_asset_len = self.asset_grants[asset as usize].len()
-            + closure.iter().map(|n| self.node_grants[*n as usize].len()).sum::<usize>();
+            + closure
+                .iter()
+                .map(|n| self.node_grants[*n as usize].len())
+                .sum::<usize>();
         if by_user.len() <= by_asset_len {
-            return by_user.iter().copied().filter(|g| self.covers(*g, asset)).collect();
+            return by_user
+                .iter()
+                .copied()
+                .filter(|g| self.covers(*g, asset))
+                .collect();
         }
         let mut found: Vec<GrantId> = self.asset_grants[asset as usize]
             .iter()
-            .chain(closure.iter().flat_map(|n| self.node_grants[*n as usize].iter()))
+            .chain(
+                closure
+                    .iter()
+                    .flat_map(|n| self.node_grants[*n as usize].iter()),
+            )
             .copied()
             .filter(|g| by_user.binary_search(g).is_ok())
             .collect();
@@ -331,7 +374,10 @@ pub enum QueryError {
 impl Policy {
     /// The user named `name`, if the policy has one.
     pub fn user(&self, name: &str) -> Option<&User> {
-        self.index.user_by_name.get(name).map(|u| &self.doc.users[*u as usize])
+        self.index
+            .user_by_name
+            .get(name)
+            .map(|u| &self.doc.users[*u as usize])
     }
 
     /// The state of grant `name`'s window and parts at `at`.
@@ -342,11 +388,19 @@ impl Policy {
     }
 
     fn user_id(&self, name: &str) -> Result<UserId, QueryError> {
-        self.index.user_by_name.get(name).copied().ok_or_else(|| QueryError::UnknownUser(name.to_string()))
+        self.index
+            .user_by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| QueryError::UnknownUser(name.to_string()))
     }
 
     fn asset_id(&self, name: &str) -> Result<AssetId, QueryError> {
-        self.index.asset_by_name.get(name).copied().ok_or_else(|| QueryError::UnknownAsset(name.to_string()))
+        self.index
+            .asset_by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| QueryError::UnknownAsset(name.to_string()))
     }
 
     /// Why the user gets nothing at `at` (disabled, expired), if so.
@@ -365,23 +419,60 @@ impl Policy {
         state_of(&self.doc.grants[g], self.index.grants[g].missing, at) == GrantState::Active
     }
 
-    /// Unions the active grants' accounts, protocols and actions on `asset`.
-    fn resolve<'p>(&'p self, user: &User, asset: &'p Asset, grants: &[GrantId]) -> Vec<GrantedAccount<'p>> {
-        let offered = ProtocolSet::of_asset(asset);
-        let mut real = vec![(ProtocolSet::EMPTY, ActionSet::EMPTY, false); asset.accounts.len()];
-        let mut virtuals = [(AccountRef::Input, ProtocolSet::EMPTY, ActionSet::EMPTY, false),
-            (AccountRef::SameName, ProtocolSet::EMPTY, ActionSet::EMPTY, false),
-            (AccountRef::Anon, ProtocolSet::EMPTY, ActionSet::EMPTY, false)];
-        let has_same_name = asset.accounts.iter().any(|a| a.username == user.username);
+    /// Unions the active grants' accounts, protocols and actions on asset
+    /// `a`. `slots` is scratch space, reused across calls by `list`.
+    fn resolve<'p>(
+        &'p self,
+        user: &User,
+        a: AssetId,
+        grants: &[GrantId],
+        slots: &mut Vec<(ProtocolSet, ActionSet, bool)>,
+    ) -> Vec<GrantedAccount<'p>> {
+        let asset = &self.doc.assets[a as usize];
+        let offered = self.index.asset_offered[a as usize];
+        slots.clear();
+        slots.resize(
+            asset.accounts.len(),
+            (ProtocolSet::EMPTY, ActionSet::EMPTY, false),
+        );
+        let mut virtuals = [
+            (
+                AccountRef::Input,
+                ProtocolSet::EMPTY,
+                ActionSet::EMPTY,
+                false,
+            ),
+            (
+                AccountRef::SameName,
+                ProtocolSet::EMPTY,
+                ActionSet::EMPTY,
+                false,
+            ),
+            (
+                AccountRef::Anon,
+                ProtocolSet::EMPTY,
+                ActionSet::EMPTY,
+                false,
+            ),
+        ];
+        let mut has_same_name = None;
         for grant in grants {
             let compiled = &self.index.grants[*grant as usize];
             let spec = &compiled.accounts;
-            for (slot, account) in real.iter_mut().zip(&asset.accounts) {
+            for (slot, account) in slots.iter_mut().zip(&asset.accounts) {
                 if spec.covers_real(account, user) {
-                    *slot = (slot.0.union(compiled.protocols), slot.1.union(compiled.actions), true);
+                    *slot = (
+                        slot.0.union(compiled.protocols),
+                        slot.1.union(compiled.actions),
+                        true,
+                    );
                 }
             }
-            let flags = [spec.input, spec.same_name && !has_same_name, spec.anon];
+            let same_name_virtual = spec.same_name
+                && !*has_same_name.get_or_insert_with(|| {
+                    asset.accounts.iter().any(|a| a.username == user.username)
+                });
+            let flags = [spec.input, same_name_virtual, spec.anon];
             for (slot, on) in virtuals.iter_mut().zip(flags) {
                 if on {
                     slot.1 = slot.1.union(compiled.protocols);
@@ -390,21 +481,34 @@ impl Policy {
                 }
             }
         }
-        let real = asset.accounts.iter().zip(real).filter(|(_, s)| s.2).map(|(account, s)| GrantedAccount {
-            account: AccountRef::Real(account),
-            protocols: s.0.intersection(offered),
-            actions: s.1,
-        });
-        let virtuals = virtuals.into_iter().filter(|s| s.3).map(|s| GrantedAccount {
-            account: s.0,
-            protocols: s.1.intersection(offered),
-            actions: s.2,
-        });
+        let real = asset
+            .accounts
+            .iter()
+            .zip(slots.iter())
+            .filter(|(_, s)| s.2)
+            .map(|(account, s)| GrantedAccount {
+                account: AccountRef::Real(account),
+                protocols: s.0.intersection(offered),
+                actions: s.1,
+            });
+        let virtuals = virtuals
+            .into_iter()
+            .filter(|s| s.3)
+            .map(|s| GrantedAccount {
+                account: s.0,
+                protocols: s.1.intersection(offered),
+                actions: s.2,
+            });
         real.chain(virtuals).collect()
     }
 
     /// Accounts the user may use on the asset at `at` (empty when none).
-    pub fn accounts(&self, user: &str, asset: &str, at: DateTime<Utc>) -> Result<Vec<GrantedAccount<'_>>, QueryError> {
+    pub fn accounts(
+        &self,
+        user: &str,
+        asset: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<GrantedAccount<'_>>, QueryError> {
         let (u, a) = (self.user_id(user)?, self.asset_id(asset)?);
         let (user, asset) = (&self.doc.users[u as usize], &self.doc.assets[a as usize]);
         if self.user_barred(user, at).is_some() || !asset.is_active {
@@ -412,7 +516,7 @@ impl Policy {
         }
         let mut active = self.index.grants_for(u, a);
         active.retain(|g| self.is_active(*g, at));
-        Ok(self.resolve(user, asset, &active))
+        Ok(self.resolve(user, a, &active, &mut Vec::new()))
     }
 
     /// Every asset the user may use at `at`, by asset name.
@@ -422,30 +526,52 @@ impl Policy {
         if self.user_barred(user, at).is_some() {
             return Ok(Vec::new());
         }
-        let mut by_asset: HashMap<AssetId, Vec<GrantId>> = HashMap::new();
+        // Per asset, a chain of the grants covering it: `first[a]` indexes
+        // `links`, each link is (grant, next link). No per-asset allocation.
+        const NONE: u32 = u32::MAX;
+        let mut first = vec![NONE; self.doc.assets.len()];
+        let mut links: Vec<(GrantId, u32)> = Vec::new();
         for grant in &self.index.user_grants[u as usize] {
             if !self.is_active(*grant, at) {
                 continue;
             }
             let compiled = &self.index.grants[*grant as usize];
-            let under_nodes = compiled.nodes.iter().flat_map(|n| self.index.node_assets[*n as usize].iter());
+            let under_nodes = compiled
+                .nodes
+                .iter()
+                .flat_map(|n| self.index.node_assets[*n as usize].iter());
             for asset in compiled.assets.iter().chain(under_nodes) {
-                let list = by_asset.entry(*asset).or_default();
-                if list.last() != Some(grant) {
-                    list.push(*grant);
+                let head = &mut first[*asset as usize];
+                if !self.index.asset_active[*asset as usize]
+                    || (*head != NONE && links[*head as usize].0 == *grant)
+                {
+                    continue;
                 }
+                links.push((*grant, *head));
+                *head = id(links.len() - 1);
             }
         }
-        let mut granted: Vec<GrantedAsset<'_>> = by_asset
-            .into_iter()
-            .filter(|(a, _)| self.doc.assets[*a as usize].is_active)
-            .map(|(a, grants)| {
-                let asset = &self.doc.assets[a as usize];
-                GrantedAsset { asset, accounts: self.resolve(user, asset, &grants) }
-            })
-            .filter(|g| !g.accounts.is_empty())
-            .collect();
-        granted.sort_unstable_by(|x, y| x.asset.name.cmp(&y.asset.name));
+        let (mut grants, mut slots) = (Vec::new(), Vec::new());
+        let mut granted = Vec::new();
+        for a in &self.index.assets_by_name {
+            let mut link = first[*a as usize];
+            if link == NONE {
+                continue;
+            }
+            grants.clear();
+            while link != NONE {
+                let (grant, next) = links[link as usize];
+                grants.push(grant);
+                link = next;
+            }
+            let accounts = self.resolve(user, *a, &grants, &mut slots);
+            if !accounts.is_empty() {
+                granted.push(GrantedAsset {
+                    asset: &self.doc.assets[*a as usize],
+                    accounts,
+                });
+            }
+        }
         Ok(granted)
     }
 
@@ -462,18 +588,28 @@ impl Policy {
         }
         let candidates = self.index.grants_for(u, a);
         if candidates.is_empty() {
-            return deny(format!("no grant gives {} asset {}", user.username, asset.name));
+            return deny(format!(
+                "no grant gives {} asset {}",
+                user.username, asset.name
+            ));
         }
-        let (active, inactive): (Vec<GrantId>, Vec<GrantId>) =
-            candidates.iter().partition(|g| self.is_active(**g, query.at));
+        let (active, inactive): (Vec<GrantId>, Vec<GrantId>) = candidates
+            .iter()
+            .partition(|g| self.is_active(**g, query.at));
         if active.is_empty() {
             let why = self.explain_inactive(&inactive, query.at);
-            return deny(format!("no active grant gives {} asset {}: {why}", user.username, asset.name));
+            return deny(format!(
+                "no active grant gives {} asset {}: {why}",
+                user.username, asset.name
+            ));
         }
-        let granted = self.resolve(user, asset, &active);
+        let granted = self.resolve(user, a, &active, &mut Vec::new());
         let wanted: Vec<&GrantedAccount<'_>> = match query.account {
             None => granted.iter().collect(),
-            Some(name) => granted.iter().filter(|g| g.account.name() == name).collect(),
+            Some(name) => granted
+                .iter()
+                .filter(|g| g.account.name() == name)
+                .collect(),
         };
         let on = match query.account {
             Some(name) => format!("{name}@{}", asset.name),
@@ -481,7 +617,9 @@ impl Policy {
         };
         if wanted.is_empty() {
             return deny(match query.account {
-                Some(name) if !name.starts_with('@') && !asset.accounts.iter().any(|x| x.name == name) => {
+                Some(name)
+                    if !name.starts_with('@') && !asset.accounts.iter().any(|x| x.name == name) =>
+                {
                     format!("asset {} has no account {name}", asset.name)
                 }
                 Some(name) => {
@@ -489,12 +627,26 @@ impl Policy {
                     let would: Vec<GrantId> = inactive
                         .iter()
                         .copied()
-                        .filter(|g| self.resolve(user, asset, &[*g]).iter().any(|x| x.account.name() == name))
+                        .filter(|g| {
+                            self.resolve(user, a, &[*g], &mut Vec::new())
+                                .iter()
+                                .any(|x| x.account.name() == name)
+                        })
                         .collect();
-                    let why = if would.is_empty() { String::new() } else { format!(" ({})", self.explain_inactive(&would, query.at)) };
-                    format!("no active grant gives {} account {name} on {}{why}", user.username, asset.name)
+                    let why = if would.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", self.explain_inactive(&would, query.at))
+                    };
+                    format!(
+                        "no active grant gives {} account {name} on {}{why}",
+                        user.username, asset.name
+                    )
                 }
-                None => format!("no active grant gives {} an account that exists on {}", user.username, asset.name),
+                None => format!(
+                    "no active grant gives {} an account that exists on {}",
+                    user.username, asset.name
+                ),
             });
         }
         if let Some(protocol) = query.protocol {
@@ -510,13 +662,19 @@ impl Policy {
         if by_protocol.is_empty() {
             return deny(match query.protocol {
                 Some(p) => format!("no active grant gives {} {p} on {on}", user.username),
-                None => format!("no protocol granted to {} on {on} is offered by the asset", user.username),
+                None => format!(
+                    "no protocol granted to {} on {on} is offered by the asset",
+                    user.username
+                ),
             });
         }
         if by_protocol.iter().any(|g| g.actions.contains(query.action)) {
             return Ok(Decision::Allow);
         }
-        deny(format!("no active grant gives {} {} on {on}", user.username, query.action))
+        deny(format!(
+            "no active grant gives {} {} on {on}",
+            user.username, query.action
+        ))
     }
 }
 
@@ -528,7 +686,11 @@ impl Policy {
             .take(3)
             .map(|g| {
                 let grant = &self.doc.grants[*g as usize];
-                format!("grant {} {}", grant.name, state_of(grant, self.index.grants[*g as usize].missing, at).describe())
+                format!(
+                    "grant {} {}",
+                    grant.name,
+                    state_of(grant, self.index.grants[*g as usize].missing, at).describe()
+                )
             })
             .collect();
         if grants.len() > 3 {

@@ -16,5 +16,7 @@ pub mod password;
 pub mod policy;
 pub mod uids;
 
-pub use engine::{AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Query, QueryError};
+pub use engine::{
+    AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Query, QueryError,
+};
 pub use policy::{Format, Policy, PolicyError};

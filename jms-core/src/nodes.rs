@@ -83,7 +83,10 @@ mod tests {
         assert_eq!(tree.len(), 3);
         let chain: Vec<&str> = tree.self_and_ancestors(web).map(|n| tree.path(n)).collect();
         assert_eq!(chain, ["/Default/prod/web", "/Default/prod", "/Default"]);
-        assert_eq!(tree.insert("/Default/prod").unwrap(), tree.get("/Default/prod").unwrap());
+        assert_eq!(
+            tree.insert("/Default/prod").unwrap(),
+            tree.get("/Default/prod").unwrap()
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ use crate::policy::Policy;
 use crate::uids::{IdAllocator, IdError};
 
 /// Where jms-agentd writes the cache and where `libnss_jms.so.2` reads it.
-pub const DEFAULT_NSS_CACHE_PATH: &str = "/var/lib/jms/nss.db";
+pub const DEFAULT_NSS_CACHE_PATH: &str = "/var/cache/jms/nss.db";
 /// Default home directory of jms users.
 pub const DEFAULT_HOME: &str = "/";
 /// Default login shell of jms users: the session agent.

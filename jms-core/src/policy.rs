@@ -114,6 +114,15 @@ struct RawDocument {
 }
 
 fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocument> {
+    // Fast path: straight into the typed document. Only when that fails is
+    // the file read again entity by entity, for an error that names them.
+    let typed = match format {
+        Format::Json => serde_json::from_str::<PolicyDocument>(text).ok(),
+        Format::Yaml => serde_yaml_ng::from_str::<PolicyDocument>(text).ok(),
+    };
+    if let Some(doc) = typed {
+        return Ok(doc);
+    }
     let syntax = |message: String| PolicyError::Syntax {
         file: file.to_string(),
         message,
@@ -135,7 +144,13 @@ fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocume
         nodes: read_all(file, "nodes", "node", "", raw.nodes)?,
         assets: read_all(file, "assets", "asset", "name", raw.assets)?,
         grants: read_all(file, "grants", "grant", "name", raw.grants)?,
-        command_filters: read_all(file, "command_filters", "command filter", "name", raw.command_filters)?,
+        command_filters: read_all(
+            file,
+            "command_filters",
+            "command filter",
+            "name",
+            raw.command_filters,
+        )?,
     })
 }
 
@@ -220,7 +235,12 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err(&self, entity: String, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
+    fn err(
+        &self,
+        entity: String,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PolicyError {
         PolicyError::Invalid {
             file: self.file.to_string(),
             entity,
@@ -230,18 +250,30 @@ impl Checker<'_> {
     }
 
     fn check(&self, doc: &mut PolicyDocument, base: &Path) -> Result<NodeTree> {
-        let groups = self.unique("user group", "name", doc.user_groups.iter().map(|g| g.name.as_str()))?;
+        let groups = self.unique(
+            "user group",
+            "name",
+            doc.user_groups.iter().map(|g| g.name.as_str()),
+        )?;
         for group in &doc.user_groups {
             check_unix_name(&group.name)
                 .map_err(|m| self.err(format!("user group `{}`", group.name), "name", m))?;
         }
-        let users = self.unique("user", "username", doc.users.iter().map(|u| u.username.as_str()))?;
+        let users = self.unique(
+            "user",
+            "username",
+            doc.users.iter().map(|u| u.username.as_str()),
+        )?;
         for user in &doc.users {
             let entity = || format!("user `{}`", user.username);
             check_unix_name(&user.username).map_err(|m| self.err(entity(), "username", m))?;
             for (i, group) in user.groups.iter().enumerate() {
                 if !groups.contains(group.as_str()) {
-                    return Err(self.err(entity(), format!("groups[{i}]"), format!("unknown user group `{group}`")));
+                    return Err(self.err(
+                        entity(),
+                        format!("groups[{i}]"),
+                        format!("unknown user group `{group}`"),
+                    ));
                 }
             }
             if let Some(hash) = &user.password_hash {
@@ -261,7 +293,9 @@ impl Checker<'_> {
             if !declared.insert(path.as_str()) {
                 return Err(self.err(entity(), "path", "duplicate node"));
             }
-            nodes.insert(path).map_err(|m| self.err(entity(), "path", m))?;
+            nodes
+                .insert(path)
+                .map_err(|m| self.err(entity(), "path", m))?;
         }
 
         for asset in &mut doc.assets {
@@ -273,7 +307,11 @@ impl Checker<'_> {
             let mut seen = HashSet::new();
             for (i, protocol) in asset.protocols.iter().enumerate() {
                 if !seen.insert(protocol.name) {
-                    return Err(self.err(entity(), format!("protocols[{i}]"), format!("protocol {} listed twice", protocol.name)));
+                    return Err(self.err(
+                        entity(),
+                        format!("protocols[{i}]"),
+                        format!("protocol {} listed twice", protocol.name),
+                    ));
                 }
                 if protocol.port == 0 {
                     return Err(self.err(entity(), format!("protocols[{i}].port"), "port 0"));
@@ -284,19 +322,32 @@ impl Checker<'_> {
             for (i, account) in asset.accounts.iter_mut().enumerate() {
                 let field = |f: &str| format!("accounts[{i}].{f}");
                 if !names.insert(account.name.clone()) {
-                    return Err(self.err(entity(), field("name"), format!("duplicate account `{}`", account.name)));
+                    return Err(self.err(
+                        entity(),
+                        field("name"),
+                        format!("duplicate account `{}`", account.name),
+                    ));
                 }
-                check_target_name(&account.name).map_err(|m| self.err(entity(), field("name"), m))?;
+                check_target_name(&account.name)
+                    .map_err(|m| self.err(entity(), field("name"), m))?;
                 if account.username.trim().is_empty() {
                     return Err(self.err(entity(), field("username"), "empty username"));
                 }
                 if let Some(relative) = &account.secret_file {
                     if account.secret.is_some() {
-                        return Err(self.err(entity(), field("secret_file"), "give `secret` or `secret_file`, not both"));
+                        return Err(self.err(
+                            entity(),
+                            field("secret_file"),
+                            "give `secret` or `secret_file`, not both",
+                        ));
                     }
                     let path: PathBuf = base.join(relative);
                     let text = std::fs::read_to_string(&path).map_err(|e| {
-                        self.err(entity(), field("secret_file"), format!("cannot read {}: {e}", path.display()))
+                        self.err(
+                            entity(),
+                            field("secret_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
                     })?;
                     account.secret = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
                 }
@@ -312,7 +363,14 @@ impl Checker<'_> {
                 return Err(self.err(entity, "name", "empty name"));
             }
             self.known(&entity, "users", &grant.users, &users, "user", false)?;
-            self.known(&entity, "user_groups", &grant.user_groups, &groups, "user group", false)?;
+            self.known(
+                &entity,
+                "user_groups",
+                &grant.user_groups,
+                &groups,
+                "user group",
+                false,
+            )?;
             self.known(&entity, "assets", &grant.assets, &assets, "asset", false)?;
             self.known_nodes(&nodes, &entity, &grant.nodes)?;
             for (i, account) in grant.accounts.iter().enumerate() {
@@ -323,18 +381,38 @@ impl Checker<'_> {
             }
         }
 
-        self.unique("command filter", "name", doc.command_filters.iter().map(|f| f.name.as_str()))?;
+        self.unique(
+            "command filter",
+            "name",
+            doc.command_filters.iter().map(|f| f.name.as_str()),
+        )?;
         for filter in &doc.command_filters {
             let entity = format!("command filter `{}`", filter.name);
             if !(1..=100).contains(&filter.priority) {
-                return Err(self.err(entity, "priority", format!("priority {} is outside 1..=100", filter.priority)));
+                return Err(self.err(
+                    entity,
+                    "priority",
+                    format!("priority {} is outside 1..=100", filter.priority),
+                ));
             }
             for (i, rule) in filter.rules.iter().enumerate() {
-                regex::Regex::new(rule)
-                    .map_err(|e| self.err(entity.clone(), format!("rules[{i}]"), format!("bad regex: {e}")))?;
+                regex::Regex::new(rule).map_err(|e| {
+                    self.err(
+                        entity.clone(),
+                        format!("rules[{i}]"),
+                        format!("bad regex: {e}"),
+                    )
+                })?;
             }
             self.known(&entity, "users", &filter.users, &users, "user", true)?;
-            self.known(&entity, "user_groups", &filter.user_groups, &groups, "user group", false)?;
+            self.known(
+                &entity,
+                "user_groups",
+                &filter.user_groups,
+                &groups,
+                "user group",
+                false,
+            )?;
             self.known(&entity, "assets", &filter.assets, &assets, "asset", true)?;
             self.known_nodes(&nodes, &entity, &filter.nodes)?;
             for (i, account) in filter.accounts.iter().enumerate() {
@@ -347,25 +425,50 @@ impl Checker<'_> {
     }
 
     /// Checks names are unique; returns them as a set.
-    fn unique<'d>(&self, kind: &str, field: &str, names: impl Iterator<Item = &'d str>) -> Result<HashSet<&'d str>> {
+    fn unique<'d>(
+        &self,
+        kind: &str,
+        field: &str,
+        names: impl Iterator<Item = &'d str>,
+    ) -> Result<HashSet<&'d str>> {
         let mut seen = HashSet::new();
         for name in names {
             if !seen.insert(name) {
-                return Err(self.err(format!("{kind} `{name}`"), field, format!("duplicate {kind} name")));
+                return Err(self.err(
+                    format!("{kind} `{name}`"),
+                    field,
+                    format!("duplicate {kind} name"),
+                ));
             }
         }
         Ok(seen)
     }
 
     /// Checks every name in `list` is in `known` (or `@ALL` when allowed).
-    fn known(&self, entity: &str, field: &str, list: &[String], known: &HashSet<&str>, kind: &str, all_allowed: bool) -> Result<()> {
+    fn known(
+        &self,
+        entity: &str,
+        field: &str,
+        list: &[String],
+        known: &HashSet<&str>,
+        kind: &str,
+        all_allowed: bool,
+    ) -> Result<()> {
         for (i, name) in list.iter().enumerate() {
             if all_allowed && name == alias::ALL {
                 continue;
             }
             if !known.contains(name.as_str()) {
-                let hint = if name == "*" { " (`*` is not a wildcard: name them)" } else { "" };
-                return Err(self.err(entity.to_string(), format!("{field}[{i}]"), format!("unknown {kind} `{name}`{hint}")));
+                let hint = if name == "*" {
+                    " (`*` is not a wildcard: name them)"
+                } else {
+                    ""
+                };
+                return Err(self.err(
+                    entity.to_string(),
+                    format!("{field}[{i}]"),
+                    format!("unknown {kind} `{name}`{hint}"),
+                ));
             }
         }
         Ok(())
@@ -374,7 +477,11 @@ impl Checker<'_> {
     fn known_nodes(&self, nodes: &NodeTree, entity: &str, list: &[String]) -> Result<()> {
         for (i, path) in list.iter().enumerate() {
             if nodes.get(path).is_none() {
-                return Err(self.err(entity.to_string(), format!("nodes[{i}]"), format!("unknown node `{path}` (declare it under `nodes:`)")));
+                return Err(self.err(
+                    entity.to_string(),
+                    format!("nodes[{i}]"),
+                    format!("unknown node `{path}` (declare it under `nodes:`)"),
+                ));
             }
         }
         Ok(())
@@ -408,8 +515,12 @@ impl Policy {
 
     /// Groups by name, for callers that need members.
     pub fn group_members(&self) -> HashMap<&str, Vec<&str>> {
-        let mut members: HashMap<&str, Vec<&str>> =
-            self.doc.user_groups.iter().map(|g| (g.name.as_str(), Vec::new())).collect();
+        let mut members: HashMap<&str, Vec<&str>> = self
+            .doc
+            .user_groups
+            .iter()
+            .map(|g| (g.name.as_str(), Vec::new()))
+            .collect();
         for user in &self.doc.users {
             for group in &user.groups {
                 if let Some(list) = members.get_mut(group.as_str()) {

@@ -44,7 +44,8 @@ assets:
 
 fn policy(grants: &str) -> Policy {
     let text = format!("{BASE}\ngrants:\n{grants}");
-    Policy::parse(&text, Format::Yaml, "test.yaml", Path::new(".")).unwrap_or_else(|e| panic!("policy should load: {e}"))
+    Policy::parse(&text, Format::Yaml, "test.yaml", Path::new("."))
+        .unwrap_or_else(|e| panic!("policy should load: {e}"))
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -65,7 +66,14 @@ struct Ask<'a> {
 }
 
 fn ask<'a>(user: &'a str, asset: &'a str) -> Ask<'a> {
-    Ask { user, asset, account: None, protocol: None, action: Action::Connect, at: now() }
+    Ask {
+        user,
+        asset,
+        account: None,
+        protocol: None,
+        action: Action::Connect,
+        at: now(),
+    }
 }
 
 impl<'a> Ask<'a> {
@@ -101,28 +109,53 @@ impl<'a> Ask<'a> {
 #[track_caller]
 fn allowed(policy: &Policy, q: Ask<'_>) {
     let decision = q.on(policy);
-    assert_eq!(decision, Decision::Allow, "expected allow for {} on {} ({:?}, {:?}, {})", q.user, q.asset, q.account, q.protocol, q.action);
+    assert_eq!(
+        decision,
+        Decision::Allow,
+        "expected allow for {} on {} ({:?}, {:?}, {})",
+        q.user,
+        q.asset,
+        q.account,
+        q.protocol,
+        q.action
+    );
 }
 
 #[track_caller]
 fn denied(policy: &Policy, q: Ask<'_>) -> String {
     match q.on(policy) {
         Decision::Deny(reason) => reason,
-        Decision::Allow => panic!("expected deny for {} on {} ({:?}, {:?}, {})", q.user, q.asset, q.account, q.protocol, q.action),
+        Decision::Allow => panic!(
+            "expected deny for {} on {} ({:?}, {:?}, {})",
+            q.user, q.asset, q.account, q.protocol, q.action
+        ),
     }
 }
 
 fn listed_assets(policy: &Policy, user: &str) -> Vec<String> {
-    policy.list(user, now()).expect("known user").iter().map(|g| g.asset.name.clone()).collect()
+    policy
+        .list(user, now())
+        .expect("known user")
+        .iter()
+        .map(|g| g.asset.name.clone())
+        .collect()
 }
 
 // ---- seed cases -------------------------------------------------------
 
 #[test]
 fn seed_3_1_single_user_single_asset() {
-    let p = policy(r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01").account("root"));
-    allowed(&p, ask("alice", "web01").account("deploy").protocol(Protocol::Sftp).action(Action::Upload));
+    allowed(
+        &p,
+        ask("alice", "web01")
+            .account("deploy")
+            .protocol(Protocol::Sftp)
+            .action(Action::Upload),
+    );
     denied(&p, ask("alice", "web02"));
     denied(&p, ask("bob", "web01"));
     assert_eq!(listed_assets(&p, "alice"), ["web01"]);
@@ -130,7 +163,9 @@ fn seed_3_1_single_user_single_asset() {
 
 #[test]
 fn seed_3_2_user_group_single_asset() {
-    let p = policy(r#"  - {name: g, user_groups: [ops], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, user_groups: [ops], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01"));
     denied(&p, ask("bob", "web01"));
     denied(&p, ask("zed", "web01"));
@@ -138,7 +173,9 @@ fn seed_3_2_user_group_single_asset() {
 
 #[test]
 fn seed_3_3_single_user_node() {
-    let p = policy(r#"  - {name: g, users: [alice], nodes: [/Default/prod/web], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [alice], nodes: [/Default/prod/web], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01"));
     allowed(&p, ask("alice", "web02"));
     denied(&p, ask("alice", "db01"));
@@ -147,7 +184,9 @@ fn seed_3_3_single_user_node() {
 
 #[test]
 fn seed_3_4_user_group_node() {
-    let p = policy(r#"  - {name: g, user_groups: [dev], nodes: [/Default/prod], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, user_groups: [dev], nodes: [/Default/prod], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     for asset in ["web01", "web02", "db01"] {
         allowed(&p, ask("bob", asset));
     }
@@ -159,7 +198,9 @@ fn seed_3_4_user_group_node() {
 
 #[test]
 fn users_and_group_members_are_united() {
-    let p = policy(r#"  - {name: g, users: [zed], user_groups: [dev], assets: [web02], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [zed], user_groups: [dev], assets: [web02], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("zed", "web02"));
     allowed(&p, ask("bob", "web02"));
     denied(&p, ask("alice", "web02"));
@@ -167,13 +208,20 @@ fn users_and_group_members_are_united() {
 
 #[test]
 fn assets_and_node_assets_are_united_at_any_depth() {
-    let p = policy(r#"  - {name: g, users: [alice], assets: [lab01], nodes: [/Default], accounts: ["@ALL", "@INPUT"], protocols: [all], actions: [all]}"#);
-    assert_eq!(listed_assets(&p, "alice"), ["db01", "lab01", "web01", "web02"]);
+    let p = policy(
+        r#"  - {name: g, users: [alice], assets: [lab01], nodes: [/Default], accounts: ["@ALL", "@INPUT"], protocols: [all], actions: [all]}"#,
+    );
+    assert_eq!(
+        listed_assets(&p, "alice"),
+        ["db01", "lab01", "web01", "web02"]
+    );
 }
 
 #[test]
 fn a_node_does_not_cover_its_siblings_or_parent() {
-    let p = policy(r#"  - {name: g, users: [alice], nodes: [/Default/prod/db], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [alice], nodes: [/Default/prod/db], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     assert_eq!(listed_assets(&p, "alice"), ["db01"]);
 }
 
@@ -181,40 +229,76 @@ fn a_node_does_not_cover_its_siblings_or_parent() {
 
 #[test]
 fn all_alias_grants_every_account_of_the_asset() {
-    let p = policy(r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
-    let names: Vec<String> = p.accounts("alice", "web01", now()).unwrap().iter().map(|g| g.account.name().to_string()).collect();
+    let p = policy(
+        r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
+    let names: Vec<String> = p
+        .accounts("alice", "web01", now())
+        .unwrap()
+        .iter()
+        .map(|g| g.account.name().to_string())
+        .collect();
     assert_eq!(names, ["root", "deploy", "bob-acct"]);
     denied(&p, ask("alice", "web01").account("@INPUT"));
 }
 
 #[test]
 fn named_account_applies_only_where_the_asset_has_it() {
-    let p = policy(r#"  - {name: g, users: [alice], nodes: [/Default/prod], accounts: [root], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [alice], nodes: [/Default/prod], accounts: [root], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01").account("root"));
     allowed(&p, ask("alice", "web02").account("root"));
     let reason = denied(&p, ask("alice", "web01").account("deploy"));
-    assert_eq!(reason, "no active grant gives alice account deploy on web01");
+    assert_eq!(
+        reason,
+        "no active grant gives alice account deploy on web01"
+    );
     let reason = denied(&p, ask("alice", "db01"));
-    assert_eq!(reason, "no active grant gives alice an account that exists on db01");
-    assert_eq!(denied(&p, ask("alice", "db01").account("root")), "asset db01 has no account root");
-    assert_eq!(listed_assets(&p, "alice"), ["web01", "web02"], "db01 has no root account, so it is not listed");
+    assert_eq!(
+        reason,
+        "no active grant gives alice an account that exists on db01"
+    );
+    assert_eq!(
+        denied(&p, ask("alice", "db01").account("root")),
+        "asset db01 has no account root"
+    );
+    assert_eq!(
+        listed_assets(&p, "alice"),
+        ["web01", "web02"],
+        "db01 has no root account, so it is not listed"
+    );
 }
 
 #[test]
 fn input_and_anon_are_virtual_accounts() {
-    let p = policy(r#"  - {name: g, users: [alice], assets: [lab01], accounts: ["@INPUT", "@ANON"], protocols: [ssh], actions: [connect]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [alice], assets: [lab01], accounts: ["@INPUT", "@ANON"], protocols: [ssh], actions: [connect]}"#,
+    );
     allowed(&p, ask("alice", "lab01").account("@INPUT"));
     allowed(&p, ask("alice", "lab01").account("@ANON"));
     denied(&p, ask("alice", "lab01").account("@USER"));
-    let names: Vec<&str> = p.accounts("alice", "lab01", now()).unwrap().iter().map(|g| g.account.name()).collect();
+    let names: Vec<&str> = p
+        .accounts("alice", "lab01", now())
+        .unwrap()
+        .iter()
+        .map(|g| g.account.name())
+        .collect();
     assert_eq!(names, ["@INPUT", "@ANON"]);
 }
 
 #[test]
 fn user_alias_uses_the_same_name_account_when_the_asset_has_one() {
-    let p = policy(r#"  - {name: g, users: [bob, alice], nodes: [/Default/prod/web], accounts: ["@USER"], protocols: [all], actions: [all]}"#);
+    let p = policy(
+        r#"  - {name: g, users: [bob, alice], nodes: [/Default/prod/web], accounts: ["@USER"], protocols: [all], actions: [all]}"#,
+    );
     // web01 has an account whose username is bob: that real account is his.
-    let bob_web01: Vec<&str> = p.accounts("bob", "web01", now()).unwrap().iter().map(|g| g.account.name()).collect();
+    let bob_web01: Vec<&str> = p
+        .accounts("bob", "web01", now())
+        .unwrap()
+        .iter()
+        .map(|g| g.account.name())
+        .collect();
     assert_eq!(bob_web01, ["bob-acct"]);
     allowed(&p, ask("bob", "web01").account("bob-acct"));
     // web02 has none: a virtual same-name account, asked at connect time.
@@ -228,22 +312,38 @@ fn user_alias_uses_the_same_name_account_when_the_asset_has_one() {
 
 #[test]
 fn protocols_all_or_listed_and_offered_by_the_asset() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: ssh-only, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [ssh], actions: [all]}
-  - {name: all-protocols, users: [bob], assets: [web01, web02], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+  - {name: all-protocols, users: [bob], assets: [web01, web02], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01").protocol(Protocol::Ssh));
-    assert_eq!(denied(&p, ask("alice", "web01").protocol(Protocol::Sftp)), "no active grant gives alice sftp on web01");
+    assert_eq!(
+        denied(&p, ask("alice", "web01").protocol(Protocol::Sftp)),
+        "no active grant gives alice sftp on web01"
+    );
     allowed(&p, ask("bob", "web01").protocol(Protocol::Sftp));
-    assert_eq!(denied(&p, ask("bob", "web02").protocol(Protocol::Sftp)), "asset web02 does not offer sftp");
+    assert_eq!(
+        denied(&p, ask("bob", "web02").protocol(Protocol::Sftp)),
+        "asset web02 does not offer sftp"
+    );
 }
 
 #[test]
 fn actions_all_or_listed() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: some, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [connect, download]}
-  - {name: every, users: [bob], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
+  - {name: every, users: [bob], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
     allowed(&p, ask("alice", "web01").action(Action::Download));
-    assert_eq!(denied(&p, ask("alice", "web01").account("root").action(Action::Upload)), "no active grant gives alice upload on root@web01");
+    assert_eq!(
+        denied(
+            &p,
+            ask("alice", "web01").account("root").action(Action::Upload)
+        ),
+        "no active grant gives alice upload on root@web01"
+    );
     for action in Action::ALL {
         allowed(&p, ask("bob", "web01").action(action));
     }
@@ -251,23 +351,62 @@ fn actions_all_or_listed() {
 
 #[test]
 fn grants_for_the_same_account_union_protocols_and_actions() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: a, users: [alice], assets: [web01], accounts: [root], protocols: [ssh], actions: [connect]}
-  - {name: b, user_groups: [ops], nodes: [/Default/prod/web], accounts: [root], protocols: [sftp], actions: [upload]}"#);
-    allowed(&p, ask("alice", "web01").account("root").protocol(Protocol::Sftp).action(Action::Connect));
-    allowed(&p, ask("alice", "web01").account("root").protocol(Protocol::Ssh).action(Action::Upload));
-    denied(&p, ask("alice", "web01").account("root").action(Action::Download));
+  - {name: b, user_groups: [ops], nodes: [/Default/prod/web], accounts: [root], protocols: [sftp], actions: [upload]}"#,
+    );
+    allowed(
+        &p,
+        ask("alice", "web01")
+            .account("root")
+            .protocol(Protocol::Sftp)
+            .action(Action::Connect),
+    );
+    allowed(
+        &p,
+        ask("alice", "web01")
+            .account("root")
+            .protocol(Protocol::Ssh)
+            .action(Action::Upload),
+    );
+    denied(
+        &p,
+        ask("alice", "web01")
+            .account("root")
+            .action(Action::Download),
+    );
 }
 
 #[test]
 fn the_union_is_per_account_not_across_accounts() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: a, users: [alice], assets: [web01], accounts: [root], protocols: [ssh], actions: [connect]}
-  - {name: b, users: [alice], assets: [web01], accounts: [deploy], protocols: [sftp], actions: [upload]}"#);
-    denied(&p, ask("alice", "web01").account("root").action(Action::Upload));
-    denied(&p, ask("alice", "web01").account("deploy").protocol(Protocol::Ssh));
-    denied(&p, ask("alice", "web01").protocol(Protocol::Ssh).action(Action::Upload));
-    allowed(&p, ask("alice", "web01").protocol(Protocol::Sftp).action(Action::Upload));
+  - {name: b, users: [alice], assets: [web01], accounts: [deploy], protocols: [sftp], actions: [upload]}"#,
+    );
+    denied(
+        &p,
+        ask("alice", "web01").account("root").action(Action::Upload),
+    );
+    denied(
+        &p,
+        ask("alice", "web01")
+            .account("deploy")
+            .protocol(Protocol::Ssh),
+    );
+    denied(
+        &p,
+        ask("alice", "web01")
+            .protocol(Protocol::Ssh)
+            .action(Action::Upload),
+    );
+    allowed(
+        &p,
+        ask("alice", "web01")
+            .protocol(Protocol::Sftp)
+            .action(Action::Upload),
+    );
 }
 
 // ---- empty parts, wildcards, time, switches ---------------------------
@@ -275,11 +414,26 @@ fn the_union_is_per_account_not_across_accounts() {
 #[test]
 fn a_grant_with_any_empty_required_part_is_inactive() {
     let cases = [
-        ("users or user groups", r#"{name: g, assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#),
-        ("assets or nodes", r#"{name: g, users: [alice], accounts: ["@ALL"], protocols: [all], actions: [all]}"#),
-        ("accounts", r#"{name: g, users: [alice], assets: [web01], accounts: [], protocols: [all], actions: [all]}"#),
-        ("protocols", r#"{name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [], actions: [all]}"#),
-        ("actions", r#"{name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: []}"#),
+        (
+            "users or user groups",
+            r#"{name: g, assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+        ),
+        (
+            "assets or nodes",
+            r#"{name: g, users: [alice], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+        ),
+        (
+            "accounts",
+            r#"{name: g, users: [alice], assets: [web01], accounts: [], protocols: [all], actions: [all]}"#,
+        ),
+        (
+            "protocols",
+            r#"{name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [], actions: [all]}"#,
+        ),
+        (
+            "actions",
+            r#"{name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: []}"#,
+        ),
     ];
     for (part, grant) in cases {
         let p = policy(&format!("  - {grant}"));
@@ -289,16 +443,26 @@ fn a_grant_with_any_empty_required_part_is_inactive() {
         } else {
             assert_eq!(reason, format!("no active grant gives alice asset web01: grant g is inactive: it lists no {part}"));
         }
-        assert!(listed_assets(&p, "alice").is_empty(), "empty {part} must list nothing");
+        assert!(
+            listed_assets(&p, "alice").is_empty(),
+            "empty {part} must list nothing"
+        );
     }
 }
 
 #[test]
 fn star_is_never_a_wildcard() {
-    let p = policy(r#"  - {name: g, users: [alice], nodes: [/Default], accounts: ["*"], protocols: [all], actions: [all]}"#);
-    assert!(listed_assets(&p, "alice").is_empty(), "account `*` matches no account");
+    let p = policy(
+        r#"  - {name: g, users: [alice], nodes: [/Default], accounts: ["*"], protocols: [all], actions: [all]}"#,
+    );
+    assert!(
+        listed_assets(&p, "alice").is_empty(),
+        "account `*` matches no account"
+    );
     let text = format!("{BASE}\ngrants:\n  - {{name: g, users: [\"*\"], assets: [web01], accounts: [\"@ALL\"], protocols: [all], actions: [all]}}");
-    let err = Policy::parse(&text, Format::Yaml, "star.yaml", Path::new(".")).unwrap_err().to_string();
+    let err = Policy::parse(&text, Format::Yaml, "star.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "star.yaml: grant `g`: field `users[0]`: unknown user `*` (`*` is not a wildcard: name them)");
     // An asset literally named `*` is only itself.
     let star = r#"
@@ -316,24 +480,39 @@ grants:
 
 #[test]
 fn the_window_is_start_inclusive_and_expiry_exclusive() {
-    let p = policy(r#"  - {name: w, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all], date_start: "2026-03-01T00:00:00Z", date_expired: "2026-04-01T00:00:00Z"}"#);
-    assert_eq!(denied(&p, ask("alice", "web01").at("2026-02-28T23:59:59Z")), "no active grant gives alice asset web01: grant w starts 2026-03-01T00:00:00Z");
+    let p = policy(
+        r#"  - {name: w, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all], date_start: "2026-03-01T00:00:00Z", date_expired: "2026-04-01T00:00:00Z"}"#,
+    );
+    assert_eq!(
+        denied(&p, ask("alice", "web01").at("2026-02-28T23:59:59Z")),
+        "no active grant gives alice asset web01: grant w starts 2026-03-01T00:00:00Z"
+    );
     allowed(&p, ask("alice", "web01").at("2026-03-01T00:00:00Z"));
     allowed(&p, ask("alice", "web01").at("2026-03-31T23:59:59Z"));
-    assert_eq!(denied(&p, ask("alice", "web01").at("2026-04-01T00:00:00Z")), "no active grant gives alice asset web01: grant w expired 2026-04-01T00:00:00Z");
+    assert_eq!(
+        denied(&p, ask("alice", "web01").at("2026-04-01T00:00:00Z")),
+        "no active grant gives alice asset web01: grant w expired 2026-04-01T00:00:00Z"
+    );
 }
 
 #[test]
 fn a_disabled_grant_does_nothing() {
-    let p = policy(r#"  - {name: off, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all], is_active: false}"#);
-    assert_eq!(denied(&p, ask("alice", "web01")), "no active grant gives alice asset web01: grant off is disabled");
+    let p = policy(
+        r#"  - {name: off, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all], is_active: false}"#,
+    );
+    assert_eq!(
+        denied(&p, ask("alice", "web01")),
+        "no active grant gives alice asset web01: grant off is disabled"
+    );
 }
 
 #[test]
 fn an_active_grant_wins_over_inactive_ones() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: old, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all], date_expired: 2026-01-01}
-  - {name: new, user_groups: [ops], nodes: [/Default/prod], accounts: [deploy], protocols: [ssh], actions: [connect]}"#);
+  - {name: new, user_groups: [ops], nodes: [/Default/prod], accounts: [deploy], protocols: [ssh], actions: [connect]}"#,
+    );
     allowed(&p, ask("alice", "web01").account("deploy"));
     denied(&p, ask("alice", "web01").account("root"));
 }
@@ -348,7 +527,10 @@ fn disabled_or_expired_users_and_disabled_assets_get_nothing() {
     );
     let p = Policy::parse(&text, Format::Yaml, "t.yaml", Path::new(".")).unwrap();
     assert_eq!(denied(&p, ask("bob", "web01")), "user bob is disabled");
-    assert_eq!(denied(&p, ask("zed", "web01")), "user zed expired 2026-05-01T00:00:00Z");
+    assert_eq!(
+        denied(&p, ask("zed", "web01")),
+        "user zed expired 2026-05-01T00:00:00Z"
+    );
     allowed(&p, ask("zed", "web01").at("2026-04-30T00:00:00Z"));
     assert_eq!(denied(&p, ask("alice", "web02")), "asset web02 is disabled");
     assert_eq!(listed_assets(&p, "alice"), ["db01", "lab01", "web01"]);
@@ -358,23 +540,51 @@ fn disabled_or_expired_users_and_disabled_assets_get_nothing() {
 
 #[test]
 fn unknown_user_or_asset_is_a_query_error_not_a_decision() {
-    let p = policy(r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#);
-    let query = Query { user: "mallory", asset: "web01", account: None, protocol: None, action: Action::Connect, at: now() };
-    assert_eq!(p.decide(&query).unwrap_err().to_string(), "unknown user `mallory`");
-    let query = Query { user: "alice", asset: "nope", ..query };
-    assert_eq!(p.decide(&query).unwrap_err().to_string(), "unknown asset `nope`");
+    let p = policy(
+        r#"  - {name: g, users: [alice], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}"#,
+    );
+    let query = Query {
+        user: "mallory",
+        asset: "web01",
+        account: None,
+        protocol: None,
+        action: Action::Connect,
+        at: now(),
+    };
+    assert_eq!(
+        p.decide(&query).unwrap_err().to_string(),
+        "unknown user `mallory`"
+    );
+    let query = Query {
+        user: "alice",
+        asset: "nope",
+        ..query
+    };
+    assert_eq!(
+        p.decide(&query).unwrap_err().to_string(),
+        "unknown asset `nope`"
+    );
 }
 
 #[test]
 fn list_shows_accounts_with_usable_protocols_and_actions() {
-    let p = policy(r#"
+    let p = policy(
+        r#"
   - {name: a, users: [alice], assets: [web02], accounts: [root, "@INPUT"], protocols: [all], actions: [connect]}
-  - {name: b, users: [alice], assets: [web02], accounts: [root], protocols: [sftp], actions: [upload]}"#);
+  - {name: b, users: [alice], assets: [web02], accounts: [root], protocols: [sftp], actions: [upload]}"#,
+    );
     let list = p.list("alice", now()).unwrap();
     assert_eq!(list.len(), 1);
     let root = &list[0].accounts[0];
     assert_eq!(root.account.name(), "root");
-    assert_eq!(root.protocols.iter().collect::<Vec<_>>(), [Protocol::Ssh], "web02 offers only ssh");
-    assert_eq!(root.actions.iter().collect::<Vec<_>>(), [Action::Connect, Action::Upload]);
+    assert_eq!(
+        root.protocols.iter().collect::<Vec<_>>(),
+        [Protocol::Ssh],
+        "web02 offers only ssh"
+    );
+    assert_eq!(
+        root.actions.iter().collect::<Vec<_>>(),
+        [Action::Connect, Action::Upload]
+    );
     assert_eq!(list[0].accounts[1].account.name(), "@INPUT");
 }

@@ -30,7 +30,11 @@ impl Client {
     }
 
     /// Connects, sends one request and returns its response.
-    pub fn call_once(path: &Path, timeout: Duration, request: &Request) -> Result<Response, FrameError> {
+    pub fn call_once(
+        path: &Path,
+        timeout: Duration,
+        request: &Request,
+    ) -> Result<Response, FrameError> {
         Client::connect(path, timeout)?.call(request)
     }
 }

@@ -37,7 +37,8 @@ pub enum FrameError {
 pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
     let mut payload = Vec::with_capacity(256);
     payload.push(PROTOCOL_VERSION);
-    serde_json::to_writer(&mut payload, message).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    serde_json::to_writer(&mut payload, message)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if payload.len() > MAX_FRAME {
         return Err(FrameError::BadLength(payload.len()));
     }
@@ -77,7 +78,9 @@ mod tests {
     #[test]
     fn a_message_survives_the_round_trip() {
         let mut buffer = Vec::new();
-        let request = Request::UserStatus { user: "alice".into() };
+        let request = Request::UserStatus {
+            user: "alice".into(),
+        };
         write_frame(&mut buffer, &request).unwrap();
         let back: Request = read_frame(&mut buffer.as_slice()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{request:?}"));
@@ -89,20 +92,35 @@ mod tests {
         let err = read_frame::<Request>(&mut huge.as_slice()).unwrap_err();
         assert!(matches!(err, FrameError::BadLength(_)), "{err}");
         let zero = 0u32.to_be_bytes();
-        assert!(matches!(read_frame::<Request>(&mut zero.as_slice()), Err(FrameError::BadLength(0))));
+        assert!(matches!(
+            read_frame::<Request>(&mut zero.as_slice()),
+            Err(FrameError::BadLength(0))
+        ));
     }
 
     #[test]
     fn wrong_version_truncation_and_garbage_are_errors() {
         let mut frame = 3u32.to_be_bytes().to_vec();
         frame.extend_from_slice(&[9, b'{', b'}']);
-        assert!(matches!(read_frame::<Request>(&mut frame.as_slice()), Err(FrameError::Version(9))));
+        assert!(matches!(
+            read_frame::<Request>(&mut frame.as_slice()),
+            Err(FrameError::Version(9))
+        ));
         let mut truncated = 10u32.to_be_bytes().to_vec();
         truncated.extend_from_slice(&[1, b'{']);
-        assert!(matches!(read_frame::<Request>(&mut truncated.as_slice()), Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame::<Request>(&mut truncated.as_slice()),
+            Err(FrameError::Io(_))
+        ));
         let mut garbage = 4u32.to_be_bytes().to_vec();
         garbage.extend_from_slice(&[1, b'x', b'y', b'z']);
-        assert!(matches!(read_frame::<Response>(&mut garbage.as_slice()), Err(FrameError::Malformed(_))));
-        assert!(matches!(read_frame::<Request>(&mut [].as_slice()), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame::<Response>(&mut garbage.as_slice()),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            read_frame::<Request>(&mut [].as_slice()),
+            Err(FrameError::Closed)
+        ));
     }
 }

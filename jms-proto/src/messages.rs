@@ -55,17 +55,30 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    UserStatus { known: bool, needs_totp: bool },
-    Auth { result: AuthResult },
-    Account { result: AccountResult },
+    UserStatus {
+        known: bool,
+        needs_totp: bool,
+    },
+    Auth {
+        result: AuthResult,
+    },
+    Account {
+        result: AccountResult,
+    },
     /// The request was done.
     Done,
     /// `authorized_keys` lines (empty for unknown users).
-    Keys { keys: Vec<String> },
+    Keys {
+        keys: Vec<String>,
+    },
     /// The caller may not send this request.
-    Forbidden { reason: String },
+    Forbidden {
+        reason: String,
+    },
     /// The request was malformed or the daemon failed; nothing was done.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// The outcome of [`Request::Authenticate`].
@@ -78,7 +91,9 @@ pub enum AuthResult {
     /// Not a jms user: other PAM modules decide.
     UnknownUser,
     /// Refused before checking the secret (locked, no password set, …).
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
 }
 
 /// The outcome of [`Request::AccountCheck`].
@@ -88,7 +103,11 @@ pub enum AccountResult {
     Allowed,
     UnknownUser,
     /// The account's expiry date has passed.
-    Expired { reason: String },
+    Expired {
+        reason: String,
+    },
     /// Disabled, outside the login ACL, or locked.
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
 }

@@ -5,7 +5,7 @@
 //! Needs root and `unshare -m` (it fails, loudly, without them): each step
 //! runs in a private mount namespace with `passwd: files jms` and
 //! `group: files jms`, the module overlaid on the system library dir and a
-//! temp dir over `/var/lib/jms`. The built `libnss_jms.so` is found in
+//! temp dir over `/var/cache/jms`. The built `libnss_jms.so` is found in
 //! `target/<profile>/` and rebuilt with `cargo build -p nss_jms` when stale.
 
 mod common;

@@ -12,8 +12,13 @@ use std::time::Duration;
 
 use jms_core::model::Secret;
 use jms_core::nss_cache::{NssCache, DEFAULT_NSS_CACHE_PATH};
-use jms_proto::{AccountResult, AuthResult, Client, FrameError, Request, Response, DEFAULT_SOCKET_PATH};
+use jms_proto::{
+    AccountResult, AuthResult, Client, FrameError, Request, Response, DEFAULT_SOCKET_PATH,
+};
 use pam::constants::PamResultCode;
+
+/// Delay PAM applies to a failed authentication (as pam_unix's 2 s).
+pub const FAIL_DELAY_MICROS: u32 = 2_000_000;
 
 /// Bound on each round trip to jms-agentd.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,7 +34,11 @@ pub struct Args {
 impl Args {
     /// Unknown arguments are ignored (PAM convention), never fatal.
     pub fn parse<S: AsRef<str>>(args: impl Iterator<Item = S>) -> Args {
-        let mut parsed = Args { socket: DEFAULT_SOCKET_PATH.into(), cache: DEFAULT_NSS_CACHE_PATH.into(), debug: false };
+        let mut parsed = Args {
+            socket: DEFAULT_SOCKET_PATH.into(),
+            cache: DEFAULT_NSS_CACHE_PATH.into(),
+            debug: false,
+        };
         for arg in args {
             let arg = arg.as_ref();
             if let Some(path) = arg.strip_prefix("socket=") {
@@ -124,7 +133,9 @@ pub struct Socket {
 
 impl Socket {
     pub fn new(args: &Args) -> Socket {
-        Socket { path: args.socket.clone() }
+        Socket {
+            path: args.socket.clone(),
+        }
     }
 }
 
@@ -144,28 +155,50 @@ pub struct Login<'a> {
 }
 
 /// Runs `stage`; returns the outcome and a reason for the log (never a secret).
-pub fn run(stage: Stage, login: &Login<'_>, args: &Args, conv: &mut dyn Conversation, agent: &mut dyn AgentLink) -> (Outcome, String) {
+pub fn run(
+    stage: Stage,
+    login: &Login<'_>,
+    args: &Args,
+    conv: &mut dyn Conversation,
+    agent: &mut dyn AgentLink,
+) -> (Outcome, String) {
     if login.user.is_empty() {
         return (Outcome::UserUnknown, "empty user name".into());
     }
     let result = match stage {
         Stage::Auth => authenticate(login, conv, agent),
         Stage::Account => account(login, conv, agent),
-        Stage::OpenSession => session(agent, Request::SessionOpen {
-            user: login.user.into(),
-            rhost: login.rhost.map(Into::into),
-            tty: login.tty.map(Into::into),
-            pid: login.pid,
-        }),
-        Stage::CloseSession => session(agent, Request::SessionClose { user: login.user.into(), pid: login.pid }),
+        Stage::OpenSession => session(
+            agent,
+            Request::SessionOpen {
+                user: login.user.into(),
+                rhost: login.rhost.map(Into::into),
+                tty: login.tty.map(Into::into),
+                pid: login.pid,
+            },
+        ),
+        Stage::CloseSession => session(
+            agent,
+            Request::SessionClose {
+                user: login.user.into(),
+                pid: login.pid,
+            },
+        ),
     };
     match result {
         Ok(done) => done,
         Err(e) if is_jms_user(&args.cache, login.user) => {
-            let outcome = if matches!(stage, Stage::OpenSession | Stage::CloseSession) { Outcome::SessionError } else { Outcome::AuthInfoUnavailable };
+            let outcome = if matches!(stage, Stage::OpenSession | Stage::CloseSession) {
+                Outcome::SessionError
+            } else {
+                Outcome::AuthInfoUnavailable
+            };
             (outcome, format!("jms-agentd unreachable: {e}"))
         }
-        Err(e) => (Outcome::UserUnknown, format!("jms-agentd unreachable ({e}); not in the jms cache")),
+        Err(e) => (
+            Outcome::UserUnknown,
+            format!("jms-agentd unreachable ({e}); not in the jms cache"),
+        ),
     }
 }
 
@@ -177,7 +210,10 @@ fn is_jms_user(cache: &std::path::Path, user: &str) -> bool {
 type StageResult = Result<(Outcome, String), FrameError>;
 
 fn unexpected(response: Response) -> (Outcome, String) {
-    (Outcome::ServiceError, format!("unexpected answer from jms-agentd: {}", describe(&response)))
+    (
+        Outcome::ServiceError,
+        format!("unexpected answer from jms-agentd: {}", describe(&response)),
+    )
 }
 
 fn describe(response: &Response) -> String {
@@ -188,10 +224,21 @@ fn describe(response: &Response) -> String {
     }
 }
 
-fn authenticate(login: &Login<'_>, conv: &mut dyn Conversation, agent: &mut dyn AgentLink) -> StageResult {
-    let needs_totp = match agent.call(&Request::UserStatus { user: login.user.into() })? {
-        Response::UserStatus { known: false, .. } => return Ok((Outcome::UserUnknown, "not a jms user".into())),
-        Response::UserStatus { known: true, needs_totp } => needs_totp,
+fn authenticate(
+    login: &Login<'_>,
+    conv: &mut dyn Conversation,
+    agent: &mut dyn AgentLink,
+) -> StageResult {
+    let needs_totp = match agent.call(&Request::UserStatus {
+        user: login.user.into(),
+    })? {
+        Response::UserStatus { known: false, .. } => {
+            return Ok((Outcome::UserUnknown, "not a jms user".into()))
+        }
+        Response::UserStatus {
+            known: true,
+            needs_totp,
+        } => needs_totp,
         other => return Ok(unexpected(other)),
     };
     let Some(password) = conv.ask_hidden("Password: ") else {
@@ -213,10 +260,18 @@ fn authenticate(login: &Login<'_>, conv: &mut dyn Conversation, agent: &mut dyn 
         service: login.service.into(),
     };
     Ok(match agent.call(&request)? {
-        Response::Auth { result: AuthResult::Success } => (Outcome::Success, String::new()),
-        Response::Auth { result: AuthResult::WrongSecret } => (Outcome::AuthError, "wrong password or code".into()),
-        Response::Auth { result: AuthResult::UnknownUser } => (Outcome::UserUnknown, "not a jms user".into()),
-        Response::Auth { result: AuthResult::Denied { reason } } => {
+        Response::Auth {
+            result: AuthResult::Success,
+        } => (Outcome::Success, String::new()),
+        Response::Auth {
+            result: AuthResult::WrongSecret,
+        } => (Outcome::AuthError, "wrong password or code".into()),
+        Response::Auth {
+            result: AuthResult::UnknownUser,
+        } => (Outcome::UserUnknown, "not a jms user".into()),
+        Response::Auth {
+            result: AuthResult::Denied { reason },
+        } => {
             conv.tell_error(&format!("jms: {reason}"));
             (Outcome::AuthError, reason)
         }
@@ -224,16 +279,31 @@ fn authenticate(login: &Login<'_>, conv: &mut dyn Conversation, agent: &mut dyn 
     })
 }
 
-fn account(login: &Login<'_>, conv: &mut dyn Conversation, agent: &mut dyn AgentLink) -> StageResult {
-    let request = Request::AccountCheck { user: login.user.into(), rhost: login.rhost.map(Into::into) };
+fn account(
+    login: &Login<'_>,
+    conv: &mut dyn Conversation,
+    agent: &mut dyn AgentLink,
+) -> StageResult {
+    let request = Request::AccountCheck {
+        user: login.user.into(),
+        rhost: login.rhost.map(Into::into),
+    };
     Ok(match agent.call(&request)? {
-        Response::Account { result: AccountResult::Allowed } => (Outcome::Success, String::new()),
-        Response::Account { result: AccountResult::UnknownUser } => (Outcome::UserUnknown, "not a jms user".into()),
-        Response::Account { result: AccountResult::Expired { reason } } => {
+        Response::Account {
+            result: AccountResult::Allowed,
+        } => (Outcome::Success, String::new()),
+        Response::Account {
+            result: AccountResult::UnknownUser,
+        } => (Outcome::UserUnknown, "not a jms user".into()),
+        Response::Account {
+            result: AccountResult::Expired { reason },
+        } => {
             conv.tell_error(&format!("jms: {reason}"));
             (Outcome::AccountExpired, reason)
         }
-        Response::Account { result: AccountResult::Denied { reason } } => {
+        Response::Account {
+            result: AccountResult::Denied { reason },
+        } => {
             conv.tell_error(&format!("jms: {reason}"));
             (Outcome::PermissionDenied, reason)
         }
@@ -244,7 +314,9 @@ fn account(login: &Login<'_>, conv: &mut dyn Conversation, agent: &mut dyn Agent
 fn session(agent: &mut dyn AgentLink, request: Request) -> StageResult {
     Ok(match agent.call(&request)? {
         Response::Done => (Outcome::Success, String::new()),
-        Response::Account { result: AccountResult::UnknownUser } => (Outcome::UserUnknown, "not a jms user".into()),
+        Response::Account {
+            result: AccountResult::UnknownUser,
+        } => (Outcome::UserUnknown, "not a jms user".into()),
         other => {
             let (_, reason) = unexpected(other);
             (Outcome::SessionError, reason)
@@ -265,13 +337,19 @@ mod tests {
 
     impl Scripted {
         fn new(expected: &[(&'static str, Option<&'static str>)]) -> Self {
-            Scripted { expected: expected.iter().copied().collect(), errors: Vec::new() }
+            Scripted {
+                expected: expected.iter().copied().collect(),
+                errors: Vec::new(),
+            }
         }
     }
 
     impl Conversation for Scripted {
         fn ask_hidden(&mut self, prompt: &str) -> Option<String> {
-            let (want, answer) = self.expected.pop_front().unwrap_or_else(|| panic!("unexpected prompt {prompt:?}"));
+            let (want, answer) = self
+                .expected
+                .pop_front()
+                .unwrap_or_else(|| panic!("unexpected prompt {prompt:?}"));
             assert_eq!(prompt, want);
             answer.map(str::to_owned)
         }
@@ -283,7 +361,11 @@ mod tests {
     impl Drop for Scripted {
         fn drop(&mut self) {
             if !std::thread::panicking() {
-                assert!(self.expected.is_empty(), "prompts never asked: {:?}", self.expected);
+                assert!(
+                    self.expected.is_empty(),
+                    "prompts never asked: {:?}",
+                    self.expected
+                );
             }
         }
     }
@@ -296,7 +378,10 @@ mod tests {
 
     impl FakeAgent {
         fn new(replies: Vec<Result<Response, FrameError>>) -> Self {
-            FakeAgent { replies: replies.into(), seen: Vec::new() }
+            FakeAgent {
+                replies: replies.into(),
+                seen: Vec::new(),
+            }
         }
     }
 
@@ -308,7 +393,13 @@ mod tests {
     }
 
     fn login() -> Login<'static> {
-        Login { user: "alice", rhost: Some("127.0.0.1"), service: "sshd", tty: None, pid: 1 }
+        Login {
+            user: "alice",
+            rhost: Some("127.0.0.1"),
+            service: "sshd",
+            tty: None,
+            pid: 1,
+        }
     }
 
     fn args() -> Args {
@@ -316,15 +407,25 @@ mod tests {
     }
 
     fn down() -> Result<Response, FrameError> {
-        Err(FrameError::Io(std::io::Error::from(std::io::ErrorKind::NotFound)))
+        Err(FrameError::Io(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )))
     }
 
     #[test]
     fn password_then_code_for_a_totp_user() {
-        let mut conv = Scripted::new(&[("Password: ", Some("pw")), ("Verification code: ", Some("123456"))]);
+        let mut conv = Scripted::new(&[
+            ("Password: ", Some("pw")),
+            ("Verification code: ", Some("123456")),
+        ]);
         let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus { known: true, needs_totp: true }),
-            Ok(Response::Auth { result: AuthResult::Success }),
+            Ok(Response::UserStatus {
+                known: true,
+                needs_totp: true,
+            }),
+            Ok(Response::Auth {
+                result: AuthResult::Success,
+            }),
         ]);
         let (outcome, _) = run(Stage::Auth, &login(), &args(), &mut conv, &mut agent);
         assert_eq!(outcome, Outcome::Success);
@@ -340,25 +441,49 @@ mod tests {
     #[test]
     fn unknown_user_is_not_prompted_and_falls_through() {
         let mut conv = Scripted::new(&[]);
-        let mut agent = FakeAgent::new(vec![Ok(Response::UserStatus { known: false, needs_totp: false })]);
-        assert_eq!(run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0, Outcome::UserUnknown);
+        let mut agent = FakeAgent::new(vec![Ok(Response::UserStatus {
+            known: false,
+            needs_totp: false,
+        })]);
+        assert_eq!(
+            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
+            Outcome::UserUnknown
+        );
     }
 
     #[test]
     fn wrong_secret_is_auth_err_and_denial_is_told() {
         let mut conv = Scripted::new(&[("Password: ", Some("bad"))]);
         let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus { known: true, needs_totp: false }),
-            Ok(Response::Auth { result: AuthResult::WrongSecret }),
+            Ok(Response::UserStatus {
+                known: true,
+                needs_totp: false,
+            }),
+            Ok(Response::Auth {
+                result: AuthResult::WrongSecret,
+            }),
         ]);
-        assert_eq!(run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0, Outcome::AuthError);
+        assert_eq!(
+            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
+            Outcome::AuthError
+        );
         let mut conv = Scripted::new(&[("Password: ", Some("pw"))]);
         let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus { known: true, needs_totp: false }),
-            Ok(Response::Auth { result: AuthResult::Denied { reason: "account locked until X".into() } }),
+            Ok(Response::UserStatus {
+                known: true,
+                needs_totp: false,
+            }),
+            Ok(Response::Auth {
+                result: AuthResult::Denied {
+                    reason: "account locked until X".into(),
+                },
+            }),
         ]);
         let (outcome, reason) = run(Stage::Auth, &login(), &args(), &mut conv, &mut agent);
-        assert_eq!((outcome, reason.as_str()), (Outcome::AuthError, "account locked until X"));
+        assert_eq!(
+            (outcome, reason.as_str()),
+            (Outcome::AuthError, "account locked until X")
+        );
         assert_eq!(conv.errors, ["jms: account locked until X"]);
     }
 
@@ -366,7 +491,10 @@ mod tests {
     fn daemon_down_falls_through_for_users_not_in_the_cache() {
         let mut conv = Scripted::new(&[]);
         let mut agent = FakeAgent::new(vec![down()]);
-        assert_eq!(run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0, Outcome::UserUnknown);
+        assert_eq!(
+            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
+            Outcome::UserUnknown
+        );
     }
 
     #[test]
@@ -374,19 +502,35 @@ mod tests {
         let cases = [
             (AccountResult::Allowed, Outcome::Success),
             (AccountResult::UnknownUser, Outcome::UserUnknown),
-            (AccountResult::Expired { reason: "x".into() }, Outcome::AccountExpired),
-            (AccountResult::Denied { reason: "y".into() }, Outcome::PermissionDenied),
+            (
+                AccountResult::Expired { reason: "x".into() },
+                Outcome::AccountExpired,
+            ),
+            (
+                AccountResult::Denied { reason: "y".into() },
+                Outcome::PermissionDenied,
+            ),
         ];
         for (result, expected) in cases {
             let mut conv = Scripted::new(&[]);
             let mut agent = FakeAgent::new(vec![Ok(Response::Account { result })]);
-            assert_eq!(run(Stage::Account, &login(), &args(), &mut conv, &mut agent).0, expected);
+            assert_eq!(
+                run(Stage::Account, &login(), &args(), &mut conv, &mut agent).0,
+                expected
+            );
         }
     }
 
     #[test]
     fn arguments_are_parsed_and_unknown_ones_ignored() {
         let parsed = Args::parse(["socket=/s", "debug", "weird", "cache=/c"].iter());
-        assert_eq!(parsed, Args { socket: "/s".into(), cache: "/c".into(), debug: true });
+        assert_eq!(
+            parsed,
+            Args {
+                socket: "/s".into(),
+                cache: "/c".into(),
+                debug: true
+            }
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! pam_jms.so: PAM authenticate / account / session for jms users, thin over
 //! [`hooks`] (the logic, testable without PAM) and [`ffi`] (the few raw calls
-//! pam-bindings does not wrap). Every hook body runs under `catch_unwind`: a
+//! pam-bindings does not wrap: syslog, fail delay). Every hook body runs under `catch_unwind`: a
 //! panic becomes PAM_SERVICE_ERR and never crosses into sshd.
 
 pub mod ffi;
@@ -35,8 +35,13 @@ impl Conversation for PamConversation<'_> {
     }
 }
 
-fn item<'a, T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>>(pamh: &'a PamHandle) -> Option<String> {
-    pamh.get_item::<T>().ok().flatten().map(|v| v.to_string_lossy().into_owned())
+fn item<'a, T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>>(
+    pamh: &'a PamHandle,
+) -> Option<String> {
+    pamh.get_item::<T>()
+        .ok()
+        .flatten()
+        .map(|v| v.to_string_lossy().into_owned())
 }
 
 /// Runs one stage with everything it needs read off the handle.
@@ -50,14 +55,30 @@ fn run(stage: Stage, pamh: &mut PamHandle, args: Vec<&CStr>) -> PamResultCode {
         let service = item::<Service>(pamh).unwrap_or_else(|| "unknown".into());
         let tty = item::<Tty>(pamh);
         let mut conversation = PamConversation(pamh.get_item::<Conv>().ok().flatten());
-        let request = hooks::Login { user: &user, rhost: rhost.as_deref(), service: &service, tty: tty.as_deref(), pid: std::process::id() };
-        let (outcome, reason) = hooks::run(stage, &request, &args, &mut conversation, &mut hooks::Socket::new(&args));
-        ffi::log_authpriv(outcome != Outcome::Success && outcome != Outcome::UserUnknown, &format!(
-            "pam_jms({service}:{}): user={user} rhost={} result={} reason={reason}",
-            stage.name(),
-            rhost.as_deref().unwrap_or("-"),
-            outcome.name(),
-        ), args.debug || outcome != Outcome::UserUnknown);
+        let request = hooks::Login {
+            user: &user,
+            rhost: rhost.as_deref(),
+            service: &service,
+            tty: tty.as_deref(),
+            pid: std::process::id(),
+        };
+        let (outcome, reason) = hooks::run(
+            stage,
+            &request,
+            &args,
+            &mut conversation,
+            &mut hooks::Socket::new(&args),
+        );
+        ffi::log_authpriv(
+            outcome != Outcome::Success && outcome != Outcome::UserUnknown,
+            &format!(
+                "pam_jms({service}:{}): user={user} rhost={} result={} reason={reason}",
+                stage.name(),
+                rhost.as_deref().unwrap_or("-"),
+                outcome.name(),
+            ),
+            args.debug || outcome != Outcome::UserUnknown,
+        );
         outcome
     }));
     outcome.unwrap_or(Outcome::ServiceError).code()
@@ -65,6 +86,7 @@ fn run(stage: Stage, pamh: &mut PamHandle, args: Vec<&CStr>) -> PamResultCode {
 
 impl PamHooks for PamJms {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        ffi::request_fail_delay(pamh, hooks::FAIL_DELAY_MICROS);
         run(Stage::Auth, pamh, args)
     }
     fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {

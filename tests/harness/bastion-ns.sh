@@ -11,7 +11,9 @@
 #                                        (private local accounts)
 #   lib/libnss_jms.so.2                 shown in LIBDIR through a read-only overlay
 #   varlib/jms/ (empty)                 shown in /var/lib through a read-only overlay,
-#   state/                              then bound on /var/lib/jms (agentd state, NSS cache)
+#   state/                              then bound on /var/lib/jms (agentd's private state)
+#   varcache/jms/ (empty)               shown in /var/cache through a read-only overlay,
+#   cache/                              then bound on /var/cache/jms (the public NSS cache)
 #   agentd.toml, sshd_config
 # Everything here happens in the private namespace: the host's mounts and
 # /etc are never touched, and the mounts vanish with the namespace's last process.
@@ -41,9 +43,12 @@ if [ -f "$DIR/lib/libnss_jms.so.2" ]; then
     mount -t overlay jms-e2e-lib -o "ro,lowerdir=$DIR/lib:$LIBDIR" "$LIBDIR"
 fi
 
-# The NSS module reads the fixed path /var/lib/jms/nss.db.
+# agentd keeps its private state in /var/lib/jms (0700); the NSS module
+# reads the fixed path /var/cache/jms/nss.db.
 mount -t overlay jms-e2e-varlib -o "ro,lowerdir=$DIR/varlib:/var/lib" /var/lib
 mount --bind "$DIR/state" /var/lib/jms
+mount -t overlay jms-e2e-varcache -o "ro,lowerdir=$DIR/varcache:/var/cache" /var/cache
+mount --bind "$DIR/cache" /var/cache/jms
 
 # A private /run: sshd's privsep dir, agentd's socket dir, and the agent
 # binary on a root-owned path (sshd checks AuthorizedKeysCommand's path).

@@ -7,19 +7,19 @@
 //! Each bastion has its own temp dir, port and namespace: tests run in
 //! parallel. Set `JMS_E2E_KEEP=1` to keep the temp dirs for inspection.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::preflight::{self, Artifacts, SSHD};
+use crate::config;
+use crate::preflight::{self, Artifacts};
 use crate::run::{self, wait_until, Outcome, COMMAND_TIMEOUT};
 
 /// Where agentd listens inside the namespace (its default, which pam_jms
@@ -58,21 +58,15 @@ pub struct ClientKey {
     pub public: String,
 }
 
-/// A local account that exists only in the namespace's private
-/// /etc/passwd, /etc/group and /etc/shadow.
-#[derive(Debug, Clone)]
-struct LocalUser {
-    name: String,
-    password: String,
-}
-
 /// Prepares a bastion: files first, then [`BastionBuilder::start`].
 pub struct BastionBuilder {
     dir: TempDir,
     artifacts: Option<Artifacts>,
     policy: String,
     lockout: Lockout,
-    local_users: Vec<LocalUser>,
+    /// (name, password) of accounts only the namespace's private
+    /// /etc/passwd, /etc/group and /etc/shadow hold.
+    local_users: Vec<(String, String)>,
 }
 
 impl BastionBuilder {
@@ -122,10 +116,8 @@ impl BastionBuilder {
     /// Adds a local account (private to the namespace) with this password,
     /// shell /bin/sh and home /.
     pub fn local_user(mut self, name: &str, password: &str) -> Self {
-        self.local_users.push(LocalUser {
-            name: name.to_owned(),
-            password: password.to_owned(),
-        });
+        self.local_users
+            .push((name.to_owned(), password.to_owned()));
         self
     }
 
@@ -159,7 +151,10 @@ impl BastionBuilder {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let port = free_port();
-            write(&dir.join("sshd_config"), &self.sshd_config(&dir, port));
+            write(
+                &dir.join("sshd_config"),
+                &config::sshd_config(&dir, port, self.jms()),
+            );
             match launch(&dir, port, self.artifacts.as_ref()) {
                 Ok(child) => {
                     let mut bastion = Bastion {
@@ -182,15 +177,26 @@ impl BastionBuilder {
     }
 
     fn write_files(&self, dir: &Path) {
-        for sub in ["etc/pam.d", "lib", "varlib/jms", "state"] {
+        for sub in [
+            "etc/pam.d",
+            "lib",
+            "varlib/jms",
+            "state",
+            "varcache/jms",
+            "cache",
+        ] {
             fs::create_dir_all(dir.join(sub)).expect("bastion dirs");
         }
         fs::set_permissions(dir.join("state"), fs::Permissions::from_mode(0o700))
             .expect("state dir mode");
-        write(&dir.join("etc/nsswitch.conf"), &nsswitch_conf(self.jms()));
-        write(&dir.join("etc/pam.d/sshd"), &self.pam_sshd());
+        write(
+            &dir.join("etc/nsswitch.conf"),
+            &config::nsswitch_conf(self.jms()),
+        );
+        let pam_module = self.artifacts.as_ref().map(|a| a.pam_module.as_path());
+        write(&dir.join("etc/pam.d/sshd"), &config::pam_sshd(pam_module));
         if !self.local_users.is_empty() {
-            self.write_local_accounts(dir);
+            config::write_local_accounts(dir, &self.local_users);
         }
         run::run(
             Command::new("ssh-keygen")
@@ -205,118 +211,15 @@ impl BastionBuilder {
             fs::copy(&artifacts.nss_module, dir.join("lib/libnss_jms.so.2"))
                 .expect("copy libnss_jms.so into the overlay layer");
             write_private(&dir.join("policy.yaml"), &self.policy);
-            write(&dir.join("agentd.toml"), &self.agentd_toml(dir));
+            write(
+                &dir.join("agentd.toml"),
+                &config::agentd_toml(&dir.join("policy.yaml"), self.lockout),
+            );
         }
     }
 
     fn jms(&self) -> bool {
         self.artifacts.is_some()
-    }
-
-    fn pam_sshd(&self) -> String {
-        let Some(artifacts) = &self.artifacts else {
-            return "auth required pam_unix.so nullok\naccount required pam_unix.so\n\
-                    session required pam_unix.so\n"
-                .to_owned();
-        };
-        let m = format!("{} socket={AGENTD_SOCKET}", artifacts.pam_module.display());
-        format!(
-            "# jms-e2e: the intended pam_jms stack for sshd\n\
-             auth     [success=done new_authtok_reqd=done user_unknown=ignore default=die] {m}\n\
-             auth     required pam_unix.so try_first_pass nullok\n\
-             account  [success=done user_unknown=ignore default=die] {m}\n\
-             account  required pam_unix.so\n\
-             session  [success=ok user_unknown=ignore ignore=ignore default=bad] {m}\n\
-             session  required pam_unix.so\n"
-        )
-    }
-
-    fn agentd_toml(&self, dir: &Path) -> String {
-        let Lockout {
-            max_failures,
-            window_secs,
-            lock_secs,
-        } = self.lockout;
-        format!(
-            "socket = \"{AGENTD_SOCKET}\"\n\
-             state_dir = \"/var/lib/jms\"\n\
-             nss_cache = \"/var/lib/jms/nss.db\"\n\
-             policy = \"{policy}\"\n\
-             authorized_keys_user = \"nobody\"\n\
-             timezone = \"UTC\"\n\
-             shell = \"{AGENT_IN_NS}\"\n\
-             home = \"/\"\n\
-             \n\
-             [lockout]\n\
-             max_failures = {max_failures}\n\
-             window_secs = {window_secs}\n\
-             lock_secs = {lock_secs}\n",
-            policy = dir.join("policy.yaml").display()
-        )
-    }
-
-    fn sshd_config(&self, dir: &Path, port: u16) -> String {
-        let mut c = format!(
-            "# jms-e2e bastion\n\
-             Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             AddressFamily inet\n\
-             HostKey {dir}/ssh_host_ed25519_key\n\
-             PidFile {dir}/sshd.pid\n\
-             LogLevel VERBOSE\n\
-             UsePAM yes\n\
-             KbdInteractiveAuthentication yes\n\
-             PasswordAuthentication yes\n\
-             PubkeyAuthentication yes\n\
-             PermitRootLogin no\n\
-             AuthorizedKeysFile none\n\
-             PrintMotd no\n\
-             PrintLastLog no\n\
-             UseDNS no\n\
-             Subsystem sftp internal-sftp\n",
-            dir = dir.display()
-        );
-        if sshd_has_per_source_penalties() {
-            // OpenSSH ≥ 9.8 would otherwise refuse 127.0.0.1 after the
-            // failures the tests provoke on purpose.
-            c.push_str("PerSourcePenalties no\n");
-        }
-        if self.jms() {
-            let _ = write!(
-                c,
-                "AuthorizedKeysCommand {AGENT_IN_NS} authorized-keys %u\n\
-                 AuthorizedKeysCommandUser nobody\n\
-                 Match Group {JMS_USERS_GROUP}\n\
-                 \x20   ForceCommand {AGENT_IN_NS}\n\
-                 \x20   DisableForwarding yes\n\
-                 \x20   PermitTTY yes\n"
-            );
-        }
-        c
-    }
-
-    fn write_local_accounts(&self, dir: &Path) {
-        let mut passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-        let mut group = fs::read_to_string("/etc/group").expect("read /etc/group");
-        let mut shadow = fs::read_to_string("/etc/shadow").expect("read /etc/shadow");
-        for (i, user) in self.local_users.iter().enumerate() {
-            let id = 40_100 + i;
-            let hash = sha512_crypt(&user.password, &format!("jmse2e{i:02}"));
-            let name = &user.name;
-            for text in [&mut passwd, &mut group, &mut shadow] {
-                if !text.ends_with('\n') && !text.is_empty() {
-                    text.push('\n');
-                }
-            }
-            let _ = writeln!(passwd, "{name}:x:{id}:{id}:jms-e2e local account:/:/bin/sh");
-            let _ = writeln!(group, "{name}:x:{id}:");
-            let _ = writeln!(shadow, "{name}:{hash}:19000:0:99999:7:::");
-        }
-        write(&dir.join("etc/passwd"), &passwd);
-        write(&dir.join("etc/group"), &group);
-        write(&dir.join("etc/shadow"), &shadow);
-        fs::set_permissions(dir.join("etc/shadow"), fs::Permissions::from_mode(0o600))
-            .expect("shadow mode");
     }
 }
 
@@ -606,77 +509,11 @@ fn launch(dir: &Path, port: u16, artifacts: Option<&Artifacts>) -> Result<Child,
     ))
 }
 
-/// The host's nsswitch.conf with passwd/group through jms (when `jms`) and
-/// shadow through files only.
-fn nsswitch_conf(jms: bool) -> String {
-    let host = fs::read_to_string("/etc/nsswitch.conf").unwrap_or_else(|_| {
-        "hosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n".to_owned()
-    });
-    let source = if jms { "files jms" } else { "files" };
-    let mut out = String::from("# jms-e2e private nsswitch.conf\n");
-    let _ = writeln!(
-        out,
-        "passwd: {source}\ngroup: {source}\nshadow: files\ngshadow: files"
-    );
-    for line in host.lines() {
-        let key = line.split(':').next().unwrap_or("").trim();
-        if !["passwd", "group", "shadow", "gshadow"].contains(&key) {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// A SHA-512 crypt hash (`$6$…`) through the C library, via perl (part of
-/// every Debian system).
-fn sha512_crypt(password: &str, salt: &str) -> String {
-    let out = run::run(
-        Command::new("perl")
-            .args(["-e", "print crypt(<STDIN>, $ARGV[0])"])
-            .arg(format!("$6${salt}$")),
-        password.as_bytes(),
-        COMMAND_TIMEOUT,
-    );
-    out.assert_success("perl crypt should hash the local password");
-    assert!(
-        out.stdout.starts_with("$6$"),
-        "crypt gave no SHA-512 hash: {out}"
-    );
-    out.stdout
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
-}
-
-fn sshd_has_per_source_penalties() -> bool {
-    static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        // `sshd -t` names an unknown keyword in its complaint (it may fail
-        // for other reasons on the host, e.g. no /run/sshd: those don't count).
-        let dir = tempfile::tempdir().expect("probe dir");
-        let key = dir.path().join("key");
-        let _ = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .output();
-        let config = dir.path().join("sshd_config");
-        write(
-            &config,
-            &format!("HostKey {}\nPerSourcePenalties no\n", key.display()),
-        );
-        Command::new(SSHD)
-            .arg("-t")
-            .arg("-f")
-            .arg(&config)
-            .output()
-            .map(|o| !String::from_utf8_lossy(&o.stderr).contains("PerSourcePenalties"))
-            .unwrap_or(false)
-    })
 }
 
 fn mnt_ns_of(pid: i32) -> Option<String> {

@@ -8,6 +8,7 @@
 //!   `harness/bastion-ns.sh` (run under `unshare -m`) mounts them over the
 //!   host's paths, starts jms-agentd and becomes sshd; [`Bastion`] tears it
 //!   all down on drop and prints the logs of a failing test.
+//! - `config`: the text of those files.
 //! - [`clients`]: `getent`/`pamtester` inside the namespace, `ssh` from the host.
 //! - [`fixture`]: the standard policy (one user per account rule) and its secrets.
 //! - [`secrets`]: Django password hashes and TOTP codes, independent of jms-core.
@@ -17,6 +18,7 @@
 
 pub mod bastion;
 pub mod clients;
+mod config;
 pub mod fixture;
 pub mod preflight;
 pub mod run;

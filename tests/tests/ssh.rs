@@ -279,3 +279,39 @@ fn authorized_keys_command_serves_its_user_but_not_jms_users() {
         "a jms user's uid must not get keys from agentd:\n{out}"
     );
 }
+
+/// The fastest of two failed password logins (the least noisy figure).
+fn failed_login_time(bastion: &Bastion, user: &str) -> std::time::Duration {
+    (0..2)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            bastion
+                .ssh_password(
+                    user,
+                    "wrong-password",
+                    PasswordMethod::Password,
+                    Some("true"),
+                )
+                .assert_failure(&format!("a wrong password for {user} must be refused"));
+            started.elapsed()
+        })
+        .min()
+        .expect("two attempts")
+}
+
+#[test]
+fn failed_login_takes_as_long_for_jms_users_as_for_local_accounts() {
+    // Otherwise the time of a failure tells an attacker which names are jms
+    // users (and a fast failure invites guessing). pam_jms asks for the same
+    // 2 s (±25 %) fail delay as pam_unix. (Names that exist nowhere take
+    // longer still, through sshd and pam_unix alone: not jms's doing.)
+    let bastion = fixture::standard().0.start();
+    let jms = failed_login_time(&bastion, "alice");
+    let local = failed_login_time(&bastion, LOCAL_USER);
+    let gap = jms.max(local) - jms.min(local);
+    assert!(
+        jms >= std::time::Duration::from_millis(1400) && gap < std::time::Duration::from_secs(1),
+        "a failed login should take about as long for a jms user ({jms:?}) as for a local \
+         account ({local:?}), and at least the 2 s fail delay less its 25 % jitter"
+    );
+}

@@ -30,7 +30,11 @@ fn authorized_keys(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Client::call_once(&socket, Duration::from_secs(3), &Request::AuthorizedKeys { user }) {
+    match Client::call_once(
+        &socket,
+        Duration::from_secs(3),
+        &Request::AuthorizedKeys { user },
+    ) {
         Ok(Response::Keys { keys }) => {
             for key in keys.iter().filter(|k| !k.contains('\n')) {
                 println!("{key}");
@@ -42,7 +46,10 @@ fn authorized_keys(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("jms-agent: jms-agentd unreachable at {}: {e}", socket.display());
+            eprintln!(
+                "jms-agent: jms-agentd unreachable at {}: {e}",
+                socket.display()
+            );
             ExitCode::FAILURE
         }
     }

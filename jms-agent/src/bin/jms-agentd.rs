@@ -14,8 +14,6 @@ use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{LocalFile, PolicySource};
 use jms_agent::daemon::state::StateFile;
 use jms_agent::daemon::{publish, server};
-use jms_core::password::{hash_password, MIN_ITERATIONS};
-use jms_core::Policy;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info};
 
@@ -34,7 +32,10 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("JMS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JMS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .init();
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -51,18 +52,30 @@ fn run(args: Args) -> Result<()> {
         config.policy = Some(policy);
     }
     let Some(policy_path) = config.policy.clone() else {
-        bail!("no policy: set `policy` in {} or pass --policy", args.config.display());
+        bail!(
+            "no policy: set `policy` in {} or pass --policy",
+            args.config.display()
+        );
     };
     prepare_state_dir(&config)?;
     let source = LocalFile { path: policy_path };
-    let policy = source.load().with_context(|| format!("policy from {}", source.describe()))?;
+    let policy = source
+        .load()
+        .with_context(|| format!("policy from {}", source.describe()))?;
     publish::publish(&policy, &config)?;
-    info!(source = source.describe(), users = policy.doc.users.len(), "policy loaded, NSS cache written");
+    info!(
+        source = source.describe(),
+        users = policy.doc.users.len(),
+        "policy loaded, NSS cache written"
+    );
 
     let keys_uid = match nix::unistd::User::from_name(&config.authorized_keys_user) {
         Ok(Some(user)) => Some(user.uid.as_raw()),
         _ => {
-            info!(user = config.authorized_keys_user, "authorized_keys_user does not exist: only root may ask for keys");
+            info!(
+                user = config.authorized_keys_user,
+                "authorized_keys_user does not exist: only root may ask for keys"
+            );
             None
         }
     };
@@ -71,7 +84,6 @@ fn run(args: Args) -> Result<()> {
         lockout: config.lockout.policy(),
         keys_uid,
         state: Mutex::new(StateFile::load(&config.state_dir)?),
-        decoy_hash: RwLock::new(decoy_hash(&policy)?),
         policy: RwLock::new(Arc::new(policy)),
         config,
     });
@@ -90,21 +102,13 @@ fn prepare_state_dir(config: &AgentdConfig) -> Result<()> {
     }
     let meta = std::fs::metadata(dir)?;
     if meta.mode() & 0o077 != 0 {
-        bail!("state dir {} has mode {:o}: it must be 0700 (chmod 700)", dir.display(), meta.mode() & 0o7777);
+        bail!(
+            "state dir {} has mode {:o}: it must be 0700 (chmod 700)",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
     }
     Ok(())
-}
-
-/// A hash as costly as the policy's own, verified for unknown users.
-fn decoy_hash(policy: &Policy) -> Result<String> {
-    let iterations = policy
-        .doc
-        .users
-        .iter()
-        .filter_map(|u| u.password_hash.as_ref())
-        .find_map(|h| h.expose().split('$').nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(MIN_ITERATIONS);
-    hash_password("decoy", iterations).context("making the decoy hash")
 }
 
 fn watch_signals(daemon: Arc<Daemon>, source: LocalFile) -> Result<()> {
@@ -130,9 +134,6 @@ fn reload(daemon: &Daemon, source: &LocalFile) {
     });
     match loaded {
         Ok(policy) => {
-            if let Ok(decoy) = decoy_hash(&policy) {
-                *daemon.decoy_hash.write().unwrap_or_else(|e| e.into_inner()) = decoy;
-            }
             info!(users = policy.doc.users.len(), "policy reloaded");
             *daemon.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         }

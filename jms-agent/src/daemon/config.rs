@@ -62,7 +62,11 @@ pub struct LockoutConfig {
 
 impl Default for LockoutConfig {
     fn default() -> Self {
-        LockoutConfig { max_failures: default_max_failures(), window_secs: default_window_secs(), lock_secs: default_lock_secs() }
+        LockoutConfig {
+            max_failures: default_max_failures(),
+            window_secs: default_window_secs(),
+            lock_secs: default_lock_secs(),
+        }
     }
 }
 
@@ -114,18 +118,26 @@ impl AgentdConfig {
     /// Reads the file, refusing one that others could have written.
     pub fn load(path: &Path) -> Result<AgentdConfig> {
         refuse_unsafe_file(path)?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: AgentdConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: AgentdConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         config.timezone()?;
         Ok(config)
     }
 
     pub fn timezone(&self) -> Result<chrono_tz::Tz> {
-        self.timezone.parse().map_err(|_| anyhow::anyhow!("timezone `{}` is not an IANA time zone name", self.timezone))
+        self.timezone.parse().map_err(|_| {
+            anyhow::anyhow!("timezone `{}` is not an IANA time zone name", self.timezone)
+        })
     }
 
     pub fn nss_settings(&self) -> NssSettings {
-        NssSettings { home: self.home.clone(), shell: self.shell.clone(), ..NssSettings::default() }
+        NssSettings {
+            home: self.home.clone(),
+            shell: self.shell.clone(),
+            ..NssSettings::default()
+        }
     }
 }
 
@@ -136,10 +148,18 @@ pub fn refuse_unsafe_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
-        bail!("{} is owned by uid {}: it must belong to root", path.display(), meta.uid());
+        bail!(
+            "{} is owned by uid {}: it must belong to root",
+            path.display(),
+            meta.uid()
+        );
     }
     if meta.mode() & 0o022 != 0 {
-        bail!("{} is writable by group or others (mode {:o}): fix with chmod go-w", path.display(), meta.mode() & 0o7777);
+        bail!(
+            "{} is writable by group or others (mode {:o}): fix with chmod go-w",
+            path.display(),
+            meta.mode() & 0o7777
+        );
     }
     Ok(())
 }

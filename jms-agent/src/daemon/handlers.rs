@@ -24,8 +24,6 @@ pub struct Daemon {
     pub keys_uid: Option<u32>,
     pub policy: RwLock<Arc<Policy>>,
     pub state: Mutex<StateFile>,
-    /// A hash verified for unknown users, so they cost what a user costs.
-    pub decoy_hash: RwLock<String>,
 }
 
 /// Who may send a request.
@@ -51,24 +49,53 @@ impl Daemon {
 
     pub fn handle(&self, request: Request, uid: u32) -> Response {
         if !allowed(&request, uid, self.keys_uid) {
-            warn!(request = request.kind(), uid, "request refused for this caller");
-            return Response::Forbidden { reason: format!("uid {uid} may not send {}", request.kind()) };
+            warn!(
+                request = request.kind(),
+                uid, "request refused for this caller"
+            );
+            return Response::Forbidden {
+                reason: format!("uid {uid} may not send {}", request.kind()),
+            };
         }
         let policy = self.current_policy();
         match request {
             Request::UserStatus { user } => match policy.user(&user) {
-                Some(u) => Response::UserStatus { known: true, needs_totp: u.totp_secret.is_some() },
-                None => Response::UserStatus { known: false, needs_totp: false },
+                Some(u) => Response::UserStatus {
+                    known: true,
+                    needs_totp: u.totp_secret.is_some(),
+                },
+                None => Response::UserStatus {
+                    known: false,
+                    needs_totp: false,
+                },
             },
-            Request::Authenticate { user, password, totp, rhost, service } => {
-                let result = self.authenticate(&policy, &user, password.expose(), totp.as_ref().map(|t| t.expose()));
+            Request::Authenticate {
+                user,
+                password,
+                totp,
+                rhost,
+                service,
+            } => {
+                let result = self.authenticate(
+                    &policy,
+                    &user,
+                    password.expose(),
+                    totp.as_ref().map(|t| t.expose()),
+                );
                 let (outcome, reason) = match &result {
                     AuthResult::Success => ("success", String::new()),
                     AuthResult::WrongSecret => ("failure", "wrong password or code".to_string()),
                     AuthResult::UnknownUser => ("unknown_user", String::new()),
                     AuthResult::Denied { reason } => ("denied", reason.clone()),
                 };
-                info!(event = "authenticate", user, rhost = rhost.as_deref().unwrap_or("-"), service, outcome, reason);
+                info!(
+                    event = "authenticate",
+                    user,
+                    rhost = rhost.as_deref().unwrap_or("-"),
+                    service,
+                    outcome,
+                    reason
+                );
                 Response::Auth { result }
             }
             Request::AccountCheck { user, rhost } => {
@@ -79,19 +106,40 @@ impl Daemon {
                     AccountResult::Expired { reason } => ("expired", reason.clone()),
                     AccountResult::Denied { reason } => ("denied", reason.clone()),
                 };
-                info!(event = "account", user, rhost = rhost.as_deref().unwrap_or("-"), outcome, reason);
+                info!(
+                    event = "account",
+                    user,
+                    rhost = rhost.as_deref().unwrap_or("-"),
+                    outcome,
+                    reason
+                );
                 Response::Account { result }
             }
-            Request::SessionOpen { user, rhost, tty, pid } => {
+            Request::SessionOpen {
+                user,
+                rhost,
+                tty,
+                pid,
+            } => {
                 if policy.user(&user).is_none() {
-                    return Response::Account { result: AccountResult::UnknownUser };
+                    return Response::Account {
+                        result: AccountResult::UnknownUser,
+                    };
                 }
-                info!(event = "session_open", user, rhost = rhost.as_deref().unwrap_or("-"), tty = tty.as_deref().unwrap_or("-"), pid);
+                info!(
+                    event = "session_open",
+                    user,
+                    rhost = rhost.as_deref().unwrap_or("-"),
+                    tty = tty.as_deref().unwrap_or("-"),
+                    pid
+                );
                 Response::Done
             }
             Request::SessionClose { user, pid } => {
                 if policy.user(&user).is_none() {
-                    return Response::Account { result: AccountResult::UnknownUser };
+                    return Response::Account {
+                        result: AccountResult::UnknownUser,
+                    };
                 }
                 info!(event = "session_close", user, pid);
                 Response::Done
@@ -100,7 +148,11 @@ impl Daemon {
                 // Disabled or expired users get no keys; the login ACL is
                 // checked by PAM's account stage, which knows the source.
                 let keys = match policy.user(&user) {
-                    Some(u) if u.is_active && u.date_expired.is_none_or(|end| Utc::now() < end.0) => u.public_keys.clone(),
+                    Some(u)
+                        if u.is_active && u.date_expired.is_none_or(|end| Utc::now() < end.0) =>
+                    {
+                        u.public_keys.clone()
+                    }
                     _ => Vec::new(),
                 };
                 Response::Keys { keys }
@@ -108,21 +160,29 @@ impl Daemon {
         }
     }
 
-    fn authenticate(&self, policy: &Policy, name: &str, password: &str, totp: Option<&str>) -> AuthResult {
+    fn authenticate(
+        &self,
+        policy: &Policy,
+        name: &str,
+        password: &str,
+        totp: Option<&str>,
+    ) -> AuthResult {
         let now = Utc::now().timestamp();
+        // PAM asks UserStatus first and never sends unknown users here.
         let Some(user) = policy.user(name) else {
-            // Same work as for a real user: unknown names cost the same.
-            let decoy = self.decoy_hash.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let _ = verify_password(password.as_bytes(), &decoy);
             return AuthResult::UnknownUser;
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let record = state.state.failures.entry(name.to_string()).or_default();
         if let Some(until) = record.is_locked(now) {
-            return AuthResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+            return AuthResult::Denied {
+                reason: format!("account locked until {}", rfc3339(until)),
+            };
         }
         let Some(hash) = &user.password_hash else {
-            return AuthResult::Denied { reason: "no password is set for this user".into() };
+            return AuthResult::Denied {
+                reason: "no password is set for this user".into(),
+            };
         };
         let password_ok = verify_password(password.as_bytes(), hash.expose()).unwrap_or(false);
         let totp_step = match (&user.totp_secret, totp) {
@@ -130,7 +190,10 @@ impl Daemon {
             (Some(_), None) => None,
             (Some(secret), Some(code)) => {
                 let last = state.state.totp_steps.get(name).copied();
-                verify_totp(secret.expose(), code, now, last).ok().flatten().map(Some)
+                verify_totp(secret.expose(), code, now, last)
+                    .ok()
+                    .flatten()
+                    .map(Some)
             }
         };
         let result = match (password_ok, totp_step) {
@@ -144,7 +207,12 @@ impl Daemon {
             _ => {
                 let record = state.state.failures.entry(name.to_string()).or_default();
                 if let Some(until) = record.record_failure(&self.lockout, now) {
-                    warn!(event = "lockout", user = name, until = rfc3339(until), "account locked after repeated failures");
+                    warn!(
+                        event = "lockout",
+                        user = name,
+                        until = rfc3339(until),
+                        "account locked after repeated failures"
+                    );
                 }
                 AuthResult::WrongSecret
             }
@@ -162,17 +230,34 @@ impl Daemon {
         let now = Utc::now();
         match check_login(user, parse_rhost(rhost), now, self.timezone) {
             Ok(()) => {}
-            Err(expired @ LoginDenied::Expired(_)) => return AccountResult::Expired { reason: expired.to_string() },
-            Err(denied) => return AccountResult::Denied { reason: denied.to_string() },
+            Err(expired @ LoginDenied::Expired(_)) => {
+                return AccountResult::Expired {
+                    reason: expired.to_string(),
+                }
+            }
+            Err(denied) => {
+                return AccountResult::Denied {
+                    reason: denied.to_string(),
+                }
+            }
         }
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = state.state.failures.get(name).and_then(|r| r.is_locked(now.timestamp())) {
-            return AccountResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+        if let Some(until) = state
+            .state
+            .failures
+            .get(name)
+            .and_then(|r| r.is_locked(now.timestamp()))
+        {
+            return AccountResult::Denied {
+                reason: format!("account locked until {}", rfc3339(until)),
+            };
         }
         AccountResult::Allowed
     }
 }
 
 fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0).map(|t| t.to_rfc3339()).unwrap_or_else(|| unix.to_string())
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| unix.to_string())
 }

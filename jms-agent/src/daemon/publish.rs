@@ -15,7 +15,8 @@ use crate::daemon::config::AgentdConfig;
 pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
     let map_path = config.state_dir.join("ids.json");
     let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
-    let data = NssData::from_policy(policy, &mut ids, &config.nss_settings()).context("building the NSS cache")?;
+    let data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
+        .context("building the NSS cache")?;
     if ids.changed() {
         ids.save(&map_path).context("saving the id map")?;
     }

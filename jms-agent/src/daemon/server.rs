@@ -31,7 +31,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)
 }
@@ -49,7 +50,12 @@ pub fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> Result<()> {
         };
         if busy.load(Ordering::SeqCst) >= daemon.config.max_clients {
             let mut stream = stream;
-            let _ = write_frame(&mut stream, &Response::Error { message: "daemon busy, try again".into() });
+            let _ = write_frame(
+                &mut stream,
+                &Response::Error {
+                    message: "daemon busy, try again".into(),
+                },
+            );
             continue;
         }
         busy.fetch_add(1, Ordering::SeqCst);
@@ -76,20 +82,31 @@ fn serve_client(mut stream: UnixStream, daemon: &Daemon) {
         let response = match read_frame::<Request>(&mut stream) {
             Ok(request) => {
                 let kind = request.kind();
-                let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.handle(request, uid)))
-                    .unwrap_or_else(|_| Response::Error { message: "internal error".into() });
+                let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    daemon.handle(request, uid)
+                }))
+                .unwrap_or_else(|_| Response::Error {
+                    message: "internal error".into(),
+                });
                 debug!(request = kind, uid, "served");
                 response
             }
             Err(FrameError::Closed) => return,
             Err(e @ (FrameError::Malformed(_) | FrameError::Version(_))) => {
                 warn!(uid, error = %e, "bad request");
-                Response::Error { message: e.to_string() }
+                Response::Error {
+                    message: e.to_string(),
+                }
             }
             Err(e) => {
                 // Bad length or I/O: the stream is out of sync; say why and drop it.
                 warn!(uid, error = %e, "dropping client");
-                let _ = write_frame(&mut stream, &Response::Error { message: e.to_string() });
+                let _ = write_frame(
+                    &mut stream,
+                    &Response::Error {
+                        message: e.to_string(),
+                    },
+                );
                 return;
             }
         };

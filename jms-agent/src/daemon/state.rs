@@ -33,7 +33,8 @@ impl StateFile {
     pub fn load(dir: &Path) -> Result<StateFile> {
         let path = dir.join("private.json");
         let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is corrupt", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => PrivateState::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -52,7 +53,8 @@ impl StateFile {
             .with_context(|| format!("writing {}", temp.display()))?;
         file.write_all(&serde_json::to_vec(&self.state)?)?;
         file.sync_all()?;
-        std::fs::rename(&temp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        std::fs::rename(&temp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))?;
         Ok(())
     }
 }

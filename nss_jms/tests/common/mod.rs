@@ -1,7 +1,7 @@
 //! Shared by the integration test and the benchmark: finding (and if need
 //! be building) `libnss_jms.so`, and running commands in a private mount
 //! namespace where glibc sees it as `libnss_jms.so.2`, a private
-//! nsswitch.conf and a private `/var/lib/jms/nss.db`.
+//! nsswitch.conf and a private `/var/cache/jms/nss.db`.
 //!
 //! Nothing on the host changes: everything lives in a temp dir under /tmp
 //! and is bind- or overlay-mounted inside `unshare -m` only.
@@ -150,7 +150,7 @@ pub fn system_lib_dir() -> PathBuf {
 /// dir, and the mounts that show them to glibc in a namespace.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
-    /// Host path of the dir mounted over `/var/lib/jms` (or `/var/lib`).
+    /// Host path of the dir mounted over `/var/cache/jms` (or `/var/cache`).
     state: PathBuf,
     /// Where `state` is mounted in the namespace.
     state_target: PathBuf,
@@ -167,15 +167,15 @@ impl Sandbox {
         fs::copy(module_so(), dir.path().join("lib/libnss_jms.so.2")).expect("copy libnss_jms.so");
         fs::create_dir(dir.path().join("etc")).unwrap();
         fs::create_dir(dir.path().join("out")).unwrap();
-        // DEFAULT_NSS_CACHE_PATH is /var/lib/jms/nss.db: hide the real
-        // /var/lib/jms if the host has one, else /var/lib (never create
+        // DEFAULT_NSS_CACHE_PATH is /var/cache/jms/nss.db: hide the real
+        // /var/cache/jms if the host has one, else /var/cache (never create
         // anything on the host).
         let cache = Path::new(DEFAULT_NSS_CACHE_PATH);
         let jms_dir = cache.parent().expect("cache dir");
         let (state, state_target) = if jms_dir.is_dir() {
             (dir.path().join("state"), jms_dir.to_path_buf())
         } else {
-            let var_lib = jms_dir.parent().expect("/var/lib");
+            let var_lib = jms_dir.parent().expect("/var/cache");
             (
                 dir.path().join("state").join(jms_dir.file_name().unwrap()),
                 var_lib.to_path_buf(),
@@ -195,7 +195,7 @@ impl Sandbox {
         fs::write(self.dir.path().join("etc/nsswitch.conf"), text).unwrap();
     }
 
-    /// Host path of the file the namespace sees as `/var/lib/jms/nss.db`.
+    /// Host path of the file the namespace sees as `/var/cache/jms/nss.db`.
     pub fn cache_path(&self) -> PathBuf {
         self.state
             .join(Path::new(DEFAULT_NSS_CACHE_PATH).file_name().unwrap())

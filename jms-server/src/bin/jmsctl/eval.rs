@@ -21,7 +21,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "U")]
     user: String,
     /// Asset name.
-    #[arg(long, value_name = "A", required_unless_present = "list", conflicts_with = "list")]
+    #[arg(
+        long,
+        value_name = "A",
+        required_unless_present = "list",
+        conflicts_with = "list"
+    )]
     asset: Option<String>,
     /// Account name or alias (@INPUT, @USER, @ANON); default: any account.
     #[arg(long, value_name = "NAME")]
@@ -49,7 +54,10 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
     if args.list {
         let granted = policy.list(&args.user, at)?;
         if args.json {
-            let listing: Vec<ListedAsset<'_>> = granted.iter().map(|g| ListedAsset::of(g, &args.user)).collect();
+            let listing: Vec<ListedAsset<'_>> = granted
+                .iter()
+                .map(|g| ListedAsset::of(g, &args.user))
+                .collect();
             println!("{}", serde_json::to_string_pretty(&listing)?);
         } else {
             print_table(&granted);
@@ -135,7 +143,11 @@ fn print_table(granted: &[GrantedAsset<'_>]) {
             .map(|g| {
                 let protocols: Vec<&str> = g.protocols.iter().map(Protocol::as_str).collect();
                 let actions: Vec<&str> = g.actions.iter().map(Action::as_str).collect();
-                let protocols = if protocols.is_empty() { "no protocol the asset offers".to_string() } else { protocols.join(",") };
+                let protocols = if protocols.is_empty() {
+                    "no protocol the asset offers".to_string()
+                } else {
+                    protocols.join(",")
+                };
                 format!("{}({protocols}: {})", g.account.name(), actions.join(","))
             })
             .collect();
@@ -148,4 +160,3 @@ fn print_table(granted: &[GrantedAsset<'_>]) {
         );
     }
 }
-

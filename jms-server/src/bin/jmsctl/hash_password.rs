@@ -28,7 +28,10 @@ pub fn run(args: HashPasswordArgs) -> Result<Outcome> {
         first
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     if password.is_empty() {

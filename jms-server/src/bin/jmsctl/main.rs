@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "jmsctl", version, about = "Administer jms: policy, grants, audit")]
+#[command(
+    name = "jmsctl",
+    version,
+    about = "Administer jms: policy, grants, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ fn main() -> ExitCode {
                 .take_while(|line| !line.trim().is_empty())
                 .map(str::trim)
                 .collect();
-            eprintln!("jmsctl: {}", paragraph.join(" ").trim_start_matches("error: "));
+            eprintln!(
+                "jmsctl: {}",
+                paragraph.join(" ").trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };
