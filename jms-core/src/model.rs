@@ -142,6 +142,10 @@ pub struct Asset {
     pub is_active: bool,
     #[serde(default)]
     pub accounts: Vec<Account>,
+    /// Pinned SSH host keys (`ssh-ed25519 AAAA…`); when empty, the bastion
+    /// trusts the first key it sees and refuses any other afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<String>,
 }
 
 impl Asset {

@@ -2,7 +2,11 @@
 //! and a JSON document. Frames above [`MAX_FRAME`] are refused before any
 //! allocation, so a hostile length prefix cannot exhaust memory.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,8 +37,11 @@ pub enum FrameError {
     Malformed(String),
 }
 
-/// Writes one message as a frame.
-pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+/// Most file descriptors one frame may carry (stdin, stdout, stderr).
+pub const MAX_FDS: usize = 3;
+
+/// Encodes one message as a frame: length prefix, version, JSON.
+fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut payload = Vec::with_capacity(256);
     payload.push(PROTOCOL_VERSION);
     serde_json::to_writer(&mut payload, message)
@@ -46,9 +53,59 @@ pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<()
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend_from_slice(&length.to_be_bytes());
     frame.extend_from_slice(&payload);
-    out.write_all(&frame)?;
+    Ok(frame)
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    out.write_all(&encode(message)?)?;
     out.flush()?;
     Ok(())
+}
+
+/// Writes one message as a frame carrying `fds` (SCM_RIGHTS).
+pub fn write_frame_with_fds<T: Serialize>(stream: &UnixStream, message: &T, fds: &[BorrowedFd<'_>]) -> Result<(), FrameError> {
+    if fds.len() > MAX_FDS {
+        return Err(FrameError::Malformed(format!("{} file descriptors; at most {MAX_FDS}", fds.len())));
+    }
+    let frame = encode(message)?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let control: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    let sent = sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(&frame)], control, MsgFlags::empty(), None)
+        .map_err(io::Error::from)?;
+    (&*stream).write_all(&frame[sent..])?;
+    Ok(())
+}
+
+/// Reads one frame and the file descriptors that came with it (closed on
+/// drop if the caller does not keep them).
+pub fn read_frame_with_fds<T: DeserializeOwned>(stream: &UnixStream) -> Result<(T, Vec<OwnedFd>), FrameError> {
+    let mut prefix = [0u8; 4];
+    let mut control = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut prefix)];
+    let (received, fds, truncated) = {
+        let message = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(io::Error::from)?;
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors in this
+                // process for us; nothing else owns them.
+                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        (message.bytes, fds, message.flags.contains(MsgFlags::MSG_CTRUNC))
+    };
+    if truncated {
+        return Err(FrameError::Malformed(format!("more than {MAX_FDS} file descriptors")));
+    }
+    if received == 0 {
+        return Err(FrameError::Closed);
+    }
+    (&*stream).read_exact(&mut prefix[received..])?;
+    let message = read_payload(u32::from_be_bytes(prefix) as usize, &mut &*stream)?;
+    Ok((message, fds))
 }
 
 /// Reads one frame and decodes its message.
@@ -58,7 +115,10 @@ pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<T, Frame
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         other => other?,
     }
-    let length = u32::from_be_bytes(prefix) as usize;
+    read_payload(u32::from_be_bytes(prefix) as usize, input)
+}
+
+fn read_payload<T: DeserializeOwned>(length: usize, input: &mut impl Read) -> Result<T, FrameError> {
     if length == 0 || length > MAX_FRAME {
         return Err(FrameError::BadLength(length));
     }
@@ -84,6 +144,36 @@ mod tests {
         write_frame(&mut buffer, &request).unwrap();
         let back: Request = read_frame(&mut buffer.as_slice()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{request:?}"));
+    }
+
+    #[test]
+    fn file_descriptors_travel_with_a_frame() {
+        use std::io::Seek;
+        let (left, right) = UnixStream::pair().unwrap();
+        let mut file = tempfile_with(b"passed");
+        file.rewind().unwrap();
+        let request = Request::ListAssets;
+        write_frame_with_fds(&left, &request, &[std::os::fd::AsFd::as_fd(&file)]).unwrap();
+        let (back, fds): (Request, _) = read_frame_with_fds(&right).unwrap();
+        assert!(matches!(back, Request::ListAssets));
+        assert_eq!(fds.len(), 1);
+        let mut text = String::new();
+        std::fs::File::from(fds.into_iter().next().unwrap()).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "passed");
+        // Without descriptors, and closed.
+        write_frame_with_fds(&left, &request, &[]).unwrap();
+        let (_, fds): (Request, _) = read_frame_with_fds(&right).unwrap();
+        assert!(fds.is_empty());
+        drop(left);
+        assert!(matches!(read_frame_with_fds::<Request>(&right), Err(FrameError::Closed)));
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("jms-proto-fd-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
     }
 
     #[test]

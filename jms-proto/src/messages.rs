@@ -35,6 +35,66 @@ pub enum Request {
     /// The public keys `user` may log in with, in authorized_keys format.
     /// Caller: root or the configured AuthorizedKeysCommandUser.
     AuthorizedKeys { user: String },
+    /// Every asset the caller is granted now, for the menu.
+    /// Caller: a jms user (her uid from the id map); answers for her only.
+    ListAssets,
+    /// Start a session for the caller. Sent with SCM_RIGHTS file
+    /// descriptors [stdin, stdout, stderr] (for a pty session, the pty
+    /// three times). The connection then stays open: the agent may send
+    /// [`Request::Resize`] and [`Request::Credentials`]; the daemon answers
+    /// [`Response::NeedCredentials`], [`Response::SessionStarted`],
+    /// [`Response::Denied`] and finally [`Response::SessionEnded`].
+    /// Caller: a jms user.
+    OpenSession(SessionRequest),
+    /// The engineer's terminal was resized (during a session).
+    Resize { cols: u16, rows: u16 },
+    /// Typed credentials, answering [`Response::NeedCredentials`] (for
+    /// `@INPUT`, or `@USER` without a vaulted secret).
+    Credentials { username: Option<String>, password: Secret },
+}
+
+/// What the engineer asked sshd for, as jms-agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// `SSH_ORIGINAL_COMMAND` as sshd gave it (`web01`, `root@web01`,
+    /// `web01 uptime; id`, `scp -t web01:/tmp/`, `rsync --server …`, the
+    /// sftp subsystem command), or what the menu picked (`root@web01`).
+    /// The daemon parses it; the agent's reading is never trusted.
+    pub command_line: String,
+    /// The engineer's terminal, when the session has one.
+    pub pty: Option<PtyInfo>,
+    /// Source address of the engineer (from `SSH_CONNECTION`), for audit.
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtyInfo {
+    pub term: String,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// One asset of [`Response::Assets`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedAsset {
+    pub name: String,
+    pub address: String,
+    pub nodes: Vec<String>,
+    pub accounts: Vec<ListedAccount>,
+}
+
+/// One account of a [`ListedAsset`]: a real account (`username` known) or
+/// a virtual one (`@INPUT`, `@USER`, `@ANON`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedAccount {
+    pub name: String,
+    pub username: Option<String>,
+    pub protocols: Vec<jms_core::model::Protocol>,
+    pub actions: Vec<jms_core::model::Action>,
 }
 
 impl Request {
@@ -47,6 +107,10 @@ impl Request {
             Request::SessionOpen { .. } => "session_open",
             Request::SessionClose { .. } => "session_close",
             Request::AuthorizedKeys { .. } => "authorized_keys",
+            Request::ListAssets => "list_assets",
+            Request::OpenSession(_) => "open_session",
+            Request::Resize { .. } => "resize",
+            Request::Credentials { .. } => "credentials",
         }
     }
 }
@@ -71,6 +135,19 @@ pub enum Response {
     Keys {
         keys: Vec<String>,
     },
+    /// Answer to [`Request::ListAssets`], in asset-name order.
+    Assets { assets: Vec<ListedAsset> },
+    /// The session needs typed credentials: ask the engineer (the username
+    /// too when `username` is true) and send [`Request::Credentials`].
+    NeedCredentials { username: bool },
+    /// The target connection is up; the relay runs.
+    SessionStarted { session_id: String },
+    /// Refused, with one line for the engineer (never naming assets she
+    /// cannot see).
+    Denied { reason: String },
+    /// The session is over; `exit_status` is the target command's, and
+    /// `message` a line for the engineer when it ended abnormally.
+    SessionEnded { exit_status: Option<i32>, message: Option<String> },
     /// The caller may not send this request.
     Forbidden {
         reason: String,

@@ -62,7 +62,7 @@ fn run(args: Args) -> Result<()> {
     let policy = source
         .load()
         .with_context(|| format!("policy from {}", source.describe()))?;
-    publish::publish(&policy, &config)?;
+    let published = publish::publish(&policy, &config)?;
     info!(
         source = source.describe(),
         users = policy.doc.users.len(),
@@ -85,6 +85,7 @@ fn run(args: Args) -> Result<()> {
         keys_uid,
         state: Mutex::new(StateFile::load(&config.state_dir)?),
         policy: RwLock::new(Arc::new(policy)),
+        users_by_uid: RwLock::new(publish::users_by_uid(&published)),
         config,
     });
     let listener = server::bind(&daemon.config.socket)?;
@@ -129,11 +130,12 @@ fn watch_signals(daemon: Arc<Daemon>, source: LocalFile) -> Result<()> {
 
 fn reload(daemon: &Daemon, source: &LocalFile) {
     let loaded = source.load().and_then(|policy| {
-        publish::publish(&policy, &daemon.config)?;
-        Ok(policy)
+        let published = publish::publish(&policy, &daemon.config)?;
+        Ok((policy, published))
     });
     match loaded {
-        Ok(policy) => {
+        Ok((policy, published)) => {
+            *daemon.users_by_uid.write().unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
             info!(users = policy.doc.users.len(), "policy reloaded");
             *daemon.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         }

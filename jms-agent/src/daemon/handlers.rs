@@ -2,6 +2,7 @@
 //! the server; [`Daemon::handle`] checks it against the variant's rule
 //! before anything else.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -23,12 +24,15 @@ pub struct Daemon {
     /// uid allowed to ask for public keys, besides root.
     pub keys_uid: Option<u32>,
     pub policy: RwLock<Arc<Policy>>,
+    /// jms user names by uid, as last published to the NSS cache.
+    pub users_by_uid: RwLock<HashMap<u32, String>>,
     pub state: Mutex<StateFile>,
 }
 
-/// Who may send a request.
-fn allowed(request: &Request, uid: u32, keys_uid: Option<u32>) -> bool {
+/// Who may send a request (`jms_user`: the caller's uid is a jms user's).
+fn allowed(request: &Request, uid: u32, keys_uid: Option<u32>, jms_user: bool) -> bool {
     match request {
+        Request::ListAssets | Request::OpenSession(_) | Request::Resize { .. } | Request::Credentials { .. } => jms_user,
         Request::AuthorizedKeys { .. } => uid == 0 || Some(uid) == keys_uid,
         Request::UserStatus { .. }
         | Request::Authenticate { .. }
@@ -47,8 +51,15 @@ impl Daemon {
         Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The jms user name of `uid`, if it is one.
+    pub fn user_of_uid(&self, uid: u32) -> Option<String> {
+        self.users_by_uid.read().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned()
+    }
+
+    /// Answers one request; sessions are served by `crate::daemon::session`.
     pub fn handle(&self, request: Request, uid: u32) -> Response {
-        if !allowed(&request, uid, self.keys_uid) {
+        let caller = self.user_of_uid(uid);
+        if !allowed(&request, uid, self.keys_uid, caller.is_some()) {
             warn!(
                 request = request.kind(),
                 uid, "request refused for this caller"
@@ -143,6 +154,16 @@ impl Daemon {
                 }
                 info!(event = "session_close", user, pid);
                 Response::Done
+            }
+            Request::ListAssets => {
+                let user = caller.unwrap_or_default();
+                match policy.list(&user, Utc::now()) {
+                    Ok(granted) => Response::Assets { assets: granted.iter().map(listed).collect() },
+                    Err(_) => Response::Assets { assets: Vec::new() },
+                }
+            }
+            Request::OpenSession(_) | Request::Resize { .. } | Request::Credentials { .. } => {
+                Response::Error { message: format!("{} belongs to a session connection", request.kind()) }
             }
             Request::AuthorizedKeys { user } => {
                 // Disabled or expired users get no keys; the login ACL is
@@ -260,4 +281,26 @@ fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| unix.to_string())
+}
+
+/// A granted asset as the menu sees it.
+fn listed(granted: &jms_core::GrantedAsset<'_>) -> jms_proto::ListedAsset {
+    jms_proto::ListedAsset {
+        name: granted.asset.name.clone(),
+        address: granted.asset.address.clone(),
+        nodes: granted.asset.nodes.clone(),
+        accounts: granted
+            .accounts
+            .iter()
+            .map(|g| jms_proto::ListedAccount {
+                name: g.account.name().to_string(),
+                username: match g.account {
+                    jms_core::AccountRef::Real(account) => Some(account.username.clone()),
+                    _ => None,
+                },
+                protocols: g.protocols.iter().collect(),
+                actions: g.actions.iter().collect(),
+            })
+            .collect(),
+    }
 }

@@ -6,4 +6,5 @@ pub mod handlers;
 pub mod policy_source;
 pub mod publish;
 pub mod server;
+pub mod session;
 pub mod state;

@@ -24,6 +24,11 @@ pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
     Ok(data)
 }
 
+/// jms user names by uid, from what was published.
+pub fn users_by_uid(data: &NssData) -> std::collections::HashMap<u32, String> {
+    data.users.iter().map(|u| (u.uid, u.name.clone())).collect()
+}
+
 fn write_cache(path: &Path, data: &NssData) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

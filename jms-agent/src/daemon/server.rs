@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jms_proto::{read_frame, write_frame, FrameError, Request, Response};
+use jms_proto::{read_frame_with_fds, write_frame, FrameError, Request, Response};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use tracing::{debug, warn};
 
@@ -79,8 +79,13 @@ fn serve_client(mut stream: UnixStream, daemon: &Daemon) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     loop {
-        let response = match read_frame::<Request>(&mut stream) {
-            Ok(request) => {
+        let response = match read_frame_with_fds::<Request>(&stream) {
+            Ok((Request::OpenSession(request), fds)) => {
+                // The session owns the connection until it ends.
+                crate::daemon::session::serve(daemon, uid, request, fds, stream);
+                return;
+            }
+            Ok((request, _unexpected_fds)) => {
                 let kind = request.kind();
                 let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     daemon.handle(request, uid)
