@@ -13,3 +13,4 @@ demo:
 bench:
 	cargo bench -p jms-core --bench grant_engine -- $(BENCH_ARGS)
 	cargo bench -p nss_jms
+	cargo bench -p jms-agent --bench auth_roundtrip

@@ -181,65 +181,55 @@ impl Daemon {
         }
     }
 
-    fn authenticate(
-        &self,
-        policy: &Policy,
-        name: &str,
-        password: &str,
-        totp: Option<&str>,
-    ) -> AuthResult {
+    /// Checks the password (and TOTP code). The hash is verified without
+    /// holding the state lock, so slow hashes never queue other logins;
+    /// the state file is written only when something changed.
+    fn authenticate(&self, policy: &Policy, name: &str, password: &str, totp: Option<&str>) -> AuthResult {
         let now = Utc::now().timestamp();
         // PAM asks UserStatus first and never sends unknown users here.
         let Some(user) = policy.user(name) else {
             return AuthResult::UnknownUser;
         };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let record = state.state.failures.entry(name.to_string()).or_default();
-        if let Some(until) = record.is_locked(now) {
-            return AuthResult::Denied {
-                reason: format!("account locked until {}", rfc3339(until)),
-            };
-        }
+        let last_step = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = state.state.failures.get(name).and_then(|r| r.is_locked(now)) {
+                return AuthResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+            }
+            state.state.totp_steps.get(name).copied()
+        };
         let Some(hash) = &user.password_hash else {
-            return AuthResult::Denied {
-                reason: "no password is set for this user".into(),
-            };
+            return AuthResult::Denied { reason: "no password is set for this user".into() };
         };
         let password_ok = verify_password(password.as_bytes(), hash.expose()).unwrap_or(false);
+        // Some(None): no TOTP needed; Some(Some(step)): code matched; None: failed.
         let totp_step = match (&user.totp_secret, totp) {
             (None, _) => Some(None),
             (Some(_), None) => None,
-            (Some(secret), Some(code)) => {
-                let last = state.state.totp_steps.get(name).copied();
-                verify_totp(secret.expose(), code, now, last)
-                    .ok()
-                    .flatten()
-                    .map(Some)
-            }
+            (Some(secret), Some(code)) => verify_totp(secret.expose(), code, now, last_step).ok().flatten().map(Some),
         };
-        let result = match (password_ok, totp_step) {
-            (true, Some(step)) => {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A concurrent login may have used the same code meanwhile.
+        let replayed = matches!(totp_step, Some(Some(step)) if state.state.totp_steps.get(name).is_some_and(|last| *last >= step));
+        let (result, changed) = match totp_step {
+            Some(step) if password_ok && !replayed => {
                 if let Some(step) = step {
                     state.state.totp_steps.insert(name.to_string(), step);
                 }
-                state.state.failures.remove(name);
-                AuthResult::Success
+                let cleared = state.state.failures.remove(name).is_some();
+                (AuthResult::Success, step.is_some() || cleared)
             }
             _ => {
                 let record = state.state.failures.entry(name.to_string()).or_default();
                 if let Some(until) = record.record_failure(&self.lockout, now) {
-                    warn!(
-                        event = "lockout",
-                        user = name,
-                        until = rfc3339(until),
-                        "account locked after repeated failures"
-                    );
+                    warn!(event = "lockout", user = name, until = rfc3339(until), "account locked after repeated failures");
                 }
-                AuthResult::WrongSecret
+                (AuthResult::WrongSecret, true)
             }
         };
-        if let Err(e) = state.save() {
-            warn!(error = format!("{e:#}"), "could not save the login state");
+        if changed {
+            if let Err(e) = state.save() {
+                warn!(error = format!("{e:#}"), "could not save the login state");
+            }
         }
         result
     }
