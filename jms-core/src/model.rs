@@ -6,6 +6,7 @@
 //! every reference and `crate::engine` compiles them into indexes.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc, Weekday};
@@ -232,10 +233,6 @@ impl Protocol {
             Protocol::Sftp => "sftp",
         }
     }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
 }
 
 impl fmt::Display for Protocol {
@@ -298,10 +295,6 @@ impl Action {
             Action::Share => "share",
         }
     }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
 }
 
 impl fmt::Display for Action {
@@ -335,89 +328,136 @@ pub enum ActionChoice {
     Share,
 }
 
-/// A set of protocols, as a bit set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct ProtocolSet(u8);
+/// A protocol or an action: something a [`FlagSet`] holds.
+pub trait Flag: Copy + 'static {
+    /// Every value, in display order.
+    const EVERY: &'static [Self];
+    fn bit(self) -> u8;
+}
 
-impl ProtocolSet {
-    pub const EMPTY: ProtocolSet = ProtocolSet(0);
-
-    pub fn from_choices(choices: &[ProtocolChoice]) -> Self {
-        let mut set = ProtocolSet::EMPTY;
-        for choice in choices {
-            match choice {
-                ProtocolChoice::All => Protocol::ALL.iter().for_each(|p| set.insert(*p)),
-                ProtocolChoice::Ssh => set.insert(Protocol::Ssh),
-                ProtocolChoice::Sftp => set.insert(Protocol::Sftp),
-            }
-        }
-        set
-    }
-
-    pub fn of_asset(asset: &Asset) -> Self {
-        let mut set = ProtocolSet::EMPTY;
-        asset.protocols.iter().for_each(|p| set.insert(p.name));
-        set
-    }
-
-    pub fn insert(&mut self, protocol: Protocol) {
-        self.0 |= protocol.bit();
-    }
-    pub fn contains(self, protocol: Protocol) -> bool {
-        self.0 & protocol.bit() != 0
-    }
-    pub fn union(self, other: Self) -> Self {
-        ProtocolSet(self.0 | other.0)
-    }
-    pub fn intersection(self, other: Self) -> Self {
-        ProtocolSet(self.0 & other.0)
-    }
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    pub fn iter(self) -> impl Iterator<Item = Protocol> {
-        Protocol::ALL.into_iter().filter(move |p| self.contains(*p))
+impl Flag for Protocol {
+    const EVERY: &'static [Self] = &Protocol::ALL;
+    fn bit(self) -> u8 {
+        1 << self as u8
     }
 }
 
-/// A set of actions, as a bit set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct ActionSet(u8);
+impl Flag for Action {
+    const EVERY: &'static [Self] = &Action::ALL;
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
 
-impl ActionSet {
-    pub const EMPTY: ActionSet = ActionSet(0);
+/// An entry of a grant's list: `all`, or one flag.
+pub trait Choice<T: Flag>: Copy {
+    /// `None` for `all`.
+    fn flag(self) -> Option<T>;
+}
 
-    pub fn from_choices(choices: &[ActionChoice]) -> Self {
-        let mut set = ActionSet::EMPTY;
+impl Choice<Protocol> for ProtocolChoice {
+    fn flag(self) -> Option<Protocol> {
+        match self {
+            ProtocolChoice::All => None,
+            ProtocolChoice::Ssh => Some(Protocol::Ssh),
+            ProtocolChoice::Sftp => Some(Protocol::Sftp),
+        }
+    }
+}
+
+impl Choice<Action> for ActionChoice {
+    fn flag(self) -> Option<Action> {
+        match self {
+            ActionChoice::All => None,
+            ActionChoice::Connect => Some(Action::Connect),
+            ActionChoice::Upload => Some(Action::Upload),
+            ActionChoice::Download => Some(Action::Download),
+            ActionChoice::Delete => Some(Action::Delete),
+            ActionChoice::Copy => Some(Action::Copy),
+            ActionChoice::Paste => Some(Action::Paste),
+            ActionChoice::Share => Some(Action::Share),
+        }
+    }
+}
+
+/// A set of protocols or actions, as a bit set.
+pub struct FlagSet<T>(u8, PhantomData<T>);
+
+/// Protocols granted or offered.
+pub type ProtocolSet = FlagSet<Protocol>;
+/// Actions granted.
+pub type ActionSet = FlagSet<Action>;
+
+impl<T: Flag> FlagSet<T> {
+    pub const EMPTY: FlagSet<T> = FlagSet(0, PhantomData);
+
+    /// The set a grant's list names (`all` names every flag).
+    pub fn from_choices<C: Choice<T>>(choices: &[C]) -> Self {
+        let mut set = Self::EMPTY;
         for choice in choices {
-            match choice {
-                ActionChoice::All => Action::ALL.iter().for_each(|a| set.insert(*a)),
-                ActionChoice::Connect => set.insert(Action::Connect),
-                ActionChoice::Upload => set.insert(Action::Upload),
-                ActionChoice::Download => set.insert(Action::Download),
-                ActionChoice::Delete => set.insert(Action::Delete),
-                ActionChoice::Copy => set.insert(Action::Copy),
-                ActionChoice::Paste => set.insert(Action::Paste),
-                ActionChoice::Share => set.insert(Action::Share),
+            match choice.flag() {
+                Some(flag) => set.insert(flag),
+                None => T::EVERY.iter().for_each(|f| set.insert(*f)),
             }
         }
         set
     }
 
-    pub fn insert(&mut self, action: Action) {
-        self.0 |= action.bit();
+    pub fn insert(&mut self, flag: T) {
+        self.0 |= flag.bit();
     }
-    pub fn contains(self, action: Action) -> bool {
-        self.0 & action.bit() != 0
+    pub fn contains(self, flag: T) -> bool {
+        self.0 & flag.bit() != 0
     }
     pub fn union(self, other: Self) -> Self {
-        ActionSet(self.0 | other.0)
+        FlagSet(self.0 | other.0, PhantomData)
+    }
+    pub fn intersection(self, other: Self) -> Self {
+        FlagSet(self.0 & other.0, PhantomData)
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
-    pub fn iter(self) -> impl Iterator<Item = Action> {
-        Action::ALL.into_iter().filter(move |a| self.contains(*a))
+    pub fn iter(self) -> impl Iterator<Item = T> {
+        T::EVERY.iter().copied().filter(move |f| self.contains(*f))
+    }
+}
+
+impl ProtocolSet {
+    /// The protocols an asset offers.
+    pub fn of_asset(asset: &Asset) -> Self {
+        let mut set = Self::EMPTY;
+        asset.protocols.iter().for_each(|p| set.insert(p.name));
+        set
+    }
+}
+
+// Written out because derives would require `T` itself to be Copy, Eq, ….
+impl<T> Clone for FlagSet<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for FlagSet<T> {}
+impl<T> Default for FlagSet<T> {
+    fn default() -> Self {
+        FlagSet(0, PhantomData)
+    }
+}
+impl<T> PartialEq for FlagSet<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<T> Eq for FlagSet<T> {}
+impl<T> std::hash::Hash for FlagSet<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+impl<T: Flag + fmt::Debug> fmt::Debug for FlagSet<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 

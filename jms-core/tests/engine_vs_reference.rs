@@ -975,6 +975,7 @@ impl Spec {
                     nodes: pick(&all_nodes, &spec.nodes),
                     is_active: spec.active,
                     accounts,
+                    host_keys: Vec::new(),
                 }
             })
             .collect();
@@ -1166,6 +1167,7 @@ fn asset(name: &str, nodes: &[&str], protocols: &[Protocol], accounts: Vec<Accou
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         is_active: true,
         accounts,
+        host_keys: Vec::new(),
     }
 }
 

@@ -32,7 +32,10 @@ pub struct Daemon {
 /// Who may send a request (`jms_user`: the caller's uid is a jms user's).
 fn allowed(request: &Request, uid: u32, keys_uid: Option<u32>, jms_user: bool) -> bool {
     match request {
-        Request::ListAssets | Request::OpenSession(_) | Request::Resize { .. } | Request::Credentials { .. } => jms_user,
+        Request::ListAssets
+        | Request::OpenSession(_)
+        | Request::Resize { .. }
+        | Request::Credentials { .. } => jms_user,
         Request::AuthorizedKeys { .. } => uid == 0 || Some(uid) == keys_uid,
         Request::UserStatus { .. }
         | Request::Authenticate { .. }
@@ -53,7 +56,11 @@ impl Daemon {
 
     /// The jms user name of `uid`, if it is one.
     pub fn user_of_uid(&self, uid: u32) -> Option<String> {
-        self.users_by_uid.read().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned()
+        self.users_by_uid
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .cloned()
     }
 
     /// Answers one request; sessions are served by `crate::daemon::session`.
@@ -158,12 +165,16 @@ impl Daemon {
             Request::ListAssets => {
                 let user = caller.unwrap_or_default();
                 match policy.list(&user, Utc::now()) {
-                    Ok(granted) => Response::Assets { assets: granted.iter().map(listed).collect() },
+                    Ok(granted) => Response::Assets {
+                        assets: granted.iter().map(listed).collect(),
+                    },
                     Err(_) => Response::Assets { assets: Vec::new() },
                 }
             }
             Request::OpenSession(_) | Request::Resize { .. } | Request::Credentials { .. } => {
-                Response::Error { message: format!("{} belongs to a session connection", request.kind()) }
+                Response::Error {
+                    message: format!("{} belongs to a session connection", request.kind()),
+                }
             }
             Request::AuthorizedKeys { user } => {
                 // Disabled or expired users get no keys; the login ACL is
@@ -184,7 +195,13 @@ impl Daemon {
     /// Checks the password (and TOTP code). The hash is verified without
     /// holding the state lock, so slow hashes never queue other logins;
     /// the state file is written only when something changed.
-    fn authenticate(&self, policy: &Policy, name: &str, password: &str, totp: Option<&str>) -> AuthResult {
+    fn authenticate(
+        &self,
+        policy: &Policy,
+        name: &str,
+        password: &str,
+        totp: Option<&str>,
+    ) -> AuthResult {
         let now = Utc::now().timestamp();
         // PAM asks UserStatus first and never sends unknown users here.
         let Some(user) = policy.user(name) else {
@@ -192,20 +209,32 @@ impl Daemon {
         };
         let last_step = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(until) = state.state.failures.get(name).and_then(|r| r.is_locked(now)) {
-                return AuthResult::Denied { reason: format!("account locked until {}", rfc3339(until)) };
+            if let Some(until) = state
+                .state
+                .failures
+                .get(name)
+                .and_then(|r| r.is_locked(now))
+            {
+                return AuthResult::Denied {
+                    reason: format!("account locked until {}", rfc3339(until)),
+                };
             }
             state.state.totp_steps.get(name).copied()
         };
         let Some(hash) = &user.password_hash else {
-            return AuthResult::Denied { reason: "no password is set for this user".into() };
+            return AuthResult::Denied {
+                reason: "no password is set for this user".into(),
+            };
         };
         let password_ok = verify_password(password.as_bytes(), hash.expose()).unwrap_or(false);
         // Some(None): no TOTP needed; Some(Some(step)): code matched; None: failed.
         let totp_step = match (&user.totp_secret, totp) {
             (None, _) => Some(None),
             (Some(_), None) => None,
-            (Some(secret), Some(code)) => verify_totp(secret.expose(), code, now, last_step).ok().flatten().map(Some),
+            (Some(secret), Some(code)) => verify_totp(secret.expose(), code, now, last_step)
+                .ok()
+                .flatten()
+                .map(Some),
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A concurrent login may have used the same code meanwhile.
@@ -221,7 +250,12 @@ impl Daemon {
             _ => {
                 let record = state.state.failures.entry(name.to_string()).or_default();
                 if let Some(until) = record.record_failure(&self.lockout, now) {
-                    warn!(event = "lockout", user = name, until = rfc3339(until), "account locked after repeated failures");
+                    warn!(
+                        event = "lockout",
+                        user = name,
+                        until = rfc3339(until),
+                        "account locked after repeated failures"
+                    );
                 }
                 (AuthResult::WrongSecret, true)
             }

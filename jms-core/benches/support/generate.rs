@@ -383,6 +383,7 @@ pub fn generate(params: &Params) -> PolicyDocument {
                 nodes,
                 is_active: !rng.gen_bool(0.01),
                 accounts,
+                host_keys: Vec::new(),
             }
         })
         .collect();
