@@ -6,4 +6,5 @@
 //! - The `jms-agent` binary (src/bin) is the unprivileged ForceCommand and
 //!   AuthorizedKeysCommand.
 
+pub mod client;
 pub mod daemon;

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{read_response, write_frame, FrameError};
 use crate::messages::{Request, Response};
 
 /// One connection to jms-agentd.
@@ -26,7 +26,7 @@ impl Client {
     /// Sends `request` and waits for its response.
     pub fn call(&mut self, request: &Request) -> Result<Response, FrameError> {
         write_frame(&mut self.stream, request)?;
-        read_frame(&mut self.stream)
+        read_response(&mut self.stream)
     }
 
     /// Connects, sends one request and returns its response.

@@ -17,6 +17,11 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Largest payload accepted, version byte included.
 pub const MAX_FRAME: usize = 64 * 1024;
 
+/// Largest response payload a client accepts from jms-agentd (an asset
+/// list of tens of thousands of assets). Requests, which the daemon reads
+/// from untrusted callers, stay within [`MAX_FRAME`].
+pub const MAX_RESPONSE_FRAME: usize = 16 * 1024 * 1024;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -46,7 +51,7 @@ fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     payload.push(PROTOCOL_VERSION);
     serde_json::to_writer(&mut payload, message)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if payload.len() > MAX_FRAME {
+    if payload.len() > MAX_RESPONSE_FRAME {
         return Err(FrameError::BadLength(payload.len()));
     }
     let length = u32::try_from(payload.len()).expect("bounded by MAX_FRAME");
@@ -64,62 +69,111 @@ pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<()
 }
 
 /// Writes one message as a frame carrying `fds` (SCM_RIGHTS).
-pub fn write_frame_with_fds<T: Serialize>(stream: &UnixStream, message: &T, fds: &[BorrowedFd<'_>]) -> Result<(), FrameError> {
+pub fn write_frame_with_fds<T: Serialize>(
+    stream: &UnixStream,
+    message: &T,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), FrameError> {
     if fds.len() > MAX_FDS {
-        return Err(FrameError::Malformed(format!("{} file descriptors; at most {MAX_FDS}", fds.len())));
+        return Err(FrameError::Malformed(format!(
+            "{} file descriptors; at most {MAX_FDS}",
+            fds.len()
+        )));
     }
     let frame = encode(message)?;
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let control: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-    let sent = sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(&frame)], control, MsgFlags::empty(), None)
-        .map_err(io::Error::from)?;
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(&frame)],
+        control,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)?;
     (&*stream).write_all(&frame[sent..])?;
     Ok(())
 }
 
 /// Reads one frame and the file descriptors that came with it (closed on
 /// drop if the caller does not keep them).
-pub fn read_frame_with_fds<T: DeserializeOwned>(stream: &UnixStream) -> Result<(T, Vec<OwnedFd>), FrameError> {
+pub fn read_frame_with_fds<T: DeserializeOwned>(
+    stream: &UnixStream,
+) -> Result<(T, Vec<OwnedFd>), FrameError> {
     let mut prefix = [0u8; 4];
     let mut control = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(&mut prefix)];
     let (received, fds, truncated) = {
-        let message = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         let mut fds = Vec::new();
         for cmsg in message.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel just installed these descriptors in this
                 // process for us; nothing else owns them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
-        (message.bytes, fds, message.flags.contains(MsgFlags::MSG_CTRUNC))
+        (
+            message.bytes,
+            fds,
+            message.flags.contains(MsgFlags::MSG_CTRUNC),
+        )
     };
     if truncated {
-        return Err(FrameError::Malformed(format!("more than {MAX_FDS} file descriptors")));
+        return Err(FrameError::Malformed(format!(
+            "more than {MAX_FDS} file descriptors"
+        )));
     }
     if received == 0 {
         return Err(FrameError::Closed);
     }
     (&*stream).read_exact(&mut prefix[received..])?;
-    let message = read_payload(u32::from_be_bytes(prefix) as usize, &mut &*stream)?;
+    let message = read_payload(
+        u32::from_be_bytes(prefix) as usize,
+        MAX_FRAME,
+        &mut &*stream,
+    )?;
     Ok((message, fds))
 }
 
-/// Reads one frame and decodes its message.
+/// Reads one frame (at most [`MAX_FRAME`]) and decodes its message.
 pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<T, FrameError> {
+    read_frame_limited(input, MAX_FRAME)
+}
+
+/// Reads one response from jms-agentd (at most [`MAX_RESPONSE_FRAME`]).
+pub fn read_response<T: DeserializeOwned>(input: &mut impl Read) -> Result<T, FrameError> {
+    read_frame_limited(input, MAX_RESPONSE_FRAME)
+}
+
+fn read_frame_limited<T: DeserializeOwned>(
+    input: &mut impl Read,
+    max: usize,
+) -> Result<T, FrameError> {
     let mut prefix = [0u8; 4];
     match input.read_exact(&mut prefix) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         other => other?,
     }
-    read_payload(u32::from_be_bytes(prefix) as usize, input)
+    read_payload(u32::from_be_bytes(prefix) as usize, max, input)
 }
 
-fn read_payload<T: DeserializeOwned>(length: usize, input: &mut impl Read) -> Result<T, FrameError> {
-    if length == 0 || length > MAX_FRAME {
+fn read_payload<T: DeserializeOwned>(
+    length: usize,
+    max: usize,
+    input: &mut impl Read,
+) -> Result<T, FrameError> {
+    if length == 0 || length > max {
         return Err(FrameError::BadLength(length));
     }
     let mut payload = vec![0u8; length];
@@ -158,14 +212,19 @@ mod tests {
         assert!(matches!(back, Request::ListAssets));
         assert_eq!(fds.len(), 1);
         let mut text = String::new();
-        std::fs::File::from(fds.into_iter().next().unwrap()).read_to_string(&mut text).unwrap();
+        std::fs::File::from(fds.into_iter().next().unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(text, "passed");
         // Without descriptors, and closed.
         write_frame_with_fds(&left, &request, &[]).unwrap();
         let (_, fds): (Request, _) = read_frame_with_fds(&right).unwrap();
         assert!(fds.is_empty());
         drop(left);
-        assert!(matches!(read_frame_with_fds::<Request>(&right), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame_with_fds::<Request>(&right),
+            Err(FrameError::Closed)
+        ));
     }
 
     fn tempfile_with(bytes: &[u8]) -> std::fs::File {
@@ -185,6 +244,30 @@ mod tests {
         assert!(matches!(
             read_frame::<Request>(&mut zero.as_slice()),
             Err(FrameError::BadLength(0))
+        ));
+    }
+
+    #[test]
+    fn a_large_response_is_read_as_a_response_but_refused_as_a_request() {
+        let assets = (0..2_000)
+            .map(|i| crate::ListedAsset {
+                name: format!("asset-{i:05}"),
+                address: format!("10.0.{}.{}", i / 256, i % 256),
+                nodes: vec!["/Default/prod/web".into()],
+                accounts: Vec::new(),
+            })
+            .collect();
+        let mut buffer = Vec::new();
+        write_frame(&mut buffer, &Response::Assets { assets }).unwrap();
+        assert!(
+            buffer.len() > MAX_FRAME,
+            "the test needs a frame above MAX_FRAME"
+        );
+        let back: Response = read_response(&mut buffer.as_slice()).unwrap();
+        assert!(matches!(back, Response::Assets { assets } if assets.len() == 2_000));
+        assert!(matches!(
+            read_frame::<Response>(&mut buffer.as_slice()),
+            Err(FrameError::BadLength(_))
         ));
     }
 

@@ -8,8 +8,14 @@ mod frame;
 mod messages;
 
 pub use client::Client;
-pub use frame::{read_frame, read_frame_with_fds, write_frame, write_frame_with_fds, FrameError, MAX_FDS, MAX_FRAME, PROTOCOL_VERSION};
-pub use messages::{AccountResult, AuthResult, ListedAccount, ListedAsset, PtyInfo, Request, Response, SessionRequest};
+pub use frame::{
+    read_frame, read_frame_with_fds, read_response, write_frame, write_frame_with_fds, FrameError,
+    MAX_FDS, MAX_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+};
+pub use messages::{
+    AccountResult, AuthResult, ListedAccount, ListedAsset, PtyInfo, Request, Response,
+    SessionRequest,
+};
 
 /// Where jms-agentd listens unless configured otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/jms/agentd.sock";

@@ -130,7 +130,7 @@ impl Bastion {
         cmd
     }
 
-    fn ssh_args(&self, user: &str) -> Vec<String> {
+    pub(crate) fn ssh_args(&self, user: &str) -> Vec<String> {
         [
             "-F",
             "/dev/null",

@@ -149,7 +149,7 @@ pub(crate) fn nsswitch_conf(jms: bool) -> String {
 
 /// A SHA-512 crypt hash (`$6$…`) through the C library, via perl (part of
 /// every Debian system).
-fn sha512_crypt(password: &str, salt: &str) -> String {
+pub(crate) fn sha512_crypt(password: &str, salt: &str) -> String {
     let out = run::run(
         Command::new("perl")
             .args(["-e", "print crypt(<STDIN>, $ARGV[0])"])
@@ -165,7 +165,7 @@ fn sha512_crypt(password: &str, salt: &str) -> String {
     out.stdout
 }
 
-fn sshd_has_per_source_penalties() -> bool {
+pub(crate) fn sshd_has_per_source_penalties() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
         // `sshd -t` names an unknown keyword in its complaint (it may fail

@@ -13,6 +13,10 @@
 //! - [`fixture`]: the standard policy (one user per account rule) and its secrets.
 //! - [`secrets`]: Django password hashes and TOTP codes, independent of jms-core.
 //! - [`run`]: commands with deadlines, prompt answering, readable failures.
+//! - [`terminal`]: a program on a pty of a given size, read through a
+//!   terminal emulator (the menu tests).
+//! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
+//!   accounts, in its own mount namespace) for the session tests.
 //!
 //! The host's /etc is never changed; all traffic stays on 127.0.0.1.
 
@@ -23,7 +27,10 @@ pub mod fixture;
 pub mod preflight;
 pub mod run;
 pub mod secrets;
+pub mod target;
+pub mod terminal;
 
 pub use bastion::{Bastion, BastionBuilder, ClientKey, Lockout, AGENT_IN_NS, JMS_USERS_GROUP};
 pub use clients::{Pam, PasswordMethod, PromptedLogin};
 pub use run::Outcome;
+pub use target::Target;

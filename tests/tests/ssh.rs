@@ -9,18 +9,24 @@ use jms_e2e::fixture::{
 };
 use jms_e2e::{Bastion, Outcome, PasswordMethod};
 
-/// The line jms-agent prints until the session menu exists.
+/// A login without a terminal and without a target reaches jms-agent,
+/// which answers with one line naming the user and exits 1 (ssh's own
+/// failures exit 255).
 #[track_caller]
 fn assert_landed_in_agent(out: &Outcome, user: &str) {
-    out.assert_success(&format!("{user} should log in"));
     let line = out
-        .stdout
+        .stderr
         .lines()
-        .find(|l| l.contains("jms-agent"))
+        .find(|l| l.starts_with("jms-agent:"))
         .unwrap_or_else(|| panic!("{user}'s login should land in jms-agent, but:\n{out}"));
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "{user}'s login should get through sshd and end in jms-agent's one line:\n{out}"
+    );
     assert!(
         line.contains(user),
-        "jms-agent should greet {user} by name (it runs as {user}), but:\n{out}"
+        "jms-agent should name {user} (it runs as {user}), but:\n{out}"
     );
 }
 
@@ -79,7 +85,15 @@ fn remote_command_is_forced_into_jms_agent() {
         PasswordMethod::Password,
         Some("id; echo escaped-to-a-shell"),
     );
-    assert_landed_in_agent(&out, "alice");
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "jms-agent hands the command to agentd, which refuses it:\n{out}"
+    );
+    assert!(
+        out.stderr.starts_with("jms-agent:"),
+        "the refusal comes from jms-agent:\n{out}"
+    );
     assert!(
         !out.stdout.contains("escaped-to-a-shell") && !out.stdout.contains("uid="),
         "a jms user's command must never reach a shell on the bastion:\n{out}"

@@ -1,21 +1,38 @@
 //! jms-agent: runs as the engineer (unprivileged). sshd starts it as her
-//! ForceCommand / login shell (`jms-agent` or `jms-agent -c COMMAND`), and
-//! as the AuthorizedKeysCommand (`jms-agent authorized-keys USER`).
+//! ForceCommand / login shell (`jms-agent` or `jms-agent -c COMMAND`, the
+//! request in `SSH_ORIGINAL_COMMAND`), and as the AuthorizedKeysCommand
+//! (`jms-agent authorized-keys USER`).
 //!
-//! The session menu, direct targets, exec and file transfer arrive with the
-//! sessions work; for now a login lands on a one-line notice.
+//! It reads argv and three environment variables, drops the whole
+//! environment, then shows the menu (no request, a terminal) or hands the
+//! session to jms-agentd (`jms_agent::client`). It never reads stdin
+//! before the hand-off.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use jms_agent::client::invocation::{self, Parsed};
 use jms_proto::{Client, Request, Response, DEFAULT_SOCKET_PATH};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("authorized-keys") => authorized_keys(&args[1..]),
-        _ => landing(),
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let env: Vec<_> = std::env::vars_os().collect();
+    invocation::clear_environment();
+    match invocation::parse(&args, &env) {
+        Parsed::AuthorizedKeys(args) => authorized_keys(&args),
+        Parsed::Session(invocation) => ExitCode::from(jms_agent::client::run(
+            &invocation,
+            &PathBuf::from(DEFAULT_SOCKET_PATH),
+        )),
+        Parsed::Usage(line) => {
+            eprintln!("{line}");
+            ExitCode::from(2)
+        }
+        Parsed::Refused(line) => {
+            eprintln!("{line}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -53,15 +70,4 @@ fn authorized_keys(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// What a login sees until the session agent is built.
-fn landing() -> ExitCode {
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "unknown user".into());
-    println!("jms-agent: hello {user} — the session menu arrives with the sessions work");
-    ExitCode::SUCCESS
 }

@@ -12,6 +12,7 @@ use clap::Parser;
 use jms_agent::daemon::config::{AgentdConfig, DEFAULT_CONFIG_PATH};
 use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{LocalFile, PolicySource};
+use jms_agent::daemon::session::connect;
 use jms_agent::daemon::state::StateFile;
 use jms_agent::daemon::{publish, server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,6 +30,16 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // ssh runs this binary as its SSH_ASKPASS helper, through a link named
+    // `jms-askpass` (see session::connect); `jms-agentd askpass` does the same.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(connect::ASKPASS_NAME))
+    {
+        return connect::askpass_main();
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "askpass") {
+        return connect::askpass_main_with(std::env::args().nth(2).unwrap_or_default());
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -135,7 +146,10 @@ fn reload(daemon: &Daemon, source: &LocalFile) {
     });
     match loaded {
         Ok((policy, published)) => {
-            *daemon.users_by_uid.write().unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
+            *daemon
+                .users_by_uid
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
             info!(users = policy.doc.users.len(), "policy reloaded");
             *daemon.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         }

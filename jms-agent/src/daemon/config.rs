@@ -42,9 +42,94 @@ pub struct AgentdConfig {
     pub ids: IdRanges,
     #[serde(default)]
     pub lockout: LockoutConfig,
-    /// How many clients are served at once; more wait in the backlog.
+    /// How many connections are served at once (a session holds one for
+    /// its whole life); more are refused with "daemon busy".
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
+    /// Target sessions: the ssh client, recordings, spool.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`: how target sessions are opened, recorded and audited.
+/// Every key has a default; directories default to places under
+/// `state_dir` (root-only, 0700).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// The OpenSSH client that opens target connections.
+    #[serde(default = "default_ssh")]
+    pub ssh: PathBuf,
+    /// Asciicast recordings (default `<state_dir>/recordings`).
+    #[serde(default)]
+    pub recordings_dir: Option<PathBuf>,
+    /// The durable event spool (default `<state_dir>/spool`).
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Per-session scratch space: askpass pipes and private keys, removed
+    /// when the session ends (default `/run/jms/sessions`, a tmpfs).
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
+    /// Bytes one recording may take; past it a notice is written and the
+    /// recording stops while the session goes on.
+    #[serde(default = "default_recording_cap")]
+    pub recording_cap_bytes: u64,
+    /// Record the engineer's keystrokes too (asciicast "i" events).
+    #[serde(default)]
+    pub record_input: bool,
+    /// Bytes the spool may hold; past it new events are dropped with an
+    /// alarm in the log until the uploader drains it.
+    #[serde(default = "default_spool_max")]
+    pub spool_max_bytes: u64,
+    /// Seconds to wait for a target's TCP connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds from starting the target connection until it must be up
+    /// (TCP, key exchange and authentication).
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
+    /// Seconds the engineer has to type credentials when asked.
+    #[serde(default = "default_credentials_timeout")]
+    pub credentials_timeout_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            ssh: default_ssh(),
+            recordings_dir: None,
+            spool_dir: None,
+            runtime_dir: default_runtime_dir(),
+            recording_cap_bytes: default_recording_cap(),
+            record_input: false,
+            spool_max_bytes: default_spool_max(),
+            connect_timeout_secs: default_connect_timeout(),
+            login_timeout_secs: default_login_timeout(),
+            credentials_timeout_secs: default_credentials_timeout(),
+        }
+    }
+}
+
+fn default_ssh() -> PathBuf {
+    PathBuf::from("/usr/bin/ssh")
+}
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from("/run/jms/sessions")
+}
+fn default_recording_cap() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_spool_max() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_login_timeout() -> u64 {
+    60
+}
+fn default_credentials_timeout() -> u64 {
+    300
 }
 
 /// Failed-login lockout: `max_failures` within `window_secs` locks the
@@ -102,7 +187,8 @@ fn default_home() -> String {
     NssSettings::default().home
 }
 fn default_max_clients() -> usize {
-    64
+    // Sessions hold a connection each for their whole life.
+    1024
 }
 fn default_max_failures() -> u32 {
     LockoutPolicy::default().max_failures
@@ -130,6 +216,27 @@ impl AgentdConfig {
         self.timezone.parse().map_err(|_| {
             anyhow::anyhow!("timezone `{}` is not an IANA time zone name", self.timezone)
         })
+    }
+
+    /// Where recordings go.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.sessions
+            .recordings_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("recordings"))
+    }
+
+    /// Where the event spool lives.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.sessions
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"))
+    }
+
+    /// Pinned and first-seen target host keys, one file per asset.
+    pub fn known_hosts_dir(&self) -> PathBuf {
+        self.state_dir.join("known_hosts")
     }
 
     pub fn nss_settings(&self) -> NssSettings {

@@ -1,16 +1,844 @@
 //! Sessions: one engineer's connection to one target, from the request
 //! (with her stdio passed by SCM_RIGHTS) to the end, relayed, recorded and
-//! audited here, in the daemon. (Being built: the sessions issue.)
+//! audited here, in the daemon (docs/sessions.md is the contract).
+//!
+//! - [`serve`]: checks the caller, reads `command_line` (the agent's
+//!   reading is never trusted) and dispatches: the sftp subsystem, legacy
+//!   scp / rsync transfers, or `[account@]asset [command]`.
+//! - `resolve`: target and account through the grant engine.
+//! - `connect`: the OpenSSH client to the target (host keys, askpass).
+//! - `relay`: the poll loop; `recording`: asciicast v2; `commands`: line
+//!   reconstruction and command filters; `spool`: the durable event spool.
+//! - `transfer` (legacy scp, rsync) and `sftp` (the SFTP proxy) read their
+//!   protocols; this module gives them targets ([`SshUpstream`], an exec
+//!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
 
-use std::os::fd::OwnedFd;
+pub mod commands;
+pub mod connect;
+pub mod recording;
+pub mod relay;
+pub mod resolve;
+pub mod sftp;
+pub mod spool;
+pub mod transfer;
+
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use chrono::Utc;
+use jms_core::model::{Action, Protocol};
+use jms_core::Policy;
 use jms_proto::{write_frame, Response, SessionRequest};
+use tracing::{info, info_span, warn};
 
 use crate::daemon::handlers::Daemon;
+use commands::{Filters, LineTracker, Verdict};
+use connect::{Credential, Mode, Stdin};
+use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
+use resolve::{Login, Resolved, TargetSpec};
+use spool::{EventBody, Scope};
 
-/// Serves one session on `stream` for the jms user with `uid`.
-pub fn serve(daemon: &Daemon, uid: u32, request: SessionRequest, fds: Vec<OwnedFd>, mut stream: UnixStream) {
-    let _ = (daemon, uid, request, fds);
-    let _ = write_frame(&mut stream, &Response::Denied { reason: "sessions are not available yet".into() });
+/// What `command_line` asks for (contract, "command_line, as the daemon
+/// reads it").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// The sftp subsystem.
+    Sftp,
+    /// Legacy `scp -t|-f …` or `rsync --server …`: the whole command line.
+    Transfer(String),
+    /// `[account@]asset`, and the command to run (none: a shell).
+    Target {
+        target: String,
+        command: Option<String>,
+    },
+    /// Nothing at all.
+    Nothing,
+}
+
+/// Reads `command_line`.
+pub fn classify(command_line: &str) -> Wanted {
+    let line = command_line.trim_start();
+    if line.trim().is_empty() {
+        return Wanted::Nothing;
+    }
+    if sftp::is_subsystem_command(line) {
+        return Wanted::Sftp;
+    }
+    if transfer::parse(line).is_some() {
+        return Wanted::Transfer(line.to_string());
+    }
+    let (target, command) = match line.split_once(' ') {
+        Some((target, command)) => (target, Some(command.trim())),
+        None => (line.trim_end(), None),
+    };
+    Wanted::Target {
+        target: target.to_string(),
+        command: command.filter(|c| !c.is_empty()).map(str::to_string),
+    }
+}
+
+/// A new random id (UUID v4 text) for sessions and events.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // Not expected on Linux; still unique enough within this daemon.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (nanos ^ (std::process::id() as u128) << 64).to_le_bytes();
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// One session being served: the caller, her request and descriptors, the
+/// policy in force when it began, and the control connection.
+pub struct Session<'d> {
+    pub daemon: &'d Daemon,
+    pub id: String,
+    /// The jms user (from the caller's uid).
+    pub user: String,
+    pub request: SessionRequest,
+    pub policy: Arc<Policy>,
+    /// The agent's connection: responses out, Resize / Credentials in.
+    pub control: UnixStream,
+    /// stdin, stdout, stderr as passed (taken as they are used).
+    pub fds: Vec<Option<OwnedFd>>,
+    pub started: Instant,
+}
+
+impl Session<'_> {
+    /// Sends one response to the agent; false when it is gone.
+    pub fn send(&self, response: &Response) -> bool {
+        relay::send(&self.control, response)
+    }
+
+    /// Refuses with one line, logs and spools the refusal.
+    pub fn deny(&self, reason: &str) {
+        info!(event = "session_denied", session = %self.id, user = %self.user, command_line = %self.request.command_line, reason);
+        self.record(EventBody::SessionDenied {
+            user: self.user.clone(),
+            command_line: self.request.command_line.clone(),
+            reason: reason.to_string(),
+            client: self.request.client.clone(),
+        });
+        self.send(&Response::Denied {
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Spools one event.
+    pub fn record(&self, body: EventBody) {
+        spool::record(&self.daemon.config, body);
+    }
+
+    /// Connection settings from the daemon's configuration.
+    pub fn settings(&self) -> connect::Settings {
+        connect::Settings::from_config(&self.daemon.config)
+    }
+
+    /// The audit scope of a resolved target logged in as `username`.
+    pub fn scope(&self, resolved: &Resolved, username: Option<&str>) -> Scope {
+        Scope {
+            session: self.id.clone(),
+            user: self.user.clone(),
+            asset: resolved.asset.name.clone(),
+            account: resolved.account.clone(),
+            username: username.map(str::to_string),
+        }
+    }
+
+    /// Resolves `spec` for this user, for `protocol` and `action`, now.
+    pub fn resolve(
+        &self,
+        spec: &TargetSpec,
+        protocol: Protocol,
+        action: Action,
+    ) -> Result<Resolved, String> {
+        resolve::resolve(&self.policy, &self.user, spec, protocol, action, Utc::now())
+    }
+
+    /// Takes passed descriptor `i` (0 stdin, 1 stdout, 2 stderr).
+    pub fn take_fd(&mut self, i: usize) -> Option<OwnedFd> {
+        self.fds.get_mut(i).and_then(Option::take)
+    }
+
+    /// The target of `resolved`, asking the engineer for what the vault
+    /// does not hold; `Err` is the line for her.
+    pub fn login_target(&self, resolved: &Resolved) -> Result<connect::Target, String> {
+        if let Some(target) = resolved.vault_target() {
+            return Ok(target);
+        }
+        let Login::Ask { username } = &resolved.login else {
+            return Err(format!("{}: no credential", resolved.asset.name));
+        };
+        if !self.send(&Response::NeedCredentials {
+            username: username.is_none(),
+        }) {
+            return Err("the agent went away".into());
+        }
+        let timeout = Duration::from_secs(self.daemon.config.sessions.credentials_timeout_secs);
+        let Some((typed_user, password)) =
+            relay::await_credentials(&self.control, timeout, &mut |_, _| {})
+        else {
+            return Err(format!(
+                "{}: no credentials were given",
+                resolved.asset.name
+            ));
+        };
+        let username = match (username, typed_user) {
+            (Some(known), _) => known.clone(),
+            (None, Some(typed)) if connect::valid_username(typed.trim()) => {
+                typed.trim().to_string()
+            }
+            (None, _) => {
+                return Err(format!(
+                    "{}: a valid username is needed",
+                    resolved.asset.name
+                ))
+            }
+        };
+        Ok(resolved.target(username, Credential::Password(password)))
+    }
+}
+
+/// Serves one session on `stream` for the caller with `uid`.
+pub fn serve(
+    daemon: &Daemon,
+    uid: u32,
+    request: SessionRequest,
+    fds: Vec<OwnedFd>,
+    stream: UnixStream,
+) {
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let Some(user) = daemon.user_of_uid(uid) else {
+        warn!(uid, "session refused: the caller is not a jms user");
+        let _ = write_frame(
+            &mut &stream,
+            &Response::Forbidden {
+                reason: format!("uid {uid} is not a jms user"),
+            },
+        );
+        return;
+    };
+    let id = new_id();
+    let span = info_span!("session", id = %id, user = %user);
+    let _entered = span.enter();
+    let mut session = Session {
+        daemon,
+        id,
+        user,
+        policy: daemon.current_policy(),
+        request,
+        control: stream,
+        fds: fds.into_iter().map(Some).collect(),
+        started: Instant::now(),
+    };
+    if session.fds.len() != 3 {
+        session.deny("the agent must pass stdin, stdout and stderr");
+        return;
+    }
+    let wanted = classify(&session.request.command_line);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match wanted {
+        Wanted::Sftp => serve_sftp(&mut session),
+        Wanted::Transfer(line) => serve_transfer(&mut session, &line),
+        Wanted::Target { target, command } => serve_target(&mut session, &target, command),
+        Wanted::Nothing => session.deny("no target given: ssh -t bastion ASSET, or ACCOUNT@ASSET"),
+    }));
+    if result.is_err() {
+        warn!("session failed with an internal error");
+        session.send(&Response::SessionEnded {
+            exit_status: None,
+            message: Some("jms: internal error; the session was ended".into()),
+        });
+    }
+}
+
+/// Transfer records of this session, to the spool.
+pub struct SpoolTransferLog<'a> {
+    config: &'a crate::daemon::config::AgentdConfig,
+    session: String,
+    user: String,
+}
+
+impl transfer::TransferLog for SpoolTransferLog<'_> {
+    fn record(&self, event: transfer::TransferEvent) {
+        info!(event = "transfer", asset = %event.asset, account = %event.account, via = event.via, operation = event.operation.as_str(), path = %event.path, size = event.size, result = %event.result);
+        spool::record(
+            self.config,
+            EventBody::Transfer {
+                scope: Scope {
+                    session: self.session.clone(),
+                    user: self.user.clone(),
+                    asset: event.asset,
+                    account: event.account,
+                    username: None,
+                },
+                via: event.via.to_string(),
+                operation: event.operation.as_str().to_string(),
+                path: event.path,
+                to: event.to,
+                size: Some(event.size),
+                result: event.result.to_string(),
+            },
+        );
+    }
+}
+
+/// SFTP sessions on targets for the SFTP proxy: `ssh -s … sftp` as the
+/// folder's account, with its vaulted credential.
+pub struct SshUpstream<'a> {
+    daemon: &'a Daemon,
+    user: String,
+    session: String,
+    settings: connect::Settings,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl sftp::Upstream for SshUpstream<'_> {
+    fn open(
+        &self,
+        asset: &str,
+        account: &str,
+    ) -> Result<sftp::UpstreamStreams, sftp::UpstreamError> {
+        let refuse = |message: String| sftp::UpstreamError(message);
+        let spec = TargetSpec {
+            account: Some(account.to_string()),
+            asset: asset.to_string(),
+        };
+        let policy = self.daemon.current_policy();
+        let resolved = resolve::resolve(
+            &policy,
+            &self.user,
+            &spec,
+            Protocol::Sftp,
+            Action::Connect,
+            Utc::now(),
+        )
+        .map_err(refuse)?;
+        let target = resolved.vault_target().ok_or_else(|| {
+            refuse(format!(
+                "{account}@{asset}: this account needs typed credentials, which SFTP cannot carry"
+            ))
+        })?;
+        let n = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut conn = connect::open(
+            &self.settings,
+            &format!("{}-sftp{n}", self.session),
+            &target,
+            Mode::Subsystem {
+                name: "sftp".into(),
+            },
+            Stdin::Pipe,
+        )
+        .map_err(|e| refuse(e.to_string()))?;
+        conn.wait_ready().map_err(|e| refuse(e.to_string()))?;
+        let (writer, reader, errors) = conn
+            .take_blocking_pipes()
+            .ok_or_else(|| refuse(format!("{asset}: no SFTP stream")))?;
+        // The target's stderr (sftp-server's complaints) is drained, never shown.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::fs::File::from(errors), &mut std::io::sink());
+        });
+        Ok(sftp::UpstreamStreams {
+            writer: Box::new(std::fs::File::from(writer)),
+            reader: Box::new(std::fs::File::from(reader)),
+            guard: Box::new(conn),
+        })
+    }
+}
+
+/// The sftp subsystem: the SFTP proxy on the engineer's stdin/stdout.
+fn serve_sftp(session: &mut Session<'_>) {
+    let (Some(input), Some(output)) = (session.take_fd(0), session.take_fd(1)) else {
+        return session.deny("the agent must pass stdin and stdout");
+    };
+    let scope = Scope {
+        session: session.id.clone(),
+        user: session.user.clone(),
+        asset: String::new(),
+        account: String::new(),
+        username: None,
+    };
+    info!(event = "session_start", kind = "sftp");
+    session.record(EventBody::SessionStart {
+        scope: scope.clone(),
+        kind: "sftp".into(),
+        protocol: "sftp".into(),
+        client: session.request.client.clone(),
+        command: None,
+        recording: None,
+    });
+    session.send(&Response::SessionStarted {
+        session_id: session.id.clone(),
+    });
+    let daemon = session.daemon;
+    let policy = move || daemon.current_policy();
+    let upstream = SshUpstream {
+        daemon,
+        user: session.user.clone(),
+        session: session.id.clone(),
+        settings: session.settings(),
+        opened: Default::default(),
+    };
+    let log = SpoolTransferLog {
+        config: &daemon.config,
+        session: session.id.clone(),
+        user: session.user.clone(),
+    };
+    let ctx = sftp::SftpContext {
+        user: &session.user,
+        policy: &policy,
+        upstream: &upstream,
+        log: &log,
+    };
+    let result = sftp::serve(&ctx, input, output);
+    let (stats, reason) = match result {
+        Ok(stats) => (stats, None),
+        Err(e) => (sftp::SftpStats::default(), Some(e.to_string())),
+    };
+    info!(
+        event = "session_end",
+        kind = "sftp",
+        uploaded = stats.bytes_uploaded,
+        downloaded = stats.bytes_downloaded,
+        reason = reason.as_deref().unwrap_or("")
+    );
+    session.record(EventBody::SessionEnd {
+        scope,
+        exit_status: Some(0),
+        reason: reason.clone(),
+        duration_ms: session.started.elapsed().as_millis() as u64,
+        bytes_in: stats.bytes_uploaded,
+        bytes_out: stats.bytes_downloaded,
+        recording: None,
+        recording_truncated: false,
+    });
+    session.send(&Response::SessionEnded {
+        exit_status: Some(if reason.is_none() { 0 } else { 1 }),
+        message: None,
+    });
+}
+
+/// Legacy scp and rsync: the rewritten command runs on the target as an
+/// exec, the engineer's stdin given to ssh, stdout and stderr relayed (not
+/// recorded: transfers are logged as transfers).
+fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
+    let transfer = match transfer::parse(command_line) {
+        Some(Ok(transfer)) => transfer,
+        Some(Err(e)) => return session.deny(&e.to_string()),
+        None => return session.deny("not a file transfer"),
+    };
+    let spec = TargetSpec {
+        account: transfer.target.account.clone(),
+        asset: transfer.target.asset.clone(),
+    };
+    let log = SpoolTransferLog {
+        config: &session.daemon.config,
+        session: session.id.clone(),
+        user: session.user.clone(),
+    };
+    let record = |account: &str, bytes: u64, result: transfer::TransferResult| {
+        for event in transfer.events(account, bytes, result) {
+            transfer::TransferLog::record(&log, event);
+        }
+    };
+    let resolved = match session.resolve(&spec, transfer.protocol(), transfer.required_action()) {
+        Ok(resolved) => resolved,
+        Err(reason) => return session.deny(&reason),
+    };
+    for action in transfer.required_actions() {
+        let query = jms_core::Query {
+            user: &session.user,
+            asset: &resolved.asset.name,
+            account: Some(&resolved.account),
+            protocol: Some(transfer.protocol()),
+            action,
+            at: Utc::now(),
+        };
+        if let Ok(jms_core::Decision::Deny(reason)) = session.policy.decide(&query) {
+            record(
+                &resolved.account,
+                0,
+                transfer::TransferResult::Denied(reason.clone()),
+            );
+            return session.deny(&format!("{}: {reason}", resolved.asset.name));
+        }
+    }
+    let Some(target) = resolved.vault_target() else {
+        return session.deny(&format!(
+            "{}@{}: this account needs typed credentials, which file transfers cannot carry",
+            resolved.account, resolved.asset.name
+        ));
+    };
+    let scope = session.scope(&resolved, Some(&target.username));
+    let stdin = match session.take_fd(0) {
+        Some(fd) => Stdin::Fd(fd),
+        None => Stdin::Null,
+    };
+    let conn = match connect::open(
+        &session.settings(),
+        &session.id,
+        &target,
+        Mode::Exec {
+            command: transfer.remote_command.clone(),
+            pty: None,
+        },
+        stdin,
+    ) {
+        Ok(conn) => conn,
+        Err(e) => {
+            record(
+                &resolved.account,
+                0,
+                transfer::TransferResult::Failed(e.to_string()),
+            );
+            return session.deny(&e.to_string());
+        }
+    };
+    let kind = transfer.tool.as_str();
+    let mut events = TargetEvents {
+        session,
+        scope: scope.clone(),
+        kind,
+        command: Some(transfer.remote_command.clone()),
+        recording: None,
+        ready_at: None,
+    };
+    let (Some(output), Some(errors)) = (session.fds[1].as_ref(), session.fds[2].as_ref()) else {
+        return session.deny("the agent must pass stdout and stderr");
+    };
+    let outcome = relay::relay_pipes(
+        conn,
+        output.as_fd(),
+        errors.as_fd(),
+        &session.control,
+        &mut NoRecording,
+        &mut events,
+    );
+    let ready_at = events.ready_at;
+    let error_line = outcome.ended.error.as_ref().map(|e| e.to_string());
+    let result = match (&error_line, outcome.ended.exit_status) {
+        (Some(e), _) => transfer::TransferResult::Failed(e.clone()),
+        (None, Some(0)) => transfer::TransferResult::Ok,
+        (None, status) => transfer::TransferResult::Failed(format!(
+            "{} exited with {}",
+            kind,
+            status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "a signal".into())
+        )),
+    };
+    // Uploads go straight from the engineer to ssh: their size is not seen
+    // here; downloads count what came back.
+    let bytes = match transfer.direction {
+        transfer::Direction::Download => outcome.bytes_out,
+        transfer::Direction::Upload => 0,
+    };
+    record(&resolved.account, bytes, result);
+    if !outcome.ready {
+        let reason =
+            error_line.unwrap_or_else(|| format!("{}: the connection failed", resolved.asset.name));
+        return session.deny(&reason);
+    }
+    session.record(EventBody::SessionEnd {
+        scope,
+        exit_status: outcome.ended.exit_status,
+        reason: error_line.clone(),
+        duration_ms: ready_at
+            .map(|t| t.elapsed().as_millis() as u64)
+            .unwrap_or(0),
+        bytes_in: outcome.bytes_in,
+        bytes_out: outcome.bytes_out,
+        recording: None,
+        recording_truncated: false,
+    });
+    session.send(&Response::SessionEnded {
+        exit_status: outcome.ended.exit_status,
+        message: error_line,
+    });
+}
+
+/// Relay hooks of a target session: SessionStarted, spool, command log.
+struct TargetEvents<'s, 'd> {
+    session: &'s Session<'d>,
+    scope: Scope,
+    kind: &'static str,
+    command: Option<String>,
+    recording: Option<String>,
+    ready_at: Option<Instant>,
+}
+
+impl relay::Events for TargetEvents<'_, '_> {
+    fn ready(&mut self) {
+        if self.ready_at.is_some() {
+            return;
+        }
+        self.ready_at = Some(Instant::now());
+        info!(event = "session_start", asset = %self.scope.asset, account = %self.scope.account, kind = self.kind);
+        self.session.record(EventBody::SessionStart {
+            scope: self.scope.clone(),
+            kind: self.kind.to_string(),
+            protocol: "ssh".into(),
+            client: self.session.request.client.clone(),
+            command: self.command.clone(),
+            recording: self.recording.clone(),
+        });
+        self.session.send(&Response::SessionStarted {
+            session_id: self.session.id.clone(),
+        });
+    }
+
+    fn command(&mut self, command: &str, verdict: &Verdict) {
+        log_command(self.session, &self.scope, command, "interactive", verdict);
+    }
+}
+
+fn log_command(session: &Session<'_>, scope: &Scope, command: &str, kind: &str, verdict: &Verdict) {
+    info!(event = "command", asset = %scope.asset, account = %scope.account, command, decision = verdict.decision(), filter = verdict.filter().unwrap_or_default());
+    session.record(EventBody::Command {
+        scope: scope.clone(),
+        command: command.to_string(),
+        kind: kind.to_string(),
+        decision: verdict.decision().to_string(),
+        filter: verdict.filter(),
+    });
+}
+
+/// `[account@]asset [command]`: a shell or an exec on the target.
+fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>) {
+    let Some(spec) = TargetSpec::parse(target) else {
+        session.deny(&format!("no such asset: {target}"));
+        return;
+    };
+    let resolved = match session.resolve(&spec, Protocol::Ssh, Action::Connect) {
+        Ok(resolved) => resolved,
+        Err(reason) => return session.deny(&reason),
+    };
+    let asset = resolved.asset.name.clone();
+    let pty = session.request.pty.clone();
+    if command.is_none() && pty.is_none() {
+        return session.deny(&format!(
+            "{asset}: an interactive session needs a terminal (ssh -t)"
+        ));
+    }
+    let filters = Filters::for_session(
+        &session.policy,
+        &session.user,
+        &resolved.asset,
+        &resolved.account,
+    );
+    if let Some(command) = &command {
+        let verdict = filters.check_exec(command);
+        let scope = session.scope(&resolved, None);
+        log_command(session, &scope, command, "exec", &verdict);
+        if let Verdict::Deny { filter } = verdict {
+            return session.deny(&format!("{asset}: command refused by filter {filter}"));
+        }
+    }
+    let target = match session.login_target(&resolved) {
+        Ok(target) => target,
+        Err(reason) => return session.deny(&reason),
+    };
+    let scope = session.scope(&resolved, Some(&target.username));
+    let (term, cols, rows) = match &pty {
+        Some(p) => (p.term.clone(), p.cols, p.rows),
+        None => ("xterm".to_string(), 80, 24),
+    };
+    let mode = match (&command, &pty) {
+        (None, _) => Mode::Shell {
+            term: term.clone(),
+            cols,
+            rows,
+        },
+        (Some(command), pty) => Mode::Exec {
+            command: command.clone(),
+            pty: pty.as_ref().map(|p| (p.term.clone(), p.cols, p.rows)),
+        },
+    };
+    let stdin = match (&mode, pty.is_some()) {
+        (Mode::Exec { .. }, false) => match session.take_fd(0) {
+            Some(fd) => Stdin::Fd(fd),
+            None => Stdin::Null,
+        },
+        _ => Stdin::Null,
+    };
+    let settings = session.settings();
+    let conn = match connect::open(&settings, &session.id, &target, mode, stdin) {
+        Ok(conn) => conn,
+        Err(e) => {
+            warn!(error = %e, "target connection failed to start");
+            return session.deny(&e.to_string());
+        }
+    };
+    let config = &session.daemon.config;
+    let recording_name = format!("{}.cast", session.id);
+    let meta = SessionMeta {
+        user: session.user.clone(),
+        asset: asset.clone(),
+        account: resolved.account.clone(),
+        session: session.id.clone(),
+    };
+    let mut cast: Box<dyn Recorder> = match Asciicast::create(
+        &config.recordings_dir(),
+        &recording_name,
+        &meta,
+        (cols, rows),
+        &term,
+        config.sessions.recording_cap_bytes,
+        config.sessions.record_input,
+    ) {
+        Ok(cast) => Box::new(cast),
+        Err(e) => {
+            warn!(alarm = "recording_unavailable", error = %e, "the session goes on unrecorded");
+            Box::new(NoRecording)
+        }
+    };
+    let kind = if command.is_some() { "exec" } else { "shell" };
+    let mut events = TargetEvents {
+        session,
+        scope: scope.clone(),
+        kind,
+        command: command.clone(),
+        recording: Some(recording_name.clone()),
+        ready_at: None,
+    };
+    let outcome = match &conn.io {
+        connect::Io::Pty { .. } => {
+            let (Some(input), Some(output)) = (session.fds[0].as_ref(), session.fds[1].as_ref())
+            else {
+                return session.deny("the agent must pass its terminal");
+            };
+            let mut tracker = LineTracker::default();
+            let commands = command.is_none().then_some((&mut tracker, &filters));
+            relay::relay_pty(
+                conn,
+                input.as_fd(),
+                output.as_fd(),
+                &session.control,
+                cast.as_mut(),
+                commands,
+                &mut events,
+            )
+        }
+        connect::Io::Pipes { .. } => {
+            let (Some(output), Some(errors)) = (session.fds[1].as_ref(), session.fds[2].as_ref())
+            else {
+                return session.deny("the agent must pass stdout and stderr");
+            };
+            relay::relay_pipes(
+                conn,
+                output.as_fd(),
+                errors.as_fd(),
+                &session.control,
+                cast.as_mut(),
+                &mut events,
+            )
+        }
+    };
+    let truncated = cast.truncated();
+    drop(cast);
+    let ready_at = events.ready_at;
+    let error_line = outcome.ended.error.as_ref().map(|e| e.to_string());
+    if !outcome.ready {
+        // The login never succeeded: a refusal, with ssh's reason.
+        let _ = std::fs::remove_file(config.recordings_dir().join(&recording_name));
+        let reason = error_line.unwrap_or_else(|| format!("{asset}: the connection failed"));
+        warn!(event = "connect_failed", asset = %asset, reason = %reason);
+        return session.deny(&reason);
+    }
+    let duration_ms = ready_at
+        .map(|t| t.elapsed().as_millis() as u64)
+        .unwrap_or(0);
+    let reason = if outcome.engineer_gone {
+        Some("the engineer disconnected".to_string())
+    } else {
+        error_line.clone()
+    };
+    info!(event = "session_end", asset = %asset, exit_status = ?outcome.ended.exit_status, reason = reason.as_deref().unwrap_or(""), bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out);
+    session.record(EventBody::SessionEnd {
+        scope,
+        exit_status: outcome.ended.exit_status,
+        reason,
+        duration_ms,
+        bytes_in: outcome.bytes_in,
+        bytes_out: outcome.bytes_out,
+        recording: Some(recording_name),
+        recording_truncated: truncated,
+    });
+    session.send(&Response::SessionEnded {
+        exit_status: outcome.ended.exit_status,
+        message: error_line,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_classified_as_the_contract_says() {
+        assert_eq!(classify("/usr/lib/openssh/sftp-server"), Wanted::Sftp);
+        assert_eq!(classify("internal-sftp"), Wanted::Sftp);
+        assert_eq!(
+            classify("/usr/libexec/openssh/sftp-server -l INFO"),
+            Wanted::Sftp
+        );
+        assert_eq!(
+            classify("scp -t web01:/tmp/"),
+            Wanted::Transfer("scp -t web01:/tmp/".into())
+        );
+        assert_eq!(
+            classify("rsync --server -e.LsfxCIvu . web01:/tmp/"),
+            Wanted::Transfer("rsync --server -e.LsfxCIvu . web01:/tmp/".into())
+        );
+        assert_eq!(
+            classify("web01"),
+            Wanted::Target {
+                target: "web01".into(),
+                command: None
+            }
+        );
+        assert_eq!(
+            classify("root@web01 uptime; id"),
+            Wanted::Target {
+                target: "root@web01".into(),
+                command: Some("uptime; id".into())
+            }
+        );
+        assert_eq!(
+            classify("bash"),
+            Wanted::Target {
+                target: "bash".into(),
+                command: None
+            }
+        );
+        assert_eq!(classify("  "), Wanted::Nothing);
+    }
+
+    #[test]
+    fn ids_are_uuid_v4_and_unique() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
 }

@@ -19,6 +19,14 @@ pub struct HashPasswordArgs {
 }
 
 pub fn run(args: HashPasswordArgs) -> Result<Outcome> {
+    let password = read_password()?;
+    println!("{}", hash_password(&password, args.iterations)?);
+    Ok(Outcome::Ok)
+}
+
+/// A new password: from the terminal (asked twice, not echoed) or the
+/// first line of stdin.
+pub fn read_password() -> Result<String> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("reading the password")?;
         let second = rpassword::prompt_password("Again: ").context("reading the password")?;
@@ -37,6 +45,5 @@ pub fn run(args: HashPasswordArgs) -> Result<Outcome> {
     if password.is_empty() {
         bail!("empty password");
     }
-    println!("{}", hash_password(&password, args.iterations)?);
-    Ok(Outcome::Ok)
+    Ok(password)
 }

@@ -1,14 +1,26 @@
-//! `jmsctl`: the administrator's command line. For now it works offline on
-//! policy files: `jmsctl eval` answers grant questions and `jmsctl policy
-//! check` validates a file. Exit codes: 0 allow / ok, 1 deny, 2 bad input.
+//! `jmsctl`: the administrator's command line.
+//!
+//! Offline, on policy files: `jmsctl eval` answers grant questions, `jmsctl
+//! policy check` validates a file, `jmsctl hash-password` makes a password
+//! hash. Against a server (`--server URL` or `JMS_SERVER`; the token from
+//! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600): `user`, `group`,
+//! `node`, `asset`, `account`, `grant`, `filter`, `settings`, `policy
+//! export` and `policy apply`.
+//!
+//! Exit codes: 0 allow / ok; 1 deny, or refused by (or unreachable) server;
+//! 2 bad input. Errors are one line on stderr.
 
+mod entities;
 mod eval;
 mod hash_password;
 mod policy;
+mod remote;
+mod settings;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use jms_server::client::ClientError;
 
 #[derive(Parser)]
 #[command(
@@ -17,6 +29,8 @@ use clap::{Parser, Subcommand};
     about = "Administer jms: policy, grants, audit"
 )]
 struct Cli {
+    #[command(flatten)]
+    server: remote::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,9 +42,33 @@ enum Command {
     /// Hash a password (read from the terminal or stdin, never argv) for
     /// a user's `password_hash`.
     HashPassword(hash_password::HashPasswordArgs),
-    /// Work with policy files.
+    /// Policy files (check) and the server's whole policy (export, apply).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Users on the server.
+    #[command(subcommand)]
+    User(entities::UserCommand),
+    /// User groups on the server.
+    #[command(subcommand)]
+    Group(entities::GroupCommand),
+    /// Nodes of the asset tree on the server.
+    #[command(subcommand)]
+    Node(entities::NodeCommand),
+    /// Assets on the server.
+    #[command(subcommand)]
+    Asset(entities::AssetCommand),
+    /// Accounts of assets on the server (secrets are write-only).
+    #[command(subcommand)]
+    Account(entities::AccountCommand),
+    /// Grants on the server.
+    #[command(subcommand)]
+    Grant(entities::GrantCommand),
+    /// Command filters on the server.
+    #[command(subcommand)]
+    Filter(entities::FilterCommand),
+    /// System settings on the server.
+    #[command(subcommand)]
+    Settings(settings::SettingsCommand),
 }
 
 /// What a command concluded, mapped to the exit code.
@@ -63,10 +101,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server = &cli.server;
     let result = match cli.command {
         Command::Eval(args) => eval::run(args),
-        Command::Policy(command) => policy::run(command),
+        Command::Policy(command) => policy::run(server, command),
         Command::HashPassword(args) => hash_password::run(args),
+        Command::User(command) => entities::user(server, command),
+        Command::Group(command) => entities::group(server, command),
+        Command::Node(command) => entities::node(server, command),
+        Command::Asset(command) => entities::asset(server, command),
+        Command::Account(command) => entities::account(server, command),
+        Command::Grant(command) => entities::grant(server, command),
+        Command::Filter(command) => entities::filter(server, command),
+        Command::Settings(command) => settings::run(server, command),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
@@ -75,7 +122,17 @@ fn main() -> ExitCode {
             // One line, whatever the cause chain looks like.
             let message = format!("{e:#}").replace('\n', " ");
             eprintln!("jmsctl: {message}");
-            ExitCode::from(2)
+            // The server said no (or could not be asked): 1. Anything
+            // wrong on this side (arguments, files, token): 2.
+            let from_server = matches!(
+                e.downcast_ref::<ClientError>(),
+                Some(
+                    ClientError::Refused { .. }
+                        | ClientError::Unreachable { .. }
+                        | ClientError::Protocol { .. }
+                )
+            );
+            ExitCode::from(if from_server { 1 } else { 2 })
         }
     }
 }

@@ -1,0 +1,380 @@
+//! Session recordings in asciicast v2 (what `asciinema play` / `asciinema
+//! cat` and the web player read): a JSON header line, then one JSON array
+//! per event: `[seconds, "o", text]` output, `[seconds, "i", text]` input
+//! (when configured), `[seconds, "r", "COLSxROWS"]` resize.
+//!
+//! Bytes become text with a streaming UTF-8 decoder (a character split
+//! across two reads stays whole; invalid bytes become U+FFFD). A per-session
+//! cap bounds the file: the event that would cross it is replaced by one
+//! notice and nothing more is recorded — the session itself goes on.
+//!
+//! The writer is buffered; the relay flushes it on a timer and at the end.
+//! Files are 0600 in a 0700 directory.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// What a relay reports to a recorder.
+pub trait Recorder {
+    /// Bytes the engineer saw.
+    fn output(&mut self, data: &[u8]);
+    /// Bytes the engineer typed (recorded only when configured).
+    fn input(&mut self, data: &[u8]);
+    /// The engineer's terminal changed size.
+    fn resize(&mut self, cols: u16, rows: u16);
+    /// Pushes buffered events to disk.
+    fn flush(&mut self);
+    /// Whether the cap cut the recording short.
+    fn truncated(&self) -> bool;
+}
+
+/// The header's identification of the session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionMeta {
+    pub user: String,
+    pub asset: String,
+    pub account: String,
+    pub session: String,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    version: u8,
+    width: u16,
+    height: u16,
+    timestamp: i64,
+    title: String,
+    env: Env<'a>,
+    jms: &'a SessionMeta,
+}
+
+#[derive(Serialize)]
+struct Env<'a> {
+    #[serde(rename = "TERM")]
+    term: &'a str,
+}
+
+/// An asciicast v2 file being written.
+pub struct Asciicast {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    start: Instant,
+    cap: u64,
+    written: u64,
+    truncated: bool,
+    record_input: bool,
+    output_text: Utf8Stream,
+    input_text: Utf8Stream,
+}
+
+impl Asciicast {
+    /// Creates `dir/NAME` (dir 0700, file 0600) and writes the header.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        meta: &SessionMeta,
+        size: (u16, u16),
+        term: &str,
+        cap: u64,
+        record_input: bool,
+    ) -> std::io::Result<Asciicast> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut cast = Asciicast {
+            path,
+            out: Some(BufWriter::with_capacity(64 * 1024, file)),
+            start: Instant::now(),
+            cap,
+            written: 0,
+            truncated: false,
+            record_input,
+            output_text: Utf8Stream::default(),
+            input_text: Utf8Stream::default(),
+        };
+        let header = Header {
+            version: 2,
+            width: size.0.max(1),
+            height: size.1.max(1),
+            timestamp: chrono::Utc::now().timestamp(),
+            title: format!("{} → {}@{}", meta.user, meta.account, meta.asset),
+            env: Env { term },
+            jms: meta,
+        };
+        let mut line = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        cast.put(&line);
+        Ok(cast)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn put(&mut self, line: &[u8]) {
+        if let Some(out) = self.out.as_mut() {
+            if out.write_all(line).is_err() {
+                // A failing disk stops the recording, never the session.
+                self.out = None;
+                self.truncated = true;
+                return;
+            }
+            self.written += line.len() as u64;
+        }
+    }
+
+    fn event(&mut self, kind: &str, text: &str) {
+        if self.truncated || self.out.is_none() {
+            return;
+        }
+        let seconds = self.start.elapsed().as_secs_f64();
+        let line = event_line(seconds, kind, text);
+        if self.written + line.len() as u64 > self.cap {
+            let notice = format!(
+                "\r\n[jms: recording stopped at its {}-byte cap; the session went on]\r\n",
+                self.cap
+            );
+            let notice = event_line(seconds, "o", &notice);
+            self.put(&notice);
+            self.truncated = true;
+            self.flush();
+            return;
+        }
+        self.put(&line);
+    }
+}
+
+fn event_line(seconds: f64, kind: &str, text: &str) -> Vec<u8> {
+    // [1.234567, "o", "text"]
+    let mut line = format!("[{seconds:.6}, \"{kind}\", ").into_bytes();
+    serde_json::to_writer(&mut line, text).expect("a string always serializes");
+    line.extend_from_slice(b"]\n");
+    line
+}
+
+impl Recorder for Asciicast {
+    fn output(&mut self, data: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        let text = self.output_text.decode(data);
+        if !text.is_empty() {
+            self.event("o", &text);
+        }
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        if !self.record_input || self.truncated {
+            return;
+        }
+        let text = self.input_text.decode(data);
+        if !text.is_empty() {
+            self.event("i", &text);
+        }
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        self.event("r", &format!("{cols}x{rows}"));
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = self.out.as_mut() {
+            if out.flush().is_err() {
+                self.out = None;
+                self.truncated = true;
+            }
+        }
+    }
+
+    fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl Drop for Asciicast {
+    fn drop(&mut self) {
+        if let Some(mut out) = self.out.take() {
+            let _ = out.flush();
+            let _ = out.get_ref().sync_data();
+        }
+    }
+}
+
+/// Bytes to text across reads: keeps an incomplete trailing character for
+/// the next call, turns invalid bytes into U+FFFD.
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn decode(&mut self, data: &[u8]) -> String {
+        let mut bytes = std::mem::take(&mut self.pending);
+        bytes.extend_from_slice(data);
+        let mut text = String::with_capacity(bytes.len());
+        let mut rest = &bytes[..];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).expect("checked prefix"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            text.push('\u{FFFD}');
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            self.pending = after.to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        text
+    }
+}
+
+/// A recorder that keeps nothing (when recording is impossible).
+pub struct NoRecording;
+
+impl Recorder for NoRecording {
+    fn output(&mut self, _: &[u8]) {}
+    fn input(&mut self, _: &[u8]) {}
+    fn resize(&mut self, _: u16, _: u16) {}
+    fn flush(&mut self) {}
+    fn truncated(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            user: "alice".into(),
+            asset: "web01".into(),
+            account: "root".into(),
+            session: "s-1".into(),
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn header_events_and_split_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec_dir = dir.path().join("rec");
+        let mut cast = Asciicast::create(
+            &rec_dir,
+            "s-1.cast",
+            &meta(),
+            (100, 30),
+            "xterm",
+            1 << 20,
+            true,
+        )
+        .unwrap();
+        let snow = "☃".as_bytes();
+        cast.output(b"hello ");
+        cast.output(&snow[..1]);
+        cast.output(&snow[1..]);
+        cast.output(b"\xff!");
+        cast.input(b"id\r");
+        cast.resize(120, 40);
+        let path = cast.path().to_path_buf();
+        drop(cast);
+        let l = lines(&path);
+        assert_eq!(l[0]["version"], 2);
+        assert_eq!(l[0]["width"], 100);
+        assert_eq!(l[0]["height"], 30);
+        assert_eq!(l[0]["env"]["TERM"], "xterm");
+        assert_eq!(l[0]["jms"]["user"], "alice");
+        assert_eq!(l[0]["jms"]["asset"], "web01");
+        let texts: Vec<(String, String)> = l[1..]
+            .iter()
+            .map(|e| (e[1].as_str().unwrap().into(), e[2].as_str().unwrap().into()))
+            .collect();
+        let output: String = texts
+            .iter()
+            .filter(|t| t.0 == "o")
+            .map(|t| t.1.as_str())
+            .collect();
+        assert_eq!(output, "hello ☃\u{FFFD}!");
+        assert!(texts.contains(&("i".into(), "id\r".into())));
+        assert!(texts.contains(&("r".into(), "120x40".into())));
+        assert!(l[1][0].as_f64().unwrap() >= 0.0);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&rec_dir).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn input_is_not_recorded_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "x.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            1 << 20,
+            false,
+        )
+        .unwrap();
+        cast.input(b"secret\r");
+        let path = cast.path().to_path_buf();
+        drop(cast);
+        assert!(!std::fs::read_to_string(path).unwrap().contains("secret"));
+    }
+
+    #[test]
+    fn the_cap_writes_one_notice_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "x.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            2000,
+            false,
+        )
+        .unwrap();
+        for _ in 0..100 {
+            cast.output(&[b'a'; 100]);
+        }
+        assert!(cast.truncated());
+        let path = cast.path().to_path_buf();
+        drop(cast);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() < 2000 + 200, "{} bytes", text.len());
+        assert_eq!(text.matches("recording stopped").count(), 1);
+        assert!(text.ends_with("]\n"));
+    }
+}

@@ -1,0 +1,619 @@
+//! The relay: one thread per session, one `poll` loop, no busy waiting.
+//!
+//! - Interactive (`relay_pty`): the engineer's pty (passed by jms-agent) ↔
+//!   the pty ssh runs on. Input waits until the target login succeeded, so
+//!   nothing typed ahead can slip past the command filters; each Enter is
+//!   decided before it is forwarded (see `commands`). Resizes from the
+//!   control connection go to the pty (ssh passes them on) and the
+//!   recording.
+//! - Exec (`relay_pipes`): the engineer's stdin was given to ssh itself, so
+//!   it is byte-exact from the first moment; stdout and stderr come back
+//!   through pipes, recorded; the exit status is ssh's (the command's).
+//!
+//! Every descriptor we touch is nonblocking while the relay runs (the
+//! engineer's get their flags back at the end), with a bounded buffer per
+//! direction, so a slow side slows its peer and never deadlocks the loop.
+//! The engineer leaving (EOF/EIO on her side, or the control connection
+//! closing) ends ssh.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use jms_proto::{Request, Response};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::commands::{Enter, Filters, LineTracker, Verdict};
+use super::connect::{self, Connection, Ended, Io};
+use super::recording::Recorder;
+
+/// Bytes buffered per direction before its source is paused.
+const BUFFER_LIMIT: usize = 256 * 1024;
+/// How long a recording may hold unflushed events.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A line edited on the target's side is decided once its echo has been
+/// quiet this long (or after `ECHO_MAX`).
+const ECHO_QUIET: Duration = Duration::from_millis(80);
+const ECHO_MAX: Duration = Duration::from_millis(1000);
+
+/// What the relay reports to the session as it runs.
+pub trait Events {
+    /// The target login succeeded (once).
+    fn ready(&mut self);
+    /// A command line was decided.
+    fn command(&mut self, command: &str, verdict: &Verdict);
+}
+
+/// How the relay ended.
+pub struct Outcome {
+    pub ended: Ended,
+    /// The login succeeded at some point.
+    pub ready: bool,
+    /// The engineer (or her agent) went away first.
+    pub engineer_gone: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The engineer's descriptors, nonblocking until dropped.
+struct EngineerFds {
+    saved: Vec<(RawFd, i32)>,
+}
+
+impl EngineerFds {
+    fn take(fds: &[RawFd]) -> EngineerFds {
+        // Save every flag first: the descriptors may share one description.
+        let saved: Vec<(RawFd, i32)> = fds
+            .iter()
+            .filter_map(|fd| {
+                nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_GETFL)
+                    .ok()
+                    .map(|f| (*fd, f))
+            })
+            .collect();
+        for (fd, _) in &saved {
+            connect::set_nonblocking(*fd);
+        }
+        EngineerFds { saved }
+    }
+}
+
+impl Drop for EngineerFds {
+    fn drop(&mut self) {
+        for (fd, flags) in self.saved.iter().rev() {
+            connect::restore_flags(*fd, *flags);
+        }
+    }
+}
+
+enum Read_ {
+    Data(usize),
+    Nothing,
+    Closed,
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> Read_ {
+    match nix::unistd::read(fd, buf) {
+        Ok(0) => Read_::Closed,
+        Ok(n) => Read_::Data(n),
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => Read_::Nothing,
+        Err(_) => Read_::Closed,
+    }
+}
+
+/// Writes what it can of `buf`; `Err` when the reader is gone.
+fn write_some(fd: RawFd, buf: &mut Vec<u8>) -> Result<(), ()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: fd is open for the whole relay (owned by the session).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    match nix::unistd::write(borrowed, buf) {
+        Ok(n) => {
+            buf.drain(..n);
+            Ok(())
+        }
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(()),
+        Err(_) => Err(()),
+    }
+}
+
+/// Writes `buf` out within `limit` (at the end, when the target is done).
+fn drain(fd: RawFd, buf: &mut Vec<u8>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !buf.is_empty() && Instant::now() < deadline {
+        if write_some(fd, buf).is_err() {
+            return;
+        }
+        if buf.is_empty() {
+            return;
+        }
+        // SAFETY: as in write_some.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut fds = [PollFd::new(borrowed, PollFlags::POLLOUT)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+    }
+}
+
+/// Handles one control message during the relay; `false` when the
+/// control connection closed (the agent is gone).
+fn control_message(control: &UnixStream, on_resize: &mut dyn FnMut(u16, u16)) -> bool {
+    match jms_proto::read_frame::<Request>(&mut &*control) {
+        Ok(Request::Resize { cols, rows }) => {
+            on_resize(cols, rows);
+            true
+        }
+        Ok(_) => true,
+        Err(jms_proto::FrameError::Malformed(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// An Enter held until the target's echo settles.
+struct Held {
+    enter: Enter,
+    rest: Vec<u8>,
+    since: Instant,
+}
+
+struct PtyState<'a> {
+    to_target: Vec<u8>,
+    to_engineer: Vec<u8>,
+    tracker: Option<(&'a mut LineTracker, &'a Filters)>,
+    held: Option<Held>,
+}
+
+impl PtyState<'_> {
+    fn input(&mut self, data: &[u8], events: &mut dyn Events) {
+        if self.tracker.is_none() {
+            self.to_target.extend_from_slice(data);
+            return;
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let Some((tracker, _)) = self.tracker.as_mut() else {
+                return;
+            };
+            let step = tracker.step(rest);
+            self.to_target.extend_from_slice(&step.forward);
+            rest = &rest[step.consumed..];
+            let Some(enter) = step.enter else { continue };
+            // Held for the echo: a line edited on the target's side, or a
+            // typed line not (yet) echoed — a password prompt, or a paste
+            // running ahead of its echo.
+            if enter.from_echo || (!enter.typed.is_empty() && !tracker.echoes(&enter.typed)) {
+                self.held = Some(Held {
+                    enter,
+                    rest: rest.to_vec(),
+                    since: Instant::now(),
+                });
+                return;
+            }
+            if !self.decide(&enter.typed.clone(), enter.key, false, events) {
+                // A refused line takes the rest of the paste with it.
+                return;
+            }
+        }
+    }
+
+    /// Forwards or refuses one line; true when forwarded. A `hidden` line
+    /// (typed without echo: a password) is judged as typed but logged and
+    /// shown only as "(input not echoed)".
+    fn decide(&mut self, command: &str, key: u8, hidden: bool, events: &mut dyn Events) -> bool {
+        let Some((tracker, filters)) = self.tracker.as_mut() else {
+            return true;
+        };
+        tracker.line_done();
+        if command.is_empty() {
+            self.to_target.push(key);
+            return true;
+        }
+        let verdict = filters.check(command);
+        let shown = if hidden {
+            "(input not echoed)"
+        } else {
+            command
+        };
+        events.command(shown, &verdict);
+        match &verdict {
+            Verdict::Deny { filter } => {
+                // End of line, then kill the line: nothing of it runs.
+                self.to_target.extend_from_slice(b"\x05\x15");
+                self.to_engineer.extend_from_slice(
+                    format!(
+                        "\r\n\x1b[31mjms: command refused by filter {filter}: {}\x1b[0m\r\n",
+                        shown.replace(['\r', '\n', '\x1b'], " ")
+                    )
+                    .as_bytes(),
+                );
+                false
+            }
+            Verdict::Allow { .. } => {
+                self.to_target.push(key);
+                true
+            }
+        }
+    }
+
+    /// Decides a held Enter once the echo settled; returns whether it did.
+    fn settle(&mut self, last_output: Instant, events: &mut dyn Events) -> bool {
+        let Some(held) = self.held.as_ref() else {
+            return false;
+        };
+        let now = Instant::now();
+        let quiet = now.duration_since(last_output.max(held.since)) >= ECHO_QUIET;
+        if !quiet && now.duration_since(held.since) < ECHO_MAX {
+            return false;
+        }
+        let held = self.held.take().expect("checked");
+        let (command, hidden) = match self.tracker.as_ref() {
+            Some((tracker, _)) if held.enter.from_echo => (tracker.echoed_command(), false),
+            Some((tracker, _)) => (held.enter.typed.clone(), !tracker.echoes(&held.enter.typed)),
+            None => (String::new(), false),
+        };
+        if self.decide(&command, held.enter.key, hidden, events) {
+            self.input(&held.rest, events);
+        }
+        true
+    }
+
+    fn settle_deadline(&self, last_output: Instant) -> Option<Instant> {
+        self.held
+            .as_ref()
+            .map(|h| (last_output.max(h.since) + ECHO_QUIET).min(h.since + ECHO_MAX))
+    }
+}
+
+/// Relays an interactive session (or an exec on a pty when `commands` is
+/// `None`) until the target or the engineer ends it.
+#[allow(clippy::too_many_arguments)]
+pub fn relay_pty(
+    mut conn: Connection,
+    engineer_in: BorrowedFd<'_>,
+    engineer_out: BorrowedFd<'_>,
+    control: &UnixStream,
+    recorder: &mut dyn Recorder,
+    commands: Option<(&mut LineTracker, &Filters)>,
+    events: &mut dyn Events,
+) -> Outcome {
+    let master = match &conn.io {
+        Io::Pty { master } => master.as_raw_fd(),
+        Io::Pipes { .. } => unreachable!("relay_pty needs a pty connection"),
+    };
+    let (eng_in, eng_out) = (engineer_in.as_raw_fd(), engineer_out.as_raw_fd());
+    let _restore = EngineerFds::take(&[eng_in, eng_out]);
+    let mut state = PtyState {
+        to_target: Vec::new(),
+        to_engineer: Vec::new(),
+        tracker: commands,
+        held: None,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let mut last_output = Instant::now();
+    let mut last_flush = Instant::now();
+    let mut engineer_gone = false;
+    let mut target_done = false;
+    let mut login_failed = false;
+    while !target_done && !engineer_gone {
+        let ready = conn.is_ready();
+        let now = Instant::now();
+        if !ready && now >= conn.login_deadline() {
+            login_failed = true;
+            break;
+        }
+        let want_input = ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT;
+        let want_output = state.to_engineer.len() < BUFFER_LIMIT;
+        let mut master_flags = PollFlags::empty();
+        if want_output {
+            master_flags |= PollFlags::POLLIN;
+        }
+        if !state.to_target.is_empty() {
+            master_flags |= PollFlags::POLLOUT;
+        }
+        let mut deadline = last_flush + FLUSH_EVERY;
+        if !ready {
+            deadline = deadline.min(conn.login_deadline());
+        }
+        if let Some(settle) = state.settle_deadline(last_output) {
+            deadline = deadline.min(settle);
+        }
+        let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
+        // SAFETY: these descriptors stay open for the whole loop.
+        let (b_master, b_in, b_out) = unsafe {
+            (
+                BorrowedFd::borrow_raw(master),
+                BorrowedFd::borrow_raw(eng_in),
+                BorrowedFd::borrow_raw(eng_out),
+            )
+        };
+        let mut fds = vec![
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(b_master, master_flags),
+            PollFd::new(
+                b_in,
+                if want_input {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ),
+            PollFd::new(
+                b_out,
+                if state.to_engineer.is_empty() {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLOUT
+                },
+            ),
+        ];
+        if !ready {
+            fds.push(PollFd::new(conn.ready_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        let any =
+            |r: PollFlags, f: PollFlags| r.intersects(f | PollFlags::POLLHUP | PollFlags::POLLERR);
+        // Login signal.
+        if !ready
+            && revents
+                .get(4)
+                .is_some_and(|r| r.contains(PollFlags::POLLIN))
+            && conn.mark_ready()
+        {
+            events.ready();
+        }
+        // Control: resizes, or the agent gone.
+        if any(revents[0], PollFlags::POLLIN) {
+            let mut resize = |cols: u16, rows: u16| {
+                // SAFETY: master is open for the whole loop.
+                connect::set_window_size(unsafe { BorrowedFd::borrow_raw(master) }, cols, rows);
+                recorder.resize(cols, rows);
+            };
+            if !control_message(control, &mut resize) {
+                engineer_gone = true;
+                break;
+            }
+        }
+        // Target output.
+        if want_output && any(revents[1], PollFlags::POLLIN) {
+            match read_fd(master, &mut buf) {
+                Read_::Data(n) => {
+                    let data = &buf[..n];
+                    bytes_out += n as u64;
+                    recorder.output(data);
+                    if let Some((tracker, _)) = state.tracker.as_mut() {
+                        tracker.output(data);
+                    }
+                    state.to_engineer.extend_from_slice(data);
+                    last_output = Instant::now();
+                }
+                Read_::Nothing => {}
+                Read_::Closed => target_done = true,
+            }
+        }
+        // Engineer input.
+        if want_input && any(revents[2], PollFlags::POLLIN) {
+            match read_fd(eng_in, &mut buf) {
+                Read_::Data(n) => {
+                    let data = buf[..n].to_vec();
+                    bytes_in += n as u64;
+                    recorder.input(&data);
+                    state.input(&data, events);
+                }
+                Read_::Nothing => {}
+                Read_::Closed => engineer_gone = true,
+            }
+        }
+        state.settle(last_output, events);
+        if write_some(master, &mut state.to_target).is_err() {
+            target_done = true;
+        }
+        if write_some(eng_out, &mut state.to_engineer).is_err() {
+            engineer_gone = true;
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            recorder.flush();
+            last_flush = Instant::now();
+        }
+    }
+    if target_done {
+        drain(eng_out, &mut state.to_engineer, Duration::from_secs(5));
+    } else {
+        conn.kill();
+    }
+    recorder.flush();
+    finish(conn, login_failed, engineer_gone, bytes_in, bytes_out)
+}
+
+fn finish(
+    mut conn: Connection,
+    login_failed: bool,
+    engineer_gone: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+) -> Outcome {
+    let ready = conn.is_ready();
+    let timed_out = login_failed.then(|| connect::ConnectError::Timeout {
+        asset: conn.asset().to_string(),
+        seconds: conn.login_timeout().as_secs(),
+    });
+    if login_failed {
+        conn.kill();
+    }
+    let mut ended = conn.wait();
+    if ended.error.is_none() {
+        ended.error = timed_out;
+    }
+    Outcome {
+        ended,
+        ready,
+        engineer_gone,
+        bytes_in,
+        bytes_out,
+    }
+}
+
+/// Relays an exec session on pipes until ssh's stdout and stderr close.
+pub fn relay_pipes(
+    mut conn: Connection,
+    engineer_out: BorrowedFd<'_>,
+    engineer_err: BorrowedFd<'_>,
+    control: &UnixStream,
+    recorder: &mut dyn Recorder,
+    events: &mut dyn Events,
+) -> Outcome {
+    let (stdout, stderr) = match &conn.io {
+        Io::Pipes { stdout, stderr, .. } => (stdout.as_raw_fd(), stderr.as_raw_fd()),
+        Io::Pty { .. } => unreachable!("relay_pipes needs a pipe connection"),
+    };
+    let (eng_out, eng_err) = (engineer_out.as_raw_fd(), engineer_err.as_raw_fd());
+    let _restore = EngineerFds::take(&[eng_out, eng_err]);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut to_out: Vec<u8> = Vec::new();
+    let mut to_err: Vec<u8> = Vec::new();
+    let (mut out_open, mut err_open) = (true, true);
+    let mut bytes_out = 0u64;
+    let mut engineer_gone = false;
+    let mut login_failed = false;
+    let mut last_flush = Instant::now();
+    while (out_open || err_open || !to_out.is_empty() || !to_err.is_empty()) && !engineer_gone {
+        let ready = conn.is_ready();
+        let now = Instant::now();
+        if !ready && now >= conn.login_deadline() {
+            login_failed = true;
+            break;
+        }
+        let mut deadline = last_flush + FLUSH_EVERY;
+        if !ready {
+            deadline = deadline.min(conn.login_deadline());
+        }
+        let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
+        let flag = |on: bool, f: PollFlags| if on { f } else { PollFlags::empty() };
+        // SAFETY: these descriptors stay open for the whole loop.
+        let (b_stdout, b_stderr, b_out, b_err) = unsafe {
+            (
+                BorrowedFd::borrow_raw(stdout),
+                BorrowedFd::borrow_raw(stderr),
+                BorrowedFd::borrow_raw(eng_out),
+                BorrowedFd::borrow_raw(eng_err),
+            )
+        };
+        let mut fds = vec![
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(
+                b_stdout,
+                flag(out_open && to_out.len() < BUFFER_LIMIT, PollFlags::POLLIN),
+            ),
+            PollFd::new(
+                b_stderr,
+                flag(err_open && to_err.len() < BUFFER_LIMIT, PollFlags::POLLIN),
+            ),
+            PollFd::new(b_out, flag(!to_out.is_empty(), PollFlags::POLLOUT)),
+            PollFd::new(b_err, flag(!to_err.is_empty(), PollFlags::POLLOUT)),
+        ];
+        if !ready {
+            fds.push(PollFd::new(conn.ready_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        let any = |r: PollFlags| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        };
+        if !ready
+            && revents
+                .get(5)
+                .is_some_and(|r| r.contains(PollFlags::POLLIN))
+            && conn.mark_ready()
+        {
+            events.ready();
+        }
+        if any(revents[0]) && !control_message(control, &mut |_, _| {}) {
+            engineer_gone = true;
+            break;
+        }
+        for (open, fd, pending, revent) in [
+            (&mut out_open, stdout, &mut to_out, revents[1]),
+            (&mut err_open, stderr, &mut to_err, revents[2]),
+        ] {
+            if *open && any(revent) {
+                match read_fd(fd, &mut buf) {
+                    Read_::Data(n) => {
+                        if !conn.is_ready() && conn.mark_ready() {
+                            events.ready();
+                        }
+                        bytes_out += n as u64;
+                        recorder.output(&buf[..n]);
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    Read_::Nothing => {}
+                    Read_::Closed => *open = false,
+                }
+            }
+        }
+        if write_some(eng_out, &mut to_out).is_err() || write_some(eng_err, &mut to_err).is_err() {
+            engineer_gone = true;
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            recorder.flush();
+            last_flush = Instant::now();
+        }
+    }
+    if engineer_gone || login_failed {
+        conn.kill();
+    }
+    if !conn.is_ready() && conn.mark_ready() {
+        events.ready();
+    }
+    recorder.flush();
+    finish(conn, login_failed, engineer_gone, 0, bytes_out)
+}
+
+/// Waits for the agent to answer [`Response::NeedCredentials`] (resizes
+/// may come first); `None` if it went away or took longer than `timeout`.
+pub fn await_credentials(
+    control: &UnixStream,
+    timeout: Duration,
+    on_resize: &mut dyn FnMut(u16, u16),
+) -> Option<(Option<String>, jms_core::model::Secret)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, connect::poll_timeout(left)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        match jms_proto::read_frame::<Request>(&mut &*control) {
+            Ok(Request::Credentials { username, password }) => return Some((username, password)),
+            Ok(Request::Resize { cols, rows }) => on_resize(cols, rows),
+            Ok(_) | Err(jms_proto::FrameError::Malformed(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Writes a response on the control connection (errors mean the agent left).
+pub fn send(control: &UnixStream, response: &Response) -> bool {
+    jms_proto::write_frame(&mut &*control, response).is_ok()
+}

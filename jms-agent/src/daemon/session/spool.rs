@@ -1,0 +1,377 @@
+//! The durable event spool: every session start and end, command and file
+//! transfer is appended here first, as one JSON line, and fsync'd before
+//! the call returns. The central uploader takes sealed segments
+//! (`<millis>-<seq>.jsonl`), sends them with each event's `id` as the
+//! idempotency key, and deletes them; `current.jsonl` is the open segment.
+//!
+//! The spool is bounded: past `max_bytes` an event is dropped and an alarm
+//! goes to the log (once per filling, again after it drained), so a bastion
+//! cut off from the central server cannot fill its disk.
+//!
+//! Directory 0700, files 0600: only the daemon reads them.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+/// Size at which the open segment is sealed and a new one begun.
+const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+/// Name of the open segment.
+pub const CURRENT: &str = "current.jsonl";
+
+/// Why an event was not spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool holds `max_bytes` already: the event is dropped (alarm logged).
+    #[error("spool full ({0} bytes): event dropped")]
+    Full(u64),
+    /// The disk failed: the event is lost (logged).
+    #[error("spool: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One spooled record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Unique id: the idempotency key of the upload.
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+impl Event {
+    /// An event happening now, with a fresh id.
+    pub fn now(body: EventBody) -> Event {
+        Event {
+            id: super::new_id(),
+            time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            body,
+        }
+    }
+}
+
+/// Who did it where: every session-scoped event carries this.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Scope {
+    pub session: String,
+    pub user: String,
+    pub asset: String,
+    /// The account's name in the policy (`root`, `@INPUT`, …).
+    pub account: String,
+    /// The login used on the target, when known.
+    pub username: Option<String>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The target connection is up.
+    SessionStart {
+        #[serde(flatten)]
+        scope: Scope,
+        /// `shell`, `exec`, `sftp`, `scp`, `rsync`.
+        kind: String,
+        protocol: String,
+        client: Option<String>,
+        command: Option<String>,
+        /// File name of the recording in the recordings dir.
+        recording: Option<String>,
+    },
+    /// The session is over.
+    SessionEnd {
+        #[serde(flatten)]
+        scope: Scope,
+        exit_status: Option<i32>,
+        /// Why it ended abnormally.
+        reason: Option<String>,
+        duration_ms: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+        recording: Option<String>,
+        recording_truncated: bool,
+    },
+    /// A session request refused before any target connection.
+    SessionDenied {
+        user: String,
+        command_line: String,
+        reason: String,
+        client: Option<String>,
+    },
+    /// One command: typed in a shell, or an exec request.
+    Command {
+        #[serde(flatten)]
+        scope: Scope,
+        command: String,
+        /// `interactive` or `exec`.
+        kind: String,
+        /// `allow` or `deny`.
+        decision: String,
+        /// The filter that decided, when one did.
+        filter: Option<String>,
+    },
+    /// One file operation (upload, download, delete, rename, mkdir, …).
+    Transfer {
+        #[serde(flatten)]
+        scope: Scope,
+        /// The wire: `sftp`, `scp` (legacy) or `rsync`.
+        via: String,
+        operation: String,
+        path: String,
+        /// A rename's or link's destination.
+        to: Option<String>,
+        size: Option<u64>,
+        /// `ok`, or why it failed or was refused.
+        result: String,
+    },
+}
+
+struct Segment {
+    file: Option<File>,
+    current_bytes: u64,
+    total_bytes: u64,
+    alarmed: bool,
+    sealed: u64,
+}
+
+/// The spool in one directory.
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment: Mutex<Segment>,
+}
+
+impl Spool {
+    /// Opens (creating 0700) the spool in `dir`, bounded to `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let total_bytes = dir_bytes(dir);
+        let current_bytes = std::fs::metadata(dir.join(CURRENT))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment: Mutex::new(Segment {
+                file: None,
+                current_bytes,
+                total_bytes,
+                alarmed: false,
+                sealed: 0,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one event durably (write + fsync) or says why not.
+    pub fn append(&self, event: &Event) -> Result<(), SpoolError> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let len = line.len() as u64;
+        let mut segment = self.segment.lock().unwrap_or_else(|e| e.into_inner());
+        if segment.total_bytes + len > self.max_bytes {
+            // The uploader may have drained it since we last looked.
+            segment.total_bytes = dir_bytes(&self.dir);
+        }
+        if segment.total_bytes + len > self.max_bytes {
+            if !segment.alarmed {
+                segment.alarmed = true;
+                error!(
+                    alarm = "spool_full",
+                    dir = %self.dir.display(),
+                    max_bytes = self.max_bytes,
+                    "the event spool is full: audit events are being dropped until it drains"
+                );
+            }
+            return Err(SpoolError::Full(self.max_bytes));
+        }
+        if segment.alarmed {
+            segment.alarmed = false;
+            info!(dir = %self.dir.display(), "the event spool has room again");
+        }
+        if segment.file.is_none() {
+            segment.file = Some(
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(self.dir.join(CURRENT))?,
+            );
+        }
+        let file = segment.file.as_mut().expect("opened above");
+        file.write_all(&line)?;
+        file.sync_data()?;
+        segment.current_bytes += len;
+        segment.total_bytes += len;
+        if segment.current_bytes >= SEGMENT_BYTES {
+            segment.file = None;
+            segment.sealed += 1;
+            let name = format!(
+                "{}-{:06}.jsonl",
+                Utc::now().timestamp_millis(),
+                segment.sealed
+            );
+            std::fs::rename(self.dir.join(CURRENT), self.dir.join(name))?;
+            File::open(&self.dir)?.sync_all()?;
+            segment.current_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Appends, logging (never failing) when the event cannot be kept.
+    pub fn record(&self, body: EventBody) {
+        let event = Event::now(body);
+        if let Err(e) = self.append(&event) {
+            match e {
+                SpoolError::Full(_) => warn!(event = ?event, "spool full: event dropped"),
+                SpoolError::Io(e) => {
+                    error!(error = %e, event = ?event, "spool write failed: event lost")
+                }
+            }
+        }
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+static GLOBAL: OnceLock<Option<Spool>> = OnceLock::new();
+
+/// The daemon's spool (opened on first use from the configuration), or
+/// `None` when its directory cannot be made (logged once).
+pub fn global(config: &crate::daemon::config::AgentdConfig) -> Option<&'static Spool> {
+    GLOBAL
+        .get_or_init(|| {
+            let dir = config.spool_dir();
+            match Spool::open(&dir, config.sessions.spool_max_bytes) {
+                Ok(spool) => Some(spool),
+                Err(e) => {
+                    error!(alarm = "spool_unavailable", dir = %dir.display(), error = %e, "cannot open the event spool: audit events will only be logged");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Records `body` in the daemon's spool (or the log, if it has none).
+pub fn record(config: &crate::daemon::config::AgentdConfig, body: EventBody) {
+    match global(config) {
+        Some(spool) => spool.record(body),
+        None => warn!(event = ?body, "no spool: event only logged"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn scope() -> Scope {
+        Scope {
+            session: "s1".into(),
+            user: "alice".into(),
+            asset: "web01".into(),
+            account: "root".into(),
+            username: Some("root".into()),
+        }
+    }
+
+    fn command(text: &str) -> EventBody {
+        EventBody::Command {
+            scope: scope(),
+            command: text.into(),
+            kind: "interactive".into(),
+            decision: "allow".into(),
+            filter: None,
+        }
+    }
+
+    #[test]
+    fn events_are_json_lines_in_a_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let spool = Spool::open(&spool_dir, 1 << 20).unwrap();
+        spool.append(&Event::now(command("uptime"))).unwrap();
+        spool.append(&Event::now(command("id"))).unwrap();
+        let text = std::fs::read_to_string(spool_dir.join(CURRENT)).unwrap();
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].body, command("id"));
+        assert_ne!(events[0].id, events[1].id, "ids are idempotency keys");
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["event"], "command");
+        assert_eq!(line["user"], "alice");
+        assert_eq!(line["command"], "uptime");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        assert_eq!(mode(&spool_dir.join(CURRENT)), 0o600);
+    }
+
+    #[test]
+    fn a_full_spool_drops_events_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 600).unwrap();
+        let mut kept = 0;
+        let mut refused = 0;
+        for i in 0..10 {
+            match spool.append(&Event::now(command(&format!("echo {i}")))) {
+                Ok(()) => kept += 1,
+                Err(SpoolError::Full(600)) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(kept >= 1 && refused >= 1, "kept {kept}, refused {refused}");
+        assert!(std::fs::metadata(dir.path().join(CURRENT)).unwrap().len() <= 600);
+        // The uploader drains it: room again.
+        std::fs::remove_file(dir.path().join(CURRENT)).unwrap();
+        spool.segment.lock().unwrap().file = None;
+        spool.append(&Event::now(command("after"))).unwrap();
+    }
+
+    #[test]
+    fn big_segments_are_sealed_for_the_uploader() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), u64::MAX).unwrap();
+        let big = "x".repeat(64 * 1024);
+        for _ in 0..70 {
+            spool.append(&Event::now(command(&big))).unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().any(|n| n != CURRENT && n.ends_with(".jsonl")),
+            "a sealed segment should exist: {names:?}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The admin REST API under `/api/v1` (JSON), and its OpenAPI document at
+//! `/api/openapi.json`.
+//!
+//! Every route is declared once, in [`routes::table`]: the router and the
+//! OpenAPI document are both built from that table. Every request but the
+//! OpenAPI document needs `Authorization: Bearer <token>`; a read-only
+//! token may only GET. Errors are `{"error": "..."}` with the status that
+//! says what to do: 400 fix the request, 401 send a token, 403 use an admin
+//! token, 404 no such entity (or route), 405 wrong method, 409 already
+//! exists, 422 the change would make the policy invalid (jms-core's
+//! message names the entity and field).
+
+mod error;
+mod extract;
+mod nodes_accounts;
+pub mod openapi;
+mod resources;
+pub mod routes;
+mod schemas;
+mod system;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::admin::{Admin, AdminError};
+use crate::store::Scope;
+
+/// Largest request body (a whole policy for `PUT /api/v1/policy`).
+const BODY_LIMIT: usize = 64 << 20;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    admin: Arc<Admin>,
+}
+
+/// Who is calling: set by the auth layer from the bearer token.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// `token 3 (ci)`: written to the operation log.
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let admin = state.admin.clone();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("worker failed: {e}"))),
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(admin: Arc<Admin>) -> Router {
+    let state = AppState { admin };
+    let (public, private): (Vec<_>, Vec<_>) = routes::table()
+        .into_iter()
+        .partition(|r| r.auth == routes::Auth::Public);
+    let mut app = Router::new();
+    for route in private {
+        app = app.route(route.path, route.handler);
+    }
+    app = app.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    for route in public {
+        app = app.route(route.path, route.handler);
+    }
+    app.fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Checks the bearer token and its scope; records the actor.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let Some(token) = token else {
+        return ApiError::unauthorized(
+            "missing token: send `Authorization: Bearer <token>` (jms-server token create)",
+        )
+        .into_response();
+    };
+    let row = match blocking(&state, move |admin| admin.authenticate(&token)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return ApiError::unauthorized("unknown or revoked token").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && row.scope != Scope::Admin {
+        return ApiError::from(AdminError::Forbidden(format!(
+            "token {} ({}) is read-only: {} needs an admin token",
+            row.id,
+            row.name,
+            request.method()
+        )))
+        .into_response();
+    }
+    request.extensions_mut().insert(Actor {
+        name: format!("token {} ({})", row.id, row.name),
+        scope: row.scope,
+    });
+    next.run(request).await
+}
+
+/// A span per request (with its id) and one log line when it ends.
+async fn log_request(request: Request, next: Next) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Instrument;
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "request",
+        id,
+        method = %request.method(),
+        path = request.uri().path()
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(request).await;
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "done"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}

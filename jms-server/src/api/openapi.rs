@@ -1,0 +1,197 @@
+//! The OpenAPI 3 document, built from the route table (so it lists exactly
+//! the routes the router serves) and the schemas in `super::schemas`.
+
+use std::sync::OnceLock;
+
+use axum::http::Method;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::routes::{self, Auth, QueryParams, Route};
+use super::schemas;
+
+/// `GET /api/openapi.json`.
+pub async fn serve() -> Json<Value> {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    Json(DOCUMENT.get_or_init(document).clone())
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in routes::table() {
+        let item = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        item[route.method.as_str().to_ascii_lowercase()] = operation(&route);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "jms-server admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Central store of the jms SSH bastion: users, groups, nodes, assets, \
+                accounts, grants, command filters, settings and the operation log. Entities are \
+                written in the same form as in a policy file and checked by jms-core before they \
+                are committed. Secrets are write-only. Errors are {\"error\": \"...\"}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas::all(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "jms-server token create"}
+            },
+        },
+        "security": [{"bearer": []}],
+    })
+}
+
+fn error(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+/// The `{name}` segments of a path.
+pub fn path_params(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
+}
+
+fn operation(route: &Route) -> Value {
+    let mut parameters: Vec<Value> = path_params(route.path)
+        .into_iter()
+        .map(|name| {
+            let schema = if name == "id" {
+                json!({"type": "integer", "format": "int64"})
+            } else {
+                json!({"type": "string"})
+            };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
+        .collect();
+    let query = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
+    match route.query {
+        QueryParams::None => {}
+        QueryParams::Page => {
+            parameters.push(query(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                "Page size",
+            ));
+            parameters.push(query(
+                "offset",
+                json!({"type": "integer", "minimum": 0, "default": 0}),
+                "Rows to skip",
+            ));
+            parameters.push(query(
+                "q",
+                json!({"type": "string"}),
+                "Case-insensitive substring of the names",
+            ));
+        }
+        QueryParams::Export => parameters.push(query(
+            "with_secrets",
+            json!({"type": "boolean", "default": false}),
+            "Include secrets (admin tokens only; logged)",
+        )),
+        QueryParams::Apply => parameters.push(query(
+            "dry_run",
+            json!({"type": "boolean", "default": false}),
+            "Only compute the changes",
+        )),
+    }
+
+    let mut responses = Map::new();
+    let success = match route.response {
+        Some(schema) => json!({
+            "description": "OK",
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        }),
+        None => json!({"description": "Done"}),
+    };
+    responses.insert(route.status.to_string(), success);
+    let writes = route.method != Method::GET;
+    if route.body.is_some() || route.query != QueryParams::None || !parameters.is_empty() {
+        responses.insert("400".into(), error("Malformed request"));
+    }
+    if route.auth == Auth::Token {
+        responses.insert("401".into(), error("Missing or unknown token"));
+        if writes || route.query == QueryParams::Export {
+            responses.insert("403".into(), error("Needs an admin token"));
+        }
+    }
+    if !path_params(route.path).is_empty()
+        || route.method == Method::POST && route.path.contains('{')
+    {
+        responses.insert("404".into(), error("No such entity"));
+    }
+    if route.method == Method::POST {
+        responses.insert("409".into(), error("Already exists"));
+    }
+    if writes {
+        responses.insert(
+            "422".into(),
+            error("The change would make the policy invalid (jms-core's message)"),
+        );
+    }
+    if route.body.is_some() {
+        responses.insert("413".into(), error("Body too large"));
+        responses.insert("415".into(), error("Not application/json"));
+    }
+    responses.insert("default".into(), error("Server error"));
+
+    let mut op = json!({
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "responses": responses,
+    });
+    if !parameters.is_empty() {
+        op["parameters"] = Value::Array(parameters);
+    }
+    if let Some(schema) = route.body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        });
+    }
+    if route.auth == Auth::Public {
+        op["security"] = json!([]);
+    }
+    op
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_referenced_schema_is_defined() {
+        let doc = document();
+        let text = doc.to_string();
+        let defined = doc["components"]["schemas"].as_object().unwrap();
+        for piece in text.split("#/components/schemas/").skip(1) {
+            let name: String = piece.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(
+                defined.contains_key(&name),
+                "schema {name} is referenced but not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for route in routes::table() {
+            assert!(
+                seen.insert(route.operation_id),
+                "{} twice",
+                route.operation_id
+            );
+            assert!(!route.summary.is_empty() && !route.tag.is_empty());
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The route table: every route the server serves, once. The router
+//! (`super::router`) and the OpenAPI document (`super::openapi`) are both
+//! built from it, so they cannot disagree.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
+
+use super::nodes_accounts as na;
+use super::resources as res;
+use super::{openapi, system, AppState};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (the OpenAPI document).
+    Public,
+    /// A bearer token: any scope for GET, `admin` for the rest.
+    Token,
+}
+
+/// The query parameters a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryParams {
+    None,
+    /// `limit`, `offset`, `q`.
+    Page,
+    /// `with_secrets`.
+    Export,
+    /// `dry_run`.
+    Apply,
+}
+
+/// One route: what the OpenAPI document says about it, and its handler.
+pub struct Route {
+    pub method: Method,
+    /// OpenAPI/axum path syntax: `/api/v1/users/{username}`.
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub auth: Auth,
+    pub query: QueryParams,
+    /// Schema name of the JSON body.
+    pub body: Option<&'static str>,
+    /// Success status.
+    pub status: u16,
+    /// Schema name of the success body.
+    pub response: Option<&'static str>,
+    pub(crate) handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    Route {
+        method,
+        path,
+        operation_id: "",
+        summary: "",
+        tag: "",
+        auth: Auth::Token,
+        query: QueryParams::None,
+        body: None,
+        status: 200,
+        response: None,
+        handler: on(filter, handler),
+    }
+}
+
+impl Route {
+    fn doc(mut self, operation_id: &'static str, tag: &'static str, summary: &'static str) -> Self {
+        self.operation_id = operation_id;
+        self.tag = tag;
+        self.summary = summary;
+        self
+    }
+    fn query(mut self, query: QueryParams) -> Self {
+        self.query = query;
+        self
+    }
+    fn body(mut self, schema: &'static str) -> Self {
+        self.body = Some(schema);
+        self
+    }
+    fn returns(mut self, status: u16, schema: Option<&'static str>) -> Self {
+        self.status = status;
+        self.response = schema;
+        self
+    }
+    fn public(mut self) -> Self {
+        self.auth = Auth::Public;
+        self
+    }
+}
+
+/// Every route.
+pub fn table() -> Vec<Route> {
+    use Method as M;
+    use QueryParams::{Apply, Export, Page};
+    vec![
+        route(M::GET, "/api/openapi.json", openapi::serve)
+            .doc("getOpenApi", "meta", "This document")
+            .public()
+            .returns(200, Some("OpenApiDocument")),
+        // users
+        route(M::GET, "/api/v1/users", res::list::<User>)
+            .doc("listUsers", "users", "List users")
+            .query(Page)
+            .returns(200, Some("UserPage")),
+        route(M::POST, "/api/v1/users", res::create::<User>)
+            .doc(
+                "createUser",
+                "users",
+                "Create a user (policy-file form; she gets a uid)",
+            )
+            .body("User")
+            .returns(201, Some("UserView")),
+        route(M::GET, "/api/v1/users/{username}", res::get::<User>)
+            .doc("getUser", "users", "Read a user")
+            .returns(200, Some("UserView")),
+        route(M::PATCH, "/api/v1/users/{username}", res::patch::<User>)
+            .doc("patchUser", "users", "Change a user (JSON merge patch)")
+            .body("UserPatch")
+            .returns(200, Some("UserView")),
+        route(M::DELETE, "/api/v1/users/{username}", res::delete::<User>)
+            .doc(
+                "deleteUser",
+                "users",
+                "Delete a user (her uid is never reused)",
+            )
+            .returns(204, None),
+        // user groups
+        route(M::GET, "/api/v1/groups", res::list::<UserGroup>)
+            .doc("listGroups", "groups", "List user groups")
+            .query(Page)
+            .returns(200, Some("GroupPage")),
+        route(M::POST, "/api/v1/groups", res::create::<UserGroup>)
+            .doc(
+                "createGroup",
+                "groups",
+                "Create a user group (it gets a gid)",
+            )
+            .body("UserGroup")
+            .returns(201, Some("GroupView")),
+        route(M::GET, "/api/v1/groups/{name}", res::get::<UserGroup>)
+            .doc("getGroup", "groups", "Read a user group and its members")
+            .returns(200, Some("GroupView")),
+        route(M::PATCH, "/api/v1/groups/{name}", res::patch::<UserGroup>)
+            .doc(
+                "patchGroup",
+                "groups",
+                "Change a user group (JSON merge patch)",
+            )
+            .body("GroupPatch")
+            .returns(200, Some("GroupView")),
+        route(M::DELETE, "/api/v1/groups/{name}", res::delete::<UserGroup>)
+            .doc(
+                "deleteGroup",
+                "groups",
+                "Delete a user group (and its memberships)",
+            )
+            .returns(204, None),
+        // nodes
+        route(M::GET, "/api/v1/nodes", na::list_nodes)
+            .doc("listNodes", "nodes", "List declared nodes")
+            .query(Page)
+            .returns(200, Some("NodePage")),
+        route(M::POST, "/api/v1/nodes", na::create_node)
+            .doc(
+                "createNode",
+                "nodes",
+                "Declare a node (its parents are implied)",
+            )
+            .body("NewNode")
+            .returns(201, Some("NodeView")),
+        route(M::GET, "/api/v1/nodes/{id}", na::get_node)
+            .doc("getNode", "nodes", "Read a node")
+            .returns(200, Some("NodeView")),
+        route(M::DELETE, "/api/v1/nodes/{id}", na::delete_node)
+            .doc("deleteNode", "nodes", "Delete a node")
+            .returns(204, None),
+        // assets
+        route(M::GET, "/api/v1/assets", res::list::<Asset>)
+            .doc("listAssets", "assets", "List assets with their accounts")
+            .query(Page)
+            .returns(200, Some("AssetPage")),
+        route(M::POST, "/api/v1/assets", res::create::<Asset>)
+            .doc(
+                "createAsset",
+                "assets",
+                "Create an asset (accounts may come with it)",
+            )
+            .body("Asset")
+            .returns(201, Some("AssetView")),
+        route(M::GET, "/api/v1/assets/{asset}", res::get::<Asset>)
+            .doc("getAsset", "assets", "Read an asset")
+            .returns(200, Some("AssetView")),
+        route(M::PATCH, "/api/v1/assets/{asset}", res::patch::<Asset>)
+            .doc(
+                "patchAsset",
+                "assets",
+                "Change an asset (JSON merge patch; not its accounts)",
+            )
+            .body("AssetPatch")
+            .returns(200, Some("AssetView")),
+        route(M::DELETE, "/api/v1/assets/{asset}", res::delete::<Asset>)
+            .doc("deleteAsset", "assets", "Delete an asset and its accounts")
+            .returns(204, None),
+        // accounts
+        route(M::GET, "/api/v1/accounts", na::list_all_accounts)
+            .doc(
+                "listAllAccounts",
+                "accounts",
+                "List the accounts of every asset",
+            )
+            .query(Page)
+            .returns(200, Some("AccountPage")),
+        route(M::GET, "/api/v1/assets/{asset}/accounts", na::list_accounts)
+            .doc("listAccounts", "accounts", "List an asset's accounts")
+            .query(Page)
+            .returns(200, Some("AccountPage")),
+        route(
+            M::POST,
+            "/api/v1/assets/{asset}/accounts",
+            na::create_account,
+        )
+        .doc(
+            "createAccount",
+            "accounts",
+            "Add an account (its secret is write-only)",
+        )
+        .body("Account")
+        .returns(201, Some("AccountView")),
+        route(
+            M::GET,
+            "/api/v1/assets/{asset}/accounts/{account}",
+            na::get_account,
+        )
+        .doc(
+            "getAccount",
+            "accounts",
+            "Read an account (never its secret)",
+        )
+        .returns(200, Some("AccountView")),
+        route(
+            M::PATCH,
+            "/api/v1/assets/{asset}/accounts/{account}",
+            na::patch_account,
+        )
+        .doc(
+            "patchAccount",
+            "accounts",
+            "Change an account (JSON merge patch)",
+        )
+        .body("AccountPatch")
+        .returns(200, Some("AccountView")),
+        route(
+            M::DELETE,
+            "/api/v1/assets/{asset}/accounts/{account}",
+            na::delete_account,
+        )
+        .doc("deleteAccount", "accounts", "Delete an account")
+        .returns(204, None),
+        // grants
+        route(M::GET, "/api/v1/grants", res::list::<Grant>)
+            .doc("listGrants", "grants", "List grants")
+            .query(Page)
+            .returns(200, Some("GrantPage")),
+        route(M::POST, "/api/v1/grants", res::create::<Grant>)
+            .doc(
+                "createGrant",
+                "grants",
+                "Create a grant (date_start defaults to now)",
+            )
+            .body("Grant")
+            .returns(201, Some("GrantView")),
+        route(M::GET, "/api/v1/grants/{name}", res::get::<Grant>)
+            .doc("getGrant", "grants", "Read a grant")
+            .returns(200, Some("GrantView")),
+        route(M::PATCH, "/api/v1/grants/{name}", res::patch::<Grant>)
+            .doc("patchGrant", "grants", "Change a grant (JSON merge patch)")
+            .body("GrantPatch")
+            .returns(200, Some("GrantView")),
+        route(M::DELETE, "/api/v1/grants/{name}", res::delete::<Grant>)
+            .doc("deleteGrant", "grants", "Delete a grant")
+            .returns(204, None),
+        // command filters
+        route(M::GET, "/api/v1/filters", res::list::<CommandFilter>)
+            .doc("listFilters", "filters", "List command filters")
+            .query(Page)
+            .returns(200, Some("FilterPage")),
+        route(M::POST, "/api/v1/filters", res::create::<CommandFilter>)
+            .doc("createFilter", "filters", "Create a command filter")
+            .body("CommandFilter")
+            .returns(201, Some("FilterView")),
+        route(M::GET, "/api/v1/filters/{name}", res::get::<CommandFilter>)
+            .doc("getFilter", "filters", "Read a command filter")
+            .returns(200, Some("FilterView")),
+        route(
+            M::PATCH,
+            "/api/v1/filters/{name}",
+            res::patch::<CommandFilter>,
+        )
+        .doc(
+            "patchFilter",
+            "filters",
+            "Change a command filter (JSON merge patch)",
+        )
+        .body("FilterPatch")
+        .returns(200, Some("FilterView")),
+        route(
+            M::DELETE,
+            "/api/v1/filters/{name}",
+            res::delete::<CommandFilter>,
+        )
+        .doc("deleteFilter", "filters", "Delete a command filter")
+        .returns(204, None),
+        // settings
+        route(M::GET, "/api/v1/settings", system::get_settings)
+            .doc("getSettings", "settings", "Read the system settings")
+            .returns(200, Some("SettingsView")),
+        route(M::PUT, "/api/v1/settings", system::put_settings)
+            .doc(
+                "putSettings",
+                "settings",
+                "Replace the system settings (absent fields: defaults)",
+            )
+            .body("Settings")
+            .returns(200, Some("SettingsView")),
+        route(M::PATCH, "/api/v1/settings", system::patch_settings)
+            .doc(
+                "patchSettings",
+                "settings",
+                "Change system settings (JSON merge patch)",
+            )
+            .body("Settings")
+            .returns(200, Some("SettingsView")),
+        // operation log
+        route(M::GET, "/api/v1/oplog", system::list_oplog)
+            .doc("listOpLog", "oplog", "The operation log, newest first")
+            .query(Page)
+            .returns(200, Some("OpLogPage")),
+        // the whole policy
+        route(M::GET, "/api/v1/policy", system::export_policy)
+            .doc(
+                "exportPolicy",
+                "policy",
+                "The whole policy (secrets only with with_secrets, admin)",
+            )
+            .query(Export)
+            .returns(200, Some("PolicyDocument")),
+        route(M::PUT, "/api/v1/policy", system::apply_policy)
+            .doc(
+                "applyPolicy",
+                "policy",
+                "Make the policy equal to this document (dry_run: only diff)",
+            )
+            .query(Apply)
+            .body("PolicyDocument")
+            .returns(200, Some("Applied")),
+        route(M::GET, "/api/v1/policy/version", system::policy_version)
+            .doc("getPolicyVersion", "policy", "The global policy version")
+            .returns(200, Some("Version")),
+    ]
+}

@@ -1,0 +1,299 @@
+//! JSON schemas of the bodies, for the OpenAPI document. Inputs are the
+//! policy-file forms (closed: unknown fields are refused, as the server
+//! does); views add the server's fields and replace secrets by `has_…`.
+
+use serde_json::{json, Map, Value};
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+fn boolean() -> Value {
+    json!({"type": "boolean"})
+}
+fn integer() -> Value {
+    json!({"type": "integer"})
+}
+fn strings() -> Value {
+    json!({"type": "array", "items": {"type": "string"}})
+}
+fn time() -> Value {
+    json!({"type": "string", "description": "RFC 3339 (2027-12-31T00:00:00Z) or a date (2027-12-31)"})
+}
+fn write_only() -> Value {
+    json!({"type": "string", "writeOnly": true, "description": "Write-only: never returned"})
+}
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+fn list_of(name: &str) -> Value {
+    json!({"type": "array", "items": reference(name)})
+}
+fn one_of(values: &[&str]) -> Value {
+    json!({"type": "string", "enum": values})
+}
+
+/// An object schema; `closed` refuses other fields.
+fn object(properties: &[(&str, Value)], required: &[&str], closed: bool) -> Value {
+    let props: Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let mut schema = json!({"type": "object", "properties": props});
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    if closed {
+        schema["additionalProperties"] = json!(false);
+    }
+    schema
+}
+
+fn page(item: &str) -> Value {
+    object(
+        &[
+            ("items", list_of(item)),
+            ("total", integer()),
+            ("limit", integer()),
+            ("offset", integer()),
+        ],
+        &["items", "total", "limit", "offset"],
+        false,
+    )
+}
+
+/// `fields` plus the server's fields, none of `secrets`.
+fn view(fields: &[(&str, Value)], secrets: &[&str], extra: &[(&str, Value)]) -> Value {
+    let mut all: Vec<(&str, Value)> = fields
+        .iter()
+        .filter(|(k, _)| !secrets.contains(k))
+        .cloned()
+        .collect();
+    all.extend(extra.iter().cloned());
+    all.push((
+        "created_at",
+        json!({"type": "string", "format": "date-time"}),
+    ));
+    all.push((
+        "updated_at",
+        json!({"type": "string", "format": "date-time"}),
+    ));
+    object(&all, &[], false)
+}
+
+const PROTOCOLS: &[&str] = &["ssh", "sftp"];
+const ACTIONS: &[&str] = &[
+    "all", "connect", "upload", "download", "delete", "copy", "paste", "share",
+];
+
+/// Every schema the document refers to.
+pub fn all() -> Value {
+    let user = [
+        ("username", string()),
+        ("name", string()),
+        ("email", json!({"type": "string", "nullable": true})),
+        ("is_active", boolean()),
+        ("date_expired", time()),
+        ("groups", strings()),
+        ("public_keys", strings()),
+        ("password_hash", write_only()),
+        ("totp_secret", write_only()),
+        ("login_acl", reference("LoginAcl")),
+    ];
+    let group = [("name", string()), ("comment", string())];
+    let asset_fields = [
+        ("name", string()),
+        ("address", string()),
+        ("protocols", list_of("AssetProtocol")),
+        ("nodes", strings()),
+        ("is_active", boolean()),
+        ("host_keys", strings()),
+    ];
+    let mut asset = asset_fields.to_vec();
+    asset.push(("accounts", list_of("Account")));
+    let account = [
+        ("name", string()),
+        ("username", string()),
+        ("secret_type", one_of(&["password", "ssh_key"])),
+        ("secret", write_only()),
+        ("privileged", boolean()),
+    ];
+    let grant = [
+        ("name", string()),
+        ("users", strings()),
+        ("user_groups", strings()),
+        ("assets", strings()),
+        ("nodes", strings()),
+        (
+            "accounts",
+            json!({"type": "array", "items": {"type": "string"}, "description": "@ALL, @INPUT, @USER, @ANON or account names"}),
+        ),
+        (
+            "protocols",
+            json!({"type": "array", "items": one_of(&["all", "ssh", "sftp"])}),
+        ),
+        (
+            "actions",
+            json!({"type": "array", "items": one_of(ACTIONS)}),
+        ),
+        ("date_start", time()),
+        ("date_expired", time()),
+        ("is_active", boolean()),
+        ("comment", string()),
+    ];
+    let filter = [
+        ("name", string()),
+        (
+            "priority",
+            json!({"type": "integer", "minimum": 0, "maximum": 255, "description": "1 (first) to 100 (last)"}),
+        ),
+        ("action", one_of(&["deny", "allow"])),
+        ("rules", strings()),
+        ("users", strings()),
+        ("user_groups", strings()),
+        ("assets", strings()),
+        ("nodes", strings()),
+        ("accounts", strings()),
+        ("is_active", boolean()),
+    ];
+    let span = || json!({"type": "string", "description": "A duration: 30m, 1h 30m, 24h"});
+    let security = object(
+        &[
+            ("password_min_length", integer()),
+            ("password_require_uppercase", boolean()),
+            ("password_require_lowercase", boolean()),
+            ("password_require_digit", boolean()),
+            ("password_require_symbol", boolean()),
+            ("lockout_threshold", integer()),
+            ("lockout_duration", span()),
+            ("mfa_required", one_of(&["none", "all", "groups"])),
+            ("mfa_groups", strings()),
+            ("session_idle_timeout", span()),
+            ("max_session_length", span()),
+        ],
+        &[],
+        true,
+    );
+    let audit = object(
+        &[
+            ("record_input", boolean()),
+            ("recording_max_bytes", integer()),
+            ("command_filter_default", one_of(&["allow", "deny"])),
+        ],
+        &[],
+        true,
+    );
+    let mail = [
+        ("enabled", boolean()),
+        ("smtp_host", string()),
+        (
+            "smtp_port",
+            json!({"type": "integer", "minimum": 0, "maximum": 65535}),
+        ),
+        ("smtp_security", one_of(&["starttls", "tls", "none"])),
+        ("username", string()),
+        (
+            "password",
+            json!({"type": "string", "nullable": true, "writeOnly": true}),
+        ),
+        ("from", string()),
+    ];
+    let mut mail_view: Vec<(&str, Value)> = mail
+        .iter()
+        .filter(|(k, _)| *k != "password")
+        .cloned()
+        .collect();
+    mail_view.push(("has_password", boolean()));
+
+    json!({
+        "Error": object(&[("error", string())], &["error"], false),
+        "OpenApiDocument": {"type": "object"},
+        "Version": object(&[("version", integer())], &["version"], false),
+        "LoginAcl": object(&[
+            ("allow_from", strings()),
+            ("deny_from", strings()),
+            ("time_windows", list_of("TimeWindow")),
+        ], &[], true),
+        "TimeWindow": object(&[
+            ("days", json!({"type": "array", "items": one_of(&["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])})),
+            ("from", json!({"type": "string", "description": "HH:MM"})),
+            ("to", json!({"type": "string", "description": "HH:MM (24:00 is the end of the day)"})),
+        ], &["days", "from", "to"], true),
+        "User": object(&user, &["username"], true),
+        "UserPatch": object(&user, &[], true),
+        "UserView": view(&user, &["password_hash", "totp_secret"], &[
+            ("uid", integer()), ("has_password", boolean()), ("has_totp", boolean()),
+        ]),
+        "UserPage": page("UserView"),
+        "UserGroup": object(&group, &["name"], true),
+        "GroupPatch": object(&group, &[], true),
+        "GroupView": view(&group, &[], &[("gid", integer()), ("members", strings())]),
+        "GroupPage": page("GroupView"),
+        "NewNode": object(&[("path", json!({"type": "string", "description": "/Default/prod/web"}))], &["path"], true),
+        "NodeView": object(&[
+            ("id", integer()),
+            ("path", string()),
+            ("created_at", json!({"type": "string", "format": "date-time"})),
+        ], &["id", "path"], false),
+        "NodePage": page("NodeView"),
+        "AssetProtocol": object(&[
+            ("name", one_of(PROTOCOLS)),
+            ("port", json!({"type": "integer", "minimum": 0, "maximum": 65535})),
+        ], &["name", "port"], true),
+        "Asset": object(&asset, &["name", "address", "protocols"], true),
+        "AssetPatch": object(&asset_fields, &[], true),
+        "AssetView": view(&asset_fields, &[], &[("accounts", list_of("AccountView"))]),
+        "AssetPage": page("AssetView"),
+        "Account": object(&account, &["name", "username", "secret_type"], true),
+        "AccountPatch": object(&account, &[], true),
+        "AccountView": view(&account, &["secret"], &[("asset", string()), ("has_secret", boolean())]),
+        "AccountPage": page("AccountView"),
+        "Grant": object(&grant, &["name", "accounts", "protocols", "actions"], true),
+        "GrantPatch": object(&grant, &[], true),
+        "GrantView": view(&grant, &[], &[]),
+        "GrantPage": page("GrantView"),
+        "CommandFilter": object(&filter, &["name", "action", "rules", "accounts"], true),
+        "FilterPatch": object(&filter, &[], true),
+        "FilterView": view(&filter, &[], &[]),
+        "FilterPage": page("FilterView"),
+        "Settings": object(&[
+            ("security", security.clone()),
+            ("audit", audit.clone()),
+            ("mail", object(&mail, &[], true)),
+        ], &[], true),
+        "SettingsView": object(&[
+            ("security", security),
+            ("audit", audit),
+            ("mail", object(&mail_view, &[], false)),
+        ], &[], false),
+        "OpLogEntry": object(&[
+            ("id", integer()),
+            ("at", json!({"type": "string", "format": "date-time"})),
+            ("actor", string()),
+            ("action", string()),
+            ("kind", string()),
+            ("name", string()),
+            ("fields", strings()),
+            ("version", integer()),
+        ], &["id", "at", "actor", "action", "kind", "name", "fields", "version"], false),
+        "OpLogPage": page("OpLogEntry"),
+        "PolicyDocument": object(&[
+            ("users", list_of("User")),
+            ("user_groups", list_of("UserGroup")),
+            ("nodes", strings()),
+            ("assets", list_of("Asset")),
+            ("grants", list_of("Grant")),
+            ("command_filters", list_of("CommandFilter")),
+        ], &[], true),
+        "Change": object(&[
+            ("op", one_of(&["add", "change", "remove"])),
+            ("kind", one_of(&["group", "user", "node", "asset", "account", "grant", "filter"])),
+            ("name", string()),
+            ("fields", strings()),
+        ], &["op", "kind", "name"], false),
+        "Applied": object(&[
+            ("changes", list_of("Change")),
+            ("version", integer()),
+            ("dry_run", boolean()),
+        ], &["changes", "version", "dry_run"], false),
+    })
+}

@@ -1,0 +1,110 @@
+//! Talking to the server: where it is (`--server` or `JMS_SERVER`) and the
+//! token (`JMS_TOKEN`, or `~/.config/jms/token`, which must be 0600).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use jms_server::client::Client;
+use serde_json::Value;
+
+/// Where the server is; every server command takes it.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Server URL (http://HOST:PORT); default: $JMS_SERVER.
+    #[arg(long, value_name = "URL", env = "JMS_SERVER", global = true)]
+    pub server: Option<String>,
+}
+
+fn token_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".config/jms/token"))
+}
+
+fn token() -> Result<String> {
+    if let Ok(token) = std::env::var("JMS_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let Some(path) = token_file() else {
+        bail!("no token: set JMS_TOKEN or write it to ~/.config/jms/token (mode 0600)");
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no token: set JMS_TOKEN or write it to {} (mode 0600)",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| path.display().to_string()),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{}: mode {mode:04o} is too open for a token: chmod 600 it",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("{}: empty", path.display());
+    }
+    Ok(token.to_string())
+}
+
+/// A client for the configured server and token.
+pub fn connect(args: &ServerArgs) -> Result<Client> {
+    let server = args
+        .server
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| anyhow!("no server: give --server URL or set JMS_SERVER"))?;
+    let token = token()?;
+    Ok(Client::new(server, &token)?)
+}
+
+/// Prints rows as aligned columns under `headers`.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A field of a JSON object as text for a table cell.
+pub fn cell(value: &Value, field: &str) -> String {
+    match value.get(field) {
+        // The policy form leaves `is_active: true` out.
+        None if field == "is_active" => "true".to_string(),
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(other) => other.to_string(),
+    }
+}

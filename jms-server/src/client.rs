@@ -1,0 +1,146 @@
+//! A blocking client of the admin API, for `jmsctl` and tests.
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client as Http, Response};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error: its message, as it gave it.
+    #[error("{message} (HTTP {status})")]
+    Refused { status: u16, message: String },
+    /// The server could not be reached (address, TLS, timeout).
+    #[error("cannot reach {server}: {message}")]
+    Unreachable { server: String, message: String },
+    /// The server's answer was not what the API promises.
+    #[error("unexpected answer from {server}: {message}")]
+    Protocol { server: String, message: String },
+    /// The server URL itself is wrong.
+    #[error("bad server URL `{0}`: expected http://HOST:PORT or https://HOST:PORT")]
+    BadUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one server with one token.
+pub struct Client {
+    base: Url,
+    token: String,
+    http: Http,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Result<Client> {
+        let base = Url::parse(server).map_err(|_| ClientError::BadUrl(server.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(ClientError::BadUrl(server.to_string()));
+        }
+        let http = Http::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                server: server.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Client {
+            base,
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    /// The URL of `segments` (each percent-encoded on its own, so names
+    /// with `?`, `#` or `%` stay one segment) with `query`.
+    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("checked in new");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// Calls the API; `Ok(None)` for an empty success (204).
+    pub fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let url = self.url(segments, query);
+        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().map_err(|e| ClientError::Unreachable {
+            server: self.base.to_string(),
+            message: describe(&e),
+        })?;
+        self.answer(response)
+    }
+
+    pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value> {
+        self.call(Method::GET, segments, query, None)?
+            .ok_or_else(|| self.protocol("empty answer to a GET"))
+    }
+
+    fn answer(&self, response: Response) -> Result<Option<Value>> {
+        let status = response.status();
+        let text = response.text().map_err(|e| ClientError::Unreachable {
+            server: self.base.to_string(),
+            message: describe(&e),
+        })?;
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT || text.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| self.protocol(&format!("bad JSON: {e}")));
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| {
+                let text = text.trim();
+                if text.is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_string()
+                } else {
+                    text.chars().take(200).collect()
+                }
+            });
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    fn protocol(&self, message: &str) -> ClientError {
+        ClientError::Protocol {
+            server: self.base.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// reqwest's error with its causes, on one line.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,23 @@
+//! jms-server: the central server of jms — its store, its admin API and the
+//! client `jmsctl` uses to talk to it.
+//!
+//! - [`store`]: the storage trait and its SQLite backend (WAL, numbered
+//!   migrations); secrets reach it sealed.
+//! - [`crypto`]: the key that seals secrets at rest (AES-256-GCM) and API
+//!   tokens (only their SHA-256 is stored).
+//! - [`admin`]: the write path — every change is checked by jms-core
+//!   against the whole policy, bumps the policy version and is logged.
+//! - [`diff`]: entity-level differences between two policies.
+//! - [`settings`]: the typed system settings document.
+//! - [`api`]: the REST API (axum) and its OpenAPI document.
+//! - [`client`]: a blocking client of that API (used by `jmsctl`).
+
+pub mod admin;
+pub mod api;
+pub mod client;
+pub mod crypto;
+pub mod diff;
+pub mod settings;
+pub mod store;
+
+pub use admin::{Admin, AdminError};

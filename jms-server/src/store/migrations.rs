@@ -1,0 +1,262 @@
+//! Schema migrations: numbered, append-only. A released migration is never
+//! edited; a change to the schema is a new entry at the end of
+//! [`MIGRATIONS`]. Each runs in its own transaction together with its row in
+//! `schema_migrations`, so a crash leaves the database at a known version.
+
+use chrono::Utc;
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// One migration: its number (1, 2, … without gaps), a name and its SQL.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: INITIAL,
+}];
+
+/// Applies the migrations the database lacks; returns how many ran.
+pub fn apply(conn: &mut Connection) -> Result<usize> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let current: u32 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    let mut ran = 0;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![migration.version, migration.name, Utc::now().to_rfc3339()],
+        )?;
+        tx.commit()?;
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Migration 1. JSON columns hold lists and nested values in the same shape
+/// as the policy file; secrets are sealed blobs (`crate::crypto`).
+const INITIAL: &str = r#"
+CREATE TABLE policy_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO policy_state (id, version) VALUES (1, 0);
+
+-- Every uid/gid ever assigned; rows are never deleted, so an id is never
+-- given to another name (a returning name gets its old id back).
+CREATE TABLE unix_ids (
+    kind TEXT NOT NULL CHECK (kind IN ('uid', 'gid')),
+    id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    assigned_at TEXT NOT NULL,
+    PRIMARY KEY (kind, id),
+    UNIQUE (kind, name)
+);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    uid INTEGER NOT NULL UNIQUE,
+    name TEXT NOT NULL DEFAULT '',
+    email TEXT,
+    is_active INTEGER NOT NULL DEFAULT 1,
+    date_expired TEXT,
+    public_keys TEXT NOT NULL DEFAULT '[]',
+    login_acl TEXT NOT NULL DEFAULT '{}',
+    password_hash BLOB,
+    totp_secret BLOB,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE user_groups (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    gid INTEGER NOT NULL UNIQUE,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE user_group_members (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    group_id INTEGER NOT NULL REFERENCES user_groups (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (user_id, group_id)
+);
+CREATE INDEX user_group_members_by_group ON user_group_members (group_id);
+
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE assets (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL,
+    protocols TEXT NOT NULL DEFAULT '[]',
+    nodes TEXT NOT NULL DEFAULT '[]',
+    is_active INTEGER NOT NULL DEFAULT 1,
+    host_keys TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    asset_id INTEGER NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    username TEXT NOT NULL,
+    secret_type TEXT NOT NULL CHECK (secret_type IN ('password', 'ssh_key')),
+    secret BLOB,
+    privileged INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (asset_id, name)
+);
+
+CREATE TABLE grants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    users TEXT NOT NULL DEFAULT '[]',
+    user_groups TEXT NOT NULL DEFAULT '[]',
+    assets TEXT NOT NULL DEFAULT '[]',
+    nodes TEXT NOT NULL DEFAULT '[]',
+    accounts TEXT NOT NULL DEFAULT '[]',
+    protocols TEXT NOT NULL DEFAULT '[]',
+    actions TEXT NOT NULL DEFAULT '[]',
+    date_start TEXT,
+    date_expired TEXT,
+    is_active INTEGER NOT NULL DEFAULT 1,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE command_filters (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    priority INTEGER NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('deny', 'allow')),
+    rules TEXT NOT NULL DEFAULT '[]',
+    users TEXT NOT NULL DEFAULT '[]',
+    user_groups TEXT NOT NULL DEFAULT '[]',
+    assets TEXT NOT NULL DEFAULT '[]',
+    nodes TEXT NOT NULL DEFAULT '[]',
+    accounts TEXT NOT NULL DEFAULT '[]',
+    is_active INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+-- Enrolled bastions (the sync half fills this in).
+CREATE TABLE bastions (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key TEXT,
+    enrolled_at TEXT,
+    last_seen_at TEXT,
+    policy_version INTEGER,
+    created_at TEXT NOT NULL
+);
+
+-- Audit trail uploaded by bastions (the sync half fills these in); each
+-- upload carries an idempotency key so that retries store it once.
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    bastion_id INTEGER REFERENCES bastions (id),
+    username TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    remote_addr TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    end_reason TEXT,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX sessions_by_user ON sessions (username, started_at);
+
+CREATE TABLE commands (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    at TEXT NOT NULL,
+    input TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'deny')),
+    filter TEXT,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX commands_by_session ON commands (session_id, at);
+
+CREATE TABLE transfers (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    at TEXT NOT NULL,
+    operation TEXT NOT NULL CHECK (operation IN ('upload', 'download', 'delete')),
+    path TEXT NOT NULL,
+    size INTEGER,
+    ok INTEGER NOT NULL,
+    idempotency_key TEXT UNIQUE
+);
+
+CREATE TABLE recordings (
+    session_id TEXT PRIMARY KEY REFERENCES sessions (id),
+    format TEXT NOT NULL DEFAULT 'asciicast-v2',
+    size INTEGER,
+    sha256 TEXT,
+    stored_path TEXT,
+    complete INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 BLOB NOT NULL UNIQUE,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'admin')),
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+
+CREATE TABLE oplog (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL DEFAULT '[]',
+    version INTEGER NOT NULL
+);
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT,
+    sealed BLOB
+);
+"#;

@@ -1,0 +1,350 @@
+//! The central store: what the server keeps, behind a storage trait.
+//!
+//! The trait speaks in rows of the policy model (`jms_core::model` types,
+//! with secrets **sealed**: the store never sees a plaintext secret) and in
+//! the server's own records (tokens, operation log, settings). It is shaped
+//! so that a PostgreSQL backend can follow the SQLite one: plain
+//! transactions, upserts keyed by names, pagination with limit/offset and a
+//! substring filter, and no SQLite-only types in the interface.
+//!
+//! - [`sqlite`]: the default backend (embedded, WAL).
+//! - [`migrations`]: numbered, append-only schema migrations.
+
+pub mod migrations;
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use jms_core::model::{Account, Asset, CommandFilter, Grant, User, UserGroup};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, locked for too long, constraint): the
+    /// request fails with 500; look at the server log.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored value does not decode (hand-edited or corrupt database):
+    /// repair the named row.
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+    /// The database was written by a newer jms-server: upgrade this one.
+    #[error("database schema version {found} is newer than this jms-server knows ({known})")]
+    TooNew { found: u32, known: u32 },
+    /// No uid/gid left in the range: ids are never reused; widen the range.
+    #[error("no free {kind} left for `{name}` (ids are never reused)")]
+    IdsExhausted { kind: &'static str, name: String },
+    /// The data directory could not be prepared.
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A kind of policy entity, as named in URLs, diffs and the operation log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Group,
+    User,
+    Node,
+    Asset,
+    Account,
+    Grant,
+    Filter,
+}
+
+impl Kind {
+    /// In dependency order: a kind only refers to kinds before it.
+    pub const ALL: [Kind; 7] = [
+        Kind::Group,
+        Kind::User,
+        Kind::Node,
+        Kind::Asset,
+        Kind::Account,
+        Kind::Grant,
+        Kind::Filter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Group => "group",
+            Kind::User => "user",
+            Kind::Node => "node",
+            Kind::Asset => "asset",
+            Kind::Account => "account",
+            Kind::Grant => "grant",
+            Kind::Filter => "filter",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Creation and last-change times of a row.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stamps {
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A sealed secret: `crate::crypto` output, opaque to the store.
+pub type Sealed = Vec<u8>;
+
+/// A user row; `user.password_hash` and `user.totp_secret` are always
+/// `None` here, the sealed values are beside them.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub uid: u32,
+    pub user: User,
+    pub password_hash: Option<Sealed>,
+    pub totp_secret: Option<Sealed>,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    pub id: i64,
+    pub gid: u32,
+    pub group: UserGroup,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub id: i64,
+    pub path: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An asset row; `asset.accounts` is always empty (accounts are rows of
+/// their own).
+#[derive(Debug, Clone)]
+pub struct AssetRow {
+    pub id: i64,
+    pub asset: Asset,
+    pub stamps: Stamps,
+}
+
+/// An account row; `account.secret` and `account.secret_file` are `None`.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: i64,
+    pub asset: String,
+    pub account: Account,
+    pub secret: Option<Sealed>,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub id: i64,
+    pub grant: Grant,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilterRow {
+    pub id: i64,
+    pub filter: CommandFilter,
+    pub stamps: Stamps,
+}
+
+/// Every policy row, each kind in id (creation) order.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub groups: Vec<GroupRow>,
+    pub users: Vec<UserRow>,
+    pub nodes: Vec<NodeRow>,
+    pub assets: Vec<AssetRow>,
+    pub accounts: Vec<AccountRow>,
+    pub grants: Vec<GrantRow>,
+    pub filters: Vec<FilterRow>,
+}
+
+/// Which rows a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub offset: u64,
+    /// Case-insensitive substring of the kind's searchable columns.
+    pub q: Option<String>,
+}
+
+/// One page of a list, and how many rows match in all.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// GET only.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("unknown scope `{other}` (expected read or admin)")),
+        }
+    }
+}
+
+/// An API token as stored (only the SHA-256 of the token itself).
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One entry of the operation log: who changed what, when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpLogEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The token that made the change (`token 3 (ci)`), or the local command.
+    pub actor: String,
+    /// `create`, `update`, `delete`, `settings`, `token`, `export-secrets`.
+    pub action: String,
+    /// `user`, `group`, …, `settings`, `token`, `policy`.
+    pub kind: String,
+    /// Name of the entity (`alice`, `web01/root`, `/Default/prod`).
+    pub name: String,
+    /// Fields that changed (names only, never values).
+    pub fields: Vec<String>,
+    /// Policy version after the change.
+    pub version: u64,
+}
+
+/// An entry to append (id and time are the store's).
+#[derive(Debug, Clone)]
+pub struct NewOpLogEntry {
+    pub actor: String,
+    pub action: String,
+    pub kind: String,
+    pub name: String,
+    pub fields: Vec<String>,
+    pub version: u64,
+}
+
+/// The stored system settings: the document (JSON, secrets removed) and
+/// the sealed mail password.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSettings {
+    pub document: Option<serde_json::Value>,
+    pub mail_password: Option<Sealed>,
+}
+
+/// A backend: hands out transactions.
+pub trait Storage: Send + Sync + 'static {
+    /// A consistent read-only view.
+    fn read(&self) -> Result<Box<dyn ReadTx + '_>>;
+    /// The one write transaction at a time; dropped without
+    /// [`WriteTx::commit`], it rolls back.
+    fn write(&self) -> Result<Box<dyn WriteTx + '_>>;
+}
+
+/// Reads, inside a transaction.
+pub trait ReadTx {
+    /// The global policy version (0 on an empty store).
+    fn policy_version(&self) -> Result<u64>;
+    /// Every policy row.
+    fn snapshot(&self) -> Result<Snapshot>;
+
+    fn users(&self, query: &ListQuery) -> Result<Page<UserRow>>;
+    fn user(&self, username: &str) -> Result<Option<UserRow>>;
+    fn groups(&self, query: &ListQuery) -> Result<Page<GroupRow>>;
+    fn group(&self, name: &str) -> Result<Option<GroupRow>>;
+    /// Usernames of a group's members.
+    fn group_members(&self, name: &str) -> Result<Vec<String>>;
+    fn nodes(&self, query: &ListQuery) -> Result<Page<NodeRow>>;
+    fn node(&self, id: i64) -> Result<Option<NodeRow>>;
+    fn node_by_path(&self, path: &str) -> Result<Option<NodeRow>>;
+    fn assets(&self, query: &ListQuery) -> Result<Page<AssetRow>>;
+    fn asset(&self, name: &str) -> Result<Option<AssetRow>>;
+    /// Accounts of one asset, or of every asset.
+    fn accounts(&self, asset: Option<&str>, query: &ListQuery) -> Result<Page<AccountRow>>;
+    fn account(&self, asset: &str, name: &str) -> Result<Option<AccountRow>>;
+    fn grants(&self, query: &ListQuery) -> Result<Page<GrantRow>>;
+    fn grant(&self, name: &str) -> Result<Option<GrantRow>>;
+    fn filters(&self, query: &ListQuery) -> Result<Page<FilterRow>>;
+    fn filter(&self, name: &str) -> Result<Option<FilterRow>>;
+
+    fn settings(&self) -> Result<StoredSettings>;
+    /// Newest first.
+    fn oplog(&self, query: &ListQuery) -> Result<Page<OpLogEntry>>;
+    /// The live (not revoked) token with this SHA-256.
+    fn token_by_hash(&self, sha256: &[u8]) -> Result<Option<TokenRow>>;
+}
+
+/// Writes, inside the write transaction.
+pub trait WriteTx: ReadTx {
+    /// Inserts or replaces the user (by username) and her group
+    /// memberships; a new user gets her uid here (her old one if the name
+    /// had one before: ids are never given to another name).
+    fn put_user(
+        &mut self,
+        user: &User,
+        password_hash: Option<&[u8]>,
+        totp_secret: Option<&[u8]>,
+    ) -> Result<()>;
+    fn delete_user(&mut self, username: &str) -> Result<()>;
+    /// Inserts or replaces the group; a new group gets its gid here.
+    fn put_group(&mut self, group: &UserGroup) -> Result<()>;
+    fn delete_group(&mut self, name: &str) -> Result<()>;
+    fn put_node(&mut self, path: &str) -> Result<()>;
+    fn delete_node(&mut self, path: &str) -> Result<()>;
+    /// Inserts or replaces the asset (its `accounts` are ignored).
+    fn put_asset(&mut self, asset: &Asset) -> Result<()>;
+    /// Deletes the asset and its accounts.
+    fn delete_asset(&mut self, name: &str) -> Result<()>;
+    fn put_account(&mut self, asset: &str, account: &Account, secret: Option<&[u8]>) -> Result<()>;
+    fn delete_account(&mut self, asset: &str, name: &str) -> Result<()>;
+    fn put_grant(&mut self, grant: &Grant) -> Result<()>;
+    fn delete_grant(&mut self, name: &str) -> Result<()>;
+    fn put_filter(&mut self, filter: &CommandFilter) -> Result<()>;
+    fn delete_filter(&mut self, name: &str) -> Result<()>;
+
+    /// Bumps the global policy version; returns the new one.
+    fn bump_version(&mut self) -> Result<u64>;
+    fn append_oplog(&mut self, entry: &NewOpLogEntry) -> Result<()>;
+    fn put_settings(
+        &mut self,
+        document: &serde_json::Value,
+        mail_password: Option<&[u8]>,
+    ) -> Result<()>;
+    /// Stores a token by its SHA-256; returns its id.
+    fn insert_token(&mut self, name: &str, scope: Scope, sha256: &[u8]) -> Result<i64>;
+
+    fn commit(self: Box<Self>) -> Result<()>;
+}

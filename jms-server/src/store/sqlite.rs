@@ -1,0 +1,1109 @@
+//! The SQLite backend: one file `jms.db` in the data directory, WAL mode,
+//! one writer connection (writes are serialised) and a small pool of reader
+//! connections (readers never wait for the writer).
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use jms_core::model::{Account, Asset, CommandFilter, Grant, Timestamp, User, UserGroup};
+use jms_core::uids::{DEFAULT_FIRST_ID, DEFAULT_LAST_ID};
+use rusqlite::types::{ToSql, Type};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    migrations, AccountRow, AssetRow, FilterRow, GrantRow, GroupRow, ListQuery, NewOpLogEntry,
+    NodeRow, OpLogEntry, Page, ReadTx, Result, Scope, Snapshot, Stamps, Storage, StoreError,
+    StoredSettings, TokenRow, UserRow, WriteTx,
+};
+
+/// Readers kept open between requests.
+const POOL_SIZE: usize = 8;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the
+    /// migrations it lacks.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = connect(path)?;
+        migrations::apply(&mut conn)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn reader(&self) -> Result<Connection> {
+        let pooled = lock(&self.readers).pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => connect(&self.path),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a transaction rolled it back (Tx's Drop): the
+    // connection is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Io {
+            path: path.display().to_string(),
+            message: format!("cannot switch to WAL mode (got {mode})"),
+        });
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl Storage for SqliteStore {
+    fn read(&self) -> Result<Box<dyn ReadTx + '_>> {
+        let conn = Held::Reader {
+            store: self,
+            conn: Some(self.reader()?),
+        };
+        conn.execute_batch("BEGIN")?;
+        Ok(Box::new(Tx { conn, open: true }))
+    }
+
+    fn write(&self) -> Result<Box<dyn WriteTx + '_>> {
+        let conn = Held::Writer(lock(&self.writer));
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(Tx { conn, open: true }))
+    }
+}
+
+/// A connection held for one transaction.
+enum Held<'a> {
+    Writer(MutexGuard<'a, Connection>),
+    Reader {
+        store: &'a SqliteStore,
+        conn: Option<Connection>,
+    },
+}
+
+impl Deref for Held<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Held::Writer(guard) => guard,
+            Held::Reader { conn, .. } => conn.as_ref().expect("held until drop"),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Held::Reader { store, conn } = self {
+            if let Some(conn) = conn.take() {
+                let mut pool = lock(&store.readers);
+                if pool.len() < POOL_SIZE {
+                    pool.push(conn);
+                }
+            }
+        }
+    }
+}
+
+/// A transaction; rolled back on drop unless committed.
+struct Tx<'a> {
+    conn: Held<'a>,
+    open: bool,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+// ---- value conversions ------------------------------------------------
+
+fn now() -> String {
+    time_text(Utc::now())
+}
+
+fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn bad(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, message.into())
+}
+
+fn json<T: DeserializeOwned>(row: &Row, column: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| bad(column, format!("bad JSON: {e}")))
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("model values serialise")
+}
+
+/// A unit enum as its serde name (`ssh_key`, `deny`).
+fn enum_text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => unreachable!("unit enums serialise as strings"),
+    }
+}
+
+fn enum_value<T: DeserializeOwned>(row: &Row, column: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_value(serde_json::Value::String(text.clone()))
+        .map_err(|_| bad(column, format!("unknown value `{text}`")))
+}
+
+fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let text: String = row.get(column)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| bad(column, format!("bad time `{text}`: {e}")))
+}
+
+fn stamps(row: &Row, created: usize) -> rusqlite::Result<Stamps> {
+    Ok(Stamps {
+        created_at: time(row, created)?,
+        updated_at: time(row, created + 1)?,
+    })
+}
+
+fn timestamp(row: &Row, column: usize) -> rusqlite::Result<Option<Timestamp>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|t| Timestamp::parse(&t).map_err(|e| bad(column, e)))
+        .transpose()
+}
+
+fn timestamp_text(value: &Option<Timestamp>) -> Option<String> {
+    value.as_ref().map(Timestamp::to_string)
+}
+
+/// `%q%` for LIKE, with LIKE's own wildcards escaped.
+fn like_pattern(q: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+// ---- row mapping --------------------------------------------------------
+
+const USER_COLUMNS: &str = "id, username, uid, name, email, is_active, date_expired, \
+     public_keys, login_acl, password_hash, totp_secret, created_at, updated_at";
+
+fn user_row(row: &Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: row.get(0)?,
+        uid: row.get(2)?,
+        user: User {
+            username: row.get(1)?,
+            name: row.get(3)?,
+            email: row.get(4)?,
+            is_active: row.get(5)?,
+            date_expired: timestamp(row, 6)?,
+            groups: Vec::new(),
+            public_keys: json(row, 7)?,
+            password_hash: None,
+            totp_secret: None,
+            login_acl: json(row, 8)?,
+        },
+        password_hash: row.get(9)?,
+        totp_secret: row.get(10)?,
+        stamps: stamps(row, 11)?,
+    })
+}
+
+const GROUP_COLUMNS: &str = "id, name, gid, comment, created_at, updated_at";
+
+fn group_row(row: &Row) -> rusqlite::Result<GroupRow> {
+    Ok(GroupRow {
+        id: row.get(0)?,
+        gid: row.get(2)?,
+        group: UserGroup {
+            name: row.get(1)?,
+            comment: row.get(3)?,
+        },
+        stamps: stamps(row, 4)?,
+    })
+}
+
+const NODE_COLUMNS: &str = "id, path, created_at";
+
+fn node_row(row: &Row) -> rusqlite::Result<NodeRow> {
+    Ok(NodeRow {
+        id: row.get(0)?,
+        path: row.get(1)?,
+        created_at: time(row, 2)?,
+    })
+}
+
+const ASSET_COLUMNS: &str =
+    "id, name, address, protocols, nodes, is_active, host_keys, created_at, updated_at";
+
+fn asset_row(row: &Row) -> rusqlite::Result<AssetRow> {
+    Ok(AssetRow {
+        id: row.get(0)?,
+        asset: Asset {
+            name: row.get(1)?,
+            address: row.get(2)?,
+            protocols: json(row, 3)?,
+            nodes: json(row, 4)?,
+            is_active: row.get(5)?,
+            accounts: Vec::new(),
+            host_keys: json(row, 6)?,
+        },
+        stamps: stamps(row, 7)?,
+    })
+}
+
+const ACCOUNT_TABLE: &str = "accounts a JOIN assets s ON s.id = a.asset_id";
+const ACCOUNT_COLUMNS: &str = "a.id, s.name, a.name, a.username, a.secret_type, a.secret, \
+     a.privileged, a.created_at, a.updated_at";
+
+fn account_row(row: &Row) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: row.get(0)?,
+        asset: row.get(1)?,
+        account: Account {
+            name: row.get(2)?,
+            username: row.get(3)?,
+            secret_type: enum_value(row, 4)?,
+            secret: None,
+            secret_file: None,
+            privileged: row.get(6)?,
+        },
+        secret: row.get(5)?,
+        stamps: stamps(row, 7)?,
+    })
+}
+
+const GRANT_COLUMNS: &str = "id, name, users, user_groups, assets, nodes, accounts, protocols, \
+     actions, date_start, date_expired, is_active, comment, created_at, updated_at";
+
+fn grant_row(row: &Row) -> rusqlite::Result<GrantRow> {
+    Ok(GrantRow {
+        id: row.get(0)?,
+        grant: Grant {
+            name: row.get(1)?,
+            users: json(row, 2)?,
+            user_groups: json(row, 3)?,
+            assets: json(row, 4)?,
+            nodes: json(row, 5)?,
+            accounts: json(row, 6)?,
+            protocols: json(row, 7)?,
+            actions: json(row, 8)?,
+            date_start: timestamp(row, 9)?,
+            date_expired: timestamp(row, 10)?,
+            is_active: row.get(11)?,
+            comment: row.get(12)?,
+        },
+        stamps: stamps(row, 13)?,
+    })
+}
+
+const FILTER_COLUMNS: &str = "id, name, priority, action, rules, users, user_groups, assets, \
+     nodes, accounts, is_active, created_at, updated_at";
+
+fn filter_row(row: &Row) -> rusqlite::Result<FilterRow> {
+    Ok(FilterRow {
+        id: row.get(0)?,
+        filter: CommandFilter {
+            name: row.get(1)?,
+            priority: row.get(2)?,
+            action: enum_value(row, 3)?,
+            rules: json(row, 4)?,
+            users: json(row, 5)?,
+            user_groups: json(row, 6)?,
+            assets: json(row, 7)?,
+            nodes: json(row, 8)?,
+            accounts: json(row, 9)?,
+            is_active: row.get(10)?,
+        },
+        stamps: stamps(row, 11)?,
+    })
+}
+
+const OPLOG_COLUMNS: &str = "id, at, actor, action, kind, name, fields, version";
+
+fn oplog_row(row: &Row) -> rusqlite::Result<OpLogEntry> {
+    Ok(OpLogEntry {
+        id: row.get(0)?,
+        at: time(row, 1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        kind: row.get(4)?,
+        name: row.get(5)?,
+        fields: json(row, 6)?,
+        version: row.get(7)?,
+    })
+}
+
+/// What a paged list selects.
+struct Listing<'s> {
+    table: &'s str,
+    columns: &'s str,
+    /// Columns `q` is matched against.
+    search: &'s [&'s str],
+    /// An extra `column = value` condition.
+    scope: Option<(&'s str, &'s str)>,
+    order: &'s str,
+}
+
+impl Tx<'_> {
+    fn page<T>(
+        &self,
+        listing: Listing<'_>,
+        query: &ListQuery,
+        map: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Page<T>> {
+        let mut conditions = Vec::new();
+        let pattern = query.q.as_deref().map(like_pattern);
+        let mut params: Vec<(&str, &dyn ToSql)> = Vec::new();
+        if let Some(pattern) = &pattern {
+            let any: Vec<String> = listing
+                .search
+                .iter()
+                .map(|c| format!("{c} LIKE :q ESCAPE '\\'"))
+                .collect();
+            conditions.push(format!("({})", any.join(" OR ")));
+            params.push((":q", pattern));
+        }
+        if let Some((column, value)) = &listing.scope {
+            conditions.push(format!("{column} = :scope"));
+            params.push((":scope", value));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let total: u64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) FROM {} {filter}", listing.table),
+            params.as_slice(),
+            |row| row.get(0),
+        )?;
+        let limit = i64::from(query.limit);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        params.push((":limit", &limit));
+        params.push((":offset", &offset));
+        let sql = format!(
+            "SELECT {} FROM {} {filter} ORDER BY {} LIMIT :limit OFFSET :offset",
+            listing.columns, listing.table, listing.order
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let items = stmt
+            .query_map(params.as_slice(), map)?
+            .collect::<rusqlite::Result<Vec<T>>>()?;
+        Ok(Page { items, total })
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.conn.query_row(sql, params, map).optional()?)
+    }
+
+    fn all<T>(&self, sql: &str, map: impl FnMut(&Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], map)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn groups_of(&self, user_id: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT g.name FROM user_group_members m JOIN user_groups g ON g.id = m.group_id \
+             WHERE m.user_id = ?1 ORDER BY m.position",
+        )?;
+        let names = stmt
+            .query_map([user_id], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
+    }
+
+    fn with_groups(&self, mut row: UserRow) -> Result<UserRow> {
+        row.user.groups = self.groups_of(row.id)?;
+        Ok(row)
+    }
+
+    /// The uid/gid of `name`: its old one, or the next never-used one.
+    fn unix_id(&self, kind: &'static str, name: &str) -> Result<u32> {
+        if let Some(id) = self.one(
+            "SELECT id FROM unix_ids WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+            |row| row.get(0),
+        )? {
+            return Ok(id);
+        }
+        let next: u32 = self.conn.query_row(
+            "SELECT COALESCE(MAX(id) + 1, ?2) FROM unix_ids WHERE kind = ?1",
+            params![kind, DEFAULT_FIRST_ID],
+            |row| row.get(0),
+        )?;
+        if next > DEFAULT_LAST_ID {
+            return Err(StoreError::IdsExhausted {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        self.conn.execute(
+            "INSERT INTO unix_ids (kind, id, name, assigned_at) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, next, name, now()],
+        )?;
+        Ok(next)
+    }
+
+    fn id_of(&self, table: &str, key: &str, value: &str) -> Result<Option<i64>> {
+        self.one(
+            &format!("SELECT id FROM {table} WHERE {key} = ?1"),
+            [value],
+            |row| row.get(0),
+        )
+    }
+
+    fn asset_id(&self, asset: &str) -> Result<i64> {
+        self.id_of("assets", "name", asset)?
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "accounts",
+                message: format!("account of unknown asset `{asset}`"),
+            })
+    }
+}
+
+impl ReadTx for Tx<'_> {
+    fn policy_version(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT version FROM policy_state WHERE id = 1", [], |row| {
+                row.get(0)
+            })?)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let mut members: HashMap<i64, Vec<String>> = HashMap::new();
+        let pairs: Vec<(i64, String)> = self.all(
+            "SELECT m.user_id, g.name FROM user_group_members m \
+             JOIN user_groups g ON g.id = m.group_id ORDER BY m.user_id, m.position",
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        for (user, group) in pairs {
+            members.entry(user).or_default().push(group);
+        }
+        let mut users: Vec<UserRow> = self.all(
+            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"),
+            user_row,
+        )?;
+        for row in &mut users {
+            row.user.groups = members.remove(&row.id).unwrap_or_default();
+        }
+        Ok(Snapshot {
+            groups: self.all(
+                &format!("SELECT {GROUP_COLUMNS} FROM user_groups ORDER BY id"),
+                group_row,
+            )?,
+            users,
+            nodes: self.all(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"),
+                node_row,
+            )?,
+            assets: self.all(
+                &format!("SELECT {ASSET_COLUMNS} FROM assets ORDER BY id"),
+                asset_row,
+            )?,
+            accounts: self.all(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_TABLE} ORDER BY a.id"),
+                account_row,
+            )?,
+            grants: self.all(
+                &format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY id"),
+                grant_row,
+            )?,
+            filters: self.all(
+                &format!("SELECT {FILTER_COLUMNS} FROM command_filters ORDER BY id"),
+                filter_row,
+            )?,
+        })
+    }
+
+    fn users(&self, query: &ListQuery) -> Result<Page<UserRow>> {
+        let page = self.page(
+            Listing {
+                table: "users",
+                columns: USER_COLUMNS,
+                search: &["username", "name", "email"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            user_row,
+        )?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|row| self.with_groups(row))
+                .collect::<Result<_>>()?,
+            total: page.total,
+        })
+    }
+
+    fn user(&self, username: &str) -> Result<Option<UserRow>> {
+        self.one(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
+            [username],
+            user_row,
+        )?
+        .map(|row| self.with_groups(row))
+        .transpose()
+    }
+
+    fn groups(&self, query: &ListQuery) -> Result<Page<GroupRow>> {
+        self.page(
+            Listing {
+                table: "user_groups",
+                columns: GROUP_COLUMNS,
+                search: &["name", "comment"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            group_row,
+        )
+    }
+
+    fn group(&self, name: &str) -> Result<Option<GroupRow>> {
+        self.one(
+            &format!("SELECT {GROUP_COLUMNS} FROM user_groups WHERE name = ?1"),
+            [name],
+            group_row,
+        )
+    }
+
+    fn group_members(&self, name: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT u.username FROM user_group_members m \
+             JOIN users u ON u.id = m.user_id JOIN user_groups g ON g.id = m.group_id \
+             WHERE g.name = ?1 ORDER BY u.id",
+        )?;
+        let names = stmt
+            .query_map([name], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
+    }
+
+    fn nodes(&self, query: &ListQuery) -> Result<Page<NodeRow>> {
+        self.page(
+            Listing {
+                table: "nodes",
+                columns: NODE_COLUMNS,
+                search: &["path"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            node_row,
+        )
+    }
+
+    fn node(&self, id: i64) -> Result<Option<NodeRow>> {
+        self.one(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
+            [id],
+            node_row,
+        )
+    }
+
+    fn node_by_path(&self, path: &str) -> Result<Option<NodeRow>> {
+        self.one(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE path = ?1"),
+            [path],
+            node_row,
+        )
+    }
+
+    fn assets(&self, query: &ListQuery) -> Result<Page<AssetRow>> {
+        self.page(
+            Listing {
+                table: "assets",
+                columns: ASSET_COLUMNS,
+                search: &["name", "address"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            asset_row,
+        )
+    }
+
+    fn asset(&self, name: &str) -> Result<Option<AssetRow>> {
+        self.one(
+            &format!("SELECT {ASSET_COLUMNS} FROM assets WHERE name = ?1"),
+            [name],
+            asset_row,
+        )
+    }
+
+    fn accounts(&self, asset: Option<&str>, query: &ListQuery) -> Result<Page<AccountRow>> {
+        self.page(
+            Listing {
+                table: ACCOUNT_TABLE,
+                columns: ACCOUNT_COLUMNS,
+                search: &["a.name", "a.username", "s.name"],
+                scope: asset.map(|name| ("s.name", name)),
+                order: "a.id",
+            },
+            query,
+            account_row,
+        )
+    }
+
+    fn account(&self, asset: &str, name: &str) -> Result<Option<AccountRow>> {
+        self.one(
+            &format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_TABLE} WHERE s.name = ?1 AND a.name = ?2"
+            ),
+            [asset, name],
+            account_row,
+        )
+    }
+
+    fn grants(&self, query: &ListQuery) -> Result<Page<GrantRow>> {
+        self.page(
+            Listing {
+                table: "grants",
+                columns: GRANT_COLUMNS,
+                search: &["name", "comment"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            grant_row,
+        )
+    }
+
+    fn grant(&self, name: &str) -> Result<Option<GrantRow>> {
+        self.one(
+            &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE name = ?1"),
+            [name],
+            grant_row,
+        )
+    }
+
+    fn filters(&self, query: &ListQuery) -> Result<Page<FilterRow>> {
+        self.page(
+            Listing {
+                table: "command_filters",
+                columns: FILTER_COLUMNS,
+                search: &["name"],
+                scope: None,
+                order: "id",
+            },
+            query,
+            filter_row,
+        )
+    }
+
+    fn filter(&self, name: &str) -> Result<Option<FilterRow>> {
+        self.one(
+            &format!("SELECT {FILTER_COLUMNS} FROM command_filters WHERE name = ?1"),
+            [name],
+            filter_row,
+        )
+    }
+
+    fn settings(&self) -> Result<StoredSettings> {
+        let document: Option<String> = self
+            .one(
+                "SELECT value FROM settings WHERE key = 'system'",
+                [],
+                |row| row.get(0),
+            )?
+            .flatten();
+        let document = document
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    table: "settings",
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let mail_password = self
+            .one(
+                "SELECT sealed FROM settings WHERE key = 'mail.password'",
+                [],
+                |row| row.get(0),
+            )?
+            .flatten();
+        Ok(StoredSettings {
+            document,
+            mail_password,
+        })
+    }
+
+    fn oplog(&self, query: &ListQuery) -> Result<Page<OpLogEntry>> {
+        self.page(
+            Listing {
+                table: "oplog",
+                columns: OPLOG_COLUMNS,
+                search: &["actor", "action", "kind", "name"],
+                scope: None,
+                order: "id DESC",
+            },
+            query,
+            oplog_row,
+        )
+    }
+
+    fn token_by_hash(&self, sha256: &[u8]) -> Result<Option<TokenRow>> {
+        self.one(
+            "SELECT id, name, scope, created_at FROM api_tokens \
+             WHERE token_sha256 = ?1 AND revoked_at IS NULL",
+            [sha256],
+            |row| {
+                let scope: String = row.get(2)?;
+                Ok(TokenRow {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    scope: scope.parse::<Scope>().map_err(|e| bad(2, e))?,
+                    created_at: time(row, 3)?,
+                })
+            },
+        )
+    }
+}
+
+impl WriteTx for Tx<'_> {
+    fn put_user(
+        &mut self,
+        user: &User,
+        password_hash: Option<&[u8]>,
+        totp_secret: Option<&[u8]>,
+    ) -> Result<()> {
+        let at = now();
+        let id = match self.id_of("users", "username", &user.username)? {
+            Some(id) => {
+                self.conn.execute(
+                    "UPDATE users SET name = ?2, email = ?3, is_active = ?4, date_expired = ?5, \
+                     public_keys = ?6, login_acl = ?7, password_hash = ?8, totp_secret = ?9, \
+                     updated_at = ?10 WHERE id = ?1",
+                    params![
+                        id,
+                        user.name,
+                        user.email,
+                        user.is_active,
+                        timestamp_text(&user.date_expired),
+                        to_json(&user.public_keys),
+                        to_json(&user.login_acl),
+                        password_hash,
+                        totp_secret,
+                        at
+                    ],
+                )?;
+                id
+            }
+            None => {
+                let uid = self.unix_id("uid", &user.username)?;
+                self.conn.execute(
+                    "INSERT INTO users (username, uid, name, email, is_active, date_expired, \
+                     public_keys, login_acl, password_hash, totp_secret, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                    params![
+                        user.username,
+                        uid,
+                        user.name,
+                        user.email,
+                        user.is_active,
+                        timestamp_text(&user.date_expired),
+                        to_json(&user.public_keys),
+                        to_json(&user.login_acl),
+                        password_hash,
+                        totp_secret,
+                        at
+                    ],
+                )?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.conn
+            .execute("DELETE FROM user_group_members WHERE user_id = ?1", [id])?;
+        for (position, group) in user.groups.iter().enumerate() {
+            let added = self.conn.execute(
+                "INSERT INTO user_group_members (user_id, group_id, position) \
+                 SELECT ?1, id, ?3 FROM user_groups WHERE name = ?2",
+                params![id, group, position as i64],
+            )?;
+            if added != 1 {
+                return Err(StoreError::Corrupt {
+                    table: "user_group_members",
+                    message: format!("user `{}`: unknown group `{group}`", user.username),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_user(&mut self, username: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM users WHERE username = ?1", [username])?;
+        Ok(())
+    }
+
+    fn put_group(&mut self, group: &UserGroup) -> Result<()> {
+        let at = now();
+        if self.id_of("user_groups", "name", &group.name)?.is_some() {
+            self.conn.execute(
+                "UPDATE user_groups SET comment = ?2, updated_at = ?3 WHERE name = ?1",
+                params![group.name, group.comment, at],
+            )?;
+        } else {
+            let gid = self.unix_id("gid", &group.name)?;
+            self.conn.execute(
+                "INSERT INTO user_groups (name, gid, comment, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![group.name, gid, group.comment, at],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete_group(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM user_groups WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn put_node(&mut self, path: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO nodes (path, created_at) VALUES (?1, ?2) ON CONFLICT (path) DO NOTHING",
+            params![path, now()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_node(&mut self, path: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM nodes WHERE path = ?1", [path])?;
+        Ok(())
+    }
+
+    fn put_asset(&mut self, asset: &Asset) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO assets (name, address, protocols, nodes, is_active, host_keys, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
+             protocols = excluded.protocols, nodes = excluded.nodes, \
+             is_active = excluded.is_active, host_keys = excluded.host_keys, \
+             updated_at = excluded.updated_at",
+            params![
+                asset.name,
+                asset.address,
+                to_json(&asset.protocols),
+                to_json(&asset.nodes),
+                asset.is_active,
+                to_json(&asset.host_keys),
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_asset(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM assets WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn put_account(&mut self, asset: &str, account: &Account, secret: Option<&[u8]>) -> Result<()> {
+        let asset_id = self.asset_id(asset)?;
+        self.conn.execute(
+            "INSERT INTO accounts (asset_id, name, username, secret_type, secret, privileged, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             ON CONFLICT (asset_id, name) DO UPDATE SET username = excluded.username, \
+             secret_type = excluded.secret_type, secret = excluded.secret, \
+             privileged = excluded.privileged, updated_at = excluded.updated_at",
+            params![
+                asset_id,
+                account.name,
+                account.username,
+                enum_text(&account.secret_type),
+                secret,
+                account.privileged,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_account(&mut self, asset: &str, name: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM accounts WHERE name = ?2 \
+             AND asset_id = (SELECT id FROM assets WHERE name = ?1)",
+            [asset, name],
+        )?;
+        Ok(())
+    }
+
+    fn put_grant(&mut self, grant: &Grant) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO grants (name, users, user_groups, assets, nodes, accounts, protocols, \
+             actions, date_start, date_expired, is_active, comment, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) \
+             ON CONFLICT (name) DO UPDATE SET users = excluded.users, \
+             user_groups = excluded.user_groups, assets = excluded.assets, \
+             nodes = excluded.nodes, accounts = excluded.accounts, \
+             protocols = excluded.protocols, actions = excluded.actions, \
+             date_start = excluded.date_start, date_expired = excluded.date_expired, \
+             is_active = excluded.is_active, comment = excluded.comment, \
+             updated_at = excluded.updated_at",
+            params![
+                grant.name,
+                to_json(&grant.users),
+                to_json(&grant.user_groups),
+                to_json(&grant.assets),
+                to_json(&grant.nodes),
+                to_json(&grant.accounts),
+                to_json(&grant.protocols),
+                to_json(&grant.actions),
+                timestamp_text(&grant.date_start),
+                timestamp_text(&grant.date_expired),
+                grant.is_active,
+                grant.comment,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_grant(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM grants WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn put_filter(&mut self, filter: &CommandFilter) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO command_filters (name, priority, action, rules, users, user_groups, \
+             assets, nodes, accounts, is_active, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+             ON CONFLICT (name) DO UPDATE SET priority = excluded.priority, \
+             action = excluded.action, rules = excluded.rules, users = excluded.users, \
+             user_groups = excluded.user_groups, assets = excluded.assets, \
+             nodes = excluded.nodes, accounts = excluded.accounts, \
+             is_active = excluded.is_active, updated_at = excluded.updated_at",
+            params![
+                filter.name,
+                filter.priority,
+                enum_text(&filter.action),
+                to_json(&filter.rules),
+                to_json(&filter.users),
+                to_json(&filter.user_groups),
+                to_json(&filter.assets),
+                to_json(&filter.nodes),
+                to_json(&filter.accounts),
+                filter.is_active,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_filter(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM command_filters WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn bump_version(&mut self) -> Result<u64> {
+        self.conn.execute(
+            "UPDATE policy_state SET version = version + 1 WHERE id = 1",
+            [],
+        )?;
+        self.policy_version()
+    }
+
+    fn append_oplog(&mut self, entry: &NewOpLogEntry) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO oplog (at, actor, action, kind, name, fields, version) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                now(),
+                entry.actor,
+                entry.action,
+                entry.kind,
+                entry.name,
+                to_json(&entry.fields),
+                entry.version
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_settings(
+        &mut self,
+        document: &serde_json::Value,
+        mail_password: Option<&[u8]>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('system', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [to_json(document)],
+        )?;
+        match mail_password {
+            Some(sealed) => self.conn.execute(
+                "INSERT INTO settings (key, sealed) VALUES ('mail.password', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed",
+                [sealed],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM settings WHERE key = 'mail.password'", [])?,
+        };
+        Ok(())
+    }
+
+    fn insert_token(&mut self, name: &str, scope: Scope, sha256: &[u8]) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, sha256, scope.as_str(), now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}

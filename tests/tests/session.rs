@@ -1,0 +1,761 @@
+//! Target sessions end to end: a real `ssh` to the bastion's sshd, the
+//! ForceCommand agent passing its stdio to jms-agentd, agentd's OpenSSH
+//! client to a real target sshd (src/target.rs, 127.0.0.2, own accounts),
+//! and back: shells, exec with exact stdout/stderr/exit status and binary
+//! stdin, named, vaulted-key and typed (`@INPUT`) accounts, every denial,
+//! host key pinning, recordings (`asciinema cat`), the command log and
+//! command filters (a refused command never reaches the target).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
+use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID, ROOT_PASSWORD};
+use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
+
+struct Scene {
+    target: Target,
+    bastion: Bastion,
+    alice: ClientKey,
+    bob: ClientKey,
+}
+
+/// How the policy pins web01's host key.
+enum Pin<'a> {
+    None,
+    Key(&'a str),
+}
+
+fn policy(target: &Target, alice: &ClientKey, bob: &ClientKey, pin: Pin<'_>) -> String {
+    let port = target.port();
+    let address = target.address();
+    let key_block: String = target
+        .keyuser_key()
+        .lines()
+        .map(|l| format!("          {l}\n"))
+        .collect();
+    let host_keys = match pin {
+        Pin::None => String::new(),
+        Pin::Key(key) => format!("    host_keys: [\"{key}\"]\n"),
+    };
+    let simple = |name: &str| {
+        format!(
+            "  - name: {name}\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}, {{name: sftp, port: {port}}}]\n\
+             \x20   accounts: [{{name: deploy, username: deploy, secret_type: password, secret: \"{DEPLOY_PASSWORD}\"}}]\n"
+        )
+    };
+    format!(
+        "users:\n\
+         \x20 - {{username: alice, name: Alice, groups: [ops], public_keys: [\"{alice}\"]}}\n\
+         \x20 - {{username: bob, name: Bob, public_keys: [\"{bob}\"]}}\n\
+         user_groups: [{{name: ops}}]\n\
+         nodes: [/Default/prod/web]\n\
+         assets:\n\
+         \x20 - name: web01\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}, {{name: sftp, port: {port}}}]\n    nodes: [/Default/prod/web]\n\
+         {host_keys}\
+         \x20   accounts:\n\
+         \x20     - {{name: deploy, username: deploy, secret_type: password, secret: \"{DEPLOY_PASSWORD}\"}}\n\
+         \x20     - {{name: root, username: root, secret_type: password, secret: \"{ROOT_PASSWORD}\"}}\n\
+         \x20 - name: web02\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}]\n\
+         \x20   accounts:\n\
+         \x20     - name: keyuser\n        username: keyuser\n        secret_type: ssh_key\n        secret: |\n{key_block}\
+         \x20 - name: web03\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}]\n\
+         {db01}{old01}{ftp01}{up01}\
+         grants:\n\
+         \x20 - {{name: alice-web01, users: [alice], assets: [web01], accounts: [deploy], protocols: [ssh], actions: [connect]}}\n\
+         \x20 - {{name: alice-files, users: [alice], assets: [web01], accounts: [deploy], protocols: [sftp], actions: [connect, upload, download]}}\n\
+         \x20 - {{name: alice-web02, users: [alice], assets: [web02], accounts: ['@ALL'], protocols: [ssh], actions: [connect]}}\n\
+         \x20 - {{name: alice-web03, users: [alice], assets: [web03], accounts: ['@INPUT'], protocols: [all], actions: [all]}}\n\
+         \x20 - {{name: alice-old, users: [alice], assets: [old01], accounts: ['@ALL'], protocols: [all], actions: [all], date_expired: 2020-01-01T00:00:00Z}}\n\
+         \x20 - {{name: alice-ftp, users: [alice], assets: [ftp01], accounts: ['@ALL'], protocols: [sftp], actions: [all]}}\n\
+         \x20 - {{name: alice-up, users: [alice], assets: [up01], accounts: ['@ALL'], protocols: [ssh], actions: [upload]}}\n\
+         \x20 - {{name: bob-prod, users: [bob], nodes: [/Default/prod], accounts: ['@ALL'], protocols: [ssh], actions: [connect]}}\n\
+         command_filters:\n\
+         \x20 - {{name: no-markers, priority: 10, action: deny, rules: ['marker-denied'], users: ['@ALL'], assets: ['@ALL'], accounts: ['@ALL']}}\n",
+        alice = alice.public,
+        bob = bob.public,
+        db01 = simple("db01"),
+        old01 = simple("old01"),
+        ftp01 = simple("ftp01"),
+        up01 = simple("up01"),
+    )
+}
+
+fn scene_with(pin: impl FnOnce(&Target) -> Option<String>) -> Scene {
+    let target = Target::start();
+    let builder = BastionBuilder::new();
+    let alice = builder.client_key("alice");
+    let bob = builder.client_key("bob");
+    let pinned = pin(&target);
+    let pin = match &pinned {
+        Some(key) => Pin::Key(key),
+        None => Pin::None,
+    };
+    let bastion = builder.policy(&policy(&target, &alice, &bob, pin)).start();
+    Scene {
+        target,
+        bastion,
+        alice,
+        bob,
+    }
+}
+
+fn scene() -> Scene {
+    scene_with(|_| None)
+}
+
+impl Scene {
+    /// `ssh [-tt] USER@bastion REMOTE…` with the user's key.
+    fn ssh(&self, key: &ClientKey, user: &str, tty: bool, remote: &[&str]) -> Command {
+        let mut cmd = self.bastion.ssh_command("ssh");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-p",
+            &self.bastion.port().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&key.private)
+        .args(["-l", user])
+        .arg(if tty { "-tt" } else { "-T" })
+        .arg("127.0.0.1")
+        .args(remote);
+        cmd
+    }
+
+    fn exec(&self, key: &ClientKey, user: &str, remote: &str) -> Outcome {
+        run::run(
+            &mut self.ssh(key, user, false, &[remote]),
+            b"",
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// An interactive session through `expect`: for each (pattern, text),
+    /// waits for the exact text `pattern` in the output, then types `text` and
+    /// Enter (`!resize COLS ROWS` resizes the terminal instead). Waits for
+    /// the end and exits with ssh's status.
+    fn interactive(
+        &self,
+        key: &ClientKey,
+        user: &str,
+        target: &str,
+        steps: &[(&str, &str)],
+    ) -> Outcome {
+        let cmd = self.ssh(key, user, true, &[target]);
+        let mut script = String::from("set timeout 20\nlog_user 1\n");
+        script.push_str("spawn -noecho");
+        script.push_str(&format!(" {{{}}}", cmd.get_program().to_string_lossy()));
+        for arg in cmd.get_args() {
+            script.push_str(&format!(" {{{}}}", arg.to_string_lossy()));
+        }
+        script.push('\n');
+        for (i, (pattern, text)) in steps.iter().enumerate() {
+            script.push_str(&format!(
+                "expect {{\n  -ex {{{pattern}}} {{}}\n  timeout {{puts \"\\nEXPECT: timed out waiting for step {i}\"; exit 91}}\n  eof {{puts \"\\nEXPECT: ended before step {i}\"; exit 92}}\n}}\n"
+            ));
+            match text.strip_prefix("!resize ") {
+                // Resize the engineer's terminal (ssh gets SIGWINCH).
+                Some(size) => {
+                    let (cols, rows) = size.split_once(' ').expect("!resize COLS ROWS");
+                    script.push_str(&format!(
+                        "stty rows {rows} columns {cols} < $spawn_out(slave,name)\n"
+                    ));
+                }
+                None => script.push_str(&format!("send -- {{{text}}}\nsend \"\\r\"\n")),
+            }
+        }
+        script.push_str(
+            "expect {\n  eof {}\n  timeout {puts \"\\nEXPECT: no end\"; exit 93}\n}\n\
+             set result [wait]\nexit [lindex $result 3]\n",
+        );
+        let path = self.bastion.dir().join(format!("expect-{}.tcl", unique()));
+        std::fs::write(&path, script).expect("expect script");
+        let mut expect = self.bastion.ssh_command("expect");
+        expect.arg("-f").arg(&path);
+        run::run(&mut expect, b"", Duration::from_secs(60))
+    }
+
+    fn state(&self) -> PathBuf {
+        self.bastion.dir().join("state")
+    }
+
+    /// The recordings agentd wrote (`<state>/recordings/*.cast`).
+    fn recordings(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.state().join("recordings"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// The spooled events (`<state>/spool/*.jsonl`), in order.
+    fn events(&self) -> Vec<serde_like::Value> {
+        let mut events = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.state().join("spool")) {
+            let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            files.sort_by_key(|p| p.file_name().map(|n| n == "current.jsonl"));
+            for file in files {
+                for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+                    events.push(serde_like::Value(line.to_string()));
+                }
+            }
+        }
+        events
+    }
+}
+
+/// Just enough JSON for assertions on spool lines (the test crate keeps
+/// its dependencies small): field lookups by text.
+mod serde_like {
+    #[derive(Debug, Clone)]
+    pub struct Value(pub String);
+
+    impl Value {
+        /// The string value of `"key":"…"`.
+        pub fn get(&self, key: &str) -> Option<String> {
+            let needle = format!("\"{key}\":\"");
+            let start = self.0.find(&needle)? + needle.len();
+            let mut out = String::new();
+            let mut chars = self.0[start..].chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(out),
+                    '\\' => {
+                        if let Some(next) = chars.next() {
+                            out.push(match next {
+                                'n' => '\n',
+                                'r' => '\r',
+                                't' => '\t',
+                                other => other,
+                            });
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            None
+        }
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The end of a prompt of the target's bash (`deploy@host:~$ `).
+const PROMPT: &str = "$ ";
+
+#[test]
+fn interactive_shell_reaches_the_target_and_is_recorded_and_logged() {
+    let s = scene();
+    let out = s.interactive(
+        &s.alice,
+        "alice",
+        "web01",
+        &[
+            (PROMPT, "id; echo done-$((40+2))"),
+            ("done-42", "read -s -p 'secret? ' x; echo got-${#x}"),
+            ("secret? ", "hunter2"),
+            ("got-7", "exit"),
+        ],
+    );
+    out.assert_success("alice's shell on web01 should run and exit cleanly");
+    assert!(
+        out.stdout.contains(&format!("uid={DEPLOY_UID}(deploy)")),
+        "`id` should run on the target as deploy, but:\n{out}"
+    );
+    let recordings = s.recordings();
+    assert_eq!(
+        recordings.len(),
+        1,
+        "one recording for one session: {recordings:?}"
+    );
+    // asciinema 2.2 opens /dev/tty even for `cat`: give it one with script(1).
+    let cat = run::run(
+        Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!("asciinema cat '{}'", recordings[0].display()))
+            .arg("/dev/null"),
+        b"",
+        COMMAND_TIMEOUT,
+    );
+    cat.assert_success("asciinema cat should read the recording");
+    assert!(
+        cat.stdout.contains("done-42") && cat.stdout.contains("uid=40200(deploy)"),
+        "the recording should hold the command's output, but:\n{cat}"
+    );
+    let header = std::fs::read_to_string(&recordings[0]).unwrap();
+    let header = header.lines().next().unwrap();
+    assert!(
+        header.contains("\"version\":2")
+            && header.contains("\"user\":\"alice\"")
+            && header.contains("\"asset\":\"web01\""),
+        "the asciicast header should name the session: {header}"
+    );
+    let events = s.events();
+    let command = events
+        .iter()
+        .find(|e| e.get("event").as_deref() == Some("command"))
+        .unwrap_or_else(|| panic!("the command log should have the typed command: {events:?}"));
+    assert_eq!(
+        command.get("command").as_deref(),
+        Some("id; echo done-$((40+2))")
+    );
+    assert_eq!(command.get("decision").as_deref(), Some("allow"));
+    assert_eq!(command.get("user").as_deref(), Some("alice"));
+    assert_eq!(command.get("account").as_deref(), Some("deploy"));
+    let state = s.state();
+    for (path, mode) in [
+        (state.join("recordings"), 0o700),
+        (recordings[0].clone(), 0o600),
+        (state.join("spool"), 0o700),
+        (state.join("spool/current.jsonl"), 0o600),
+        (state.join("known_hosts"), 0o700),
+        (state.join("known_hosts/tofu-web01"), 0o600),
+    ] {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid()),
+            (mode, 0),
+            "{} must be root's and mode {mode:o}",
+            path.display()
+        );
+    }
+    let logged: Vec<String> = events.iter().filter_map(|e| e.get("command")).collect();
+    assert!(
+        logged.iter().all(|c| !c.contains("hunter2"))
+            && logged.iter().any(|c| c == "(input not echoed)"),
+        "input typed without echo (a password) is never logged: {logged:?}"
+    );
+    for kind in ["session_start", "session_end"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.get("event").as_deref() == Some(kind)),
+            "the spool should have a {kind} event: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn exec_passes_stdout_stderr_and_exit_status_exactly() {
+    let s = scene();
+    let out = s.exec(&s.alice, "alice", "web01 echo out; echo err >&2; exit 3");
+    assert_eq!(
+        out.code(),
+        Some(3),
+        "the exit status should be the command's:\n{out}"
+    );
+    assert_eq!(out.stdout, "out\n", "stdout exactly:\n{out}");
+    assert_eq!(out.stderr, "err\n", "stderr exactly:\n{out}");
+    let out = s.exec(&s.alice, "alice", "web01 uptime; id -un");
+    out.assert_success("uptime; id should run");
+    assert!(
+        out.stdout.contains("load average") && out.stdout.ends_with("deploy\n"),
+        "{out}"
+    );
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.get("event").as_deref() == Some("command")
+                && e.get("command").as_deref() == Some("uptime; id -un")
+                && e.get("kind").as_deref() == Some("exec")),
+        "exec commands are logged as given: {events:?}"
+    );
+}
+
+/// Runs `cmd` with `input` on stdin, returning (status, stdout bytes, stderr).
+fn run_binary(mut cmd: Command, input: Vec<u8>) -> (Option<i32>, Vec<u8>, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssh");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = run::wait_until(&mut child, std::time::Instant::now() + COMMAND_TIMEOUT);
+    let _ = writer.join();
+    (
+        status.and_then(|s| s.code()),
+        out,
+        errors.join().unwrap_or_default(),
+    )
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("random bytes");
+    bytes
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn binary_stdin_arrives_byte_exact() {
+    let s = scene();
+    let data = random_bytes(1024 * 1024);
+    let (status, out, err) = run_binary(
+        s.ssh(&s.alice, "alice", false, &["web01 sha256sum"]),
+        data.clone(),
+    );
+    assert_eq!(
+        status,
+        Some(0),
+        "sha256sum on the target should succeed: {err}"
+    );
+    let printed = String::from_utf8_lossy(&out);
+    assert!(
+        printed.starts_with(&sha256_hex(&data)),
+        "the target should hash exactly the bytes sent: got {printed:?}, stderr {err}"
+    );
+    let (status, out, err) = run_binary(
+        s.ssh(&s.alice, "alice", false, &["web01 cat"]),
+        data.clone(),
+    );
+    assert_eq!(status, Some(0), "cat should succeed: {err}");
+    assert!(
+        out == data,
+        "cat through the bastion should return the same {} bytes, got {}",
+        data.len(),
+        out.len()
+    );
+}
+
+#[test]
+fn named_vaulted_password_and_key_accounts_log_in() {
+    let s = scene();
+    let out = s.exec(&s.bob, "bob", "root@web01 id -un");
+    out.assert_success("bob may use root@web01");
+    assert_eq!(out.stdout, "root\n");
+    let out = s.exec(&s.bob, "bob", "deploy@web01 id -un");
+    out.assert_success("bob may use deploy@web01");
+    assert_eq!(out.stdout, "deploy\n");
+    let out = s.exec(&s.alice, "alice", "web02 id -un");
+    out.assert_success("alice's key account on web02 should log in with the vaulted key");
+    assert_eq!(out.stdout, "keyuser\n");
+}
+
+#[test]
+fn input_account_asks_for_credentials() {
+    let s = scene();
+    let out = s.interactive(
+        &s.alice,
+        "alice",
+        "web03",
+        &[
+            ("Username: ", "deploy"),
+            ("Password: ", DEPLOY_PASSWORD),
+            (PROMPT, "echo I am $(id -un)"),
+            ("I am deploy", "exit"),
+        ],
+    );
+    out.assert_success("@INPUT should log in with the typed credentials");
+    assert!(
+        !out.output().contains(DEPLOY_PASSWORD),
+        "the password is not echoed: {out}"
+    );
+}
+
+#[test]
+fn denials_are_one_clear_line() {
+    let s = scene();
+    let cases: &[(&ClientKey, &str, &str, &str)] = &[
+        (&s.alice, "alice", "db01 true", "no such asset: db01"),
+        (&s.alice, "alice", "bash", "no such asset: bash"),
+        (&s.alice, "alice", "nosuch true", "no such asset: nosuch"),
+        (&s.alice, "alice", "old01 true", "expired"),
+        (&s.alice, "alice", "ftp01 true", "ssh"),
+        (&s.alice, "alice", "up01 true", "connect"),
+        (
+            &s.bob,
+            "bob",
+            "web01 true",
+            "web01: choose an account: deploy@web01 or root@web01",
+        ),
+        (&s.alice, "alice", "web01", "needs a terminal"),
+    ];
+    for (key, user, remote, needle) in cases {
+        let out = s.exec(key, user, remote);
+        out.assert_failure(&format!("{user} `{remote}` should be refused"));
+        out.assert_output_contains(needle, &format!("{user} `{remote}` should say why"));
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "one line for `{remote}`:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn denied_commands_never_reach_the_target() {
+    let s = scene();
+    let marker = s.target.srv().join("home/deploy/marker-denied");
+    let out = s.exec(&s.alice, "alice", "web01 touch ~/marker-denied");
+    out.assert_failure("an exec matching a deny filter is refused");
+    out.assert_output_contains(
+        "refused by filter no-markers",
+        "the refusal names the filter",
+    );
+    let out = s.interactive(
+        &s.alice,
+        "alice",
+        "web01",
+        &[
+            (PROMPT, "touch ~/marker-denied"),
+            ("refused by filter no-markers", ""),
+            (PROMPT, "touch ~/marker-allowed; exit"),
+        ],
+    );
+    out.assert_success("the session goes on after a refused command");
+    assert!(
+        s.target.srv().join("home/deploy/marker-allowed").exists(),
+        "the allowed command should have run:\n{out}"
+    );
+    assert!(
+        !marker.exists(),
+        "the refused command must never run on the target:\n{out}"
+    );
+    let events = s.events();
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e.get("decision").as_deref() == Some("deny"))
+        .collect();
+    assert_eq!(
+        denied.len(),
+        2,
+        "both refusals are in the command log: {events:?}"
+    );
+    assert!(denied
+        .iter()
+        .all(|e| e.get("filter").as_deref() == Some("no-markers")));
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let mut s = scene();
+    s.exec(&s.alice, "alice", "web01 true")
+        .assert_success("the first connection records the host key");
+    s.target.replace_host_key();
+    let out = s.exec(&s.alice, "alice", "web01 true");
+    out.assert_failure("a changed host key must be refused");
+    out.assert_output_contains("web01: the host key has changed", "the refusal says why");
+}
+
+#[test]
+fn pinned_host_keys_are_enforced() {
+    let s = scene_with(|t| Some(t.host_key()));
+    s.exec(&s.alice, "alice", "web01 true")
+        .assert_success("the pinned key matches the target's");
+    let other = scene_with(|_| {
+        Some(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJmsyBWMC1Ef6BqQLXTlkAPT2MtBUBY6hOLBYZd7xRRu"
+                .into(),
+        )
+    });
+    let out = other.exec(&other.alice, "alice", "web01 true");
+    out.assert_failure("a key other than the pinned one must be refused");
+    out.assert_output_contains("web01: the host key has changed", "the refusal says why");
+}
+
+/// `scp`/`rsync` with the bastion's port and `key` (`-e` for rsync).
+fn copy_command(s: &Scene, key: &ClientKey, program: &str, extra: &[&str]) -> Command {
+    let options = [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+    ];
+    let mut cmd = s.bastion.ssh_command(program);
+    let key = key.private.display().to_string();
+    let port = s.bastion.port().to_string();
+    if program == "rsync" {
+        cmd.arg("-e")
+            .arg(format!("ssh {} -i {key} -p {port}", options.join(" ")));
+    } else {
+        cmd.args(options).args(["-i", &key, "-P", &port]);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+#[test]
+fn file_transfers_reach_the_target_and_are_logged() {
+    let s = scene();
+    let local = s.bastion.dir().join("upload.txt");
+    std::fs::write(&local, "uploaded through jms\n").unwrap();
+    let home = s.target.srv().join("home/deploy");
+    let local_arg = local.display().to_string();
+    // Legacy scp (scp -t on the target) upload.
+    run::run(
+        &mut copy_command(
+            &s,
+            &s.alice,
+            "scp",
+            &[
+                "-O",
+                &local_arg,
+                "alice@127.0.0.1:web01:/srv/home/deploy/legacy.txt",
+            ],
+        ),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .assert_success("scp -O upload through the bastion");
+    assert_eq!(
+        std::fs::read_to_string(home.join("legacy.txt")).unwrap(),
+        "uploaded through jms\n"
+    );
+    // scp 9.x (SFTP) download.
+    let back = s.bastion.dir().join("back.txt");
+    run::run(
+        &mut copy_command(
+            &s,
+            &s.alice,
+            "scp",
+            &[
+                "alice@127.0.0.1:web01:/srv/home/deploy/legacy.txt",
+                &back.display().to_string(),
+            ],
+        ),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .assert_success("scp (SFTP) download through the bastion");
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "uploaded through jms\n"
+    );
+    // rsync push.
+    run::run(
+        &mut copy_command(
+            &s,
+            &s.alice,
+            "rsync",
+            &[
+                &local_arg,
+                "alice@127.0.0.1:web01:/srv/home/deploy/rsynced.txt",
+            ],
+        ),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .assert_success("rsync upload through the bastion");
+    assert_eq!(
+        std::fs::read_to_string(home.join("rsynced.txt")).unwrap(),
+        "uploaded through jms\n"
+    );
+    // Bob has no sftp grant: refused before anything reaches the target.
+    let out = run::run(
+        &mut copy_command(
+            &s,
+            &s.bob,
+            "scp",
+            &[
+                "-O",
+                &local_arg,
+                "bob@127.0.0.1:deploy@web01:/srv/home/deploy/bob.txt",
+            ],
+        ),
+        b"",
+        COMMAND_TIMEOUT,
+    );
+    out.assert_failure("bob has no sftp grant on web01");
+    assert!(
+        !home.join("bob.txt").exists(),
+        "a refused upload must not reach the target"
+    );
+    let events = s.events();
+    let transfers: Vec<_> = events
+        .iter()
+        .filter(|e| e.get("event").as_deref() == Some("transfer"))
+        .collect();
+    for (via, operation) in [("scp", "upload"), ("sftp", "download"), ("rsync", "upload")] {
+        assert!(
+            transfers
+                .iter()
+                .any(|e| e.get("via").as_deref() == Some(via)
+                    && e.get("operation").as_deref() == Some(operation)
+                    && e.get("result").as_deref() == Some("ok")),
+            "a {via} {operation} record should be in the spool: {transfers:?}"
+        );
+    }
+}
+
+#[test]
+fn window_size_follows_the_engineer_and_is_recorded() {
+    let s = scene();
+    let out = s.interactive(
+        &s.alice,
+        "alice",
+        "web01",
+        &[
+            (PROMPT, "!resize 100 40"),
+            (PROMPT, "sleep 0.5; echo size-$(stty size | tr ' ' x)"),
+            ("size-40x100", "exit"),
+        ],
+    );
+    out.assert_success("the session should see the new size");
+    let cast = std::fs::read_to_string(&s.recordings()[0]).expect("recording");
+    assert!(
+        cast.contains("\"r\", \"100x40\"]"),
+        "the recording should have the resize event: {cast}"
+    );
+}
