@@ -1,0 +1,78 @@
+//! `make demo`: a whole jms scene on loopback, built from the end-to-end
+//! harness — a target host (sshd on 127.0.0.2 with accounts root and
+//! deploy), a bastion sshd wired with pam_jms, nss_jms and jms-agent in a
+//! private mount namespace, and jms-agentd with a demo policy. Prints the
+//! `ssh` lines to try; Ctrl-C stops everything and leaves nothing behind.
+
+use std::time::Duration;
+
+use jms_e2e::secrets::django_hash;
+use jms_e2e::target::{DEPLOY_PASSWORD, ROOT_PASSWORD};
+use jms_e2e::{BastionBuilder, Target};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+const ALICE_PASSWORD: &str = "alice-demo-pw";
+const BOB_PASSWORD: &str = "bob-demo-pw";
+
+fn policy(target: &Target) -> String {
+    let (address, port) = (target.address(), target.port());
+    let alice = django_hash(ALICE_PASSWORD, "demo-salt-alice");
+    let bob = django_hash(BOB_PASSWORD, "demo-salt-bob");
+    format!(
+        r#"users:
+  - {{username: alice, name: Alice Liu, groups: [ops], password_hash: '{alice}'}}
+  - {{username: bob, name: Bob Chen, groups: [dev], password_hash: '{bob}'}}
+user_groups: [{{name: ops}}, {{name: dev}}]
+nodes: [/Default/prod/web, /Default/test]
+assets:
+  - name: web01
+    address: {address}
+    protocols: [{{name: ssh, port: {port}}}, {{name: sftp, port: {port}}}]
+    nodes: [/Default/prod/web]
+    accounts:
+      - {{name: deploy, username: deploy, secret_type: password, secret: "{DEPLOY_PASSWORD}"}}
+      - {{name: root, username: root, secret_type: password, secret: "{ROOT_PASSWORD}", privileged: true}}
+  - name: test01
+    address: {address}
+    protocols: [{{name: ssh, port: {port}}}]
+    nodes: [/Default/test]
+grants:
+  - {{name: ops-prod, user_groups: [ops], nodes: [/Default/prod], accounts: ["@ALL"], protocols: [all], actions: [connect, upload, download]}}
+  - {{name: ops-test, user_groups: [ops], nodes: [/Default/test], accounts: ["@INPUT"], protocols: [ssh], actions: [connect]}}
+  - {{name: dev-web01, user_groups: [dev], assets: [web01], accounts: [deploy], protocols: [ssh], actions: [connect]}}
+command_filters:
+  - {{name: no-rm-root, priority: 10, action: deny, rules: ['^\s*rm\s+-rf\s+/\s*$', '^\s*(shutdown|reboot|halt)\b'], users: ["@ALL"], assets: ["@ALL"], accounts: ["@ALL"]}}
+"#
+    )
+}
+
+fn main() {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
+    eprintln!("starting the target host and the bastion…");
+    let target = Target::start();
+    let bastion = BastionBuilder::new().policy(&policy(&target)).start();
+    let port = bastion.port();
+    println!(
+        "\njms demo is up (Ctrl-C stops it and removes everything):\n\
+         \x20 bastion  127.0.0.1:{port}   (sshd + pam_jms + nss_jms + jms-agent, jms-agentd)\n\
+         \x20 target   web01 = {address}:{tport}   (sshd with accounts root and deploy)\n\n\
+         Try, as alice (password {ALICE_PASSWORD}):\n\
+         \x20 ssh -t -p {port} alice@127.0.0.1                        # the menu\n\
+         \x20 ssh -t -p {port} alice@127.0.0.1 root@web01             # straight to the target\n\
+         \x20 ssh -p {port} alice@127.0.0.1 'deploy@web01 uptime; id'  # a command\n\
+         \x20 scp -P {port} README.md alice@127.0.0.1:deploy@web01:/tmp/\n\
+         \x20 sftp -P {port} alice@127.0.0.1\n\
+         and as bob (password {BOB_PASSWORD}), who may only connect to web01 as deploy.\n\
+         (Add -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null to skip the host key prompt.)\n\
+         Recordings and the audit spool: {state}\n",
+        address = target.address(),
+        tport = target.port(),
+        state = bastion.dir().join("state").display(),
+    );
+    let _ = signals.forever().next();
+    eprintln!("stopping…");
+    drop(bastion);
+    drop(target);
+    std::thread::sleep(Duration::from_millis(100));
+    eprintln!("stopped; nothing left behind");
+}
