@@ -345,7 +345,7 @@ fn encode_base64(bytes: &[u8]) -> String {
 /// unused bits zero. `None` on anything else.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let quads = bytes.len() / 4;

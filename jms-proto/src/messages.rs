@@ -50,7 +50,10 @@ pub enum Request {
     Resize { cols: u16, rows: u16 },
     /// Typed credentials, answering [`Response::NeedCredentials`] (for
     /// `@INPUT`, or `@USER` without a vaulted secret).
-    Credentials { username: Option<String>, password: Secret },
+    Credentials {
+        username: Option<String>,
+        password: Secret,
+    },
 }
 
 /// What the engineer asked sshd for, as jms-agent saw it.
@@ -136,18 +139,29 @@ pub enum Response {
         keys: Vec<String>,
     },
     /// Answer to [`Request::ListAssets`], in asset-name order.
-    Assets { assets: Vec<ListedAsset> },
+    Assets {
+        assets: Vec<ListedAsset>,
+    },
     /// The session needs typed credentials: ask the engineer (the username
     /// too when `username` is true) and send [`Request::Credentials`].
-    NeedCredentials { username: bool },
+    NeedCredentials {
+        username: bool,
+    },
     /// The target connection is up; the relay runs.
-    SessionStarted { session_id: String },
+    SessionStarted {
+        session_id: String,
+    },
     /// Refused, with one line for the engineer (never naming assets she
     /// cannot see).
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
     /// The session is over; `exit_status` is the target command's, and
     /// `message` a line for the engineer when it ended abnormally.
-    SessionEnded { exit_status: Option<i32>, message: Option<String> },
+    SessionEnded {
+        exit_status: Option<i32>,
+        message: Option<String>,
+    },
     /// The caller may not send this request.
     Forbidden {
         reason: String,

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
+use nix::sys::termios::{self, InputFlags, LocalFlags, SetArg, Termios};
 
 use crate::client::signals::Signals;
 
@@ -94,6 +94,7 @@ impl Terminal {
     pub fn prompt(&self, label: &str, echo: bool, signals: &Signals) -> io::Result<Answer> {
         let mut cooked = self.original.clone();
         cooked.local_flags |= LocalFlags::ICANON | LocalFlags::ISIG;
+        cooked.input_flags |= InputFlags::ICRNL;
         if echo {
             cooked.local_flags |= LocalFlags::ECHO;
         } else {

@@ -47,7 +47,8 @@ command_filters:
 }
 
 fn main() {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
     eprintln!("starting the target host and the bastion…");
     let target = Target::start();
     let bastion = BastionBuilder::new().policy(&policy(&target)).start();

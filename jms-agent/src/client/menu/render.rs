@@ -463,6 +463,7 @@ mod tests {
         let frame = render(&menu, size(80, 24), true);
         let bytes = paint(&frame, size(80, 24), true);
         let elapsed = started.elapsed();
+        eprintln!("10,000 assets: catalog, menu and first page painted in {elapsed:?}");
         assert!(
             elapsed < Duration::from_millis(200),
             "building the menu and painting a page of 10,000 assets took {elapsed:?}"

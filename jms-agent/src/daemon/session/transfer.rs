@@ -274,7 +274,9 @@ fn parse_scp(command_line: &str) -> Result<Transfer, TransferError> {
     if direction == Direction::Upload && paths.len() > 1 {
         return Err(TransferError::Syntax {
             tool: TOOL,
-            reason: "an upload has exactly one target path".into(),
+            reason:
+                "an upload names one target path (quote a path with spaces for the remote shell)"
+                    .into(),
         });
     }
     let (target, remote) = remote_paths(&paths, TOOL)?;

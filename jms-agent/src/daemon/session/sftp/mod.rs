@@ -150,3 +150,26 @@ pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
     use nix::fcntl::{fcntl, FcntlArg};
     let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsystem_commands_are_recognised() {
+        for line in [
+            "/usr/lib/openssh/sftp-server",
+            "/usr/libexec/openssh/sftp-server -l INFO",
+            "internal-sftp",
+            "sftp-server",
+        ] {
+            assert!(is_subsystem_command(line), "{line:?} is the sftp subsystem");
+        }
+        for line in ["web01", "sftp", "/tmp/sftp-server", "scp -t web01:/tmp", ""] {
+            assert!(
+                !is_subsystem_command(line),
+                "{line:?} is not the sftp subsystem"
+            );
+        }
+    }
+}

@@ -409,7 +409,7 @@ impl<'s, 'e> Session<'s, 'e> {
     // ---- requests ----
 
     fn open(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let path = fields.string()?;
         let pflags = fields.u32()?;
         let attrs = fields.rest();
@@ -453,7 +453,7 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn opendir(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let path = Fields::of_frame(&frame, true).string()?;
+        let path = Fields::of_frame(frame, true).string()?;
         match self.route(path) {
             Err(refusal) => self.deny(id, refusal),
             Ok(Routed::Root) => {
@@ -500,7 +500,7 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn readdir(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let handle = Fields::of_frame(&frame, true).string()?;
+        let handle = Fields::of_frame(frame, true).string()?;
         match self.handle(handle) {
             None => self.deny(id, (FX_FAILURE, "invalid handle".into())),
             Some(HandleRef::Root(number)) => {
@@ -533,7 +533,7 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn close(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let handle = Fields::of_frame(&frame, true).string()?;
+        let handle = Fields::of_frame(frame, true).string()?;
         let removed = handle_number(handle).and_then(|n| self.shared.handles().1.remove(&n));
         match removed {
             None => self.deny(id, (FX_FAILURE, "invalid handle".into())),
@@ -551,7 +551,7 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn read(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let handle = fields.string()?;
         let offset = fields.u64()?;
         let len_at = fields.position();
@@ -585,7 +585,7 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn write(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let handle = fields.string()?;
         let offset = fields.u64()?;
         let data_at = fields.position() + 4;
@@ -647,8 +647,8 @@ impl<'s, 'e> Session<'s, 'e> {
         frame: &mut [u8],
         action: Option<Action>,
     ) -> Result<(), Malformed> {
-        let kind = frame_type(&frame);
-        let mut fields = Fields::of_frame(&frame, true);
+        let kind = frame_type(frame);
+        let mut fields = Fields::of_frame(frame, true);
         let handle = fields.string()?;
         let rest = fields.rest();
         self.by_handle_with(id, kind, &[], handle, rest, action)
@@ -703,8 +703,8 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn stat(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let kind = frame_type(&frame);
-        let mut fields = Fields::of_frame(&frame, true);
+        let kind = frame_type(frame);
+        let mut fields = Fields::of_frame(frame, true);
         let path = fields.string()?;
         let rest = fields.rest();
         match self.route(path) {
@@ -753,13 +753,13 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn setstat(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let path = fields.string()?;
         self.setstat_with(id, FXP_SETSTAT, &[], path, fields.rest())
     }
 
     fn mkdir(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let path = fields.string()?;
         let rest = fields.rest();
         let (folder, remote) = match self.route_in_folder(path) {
@@ -794,8 +794,8 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn remove(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let kind = frame_type(&frame);
-        let path = Fields::of_frame(&frame, true).string()?;
+        let kind = frame_type(frame);
+        let path = Fields::of_frame(frame, true).string()?;
         let (folder, remote) = match self.route_in_folder(path) {
             Ok((folder, _, remote)) => (folder, remote),
             Err(refusal) => return self.refuse(id, refusal),
@@ -824,8 +824,8 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn realpath(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let kind = frame_type(&frame);
-        let mut fields = Fields::of_frame(&frame, true);
+        let kind = frame_type(frame);
+        let mut fields = Fields::of_frame(frame, true);
         let path = fields.string()?;
         let rest = fields.rest();
         match self.route(path) {
@@ -855,8 +855,8 @@ impl<'s, 'e> Session<'s, 'e> {
 
     /// RENAME and posix-rename@openssh.com (`prefix`: its name field).
     fn rename(&mut self, id: u32, frame: &mut [u8], posix: bool) -> Result<(), Malformed> {
-        let kind = frame_type(&frame);
-        let mut fields = Fields::of_frame(&frame, true);
+        let kind = frame_type(frame);
+        let mut fields = Fields::of_frame(frame, true);
         let prefix_len = if posix { fields.string()?.len() + 4 } else { 0 };
         let prefix = frame[9..9 + prefix_len].to_vec();
         let from = fields.string()?;
@@ -969,14 +969,14 @@ impl<'s, 'e> Session<'s, 'e> {
     }
 
     fn symlink(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let target = fields.string()?;
         let path = fields.string()?;
         self.link(id, FXP_SYMLINK, &[], target, path)
     }
 
     fn extended(&mut self, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
-        let mut fields = Fields::of_frame(&frame, true);
+        let mut fields = Fields::of_frame(frame, true);
         let name = fields.string()?;
         let prefix = frame[9..fields.position()].to_vec();
         match name {
