@@ -6,7 +6,9 @@
 //! - [`nodes`]: the asset tree
 //! - [`engine`]: decide / list / accounts queries over a checked policy
 //! - [`password`]: password hash and TOTP secret formats
+//! - [`bundle`]: signed policy bundles and signed sync requests
 
+pub mod bundle;
 pub mod engine;
 pub mod login;
 pub mod model;

@@ -69,8 +69,9 @@ pub struct Applied {
 
 /// The central server's state: the store and the key that seals secrets.
 pub struct Admin {
-    store: Box<dyn Storage>,
+    pub(crate) store: Box<dyn Storage>,
     key: SealKey,
+    pub(crate) sync: crate::sync::SyncState,
 }
 
 /// Where each kind of secret is sealed (bound as associated data).
@@ -126,6 +127,7 @@ impl Admin {
             .into());
         }
         let key = SealKey::load_or_create(data_dir)?;
+        let server_key = crate::sync::ServerKey::load_or_create(data_dir)?;
         let db = data_dir.join(DB_FILE);
         // Created 0600 before SQLite opens it; its -wal and -shm files
         // inherit the mode.
@@ -148,11 +150,15 @@ impl Admin {
             .into());
         }
         let store = SqliteStore::open(&db)?;
-        Ok(Admin::new(Box::new(store), key))
+        Ok(Admin::new(Box::new(store), key, server_key))
     }
 
-    pub fn new(store: Box<dyn Storage>, key: SealKey) -> Admin {
-        Admin { store, key }
+    pub fn new(store: Box<dyn Storage>, key: SealKey, server_key: crate::sync::ServerKey) -> Admin {
+        Admin {
+            store,
+            key,
+            sync: crate::sync::SyncState::new(server_key),
+        }
     }
 
     /// A read transaction.
@@ -170,7 +176,7 @@ impl Admin {
         self.open_snapshot(snapshot, with_secrets)
     }
 
-    fn open_snapshot(&self, s: Snapshot, with_secrets: bool) -> Result<PolicyDocument> {
+    pub(crate) fn open_snapshot(&self, s: Snapshot, with_secrets: bool) -> Result<PolicyDocument> {
         let open = |place: String, sealed: &Option<Vec<u8>>| -> Result<Option<Secret>> {
             match sealed {
                 Some(sealed) if with_secrets => {
@@ -479,7 +485,7 @@ fn refuse_secret_files(doc: &PolicyDocument) -> Result<()> {
     Ok(())
 }
 
-fn parse_settings(document: Option<serde_json::Value>) -> Result<Settings> {
+pub(crate) fn parse_settings(document: Option<serde_json::Value>) -> Result<Settings> {
     match document {
         None => Ok(Settings::default()),
         Some(value) => serde_json::from_value(value).map_err(|e| {

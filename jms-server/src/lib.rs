@@ -11,6 +11,8 @@
 //! - [`settings`]: the typed system settings document.
 //! - [`api`]: the REST API (axum) and its OpenAPI document.
 //! - [`client`]: a blocking client of that API (used by `jmsctl`).
+//! - [`sync`]: the server's signing key, bastion enrollment, signed bundles,
+//!   signed-request checks and exactly-once event ingest.
 
 pub mod admin;
 pub mod api;
@@ -19,5 +21,6 @@ pub mod crypto;
 pub mod diff;
 pub mod settings;
 pub mod store;
+pub mod sync;
 
 pub use admin::{Admin, AdminError};

@@ -2,6 +2,10 @@
 //! the NSS cache, keeps the private login state and answers PAM and
 //! jms-agent on its socket. SIGHUP reloads the policy (keeping the last good
 //! one on error); SIGTERM stops it.
+//!
+//! The policy comes from a local file (`policy` / `--policy`) or, with a
+//! `[central]` table, from the central server: `jms-agentd enroll --server
+//! URL --token T` once, then a poll thread pulls signed bundles.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -10,8 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jms_agent::daemon::config::{AgentdConfig, DEFAULT_CONFIG_PATH};
+use jms_agent::daemon::enroll;
 use jms_agent::daemon::handlers::Daemon;
-use jms_agent::daemon::policy_source::{LocalFile, PolicySource};
+use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
 use jms_agent::daemon::session::connect;
 use jms_agent::daemon::state::StateFile;
 use jms_agent::daemon::{publish, server};
@@ -22,11 +27,30 @@ use tracing::{error, info};
 #[command(name = "jms-agentd", version, about = "jms bastion daemon")]
 struct Args {
     /// Configuration file.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH, global = true)]
     config: PathBuf,
-    /// Policy file (overrides `policy` in the configuration).
+    /// Policy file (overrides `policy` and `[central]` in the configuration).
     #[arg(long)]
     policy: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Enroll this bastion with the central server (one-time token from
+    /// `jmsctl bastion token create`); then set `[central] server` and start.
+    Enroll {
+        /// The server's origin (http://HOST:PORT).
+        #[arg(long)]
+        server: String,
+        /// The one-time enrollment token.
+        #[arg(long)]
+        token: String,
+        /// This bastion's name on the server (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,21 +83,39 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let mut config = AgentdConfig::load(&args.config)?;
+    if let Some(Command::Enroll {
+        server,
+        token,
+        name,
+    }) = args.command
+    {
+        return enroll_main(&config, &server, &token, name);
+    }
+    let explicit_file = args.policy.is_some();
     if let Some(policy) = args.policy {
         config.policy = Some(policy);
     }
-    let Some(policy_path) = config.policy.clone() else {
-        bail!(
-            "no policy: set `policy` in {} or pass --policy",
-            args.config.display()
-        );
-    };
     prepare_state_dir(&config)?;
-    let source = LocalFile { path: policy_path };
+    let (source, central): (Arc<dyn PolicySource>, Option<Arc<Central>>) =
+        match (config.policy.clone(), config.central.clone()) {
+            (Some(_), Some(_)) if !explicit_file => bail!(
+                "{}: both `policy` and `[central]` are set: keep one",
+                args.config.display()
+            ),
+            (Some(path), _) => (Arc::new(LocalFile { path }), None),
+            (None, Some(central)) => {
+                let central = Arc::new(Central::new(&config.state_dir, central)?);
+                (central.clone(), Some(central))
+            }
+            (None, None) => bail!(
+                "no policy: set `policy` or `[central]` in {} or pass --policy",
+                args.config.display()
+            ),
+        };
     let policy = source
         .load()
         .with_context(|| format!("policy from {}", source.describe()))?;
-    let published = publish::publish(&policy, &config)?;
+    let published = publish::publish_with_ids(&policy, &config, source.ids().as_ref())?;
     info!(
         source = source.describe(),
         users = policy.doc.users.len(),
@@ -100,7 +142,19 @@ fn run(args: Args) -> Result<()> {
         config,
     });
     let listener = server::bind(&daemon.config.socket)?;
-    watch_signals(Arc::clone(&daemon), source)?;
+    watch_signals(Arc::clone(&daemon), Arc::clone(&source))?;
+    if let Some(central) = central {
+        let daemon = Arc::clone(&daemon);
+        std::thread::Builder::new()
+            .name("policy-poll".into())
+            .spawn(move || loop {
+                std::thread::sleep(central.poll_interval());
+                if let Update::Apply(policy, why) = central.poll() {
+                    apply(&daemon, *policy, central.ids().as_ref(), why);
+                }
+            })
+            .context("starting the poll thread")?;
+    }
     info!(socket = %daemon.config.socket.display(), "serving");
     server::serve(listener, daemon)
 }
@@ -123,12 +177,42 @@ fn prepare_state_dir(config: &AgentdConfig) -> Result<()> {
     Ok(())
 }
 
-fn watch_signals(daemon: Arc<Daemon>, source: LocalFile) -> Result<()> {
+/// `jms-agentd enroll`: key pair, registration, pinned server key.
+fn enroll_main(
+    config: &AgentdConfig,
+    server: &str,
+    token: &str,
+    name: Option<String>,
+) -> Result<()> {
+    prepare_state_dir(config)?;
+    let name = match name {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (or pass --name)")?
+            .trim()
+            .to_string(),
+    };
+    let enrollment = enroll::enroll(&config.state_dir, server, token, &name)?;
+    info!(
+        bastion_id = enrollment.bastion_id,
+        bastion = enrollment.bastion_name,
+        server_key = enrollment.server_id,
+        "enrolled: set `[central] server = {:?}` and start jms-agentd",
+        enrollment.server
+    );
+    println!(
+        "enrolled as bastion {} ({}); server key {}",
+        enrollment.bastion_id, enrollment.bastion_name, enrollment.server_id
+    );
+    Ok(())
+}
+
+fn watch_signals(daemon: Arc<Daemon>, source: Arc<dyn PolicySource>) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
             if signal == SIGHUP {
-                reload(&daemon, &source);
+                reload(&daemon, source.as_ref());
                 continue;
             }
             info!(signal, "stopping");
@@ -139,20 +223,29 @@ fn watch_signals(daemon: Arc<Daemon>, source: LocalFile) -> Result<()> {
     Ok(())
 }
 
-fn reload(daemon: &Daemon, source: &LocalFile) {
-    let loaded = source.load().and_then(|policy| {
-        let published = publish::publish(&policy, &daemon.config)?;
-        Ok((policy, published))
-    });
-    match loaded {
-        Ok((policy, published)) => {
+fn reload(daemon: &Daemon, source: &dyn PolicySource) {
+    match source.load() {
+        Ok(policy) => apply(daemon, policy, source.ids().as_ref(), "reloaded"),
+        Err(e) => error!("reload failed, keeping the last good policy: {e:#}"),
+    }
+}
+
+/// Publishes the NSS cache, then swaps the policy in.
+fn apply(
+    daemon: &Daemon,
+    policy: jms_core::Policy,
+    ids: Option<&jms_core::bundle::UnixIds>,
+    why: &str,
+) {
+    match publish::publish_with_ids(&policy, &daemon.config, ids) {
+        Ok(published) => {
             *daemon
                 .users_by_uid
                 .write()
                 .unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
-            info!(users = policy.doc.users.len(), "policy reloaded");
+            info!(users = policy.doc.users.len(), "policy {why}");
             *daemon.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         }
-        Err(e) => error!("reload failed, keeping the last good policy: {e:#}"),
+        Err(e) => error!("publishing failed, keeping the last good policy: {e:#}"),
     }
 }

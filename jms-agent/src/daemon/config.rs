@@ -24,9 +24,12 @@ pub struct AgentdConfig {
     /// The public NSS cache (0644) that libnss_jms reads.
     #[serde(default = "default_nss_cache")]
     pub nss_cache: PathBuf,
-    /// The local policy file (until the central sync takes over).
+    /// The local policy file. Either this or `[central]`.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// The central server the policy comes from (after `jms-agentd enroll`).
+    #[serde(default)]
+    pub central: Option<CentralConfig>,
     /// The only non-root user allowed to ask for public keys
     /// (sshd's AuthorizedKeysCommandUser).
     #[serde(default = "default_keys_user")]
@@ -49,6 +52,34 @@ pub struct AgentdConfig {
     /// Target sessions: the ssh client, recordings, spool.
     #[serde(default)]
     pub sessions: SessionsConfig,
+}
+
+/// `[central]`: where the policy comes from when a central server holds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralConfig {
+    /// The server's origin, `http://127.0.0.1:8420` or `https://jms.example`.
+    pub server: String,
+    /// Seconds between polls for a newer bundle.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
+    /// Seconds the last good policy may be used without reaching the
+    /// server; past it jms users are refused (local users never are).
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness_secs: u64,
+    /// Seconds one HTTP request may take.
+    #[serde(default = "default_http_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_poll_interval() -> u64 {
+    10
+}
+fn default_max_staleness() -> u64 {
+    24 * 3600
+}
+fn default_http_timeout() -> u64 {
+    30
 }
 
 /// `[sessions]`: how target sessions are opened, recorded and audited.

@@ -1,7 +1,8 @@
-//! jms-agentd: configuration, policy source, private state, the published
+//! jms-agentd: configuration, enrollment with the central server, policy source, private state, the published
 //! NSS cache, and the socket server with its request handlers.
 
 pub mod config;
+pub mod enroll;
 pub mod handlers;
 pub mod policy_source;
 pub mod publish;

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use jms_core::bundle::UnixIds;
 use jms_core::nss_cache::{self, NssData};
-use jms_core::uids::IdAllocator;
+use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
 
 use crate::daemon::config::AgentdConfig;
@@ -13,8 +14,31 @@ use crate::daemon::config::AgentdConfig;
 /// Assigns ids to new names (saving the id map first, so an id handed out
 /// is never handed out again) and rewrites the NSS cache.
 pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
+    publish_with_ids(policy, config, None)
+}
+
+/// As [`publish`], first adopting the ids the central server assigned. An
+/// id the local map cannot take (held by another name here) is logged and
+/// the name gets a local one instead.
+pub fn publish_with_ids(
+    policy: &Policy,
+    config: &AgentdConfig,
+    assigned: Option<&UnixIds>,
+) -> Result<NssData> {
     let map_path = config.state_dir.join("ids.json");
     let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
+    if let Some(assigned) = assigned {
+        for (kind, table) in [
+            (IdKind::User, &assigned.users),
+            (IdKind::Group, &assigned.groups),
+        ] {
+            for (name, id) in table {
+                if let Err(e) = ids.adopt(kind, name, *id) {
+                    tracing::warn!(%kind, name, id, "cannot adopt the server's id: {e}");
+                }
+            }
+        }
+    }
     let data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
         .context("building the NSS cache")?;
     if ids.changed() {

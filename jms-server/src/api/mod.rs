@@ -9,6 +9,9 @@
 //! token, 404 no such entity (or route), 405 wrong method, 409 already
 //! exists, 422 the change would make the policy invalid (jms-core's
 //! message names the entity and field).
+//!
+//! The sync routes (`/api/v1/sync/...`) take no bearer token: enrollment
+//! carries a one-time token, the rest a bastion's request signature.
 
 mod error;
 mod extract;
@@ -17,6 +20,7 @@ pub mod openapi;
 mod resources;
 pub mod routes;
 mod schemas;
+mod sync;
 mod system;
 mod views;
 
@@ -68,7 +72,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
     let state = AppState { admin };
     let (public, private): (Vec<_>, Vec<_>) = routes::table()
         .into_iter()
-        .partition(|r| r.auth == routes::Auth::Public);
+        .partition(|r| r.auth != routes::Auth::Token);
     let mut app = Router::new();
     for route in private {
         app = app.route(route.path, route.handler);

@@ -39,7 +39,8 @@ pub fn document() -> Value {
         "components": {
             "schemas": schemas::all(),
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "jms-server token create"}
+                "bearer": {"type": "http", "scheme": "bearer", "description": "jms-server token create"},
+                "bastion": {"type": "apiKey", "in": "header", "name": "X-Jms-Signature", "description": "Ed25519 signature by an enrolled bastion over method, path, query, X-Jms-Timestamp, X-Jms-Nonce and the body's SHA-256; X-Jms-Bastion names the bastion"}
             },
         },
         "security": [{"bearer": []}],
@@ -102,10 +103,28 @@ fn operation(route: &Route) -> Value {
             json!({"type": "boolean", "default": false}),
             "Only compute the changes",
         )),
+        QueryParams::Since => {
+            parameters.push(query(
+                "since",
+                json!({"type": "integer", "minimum": 0, "default": 0}),
+                "The policy version the bastion holds",
+            ));
+            let mut transport = query(
+                "transport",
+                json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+                "Hex of a fresh X25519 public key the bundle is sealed to",
+            );
+            transport["required"] = json!(true);
+            parameters.push(transport);
+        }
     }
 
     let mut responses = Map::new();
     let success = match route.response {
+        Some(_) if route.binary => json!({
+            "description": "OK",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        }),
         Some(schema) => json!({
             "description": "OK",
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
@@ -116,6 +135,24 @@ fn operation(route: &Route) -> Value {
     let writes = route.method != Method::GET;
     if route.body.is_some() || route.query != QueryParams::None || !parameters.is_empty() {
         responses.insert("400".into(), error("Malformed request"));
+    }
+    if route.query == QueryParams::Since {
+        responses.insert(
+            "304".into(),
+            json!({"description": "The bastion's version is current"}),
+        );
+    }
+    if route.auth == Auth::Bastion {
+        responses.insert(
+            "401".into(),
+            error("Unsigned, badly signed, stale or replayed request, or unknown bastion"),
+        );
+    }
+    if route.path == "/api/v1/sync/enroll" {
+        responses.insert(
+            "401".into(),
+            error("Unknown, used or expired enrollment token"),
+        );
     }
     if route.auth == Auth::Token {
         responses.insert("401".into(), error("Missing or unknown token"));
@@ -128,10 +165,13 @@ fn operation(route: &Route) -> Value {
     {
         responses.insert("404".into(), error("No such entity"));
     }
-    if route.method == Method::POST {
+    if route.method == Method::POST
+        && route.auth == Auth::Token
+        && route.path != "/api/v1/bastions/tokens"
+    {
         responses.insert("409".into(), error("Already exists"));
     }
-    if writes {
+    if writes && route.auth == Auth::Token && route.path != "/api/v1/bastions/tokens" {
         responses.insert(
             "422".into(),
             error("The change would make the policy invalid (jms-core's message)"),
@@ -158,8 +198,10 @@ fn operation(route: &Route) -> Value {
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
         });
     }
-    if route.auth == Auth::Public {
-        op["security"] = json!([]);
+    match route.auth {
+        Auth::Public => op["security"] = json!([]),
+        Auth::Bastion => op["security"] = json!([{"bastion": []}]),
+        Auth::Token => {}
     }
     op
 }

@@ -9,7 +9,7 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::{openapi, system, AppState};
+use super::{openapi, sync, system, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Auth {
     Public,
     /// A bearer token: any scope for GET, `admin` for the rest.
     Token,
+    /// A request signed by an enrolled bastion's key (sync API).
+    Bastion,
 }
 
 /// The query parameters a route takes.
@@ -30,6 +32,8 @@ pub enum QueryParams {
     Export,
     /// `dry_run`.
     Apply,
+    /// `since`, `transport` (the sync bundle).
+    Since,
 }
 
 /// One route: what the OpenAPI document says about it, and its handler.
@@ -48,6 +52,8 @@ pub struct Route {
     pub status: u16,
     /// Schema name of the success body.
     pub response: Option<&'static str>,
+    /// The success body is binary (`application/octet-stream`).
+    pub binary: bool,
     pub(crate) handler: MethodRouter<AppState>,
 }
 
@@ -68,6 +74,7 @@ where
         body: None,
         status: 200,
         response: None,
+        binary: false,
         handler: on(filter, handler),
     }
 }
@@ -96,12 +103,20 @@ impl Route {
         self.auth = Auth::Public;
         self
     }
+    fn signed(mut self) -> Self {
+        self.auth = Auth::Bastion;
+        self
+    }
+    fn binary(mut self) -> Self {
+        self.binary = true;
+        self
+    }
 }
 
 /// Every route.
 pub fn table() -> Vec<Route> {
     use Method as M;
-    use QueryParams::{Apply, Export, Page};
+    use QueryParams::{Apply, Export, Page, Since};
     vec![
         route(M::GET, "/api/openapi.json", openapi::serve)
             .doc("getOpenApi", "meta", "This document")
@@ -366,5 +381,42 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/policy/version", system::policy_version)
             .doc("getPolicyVersion", "policy", "The global policy version")
             .returns(200, Some("Version")),
+        // bastions and the sync API
+        route(M::POST, "/api/v1/bastions/tokens", sync::create_enroll_token)
+            .doc(
+                "createEnrollToken",
+                "bastions",
+                "Create a one-time bastion enrollment token (shown once)",
+            )
+            .body("NewEnrollToken")
+            .returns(201, Some("EnrollToken")),
+        route(M::POST, "/api/v1/sync/enroll", sync::enroll)
+            .doc(
+                "enrollBastion",
+                "sync",
+                "Register a bastion's public key with a one-time token",
+            )
+            .public()
+            .body("EnrollRequest")
+            .returns(200, Some("Enrolled")),
+        route(M::GET, "/api/v1/sync/bundle", sync::bundle)
+            .doc(
+                "getBundle",
+                "sync",
+                "The signed policy bundle, sealed to the request's transport key (304 when current)",
+            )
+            .signed()
+            .query(Since)
+            .binary()
+            .returns(200, Some("SealedBundle")),
+        route(M::POST, "/api/v1/sync/events", sync::events)
+            .doc(
+                "uploadEvents",
+                "sync",
+                "Store audit events, each once per idempotency key",
+            )
+            .signed()
+            .body("EventBatch")
+            .returns(200, Some("EventsAccepted")),
     ]
 }

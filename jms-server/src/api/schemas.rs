@@ -204,7 +204,7 @@ pub fn all() -> Value {
         .collect();
     mail_view.push(("has_password", boolean()));
 
-    json!({
+    let mut all = json!({
         "Error": object(&[("error", string())], &["error"], false),
         "OpenApiDocument": {"type": "object"},
         "Version": object(&[("version", integer())], &["version"], false),
@@ -295,5 +295,96 @@ pub fn all() -> Value {
             ("version", integer()),
             ("dry_run", boolean()),
         ], &["changes", "version", "dry_run"], false),
-    })
+    });
+    let sync = sync_schemas();
+    all.as_object_mut().expect("an object").extend(sync);
+    all
+}
+
+/// Schemas of the bastion and sync routes.
+fn sync_schemas() -> Map<String, Value> {
+    let mut schemas = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        schemas.insert(name.to_string(), schema);
+    };
+    add(
+        "NewEnrollToken",
+        object(
+            &[(
+                "ttl_seconds",
+                json!({"type": "integer", "minimum": 1, "maximum": 2_592_000, "default": 3600}),
+            )],
+            &[],
+            true,
+        ),
+    );
+    add(
+        "EnrollToken",
+        object(
+            &[
+                ("token", string()),
+                (
+                    "expires_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+            ],
+            &["token", "expires_at"],
+            false,
+        ),
+    );
+    add(
+        "EnrollRequest",
+        object(
+            &[
+                ("token", string()),
+                ("bastion_name", string()),
+                (
+                    "public_key",
+                    json!({"type": "string", "description": "Hex of the bastion's Ed25519 public key"}),
+                ),
+            ],
+            &["token", "bastion_name", "public_key"],
+            true,
+        ),
+    );
+    add(
+        "Enrolled",
+        object(
+            &[
+                ("bastion_id", integer()),
+                ("server_public_key", string()),
+                ("server_id", string()),
+            ],
+            &["bastion_id", "server_public_key", "server_id"],
+            false,
+        ),
+    );
+    add(
+        "SealedBundle",
+        json!({"type": "string", "format": "binary"}),
+    );
+    add(
+        "EventBatch",
+        object(
+            &[(
+                "events",
+                json!({"type": "array", "items": object(&[
+                ("id", string()),
+                ("event", string()),
+                ("time", string()),
+            ], &["id", "event", "time"], false)}),
+            )],
+            &["events"],
+            true,
+        ),
+    );
+    add(
+        "EventsAccepted",
+        object(
+            &[("accepted", strings()), ("stored", integer())],
+            &["accepted", "stored"],
+            false,
+        ),
+    );
+    schemas
 }

@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: INITIAL,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: INITIAL,
+    },
+    Migration {
+        version: 2,
+        name: "sync: enrollment tokens, request nonces, events",
+        sql: SYNC,
+    },
+];
 
 /// Applies the migrations the database lacks; returns how many ran.
 pub fn apply(conn: &mut Connection) -> Result<usize> {
@@ -259,4 +266,41 @@ CREATE TABLE settings (
     value TEXT,
     sealed BLOB
 );
+"#;
+
+/// Migration 2: the sync half. `bastions.public_key` (from migration 1)
+/// holds the hex of the bastion's Ed25519 public key.
+const SYNC: &str = r#"
+-- One-time enrollment tokens (only their SHA-256), with an expiry.
+CREATE TABLE enroll_tokens (
+    id INTEGER PRIMARY KEY,
+    token_sha256 BLOB NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT,
+    bastion_id INTEGER REFERENCES bastions (id)
+);
+
+-- Nonces of signed sync requests, kept past the timestamp window so a
+-- replayed request is refused even across a server restart.
+CREATE TABLE sync_nonces (
+    bastion_id INTEGER NOT NULL,
+    nonce TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (bastion_id, nonce)
+);
+CREATE INDEX sync_nonces_by_time ON sync_nonces (seen_at);
+
+-- Every audit event a bastion uploaded, stored once per idempotency key.
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    bastion_id INTEGER NOT NULL REFERENCES bastions (id),
+    idempotency_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    UNIQUE (bastion_id, idempotency_key)
+);
+CREATE INDEX events_by_time ON events (at);
 "#;

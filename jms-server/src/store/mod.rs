@@ -265,6 +265,36 @@ pub struct StoredSettings {
     pub mail_password: Option<Sealed>,
 }
 
+/// An enrolled bastion.
+#[derive(Debug, Clone)]
+pub struct BastionRow {
+    pub id: i64,
+    pub name: String,
+    /// Its Ed25519 public key (32 bytes).
+    pub public_key: Vec<u8>,
+}
+
+/// A bastion enrollment token as stored (only its SHA-256 is kept).
+#[derive(Debug, Clone)]
+pub struct EnrollTokenRow {
+    pub id: i64,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// One audit event uploaded by a bastion.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Unique per bastion: a retried upload stores nothing new.
+    pub idempotency_key: String,
+    /// `session_start`, `command`, …
+    pub kind: String,
+    /// When it happened (RFC 3339, the bastion's clock).
+    pub at: String,
+    /// The whole event as the bastion spooled it.
+    pub body: serde_json::Value,
+}
+
 /// A backend: hands out transactions.
 pub trait Storage: Send + Sync + 'static {
     /// A consistent read-only view.
@@ -305,6 +335,13 @@ pub trait ReadTx {
     fn oplog(&self, query: &ListQuery) -> Result<Page<OpLogEntry>>;
     /// The live (not revoked) token with this SHA-256.
     fn token_by_hash(&self, sha256: &[u8]) -> Result<Option<TokenRow>>;
+
+    /// An enrolled bastion by id.
+    fn bastion(&self, id: i64) -> Result<Option<BastionRow>>;
+    /// An enrollment token by its SHA-256 (used or not, expired or not).
+    fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>>;
+    /// How many events are stored (of one bastion, or of all).
+    fn count_events(&self, bastion_id: Option<i64>) -> Result<u64>;
 }
 
 /// Writes, inside the write transaction.
@@ -345,6 +382,28 @@ pub trait WriteTx: ReadTx {
     ) -> Result<()>;
     /// Stores a token by its SHA-256; returns its id.
     fn insert_token(&mut self, name: &str, scope: Scope, sha256: &[u8]) -> Result<i64>;
+
+    /// Stores an enrollment token by its SHA-256; returns its id.
+    fn insert_enroll_token(&mut self, sha256: &[u8], expires_at: DateTime<Utc>) -> Result<i64>;
+    /// Marks a token used by `bastion_id` (it never works again).
+    fn use_enroll_token(&mut self, id: i64, bastion_id: i64) -> Result<()>;
+    /// Registers a bastion, or gives an existing name its new key
+    /// (re-enrollment with a fresh token); returns its id.
+    fn put_bastion(&mut self, name: &str, public_key: &[u8]) -> Result<i64>;
+    /// Records that the bastion was seen (and the version it holds).
+    fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()>;
+    /// Remembers a request nonce; false when it was seen before (a
+    /// replay). Forgets nonces older than `forget_before` (Unix seconds).
+    fn remember_nonce(
+        &mut self,
+        bastion_id: i64,
+        nonce: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<bool>;
+    /// Stores an event unless its idempotency key is already stored;
+    /// true when it was new.
+    fn insert_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<bool>;
 
     fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    migrations, AccountRow, AssetRow, FilterRow, GrantRow, GroupRow, ListQuery, NewOpLogEntry,
-    NodeRow, OpLogEntry, Page, ReadTx, Result, Scope, Snapshot, Stamps, Storage, StoreError,
-    StoredSettings, TokenRow, UserRow, WriteTx,
+    migrations, AccountRow, AssetRow, BastionRow, EnrollTokenRow, FilterRow, GrantRow, GroupRow,
+    ListQuery, NewEvent, NewOpLogEntry, NodeRow, OpLogEntry, Page, ReadTx, Result, Scope, Snapshot,
+    Stamps, Storage, StoreError, StoredSettings, TokenRow, UserRow, WriteTx,
 };
 
 /// Readers kept open between requests.
@@ -801,6 +801,63 @@ impl ReadTx for Tx<'_> {
             },
         )
     }
+
+    fn bastion(&self, id: i64) -> Result<Option<BastionRow>> {
+        let row = self.one(
+            "SELECT id, name, public_key FROM bastions WHERE id = ?1 AND public_key IS NOT NULL",
+            [id],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
+        )?;
+        row.map(|(id, name, key)| {
+            let public_key = jms_core::bundle::unhex(&key).ok_or(StoreError::Corrupt {
+                table: "bastions",
+                message: format!("bastion {id}: public_key is not hex"),
+            })?;
+            Ok(BastionRow {
+                id,
+                name,
+                public_key,
+            })
+        })
+        .transpose()
+    }
+
+    fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>> {
+        self.one(
+            "SELECT id, expires_at, used_at FROM enroll_tokens WHERE token_sha256 = ?1",
+            [sha256],
+            |row| {
+                let used: Option<String> = row.get(2)?;
+                Ok(EnrollTokenRow {
+                    id: row.get(0)?,
+                    expires_at: time(row, 1)?,
+                    used_at: match used {
+                        Some(_) => Some(time(row, 2)?),
+                        None => None,
+                    },
+                })
+            },
+        )
+    }
+
+    fn count_events(&self, bastion_id: Option<i64>) -> Result<u64> {
+        Ok(match bastion_id {
+            Some(id) => self.conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE bastion_id = ?1",
+                [id],
+                |row| row.get(0),
+            )?,
+            None => self
+                .conn
+                .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?,
+        })
+    }
 }
 
 impl WriteTx for Tx<'_> {
@@ -1099,6 +1156,80 @@ impl WriteTx for Tx<'_> {
             params![name, sha256, scope.as_str(), now()],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    fn insert_enroll_token(&mut self, sha256: &[u8], expires_at: DateTime<Utc>) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO enroll_tokens (token_sha256, created_at, expires_at) VALUES (?1, ?2, ?3)",
+            params![sha256, now(), time_text(expires_at)],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn use_enroll_token(&mut self, id: i64, bastion_id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE enroll_tokens SET used_at = ?2, bastion_id = ?3 WHERE id = ?1",
+            params![id, now(), bastion_id],
+        )?;
+        Ok(())
+    }
+
+    fn put_bastion(&mut self, name: &str, public_key: &[u8]) -> Result<i64> {
+        let key = jms_core::bundle::hex(public_key);
+        let at = now();
+        self.conn.execute(
+            "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
+             ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, \
+             enrolled_at = excluded.enrolled_at, policy_version = NULL",
+            params![name, key, at],
+        )?;
+        Ok(self
+            .id_of("bastions", "name", name)?
+            .expect("the bastion was just written"))
+    }
+
+    fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE bastions SET last_seen_at = ?2, \
+             policy_version = COALESCE(?3, policy_version) WHERE id = ?1",
+            params![id, now(), policy_version],
+        )?;
+        Ok(())
+    }
+
+    fn remember_nonce(
+        &mut self,
+        bastion_id: i64,
+        nonce: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<bool> {
+        self.conn.execute(
+            "DELETE FROM sync_nonces WHERE seen_at < ?1",
+            [forget_before],
+        )?;
+        let added = self.conn.execute(
+            "INSERT OR IGNORE INTO sync_nonces (bastion_id, nonce, seen_at) VALUES (?1, ?2, ?3)",
+            params![bastion_id, nonce, now],
+        )?;
+        Ok(added == 1)
+    }
+
+    fn insert_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<bool> {
+        let added = self.conn.execute(
+            "INSERT OR IGNORE INTO events \
+             (bastion_id, idempotency_key, kind, at, body, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                bastion_id,
+                event.idempotency_key,
+                event.kind,
+                event.at,
+                to_json(&event.body),
+                now()
+            ],
+        )?;
+        Ok(added == 1)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

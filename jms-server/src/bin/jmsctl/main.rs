@@ -5,11 +5,12 @@
 //! hash. Against a server (`--server URL` or `JMS_SERVER`; the token from
 //! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600): `user`, `group`,
 //! `node`, `asset`, `account`, `grant`, `filter`, `settings`, `policy
-//! export` and `policy apply`.
+//! export`, `policy apply` and `bastion token create`.
 //!
 //! Exit codes: 0 allow / ok; 1 deny, or refused by (or unreachable) server;
 //! 2 bad input. Errors are one line on stderr.
 
+mod bastion;
 mod entities;
 mod eval;
 mod hash_password;
@@ -69,6 +70,9 @@ enum Command {
     /// System settings on the server.
     #[command(subcommand)]
     Settings(settings::SettingsCommand),
+    /// Bastions: enrollment tokens.
+    #[command(subcommand)]
+    Bastion(bastion::BastionCommand),
 }
 
 /// What a command concluded, mapped to the exit code.
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Grant(command) => entities::grant(server, command),
         Command::Filter(command) => entities::filter(server, command),
         Command::Settings(command) => settings::run(server, command),
+        Command::Bastion(command) => bastion::run(server, command),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

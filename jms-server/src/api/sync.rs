@@ -1,0 +1,248 @@
+//! The sync API bastions call (`/api/v1/sync/...`) and the admin route that
+//! creates enrollment tokens. Enrollment is authenticated by its one-time
+//! token; bundle and events by the bastion's request signature (see
+//! `crate::sync`), never by an API token.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::Body;
+use super::{Actor, ApiError, AppState};
+use crate::store::{BastionRow, NewEvent};
+use crate::sync::{headers, SignedRequest, SyncError};
+
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            SyncError::BadInput(m) => ApiError::bad_request(m),
+            SyncError::Admin(e) => e.into(),
+        }
+    }
+}
+
+/// Runs sync work off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&crate::Admin) -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let admin = state.admin.clone();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("worker failed: {e}"))),
+    }
+}
+
+/// Checks the request signature; returns the bastion.
+async fn signed(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers_in: &HeaderMap,
+    body: Bytes,
+) -> Result<BastionRow, ApiError> {
+    let header = |name: &str| {
+        headers_in
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (bastion, timestamp, nonce, signature) = (
+        header(headers::BASTION),
+        header(headers::TIMESTAMP),
+        header(headers::NONCE),
+        header(headers::SIGNATURE),
+    );
+    let (method, path, query) = (
+        method.to_string(),
+        uri.path().to_string(),
+        uri.query().unwrap_or("").to_string(),
+    );
+    blocking(state, move |admin| {
+        admin.authenticate_bastion(&SignedRequest {
+            method: &method,
+            path: &path,
+            query: &query,
+            body: &body,
+            bastion: bastion.as_deref(),
+            timestamp: timestamp.as_deref(),
+            nonce: nonce.as_deref(),
+            signature: signature.as_deref(),
+        })
+    })
+    .await
+}
+
+// ---- admin: enrollment tokens ------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollToken {
+    /// Seconds the token stays valid (default 3600, at most 30 days).
+    #[serde(default = "default_ttl")]
+    ttl_seconds: u64,
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+/// `POST /api/v1/bastions/tokens`.
+pub async fn create_enroll_token(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Body(body): Body<NewEnrollToken>,
+) -> Result<Response, ApiError> {
+    if !(1..=30 * 86_400).contains(&body.ttl_seconds) {
+        return Err(ApiError::bad_request(
+            "ttl_seconds: between 1 and 2592000 (30 days)",
+        ));
+    }
+    let ttl = std::time::Duration::from_secs(body.ttl_seconds);
+    let (token, expires_at) = super::blocking(&state, move |admin| {
+        admin.create_enroll_token(&actor.name, ttl)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "expires_at": expires_at})),
+    )
+        .into_response())
+}
+
+// ---- enrollment ----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    token: String,
+    bastion_name: String,
+    /// Hex of the bastion's Ed25519 public key.
+    public_key: String,
+}
+
+/// `POST /api/v1/sync/enroll`.
+pub async fn enroll(
+    State(state): State<AppState>,
+    Body(request): Body<EnrollRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, server_key, server_id) = blocking(&state, move |admin| {
+        let id = admin.enroll(&request.token, &request.bastion_name, &request.public_key)?;
+        let key = admin.server_public_key().to_vec();
+        Ok((
+            id,
+            jms_core::bundle::hex(&key),
+            jms_core::bundle::server_id(&key),
+        ))
+    })
+    .await?;
+    Ok(Json(json!({
+        "bastion_id": id,
+        "server_public_key": server_key,
+        "server_id": server_id,
+    })))
+}
+
+// ---- bundle --------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleParams {
+    /// The version the bastion holds (0: none).
+    #[serde(default)]
+    since: u64,
+    /// Hex of the bastion's fresh X25519 key: the bundle is sealed to it.
+    transport: String,
+}
+
+/// `GET /api/v1/sync/bundle?since=V&transport=KEY` (signed): 304 when
+/// `since` is current, else the signed bundle sealed to `transport`.
+pub async fn bundle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Response, ApiError> {
+    let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
+    let Query(params) = Query::<BundleParams>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let transport = jms_core::bundle::unhex(&params.transport)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;
+    let since = params.since;
+    let found = blocking(&state, move |admin| {
+        admin.bastion_holds(&bastion, since)?;
+        admin.signed_bundle(&bastion, since)
+    })
+    .await?;
+    let Some((version, signed)) = found else {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    };
+    let sealed = jms_core::bundle::seal_for(&transport, &signed)
+        .map_err(|e| ApiError::bad_request(format!("transport: {e}")))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(headers::VERSION),
+                version.to_string(),
+            ),
+        ],
+        sealed,
+    )
+        .into_response())
+}
+
+// ---- events --------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBatch {
+    events: Vec<Value>,
+}
+
+/// `POST /api/v1/sync/events` (signed): `{"events": [...]}`, each event
+/// as spooled (`id` is its idempotency key, `event` its kind, `time`).
+/// Answers the keys now stored (new or stored before).
+pub async fn events(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let bastion = signed(&state, &method, &uri, &headers_in, body.clone()).await?;
+    let batch: EventBatch =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("events: {e}")))?;
+    let mut events = Vec::with_capacity(batch.events.len());
+    for (i, event) in batch.events.into_iter().enumerate() {
+        let text = |field: &str| {
+            event
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "events[{i}]: `{field}` must be a non-empty string"
+                    ))
+                })
+        };
+        events.push(NewEvent {
+            idempotency_key: text("id")?,
+            kind: text("event")?,
+            at: text("time")?,
+            body: event.clone(),
+        });
+    }
+    let (accepted, stored) =
+        blocking(&state, move |admin| admin.store_events(&bastion, &events)).await?;
+    Ok(Json(json!({"accepted": accepted, "stored": stored})))
+}

@@ -1,0 +1,350 @@
+//! The sync API against a real server: enrollment with one-time tokens,
+//! signed bundle requests (unsigned, replayed, foreign-key, stale and
+//! unknown-bastion requests refused; 304 when current) and exactly-once
+//! event ingest.
+
+mod common;
+
+use common::{outcome, Server};
+use jms_core::bundle::{self, hex, request_message, unhex, TransportKey};
+use reqwest::blocking::Client;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
+
+fn new_key() -> Ed25519KeyPair {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+fn enroll_token(server: &Server, ttl: &str) -> String {
+    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", ttl]);
+    let (code, stdout, stderr) = outcome(&out);
+    assert_eq!(code, 0, "token create failed: {stderr}");
+    let token = stdout.trim().to_string();
+    assert!(token.starts_with("jmsb_"), "a token: {token}");
+    token
+}
+
+fn enroll(server: &Server, token: &str, name: &str, key: &Ed25519KeyPair) -> (u16, Value) {
+    server.call(
+        None,
+        "POST",
+        "/api/v1/sync/enroll",
+        Some(json!({
+            "token": token,
+            "bastion_name": name,
+            "public_key": hex(key.public_key().as_ref()),
+        })),
+    )
+}
+
+/// An enrolled bastion: its id, key and the server key it pinned.
+struct Bastion {
+    id: i64,
+    key: Ed25519KeyPair,
+    server_key: Vec<u8>,
+}
+
+fn enrolled(server: &Server, name: &str) -> Bastion {
+    let key = new_key();
+    let (status, body) = enroll(server, &enroll_token(server, "1h"), name, &key);
+    assert_eq!(status, 200, "enrollment: {body}");
+    Bastion {
+        id: body["bastion_id"].as_i64().unwrap(),
+        key,
+        server_key: unhex(body["server_public_key"].as_str().unwrap()).unwrap(),
+    }
+}
+
+/// Signed headers for one request, by `key` claiming bastion `id`.
+fn sign(
+    key: &Ed25519KeyPair,
+    id: i64,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Vec<(&'static str, String)> {
+    let mut nonce = [0u8; 16];
+    SystemRandom::new().fill(&mut nonce).unwrap();
+    let nonce = hex(&nonce);
+    let signature = key.sign(&request_message(
+        method, path, query, timestamp, &nonce, body,
+    ));
+    vec![
+        ("x-jms-bastion", id.to_string()),
+        ("x-jms-timestamp", timestamp.to_string()),
+        ("x-jms-nonce", nonce),
+        ("x-jms-signature", hex(signature.as_ref())),
+    ]
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn send(
+    server: &Server,
+    method: reqwest::Method,
+    path_query: &str,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let mut request = Client::new().request(method, format!("{}{path_query}", server.url));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    if !body.is_empty() {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().expect("server answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().unwrap().to_vec())
+}
+
+fn get_bundle(server: &Server, bastion: &Bastion, since: u64) -> (u16, Option<bundle::Bundle>) {
+    let transport = TransportKey::generate();
+    let query = format!("since={since}&transport={}", transport.public_hex());
+    let headers = sign(
+        &bastion.key,
+        bastion.id,
+        "GET",
+        "/api/v1/sync/bundle",
+        &query,
+        b"",
+        now(),
+    );
+    let (status, body) = send(
+        server,
+        reqwest::Method::GET,
+        &format!("/api/v1/sync/bundle?{query}"),
+        &headers,
+        Vec::new(),
+    );
+    if status != 200 {
+        return (status, None);
+    }
+    let signed = transport.open(&body).expect("sealed to our transport key");
+    let bundle = bundle::verify(&signed, &bastion.server_key, since).expect("a genuine bundle");
+    (status, Some(bundle))
+}
+
+#[test]
+fn an_enrollment_token_works_once() {
+    let server = Server::start();
+    let token = enroll_token(&server, "1h");
+    let (status, body) = enroll(&server, &token, "bastion-1", &new_key());
+    assert_eq!(status, 200, "first use enrolls: {body}");
+    assert_eq!(body["server_public_key"].as_str().unwrap().len(), 64);
+    let (status, body) = enroll(&server, &token, "bastion-2", &new_key());
+    assert_eq!(status, 401, "second use refused: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    let (status, _) = enroll(&server, "jmsb_nope", "bastion-3", &new_key());
+    assert_eq!(status, 401, "an unknown token is refused");
+}
+
+#[test]
+fn an_expired_enrollment_token_is_refused() {
+    let server = Server::start();
+    let token = enroll_token(&server, "1s");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (status, body) = enroll(&server, &token, "late", &new_key());
+    assert_eq!(status, 401, "expired token refused: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+}
+
+#[test]
+fn enrollment_checks_its_input() {
+    let server = Server::start();
+    let token = enroll_token(&server, "1h");
+    let (status, _) = enroll(&server, &token, "bad name!", &new_key());
+    assert_eq!(status, 400, "a bad bastion name is refused");
+    let (status, _) = server.call(
+        None,
+        "POST",
+        "/api/v1/sync/enroll",
+        Some(json!({"token": token, "bastion_name": "b", "public_key": "abcd"})),
+    );
+    assert_eq!(status, 400, "a short key is refused");
+    // Refusals did not spend the token.
+    let (status, body) = enroll(&server, &token, "good", &new_key());
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_signed_bundle_request_gets_the_policy_and_304_when_current() {
+    let server = Server::start();
+    let out = server.jmsctl(&["policy", "apply", common::EXAMPLE]);
+    assert_eq!(outcome(&out).0, 0, "apply: {}", outcome(&out).2);
+    let bastion = enrolled(&server, "b1");
+    let version = server.version();
+    let (status, bundle) = get_bundle(&server, &bastion, 0);
+    assert_eq!(status, 200);
+    let bundle = bundle.unwrap();
+    assert_eq!(bundle.version, version);
+    assert!(bundle.policy.users.iter().any(|u| u.username == "alice"));
+    let root = bundle
+        .policy
+        .assets
+        .iter()
+        .find(|a| a.name == "web01")
+        .unwrap()
+        .accounts
+        .iter()
+        .find(|a| a.name == "root")
+        .unwrap();
+    assert_eq!(
+        root.secret.as_ref().unwrap().expose(),
+        "demo-only-root-pw",
+        "secrets travel in the (sealed) bundle"
+    );
+    assert!(bundle.ids.users.contains_key("alice"), "server uids travel");
+    let (status, _) = get_bundle(&server, &bastion, version);
+    assert_eq!(status, 304, "current version: not modified");
+}
+
+#[test]
+fn unsigned_replayed_foreign_and_stale_requests_are_refused() {
+    let server = Server::start();
+    let bastion = enrolled(&server, "b1");
+    let transport = TransportKey::generate();
+    let query = format!("since=0&transport={}", transport.public_hex());
+    let path_query = format!("/api/v1/sync/bundle?{query}");
+    let get = |headers: &[(&'static str, String)]| {
+        send(
+            &server,
+            reqwest::Method::GET,
+            &path_query,
+            headers,
+            Vec::new(),
+        )
+        .0
+    };
+    let path = "/api/v1/sync/bundle";
+
+    assert_eq!(get(&[]), 401, "unsigned");
+
+    let headers = sign(&bastion.key, bastion.id, "GET", path, &query, b"", now());
+    assert_ne!(get(&headers), 401, "first use of a signed request");
+    assert_eq!(get(&headers), 401, "the same request replayed");
+
+    let foreign = new_key();
+    let headers = sign(&foreign, bastion.id, "GET", path, &query, b"", now());
+    assert_eq!(get(&headers), 401, "signed by another key");
+
+    let headers = sign(
+        &bastion.key,
+        bastion.id + 100,
+        "GET",
+        path,
+        &query,
+        b"",
+        now(),
+    );
+    assert_eq!(get(&headers), 401, "unknown bastion");
+
+    let headers = sign(
+        &bastion.key,
+        bastion.id,
+        "GET",
+        path,
+        &query,
+        b"",
+        now() - 600,
+    );
+    assert_eq!(get(&headers), 401, "timestamp outside the window");
+
+    let headers = sign(
+        &bastion.key,
+        bastion.id,
+        "GET",
+        path,
+        "since=5&transport=00",
+        b"",
+        now(),
+    );
+    assert_eq!(get(&headers), 401, "the signature covers the query");
+
+    // An admin API token is no bastion signature.
+    let (status, _) = server.admin("GET", &path_query, None);
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn the_same_event_batch_twice_is_stored_once() {
+    let server = Server::start();
+    let bastion = enrolled(&server, "b1");
+    let batch = json!({"events": [
+        {"id": "e1", "time": "2026-01-01T00:00:00.000Z", "event": "command",
+         "session": "s1", "user": "alice", "asset": "web01", "account": "root",
+         "username": "root", "command": "uptime", "kind": "interactive", "decision": "allow", "filter": null},
+        {"id": "e2", "time": "2026-01-01T00:00:01.000Z", "event": "session_denied",
+         "user": "bob", "command_line": "x", "reason": "no grant", "client": null},
+    ]});
+    let body = serde_json::to_vec(&batch).unwrap();
+    let post = |body: &[u8]| {
+        let headers = sign(
+            &bastion.key,
+            bastion.id,
+            "POST",
+            "/api/v1/sync/events",
+            "",
+            body,
+            now(),
+        );
+        let (status, answer) = send(
+            &server,
+            reqwest::Method::POST,
+            "/api/v1/sync/events",
+            &headers,
+            body.to_vec(),
+        );
+        (status, serde_json::from_slice::<Value>(&answer).unwrap())
+    };
+    let (status, first) = post(&body);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["accepted"], json!(["e1", "e2"]));
+    assert_eq!(first["stored"], 2);
+    let (status, again) = post(&body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["accepted"],
+        json!(["e1", "e2"]),
+        "a retry is accepted"
+    );
+    assert_eq!(again["stored"], 0, "and stores nothing twice");
+
+    // A body altered after signing is refused.
+    let headers = sign(
+        &bastion.key,
+        bastion.id,
+        "POST",
+        "/api/v1/sync/events",
+        "",
+        &body,
+        now(),
+    );
+    let mut altered = body.clone();
+    altered.extend_from_slice(b" ");
+    let (status, _) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/sync/events",
+        &headers,
+        altered,
+    );
+    assert_eq!(status, 401, "the signature covers the body");
+
+    let admin = jms_server::Admin::open(&server.data).unwrap();
+    assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 2);
+}
