@@ -8,6 +8,7 @@
 //! - [`password`]: password hash and TOTP secret formats
 //! - [`bundle`]: signed policy bundles and signed sync requests
 
+pub mod atomic_file;
 pub mod bundle;
 pub mod engine;
 pub mod login;

@@ -275,7 +275,7 @@ pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
         .verify()
         .map_err(|e| NssCacheError::Invalid(format!("the encoded file does not verify: {e}")))?;
     let bytes = cache.into_bytes();
-    crate::uids::write_file_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
+    crate::atomic_file::write_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
         action: "cannot write NSS cache",
         source,

@@ -22,10 +22,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -322,10 +321,12 @@ impl IdAllocator {
             message: e.to_string(),
         })?;
         text.push('\n');
-        write_file_atomic(path, text.as_bytes(), MAP_MODE).map_err(|source| IdError::Io {
-            path: path.to_path_buf(),
-            action: "cannot write id map",
-            source,
+        crate::atomic_file::write_atomic(path, text.as_bytes(), MAP_MODE).map_err(|source| {
+            IdError::Io {
+                path: path.to_path_buf(),
+                action: "cannot write id map",
+                source,
+            }
         })?;
         self.changed = false;
         Ok(())
@@ -396,48 +397,9 @@ impl IdAllocator {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one,
-/// never a mix: a temp file in the same directory, fsync, chmod `mode`,
-/// rename over `path`, fsync of the directory.
-pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp = dir.join(temp_name);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        // The umask may have narrowed the mode given at creation.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use super::*;
 
     fn small(first: u32, last: u32) -> IdRanges {
@@ -626,8 +588,8 @@ mod tests {
     fn atomic_write_replaces_the_file_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        write_file_atomic(&path, b"one", 0o644).unwrap();
-        write_file_atomic(&path, b"two", 0o644).unwrap();
+        crate::atomic_file::write_atomic(&path, b"one", 0o644).unwrap();
+        crate::atomic_file::write_atomic(&path, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

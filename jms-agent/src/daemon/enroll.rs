@@ -14,9 +14,7 @@
 //! `X-Jms-Nonce` and `X-Jms-Signature` (Ed25519 over
 //! `jms_core::bundle::request_message`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -180,26 +178,10 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
     Ok(enrollment)
 }
 
-/// Writes `bytes` so readers see the old file or the new one: temp file
-/// (0600), fsync, rename, fsync of the directory.
+/// Writes a private file (0600) atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = PathBuf::from(format!("{}.tmp", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("writing {}", temp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
+    jms_core::atomic_file::write_atomic(path, bytes, 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Refuses a private file that group or others can read.

@@ -3,8 +3,6 @@
 //! counters and replay protection survive a restart.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -41,20 +39,10 @@ impl StateFile {
         Ok(StateFile { path, state })
     }
 
-    /// Writes the state: temp file (0600), fsync, rename.
+    /// Writes the state atomically, 0600.
     pub fn save(&self) -> Result<()> {
-        let temp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .with_context(|| format!("writing {}", temp.display()))?;
-        file.write_all(&serde_json::to_vec(&self.state)?)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
-        Ok(())
+        let bytes = serde_json::to_vec(&self.state)?;
+        jms_core::atomic_file::write_atomic(&self.path, &bytes, 0o600)
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 }
