@@ -9,8 +9,11 @@ demo:
 	scripts/demo
 
 # Every benchmark, release build, figures printed. `make bench BENCH_ARGS=--quick`
-# runs only the small grant-engine size. The NSS benchmark needs root (mount namespaces).
+# runs only the small grant-engine size. The NSS and session benchmarks need root (mount
+# namespaces); the session benchmark runs the release jms binaries built first.
 bench:
+	cargo build --release --workspace
 	cargo bench -p jms-core --bench grant_engine -- $(BENCH_ARGS)
 	cargo bench -p nss_jms
 	cargo bench -p jms-agent --bench auth_roundtrip
+	cargo bench -p jms-e2e --bench sessions

@@ -399,8 +399,8 @@ impl IdAllocator {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn small(first: u32, last: u32) -> IdRanges {
         IdRanges {

@@ -15,6 +15,7 @@
 //! - [`run`]: commands with deadlines, prompt answering, readable failures.
 //! - [`terminal`]: a program on a pty of a given size, read through a
 //!   terminal emulator (the menu tests).
+//! - [`plain`]: a plain sshd without jms (the benchmarks' baselines).
 //! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
 //!   accounts, in its own mount namespace) for the session tests.
 //!
@@ -24,6 +25,7 @@ pub mod bastion;
 pub mod clients;
 mod config;
 pub mod fixture;
+pub mod plain;
 pub mod preflight;
 pub mod run;
 pub mod secrets;

@@ -213,8 +213,13 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// The known_hosts file of `asset` and whether it holds pinned keys.
-fn known_hosts(settings: &Settings, target: &Target) -> std::io::Result<(PathBuf, bool)> {
+/// The known_hosts file of `asset` and whether it holds pinned keys;
+/// `unique` (the session id) names this session's temp file.
+fn known_hosts(
+    settings: &Settings,
+    target: &Target,
+    unique: &str,
+) -> std::io::Result<(PathBuf, bool)> {
     private_dir(&settings.known_hosts_dir)?;
     if target.host_keys.is_empty() {
         return Ok((
@@ -238,15 +243,28 @@ fn known_hosts(settings: &Settings, target: &Target) -> std::io::Result<(PathBuf
         text.push_str(key);
         text.push('\n');
     }
-    let temp = path.with_extension("tmp");
-    std::fs::OpenOptions::new()
+    // Sessions to one asset open concurrently: the file is replaced only
+    // when its text changes, through a temp file of this session's own, so
+    // a reader (another session's ssh) always sees a whole file and two
+    // writers never share (and truncate) one temp file.
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok((path, true));
+    }
+    let temp = settings
+        .known_hosts_dir
+        .join(format!(".pinned-{}.{unique}.tmp", target.asset));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&temp)?
-        .write_all(text.as_bytes())?;
-    std::fs::rename(&temp, &path)?;
+        .open(&temp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|_| std::fs::rename(&temp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
     Ok((path, true))
 }
 
@@ -288,8 +306,8 @@ pub fn open(
         .mode(0o700)
         .create(&scratch.dir)
         .map_err(|e| local(format!("scratch dir: {e}")))?;
-    let (known_hosts, pinned) =
-        known_hosts(settings, target).map_err(|e| local(format!("known_hosts: {e}")))?;
+    let (known_hosts, pinned) = known_hosts(settings, target, session_id)
+        .map_err(|e| local(format!("known_hosts: {e}")))?;
     let ready_path = scratch.dir.join("ready");
     let ready = mkfifo(&ready_path).map_err(|e| local(format!("fifo: {e}")))?;
     let log_path = scratch.dir.join("ssh.log");
@@ -904,14 +922,14 @@ mod tests {
             username: "root".into(),
             credential: Credential::None,
         };
-        let (path, pinned) = known_hosts(&settings, &target).unwrap();
+        let (path, pinned) = known_hosts(&settings, &target, "s1").unwrap();
         assert!(pinned);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "web01 ssh-ed25519 AAAAkey\n"
         );
         target.host_keys.clear();
-        let (path, pinned) = known_hosts(&settings, &target).unwrap();
+        let (path, pinned) = known_hosts(&settings, &target, "s1").unwrap();
         assert!(!pinned);
         assert!(path.ends_with("tofu-web01"));
     }

@@ -225,27 +225,22 @@ impl Utf8Stream {
         let mut bytes = std::mem::take(&mut self.pending);
         bytes.extend_from_slice(data);
         let mut text = String::with_capacity(bytes.len());
-        let mut rest = &bytes[..];
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(valid) => {
-                    text.push_str(valid);
-                    break;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).expect("checked prefix"));
-                    match e.error_len() {
-                        Some(bad) => {
-                            text.push('\u{FFFD}');
-                            rest = &after[bad..];
-                        }
-                        None => {
-                            self.pending = after.to_vec();
-                            break;
-                        }
-                    }
-                }
+        // One pass: each chunk is a valid run then at most one invalid
+        // sequence (one U+FFFD), except an incomplete sequence at the very
+        // end, kept for the next call.
+        let mut chunks = bytes.utf8_chunks().peekable();
+        while let Some(chunk) = chunks.next() {
+            text.push_str(chunk.valid());
+            let invalid = chunk.invalid();
+            if invalid.is_empty() {
+                continue;
+            }
+            let incomplete =
+                matches!(std::str::from_utf8(invalid), Err(e) if e.error_len().is_none());
+            if chunks.peek().is_none() && incomplete {
+                self.pending = invalid.to_vec();
+            } else {
+                text.push('\u{FFFD}');
             }
         }
         text
@@ -269,6 +264,33 @@ impl Recorder for NoRecording {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn streamed_decoding_equals_lossy_decoding_of_the_whole_at_any_split() {
+        let samples: [&[u8]; 5] = [
+            "héllo wörld — 漢字 ✓".as_bytes(),
+            b"\xff\xfe ok \xe6\xbc bad \xf0\x9f\x98\x80 emoji",
+            b"\xe6\xbc\xa2",
+            b"\xc3",
+            &[0x80, 0x80, 0xe2, 0x82, 0xac, 0xed, 0xa0, 0x80],
+        ];
+        for sample in samples {
+            let whole = String::from_utf8_lossy(sample).into_owned();
+            for split in 0..=sample.len() {
+                let mut stream = Utf8Stream::default();
+                let mut text = stream.decode(&sample[..split]);
+                text.push_str(&stream.decode(&sample[split..]));
+                // An incomplete sequence left at the very end stays pending.
+                let pending = stream.decode(&[]);
+                let flushed = if stream.pending.is_empty() {
+                    text + &pending
+                } else {
+                    text + &pending + "\u{FFFD}"
+                };
+                assert_eq!(flushed, whole, "sample {sample:?} split at {split}");
+            }
+        }
+    }
 
     fn meta() -> SessionMeta {
         SessionMeta {

@@ -1,0 +1,1213 @@
+//! The session benchmarks of the issue "Sessions: the ForceCommand agent…",
+//! measured end to end with stock OpenSSH clients in one run on one
+//! machine, each against baselines measured in the same run:
+//!
+//! - jms: `ssh`/`scp` to a jms bastion (the e2e harness: real sshd, pam_jms,
+//!   nss_jms, jms-agent, jms-agentd in a private mount namespace) whose
+//!   agentd opens the target connection;
+//! - two-hop: `ssh -J` through a plain sshd (src/plain.rs, no jms) to the
+//!   same target — the honest baseline for a relay, which does the crypto
+//!   twice on the same cores as jms does;
+//! - direct: a single hop to the target.
+//!
+//! All three authenticate the same way (ed25519 keys; jms uses the same
+//! target key from its vault), with the same default ciphers, against the
+//! same target sshd (src/target.rs). Figures: throughput (`ssh … wc -c`
+//! upload, `ssh … cat FILE` download, scp upload in SFTP and legacy mode),
+//! keystroke round trip on a pty, login times (menu, target shell, plain
+//! shell), 100 concurrent sessions, agentd memory per session, and the menu
+//! with 10,000 granted assets. A table with PASS/MISS per target ends the
+//! output.
+//!
+//! `cargo bench -p jms-e2e --bench sessions` (as root, after
+//! `cargo build --release --workspace`: the harness takes the jms binaries
+//! from target/release). `JMS_BENCH_MIB=1024` transfers the issue's 1 GiB
+//! (default 256 MiB).
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use jms_e2e::plain::{raise_max_startups, PlainSshd};
+use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
+
+const TERM_SIZE: (u16, u16) = (80, 24);
+const THROUGHPUT_ROUNDS: usize = 3;
+const KEYSTROKES: usize = 2000;
+/// Pause between rounds of keystrokes (a fast typist: 200 keys a second).
+const KEY_GAP: Duration = Duration::from_millis(5);
+const LOGIN_ROUNDS: usize = 15;
+const CONCURRENT: usize = 100;
+const CONCURRENT_ROUNDS: usize = 3;
+const LOOP_COUNT: usize = 20;
+const IDLE_SESSIONS: usize = 50;
+const MENU_ASSETS: usize = 10_000;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "sessions: run with `cargo bench -p jms-e2e --bench sessions` (as root) to measure"
+        );
+        return;
+    }
+    let mib: usize = std::env::var("JMS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let started = Instant::now();
+    eprintln!("sessions: starting the target, a plain sshd and two jms bastions…");
+    let scene = Scene::start();
+    let mut report = Report::default();
+    report.note(format!(
+        "machine: {} CPUs; {}; jms binaries from {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        first_line(&command_output(Command::new("ssh").arg("-V"))),
+        jms_e2e::preflight::profile_dir().display()
+    ));
+    report.note(format!(
+        "MaxStartups raised to {} on the jms bastion, the plain sshd and the target (for 100 concurrent logins)",
+        jms_e2e::plain::MAX_STARTUPS
+    ));
+    scene.warm_up();
+
+    // JMS_BENCH_ONLY=keystrokes,logins… runs only those parts.
+    let only = std::env::var("JMS_BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+    if wanted("throughput") {
+        eprintln!("sessions: throughput, {mib} MiB × {THROUGHPUT_ROUNDS} rounds…");
+        throughput(&scene, mib, &mut report);
+    }
+    if wanted("keystrokes") {
+        eprintln!("sessions: keystroke round trips…");
+        keystrokes(&scene, &mut report);
+    }
+    if wanted("logins") {
+        eprintln!("sessions: login times…");
+        logins(&scene, &mut report);
+    }
+    if wanted("memory") {
+        eprintln!("sessions: agentd memory with {IDLE_SESSIONS} idle sessions…");
+        memory(&scene, &mut report);
+    }
+    if wanted("concurrency") {
+        eprintln!("sessions: {CONCURRENT} concurrent sessions × {CONCURRENT_ROUNDS} rounds…");
+        concurrency(&scene, &mut report);
+    }
+
+    report.print(started.elapsed());
+}
+
+// ---------------------------------------------------------------- the scene
+
+struct Scene {
+    /// Kept alive for the whole run (dropping them stops them).
+    _target: Target,
+    plain: PlainSshd,
+    bastion: Bastion,
+    _big: Bastion,
+    _dir: tempfile::TempDir,
+    /// The ssh client configuration naming every host (`-F`).
+    config: PathBuf,
+    /// The transferred file (host path; the target sees it as /srv/bench.bin).
+    file: PathBuf,
+}
+
+/// Hosts in the client configuration.
+const JMS: &str = "jms";
+const JMS_BIG: &str = "jms10k";
+const JUMP: &str = "jump";
+const TARGET: &str = "target";
+
+/// How a client reaches the target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path3 {
+    Jms,
+    TwoHop,
+    Direct,
+}
+
+const PATHS: [Path3; 3] = [Path3::Jms, Path3::TwoHop, Path3::Direct];
+
+impl Path3 {
+    fn name(self) -> &'static str {
+        match self {
+            Path3::Jms => "jms",
+            Path3::TwoHop => "two-hop -J",
+            Path3::Direct => "direct",
+        }
+    }
+}
+
+fn policy(target: &Target, alice: &ClientKey) -> String {
+    let key_block: String = target
+        .keyuser_key()
+        .lines()
+        .map(|l| format!("          {l}\n"))
+        .collect();
+    format!(
+        "users:\n\
+         \x20 - {{username: alice, name: Alice, public_keys: [\"{alice}\"]}}\n\
+         assets:\n\
+         \x20 - name: web01\n\
+         \x20   address: {address}\n\
+         \x20   protocols: [{{name: ssh, port: {port}}}, {{name: sftp, port: {port}}}]\n\
+         \x20   host_keys: [\"{host_key}\"]\n\
+         \x20   accounts:\n\
+         \x20     - name: keyuser\n        username: keyuser\n        secret_type: ssh_key\n        secret: |\n{key_block}\
+         grants:\n\
+         \x20 - {{name: alice-web01, users: [alice], assets: [web01], accounts: ['@ALL'], protocols: [all], actions: [all]}}\n",
+        alice = alice.public,
+        address = target.address(),
+        port = target.port(),
+        host_key = target.host_key(),
+    )
+}
+
+/// alice granted `count` assets in 7 nodes (as the menu tests' big scene).
+fn big_policy(alice: &ClientKey, count: usize) -> String {
+    let mut p = format!(
+        "users:\n  - {{username: alice, name: Alice, public_keys: [\"{}\"]}}\nnodes:\n",
+        alice.public
+    );
+    for i in 0..7 {
+        let _ = writeln!(p, "  - /Default/dc{i}");
+    }
+    p.push_str("assets:\n");
+    for i in 1..=count {
+        let _ = writeln!(
+            p,
+            "  - {{name: host-{i:05}, address: 10.{}.{}.{}, protocols: [{{name: ssh, port: 22}}], nodes: [/Default/dc{}], accounts: [{{name: root, username: root, secret_type: password, secret: \"x\"}}]}}",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256,
+            i % 7
+        );
+    }
+    p.push_str(
+        "grants:\n  - {name: all, users: [alice], nodes: [/Default], accounts: [\"@ALL\"], protocols: [ssh], actions: [connect]}\n",
+    );
+    p
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let target = Target::start();
+        let plain = PlainSshd::start("127.0.0.3");
+        let builder = BastionBuilder::new();
+        let alice = builder.client_key("alice");
+        let bastion = builder.policy(&policy(&target, &alice)).start();
+        let builder = BastionBuilder::new();
+        let alice_big = builder.client_key("alice");
+        let big = builder.policy(&big_policy(&alice_big, MENU_ASSETS)).start();
+
+        // 100 concurrent logins: sshd's default MaxStartups (10:30:100)
+        // would drop connections on purpose.
+        raise_max_startups(
+            &bastion.dir().join("sshd_config"),
+            bastion.sshd_pid() as i32,
+            &bastion.dir().join("sshd.log"),
+            "127.0.0.1",
+            bastion.port(),
+        );
+        let target_pid: i32 = fs::read_to_string(target.dir().join("sshd.pid"))
+            .expect("target sshd.pid")
+            .trim()
+            .parse()
+            .expect("target pid");
+        raise_max_startups(
+            &target.dir().join("sshd_config"),
+            target_pid,
+            &target.dir().join("sshd.log"),
+            target.address(),
+            target.port(),
+        );
+
+        let dir = tempfile::Builder::new()
+            .prefix("jms-bench-client-")
+            .tempdir()
+            .expect("client dir");
+        let keyuser_key = dir.path().join("keyuser");
+        fs::write(&keyuser_key, target.keyuser_key()).expect("keyuser key");
+        fs::set_permissions(
+            &keyuser_key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("key mode");
+        let config = dir.path().join("ssh_config");
+        let host = |name: &str, address: &str, port: u16, user: &str, key: &Path| {
+            format!(
+                "Host {name}\n  HostName {address}\n  Port {port}\n  User {user}\n  IdentityFile {}\n",
+                key.display()
+            )
+        };
+        let text = [
+            host(JMS, "127.0.0.1", bastion.port(), "alice", &alice.private),
+            host(JMS_BIG, "127.0.0.1", big.port(), "alice", &alice_big.private),
+            host(JUMP, plain.address(), plain.port(), jms_e2e::plain::PLAIN_USER, plain.key()),
+            host(TARGET, target.address(), target.port(), "keyuser", &keyuser_key),
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  \
+             LogLevel ERROR\n  IdentityAgent none\n  IdentitiesOnly yes\n  BatchMode yes\n  ConnectTimeout 30\n  \
+             ControlMaster no\n  ControlPath none\n  ForwardAgent no\n  ForwardX11 no\n"
+                .to_owned(),
+        ]
+        .concat();
+        fs::write(&config, text).expect("ssh_config");
+        let file = target.srv().join("bench.bin");
+        Scene {
+            _target: target,
+            plain,
+            bastion,
+            _big: big,
+            _dir: dir,
+            config,
+            file,
+        }
+    }
+
+    /// `PROGRAM -F config ARGS…` with a clean environment for ssh.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_remove("SSH_AUTH_SOCK")
+            .env_remove("SSH_ASKPASS")
+            .env_remove("DISPLAY")
+            .arg("-F")
+            .arg(&self.config);
+        cmd
+    }
+
+    /// `ssh [-tt] … COMMAND` to the target along `path`, `command` being
+    /// what runs on the target (None: a login shell).
+    fn ssh(&self, path: Path3, tty: bool, command: Option<&str>) -> Command {
+        let mut cmd = self.client("ssh");
+        cmd.arg(if tty { "-tt" } else { "-T" });
+        match path {
+            Path3::Jms => {
+                cmd.arg(JMS);
+                cmd.arg(match command {
+                    Some(c) => format!("web01 {c}"),
+                    None => "web01".to_owned(),
+                });
+            }
+            Path3::TwoHop | Path3::Direct => {
+                if path == Path3::TwoHop {
+                    cmd.args(["-J", JUMP]);
+                }
+                cmd.arg(TARGET);
+                cmd.args(command);
+            }
+        }
+        cmd
+    }
+
+    /// `scp [-O] FILE DEST` along `path` (to /dev/null on the target).
+    fn scp(&self, path: Path3, legacy: bool, file: &Path) -> Command {
+        let mut cmd = self.client("scp");
+        cmd.arg("-q");
+        if legacy {
+            cmd.arg("-O");
+        }
+        if path == Path3::TwoHop {
+            cmd.args(["-J", JUMP]);
+        }
+        cmd.arg(file);
+        cmd.arg(match path {
+            Path3::Jms => format!("{JMS}:web01:/dev/null"),
+            _ => format!("{TARGET}:/dev/null"),
+        });
+        cmd
+    }
+
+    /// One exec along every path, so host keys, caches and the page cache
+    /// are warm before anything is timed.
+    fn warm_up(&self) {
+        for path in PATHS {
+            let out = output(&mut self.ssh(path, false, Some("echo warm")), None);
+            assert!(
+                out.as_ref().is_ok_and(|(s, _)| s.trim() == "warm"),
+                "warm-up exec along {} failed: {out:?}\n{}",
+                path.name(),
+                self.logs()
+            );
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "---- jms sshd.log (tail) ----\n{}\n---- agentd.log (tail) ----\n{}\n---- plain sshd.log (tail) ----\n{}",
+            tail(&self.bastion.sshd_log(), 40),
+            tail(&self.bastion.agentd_log(), 40),
+            tail(&self.plain.log(), 20)
+        )
+    }
+}
+
+// ----------------------------------------------------------- the figures
+
+#[derive(Default)]
+struct Report {
+    sections: Vec<String>,
+    verdicts: Vec<[String; 5]>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn section(&mut self, text: String) {
+        println!("{text}");
+        self.sections.push(text);
+    }
+
+    /// One target: what, jms's figure, the baseline's, the target, pass.
+    fn verdict(&mut self, what: &str, jms: String, baseline: String, target: &str, pass: bool) {
+        self.verdicts.push([
+            what.to_owned(),
+            jms,
+            baseline,
+            target.to_owned(),
+            if pass { "PASS" } else { "MISS" }.to_owned(),
+        ]);
+    }
+
+    fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+
+    fn print(&self, took: Duration) {
+        let header = [
+            "target".to_owned(),
+            "jms".to_owned(),
+            "baseline".to_owned(),
+            "goal".to_owned(),
+            "".to_owned(),
+        ];
+        let rows: Vec<&[String; 5]> = std::iter::once(&header).chain(&self.verdicts).collect();
+        let widths: Vec<usize> = (0..5)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        println!("\n==== jms session benchmarks: targets ====");
+        for (i, row) in rows.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            println!("{}", cells.join(" │ ").trim_end());
+            if i == 0 {
+                let rule: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
+                println!("{}", rule.join("─┼─"));
+            }
+        }
+        for note in &self.notes {
+            println!("note: {note}");
+        }
+        println!("(whole run: {:.0} s)", took.as_secs_f64());
+    }
+}
+
+// ------------------------------------------------------------- throughput
+
+fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
+    let size = mib * 1024 * 1024;
+    write_random(&scene.file, size);
+    // (label, make the command for a path, stdin file, expected stdout bytes)
+    type Make<'a> = Box<dyn Fn(Path3) -> Command + 'a>;
+    let file = scene.file.clone();
+    let cases: Vec<(&str, Make<'_>, bool, Option<usize>)> = vec![
+        (
+            "ssh upload (stdin → wc -c)",
+            Box::new(|p| scene.ssh(p, false, Some("wc -c"))),
+            true,
+            None,
+        ),
+        (
+            "ssh download (cat FILE)",
+            Box::new(|p| scene.ssh(p, false, Some("cat /srv/bench.bin"))),
+            false,
+            Some(size),
+        ),
+        (
+            "scp upload (SFTP mode)",
+            Box::new(|p| scene.scp(p, false, &file)),
+            false,
+            Some(0),
+        ),
+        (
+            "scp -O upload (legacy)",
+            Box::new(|p| scene.scp(p, true, &file)),
+            false,
+            Some(0),
+        ),
+    ];
+    let mut times: Vec<[Vec<f64>; 3]> = cases.iter().map(|_| Default::default()).collect();
+    // CPU seconds of agentd itself and of its (reaped) ssh clients per jms transfer.
+    let agentd = scene.bastion.agentd_pid().expect("agentd runs");
+    let mut cpu: Vec<Vec<(f64, f64)>> = cases.iter().map(|_| Vec::new()).collect();
+    for _round in 0..THROUGHPUT_ROUNDS {
+        for (c, (label, make, stdin, expect)) in cases.iter().enumerate() {
+            for (p, path) in PATHS.iter().enumerate() {
+                let mut cmd = make(*path);
+                let input = stdin.then(|| scene.file.clone());
+                let cpu_before = cpu_seconds(agentd);
+                let started = Instant::now();
+                let out = output_counting(&mut cmd, input.as_deref());
+                let took = started.elapsed().as_secs_f64();
+                if *path == Path3::Jms {
+                    // The session thread ends (and reaps ssh) just after the client.
+                    thread::sleep(Duration::from_millis(100));
+                    let after = cpu_seconds(agentd);
+                    cpu[c].push((after.0 - cpu_before.0, after.1 - cpu_before.1));
+                }
+                let ok = match (&out, expect) {
+                    (Ok((n, text)), Some(e)) => *n == *e || (*e == 0 && text.is_empty()),
+                    (Ok((_, text)), None) => text.trim() == size.to_string(),
+                    (Err(_), _) => false,
+                };
+                assert!(
+                    ok,
+                    "{label} along {} failed: {out:?}\n{}",
+                    path.name(),
+                    scene.logs()
+                );
+                times[c][p].push(mib as f64 / took);
+            }
+        }
+    }
+    let mut text = format!(
+        "\n== throughput: {mib} MiB, median of {THROUGHPUT_ROUNDS} (MiB/s) ==\n{:<28} {:>9} {:>11} {:>9} {:>14}\n",
+        "", "jms", "two-hop -J", "direct", "jms/two-hop"
+    );
+    for (c, (label, ..)) in cases.iter().enumerate() {
+        let [j, t, d] = [
+            median(&times[c][0]),
+            median(&times[c][1]),
+            median(&times[c][2]),
+        ];
+        let ratio = j / t;
+        let (own, ssh) = cpu[c]
+            .iter()
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let n = cpu[c].len().max(1) as f64;
+        let _ = writeln!(
+            text,
+            "{label:<28} {j:>9.1} {t:>11.1} {d:>9.1} {:>13.1}%   agentd CPU {:.2} s, its ssh {:.2} s",
+            ratio * 100.0,
+            own / n,
+            ssh / n
+        );
+        report.verdict(
+            &format!("{label} ≥ 90% of two-hop"),
+            format!("{j:.1} MiB/s"),
+            format!("{t:.1} MiB/s (direct {d:.1})"),
+            &format!("≥ 90% (is {:.1}%)", ratio * 100.0),
+            ratio >= 0.90,
+        );
+    }
+    report.section(text);
+    let _ = fs::remove_file(&scene.file);
+}
+
+/// (own, reaped children's) user+system CPU seconds of `pid`.
+fn cpu_seconds(pid: i32) -> (f64, f64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    // After the ')': state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+    ((at(11) + at(12)) / hz, (at(13) + at(14)) / hz)
+}
+
+fn write_random(path: &Path, size: usize) {
+    let rng = ring::rand::SystemRandom::new();
+    let mut file = File::create(path).expect("bench file");
+    let mut chunk = vec![0u8; 1024 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        ring::rand::SecureRandom::fill(&rng, &mut chunk[..n]).expect("random bytes");
+        file.write_all(&chunk[..n]).expect("write bench file");
+        left -= n;
+    }
+    file.sync_all().ok();
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("bench file mode");
+}
+
+// -------------------------------------------------------------- keystrokes
+
+fn keystrokes(scene: &Scene, report: &mut Report) {
+    let mut ttys: Vec<Tty> = PATHS
+        .iter()
+        .map(|p| {
+            let mut tty = Tty::spawn(scene.ssh(*p, true, None));
+            tty.wait_for(b"$ ", Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("{} shell: {e}\n{}", p.name(), scene.logs()));
+            tty.settle(Duration::from_millis(300));
+            tty
+        })
+        .collect();
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    // When each jms sample was taken (to see whether slow ones are periodic).
+    let mut at: Vec<Duration> = Vec::new();
+    let begin = Instant::now();
+    for i in 0..KEYSTROKES {
+        for (p, tty) in ttys.iter_mut().enumerate() {
+            if i % 40 == 39 {
+                // Kill the typed line (Ctrl-U) and let the redraw pass.
+                tty.send(b"\x15");
+                tty.settle(Duration::from_millis(50));
+            }
+            tty.skip();
+            let sent = Instant::now();
+            tty.send(b"x");
+            let seen = tty
+                .wait_for(b"x", Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{} keystroke echo: {e}", PATHS[p].name()));
+            samples[p].push(seen - sent);
+            if p == 0 {
+                at.push(sent - begin);
+            }
+        }
+        thread::sleep(KEY_GAP);
+    }
+    for tty in &mut ttys {
+        tty.send(b"\x15exit\r");
+        tty.wait_exit(Duration::from_secs(5));
+    }
+    let mut slowest: Vec<(Duration, Duration)> =
+        samples[0].iter().copied().zip(at.iter().copied()).collect();
+    slowest.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    let stats: Vec<(f64, f64)> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_unstable();
+            (ms(percentile(s, 0.50)), ms(percentile(s, 0.99)))
+        })
+        .collect();
+    let mut text = format!(
+        "\n== keystroke round trip on a pty ({KEYSTROKES} keys, interleaved, {} ms apart; ms) ==\n{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        KEY_GAP.as_millis(),
+        "", "p50", "p90", "p99", "p99.9", "max", ">2 ms"
+    );
+    for (p, s) in samples.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{:<12} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8}",
+            PATHS[p].name(),
+            ms(percentile(s, 0.50)),
+            ms(percentile(s, 0.90)),
+            ms(percentile(s, 0.99)),
+            ms(percentile(s, 0.999)),
+            ms(percentile(s, 1.0)),
+            s.iter().filter(|d| **d > Duration::from_millis(2)).count()
+        );
+    }
+    let _ = writeln!(
+        text,
+        "jms's slowest, (ms at s into the run): {}",
+        slowest
+            .iter()
+            .take(12)
+            .map(|(d, t)| format!("{:.1}@{:.2}", ms(*d), t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    report.section(text);
+    let ratio = stats[0].1 / stats[1].1;
+    report.verdict(
+        "keystroke p99 ≤ 1.2× two-hop",
+        format!("p99 {:.3} ms (p50 {:.3})", stats[0].1, stats[0].0),
+        format!(
+            "p99 {:.3} ms (p50 {:.3}; direct p99 {:.3})",
+            stats[1].1, stats[1].0, stats[2].1
+        ),
+        &format!("≤ 1.2× (is {ratio:.2}×)"),
+        ratio <= 1.2,
+    );
+}
+
+// ------------------------------------------------------------------ logins
+
+/// The kinds of login timed, in the order of a round.
+#[derive(Clone, Copy)]
+enum Login {
+    PlainShell,
+    Menu,
+    MenuBig,
+    JmsShell,
+    TwoHopShell,
+    DirectShell,
+}
+
+const LOGINS: [Login; 6] = [
+    Login::PlainShell,
+    Login::Menu,
+    Login::MenuBig,
+    Login::JmsShell,
+    Login::TwoHopShell,
+    Login::DirectShell,
+];
+
+impl Login {
+    fn name(self) -> String {
+        match self {
+            Login::PlainShell => "plain sshd → shell prompt".into(),
+            Login::Menu => "jms → menu painted (1 asset)".into(),
+            Login::MenuBig => format!("jms → menu painted ({MENU_ASSETS} assets)"),
+            Login::JmsShell => "jms → target shell prompt".into(),
+            Login::TwoHopShell => "two-hop -J → target shell prompt".into(),
+            Login::DirectShell => "direct → target shell prompt".into(),
+        }
+    }
+}
+
+fn logins(scene: &Scene, report: &mut Report) {
+    let mut samples: Vec<Vec<Duration>> = LOGINS.iter().map(|_| Vec::new()).collect();
+    for _round in 0..LOGIN_ROUNDS {
+        for (k, kind) in LOGINS.iter().enumerate() {
+            let (cmd, menu) = match kind {
+                Login::PlainShell => {
+                    let mut cmd = scene.client("ssh");
+                    cmd.args(["-tt", JUMP]);
+                    (cmd, false)
+                }
+                Login::Menu | Login::MenuBig => {
+                    let mut cmd = scene.client("ssh");
+                    cmd.arg("-tt").arg(match kind {
+                        Login::Menu => JMS,
+                        _ => JMS_BIG,
+                    });
+                    (cmd, true)
+                }
+                Login::JmsShell => (scene.ssh(Path3::Jms, true, None), false),
+                Login::TwoHopShell => (scene.ssh(Path3::TwoHop, true, None), false),
+                Login::DirectShell => (scene.ssh(Path3::Direct, true, None), false),
+            };
+            let started = Instant::now();
+            let mut tty = Tty::spawn(cmd);
+            let seen = if menu {
+                tty.wait_for(b"Opt>", Duration::from_secs(30))
+                    .and_then(|_| tty.wait_for(b"\x1b[?25h", Duration::from_secs(30)))
+            } else {
+                tty.wait_for(b"$ ", Duration::from_secs(30))
+            };
+            let seen = seen.unwrap_or_else(|e| panic!("{}: {e}\n{}", kind.name(), scene.logs()));
+            samples[k].push(seen - started);
+            tty.settle(Duration::from_millis(30));
+            tty.send(if menu { b"q\r" } else { b"exit\r" });
+            tty.wait_exit(Duration::from_secs(5));
+            drop(tty);
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let stats: Vec<(f64, f64, f64)> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_unstable();
+            (
+                ms(percentile(s, 0.0)),
+                ms(percentile(s, 0.5)),
+                ms(percentile(s, 0.9)),
+            )
+        })
+        .collect();
+    let mut text = format!(
+        "\n== login times ({LOGIN_ROUNDS} rounds, interleaved; ms) ==\n{:<40} {:>8} {:>8} {:>8}\n",
+        "", "min", "median", "p90"
+    );
+    for (k, (min, p50, p90)) in stats.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{:<40} {min:>8.1} {p50:>8.1} {p90:>8.1}",
+            LOGINS[k].name()
+        );
+    }
+    report.section(text);
+    let [plain, menu, menu_big, jms_shell, two_hop, direct] =
+        [0, 1, 2, 3, 4, 5].map(|i| stats[i].1);
+    report.verdict(
+        "login-to-menu ≤ plain sshd login + 20 ms",
+        format!("{menu:.1} ms"),
+        format!("{plain:.1} ms (plain shell prompt)"),
+        &format!("≤ +20 ms (is {:+.1} ms)", menu - plain),
+        menu <= plain + 20.0,
+    );
+    let ratio = jms_shell / two_hop;
+    report.verdict(
+        "login-to-target-shell ≤ 1.2× two-hop",
+        format!("{jms_shell:.1} ms"),
+        format!("{two_hop:.1} ms (direct {direct:.1})"),
+        &format!("≤ 1.2× (is {ratio:.2}×)"),
+        ratio <= 1.2,
+    );
+    let paint = menu_big - menu;
+    report.verdict(
+        &format!("menu with {MENU_ASSETS} assets paints ≤ 100 ms"),
+        format!("+{paint:.1} ms ({menu_big:.1} ms login-to-menu)"),
+        format!("{menu:.1} ms (1 asset)"),
+        "≤ 100 ms more than 1 asset",
+        paint <= 100.0,
+    );
+}
+
+// ------------------------------------------------------------------ memory
+
+fn memory(scene: &Scene, report: &mut Report) {
+    let agentd = scene.bastion.agentd_pid().expect("agentd runs");
+    // A few sessions first, so the figure at 0 is a warm daemon's.
+    for _ in 0..3 {
+        let mut tty = Tty::spawn(scene.ssh(Path3::Jms, true, None));
+        tty.wait_for(b"$ ", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("warm-up session: {e}\n{}", scene.logs()));
+        tty.send(b"exit\r");
+        tty.wait_exit(Duration::from_secs(5));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(&scene.bastion, agentd);
+    let before_children = children_pss_kib(agentd);
+    let mut ttys: Vec<Tty> = Vec::new();
+    while ttys.len() < IDLE_SESSIONS {
+        // Ten logins at a time.
+        let batch: Vec<Tty> = (0..10.min(IDLE_SESSIONS - ttys.len()))
+            .map(|_| Tty::spawn(scene.ssh(Path3::Jms, true, None)))
+            .collect();
+        for mut tty in batch {
+            tty.wait_for(b"$ ", Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("idle session: {e}\n{}", scene.logs()));
+            ttys.push(tty);
+        }
+    }
+    thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(&scene.bastion, agentd);
+    let after_children = children_pss_kib(agentd);
+    let threads = thread_count(agentd);
+    for tty in &mut ttys {
+        tty.send(b"exit\r");
+    }
+    for tty in &mut ttys {
+        tty.wait_exit(Duration::from_secs(10));
+    }
+    drop(ttys);
+    let per = (after.0 as f64 - before.0 as f64) / IDLE_SESSIONS as f64 / 1024.0;
+    let per_children =
+        (after_children.0 as f64 - before_children.0 as f64) / IDLE_SESSIONS as f64 / 1024.0;
+    let text = format!(
+        "\n== jms-agentd memory, {IDLE_SESSIONS} idle interactive sessions ==\n\
+         agentd VmRSS: {:.1} MB with 0 sessions, {:.1} MB with {IDLE_SESSIONS} ({threads} threads) → {per:.3} MB per session\n\
+         agentd VmHWM after: {:.1} MB\n\
+         its ssh clients to the target (not in agentd's RSS; Pss): {} processes, {:.1} MB → {per_children:.2} MB per session\n",
+        before.0 as f64 / 1024.0,
+        after.0 as f64 / 1024.0,
+        after.1 as f64 / 1024.0,
+        after_children.1,
+        after_children.0 as f64 / 1024.0,
+    );
+    report.section(text);
+    report.verdict(
+        "agentd memory per session ≤ 5 MB",
+        format!("{per:.3} MB/session (RSS)"),
+        format!("{:.1} MB at 0 sessions", before.0 as f64 / 1024.0),
+        "≤ 5 MB",
+        per <= 5.0,
+    );
+    report.note(format!(
+        "each jms session also runs one OpenSSH client to the target, {per_children:.2} MB Pss each (outside agentd's RSS)"
+    ));
+}
+
+/// (VmRSS, VmHWM) of `pid` in KiB, read from /proc inside the namespace.
+fn rss_kib(bastion: &Bastion, pid: i32) -> (u64, u64) {
+    let out = bastion.ns_run(&["cat", &format!("/proc/{pid}/status")]);
+    out.assert_success("reading agentd's /proc status");
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// (total Pss in KiB, count) of the direct children of `pid`.
+fn children_pss_kib(pid: i32) -> (u64, usize) {
+    let mut total = 0;
+    let mut count = 0;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid != Some(pid) {
+            continue;
+        }
+        let rollup = fs::read_to_string(format!("/proc/{child}/smaps_rollup")).unwrap_or_default();
+        if let Some(pss) = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            total += pss;
+            count += 1;
+        }
+    }
+    (total, count)
+}
+
+fn thread_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+// ------------------------------------------------------------- concurrency
+
+fn concurrency(scene: &Scene, report: &mut Report) {
+    let command = format!("for i in $(seq {LOOP_COUNT}); do echo $i; done");
+    let expected: String = (1..=LOOP_COUNT).map(|i| format!("{i}\n")).collect();
+    let mut lines = String::new();
+    let mut jms_errors = 0;
+    for path in [Path3::Jms, Path3::TwoHop] {
+        let mut errors = Vec::new();
+        let mut walls = Vec::new();
+        for _round in 0..CONCURRENT_ROUNDS {
+            let started = Instant::now();
+            let results: Vec<Result<(String, String), String>> = thread::scope(|s| {
+                let handles: Vec<_> = (0..CONCURRENT)
+                    .map(|_| {
+                        let mut cmd = scene.ssh(path, false, Some(&command));
+                        s.spawn(move || output(&mut cmd, None))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+                    .collect()
+            });
+            walls.push(started.elapsed().as_secs_f64());
+            for r in results {
+                match r {
+                    Ok((out, _)) if out == expected => {}
+                    Ok((out, err)) => errors.push(format!(
+                        "wrong output: {:?} / stderr {:?}",
+                        tail(&out, 3),
+                        err.trim()
+                    )),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        let _ = writeln!(
+            lines,
+            "{:<12} {} sessions, {} errors; wall per round {} s",
+            path.name(),
+            CONCURRENT * CONCURRENT_ROUNDS,
+            errors.len(),
+            walls
+                .iter()
+                .map(|w| format!("{w:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+        for e in errors.iter().take(5) {
+            let _ = writeln!(lines, "    e.g. {}", e.replace('\n', " | "));
+        }
+        if path == Path3::Jms {
+            jms_errors = errors.len();
+        }
+    }
+    report.section(format!(
+        "\n== {CONCURRENT} concurrent sessions × {CONCURRENT_ROUNDS} rounds, each `{command}` ==\n{lines}"
+    ));
+    report.verdict(
+        &format!("{CONCURRENT} concurrent sessions, zero errors"),
+        format!("{jms_errors} errors / {}", CONCURRENT * CONCURRENT_ROUNDS),
+        "two-hop: see above".into(),
+        "0 errors",
+        jms_errors == 0,
+    );
+}
+
+// ------------------------------------------------------------- processes
+
+/// Runs `cmd` (stdin from `input` or empty) and returns (stdout, stderr)
+/// when it exits 0.
+fn output(cmd: &mut Command, input: Option<&Path>) -> Result<(String, String), String> {
+    cmd.stdin(match input {
+        Some(p) => Stdio::from(File::open(p).map_err(|e| e.to_string())?),
+        None => Stdio::null(),
+    });
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok((stdout, stderr))
+    } else {
+        Err(format!(
+            "{}: stdout {:?} stderr {:?}",
+            out.status,
+            tail(&stdout, 5),
+            stderr.trim()
+        ))
+    }
+}
+
+/// Runs `cmd` counting its stdout bytes (kept: the first 4 KiB) and
+/// returns (bytes, text) when it exits 0.
+fn output_counting(cmd: &mut Command, input: Option<&Path>) -> Result<(usize, String), String> {
+    cmd.stdin(match input {
+        Some(p) => Stdio::from(File::open(p).map_err(|e| e.to_string())?),
+        None => Stdio::null(),
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut buf = vec![0u8; 1024 * 1024];
+    let (mut total, mut head) = (0usize, Vec::new());
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if head.len() < 4096 {
+                    head.extend_from_slice(&buf[..n.min(4096 - head.len())]);
+                }
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err = err_reader.join().unwrap_or_default();
+    if status.success() {
+        Ok((total, String::from_utf8_lossy(&head).into_owned()))
+    } else {
+        Err(format!(
+            "{status}: {total} bytes out; stderr {:?}",
+            err.trim()
+        ))
+    }
+}
+
+fn command_output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- the pty
+
+/// A client on a pty of its own, read directly (no emulator, no polling
+/// sleeps): the time a byte is seen is the time it arrived.
+struct Tty {
+    child: Child,
+    master: File,
+    seen: Vec<u8>,
+    /// Searches start here.
+    from: usize,
+}
+
+impl Tty {
+    fn spawn(mut command: Command) -> Tty {
+        let (cols, rows) = TERM_SIZE;
+        let (mut master, mut slave) = (-1, -1);
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors into the ints we own; the
+        // name and termios pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened for us.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        for fd in [&master, &slave] {
+            // SAFETY: F_SETFD on a descriptor we own (no other child may
+            // inherit this pty).
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        command
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::from(slave.try_clone().expect("dup pty")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start a client on a pty");
+        drop(command);
+        Tty {
+            child,
+            master: File::from(master),
+            seen: Vec::new(),
+            from: 0,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("typing into the pty");
+    }
+
+    /// Forgets what was printed so far (searches start after it).
+    fn skip(&mut self) {
+        self.from = self.seen.len();
+    }
+
+    /// Reads once, waiting at most `timeout`; false on timeout or end.
+    fn read_some(&mut self, timeout: Duration) -> Result<bool, String> {
+        let mut pfd = libc::pollfd {
+            fd: self.master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one pollfd we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n == 0 {
+            return Ok(false);
+        }
+        if n < 0 {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 65536];
+        match self.master.read(&mut buf) {
+            Ok(0) => Err("the client's pty closed".into()),
+            Ok(n) => {
+                self.seen.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(format!("the client's pty closed ({e})")),
+        }
+    }
+
+    /// Waits for `needle` after the search start; returns when it was
+    /// read and moves the search start past it.
+    fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Instant, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(at) = find(&self.seen[self.from..], needle) {
+                self.from += at + needle.len();
+                return Ok(Instant::now());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let problem = match self.read_some(left) {
+                Ok(_) if left.is_zero() => format!("timed out after {timeout:?}"),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            return Err(format!(
+                "waiting for {:?}: {problem}; printed so far: {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.seen[self.seen.len().saturating_sub(2000)..])
+            ));
+        }
+    }
+
+    /// Reads until nothing came for `quiet`.
+    fn settle(&mut self, quiet: Duration) {
+        while let Ok(true) = self.read_some(quiet) {}
+        self.skip();
+    }
+
+    /// Waits for the client to exit (reading its output), then kills it.
+    fn wait_exit(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            if self.read_some(Duration::from_millis(20)).is_err() {
+                // The pty closed: the client is exiting.
+                let _ = jms_e2e::run::wait_until(&mut self.child, deadline);
+                break;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------- misc
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
