@@ -308,3 +308,109 @@ fn a_bastion_enrolls_follows_the_server_and_refuses_a_tampered_bundle() {
     );
     assert!(bastion.log().contains("refused"), "{}", bastion.log());
 }
+
+/// Rows in the server's events table (read with the sqlite3 tool).
+fn stored_events(data: &Path) -> Vec<String> {
+    let out = Command::new("sqlite3")
+        .arg(data.join("jms.db"))
+        .arg("SELECT idempotency_key FROM events ORDER BY idempotency_key")
+        .output()
+        .expect("this test reads the server's database with the sqlite3 tool");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn spooled_events_reach_the_server_once_and_the_segment_is_deleted() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests run as root (CI does): config and state ownership matter"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("server");
+    let central = Central::start(&data);
+    central.jmsctl(&["policy", "apply", EXAMPLE]);
+    let token_out = central.jmsctl(&["bastion", "token", "create", "--ttl", "10m"]);
+    let token = String::from_utf8(token_out.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let bastion_dir = dir.path().join("bastion");
+    std::fs::create_dir(&bastion_dir).unwrap();
+    let mut bastion = Bastion::new(&bastion_dir, &central.url);
+    let out = bastion.enroll(&central.url, &token);
+    assert!(
+        out.status.success(),
+        "enroll failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A sealed segment as the spool writes it (one line without an id: its
+    // key is derived from the segment and line), and an open one.
+    let spool = bastion.state().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let event = |id: Option<&str>, command: &str| {
+        let mut v = serde_json::json!({
+            "time": "2026-01-01T00:00:00.000Z", "event": "command",
+            "session": "s1", "user": "alice", "asset": "web01", "account": "root",
+            "username": "root", "command": command, "kind": "exec",
+            "decision": "allow", "filter": null,
+        });
+        if let Some(id) = id {
+            v["id"] = id.into();
+        }
+        format!("{v}\n")
+    };
+    let segment = spool.join("1767225600000-000001.jsonl");
+    let sealed = format!(
+        "{}{}{}",
+        event(Some("ev-1"), "uptime"),
+        event(None, "id"),
+        event(Some("ev-3"), "w")
+    );
+    std::fs::write(&segment, &sealed).unwrap();
+    std::fs::write(spool.join("current.jsonl"), event(Some("ev-4"), "ls")).unwrap();
+    let expected = vec![
+        "ev-1".to_string(),
+        "ev-3".into(),
+        "ev-4".into(),
+        "spool:1767225600000-000001.jsonl:2".into(),
+    ];
+
+    let spool_empty = || {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".jsonl"))
+    };
+    bastion.start();
+    bastion.wait_for("the spool to drain", spool_empty);
+    assert_eq!(stored_events(&data), expected, "each event stored once");
+    bastion.stop();
+
+    // The same segment again (as if agentd had died before deleting it):
+    // sent again, stored nothing twice, deleted again.
+    std::fs::write(&segment, &sealed).unwrap();
+    bastion.start();
+    bastion.wait_for("the resent segment to be deleted", || !segment.exists());
+    assert_eq!(
+        stored_events(&data),
+        expected,
+        "a resend stores nothing twice"
+    );
+    assert!(
+        bastion.log().contains("spooled events uploaded"),
+        "{}",
+        bastion.log()
+    );
+}

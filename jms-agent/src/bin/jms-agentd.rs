@@ -5,7 +5,8 @@
 //!
 //! The policy comes from a local file (`policy` / `--policy`) or, with a
 //! `[central]` table, from the central server: `jms-agentd enroll --server
-//! URL --token T` once, then a poll thread pulls signed bundles.
+//! URL --token T` once, then a poll thread pulls signed bundles and an
+//! upload thread sends the event spool.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -17,9 +18,9 @@ use jms_agent::daemon::config::{AgentdConfig, DEFAULT_CONFIG_PATH};
 use jms_agent::daemon::enroll;
 use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
-use jms_agent::daemon::session::connect;
+use jms_agent::daemon::session::{connect, spool};
 use jms_agent::daemon::state::StateFile;
-use jms_agent::daemon::{publish, server};
+use jms_agent::daemon::{publish, server, upload};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info};
 
@@ -144,16 +145,27 @@ fn run(args: Args) -> Result<()> {
     let listener = server::bind(&daemon.config.socket)?;
     watch_signals(Arc::clone(&daemon), Arc::clone(&source))?;
     if let Some(central) = central {
-        let daemon = Arc::clone(&daemon);
+        let poll = Arc::clone(&central);
+        let daemon_for_poll = Arc::clone(&daemon);
         std::thread::Builder::new()
             .name("policy-poll".into())
             .spawn(move || loop {
-                std::thread::sleep(central.poll_interval());
-                if let Update::Apply(policy, why) = central.poll() {
-                    apply(&daemon, *policy, central.ids().as_ref(), why);
+                std::thread::sleep(poll.poll_interval());
+                if let Update::Apply(policy, why) = poll.poll() {
+                    apply(&daemon_for_poll, *policy, poll.ids().as_ref(), why);
                 }
             })
             .context("starting the poll thread")?;
+        // Sealed spool segments go to the server (see daemon::upload).
+        if let Some(spool) = spool::global(&daemon.config) {
+            std::thread::Builder::new()
+                .name("event-upload".into())
+                .spawn(move || loop {
+                    upload::round(spool, &|events| central.post_events(events));
+                    std::thread::sleep(central.poll_interval());
+                })
+                .context("starting the event upload thread")?;
+        }
     }
     info!(socket = %daemon.config.socket.display(), "serving");
     server::serve(listener, daemon)

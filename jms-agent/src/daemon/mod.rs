@@ -9,3 +9,4 @@ pub mod publish;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod upload;

@@ -244,6 +244,52 @@ impl Central {
         self.fail_closed_if_stale()
     }
 
+    /// Posts a batch of spooled events (`{"events": [...]}`, signed like
+    /// every bastion request); returns the idempotency keys the server
+    /// answered as stored.
+    pub fn post_events(
+        &self,
+        events: &[serde_json::Value],
+    ) -> std::result::Result<Vec<String>, crate::daemon::upload::SendError> {
+        use crate::daemon::upload::SendError;
+        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
+            .map_err(|e| SendError::Refused(e.into()))?;
+        let response = self
+            .identity
+            .signed(
+                &self.http,
+                &self.config.server,
+                reqwest::Method::POST,
+                "/api/v1/sync/events",
+                "",
+                body,
+            )
+            .send()
+            .with_context(|| format!("cannot reach {}", self.config.server))
+            .map_err(SendError::Unreachable)?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .context("reading the events answer")
+            .map_err(SendError::Unreachable)?;
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !status.is_success() {
+            return Err(SendError::Refused(anyhow::anyhow!(
+                "the server refused the events ({status}): {}",
+                answer["error"].as_str().unwrap_or("no reason given")
+            )));
+        }
+        let accepted = answer["accepted"]
+            .as_array()
+            .ok_or_else(|| {
+                SendError::Refused(anyhow::anyhow!("the events answer has no `accepted`"))
+            })?
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        Ok(accepted)
+    }
+
     fn fail_closed_if_stale(&self) -> Update {
         if !self.stale() || self.state().closed {
             return Update::Keep;

@@ -1,8 +1,9 @@
 //! The durable event spool: every session start and end, command and file
 //! transfer is appended here first, as one JSON line, and fsync'd before
-//! the call returns. The central uploader takes sealed segments
-//! (`<millis>-<seq>.jsonl`), sends them with each event's `id` as the
-//! idempotency key, and deletes them; `current.jsonl` is the open segment.
+//! the call returns. The central uploader (`crate::daemon::upload`) seals
+//! the open segment (`current.jsonl`) each round, sends sealed segments
+//! (`<millis>-<seq>.jsonl`) with each event's `id` as the idempotency key,
+//! and deletes each only once the server accepted all of it.
 //!
 //! The spool is bounded: past `max_bytes` an event is dropped and an alarm
 //! goes to the log (once per filling, again after it drained), so a bastion
@@ -219,17 +220,35 @@ impl Spool {
         segment.current_bytes += len;
         segment.total_bytes += len;
         if segment.current_bytes >= SEGMENT_BYTES {
-            segment.file = None;
-            segment.sealed += 1;
-            let name = format!(
-                "{}-{:06}.jsonl",
-                Utc::now().timestamp_millis(),
-                segment.sealed
-            );
-            std::fs::rename(self.dir.join(CURRENT), self.dir.join(name))?;
-            File::open(&self.dir)?.sync_all()?;
-            segment.current_bytes = 0;
+            self.seal_locked(&mut segment)?;
         }
+        Ok(())
+    }
+
+    /// Seals the open segment if it holds anything, so the uploader can
+    /// take it without waiting for it to fill.
+    pub fn seal(&self) -> std::io::Result<()> {
+        let mut segment = self.segment.lock().unwrap_or_else(|e| e.into_inner());
+        let on_disk = std::fs::metadata(self.dir.join(CURRENT))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if on_disk == 0 {
+            return Ok(());
+        }
+        self.seal_locked(&mut segment)
+    }
+
+    fn seal_locked(&self, segment: &mut Segment) -> std::io::Result<()> {
+        segment.file = None;
+        segment.sealed += 1;
+        let name = format!(
+            "{}-{:06}.jsonl",
+            Utc::now().timestamp_millis(),
+            segment.sealed
+        );
+        std::fs::rename(self.dir.join(CURRENT), self.dir.join(name))?;
+        File::open(&self.dir)?.sync_all()?;
+        segment.current_bytes = 0;
         Ok(())
     }
 
