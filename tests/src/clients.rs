@@ -10,6 +10,27 @@ use std::process::Command;
 use crate::bastion::{write, Bastion, ClientKey};
 use crate::run::{self, Outcome, COMMAND_TIMEOUT};
 
+/// Options every test client passes to ssh: no configuration file, no
+/// known-hosts bookkeeping, no agent, only the keys given, quiet, bounded.
+pub const CLIENT_OPTIONS: &[&str] = &[
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "IdentityAgent=none",
+    "-o",
+    "IdentitiesOnly=yes",
+];
+
 /// The prompt pam_jms sends first (every user).
 pub const PASSWORD_PROMPT: &str = "Password:";
 /// The prompt pam_jms sends for a user with TOTP.
@@ -122,6 +143,8 @@ impl Bastion {
 
     /// The common ssh client options: loopback, this bastion's port, no
     /// user or system config, no host key checks, no agent.
+    /// A client command (ssh, scp, sftp, rsync) with no agent, askpass or
+    /// display from the test's environment.
     pub fn ssh_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_remove("SSH_AUTH_SOCK")
@@ -131,34 +154,21 @@ impl Bastion {
     }
 
     pub(crate) fn ssh_args(&self, user: &str) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
+        let port = self.port().to_string();
+        let specific = [
             "-p",
-            &self.port().to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "IdentitiesOnly=yes",
+            &port,
             "-o",
             "NumberOfPasswordPrompts=1",
             "-l",
             user,
             "127.0.0.1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ];
+        CLIENT_OPTIONS
+            .iter()
+            .chain(&specific)
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// `ssh USER@127.0.0.1 [COMMAND]` with a password given by sshpass

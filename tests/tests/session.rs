@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use jms_e2e::clients::CLIENT_OPTIONS;
 use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
 use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID, ROOT_PASSWORD};
 use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
@@ -110,36 +111,20 @@ impl Scene {
     /// `ssh [-tt] USER@bastion REMOTE…` with the user's key.
     fn ssh(&self, key: &ClientKey, user: &str, tty: bool, remote: &[&str]) -> Command {
         let mut cmd = self.bastion.ssh_command("ssh");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-p",
-            &self.bastion.port().to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "PreferredAuthentications=publickey",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ])
-        .arg(&key.private)
-        .args(["-l", user])
-        .arg(if tty { "-tt" } else { "-T" })
-        .arg("127.0.0.1")
-        .args(remote);
+        cmd.args(CLIENT_OPTIONS)
+            .args(["-p", &self.bastion.port().to_string()])
+            .args([
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "BatchMode=yes",
+                "-i",
+            ])
+            .arg(&key.private)
+            .args(["-l", user])
+            .arg(if tty { "-tt" } else { "-T" })
+            .arg("127.0.0.1")
+            .args(remote);
         cmd
     }
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use jms_e2e::clients::CLIENT_OPTIONS;
 use jms_e2e::run::{self, Outcome};
 use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID};
 use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
@@ -95,33 +96,19 @@ impl Scene {
 
     /// The options every client passes to ssh (port, no config, the key).
     fn ssh_options(&self, key: &ClientKey) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "IdentitiesOnly=yes",
+        let specific = [
             "-o",
             "PreferredAuthentications=publickey",
             "-o",
             "BatchMode=yes",
             "-i",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([key.private.to_string_lossy().into_owned()])
-        .collect()
+        ];
+        CLIENT_OPTIONS
+            .iter()
+            .chain(&specific)
+            .map(|s| s.to_string())
+            .chain([key.private.to_string_lossy().into_owned()])
+            .collect()
     }
 
     fn client(&self, program: &str) -> Command {
