@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::config;
+use crate::namespace::{kill_all_in, mnt_ns_of};
 use crate::preflight::{self, Artifacts};
 use crate::run::{self, wait_until, Outcome, COMMAND_TIMEOUT};
 
@@ -358,9 +359,7 @@ impl Bastion {
     }
 
     fn reap_agentd_children(&self) {
-        for child in self.agentd_children.lock().expect("lock").iter_mut() {
-            let _ = child.try_wait();
-        }
+        reap_all(&self.agentd_children);
     }
 
     fn hold_mnt_ns(&mut self) {
@@ -375,17 +374,6 @@ impl Bastion {
         );
         self.mnt_ns = ns;
         self.mnt_ns_handle = Some(handle);
-    }
-
-    /// Every pid whose mount namespace is the bastion's.
-    fn pids_in_namespace(&self) -> Vec<i32> {
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| mnt_ns_of(pid).as_deref() == Some(self.mnt_ns.as_str()))
-            .collect()
     }
 
     fn print_logs(&self) {
@@ -415,20 +403,10 @@ impl Drop for Bastion {
         // Every process of the namespace: sshd, agentd, sessions, helpers.
         // Only once the namespace is known to differ from ours.
         if !self.mnt_ns.is_empty() {
-            for _ in 0..50 {
-                let pids = self.pids_in_namespace();
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    signal(pid, libc::SIGKILL);
-                }
-                if let Some(child) = self.child.as_mut() {
-                    let _ = child.try_wait();
-                }
-                self.reap_agentd_children();
-                thread::sleep(Duration::from_millis(20));
-            }
+            let agentd_children = &self.agentd_children;
+            kill_all_in(&self.mnt_ns, self.child.as_mut(), || {
+                reap_all(agentd_children)
+            });
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -516,12 +494,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn mnt_ns_of(pid: i32) -> Option<String> {
-    fs::read_link(format!("/proc/{pid}/ns/mnt"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
 /// Alive and not a zombie.
 fn is_running(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -530,6 +502,13 @@ fn is_running(pid: i32) -> bool {
             !state.starts_with('Z') && !state.starts_with('X')
         }
         Err(_) => false,
+    }
+}
+
+/// Reaps whichever of `children` have exited.
+fn reap_all(children: &Mutex<Vec<Child>>) {
+    for child in children.lock().expect("lock").iter_mut() {
+        let _ = child.try_wait();
     }
 }
 

@@ -25,6 +25,7 @@ pub mod bastion;
 pub mod clients;
 mod config;
 pub mod fixture;
+pub mod namespace;
 pub mod plain;
 pub mod preflight;
 pub mod run;

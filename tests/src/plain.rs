@@ -27,6 +27,7 @@ use tempfile::TempDir;
 
 use crate::bastion::write;
 use crate::config::{pam_sshd, sshd_has_per_source_penalties};
+use crate::namespace::{kill_all_in, mnt_ns_of};
 use crate::preflight;
 use crate::run::{self, COMMAND_TIMEOUT};
 
@@ -163,20 +164,7 @@ impl Drop for PlainSshd {
             eprintln!("---- plain sshd.log ----\n{}", self.log());
         }
         if let Some((ns, _)) = &self.mnt_ns {
-            for _ in 0..50 {
-                let pids = pids_in(ns);
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill has no memory preconditions; the pid is in our namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                if let Some(child) = self.child.as_mut() {
-                    let _ = child.try_wait();
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
+            kill_all_in(ns, self.child.as_mut(), || {});
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -302,20 +290,4 @@ pub fn raise_max_startups(config: &Path, pid: i32, log: &Path, address: &str, po
         );
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn mnt_ns_of(pid: i32) -> Option<String> {
-    fs::read_link(format!("/proc/{pid}/ns/mnt"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-fn pids_in(ns: &str) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| mnt_ns_of(pid).as_deref() == Some(ns))
-        .collect()
 }
