@@ -1,4 +1,4 @@
-.PHONY: test demo bench
+.PHONY: test demo bench package
 
 # The whole test suite (what CI runs): fmt, clippy, unit, property, integration and end-to-end tests.
 test:
@@ -17,3 +17,8 @@ bench:
 	cargo bench -p nss_jms
 	cargo bench -p jms-agent --bench auth_roundtrip
 	cargo bench -p jms-e2e --bench sessions
+
+# jms-bastion and jms-server as .deb and .rpm in target/packages/ (needs
+# cargo-deb and cargo-generate-rpm: bash .ci/run installs them).
+package:
+	scripts/package

@@ -20,6 +20,22 @@
 //! the bastion pinned at enrollment, altered after signing, or not newer
 //! than the version the bastion already has.
 //!
+//! # Deltas
+//!
+//! A [`Delta`] takes a bastion from `from_version` to `to_version`: the
+//! entities added or changed since (whole, secrets included), those removed,
+//! the settings and the uids/gids of the users and groups it carries. It is
+//! signed like a bundle, under its own format byte and signing context (a
+//! delta can never pass for a bundle, nor the reverse):
+//!
+//! ```text
+//! "JMSB" | format 2 (1 byte) | server public key (32) | signature (64) | body (JSON)
+//! ```
+//!
+//! [`verify_delta`] refuses one that does not start exactly at the version
+//! the bastion holds ([`BundleError::Gap`]): the bastion then asks for a
+//! full bundle. [`Delta::apply`] turns the last good bundle into the next.
+//!
 //! # How secrets travel
 //!
 //! The bundle carries account secrets, password hashes and TOTP seeds in
@@ -59,10 +75,14 @@ use crate::model::PolicyDocument;
 
 /// First bytes of a signed bundle.
 pub const MAGIC: &[u8; 4] = b"JMSB";
-/// Layout version of the signed form.
+/// Layout version of the signed form of a full bundle.
 pub const FORMAT: u8 = 1;
+/// Layout version of the signed form of a delta.
+pub const DELTA_FORMAT: u8 = 2;
 /// What a bundle signature covers before the body.
 pub const SIGN_CONTEXT: &[u8] = b"jms-bundle-v1\0";
+/// What a delta signature covers before the body.
+pub const DELTA_SIGN_CONTEXT: &[u8] = b"jms-delta-v1\0";
 /// HKDF info of the transport key.
 const TRANSPORT_INFO: &[u8] = b"jms-bundle-transport-v1";
 /// What a request signature covers first.
@@ -93,6 +113,10 @@ pub enum BundleError {
     /// The transport envelope could not be opened (wrong key, altered).
     #[error("sealed bundle does not open: {0}")]
     Transport(&'static str),
+    /// A delta that does not start at the version the bastion holds: ask
+    /// for a full bundle.
+    #[error("delta from version {from} to {to} does not apply to version {have}")]
+    Gap { from: u64, to: u64, have: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, BundleError>;
@@ -134,19 +158,214 @@ impl Bundle {
 
     /// Signs the bundle with the server key: the signed form.
     pub fn sign(&self, key: &Ed25519KeyPair) -> Vec<u8> {
-        let body = self.to_bytes();
-        let mut message = Vec::with_capacity(SIGN_CONTEXT.len() + body.len());
-        message.extend_from_slice(SIGN_CONTEXT);
-        message.extend_from_slice(&body);
-        let signature = key.sign(&message);
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT);
-        out.extend_from_slice(key.public_key().as_ref());
-        out.extend_from_slice(signature.as_ref());
-        out.extend_from_slice(&body);
-        out
+        sign_body(FORMAT, SIGN_CONTEXT, &self.to_bytes(), key)
     }
+}
+
+fn sign_body(format: u8, context: &[u8], body: &[u8], key: &Ed25519KeyPair) -> Vec<u8> {
+    let mut message = Vec::with_capacity(context.len() + body.len());
+    message.extend_from_slice(context);
+    message.extend_from_slice(body);
+    let signature = key.sign(&message);
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(MAGIC);
+    out.push(format);
+    out.extend_from_slice(key.public_key().as_ref());
+    out.extend_from_slice(signature.as_ref());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The kinds of policy entities a delta names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Group,
+    User,
+    Node,
+    Asset,
+    Account,
+    Grant,
+    Filter,
+}
+
+/// An account of a delta, with the asset it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetAccount {
+    pub asset: String,
+    pub account: crate::model::Account,
+}
+
+/// One entity a delta removes; accounts are named `asset/account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Removal {
+    pub kind: EntityKind,
+    pub name: String,
+}
+
+/// What changed between two versions (see the module doc).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// The version it applies to (exactly).
+    pub from_version: u64,
+    /// The version it brings the bastion to.
+    pub to_version: u64,
+    pub issued_at: DateTime<Utc>,
+    pub server_id: String,
+    /// Entities added or changed, whole. Assets come without their
+    /// accounts (an upserted asset keeps the accounts it has).
+    #[serde(default)]
+    pub upsert: PolicyDocument,
+    /// Accounts added or changed.
+    #[serde(default)]
+    pub accounts: Vec<AssetAccount>,
+    /// Entities removed (an asset's accounts go with it).
+    #[serde(default)]
+    pub remove: Vec<Removal>,
+    /// The whole settings document as of `to_version`.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// Ids of the users and groups in `upsert`.
+    #[serde(default)]
+    pub ids: UnixIds,
+}
+
+impl Delta {
+    /// Entities it adds, changes or removes.
+    pub fn len(&self) -> usize {
+        let u = &self.upsert;
+        u.users.len()
+            + u.user_groups.len()
+            + u.nodes.len()
+            + u.assets.len()
+            + u.grants.len()
+            + u.command_filters.len()
+            + self.accounts.len()
+            + self.remove.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Signs the delta with the server key: the signed form.
+    pub fn sign(&self, key: &Ed25519KeyPair) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("deltas serialise");
+        sign_body(DELTA_FORMAT, DELTA_SIGN_CONTEXT, &body, key)
+    }
+
+    /// Turns `bundle` (at `from_version`) into the bundle at `to_version`:
+    /// removals, then upserts (a changed entity keeps its place, a new one
+    /// goes last, as on the server), then settings, ids and version.
+    pub fn apply(&self, bundle: &mut Bundle) -> Result<()> {
+        if bundle.version != self.from_version {
+            return Err(BundleError::Gap {
+                from: self.from_version,
+                to: self.to_version,
+                have: bundle.version,
+            });
+        }
+        let doc = &mut bundle.policy;
+        for removal in &self.remove {
+            let name = removal.name.as_str();
+            match removal.kind {
+                EntityKind::Group => {
+                    doc.user_groups.retain(|g| g.name != name);
+                    bundle.ids.groups.remove(name);
+                }
+                EntityKind::User => {
+                    doc.users.retain(|u| u.username != name);
+                    bundle.ids.users.remove(name);
+                }
+                EntityKind::Node => doc.nodes.retain(|n| n != name),
+                EntityKind::Asset => doc.assets.retain(|a| a.name != name),
+                EntityKind::Account => {
+                    // Asset names hold no `/`.
+                    let (asset, account) = name.split_once('/').unwrap_or((name, ""));
+                    if let Some(a) = doc.assets.iter_mut().find(|a| a.name == asset) {
+                        a.accounts.retain(|acc| acc.name != account);
+                    }
+                }
+                EntityKind::Grant => doc.grants.retain(|g| g.name != name),
+                EntityKind::Filter => doc.command_filters.retain(|f| f.name != name),
+            }
+        }
+        let up = &self.upsert;
+        upsert(&mut doc.user_groups, &up.user_groups, |g| g.name.as_str());
+        upsert(&mut doc.users, &up.users, |u| u.username.as_str());
+        upsert(&mut doc.nodes, &up.nodes, |n| n.as_str());
+        // An upserted asset keeps its accounts.
+        let mut assets: Vec<crate::model::Asset> = up.assets.clone();
+        {
+            let kept: std::collections::HashMap<&str, &crate::model::Asset> =
+                doc.assets.iter().map(|a| (a.name.as_str(), a)).collect();
+            for asset in &mut assets {
+                if let Some(old) = kept.get(asset.name.as_str()) {
+                    asset.accounts = old.accounts.clone();
+                }
+            }
+        }
+        upsert(&mut doc.assets, &assets, |a| a.name.as_str());
+        if !self.accounts.is_empty() {
+            let at: std::collections::HashMap<String, usize> = doc
+                .assets
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.name.clone(), i))
+                .collect();
+            for AssetAccount { asset, account } in &self.accounts {
+                let Some(&i) = at.get(asset) else {
+                    return Err(BundleError::Malformed(format!(
+                        "delta account `{}` of unknown asset `{asset}`",
+                        account.name
+                    )));
+                };
+                upsert(
+                    &mut doc.assets[i].accounts,
+                    std::slice::from_ref(account),
+                    |a| a.name.as_str(),
+                );
+            }
+        }
+        upsert(&mut doc.grants, &up.grants, |g| g.name.as_str());
+        upsert(&mut doc.command_filters, &up.command_filters, |f| {
+            f.name.as_str()
+        });
+        for (name, id) in &self.ids.users {
+            bundle.ids.users.insert(name.clone(), *id);
+        }
+        for (name, id) in &self.ids.groups {
+            bundle.ids.groups.insert(name.clone(), *id);
+        }
+        bundle.settings = self.settings.clone();
+        bundle.version = self.to_version;
+        bundle.issued_at = self.issued_at;
+        Ok(())
+    }
+}
+
+/// Replaces the items of `list` named like those of `items`, in place, and
+/// appends the others.
+fn upsert<T: Clone>(list: &mut Vec<T>, items: &[T], key: impl Fn(&T) -> &str) {
+    if items.is_empty() {
+        return;
+    }
+    let at: std::collections::HashMap<String, usize> = list
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (key(item).to_string(), i))
+        .collect();
+    let mut added = Vec::new();
+    for item in items {
+        match at.get(key(item)) {
+            Some(&i) => list[i] = item.clone(),
+            None => added.push(item.clone()),
+        }
+    }
+    list.extend(added);
 }
 
 /// A short, stable name of a server public key: `ed25519:` and the first
@@ -158,19 +377,28 @@ pub fn server_id(public_key: &[u8]) -> String {
     )
 }
 
-/// Checks a signed bundle against the pinned server key and the version
-/// the bastion has (`have`: only a greater version is accepted), and
-/// returns it.
-pub fn verify(bytes: &[u8], pinned: &[u8], have: u64) -> Result<Bundle> {
+/// The format byte of a signed form (1 bundle, 2 delta), if it has one.
+pub fn format_of(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() > 4 && &bytes[..4] == MAGIC).then(|| bytes[4])
+}
+
+/// Checks the envelope (length, magic, format, pinned key, signature over
+/// `context` and the body); returns the body.
+fn verified_body<'b>(
+    bytes: &'b [u8],
+    pinned: &[u8],
+    format: u8,
+    context: &[u8],
+) -> Result<&'b [u8]> {
     if bytes.len() < HEADER_LEN {
         return Err(BundleError::Truncated { len: bytes.len() });
     }
     if &bytes[..4] != MAGIC {
         return Err(BundleError::Malformed("bad magic".into()));
     }
-    if bytes[4] != FORMAT {
+    if bytes[4] != format {
         return Err(BundleError::Malformed(format!(
-            "unknown format {}",
+            "format {} where {format} was expected",
             bytes[4]
         )));
     }
@@ -183,12 +411,48 @@ pub fn verify(bytes: &[u8], pinned: &[u8], have: u64) -> Result<Bundle> {
     }
     let signature = &bytes[5 + KEY_LEN..HEADER_LEN];
     let body = &bytes[HEADER_LEN..];
-    let mut message = Vec::with_capacity(SIGN_CONTEXT.len() + body.len());
-    message.extend_from_slice(SIGN_CONTEXT);
+    let mut message = Vec::with_capacity(context.len() + body.len());
+    message.extend_from_slice(context);
     message.extend_from_slice(body);
     SigKey::new(&ED25519, pinned)
         .verify(&message, signature)
         .map_err(|_| BundleError::BadSignature)?;
+    Ok(body)
+}
+
+/// Checks a signed delta against the pinned server key; it must start
+/// exactly at `have` and move forward.
+pub fn verify_delta(bytes: &[u8], pinned: &[u8], have: u64) -> Result<Delta> {
+    let body = verified_body(bytes, pinned, DELTA_FORMAT, DELTA_SIGN_CONTEXT)?;
+    let delta: Delta = serde_json::from_slice(body)
+        .map_err(|e| BundleError::Malformed(format!("signed delta: {e}")))?;
+    if delta.server_id != server_id(pinned) {
+        return Err(BundleError::Malformed(format!(
+            "server_id {} does not name the signing key",
+            delta.server_id
+        )));
+    }
+    if delta.to_version <= delta.from_version || delta.to_version <= have {
+        return Err(BundleError::NotNewer {
+            version: delta.to_version,
+            have: have.max(delta.from_version),
+        });
+    }
+    if delta.from_version != have {
+        return Err(BundleError::Gap {
+            from: delta.from_version,
+            to: delta.to_version,
+            have,
+        });
+    }
+    Ok(delta)
+}
+
+/// Checks a signed bundle against the pinned server key and the version
+/// the bastion has (`have`: only a greater version is accepted), and
+/// returns it.
+pub fn verify(bytes: &[u8], pinned: &[u8], have: u64) -> Result<Bundle> {
+    let body = verified_body(bytes, pinned, FORMAT, SIGN_CONTEXT)?;
     let bundle: Bundle = serde_json::from_slice(body)
         .map_err(|e| BundleError::Malformed(format!("signed body: {e}")))?;
     if bundle.server_id != server_id(pinned) {
@@ -533,6 +797,146 @@ mod tests {
         ] {
             assert!(!verify_signature(&pinned(&key), &other, signature.as_ref()));
         }
+    }
+
+    fn delta(key: &Ed25519KeyPair, from: u64, to: u64) -> Delta {
+        let mut carol = bundle(key, 1).policy.users[0].clone();
+        carol.username = "carol".into();
+        Delta {
+            from_version: from,
+            to_version: to,
+            issued_at: Utc::now(),
+            server_id: server_id(key.public_key().as_ref()),
+            upsert: PolicyDocument {
+                users: vec![carol],
+                ..Default::default()
+            },
+            accounts: vec![],
+            remove: vec![Removal {
+                kind: EntityKind::User,
+                name: "alice".into(),
+            }],
+            settings: serde_json::json!({"security": {"lockout_threshold": 2}}),
+            ids: UnixIds {
+                users: [("carol".to_string(), 200_001)].into(),
+                groups: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_delta_verifies_only_from_the_version_held_and_applies() {
+        let key = key();
+        let signed = delta(&key, 7, 9).sign(&key);
+        assert_eq!(format_of(&signed), Some(DELTA_FORMAT));
+        assert_eq!(
+            verify_delta(&signed, &pinned(&key), 6).unwrap_err(),
+            BundleError::Gap {
+                from: 7,
+                to: 9,
+                have: 6
+            }
+        );
+        assert!(matches!(
+            verify_delta(&signed, &pinned(&key), 9).unwrap_err(),
+            BundleError::NotNewer { .. }
+        ));
+        let got = verify_delta(&signed, &pinned(&key), 7).expect("a delta from 7 verifies at 7");
+        let mut full = bundle(&key, 7);
+        got.apply(&mut full).unwrap();
+        assert_eq!(full.version, 9);
+        let names: Vec<&str> = full
+            .policy
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect();
+        assert_eq!(names, ["carol"]);
+        assert_eq!(full.ids.users.get("carol"), Some(&200_001));
+        assert!(!full.ids.users.contains_key("alice"), "removed user's id goes");
+        assert_eq!(full.settings["security"]["lockout_threshold"], 2);
+        assert!(
+            got.apply(&mut full).is_err(),
+            "a delta applies to its from_version only"
+        );
+    }
+
+    #[test]
+    fn a_delta_is_never_taken_for_a_bundle_nor_the_reverse() {
+        let key = key();
+        let signed = delta(&key, 7, 9).sign(&key);
+        assert!(matches!(
+            verify(&signed, &pinned(&key), 0).unwrap_err(),
+            BundleError::Malformed(_)
+        ));
+        let full = bundle(&key, 8).sign(&key);
+        assert!(matches!(
+            verify_delta(&full, &pinned(&key), 7).unwrap_err(),
+            BundleError::Malformed(_)
+        ));
+        // Relabelled as a delta, the bundle's signature does not hold.
+        let mut relabelled = full.clone();
+        relabelled[4] = DELTA_FORMAT;
+        assert_eq!(
+            verify_delta(&relabelled, &pinned(&key), 7).unwrap_err(),
+            BundleError::BadSignature
+        );
+        let mut tampered = signed.clone();
+        let at = tampered.windows(5).position(|w| w == b"carol").unwrap();
+        tampered[at] = b'k';
+        assert_eq!(
+            verify_delta(&tampered, &pinned(&key), 7).unwrap_err(),
+            BundleError::BadSignature
+        );
+        let other = self::key();
+        let foreign = delta(&other, 7, 9).sign(&other);
+        assert!(matches!(
+            verify_delta(&foreign, &pinned(&key), 7).unwrap_err(),
+            BundleError::Foreign { .. }
+        ));
+    }
+
+    #[test]
+    fn a_delta_upserts_assets_keeping_their_accounts_and_adds_accounts() {
+        use crate::model::{Account, Asset};
+        let key = key();
+        let asset: Asset = serde_json::from_value(serde_json::json!({
+            "name": "web01", "address": "10.0.0.1",
+            "protocols": [{"name": "ssh", "port": 22}],
+            "accounts": [{"name": "root", "username": "root", "secret_type": "password", "secret": "s1"}]
+        }))
+        .unwrap();
+        let mut full = bundle(&key, 3);
+        full.policy.assets.push(asset.clone());
+        let mut moved = asset.clone();
+        moved.address = "10.0.0.2".into();
+        moved.accounts.clear();
+        let deploy: Account = serde_json::from_value(serde_json::json!(
+            {"name": "deploy", "username": "deploy", "secret_type": "password", "secret": "s2"}
+        ))
+        .unwrap();
+        let change = Delta {
+            from_version: 3,
+            to_version: 4,
+            issued_at: Utc::now(),
+            server_id: server_id(key.public_key().as_ref()),
+            upsert: PolicyDocument {
+                assets: vec![moved],
+                ..Default::default()
+            },
+            accounts: vec![AssetAccount {
+                asset: "web01".into(),
+                account: deploy,
+            }],
+            remove: vec![],
+            settings: serde_json::Value::Null,
+            ids: UnixIds::default(),
+        };
+        change.apply(&mut full).unwrap();
+        let web01 = &full.policy.assets[0];
+        assert_eq!(web01.address, "10.0.0.2");
+        let accounts: Vec<&str> = web01.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(accounts, ["root", "deploy"]);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::crypto::{self, CryptoError, SealKey};
 use crate::diff::{diff, Change, Op};
 use crate::settings::Settings;
 use crate::store::{
-    Kind, NewOpLogEntry, ReadTx, Scope, Snapshot, SqliteStore, Storage, StoreError, TokenRow,
-    WriteTx,
+    AccountRow, Kind, NewOpLogEntry, ReadTx, Scope, Snapshot, SqliteStore, Storage, StoreError,
+    TokenRow, UserRow, WriteTx,
 };
 
 /// Name of the SQLite database in the data directory.
@@ -72,6 +72,8 @@ pub struct Admin {
     pub(crate) store: Box<dyn Storage>,
     key: SealKey,
     pub(crate) sync: crate::sync::SyncState,
+    /// Uploaded session recordings (`crate::recordings`).
+    pub(crate) recordings: crate::recordings::Recordings,
 }
 
 /// Where each kind of secret is sealed (bound as associated data).
@@ -150,15 +152,33 @@ impl Admin {
             .into());
         }
         let store = SqliteStore::open(&db)?;
-        Ok(Admin::new(Box::new(store), key, server_key))
+        let admin = Admin::new(Box::new(store), key, server_key);
+        let recordings = data_dir.join(crate::recordings::RECORDINGS_DIR);
+        admin
+            .recordings
+            .set_dir(recordings.clone())
+            .map_err(|e| io(format!("{}: {e}", recordings.display())))?;
+        Ok(admin)
     }
 
     pub fn new(store: Box<dyn Storage>, key: SealKey, server_key: crate::sync::ServerKey) -> Admin {
+        // An unreadable version only costs deltas until the next write.
+        let version = store
+            .read()
+            .and_then(|tx| tx.policy_version())
+            .unwrap_or(0);
         Admin {
             store,
             key,
-            sync: crate::sync::SyncState::new(server_key),
+            sync: crate::sync::SyncState::new(server_key, version),
+            recordings: Default::default(),
         }
+    }
+
+    /// The key that seals secrets at rest, for modules that keep sealed
+    /// rows of their own (the audit web's admins).
+    pub(crate) fn seal_key(&self) -> &SealKey {
+        &self.key
     }
 
     /// A read transaction.
@@ -174,6 +194,33 @@ impl Admin {
     pub fn document(&self, with_secrets: bool) -> Result<PolicyDocument> {
         let snapshot = self.store.read()?.snapshot()?;
         self.open_snapshot(snapshot, with_secrets)
+    }
+
+    /// A user row with its secrets opened (when asked).
+    pub(crate) fn open_user_row(&self, row: UserRow, with_secrets: bool) -> Result<User> {
+        let mut user = row.user;
+        if with_secrets {
+            user.password_hash =
+                self.open_secret(place_password_hash(&user.username), &row.password_hash)?;
+            user.totp_secret = self.open_secret(place_totp(&user.username), &row.totp_secret)?;
+        }
+        Ok(user)
+    }
+
+    /// An account row with its secret opened (when asked).
+    pub(crate) fn open_account_row(&self, row: AccountRow, with_secrets: bool) -> Result<Account> {
+        let mut account = row.account;
+        if with_secrets {
+            account.secret = self.open_secret(place_account(&row.asset, &account.name), &row.secret)?;
+        }
+        Ok(account)
+    }
+
+    fn open_secret(&self, place: String, sealed: &Option<Vec<u8>>) -> Result<Option<Secret>> {
+        match sealed {
+            Some(sealed) => Ok(Some(Secret::new(self.key.open_text(&place, sealed)?))),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn open_snapshot(&self, s: Snapshot, with_secrets: bool) -> Result<PolicyDocument> {
@@ -260,6 +307,10 @@ impl Admin {
             })?;
         }
         tx.commit()?;
+        self.sync.committed(
+            version,
+            changes.iter().map(|c| (c.kind, c.name.clone())).collect(),
+        );
         tracing::info!(actor, version, changes = changes.len(), "policy changed");
         Ok(Applied {
             changes,
@@ -359,6 +410,19 @@ impl Admin {
         Ok((parse_settings(stored.document)?, has_password))
     }
 
+    /// The settings with the mail password opened: for sending mail only,
+    /// never for a read.
+    pub(crate) fn settings_with_mail_password(&self) -> Result<Settings> {
+        let stored = self.store.read()?.settings()?;
+        let mut settings = parse_settings(stored.document)?;
+        if let Some(sealed) = &stored.mail_password {
+            settings.mail.password = Some(Secret::new(
+                self.key.open_text(PLACE_MAIL_PASSWORD, sealed)?,
+            ));
+        }
+        Ok(settings)
+    }
+
     /// Applies `edit` to the settings, checks and stores them, bumps the
     /// policy version (settings travel in the bundle) and logs the fields
     /// that changed. Returns the new settings, whether a mail password is
@@ -411,6 +475,7 @@ impl Admin {
             version,
         })?;
         tx.commit()?;
+        self.sync.committed(version, Vec::new());
         new.mail.password = None;
         Ok((new, has_password, version))
     }

@@ -89,6 +89,29 @@ impl Client {
         self.answer(response)
     }
 
+    /// GETs a file (a recording) into `out`; returns the bytes written.
+    /// An error answer is read as JSON like any other.
+    pub fn download(&self, segments: &[&str], out: &mut dyn std::io::Write) -> Result<u64> {
+        let url = self.url(segments, &[]);
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| ClientError::Unreachable {
+                server: self.base.to_string(),
+                message: describe(&e),
+            })?;
+        if !response.status().is_success() {
+            self.answer(response)?;
+            return Err(self.protocol("an error status without an error"));
+        }
+        response.copy_to(out).map_err(|e| ClientError::Unreachable {
+            server: self.base.to_string(),
+            message: describe(&e),
+        })
+    }
+
     pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value> {
         self.call(Method::GET, segments, query, None)?
             .ok_or_else(|| self.protocol("empty answer to a GET"))

@@ -11,16 +11,27 @@
 //! - [`settings`]: the typed system settings document.
 //! - [`api`]: the REST API (axum) and its OpenAPI document.
 //! - [`client`]: a blocking client of that API (used by `jmsctl`).
+//! - [`mail`]: outgoing mail over SMTP (lettre), errors naming the step.
+//! - [`recordings`]: session recordings uploaded by bastions (resumable
+//!   chunks, checked by SHA-256) in the data directory.
+//! - [`selfservice`]: mailed one-time set-password links, the pages where
+//!   users set their password (and enroll TOTP), "forgot password".
 //! - [`sync`]: the server's signing key, bastion enrollment, signed bundles,
 //!   signed-request checks and exactly-once event ingest.
+//! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
+//!   sessions, command search, replay).
 
 pub mod admin;
 pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod mail;
+pub mod recordings;
+pub mod selfservice;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod web;
 
 pub use admin::{Admin, AdminError};

@@ -105,9 +105,16 @@ pub struct Mail {
     /// Write-only: sealed at rest, never returned (reads say `has_password`).
     #[serde(default, skip_serializing)]
     pub password: Option<Secret>,
-    /// Sender address.
+    /// Sender address (`jms <jms@example.com>` or `jms@example.com`).
     #[serde(default)]
     pub from: String,
+    /// The server's address as users reach it: links in mails start with
+    /// it (`https://jms.example.com`).
+    #[serde(default)]
+    pub site_url: String,
+    /// How long a mailed set-password link works.
+    #[serde(default = "default_link_lifetime")]
+    pub link_lifetime: Span,
 }
 
 impl Default for Mail {
@@ -152,6 +159,11 @@ fn default_filter_action() -> FilterAction {
 fn default_smtp_port() -> u16 {
     587
 }
+fn default_link_lifetime() -> Span {
+    Span(Duration::from_secs(24 * 3600))
+}
+/// Longest `mail.link_lifetime`.
+pub const MAX_LINK_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Settings {
     /// Checks values serde cannot; `groups` are the user groups that exist.
@@ -192,11 +204,47 @@ impl Settings {
         if m.smtp_port == 0 {
             return Err("mail.smtp_port: port 0".to_string());
         }
-        if m.enabled && (m.smtp_host.trim().is_empty() || m.from.trim().is_empty()) {
-            return Err("mail: enabled needs smtp_host and from".to_string());
+        if m.enabled
+            && (m.smtp_host.trim().is_empty()
+                || m.from.trim().is_empty()
+                || m.site_url.trim().is_empty())
+        {
+            return Err("mail: enabled needs smtp_host, from and site_url".to_string());
+        }
+        if !m.from.is_empty() && m.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(format!(
+                "mail.from: `{}` is not an email address (write it like jms@example.com or \
+                 \"jms <jms@example.com>\")",
+                m.from
+            ));
+        }
+        if !m.site_url.is_empty() {
+            check_site_url(&m.site_url)?;
+        }
+        if m.link_lifetime.0.is_zero() || m.link_lifetime.0 > MAX_LINK_LIFETIME {
+            return Err("mail.link_lifetime: between 1s and 30 days".to_string());
         }
         Ok(())
     }
+}
+
+/// `mail.site_url`: an http(s) URL with a host and nothing after the path.
+fn check_site_url(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "mail.site_url: `{text}` {why} (write it like https://jms.example.com)"
+        ))
+    };
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return bad("is not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return bad("is not an http or https URL with a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return bad("must not carry credentials, a query or a fragment");
+    }
+    Ok(())
 }
 
 /// A duration written the human way (`30m`, `1h 30m`, `24h`).
@@ -260,5 +308,44 @@ mod tests {
             "security.mfa_groups[0]: unknown user group `ops`"
         );
         assert!(settings.check(&["ops"]).is_ok());
+    }
+
+    #[test]
+    fn mail_settings_are_checked() {
+        let mut settings = Settings::default();
+        assert_eq!(
+            settings.mail.link_lifetime.0,
+            Duration::from_secs(24 * 3600)
+        );
+        settings.mail.enabled = true;
+        settings.mail.smtp_host = "127.0.0.1".into();
+        settings.mail.from = "jms <jms@example.com>".into();
+        assert_eq!(
+            settings.check(&[]).unwrap_err(),
+            "mail: enabled needs smtp_host, from and site_url"
+        );
+        settings.mail.site_url = "https://jms.example.com".into();
+        assert!(settings.check(&[]).is_ok());
+        for (url, why) in [
+            ("jms.example.com", "is not a URL"),
+            ("ftp://jms.example.com", "is not an http or https URL"),
+            ("https://jms.example.com/?a=1", "must not carry"),
+        ] {
+            settings.mail.site_url = url.into();
+            let err = settings.check(&[]).unwrap_err();
+            assert!(
+                err.starts_with("mail.site_url:") && err.contains(why),
+                "{err}"
+            );
+        }
+        settings.mail.site_url = "https://jms.example.com".into();
+        settings.mail.from = "not an address".into();
+        assert!(settings.check(&[]).unwrap_err().starts_with("mail.from:"));
+        settings.mail.from = "jms@example.com".into();
+        settings.mail.link_lifetime = Span(Duration::from_secs(31 * 24 * 3600));
+        assert_eq!(
+            settings.check(&[]).unwrap_err(),
+            "mail.link_lifetime: between 1s and 30 days"
+        );
     }
 }

@@ -11,12 +11,25 @@
 //!   The timestamp must be within [`CLOCK_SKEW_SECS`] of the server clock,
 //!   the nonce must be new (kept in the store for twice that, so a replay
 //!   fails even after a restart), the bastion must be enrolled.
-//! - Bundles are full (a delta format can come later): the whole policy
-//!   with secrets, the settings and the uids/gids, signed once per version
-//!   (cached) and sealed per request to the bastion's transport key.
+//! - Bundles: a bastion asks with the version it holds and gets
+//!   not-modified, a delta or a full bundle ([`Admin::answer`]). A full
+//!   bundle is the whole policy with secrets, the settings and the
+//!   uids/gids, signed once per version (cached). A delta names what
+//!   changed since the bastion's version: the server remembers, in memory,
+//!   which entities each of its last [`HISTORY`] versions changed (from
+//!   the write path), so after a restart, for a bastion too far behind, or
+//!   when the delta would not be smaller, the answer is a full bundle. The
+//!   delta holds the changed entities as they are now (read one by one
+//!   from the store) and is signed like a bundle. Either is sealed per
+//!   request to the bastion's transport key.
+//! - Long-poll: with `wait=SECONDS` (at most [`MAX_WAIT_SECS`]) a request
+//!   from a bastion that is current is held until the version moves (a
+//!   `tokio::sync::watch` the write path bumps) or the time is up; at most
+//!   [`MAX_WAITERS`] are held at once, more are answered at once.
 //! - Events are stored once per (bastion, idempotency key): `INSERT OR
 //!   IGNORE`, so a retried batch stores nothing twice.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -24,13 +37,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use jms_core::bundle::{self, Bundle, UnixIds};
+use jms_core::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
+use jms_core::model::PolicyDocument;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::admin::{parse_settings, Admin, AdminError};
 use crate::crypto::{token_hash, CryptoError};
-use crate::store::{BastionRow, NewEvent, NewOpLogEntry};
+use crate::store::{BastionRow, Kind, NewEvent, NewOpLogEntry};
 
 /// Name of the server's signing key in the data directory.
 pub const SYNC_KEY_FILE: &str = "sync.key";
@@ -40,6 +54,14 @@ pub const CLOCK_SKEW_SECS: i64 = 300;
 pub const ENROLL_TOKEN_PREFIX: &str = "jmsb_";
 /// Most events in one upload.
 pub const MAX_BATCH: usize = 10_000;
+/// Versions whose changes are remembered for deltas.
+pub const HISTORY: usize = 4096;
+/// Longest a bundle request may be held (long-poll).
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Most bundle requests held at once; more are answered at once.
+pub const MAX_WAITERS: usize = 4096;
+/// Most entities in a delta; past it a full bundle is sent.
+pub const MAX_DELTA_ENTITIES: usize = 10_000;
 
 /// Headers of a signed sync request.
 pub mod headers {
@@ -49,6 +71,10 @@ pub mod headers {
     pub const SIGNATURE: &str = "x-jms-signature";
     /// On a bundle response: its version.
     pub const VERSION: &str = "x-jms-policy-version";
+    /// On a bundle response: `full` or `delta`.
+    pub const BUNDLE_KIND: &str = "x-jms-bundle-kind";
+    /// On a delta response: the version it applies to.
+    pub const FROM_VERSION: &str = "x-jms-from-version";
 }
 
 /// Why a sync request was refused.
@@ -142,18 +168,131 @@ impl ServerKey {
     }
 }
 
-/// The signing key and the last signed bundle (signed once per version).
+/// The signing key, the last signed bundle (signed once per version), the
+/// recent history of changes (for deltas) and the version watch (for
+/// long-polls).
 pub struct SyncState {
     key: ServerKey,
     signed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// Signed deltas to the current version, by their from_version.
+    deltas: Mutex<(u64, HashMap<u64, Arc<Vec<u8>>>)>,
+    history: Mutex<History>,
+    version: tokio::sync::watch::Sender<u64>,
+    waiters: Arc<tokio::sync::Semaphore>,
+}
+
+/// Which entities each recent version changed: versions `floor + 1` to
+/// `floor + changes.len()`, in order.
+#[derive(Debug, Default)]
+struct History {
+    floor: u64,
+    changes: VecDeque<Vec<(Kind, String)>>,
+}
+
+impl History {
+    fn top(&self) -> u64 {
+        self.floor + self.changes.len() as u64
+    }
+
+    fn record(&mut self, version: u64, changed: Vec<(Kind, String)>) {
+        if version != self.top() + 1 {
+            // Versions moved without us (another process wrote the store):
+            // nothing before this one can be told apart.
+            self.floor = version;
+            self.changes.clear();
+            return;
+        }
+        self.changes.push_back(changed);
+        while self.changes.len() > HISTORY {
+            self.changes.pop_front();
+            self.floor += 1;
+        }
+    }
+
+    /// The entities changed after `since` up to `to`, first change first;
+    /// `None` when that history is not (all) here.
+    fn since(&self, since: u64, to: u64) -> Option<Vec<(Kind, String)>> {
+        if since < self.floor || to != self.top() || since >= to {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for changed in self.changes.iter().skip((since - self.floor) as usize) {
+            for entry in changed {
+                if seen.insert(entry.clone()) {
+                    out.push(entry.clone());
+                }
+            }
+        }
+        Some(out)
+    }
 }
 
 impl SyncState {
-    pub fn new(key: ServerKey) -> SyncState {
+    /// `version`: the store's policy version now.
+    pub fn new(key: ServerKey, version: u64) -> SyncState {
         SyncState {
             key,
             signed: Mutex::new(None),
+            deltas: Mutex::new((version, HashMap::new())),
+            history: Mutex::new(History {
+                floor: version,
+                changes: VecDeque::new(),
+            }),
+            version: tokio::sync::watch::channel(version).0,
+            waiters: Arc::new(tokio::sync::Semaphore::new(MAX_WAITERS)),
         }
+    }
+
+    /// Called by the write path once `version` is committed, with the
+    /// entities it changed: remembered for deltas, and long-polls wake.
+    pub(crate) fn committed(&self, version: u64, changed: Vec<(Kind, String)>) {
+        lock(&self.history).record(version, changed);
+        self.version.send_if_modified(|v| {
+            let moved = version > *v;
+            if moved {
+                *v = version;
+            }
+            moved
+        });
+    }
+
+    /// Waits (at most `wait`) until the version is past `since`. Returns
+    /// at once when too many requests wait already.
+    pub async fn wait_past(&self, since: u64, wait: std::time::Duration) {
+        let Ok(_permit) = self.waiters.clone().try_acquire_owned() else {
+            tracing::warn!("too many long-polls held: answering at once");
+            return;
+        };
+        let mut rx = self.version.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > since)).await;
+    }
+}
+
+/// What a bastion gets for the version it holds.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// It is current.
+    Current,
+    /// A signed delta from `from` to `to`.
+    Delta {
+        from: u64,
+        to: u64,
+        signed: Arc<Vec<u8>>,
+    },
+    /// The signed full bundle at `version`.
+    Full { version: u64, signed: Arc<Vec<u8>> },
+}
+
+fn entity_kind(kind: Kind) -> EntityKind {
+    match kind {
+        Kind::Group => EntityKind::Group,
+        Kind::User => EntityKind::User,
+        Kind::Node => EntityKind::Node,
+        Kind::Asset => EntityKind::Asset,
+        Kind::Account => EntityKind::Account,
+        Kind::Grant => EntityKind::Grant,
+        Kind::Filter => EntityKind::Filter,
     }
 }
 
@@ -187,6 +326,11 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Admin {
+    /// The sync state (long-polls wait on it).
+    pub fn sync_state(&self) -> &SyncState {
+        &self.sync
+    }
+
     /// The server's public signing key.
     pub fn server_public_key(&self) -> &[u8] {
         self.sync.key.public_key()
@@ -320,19 +464,156 @@ impl Admin {
         Ok(bastion)
     }
 
-    /// The current signed bundle, or `None` when `since` is current.
-    pub fn signed_bundle(
-        &self,
-        bastion: &BastionRow,
-        since: u64,
-    ) -> Result<Option<(u64, Arc<Vec<u8>>)>> {
+    /// What a bastion holding `since` gets now: not-modified, a delta
+    /// (when the history since is here and the delta is smaller than the
+    /// full bundle) or the full bundle.
+    pub fn answer(&self, bastion: &BastionRow, since: u64) -> Result<Answer> {
         let version = self.version()?;
         if since >= version {
+            return Ok(Answer::Current);
+        }
+        if since > 0 {
+            match self.signed_delta(since, version) {
+                Ok(Some(signed)) => {
+                    tracing::debug!(bastion = bastion.name, since, version, "delta");
+                    return Ok(Answer::Delta {
+                        from: since,
+                        to: version,
+                        signed,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("no delta from {since}, sending the full bundle: {e}"),
+            }
+        }
+        let (version, signed) = self.signed_bundle(bastion)?;
+        Ok(Answer::Full { version, signed })
+    }
+
+    /// The signed delta from `since` to `version`, or `None` when the
+    /// history is not here or the delta would not be smaller.
+    fn signed_delta(&self, since: u64, version: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        {
+            let cache = lock(&self.sync.deltas);
+            if cache.0 == version {
+                if let Some(signed) = cache.1.get(&since) {
+                    return Ok(Some(signed.clone()));
+                }
+            }
+        }
+        let Some(changed) = lock(&self.sync.history).since(since, version) else {
+            return Ok(None);
+        };
+        if changed.len() > MAX_DELTA_ENTITIES {
             return Ok(None);
         }
+        let Some(delta) = self.build_delta(since, version, &changed)? else {
+            return Ok(None);
+        };
+        let signed = Arc::new(delta.sign(&self.sync.key.pair));
+        if let Some((full_version, full)) = &*lock(&self.sync.signed) {
+            if *full_version == version && signed.len() >= full.len() {
+                return Ok(None);
+            }
+        }
+        let mut cache = lock(&self.sync.deltas);
+        if cache.0 != version {
+            *cache = (version, HashMap::new());
+        }
+        if cache.1.len() < 256 {
+            cache.1.insert(since, signed.clone());
+        }
+        Ok(Some(signed))
+    }
+
+    /// The delta for `changed` entities as they are at `version`: those
+    /// that exist are upserted, the others removed. `None` if the store
+    /// moved on meanwhile.
+    fn build_delta(
+        &self,
+        since: u64,
+        version: u64,
+        changed: &[(Kind, String)],
+    ) -> Result<Option<Delta>> {
+        let tx = self.store.read()?;
+        if tx.policy_version()? != version {
+            return Ok(None);
+        }
+        let mut upsert = PolicyDocument::default();
+        let mut accounts = Vec::new();
+        let mut remove = Vec::new();
+        let mut ids = UnixIds::default();
+        let mut gone = |kind: Kind, name: &str| {
+            remove.push(Removal {
+                kind: entity_kind(kind),
+                name: name.to_string(),
+            })
+        };
+        for (kind, name) in changed {
+            match kind {
+                Kind::Group => match tx.group(name)? {
+                    Some(row) => {
+                        ids.groups.insert(name.clone(), row.gid);
+                        upsert.user_groups.push(row.group);
+                    }
+                    None => gone(*kind, name),
+                },
+                Kind::User => match tx.user(name)? {
+                    Some(row) => {
+                        ids.users.insert(name.clone(), row.uid);
+                        upsert.users.push(self.open_user_row(row, true)?);
+                    }
+                    None => gone(*kind, name),
+                },
+                Kind::Node => match tx.node_by_path(name)? {
+                    Some(row) => upsert.nodes.push(row.path),
+                    None => gone(*kind, name),
+                },
+                Kind::Asset => match tx.asset(name)? {
+                    Some(row) => upsert.assets.push(row.asset),
+                    None => gone(*kind, name),
+                },
+                Kind::Account => {
+                    let (asset, account) = name.split_once('/').unwrap_or((name, ""));
+                    match tx.account(asset, account)? {
+                        Some(row) => accounts.push(AssetAccount {
+                            asset: row.asset.clone(),
+                            account: self.open_account_row(row, true)?,
+                        }),
+                        None => gone(*kind, name),
+                    }
+                }
+                Kind::Grant => match tx.grant(name)? {
+                    Some(row) => upsert.grants.push(row.grant),
+                    None => gone(*kind, name),
+                },
+                Kind::Filter => match tx.filter(name)? {
+                    Some(row) => upsert.command_filters.push(row.filter),
+                    None => gone(*kind, name),
+                },
+            }
+        }
+        let settings = parse_settings(tx.settings()?.document)?;
+        Ok(Some(Delta {
+            from_version: since,
+            to_version: version,
+            issued_at: Utc::now(),
+            server_id: self.sync.key.id(),
+            upsert,
+            accounts,
+            remove,
+            // The mail password stays on the server (it sends the mail).
+            settings: serde_json::to_value(&settings).expect("settings serialise"),
+            ids,
+        }))
+    }
+
+    /// The current signed full bundle.
+    pub fn signed_bundle(&self, bastion: &BastionRow) -> Result<(u64, Arc<Vec<u8>>)> {
+        let version = self.version()?;
         if let Some((cached, bytes)) = &*lock(&self.sync.signed) {
             if *cached == version {
-                return Ok(Some((version, bytes.clone())));
+                return Ok((version, bytes.clone()));
             }
         }
         // Version, policy, ids and settings from one read transaction.
@@ -369,7 +650,7 @@ impl Admin {
         let signed = Arc::new(bundle.sign(&self.sync.key.pair));
         *lock(&self.sync.signed) = Some((version, signed.clone()));
         tracing::debug!(bastion = bastion.name, version, "bundle signed");
-        Ok(Some((version, signed)))
+        Ok((version, signed))
     }
 
     /// Records the version a bastion reported holding.
@@ -396,7 +677,10 @@ impl Admin {
         let mut tx = self.store.write()?;
         let mut new = 0;
         for event in events {
+            // Projected in the same transaction, and only when new: a
+            // retried batch projects nothing twice.
             if tx.insert_event(bastion.id, event)? {
+                tx.project_event(bastion.id, event)?;
                 new += 1;
             }
         }
@@ -436,6 +720,33 @@ mod tests {
             ServerKey::load_or_create(dir.path()).unwrap_err(),
             CryptoError::UnsafeMode { .. }
         ));
+    }
+
+    #[test]
+    fn history_gives_the_changes_since_a_version_it_still_holds() {
+        let mut history = History {
+            floor: 10,
+            changes: VecDeque::new(),
+        };
+        history.record(11, vec![(Kind::User, "alice".into())]);
+        history.record(12, vec![(Kind::Grant, "g1".into()), (Kind::User, "alice".into())]);
+        history.record(13, vec![]);
+        assert_eq!(
+            history.since(10, 13).unwrap(),
+            vec![(Kind::User, "alice".into()), (Kind::Grant, "g1".into())]
+        );
+        assert_eq!(history.since(12, 13).unwrap(), vec![]);
+        assert!(history.since(9, 13).is_none(), "before the floor");
+        assert!(history.since(11, 14).is_none(), "a version it never saw");
+        // A version that skips one (another writer): the past is unknown.
+        history.record(15, vec![(Kind::User, "bob".into())]);
+        assert!(history.since(13, 15).is_none());
+        assert!(history.since(15, 15).is_none());
+        for v in 16..16 + HISTORY as u64 + 5 {
+            history.record(v, vec![]);
+        }
+        assert_eq!(history.changes.len(), HISTORY, "bounded");
+        assert!(history.since(16, history.top()).is_none(), "evicted");
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn the_document_matches_the_served_routes() {
     // Paths the document does not name are not served.
     for path in [
         "/api/v1",
-        "/api/v1/sessions",
+        "/api/v1/sessionz",
         "/api/v2/users",
         "/api/v1/users/x/y",
         "/",

@@ -5,8 +5,8 @@
 //!
 //! The policy comes from a local file (`policy` / `--policy`) or, with a
 //! `[central]` table, from the central server: `jms-agentd enroll --server
-//! URL --token T` once, then a poll thread pulls signed bundles and an
-//! upload thread sends the event spool.
+//! URL --token T` once, then a poll thread pulls signed bundles and upload
+//! threads send the event spool and the finished recordings.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jms_agent::daemon::config::{AgentdConfig, DEFAULT_CONFIG_PATH};
+use jms_agent::daemon::config::{AgentdConfig, Effective, DEFAULT_CONFIG_PATH};
 use jms_agent::daemon::enroll;
 use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
@@ -135,7 +135,10 @@ fn run(args: Args) -> Result<()> {
     };
     let daemon = Arc::new(Daemon {
         timezone: config.timezone()?,
-        lockout: config.lockout.policy(),
+        effective: RwLock::new(Arc::new(Effective::resolve(
+            &config,
+            source.settings().as_ref(),
+        ))),
         keys_uid,
         state: Mutex::new(StateFile::load(&config.state_dir)?),
         policy: RwLock::new(Arc::new(policy)),
@@ -149,11 +152,12 @@ fn run(args: Args) -> Result<()> {
         let daemon_for_poll = Arc::clone(&daemon);
         std::thread::Builder::new()
             .name("policy-poll".into())
-            .spawn(move || loop {
-                std::thread::sleep(poll.poll_interval());
-                if let Update::Apply(policy, why) = poll.poll() {
-                    apply(&daemon_for_poll, *policy, poll.ids().as_ref(), why);
-                }
+            .spawn(move || {
+                poll.run(&|update| {
+                    if let Update::Apply(policy, why) = update {
+                        daemon_for_poll.apply_policy(*policy, poll.as_ref(), why);
+                    }
+                })
             })
             .context("starting the poll thread")?;
         // Sealed spool segments go to the server (see daemon::upload).
@@ -165,6 +169,18 @@ fn run(args: Args) -> Result<()> {
                     std::thread::sleep(central.poll_interval());
                 })
                 .context("starting the event upload thread")?;
+        }
+        // Finished recordings go to the server (see daemon::upload).
+        if let Some(central) = &daemon.config.central {
+            let recordings = upload::RecordingUploader::new(
+                &daemon.config.state_dir,
+                daemon.config.recordings_dir(),
+                central,
+            )?;
+            std::thread::Builder::new()
+                .name("recording-upload".into())
+                .spawn(move || recordings.run())
+                .context("starting the recording upload thread")?;
         }
     }
     info!(socket = %daemon.config.socket.display(), "serving");
@@ -237,27 +253,7 @@ fn watch_signals(daemon: Arc<Daemon>, source: Arc<dyn PolicySource>) -> Result<(
 
 fn reload(daemon: &Daemon, source: &dyn PolicySource) {
     match source.load() {
-        Ok(policy) => apply(daemon, policy, source.ids().as_ref(), "reloaded"),
+        Ok(policy) => daemon.apply_policy(policy, source, "reloaded"),
         Err(e) => error!("reload failed, keeping the last good policy: {e:#}"),
-    }
-}
-
-/// Publishes the NSS cache, then swaps the policy in.
-fn apply(
-    daemon: &Daemon,
-    policy: jms_core::Policy,
-    ids: Option<&jms_core::bundle::UnixIds>,
-    why: &str,
-) {
-    match publish::publish_with_ids(&policy, &daemon.config, ids) {
-        Ok(published) => {
-            *daemon
-                .users_by_uid
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
-            info!(users = policy.doc.users.len(), "policy {why}");
-            *daemon.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-        }
-        Err(e) => error!("publishing failed, keeping the last good policy: {e:#}"),
     }
 }

@@ -1,10 +1,18 @@
 //! `/etc/jms/agentd.toml`: every path the daemon uses, overridable for tests,
 //! with defaults from named functions. Unknown keys are refused.
+//!
+//! [`Effective`] is the one place the daemon keeps the settings that the
+//! central server may override (lockout, MFA, session limits, recording,
+//! command filter default): this file's values, with the bundle's
+//! `settings` document laid over them ([`Effective::with_server`]).
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use jms_core::login::LockoutPolicy;
+use jms_core::model::{FilterAction, User};
 use jms_core::nss_cache::{NssSettings, DEFAULT_NSS_CACHE_PATH};
 use jms_core::uids::IdRanges;
 use serde::Deserialize;
@@ -45,6 +53,13 @@ pub struct AgentdConfig {
     pub ids: IdRanges,
     #[serde(default)]
     pub lockout: LockoutConfig,
+    /// Who must have a second factor (TOTP) to log in: `none`, `all`, or
+    /// `groups` (members of `mfa_groups`). The central server's
+    /// `security.mfa_required` overrides it.
+    #[serde(default)]
+    pub mfa_required: MfaRequired,
+    #[serde(default)]
+    pub mfa_groups: Vec<String>,
     /// How many connections are served at once (a session holds one for
     /// its whole life); more are refused with "daemon busy".
     #[serde(default = "default_max_clients")]
@@ -70,6 +85,14 @@ pub struct CentralConfig {
     /// Seconds one HTTP request may take.
     #[serde(default = "default_http_timeout")]
     pub timeout_secs: u64,
+    /// Long-poll: seconds the server may hold a bundle request until the
+    /// policy changes (at most 60; 0 polls every `poll_interval_secs`).
+    #[serde(default = "default_long_poll")]
+    pub long_poll_secs: u64,
+}
+
+fn default_long_poll() -> u64 {
+    30
 }
 
 fn default_poll_interval() -> u64 {
@@ -108,6 +131,16 @@ pub struct SessionsConfig {
     /// Record the engineer's keystrokes too (asciicast "i" events).
     #[serde(default)]
     pub record_input: bool,
+    /// Seconds without a keystroke (or, for an exec without a terminal,
+    /// without output) before a session is ended; 0 never.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a session may last; 0 without limit.
+    #[serde(default = "default_max_session")]
+    pub max_session_secs: u64,
+    /// What happens to a command no filter matches: `allow` or `deny`.
+    #[serde(default = "default_filter_action")]
+    pub command_filter_default: FilterAction,
     /// Bytes the spool may hold; past it new events are dropped with an
     /// alarm in the log until the uploader drains it.
     #[serde(default = "default_spool_max")]
@@ -133,6 +166,9 @@ impl Default for SessionsConfig {
             runtime_dir: default_runtime_dir(),
             recording_cap_bytes: default_recording_cap(),
             record_input: false,
+            idle_timeout_secs: default_idle_timeout(),
+            max_session_secs: default_max_session(),
+            command_filter_default: default_filter_action(),
             spool_max_bytes: default_spool_max(),
             connect_timeout_secs: default_connect_timeout(),
             login_timeout_secs: default_login_timeout(),
@@ -149,6 +185,15 @@ fn default_runtime_dir() -> PathBuf {
 }
 fn default_recording_cap() -> u64 {
     64 * 1024 * 1024
+}
+fn default_idle_timeout() -> u64 {
+    30 * 60
+}
+fn default_max_session() -> u64 {
+    24 * 3600
+}
+fn default_filter_action() -> FilterAction {
+    FilterAction::Allow
 }
 fn default_spool_max() -> u64 {
     512 * 1024 * 1024
@@ -279,6 +324,160 @@ impl AgentdConfig {
     }
 }
 
+/// Who must use a second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaRequired {
+    #[default]
+    None,
+    All,
+    Groups,
+}
+
+/// The settings in force: the configuration file's, with the central
+/// server's laid over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    pub lockout: LockoutPolicy,
+    /// No keystroke for this long ends a session.
+    pub idle_timeout: Option<Duration>,
+    /// A session ends once it is this old.
+    pub max_session: Option<Duration>,
+    pub record_input: bool,
+    pub recording_cap_bytes: u64,
+    pub command_filter_default: FilterAction,
+    pub mfa_required: MfaRequired,
+    pub mfa_groups: Vec<String>,
+}
+
+fn positive(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl Effective {
+    /// The configuration file's values.
+    pub fn local(config: &AgentdConfig) -> Effective {
+        let s = &config.sessions;
+        Effective {
+            lockout: config.lockout.policy(),
+            idle_timeout: positive(s.idle_timeout_secs),
+            max_session: positive(s.max_session_secs),
+            record_input: s.record_input,
+            recording_cap_bytes: s.recording_cap_bytes,
+            command_filter_default: s.command_filter_default,
+            mfa_required: config.mfa_required,
+            mfa_groups: config.mfa_groups.clone(),
+        }
+    }
+
+    /// `self` with the central server's settings document laid over it
+    /// (`security.lockout_threshold`, `lockout_duration`, `mfa_required`,
+    /// `mfa_groups`, `session_idle_timeout`, `max_session_length`;
+    /// `audit.record_input`, `recording_max_bytes`,
+    /// `command_filter_default`). A field that is absent keeps the local
+    /// value; one that does not read is logged and keeps it too.
+    pub fn with_server(mut self, settings: &serde_json::Value) -> Effective {
+        let security = &settings["security"];
+        let audit = &settings["audit"];
+        let bad = |key: &str, value: &serde_json::Value| {
+            tracing::warn!(
+                setting = key,
+                %value,
+                "the server's setting does not read: the local value stays"
+            )
+        };
+        let span = |key: &str, value: &serde_json::Value| -> Option<Duration> {
+            if value.is_null() {
+                return None;
+            }
+            let parsed = value.as_str().and_then(|t| humantime::parse_duration(t).ok());
+            if parsed.is_none() {
+                bad(key, value);
+            }
+            parsed
+        };
+        let value = &security["lockout_threshold"];
+        if !value.is_null() {
+            match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => self.lockout.max_failures = n,
+                None => bad("security.lockout_threshold", value),
+            }
+        }
+        if let Some(d) = span("security.lockout_duration", &security["lockout_duration"]) {
+            self.lockout.lock_for = d;
+        }
+        if let Some(d) = span(
+            "security.session_idle_timeout",
+            &security["session_idle_timeout"],
+        ) {
+            self.idle_timeout = (!d.is_zero()).then_some(d);
+        }
+        if let Some(d) = span("security.max_session_length", &security["max_session_length"]) {
+            self.max_session = (!d.is_zero()).then_some(d);
+        }
+        let value = &security["mfa_required"];
+        if !value.is_null() {
+            match serde_json::from_value::<MfaRequired>(value.clone()) {
+                Ok(m) => self.mfa_required = m,
+                Err(_) => bad("security.mfa_required", value),
+            }
+        }
+        let value = &security["mfa_groups"];
+        if !value.is_null() {
+            match serde_json::from_value::<Vec<String>>(value.clone()) {
+                Ok(groups) => self.mfa_groups = groups,
+                Err(_) => bad("security.mfa_groups", value),
+            }
+        }
+        let value = &audit["record_input"];
+        if !value.is_null() {
+            match value.as_bool() {
+                Some(b) => self.record_input = b,
+                None => bad("audit.record_input", value),
+            }
+        }
+        let value = &audit["recording_max_bytes"];
+        if !value.is_null() {
+            match value.as_u64().filter(|n| *n > 0) {
+                Some(n) => self.recording_cap_bytes = n,
+                None => bad("audit.recording_max_bytes", value),
+            }
+        }
+        let value = &audit["command_filter_default"];
+        if !value.is_null() {
+            match serde_json::from_value::<FilterAction>(value.clone()) {
+                Ok(action) => self.command_filter_default = action,
+                Err(_) => bad("audit.command_filter_default", value),
+            }
+        }
+        self
+    }
+
+    /// The local values, with `server` settings over them when there are.
+    pub fn resolve(config: &AgentdConfig, server: Option<&serde_json::Value>) -> Effective {
+        let local = Effective::local(config);
+        match server {
+            Some(settings) => local.with_server(settings),
+            None => local,
+        }
+    }
+
+    /// Why `user` may not log in for want of a second factor, if so.
+    pub fn missing_second_factor(&self, user: &User) -> Option<String> {
+        if user.totp_secret.is_some() {
+            return None;
+        }
+        let required = match self.mfa_required {
+            MfaRequired::None => false,
+            MfaRequired::All => true,
+            MfaRequired::Groups => user.groups.iter().any(|g| self.mfa_groups.contains(g)),
+        };
+        required.then(|| {
+            "two-factor authentication is required for this account but no TOTP is set up: ask an administrator to enrol one".to_string()
+        })
+    }
+}
+
 /// Refuses a file (or directory) that is writable by group or others, or
 /// owned by someone other than root or the daemon's own user.
 pub fn refuse_unsafe_file(path: &Path) -> Result<()> {
@@ -300,4 +499,87 @@ pub fn refuse_unsafe_file(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> AgentdConfig {
+        toml::from_str(text).expect("a valid config")
+    }
+
+    #[test]
+    fn the_servers_settings_override_the_local_defaults() {
+        let local = Effective::local(&config(
+            "[lockout]\nmax_failures = 7\nwindow_secs = 60\nlock_secs = 100\n\n[sessions]\nrecord_input = false\nidle_timeout_secs = 0\n",
+        ));
+        assert_eq!(local.lockout.max_failures, 7);
+        assert_eq!(local.idle_timeout, None, "0 means never");
+        let settings = serde_json::json!({
+            "security": {
+                "lockout_threshold": 2,
+                "lockout_duration": "1h 30m",
+                "mfa_required": "groups",
+                "mfa_groups": ["ops"],
+                "session_idle_timeout": "5m",
+                "max_session_length": "8h",
+                "password_min_length": 12
+            },
+            "audit": {
+                "record_input": true,
+                "recording_max_bytes": 1048576,
+                "command_filter_default": "deny"
+            },
+            "mail": {"enabled": false}
+        });
+        let effective = local.clone().with_server(&settings);
+        assert_eq!(effective.lockout.max_failures, 2);
+        assert_eq!(effective.lockout.lock_for, Duration::from_secs(5400));
+        assert_eq!(
+            effective.lockout.window,
+            Duration::from_secs(60),
+            "the server has no window: the local one stays"
+        );
+        assert_eq!(effective.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(effective.max_session, Some(Duration::from_secs(8 * 3600)));
+        assert!(effective.record_input);
+        assert_eq!(effective.recording_cap_bytes, 1_048_576);
+        assert_eq!(effective.command_filter_default, FilterAction::Deny);
+        assert_eq!(effective.mfa_required, MfaRequired::Groups);
+        assert_eq!(effective.mfa_groups, ["ops"]);
+    }
+
+    #[test]
+    fn absent_or_unreadable_server_settings_keep_the_local_values() {
+        let local = Effective::local(&config(""));
+        assert_eq!(local.clone().with_server(&serde_json::json!({})), local);
+        assert_eq!(local.clone().with_server(&serde_json::Value::Null), local);
+        let odd = serde_json::json!({
+            "security": {"lockout_threshold": "many", "session_idle_timeout": "soon", "mfa_required": "sometimes"},
+            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe"}
+        });
+        assert_eq!(local.clone().with_server(&odd), local);
+    }
+
+    #[test]
+    fn mfa_required_refuses_only_users_without_totp_in_scope() {
+        let user = |groups: &[&str], totp: bool| -> User {
+            serde_json::from_value(serde_json::json!({
+                "username": "u",
+                "groups": groups,
+                "totp_secret": if totp { Some("JBSWY3DPEHPK3PXP") } else { None },
+            }))
+            .unwrap()
+        };
+        let mut effective = Effective::local(&config(""));
+        assert!(effective.missing_second_factor(&user(&[], false)).is_none());
+        effective.mfa_required = MfaRequired::All;
+        assert!(effective.missing_second_factor(&user(&[], false)).is_some());
+        assert!(effective.missing_second_factor(&user(&[], true)).is_none());
+        effective.mfa_required = MfaRequired::Groups;
+        effective.mfa_groups = vec!["ops".into()];
+        assert!(effective.missing_second_factor(&user(&["dev"], false)).is_none());
+        assert!(effective.missing_second_factor(&user(&["ops"], false)).is_some());
+    }
 }

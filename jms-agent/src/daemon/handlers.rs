@@ -7,20 +7,24 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
-use jms_core::login::{check_login, LockoutPolicy, LoginDenied};
+use jms_core::login::{check_login, LoginDenied};
 use jms_core::password::{verify_password, verify_totp};
 use jms_core::Policy;
 use jms_proto::{AccountResult, AuthResult, Request, Response};
 use tracing::{info, warn};
 
-use crate::daemon::config::AgentdConfig;
+use crate::daemon::config::{AgentdConfig, Effective};
+use crate::daemon::policy_source::PolicySource;
+use crate::daemon::publish;
 use crate::daemon::state::StateFile;
 
 /// Everything the handlers share.
 pub struct Daemon {
     pub config: AgentdConfig,
     pub timezone: chrono_tz::Tz,
-    pub lockout: LockoutPolicy,
+    /// The settings in force (the central server's over the file's);
+    /// swapped with the policy.
+    pub effective: RwLock<Arc<Effective>>,
     /// uid allowed to ask for public keys, besides root.
     pub keys_uid: Option<u32>,
     pub policy: RwLock<Arc<Policy>>,
@@ -52,6 +56,30 @@ fn parse_rhost(rhost: &Option<String>) -> Option<IpAddr> {
 impl Daemon {
     pub fn current_policy(&self) -> Arc<Policy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The settings in force now.
+    pub fn effective(&self) -> Arc<Effective> {
+        Arc::clone(&self.effective.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Publishes the NSS cache for `policy` (with the ids `source`
+    /// assigned), then swaps in the policy and the settings `source`
+    /// carries; on error keeps the last good ones.
+    pub fn apply_policy(&self, policy: Policy, source: &dyn PolicySource, why: &str) {
+        match publish::publish_with_ids(&policy, &self.config, source.ids().as_ref()) {
+            Ok(published) => {
+                *self
+                    .users_by_uid
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
+                let effective = Effective::resolve(&self.config, source.settings().as_ref());
+                info!(users = policy.doc.users.len(), "policy {why}");
+                *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);
+                *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+            }
+            Err(e) => tracing::error!("publishing failed, keeping the last good policy: {e:#}"),
+        }
     }
 
     /// The jms user name of `uid`, if it is one.
@@ -106,6 +134,17 @@ impl Daemon {
                     AuthResult::UnknownUser => ("unknown_user", String::new()),
                     AuthResult::Denied { reason } => ("denied", reason.clone()),
                 };
+                // The login result goes to the central audit trail too.
+                crate::daemon::session::spool::record(
+                    &self.config,
+                    crate::daemon::session::spool::EventBody::Login {
+                        user: user.clone(),
+                        rhost: rhost.clone(),
+                        service: service.clone(),
+                        outcome: outcome.to_string(),
+                        reason: (!reason.is_empty()).then(|| reason.clone()),
+                    },
+                );
                 info!(
                     event = "authenticate",
                     user,
@@ -226,7 +265,13 @@ impl Daemon {
                 reason: "no password is set for this user".into(),
             };
         };
+        let effective = self.effective();
         let password_ok = verify_password(password.as_bytes(), hash.expose()).unwrap_or(false);
+        if password_ok {
+            if let Some(reason) = effective.missing_second_factor(user) {
+                return AuthResult::Denied { reason };
+            }
+        }
         // Some(None): no TOTP needed; Some(Some(step)): code matched; None: failed.
         let totp_step = match (&user.totp_secret, totp) {
             (None, _) => Some(None),
@@ -249,7 +294,7 @@ impl Daemon {
             }
             _ => {
                 let record = state.state.failures.entry(name.to_string()).or_default();
-                if let Some(until) = record.record_failure(&self.lockout, now) {
+                if let Some(until) = record.record_failure(&effective.lockout, now) {
                     warn!(
                         event = "lockout",
                         user = name,
@@ -273,6 +318,9 @@ impl Daemon {
             return AccountResult::UnknownUser;
         };
         let now = Utc::now();
+        if let Some(reason) = self.effective().missing_second_factor(user) {
+            return AccountResult::Denied { reason };
+        }
         match check_login(user, parse_rhost(rhost), now, self.timezone) {
             Ok(()) => {}
             Err(expired @ LoginDenied::Expired(_)) => {

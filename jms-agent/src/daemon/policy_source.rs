@@ -22,6 +22,11 @@ pub trait PolicySource: Send + Sync {
     fn ids(&self) -> Option<UnixIds> {
         None
     }
+    /// The central server's settings document of the policy last loaded
+    /// (overrides the local defaults); `None`: local configuration only.
+    fn settings(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// For logs.
     fn describe(&self) -> String;
 }
@@ -53,17 +58,28 @@ impl PolicySource for LocalFile {
 
 // ---- the central server -----------------------------------------------------
 
-/// The policy from the central server: signed bundles, pulled by a poll
-/// thread (see [`Central::poll`]) and kept on disk to start offline.
+/// The signed deltas applied on top of the last full bundle, in order
+/// (each: 4-byte big-endian length, then the signed delta).
+pub const DELTAS_FILE: &str = "deltas.jms";
+/// Deltas kept on disk before a full bundle is asked for instead.
+const MAX_DELTAS_ON_DISK: usize = 64;
+
+/// The policy from the central server: signed bundles and deltas, pulled
+/// by a long-poll loop ([`Central::run`]) and kept on disk to start offline.
 ///
-/// - Startup ([`PolicySource::load`]): the last good bundle on disk,
-///   verified again against the pinned server key. A bundle altered on
-///   disk is refused (alarm) and a fresh one fetched; with none usable and
-///   the server unreachable, the daemon starts failed closed.
-/// - Poll: `GET /api/v1/sync/bundle?since=V` signed by the bastion; 304
-///   keeps the policy; a new bundle must verify (pinned key, signature,
-///   version > V) and pass jms-core's checks before it is written to disk
-///   and applied. Anything refused leaves the last good policy in place.
+/// - Startup ([`PolicySource::load`]): the last good full bundle on disk
+///   and the deltas after it, each verified again against the pinned
+///   server key. A bundle altered on disk is refused (alarm) and a fresh
+///   one fetched; an altered delta is refused and the chain stops there
+///   (the next poll catches up); with nothing usable and the server
+///   unreachable, the daemon starts failed closed.
+/// - Poll: `GET /api/v1/sync/bundle?since=V&wait=S` signed by the bastion,
+///   held by the server until the version moves or S seconds pass. 304
+///   keeps the policy; a full bundle must verify (pinned key, signature,
+///   version > V), a delta must verify and start exactly at V (else the
+///   next request asks for a full bundle); either must pass jms-core's
+///   checks before it is written to disk and applied. Anything refused
+///   leaves the last good policy in place.
 /// - Fail closed: when the server has not been reached for
 ///   `max_staleness_secs`, the applied policy becomes the empty one: the
 ///   NSS cache lists no jms user, so sshd/PAM see jms users as unknown and
@@ -79,12 +95,20 @@ pub struct Central {
 
 #[derive(Default)]
 struct CentralState {
-    /// Version of the last good bundle (0: none).
-    version: u64,
-    /// Uid/gid assignments of the last good bundle.
-    ids: Option<UnixIds>,
+    /// The last good bundle (deltas applied), or none.
+    last: Option<Bundle>,
+    /// Deltas on disk after the full bundle.
+    deltas: usize,
+    /// Ask for a full bundle next time (a delta did not fit).
+    want_full: bool,
     /// Failed closed for staleness.
     closed: bool,
+}
+
+impl CentralState {
+    fn version(&self) -> u64 {
+        self.last.as_ref().map_or(0, |b| b.version)
+    }
 }
 
 /// What a poll asks the daemon to do.
@@ -93,6 +117,15 @@ pub enum Update {
     Keep,
     /// Publish and swap in this policy (why: for the log).
     Apply(Box<Policy>, &'static str),
+}
+
+/// How a poll went, for the loop's pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// The server answered (304 or something new).
+    Answered,
+    /// The server could not be reached or refused the request.
+    Failed,
 }
 
 impl Central {
@@ -116,19 +149,34 @@ impl Central {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Verifies a signed bundle newer than `have` and checks its policy.
-    fn accept(&self, bytes: &[u8], have: u64) -> Result<(Bundle, Policy)> {
-        let bundle = bundle::verify(bytes, &self.identity.server_key, have)?;
-        let policy = Policy::from_document(
+    fn check(bundle: &Bundle) -> Result<Policy> {
+        Policy::from_document(
             bundle.policy.clone(),
             &format!("bundle v{}", bundle.version),
             Path::new("/nonexistent"),
         )
-        .context("the bundle's policy does not check")?;
+        .context("the bundle's policy does not check")
+    }
+
+    /// Verifies a signed full bundle newer than `have` and checks its policy.
+    fn accept(&self, bytes: &[u8], have: u64) -> Result<(Bundle, Policy)> {
+        let bundle = bundle::verify(bytes, &self.identity.server_key, have)?;
+        let policy = Self::check(&bundle)?;
         Ok((bundle, policy))
     }
 
-    /// The last good bundle on disk, verified again.
+    /// Verifies a signed delta from `base`'s version, applies it to a copy
+    /// of `base` and checks the result.
+    fn accept_delta(&self, bytes: &[u8], base: &Bundle) -> Result<(Bundle, Policy)> {
+        let delta = bundle::verify_delta(bytes, &self.identity.server_key, base.version)?;
+        let mut next = base.clone();
+        delta.apply(&mut next)?;
+        let policy = Self::check(&next)?;
+        Ok((next, policy))
+    }
+
+    /// The last good bundle on disk with the deltas after it, verified
+    /// again. A delta that does not verify ends the chain (alarm).
     fn last_good_on_disk(&self) -> Result<Option<(Bundle, Policy)>> {
         let path = self.state_dir.join(enroll::BUNDLE_FILE);
         let bytes = match std::fs::read(&path) {
@@ -137,10 +185,46 @@ impl Central {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         enroll::refuse_readable(&path)?;
-        let accepted = self
+        let (mut bundle, mut policy) = self
             .accept(&bytes, 0)
             .with_context(|| format!("{} refused", path.display()))?;
-        Ok(Some(accepted))
+        let mut applied = 0;
+        for signed in self.deltas_on_disk() {
+            match bundle::verify_delta(&signed, &self.identity.server_key, bundle.version) {
+                Ok(_) => match self.accept_delta(&signed, &bundle) {
+                    Ok((next, checked)) => {
+                        (bundle, policy) = (next, checked);
+                        applied += 1;
+                    }
+                    Err(e) => {
+                        error!(alarm = "bundle_refused", "a delta on disk is refused: {e:#}");
+                        break;
+                    }
+                },
+                // Left over from before the last full bundle.
+                Err(bundle::BundleError::NotNewer { .. }) => {}
+                Err(e) => {
+                    error!(alarm = "bundle_refused", "a delta on disk is refused: {e:#}");
+                    break;
+                }
+            }
+        }
+        self.state().deltas = applied;
+        Ok(Some((bundle, policy)))
+    }
+
+    /// The signed deltas in the deltas file (none when it is absent or
+    /// unsafe; a cut record ends the list).
+    fn deltas_on_disk(&self) -> Vec<Vec<u8>> {
+        let path = self.state_dir.join(DELTAS_FILE);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Vec::new();
+        };
+        if let Err(e) = enroll::refuse_readable(&path) {
+            error!(alarm = "bundle_refused", "{e:#}");
+            return Vec::new();
+        }
+        split_records(&bytes)
     }
 
     /// Seconds since the server was last reached (None: never).
@@ -164,10 +248,15 @@ impl Central {
             .is_none_or(|secs| secs > self.config.max_staleness_secs as i64)
     }
 
-    /// Asks the server for a bundle newer than `since`: `None` on 304.
-    fn fetch(&self, since: u64) -> Result<Option<Vec<u8>>> {
+    /// Asks the server for what is newer than `since` (a signed bundle or
+    /// delta, opened): `None` on 304. With `wait`, the server may hold the
+    /// request that long for a change.
+    fn fetch(&self, since: u64, wait: u64) -> Result<Option<Vec<u8>>> {
         let transport = TransportKey::generate();
-        let query = format!("since={since}&transport={}", transport.public_hex());
+        let mut query = format!("since={since}&transport={}", transport.public_hex());
+        if wait > 0 {
+            query.push_str(&format!("&wait={wait}"));
+        }
         let response = self
             .identity
             .signed(
@@ -178,6 +267,7 @@ impl Central {
                 &query,
                 Vec::new(),
             )
+            .timeout(Duration::from_secs(wait + self.config.timeout_secs.max(1)))
             .send()
             .with_context(|| format!("cannot reach {}", self.config.server))?;
         let status = response.status();
@@ -195,20 +285,80 @@ impl Central {
         Ok(Some(transport.open(&body)?))
     }
 
-    /// Keeps a newly accepted bundle: on disk first, then in memory.
-    fn keep(&self, bytes: &[u8], bundle: &Bundle) -> Result<()> {
+    /// Keeps a newly accepted full bundle: on disk first (the deltas
+    /// before it go), then in memory.
+    fn keep(&self, bytes: &[u8], bundle: Bundle) -> Result<()> {
         enroll::write_private(&self.state_dir.join(enroll::BUNDLE_FILE), bytes)?;
+        match std::fs::remove_file(self.state_dir.join(DELTAS_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("cannot remove the old deltas: {e}"),
+        }
         let mut state = self.state();
-        state.version = bundle.version;
-        state.ids = Some(bundle.ids.clone());
+        state.last = Some(bundle);
+        state.deltas = 0;
+        state.want_full = false;
         state.closed = false;
         Ok(())
     }
 
-    /// One poll; never fails (what went wrong is logged).
+    /// Keeps a newly accepted delta: appended to the deltas on disk, then
+    /// the bundle it made in memory.
+    fn keep_delta(&self, bytes: &[u8], bundle: Bundle) -> Result<()> {
+        let path = self.state_dir.join(DELTAS_FILE);
+        let mut records = if self.state().deltas == 0 {
+            Vec::new()
+        } else {
+            std::fs::read(&path).unwrap_or_default()
+        };
+        records.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        records.extend_from_slice(bytes);
+        enroll::write_private(&path, &records)?;
+        let mut state = self.state();
+        state.last = Some(bundle);
+        state.deltas += 1;
+        state.want_full = state.deltas >= MAX_DELTAS_ON_DISK;
+        state.closed = false;
+        Ok(())
+    }
+
+    /// Polls until the process ends, handing every update to `apply`:
+    /// long-polls back to back while the server answers, one
+    /// `poll_interval` apart while it cannot be reached.
+    pub fn run(&self, apply: &dyn Fn(Update)) -> ! {
+        let wait = self.config.long_poll_secs.min(60);
+        loop {
+            let started = std::time::Instant::now();
+            let (update, polled) = self.poll_once(wait);
+            let changed = matches!(update, Update::Apply(..));
+            apply(update);
+            let quick = started.elapsed() < Duration::from_secs(1);
+            if polled == Polled::Failed || wait == 0 || (quick && !changed) {
+                // Unreachable, plain polling, or a server that does not hold
+                // requests: pace ourselves.
+                std::thread::sleep(self.poll_interval());
+            }
+        }
+    }
+
+    /// One poll without waiting; never fails (what went wrong is logged).
     pub fn poll(&self) -> Update {
-        let have = self.state().version;
-        match self.fetch(have) {
+        self.poll_once(0).0
+    }
+
+    fn poll_once(&self, wait: u64) -> (Update, Polled) {
+        let (have, base, want_full) = {
+            let state = self.state();
+            (state.version(), state.last.clone(), state.want_full)
+        };
+        let since = if want_full { 0 } else { have };
+        let refused = |e: anyhow::Error| {
+            error!(
+                alarm = "bundle_refused",
+                "bundle refused, keeping the last good policy: {e:#}"
+            )
+        };
+        match self.fetch(since, wait) {
             Ok(None) => {
                 self.mark_synced();
                 if self.state().closed {
@@ -216,32 +366,82 @@ impl Central {
                         Ok(Some((bundle, policy))) => {
                             let mut state = self.state();
                             state.closed = false;
-                            state.ids = Some(bundle.ids);
-                            return Update::Apply(Box::new(policy), "server reachable again");
+                            state.last = Some(bundle);
+                            return (
+                                Update::Apply(Box::new(policy), "server reachable again"),
+                                Polled::Answered,
+                            );
                         }
                         Ok(None) => self.state().closed = false,
                         Err(e) => error!("{e:#}"),
                     }
                 }
-                return Update::Keep;
+                return (Update::Keep, Polled::Answered);
             }
-            Ok(Some(bytes)) => match self.accept(&bytes, have) {
-                Ok((bundle, policy)) => match self.keep(&bytes, &bundle) {
-                    Ok(()) => {
-                        self.mark_synced();
-                        info!(version = bundle.version, "new policy bundle accepted");
-                        return Update::Apply(Box::new(policy), "new bundle");
+            Ok(Some(bytes)) if bundle::format_of(&bytes) == Some(bundle::DELTA_FORMAT) => {
+                let accepted = match &base {
+                    Some(base) => self.accept_delta(&bytes, base),
+                    None => Err(anyhow::anyhow!("a delta, but no bundle to apply it to")),
+                };
+                match accepted {
+                    Ok((bundle, policy)) => {
+                        let version = bundle.version;
+                        match self.keep_delta(&bytes, bundle) {
+                            Ok(()) => {
+                                self.mark_synced();
+                                info!(from = have, version, "policy delta accepted");
+                                return (
+                                    Update::Apply(Box::new(policy), "delta"),
+                                    Polled::Answered,
+                                );
+                            }
+                            Err(e) => error!("cannot keep the delta, not applied: {e:#}"),
+                        }
                     }
-                    Err(e) => error!("cannot keep the new bundle, not applied: {e:#}"),
-                },
-                Err(e) => error!(
-                    alarm = "bundle_refused",
-                    "bundle refused, keeping the last good policy: {e:#}"
-                ),
+                    Err(e) => {
+                        // Next time, the whole bundle.
+                        self.state().want_full = true;
+                        if e.downcast_ref::<bundle::BundleError>().is_some_and(|b| {
+                            matches!(b, bundle::BundleError::Gap { .. })
+                        }) {
+                            warn!("a delta that does not fit, asking for the full bundle: {e:#}");
+                        } else {
+                            refused(e);
+                        }
+                    }
+                }
+            }
+            Ok(Some(bytes)) => match self.accept(&bytes, since) {
+                Ok((bundle, policy)) => {
+                    let version = bundle.version;
+                    if version <= have {
+                        refused(anyhow::anyhow!(
+                            "bundle version {version} is not newer than {have}"
+                        ));
+                    } else {
+                        match self.keep(&bytes, bundle) {
+                            Ok(()) => {
+                                self.mark_synced();
+                                info!(version, "new policy bundle accepted");
+                                return (
+                                    Update::Apply(Box::new(policy), "new bundle"),
+                                    Polled::Answered,
+                                );
+                            }
+                            Err(e) => error!("cannot keep the new bundle, not applied: {e:#}"),
+                        }
+                    }
+                }
+                Err(e) => refused(e),
             },
-            Err(e) => warn!("policy poll failed: {e:#}"),
+            Err(e) => {
+                warn!("policy poll failed: {e:#}");
+                return (self.fail_closed_if_stale(), Polled::Failed);
+            }
         }
-        self.fail_closed_if_stale()
+        // The server answered with something we refused.
+        self.mark_synced();
+        (Update::Keep, Polled::Answered)
     }
 
     /// Posts a batch of spooled events (`{"events": [...]}`, signed like
@@ -304,6 +504,21 @@ impl Central {
     }
 }
 
+/// Splits length-prefixed records; a cut record ends the list.
+fn split_records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(record) = bytes.get(4..4 + len) else {
+            warn!("the deltas file ends in a cut record: ignored");
+            break;
+        };
+        out.push(record.to_vec());
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
 /// The policy with no users: what a bastion serves when it fails closed.
 pub fn empty_policy() -> Policy {
     Policy::from_document(
@@ -324,32 +539,28 @@ impl PolicySource for Central {
             None
         });
         let have = on_disk.as_ref().map_or(0, |(b, _)| b.version);
+        let mut from_disk = None;
         if let Some((bundle, policy)) = on_disk {
-            let mut state = self.state();
-            state.version = bundle.version;
-            state.ids = Some(bundle.ids);
-            drop(state);
+            self.state().last = Some(bundle);
             if !self.stale() {
                 return Ok(policy);
             }
+            from_disk = Some(policy);
         }
         // Nothing usable on disk: ask the server once.
-        match self.fetch(have) {
-            Ok(Some(bytes)) => {
-                let (bundle, policy) = self.accept(&bytes, have)?;
-                self.keep(&bytes, &bundle)?;
-                self.mark_synced();
-                Ok(policy)
-            }
-            Ok(None) => {
-                self.mark_synced();
-                match self.last_good_on_disk() {
-                    Ok(Some((_, policy))) => Ok(policy),
-                    _ => Ok(empty_policy()),
+        match self.poll_once(0) {
+            (Update::Apply(policy, _), _) => Ok(*policy),
+            (Update::Keep, Polled::Answered) if self.state().last.is_some() => {
+                match from_disk {
+                    Some(policy) => Ok(policy),
+                    None => Self::check(self.state().last.as_ref().expect("checked")),
                 }
             }
-            Err(e) => {
-                warn!("the central server cannot be reached: {e:#}");
+            (Update::Keep, Polled::Answered) => {
+                warn!(have, "the server has no newer policy and none is kept here");
+                Ok(empty_policy())
+            }
+            (Update::Keep, Polled::Failed) => {
                 self.state().closed = true;
                 error!(
                     alarm = "policy_stale",
@@ -360,8 +571,12 @@ impl PolicySource for Central {
         }
     }
 
+    fn settings(&self) -> Option<serde_json::Value> {
+        self.state().last.as_ref().map(|b| b.settings.clone())
+    }
+
     fn ids(&self) -> Option<UnixIds> {
-        self.state().ids.clone()
+        self.state().last.as_ref().map(|b| b.ids.clone())
     }
 
     fn describe(&self) -> String {

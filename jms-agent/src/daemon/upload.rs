@@ -11,13 +11,32 @@
 //! key once, so a resend stores nothing twice. A line that is not a JSON
 //! object with an `event` and a `time` (a torn write) cannot be stored by
 //! the server: it is logged with an alarm and skipped.
+//!
+//! Recordings ([`RecordingUploader`], a thread of its own): each finished
+//! recording (`<session>.cast` in the recordings dir that no session of
+//! this process still writes, see `session::recording::is_open`) is sent in
+//! chunks of at most [`RECORDING_CHUNK`] bytes, starting at the offset the
+//! server says it holds (`GET /api/v1/sync/recordings/<session>`), so an
+//! upload cut by a crash of either side resumes where the server's disk
+//! stopped. Then `.../complete` with the size and SHA-256: only once the
+//! server confirms is the local file deleted. A mismatch makes the server
+//! discard its copy; the next round sends the file again from 0.
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
+use anyhow::Context as _;
+use ring::digest::{Context, SHA256};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+use crate::daemon::config::CentralConfig;
+use crate::daemon::enroll::{self, Identity};
+use crate::daemon::session::recording;
 use crate::daemon::session::spool::{Spool, CURRENT};
 
 /// Most events in one request.
@@ -207,6 +226,382 @@ pub fn round(spool: &Spool, send: &Sender) -> Round {
     done
 }
 
+// ---- recordings ----------------------------------------------------------------
+
+/// Largest chunk of a recording in one request (the server's limit).
+pub const RECORDING_CHUNK: usize = 1 << 20;
+
+/// Where the server's copy of a recording stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCopy {
+    /// Bytes it holds.
+    pub offset: u64,
+    pub complete: bool,
+    /// Of a complete copy.
+    pub sha256: Option<String>,
+}
+
+/// What the server said to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkAnswer {
+    /// Appended: it now holds this many bytes.
+    Stored(u64),
+    /// Not at its offset: it holds this many bytes.
+    Elsewhere(u64),
+}
+
+/// What the server said to "complete".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteAnswer {
+    /// Checked and kept.
+    Done,
+    /// Size or SHA-256 differ: its copy is discarded.
+    Mismatch,
+    /// Already complete with other bytes, or nothing to complete.
+    Conflict,
+}
+
+/// The recording routes of the sync API.
+pub trait RecordingServer {
+    fn copy(&self, session: &str) -> Result<ServerCopy, SendError>;
+    fn put(&self, session: &str, offset: u64, chunk: &[u8]) -> Result<ChunkAnswer, SendError>;
+    fn complete(&self, session: &str, size: u64, sha256: &str)
+        -> Result<CompleteAnswer, SendError>;
+}
+
+/// What a recordings round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecordingRound {
+    /// Recordings confirmed by the server and deleted here.
+    pub uploaded: usize,
+    /// Recordings kept for the next round.
+    pub kept: usize,
+}
+
+/// SHA-256 (hex) and size of a file.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut context = Context::new(&SHA256);
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((jms_core::bundle::hex(context.finish().as_ref()), size))
+}
+
+/// The session id of a recording file name (`<id>.cast`), if it is one the
+/// server takes (letters, digits, `.`, `_`, `-`).
+fn recording_session(name: &str) -> Option<&str> {
+    let id = name.strip_suffix(".cast")?;
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    ok.then_some(id)
+}
+
+/// Finished recordings in `dir`, oldest first: `.cast` files no session of
+/// this process is writing.
+pub fn finished_recordings(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|e| recording_session(&e.file_name().to_string_lossy()).is_some())
+                .map(|e| {
+                    let modified = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (modified, e.path())
+                })
+                .filter(|(_, path)| !recording::is_open(path))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Sends one finished recording from the server's offset and completes it;
+/// deletes it once the server confirms. `Ok(true)`: confirmed and deleted.
+pub fn upload_recording(path: &Path, server: &dyn RecordingServer) -> Result<bool, SendError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(session) = recording_session(&name) else {
+        return Err(SendError::Refused(anyhow::anyhow!(
+            "{}: not a recording name",
+            path.display()
+        )));
+    };
+    let local = |e: std::io::Error| {
+        SendError::Refused(anyhow::Error::new(e).context(format!("reading {}", path.display())))
+    };
+    let (sha256, size) = sha256_file(path).map_err(local)?;
+    let copy = server.copy(session)?;
+    if copy.complete {
+        if copy.offset == size && copy.sha256.as_deref() == Some(sha256.as_str()) {
+            // Confirmed before, deleted only now (a crash in between).
+            delete_confirmed(path)?;
+            return Ok(true);
+        }
+        return Err(SendError::Refused(anyhow::anyhow!(
+            "recording {session}: the server already holds other bytes for it; {} kept",
+            path.display()
+        )));
+    }
+    let mut offset = copy.offset;
+    if offset > 0 && offset < size {
+        info!(session, offset, size, "resuming a recording upload");
+    }
+    let mut file = File::open(path).map_err(local)?;
+    let mut buffer = vec![0u8; RECORDING_CHUNK];
+    // Each step either advances or moves to the server's offset; a server
+    // that keeps answering elsewhere stops the attempt.
+    let mut moves = 0;
+    while offset < size {
+        let want = (size - offset).min(RECORDING_CHUNK as u64) as usize;
+        file.seek(SeekFrom::Start(offset)).map_err(local)?;
+        file.read_exact(&mut buffer[..want]).map_err(local)?;
+        match server.put(session, offset, &buffer[..want])? {
+            ChunkAnswer::Stored(now) => offset = now,
+            ChunkAnswer::Elsewhere(now) => {
+                moves += 1;
+                if moves > 3 {
+                    return Err(SendError::Refused(anyhow::anyhow!(
+                        "recording {session}: the server keeps moving the offset ({now}); retrying next round"
+                    )));
+                }
+                offset = now;
+            }
+        }
+    }
+    // Past our size (the server holds more than we have): completing
+    // makes it discard its copy, and the next round starts from 0.
+    match server.complete(session, size, &sha256)? {
+        CompleteAnswer::Done => {
+            delete_confirmed(path)?;
+            Ok(true)
+        }
+        CompleteAnswer::Mismatch => Err(SendError::Refused(anyhow::anyhow!(
+            "recording {session}: the server's copy did not match ({size} bytes, SHA-256 {sha256}) and was discarded; sending it again from 0 next round"
+        ))),
+        CompleteAnswer::Conflict => Err(SendError::Refused(anyhow::anyhow!(
+            "recording {session}: the server refused to complete it; {} kept",
+            path.display()
+        ))),
+    }
+}
+
+fn delete_confirmed(path: &Path) -> Result<(), SendError> {
+    std::fs::remove_file(path)
+        .and_then(|()| File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+        .map_err(|e| {
+            SendError::Refused(
+                anyhow::Error::new(e).context(format!("deleting {}", path.display())),
+            )
+        })
+}
+
+/// One round over the finished recordings in `dir`. Never fails (what went
+/// wrong is logged; what was not confirmed stays for the next round).
+pub fn recordings_round(dir: &Path, server: &dyn RecordingServer) -> RecordingRound {
+    let mut done = RecordingRound::default();
+    let found = finished_recordings(dir);
+    let count = found.len();
+    for (i, path) in found.into_iter().enumerate() {
+        match upload_recording(&path, server) {
+            Ok(_) => done.uploaded += 1,
+            Err(SendError::Unreachable(e)) => {
+                done.kept += count - i;
+                warn!("recording upload: {e:#}; retrying next round");
+                break;
+            }
+            Err(SendError::Refused(e)) => {
+                done.kept += 1;
+                error!(
+                    alarm = "recording_upload_refused",
+                    "recording upload: {e:#}"
+                );
+            }
+        }
+    }
+    if done.uploaded > 0 {
+        info!(
+            recordings = done.uploaded,
+            kept = done.kept,
+            "recordings uploaded"
+        );
+    }
+    done
+}
+
+/// The recording routes over HTTP, signed by the bastion key.
+pub struct HttpRecordingServer {
+    server: String,
+    identity: Identity,
+    http: reqwest::blocking::Client,
+}
+
+fn path_of(session: &str) -> String {
+    format!("/api/v1/sync/recordings/{session}")
+}
+
+impl HttpRecordingServer {
+    pub fn new(state_dir: &Path, central: &CentralConfig) -> anyhow::Result<HttpRecordingServer> {
+        Ok(HttpRecordingServer {
+            server: central.server.clone(),
+            identity: Identity::load(state_dir)?,
+            http: enroll::http_client(Duration::from_secs(central.timeout_secs.max(1)))?,
+        })
+    }
+
+    /// Sends a signed request; returns the status and the JSON answer.
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(reqwest::StatusCode, Value), SendError> {
+        let unreachable = |e: reqwest::Error| {
+            SendError::Unreachable(
+                anyhow::Error::new(e).context(format!("cannot reach {}", self.server)),
+            )
+        };
+        let has_body = !body.is_empty();
+        let mut request = self
+            .identity
+            .signed(&self.http, &self.server, method, path, query, body)
+            .build()
+            .map_err(|e| SendError::Refused(e.into()))?;
+        if has_body {
+            request.headers_mut().insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_str(content_type).expect("a valid content type"),
+            );
+        }
+        let response = self.http.execute(request).map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().map_err(unreachable)?;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok((status, answer))
+    }
+
+    fn refused(status: reqwest::StatusCode, answer: &Value) -> SendError {
+        SendError::Refused(anyhow::anyhow!(
+            "the server refused ({status}): {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        ))
+    }
+}
+
+impl RecordingServer for HttpRecordingServer {
+    fn copy(&self, session: &str) -> Result<ServerCopy, SendError> {
+        let (status, answer) =
+            self.send(reqwest::Method::GET, &path_of(session), "", Vec::new(), "")?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &answer));
+        }
+        Ok(ServerCopy {
+            offset: answer["offset"]
+                .as_u64()
+                .ok_or_else(|| Self::refused(status, &answer))?,
+            complete: answer["complete"].as_bool().unwrap_or(false),
+            sha256: answer["sha256"].as_str().map(str::to_string),
+        })
+    }
+
+    fn put(&self, session: &str, offset: u64, chunk: &[u8]) -> Result<ChunkAnswer, SendError> {
+        let (status, answer) = self.send(
+            reqwest::Method::PUT,
+            &path_of(session),
+            &format!("offset={offset}"),
+            chunk.to_vec(),
+            "application/octet-stream",
+        )?;
+        let now = answer["offset"].as_u64();
+        match (status.as_u16(), now) {
+            (200, Some(now)) => Ok(ChunkAnswer::Stored(now)),
+            (409, Some(now)) => Ok(ChunkAnswer::Elsewhere(now)),
+            _ => Err(Self::refused(status, &answer)),
+        }
+    }
+
+    fn complete(
+        &self,
+        session: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<CompleteAnswer, SendError> {
+        let body = serde_json::to_vec(&serde_json::json!({"size": size, "sha256": sha256}))
+            .map_err(|e| SendError::Refused(e.into()))?;
+        let (status, answer) = self.send(
+            reqwest::Method::POST,
+            &format!("{}/complete", path_of(session)),
+            "",
+            body,
+            "application/json",
+        )?;
+        match status.as_u16() {
+            200 if answer["complete"] == true => Ok(CompleteAnswer::Done),
+            422 => Ok(CompleteAnswer::Mismatch),
+            409 => Ok(CompleteAnswer::Conflict),
+            _ => Err(Self::refused(status, &answer)),
+        }
+    }
+}
+
+/// The recording upload thread's work: a round every `interval`.
+pub struct RecordingUploader {
+    dir: PathBuf,
+    interval: Duration,
+    server: HttpRecordingServer,
+    /// Serialises rounds (one thread runs them; tests may call `round`).
+    busy: Mutex<()>,
+}
+
+impl RecordingUploader {
+    pub fn new(
+        state_dir: &Path,
+        recordings_dir: PathBuf,
+        central: &CentralConfig,
+    ) -> anyhow::Result<RecordingUploader> {
+        Ok(RecordingUploader {
+            dir: recordings_dir,
+            interval: Duration::from_secs(central.poll_interval_secs.max(1)),
+            server: HttpRecordingServer::new(state_dir, central)
+                .context("the recording uploader needs the enrollment")?,
+            busy: Mutex::new(()),
+        })
+    }
+
+    pub fn round(&self) -> RecordingRound {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        recordings_round(&self.dir, &self.server)
+    }
+
+    /// Runs rounds forever.
+    pub fn run(&self) -> ! {
+        loop {
+            self.round();
+            std::thread::sleep(self.interval);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +690,146 @@ mod tests {
         assert_eq!(*sizes.borrow(), vec![BATCH_EVENTS, BATCH_EVENTS, 5]);
         assert!(sealed_segments(dir.path()).is_empty());
         assert!(!dir.path().join(CURRENT).exists());
+    }
+
+    /// The server's rules, in memory: append only at the offset, check
+    /// the whole on completion, discard on a mismatch.
+    #[derive(Default)]
+    struct FakeServer {
+        held: RefCell<std::collections::HashMap<String, (Vec<u8>, bool)>>,
+        puts: RefCell<Vec<u64>>,
+        /// Fail (unreachable) after this many stored chunks.
+        fail_after: RefCell<Option<usize>>,
+    }
+
+    impl RecordingServer for FakeServer {
+        fn copy(&self, session: &str) -> Result<ServerCopy, SendError> {
+            let held = self.held.borrow();
+            let (bytes, complete) = held.get(session).cloned().unwrap_or_default();
+            Ok(ServerCopy {
+                offset: bytes.len() as u64,
+                complete,
+                sha256: complete
+                    .then(|| jms_core::bundle::hex(ring::digest::digest(&SHA256, &bytes).as_ref())),
+            })
+        }
+        fn put(&self, session: &str, offset: u64, chunk: &[u8]) -> Result<ChunkAnswer, SendError> {
+            if let Some(left) = self.fail_after.borrow_mut().as_mut() {
+                if *left == 0 {
+                    return Err(SendError::Unreachable(anyhow::anyhow!("down")));
+                }
+                *left -= 1;
+            }
+            assert!(chunk.len() <= RECORDING_CHUNK);
+            let mut held = self.held.borrow_mut();
+            let (bytes, _) = held.entry(session.to_string()).or_default();
+            if offset != bytes.len() as u64 {
+                return Ok(ChunkAnswer::Elsewhere(bytes.len() as u64));
+            }
+            self.puts.borrow_mut().push(offset);
+            bytes.extend_from_slice(chunk);
+            Ok(ChunkAnswer::Stored(bytes.len() as u64))
+        }
+        fn complete(
+            &self,
+            session: &str,
+            size: u64,
+            sha256: &str,
+        ) -> Result<CompleteAnswer, SendError> {
+            let mut held = self.held.borrow_mut();
+            let Some((bytes, complete)) = held.get_mut(session) else {
+                return Ok(CompleteAnswer::Conflict);
+            };
+            let actual = jms_core::bundle::hex(ring::digest::digest(&SHA256, bytes).as_ref());
+            if bytes.len() as u64 != size || actual != sha256 {
+                held.remove(session);
+                return Ok(CompleteAnswer::Mismatch);
+            }
+            *complete = true;
+            Ok(CompleteAnswer::Done)
+        }
+    }
+
+    fn cast(dir: &Path, session: &str, size: usize) -> (PathBuf, Vec<u8>) {
+        let bytes: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let path = dir.join(format!("{session}.cast"));
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    #[test]
+    fn a_recording_goes_in_chunks_resumes_after_a_cut_and_is_deleted_when_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes) = cast(dir.path(), "s-1", RECORDING_CHUNK * 2 + 100);
+        let server = FakeServer::default();
+        *server.fail_after.borrow_mut() = Some(1);
+        let round = recordings_round(dir.path(), &server);
+        assert_eq!((round.uploaded, round.kept), (0, 1), "cut after one chunk");
+        assert!(path.exists(), "kept until confirmed");
+        *server.fail_after.borrow_mut() = None;
+        let round = recordings_round(dir.path(), &server);
+        assert_eq!((round.uploaded, round.kept), (1, 0));
+        assert!(!path.exists(), "deleted once confirmed");
+        assert_eq!(
+            *server.puts.borrow(),
+            vec![0, RECORDING_CHUNK as u64, 2 * RECORDING_CHUNK as u64],
+            "resumed at the server's offset, nothing sent twice"
+        );
+        assert_eq!(server.held.borrow()["s-1"], (bytes, true));
+    }
+
+    #[test]
+    fn a_server_copy_that_does_not_match_is_sent_again_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes) = cast(dir.path(), "s-2", 5000);
+        let server = FakeServer::default();
+        // The server holds bytes that are not ours (a torn write).
+        server
+            .held
+            .borrow_mut()
+            .insert("s-2".into(), (b"garbage".to_vec(), false));
+        assert_eq!(recordings_round(dir.path(), &server).kept, 1);
+        assert!(path.exists());
+        assert!(!server.held.borrow().contains_key("s-2"), "discarded");
+        assert_eq!(recordings_round(dir.path(), &server).uploaded, 1);
+        assert_eq!(server.held.borrow()["s-2"], (bytes, true));
+    }
+
+    #[test]
+    fn a_confirmed_recording_left_behind_is_deleted_and_open_ones_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes) = cast(dir.path(), "s-3", 10);
+        let server = FakeServer::default();
+        server.held.borrow_mut().insert("s-3".into(), (bytes, true));
+        assert_eq!(recordings_round(dir.path(), &server).uploaded, 1);
+        assert!(!path.exists());
+        assert!(server.puts.borrow().is_empty(), "nothing sent again");
+
+        // A recording being written is not taken; other files are ignored.
+        let meta = recording::SessionMeta {
+            user: "alice".into(),
+            asset: "web01".into(),
+            account: "root".into(),
+            session: "s-4".into(),
+        };
+        let open = recording::Asciicast::create(
+            dir.path(),
+            "s-4.cast",
+            &meta,
+            (80, 24),
+            "xterm",
+            1 << 20,
+            false,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("bad name.cast"), b"x").unwrap();
+        assert!(finished_recordings(dir.path()).is_empty());
+        drop(open);
+        assert_eq!(
+            finished_recordings(dir.path()),
+            vec![dir.path().join("s-4.cast")],
+            "finished once closed"
+        );
     }
 }

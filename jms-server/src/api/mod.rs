@@ -13,11 +13,12 @@
 //! The sync routes (`/api/v1/sync/...`) take no bearer token: enrollment
 //! carries a one-time token, the rest a bastion's request signature.
 
+pub(crate) mod audit;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod nodes_accounts;
 pub mod openapi;
-mod resources;
+pub(crate) mod resources;
 pub mod routes;
 mod schemas;
 mod sync;
@@ -43,7 +44,7 @@ const BODY_LIMIT: usize = 64 << 20;
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
-    admin: Arc<Admin>,
+    pub(crate) admin: Arc<Admin>,
 }
 
 /// Who is calling: set by the auth layer from the bearer token.
@@ -81,6 +82,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
     for route in public {
         app = app.route(route.path, route.handler);
     }
+    app = app.merge(crate::selfservice::router(state.admin.clone()));
+    app = app.merge(crate::web::router(state.admin.clone()));
     app.fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

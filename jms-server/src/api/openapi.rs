@@ -61,6 +61,19 @@ pub fn path_params(path: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The media type of a binary schema (`format: binary`): its
+/// `x-media-type`, else `application/octet-stream`; `None` for JSON.
+fn binary_media(schema: &str) -> Option<String> {
+    let all = schemas::all();
+    let schema = all.get(schema)?;
+    (schema["format"] == "binary").then(|| {
+        schema["x-media-type"]
+            .as_str()
+            .unwrap_or("application/octet-stream")
+            .to_string()
+    })
+}
+
 fn operation(route: &Route) -> Value {
     let mut parameters: Vec<Value> = path_params(route.path)
         .into_iter()
@@ -103,6 +116,7 @@ fn operation(route: &Route) -> Value {
             json!({"type": "boolean", "default": false}),
             "Only compute the changes",
         )),
+        QueryParams::Audit(kind) => parameters.extend(super::audit::query_parameters(kind)),
         QueryParams::Since => {
             parameters.push(query(
                 "since",
@@ -116,14 +130,19 @@ fn operation(route: &Route) -> Value {
             );
             transport["required"] = json!(true);
             parameters.push(transport);
+            parameters.push(query(
+                "wait",
+                json!({"type": "integer", "minimum": 0, "maximum": 60, "default": 0}),
+                "Long-poll: seconds to hold the request while `since` is current",
+            ));
         }
     }
 
     let mut responses = Map::new();
     let success = match route.response {
-        Some(_) if route.binary => json!({
+        Some(schema) if route.binary => json!({
             "description": "OK",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+            "content": {binary_media(schema).unwrap_or_else(|| "application/octet-stream".into()): {"schema": {"type": "string", "format": "binary"}}}
         }),
         Some(schema) => json!({
             "description": "OK",
@@ -181,6 +200,9 @@ fn operation(route: &Route) -> Value {
         responses.insert("413".into(), error("Body too large"));
         responses.insert("415".into(), error("Not application/json"));
     }
+    for (status, description) in super::audit::extra_responses(route.operation_id) {
+        responses.insert(status.into(), error(description));
+    }
     responses.insert("default".into(), error("Server error"));
 
     let mut op = json!({
@@ -193,9 +215,11 @@ fn operation(route: &Route) -> Value {
         op["parameters"] = Value::Array(parameters);
     }
     if let Some(schema) = route.body {
+        // A binary schema is sent as raw bytes, anything else as JSON.
+        let media = binary_media(schema).unwrap_or_else(|| "application/json".into());
         op["requestBody"] = json!({
             "required": true,
-            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            "content": {media: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
         });
     }
     match route.auth {

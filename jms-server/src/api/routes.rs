@@ -9,7 +9,9 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 
 use super::nodes_accounts as na;
 use super::resources as res;
+use super::audit::{self, AuditQuery};
 use super::{openapi, sync, system, AppState};
+use crate::selfservice::api as selfservice;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub enum QueryParams {
     Apply,
     /// `since`, `transport` (the sync bundle).
     Since,
+    /// The audit routes' filters (`super::audit::query_parameters`).
+    Audit(AuditQuery),
 }
 
 /// One route: what the OpenAPI document says about it, and its handler.
@@ -127,11 +131,11 @@ pub fn table() -> Vec<Route> {
             .doc("listUsers", "users", "List users")
             .query(Page)
             .returns(200, Some("UserPage")),
-        route(M::POST, "/api/v1/users", res::create::<User>)
+        route(M::POST, "/api/v1/users", selfservice::create_user)
             .doc(
                 "createUser",
                 "users",
-                "Create a user (policy-file form; she gets a uid)",
+                "Create a user (policy-file form; she gets a uid; with an email and no password she is mailed a set-password link, see password_link)",
             )
             .body("User")
             .returns(201, Some("UserView")),
@@ -149,6 +153,17 @@ pub fn table() -> Vec<Route> {
                 "Delete a user (her uid is never reused)",
             )
             .returns(204, None),
+        route(
+            M::POST,
+            "/api/v1/users/{username}/password-link",
+            selfservice::send_password_link,
+        )
+        .doc(
+            "sendPasswordLink",
+            "users",
+            "Mail the user a new one-time set-password link (her older links stop working)",
+        )
+        .returns(200, Some("PasswordLinkSent")),
         // user groups
         route(M::GET, "/api/v1/groups", res::list::<UserGroup>)
             .doc("listGroups", "groups", "List user groups")
@@ -355,6 +370,18 @@ pub fn table() -> Vec<Route> {
             )
             .body("Settings")
             .returns(200, Some("SettingsView")),
+        route(
+            M::POST,
+            "/api/v1/settings/mail/test",
+            selfservice::test_mail,
+        )
+        .doc(
+            "testMail",
+            "settings",
+            "Send a test message with the mail settings (502 names the SMTP step that failed)",
+        )
+        .body("MailTest")
+        .returns(200, Some("MailSent")),
         // operation log
         route(M::GET, "/api/v1/oplog", system::list_oplog)
             .doc("listOpLog", "oplog", "The operation log, newest first")
@@ -418,5 +445,88 @@ pub fn table() -> Vec<Route> {
             .signed()
             .body("EventBatch")
             .returns(200, Some("EventsAccepted")),
+        route(
+            M::GET,
+            "/api/v1/sync/recordings/{session}",
+            audit::upload_state,
+        )
+        .doc(
+            "getRecordingUpload",
+            "sync",
+            "Where a recording's upload stands: the offset to resume at",
+        )
+        .signed()
+        .returns(200, Some("RecordingUpload")),
+        route(
+            M::PUT,
+            "/api/v1/sync/recordings/{session}",
+            audit::upload_chunk,
+        )
+        .doc(
+            "uploadRecordingChunk",
+            "sync",
+            "Append a chunk (at most 1 MiB) at the current offset (409 with the offset otherwise)",
+        )
+        .signed()
+        .query(QueryParams::Audit(AuditQuery::Chunk))
+        .body("RecordingChunk")
+        .returns(200, Some("ChunkAccepted")),
+        route(
+            M::POST,
+            "/api/v1/sync/recordings/{session}/complete",
+            audit::complete_upload,
+        )
+        .doc(
+            "completeRecording",
+            "sync",
+            "Check the whole recording against its size and SHA-256 (422 discards it)",
+        )
+        .signed()
+        .body("CompleteRecording")
+        .returns(200, Some("RecordingUpload")),
+        // the audit trail
+        route(M::GET, "/api/v1/sessions", audit::list_sessions)
+            .doc(
+                "listSessions",
+                "audit",
+                "Sessions, newest first (filters: user, asset, account, since, until, online)",
+            )
+            .query(QueryParams::Audit(AuditQuery::Sessions))
+            .returns(200, Some("SessionPage")),
+        route(M::GET, "/api/v1/sessions/{session}", audit::get_session)
+            .doc(
+                "getSession",
+                "audit",
+                "A session with its commands, transfers and recording",
+            )
+            .returns(200, Some("SessionDetail")),
+        route(
+            M::GET,
+            "/api/v1/sessions/{session}/recording",
+            audit::get_recording,
+        )
+        .doc(
+            "getSessionRecording",
+            "audit",
+            "The session's recording (asciicast v2); 404 when none is complete",
+        )
+        .binary()
+        .returns(200, Some("Asciicast")),
+        route(M::GET, "/api/v1/commands", audit::list_commands)
+            .doc(
+                "listCommands",
+                "audit",
+                "Commands, newest first (filters: user, asset, session, q, decision, since, until)",
+            )
+            .query(QueryParams::Audit(AuditQuery::Commands))
+            .returns(200, Some("CommandPage")),
+        route(M::GET, "/api/v1/transfers", audit::list_transfers)
+            .doc(
+                "listTransfers",
+                "audit",
+                "File transfers, newest first (filters: user, asset, session, operation, since, until)",
+            )
+            .query(QueryParams::Audit(AuditQuery::Transfers))
+            .returns(200, Some("TransferPage")),
     ]
 }

@@ -196,6 +196,11 @@ pub fn all() -> Value {
             json!({"type": "string", "nullable": true, "writeOnly": true}),
         ),
         ("from", string()),
+        (
+            "site_url",
+            json!({"type": "string", "description": "Base of the links in mails: https://jms.example.com"}),
+        ),
+        ("link_lifetime", span()),
     ];
     let mut mail_view: Vec<(&str, Value)> = mail
         .iter()
@@ -298,6 +303,12 @@ pub fn all() -> Value {
     });
     let sync = sync_schemas();
     all.as_object_mut().expect("an object").extend(sync);
+    all.as_object_mut()
+        .expect("an object")
+        .extend(crate::selfservice::api::schemas());
+    all.as_object_mut()
+        .expect("an object")
+        .extend(super::audit::schemas());
     all
 }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::extract::Body;
 use super::{Actor, ApiError, AppState};
 use crate::store::{BastionRow, NewEvent};
-use crate::sync::{headers, SignedRequest, SyncError};
+use crate::sync::{headers, Answer, SignedRequest, SyncError};
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
@@ -40,7 +40,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Checks the request signature; returns the bastion.
-async fn signed(
+pub(super) async fn signed(
     state: &AppState,
     method: &Method,
     uri: &Uri,
@@ -159,10 +159,16 @@ struct BundleParams {
     since: u64,
     /// Hex of the bastion's fresh X25519 key: the bundle is sealed to it.
     transport: String,
+    /// Long-poll: seconds to hold the request while `since` is current
+    /// (at most 60; 0 answers at once).
+    #[serde(default)]
+    wait: u64,
 }
 
-/// `GET /api/v1/sync/bundle?since=V&transport=KEY` (signed): 304 when
-/// `since` is current, else the signed bundle sealed to `transport`.
+/// `GET /api/v1/sync/bundle?since=V&transport=KEY[&wait=S]` (signed): 304
+/// when `since` is current (after waiting up to `wait` seconds for a
+/// change), else a signed delta from `since` or the full bundle, sealed to
+/// `transport` (see `crate::sync`).
 pub async fn bundle(
     State(state): State<AppState>,
     method: Method,
@@ -175,18 +181,34 @@ pub async fn bundle(
     let transport = jms_core::bundle::unhex(&params.transport)
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;
+    if params.wait > crate::sync::MAX_WAIT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "wait: at most {} seconds",
+            crate::sync::MAX_WAIT_SECS
+        )));
+    }
     let since = params.since;
-    let found = blocking(&state, move |admin| {
-        admin.bastion_holds(&bastion, since)?;
-        admin.signed_bundle(&bastion, since)
-    })
-    .await?;
-    let Some((version, signed)) = found else {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    let held = bastion.clone();
+    blocking(&state, move |admin| admin.bastion_holds(&held, since)).await?;
+    if params.wait > 0 {
+        let current = blocking(&state, |admin| Ok(admin.version()?)).await?;
+        if since >= current {
+            state
+                .admin
+                .sync_state()
+                .wait_past(since, std::time::Duration::from_secs(params.wait))
+                .await;
+        }
+    }
+    let answer = blocking(&state, move |admin| admin.answer(&bastion, since)).await?;
+    let (signed, version, kind, from) = match answer {
+        Answer::Current => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        Answer::Delta { from, to, signed } => (signed, to, "delta", Some(from)),
+        Answer::Full { version, signed } => (signed, version, "full", None),
     };
     let sealed = jms_core::bundle::seal_for(&transport, &signed)
         .map_err(|e| ApiError::bad_request(format!("transport: {e}")))?;
-    Ok((
+    let mut response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -194,10 +216,21 @@ pub async fn bundle(
                 header::HeaderName::from_static(headers::VERSION),
                 version.to_string(),
             ),
+            (
+                header::HeaderName::from_static(headers::BUNDLE_KIND),
+                kind.to_string(),
+            ),
         ],
         sealed,
     )
-        .into_response())
+        .into_response();
+    if let Some(from) = from {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(headers::FROM_VERSION),
+            from.into(),
+        );
+    }
+    Ok(response)
 }
 
 // ---- events --------------------------------------------------------------------

@@ -27,6 +27,21 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync: enrollment tokens, request nonces, events",
         sql: SYNC,
     },
+    Migration {
+        version: 3,
+        name: "audit projection",
+        sql: super::audit::MIGRATION,
+    },
+    Migration {
+        version: 5,
+        name: "self-service: set-password links",
+        sql: super::password_tokens::MIGRATION,
+    },
+    Migration {
+        version: 6,
+        name: "audit web: web admins and their login sessions",
+        sql: super::web_admins::MIGRATION,
+    },
 ];
 
 /// Applies the migrations the database lacks; returns how many ran.

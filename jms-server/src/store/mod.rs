@@ -10,14 +10,23 @@
 //! - [`sqlite`]: the default backend (embedded, WAL).
 //! - [`migrations`]: numbered, append-only schema migrations.
 
+pub mod audit;
 pub mod migrations;
+pub mod password_tokens;
 pub mod sqlite;
+pub mod web_admins;
 
 use chrono::{DateTime, Utc};
 use jms_core::model::{Account, Asset, CommandFilter, Grant, User, UserGroup};
 use serde::{Deserialize, Serialize};
 
+pub use audit::{
+    CommandQuery, CommandRecord, RecordingRow, SessionQuery, SessionRecord, TransferQuery,
+    TransferRecord,
+};
+pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use sqlite::SqliteStore;
+pub use web_admins::{WebAdminRow, WebSessionRow};
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +351,27 @@ pub trait ReadTx {
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>>;
     /// How many events are stored (of one bastion, or of all).
     fn count_events(&self, bastion_id: Option<i64>) -> Result<u64>;
+
+    /// Sessions matching `query`, newest first (see [`audit`]).
+    fn sessions(&self, query: &SessionQuery) -> Result<Page<SessionRecord>>;
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// Commands matching `query`: newest first, or oldest first (the order
+    /// typed, for one session's detail).
+    fn commands(&self, query: &CommandQuery, oldest_first: bool) -> Result<Page<CommandRecord>>;
+    /// Transfers matching `query`: newest first, or oldest first.
+    fn transfers(&self, query: &TransferQuery, oldest_first: bool)
+        -> Result<Page<TransferRecord>>;
+    /// A session's recording, complete or not.
+    fn recording(&self, session: &str) -> Result<Option<RecordingRow>>;
+    /// A set-password link by its token's SHA-256 (used, revoked or
+    /// expired too).
+    fn password_token(&self, sha256: &[u8]) -> Result<Option<PasswordTokenRow>>;
+
+    /// Every web admin (audit web logins), by username.
+    fn web_admins(&self) -> Result<Vec<WebAdminRow>>;
+    fn web_admin(&self, username: &str) -> Result<Option<WebAdminRow>>;
+    /// The web login session with this token SHA-256 (expired or not).
+    fn web_session(&self, sha256: &[u8]) -> Result<Option<WebSessionRow>>;
 }
 
 /// Writes, inside the write transaction.
@@ -404,6 +434,53 @@ pub trait WriteTx: ReadTx {
     /// Stores an event unless its idempotency key is already stored;
     /// true when it was new.
     fn insert_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<bool>;
+    /// Projects an event [`WriteTx::insert_event`] just stored as new into
+    /// sessions, commands, transfers and logins (see [`audit`]).
+    fn project_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<()>;
+    /// Inserts or replaces a recording's row.
+    fn put_recording(&mut self, row: &RecordingRow) -> Result<()>;
+    fn delete_recording(&mut self, session: &str) -> Result<()>;
+    /// Stores a set-password link for the user by its token's SHA-256,
+    /// revoking her older unused ones; returns its id.
+    fn insert_password_token(
+        &mut self,
+        user_id: i64,
+        purpose: Purpose,
+        sha256: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<i64>;
+    /// Marks a link used if it is still unused, unrevoked and unexpired;
+    /// false when it was not (it never works twice).
+    fn use_password_token(&mut self, id: i64) -> Result<bool>;
+    /// Revokes a link (its mail could not be sent).
+    fn revoke_password_token(&mut self, id: i64) -> Result<()>;
+
+    /// Adds a web admin (the name must be free); returns its id.
+    fn insert_web_admin(
+        &mut self,
+        username: &str,
+        password_hash: &[u8],
+        totp_secret: &[u8],
+    ) -> Result<i64>;
+    /// Removes a web admin and its sessions; false when there was none.
+    fn delete_web_admin(&mut self, username: &str) -> Result<bool>;
+    /// Records a successful login: the TOTP step it used (never accepted
+    /// again) and the time.
+    fn record_web_login(&mut self, admin_id: i64, totp_step: i64) -> Result<()>;
+    /// Stores a login session by its token's SHA-256.
+    fn insert_web_session(
+        &mut self,
+        sha256: &[u8],
+        admin_id: i64,
+        expires_at: DateTime<Utc>,
+        remote_addr: Option<&str>,
+    ) -> Result<()>;
+    /// Marks a session used now (for the idle timeout).
+    fn touch_web_session(&mut self, sha256: &[u8]) -> Result<()>;
+    /// Ends one session (logout).
+    fn delete_web_session(&mut self, sha256: &[u8]) -> Result<()>;
+    /// Forgets sessions that expired before `now`; returns how many.
+    fn delete_expired_web_sessions(&mut self, now: DateTime<Utc>) -> Result<u64>;
 
     fn commit(self: Box<Self>) -> Result<()>;
 }

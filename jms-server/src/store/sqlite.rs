@@ -19,8 +19,11 @@ use serde::Serialize;
 use super::{
     migrations, AccountRow, AssetRow, BastionRow, EnrollTokenRow, FilterRow, GrantRow, GroupRow,
     ListQuery, NewEvent, NewOpLogEntry, NodeRow, OpLogEntry, Page, ReadTx, Result, Scope, Snapshot,
-    Stamps, Storage, StoreError, StoredSettings, TokenRow, UserRow, WriteTx,
+    Stamps, Storage, StoreError, StoredSettings, TokenRow, UserRow, WebAdminRow, WebSessionRow,
+    WriteTx,
 };
+use super::{audit, CommandQuery, CommandRecord, RecordingRow, SessionQuery, SessionRecord};
+use super::{PasswordTokenRow, Purpose, TransferQuery, TransferRecord};
 
 /// Readers kept open between requests.
 const POOL_SIZE: usize = 8;
@@ -376,6 +379,25 @@ struct Listing<'s> {
     /// An extra `column = value` condition.
     scope: Option<(&'s str, &'s str)>,
     order: &'s str,
+}
+
+const WEB_ADMIN_COLUMNS: &str =
+    "id, username, password_hash, totp_secret, totp_last_step, created_at, last_login_at";
+
+fn web_admin_row(row: &Row) -> rusqlite::Result<WebAdminRow> {
+    let last_login: Option<String> = row.get(6)?;
+    Ok(WebAdminRow {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        totp_secret: row.get(3)?,
+        totp_last_step: row.get(4)?,
+        created_at: time(row, 5)?,
+        last_login_at: match last_login {
+            Some(_) => Some(time(row, 6)?),
+            None => None,
+        },
+    })
 }
 
 impl Tx<'_> {
@@ -858,6 +880,86 @@ impl ReadTx for Tx<'_> {
                 .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?,
         })
     }
+
+    fn sessions(&self, query: &SessionQuery) -> Result<Page<SessionRecord>> {
+        audit::sessions(&self.conn, query)
+    }
+
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        audit::session(&self.conn, id)
+    }
+
+    fn commands(&self, query: &CommandQuery, oldest_first: bool) -> Result<Page<CommandRecord>> {
+        audit::commands(&self.conn, query, oldest_first)
+    }
+
+    fn transfers(
+        &self,
+        query: &TransferQuery,
+        oldest_first: bool,
+    ) -> Result<Page<TransferRecord>> {
+        audit::transfers(&self.conn, query, oldest_first)
+    }
+
+    fn recording(&self, session: &str) -> Result<Option<RecordingRow>> {
+        audit::recording(&self.conn, session)
+    }
+
+    fn password_token(&self, sha256: &[u8]) -> Result<Option<PasswordTokenRow>> {
+        self.one(
+            "SELECT t.id, t.user_id, u.username, t.purpose, t.created_at, t.expires_at, \
+             t.used_at, t.revoked_at \
+             FROM password_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_sha256 = ?1",
+            [sha256],
+            |row| {
+                let purpose: String = row.get(3)?;
+                let optional_time = |column| -> rusqlite::Result<Option<DateTime<Utc>>> {
+                    let text: Option<String> = row.get(column)?;
+                    text.map(|_| time(row, column)).transpose()
+                };
+                Ok(PasswordTokenRow {
+                    id: row.get(0)?,
+                    user_id: row.get(1)?,
+                    username: row.get(2)?,
+                    purpose: Purpose::parse(&purpose)
+                        .ok_or_else(|| bad(3, format!("unknown purpose `{purpose}`")))?,
+                    created_at: time(row, 4)?,
+                    expires_at: time(row, 5)?,
+                    used_at: optional_time(6)?,
+                    revoked_at: optional_time(7)?,
+                })
+            },
+        )
+    }
+
+    fn web_admins(&self) -> Result<Vec<WebAdminRow>> {
+        let sql = format!("SELECT {WEB_ADMIN_COLUMNS} FROM web_admins ORDER BY username");
+        self.all(&sql, web_admin_row)
+    }
+
+    fn web_admin(&self, username: &str) -> Result<Option<WebAdminRow>> {
+        let sql = format!("SELECT {WEB_ADMIN_COLUMNS} FROM web_admins WHERE username = ?1");
+        self.one(&sql, [username], web_admin_row)
+    }
+
+    fn web_session(&self, sha256: &[u8]) -> Result<Option<WebSessionRow>> {
+        self.one(
+            "SELECT s.admin_id, a.username, s.created_at, s.expires_at, s.last_seen_at \
+             FROM web_sessions s JOIN web_admins a ON a.id = s.admin_id \
+             WHERE s.token_sha256 = ?1",
+            [sha256],
+            |row| {
+                Ok(WebSessionRow {
+                    admin_id: row.get(0)?,
+                    username: row.get(1)?,
+                    created_at: time(row, 2)?,
+                    expires_at: time(row, 3)?,
+                    last_seen_at: time(row, 4)?,
+                })
+            },
+        )
+    }
 }
 
 impl WriteTx for Tx<'_> {
@@ -1230,6 +1332,125 @@ impl WriteTx for Tx<'_> {
             ],
         )?;
         Ok(added == 1)
+    }
+
+    fn project_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<()> {
+        audit::project(&self.conn, bastion_id, event)
+    }
+
+    fn put_recording(&mut self, row: &RecordingRow) -> Result<()> {
+        audit::put_recording(&self.conn, row)
+    }
+
+    fn delete_recording(&mut self, session: &str) -> Result<()> {
+        audit::delete_recording(&self.conn, session)
+    }
+
+    fn insert_password_token(
+        &mut self,
+        user_id: i64,
+        purpose: Purpose,
+        sha256: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<i64> {
+        let at = now();
+        self.conn.execute(
+            "UPDATE password_tokens SET revoked_at = ?2 \
+             WHERE user_id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
+            params![user_id, at],
+        )?;
+        self.conn.execute(
+            "INSERT INTO password_tokens (user_id, token_sha256, purpose, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user_id, sha256, purpose.as_str(), at, time_text(expires_at)],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn use_password_token(&mut self, id: i64) -> Result<bool> {
+        let at = now();
+        let changed = self.conn.execute(
+            "UPDATE password_tokens SET used_at = ?2 WHERE id = ?1 \
+             AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?2",
+            params![id, at],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn revoke_password_token(&mut self, id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE password_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_web_admin(
+        &mut self,
+        username: &str,
+        password_hash: &[u8],
+        totp_secret: &[u8],
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO web_admins (username, password_hash, totp_secret, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![username, password_hash, totp_secret, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn delete_web_admin(&mut self, username: &str) -> Result<bool> {
+        let deleted = self
+            .conn
+            .execute("DELETE FROM web_admins WHERE username = ?1", [username])?;
+        Ok(deleted == 1)
+    }
+
+    fn record_web_login(&mut self, admin_id: i64, totp_step: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE web_admins SET totp_last_step = ?2, last_login_at = ?3 WHERE id = ?1",
+            params![admin_id, totp_step, now()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_web_session(
+        &mut self,
+        sha256: &[u8],
+        admin_id: i64,
+        expires_at: DateTime<Utc>,
+        remote_addr: Option<&str>,
+    ) -> Result<()> {
+        let at = now();
+        self.conn.execute(
+            "INSERT INTO web_sessions \
+             (token_sha256, admin_id, created_at, expires_at, last_seen_at, remote_addr) \
+             VALUES (?1, ?2, ?3, ?4, ?3, ?5)",
+            params![sha256, admin_id, at, time_text(expires_at), remote_addr],
+        )?;
+        Ok(())
+    }
+
+    fn touch_web_session(&mut self, sha256: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE web_sessions SET last_seen_at = ?2 WHERE token_sha256 = ?1",
+            params![sha256, now()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_web_session(&mut self, sha256: &[u8]) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM web_sessions WHERE token_sha256 = ?1", [sha256])?;
+        Ok(())
+    }
+
+    fn delete_expired_web_sessions(&mut self, now: DateTime<Utc>) -> Result<u64> {
+        let deleted = self.conn.execute(
+            "DELETE FROM web_sessions WHERE expires_at < ?1",
+            [time_text(now)],
+        )?;
+        Ok(deleted as u64)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

@@ -49,26 +49,9 @@ impl Server {
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
-        let mut child = Command::new(SERVER)
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start jms-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).ok();
-            panic!("jms-server did not start: {line:?} {err}");
-        };
+        let (child, url) = spawn(&data);
         Server {
-            url: url.to_string(),
+            url,
             child,
             admin,
             read,
@@ -76,6 +59,16 @@ impl Server {
             dir,
             http: reqwest::blocking::Client::new(),
         }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same data
+    /// directory (on a new port).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url) = spawn(&self.data);
+        self.child = child;
+        self.url = url;
     }
 
     /// Calls the API; returns the status and the JSON body (Null if none).
@@ -139,6 +132,29 @@ impl Server {
             stdin,
         )
     }
+}
+
+/// Starts jms-server on `data` and a free port; returns it and its URL.
+fn spawn(data: &Path) -> (Child, String) {
+    let mut child = Command::new(SERVER)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start jms-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).ok();
+        panic!("jms-server did not start: {line:?} {err}");
+    };
+    (child, url.to_string())
 }
 
 impl Drop for Server {

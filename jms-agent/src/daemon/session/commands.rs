@@ -15,7 +15,8 @@
 //! Filters: active filters whose scope holds the session (users or `@ALL`,
 //! user groups, assets or `@ALL`, nodes at any depth, accounts or `@ALL`),
 //! by priority (1 first, policy order among equals); the first whose rule
-//! matches decides (`allow` or `deny`); none matching allows.
+//! matches decides (`allow` or `deny`); none matching takes the default
+//! action in force (`command_filter_default`, allow unless set).
 
 use jms_core::model::{alias, Asset, FilterAction};
 use jms_core::Policy;
@@ -56,9 +57,14 @@ struct Compiled {
     rules: Vec<Regex>,
 }
 
+/// The name a refusal by the default action gives as its filter.
+pub const DEFAULT_DENY: &str = "(default: deny)";
+
 /// The filters that apply to one session, in the order they are checked.
 pub struct Filters {
     filters: Vec<Compiled>,
+    /// For a command no filter matches.
+    default: FilterAction,
 }
 
 impl Filters {
@@ -86,6 +92,7 @@ impl Filters {
             .collect();
         scoped.sort_by_key(|f| f.priority);
         Filters {
+            default: FilterAction::Allow,
             filters: scoped
                 .into_iter()
                 .map(|f| Compiled {
@@ -102,7 +109,14 @@ impl Filters {
     pub fn none() -> Filters {
         Filters {
             filters: Vec::new(),
+            default: FilterAction::Allow,
         }
+    }
+
+    /// The same filters with `action` for commands none matches.
+    pub fn with_default(mut self, action: FilterAction) -> Filters {
+        self.default = action;
+        self
     }
 
     /// Checks one command line.
@@ -119,7 +133,12 @@ impl Filters {
                 };
             }
         }
-        Verdict::Allow { filter: None }
+        match self.default {
+            FilterAction::Allow => Verdict::Allow { filter: None },
+            FilterAction::Deny => Verdict::Deny {
+                filter: DEFAULT_DENY.to_string(),
+            },
+        }
     }
 
     /// Checks an exec request: the whole text, and each of its lines and
@@ -590,6 +609,29 @@ mod tests {
     fn filters_for(policy: &Policy, user: &str, asset: &str, account: &str) -> Filters {
         let asset = policy.doc.assets.iter().find(|a| a.name == asset).unwrap();
         Filters::for_session(policy, user, asset, account)
+    }
+
+    #[test]
+    fn the_default_action_decides_commands_no_filter_matches() {
+        let p = policy(
+            "  - {name: allow-uptime, priority: 10, action: allow, rules: ['^uptime$'], users: ['@ALL'], assets: ['@ALL'], accounts: ['@ALL']}\n",
+        );
+        let open = filters_for(&p, "alice", "web01", "root");
+        assert_eq!(open.check("ls"), Verdict::Allow { filter: None });
+        let closed = filters_for(&p, "alice", "web01", "root").with_default(FilterAction::Deny);
+        assert_eq!(
+            closed.check("ls"),
+            Verdict::Deny {
+                filter: DEFAULT_DENY.into()
+            }
+        );
+        assert_eq!(
+            closed.check("uptime"),
+            Verdict::Allow {
+                filter: Some("allow-uptime".into())
+            }
+        );
+        assert!(closed.check_exec("uptime; ls").is_deny());
     }
 
     #[test]

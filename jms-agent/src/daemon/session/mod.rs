@@ -132,6 +132,7 @@ impl Session<'_> {
     pub fn deny(&self, reason: &str) {
         info!(event = "session_denied", session = %self.id, user = %self.user, command_line = %self.request.command_line, reason);
         self.record(EventBody::SessionDenied {
+            session: Some(self.id.clone()),
             user: self.user.clone(),
             command_line: self.request.command_line.clone(),
             reason: reason.to_string(),
@@ -610,6 +611,14 @@ impl relay::Events for TargetEvents<'_, '_> {
     fn command(&mut self, command: &str, verdict: &Verdict) {
         log_command(self.session, &self.scope, command, "interactive", verdict);
     }
+
+    fn limits(&self) -> relay::Limits {
+        let effective = self.session.daemon.effective();
+        relay::Limits {
+            idle: effective.idle_timeout,
+            max: effective.max_session,
+        }
+    }
 }
 
 fn log_command(session: &Session<'_>, scope: &Scope, command: &str, kind: &str, verdict: &Verdict) {
@@ -640,12 +649,14 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             "{asset}: an interactive session needs a terminal (ssh -t)"
         ));
     }
+    let effective = session.daemon.effective();
     let filters = Filters::for_session(
         &session.policy,
         &session.user,
         &resolved.asset,
         &resolved.account,
-    );
+    )
+    .with_default(effective.command_filter_default);
     if let Some(command) = &command {
         let verdict = filters.check_exec(command);
         let scope = session.scope(&resolved, None);
@@ -703,8 +714,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         &meta,
         (cols, rows),
         &term,
-        config.sessions.recording_cap_bytes,
-        config.sessions.record_input,
+        effective.recording_cap_bytes,
+        effective.record_input,
     ) {
         Ok(cast) => Box::new(cast),
         Err(e) => {
@@ -755,12 +766,16 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         }
     };
     let truncated = cast.truncated();
+    if !outcome.ready {
+        // Removed while still open, so the uploader never takes it for a
+        // finished recording.
+        let _ = std::fs::remove_file(config.recordings_dir().join(&recording_name));
+    }
     drop(cast);
     let ready_at = events.ready_at;
     let error_line = outcome.ended.error.as_ref().map(|e| e.to_string());
     if !outcome.ready {
         // The login never succeeded: a refusal, with ssh's reason.
-        let _ = std::fs::remove_file(config.recordings_dir().join(&recording_name));
         let reason = error_line.unwrap_or_else(|| format!("{asset}: the connection failed"));
         warn!(event = "connect_failed", asset = %asset, reason = %reason);
         return session.deny(&reason);
@@ -770,6 +785,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         .unwrap_or(0);
     let reason = if outcome.engineer_gone {
         Some("the engineer disconnected".to_string())
+    } else if outcome.limit.is_some() {
+        outcome.limit.clone()
     } else {
         error_line.clone()
     };
@@ -786,7 +803,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     });
     session.send(&Response::SessionEnded {
         exit_status: outcome.ended.exit_status,
-        message: error_line,
+        message: outcome.limit.or(error_line),
     });
 }
 

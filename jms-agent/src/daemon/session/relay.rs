@@ -15,6 +15,13 @@
 //! direction, so a slow side slows its peer and never deadlocks the loop.
 //! The engineer leaving (EOF/EIO on her side, or the control connection
 //! closing) ends ssh.
+//!
+//! Limits ([`Limits`], from the settings in force): a session on a
+//! terminal with no keystroke for the idle timeout, or any session older
+//! than the maximum session length, is ended; the engineer is told why
+//! ([`Outcome::limit`]). Execs on pipes (transfers, `tar | ssh …`) feed
+//! ssh directly and are never idle as far as the relay can tell: only the
+//! maximum length applies to them.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -37,12 +44,57 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const ECHO_QUIET: Duration = Duration::from_millis(80);
 const ECHO_MAX: Duration = Duration::from_millis(1000);
 
+/// When a session is ended for being idle or too long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub idle: Option<Duration>,
+    pub max: Option<Duration>,
+}
+
+impl Limits {
+    /// Why the session must end now, if it must.
+    fn reached(&self, now: Instant, started: Instant, last_activity: Instant) -> Option<String> {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        if let Some(max) = self.max {
+            if now.duration_since(started) >= max {
+                return Some(format!(
+                    "session ended: it reached the maximum session length ({})",
+                    human(max)
+                ));
+            }
+        }
+        if let Some(idle) = self.idle {
+            if now.duration_since(last_activity) >= idle {
+                return Some(format!(
+                    "session ended: idle for {} (the idle timeout)",
+                    human(idle)
+                ));
+            }
+        }
+        None
+    }
+
+    /// The next instant a limit can be reached.
+    fn deadline(&self, started: Instant, last_activity: Instant) -> Option<Instant> {
+        let max = self.max.map(|m| started + m);
+        let idle = self.idle.map(|i| last_activity + i);
+        match (max, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// What the relay reports to the session as it runs.
 pub trait Events {
     /// The target login succeeded (once).
     fn ready(&mut self);
     /// A command line was decided.
     fn command(&mut self, command: &str, verdict: &Verdict);
+    /// The idle and length limits of this session (none by default).
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// How the relay ended.
@@ -52,6 +104,8 @@ pub struct Outcome {
     pub ready: bool,
     /// The engineer (or her agent) went away first.
     pub engineer_gone: bool,
+    /// The session was ended by a limit: the line that says which.
+    pub limit: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -296,11 +350,22 @@ pub fn relay_pty(
     let mut engineer_gone = false;
     let mut target_done = false;
     let mut login_failed = false;
+    let limits = events.limits();
+    let started = Instant::now();
+    let mut last_input = started;
+    let mut limit = None;
     while !target_done && !engineer_gone {
         let ready = conn.is_ready();
         let now = Instant::now();
         if !ready && now >= conn.login_deadline() {
             login_failed = true;
+            break;
+        }
+        if let Some(why) = limits.reached(now, started, last_input) {
+            state
+                .to_engineer
+                .extend_from_slice(format!("\r\n[jms: {why}]\r\n").as_bytes());
+            limit = Some(why);
             break;
         }
         let want_input = ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT;
@@ -318,6 +383,9 @@ pub fn relay_pty(
         }
         if let Some(settle) = state.settle_deadline(last_output) {
             deadline = deadline.min(settle);
+        }
+        if let Some(at) = limits.deadline(started, last_input) {
+            deadline = deadline.min(at);
         }
         let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
         // SAFETY: these descriptors stay open for the whole loop.
@@ -406,6 +474,7 @@ pub fn relay_pty(
                 Read_::Data(n) => {
                     let data = buf[..n].to_vec();
                     bytes_in += n as u64;
+                    last_input = Instant::now();
                     recorder.input(&data);
                     state.input(&data, events);
                 }
@@ -429,9 +498,14 @@ pub fn relay_pty(
         drain(eng_out, &mut state.to_engineer, Duration::from_secs(5));
     } else {
         conn.kill();
+        if limit.is_some() {
+            drain(eng_out, &mut state.to_engineer, Duration::from_secs(2));
+        }
     }
     recorder.flush();
-    finish(conn, login_failed, engineer_gone, bytes_in, bytes_out)
+    let mut outcome = finish(conn, login_failed, engineer_gone, bytes_in, bytes_out);
+    outcome.limit = limit;
+    outcome
 }
 
 fn finish(
@@ -457,6 +531,7 @@ fn finish(
         ended,
         ready,
         engineer_gone,
+        limit: None,
         bytes_in,
         bytes_out,
     }
@@ -485,6 +560,14 @@ pub fn relay_pipes(
     let mut engineer_gone = false;
     let mut login_failed = false;
     let mut last_flush = Instant::now();
+    // Only the maximum length (see the module doc).
+    let limits = Limits {
+        idle: None,
+        ..events.limits()
+    };
+    let started = Instant::now();
+    let last_output = started;
+    let mut limit = None;
     while (out_open || err_open || !to_out.is_empty() || !to_err.is_empty()) && !engineer_gone {
         let ready = conn.is_ready();
         let now = Instant::now();
@@ -492,9 +575,17 @@ pub fn relay_pipes(
             login_failed = true;
             break;
         }
+        if let Some(why) = limits.reached(now, started, last_output) {
+            to_err.extend_from_slice(format!("\n[jms: {why}]\n").as_bytes());
+            limit = Some(why);
+            break;
+        }
         let mut deadline = last_flush + FLUSH_EVERY;
         if !ready {
             deadline = deadline.min(conn.login_deadline());
+        }
+        if let Some(at) = limits.deadline(started, last_output) {
+            deadline = deadline.min(at);
         }
         let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
         let flag = |on: bool, f: PollFlags| if on { f } else { PollFlags::empty() };
@@ -574,14 +665,20 @@ pub fn relay_pipes(
             last_flush = Instant::now();
         }
     }
-    if engineer_gone || login_failed {
+    if engineer_gone || login_failed || limit.is_some() {
         conn.kill();
+    }
+    if limit.is_some() {
+        drain(eng_out, &mut to_out, Duration::from_secs(2));
+        drain(eng_err, &mut to_err, Duration::from_secs(2));
     }
     if !conn.is_ready() && conn.mark_ready() {
         events.ready();
     }
     recorder.flush();
-    finish(conn, login_failed, engineer_gone, 0, bytes_out)
+    let mut outcome = finish(conn, login_failed, engineer_gone, 0, bytes_out);
+    outcome.limit = limit;
+    outcome
 }
 
 /// Waits for the agent to answer [`Response::NeedCredentials`] (resizes
@@ -610,6 +707,39 @@ pub fn await_credentials(
             Ok(_) | Err(jms_proto::FrameError::Malformed(_)) => {}
             Err(_) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_say_which_was_reached_and_when_the_next_is_due() {
+        let start = Instant::now();
+        let limits = Limits {
+            idle: Some(Duration::from_secs(60)),
+            max: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(limits.reached(start, start, start), None);
+        let idle = limits
+            .reached(start + Duration::from_secs(61), start, start)
+            .expect("idle past the timeout");
+        assert!(idle.contains("idle for 1m"), "{idle}");
+        let long = limits
+            .reached(
+                start + Duration::from_secs(3600),
+                start,
+                start + Duration::from_secs(3599),
+            )
+            .expect("past the maximum length");
+        assert!(long.contains("maximum session length (1h)"), "{long}");
+        assert_eq!(
+            limits.deadline(start, start + Duration::from_secs(10)),
+            Some(start + Duration::from_secs(70))
+        );
+        assert_eq!(Limits::default().deadline(start, start), None);
+        assert_eq!(Limits::default().reached(start + Duration::from_secs(1 << 20), start, start), None);
     }
 }
 

@@ -102,6 +102,9 @@ pub enum EventBody {
     },
     /// A session request refused before any target connection.
     SessionDenied {
+        /// The refused session's id (absent in older spools).
+        #[serde(default)]
+        session: Option<String>,
         user: String,
         command_line: String,
         reason: String,
@@ -118,6 +121,19 @@ pub enum EventBody {
         decision: String,
         /// The filter that decided, when one did.
         filter: Option<String>,
+    },
+    /// A PAM authentication on the bastion (password, and TOTP code when
+    /// the user has one): its outcome.
+    Login {
+        user: String,
+        /// Where the engineer connected from (PAM_RHOST).
+        rhost: Option<String>,
+        /// The PAM service (`sshd`).
+        service: String,
+        /// `success`, `failure` (wrong password or code), `unknown_user`
+        /// or `denied` (locked, no password set, second factor missing).
+        outcome: String,
+        reason: Option<String>,
     },
     /// One file operation (upload, download, delete, rename, mkdir, …).
     Transfer {

@@ -144,7 +144,11 @@ fn serve(admin: Admin, listen: SocketAddr) -> Result<()> {
         println!("listening on http://{bound}");
         std::io::stdout().flush().ok();
         let app = jms_server::api::router(Arc::new(admin));
-        axum::serve(listener, app)
+        // The peer address reaches handlers (rate limits by source IP).
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(shutdown())
             .await
             .context("serving")

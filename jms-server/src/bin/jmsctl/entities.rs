@@ -126,6 +126,8 @@ pub enum UserCommand {
     Enable { username: String },
     /// Delete a user (her uid is never given to anyone else).
     Delete { username: String },
+    /// Mail her a new one-time set-password link (older links stop working).
+    SendLink { username: String },
 }
 
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
@@ -168,6 +170,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
                 )?
                 .unwrap_or_default();
             println!("created user {} (uid {})", user.username, created["uid"]);
+            crate::mail::report_link(&user.username, &created);
             Ok(Outcome::Ok)
         }
         UserCommand::List(list) => list.show(
@@ -182,6 +185,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
                 ("ACTIVE", "is_active"),
             ],
         ),
+        UserCommand::SendLink { username } => crate::mail::send_link(server, &username),
         UserCommand::Disable { username } => set_active(server, &username, false),
         UserCommand::Enable { username } => set_active(server, &username, true),
         UserCommand::Delete { username } => {

@@ -5,15 +5,21 @@
 //! hash. Against a server (`--server URL` or `JMS_SERVER`; the token from
 //! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600): `user`, `group`,
 //! `node`, `asset`, `account`, `grant`, `filter`, `settings`, `policy
-//! export`, `policy apply` and `bastion token create`.
+//! export`, `policy apply`, `bastion token create`, and the audit trail:
+//! `session list|show`, `command search`, `recording get`.
+//! On the server's data directory (`--data DIR`): `admin add|list|remove`
+//! (the audit web's logins).
 //!
 //! Exit codes: 0 allow / ok; 1 deny, or refused by (or unreachable) server;
 //! 2 bad input. Errors are one line on stderr.
 
+mod admin;
+mod audit;
 mod bastion;
 mod entities;
 mod eval;
 mod hash_password;
+mod mail;
 mod policy;
 mod remote;
 mod settings;
@@ -73,6 +79,17 @@ enum Command {
     /// Bastions: enrollment tokens.
     #[command(subcommand)]
     Bastion(bastion::BastionCommand),
+    /// Audit web admins (password + TOTP), on the server's data directory.
+    Admin(admin::AdminArgs),
+    /// Sessions recorded by the bastions.
+    #[command(subcommand)]
+    Session(audit::SessionCommand),
+    /// Commands typed or run in sessions.
+    #[command(subcommand)]
+    Command(audit::CommandCommand),
+    /// Session recordings (asciicast v2).
+    #[command(subcommand)]
+    Recording(audit::RecordingCommand),
 }
 
 /// What a command concluded, mapped to the exit code.
@@ -119,6 +136,10 @@ fn main() -> ExitCode {
         Command::Filter(command) => entities::filter(server, command),
         Command::Settings(command) => settings::run(server, command),
         Command::Bastion(command) => bastion::run(server, command),
+        Command::Admin(args) => admin::run(args),
+        Command::Session(command) => audit::session(server, command),
+        Command::Command(command) => audit::command(server, command),
+        Command::Recording(command) => audit::recording(server, command),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

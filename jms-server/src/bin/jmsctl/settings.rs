@@ -1,6 +1,7 @@
 //! `jmsctl settings get [KEY]` and `jmsctl settings set KEY VALUE`: the
 //! system settings on the server, addressed by dotted keys such as
-//! `security.lockout_threshold`.
+//! `security.lockout_threshold`; `jmsctl settings mail-test --to ADDRESS`
+//! sends a test message (see `crate::mail`).
 
 use std::io::{BufRead, IsTerminal};
 
@@ -23,6 +24,13 @@ pub enum SettingsCommand {
     /// ["ops"], null resets to the default), else as text (30m). For
     /// mail.password give `-` and type it or pipe it on stdin.
     Set { key: String, value: String },
+    /// Send a test message with the mail settings (SMTP failures name the
+    /// step that failed).
+    MailTest {
+        /// Where the message goes.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
 }
 
 fn show(value: &Value) -> String {
@@ -46,6 +54,7 @@ pub fn run(server: &ServerArgs, command: SettingsCommand) -> Result<Outcome> {
             println!("{}", show(value));
             Ok(Outcome::Ok)
         }
+        SettingsCommand::MailTest { to } => crate::mail::test(server, &to),
         SettingsCommand::Set { key, value } => {
             let parts: Vec<&str> = key.split('.').collect();
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {

@@ -1,0 +1,637 @@
+//! Benchmark of the sync path between jms-server and bastions, against
+//! the real (release) jms-server binary on loopback:
+//!
+//! - full bundle for the issue's policy size (100k assets, 10k users, from
+//!   jms-core's generator): what the server takes to build and sign it
+//!   (first request, nothing cached, minus a second one that is), its size
+//!   on the wire, sealing/opening, and on the bastion side verify (with the
+//!   JSON parse), engine build, NSS cache write and state write — the
+//!   real jms-agentd calls;
+//! - delta apply: one change, the delta the server answers and its apply;
+//! - event ingest through `POST /api/v1/sync/events` with signed batches of
+//!   1000 (jms-agentd's batch size), one uploader and four, against raw
+//!   SQLite inserts of the same rows with the server's pragmas;
+//! - many enrolled bastions polling every 10 s (compressed run): poll
+//!   latency p50/p99 and the server's CPU from /proc/PID/stat.
+//!
+//! `cargo bench -p jms-server --bench sync [-- --quick]` (`--quick`: 1/100
+//! of the policy, fewer events, 100 bastions for 10 s).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jms_agent::daemon::config::AgentdConfig;
+use jms_core::bundle::{self, hex, request_message, TransportKey};
+use jms_core::Policy;
+use jms_server::Admin;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
+
+#[path = "../../jms-core/benches/support/generate.rs"]
+#[allow(dead_code)]
+mod generate;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_jms-server");
+const APPLY_TARGET: Duration = Duration::from_secs(2);
+const DELTA_TARGET: Duration = Duration::from_millis(10);
+const INGEST_TARGET: f64 = 20_000.0;
+/// jms-agentd's upload batch.
+const BATCH: usize = 1000;
+const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Sizes {
+    label: &'static str,
+    policy: generate::Params,
+    events: usize,
+    bastions: usize,
+    poll_run: Duration,
+}
+
+fn main() {
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--bench" => {}
+            other => eprintln!("sync: ignoring argument `{other}` (only --quick is known)"),
+        }
+    }
+    let sizes = if quick {
+        Sizes {
+            label: "quick",
+            policy: generate::Params::FULL.divided(100),
+            events: 20_000,
+            bastions: 100,
+            poll_run: Duration::from_secs(10),
+        }
+    } else {
+        Sizes {
+            label: "full",
+            policy: generate::Params::FULL,
+            events: 200_000,
+            bastions: 1000,
+            poll_run: Duration::from_secs(30),
+        }
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    eprintln!("== {} size: {:?}", sizes.label, sizes.policy);
+    let mut lines = Vec::new();
+
+    // The store: the generated policy and the enrolled bastions, written
+    // in-process; then the release server binary serves it.
+    let data = dir.path().join("server");
+    let doc = generate::generate(&sizes.policy);
+    let (assets, users) = (doc.assets.len(), doc.users.len());
+    let admin = Admin::open(&data).expect("open the data dir");
+    let started = Instant::now();
+    admin
+        .change("bench", false, move |d| {
+            *d = doc;
+            Ok(())
+        })
+        .expect("the generated policy is accepted");
+    eprintln!(
+        "policy stored ({assets} assets, {users} users) in {:.1?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let bastions: Vec<Bastion> = (0..sizes.bastions.max(1))
+        .map(|i| Bastion::enroll(&admin, i))
+        .collect();
+    eprintln!(
+        "{} bastions enrolled in {:.1?}",
+        bastions.len(),
+        started.elapsed()
+    );
+    let pinned = admin.server_public_key().to_vec();
+    drop(admin);
+    let mut server = Server::start(&data);
+
+    // ---- full bundle -----------------------------------------------------
+    let first = server.fetch(&bastions[0], 0);
+    let cached = server.fetch(&bastions[0], 0);
+    let signed = cached.signed.clone();
+    let build_sign = first.elapsed.saturating_sub(cached.elapsed);
+    let started = Instant::now();
+    let transport = TransportKey::generate();
+    let resealed =
+        bundle::seal_for(&bundle::unhex(&transport.public_hex()).unwrap(), &signed).unwrap();
+    let seal = started.elapsed();
+    let started = Instant::now();
+    let opened = transport.open(&resealed).unwrap();
+    let open = started.elapsed();
+    assert_eq!(opened, signed);
+
+    let agent_dir = dir.path().join("bastion");
+    let config = agentd_config(&agent_dir, &server.url);
+    let first_apply = apply(&signed, &pinned, &config);
+    let again_apply = apply(&signed, &pinned, &config);
+    let mb = |n: usize| n as f64 / 1e6;
+    lines.push(format!(
+        "full bundle ({assets} assets, {users} users): {:.1} MB signed, {:.1} MB on the wire",
+        mb(signed.len()),
+        mb(cached.wire_bytes)
+    ));
+    lines.push(format!(
+        "  server: build+sign {:.0?} (first request {:.0?}, cached {:.0?}: seal + transfer)",
+        build_sign, first.elapsed, cached.elapsed
+    ));
+    lines.push(format!("  seal {seal:.0?}, open {open:.0?}"));
+    for (what, a) in [("first apply", &first_apply), ("re-apply", &again_apply)] {
+        lines.push(format!(
+            "  agentd {what}: {:.0?} = verify+parse {:.0?} + engine {:.0?} + NSS cache {:.0?} + state {:.0?}  [{}]",
+            a.total(),
+            a.verify,
+            a.engine,
+            a.nss,
+            a.state,
+            verdict(a.total() <= APPLY_TARGET, "target <= 2 s")
+        ));
+    }
+
+    // ---- delta -----------------------------------------------------------
+    lines.push(delta(&mut server, &bastions[0], &pinned, &signed, &config));
+
+    // ---- event ingest ----------------------------------------------------
+    let events: Vec<Value> = (0..sizes.events).map(event).collect();
+    for uploaders in [1usize, 4] {
+        let run: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["id"] = format!("{}-{uploaders}", e["id"].as_str().unwrap()).into();
+                e
+            })
+            .collect();
+        let rate = ingest(
+            &server,
+            &bastions[..uploaders.min(bastions.len())],
+            &run,
+            uploaders,
+        );
+        let raw = raw_insert_rate(dir.path(), &run);
+        lines.push(format!(
+            "event ingest, {uploaders} uploader(s), {} events in batches of {BATCH}: {:.0} events/s over HTTP; raw SQLite {:.0} events/s; ratio {:.2}  [{}]",
+            run.len(),
+            rate,
+            raw,
+            rate / raw,
+            verdict(rate >= INGEST_TARGET, "target >= 20k/s")
+        ));
+    }
+
+    // ---- many bastions polling -------------------------------------------
+    lines.push(polls(&server, &bastions, sizes.poll_run));
+    server.stop();
+
+    println!();
+    println!("== sync benchmark ({} size)", sizes.label);
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+fn verdict(ok: bool, target: &str) -> String {
+    format!("{} {target}", if ok { "PASS" } else { "MISS" })
+}
+
+// ---- the server process ----------------------------------------------------
+
+struct Server {
+    child: Child,
+    url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(SERVER)
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start jms-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("jms-server did not start: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url,
+            http: client(),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A signed bundle request from `bastion` holding `since`.
+    fn fetch(&self, bastion: &Bastion, since: u64) -> Fetched {
+        let transport = TransportKey::generate();
+        let query = format!("since={since}&transport={}", transport.public_hex());
+        let started = Instant::now();
+        let response = bastion
+            .request(
+                &self.http,
+                &self.url,
+                "GET",
+                "/api/v1/sync/bundle",
+                &query,
+                Vec::new(),
+            )
+            .send()
+            .expect("bundle request");
+        let status = response.status();
+        let body = response.bytes().expect("bundle body");
+        let elapsed = started.elapsed();
+        assert!(status.is_success(), "bundle request: {status} {body:?}");
+        Fetched {
+            elapsed,
+            wire_bytes: body.len(),
+            signed: transport.open(&body).expect("the sealed bundle opens"),
+        }
+    }
+
+    /// utime + stime of the server, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // Fields 14 and 15 of stat(5); the name (field 2) is cut off above.
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / clock_ticks()
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+struct Fetched {
+    elapsed: Duration,
+    wire_bytes: usize,
+    signed: Vec<u8>,
+}
+
+// ---- simulated bastions ----------------------------------------------------
+
+struct Bastion {
+    id: i64,
+    key: Ed25519KeyPair,
+}
+
+impl Bastion {
+    fn enroll(admin: &Admin, i: usize) -> Bastion {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let (token, _) = admin
+            .create_enroll_token("bench", Duration::from_secs(3600))
+            .unwrap();
+        let id = admin
+            .enroll(
+                &token,
+                &format!("bench-{i}"),
+                &hex(key.public_key().as_ref()),
+            )
+            .unwrap();
+        assert!(admin.read().unwrap().bastion(id).unwrap().is_some());
+        Bastion { id, key }
+    }
+
+    /// A request signed as jms-agentd signs it.
+    fn request(
+        &self,
+        http: &reqwest::blocking::Client,
+        server: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: Vec<u8>,
+    ) -> reqwest::blocking::RequestBuilder {
+        let mut nonce = [0u8; 16];
+        SystemRandom::new().fill(&mut nonce).unwrap();
+        let nonce = hex(&nonce);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = self.key.sign(&request_message(
+            method, path, query, timestamp, &nonce, &body,
+        ));
+        let url = if query.is_empty() {
+            format!("{server}{path}")
+        } else {
+            format!("{server}{path}?{query}")
+        };
+        http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .header("x-jms-bastion", self.id.to_string())
+            .header("x-jms-timestamp", timestamp.to_string())
+            .header("x-jms-nonce", nonce)
+            .header("x-jms-signature", hex(signature.as_ref()))
+            .body(body)
+    }
+}
+
+// ---- agentd apply ------------------------------------------------------------
+
+fn agentd_config(dir: &Path, server: &str) -> AgentdConfig {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let path = dir.join("agentd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\n\n[central]\nserver = {server:?}\n",
+            dir.join("agentd.sock"),
+            state,
+            dir.join("nss.db")
+        ),
+    )
+    .unwrap();
+    AgentdConfig::load(&path).expect("agentd config")
+}
+
+struct Applied {
+    verify: Duration,
+    engine: Duration,
+    nss: Duration,
+    state: Duration,
+}
+
+impl Applied {
+    fn total(&self) -> Duration {
+        self.verify + self.engine + self.nss + self.state
+    }
+}
+
+/// What jms-agentd does with a new full bundle: verify (signature, pinned
+/// key, version; parse), check and index the policy (the grant engine),
+/// publish the NSS cache with the server's ids, keep the bundle on disk.
+fn apply(signed: &[u8], pinned: &[u8], config: &AgentdConfig) -> Applied {
+    let started = Instant::now();
+    let bundle = bundle::verify(signed, pinned, 0).expect("the bundle verifies");
+    let verify = started.elapsed();
+    let started = Instant::now();
+    let policy = Policy::from_document(
+        bundle.policy.clone(),
+        &format!("bundle v{}", bundle.version),
+        Path::new("/nonexistent"),
+    )
+    .expect("the bundle's policy checks");
+    let engine = started.elapsed();
+    let started = Instant::now();
+    jms_agent::daemon::publish::publish_with_ids(&policy, config, Some(&bundle.ids))
+        .expect("publish");
+    let nss = started.elapsed();
+    let started = Instant::now();
+    jms_agent::daemon::enroll::write_private(
+        &config
+            .state_dir
+            .join(jms_agent::daemon::enroll::BUNDLE_FILE),
+        signed,
+    )
+    .expect("keep the bundle");
+    let state = started.elapsed();
+    Applied {
+        verify,
+        engine,
+        nss,
+        state,
+    }
+}
+
+// ---- delta ---------------------------------------------------------------------
+
+/// One change on the server, then what a bastion holding the full bundle
+/// gets and applies.
+fn delta(
+    server: &mut Server,
+    bastion: &Bastion,
+    pinned: &[u8],
+    full: &[u8],
+    config: &AgentdConfig,
+) -> String {
+    let have = bundle::verify(full, pinned, 0).unwrap().version;
+    let _ = (server, bastion, config, have);
+    "delta apply: not measured (no delta API yet)".to_string()
+}
+
+// ---- event ingest ------------------------------------------------------------
+
+/// One spooled event as jms-agentd writes it (a command, ~300 bytes).
+fn event(n: usize) -> Value {
+    json!({
+        "id": format!("bench-{n:08}"),
+        "time": "2026-01-01T00:00:00.000Z",
+        "event": "command",
+        "session": format!("s-{}", n / 50),
+        "user": format!("user-{:05}", n % 10_000),
+        "asset": format!("asset-{:06}", n % 100_000),
+        "account": "root",
+        "username": "root",
+        "command": format!("systemctl status nginx --no-pager # {n}"),
+        "kind": "interactive",
+        "decision": "allow",
+        "filter": null,
+    })
+}
+
+/// Events per second through the HTTP endpoint, `uploaders` at a time
+/// (uploader `u` as `bastions[u % len]`).
+fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: usize) -> f64 {
+    let batches: Vec<Vec<u8>> = events
+        .chunks(BATCH)
+        .map(|chunk| serde_json::to_vec(&json!({ "events": chunk })).unwrap())
+        .collect();
+    let next = Mutex::new(0usize);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for u in 0..uploaders {
+            let (next, batches) = (&next, &batches);
+            let bastion = &bastions[u % bastions.len()];
+            let url = server.url.clone();
+            scope.spawn(move || {
+                let http = client();
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(body) = batches.get(i) else { break };
+                    let response = bastion
+                        .request(&http, &url, "POST", "/api/v1/sync/events", "", body.clone())
+                        .send()
+                        .expect("events request");
+                    let status = response.status();
+                    let answer: Value = response.json().expect("events answer");
+                    assert!(status.is_success(), "events: {status} {answer}");
+                }
+            });
+        }
+    });
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Events per second inserted straight into a fresh store's events table
+/// (same schema, pragmas and batch transactions, no HTTP, JSON or
+/// signatures).
+fn raw_insert_rate(dir: &Path, events: &[Value]) -> f64 {
+    let data = tempfile::tempdir_in(dir).unwrap();
+    let data: PathBuf = data.path().join("raw");
+    let admin = Admin::open(&data).unwrap();
+    let bastion = Bastion::enroll(&admin, 0);
+    drop(admin);
+    let mut conn = rusqlite::Connection::open(data.join("jms.db")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    let rows: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["event"].as_str().unwrap().to_string(),
+                e["time"].as_str().unwrap().to_string(),
+                e.to_string(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in rows.chunks(BATCH) {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events \
+                     (bastion_id, idempotency_key, kind, at, body, received_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .unwrap();
+            let now = chrono::Utc::now().to_rfc3339();
+            for (key, kind, at, body) in chunk {
+                insert
+                    .execute(rusqlite::params![bastion.id, key, kind, at, body, now])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    rows.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+// ---- many bastions polling ------------------------------------------------------
+
+/// Every bastion polls every [`POLL_INTERVAL`] (spread evenly) with the
+/// version it holds, for `run`; the server's CPU and the poll latency.
+fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
+    let version = {
+        let fetched = server.fetch(&bastions[0], 0);
+        bundle::verify(&fetched.signed, &fetched.signed[5..37], 0)
+            .unwrap()
+            .version
+    };
+    const WORKERS: usize = 32;
+    let latencies = Mutex::new(Vec::new());
+    let late = Mutex::new(0usize);
+    let failed = Mutex::new(Vec::<String>::new());
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..WORKERS {
+            let (latencies, late, failed) = (&latencies, &late, &failed);
+            let url = server.url.clone();
+            scope.spawn(move || {
+                let http = client();
+                // (due, bastion) for this worker's bastions.
+                let mut due: Vec<(Duration, usize)> = (w..bastions.len())
+                    .step_by(WORKERS)
+                    .map(|i| (POLL_INTERVAL * i as u32 / bastions.len() as u32, i))
+                    .collect();
+                let mut mine = Vec::new();
+                loop {
+                    due.sort();
+                    let (at, i) = due[0];
+                    if at >= run {
+                        break;
+                    }
+                    let now = started.elapsed();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    } else if now - at > Duration::from_millis(100) {
+                        *late.lock().unwrap() += 1;
+                    }
+                    let transport = TransportKey::generate();
+                    let query = format!("since={version}&transport={}", transport.public_hex());
+                    let sent = Instant::now();
+                    match bastions[i]
+                        .request(
+                            &http,
+                            &url,
+                            "GET",
+                            "/api/v1/sync/bundle",
+                            &query,
+                            Vec::new(),
+                        )
+                        .send()
+                    {
+                        Ok(r) if r.status() == reqwest::StatusCode::NOT_MODIFIED => {
+                            mine.push(sent.elapsed())
+                        }
+                        Ok(r) => failed.lock().unwrap().push(format!("{}", r.status())),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                    due[0].0 = at + POLL_INTERVAL;
+                }
+                latencies.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu_before;
+    let mut latencies = latencies.into_inner().unwrap();
+    latencies.sort();
+    let failed = failed.into_inner().unwrap();
+    let rank = |p: f64| {
+        latencies[((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    format!(
+        "{} bastions polling every {}s for {:.0}s: {} polls (304), p50 {:.1?}, p99 {:.1?}, max {:.1?}; server CPU {:.1}% of one core ({:.2}s); {} late by >100 ms, {} failed{}",
+        bastions.len(),
+        POLL_INTERVAL.as_secs(),
+        wall,
+        latencies.len(),
+        rank(0.5),
+        rank(0.99),
+        latencies.last().unwrap(),
+        100.0 * cpu / wall,
+        cpu,
+        late.into_inner().unwrap(),
+        failed.len(),
+        failed.first().map(|f| format!(" (e.g. {f})")).unwrap_or_default()
+    )
+}

@@ -1,0 +1,92 @@
+//! Users' self-service: the mailed one-time set-password link and the pages
+//! behind it (the seed's 邮件设置密码 flow).
+//!
+//! - [`links`]: issuing a link (32 random bytes, only their SHA-256 stored,
+//!   expiring after `mail.link_lifetime`, single use; a new link revokes the
+//!   user's older ones), mailing it, and redeeming it.
+//! - [`pages`]: server-rendered HTML (maud, inline CSS, nothing loaded from
+//!   elsewhere): `GET/POST /password/set?token=…` (password rules from the
+//!   settings, optional TOTP enrollment confirmed by one code) and
+//!   `GET/POST /password/forgot` (same answer whether or not the account
+//!   exists; the lookup and the mail happen in a background queue).
+//! - [`api`]: the admin side: user creation that mails the link, resending
+//!   it, and the "send test email" action.
+//! - [`csrf`]: forms carry an HMAC of a `SameSite=Strict` cookie (and of the
+//!   link), and a browser's `Origin` must be this site.
+//! - [`limits`]: per source IP and per user rate limits of "forgot password".
+//! - [`rules`]: the password rules (`security.password_*`).
+//!
+//! Tokens, passwords and TOTP secrets are never logged: the request log
+//! records paths without their query strings.
+
+pub mod api;
+mod csrf;
+mod limits;
+pub mod links;
+mod pages;
+pub mod rules;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::mpsc;
+
+use crate::admin::{Admin, AdminError};
+
+/// What the self-service pages share.
+pub(crate) struct SelfService {
+    admin: Arc<Admin>,
+    csrf: csrf::CsrfKey,
+    /// "Forgot password" requests per source IP.
+    per_ip: limits::RateLimiter,
+    /// Links sent by "forgot password", per user.
+    per_user: Arc<limits::RateLimiter>,
+    /// The background queue of "forgot password" lookups (started on first
+    /// use, inside the server's runtime).
+    forgot: OnceLock<mpsc::Sender<String>>,
+}
+
+/// The self-service pages, for the server's router (whatever its state).
+pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> {
+    let state = Arc::new(SelfService {
+        admin,
+        csrf: csrf::CsrfKey::new(),
+        per_ip: limits::RateLimiter::new(limits::PER_IP_MAX, limits::PER_IP_WINDOW),
+        per_user: Arc::new(limits::RateLimiter::new(
+            limits::PER_USER_MAX,
+            limits::PER_USER_WINDOW,
+        )),
+        forgot: OnceLock::new(),
+    });
+    Router::new()
+        .route(
+            pages::SET_PATH,
+            get(pages::set_form).post(pages::set_submit),
+        )
+        .route(
+            pages::FORGOT_PATH,
+            get(pages::forgot_form).post(pages::forgot_submit),
+        )
+        .with_state(state)
+}
+
+/// Runs store work off the async threads.
+pub(crate) async fn blocking<T, E>(
+    admin: &Arc<Admin>,
+    work: impl FnOnce(&Admin) -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<AdminError> + Send + 'static,
+{
+    let admin = admin.clone();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+        Ok(result) => result,
+        Err(e) => Err(E::from(AdminError::Store(crate::store::StoreError::Io {
+            path: "self-service worker thread".to_string(),
+            message: e.to_string(),
+        }))),
+    }
+}

@@ -1,0 +1,1034 @@
+//! The audit trail as rows: sessions, commands, transfers, login results
+//! and recordings, projected from the events bastions upload.
+//!
+//! - [`AuditEvent`]: an uploaded event as the projection reads it (the
+//!   spool's JSON line; fields it does not know are ignored, kinds it does
+//!   not know are kept only in `events`).
+//! - The projection runs in the transaction that stored the event, and only
+//!   when that event was new: a retried batch projects nothing twice. It is
+//!   order-independent: every event upserts its session (a command or a
+//!   `session_end` may arrive before the `session_start`), each session
+//!   field is set by one kind of event, and the start time falls back to the
+//!   earliest time any event implies until the `session_start` arrives.
+//! - Query types and rows ([`SessionQuery`], [`SessionRecord`], …) and the
+//!   SQLite statements behind the storage trait's audit methods.
+//!
+//! Times are stored as RFC 3339 UTC with microseconds, so text order is time
+//! order; a bastion's unparsable time is replaced by the time of receipt.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::ToSql;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Deserialize;
+
+use super::{NewEvent, Page, Result};
+
+/// Migration 3. The audit tables of migration 1 were never written; they
+/// are recreated in the shape the projection needs (no foreign key from a
+/// recording to its session: either may arrive first).
+pub const MIGRATION: &str = r#"
+DROP TABLE recordings;
+DROP TABLE transfers;
+DROP TABLE commands;
+DROP TABLE sessions;
+
+-- One row per bastion session, upserted by each of its events.
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    bastion_id INTEGER NOT NULL REFERENCES bastions (id),
+    username TEXT NOT NULL DEFAULT '',
+    asset TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '',
+    -- the login used on the target
+    login TEXT,
+    -- shell, exec, sftp, scp, rsync
+    kind TEXT,
+    protocol TEXT,
+    -- the engineer's address
+    client TEXT,
+    command TEXT,
+    -- the session_start's time (NULL until it arrives)
+    started_at TEXT,
+    -- the earliest time any event of the session implies
+    first_seen_at TEXT NOT NULL,
+    -- COALESCE(started_at, first_seen_at): list order and time filters
+    at TEXT NOT NULL,
+    ended_at TEXT,
+    denied INTEGER NOT NULL DEFAULT 0,
+    exit_status INTEGER,
+    end_reason TEXT,
+    duration_ms INTEGER,
+    bytes_in INTEGER,
+    bytes_out INTEGER,
+    recording TEXT,
+    recording_truncated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_by_time ON sessions (at);
+CREATE INDEX sessions_by_user ON sessions (username, at);
+CREATE INDEX sessions_by_asset ON sessions (asset, at);
+
+CREATE TABLE commands (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL UNIQUE REFERENCES events (id),
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    at TEXT NOT NULL,
+    username TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    input TEXT NOT NULL,
+    -- interactive or exec
+    kind TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'deny')),
+    filter TEXT
+);
+CREATE INDEX commands_by_session ON commands (session_id, at);
+CREATE INDEX commands_by_time ON commands (at);
+CREATE INDEX commands_by_user ON commands (username, at);
+
+CREATE TABLE transfers (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL UNIQUE REFERENCES events (id),
+    session_id TEXT NOT NULL REFERENCES sessions (id),
+    at TEXT NOT NULL,
+    username TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    -- sftp, scp or rsync
+    via TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    path TEXT NOT NULL,
+    to_path TEXT,
+    size INTEGER,
+    -- ok, or why it failed or was refused
+    result TEXT NOT NULL,
+    ok INTEGER NOT NULL
+);
+CREATE INDEX transfers_by_session ON transfers (session_id, at);
+CREATE INDEX transfers_by_time ON transfers (at);
+
+-- Login results (PAM authentication on the bastion).
+CREATE TABLE logins (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL UNIQUE REFERENCES events (id),
+    bastion_id INTEGER NOT NULL REFERENCES bastions (id),
+    at TEXT NOT NULL,
+    username TEXT NOT NULL,
+    remote_addr TEXT,
+    service TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX logins_by_time ON logins (at);
+
+-- Recording files (<data>/recordings/<session>.cast); complete once the
+-- uploaded bytes matched the bastion's size and SHA-256.
+CREATE TABLE recordings (
+    session_id TEXT PRIMARY KEY,
+    bastion_id INTEGER NOT NULL REFERENCES bastions (id),
+    format TEXT NOT NULL DEFAULT 'asciicast-v2',
+    size INTEGER,
+    sha256 TEXT,
+    complete INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    completed_at TEXT
+);
+"#;
+
+// ---- events as the projection reads them ---------------------------------
+
+/// Who did it where (the spool's `Scope`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventScope {
+    pub session: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub asset: String,
+    #[serde(default)]
+    pub account: String,
+    /// The login on the target, when known.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+/// An uploaded event, by its `event` field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    SessionStart {
+        #[serde(flatten)]
+        scope: EventScope,
+        kind: Option<String>,
+        protocol: Option<String>,
+        client: Option<String>,
+        command: Option<String>,
+        recording: Option<String>,
+    },
+    SessionEnd {
+        #[serde(flatten)]
+        scope: EventScope,
+        exit_status: Option<i32>,
+        reason: Option<String>,
+        #[serde(default)]
+        duration_ms: u64,
+        bytes_in: Option<u64>,
+        bytes_out: Option<u64>,
+        recording: Option<String>,
+        #[serde(default)]
+        recording_truncated: bool,
+    },
+    SessionDenied {
+        /// Absent in events of older bastions: then only `events` has it.
+        session: Option<String>,
+        #[serde(default)]
+        user: String,
+        #[serde(default)]
+        command_line: String,
+        #[serde(default)]
+        reason: String,
+        client: Option<String>,
+    },
+    Command {
+        #[serde(flatten)]
+        scope: EventScope,
+        command: String,
+        #[serde(default)]
+        kind: String,
+        decision: String,
+        filter: Option<String>,
+    },
+    Transfer {
+        #[serde(flatten)]
+        scope: EventScope,
+        #[serde(default)]
+        via: String,
+        operation: String,
+        path: String,
+        to: Option<String>,
+        size: Option<u64>,
+        result: String,
+    },
+    Login {
+        user: String,
+        rhost: Option<String>,
+        service: Option<String>,
+        outcome: String,
+        reason: Option<String>,
+    },
+    /// A kind this server does not project (kept in `events` only).
+    #[serde(other)]
+    Other,
+}
+
+/// Stored time text: RFC 3339 UTC with microseconds.
+pub fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+// ---- queries and rows ------------------------------------------------------
+
+/// `GET /api/v1/sessions` filters (exact names; times on the start).
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub user: Option<String>,
+    pub asset: Option<String>,
+    pub account: Option<String>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only sessions still going (true) or over (false).
+    pub online: Option<bool>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// `GET /api/v1/commands` filters.
+#[derive(Debug, Clone, Default)]
+pub struct CommandQuery {
+    pub user: Option<String>,
+    pub asset: Option<String>,
+    pub session: Option<String>,
+    /// Case-insensitive substring of the command text.
+    pub q: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// `GET /api/v1/transfers` filters.
+#[derive(Debug, Clone, Default)]
+pub struct TransferQuery {
+    pub user: Option<String>,
+    pub asset: Option<String>,
+    pub session: Option<String>,
+    pub operation: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// A session as projected.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    /// The bastion's name.
+    pub bastion: Option<String>,
+    pub user: String,
+    pub asset: String,
+    pub account: String,
+    pub login: Option<String>,
+    pub kind: Option<String>,
+    pub protocol: Option<String>,
+    pub client: Option<String>,
+    pub command: Option<String>,
+    /// The session_start's time, else the earliest any event implies.
+    pub started_at: DateTime<Utc>,
+    /// Whether the session_start arrived.
+    pub start_seen: bool,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub denied: bool,
+    pub exit_status: Option<i32>,
+    pub reason: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+    pub recording_truncated: bool,
+    /// A complete recording is stored.
+    pub has_recording: bool,
+    pub command_count: u64,
+    pub transfer_count: u64,
+}
+
+/// A command, with its session's start (for the replay offset).
+#[derive(Debug, Clone)]
+pub struct CommandRecord {
+    pub id: i64,
+    pub session: String,
+    pub at: DateTime<Utc>,
+    pub session_started_at: DateTime<Utc>,
+    pub user: String,
+    pub asset: String,
+    pub account: String,
+    pub command: String,
+    pub kind: String,
+    pub decision: String,
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransferRecord {
+    pub id: i64,
+    pub session: String,
+    pub at: DateTime<Utc>,
+    pub user: String,
+    pub asset: String,
+    pub account: String,
+    pub via: String,
+    pub operation: String,
+    pub path: String,
+    pub to: Option<String>,
+    pub size: Option<u64>,
+    pub result: String,
+    pub ok: bool,
+}
+
+/// A recording as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub session: String,
+    pub bastion_id: i64,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub complete: bool,
+}
+
+// ---- SQLite: projection ----------------------------------------------------
+
+/// What one event sets on its session row (None: leaves it).
+#[derive(Default)]
+struct SessionUpdate<'a> {
+    id: &'a str,
+    user: &'a str,
+    asset: &'a str,
+    account: &'a str,
+    /// user/asset/account of this event override the stored ones.
+    authoritative: bool,
+    login: Option<&'a str>,
+    kind: Option<&'a str>,
+    protocol: Option<&'a str>,
+    client: Option<&'a str>,
+    command: Option<&'a str>,
+    started_at: Option<String>,
+    seen_at: String,
+    ended_at: Option<String>,
+    denied: bool,
+    exit_status: Option<i32>,
+    reason: Option<&'a str>,
+    duration_ms: Option<u64>,
+    bytes_in: Option<u64>,
+    bytes_out: Option<u64>,
+    recording: Option<&'a str>,
+    recording_truncated: bool,
+}
+
+/// Projects one newly stored event of `bastion_id` (see the module doc).
+/// An event that cannot be projected (malformed, or naming a session of
+/// another bastion) is logged and left in `events` only: the batch never
+/// fails for it.
+pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<()> {
+    let parsed = match serde_json::from_value::<AuditEvent>(event.body.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::warn!(
+                bastion_id,
+                key = event.idempotency_key,
+                kind = event.kind,
+                error = %e,
+                "event stored but not projected: unexpected shape"
+            );
+            return Ok(());
+        }
+    };
+    let at = parse_time(&event.at).unwrap_or_else(Utc::now);
+    let at_text = time_text(at);
+    let event_id = || -> Result<i64> {
+        Ok(conn.query_row(
+            "SELECT id FROM events WHERE bastion_id = ?1 AND idempotency_key = ?2",
+            params![bastion_id, event.idempotency_key],
+            |row| row.get(0),
+        )?)
+    };
+    let update = |u: SessionUpdate<'_>| upsert_session(conn, bastion_id, &u);
+    match &parsed {
+        AuditEvent::SessionStart {
+            scope,
+            kind,
+            protocol,
+            client,
+            command,
+            recording,
+        } => {
+            update(SessionUpdate {
+                id: &scope.session,
+                user: &scope.user,
+                asset: &scope.asset,
+                account: &scope.account,
+                authoritative: true,
+                login: scope.username.as_deref(),
+                kind: kind.as_deref(),
+                protocol: protocol.as_deref(),
+                client: client.as_deref(),
+                command: command.as_deref(),
+                started_at: Some(at_text.clone()),
+                seen_at: at_text,
+                recording: recording.as_deref(),
+                ..Default::default()
+            })?;
+        }
+        AuditEvent::SessionEnd {
+            scope,
+            exit_status,
+            reason,
+            duration_ms,
+            bytes_in,
+            bytes_out,
+            recording,
+            recording_truncated,
+        } => {
+            let begun = at - chrono::Duration::milliseconds(*duration_ms as i64);
+            update(SessionUpdate {
+                id: &scope.session,
+                user: &scope.user,
+                asset: &scope.asset,
+                account: &scope.account,
+                authoritative: true,
+                login: scope.username.as_deref(),
+                seen_at: time_text(begun),
+                ended_at: Some(at_text),
+                exit_status: *exit_status,
+                reason: reason.as_deref(),
+                duration_ms: Some(*duration_ms),
+                bytes_in: *bytes_in,
+                bytes_out: *bytes_out,
+                recording: recording.as_deref(),
+                recording_truncated: *recording_truncated,
+                ..Default::default()
+            })?;
+        }
+        AuditEvent::SessionDenied {
+            session: Some(session),
+            user,
+            reason,
+            client,
+            ..
+        } => {
+            update(SessionUpdate {
+                id: session,
+                user,
+                client: client.as_deref(),
+                seen_at: at_text.clone(),
+                ended_at: Some(at_text),
+                denied: true,
+                reason: Some(reason),
+                ..Default::default()
+            })?;
+        }
+        AuditEvent::SessionDenied { session: None, .. } | AuditEvent::Other => {}
+        AuditEvent::Command {
+            scope,
+            command,
+            kind,
+            decision,
+            filter,
+        } => {
+            if !matches!(decision.as_str(), "allow" | "deny") {
+                tracing::warn!(
+                    bastion_id,
+                    key = event.idempotency_key,
+                    decision,
+                    "command event stored but not projected: decision is neither allow nor deny"
+                );
+                return Ok(());
+            }
+            if !update(SessionUpdate {
+                id: &scope.session,
+                user: &scope.user,
+                asset: &scope.asset,
+                account: &scope.account,
+                login: scope.username.as_deref(),
+                seen_at: at_text.clone(),
+                ..Default::default()
+            })? {
+                return Ok(());
+            }
+            conn.execute(
+                "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
+                 account, input, kind, decision, filter) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    event_id()?,
+                    scope.session,
+                    at_text,
+                    scope.user,
+                    scope.asset,
+                    scope.account,
+                    command,
+                    kind,
+                    decision,
+                    filter
+                ],
+            )?;
+        }
+        AuditEvent::Transfer {
+            scope,
+            via,
+            operation,
+            path,
+            to,
+            size,
+            result,
+        } => {
+            if !update(SessionUpdate {
+                id: &scope.session,
+                user: &scope.user,
+                asset: &scope.asset,
+                account: &scope.account,
+                login: scope.username.as_deref(),
+                seen_at: at_text.clone(),
+                ..Default::default()
+            })? {
+                return Ok(());
+            }
+            conn.execute(
+                "INSERT OR IGNORE INTO transfers (event_id, session_id, at, username, asset, \
+                 account, via, operation, path, to_path, size, result, ok) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    event_id()?,
+                    scope.session,
+                    at_text,
+                    scope.user,
+                    scope.asset,
+                    scope.account,
+                    via,
+                    operation,
+                    path,
+                    to,
+                    size.map(|s| s.min(i64::MAX as u64) as i64),
+                    result,
+                    result == "ok"
+                ],
+            )?;
+        }
+        AuditEvent::Login {
+            user,
+            rhost,
+            service,
+            outcome,
+            reason,
+        } => {
+            conn.execute(
+                "INSERT OR IGNORE INTO logins (event_id, bastion_id, at, username, remote_addr, \
+                 service, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    event_id()?,
+                    bastion_id,
+                    at_text,
+                    user,
+                    rhost,
+                    service,
+                    outcome,
+                    reason.as_deref().filter(|r| !r.is_empty())
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or merges the session row; false (logged) when the id belongs
+/// to another bastion's session or is empty.
+fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> Result<bool> {
+    if u.id.is_empty() {
+        tracing::warn!(bastion_id, "event without a session id: not projected");
+        return Ok(false);
+    }
+    let owner: Option<i64> = conn
+        .query_row(
+            "SELECT bastion_id FROM sessions WHERE id = ?1",
+            [u.id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if owner.is_some_and(|owner| owner != bastion_id) {
+        tracing::warn!(
+            bastion_id,
+            session = u.id,
+            "event names a session of another bastion: not projected"
+        );
+        return Ok(false);
+    }
+    let clamp = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
+    conn.execute(
+        "INSERT INTO sessions (id, bastion_id, username, asset, account, login, kind, protocol, \
+         client, command, started_at, first_seen_at, at, ended_at, denied, exit_status, \
+         end_reason, duration_ms, bytes_in, bytes_out, recording, recording_truncated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, COALESCE(?11, ?12), ?13, \
+         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
+         ON CONFLICT (id) DO UPDATE SET \
+         username = CASE WHEN (?22 OR sessions.username = '') AND excluded.username <> '' \
+             THEN excluded.username ELSE sessions.username END, \
+         asset = CASE WHEN (?22 OR sessions.asset = '') AND excluded.asset <> '' \
+             THEN excluded.asset ELSE sessions.asset END, \
+         account = CASE WHEN (?22 OR sessions.account = '') AND excluded.account <> '' \
+             THEN excluded.account ELSE sessions.account END, \
+         login = COALESCE(excluded.login, sessions.login), \
+         kind = COALESCE(excluded.kind, sessions.kind), \
+         protocol = COALESCE(excluded.protocol, sessions.protocol), \
+         client = COALESCE(excluded.client, sessions.client), \
+         command = COALESCE(excluded.command, sessions.command), \
+         started_at = COALESCE(excluded.started_at, sessions.started_at), \
+         first_seen_at = MIN(sessions.first_seen_at, excluded.first_seen_at), \
+         at = COALESCE(excluded.started_at, sessions.started_at, \
+             MIN(sessions.first_seen_at, excluded.first_seen_at)), \
+         ended_at = COALESCE(excluded.ended_at, sessions.ended_at), \
+         denied = MAX(sessions.denied, excluded.denied), \
+         exit_status = COALESCE(excluded.exit_status, sessions.exit_status), \
+         end_reason = COALESCE(excluded.end_reason, sessions.end_reason), \
+         duration_ms = COALESCE(excluded.duration_ms, sessions.duration_ms), \
+         bytes_in = COALESCE(excluded.bytes_in, sessions.bytes_in), \
+         bytes_out = COALESCE(excluded.bytes_out, sessions.bytes_out), \
+         recording = COALESCE(excluded.recording, sessions.recording), \
+         recording_truncated = MAX(sessions.recording_truncated, excluded.recording_truncated)",
+        params![
+            u.id,
+            bastion_id,
+            u.user,
+            u.asset,
+            u.account,
+            u.login,
+            u.kind,
+            u.protocol,
+            u.client,
+            u.command,
+            u.started_at,
+            u.seen_at,
+            u.ended_at,
+            u.denied,
+            u.exit_status,
+            u.reason,
+            clamp(u.duration_ms),
+            clamp(u.bytes_in),
+            clamp(u.bytes_out),
+            u.recording,
+            u.recording_truncated,
+            u.authoritative,
+        ],
+    )?;
+    Ok(true)
+}
+
+// ---- SQLite: reads -----------------------------------------------------------
+
+fn bad(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+}
+
+fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let text: String = row.get(column)?;
+    parse_time(&text).ok_or_else(|| bad(column, format!("bad time `{text}`")))
+}
+
+fn opt_time(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<String>>(column)? {
+        Some(_) => time(row, column).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn opt_u64(row: &Row, column: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(row.get::<_, Option<i64>>(column)?.map(|v| v.max(0) as u64))
+}
+
+/// `%q%` for LIKE, with LIKE's own wildcards escaped.
+fn like_pattern(q: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Conditions and their positional parameters.
+#[derive(Default)]
+struct Filter {
+    conditions: Vec<String>,
+    params: Vec<Box<dyn ToSql>>,
+}
+
+impl Filter {
+    fn add(&mut self, condition: &str, value: impl ToSql + 'static) {
+        self.conditions
+            .push(condition.replace('?', &format!("?{}", self.params.len() + 1)));
+        self.params.push(Box::new(value));
+    }
+    fn equal(&mut self, column: &str, value: &Option<String>) {
+        if let Some(value) = value {
+            self.add(&format!("{column} = ?"), value.clone());
+        }
+    }
+    fn times(&mut self, column: &str, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) {
+        if let Some(since) = since {
+            self.add(&format!("{column} >= ?"), time_text(since));
+        }
+        if let Some(until) = until {
+            self.add(&format!("{column} < ?"), time_text(until));
+        }
+    }
+    fn sql(&self) -> String {
+        if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conditions.join(" AND "))
+        }
+    }
+    fn page<T>(
+        mut self,
+        conn: &Connection,
+        from: &str,
+        columns: &str,
+        order: &str,
+        (limit, offset): (u32, u64),
+        map: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Page<T>> {
+        let filter = self.sql();
+        let total: u64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {from} {filter}"),
+            rusqlite::params_from_iter(self.params.iter()),
+            |row| row.get(0),
+        )?;
+        let n = self.params.len();
+        self.params.push(Box::new(i64::from(limit)));
+        self.params
+            .push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {columns} FROM {from} {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+            n + 1,
+            n + 2
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let items = stmt
+            .query_map(rusqlite::params_from_iter(self.params.iter()), map)?
+            .collect::<rusqlite::Result<Vec<T>>>()?;
+        Ok(Page { items, total })
+    }
+}
+
+const SESSION_FROM: &str = "sessions s LEFT JOIN bastions b ON b.id = s.bastion_id";
+const SESSION_COLUMNS: &str = "s.id, b.name, s.username, s.asset, s.account, s.login, s.kind, \
+     s.protocol, s.client, s.command, s.at, s.started_at IS NOT NULL, s.ended_at, s.denied, \
+     s.exit_status, s.end_reason, s.duration_ms, s.bytes_in, s.bytes_out, \
+     s.recording_truncated, \
+     EXISTS (SELECT 1 FROM recordings r WHERE r.session_id = s.id AND r.complete = 1), \
+     (SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id), \
+     (SELECT COUNT(*) FROM transfers t WHERE t.session_id = s.id)";
+
+fn session_row(row: &Row) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        bastion: row.get(1)?,
+        user: row.get(2)?,
+        asset: row.get(3)?,
+        account: row.get(4)?,
+        login: row.get(5)?,
+        kind: row.get(6)?,
+        protocol: row.get(7)?,
+        client: row.get(8)?,
+        command: row.get(9)?,
+        started_at: time(row, 10)?,
+        start_seen: row.get(11)?,
+        ended_at: opt_time(row, 12)?,
+        denied: row.get(13)?,
+        exit_status: row.get(14)?,
+        reason: row.get(15)?,
+        duration_ms: opt_u64(row, 16)?,
+        bytes_in: opt_u64(row, 17)?,
+        bytes_out: opt_u64(row, 18)?,
+        recording_truncated: row.get(19)?,
+        has_recording: row.get(20)?,
+        command_count: row.get(21)?,
+        transfer_count: row.get(22)?,
+    })
+}
+
+/// Sessions, newest first.
+pub fn sessions(conn: &Connection, q: &SessionQuery) -> Result<Page<SessionRecord>> {
+    let mut filter = Filter::default();
+    filter.equal("s.username", &q.user);
+    filter.equal("s.asset", &q.asset);
+    filter.equal("s.account", &q.account);
+    filter.times("s.at", q.since, q.until);
+    match q.online {
+        Some(true) => filter
+            .conditions
+            .push("(s.ended_at IS NULL AND s.denied = 0)".into()),
+        Some(false) => filter
+            .conditions
+            .push("(s.ended_at IS NOT NULL OR s.denied = 1)".into()),
+        None => {}
+    }
+    filter.page(
+        conn,
+        SESSION_FROM,
+        SESSION_COLUMNS,
+        "s.at DESC, s.id DESC",
+        (q.limit, q.offset),
+        session_row,
+    )
+}
+
+pub fn session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {SESSION_COLUMNS} FROM {SESSION_FROM} WHERE s.id = ?1"),
+            [id],
+            session_row,
+        )
+        .optional()?)
+}
+
+const COMMAND_FROM: &str = "commands c JOIN sessions s ON s.id = c.session_id";
+const COMMAND_COLUMNS: &str = "c.id, c.session_id, c.at, s.at, c.username, c.asset, c.account, \
+     c.input, c.kind, c.decision, c.filter";
+
+fn command_row(row: &Row) -> rusqlite::Result<CommandRecord> {
+    Ok(CommandRecord {
+        id: row.get(0)?,
+        session: row.get(1)?,
+        at: time(row, 2)?,
+        session_started_at: time(row, 3)?,
+        user: row.get(4)?,
+        asset: row.get(5)?,
+        account: row.get(6)?,
+        command: row.get(7)?,
+        kind: row.get(8)?,
+        decision: row.get(9)?,
+        filter: row.get(10)?,
+    })
+}
+
+/// Commands; newest first, or in the order typed within one session when
+/// `oldest_first`.
+pub fn commands(
+    conn: &Connection,
+    q: &CommandQuery,
+    oldest_first: bool,
+) -> Result<Page<CommandRecord>> {
+    let mut filter = Filter::default();
+    filter.equal("c.username", &q.user);
+    filter.equal("c.asset", &q.asset);
+    filter.equal("c.session_id", &q.session);
+    filter.equal("c.decision", &q.decision);
+    if let Some(text) = &q.q {
+        filter.add("c.input LIKE ? ESCAPE '\\'", like_pattern(text));
+    }
+    filter.times("c.at", q.since, q.until);
+    let order = if oldest_first {
+        "c.at ASC, c.id ASC"
+    } else {
+        "c.at DESC, c.id DESC"
+    };
+    filter.page(
+        conn,
+        COMMAND_FROM,
+        COMMAND_COLUMNS,
+        order,
+        (q.limit, q.offset),
+        command_row,
+    )
+}
+
+const TRANSFER_COLUMNS: &str = "t.id, t.session_id, t.at, t.username, t.asset, t.account, t.via, \
+     t.operation, t.path, t.to_path, t.size, t.result, t.ok";
+
+fn transfer_row(row: &Row) -> rusqlite::Result<TransferRecord> {
+    Ok(TransferRecord {
+        id: row.get(0)?,
+        session: row.get(1)?,
+        at: time(row, 2)?,
+        user: row.get(3)?,
+        asset: row.get(4)?,
+        account: row.get(5)?,
+        via: row.get(6)?,
+        operation: row.get(7)?,
+        path: row.get(8)?,
+        to: row.get(9)?,
+        size: opt_u64(row, 10)?,
+        result: row.get(11)?,
+        ok: row.get(12)?,
+    })
+}
+
+/// Transfers; newest first, or in order within one session.
+pub fn transfers(
+    conn: &Connection,
+    q: &TransferQuery,
+    oldest_first: bool,
+) -> Result<Page<TransferRecord>> {
+    let mut filter = Filter::default();
+    filter.equal("t.username", &q.user);
+    filter.equal("t.asset", &q.asset);
+    filter.equal("t.session_id", &q.session);
+    filter.equal("t.operation", &q.operation);
+    filter.times("t.at", q.since, q.until);
+    let order = if oldest_first {
+        "t.at ASC, t.id ASC"
+    } else {
+        "t.at DESC, t.id DESC"
+    };
+    filter.page(
+        conn,
+        "transfers t",
+        TRANSFER_COLUMNS,
+        order,
+        (q.limit, q.offset),
+        transfer_row,
+    )
+}
+
+// ---- SQLite: recordings --------------------------------------------------------
+
+pub fn recording(conn: &Connection, session: &str) -> Result<Option<RecordingRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT session_id, bastion_id, size, sha256, complete FROM recordings \
+             WHERE session_id = ?1",
+            [session],
+            |row| {
+                Ok(RecordingRow {
+                    session: row.get(0)?,
+                    bastion_id: row.get(1)?,
+                    size: opt_u64(row, 2)?,
+                    sha256: row.get(3)?,
+                    complete: row.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn put_recording(conn: &Connection, row: &RecordingRow) -> Result<()> {
+    let now = time_text(Utc::now());
+    conn.execute(
+        "INSERT INTO recordings (session_id, bastion_id, size, sha256, complete, created_at, \
+         completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?5 THEN ?6 END) \
+         ON CONFLICT (session_id) DO UPDATE SET size = excluded.size, \
+         sha256 = excluded.sha256, complete = excluded.complete, \
+         completed_at = excluded.completed_at",
+        params![
+            row.session,
+            row.bastion_id,
+            row.size.map(|s| s.min(i64::MAX as u64) as i64),
+            row.sha256,
+            row.complete,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_recording(conn: &Connection, session: &str) -> Result<()> {
+    conn.execute("DELETE FROM recordings WHERE session_id = ?1", [session])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spool_lines_parse_as_audit_events() {
+        let start: AuditEvent = serde_json::from_value(json!({
+            "id": "e1", "time": "2026-01-01T00:00:00.000Z", "event": "session_start",
+            "session": "s1", "user": "alice", "asset": "web01", "account": "root",
+            "username": "root", "kind": "shell", "protocol": "ssh", "client": "10.0.0.1",
+            "command": null, "recording": "s1.cast", "later_field": 1
+        }))
+        .unwrap();
+        assert!(
+            matches!(start, AuditEvent::SessionStart { ref scope, .. } if scope.session == "s1" && scope.username.as_deref() == Some("root"))
+        );
+        let other: AuditEvent =
+            serde_json::from_value(json!({"event": "something_new", "x": 1})).unwrap();
+        assert!(matches!(other, AuditEvent::Other));
+        let denied: AuditEvent = serde_json::from_value(json!({
+            "event": "session_denied", "user": "bob", "command_line": "nope", "reason": "no such asset", "client": null
+        }))
+        .unwrap();
+        assert!(matches!(
+            denied,
+            AuditEvent::SessionDenied { session: None, .. }
+        ));
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+}

@@ -1,0 +1,321 @@
+//! The audit web's admins: who may log in to `/web/` (password + TOTP), and
+//! their login sessions.
+//!
+//! A web admin has a Django `pbkdf2_sha256$…` password hash and a TOTP
+//! secret, both sealed at rest with the server's key
+//! (`web_admins.password_hash:<name>`, `web_admins.totp_secret:<name>`).
+//! They are managed on the server's data directory with `jmsctl admin
+//! add|list|remove`, never through the API, so an API token alone cannot
+//! mint a web login. A login checks both factors, refuses a TOTP code used
+//! before, and stores only the SHA-256 of the session token it hands out.
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Duration, Utc};
+use jms_core::password::{
+    generate_totp_secret, hash_password, verify_password, verify_totp, DEFAULT_ITERATIONS,
+};
+
+use crate::admin::{Admin, AdminError, Result};
+use crate::crypto;
+use crate::store::{NewOpLogEntry, WebAdminRow};
+
+/// Fewest characters in a web admin's password.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest accepted password (bounds PBKDF2's input).
+const MAX_PASSWORD_CHARS: usize = 1024;
+/// Longest web admin name.
+const MAX_NAME_CHARS: usize = 64;
+/// Issuer shown by authenticator apps.
+const TOTP_ISSUER: &str = "jms";
+
+fn place_password_hash(username: &str) -> String {
+    format!("web_admins.password_hash:{username}")
+}
+
+fn place_totp(username: &str) -> String {
+    format!("web_admins.totp_secret:{username}")
+}
+
+/// What `add` hands back once: the TOTP secret to enroll.
+#[derive(Debug)]
+pub struct Enrollment {
+    /// Base32, for typing into an authenticator app.
+    pub totp_secret: String,
+    /// `otpauth://totp/…`, for a QR code.
+    pub otpauth_uri: String,
+}
+
+/// A web admin as listed (no secrets).
+#[derive(Debug, Clone)]
+pub struct WebAdminInfo {
+    pub username: String,
+    pub created_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// Checks a web admin name: 1–64 of `A-Z a-z 0-9 . _ @ -`, starting with a
+/// letter or digit.
+pub fn check_username(username: &str) -> std::result::Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    match username.chars().next() {
+        None => Err("empty admin name".to_string()),
+        Some(first) if !first.is_ascii_alphanumeric() => Err(format!(
+            "admin name `{username}` must start with a letter or digit"
+        )),
+        _ if username.chars().count() > MAX_NAME_CHARS => Err(format!(
+            "admin name is longer than {MAX_NAME_CHARS} characters"
+        )),
+        _ if !username.chars().all(ok_char) => Err(format!(
+            "admin name `{username}` may hold only letters, digits and . _ @ -"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Adds a web admin with a fresh TOTP secret; `actor` goes to the
+/// operation log. `iterations` is the PBKDF2 count of the new hash.
+pub fn add(
+    admin: &Admin,
+    actor: &str,
+    username: &str,
+    password: &str,
+    iterations: u32,
+) -> Result<Enrollment> {
+    check_username(username).map_err(AdminError::BadInput)?;
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(AdminError::BadInput(format!(
+            "the password must have at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(AdminError::BadInput(format!(
+            "the password must have at most {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    let hash = hash_password(password, iterations)
+        .map_err(|e| AdminError::BadInput(format!("cannot hash the password: {e}")))?;
+    let secret = generate_totp_secret()
+        .map_err(|e| AdminError::BadInput(format!("cannot make a TOTP secret: {e}")))?;
+    let key = admin.seal_key();
+    let sealed_hash = key.seal(&place_password_hash(username), hash.as_bytes());
+    let sealed_secret = key.seal(&place_totp(username), secret.as_bytes());
+    let mut tx = admin.store.write()?;
+    if tx.web_admin(username)?.is_some() {
+        return Err(AdminError::Conflict(format!(
+            "web admin `{username}` already exists (remove it first to reset it)"
+        )));
+    }
+    tx.insert_web_admin(username, &sealed_hash, &sealed_secret)?;
+    let version = tx.policy_version()?;
+    tx.append_oplog(&NewOpLogEntry {
+        actor: actor.to_string(),
+        action: "create".to_string(),
+        kind: "web_admin".to_string(),
+        name: username.to_string(),
+        fields: Vec::new(),
+        version,
+    })?;
+    tx.commit()?;
+    tracing::info!(actor, username, "web admin created");
+    Ok(Enrollment {
+        otpauth_uri: otpauth_uri(username, &secret),
+        totp_secret: secret,
+    })
+}
+
+/// `otpauth://totp/jms:NAME?secret=…&issuer=jms&…` (Key Uri Format).
+pub fn otpauth_uri(username: &str, secret: &str) -> String {
+    // Names are `A-Za-z0-9._@-` (check_username): only `@` needs escaping.
+    let label = username.replace('@', "%40");
+    format!(
+        "otpauth://totp/{TOTP_ISSUER}:{label}?secret={secret}&issuer={TOTP_ISSUER}\
+         &algorithm=SHA1&digits=6&period=30"
+    )
+}
+
+/// Every web admin, by name.
+pub fn list(admin: &Admin) -> Result<Vec<WebAdminInfo>> {
+    Ok(admin
+        .store
+        .read()?
+        .web_admins()?
+        .into_iter()
+        .map(|row| WebAdminInfo {
+            username: row.username,
+            created_at: row.created_at,
+            last_login_at: row.last_login_at,
+        })
+        .collect())
+}
+
+/// Removes a web admin; her browser sessions end with her.
+pub fn remove(admin: &Admin, actor: &str, username: &str) -> Result<()> {
+    let mut tx = admin.store.write()?;
+    if !tx.delete_web_admin(username)? {
+        return Err(AdminError::NotFound(format!(
+            "no web admin `{username}` (jmsctl admin list)"
+        )));
+    }
+    let version = tx.policy_version()?;
+    tx.append_oplog(&NewOpLogEntry {
+        actor: actor.to_string(),
+        action: "delete".to_string(),
+        kind: "web_admin".to_string(),
+        name: username.to_string(),
+        fields: Vec::new(),
+        version,
+    })?;
+    tx.commit()?;
+    tracing::info!(actor, username, "web admin removed");
+    Ok(())
+}
+
+/// A hash to verify against when the name is unknown, so that an unknown
+/// name costs the same PBKDF2 work as a known one.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        hash_password("decoy password", DEFAULT_ITERATIONS)
+            .unwrap_or_else(|_| format!("pbkdf2_sha256${DEFAULT_ITERATIONS}$decoy$"))
+    })
+}
+
+/// A new login session.
+#[derive(Debug)]
+pub struct LoginSession {
+    /// The cookie value (only its SHA-256 is stored).
+    pub token: String,
+    pub username: String,
+}
+
+/// Checks a login (both factors, always both) and on success opens a
+/// session that lasts `lifetime`. `None`: refused, for whatever reason
+/// (unknown name, wrong password, wrong or replayed code): the caller says
+/// the same to everyone.
+pub fn login(
+    admin: &Admin,
+    username: &str,
+    password: &str,
+    code: &str,
+    remote_addr: Option<&str>,
+    now: DateTime<Utc>,
+    lifetime: Duration,
+) -> Result<Option<LoginSession>> {
+    let row = admin.store.read()?.web_admin(username)?;
+    let Some(row) = row else {
+        let _ = verify_password(password.as_bytes(), decoy_hash());
+        return Ok(None);
+    };
+    let Some(step) = check_factors(admin, &row, password, code, now)? else {
+        return Ok(None);
+    };
+    let token = crypto::new_token();
+    let mut tx = admin.store.write()?;
+    // Another login may have used this code in the meantime.
+    match tx.web_admin(username)? {
+        Some(fresh) if fresh.id == row.id && fresh.totp_last_step.is_none_or(|s| s < step) => {}
+        _ => return Ok(None),
+    }
+    tx.record_web_login(row.id, step)?;
+    tx.delete_expired_web_sessions(now)?;
+    tx.insert_web_session(
+        &crypto::token_hash(&token),
+        row.id,
+        now + lifetime,
+        remote_addr,
+    )?;
+    tx.commit()?;
+    Ok(Some(LoginSession {
+        token,
+        username: row.username,
+    }))
+}
+
+/// The TOTP step of a login whose password and code are both right.
+fn check_factors(
+    admin: &Admin,
+    row: &WebAdminRow,
+    password: &str,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let key = admin.seal_key();
+    let hash = key.open_text(&place_password_hash(&row.username), &row.password_hash)?;
+    let secret = key.open_text(&place_totp(&row.username), &row.totp_secret)?;
+    let password_ok = match verify_password(password.as_bytes(), &hash) {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::error!(username = row.username, error = %e, "unusable web admin password hash");
+            false
+        }
+    };
+    let step = match verify_totp(&secret, code, now.timestamp(), row.totp_last_step) {
+        Ok(step) => step,
+        Err(e) => {
+            tracing::error!(username = row.username, error = %e, "unusable web admin TOTP secret");
+            None
+        }
+    };
+    Ok(step.filter(|_| password_ok))
+}
+
+/// The admin a session token belongs to, if the session is live: not past
+/// its expiry, and used within `idle`. A dead session is forgotten; a live
+/// one is marked used (at most once a minute).
+pub fn session(
+    admin: &Admin,
+    token: &str,
+    now: DateTime<Utc>,
+    idle: Duration,
+) -> Result<Option<String>> {
+    let hash = crypto::token_hash(token);
+    let Some(row) = admin.store.read()?.web_session(&hash)? else {
+        return Ok(None);
+    };
+    if now >= row.expires_at || now - row.last_seen_at > idle {
+        let mut tx = admin.store.write()?;
+        tx.delete_web_session(&hash)?;
+        tx.commit()?;
+        return Ok(None);
+    }
+    if now - row.last_seen_at > Duration::minutes(1) {
+        let mut tx = admin.store.write()?;
+        tx.touch_web_session(&hash)?;
+        tx.commit()?;
+    }
+    Ok(Some(row.username))
+}
+
+/// Ends the session of this token (logout); nothing if there is none.
+pub fn logout(admin: &Admin, token: &str) -> Result<()> {
+    let mut tx = admin.store.write()?;
+    tx.delete_web_session(&crypto::token_hash(token))?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_username("alice").is_ok());
+        assert!(check_username("ops.bob@example-1").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("-x").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_username("a/b").is_err());
+        assert!(check_username(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn the_otpauth_uri_names_issuer_and_secret() {
+        assert_eq!(
+            otpauth_uri("ops@corp", "ABC"),
+            "otpauth://totp/jms:ops%40corp?secret=ABC&issuer=jms&algorithm=SHA1&digits=6&period=30"
+        );
+    }
+}

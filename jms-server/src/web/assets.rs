@@ -1,0 +1,131 @@
+//! Static files of the audit web, embedded in the binary from
+//! `jms-server/web-assets/`: our stylesheet and script, and the vendored
+//! asciinema player (`scripts/vendor-player` fetches it from the npm
+//! registry and checks its sha256). Pages link them as
+//! `/web/assets/NAME?v=HASH`, so they are served with a year-long
+//! `immutable` cache: a new build changes the link, never the meaning.
+
+use std::sync::OnceLock;
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ring::digest::{digest, SHA256};
+
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/app.css"),
+    },
+    Asset {
+        name: "replay.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/replay.js"),
+    },
+    Asset {
+        name: "asciinema-player.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/asciinema-player.min.js"),
+    },
+    Asset {
+        name: "asciinema-player.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/asciinema-player.css"),
+    },
+    Asset {
+        name: "asciinema-player.LICENSE",
+        content_type: "text/plain; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/asciinema-player.LICENSE"),
+    },
+];
+
+fn find(name: &str) -> Option<(usize, &'static Asset)> {
+    ASSETS.iter().enumerate().find(|(_, a)| a.name == name)
+}
+
+/// The first 16 hex digits of each asset's SHA-256 (cache buster).
+fn versions() -> &'static [String] {
+    static VERSIONS: OnceLock<Vec<String>> = OnceLock::new();
+    VERSIONS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                digest(&SHA256, a.bytes).as_ref()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// The link to an embedded file (panics on a name not embedded: a typo in
+/// this crate, caught by the tests).
+pub fn url(name: &str) -> String {
+    let (index, asset) = find(name).unwrap_or_else(|| panic!("no embedded asset `{name}`"));
+    format!("/web/assets/{}?v={}", asset.name, versions()[index])
+}
+
+/// `GET /web/assets/{name}` (no login needed: nothing here is secret).
+pub async fn serve(Path(name): Path<String>) -> Response {
+    let Some((_, asset)) = find(&name) else {
+        return (StatusCode::NOT_FOUND, "no such asset").into_response();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        asset.bytes,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_has_a_versioned_url() {
+        for asset in ASSETS {
+            let url = url(asset.name);
+            assert!(url.starts_with(&format!("/web/assets/{}?v=", asset.name)));
+            assert_eq!(
+                url.len(),
+                format!("/web/assets/{}?v=", asset.name).len() + 16
+            );
+            assert!(!asset.bytes.is_empty(), "{} is empty", asset.name);
+        }
+    }
+
+    /// The vendored player is exactly what `scripts/vendor-player` checked.
+    #[test]
+    fn the_vendored_player_matches_its_recorded_sums() {
+        let sums = include_str!("../../../scripts/vendor-player.sha256");
+        for asset in ASSETS
+            .iter()
+            .filter(|a| a.name.starts_with("asciinema-player"))
+        {
+            let path = format!("jms-server/web-assets/{}", asset.name);
+            let line = sums
+                .lines()
+                .find(|l| l.ends_with(&format!("  {path}")))
+                .unwrap_or_else(|| panic!("scripts/vendor-player.sha256 has no line for {path}"));
+            let hex: String = digest(&SHA256, asset.bytes)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(&line[..64], hex, "{path} differs from its recorded sha256");
+        }
+    }
+}

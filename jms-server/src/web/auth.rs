@@ -1,0 +1,390 @@
+//! Logging in to the audit web: the login form (name, password, TOTP
+//! code), the session cookie, logout, the layer that sends everyone else to
+//! the login page, and the backoff after failed attempts.
+//!
+//! - The cookie `jms_web` holds a random token (only its SHA-256 is
+//!   stored); it is `HttpOnly`, `SameSite=Strict`, limited to `/web`, and
+//!   `Secure` when a TLS proxy says the request came over HTTPS. A session
+//!   lasts [`SESSION_LIFETIME`] at most and ends after [`SESSION_IDLE`]
+//!   without a request.
+//! - Failed logins are counted per name (known or not, so the answer never
+//!   tells which): after [`FREE_ATTEMPTS`] the name is locked for 30 s,
+//!   doubling with each further failure up to 15 min. Counters live in
+//!   memory (a restart forgets them).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::layout::{self, Page};
+use super::{admins, blocking, WebError, WebState};
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "jms_web";
+/// Longest a login lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// A session unused this long ends.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Failed attempts allowed before a name is locked.
+pub const FREE_ATTEMPTS: u32 = 5;
+/// First lock after [`FREE_ATTEMPTS`]; doubles with each further failure.
+const FIRST_LOCK: Duration = Duration::from_secs(30);
+const LONGEST_LOCK: Duration = Duration::from_secs(15 * 60);
+/// Names tracked before old entries are dropped.
+const MAX_TRACKED_NAMES: usize = 10_000;
+/// An entry with no failure this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// Who is logged in (put in the request by [`require_login`]).
+#[derive(Debug, Clone)]
+pub struct WebAdmin {
+    pub username: String,
+}
+
+/// Failed logins per name.
+#[derive(Default)]
+pub struct Throttle {
+    names: HashMap<String, Failures>,
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl Throttle {
+    /// How long `name` stays locked, if it is.
+    pub fn locked_for(&self, name: &str, now: Instant) -> Option<Duration> {
+        let until = self.names.get(name)?.locked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Counts a failure; locks the name past the free attempts.
+    pub fn failed(&mut self, name: &str, now: Instant) {
+        if self.names.len() >= MAX_TRACKED_NAMES {
+            self.names
+                .retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        }
+        let entry = self.names.entry(name.to_string()).or_insert(Failures {
+            count: 0,
+            last: now,
+            locked_until: None,
+        });
+        entry.count += 1;
+        entry.last = now;
+        if entry.count >= FREE_ATTEMPTS {
+            let doublings = (entry.count - FREE_ATTEMPTS).min(10);
+            let lock = (FIRST_LOCK * 2u32.pow(doublings)).min(LONGEST_LOCK);
+            entry.locked_until = Some(now + lock);
+        }
+    }
+
+    /// A successful login clears the name's failures.
+    pub fn succeeded(&mut self, name: &str) {
+        self.names.remove(name);
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    code: String,
+    next: Option<String>,
+}
+
+/// Only a path inside the web UI may be a redirect target (no other site,
+/// no `//host`).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(next)
+            if next.starts_with("/web/")
+                && !next.contains("//")
+                && !next.contains('\\')
+                && !next.chars().any(char::is_control) =>
+        {
+            next.to_string()
+        }
+        _ => "/web/sessions".to_string(),
+    }
+}
+
+fn login_page(next: &str, username: &str, error: Option<&str>) -> Markup {
+    let body = html! {
+        div.login {
+            h1 { "jms audit" }
+            p.muted { "Sign in with your password and the code from your authenticator app." }
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            form method="post" action="/web/login" {
+                input type="hidden" name="next" value=(next);
+                label { "Name" input #username type="text" name="username" value=(username)
+                    autocomplete="username" required autofocus[username.is_empty()]; }
+                label { "Password" input #password type="password" name="password"
+                    autocomplete="current-password" required autofocus[!username.is_empty()]; }
+                label { "Code" input #code type="text" name="code" inputmode="numeric"
+                    pattern="[0-9 ]{6,7}" autocomplete="one-time-code" required; }
+                button #login type="submit" { "Sign in" }
+            }
+        }
+    };
+    layout::page(&Page {
+        title: "Sign in",
+        admin: None,
+        nav: None,
+        body,
+    })
+}
+
+/// `GET /web/login`.
+pub async fn login_form(Query(query): Query<LoginQuery>) -> Markup {
+    login_page(&safe_next(query.next.as_deref()), "", None)
+}
+
+/// `POST /web/login`.
+pub async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    let next = safe_next(form.next.as_deref());
+    let username = form.username.trim().to_string();
+    let refuse = |status: StatusCode, message: &str| {
+        (status, login_page(&next, &username, Some(message))).into_response()
+    };
+    if let Some(wait) = lock_of(&state, &username) {
+        tracing::warn!(username, "web login refused: locked after failed attempts");
+        return Ok(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many failed attempts: try again in {} s.",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let remote = client_address(&headers);
+    let (name, remote_for_store) = (username.clone(), remote.clone());
+    let session = blocking(&state, move |admin| {
+        admins::login(
+            admin,
+            &name,
+            &form.password,
+            &form.code,
+            remote_for_store.as_deref(),
+            chrono::Utc::now(),
+            chrono::Duration::from_std(SESSION_LIFETIME).expect("fits"),
+        )
+    })
+    .await?;
+    let Some(session) = session else {
+        state
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(&username, Instant::now());
+        tracing::warn!(username, remote, "web login refused");
+        return Ok(refuse(
+            StatusCode::UNAUTHORIZED,
+            "Wrong name, password or code.",
+        ));
+    };
+    state
+        .throttle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .succeeded(&username);
+    tracing::info!(username = session.username, remote, "web login");
+    let cookie = format!(
+        "{COOKIE}={}; Path=/web; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session.token,
+        SESSION_LIFETIME.as_secs(),
+        if forwarded_https(&headers) {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    Ok(see_other_with_cookie(&next, &cookie))
+}
+
+fn lock_of(state: &WebState, username: &str) -> Option<Duration> {
+    state
+        .throttle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .locked_for(username, Instant::now())
+}
+
+/// `POST /web/logout`.
+pub async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if let Some(token) = session_cookie(&headers) {
+        blocking(&state, move |admin| admins::logout(admin, &token)).await?;
+    }
+    let cookie = format!("{COOKIE}=; Path=/web; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(see_other_with_cookie("/web/login", &cookie))
+}
+
+fn see_other_with_cookie(location: &str, cookie: &str) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The session token from the `Cookie` header.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_string())
+}
+
+/// Whether a TLS proxy in front says the browser used HTTPS.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// The client as a proxy reports it, for the log and the session row.
+fn client_address(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(64).collect())
+}
+
+/// Lets a request through only with a live session; sends browsers to the
+/// login page (back here afterwards) and refuses anything else with 403.
+pub async fn require_login(
+    State(state): State<WebState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = session_cookie(request.headers());
+    let username = match token {
+        None => None,
+        Some(token) => {
+            let idle = chrono::Duration::from_std(SESSION_IDLE).expect("fits");
+            match blocking(&state, move |admin| {
+                admins::session(admin, &token, chrono::Utc::now(), idle)
+            })
+            .await
+            {
+                Ok(found) => found,
+                Err(e) => return e.into_response(),
+            }
+        }
+    };
+    let Some(username) = username else {
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            let wanted = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let target = format!("/web/login?next={}", url_escape(&safe_next(Some(&wanted))));
+            return Redirect::to(&target).into_response();
+        }
+        return WebError::Forbidden("sign in first".to_string()).into_response();
+    };
+    request.extensions_mut().insert(WebAdmin { username });
+    next.run(request).await
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn url_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_targets_stay_inside_the_web_ui() {
+        assert_eq!(safe_next(Some("/web/commands?q=ls")), "/web/commands?q=ls");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/web/",
+            "/web//evil",
+            "/api/v1/users",
+            "/web/\\evil",
+            "/web/x\ny",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/web/sessions", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/web/sessions");
+    }
+
+    #[test]
+    fn names_lock_after_the_free_attempts_and_the_lock_grows() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        for _ in 0..FREE_ATTEMPTS - 1 {
+            throttle.failed("alice", start);
+        }
+        assert_eq!(throttle.locked_for("alice", start), None);
+        throttle.failed("alice", start);
+        assert_eq!(throttle.locked_for("alice", start), Some(FIRST_LOCK));
+        throttle.failed("alice", start);
+        assert_eq!(throttle.locked_for("alice", start), Some(FIRST_LOCK * 2));
+        assert_eq!(throttle.locked_for("alice", start + FIRST_LOCK * 2), None);
+        assert_eq!(throttle.locked_for("bob", start), None);
+        for _ in 0..40 {
+            throttle.failed("alice", start);
+        }
+        assert_eq!(throttle.locked_for("alice", start), Some(LONGEST_LOCK));
+        throttle.succeeded("alice");
+        assert_eq!(throttle.locked_for("alice", start), None);
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; jms_web=tok; b=2"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("tok"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("jms_web="));
+        assert_eq!(session_cookie(&headers), None);
+    }
+
+    #[test]
+    fn url_escape_keeps_paths_readable() {
+        assert_eq!(url_escape("/web/a?b=c d"), "/web/a%3Fb%3Dc%20d");
+    }
+}

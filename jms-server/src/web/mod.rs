@@ -1,0 +1,247 @@
+//! The audit web UI under `/web/`: server-rendered HTML (maud) for the
+//! people who review what happened on the bastions.
+//!
+//! - [`auth`]: login (password + TOTP), the session cookie, logout, backoff.
+//! - [`admins`]: the web admins (`jmsctl admin add|list|remove`) and their
+//!   login sessions.
+//! - [`sessions`]: the session list (filters, pages) and a session's detail.
+//! - [`commands`]: command search across sessions, each row linking to the
+//!   replay at that moment.
+//! - [`replay`]: the replay page (asciinema player) and the recording it
+//!   plays.
+//! - [`layout`]: the page frame and small formatting helpers.
+//! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
+//!
+//! Every page needs a logged-in web admin. No resource comes from another
+//! site (the Content-Security-Policy says so too). A request that changes
+//! something (POST) must come from this site: the cookie is
+//! `SameSite=Strict` and the `Origin` (or `Referer`) must name this host.
+
+pub mod admins;
+mod assets;
+pub mod auth;
+mod commands;
+mod layout;
+mod replay;
+mod sessions;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::html;
+
+use crate::admin::{Admin, AdminError};
+
+/// What every web handler gets.
+#[derive(Clone)]
+pub struct WebState {
+    admin: Arc<Admin>,
+    throttle: Arc<Mutex<auth::Throttle>>,
+}
+
+/// The audit web's routes, to merge into the server's router.
+pub fn router<S>(admin: Arc<Admin>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let state = WebState {
+        admin,
+        throttle: Arc::new(Mutex::new(auth::Throttle::default())),
+    };
+    let pages = Router::new()
+        .route("/web/sessions", get(sessions::list))
+        .route("/web/sessions/{id}", get(sessions::detail))
+        .route("/web/sessions/{id}/replay", get(replay::page))
+        .route("/web/sessions/{id}/recording.cast", get(replay::recording))
+        .route("/web/commands", get(commands::search))
+        .route("/web/logout", post(auth::logout))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_login,
+        ));
+    Router::new()
+        .route("/web", get(|| async { Redirect::to("/web/sessions") }))
+        .route("/web/", get(|| async { Redirect::to("/web/sessions") }))
+        .route("/web/login", get(auth::login_form).post(auth::login))
+        .merge(pages)
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn(page_headers))
+        .route("/web/assets/{name}", get(assets::serve))
+        .with_state(state)
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &WebState,
+    work: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, WebError> {
+    let admin = state.admin.clone();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+        Ok(result) => result.map_err(WebError::from),
+        Err(e) => Err(WebError::Internal(format!("worker failed: {e}"))),
+    }
+}
+
+/// A page that could not be shown; rendered as an HTML error page.
+#[derive(Debug)]
+pub enum WebError {
+    /// 400: the query is malformed.
+    BadRequest(String),
+    /// 403: not allowed (not logged in, or a cross-site write).
+    Forbidden(String),
+    /// 404: no such session (or recording).
+    NotFound(String),
+    /// 500: details in the server log only.
+    Internal(String),
+}
+
+impl From<AdminError> for WebError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotFound(m) => WebError::NotFound(m),
+            AdminError::BadInput(m) | AdminError::Invalid(m) | AdminError::Conflict(m) => {
+                WebError::BadRequest(m)
+            }
+            AdminError::Forbidden(m) => WebError::Forbidden(m),
+            other => WebError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            WebError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            WebError::Internal(detail) => {
+                tracing::error!(detail, "web page failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (details in the server log)".to_string(),
+                )
+            }
+        };
+        let body = html! {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+            p.error { (message) }
+            p { a href="/web/sessions" { "Back to the sessions" } }
+        };
+        let page = layout::page(&layout::Page {
+            title: "Error",
+            admin: None,
+            nav: None,
+            body,
+        });
+        (status, page).into_response()
+    }
+}
+
+/// Refuses a write (any method but GET/HEAD) whose `Origin` — or, without
+/// one, `Referer` — is not this host: no other site can post a form here.
+async fn same_origin_writes(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    if !same_origin(request.headers()) {
+        tracing::warn!(
+            path = request.uri().path(),
+            "cross-site write refused (Origin/Referer is not this host)"
+        );
+        return WebError::Forbidden(
+            "this form must be sent from the jms audit pages themselves".to_string(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether the request's `Origin` (or `Referer`) names the `Host` it was
+/// sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(source) = source else {
+        return false;
+    };
+    let Some(rest) = source
+        .strip_prefix("https://")
+        .or_else(|| source.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.eq_ignore_ascii_case(host)
+}
+
+/// Headers on every web response: no framing, no sniffing, resources only
+/// from here, and pages never cached (assets set their own caching).
+async fn page_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "same-origin");
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn writes_must_come_from_this_host() {
+        use header::{HOST, ORIGIN, REFERER};
+        let here = "127.0.0.1:8420";
+        assert!(same_origin(&headers(&[
+            (HOST, here),
+            (ORIGIN, "http://127.0.0.1:8420")
+        ])));
+        assert!(same_origin(&headers(&[
+            (HOST, here),
+            (REFERER, "http://127.0.0.1:8420/web/login?next=/web/x")
+        ])));
+        assert!(!same_origin(&headers(&[
+            (HOST, here),
+            (ORIGIN, "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            (HOST, here),
+            (ORIGIN, "http://127.0.0.1:8420.evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[(HOST, here), (ORIGIN, "null")])));
+        assert!(!same_origin(&headers(&[(HOST, here)])));
+    }
+}
