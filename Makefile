@@ -9,13 +9,14 @@ demo:
 	scripts/demo
 
 # Every benchmark, release build, figures printed. `make bench BENCH_ARGS=--quick`
-# runs only the small grant-engine size. The NSS and session benchmarks need root (mount
+# runs the grant-engine and sync benchmarks at their small sizes only. The NSS and session benchmarks need root (mount
 # namespaces); the session benchmark runs the release jms binaries built first.
 bench:
 	cargo build --release --workspace
 	cargo bench -p jms-core --bench grant_engine -- $(BENCH_ARGS)
 	cargo bench -p nss_jms
 	cargo bench -p jms-agent --bench auth_roundtrip
+	cargo bench -p jms-server --bench sync -- $(BENCH_ARGS)
 	cargo bench -p jms-e2e --bench sessions
 
 # jms-bastion and jms-server as .deb and .rpm in target/packages/ (needs

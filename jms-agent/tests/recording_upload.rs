@@ -2,7 +2,8 @@
 //! chunks, resuming from the server's offset after agentd is killed with
 //! SIGKILL mid-upload, deleting its copy only once the server confirmed the
 //! checksum; the server then serves the identical bytes and the session
-//! shows it has a recording. Runs as root (CI does).
+//! shows it has a recording. A PAM login result travels the same way, as
+//! a `login` event. Runs as root (CI does).
 
 mod common;
 
@@ -28,9 +29,7 @@ fn agentd_pid(config: &Path) -> i32 {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("jms-agentd"))
-            && args.iter().any(|a| *a == config)
-        {
+        if args.first().is_some_and(|a| a.ends_with("jms-agentd")) && args.contains(&config) {
             return pid;
         }
     }
@@ -70,7 +69,7 @@ fn write_recording(dir: &Path, session: &str, size: usize) -> PathBuf {
         let line =
             format!("{n:08} the quick brown fox ☃ jumps over the lazy dog — output line\r\n");
         cast.output(line.as_bytes());
-        if n % 10_000 == 0 {
+        if n.is_multiple_of(10_000) {
             cast.resize(100 + (n % 7) as u16, 30);
         }
         n += 1;
@@ -210,4 +209,35 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
         &format!("SELECT size, complete FROM recordings WHERE session_id = '{session}'"),
     );
     assert_eq!(rows, vec![format!("{total}|1")]);
+
+    // A failed PAM authentication is a login event on the server.
+    let answer = jms_proto::Client::call_once(
+        &bastion.socket(),
+        Duration::from_secs(10),
+        &jms_proto::Request::Authenticate {
+            user: "alice".into(),
+            password: jms_core::model::Secret::new("not her password"),
+            totp: None,
+            rhost: Some("192.0.2.7".into()),
+            service: "sshd".into(),
+        },
+    )
+    .unwrap();
+    let outcome = match answer {
+        jms_proto::Response::Auth {
+            result: jms_proto::AuthResult::WrongSecret,
+        } => "failure",
+        jms_proto::Response::Auth {
+            result: jms_proto::AuthResult::Denied { .. },
+        } => "denied",
+        other => panic!("alice is a known user: {other:?}"),
+    };
+    let logins = || {
+        common::sqlite(
+            &central.data,
+            "SELECT username, remote_addr, service, outcome FROM logins",
+        )
+    };
+    bastion.wait_for("the login result on the server", || !logins().is_empty());
+    assert_eq!(logins(), vec![format!("alice|192.0.2.7|sshd|{outcome}")]);
 }

@@ -51,7 +51,7 @@ const STOP_ENV: &str = "JMS_FAULT_GENERATOR_STOP";
 /// `session_denied`), odd ones a command the `no-rm-root` filter refuses
 /// on a granted asset (a `command` and a `session_denied`).
 fn command_line(n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("nosuch-{n} fault-{n}")
     } else {
         format!("db01 reboot fault-{n}")
@@ -59,7 +59,7 @@ fn command_line(n: usize) -> String {
 }
 
 fn events_of(n: usize) -> usize {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         1
     } else {
         2
@@ -143,6 +143,16 @@ impl XorShift {
     }
 }
 
+/// The generator process, killed if the test fails before stopping it.
+struct Generator(std::process::Child);
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What the generator reported so far.
 #[derive(Default)]
 struct Stream {
@@ -172,26 +182,28 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
 
     let stop = dir.path().join("stop-generator");
     let generator_log = std::fs::File::create(dir.path().join("generator.log")).unwrap();
-    let mut generator = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "generator_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SOCKET_ENV, bastion.socket())
-        .env(STOP_ENV, &stop)
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::piped())
-        .stderr(generator_log)
-        .spawn()
-        .expect("start the generator");
+    let mut generator = Generator(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "generator_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SOCKET_ENV, bastion.socket())
+            .env(STOP_ENV, &stop)
+            .uid(uid)
+            .gid(gid)
+            .stdout(Stdio::piped())
+            .stderr(generator_log)
+            .spawn()
+            .expect("start the generator"),
+    );
     let stream = Arc::new(Mutex::new(Stream::default()));
     let reader = {
         let stream = Arc::clone(&stream);
-        let out = generator.stdout.take().unwrap();
+        let out = generator.0.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let line = line.unwrap();
@@ -239,7 +251,7 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
         } else if server_kills < KILLS_EACH && agentd_kills >= KILLS_EACH {
             false
         } else {
-            rng.next() % 2 == 0
+            rng.next().is_multiple_of(2)
         };
         if kill_agentd {
             bastion.kill9();
@@ -265,7 +277,7 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
         );
     }
     std::fs::write(&stop, "").unwrap();
-    let status = generator.wait().unwrap();
+    let status = generator.0.wait().unwrap();
     assert!(status.success(), "the generator failed: {status}");
     reader.join().unwrap();
     let stream = stream.lock().unwrap();

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A whole policy document: the top level of a policy file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     #[serde(default)]
@@ -41,7 +41,7 @@ fn is_true(value: &bool) -> bool {
 }
 
 /// A person who logs in to the bastion.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub username: String,
@@ -121,7 +121,7 @@ mod hour_minute {
 }
 
 /// A group of users; a grant on a group is a grant on each member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserGroup {
     pub name: String,
@@ -130,7 +130,7 @@ pub struct UserGroup {
 }
 
 /// A host reachable from the bastion.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Asset {
     pub name: String,
@@ -156,7 +156,7 @@ impl Asset {
 }
 
 /// A protocol an asset speaks, on a port.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetProtocol {
     pub name: Protocol,
@@ -164,7 +164,7 @@ pub struct AssetProtocol {
 }
 
 /// A login on an asset; its secret never leaves the bastion daemon.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     pub name: String,
@@ -187,7 +187,7 @@ pub enum SecretType {
 }
 
 /// Who × what × as whom × how × which actions × when.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub name: String,
@@ -462,7 +462,7 @@ impl<T: Flag + fmt::Debug> fmt::Debug for FlagSet<T> {
 }
 
 /// Regex rules that deny (or explicitly allow) commands typed on assets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandFilter {
     pub name: String,

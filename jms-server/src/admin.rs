@@ -1,20 +1,31 @@
 //! The server's write path: every change to the policy is an edit of the
 //! whole document, checked by jms-core before it is committed.
 //!
-//! A change runs in the store's write transaction: load every row, open
-//! the sealed secrets, apply the edit in memory, run
-//! [`Policy::from_document`] (the same checks a policy file gets: names,
-//! references, regexes, hash formats), diff the result against what was
-//! stored, write only what differs (sealing secrets again), bump the global
-//! policy version and append one operation-log entry per changed entity —
-//! or roll everything back and return jms-core's message.
+//! A change runs in the store's write transaction: take the document as
+//! stored (kept in memory between writes, keyed by the policy version;
+//! loaded and its secrets opened when the version moved), apply the edit
+//! to a copy, diff the result against what was stored, check it with
+//! jms-core ([`Policy::from_document`]: the same checks a policy file gets:
+//! names, references, regexes, hash formats), write only what differs
+//! (sealing secrets again), bump the global policy version and append one
+//! operation-log entry per changed entity — or roll everything back and
+//! return jms-core's message.
+//!
+//! The check is incremental (`check_changes`): the stored document was
+//! valid, so only what a change can affect is checked again — the changed
+//! entities, what they refer to and what refers to a removed one — by
+//! running jms-core on that part of the document (all nodes included),
+//! in the document's order. That gives the message the whole check gives,
+//! since every other entity checked before. Duplicate names and large
+//! changes (a `policy apply`) take the whole check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use jms_core::model::{Account, PolicyDocument, Secret, User};
+use jms_core::model::{alias, Account, PolicyDocument, Secret, User};
 use jms_core::{Policy, PolicyError};
 
 use crate::crypto::{self, CryptoError, SealKey};
@@ -74,7 +85,13 @@ pub struct Admin {
     pub(crate) sync: crate::sync::SyncState,
     /// Uploaded session recordings (`crate::recordings`).
     pub(crate) recordings: crate::recordings::Recordings,
+    /// The stored document (secrets opened) at a policy version, as the
+    /// last write left it.
+    stored: Mutex<Option<(u64, Arc<PolicyDocument>)>>,
 }
+
+/// Past this many changed entities, the whole policy is checked.
+const INCREMENTAL_CHECK_MAX: usize = 256;
 
 /// Where each kind of secret is sealed (bound as associated data).
 fn place_password_hash(user: &str) -> String {
@@ -153,11 +170,9 @@ impl Admin {
         }
         let store = SqliteStore::open(&db)?;
         let admin = Admin::new(Box::new(store), key, server_key);
-        let recordings = data_dir.join(crate::recordings::RECORDINGS_DIR);
         admin
             .recordings
-            .set_dir(recordings.clone())
-            .map_err(|e| io(format!("{}: {e}", recordings.display())))?;
+            .set_dir(data_dir.join(crate::recordings::RECORDINGS_DIR));
         Ok(admin)
     }
 
@@ -172,6 +187,7 @@ impl Admin {
             key,
             sync: crate::sync::SyncState::new(server_key, version),
             recordings: Default::default(),
+            stored: Mutex::new(None),
         }
     }
 
@@ -273,15 +289,24 @@ impl Admin {
         edit: impl FnOnce(&mut PolicyDocument) -> Result<()>,
     ) -> Result<Applied> {
         let mut tx = self.store.write()?;
-        let old = self.open_snapshot(tx.snapshot()?, true)?;
-        let mut new = old.clone();
+        let version = tx.policy_version()?;
+        let cached = lock(&self.stored)
+            .as_ref()
+            .filter(|(at, _)| *at == version)
+            .map(|(_, doc)| Arc::clone(doc));
+        let old = match cached {
+            Some(doc) => doc,
+            None => {
+                let doc = Arc::new(self.open_snapshot(tx.snapshot()?, true)?);
+                *lock(&self.stored) = Some((version, Arc::clone(&doc)));
+                doc
+            }
+        };
+        let mut new = (*old).clone();
         edit(&mut new)?;
         refuse_secret_files(&new)?;
-        let new = Policy::from_document(new, "policy", Path::new("/nonexistent"))
-            .map_err(|e| AdminError::Invalid(policy_message(&e)))?
-            .doc;
         let changes = diff(&old, &new);
-        let version = tx.policy_version()?;
+        check_changes(&new, &changes)?;
         if dry_run || changes.is_empty() {
             return Ok(Applied {
                 changes,
@@ -307,6 +332,9 @@ impl Admin {
             })?;
         }
         tx.commit()?;
+        // What is stored now, in the store's order (creation order) when
+        // every new entity came last; else it is read again next time.
+        *lock(&self.stored) = appended_in_order(&new, &changes).then(|| (version, Arc::new(new)));
         self.sync.committed(
             version,
             changes.iter().map(|c| (c.kind, c.name.clone())).collect(),
@@ -524,6 +552,203 @@ impl Admin {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks `new` (the stored document with `changes` made) as jms-core
+/// would check the whole of it, with the same message; only what the
+/// changes can affect is checked when they are few (see the module doc).
+fn check_changes(new: &PolicyDocument, changes: &[Change]) -> Result<()> {
+    let whole = changes.len() > INCREMENTAL_CHECK_MAX || has_duplicate_names(new);
+    let doc = if whole {
+        new.clone()
+    } else {
+        affected_part(new, changes)
+    };
+    // No secret_file here (refused before): the check changes nothing.
+    Policy::from_document(doc, "policy", Path::new("/nonexistent"))
+        .map_err(|e| AdminError::Invalid(policy_message(&e)))?;
+    Ok(())
+}
+
+/// Whether two entities of a kind (or two accounts of an asset, or two
+/// nodes) share a name: jms-core names the first such one.
+fn has_duplicate_names(doc: &PolicyDocument) -> bool {
+    fn dup<'d>(names: impl Iterator<Item = &'d str>) -> bool {
+        let mut seen = HashSet::new();
+        names.into_iter().any(|n| !seen.insert(n))
+    }
+    dup(doc.user_groups.iter().map(|g| g.name.as_str()))
+        || dup(doc.users.iter().map(|u| u.username.as_str()))
+        || dup(doc.nodes.iter().map(String::as_str))
+        || dup(doc.assets.iter().map(|a| a.name.as_str()))
+        || doc
+            .assets
+            .iter()
+            .any(|a| dup(a.accounts.iter().map(|acc| acc.name.as_str())))
+        || dup(doc.grants.iter().map(|g| g.name.as_str()))
+        || dup(doc.command_filters.iter().map(|f| f.name.as_str()))
+}
+
+fn grant_name(g: &jms_core::model::Grant) -> &str {
+    &g.name
+}
+
+fn filter_name(f: &jms_core::model::CommandFilter) -> &str {
+    &f.name
+}
+
+/// Names of entities that list `name` in the field `list` picks.
+fn naming<'d, T>(
+    items: &'d [T],
+    name: &str,
+    list: impl Fn(&T) -> &Vec<String>,
+    key: impl Fn(&'d T) -> &'d str,
+) -> Vec<&'d str> {
+    items
+        .iter()
+        .filter(|item| list(item).iter().any(|n| n == name))
+        .map(key)
+        .collect()
+}
+
+/// The part of `doc` that `changes` can make invalid, in document order:
+/// changed entities, entities that refer to a removed one, and what all of
+/// those refer to (users' groups; grants' and filters' users, groups and
+/// assets); every node (the tree is checked as a whole).
+fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
+    let mut groups: HashSet<&str> = HashSet::new();
+    let mut users: HashSet<&str> = HashSet::new();
+    let mut assets: HashSet<&str> = HashSet::new();
+    let mut grants: HashSet<&str> = HashSet::new();
+    let mut filters: HashSet<&str> = HashSet::new();
+    for change in changes {
+        let name = change.name.as_str();
+        match (change.op, change.kind) {
+            (Op::Remove, Kind::Group) => {
+                users.extend(naming(&doc.users, name, |u| &u.groups, |u| &u.username));
+                grants.extend(naming(&doc.grants, name, |g| &g.user_groups, grant_name));
+                filters.extend(naming(&doc.command_filters, name, |f| &f.user_groups, filter_name));
+            }
+            (Op::Remove, Kind::User) => {
+                grants.extend(naming(&doc.grants, name, |g| &g.users, grant_name));
+                filters.extend(naming(&doc.command_filters, name, |f| &f.users, filter_name));
+            }
+            (Op::Remove, Kind::Node) => {
+                assets.extend(naming(&doc.assets, name, |a| &a.nodes, |a| &a.name));
+                grants.extend(naming(&doc.grants, name, |g| &g.nodes, grant_name));
+                filters.extend(naming(&doc.command_filters, name, |f| &f.nodes, filter_name));
+            }
+            (Op::Remove, Kind::Asset) => {
+                grants.extend(naming(&doc.grants, name, |g| &g.assets, grant_name));
+                filters.extend(naming(&doc.command_filters, name, |f| &f.assets, filter_name));
+            }
+            // Nothing refers to these by a checked name.
+            (Op::Remove, Kind::Account | Kind::Grant | Kind::Filter) => {}
+            (_, Kind::Group) => {
+                groups.insert(name);
+            }
+            (_, Kind::User) => {
+                users.insert(name);
+            }
+            (_, Kind::Node) => {}
+            (_, Kind::Asset) => {
+                assets.insert(name);
+            }
+            (_, Kind::Account) => {
+                assets.insert(split_account(name).0);
+            }
+            (_, Kind::Grant) => {
+                grants.insert(name);
+            }
+            (_, Kind::Filter) => {
+                filters.insert(name);
+            }
+        }
+    }
+    // What the included grants and filters refer to.
+    for g in doc.grants.iter().filter(|g| grants.contains(g.name.as_str())) {
+        users.extend(g.users.iter().map(String::as_str));
+        groups.extend(g.user_groups.iter().map(String::as_str));
+        assets.extend(g.assets.iter().map(String::as_str));
+    }
+    for f in doc
+        .command_filters
+        .iter()
+        .filter(|f| filters.contains(f.name.as_str()))
+    {
+        users.extend(f.users.iter().map(String::as_str).filter(|u| *u != alias::ALL));
+        groups.extend(f.user_groups.iter().map(String::as_str));
+        assets.extend(f.assets.iter().map(String::as_str).filter(|a| *a != alias::ALL));
+    }
+    // The groups of every included user.
+    for u in doc.users.iter().filter(|u| users.contains(u.username.as_str())) {
+        groups.extend(u.groups.iter().map(String::as_str));
+    }
+    fn kept<T: Clone>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<T> {
+        items.iter().filter(|i| keep(i)).cloned().collect()
+    }
+    PolicyDocument {
+        user_groups: kept(&doc.user_groups, |g| groups.contains(g.name.as_str())),
+        users: kept(&doc.users, |u| users.contains(u.username.as_str())),
+        nodes: doc.nodes.clone(),
+        assets: kept(&doc.assets, |a| assets.contains(a.name.as_str())),
+        grants: kept(&doc.grants, |g| grants.contains(g.name.as_str())),
+        command_filters: kept(&doc.command_filters, |f| filters.contains(f.name.as_str())),
+    }
+}
+
+/// Whether the entities `changes` added are the last of their lists in
+/// `doc` (as the store lists them: in creation order).
+fn appended_in_order(doc: &PolicyDocument, changes: &[Change]) -> bool {
+    fn tail_is<'d>(
+        names: impl DoubleEndedIterator<Item = &'d str>,
+        added: &HashSet<&str>,
+    ) -> bool {
+        names.rev().take(added.len()).all(|n| added.contains(n))
+    }
+    let added = |kind: Kind| -> HashSet<&str> {
+        changes
+            .iter()
+            .filter(|c| c.op == Op::Add && c.kind == kind)
+            .map(|c| c.name.as_str())
+            .collect()
+    };
+    let mut accounts: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for c in changes
+        .iter()
+        .filter(|c| c.op == Op::Add && c.kind == Kind::Account)
+    {
+        let (asset, account) = split_account(&c.name);
+        accounts.entry(asset).or_default().insert(account);
+    }
+    tail_is(
+        doc.user_groups.iter().map(|g| g.name.as_str()),
+        &added(Kind::Group),
+    ) && tail_is(
+        doc.users.iter().map(|u| u.username.as_str()),
+        &added(Kind::User),
+    ) && tail_is(doc.nodes.iter().map(String::as_str), &added(Kind::Node))
+        && tail_is(
+            doc.assets.iter().map(|a| a.name.as_str()),
+            &added(Kind::Asset),
+        )
+        && tail_is(
+            doc.grants.iter().map(|g| g.name.as_str()),
+            &added(Kind::Grant),
+        )
+        && tail_is(
+            doc.command_filters.iter().map(|f| f.name.as_str()),
+            &added(Kind::Filter),
+        )
+        && accounts.iter().all(|(asset, names)| {
+            doc.assets.iter().find(|a| a.name == *asset).is_some_and(|a| {
+                tail_is(a.accounts.iter().map(|acc| acc.name.as_str()), names)
+            })
+        })
+}
+
 fn split_account(name: &str) -> (&str, &str) {
     // Asset names cannot hold `/` (jms-core refuses it).
     name.split_once('/').unwrap_or((name, ""))
@@ -582,4 +807,164 @@ fn settings_fields(old: &Settings, new: &Settings) -> Vec<String> {
         }
     }
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+users:
+  - {username: alice, groups: [ops]}
+  - {username: bob, groups: [dev]}
+  - {username: carol}
+user_groups: [{name: ops}, {name: dev}, {name: idle}]
+nodes: [/Default/prod/web, /Default/test]
+assets:
+  - name: web01
+    address: 10.0.0.1
+    protocols: [{name: ssh, port: 22}]
+    nodes: [/Default/prod/web]
+    accounts: [{name: root, username: root, secret_type: password, secret: pw}]
+  - {name: test01, address: 10.0.0.2, protocols: [{name: ssh, port: 22}], nodes: [/Default/test]}
+grants:
+  - {name: ops-web, user_groups: [ops], assets: [web01], accounts: ["@ALL"], protocols: [all], actions: [all]}
+  - {name: bob-test, users: [bob], nodes: [/Default/test], accounts: ["@INPUT"], protocols: [ssh], actions: [connect]}
+command_filters:
+  - {name: no-rm, action: deny, rules: ['^rm'], users: [carol], user_groups: [dev], assets: ['@ALL'], accounts: ['@ALL']}
+"#;
+
+    fn admin() -> (tempfile::TempDir, Admin) {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Admin::open(&dir.path().join("data")).unwrap();
+        let doc: PolicyDocument = serde_yaml_ng::from_str(POLICY).unwrap();
+        admin
+            .change("test", false, |d| {
+                *d = doc;
+                Ok(())
+            })
+            .unwrap();
+        (dir, admin)
+    }
+
+    /// What the whole check says about the document `edit` makes.
+    fn whole_check(admin: &Admin, edit: &dyn Fn(&mut PolicyDocument)) -> String {
+        let mut doc = admin.document(true).unwrap();
+        edit(&mut doc);
+        match Policy::from_document(doc, "policy", Path::new("/nonexistent")) {
+            Ok(_) => "valid".into(),
+            Err(e) => policy_message(&e),
+        }
+    }
+
+    #[test]
+    fn a_bad_single_write_is_refused_with_the_whole_checks_message() {
+        let (_dir, admin) = admin();
+        type Edit = Box<dyn Fn(&mut PolicyDocument)>;
+        let edits: Vec<(&str, Edit)> = vec![
+            (
+                "user a grant names",
+                Box::new(|d| d.users.retain(|u| u.username != "bob")),
+            ),
+            (
+                "group a user, a grant and a filter name",
+                Box::new(|d| d.user_groups.retain(|g| g.name != "dev")),
+            ),
+            (
+                "node an asset sits in",
+                Box::new(|d| d.nodes.retain(|n| n != "/Default/test")),
+            ),
+            (
+                "asset a grant names",
+                Box::new(|d| d.assets.retain(|a| a.name != "web01")),
+            ),
+            (
+                "user in an unknown group",
+                Box::new(|d| d.users[2].groups.push("nope".into())),
+            ),
+            (
+                "grant with an unknown asset",
+                Box::new(|d| {
+                    let mut g = d.grants[0].clone();
+                    g.name = "more".into();
+                    g.assets.push("db99".into());
+                    d.grants.push(g);
+                }),
+            ),
+            (
+                "filter with a bad regex",
+                Box::new(|d| d.command_filters[0].rules.push("(".into())),
+            ),
+            (
+                "account with an empty username",
+                Box::new(|d| d.assets[0].accounts[0].username = " ".into()),
+            ),
+            (
+                "a duplicate user",
+                Box::new(|d| {
+                    let u = d.users[0].clone();
+                    d.users.push(u);
+                }),
+            ),
+            (
+                "a bad password hash",
+                Box::new(|d| d.users[0].password_hash = Some(Secret::new("plain"))),
+            ),
+        ];
+        let version = admin.version().unwrap();
+        for (what, edit) in &edits {
+            let expected = whole_check(&admin, edit.as_ref());
+            assert_ne!(expected, "valid", "{what}: the edit must be bad");
+            let err = admin
+                .change("test", false, |d| {
+                    edit(d);
+                    Ok(())
+                })
+                .expect_err(what);
+            let AdminError::Invalid(message) = err else {
+                panic!("{what}: expected a policy error, got {err}");
+            };
+            assert_eq!(message, expected, "{what}: the same message as the whole check");
+        }
+        assert_eq!(admin.version().unwrap(), version, "nothing was written");
+    }
+
+    #[test]
+    fn good_single_writes_pass_and_the_kept_document_matches_the_store() {
+        let (_dir, admin) = admin();
+        admin
+            .change("test", false, |d| {
+                d.users.retain(|u| u.username != "carol");
+                d.command_filters[0].users.clear();
+                Ok(())
+            })
+            .unwrap();
+        admin
+            .change("test", false, |d| {
+                let mut u = d.users[0].clone();
+                u.username = "zed".into();
+                d.users.push(u);
+                d.grants[1].users.push("zed".into());
+                Ok(())
+            })
+            .unwrap();
+        let kept = lock(&admin.stored).clone().expect("kept after the write").1;
+        let stored = admin.document(true).unwrap();
+        assert_eq!(
+            serde_json::to_value(&*kept).unwrap(),
+            serde_json::to_value(&stored).unwrap(),
+            "the document kept in memory is the one stored"
+        );
+        // A whole document in another order is not kept (the store has its own).
+        admin
+            .change("test", false, |d| {
+                let mut u = d.users[0].clone();
+                u.username = "amy".into();
+                d.users.insert(0, u);
+                Ok(())
+            })
+            .unwrap();
+        assert!(lock(&admin.stored).is_none());
+        assert_eq!(admin.document(true).unwrap().users.len(), 4);
+    }
 }

@@ -2,7 +2,7 @@
 //! of `policy apply`, the operation log and the server's write path all
 //! speak in these changes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use jms_core::model::PolicyDocument;
@@ -47,60 +47,6 @@ impl fmt::Display for Change {
     }
 }
 
-/// The entities of one kind, by name, in document order.
-fn entities(doc: &PolicyDocument, kind: Kind) -> Vec<(String, Value)> {
-    fn value<T: Serialize>(entity: &T) -> Value {
-        serde_json::to_value(entity).expect("model values serialise")
-    }
-    match kind {
-        Kind::Group => doc
-            .user_groups
-            .iter()
-            .map(|g| (g.name.clone(), value(g)))
-            .collect(),
-        Kind::User => doc
-            .users
-            .iter()
-            .map(|u| (u.username.clone(), value(u)))
-            .collect(),
-        Kind::Node => doc
-            .nodes
-            .iter()
-            .map(|path| (path.clone(), Value::Null))
-            .collect(),
-        Kind::Asset => doc
-            .assets
-            .iter()
-            .map(|a| {
-                let mut v = value(a);
-                if let Value::Object(map) = &mut v {
-                    map.remove("accounts");
-                }
-                (a.name.clone(), v)
-            })
-            .collect(),
-        Kind::Account => doc
-            .assets
-            .iter()
-            .flat_map(|a| {
-                a.accounts
-                    .iter()
-                    .map(move |acc| (format!("{}/{}", a.name, acc.name), value(acc)))
-            })
-            .collect(),
-        Kind::Grant => doc
-            .grants
-            .iter()
-            .map(|g| (g.name.clone(), value(g)))
-            .collect(),
-        Kind::Filter => doc
-            .command_filters
-            .iter()
-            .map(|c| (c.name.clone(), value(c)))
-            .collect(),
-    }
-}
-
 /// Names of the fields whose values differ.
 fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
     let (Value::Object(old), Value::Object(new)) = (old, new) else {
@@ -117,48 +63,117 @@ fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The fields of one entity that differ between `old` and `new`: none
+/// when they are equal (the cheap test every entity gets), else named from
+/// their JSON values without `skip` (an asset's accounts are entities of
+/// their own).
+fn differing<T: Serialize + PartialEq>(old: &T, new: &T, skip: Option<&str>) -> Vec<String> {
+    if old == new {
+        return Vec::new();
+    }
+    let value = |entity: &T| {
+        let mut v = serde_json::to_value(entity).expect("model values serialise");
+        if let (Some(skip), Value::Object(map)) = (skip, &mut v) {
+            map.remove(skip);
+        }
+        v
+    };
+    changed_fields(&value(old), &value(new))
+}
+
+/// The changes of one kind: removals in `before`'s order, then additions
+/// and changes in `after`'s.
+fn diff_kind<T: Serialize + PartialEq>(
+    kind: Kind,
+    before: &[(String, &T)],
+    after: &[(String, &T)],
+    changes: &mut Vec<Change>,
+) {
+    let after_names: HashSet<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+    let before_names: HashMap<&str, &T> = before.iter().map(|(n, e)| (n.as_str(), *e)).collect();
+    let change = |op, name: &str, fields| Change {
+        op,
+        kind,
+        name: name.to_string(),
+        fields,
+    };
+    for (name, _) in before {
+        if !after_names.contains(name.as_str()) {
+            changes.push(change(Op::Remove, name, Vec::new()));
+        }
+    }
+    let skip = (kind == Kind::Asset).then_some("accounts");
+    for (name, entity) in after {
+        match before_names.get(name.as_str()) {
+            None => changes.push(change(Op::Add, name, Vec::new())),
+            Some(old) => {
+                let fields = differing(*old, *entity, skip);
+                if !fields.is_empty() {
+                    changes.push(change(Op::Change, name, fields));
+                }
+            }
+        }
+    }
+}
+
 /// Every change that turns `old` into `new`: kind by kind in dependency
 /// order (groups, users, nodes, assets, accounts, grants, filters); within
 /// a kind, removals in `old`'s order, then additions and changes in `new`'s.
 pub fn diff(old: &PolicyDocument, new: &PolicyDocument) -> Vec<Change> {
+    fn named<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<(String, &T)> {
+        items.iter().map(|i| (name(i).to_string(), i)).collect()
+    }
+    fn accounts(doc: &PolicyDocument) -> Vec<(String, &jms_core::model::Account)> {
+        doc.assets
+            .iter()
+            .flat_map(|a| {
+                a.accounts
+                    .iter()
+                    .map(move |acc| (format!("{}/{}", a.name, acc.name), acc))
+            })
+            .collect()
+    }
     let mut changes = Vec::new();
     for kind in Kind::ALL {
-        let before = entities(old, kind);
-        let after = entities(new, kind);
-        let after_names: HashMap<&str, &Value> =
-            after.iter().map(|(n, v)| (n.as_str(), v)).collect();
-        let before_names: HashMap<&str, &Value> =
-            before.iter().map(|(n, v)| (n.as_str(), v)).collect();
-        for (name, _) in &before {
-            if !after_names.contains_key(name.as_str()) {
-                changes.push(Change {
-                    op: Op::Remove,
-                    kind,
-                    name: name.clone(),
-                    fields: Vec::new(),
-                });
-            }
-        }
-        for (name, value) in &after {
-            match before_names.get(name.as_str()) {
-                None => changes.push(Change {
-                    op: Op::Add,
-                    kind,
-                    name: name.clone(),
-                    fields: Vec::new(),
-                }),
-                Some(old_value) => {
-                    let fields = changed_fields(old_value, value);
-                    if !fields.is_empty() {
-                        changes.push(Change {
-                            op: Op::Change,
-                            kind,
-                            name: name.clone(),
-                            fields,
-                        });
-                    }
-                }
-            }
+        let c = &mut changes;
+        match kind {
+            Kind::Group => diff_kind(
+                kind,
+                &named(&old.user_groups, |g| &g.name),
+                &named(&new.user_groups, |g| &g.name),
+                c,
+            ),
+            Kind::User => diff_kind(
+                kind,
+                &named(&old.users, |u| &u.username),
+                &named(&new.users, |u| &u.username),
+                c,
+            ),
+            Kind::Node => diff_kind(
+                kind,
+                &named(&old.nodes, |n| n),
+                &named(&new.nodes, |n| n),
+                c,
+            ),
+            Kind::Asset => diff_kind(
+                kind,
+                &named(&old.assets, |a| &a.name),
+                &named(&new.assets, |a| &a.name),
+                c,
+            ),
+            Kind::Account => diff_kind(kind, &accounts(old), &accounts(new), c),
+            Kind::Grant => diff_kind(
+                kind,
+                &named(&old.grants, |g| &g.name),
+                &named(&new.grants, |g| &g.name),
+                c,
+            ),
+            Kind::Filter => diff_kind(
+                kind,
+                &named(&old.command_filters, |f| &f.name),
+                &named(&new.command_filters, |f| &f.name),
+                c,
+            ),
         }
     }
     changes

@@ -86,14 +86,23 @@ pub struct Recordings {
 }
 
 impl Recordings {
-    /// Sets (creating 0700) the directory; once, at open.
-    pub fn set_dir(&self, dir: PathBuf) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    /// Sets the directory (created 0700 with the first chunk); once, at
+    /// open.
+    pub fn set_dir(&self, dir: PathBuf) {
         let _ = self.dir.set(dir);
+    }
+
+    /// Creates the directory 0700 if it is missing.
+    fn create_dir(&self) -> Result<()> {
+        let dir = self.dir()?;
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
+                .map_err(io_error(dir))?;
+        }
         Ok(())
     }
 
@@ -270,6 +279,7 @@ impl Admin {
             tx.commit()?;
         }
         if !chunk.is_empty() {
+            self.recordings.create_dir()?;
             let mut file = OpenOptions::new()
                 .append(true)
                 .create(true)

@@ -571,7 +571,7 @@ fn bad_requests_get_a_4xx_and_a_json_error() {
     }
     let (status, answer) = server.admin("GET", "/api/v1/nodes/not-a-number", None);
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = server.admin("GET", "/api/v1/sessions", None);
+    let (status, answer) = server.admin("GET", "/api/v1/sessionz", None);
     assert_eq!(status, 404, "{answer}");
     assert!(answer["error"].as_str().unwrap().starts_with("no route"));
 

@@ -442,7 +442,7 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
         bastion.send_json(&server, "PUT", path, "offset=0", bytes[..chunk].to_vec());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["offset"], chunk);
-    let partial = server.data.join(format!("recordings/s-1.cast.part"));
+    let partial = server.data.join("recordings/s-1.cast.part");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&partial).unwrap().permissions().mode() & 0o777,

@@ -11,6 +11,11 @@
 //!    deletes and the whole-policy replace (which would empty the store the
 //!    pass relies on): generated bodies reach the handlers' real work.
 //!
+//! Not covered: `POST /api/v1/settings/mail/test` (it connects to the SMTP
+//! server in the settings, which the fuzzer sets to any host), and the
+//! signed sync routes answer 401 to everything (schemathesis cannot sign
+//! as a bastion; `tests/sync.rs` covers them).
+//!
 //! `.ci/run` installs schemathesis in a venv at `target/schemathesis`; set
 //! `SCHEMATHESIS` to use another. The test fails when none is installed.
 
@@ -85,6 +90,9 @@ fn run_pass(server: &Server, label: &str, config: Option<&Path>, extra: &[&str],
             "20",
             "--no-color",
         ])
+        // It mails through the configured SMTP server: with a host the
+        // fuzzer set, that is the network (and a 10 s timeout per case).
+        .args(["--exclude-path", "/api/v1/settings/mail/test"])
         .args(extra)
         // Hypothesis keeps its example database in the working directory.
         .current_dir(server.dir.path())
@@ -102,7 +110,7 @@ fn run_pass(server: &Server, label: &str, config: Option<&Path>, extra: &[&str],
         "schemathesis pass `{label}` found failures (seed {seed}):\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("passed") && !stdout.contains("0 generated"),
+        summary(&stdout).contains(" passed"),
         "schemathesis pass `{label}` ran no test case:\n{stdout}\n{stderr}"
     );
     eprintln!("schemathesis pass `{label}`: {}", summary(&stdout));
@@ -112,7 +120,7 @@ fn run_pass(server: &Server, label: &str, config: Option<&Path>, extra: &[&str],
 fn summary(report: &str) -> &str {
     report
         .lines()
-        .find(|l| l.contains("generated"))
+        .find(|l| l.contains(" generated, "))
         .map(str::trim)
         .unwrap_or("no summary line")
 }

@@ -17,8 +17,10 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 import os
 import sys
+import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -48,6 +50,9 @@ class Sink:
 
 
 def main():
+    # Plain-text AUTH is the point of this loopback server: no warnings.
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser()
     parser.add_argument("directory")
     parser.add_argument("--auth-user")

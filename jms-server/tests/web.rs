@@ -305,6 +305,13 @@ fn seed(server: &Server) -> Timeline {
             json!({"command": "psql -c 'select 1'", "kind": "interactive", "decision": "allow", "filter": null}),
         ),
         event(
+            "d4",
+            t(1804.0),
+            "command",
+            &db,
+            json!({"command": "echo '<script>alert(1)</script>'", "kind": "interactive", "decision": "allow", "filter": null}),
+        ),
+        event(
             "d3",
             t(1830.0),
             "session_end",
@@ -329,7 +336,22 @@ fn seed(server: &Server) -> Timeline {
     let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
     let (status, answer) = bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
     assert_eq!(status, 200, "events: {answer}");
-    assert_eq!(answer["stored"], 11, "every event stored: {answer}");
+    assert_eq!(answer["stored"], 12, "every event stored: {answer}");
+    // And 55 short sessions of `load` two hours ago, to page through.
+    let bulk: Vec<Value> = (0..55)
+        .map(|n| {
+            let session = format!("s-load-{n:02}");
+            let time = (timeline.start - chrono::Duration::hours(1) + chrono::Duration::seconds(n))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            event(&format!("b{n}"), time, "session_denied", &json!({}), json!({
+                "session": session, "user": "load", "command_line": "", "reason": "no grant", "client": "10.5.5.5",
+            }))
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "events": bulk })).unwrap();
+    let (status, answer) = bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
+    assert_eq!(status, 200, "events: {answer}");
+    assert_eq!(answer["stored"], 55, "every event stored: {answer}");
 
     let cast = web_recording(timeline.start.timestamp());
     let path = "/api/v1/sync/recordings/s-web";
@@ -345,11 +367,24 @@ fn seed(server: &Server) -> Timeline {
 
 // ---- the browser -----------------------------------------------------------
 
-/// chromedriver on a loopback port, driving a fresh headless Chromium.
-struct Browser {
-    driver: Child,
-    client: Option<Client>,
+/// chromedriver on a loopback port (killed on drop) and the fresh
+/// Chromium profile it drives.
+struct Driver {
+    child: Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WebDriver session in headless Chromium.
+#[derive(Clone)]
+struct Browser {
+    client: Client,
 }
 
 fn target_dir() -> PathBuf {
@@ -391,13 +426,17 @@ fn find_chromedriver() -> PathBuf {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    /// Starts chromedriver and a Chromium session; fails loudly when
+    /// either is missing.
+    async fn start() -> (Driver, Browser) {
         let chromedriver = find_chromedriver();
         let profile = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(artifacts().join("chromedriver.log")).unwrap();
+        // HOME too: Chromium keeps nothing outside the fresh profile.
         let mut driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .env("HOME", profile.path())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -428,26 +467,27 @@ impl Browser {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1360,1000",
+                    "--disable-dev-shm-usage", "--disable-crash-reporter",
+                    "--window-size=1360,1000",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let driver = Driver {
+            child: driver,
+            _profile: profile,
+        };
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session from chromedriver");
-        Browser {
-            driver,
-            client: Some(client),
-            _profile: profile,
-        }
+        (driver, Browser { client })
     }
 
     fn c(&self) -> &Client {
-        self.client.as_ref().unwrap()
+        &self.client
     }
 
     async fn goto(&self, url: &str) {
@@ -560,17 +600,9 @@ impl Browser {
         std::fs::write(&path, png).expect("write screenshot");
     }
 
-    async fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = client.close().await;
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+    /// Ends the session (Chromium quits).
+    async fn close(self) {
+        let _ = self.client.close().await;
     }
 }
 
@@ -586,12 +618,23 @@ fn an_admin_reviews_sessions_commands_and_a_replay_in_chromium() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(review(&server, &secret, &timeline));
+    let base = server.url.clone();
+    runtime.block_on(async move {
+        let (_driver, browser) = Browser::start().await;
+        let outcome = tokio::spawn(review(browser.clone(), base, secret, timeline.start)).await;
+        // Chromium quits even when an assertion failed.
+        browser.close().await;
+        if let Err(e) = outcome {
+            match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the browser test did not finish: {e}"),
+            }
+        }
+    });
 }
 
-async fn review(server: &Server, secret: &str, timeline: &Timeline) {
-    let b = Browser::start().await;
-    let base = &server.url;
+async fn review(b: Browser, base: String, secret: String, start: chrono::DateTime<chrono::Utc>) {
+    let (base, secret) = (&base, &secret);
 
     // Anyone not signed in is sent to the login page.
     b.goto(&format!("{base}/web/sessions")).await;
@@ -627,7 +670,7 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
     .await;
     assert_eq!(b.text("#admin-name").await, ADMIN);
     let rows = b.rows("#sessions").await;
-    assert_eq!(rows.len(), 3, "three sessions: {rows:#?}");
+    assert_eq!(rows.len(), 50, "a page of sessions: {rows:#?}");
     assert!(
         rows[0].contains("alice") && rows[0].contains("online"),
         "newest first, online: {}",
@@ -638,8 +681,23 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
         "{}",
         rows[2]
     );
-    assert!(b.text("#row-count").await.contains("of 3"));
+    assert!(rows[50 - 1].contains("load") && rows[50 - 1].contains("denied"));
+    assert_eq!(b.text("#row-count").await, "Rows 1–50 of 58");
     b.screenshot("03-sessions").await;
+    b.click("#next-page").await;
+    b.wait_for("the second page", || async {
+        b.url().await.ends_with("page=1")
+    })
+    .await;
+    let rows = b.rows("#sessions").await;
+    assert_eq!(rows.len(), 8, "the rest: {rows:#?}");
+    assert!(rows.iter().all(|r| r.contains("load")));
+    assert_eq!(b.text("#row-count").await, "Rows 51–58 of 58");
+    b.click("#prev-page").await;
+    b.wait_for("the first page", || async {
+        b.url().await.ends_with("/web/sessions")
+    })
+    .await;
 
     // Filters through the form: user, then still online.
     b.fill("#session-filters input[name=user]", "alice").await;
@@ -665,13 +723,14 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
     b.goto(&format!("{base}/web/sessions?asset=db01&account=postgres"))
         .await;
     assert_eq!(b.rows("#sessions").await.len(), 2);
-    let since = (timeline.start + chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M");
+    let since = (start + chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M");
     b.goto(&format!("{base}/web/sessions?since={since}")).await;
     let rows = b.rows("#sessions").await;
     assert_eq!(rows.len(), 2, "after {since}: {rows:#?}");
     assert!(rows.iter().all(|r| !r.contains("web01")));
-    let until = (timeline.start + chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M");
-    b.goto(&format!("{base}/web/sessions?until={until}")).await;
+    let until = (start + chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M");
+    b.goto(&format!("{base}/web/sessions?user=alice&until={until}"))
+        .await;
     let rows = b.rows("#sessions").await;
     assert_eq!(rows.len(), 1, "before {until}: {rows:#?}");
     assert!(rows[0].contains("web01"));
@@ -712,7 +771,13 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
         b.url().await.ends_with("/web/commands")
     })
     .await;
-    assert_eq!(b.rows("#commands").await.len(), 5, "every command");
+    let every = b.rows("#commands").await;
+    assert_eq!(every.len(), 6, "every command: {every:#?}");
+    assert!(
+        every[0].contains("<script>alert(1)</script>"),
+        "markup in a command is shown as text: {}",
+        every[0]
+    );
     b.fill("#q", "hostname").await;
     b.click("#command-filters button[type=submit]").await;
     b.wait_for("the search", || async {
@@ -775,11 +840,20 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
         b.player_text().await.contains("LATE-OUTPUT-MARKER")
     })
     .await;
+    let shown = b.player_text().await;
+    assert!(
+        shown.contains("alice@web01:~$ uptime") && shown.contains("web01-prod-hostname"),
+        "the whole screen up to that moment: {shown}"
+    );
     let at = b.script("return window.jmsReplay.currentTime();").await;
     assert!(
         at.as_f64().is_some_and(|t| t >= 11.0),
         "the player is at {at}"
     );
+    b.wait_for("the clock at the new moment", || async {
+        b.text("#clock").await.starts_with("0:11")
+    })
+    .await;
     b.screenshot("09-replay-seek").await;
 
     // Back 10 s: the later output is gone again.
@@ -829,7 +903,6 @@ async fn review(server: &Server, secret: &str, timeline: &Timeline) {
         "signed out: {}",
         b.url().await
     );
-    b.close().await;
 }
 
 /// A client that keeps cookies out of it: the tests pass them by hand.

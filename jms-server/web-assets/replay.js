@@ -39,13 +39,15 @@
   var player = null;
   var playing = false;
 
-  function create(startAt, speed, autoPlay) {
+  function create(at, speed, autoPlay) {
     if (player) {
       player.dispose();
     }
     container.innerHTML = "";
+    // No `startAt`: a player made with one loses the screen before that
+    // moment on a later seek (asciinema-player 3.18). Seeking a player made
+    // at 0 keeps the whole screen.
     var options = {
-      startAt: startAt,
       speed: speed,
       autoPlay: autoPlay,
       preload: true,
@@ -53,16 +55,18 @@
       controls: true,
       terminalFontFamily: "'DejaVu Sans Mono', ui-monospace, Menlo, Consolas, monospace"
     };
-    if (!autoPlay && startAt > 0) {
-      // Show the frame at the start moment before anyone presses play.
-      options.poster = "npt:" + startAt;
-    }
     player = window.AsciinemaPlayer.create(src, container, options);
+    if (at > 0) {
+      player.seek(at);
+    }
     playing = autoPlay;
-    player.addEventListener("play", function () { playing = true; });
-    player.addEventListener("playing", function () { playing = true; });
-    player.addEventListener("pause", function () { playing = false; });
-    player.addEventListener("ended", function () { playing = false; });
+    var set = function (value) {
+      return function () { playing = value; render(); };
+    };
+    player.addEventListener("play", set(true));
+    player.addEventListener("playing", set(true));
+    player.addEventListener("pause", set(false));
+    player.addEventListener("ended", set(false));
     window.jmsReplay.player = player;
   }
 
@@ -114,11 +118,13 @@
     seek(startFromLocation());
   });
 
-  setInterval(function () {
+  function render() {
     if (!player) {
       return;
     }
     clock.textContent = format(player.getCurrentTime()) + " / " + format(player.getDuration());
     document.getElementById("play-pause").textContent = playing ? "Pause" : "Play";
-  }, 250);
+  }
+
+  setInterval(render, 250);
 })();

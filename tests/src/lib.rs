@@ -3,6 +3,8 @@
 //! namespace, driven by real clients (`getent`, `pamtester`, `ssh`).
 //!
 //! - [`preflight`]: root, system tools and built artifacts, or a loud failure.
+//! - [`central`]: a jms-server for the bastion, `jmsctl` against it, and a
+//!   proxy that can hand agentd forged bundles.
 //! - [`bastion`]: [`BastionBuilder`] writes the test's sshd_config,
 //!   nsswitch.conf, pam.d/sshd, agentd.toml and policy into a temp dir, and
 //!   `harness/bastion-ns.sh` (run under `unshare -m`) mounts them over the
@@ -22,6 +24,7 @@
 //! The host's /etc is never changed; all traffic stays on 127.0.0.1.
 
 pub mod bastion;
+pub mod central;
 pub mod clients;
 mod config;
 pub mod fixture;

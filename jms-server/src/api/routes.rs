@@ -7,9 +7,9 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 
+use super::audit::{self, AuditQuery};
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::audit::{self, AuditQuery};
 use super::{openapi, sync, system, AppState};
 use crate::selfservice::api as selfservice;
 

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use jms_core::model::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -236,11 +236,26 @@ fn mail_text(
          \n\
          {url}\n\
          \n\
-         The link works once, until {} UTC ({} from now).\n\
+         The link works once, for {}, until {}.\n\
          If you did not expect this mail, ignore it: nothing changes until the link is used.\n",
-        expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        humantime::format_duration(mail.link_lifetime.0),
+        lifetime_text(mail.link_lifetime.0),
+        expires_at.format("%Y-%m-%d %H:%M UTC"),
     )
+}
+
+/// `24 hours`, `30 minutes`, `90 seconds`: the largest whole unit.
+pub(crate) fn lifetime_text(lifetime: Duration) -> String {
+    let secs = lifetime.as_secs();
+    let (n, unit) = if secs > 86_400 && secs.is_multiple_of(86_400) {
+        (secs / 86_400, "day")
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Issues a link for `username` and mails it. With mail disabled, or no
@@ -313,6 +328,10 @@ mod tests {
         assert!(well_formed(&a) && well_formed(&b));
         assert!(!well_formed("x"));
         assert!(!well_formed(&"g".repeat(64)));
+        assert_eq!(lifetime_text(Duration::from_secs(86_400)), "24 hours");
+        assert_eq!(lifetime_text(Duration::from_secs(3 * 86_400)), "3 days");
+        assert_eq!(lifetime_text(Duration::from_secs(1800)), "30 minutes");
+        assert_eq!(lifetime_text(Duration::from_secs(1)), "1 second");
         assert_eq!(
             link_url("https://jms.example.com/", &a),
             format!("https://jms.example.com/password/set?token={a}")

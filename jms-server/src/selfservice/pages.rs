@@ -557,7 +557,7 @@ pub async fn forgot_submit(
             tracing::warn!("forgot-password: queue full, request dropped");
         }
     }
-    let lifetime = humantime::format_duration(settings.mail.link_lifetime.0).to_string();
+    let lifetime = links::lifetime_text(settings.mail.link_lifetime.0);
     let csrf = fields.csrf;
     page(
         StatusCode::OK,

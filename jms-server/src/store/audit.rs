@@ -387,7 +387,7 @@ struct SessionUpdate<'a> {
 /// another bastion) is logged and left in `events` only: the batch never
 /// fails for it.
 pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<()> {
-    let parsed = match serde_json::from_value::<AuditEvent>(event.body.clone()) {
+    let parsed = match AuditEvent::deserialize(&event.body) {
         Ok(parsed) => parsed,
         Err(e) => {
             tracing::warn!(
@@ -403,11 +403,9 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
     let at = parse_time(&event.at).unwrap_or_else(Utc::now);
     let at_text = time_text(at);
     let event_id = || -> Result<i64> {
-        Ok(conn.query_row(
-            "SELECT id FROM events WHERE bastion_id = ?1 AND idempotency_key = ?2",
-            params![bastion_id, event.idempotency_key],
-            |row| row.get(0),
-        )?)
+        Ok(conn
+            .prepare_cached("SELECT id FROM events WHERE bastion_id = ?1 AND idempotency_key = ?2")?
+            .query_row(params![bastion_id, event.idempotency_key], |row| row.get(0))?)
     };
     let update = |u: SessionUpdate<'_>| upsert_session(conn, bastion_id, &u);
     match &parsed {
@@ -512,7 +510,8 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
             })? {
                 return Ok(());
             }
-            conn.execute(
+            run(
+                conn,
                 "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
                  account, input, kind, decision, filter) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -550,7 +549,8 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
             })? {
                 return Ok(());
             }
-            conn.execute(
+            run(
+                conn,
                 "INSERT OR IGNORE INTO transfers (event_id, session_id, at, username, asset, \
                  account, via, operation, path, to_path, size, result, ok) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -578,7 +578,8 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
             outcome,
             reason,
         } => {
-            conn.execute(
+            run(
+                conn,
                 "INSERT OR IGNORE INTO logins (event_id, bastion_id, at, username, remote_addr, \
                  service, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -597,30 +598,23 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
     Ok(())
 }
 
+/// Runs one statement through the connection's statement cache (the
+/// projection runs a few per event, thousands per batch).
+fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
 /// Inserts or merges the session row; false (logged) when the id belongs
-/// to another bastion's session or is empty.
+/// to another bastion's session (the update's condition leaves it) or is
+/// empty.
 fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> Result<bool> {
     if u.id.is_empty() {
         tracing::warn!(bastion_id, "event without a session id: not projected");
         return Ok(false);
     }
-    let owner: Option<i64> = conn
-        .query_row(
-            "SELECT bastion_id FROM sessions WHERE id = ?1",
-            [u.id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if owner.is_some_and(|owner| owner != bastion_id) {
-        tracing::warn!(
-            bastion_id,
-            session = u.id,
-            "event names a session of another bastion: not projected"
-        );
-        return Ok(false);
-    }
     let clamp = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
-    conn.execute(
+    let changed = run(
+        conn,
         "INSERT INTO sessions (id, bastion_id, username, asset, account, login, kind, protocol, \
          client, command, started_at, first_seen_at, at, ended_at, denied, exit_status, \
          end_reason, duration_ms, bytes_in, bytes_out, recording, recording_truncated) \
@@ -650,7 +644,8 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
          bytes_in = COALESCE(excluded.bytes_in, sessions.bytes_in), \
          bytes_out = COALESCE(excluded.bytes_out, sessions.bytes_out), \
          recording = COALESCE(excluded.recording, sessions.recording), \
-         recording_truncated = MAX(sessions.recording_truncated, excluded.recording_truncated)",
+         recording_truncated = MAX(sessions.recording_truncated, excluded.recording_truncated) \
+         WHERE sessions.bastion_id = excluded.bastion_id",
         params![
             u.id,
             bastion_id,
@@ -676,6 +671,14 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
             u.authoritative,
         ],
     )?;
+    if changed == 0 {
+        tracing::warn!(
+            bastion_id,
+            session = u.id,
+            "event names a session of another bastion: not projected"
+        );
+        return Ok(false);
+    }
     Ok(true)
 }
 

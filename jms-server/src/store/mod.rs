@@ -359,8 +359,7 @@ pub trait ReadTx {
     /// typed, for one session's detail).
     fn commands(&self, query: &CommandQuery, oldest_first: bool) -> Result<Page<CommandRecord>>;
     /// Transfers matching `query`: newest first, or oldest first.
-    fn transfers(&self, query: &TransferQuery, oldest_first: bool)
-        -> Result<Page<TransferRecord>>;
+    fn transfers(&self, query: &TransferQuery, oldest_first: bool) -> Result<Page<TransferRecord>>;
     /// A session's recording, complete or not.
     fn recording(&self, session: &str) -> Result<Option<RecordingRow>>;
     /// A set-password link by its token's SHA-256 (used, revoked or

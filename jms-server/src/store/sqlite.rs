@@ -16,13 +16,13 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::{audit, CommandQuery, CommandRecord, RecordingRow, SessionQuery, SessionRecord};
 use super::{
     migrations, AccountRow, AssetRow, BastionRow, EnrollTokenRow, FilterRow, GrantRow, GroupRow,
     ListQuery, NewEvent, NewOpLogEntry, NodeRow, OpLogEntry, Page, ReadTx, Result, Scope, Snapshot,
     Stamps, Storage, StoreError, StoredSettings, TokenRow, UserRow, WebAdminRow, WebSessionRow,
     WriteTx,
 };
-use super::{audit, CommandQuery, CommandRecord, RecordingRow, SessionQuery, SessionRecord};
 use super::{PasswordTokenRow, Purpose, TransferQuery, TransferRecord};
 
 /// Readers kept open between requests.
@@ -893,11 +893,7 @@ impl ReadTx for Tx<'_> {
         audit::commands(&self.conn, query, oldest_first)
     }
 
-    fn transfers(
-        &self,
-        query: &TransferQuery,
-        oldest_first: bool,
-    ) -> Result<Page<TransferRecord>> {
+    fn transfers(&self, query: &TransferQuery, oldest_first: bool) -> Result<Page<TransferRecord>> {
         audit::transfers(&self.conn, query, oldest_first)
     }
 

@@ -311,6 +311,131 @@ mod tests {
         assert!(check_username(&"a".repeat(65)).is_err());
     }
 
+    use jms_core::password::totp_code;
+
+    fn server() -> (tempfile::TempDir, Admin) {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Admin::open(&dir.path().join("data")).unwrap();
+        (dir, admin)
+    }
+
+    const PASSWORD: &str = "twelve chars or more";
+
+    fn code(secret: &str, at: DateTime<Utc>) -> String {
+        format!("{:06}", totp_code(secret, at.timestamp()).unwrap())
+    }
+
+    #[test]
+    fn a_login_needs_the_password_and_a_fresh_code() {
+        let (_dir, admin) = server();
+        let enrolled = add(&admin, "test", "alice", PASSWORD, 1000).unwrap();
+        let secret = &enrolled.totp_secret;
+        let now = Utc::now();
+        let life = Duration::hours(12);
+        let try_login = |password: &str, code: &str| {
+            login(&admin, "alice", password, code, None, now, life).unwrap()
+        };
+        assert!(try_login("wrong password!", &code(secret, now)).is_none());
+        let near: Vec<String> = [-30, 0, 30]
+            .iter()
+            .map(|d| code(secret, now + Duration::seconds(*d)))
+            .collect();
+        let wrong = (0..10u32)
+            .map(|n| format!("{:06}", n * 111_111))
+            .find(|c| !near.contains(c))
+            .unwrap();
+        assert!(try_login(PASSWORD, &wrong).is_none(), "a wrong code");
+        let session = try_login(PASSWORD, &code(secret, now)).expect("logged in");
+        assert_eq!(session.username, "alice");
+        assert!(
+            try_login(PASSWORD, &code(secret, now)).is_none(),
+            "a code works once"
+        );
+        let unknown = login(
+            &admin,
+            "mallory",
+            PASSWORD,
+            &code(secret, now),
+            None,
+            now,
+            life,
+        );
+        assert!(unknown.unwrap().is_none());
+
+        let idle = Duration::minutes(30);
+        let found = |at| session_of(&admin, &session.token, at, idle);
+        assert_eq!(found(now).as_deref(), Some("alice"));
+        assert_eq!(found(now + Duration::minutes(10)).as_deref(), Some("alice"));
+        assert_eq!(session_of(&admin, "jms_forged", now, idle), None);
+        logout(&admin, &session.token).unwrap();
+        assert_eq!(found(now + Duration::minutes(11)), None, "logged out");
+    }
+
+    fn session_of(admin: &Admin, token: &str, at: DateTime<Utc>, idle: Duration) -> Option<String> {
+        session(admin, token, at, idle).unwrap()
+    }
+
+    #[test]
+    fn sessions_end_when_idle_expired_or_the_admin_is_removed() {
+        let (_dir, admin) = server();
+        let secret = add(&admin, "test", "bob", PASSWORD, 1000)
+            .unwrap()
+            .totp_secret;
+        let now = Utc::now();
+        let idle = Duration::minutes(30);
+        let open = |at: DateTime<Utc>, life: Duration| {
+            login(&admin, "bob", PASSWORD, &code(&secret, at), None, at, life)
+                .unwrap()
+                .expect("logged in")
+                .token
+        };
+        let short = open(now - Duration::seconds(60), Duration::minutes(5));
+        assert_eq!(
+            session_of(&admin, &short, now + Duration::minutes(5), idle),
+            None,
+            "expired"
+        );
+        let long = open(now + Duration::seconds(30), Duration::hours(12));
+        assert_eq!(
+            session_of(&admin, &long, now + Duration::minutes(40), idle),
+            None,
+            "idle for 40 minutes"
+        );
+        let kept = open(now + Duration::seconds(60), Duration::hours(12));
+        assert!(session_of(&admin, &kept, now + Duration::minutes(2), idle).is_some());
+        remove(&admin, "test", "bob").unwrap();
+        assert_eq!(
+            session_of(&admin, &kept, now + Duration::minutes(3), idle),
+            None
+        );
+        assert!(matches!(
+            remove(&admin, "test", "bob"),
+            Err(AdminError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn bad_names_short_passwords_and_duplicates_are_refused() {
+        let (_dir, admin) = server();
+        assert!(matches!(
+            add(&admin, "t", "-x", PASSWORD, 1000),
+            Err(AdminError::BadInput(_))
+        ));
+        assert!(matches!(
+            add(&admin, "t", "carol", "short", 1000),
+            Err(AdminError::BadInput(_))
+        ));
+        add(&admin, "t", "carol", PASSWORD, 1000).unwrap();
+        assert!(matches!(
+            add(&admin, "t", "carol", PASSWORD, 1000),
+            Err(AdminError::Conflict(_))
+        ));
+        let listed = list(&admin).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].username, "carol");
+        assert!(listed[0].last_login_at.is_none());
+    }
+
     #[test]
     fn the_otpauth_uri_names_issuer_and_secret() {
         assert_eq!(

@@ -12,6 +12,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ring::digest::{digest, SHA256};
 
+/// The vendored asciinema player's version (`scripts/vendor-player`).
+pub const PLAYER_VERSION: &str = "3.18.0";
+
 /// One embedded file.
 struct Asset {
     name: &'static str,
@@ -111,6 +114,11 @@ mod tests {
     #[test]
     fn the_vendored_player_matches_its_recorded_sums() {
         let sums = include_str!("../../../scripts/vendor-player.sha256");
+        let tarball = format!("  asciinema-player-{PLAYER_VERSION}.tgz");
+        assert!(
+            sums.lines().any(|l| l.ends_with(&tarball)),
+            "PLAYER_VERSION {PLAYER_VERSION} is not the version scripts/vendor-player.sha256 records"
+        );
         for asset in ASSETS
             .iter()
             .filter(|a| a.name.starts_with("asciinema-player"))

@@ -176,15 +176,15 @@ pub async fn login(
             ),
         ));
     }
-    let remote = client_address(&headers);
-    let (name, remote_for_store) = (username.clone(), remote.clone());
+    let client = forwarded_for(&headers);
+    let (name, client_for_store) = (username.clone(), client.clone());
     let session = blocking(&state, move |admin| {
         admins::login(
             admin,
             &name,
             &form.password,
             &form.code,
-            remote_for_store.as_deref(),
+            client_for_store.as_deref(),
             chrono::Utc::now(),
             chrono::Duration::from_std(SESSION_LIFETIME).expect("fits"),
         )
@@ -196,7 +196,7 @@ pub async fn login(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .failed(&username, Instant::now());
-        tracing::warn!(username, remote, "web login refused");
+        tracing::warn!(username, forwarded_for = client, "web login refused");
         return Ok(refuse(
             StatusCode::UNAUTHORIZED,
             "Wrong name, password or code.",
@@ -207,7 +207,11 @@ pub async fn login(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .succeeded(&username);
-    tracing::info!(username = session.username, remote, "web login");
+    tracing::info!(
+        username = session.username,
+        forwarded_for = client,
+        "web login"
+    );
     let cookie = format!(
         "{COOKIE}={}; Path=/web; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session.token,
@@ -269,8 +273,9 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-/// The client as a proxy reports it, for the log and the session row.
-fn client_address(headers: &HeaderMap) -> Option<String> {
+/// The client as a proxy in front reports it (`X-Forwarded-For`; not
+/// proof of anything): for the log and the session row only.
+fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())

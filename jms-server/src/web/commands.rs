@@ -115,8 +115,10 @@ pub async fn search(
             } }
             label { "From (UTC)" input type="datetime-local" name="since" value=(filters.since); }
             label { "To (UTC)" input type="datetime-local" name="until" value=(filters.until); }
-            button type="submit" { "Search" }
-            a.reset href="/web/commands" { "Reset" }
+            span.buttons {
+                button type="submit" { "Search" }
+                a.reset href="/web/commands" { "Reset" }
+            }
         }
         table.rows #commands {
             thead { tr {

@@ -72,6 +72,9 @@ pub async fn page(
                 span.clock #clock { "--:-- / --:--" }
             }
             div #player data-src=(format!("{detail}/recording.cast")) {}
+            p.muted.credit {
+                "Player: " a href=(assets::url("asciinema-player.LICENSE")) { "asciinema-player " (assets::PLAYER_VERSION) " (Apache-2.0)" }
+            }
             script src=(assets::url("asciinema-player.min.js")) {}
             script src=(assets::url("replay.js")) {}
         } @else {

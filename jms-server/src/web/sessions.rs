@@ -140,8 +140,10 @@ pub async fn list(
             label { "From (UTC)" input type="datetime-local" name="since" value=(filters.since); }
             label { "To (UTC)" input type="datetime-local" name="until" value=(filters.until); }
             label.check { input type="checkbox" name="online" value="1" checked[!filters.online.is_empty()]; "Still online" }
-            button type="submit" { "Filter" }
-            a.reset href="/web/sessions" { "Reset" }
+            span.buttons {
+                button type="submit" { "Filter" }
+                a.reset href="/web/sessions" { "Reset" }
+            }
         }
         table.rows #sessions {
             thead { tr {

@@ -13,10 +13,10 @@
 //! recording it is listed as open ([`is_open`]): the uploader
 //! (`crate::daemon::upload`) takes only recordings no session holds.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;

@@ -85,8 +85,8 @@ enum Command {
     #[command(subcommand)]
     Session(audit::SessionCommand),
     /// Commands typed or run in sessions.
-    #[command(subcommand)]
-    Command(audit::CommandCommand),
+    #[command(subcommand, name = "command")]
+    Commands(audit::CommandCommand),
     /// Session recordings (asciicast v2).
     #[command(subcommand)]
     Recording(audit::RecordingCommand),
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         Command::Bastion(command) => bastion::run(server, command),
         Command::Admin(args) => admin::run(args),
         Command::Session(command) => audit::session(server, command),
-        Command::Command(command) => audit::command(server, command),
+        Command::Commands(command) => audit::command(server, command),
         Command::Recording(command) => audit::recording(server, command),
     };
     match result {

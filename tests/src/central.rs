@@ -1,0 +1,396 @@
+//! A central server for a test bastion: a real `jms-server` on a free
+//! 127.0.0.1 port with a temp data dir and an admin API token, driven with
+//! the real `jmsctl` ([`Central::jmsctl`]) — and [`Central::attach`], which
+//! switches a started [`Bastion`]'s jms-agentd from its policy file to the
+//! server: stop agentd, write an agentd.toml with `[central]`, run
+//! `jms-agentd enroll` with a one-time token inside the namespace, start
+//! agentd again. Dropping the [`Central`] kills the server.
+//!
+//! [`BundleProxy`] sits between a bastion and the server: it forwards the
+//! sync API as it is, until a test makes it answer bundle requests with a
+//! signed bundle of its choosing (tampered, replayed, signed by another
+//! key), sealed to the bastion's transport key as the server would — what
+//! an attacker on the path, or a compromised mirror, could send.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::bastion::{write, Bastion, AGENTD_SOCKET, AGENT_IN_NS};
+use crate::preflight;
+use crate::run::{self, Outcome, COMMAND_TIMEOUT};
+
+
+/// jms-server and jmsctl, built beside the test binary.
+fn server_binaries() -> (PathBuf, PathBuf) {
+    let dir = preflight::profile_dir();
+    let (server, ctl) = (dir.join("jms-server"), dir.join("jmsctl"));
+    for bin in [&server, &ctl] {
+        assert!(
+            bin.is_file(),
+            "jms-e2e cannot run: {} is missing (build it first: `cargo build --workspace`)",
+            bin.display()
+        );
+    }
+    (server, ctl)
+}
+
+/// A running jms-server.
+pub struct Central {
+    dir: Option<TempDir>,
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    token: String,
+    ctl: PathBuf,
+}
+
+impl Central {
+    /// Starts a server with an empty policy and makes an admin token.
+    pub fn start() -> Central {
+        let (server, ctl) = server_binaries();
+        let dir = tempfile::Builder::new()
+            .prefix("jms-e2e-central-")
+            .tempdir()
+            .expect("temp dir for the central server");
+        let data = dir.path().join("data");
+        let out = run::run(
+            Command::new(&server)
+                .args(["token", "create", "--scope", "admin", "--name", "e2e"])
+                .arg("--data")
+                .arg(&data),
+            b"",
+            COMMAND_TIMEOUT,
+        );
+        out.assert_success("jms-server token create should make an admin token");
+        let token = out.stdout.trim().to_owned();
+        let log = fs::File::create(dir.path().join("server.log")).expect("server.log");
+        let mut child = Command::new(&server)
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start jms-server");
+        let mut line = String::new();
+        let mut reader = BufReader::new(child.stdout.take().expect("server stdout"));
+        let _ = reader.read_line(&mut line);
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "jms-server did not start ({line:?}):\n{}",
+                fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+            );
+        };
+        let url = url.to_owned();
+        // Keep reading its stdout so it never blocks on a full pipe.
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        Central {
+            dir: Some(dir),
+            child: Some(child),
+            url,
+            token,
+            ctl,
+        }
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir().join("server.log")).unwrap_or_default()
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("central dir").path()
+    }
+
+    /// `jmsctl ARGS` against this server as admin, with `stdin`.
+    pub fn jmsctl_with(&self, args: &[&str], stdin: &[u8]) -> Outcome {
+        run::run(
+            Command::new(&self.ctl)
+                .args(args)
+                .env("JMS_SERVER", &self.url)
+                .env("JMS_TOKEN", &self.token),
+            stdin,
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// `jmsctl ARGS`, which must succeed.
+    #[track_caller]
+    pub fn jmsctl(&self, args: &[&str]) -> Outcome {
+        let out = self.jmsctl_with(args, b"");
+        out.assert_success(&format!("jmsctl {}", args.join(" ")));
+        out
+    }
+
+    /// One admin API request (plain HTTP/1.1 on loopback): the status and
+    /// the body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).expect("connect to jms-server");
+        stream
+            .set_read_timeout(Some(COMMAND_TIMEOUT))
+            .expect("timeout");
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send request");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status from jms-server: {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// A one-time enrollment token.
+    pub fn enrollment_token(&self) -> String {
+        let out = self.jmsctl(&["bastion", "token", "create", "--ttl", "10m"]);
+        out.stdout.trim().to_owned()
+    }
+
+    /// Switches `bastion`'s agentd to this server (see the module doc),
+    /// polling `via` (this server's URL, or a [`BundleProxy`]'s).
+    pub fn attach(&self, bastion: &Bastion, via: &str) {
+        let artifacts = bastion
+            .artifacts
+            .as_ref()
+            .expect("a bastion with jms")
+            .clone();
+        bastion.kill_agentd();
+        let config = bastion.dir().join("agentd.toml");
+        write(&config, &central_agentd_toml(via));
+        let out = run::run(
+            bastion
+                .ns_command(&artifacts.agentd.to_string_lossy())
+                .arg("--config")
+                .arg(&config)
+                .args(["enroll", "--server", via, "--token"])
+                .arg(self.enrollment_token())
+                .args(["--name", "e2e-bastion"]),
+            b"",
+            COMMAND_TIMEOUT,
+        );
+        out.assert_success("jms-agentd enroll should register the bastion");
+        bastion.restart_agentd();
+    }
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("---- jms-server log ----\n{}", self.log());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os("JMS_E2E_KEEP").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("jms-e2e: kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// agentd.toml for a bastion whose policy comes from `server`: the
+/// namespace's paths, quick retries, long-polls.
+fn central_agentd_toml(server: &str) -> String {
+    format!(
+        "socket = \"{AGENTD_SOCKET}\"\n\
+         state_dir = \"/var/lib/jms\"\n\
+         nss_cache = \"/var/cache/jms/nss.db\"\n\
+         authorized_keys_user = \"nobody\"\n\
+         timezone = \"UTC\"\n\
+         shell = \"{AGENT_IN_NS}\"\n\
+         home = \"/\"\n\
+         \n\
+         [central]\n\
+         server = \"{server}\"\n\
+         poll_interval_secs = 1\n\
+         long_poll_secs = 30\n\
+         timeout_secs = 10\n\
+         max_staleness_secs = 3600\n"
+    )
+}
+
+/// Polls `check` until it gives `Some`, or fails with `what` and the last
+/// outcome after a generous deadline (the machine may be loaded; nothing
+/// here measures time).
+#[track_caller]
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() > deadline => {
+                panic!("timed out waiting for {what}; last attempt:\n{last}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+// ---- the proxy -----------------------------------------------------------------
+
+/// What the proxy answers bundle requests with.
+#[derive(Debug, Clone)]
+pub enum ProxyMode {
+    /// Forward to the server.
+    Forward,
+    /// This signed bundle (or delta), sealed to the requester.
+    Answer(Vec<u8>),
+}
+
+/// An HTTP forwarder in front of jms-server that can substitute bundles.
+pub struct BundleProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    mode: Arc<Mutex<ProxyMode>>,
+    /// Bundle requests answered with a substitute so far.
+    substituted: Arc<Mutex<u64>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BundleProxy {
+    /// Forwards to `server` (`http://HOST:PORT`) until told otherwise.
+    pub fn start(server: &str) -> BundleProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the proxy");
+        let url = format!(
+            "http://{}",
+            listener.local_addr().expect("proxy address")
+        );
+        let upstream = server.trim_start_matches("http://").to_owned();
+        let mode = Arc::new(Mutex::new(ProxyMode::Forward));
+        let substituted = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, n, s) = (mode.clone(), substituted.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (m, n, upstream) = (m.clone(), n.clone(), upstream.clone());
+                thread::spawn(move || {
+                    let _ = serve(stream, &upstream, &m, &n);
+                });
+            }
+        });
+        BundleProxy {
+            url,
+            mode,
+            substituted,
+            stop,
+        }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        *self.mode.lock().expect("proxy mode") = mode;
+    }
+
+    /// How many bundle requests got a substitute.
+    pub fn substituted(&self) -> u64 {
+        *self.substituted.lock().expect("proxy count")
+    }
+}
+
+impl Drop for BundleProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+/// One request: read it, forward it (as `Connection: close`) or answer it.
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    mode: &Mutex<ProxyMode>,
+    substituted: &Mutex<u64>,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    client.read_exact(&mut body)?;
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let answer = mode.lock().expect("proxy mode").clone();
+    if let (true, ProxyMode::Answer(signed)) = (target.starts_with("/api/v1/sync/bundle?"), answer)
+    {
+        let transport = target
+            .split('?')
+            .nth(1)
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("transport="))
+            .and_then(jms_core::bundle::unhex)
+            .unwrap_or_default();
+        let sealed = jms_core::bundle::seal_for(&transport, &signed)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        *substituted.lock().expect("proxy count") += 1;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            sealed.len()
+        );
+        client.write_all(response.as_bytes())?;
+        client.write_all(&sealed)?;
+        return client.shutdown(Shutdown::Both);
+    }
+    let mut server = TcpStream::connect(upstream)?;
+    let mut forwarded = String::new();
+    for line in head.trim_end().lines() {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            forwarded.push_str(line);
+            forwarded.push_str("\r\n");
+        }
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    server.write_all(forwarded.as_bytes())?;
+    server.write_all(&body)?;
+    let mut response = Vec::new();
+    server.read_to_end(&mut response)?;
+    client.write_all(&response)?;
+    client.shutdown(Shutdown::Both)
+}

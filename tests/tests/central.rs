@@ -1,0 +1,311 @@
+//! A bastion following a real jms-server, end to end: `jmsctl` creates a
+//! user (with a password), an asset (the harness target on 127.0.0.2) with
+//! an account, and a grant; within a poll the user logs in to the bastion
+//! with real `ssh` and runs a command on the target. Revoking the grant
+//! refuses the next connection; a grant that expires works before and is
+//! refused after. The server's settings (lockout threshold, maximum
+//! session length) rule the bastion. Bundles that are tampered with,
+//! replayed or signed by another key — handed to agentd by a proxy on the
+//! path — are refused and the bastion keeps working.
+//!
+//! Nothing here measures time: every wait polls with a generous deadline.
+
+use std::process::Command;
+
+use jms_e2e::central::{eventually, BundleProxy, Central, ProxyMode};
+use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
+use jms_e2e::target::DEPLOY_PASSWORD;
+use jms_e2e::{Bastion, BastionBuilder, PasswordMethod, Target};
+
+const ALICE_PASSWORD: &str = "alice-central-pw-1";
+
+struct Scene {
+    target: Target,
+    bastion: Bastion,
+    central: Central,
+}
+
+/// A target, a bastion and a server the bastion follows through `proxy`
+/// (or directly).
+fn scene(proxy: Option<&dyn Fn(&Central) -> String>) -> Scene {
+    let target = Target::start();
+    let bastion = BastionBuilder::new().start();
+    let central = Central::start();
+    let via = match proxy {
+        Some(make) => make(&central),
+        None => central.url.clone(),
+    };
+    central.attach(&bastion, &via);
+    Scene {
+        target,
+        bastion,
+        central,
+    }
+}
+
+impl Scene {
+    /// A user with a password, through jmsctl.
+    fn add_user(&self, name: &str, password: &str) {
+        let out = self.central.jmsctl_with(
+            &["user", "add", name, "--name", name, "--password"],
+            format!("{password}\n").as_bytes(),
+        );
+        out.assert_success("jmsctl user add with a password from stdin");
+    }
+
+    /// web01 (the target) with the `deploy` account, through jmsctl.
+    fn add_target_asset(&self) {
+        let protocol = format!("ssh:{}", self.target.port());
+        self.central.jmsctl(&[
+            "asset",
+            "add",
+            "web01",
+            "--address",
+            self.target.address(),
+            "--protocol",
+            &protocol,
+        ]);
+        let out = self.central.jmsctl_with(
+            &[
+                "account", "add", "web01", "deploy", "--username", "deploy", "--type", "password",
+            ],
+            DEPLOY_PASSWORD.as_bytes(),
+        );
+        out.assert_success("jmsctl account add with the secret on stdin");
+    }
+
+    fn grant(&self, name: &str, user: &str, extra: &[&str]) {
+        let mut args = vec![
+            "grant", "add", name, "--user", user, "--asset", "web01", "--account", "deploy",
+            "--protocol", "ssh", "--action", "connect",
+        ];
+        args.extend_from_slice(extra);
+        self.central.jmsctl(&args);
+    }
+
+    /// `ssh USER@bastion "web01 COMMAND"` with a password.
+    fn on_target(&self, user: &str, password: &str, command: &str) -> Outcome {
+        self.bastion.ssh_password(
+            user,
+            password,
+            PasswordMethod::Password,
+            Some(&format!("web01 {command}")),
+        )
+    }
+
+    /// Waits until `user` reaches the target as deploy.
+    fn until_reachable(&self, user: &str, password: &str, what: &str) {
+        eventually(what, || {
+            let out = self.on_target(user, password, "id -un");
+            if out.success() && out.stdout.trim() == "deploy" {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        });
+    }
+
+    /// Waits until `user`'s connection to the target is refused.
+    fn until_refused(&self, user: &str, password: &str, what: &str) -> Outcome {
+        eventually(what, || {
+            let out = self.on_target(user, password, "id -un");
+            if out.status.is_some() && !out.success() && !out.stdout.contains("deploy") {
+                Ok(out)
+            } else {
+                Err(out.to_string())
+            }
+        })
+    }
+}
+
+/// RFC 3339 UTC time `seconds` from now (by the system's `date`).
+fn utc_in(seconds: u32) -> String {
+    let out = run::run(
+        Command::new("date")
+            .arg("-u")
+            .arg("-d")
+            .arg(format!("+{seconds} seconds"))
+            .arg("+%Y-%m-%dT%H:%M:%SZ"),
+        b"",
+        COMMAND_TIMEOUT,
+    );
+    out.assert_success("date should print a time");
+    out.stdout.trim().to_owned()
+}
+
+#[test]
+fn a_grant_made_with_jmsctl_reaches_the_bastion_and_so_do_its_revocation_and_expiry() {
+    let s = scene(None);
+    s.add_user("alice", ALICE_PASSWORD);
+    s.add_target_asset();
+    s.grant("alice-web01", "alice", &[]);
+    s.until_reachable(
+        "alice to reach web01 through the bastion once the grant is synced",
+        "alice",
+        ALICE_PASSWORD,
+    );
+    assert!(
+        s.bastion.agentd_log().contains("policy delta accepted"),
+        "changes arrive as deltas:\n{}",
+        s.bastion.agentd_log()
+    );
+
+    // Revoked: the next connection is refused.
+    let (status, body) = s.central.api("DELETE", "/api/v1/grants/alice-web01", None);
+    assert_eq!(status, 204, "deleting the grant: {body}");
+    let refused = s.until_refused(
+        "the revoked grant to stop alice's next connection",
+        "alice",
+        ALICE_PASSWORD,
+    );
+    assert!(
+        refused.stderr.contains("web01"),
+        "the refusal names the asset:\n{refused}"
+    );
+
+    // A grant that expires in a while: it works, then it does not.
+    let expires = utc_in(45);
+    s.grant("alice-soon", "alice", &["--expires", &expires]);
+    s.until_reachable(
+        "the expiring grant to work before it expires",
+        "alice",
+        ALICE_PASSWORD,
+    );
+    s.until_refused(
+        "the expired grant to refuse alice",
+        "alice",
+        ALICE_PASSWORD,
+    );
+}
+
+#[test]
+fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
+    let s = scene(None);
+    s.central
+        .jmsctl(&["settings", "set", "security.lockout_threshold", "2"]);
+    s.central
+        .jmsctl(&["settings", "set", "security.max_session_length", "4s"]);
+    s.add_user("bob", ALICE_PASSWORD);
+    s.add_target_asset();
+    s.grant("bob-web01", "bob", &[]);
+    // The settings came before the user, so they are there once he is.
+    s.until_reachable("bob to reach web01", "bob", ALICE_PASSWORD);
+
+    let long = s.on_target("bob", ALICE_PASSWORD, "sleep 25; echo finished");
+    long.assert_output_contains(
+        "maximum session length",
+        "a session past the server's maximum length is ended with a reason",
+    );
+    assert!(
+        !long.stdout.contains("finished"),
+        "the command was cut short:\n{long}"
+    );
+
+    // Two failures lock him (the bastion's own default would take five).
+    for _ in 0..2 {
+        s.bastion
+            .ssh_password("bob", "wrong-password", PasswordMethod::Password, None)
+            .assert_failure("a wrong password is refused");
+    }
+    s.on_target("bob", ALICE_PASSWORD, "id -un")
+        .assert_failure("the right password is refused while the account is locked");
+    assert!(
+        s.bastion.agentd_log().contains("account locked"),
+        "agentd locked bob after the server's threshold:\n{}",
+        s.bastion.agentd_log()
+    );
+}
+
+/// The signed bundle agentd keeps (`bundle.jms` in its state dir).
+fn kept_bundle(bastion: &Bastion) -> Vec<u8> {
+    std::fs::read(bastion.dir().join("state/bundle.jms")).expect("agentd keeps its bundle")
+}
+
+/// Makes a new policy version, so a held long-poll returns and agentd asks
+/// again (and meets the proxy's substitute).
+fn bump(central: &Central, n: usize) {
+    central.jmsctl(&["group", "add", &format!("bump{n}")]);
+}
+
+#[test]
+fn tampered_replayed_and_foreign_bundles_are_refused_and_the_bastion_keeps_working() {
+    use jms_core::bundle::{self, Bundle};
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    let proxy_slot = std::cell::RefCell::new(None);
+    let s = scene(Some(&|central: &Central| {
+        let proxy = BundleProxy::start(&central.url);
+        let url = proxy.url.clone();
+        *proxy_slot.borrow_mut() = Some(proxy);
+        url
+    }));
+    let proxy = proxy_slot.into_inner().expect("the proxy started");
+    s.add_user("alice", ALICE_PASSWORD);
+    s.add_target_asset();
+    s.grant("alice-web01", "alice", &[]);
+    s.until_reachable("alice to reach web01", "alice", ALICE_PASSWORD);
+    let old = kept_bundle(&s.bastion);
+
+    // Forged bundles, each newer than what the bastion holds.
+    let server_key = old[5..5 + 32].to_vec();
+    let mut current: Bundle =
+        bundle::verify(&old, &server_key, 0).expect("the kept bundle verifies");
+    current.version += 1000;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let other = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let mut foreign = current.clone();
+    foreign.server_id = bundle::server_id(other.public_key().as_ref());
+    let mut tampered = old.clone();
+    let at = tampered
+        .windows(5)
+        .rposition(|w| w == b"alice")
+        .expect("alice is in the bundle");
+    tampered[at] = b'm';
+    let cases = [
+        (
+            "tampered",
+            tampered,
+            "bundle signature does not verify",
+        ),
+        ("replayed", old.clone(), "is not newer than"),
+        (
+            "foreign",
+            foreign.sign(&other),
+            "bundle signed by another server key",
+        ),
+    ];
+    for (n, (what, forged, refusal)) in cases.into_iter().enumerate() {
+        let before = proxy.substituted();
+        proxy.set(ProxyMode::Answer(forged));
+        bump(&s.central, n + 1);
+        eventually(&format!("agentd to be handed the {what} bundle"), || {
+            if proxy.substituted() > before && s.bastion.agentd_log().contains(refusal) {
+                Ok(())
+            } else {
+                Err(s.bastion.agentd_log())
+            }
+        });
+        // The last good policy stays: alice still gets through.
+        let out = s.on_target("alice", ALICE_PASSWORD, "id -un");
+        out.assert_success(&format!("alice still logs in after a {what} bundle"));
+        assert_eq!(out.stdout.trim(), "deploy", "{out}");
+    }
+    assert!(
+        s.bastion.agentd_log().contains("bundle_refused"),
+        "each refusal raises the alarm:\n{}",
+        s.bastion.agentd_log()
+    );
+
+    // Back to the genuine server: changes flow again.
+    proxy.set(ProxyMode::Forward);
+    s.central.jmsctl(&["user", "disable", "alice"]);
+    eventually("alice's disabling to reach the bastion", || {
+        let out = s.on_target("alice", ALICE_PASSWORD, "id -un");
+        if out.status.is_some() && !out.success() {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+}
