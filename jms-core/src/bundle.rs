@@ -853,7 +853,10 @@ mod tests {
             .collect();
         assert_eq!(names, ["carol"]);
         assert_eq!(full.ids.users.get("carol"), Some(&200_001));
-        assert!(!full.ids.users.contains_key("alice"), "removed user's id goes");
+        assert!(
+            !full.ids.users.contains_key("alice"),
+            "removed user's id goes"
+        );
         assert_eq!(full.settings["security"]["lockout_threshold"], 2);
         assert!(
             got.apply(&mut full).is_err(),

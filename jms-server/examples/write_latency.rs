@@ -75,7 +75,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     serde_json::json!({"username": format!("bench{i}"), "name": "Bench"}),
                 )
                 .expect("a user");
-                user.groups = d.user_groups.first().map(|g| g.name.clone()).into_iter().collect();
+                user.groups = d
+                    .user_groups
+                    .first()
+                    .map(|g| g.name.clone())
+                    .into_iter()
+                    .collect();
                 d.users.push(user);
                 Ok(())
             })
@@ -84,7 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let patch = time(runs, |i| {
         admin
             .change("bench", false, |d| {
-                let g = d.grants.iter_mut().find(|g| g.name == grant).expect("grant");
+                let g = d
+                    .grants
+                    .iter_mut()
+                    .find(|g| g.name == grant)
+                    .expect("grant");
                 g.comment = format!("run {i}");
                 Ok(())
             })

@@ -85,6 +85,8 @@ pub struct Admin {
     pub(crate) sync: crate::sync::SyncState,
     /// Uploaded session recordings (`crate::recordings`).
     pub(crate) recordings: crate::recordings::Recordings,
+    /// Live sessions: bastion orders, watched output (`crate::live`).
+    pub(crate) live: crate::live::LiveHub,
     /// The stored document (secrets opened) at a policy version, as the
     /// last write left it.
     stored: Mutex<Option<(u64, Arc<PolicyDocument>)>>,
@@ -178,15 +180,13 @@ impl Admin {
 
     pub fn new(store: Box<dyn Storage>, key: SealKey, server_key: crate::sync::ServerKey) -> Admin {
         // An unreadable version only costs deltas until the next write.
-        let version = store
-            .read()
-            .and_then(|tx| tx.policy_version())
-            .unwrap_or(0);
+        let version = store.read().and_then(|tx| tx.policy_version()).unwrap_or(0);
         Admin {
             store,
             key,
             sync: crate::sync::SyncState::new(server_key, version),
             recordings: Default::default(),
+            live: Default::default(),
             stored: Mutex::new(None),
         }
     }
@@ -227,7 +227,8 @@ impl Admin {
     pub(crate) fn open_account_row(&self, row: AccountRow, with_secrets: bool) -> Result<Account> {
         let mut account = row.account;
         if with_secrets {
-            account.secret = self.open_secret(place_account(&row.asset, &account.name), &row.secret)?;
+            account.secret =
+                self.open_secret(place_account(&row.asset, &account.name), &row.secret)?;
         }
         Ok(account)
     }
@@ -629,20 +630,40 @@ fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
             (Op::Remove, Kind::Group) => {
                 users.extend(naming(&doc.users, name, |u| &u.groups, |u| &u.username));
                 grants.extend(naming(&doc.grants, name, |g| &g.user_groups, grant_name));
-                filters.extend(naming(&doc.command_filters, name, |f| &f.user_groups, filter_name));
+                filters.extend(naming(
+                    &doc.command_filters,
+                    name,
+                    |f| &f.user_groups,
+                    filter_name,
+                ));
             }
             (Op::Remove, Kind::User) => {
                 grants.extend(naming(&doc.grants, name, |g| &g.users, grant_name));
-                filters.extend(naming(&doc.command_filters, name, |f| &f.users, filter_name));
+                filters.extend(naming(
+                    &doc.command_filters,
+                    name,
+                    |f| &f.users,
+                    filter_name,
+                ));
             }
             (Op::Remove, Kind::Node) => {
                 assets.extend(naming(&doc.assets, name, |a| &a.nodes, |a| &a.name));
                 grants.extend(naming(&doc.grants, name, |g| &g.nodes, grant_name));
-                filters.extend(naming(&doc.command_filters, name, |f| &f.nodes, filter_name));
+                filters.extend(naming(
+                    &doc.command_filters,
+                    name,
+                    |f| &f.nodes,
+                    filter_name,
+                ));
             }
             (Op::Remove, Kind::Asset) => {
                 grants.extend(naming(&doc.grants, name, |g| &g.assets, grant_name));
-                filters.extend(naming(&doc.command_filters, name, |f| &f.assets, filter_name));
+                filters.extend(naming(
+                    &doc.command_filters,
+                    name,
+                    |f| &f.assets,
+                    filter_name,
+                ));
             }
             // Nothing refers to these by a checked name.
             (Op::Remove, Kind::Account | Kind::Grant | Kind::Filter) => {}
@@ -668,7 +689,11 @@ fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
         }
     }
     // What the included grants and filters refer to.
-    for g in doc.grants.iter().filter(|g| grants.contains(g.name.as_str())) {
+    for g in doc
+        .grants
+        .iter()
+        .filter(|g| grants.contains(g.name.as_str()))
+    {
         users.extend(g.users.iter().map(String::as_str));
         groups.extend(g.user_groups.iter().map(String::as_str));
         assets.extend(g.assets.iter().map(String::as_str));
@@ -678,12 +703,26 @@ fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
         .iter()
         .filter(|f| filters.contains(f.name.as_str()))
     {
-        users.extend(f.users.iter().map(String::as_str).filter(|u| *u != alias::ALL));
+        users.extend(
+            f.users
+                .iter()
+                .map(String::as_str)
+                .filter(|u| *u != alias::ALL),
+        );
         groups.extend(f.user_groups.iter().map(String::as_str));
-        assets.extend(f.assets.iter().map(String::as_str).filter(|a| *a != alias::ALL));
+        assets.extend(
+            f.assets
+                .iter()
+                .map(String::as_str)
+                .filter(|a| *a != alias::ALL),
+        );
     }
     // The groups of every included user.
-    for u in doc.users.iter().filter(|u| users.contains(u.username.as_str())) {
+    for u in doc
+        .users
+        .iter()
+        .filter(|u| users.contains(u.username.as_str()))
+    {
         groups.extend(u.groups.iter().map(String::as_str));
     }
     fn kept<T: Clone>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<T> {
@@ -702,10 +741,7 @@ fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
 /// Whether the entities `changes` added are the last of their lists in
 /// `doc` (as the store lists them: in creation order).
 fn appended_in_order(doc: &PolicyDocument, changes: &[Change]) -> bool {
-    fn tail_is<'d>(
-        names: impl DoubleEndedIterator<Item = &'d str>,
-        added: &HashSet<&str>,
-    ) -> bool {
+    fn tail_is<'d>(names: impl DoubleEndedIterator<Item = &'d str>, added: &HashSet<&str>) -> bool {
         names.rev().take(added.len()).all(|n| added.contains(n))
     }
     let added = |kind: Kind| -> HashSet<&str> {
@@ -743,9 +779,10 @@ fn appended_in_order(doc: &PolicyDocument, changes: &[Change]) -> bool {
             &added(Kind::Filter),
         )
         && accounts.iter().all(|(asset, names)| {
-            doc.assets.iter().find(|a| a.name == *asset).is_some_and(|a| {
-                tail_is(a.accounts.iter().map(|acc| acc.name.as_str()), names)
-            })
+            doc.assets
+                .iter()
+                .find(|a| a.name == *asset)
+                .is_some_and(|a| tail_is(a.accounts.iter().map(|acc| acc.name.as_str()), names))
         })
 }
 
@@ -924,7 +961,10 @@ command_filters:
             let AdminError::Invalid(message) = err else {
                 panic!("{what}: expected a policy error, got {err}");
             };
-            assert_eq!(message, expected, "{what}: the same message as the whole check");
+            assert_eq!(
+                message, expected,
+                "{what}: the same message as the whole check"
+            );
         }
         assert_eq!(admin.version().unwrap(), version, "nothing was written");
     }

@@ -112,6 +112,32 @@ impl Client {
         })
     }
 
+    /// GETs a response that streams for as long as the server sends
+    /// (Server-Sent Events): no overall timeout. An error answer is read
+    /// as JSON like any other.
+    pub fn stream(&self, segments: &[&str]) -> Result<Response> {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            server: self.base.to_string(),
+            message: describe(&e),
+        };
+        let http = Http::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(None)
+            .build()
+            .map_err(unreachable)?;
+        let response = http
+            .get(self.url(segments, &[]))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            self.answer(response)?;
+            return Err(self.protocol("an error status without an error"));
+        }
+        Ok(response)
+    }
+
     pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value> {
         self.call(Method::GET, segments, query, None)?
             .ok_or_else(|| self.protocol("empty answer to a GET"))

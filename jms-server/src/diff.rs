@@ -81,35 +81,46 @@ fn differing<T: Serialize + PartialEq>(old: &T, new: &T, skip: Option<&str>) -> 
     changed_fields(&value(old), &value(new))
 }
 
+/// An entity's key: its name, or (asset, account) for an account.
+type Key<'d> = (&'d str, &'d str);
+
+fn key_name((first, second): Key<'_>) -> String {
+    if second.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first}/{second}")
+    }
+}
+
 /// The changes of one kind: removals in `before`'s order, then additions
 /// and changes in `after`'s.
 fn diff_kind<T: Serialize + PartialEq>(
     kind: Kind,
-    before: &[(String, &T)],
-    after: &[(String, &T)],
+    before: &[(Key<'_>, &T)],
+    after: &[(Key<'_>, &T)],
     changes: &mut Vec<Change>,
 ) {
-    let after_names: HashSet<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
-    let before_names: HashMap<&str, &T> = before.iter().map(|(n, e)| (n.as_str(), *e)).collect();
-    let change = |op, name: &str, fields| Change {
+    let after_keys: HashSet<Key<'_>> = after.iter().map(|(k, _)| *k).collect();
+    let before_keys: HashMap<Key<'_>, &T> = before.iter().map(|(k, e)| (*k, *e)).collect();
+    let change = |op, key: Key<'_>, fields| Change {
         op,
         kind,
-        name: name.to_string(),
+        name: key_name(key),
         fields,
     };
-    for (name, _) in before {
-        if !after_names.contains(name.as_str()) {
-            changes.push(change(Op::Remove, name, Vec::new()));
+    for (key, _) in before {
+        if !after_keys.contains(key) {
+            changes.push(change(Op::Remove, *key, Vec::new()));
         }
     }
     let skip = (kind == Kind::Asset).then_some("accounts");
-    for (name, entity) in after {
-        match before_names.get(name.as_str()) {
-            None => changes.push(change(Op::Add, name, Vec::new())),
+    for (key, entity) in after {
+        match before_keys.get(key) {
+            None => changes.push(change(Op::Add, *key, Vec::new())),
             Some(old) => {
                 let fields = differing(*old, *entity, skip);
                 if !fields.is_empty() {
-                    changes.push(change(Op::Change, name, fields));
+                    changes.push(change(Op::Change, *key, fields));
                 }
             }
         }
@@ -120,16 +131,16 @@ fn diff_kind<T: Serialize + PartialEq>(
 /// order (groups, users, nodes, assets, accounts, grants, filters); within
 /// a kind, removals in `old`'s order, then additions and changes in `new`'s.
 pub fn diff(old: &PolicyDocument, new: &PolicyDocument) -> Vec<Change> {
-    fn named<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<(String, &T)> {
-        items.iter().map(|i| (name(i).to_string(), i)).collect()
+    fn named<'d, T>(items: &'d [T], name: impl Fn(&'d T) -> &'d str) -> Vec<(Key<'d>, &'d T)> {
+        items.iter().map(|i| ((name(i), ""), i)).collect()
     }
-    fn accounts(doc: &PolicyDocument) -> Vec<(String, &jms_core::model::Account)> {
+    fn accounts(doc: &PolicyDocument) -> Vec<(Key<'_>, &jms_core::model::Account)> {
         doc.assets
             .iter()
             .flat_map(|a| {
                 a.accounts
                     .iter()
-                    .map(move |acc| (format!("{}/{}", a.name, acc.name), acc))
+                    .map(move |acc| ((a.name.as_str(), acc.name.as_str()), acc))
             })
             .collect()
     }

@@ -11,6 +11,8 @@
 //! - [`settings`]: the typed system settings document.
 //! - [`api`]: the REST API (axum) and its OpenAPI document.
 //! - [`client`]: a blocking client of that API (used by `jmsctl`).
+//! - [`live`]: live sessions — orders for bastions (terminate, stream),
+//!   watched sessions' output fanned out to watchers.
 //! - [`mail`]: outgoing mail over SMTP (lettre), errors naming the step.
 //! - [`recordings`]: session recordings uploaded by bastions (resumable
 //!   chunks, checked by SHA-256) in the data directory.
@@ -26,6 +28,7 @@ pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod live;
 pub mod mail;
 pub mod recordings;
 pub mod selfservice;

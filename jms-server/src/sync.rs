@@ -174,12 +174,14 @@ impl ServerKey {
 pub struct SyncState {
     key: ServerKey,
     signed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
-    /// Signed deltas to the current version, by their from_version.
-    deltas: Mutex<(u64, HashMap<u64, Arc<Vec<u8>>>)>,
+    deltas: Mutex<DeltaCache>,
     history: Mutex<History>,
     version: tokio::sync::watch::Sender<u64>,
     waiters: Arc<tokio::sync::Semaphore>,
 }
+
+/// Signed deltas to one version (the first), by their from_version.
+type DeltaCache = (u64, HashMap<u64, Arc<Vec<u8>>>);
 
 /// Which entities each recent version changed: versions `floor + 1` to
 /// `floor + changes.len()`, in order.
@@ -729,7 +731,10 @@ mod tests {
             changes: VecDeque::new(),
         };
         history.record(11, vec![(Kind::User, "alice".into())]);
-        history.record(12, vec![(Kind::Grant, "g1".into()), (Kind::User, "alice".into())]);
+        history.record(
+            12,
+            vec![(Kind::Grant, "g1".into()), (Kind::User, "alice".into())],
+        );
         history.record(13, vec![]);
         assert_eq!(
             history.since(10, 13).unwrap(),

@@ -64,9 +64,9 @@ fn request(url: &str, bastion: &Bastion, since: u64, wait: u64) -> Got {
     let mut nonce = [0u8; 16];
     SystemRandom::new().fill(&mut nonce).unwrap();
     let nonce = hex(&nonce);
-    let signature = bastion
-        .key
-        .sign(&request_message("GET", path, &query, timestamp, &nonce, b""));
+    let signature = bastion.key.sign(&request_message(
+        "GET", path, &query, timestamp, &nonce, b"",
+    ));
     let response = Client::builder()
         .timeout(Duration::from_secs(wait + 30))
         .build()
@@ -114,7 +114,10 @@ fn a_bastion_one_change_behind_gets_a_signed_delta_that_makes_the_current_bundle
     let mut held = bundle::verify(&first.signed, &bastion.server_key, 0).unwrap();
 
     apply_ok(&server, &["user", "add", "zed", "--name", "Zed"]);
-    apply_ok(&server, &["settings", "set", "security.lockout_threshold", "2"]);
+    apply_ok(
+        &server,
+        &["settings", "set", "security.lockout_threshold", "2"],
+    );
     let got = request(&server.url, &bastion, held.version, 0);
     assert_eq!(
         (got.status, got.kind.as_str()),

@@ -774,9 +774,10 @@ async fn review(b: Browser, base: String, secret: String, start: chrono::DateTim
     let every = b.rows("#commands").await;
     assert_eq!(every.len(), 6, "every command: {every:#?}");
     assert!(
-        every[0].contains("<script>alert(1)</script>"),
-        "markup in a command is shown as text: {}",
-        every[0]
+        every
+            .iter()
+            .any(|r| r.contains("echo '<script>alert(1)</script>'")),
+        "markup in a command is shown as text: {every:#?}"
     );
     b.fill("#q", "hostname").await;
     b.click("#command-filters button[type=submit]").await;

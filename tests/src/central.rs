@@ -28,7 +28,6 @@ use crate::bastion::{write, Bastion, AGENTD_SOCKET, AGENT_IN_NS};
 use crate::preflight;
 use crate::run::{self, Outcome, COMMAND_TIMEOUT};
 
-
 /// jms-server and jmsctl, built beside the test binary.
 fn server_binaries() -> (PathBuf, PathBuf) {
     let dir = preflight::profile_dir();
@@ -127,6 +126,22 @@ impl Central {
             stdin,
             COMMAND_TIMEOUT,
         )
+    }
+
+    /// The `jmsctl ARGS` command against this server as admin, to spawn
+    /// (for commands that run until stopped: `jmsctl session watch`).
+    pub fn jmsctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.ctl);
+        command
+            .args(args)
+            .env("JMS_SERVER", &self.url)
+            .env("JMS_TOKEN", &self.token);
+        command
+    }
+
+    /// The admin API token.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// `jmsctl ARGS`, which must succeed.
@@ -281,10 +296,7 @@ impl BundleProxy {
     /// Forwards to `server` (`http://HOST:PORT`) until told otherwise.
     pub fn start(server: &str) -> BundleProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the proxy");
-        let url = format!(
-            "http://{}",
-            listener.local_addr().expect("proxy address")
-        );
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let upstream = server.trim_start_matches("http://").to_owned();
         let mode = Arc::new(Mutex::new(ProxyMode::Forward));
         let substituted = Arc::new(Mutex::new(0));

@@ -143,6 +143,7 @@ fn run(args: Args) -> Result<()> {
         state: Mutex::new(StateFile::load(&config.state_dir)?),
         policy: RwLock::new(Arc::new(policy)),
         users_by_uid: RwLock::new(publish::users_by_uid(&published)),
+        live: Default::default(),
         config,
     });
     let listener = server::bind(&daemon.config.socket)?;
@@ -169,6 +170,14 @@ fn run(args: Args) -> Result<()> {
                     std::thread::sleep(central.poll_interval());
                 })
                 .context("starting the event upload thread")?;
+        }
+        // The server's orders for live sessions (see daemon::live).
+        if let Some(central) = daemon.config.central.clone() {
+            let daemon = Arc::clone(&daemon);
+            std::thread::Builder::new()
+                .name("live-control".into())
+                .spawn(move || jms_agent::daemon::live::run_control(daemon, central))
+                .context("starting the live control thread")?;
         }
         // Finished recordings go to the server (see daemon::upload).
         if let Some(central) = &daemon.config.central {

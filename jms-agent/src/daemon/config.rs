@@ -390,7 +390,9 @@ impl Effective {
             if value.is_null() {
                 return None;
             }
-            let parsed = value.as_str().and_then(|t| humantime::parse_duration(t).ok());
+            let parsed = value
+                .as_str()
+                .and_then(|t| humantime::parse_duration(t).ok());
             if parsed.is_none() {
                 bad(key, value);
             }
@@ -412,7 +414,10 @@ impl Effective {
         ) {
             self.idle_timeout = (!d.is_zero()).then_some(d);
         }
-        if let Some(d) = span("security.max_session_length", &security["max_session_length"]) {
+        if let Some(d) = span(
+            "security.max_session_length",
+            &security["max_session_length"],
+        ) {
             self.max_session = (!d.is_zero()).then_some(d);
         }
         let value = &security["mfa_required"];
@@ -579,7 +584,11 @@ mod tests {
         assert!(effective.missing_second_factor(&user(&[], true)).is_none());
         effective.mfa_required = MfaRequired::Groups;
         effective.mfa_groups = vec!["ops".into()];
-        assert!(effective.missing_second_factor(&user(&["dev"], false)).is_none());
-        assert!(effective.missing_second_factor(&user(&["ops"], false)).is_some());
+        assert!(effective
+            .missing_second_factor(&user(&["dev"], false))
+            .is_none());
+        assert!(effective
+            .missing_second_factor(&user(&["ops"], false))
+            .is_some());
     }
 }

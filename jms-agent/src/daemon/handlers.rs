@@ -31,6 +31,8 @@ pub struct Daemon {
     /// jms user names by uid, as last published to the NSS cache.
     pub users_by_uid: RwLock<HashMap<u32, String>>,
     pub state: Mutex<StateFile>,
+    /// Running target sessions and share codes (`crate::daemon::live`).
+    pub live: crate::daemon::live::Registry,
 }
 
 /// Who may send a request (`jms_user`: the caller's uid is a jms user's).
@@ -69,10 +71,8 @@ impl Daemon {
     pub fn apply_policy(&self, policy: Policy, source: &dyn PolicySource, why: &str) {
         match publish::publish_with_ids(&policy, &self.config, source.ids().as_ref()) {
             Ok(published) => {
-                *self
-                    .users_by_uid
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner()) = publish::users_by_uid(&published);
+                *self.users_by_uid.write().unwrap_or_else(|e| e.into_inner()) =
+                    publish::users_by_uid(&published);
                 let effective = Effective::resolve(&self.config, source.settings().as_ref());
                 info!(users = policy.doc.users.len(), "policy {why}");
                 *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod enroll;
 pub mod handlers;
+pub mod live;
 pub mod policy_source;
 pub mod publish;
 pub mod server;

@@ -197,14 +197,20 @@ impl Central {
                         applied += 1;
                     }
                     Err(e) => {
-                        error!(alarm = "bundle_refused", "a delta on disk is refused: {e:#}");
+                        error!(
+                            alarm = "bundle_refused",
+                            "a delta on disk is refused: {e:#}"
+                        );
                         break;
                     }
                 },
                 // Left over from before the last full bundle.
                 Err(bundle::BundleError::NotNewer { .. }) => {}
                 Err(e) => {
-                    error!(alarm = "bundle_refused", "a delta on disk is refused: {e:#}");
+                    error!(
+                        alarm = "bundle_refused",
+                        "a delta on disk is refused: {e:#}"
+                    );
                     break;
                 }
             }
@@ -401,9 +407,9 @@ impl Central {
                     Err(e) => {
                         // Next time, the whole bundle.
                         self.state().want_full = true;
-                        if e.downcast_ref::<bundle::BundleError>().is_some_and(|b| {
-                            matches!(b, bundle::BundleError::Gap { .. })
-                        }) {
+                        if e.downcast_ref::<bundle::BundleError>()
+                            .is_some_and(|b| matches!(b, bundle::BundleError::Gap { .. }))
+                        {
                             warn!("a delta that does not fit, asking for the full bundle: {e:#}");
                         } else {
                             refused(e);
@@ -550,12 +556,10 @@ impl PolicySource for Central {
         // Nothing usable on disk: ask the server once.
         match self.poll_once(0) {
             (Update::Apply(policy, _), _) => Ok(*policy),
-            (Update::Keep, Polled::Answered) if self.state().last.is_some() => {
-                match from_disk {
-                    Some(policy) => Ok(policy),
-                    None => Self::check(self.state().last.as_ref().expect("checked")),
-                }
-            }
+            (Update::Keep, Polled::Answered) if self.state().last.is_some() => match from_disk {
+                Some(policy) => Ok(policy),
+                None => Self::check(self.state().last.as_ref().expect("checked")),
+            },
             (Update::Keep, Polled::Answered) => {
                 warn!(have, "the server has no newer policy and none is kept here");
                 Ok(empty_policy())

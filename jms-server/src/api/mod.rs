@@ -16,6 +16,7 @@
 pub(crate) mod audit;
 mod error;
 pub(crate) mod extract;
+pub(crate) mod live;
 mod nodes_accounts;
 pub mod openapi;
 pub(crate) mod resources;

@@ -10,7 +10,7 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 use super::audit::{self, AuditQuery};
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::{openapi, sync, system, AppState};
+use super::{live, openapi, sync, system, AppState};
 use crate::selfservice::api as selfservice;
 
 /// Who may call a route.
@@ -512,6 +512,33 @@ pub fn table() -> Vec<Route> {
         )
         .binary()
         .returns(200, Some("Asciicast")),
+        route(M::POST, "/api/v1/sessions/{session}/kill", live::kill)
+            .doc(
+                "killSession",
+                "audit",
+                "Terminate a running session (optional {\"reason\"}); its bastion ends it at once (409 when it is over)",
+            )
+            .returns(202, None),
+        route(M::GET, "/api/v1/sessions/{session}/live", live::watch)
+            .doc(
+                "watchSession",
+                "audit",
+                "Watch a running session: Server-Sent Events of its output (asciicast-style), an `end` event when it is over",
+            ),
+        route(M::GET, "/api/v1/sync/control", live::control)
+            .doc(
+                "getControl",
+                "sync",
+                "A bastion's live-session orders (kill, watch), held up to `wait` seconds until one comes",
+            )
+            .signed(),
+        route(M::POST, "/api/v1/sync/live/{session}", live::push)
+            .doc(
+                "pushLive",
+                "sync",
+                "A batch of a watched session's output; answers whether anyone still watches",
+            )
+            .signed(),
         route(M::GET, "/api/v1/commands", audit::list_commands)
             .doc(
                 "listCommands",

@@ -34,6 +34,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../web-assets/replay.js"),
     },
     Asset {
+        name: "live.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web-assets/live.js"),
+    },
+    Asset {
         name: "asciinema-player.min.js",
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web-assets/asciinema-player.min.js"),

@@ -9,6 +9,7 @@
 //!   replay at that moment.
 //! - [`replay`]: the replay page (asciinema player) and the recording it
 //!   plays.
+//! - [`live`]: watch an online session as it happens, terminate it.
 //! - [`layout`]: the page frame and small formatting helpers.
 //! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
 //!
@@ -19,9 +20,10 @@
 
 pub mod admins;
 mod assets;
-pub mod auth;
+mod auth;
 mod commands;
 mod layout;
+mod live;
 mod replay;
 mod sessions;
 
@@ -58,6 +60,9 @@ where
         .route("/web/sessions/{id}", get(sessions::detail))
         .route("/web/sessions/{id}/replay", get(replay::page))
         .route("/web/sessions/{id}/recording.cast", get(replay::recording))
+        .route("/web/sessions/{id}/live", get(live::page))
+        .route("/web/sessions/{id}/live/events", get(live::events))
+        .route("/web/sessions/{id}/kill", post(live::kill))
         .route("/web/commands", get(commands::search))
         .route("/web/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(

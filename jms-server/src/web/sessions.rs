@@ -6,8 +6,8 @@
 //! so a status or a duration reads the same in both.
 //!
 //! Live sessions: an online session carries an "online" badge, and its
-//! detail page has an empty `#live-actions` slot where watching and
-//! terminating it will go (not built here).
+//! detail page and its row link to the live page (`super::live`: watch,
+//! terminate).
 
 use axum::extract::{Path, Query, State};
 use axum::Extension;
@@ -162,7 +162,11 @@ pub async fn list(
                         td.nowrap { (duration_text(s)) }
                         td { (s.command_count) }
                         td { (status_badge(s)) }
-                        td { @if s.has_recording { a href=(replay_link(&s.id, 0.0)) { "Replay" } } @else { span.muted { "—" } } }
+                        td {
+                            @if s.has_recording { a href=(replay_link(&s.id, 0.0)) { "Replay" } }
+                            @else if s.online { a.watch href=(format!("/web/sessions/{}/live", url_escape(&s.id))) { "Watch" } }
+                            @else { span.muted { "—" } }
+                        }
                     }
                 }
             }
@@ -224,8 +228,9 @@ pub async fn detail(
                 span.button.disabled { "No recording" }
             }
             @if s.online {
-                // Watching and terminating a live session go here.
-                span.live-slot #live-actions data-session=(s.id) {}
+                span.live-slot #live-actions data-session=(s.id) {
+                    a.button #watch href=(format!("/web/sessions/{}/live", url_escape(&s.id))) { "Watch / Terminate" }
+                }
             }
         }
         dl.facts #facts {

@@ -12,6 +12,9 @@
 //! - `transfer` (legacy scp, rsync) and `sftp` (the SFTP proxy) read their
 //!   protocols; this module gives them targets ([`SshUpstream`], an exec
 //!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
+//! - `share`: `share [SESSION] [--write]` and `join CODE` (reserved words
+//!   in `command_line`); target sessions are registered as live sessions
+//!   (`crate::daemon::live`) so they can be watched, joined and ended.
 
 pub mod commands;
 pub mod connect;
@@ -19,6 +22,7 @@ pub mod recording;
 pub mod relay;
 pub mod resolve;
 pub mod sftp;
+pub mod share;
 pub mod spool;
 pub mod transfer;
 
@@ -53,6 +57,10 @@ pub enum Wanted {
         target: String,
         command: Option<String>,
     },
+    /// `share [SESSION] [--write]`: a share code for a live session.
+    Share(Result<share::ShareArgs, String>),
+    /// `join CODE`: watch (or type into) a shared session.
+    Join(String),
     /// Nothing at all.
     Nothing,
 }
@@ -68,6 +76,9 @@ pub fn classify(command_line: &str) -> Wanted {
     }
     if transfer::parse(line).is_some() {
         return Wanted::Transfer(line.to_string());
+    }
+    if let Some(wanted) = share::classify(line) {
+        return wanted;
     }
     let (target, command) = match line.split_once(' ') {
         Some((target, command)) => (target, Some(command.trim())),
@@ -260,6 +271,8 @@ pub fn serve(
         Wanted::Sftp => serve_sftp(&mut session),
         Wanted::Transfer(line) => serve_transfer(&mut session, &line),
         Wanted::Target { target, command } => serve_target(&mut session, &target, command),
+        Wanted::Share(args) => share::serve_share(&mut session, &args),
+        Wanted::Join(code) => share::serve_join(&mut session, &code),
         Wanted::Nothing => session.deny("no target given: ssh -t bastion ASSET, or ACCOUNT@ASSET"),
     }));
     if result.is_err() {
@@ -523,6 +536,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         command: Some(transfer.remote_command.clone()),
         recording: None,
         ready_at: None,
+        live: None,
     };
     let (Some(output), Some(errors)) = (session.fds[1].as_ref(), session.fds[2].as_ref()) else {
         return session.deny("the agent must pass stdout and stderr");
@@ -586,6 +600,7 @@ struct TargetEvents<'s, 'd> {
     command: Option<String>,
     recording: Option<String>,
     ready_at: Option<Instant>,
+    live: Option<Arc<crate::daemon::live::LiveSession>>,
 }
 
 impl relay::Events for TargetEvents<'_, '_> {
@@ -618,6 +633,10 @@ impl relay::Events for TargetEvents<'_, '_> {
             idle: effective.idle_timeout,
             max: effective.max_session,
         }
+    }
+
+    fn live(&self) -> Option<&crate::daemon::live::LiveSession> {
+        self.live.as_deref()
     }
 }
 
@@ -724,6 +743,18 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         }
     };
     let kind = if command.is_some() { "exec" } else { "shell" };
+    // Watchable, joinable and terminable while it runs.
+    let daemon: &Daemon = session.daemon;
+    let mut registered = crate::daemon::live::LiveSession::new(
+        &session.id,
+        &session.user,
+        &asset,
+        &resolved.account,
+        (cols, rows),
+    )
+    .map_err(|e| warn!(error = %e, "the session cannot be watched or ended from outside"))
+    .ok()
+    .map(|live| daemon.live.register(live));
     let mut events = TargetEvents {
         session,
         scope: scope.clone(),
@@ -731,6 +762,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         command: command.clone(),
         recording: Some(recording_name.clone()),
         ready_at: None,
+        live: registered.as_ref().map(|r| Arc::clone(&r.session)),
     };
     let outcome = match &conn.io {
         connect::Io::Pty { .. } => {
@@ -790,6 +822,10 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     } else {
         error_line.clone()
     };
+    if let Some(registered) = registered.as_mut() {
+        registered.set_reason(reason.clone());
+    }
+    drop(registered);
     info!(event = "session_end", asset = %asset, exit_status = ?outcome.ended.exit_status, reason = reason.as_deref().unwrap_or(""), bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out);
     session.record(EventBody::SessionEnd {
         scope,

@@ -22,6 +22,13 @@
 //! ([`Outcome::limit`]). Execs on pipes (transfers, `tar | ssh …`) feed
 //! ssh directly and are never idle as far as the relay can tell: only the
 //! maximum length applies to them.
+//!
+//! Live hooks ([`Events::live`], see `daemon::live`): the target's output
+//! is copied to the session's watchers, and a wake pipe in the poll set
+//! brings orders from outside at once: end the session (an administrator
+//! terminated it: reported like a limit, in [`Outcome::limit`]), input
+//! from a joiner allowed to type (decided and recorded like the owner's),
+//! lines for the owner.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -34,6 +41,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::commands::{Enter, Filters, LineTracker, Verdict};
 use super::connect::{self, Connection, Ended, Io};
 use super::recording::Recorder;
+use crate::daemon::live::LiveSession;
 
 /// Bytes buffered per direction before its source is paused.
 const BUFFER_LIMIT: usize = 256 * 1024;
@@ -94,6 +102,10 @@ pub trait Events {
     /// The idle and length limits of this session (none by default).
     fn limits(&self) -> Limits {
         Limits::default()
+    }
+    /// The live session (watchers, orders), if this one is registered.
+    fn live(&self) -> Option<&LiveSession> {
+        None
     }
 }
 
@@ -351,6 +363,7 @@ pub fn relay_pty(
     let mut target_done = false;
     let mut login_failed = false;
     let limits = events.limits();
+    let wake = events.live().map(LiveSession::wake_fd);
     let started = Instant::now();
     let mut last_input = started;
     let mut limit = None;
@@ -419,6 +432,14 @@ pub fn relay_pty(
         if !ready {
             fds.push(PollFd::new(conn.ready_fd(), PollFlags::POLLIN));
         }
+        let wake_at = wake.map(|fd| {
+            // SAFETY: the live session (and its pipe) outlives the relay.
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(fd) },
+                PollFlags::POLLIN,
+            ));
+            fds.len() - 1
+        });
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
@@ -430,6 +451,30 @@ pub fn relay_pty(
         drop(fds);
         let any =
             |r: PollFlags, f: PollFlags| r.intersects(f | PollFlags::POLLHUP | PollFlags::POLLERR);
+        // Orders from outside (see the module doc).
+        if let Some(woken) = wake_at
+            .filter(|&i| revents[i].contains(PollFlags::POLLIN))
+            .and_then(|_| events.live().map(LiveSession::take))
+        {
+            for notice in &woken.notices {
+                state
+                    .to_engineer
+                    .extend_from_slice(format!("\r\n[jms: {notice}]\r\n").as_bytes());
+            }
+            if let Some(why) = woken.end {
+                state
+                    .to_engineer
+                    .extend_from_slice(format!("\r\n[jms: {why}]\r\n").as_bytes());
+                limit = Some(why);
+                break;
+            }
+            if ready && !woken.input.is_empty() {
+                bytes_in += woken.input.len() as u64;
+                last_input = Instant::now();
+                recorder.input(&woken.input);
+                state.input(&woken.input, events);
+            }
+        }
         // Login signal.
         if !ready
             && revents
@@ -445,6 +490,9 @@ pub fn relay_pty(
                 // SAFETY: master is open for the whole loop.
                 connect::set_window_size(unsafe { BorrowedFd::borrow_raw(master) }, cols, rows);
                 recorder.resize(cols, rows);
+                if let Some(live) = events.live() {
+                    live.resize(cols, rows);
+                }
             };
             if !control_message(control, &mut resize) {
                 engineer_gone = true;
@@ -458,6 +506,9 @@ pub fn relay_pty(
                     let data = &buf[..n];
                     bytes_out += n as u64;
                     recorder.output(data);
+                    if let Some(live) = events.live() {
+                        live.output(data);
+                    }
                     if let Some((tracker, _)) = state.tracker.as_mut() {
                         tracker.output(data);
                     }
@@ -565,6 +616,7 @@ pub fn relay_pipes(
         idle: None,
         ..events.limits()
     };
+    let wake = events.live().map(LiveSession::wake_fd);
     let started = Instant::now();
     let last_output = started;
     let mut limit = None;
@@ -614,6 +666,14 @@ pub fn relay_pipes(
         if !ready {
             fds.push(PollFd::new(conn.ready_fd(), PollFlags::POLLIN));
         }
+        let wake_at = wake.map(|fd| {
+            // SAFETY: the live session (and its pipe) outlives the relay.
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(fd) },
+                PollFlags::POLLIN,
+            ));
+            fds.len() - 1
+        });
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
@@ -626,6 +686,15 @@ pub fn relay_pipes(
         let any = |r: PollFlags| {
             r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
         };
+        // Only an end order matters here (no terminal, no joiner input).
+        if let Some(why) = wake_at
+            .filter(|&i| revents[i].contains(PollFlags::POLLIN))
+            .and_then(|_| events.live().and_then(|live| live.take().end))
+        {
+            to_err.extend_from_slice(format!("\n[jms: {why}]\n").as_bytes());
+            limit = Some(why);
+            break;
+        }
         if !ready
             && revents
                 .get(5)
@@ -650,6 +719,9 @@ pub fn relay_pipes(
                         }
                         bytes_out += n as u64;
                         recorder.output(&buf[..n]);
+                        if let Some(live) = events.live() {
+                            live.output(&buf[..n]);
+                        }
                         pending.extend_from_slice(&buf[..n]);
                     }
                     Read_::Nothing => {}
@@ -739,7 +811,10 @@ mod limit_tests {
             Some(start + Duration::from_secs(70))
         );
         assert_eq!(Limits::default().deadline(start, start), None);
-        assert_eq!(Limits::default().reached(start + Duration::from_secs(1 << 20), start, start), None);
+        assert_eq!(
+            Limits::default().reached(start + Duration::from_secs(1 << 20), start, start),
+            None
+        );
     }
 }
 

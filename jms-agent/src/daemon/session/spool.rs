@@ -149,6 +149,17 @@ pub enum EventBody {
         /// `ok`, or why it failed or was refused.
         result: String,
     },
+    /// A session share: a code made (`create`), a second user joining or
+    /// leaving (`join`, `leave`). The scope is the shared session's.
+    Share {
+        #[serde(flatten)]
+        scope: Scope,
+        action: String,
+        /// `read` or `write`.
+        mode: String,
+        /// The user who joined or left.
+        peer: Option<String>,
+    },
 }
 
 struct Segment {

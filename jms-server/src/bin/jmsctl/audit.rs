@@ -1,5 +1,7 @@
 //! `jmsctl session list|show`, `jmsctl command search`, `jmsctl recording
 //! get`: the audit trail on the server (any token; read scope is enough).
+//! `jmsctl session watch` prints a running session's output as it happens;
+//! `jmsctl session kill` terminates it (admin token).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +49,17 @@ pub enum SessionCommand {
         /// Print it as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a running session's output as it happens, until it ends (or
+    /// Ctrl-C).
+    Watch { id: String },
+    /// Terminate a running session: its bastion ends it and tells the
+    /// user why (admin token).
+    Kill {
+        id: String,
+        /// Shown to the user and kept in the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -229,7 +242,66 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<Outcome> 
             print_detail(&detail);
             Ok(Outcome::Ok)
         }
+        SessionCommand::Kill { id, reason } => {
+            let body = json!({"reason": reason.unwrap_or_default()});
+            let answer = client.call(
+                reqwest::Method::POST,
+                &["api", "v1", "sessions", &id, "kill"],
+                &[],
+                Some(&body),
+            )?;
+            let bastion = answer
+                .as_ref()
+                .and_then(|a| a["bastion"].as_str())
+                .unwrap_or("its bastion")
+                .to_string();
+            println!("session {id}: terminating (ordered to {bastion})");
+            Ok(Outcome::Ok)
+        }
+        SessionCommand::Watch { id } => watch(&client, &id),
     }
+}
+
+/// Reads the session's Server-Sent Events and prints its output.
+fn watch(client: &Client, id: &str) -> Result<Outcome> {
+    use std::io::BufRead;
+    let response = client.stream(&["api", "v1", "sessions", id, "live"])?;
+    let mut out = std::io::stdout().lock();
+    let (mut event, mut data) = (String::new(), String::new());
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.context("the live stream broke")?;
+        if let Some(value) = line.strip_prefix("event:") {
+            event = value.trim().to_string();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+        } else if line.is_empty() {
+            let message: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            if event == "end" {
+                out.flush()?;
+                let reason = message["reason"].as_str().unwrap_or("");
+                if reason.is_empty() {
+                    eprintln!("\r\n[jmsctl: session {id} ended]");
+                } else {
+                    eprintln!("\r\n[jmsctl: session {id} ended: {reason}]");
+                }
+                return Ok(Outcome::Ok);
+            }
+            let text = match &message {
+                Value::Array(e) if e.get(1).and_then(Value::as_str) == Some("o") => {
+                    e.get(2).and_then(Value::as_str)
+                }
+                Value::Object(header) => header.get("init").and_then(Value::as_str),
+                _ => None,
+            };
+            if let Some(text) = text {
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+            }
+            event.clear();
+            data.clear();
+        }
+    }
+    bail!("session {id}: the live stream ended without an end event")
 }
 
 fn print_detail(s: &Value) {

@@ -1,0 +1,607 @@
+//! Live sessions on this bastion: the registry of running target sessions,
+//! and what reaches into them from outside their relay thread.
+//!
+//! - [`Registry`]: session id → [`LiveSession`]; share codes
+//!   (`session::share`).
+//! - [`LiveSession`]: a wake pipe the relay polls (so an order is acted on
+//!   at once, never on a timer), the pending order (end the session, input
+//!   from a joiner, a line for the owner), and the output taps: each
+//!   watcher (the central server's stream, a joiner) reads a pipe of its
+//!   own that the relay writes the target's output into, never blocking
+//!   (a watcher that falls more than a pipe behind loses output, the
+//!   session never waits for it). The last 64 KiB of output are kept so a
+//!   new watcher starts with some screen.
+//! - [`run_control`]: the signed long-poll `GET /api/v1/sync/control` for
+//!   the server's orders (`kill`, `watch`); [`stream_to_server`] pushes a
+//!   watched session's output (`POST /api/v1/sync/live/{session}`) in
+//!   batches every 200 ms until the server says nobody watches.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::daemon::config::CentralConfig;
+use crate::daemon::enroll::{self, Identity};
+use crate::daemon::handlers::Daemon;
+
+/// Output kept for a new watcher.
+const TAIL_BYTES: usize = 64 * 1024;
+/// How often a watched session's output goes to the server.
+const PUSH_EVERY: Duration = Duration::from_millis(200);
+/// A push with nothing new, so the server can say nobody watches.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Seconds the server may hold a control request.
+const CONTROL_WAIT_SECS: u64 = 25;
+
+/// What an order asks of a session's relay (taken when it wakes).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Woken {
+    /// End the session with this line.
+    pub end: Option<String>,
+    /// Keystrokes from a joiner allowed to type.
+    pub input: Vec<u8>,
+    /// Lines for the owner (someone joined or left).
+    pub notices: Vec<String>,
+}
+
+/// A running target session as the outside sees it.
+pub struct LiveSession {
+    pub id: String,
+    pub user: String,
+    pub asset: String,
+    pub account: String,
+    pub started: Instant,
+    wake_read: OwnedFd,
+    wake_write: OwnedFd,
+    state: Mutex<LiveState>,
+}
+
+#[derive(Default)]
+struct LiveState {
+    pending: Woken,
+    taps: Vec<OwnedFd>,
+    tail: Vec<u8>,
+    size: (u16, u16),
+    /// Set once the session is over.
+    ended: Option<String>,
+    /// The central server is being sent this session's output.
+    streaming: bool,
+}
+
+/// A watcher's view: the recent output, the terminal size, and the pipe
+/// the rest arrives on (EOF when the session ends).
+pub struct Tap {
+    pub recent: Vec<u8>,
+    pub size: (u16, u16),
+    pub pipe: OwnedFd,
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    Ok((read, write))
+}
+
+impl LiveSession {
+    pub fn new(
+        id: &str,
+        user: &str,
+        asset: &str,
+        account: &str,
+        size: (u16, u16),
+    ) -> std::io::Result<LiveSession> {
+        let (wake_read, wake_write) = pipe()?;
+        Ok(LiveSession {
+            id: id.to_string(),
+            user: user.to_string(),
+            asset: asset.to_string(),
+            account: account.to_string(),
+            started: Instant::now(),
+            wake_read,
+            wake_write,
+            state: Mutex::new(LiveState {
+                size,
+                ..LiveState::default()
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        let _ = nix::unistd::write(self.wake_write.as_fd(), &[1]);
+    }
+
+    /// The descriptor the relay polls.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake_read.as_raw_fd()
+    }
+
+    /// Empties the wake pipe and takes what is pending.
+    pub fn take(&self) -> Woken {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = nix::unistd::read(self.wake_read.as_raw_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        std::mem::take(&mut self.state().pending)
+    }
+
+    /// Asks the relay to end the session with `line`.
+    pub fn end(&self, line: String) {
+        self.state().pending.end = Some(line);
+        self.wake();
+    }
+
+    /// Keystrokes for the session (a joiner allowed to type).
+    pub fn input(&self, data: &[u8]) {
+        self.state().pending.input.extend_from_slice(data);
+        self.wake();
+    }
+
+    /// A line for the owner.
+    pub fn notice(&self, line: String) {
+        self.state().pending.notices.push(line);
+        self.wake();
+    }
+
+    /// The target's output: kept and copied to every watcher.
+    pub fn output(&self, data: &[u8]) {
+        let mut state = self.state();
+        state.tail.extend_from_slice(data);
+        if state.tail.len() > TAIL_BYTES {
+            let cut = state.tail.len() - TAIL_BYTES;
+            state.tail.drain(..cut);
+        }
+        state.taps.retain(|fd| match nix::unistd::write(fd.as_fd(), data) {
+            Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => true,
+            Err(_) => false,
+        });
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        self.state().size = (cols, rows);
+    }
+
+    /// A new watcher; `None` once the session is over.
+    pub fn tap(&self) -> Option<Tap> {
+        let mut state = self.state();
+        if state.ended.is_some() {
+            return None;
+        }
+        let (read, write) = pipe().ok()?;
+        // Room for bursts (a screenful redrawn); the default is 64 KiB.
+        let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        state.taps.push(write);
+        Some(Tap {
+            recent: state.tail.clone(),
+            size: state.size,
+            pipe: read,
+        })
+    }
+
+    /// The session is over: watchers see EOF.
+    pub fn close(&self, reason: Option<String>) {
+        let mut state = self.state();
+        state.ended = Some(reason.unwrap_or_default());
+        state.taps.clear();
+    }
+
+    /// Why it ended (empty when it just ended), once over.
+    pub fn ended(&self) -> Option<String> {
+        self.state().ended.clone()
+    }
+}
+
+/// A share code (see `session::share`).
+#[derive(Debug, Clone)]
+pub struct ShareCode {
+    pub session: String,
+    pub owner: String,
+    pub write: bool,
+    pub expires: Instant,
+}
+
+/// Every live session on this bastion, and the share codes.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+    codes: Mutex<HashMap<String, ShareCode>>,
+}
+
+/// Removes a session from the registry when dropped.
+pub struct Registered<'r> {
+    registry: &'r Registry,
+    pub session: Arc<LiveSession>,
+    reason: Option<String>,
+}
+
+impl Registered<'_> {
+    /// Why the session ended, for watchers.
+    pub fn set_reason(&mut self, reason: Option<String>) {
+        self.reason = reason;
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.session.close(self.reason.take());
+        self.registry
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.session.id);
+        self.registry
+            .codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, c| c.session != self.session.id);
+    }
+}
+
+impl Registry {
+    pub fn register(&self, session: LiveSession) -> Registered<'_> {
+        let session = Arc::new(session);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.id.clone(), Arc::clone(&session));
+        Registered {
+            registry: self,
+            session,
+            reason: None,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// `user`'s live sessions, newest first.
+    pub fn of_user(&self, user: &str) -> Vec<Arc<LiveSession>> {
+        let mut found: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.user == user)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| b.started.cmp(&a.started));
+        found
+    }
+
+    /// Ends session `id` on an administrator's order; false when it is
+    /// not running here.
+    pub fn kill(&self, id: &str, reason: &str) -> bool {
+        let Some(session) = self.get(id) else {
+            return false;
+        };
+        let reason = reason.trim();
+        let line = if reason.is_empty() {
+            "session terminated by an administrator".to_string()
+        } else {
+            format!(
+                "session terminated by an administrator: {}",
+                reason.replace(['\r', '\n', '\x1b'], " ")
+            )
+        };
+        session.end(line);
+        true
+    }
+
+    /// Keeps a new share code.
+    pub fn add_code(&self, code: &str, share: ShareCode) {
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        codes.retain(|_, c| c.expires > now);
+        codes.insert(code.to_string(), share);
+    }
+
+    /// The share code `code`, while valid.
+    pub fn code(&self, code: &str) -> Option<ShareCode> {
+        let codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes
+            .get(code)
+            .filter(|c| c.expires > Instant::now())
+            .cloned()
+    }
+}
+
+// ---- the central server's orders ----------------------------------------------
+
+/// One order from `GET /api/v1/sync/control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    Kill { session: String, reason: String },
+    Watch { session: String },
+}
+
+/// Reads the control answer (`{"orders": [...]}`); unknown orders are
+/// skipped (a newer server).
+pub fn parse_orders(answer: &Value) -> Vec<Order> {
+    let Some(orders) = answer["orders"].as_array() else {
+        return Vec::new();
+    };
+    orders
+        .iter()
+        .filter_map(|o| {
+            let session = o["session"].as_str()?.to_string();
+            match o["kind"].as_str()? {
+                "kill" => Some(Order::Kill {
+                    session,
+                    reason: o["reason"].as_str().unwrap_or("").to_string(),
+                }),
+                "watch" => Some(Order::Watch { session }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A signed JSON exchange with the central server.
+struct Central {
+    server: String,
+    identity: Identity,
+    http: reqwest::blocking::Client,
+    timeout: Duration,
+}
+
+impl Central {
+    fn new(state_dir: &std::path::Path, config: &CentralConfig) -> anyhow::Result<Central> {
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        Ok(Central {
+            server: config.server.clone(),
+            identity: Identity::load(state_dir)?,
+            http: enroll::http_client(Duration::from_secs(CONTROL_WAIT_SECS) + timeout * 2)?,
+            timeout,
+        })
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+        wait: Duration,
+    ) -> anyhow::Result<Value> {
+        let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
+        let response = self
+            .identity
+            .signed(&self.http, &self.server, method, path, query, body)
+            .timeout(wait + self.timeout)
+            .send()
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.server))?;
+        let status = response.status();
+        let answer: Value = serde_json::from_slice(&response.bytes()?).unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!(
+                "the server refused {path} ({status}): {}",
+                answer["error"].as_str().unwrap_or("no reason given")
+            );
+        }
+        Ok(answer)
+    }
+}
+
+/// The control thread: waits for the server's orders and carries them out.
+pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
+    let central = match Central::new(&daemon.config.state_dir, &config) {
+        Ok(central) => Arc::new(central),
+        Err(e) => {
+            warn!("live control disabled: {e:#}");
+            return;
+        }
+    };
+    let retry = Duration::from_secs(config.poll_interval_secs.max(1));
+    loop {
+        let answer = central.call(
+            reqwest::Method::GET,
+            "/api/v1/sync/control",
+            &format!("wait={CONTROL_WAIT_SECS}"),
+            None,
+            Duration::from_secs(CONTROL_WAIT_SECS),
+        );
+        let orders = match answer {
+            Ok(answer) => parse_orders(&answer),
+            Err(e) => {
+                warn!("control poll: {e:#}");
+                std::thread::sleep(retry);
+                continue;
+            }
+        };
+        for order in orders {
+            match order {
+                Order::Kill { session, reason } => {
+                    let found = daemon.live.kill(&session, &reason);
+                    info!(event = "session_kill_order", session = %session, reason = %reason, found);
+                }
+                Order::Watch { session } => {
+                    let Some(live) = daemon.live.get(&session) else {
+                        continue;
+                    };
+                    {
+                        let mut state = live.state();
+                        if state.streaming {
+                            continue;
+                        }
+                        state.streaming = true;
+                    }
+                    let central = Arc::clone(&central);
+                    let spawned = std::thread::Builder::new()
+                        .name("live-stream".into())
+                        .spawn(move || {
+                            stream_to_server(&central, &live);
+                            live.state().streaming = false;
+                        });
+                    if let Err(e) = spawned {
+                        warn!("cannot start a live stream: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `bytes` into the longest UTF-8 text and the incomplete tail (a
+/// character cut between two reads); invalid bytes become U+FFFD.
+fn utf8_prefix(bytes: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = bytes.split_off(bytes.len() - keep);
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    *bytes = rest;
+    text
+}
+
+/// Pushes `live`'s output to the server until nobody watches or it ends.
+fn stream_to_server(central: &Central, live: &LiveSession) {
+    let Some(tap) = live.tap() else { return };
+    let path = format!("/api/v1/sync/live/{}", live.id);
+    let started = Instant::now();
+    let mut pending = tap.recent;
+    let first = json!({
+        "size": [tap.size.0, tap.size.1],
+        "init": utf8_prefix(&mut pending),
+        "events": [],
+    });
+    let push = |body: &Value| -> bool {
+        match central.call(reqwest::Method::POST, &path, "", Some(body), Duration::ZERO) {
+            Ok(answer) => answer["watching"].as_bool().unwrap_or(false),
+            Err(e) => {
+                warn!(session = %live.id, "live push: {e:#}");
+                false
+            }
+        }
+    };
+    if !push(&first) {
+        return;
+    }
+    let mut events: Vec<Value> = Vec::new();
+    let mut last_push = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = true;
+    while open {
+        let deadline = last_push + if events.is_empty() { HEARTBEAT } else { PUSH_EVERY };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: the tap's pipe is open for this whole function.
+        let fd = unsafe { BorrowedFd::borrow_raw(tap.pipe.as_raw_fd()) };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            crate::daemon::session::connect::poll_timeout(wait),
+        );
+        loop {
+            match nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            let text = utf8_prefix(&mut pending);
+            if !text.is_empty() {
+                let t = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+                events.push(json!([t, "o", text]));
+            }
+        }
+        if !open || Instant::now() >= deadline {
+            if !push(&json!({"events": std::mem::take(&mut events)})) && open {
+                info!(session = %live.id, "nobody watches any more: live stream stopped");
+                return;
+            }
+            last_push = Instant::now();
+        }
+    }
+    let reason = live.ended().unwrap_or_default();
+    push(&json!({"events": [], "ended": true, "reason": reason}));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_read_and_unknown_ones_skipped() {
+        let answer = json!({"orders": [
+            {"kind": "kill", "session": "s1", "reason": "policy"},
+            {"kind": "watch", "session": "s2"},
+            {"kind": "reboot", "session": "s3"},
+            {"kind": "kill"},
+        ]});
+        assert_eq!(
+            parse_orders(&answer),
+            vec![
+                Order::Kill {
+                    session: "s1".into(),
+                    reason: "policy".into()
+                },
+                Order::Watch {
+                    session: "s2".into()
+                },
+            ]
+        );
+        assert!(parse_orders(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn a_character_cut_between_reads_waits_for_its_rest() {
+        let mut bytes = "ab\u{e9}".as_bytes().to_vec();
+        let last = bytes.pop().unwrap();
+        assert_eq!(utf8_prefix(&mut bytes), "ab");
+        bytes.push(last);
+        assert_eq!(utf8_prefix(&mut bytes), "\u{e9}");
+        assert!(bytes.is_empty());
+    }
+
+    #[test]
+    fn a_kill_wakes_the_relay_and_watchers_see_output_then_eof() {
+        let registry = Registry::default();
+        let live = LiveSession::new("s1", "alice", "web01", "deploy", (80, 24)).unwrap();
+        let registered = registry.register(live);
+        let session = Arc::clone(&registered.session);
+        session.output(b"before\n");
+        let tap = session.tap().expect("a running session can be watched");
+        assert_eq!(tap.recent, b"before\n");
+        session.output(b"after\n");
+        let mut buf = [0u8; 16];
+        let n = nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after\n");
+        assert!(registry.kill("s1", "maintenance\r\n"));
+        assert!(!registry.kill("nope", ""));
+        let mut fds = [PollFd::new(
+            unsafe { BorrowedFd::borrow_raw(session.wake_fd()) },
+            PollFlags::POLLIN,
+        )];
+        assert_eq!(poll(&mut fds, 0u16).unwrap(), 1, "the wake pipe is readable");
+        let woken = session.take();
+        assert_eq!(
+            woken.end.as_deref(),
+            Some("session terminated by an administrator: maintenance")
+        );
+        drop(registered);
+        assert!(registry.get("s1").is_none());
+        assert_eq!(nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf), Ok(0));
+    }
+}

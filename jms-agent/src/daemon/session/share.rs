@@ -1,0 +1,439 @@
+//! Session share, on one bastion: `share [SESSION] [--write] [--ttl 10m]`
+//! makes a short-lived code for one of the caller's live sessions (when her
+//! grant for it has the `share` action, checked against the policy in
+//! force); `join CODE` lets a second jms user watch that session as it
+//! happens, and type into it when the owner allowed (`--write`): her keys
+//! go through the owner's relay, decided by the command filters, recorded
+//! and logged like the owner's. The owner sees a line when someone joins
+//! or leaves; every code, join and leave is an audit event.
+//!
+//! `share` and `join` are reserved words of `command_line` (an asset with
+//! either name is reached as `ACCOUNT@share`).
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use jms_core::model::{Action, Protocol};
+use jms_core::{Decision, Query};
+use jms_proto::{Request, Response};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use tracing::info;
+
+use super::spool::{EventBody, Scope};
+use super::{connect, Session, Wanted};
+use crate::daemon::live::{LiveSession, ShareCode};
+
+/// How long a code is valid unless `--ttl` says otherwise.
+const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
+/// The longest `--ttl`.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Code symbols: no 0/O, 1/I.
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// The key a joiner leaves with (Ctrl-]).
+const LEAVE_KEY: u8 = 0x1d;
+
+/// `share`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareArgs {
+    /// A session id (or its start); the newest live session when `None`.
+    pub session: Option<String>,
+    pub write: bool,
+    pub ttl: Duration,
+}
+
+const SHARE_USAGE: &str = "usage: share [SESSION] [--write] [--ttl 10m]";
+
+/// `share …` and `join …`; `None` for any other command line.
+pub fn classify(line: &str) -> Option<Wanted> {
+    let mut words = line.split_whitespace();
+    match words.next()? {
+        "share" => Some(Wanted::Share(parse_share(words))),
+        "join" => Some(Wanted::Join(words.collect::<Vec<_>>().join(" "))),
+        _ => None,
+    }
+}
+
+fn parse_share<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<ShareArgs, String> {
+    let mut args = ShareArgs {
+        session: None,
+        write: false,
+        ttl: DEFAULT_TTL,
+    };
+    while let Some(word) = words.next() {
+        match word {
+            "--write" | "-w" => args.write = true,
+            "--ttl" => {
+                let value = words.next().ok_or(SHARE_USAGE)?;
+                let ttl = humantime::parse_duration(value)
+                    .map_err(|_| format!("--ttl: not a duration: {value} (e.g. 10m)"))?;
+                if ttl.is_zero() || ttl > MAX_TTL {
+                    return Err("--ttl: between 1s and 24h".into());
+                }
+                args.ttl = ttl;
+            }
+            w if w.starts_with('-') => return Err(format!("{w}: unknown option; {SHARE_USAGE}")),
+            w if args.session.is_none() => args.session = Some(w.to_string()),
+            _ => return Err(SHARE_USAGE.into()),
+        }
+    }
+    Ok(args)
+}
+
+/// A code as typed (any case, with or without the dash) in its one form.
+pub fn normalize_code(typed: &str) -> Option<String> {
+    let symbols: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if symbols.len() != 8 || !symbols.bytes().all(|b| ALPHABET.contains(&b)) {
+        return None;
+    }
+    Some(format!("{}-{}", &symbols[..4], &symbols[4..]))
+}
+
+fn new_code() -> String {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // Not expected on Linux; the session id is random enough.
+        bytes.copy_from_slice(&super::new_id().as_bytes()[..8]);
+    }
+    let symbols: String = bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect();
+    format!("{}-{}", &symbols[..4], &symbols[4..])
+}
+
+/// Whether the owner's grant for `live` allows sharing now; `Err` is why not.
+fn share_granted(session: &Session<'_>, live: &LiveSession) -> Result<(), String> {
+    let policy = session.daemon.current_policy();
+    let query = Query {
+        user: &live.user,
+        asset: &live.asset,
+        account: Some(&live.account),
+        protocol: Some(Protocol::Ssh),
+        action: Action::Share,
+        at: Utc::now(),
+    };
+    match policy.decide(&query) {
+        Ok(Decision::Allow) => Ok(()),
+        Ok(Decision::Deny(reason)) => Err(format!(
+            "{}: sharing this session is not granted ({reason})",
+            live.asset
+        )),
+        Err(e) => Err(format!("{}: sharing this session is not granted ({e})", live.asset)),
+    }
+}
+
+fn scope_of(live: &LiveSession) -> Scope {
+    Scope {
+        session: live.id.clone(),
+        user: live.user.clone(),
+        asset: live.asset.clone(),
+        account: live.account.clone(),
+        username: None,
+    }
+}
+
+fn mode(write: bool) -> &'static str {
+    if write {
+        "write"
+    } else {
+        "read"
+    }
+}
+
+/// Writes all of `data` to `fd` (nonblocking or not), waiting up to 5 s
+/// for room; false when the reader is gone or stuck.
+fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: fd is one of the session's descriptors, open while it runs.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(borrowed, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                let mut fds = [PollFd::new(borrowed, PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, connect::poll_timeout(Duration::from_millis(100)));
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// `share [SESSION] [--write] [--ttl D]`: prints a code for one of the
+/// caller's live sessions.
+pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) {
+    let args = match args {
+        Ok(args) => args.clone(),
+        Err(e) => return session.deny(e),
+    };
+    let mine = session.daemon.live.of_user(&session.user);
+    let chosen = match &args.session {
+        None => mine.first().cloned(),
+        Some(wanted) => {
+            let matching: Vec<_> = mine.iter().filter(|s| s.id.starts_with(wanted.as_str())).collect();
+            match matching.as_slice() {
+                [one] => Some(Arc::clone(one)),
+                [] => None,
+                _ => return session.deny(&format!("{wanted}: names more than one of your sessions")),
+            }
+        }
+    };
+    let Some(live) = chosen else {
+        return session.deny(&match &args.session {
+            Some(wanted) => format!("{wanted}: no live session of yours on this bastion"),
+            None => "you have no live session on this bastion to share".to_string(),
+        });
+    };
+    if let Err(reason) = share_granted(session, &live) {
+        return session.deny(&reason);
+    }
+    let code = new_code();
+    session.daemon.live.add_code(
+        &code,
+        ShareCode {
+            session: live.id.clone(),
+            owner: session.user.clone(),
+            write: args.write,
+            expires: Instant::now() + args.ttl,
+        },
+    );
+    info!(event = "share_created", shared = %live.id, mode = mode(args.write), ttl = ?args.ttl);
+    session.record(EventBody::Share {
+        scope: scope_of(&live),
+        action: "create".into(),
+        mode: mode(args.write).into(),
+        peer: None,
+    });
+    let newline = if session.request.pty.is_some() { "\r\n" } else { "\n" };
+    let expires = (Utc::now() + chrono::Duration::from_std(args.ttl).unwrap_or_default())
+        .with_timezone(&session.daemon.timezone)
+        .format("%Y-%m-%d %H:%M:%S %Z");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "BASTION".into());
+    let mut text = String::from("your live sessions:");
+    text.push_str(newline);
+    for s in &mine {
+        let marker = if s.id == live.id { "*" } else { " " };
+        text.push_str(&format!(
+            " {marker} {}  {} as {}, for {}{newline}",
+            s.id,
+            s.asset,
+            s.account,
+            humantime::format_duration(Duration::from_secs(s.started.elapsed().as_secs()))
+        ));
+    }
+    text.push_str(&format!(
+        "share code: {code} ({}), valid until {expires} ({}){newline}\
+         the other user joins with: ssh -t {host} join {code}{newline}",
+        if args.write { "read-write: the joiner may type" } else { "read-only" },
+        humantime::format_duration(args.ttl)
+    ));
+    if let Some(out) = session.fds[1].as_ref() {
+        write_all(out.as_raw_fd(), text.as_bytes());
+    }
+    session.send(&Response::SessionEnded {
+        exit_status: Some(0),
+        message: None,
+    });
+}
+
+/// `join CODE`: the shared session's output live on the joiner's terminal;
+/// her keys into it when the owner allowed.
+pub fn serve_join(session: &mut Session<'_>, typed: &str) {
+    let Some(code) = normalize_code(typed) else {
+        return session.deny("usage: ssh -t BASTION join CODE (the code `share` printed)");
+    };
+    let Some(share) = session.daemon.live.code(&code) else {
+        return session.deny(&format!("{code}: no such share code, or it expired"));
+    };
+    if session.request.pty.is_none() {
+        return session.deny("join needs a terminal: ssh -t BASTION join CODE");
+    }
+    let Some(live) = session.daemon.live.get(&share.session) else {
+        return session.deny(&format!("{code}: the shared session has ended"));
+    };
+    if let Err(reason) = share_granted(session, &live) {
+        return session.deny(&reason);
+    }
+    let Some(tap) = live.tap() else {
+        return session.deny(&format!("{code}: the shared session has ended"));
+    };
+    let (Some(input), Some(output)) = (
+        session.fds[0].as_ref().map(|f| f.as_raw_fd()),
+        session.fds[1].as_ref().map(|f| f.as_raw_fd()),
+    ) else {
+        return session.deny("the agent must pass its terminal");
+    };
+    let joiner = session.user.clone();
+    let write = share.write;
+    info!(event = "share_join", shared = %live.id, owner = %share.owner, mode = mode(write));
+    session.record(EventBody::Share {
+        scope: scope_of(&live),
+        action: "join".into(),
+        mode: mode(write).into(),
+        peer: Some(joiner.clone()),
+    });
+    session.send(&Response::SessionStarted {
+        session_id: session.id.clone(),
+    });
+    live.notice(format!(
+        "{joiner} joined your session ({})",
+        if write { "may type" } else { "watching" }
+    ));
+    let banner = format!(
+        "\r\n[jms: you joined {}'s session on {} as {} ({}); Ctrl-] leaves]\r\n",
+        live.user,
+        live.asset,
+        live.account,
+        if write { "you may type" } else { "read-only" }
+    );
+    let mut gone = !write_all(output, banner.as_bytes()) || !write_all(output, &tap.recent);
+    let mut ended = false;
+    let mut told_read_only = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    while !gone && !ended {
+        // SAFETY: these descriptors stay open for the whole loop.
+        let (b_control, b_tap, b_in) = unsafe {
+            (
+                BorrowedFd::borrow_raw(session.control.as_raw_fd()),
+                BorrowedFd::borrow_raw(tap.pipe.as_raw_fd()),
+                BorrowedFd::borrow_raw(input),
+            )
+        };
+        let mut fds = [
+            PollFd::new(b_control, PollFlags::POLLIN),
+            PollFd::new(b_tap, PollFlags::POLLIN),
+            PollFd::new(b_in, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, connect::poll_timeout(Duration::from_secs(30))) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        let any = |r: PollFlags| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+        if any(revents[0]) {
+            match jms_proto::read_frame::<Request>(&mut &session.control) {
+                Ok(_) | Err(jms_proto::FrameError::Malformed(_)) => {}
+                Err(_) => gone = true,
+            }
+        }
+        if any(revents[1]) {
+            match nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf) {
+                Ok(0) => ended = true,
+                Ok(n) => gone |= !write_all(output, &buf[..n]),
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => ended = true,
+            }
+        }
+        if any(revents[2]) {
+            match nix::unistd::read(input, &mut buf) {
+                Ok(0) => gone = true,
+                Ok(n) => {
+                    let data = &buf[..n];
+                    let (keys, leave) = match data.iter().position(|b| *b == LEAVE_KEY) {
+                        Some(at) => (&data[..at], true),
+                        None => (data, false),
+                    };
+                    if write {
+                        if !keys.is_empty() {
+                            live.input(keys);
+                        }
+                    } else if !keys.is_empty() && !told_read_only {
+                        told_read_only = true;
+                        gone |= !write_all(
+                            output,
+                            b"\r\n[jms: read-only: your keys are not sent; Ctrl-] leaves]\r\n",
+                        );
+                    }
+                    if leave {
+                        break;
+                    }
+                }
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => gone = true,
+            }
+        }
+    }
+    drop(tap);
+    if !ended {
+        live.notice(format!("{joiner} left your session"));
+    }
+    info!(event = "share_leave", shared = %live.id, ended);
+    session.record(EventBody::Share {
+        scope: scope_of(&live),
+        action: "leave".into(),
+        mode: mode(write).into(),
+        peer: Some(joiner),
+    });
+    let message = if ended {
+        let why = live.ended().filter(|r| !r.is_empty());
+        Some(match why {
+            Some(why) => format!("the shared session ended ({why})"),
+            None => "the shared session ended".to_string(),
+        })
+    } else {
+        None
+    };
+    session.send(&Response::SessionEnded {
+        exit_status: Some(0),
+        message,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_and_join_are_reserved_words_with_their_arguments() {
+        assert_eq!(
+            classify("share"),
+            Some(Wanted::Share(Ok(ShareArgs {
+                session: None,
+                write: false,
+                ttl: DEFAULT_TTL
+            })))
+        );
+        assert_eq!(
+            classify("share 3f2a --write --ttl 5m"),
+            Some(Wanted::Share(Ok(ShareArgs {
+                session: Some("3f2a".into()),
+                write: true,
+                ttl: Duration::from_secs(300)
+            })))
+        );
+        assert!(matches!(classify("share --bogus"), Some(Wanted::Share(Err(_)))));
+        assert!(matches!(classify("share --ttl 0s"), Some(Wanted::Share(Err(_)))));
+        assert_eq!(classify("join abcd-efgh"), Some(Wanted::Join("abcd-efgh".into())));
+        assert_eq!(classify("web01 share"), None);
+        assert_eq!(classify("shared"), None);
+    }
+
+    #[test]
+    fn codes_are_read_in_any_case_with_or_without_the_dash() {
+        let code = new_code();
+        assert_eq!(normalize_code(&code).as_deref(), Some(code.as_str()));
+        assert_eq!(normalize_code("abcd efgh").as_deref(), Some("ABCD-EFGH"));
+        assert_eq!(normalize_code("ABCDEFGH").as_deref(), Some("ABCD-EFGH"));
+        assert_eq!(normalize_code("ABCD-EFG0"), None, "0 is not a code symbol");
+        assert_eq!(normalize_code("ABC"), None);
+        assert_eq!(normalize_code(""), None);
+    }
+}

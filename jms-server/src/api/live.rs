@@ -1,0 +1,214 @@
+//! Live sessions over HTTP (`crate::live` holds the state):
+//!
+//! - `POST /api/v1/sessions/{session}/kill` (admin token): the serving
+//!   bastion ends it within moments; logged. 404 unknown, 409 over.
+//! - `GET /api/v1/sessions/{session}/live`: Server-Sent Events of its
+//!   output as it happens — a data line `{"cols","rows","time","init"}`
+//!   first (the screen so far), then `[time, "o", text]` per chunk (what
+//!   the asciinema player's eventsource driver reads), and an `end` event
+//!   `{"reason"}` when it is over.
+//! - `GET /api/v1/sync/control?wait=S` (signed): a bastion's orders
+//!   (`{"orders": [{"kind": "kill"|"watch", "session", "reason"}]}`), held
+//!   up to `wait` seconds until there is one.
+//! - `POST /api/v1/sync/live/{session}` (signed): a batch of a watched
+//!   session's output (`{"size": [c, r], "init": "…"}` first, then
+//!   `{"events": [[t, "o", text]…], "ended": bool, "reason"}`); answers
+//!   `{"watching": bool}` — false tells the bastion to stop.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::extract::PathParams;
+use super::{Actor, ApiError, AppState};
+use crate::live::LiveEvent;
+
+/// The longest a control request is held.
+const MAX_CONTROL_WAIT: u64 = 60;
+/// The largest live batch accepted.
+const MAX_BATCH: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/sessions/{session}/kill`.
+pub async fn kill(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParams(session): PathParams<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: KillRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        KillRequest {
+            reason: String::new(),
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("kill: {e}")))?
+    };
+    if request.reason.chars().count() > 500 {
+        return Err(ApiError::bad_request("reason: at most 500 characters"));
+    }
+    let reason = request.reason.trim().to_string();
+    let id = session.clone();
+    let bastion = super::blocking(&state, move |admin| {
+        admin.kill_session(&actor.name, &id, &reason)
+    })
+    .await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"session": session, "bastion": bastion, "status": "terminating"})),
+    )
+        .into_response())
+}
+
+/// A watcher's SSE stream.
+pub struct LiveStream {
+    rx: mpsc::Receiver<LiveEvent>,
+    done: bool,
+}
+
+impl LiveStream {
+    pub fn new(rx: mpsc::Receiver<LiveEvent>) -> LiveStream {
+        LiveStream { rx, done: false }
+    }
+}
+
+impl futures_core::Stream for LiveStream {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                let data = event.data().to_string();
+                let sse = match event {
+                    LiveEvent::End { .. } => {
+                        self.done = true;
+                        Event::default().event("end").data(data)
+                    }
+                    _ => Event::default().data(data),
+                };
+                Poll::Ready(Some(Ok(sse)))
+            }
+            // Dropped by the hub: the stream is over (or this watcher lagged).
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(Event::default()
+                    .event("end")
+                    .data(json!({"reason": "the live stream stopped"}).to_string()))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Why a watch could not start.
+#[derive(Debug)]
+pub enum WatchError {
+    /// 404 unknown session, 409 over.
+    Admin(crate::AdminError),
+    /// 500.
+    Worker(String),
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::Admin(e) => e.into(),
+            WatchError::Worker(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// The SSE response for a watcher of `session`.
+pub async fn watch_response(
+    admin: std::sync::Arc<crate::Admin>,
+    session: String,
+) -> Result<Response, WatchError> {
+    let id = session.clone();
+    let worker = admin.clone();
+    let bastion = tokio::task::spawn_blocking(move || worker.live_bastion(&id))
+        .await
+        .map_err(|e| WatchError::Worker(format!("worker failed: {e}")))?
+        .map_err(WatchError::Admin)?;
+    let rx = admin.live.watch(&bastion, &session);
+    Ok(Sse::new(LiveStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `GET /api/v1/sessions/{session}/live`.
+pub async fn watch(
+    State(state): State<AppState>,
+    PathParams(session): PathParams<String>,
+) -> Result<Response, ApiError> {
+    Ok(watch_response(state.admin.clone(), session).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlParams {
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `GET /api/v1/sync/control` (signed).
+pub async fn control(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let bastion = super::sync::signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
+    let Query(params) = Query::<ControlParams>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if params.wait > MAX_CONTROL_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "wait: at most {MAX_CONTROL_WAIT} seconds"
+        )));
+    }
+    let orders = state
+        .admin
+        .live
+        .take_orders(&bastion.name, Duration::from_secs(params.wait))
+        .await;
+    Ok(Json(json!({ "orders": orders })))
+}
+
+/// `POST /api/v1/sync/live/{session}` (signed).
+pub async fn push(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    PathParams(session): PathParams<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if body.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("live batch: at most 4 MiB"));
+    }
+    let bastion = super::sync::signed(&state, &method, &uri, &headers_in, body.clone()).await?;
+    let batch: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("live batch: {e}")))?;
+    let answer = state.admin.live.push(&bastion.name, &session, &batch);
+    Ok(Json(
+        json!({"watching": answer == crate::live::PushAnswer::Watching}),
+    ))
+}

@@ -1,0 +1,376 @@
+//! Live sessions on the server side: orders for bastions and the output of
+//! watched sessions, in memory (nothing here survives a restart, nor needs
+//! to: a bastion asks again, a watcher reconnects).
+//!
+//! - Orders: per bastion, a queue the bastion's control long-poll
+//!   (`GET /api/v1/sync/control`) empties; queuing wakes the waiting poll
+//!   at once ([`tokio::sync::Notify`]).
+//! - Streams: per watched session, its watchers (each an SSE response
+//!   reading a channel), the terminal size and the last 64 KiB of output
+//!   (a new watcher starts with them). The first watcher queues a `watch`
+//!   order; the bastion then pushes batches (`POST /api/v1/sync/live/…`)
+//!   and is told to stop once nobody watches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+/// Output kept for a new watcher.
+const TAIL_CHARS: usize = 64 * 1024;
+/// Events a watcher may lag behind before it is dropped.
+const WATCHER_BACKLOG: usize = 4096;
+/// A stream with no push for this long is asked for again.
+const STALE_STREAM: Duration = Duration::from_secs(10);
+
+/// An order for a bastion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Order {
+    Kill { session: String, reason: String },
+    Watch { session: String },
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveEvent {
+    /// The terminal's size and what it shows (the recent output).
+    Header { cols: u16, rows: u16, init: String },
+    /// Output, `time` seconds into the stream.
+    Output { time: f64, data: String },
+    /// The session is over.
+    End { reason: String },
+}
+
+impl LiveEvent {
+    /// The SSE data line: asciicast-style, as the asciinema player's
+    /// eventsource driver reads it (`End` is sent as its own event type).
+    pub fn data(&self) -> Value {
+        match self {
+            LiveEvent::Header { cols, rows, init } => {
+                json!({"cols": cols, "rows": rows, "time": 0, "init": init})
+            }
+            LiveEvent::Output { time, data } => json!([time, "o", data]),
+            LiveEvent::End { reason } => json!({"reason": reason}),
+        }
+    }
+}
+
+struct Stream {
+    bastion: String,
+    watchers: Vec<mpsc::Sender<LiveEvent>>,
+    size: (u16, u16),
+    tail: String,
+    /// When the bastion last pushed (or was asked to).
+    touched: Instant,
+    /// Seconds into the stream of the last output (for new watchers'
+    /// relative clock: the bastion's stream restarts at zero).
+    offset: f64,
+}
+
+#[derive(Default)]
+struct Hub {
+    orders: HashMap<String, Vec<Order>>,
+    wakers: HashMap<String, Arc<Notify>>,
+    streams: HashMap<String, Stream>,
+}
+
+/// The server's live state (one per server, in `Admin`).
+#[derive(Default)]
+pub struct LiveHub {
+    hub: Mutex<Hub>,
+}
+
+/// What a bastion's push gets back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushAnswer {
+    Watching,
+    NobodyWatches,
+}
+
+fn trim_tail(tail: &mut String) {
+    if tail.len() > TAIL_CHARS {
+        let mut cut = tail.len() - TAIL_CHARS;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail.drain(..cut);
+    }
+}
+
+impl LiveHub {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn waker(hub: &mut Hub, bastion: &str) -> Arc<Notify> {
+        Arc::clone(hub.wakers.entry(bastion.to_string()).or_default())
+    }
+
+    /// Queues `order` for `bastion` and wakes its control poll.
+    pub fn order(&self, bastion: &str, order: Order) {
+        let mut hub = self.hub();
+        hub.orders
+            .entry(bastion.to_string())
+            .or_default()
+            .push(order);
+        Self::waker(&mut hub, bastion).notify_one();
+    }
+
+    /// `bastion`'s orders; waits up to `wait` for one when there is none.
+    pub async fn take_orders(&self, bastion: &str, wait: Duration) -> Vec<Order> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let waker = {
+                let mut hub = self.hub();
+                if let Some(orders) = hub.orders.remove(bastion) {
+                    if !orders.is_empty() {
+                        return orders;
+                    }
+                }
+                Self::waker(&mut hub, bastion)
+            };
+            // notify_one keeps a permit: an order queued between the check
+            // and the wait is not missed.
+            if tokio::time::timeout_at(deadline, waker.notified())
+                .await
+                .is_err()
+            {
+                return Vec::new();
+            }
+        }
+    }
+
+    /// A new watcher of `session` (served by `bastion`): the header to
+    /// show first and the channel the rest arrives on. Asks the bastion to
+    /// stream when nobody did yet (or its stream went quiet).
+    pub fn watch(&self, bastion: &str, session: &str) -> mpsc::Receiver<LiveEvent> {
+        let (tx, rx) = mpsc::channel(WATCHER_BACKLOG);
+        let mut hub = self.hub();
+        let ask = match hub.streams.get_mut(session) {
+            Some(stream) => {
+                let _ = tx.try_send(LiveEvent::Header {
+                    cols: stream.size.0,
+                    rows: stream.size.1,
+                    init: stream.tail.clone(),
+                });
+                stream.watchers.retain(|w| !w.is_closed());
+                stream.watchers.push(tx);
+                let stale = stream.touched.elapsed() > STALE_STREAM;
+                if stale {
+                    stream.touched = Instant::now();
+                }
+                stale
+            }
+            None => {
+                hub.streams.insert(
+                    session.to_string(),
+                    Stream {
+                        bastion: bastion.to_string(),
+                        watchers: vec![tx],
+                        size: (80, 24),
+                        tail: String::new(),
+                        touched: Instant::now(),
+                        offset: 0.0,
+                    },
+                );
+                true
+            }
+        };
+        drop(hub);
+        if ask {
+            self.order(
+                bastion,
+                Order::Watch {
+                    session: session.to_string(),
+                },
+            );
+        }
+        rx
+    }
+
+    /// A batch from `bastion` for `session` (see `api::live`).
+    pub fn push(&self, bastion: &str, session: &str, batch: &Value) -> PushAnswer {
+        let mut hub = self.hub();
+        let Some(stream) = hub.streams.get_mut(session) else {
+            return PushAnswer::NobodyWatches;
+        };
+        if stream.bastion != bastion {
+            return PushAnswer::NobodyWatches;
+        }
+        stream.touched = Instant::now();
+        let mut events = Vec::new();
+        if let Some(init) = batch["init"].as_str() {
+            let size = &batch["size"];
+            let cols = size[0].as_u64().unwrap_or(80).clamp(1, 1000) as u16;
+            let rows = size[1].as_u64().unwrap_or(24).clamp(1, 1000) as u16;
+            stream.size = (cols, rows);
+            stream.tail = init.to_string();
+            trim_tail(&mut stream.tail);
+            stream.offset = 0.0;
+            events.push(LiveEvent::Header {
+                cols,
+                rows,
+                init: stream.tail.clone(),
+            });
+        }
+        for event in batch["events"].as_array().into_iter().flatten() {
+            let (Some(time), Some("o"), Some(data)) =
+                (event[0].as_f64(), event[1].as_str(), event[2].as_str())
+            else {
+                continue;
+            };
+            stream.tail.push_str(data);
+            trim_tail(&mut stream.tail);
+            stream.offset = time;
+            events.push(LiveEvent::Output {
+                time,
+                data: data.to_string(),
+            });
+        }
+        let ended = batch["ended"].as_bool().unwrap_or(false);
+        if ended {
+            events.push(LiveEvent::End {
+                reason: batch["reason"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        stream.watchers.retain(|w| {
+            events
+                .iter()
+                .all(|e| w.try_send(e.clone()).is_ok())
+        });
+        if ended || stream.watchers.is_empty() {
+            hub.streams.remove(session);
+            return PushAnswer::NobodyWatches;
+        }
+        PushAnswer::Watching
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_order_wakes_the_waiting_poll_and_is_taken_once() {
+        let hub = Arc::new(LiveHub::default());
+        let waiting = {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move { hub.take_orders("b1", Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        hub.order(
+            "b1",
+            Order::Kill {
+                session: "s1".into(),
+                reason: "r".into(),
+            },
+        );
+        let orders = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken before its wait ran out")
+            .unwrap();
+        assert_eq!(orders.len(), 1);
+        assert!(hub.take_orders("b1", Duration::from_millis(10)).await.is_empty());
+        assert!(hub.take_orders("b2", Duration::from_millis(10)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchers_get_the_header_and_output_and_the_bastion_is_told_when_nobody_watches() {
+        let hub = LiveHub::default();
+        let mut rx = hub.watch("b1", "s1");
+        assert_eq!(
+            hub.take_orders("b1", Duration::ZERO).await,
+            vec![Order::Watch {
+                session: "s1".into()
+            }]
+        );
+        let batch = json!({"size": [100, 30], "init": "hello ", "events": [[0.5, "o", "world"]]});
+        assert_eq!(hub.push("b1", "s1", &batch), PushAnswer::Watching);
+        assert_eq!(hub.push("b2", "s1", &batch), PushAnswer::NobodyWatches, "another bastion's push");
+        assert_eq!(
+            rx.recv().await,
+            Some(LiveEvent::Header {
+                cols: 100,
+                rows: 30,
+                init: "hello ".into()
+            })
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(LiveEvent::Output {
+                time: 0.5,
+                data: "world".into()
+            })
+        );
+        // A second watcher starts from the tail, without a new order.
+        let mut late = hub.watch("b1", "s1");
+        assert!(hub.take_orders("b1", Duration::ZERO).await.is_empty());
+        assert!(matches!(late.recv().await, Some(LiveEvent::Header { init, .. }) if init == "hello world"));
+        drop(rx);
+        drop(late);
+        assert_eq!(
+            hub.push("b1", "s1", &json!({"events": []})),
+            PushAnswer::NobodyWatches
+        );
+    }
+}
+
+// ---- the admin's side ---------------------------------------------------------
+
+impl crate::Admin {
+    /// The bastion serving `session`, while it is online: 404 unknown,
+    /// 409 over (or never started).
+    pub fn live_bastion(&self, session: &str) -> Result<String, crate::AdminError> {
+        use crate::AdminError;
+        let Some(record) = self.read()?.session(session)? else {
+            return Err(AdminError::NotFound(format!("no session `{session}`")));
+        };
+        if record.denied || record.ended_at.is_some() {
+            return Err(AdminError::Conflict(format!(
+                "session `{session}` has already ended"
+            )));
+        }
+        record.bastion.ok_or_else(|| {
+            AdminError::Conflict(format!("session `{session}`: no bastion is known for it"))
+        })
+    }
+
+    /// Orders the bastion serving `session` to end it; logged as done by
+    /// `actor`. Returns the bastion's name.
+    pub fn kill_session(
+        &self,
+        actor: &str,
+        session: &str,
+        reason: &str,
+    ) -> Result<String, crate::AdminError> {
+        let bastion = self.live_bastion(session)?;
+        let mut tx = self.store.write()?;
+        let version = tx.policy_version()?;
+        tx.append_oplog(&crate::store::NewOpLogEntry {
+            actor: actor.to_string(),
+            action: "kill".to_string(),
+            kind: "session".to_string(),
+            name: session.to_string(),
+            fields: if reason.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("reason: {reason}")]
+            },
+            version,
+        })?;
+        tx.commit()?;
+        self.live.order(
+            &bastion,
+            Order::Kill {
+                session: session.to_string(),
+                reason: reason.to_string(),
+            },
+        );
+        tracing::info!(event = "session_kill", session, bastion = %bastion, actor, "kill ordered");
+        Ok(bastion)
+    }
+}

@@ -1,0 +1,326 @@
+//! Live sessions end to end, through a real jms-server and an enrolled
+//! bastion: real `ssh -tt` (in a scripted terminal) → sshd → jms-agent →
+//! jms-agentd → the target.
+//!
+//! - An admin watches a running session as it happens (`jmsctl session
+//!   watch`, over the SSE API) and terminates it (`jmsctl session kill`):
+//!   the user's terminal says why, the session's end carries the reason.
+//! - Session share: `ssh bastion share` prints a code; a second user joins
+//!   with `ssh -t bastion join CODE`: read-only she sees the owner's output
+//!   and her keys never reach the target; with `share --write` her command
+//!   runs (and is logged). A wrong code, and a grant without `share`, are
+//!   refused with one clear line.
+//!
+//! Nothing here measures time: every wait polls with a generous deadline.
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use jms_e2e::central::{eventually, Central};
+use jms_e2e::target::DEPLOY_PASSWORD;
+use jms_e2e::terminal::Terminal;
+use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
+
+const SCREEN_WAIT: Duration = Duration::from_secs(60);
+
+struct Scene {
+    _target: Target,
+    bastion: Bastion,
+    central: Central,
+    alice: ClientKey,
+    bob: ClientKey,
+    carol: ClientKey,
+}
+
+/// A target, a bastion following a server; alice (grant with `share`),
+/// bob (a jms user, no grant), carol (grant without `share`).
+fn scene() -> Scene {
+    let target = Target::start();
+    let builder = BastionBuilder::new();
+    let (alice, bob, carol) = (
+        builder.client_key("alice"),
+        builder.client_key("bob"),
+        builder.client_key("carol"),
+    );
+    let bastion = builder.start();
+    let central = Central::start();
+    central.attach(&bastion, &central.url);
+    for (name, key) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        central.jmsctl(&["user", "add", name, "--name", name, "--public-key", &key.public]);
+    }
+    let protocol = format!("ssh:{}", target.port());
+    central.jmsctl(&[
+        "asset",
+        "add",
+        "web01",
+        "--address",
+        target.address(),
+        "--protocol",
+        &protocol,
+    ]);
+    central
+        .jmsctl_with(
+            &["account", "add", "web01", "deploy", "--username", "deploy", "--type", "password"],
+            DEPLOY_PASSWORD.as_bytes(),
+        )
+        .assert_success("jmsctl account add with the secret on stdin");
+    for (grant, user, actions) in [
+        ("alice-web01", "alice", &["connect", "share"][..]),
+        ("carol-web01", "carol", &["connect"][..]),
+    ] {
+        let mut args = vec![
+            "grant", "add", grant, "--user", user, "--asset", "web01", "--account", "deploy",
+            "--protocol", "ssh",
+        ];
+        for action in actions {
+            args.extend(["--action", action]);
+        }
+        central.jmsctl(&args);
+    }
+    let s = Scene {
+        _target: target,
+        bastion,
+        central,
+        alice,
+        bob,
+        carol,
+    };
+    for (user, key) in [("alice", &s.alice), ("carol", &s.carol)] {
+        eventually(&format!("{user} to reach web01 once the grant is synced"), || {
+            let out = s.bastion.ssh_key(user, key, Some("web01 id -un"));
+            if out.success() && out.stdout.trim() == "deploy" {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        });
+    }
+    s
+}
+
+impl Scene {
+    /// `user`'s interactive shell on web01, ready for commands.
+    fn shell(&self, user: &str, key: &ClientKey) -> Terminal {
+        let mut terminal = self
+            .bastion
+            .ssh_terminal(user, key, &[], Some("web01"), (100, 30));
+        terminal.type_slowly("echo ready-$((40+2))\r");
+        terminal.wait_for_text("ready-42", SCREEN_WAIT);
+        terminal
+    }
+
+    /// The id of `user`'s online session, once the server knows it.
+    fn online_session(&self, user: &str) -> String {
+        eventually(&format!("the server to list {user}'s online session"), || {
+            let (status, body) = self.central.api(
+                "GET",
+                &format!("/api/v1/sessions?user={user}&online=true"),
+                None,
+            );
+            let id = body
+                .split_once("\"id\":\"")
+                .map(|(_, rest)| rest.chars().take(36).collect::<String>())
+                .filter(|id| id.len() == 36);
+            match (status, id) {
+                (200, Some(id)) => Ok(id),
+                _ => Err(format!("{status}: {body}")),
+            }
+        })
+    }
+
+    /// `ssh USER@bastion share ARGS`: the code it printed.
+    fn share(&self, user: &str, key: &ClientKey, args: &str) -> String {
+        let out = self
+            .bastion
+            .ssh_key(user, key, Some(&format!("share {args}").trim().to_string()));
+        out.assert_success("share should print a code");
+        let code: String = out
+            .stdout
+            .split_once("share code: ")
+            .map(|(_, rest)| rest.chars().take(9).collect())
+            .unwrap_or_default();
+        assert_eq!(code.len(), 9, "share prints `share code: XXXX-XXXX`:\n{out}");
+        assert!(
+            out.stdout.contains(&format!("join {code}")),
+            "share says how to join:\n{out}"
+        );
+        code
+    }
+}
+
+fn spawn_watch(central: &Central, id: &str, dir: &std::path::Path) -> Child {
+    central
+        .jmsctl_command(&["session", "watch", id])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.join("watch.out")).expect("watch.out"))
+        .stderr(fs::File::create(dir.join("watch.err")).expect("watch.err"))
+        .spawn()
+        .expect("start jmsctl session watch")
+}
+
+#[test]
+fn an_admin_watches_a_live_session_and_terminates_it_and_the_user_sees_why() {
+    let s = scene();
+    let mut terminal = s.shell("alice", &s.alice);
+    let id = s.online_session("alice");
+
+    // The SSE API answers as an event stream; unknown sessions are 404.
+    let (status, body) = s
+        .central
+        .api("POST", "/api/v1/sessions/00000000-0000-4000-8000-000000000000/kill", None);
+    assert_eq!(status, 404, "killing an unknown session: {body}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut watch = spawn_watch(&s.central, &id, dir.path());
+    terminal.type_slowly("echo marker-$((100+23))\r");
+    terminal.wait_for_text("marker-123", SCREEN_WAIT);
+    eventually("jmsctl session watch to print what alice's session shows", || {
+        let seen = fs::read_to_string(dir.path().join("watch.out")).unwrap_or_default();
+        if seen.contains("marker-123") {
+            Ok(())
+        } else {
+            Err(format!(
+                "stdout: {seen:?}\nstderr: {}",
+                fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default()
+            ))
+        }
+    });
+    // Still live: what she types next arrives too.
+    terminal.type_slowly("echo second-$((200+34))\r");
+    eventually("the watch to follow the session", || {
+        let seen = fs::read_to_string(dir.path().join("watch.out")).unwrap_or_default();
+        if seen.contains("second-234") {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+
+    s.central
+        .jmsctl(&["session", "kill", &id, "--reason", "e2e maintenance window"]);
+    terminal.wait_for_text(
+        "session terminated by an administrator: e2e maintenance window",
+        SCREEN_WAIT,
+    );
+    let status = terminal.wait_exit(SCREEN_WAIT);
+    assert!(status.is_some(), "alice's ssh ends once her session is terminated");
+    let watched = jms_e2e::run::wait_until(
+        &mut watch,
+        std::time::Instant::now() + SCREEN_WAIT,
+    );
+    assert!(
+        watched.is_some_and(|st| st.success()),
+        "jmsctl session watch ends with the session: {watched:?}\n{}",
+        fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default()
+    );
+    let said = fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default();
+    assert!(
+        said.contains("ended") && said.contains("terminated by an administrator"),
+        "the watcher is told why it ended: {said}"
+    );
+
+    // The session's end carries the reason; a second kill is a conflict;
+    // the kill is in the operation log.
+    eventually("the session's end to reach the server with the reason", || {
+        let (_, body) = s.central.api("GET", &format!("/api/v1/sessions/{id}"), None);
+        if body.contains("terminated by an administrator: e2e maintenance window") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+    let (status, body) = s
+        .central
+        .api("POST", &format!("/api/v1/sessions/{id}/kill"), None);
+    assert_eq!(status, 409, "killing an ended session: {body}");
+    let (_, oplog) = s.central.api("GET", "/api/v1/oplog", None);
+    assert!(oplog.contains("kill") && oplog.contains(&id), "the kill is logged: {oplog}");
+    assert!(
+        s.central.log().contains("kill ordered"),
+        "the server logs the order"
+    );
+}
+
+#[test]
+fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused() {
+    let s = scene();
+    let mut owner = s.shell("alice", &s.alice);
+
+    // Read-only: bob sees alice's output, his keys never reach web01.
+    let code = s.share("alice", &s.alice, "");
+    let mut joiner = s
+        .bastion
+        .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
+    joiner.wait_for_text("you joined alice's session on web01", SCREEN_WAIT);
+    owner.wait_for_text("bob joined your session", SCREEN_WAIT);
+    owner.type_slowly("echo owner-$((1+1))\r");
+    owner.wait_for_text("owner-2", SCREEN_WAIT);
+    joiner.wait_for_text("owner-2", SCREEN_WAIT);
+    joiner.type_slowly("echo joiner-$((2+3))\r");
+    joiner.wait_for_text("read-only: your keys are not sent", SCREEN_WAIT);
+    owner.type_slowly("echo after-$((3+4))\r");
+    owner.wait_for_text("after-7", SCREEN_WAIT);
+    joiner.wait_for_text("after-7", SCREEN_WAIT);
+    assert!(
+        !owner.transcript().contains("joiner"),
+        "a read-only joiner's keys reach nothing:\n{}",
+        owner.transcript()
+    );
+    joiner.send(&[0x1d]);
+    assert!(
+        joiner.wait_exit(SCREEN_WAIT).is_some(),
+        "Ctrl-] leaves the shared session"
+    );
+    owner.wait_for_text("bob left your session", SCREEN_WAIT);
+
+    // Write: bob's command runs in alice's session and is logged.
+    let code = s.share("alice", &s.alice, "--write");
+    let mut joiner = s
+        .bastion
+        .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
+    joiner.wait_for_text("you may type", SCREEN_WAIT);
+    joiner.type_slowly("echo joiner-$((2+3))\r");
+    owner.wait_for_text("joiner-5", SCREEN_WAIT);
+    joiner.wait_for_text("joiner-5", SCREEN_WAIT);
+    eventually("bob's command to be in the command log", || {
+        let log = s.bastion.agentd_log();
+        if log.contains("echo joiner-$((2+3))") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    // The owner ends her session: the joiner is told.
+    owner.type_slowly("exit\r");
+    joiner.wait_for_text("the shared session ended", SCREEN_WAIT);
+    assert!(joiner.wait_exit(SCREEN_WAIT).is_some(), "bob's ssh ends too");
+    assert!(
+        s.bastion.agentd_log().contains("share_join"),
+        "joins are audited:\n{}",
+        s.bastion.agentd_log()
+    );
+
+    // Refusals: a wrong code, a code for a session that ended, no `share`.
+    let out = s.bastion.ssh_key("bob", &s.bob, Some("join ZZZZ-ZZZZ"));
+    out.assert_failure("a wrong code is refused");
+    assert!(
+        out.stderr.contains("no such share code"),
+        "one clear line for a wrong code:\n{out}"
+    );
+    let out = s.bastion.ssh_key("bob", &s.bob, Some(&format!("join {code}")));
+    out.assert_failure("a code for a session that ended is refused");
+    let _carol = s.shell("carol", &s.carol);
+    let out = s.bastion.ssh_key("carol", &s.carol, Some("share"));
+    out.assert_failure("a grant without share cannot share");
+    assert!(
+        out.stderr.contains("sharing this session is not granted"),
+        "one clear line for a grant without share:\n{out}"
+    );
+    let out = s.bastion.ssh_key("bob", &s.bob, Some("share"));
+    out.assert_failure("nothing to share without a live session");
+    assert!(
+        out.stderr.contains("no live session"),
+        "one clear line without a session:\n{out}"
+    );
+}
