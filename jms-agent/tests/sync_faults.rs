@@ -207,7 +207,11 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let line = line.unwrap();
-                let mut words = line.splitn(3, ' ');
+                // libtest may print its "test … " on the same line first.
+                let Some(at) = line.find("ACK ").or_else(|| line.find("NAK ")) else {
+                    continue;
+                };
+                let mut words = line[at..].splitn(3, ' ');
                 let (Some(tag), Some(Ok(n))) = (words.next(), words.next().map(str::parse)) else {
                     continue;
                 };

@@ -132,7 +132,7 @@ pub struct UnixIds {
     pub groups: BTreeMap<String, u32>,
 }
 
-/// One full policy bundle (deltas are a later format).
+/// One full policy bundle (see [`Delta`] for the changes between two).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {

@@ -13,8 +13,8 @@
 //! - when the range has no free id left, allocation fails with
 //!   [`IdError::Exhausted`] instead of reusing one.
 //!
-//! Ids assigned elsewhere (the central server) are recorded with
-//! [`IdAllocator::adopt`], which refuses to give one id to two names.
+//! Ids assigned by the central server are recorded with
+//! [`IdAllocator::adopt_from_server`]: the server's ids win over local ones.
 //!
 //! The map is saved with [`IdAllocator::save`]: temp file in the same
 //! directory, fsync, rename, fsync of the directory.
@@ -378,14 +378,37 @@ impl IdAllocator {
         self.table(kind).by_id.get(&id).map(String::as_str)
     }
 
-    /// Records an id assigned elsewhere (the central server). Refuses an id
-    /// held by another name and a different id for a known name.
-    pub fn adopt(&mut self, kind: IdKind, name: &str, id: u32) -> Result<()> {
+    /// Records an id the central server assigned, which wins over this
+    /// map: the server gives every bastion the same ids, and a bastion that
+    /// ran from a local policy before it enrolled may have handed the same
+    /// numbers to other names. A local name holding `id` loses it (it gets
+    /// a fresh id when next assigned); a name that had another local id
+    /// takes the server's, and the old id stays reserved under a retired
+    /// marker so it is never handed to anyone else. Returns what moved, for
+    /// the log.
+    pub fn adopt_from_server(&mut self, kind: IdKind, name: &str, id: u32) -> Vec<String> {
         let table = self.table_mut(kind);
-        let known = table.by_name.contains_key(name);
-        table.insert(name, id)?;
-        self.changed |= !known;
-        Ok(())
+        if table.by_name.get(name) == Some(&id) {
+            return Vec::new();
+        }
+        let mut moved = Vec::new();
+        if let Some(holder) = table.by_id.remove(&id) {
+            table.by_name.remove(&holder);
+            moved.push(format!("`{holder}` gave up {kind} {id} to `{name}`"));
+        }
+        let retired = table.by_name.remove(name).map(|old| {
+            table.by_id.remove(&old);
+            moved.push(format!("`{name}` moved from {kind} {old} to {id}"));
+            (format!("(retired {old}) {name}"), old)
+        });
+        // Both ids are free now: neither insert can conflict.
+        let inserted = table.insert(name, id).and_then(|()| match &retired {
+            Some((marker, old)) => table.insert(marker, *old),
+            None => Ok(()),
+        });
+        debug_assert!(inserted.is_ok(), "{inserted:?}");
+        self.changed = true;
+        moved
     }
 
     /// Every name ever given an id, with its id, by name.
@@ -526,7 +549,7 @@ mod tests {
     #[test]
     fn allocation_skips_adopted_ids_and_wraps_to_holes() {
         let mut ids = IdAllocator::new(small(1, 4)).unwrap();
-        ids.adopt(IdKind::User, "server-given", 3).unwrap();
+        ids.adopt_from_server(IdKind::User, "server-given", 3);
         assert_eq!(
             ids.uid("a").unwrap(),
             4,
@@ -538,14 +561,31 @@ mod tests {
     }
 
     #[test]
-    fn adopt_refuses_conflicts() {
-        let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
-        ids.adopt(IdKind::User, "alice", 7).unwrap();
-        ids.adopt(IdKind::User, "alice", 7).unwrap();
-        let err = ids.adopt(IdKind::User, "bob", 7).unwrap_err();
-        assert!(matches!(err, IdError::Conflict { .. }), "{err}");
-        let err = ids.adopt(IdKind::User, "alice", 8).unwrap_err();
-        assert!(matches!(err, IdError::Changed { .. }), "{err}");
+    fn server_ids_win_over_local_ones_and_old_ids_stay_reserved() {
+        let mut ids = IdAllocator::new(small(1, 10)).unwrap();
+        assert_eq!(ids.gid("jms-users").unwrap(), 1);
+        assert_eq!(ids.gid("ops").unwrap(), 2);
+        // The server says ops is 1 and jms-users is 5.
+        let moved = ids.adopt_from_server(IdKind::Group, "ops", 1);
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert!(moved[0].contains("`jms-users` gave up gid 1 to `ops`"), "{moved:?}");
+        assert!(moved[1].contains("`ops` moved from gid 2 to 1"), "{moved:?}");
+        assert!(ids.adopt_from_server(IdKind::Group, "jms-users", 5).is_empty());
+        assert!(ids.adopt_from_server(IdKind::Group, "ops", 1).is_empty(), "idempotent");
+        assert_eq!(ids.get(IdKind::Group, "ops"), Some(1));
+        assert_eq!(ids.get(IdKind::Group, "jms-users"), Some(5));
+        // ops's old gid 2 is never handed out again.
+        let dev = ids.gid("dev").unwrap();
+        assert!(![1, 2, 5].contains(&dev), "dev got a held id {dev}");
+        assert!(ids.holder(IdKind::Group, 2).unwrap().starts_with("(retired 2)"));
+        // and it survives a save and load.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.json");
+        ids.save(&path).unwrap();
+        let mut again = IdAllocator::load(&path, small(1, 10)).unwrap();
+        assert_eq!(again.get(IdKind::Group, "ops"), Some(1));
+        let qa = again.gid("qa").unwrap();
+        assert!(![1, 2, 5, dev].contains(&qa), "qa got a held id {qa}");
     }
 
     #[test]

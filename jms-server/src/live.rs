@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, Notify};
 const TAIL_CHARS: usize = 64 * 1024;
 /// Events a watcher may lag behind before it is dropped.
 const WATCHER_BACKLOG: usize = 4096;
+/// Orders kept for a bastion that does not ask for them.
+const MAX_QUEUED: usize = 256;
 /// A stream with no push for this long is asked for again.
 const STALE_STREAM: Duration = Duration::from_secs(10);
 
@@ -113,10 +115,12 @@ impl LiveHub {
     /// Queues `order` for `bastion` and wakes its control poll.
     pub fn order(&self, bastion: &str, order: Order) {
         let mut hub = self.hub();
-        hub.orders
-            .entry(bastion.to_string())
-            .or_default()
-            .push(order);
+        let queue = hub.orders.entry(bastion.to_string()).or_default();
+        // A bastion that never asks (an older agentd) holds only the last few.
+        if queue.len() >= MAX_QUEUED {
+            queue.remove(0);
+        }
+        queue.push(order);
         Self::waker(&mut hub, bastion).notify_one();
     }
 
@@ -237,85 +241,15 @@ impl LiveHub {
                 reason: batch["reason"].as_str().unwrap_or("").to_string(),
             });
         }
-        stream.watchers.retain(|w| {
-            events
-                .iter()
-                .all(|e| w.try_send(e.clone()).is_ok())
-        });
+        // A closed watcher (gone) or a full one (lagging too far) goes.
+        stream
+            .watchers
+            .retain(|w| !w.is_closed() && events.iter().all(|e| w.try_send(e.clone()).is_ok()));
         if ended || stream.watchers.is_empty() {
             hub.streams.remove(session);
             return PushAnswer::NobodyWatches;
         }
         PushAnswer::Watching
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_order_wakes_the_waiting_poll_and_is_taken_once() {
-        let hub = Arc::new(LiveHub::default());
-        let waiting = {
-            let hub = Arc::clone(&hub);
-            tokio::spawn(async move { hub.take_orders("b1", Duration::from_secs(30)).await })
-        };
-        tokio::task::yield_now().await;
-        hub.order(
-            "b1",
-            Order::Kill {
-                session: "s1".into(),
-                reason: "r".into(),
-            },
-        );
-        let orders = tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("woken before its wait ran out")
-            .unwrap();
-        assert_eq!(orders.len(), 1);
-        assert!(hub.take_orders("b1", Duration::from_millis(10)).await.is_empty());
-        assert!(hub.take_orders("b2", Duration::from_millis(10)).await.is_empty());
-    }
-
-    #[tokio::test]
-    async fn watchers_get_the_header_and_output_and_the_bastion_is_told_when_nobody_watches() {
-        let hub = LiveHub::default();
-        let mut rx = hub.watch("b1", "s1");
-        assert_eq!(
-            hub.take_orders("b1", Duration::ZERO).await,
-            vec![Order::Watch {
-                session: "s1".into()
-            }]
-        );
-        let batch = json!({"size": [100, 30], "init": "hello ", "events": [[0.5, "o", "world"]]});
-        assert_eq!(hub.push("b1", "s1", &batch), PushAnswer::Watching);
-        assert_eq!(hub.push("b2", "s1", &batch), PushAnswer::NobodyWatches, "another bastion's push");
-        assert_eq!(
-            rx.recv().await,
-            Some(LiveEvent::Header {
-                cols: 100,
-                rows: 30,
-                init: "hello ".into()
-            })
-        );
-        assert_eq!(
-            rx.recv().await,
-            Some(LiveEvent::Output {
-                time: 0.5,
-                data: "world".into()
-            })
-        );
-        // A second watcher starts from the tail, without a new order.
-        let mut late = hub.watch("b1", "s1");
-        assert!(hub.take_orders("b1", Duration::ZERO).await.is_empty());
-        assert!(matches!(late.recv().await, Some(LiveEvent::Header { init, .. }) if init == "hello world"));
-        drop(rx);
-        drop(late);
-        assert_eq!(
-            hub.push("b1", "s1", &json!({"events": []})),
-            PushAnswer::NobodyWatches
-        );
     }
 }
 
@@ -372,5 +306,86 @@ impl crate::Admin {
         );
         tracing::info!(event = "session_kill", session, bastion = %bastion, actor, "kill ordered");
         Ok(bastion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_order_wakes_the_waiting_poll_and_is_taken_once() {
+        let hub = Arc::new(LiveHub::default());
+        let waiting = {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move { hub.take_orders("b1", Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        hub.order(
+            "b1",
+            Order::Kill {
+                session: "s1".into(),
+                reason: "r".into(),
+            },
+        );
+        let orders = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken before its wait ran out")
+            .unwrap();
+        assert_eq!(orders.len(), 1);
+        assert!(hub
+            .take_orders("b1", Duration::from_millis(10))
+            .await
+            .is_empty());
+        assert!(hub
+            .take_orders("b2", Duration::from_millis(10))
+            .await
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchers_get_the_header_and_output_and_the_bastion_is_told_when_nobody_watches() {
+        let hub = LiveHub::default();
+        let mut rx = hub.watch("b1", "s1");
+        assert_eq!(
+            hub.take_orders("b1", Duration::ZERO).await,
+            vec![Order::Watch {
+                session: "s1".into()
+            }]
+        );
+        let batch = json!({"size": [100, 30], "init": "hello ", "events": [[0.5, "o", "world"]]});
+        assert_eq!(hub.push("b1", "s1", &batch), PushAnswer::Watching);
+        assert_eq!(
+            hub.push("b2", "s1", &batch),
+            PushAnswer::NobodyWatches,
+            "another bastion's push"
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(LiveEvent::Header {
+                cols: 100,
+                rows: 30,
+                init: "hello ".into()
+            })
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(LiveEvent::Output {
+                time: 0.5,
+                data: "world".into()
+            })
+        );
+        // A second watcher starts from the tail, without a new order.
+        let mut late = hub.watch("b1", "s1");
+        assert!(hub.take_orders("b1", Duration::ZERO).await.is_empty());
+        assert!(
+            matches!(late.recv().await, Some(LiveEvent::Header { init, .. }) if init == "hello world")
+        );
+        drop(rx);
+        drop(late);
+        assert_eq!(
+            hub.push("b1", "s1", &json!({"events": []})),
+            PushAnswer::NobodyWatches
+        );
     }
 }

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use jms_core::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use jms_core::model::PolicyDocument;
+use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -267,7 +268,28 @@ impl SyncState {
             return;
         };
         let mut rx = self.version.subscribe();
-        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > since)).await;
+        let changed = tokio::time::timeout(wait, rx.wait_for(|v| *v > since));
+        // A server shutting down answers at once (it waits for requests
+        // in flight).
+        let stopping = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = changed => {}
+            _ = stopping => {}
+        }
     }
 }
 
@@ -624,8 +646,9 @@ impl Admin {
             let version = tx.policy_version()?;
             let snapshot = tx.snapshot()?;
             let settings = parse_settings(tx.settings()?.document)?;
+            let primary_gid = tx.primary_group_gid()?;
             drop(tx);
-            let ids = UnixIds {
+            let mut ids = UnixIds {
                 users: snapshot
                     .users
                     .iter()
@@ -637,6 +660,7 @@ impl Admin {
                     .map(|g| (g.group.name.clone(), g.gid))
                     .collect(),
             };
+            ids.groups.extend(primary_gid.map(|gid| (DEFAULT_PRIMARY_GROUP.to_string(), gid)));
             let policy = self.open_snapshot(snapshot, true)?;
             let bundle = Bundle {
                 version,

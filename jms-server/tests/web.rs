@@ -1050,3 +1050,179 @@ fn web_logins_are_guarded() {
     assert_ne!(code_, 0);
     assert!(stderr.contains("no web admin `auditor`"), "{stderr}");
 }
+
+// ---- live: watch and terminate ------------------------------------------------
+
+/// A bastion's side of a live session, faked over the real sync API: it
+/// long-polls its orders; on `watch` it pushes the screen and then a line
+/// of output per round; on `kill` it keeps the reason and pushes the end.
+fn fake_live_bastion(
+    server: &Server,
+    bastion: &Bastion,
+    session: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    kills: &std::sync::Mutex<Vec<String>>,
+) {
+    use std::sync::atomic::Ordering;
+    let path = format!("/api/v1/sync/live/{session}");
+    let push = |batch: Value| -> bool {
+        let body = serde_json::to_vec(&batch).unwrap();
+        let (status, answer) = bastion.send(server, "POST", &path, "", &body);
+        assert_eq!(status, 200, "live push: {answer}");
+        answer["watching"] == true
+    };
+    let (mut watching, mut tick) = (false, 0u32);
+    while !stop.load(Ordering::SeqCst) {
+        let (status, answer) = bastion.send(server, "GET", "/api/v1/sync/control", "wait=1", &[]);
+        assert_eq!(status, 200, "control poll: {answer}");
+        for order in answer["orders"].as_array().cloned().unwrap_or_default() {
+            if order["session"] != session {
+                continue;
+            }
+            match order["kind"].as_str() {
+                Some("watch") => {
+                    watching = push(json!({
+                        "size": [80, 24],
+                        "init": "$ echo live-marker-77\r\nlive-marker-77\r\n$ ",
+                        "events": [],
+                    }));
+                }
+                Some("kill") => {
+                    let reason = order["reason"].as_str().unwrap_or("").to_string();
+                    kills.lock().unwrap().push(reason.clone());
+                    let end = json!({"events": [{
+                        "id": "live-2", "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "event": "session_end", "session": session, "user": "alice", "asset": "web01",
+                        "account": "root", "username": "root", "exit_status": null,
+                        "reason": format!("session terminated by an administrator: {reason}"),
+                        "duration_ms": 1000, "bytes_in": 0, "bytes_out": 0, "recording": null,
+                        "recording_truncated": false,
+                    }]});
+                    let body = serde_json::to_vec(&end).unwrap();
+                    let (status, answer) =
+                        bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
+                    assert_eq!(status, 200, "events: {answer}");
+                    push(json!({
+                        "events": [],
+                        "ended": true,
+                        "reason": format!("session terminated by an administrator: {reason}"),
+                    }));
+                    watching = false;
+                }
+                _ => {}
+            }
+        }
+        if watching {
+            tick += 1;
+            watching = push(json!({
+                "events": [[f64::from(tick) * 0.5, "o", format!("tick-{tick}\r\n")]],
+            }));
+        }
+    }
+}
+
+#[test]
+fn an_admin_watches_a_live_session_and_terminates_it_in_chromium() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let server = Server::start();
+    let secret = add_web_admin(&server);
+    let bastion = enroll(&server, "bastion-live");
+    let start = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = json!({"events": [{
+        "id": "live-1", "time": start, "event": "session_start",
+        "session": "s-watch", "user": "alice", "asset": "web01", "account": "root", "username": "root",
+        "kind": "shell", "protocol": "ssh", "client": "10.9.9.9", "command": null, "recording": "s-watch.cast",
+    }]});
+    let body = serde_json::to_vec(&events).unwrap();
+    let (status, answer) = bastion.send(&server, "POST", "/api/v1/sync/events", "", &body);
+    assert_eq!(status, 200, "events: {answer}");
+    let stop = AtomicBool::new(false);
+    let kills = Mutex::new(Vec::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = server.url.clone();
+    std::thread::scope(|scope| {
+        scope.spawn(|| fake_live_bastion(&server, &bastion, "s-watch", &stop, &kills));
+        runtime.block_on(async {
+            let (_driver, browser) = Browser::start().await;
+            let outcome = tokio::spawn(watch_and_terminate(
+                browser.clone(),
+                base.clone(),
+                secret.clone(),
+            ))
+            .await;
+            browser.close().await;
+            stop.store(true, Ordering::SeqCst);
+            if let Err(e) = outcome {
+                match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => panic!("the browser test did not finish: {e}"),
+                }
+            }
+        });
+    });
+    assert_eq!(
+        kills.lock().unwrap().as_slice(),
+        ["browser test"],
+        "the bastion got one kill order, with the reason typed"
+    );
+    let oplog = server.expect(200, "GET", "/api/v1/oplog", None).to_string();
+    assert!(
+        oplog.contains("web admin auditor") && oplog.contains("s-watch"),
+        "the termination is in the operation log under the web admin: {oplog}"
+    );
+}
+
+async fn watch_and_terminate(b: Browser, base: String, secret: String) {
+    b.goto(&format!("{base}/web/login")).await;
+    b.fill("#username", ADMIN).await;
+    b.fill("#password", PASSWORD).await;
+    b.fill("#code", &code(&secret, 0)).await;
+    b.click("#login").await;
+    b.wait_for("the sessions list", || async {
+        b.url().await.ends_with("/web/sessions")
+    })
+    .await;
+    // The online session links to its live page.
+    b.goto(&format!("{base}/web/sessions/s-watch")).await;
+    b.click("#watch").await;
+    b.wait_for("the live page", || async {
+        b.url().await.ends_with("/web/sessions/s-watch/live")
+    })
+    .await;
+    b.wait_for("the live text with the screen and new output", || async {
+        let text = b
+            .script("var t = document.getElementById('live-text'); return t ? t.textContent : '';")
+            .await;
+        let text = text.as_str().unwrap_or_default();
+        text.contains("live-marker-77") && text.contains("tick-")
+    })
+    .await;
+    b.wait_for("the player to show the session", || async {
+        let shown = b
+            .script("var t = document.querySelector('#live-player .ap-term'); return t ? t.textContent : '';")
+            .await;
+        shown.as_str().unwrap_or_default().contains("live-marker-77")
+    })
+    .await;
+    b.screenshot("live-01-watching").await;
+
+    b.fill("#terminate-reason", "browser test").await;
+    b.click("#terminate").await;
+    // The confirmation dialog.
+    b.c()
+        .accept_alert()
+        .await
+        .expect("a confirmation before terminating");
+    b.wait_for("the end and its reason on the page", || async {
+        b.text("#live-status")
+            .await
+            .contains("The session ended: session terminated by an administrator: browser test")
+    })
+    .await;
+    b.screenshot("live-02-terminated").await;
+}

@@ -48,18 +48,48 @@
     status.textContent = "The session ended" + (reason ? ": " + reason : ".");
     status.setAttribute("data-ended", "1");
     events.close();
+    var badge = document.querySelector(".replay-head .badge.online");
+    if (badge) {
+      badge.className = "badge ended";
+      badge.textContent = "ended";
+    }
+    var button = document.getElementById("terminate");
+    if (button) {
+      button.disabled = true;
+    }
   });
   events.onerror = function () {
     if (status.getAttribute("data-ended") !== "1") {
       status.textContent = "Reconnecting…";
     }
   };
+  // Terminate without leaving the page: the stream then shows the end and
+  // its reason. (Without script the form posts and comes back here.)
   var form = document.getElementById("terminate-form");
   if (form) {
     form.addEventListener("submit", function (e) {
+      e.preventDefault();
       if (!window.confirm("Terminate this session? The user is disconnected.")) {
-        e.preventDefault();
+        return;
       }
+      var button = document.getElementById("terminate");
+      button.disabled = true;
+      var body = new URLSearchParams(new FormData(form));
+      fetch(form.action, { method: "POST", body: body, credentials: "same-origin" })
+        .then(function (response) {
+          if (response.ok) {
+            if (status.getAttribute("data-ended") !== "1") {
+              status.textContent = "Terminating…";
+            }
+          } else {
+            button.disabled = false;
+            status.textContent = "Terminate failed (" + response.status + ")";
+          }
+        })
+        .catch(function () {
+          button.disabled = false;
+          status.textContent = "Terminate failed: the server did not answer";
+        });
     });
   }
   window.jmsLive = { player: player, events: events };

@@ -47,7 +47,15 @@ fn scene() -> Scene {
     let central = Central::start();
     central.attach(&bastion, &central.url);
     for (name, key) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
-        central.jmsctl(&["user", "add", name, "--name", name, "--public-key", &key.public]);
+        central.jmsctl(&[
+            "user",
+            "add",
+            name,
+            "--name",
+            name,
+            "--public-key",
+            &key.public,
+        ]);
     }
     let protocol = format!("ssh:{}", target.port());
     central.jmsctl(&[
@@ -61,7 +69,16 @@ fn scene() -> Scene {
     ]);
     central
         .jmsctl_with(
-            &["account", "add", "web01", "deploy", "--username", "deploy", "--type", "password"],
+            &[
+                "account",
+                "add",
+                "web01",
+                "deploy",
+                "--username",
+                "deploy",
+                "--type",
+                "password",
+            ],
             DEPLOY_PASSWORD.as_bytes(),
         )
         .assert_success("jmsctl account add with the secret on stdin");
@@ -70,8 +87,17 @@ fn scene() -> Scene {
         ("carol-web01", "carol", &["connect"][..]),
     ] {
         let mut args = vec![
-            "grant", "add", grant, "--user", user, "--asset", "web01", "--account", "deploy",
-            "--protocol", "ssh",
+            "grant",
+            "add",
+            grant,
+            "--user",
+            user,
+            "--asset",
+            "web01",
+            "--account",
+            "deploy",
+            "--protocol",
+            "ssh",
         ];
         for action in actions {
             args.extend(["--action", action]);
@@ -87,14 +113,17 @@ fn scene() -> Scene {
         carol,
     };
     for (user, key) in [("alice", &s.alice), ("carol", &s.carol)] {
-        eventually(&format!("{user} to reach web01 once the grant is synced"), || {
-            let out = s.bastion.ssh_key(user, key, Some("web01 id -un"));
-            if out.success() && out.stdout.trim() == "deploy" {
-                Ok(())
-            } else {
-                Err(out.to_string())
-            }
-        });
+        eventually(
+            &format!("{user} to reach web01 once the grant is synced"),
+            || {
+                let out = s.bastion.ssh_key(user, key, Some("web01 id -un"));
+                if out.success() && out.stdout.trim() == "deploy" {
+                    Ok(())
+                } else {
+                    Err(out.to_string())
+                }
+            },
+        );
     }
     s
 }
@@ -112,41 +141,78 @@ impl Scene {
 
     /// The id of `user`'s online session, once the server knows it.
     fn online_session(&self, user: &str) -> String {
-        eventually(&format!("the server to list {user}'s online session"), || {
-            let (status, body) = self.central.api(
-                "GET",
-                &format!("/api/v1/sessions?user={user}&online=true"),
-                None,
-            );
-            let id = body
-                .split_once("\"id\":\"")
-                .map(|(_, rest)| rest.chars().take(36).collect::<String>())
-                .filter(|id| id.len() == 36);
-            match (status, id) {
-                (200, Some(id)) => Ok(id),
-                _ => Err(format!("{status}: {body}")),
-            }
-        })
+        eventually(
+            &format!("the server to list {user}'s online session"),
+            || {
+                let (status, body) = self.central.api(
+                    "GET",
+                    &format!("/api/v1/sessions?user={user}&online=true"),
+                    None,
+                );
+                let id = body
+                    .split_once("\"id\":\"")
+                    .map(|(_, rest)| rest.chars().take(36).collect::<String>())
+                    .filter(|id| id.len() == 36);
+                match (status, id) {
+                    (200, Some(id)) => Ok(id),
+                    _ => Err(format!("{status}: {body}")),
+                }
+            },
+        )
     }
 
     /// `ssh USER@bastion share ARGS`: the code it printed.
     fn share(&self, user: &str, key: &ClientKey, args: &str) -> String {
-        let out = self
-            .bastion
-            .ssh_key(user, key, Some(&format!("share {args}").trim().to_string()));
+        let command = format!("share {args}");
+        let out = self.bastion.ssh_key(user, key, Some(command.trim()));
         out.assert_success("share should print a code");
         let code: String = out
             .stdout
             .split_once("share code: ")
             .map(|(_, rest)| rest.chars().take(9).collect())
             .unwrap_or_default();
-        assert_eq!(code.len(), 9, "share prints `share code: XXXX-XXXX`:\n{out}");
+        assert_eq!(
+            code.len(),
+            9,
+            "share prints `share code: XXXX-XXXX`:\n{out}"
+        );
         assert!(
             out.stdout.contains(&format!("join {code}")),
             "share says how to join:\n{out}"
         );
         code
     }
+}
+
+/// `GET /api/v1/sessions/{id}/live` over plain HTTP: the response head and
+/// the first event.
+fn first_sse_event(central: &Central, id: &str) -> String {
+    use std::io::{Read, Write};
+    let address = central.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to jms-server");
+    stream
+        .set_read_timeout(Some(SCREEN_WAIT))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET /api/v1/sessions/{id}/live HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Accept: text/event-stream\r\n\r\n",
+        central.token()
+    )
+    .expect("send the request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The head, then one event (ends with a blank line).
+    while !String::from_utf8_lossy(&seen)
+        .split_once("\r\n\r\n")
+        .is_some_and(|(_, body)| body.contains("\n\n"))
+    {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 fn spawn_watch(central: &Central, id: &str, dir: &std::path::Path) -> Child {
@@ -166,26 +232,41 @@ fn an_admin_watches_a_live_session_and_terminates_it_and_the_user_sees_why() {
     let id = s.online_session("alice");
 
     // The SSE API answers as an event stream; unknown sessions are 404.
-    let (status, body) = s
-        .central
-        .api("POST", "/api/v1/sessions/00000000-0000-4000-8000-000000000000/kill", None);
+    let (status, body) = s.central.api(
+        "POST",
+        "/api/v1/sessions/00000000-0000-4000-8000-000000000000/kill",
+        None,
+    );
     assert_eq!(status, 404, "killing an unknown session: {body}");
+
+    // The watch API is a Server-Sent Events stream starting with the
+    // terminal's size and screen.
+    let first = first_sse_event(&s.central, &id);
+    assert!(
+        first.contains("text/event-stream")
+            && first.contains("data: {")
+            && first.contains("\"cols\":100"),
+        "an event stream whose first event is the header: {first}"
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut watch = spawn_watch(&s.central, &id, dir.path());
     terminal.type_slowly("echo marker-$((100+23))\r");
     terminal.wait_for_text("marker-123", SCREEN_WAIT);
-    eventually("jmsctl session watch to print what alice's session shows", || {
-        let seen = fs::read_to_string(dir.path().join("watch.out")).unwrap_or_default();
-        if seen.contains("marker-123") {
-            Ok(())
-        } else {
-            Err(format!(
-                "stdout: {seen:?}\nstderr: {}",
-                fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default()
-            ))
-        }
-    });
+    eventually(
+        "jmsctl session watch to print what alice's session shows",
+        || {
+            let seen = fs::read_to_string(dir.path().join("watch.out")).unwrap_or_default();
+            if seen.contains("marker-123") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "stdout: {seen:?}\nstderr: {}",
+                    fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default()
+                ))
+            }
+        },
+    );
     // Still live: what she types next arrives too.
     terminal.type_slowly("echo second-$((200+34))\r");
     eventually("the watch to follow the session", || {
@@ -197,18 +278,24 @@ fn an_admin_watches_a_live_session_and_terminates_it_and_the_user_sees_why() {
         }
     });
 
+    let ordered = std::time::Instant::now();
     s.central
         .jmsctl(&["session", "kill", &id, "--reason", "e2e maintenance window"]);
     terminal.wait_for_text(
         "session terminated by an administrator: e2e maintenance window",
         SCREEN_WAIT,
     );
-    let status = terminal.wait_exit(SCREEN_WAIT);
-    assert!(status.is_some(), "alice's ssh ends once her session is terminated");
-    let watched = jms_e2e::run::wait_until(
-        &mut watch,
-        std::time::Instant::now() + SCREEN_WAIT,
+    // A figure for the log, not a check (the machine may be loaded).
+    eprintln!(
+        "jms-e2e: from `jmsctl session kill` to the line on alice's screen: {:?}",
+        ordered.elapsed()
     );
+    let status = terminal.wait_exit(SCREEN_WAIT);
+    assert!(
+        status.is_some(),
+        "alice's ssh ends once her session is terminated"
+    );
+    let watched = jms_e2e::run::wait_until(&mut watch, std::time::Instant::now() + SCREEN_WAIT);
     assert!(
         watched.is_some_and(|st| st.success()),
         "jmsctl session watch ends with the session: {watched:?}\n{}",
@@ -222,20 +309,28 @@ fn an_admin_watches_a_live_session_and_terminates_it_and_the_user_sees_why() {
 
     // The session's end carries the reason; a second kill is a conflict;
     // the kill is in the operation log.
-    eventually("the session's end to reach the server with the reason", || {
-        let (_, body) = s.central.api("GET", &format!("/api/v1/sessions/{id}"), None);
-        if body.contains("terminated by an administrator: e2e maintenance window") {
-            Ok(())
-        } else {
-            Err(body)
-        }
-    });
+    eventually(
+        "the session's end to reach the server with the reason",
+        || {
+            let (_, body) = s
+                .central
+                .api("GET", &format!("/api/v1/sessions/{id}"), None);
+            if body.contains("terminated by an administrator: e2e maintenance window") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    );
     let (status, body) = s
         .central
         .api("POST", &format!("/api/v1/sessions/{id}/kill"), None);
     assert_eq!(status, 409, "killing an ended session: {body}");
     let (_, oplog) = s.central.api("GET", "/api/v1/oplog", None);
-    assert!(oplog.contains("kill") && oplog.contains(&id), "the kill is logged: {oplog}");
+    assert!(
+        oplog.contains("kill") && oplog.contains(&id),
+        "the kill is logged: {oplog}"
+    );
     assert!(
         s.central.log().contains("kill ordered"),
         "the server logs the order"
@@ -249,9 +344,9 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
 
     // Read-only: bob sees alice's output, his keys never reach web01.
     let code = s.share("alice", &s.alice, "");
-    let mut joiner = s
-        .bastion
-        .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
+    let mut joiner =
+        s.bastion
+            .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
     joiner.wait_for_text("you joined alice's session on web01", SCREEN_WAIT);
     owner.wait_for_text("bob joined your session", SCREEN_WAIT);
     owner.type_slowly("echo owner-$((1+1))\r");
@@ -276,9 +371,9 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
 
     // Write: bob's command runs in alice's session and is logged.
     let code = s.share("alice", &s.alice, "--write");
-    let mut joiner = s
-        .bastion
-        .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
+    let mut joiner =
+        s.bastion
+            .ssh_terminal("bob", &s.bob, &[], Some(&format!("join {code}")), (100, 30));
     joiner.wait_for_text("you may type", SCREEN_WAIT);
     joiner.type_slowly("echo joiner-$((2+3))\r");
     owner.wait_for_text("joiner-5", SCREEN_WAIT);
@@ -294,7 +389,10 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     // The owner ends her session: the joiner is told.
     owner.type_slowly("exit\r");
     joiner.wait_for_text("the shared session ended", SCREEN_WAIT);
-    assert!(joiner.wait_exit(SCREEN_WAIT).is_some(), "bob's ssh ends too");
+    assert!(
+        joiner.wait_exit(SCREEN_WAIT).is_some(),
+        "bob's ssh ends too"
+    );
     assert!(
         s.bastion.agentd_log().contains("share_join"),
         "joins are audited:\n{}",
@@ -308,7 +406,9 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         out.stderr.contains("no such share code"),
         "one clear line for a wrong code:\n{out}"
     );
-    let out = s.bastion.ssh_key("bob", &s.bob, Some(&format!("join {code}")));
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some(&format!("join {code}")));
     out.assert_failure("a code for a session that ended is refused");
     let _carol = s.shell("carol", &s.carol);
     let out = s.bastion.ssh_key("carol", &s.carol, Some("share"));

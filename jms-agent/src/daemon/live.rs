@@ -73,6 +73,8 @@ struct LiveState {
     ended: Option<String>,
     /// The central server is being sent this session's output.
     streaming: bool,
+    /// A watch order came while a stream was stopping: start again.
+    rewatch: bool,
 }
 
 /// A watcher's view: the recent output, the terminal size, and the pipe
@@ -162,10 +164,12 @@ impl LiveSession {
             let cut = state.tail.len() - TAIL_BYTES;
             state.tail.drain(..cut);
         }
-        state.taps.retain(|fd| match nix::unistd::write(fd.as_fd(), data) {
-            Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => true,
-            Err(_) => false,
-        });
+        state
+            .taps
+            .retain(|fd| match nix::unistd::write(fd.as_fd(), data) {
+                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => true,
+                Err(_) => false,
+            });
     }
 
     pub fn resize(&self, cols: u16, rows: u16) {
@@ -180,7 +184,10 @@ impl LiveSession {
         }
         let (read, write) = pipe().ok()?;
         // Room for bursts (a screenful redrawn); the default is 64 KiB.
-        let _ = nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        let _ = nix::fcntl::fcntl(
+            write.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+        );
         state.taps.push(write);
         Some(Tap {
             recent: state.tail.clone(),
@@ -280,7 +287,7 @@ impl Registry {
             .filter(|s| s.user == user)
             .cloned()
             .collect();
-        found.sort_by(|a, b| b.started.cmp(&a.started));
+        found.sort_by_key(|s| std::cmp::Reverse(s.started));
         found
     }
 
@@ -379,7 +386,10 @@ impl Central {
         body: Option<&Value>,
         wait: Duration,
     ) -> anyhow::Result<Value> {
-        let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
         let response = self
             .identity
             .signed(&self.http, &self.server, method, path, query, body)
@@ -432,11 +442,29 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
                 }
                 Order::Watch { session } => {
                     let Some(live) = daemon.live.get(&session) else {
+                        // Over already (its end not yet uploaded): the
+                        // watchers are told instead of waiting.
+                        let central = Arc::clone(&central);
+                        let _ = std::thread::Builder::new()
+                            .name("live-stream".into())
+                            .spawn(move || {
+                                let body = json!({"events": [], "ended": true,
+                                    "reason": "the session is not running on its bastion"});
+                                let path = format!("/api/v1/sync/live/{session}");
+                                let _ = central.call(
+                                    reqwest::Method::POST,
+                                    &path,
+                                    "",
+                                    Some(&body),
+                                    Duration::ZERO,
+                                );
+                            });
                         continue;
                     };
                     {
                         let mut state = live.state();
                         if state.streaming {
+                            state.rewatch = true;
                             continue;
                         }
                         state.streaming = true;
@@ -444,10 +472,7 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
                     let central = Arc::clone(&central);
                     let spawned = std::thread::Builder::new()
                         .name("live-stream".into())
-                        .spawn(move || {
-                            stream_to_server(&central, &live);
-                            live.state().streaming = false;
-                        });
+                        .spawn(move || stream_to_server(&central, &live));
                     if let Err(e) = spawned {
                         warn!("cannot start a live stream: {e}");
                     }
@@ -471,9 +496,26 @@ fn utf8_prefix(bytes: &mut Vec<u8>) -> String {
     text
 }
 
-/// Pushes `live`'s output to the server until nobody watches or it ends.
+/// Streams `live` to the server for as long as anyone watches; a watch
+/// order that came while a stream was stopping starts it again.
 fn stream_to_server(central: &Central, live: &LiveSession) {
-    let Some(tap) = live.tap() else { return };
+    loop {
+        let ended = stream_once(central, live);
+        let mut state = live.state();
+        if !ended && state.rewatch && state.ended.is_none() {
+            state.rewatch = false;
+            continue;
+        }
+        state.streaming = false;
+        state.rewatch = false;
+        return;
+    }
+}
+
+/// Pushes `live`'s output to the server until nobody watches (false) or
+/// it ends (true).
+fn stream_once(central: &Central, live: &LiveSession) -> bool {
+    let Some(tap) = live.tap() else { return true };
     let path = format!("/api/v1/sync/live/{}", live.id);
     let started = Instant::now();
     let mut pending = tap.recent;
@@ -492,14 +534,19 @@ fn stream_to_server(central: &Central, live: &LiveSession) {
         }
     };
     if !push(&first) {
-        return;
+        return false;
     }
     let mut events: Vec<Value> = Vec::new();
     let mut last_push = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = true;
     while open {
-        let deadline = last_push + if events.is_empty() { HEARTBEAT } else { PUSH_EVERY };
+        let deadline = last_push
+            + if events.is_empty() {
+                HEARTBEAT
+            } else {
+                PUSH_EVERY
+            };
         let wait = deadline.saturating_duration_since(Instant::now());
         // SAFETY: the tap's pipe is open for this whole function.
         let fd = unsafe { BorrowedFd::borrow_raw(tap.pipe.as_raw_fd()) };
@@ -529,13 +576,14 @@ fn stream_to_server(central: &Central, live: &LiveSession) {
         if !open || Instant::now() >= deadline {
             if !push(&json!({"events": std::mem::take(&mut events)})) && open {
                 info!(session = %live.id, "nobody watches any more: live stream stopped");
-                return;
+                return false;
             }
             last_push = Instant::now();
         }
     }
     let reason = live.ended().unwrap_or_default();
     push(&json!({"events": [], "ended": true, "reason": reason}));
+    true
 }
 
 #[cfg(test)]
@@ -594,7 +642,11 @@ mod tests {
             unsafe { BorrowedFd::borrow_raw(session.wake_fd()) },
             PollFlags::POLLIN,
         )];
-        assert_eq!(poll(&mut fds, 0u16).unwrap(), 1, "the wake pipe is readable");
+        assert_eq!(
+            poll(&mut fds, 0u16).unwrap(),
+            1,
+            "the wake pipe is readable"
+        );
         let woken = session.take();
         assert_eq!(
             woken.end.as_deref(),

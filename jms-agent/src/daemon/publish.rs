@@ -17,9 +17,9 @@ pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
     publish_with_ids(policy, config, None)
 }
 
-/// As [`publish`], first adopting the ids the central server assigned. An
-/// id the local map cannot take (held by another name here) is logged and
-/// the name gets a local one instead.
+/// As [`publish`], first adopting the ids the central server assigned. The
+/// server's ids win over local ones (see
+/// [`IdAllocator::adopt_from_server`]); every move is logged.
 pub fn publish_with_ids(
     policy: &Policy,
     config: &AgentdConfig,
@@ -33,8 +33,8 @@ pub fn publish_with_ids(
             (IdKind::Group, &assigned.groups),
         ] {
             for (name, id) in table {
-                if let Err(e) = ids.adopt(kind, name, *id) {
-                    tracing::warn!(%kind, name, id, "cannot adopt the server's id: {e}");
+                for change in ids.adopt_from_server(kind, name, *id) {
+                    tracing::warn!("id map: the server's ids win: {change}");
                 }
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! - `POST /api/v1/sessions/{session}/kill` (admin token): the serving
 //!   bastion ends it within moments; logged. 404 unknown, 409 over.
-//! - `GET /api/v1/sessions/{session}/live`: Server-Sent Events of its
+//! - `GET /api/v1/sessions/{session}/live` (any token: watching is
+//!   reading): Server-Sent Events of its
 //!   output as it happens — a data line `{"cols","rows","time","init"}`
 //!   first (the screen so far), then `[time, "o", text]` per chunk (what
 //!   the asciinema player's eventsource driver reads), and an `end` event

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::audit::MIGRATION,
     },
     Migration {
+        version: 4,
+        name: "the bastions' primary group gets a server gid",
+        sql: PRIMARY_GROUP_GID,
+    },
+    Migration {
         version: 5,
         name: "self-service: set-password links",
         sql: super::password_tokens::MIGRATION,
@@ -318,4 +323,17 @@ CREATE TABLE events (
     UNIQUE (bastion_id, idempotency_key)
 );
 CREATE INDEX events_by_time ON events (at);
+"#;
+
+/// Migration 4: every bastion publishes its jms users' primary group
+/// (`jms-users`, [`jms_core::nss_cache::DEFAULT_PRIMARY_GROUP`]). Its gid is
+/// assigned here, by the server, like any user group's, and travels in every
+/// bundle: otherwise each bastion would pick one locally from the same range
+/// and could collide with a gid the server later gives a user group. (Policy
+/// deltas need no table: the server keeps recent history in memory.)
+const PRIMARY_GROUP_GID: &str = r#"
+INSERT INTO unix_ids (kind, id, name, assigned_at)
+SELECT 'gid', next_gid, 'jms-users', strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+FROM (SELECT COALESCE(MAX(id) + 1, 200000) AS next_gid FROM unix_ids WHERE kind = 'gid')
+WHERE NOT EXISTS (SELECT 1 FROM unix_ids WHERE kind = 'gid' AND name = 'jms-users');
 "#;

@@ -319,6 +319,9 @@ pub trait ReadTx {
     fn policy_version(&self) -> Result<u64>;
     /// Every policy row.
     fn snapshot(&self) -> Result<Snapshot>;
+    /// The gid the server gave the bastions' primary group (`jms-users`,
+    /// migration 4).
+    fn primary_group_gid(&self) -> Result<Option<u32>>;
 
     fn users(&self, query: &ListQuery) -> Result<Page<UserRow>>;
     fn user(&self, username: &str) -> Result<Option<UserRow>>;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use jms_core::model::{Account, Asset, CommandFilter, Grant, Timestamp, User, UserGroup};
+use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
 use jms_core::uids::{DEFAULT_FIRST_ID, DEFAULT_LAST_ID};
 use rusqlite::types::{ToSql, Type};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -530,6 +531,14 @@ impl ReadTx for Tx<'_> {
             .query_row("SELECT version FROM policy_state WHERE id = 1", [], |row| {
                 row.get(0)
             })?)
+    }
+
+    fn primary_group_gid(&self) -> Result<Option<u32>> {
+        self.one(
+            "SELECT id FROM unix_ids WHERE kind = 'gid' AND name = ?1",
+            [DEFAULT_PRIMARY_GROUP],
+            |row| row.get(0),
+        )
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

@@ -782,6 +782,11 @@ pub fn await_credentials(
     }
 }
 
+/// Writes a response on the control connection (errors mean the agent left).
+pub fn send(control: &UnixStream, response: &Response) -> bool {
+    jms_proto::write_frame(&mut &*control, response).is_ok()
+}
+
 #[cfg(test)]
 mod limit_tests {
     use super::*;
@@ -816,9 +821,4 @@ mod limit_tests {
             None
         );
     }
-}
-
-/// Writes a response on the control connection (errors mean the agent left).
-pub fn send(control: &UnixStream, response: &Response) -> bool {
-    jms_proto::write_frame(&mut &*control, response).is_ok()
 }

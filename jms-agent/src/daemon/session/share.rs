@@ -128,7 +128,10 @@ fn share_granted(session: &Session<'_>, live: &LiveSession) -> Result<(), String
             "{}: sharing this session is not granted ({reason})",
             live.asset
         )),
-        Err(e) => Err(format!("{}: sharing this session is not granted ({e})", live.asset)),
+        Err(e) => Err(format!(
+            "{}: sharing this session is not granted ({e})",
+            live.asset
+        )),
     }
 }
 
@@ -181,11 +184,16 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
     let chosen = match &args.session {
         None => mine.first().cloned(),
         Some(wanted) => {
-            let matching: Vec<_> = mine.iter().filter(|s| s.id.starts_with(wanted.as_str())).collect();
+            let matching: Vec<_> = mine
+                .iter()
+                .filter(|s| s.id.starts_with(wanted.as_str()))
+                .collect();
             match matching.as_slice() {
                 [one] => Some(Arc::clone(one)),
                 [] => None,
-                _ => return session.deny(&format!("{wanted}: names more than one of your sessions")),
+                _ => {
+                    return session.deny(&format!("{wanted}: names more than one of your sessions"))
+                }
             }
         }
     };
@@ -215,7 +223,11 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
         mode: mode(args.write).into(),
         peer: None,
     });
-    let newline = if session.request.pty.is_some() { "\r\n" } else { "\n" };
+    let newline = if session.request.pty.is_some() {
+        "\r\n"
+    } else {
+        "\n"
+    };
     let expires = (Utc::now() + chrono::Duration::from_std(args.ttl).unwrap_or_default())
         .with_timezone(&session.daemon.timezone)
         .format("%Y-%m-%d %H:%M:%S %Z");
@@ -239,7 +251,11 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
     text.push_str(&format!(
         "share code: {code} ({}), valid until {expires} ({}){newline}\
          the other user joins with: ssh -t {host} join {code}{newline}",
-        if args.write { "read-write: the joiner may type" } else { "read-only" },
+        if args.write {
+            "read-write: the joiner may type"
+        } else {
+            "read-only"
+        },
         humantime::format_duration(args.ttl)
     ));
     if let Some(out) = session.fds[1].as_ref() {
@@ -327,7 +343,9 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
             .iter()
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
-        let any = |r: PollFlags| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+        let any = |r: PollFlags| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        };
         if any(revents[0]) {
             match jms_proto::read_frame::<Request>(&mut &session.control) {
                 Ok(_) | Err(jms_proto::FrameError::Malformed(_)) => {}
@@ -419,9 +437,18 @@ mod tests {
                 ttl: Duration::from_secs(300)
             })))
         );
-        assert!(matches!(classify("share --bogus"), Some(Wanted::Share(Err(_)))));
-        assert!(matches!(classify("share --ttl 0s"), Some(Wanted::Share(Err(_)))));
-        assert_eq!(classify("join abcd-efgh"), Some(Wanted::Join("abcd-efgh".into())));
+        assert!(matches!(
+            classify("share --bogus"),
+            Some(Wanted::Share(Err(_)))
+        ));
+        assert!(matches!(
+            classify("share --ttl 0s"),
+            Some(Wanted::Share(Err(_)))
+        ));
+        assert_eq!(
+            classify("join abcd-efgh"),
+            Some(Wanted::Join("abcd-efgh".into()))
+        );
         assert_eq!(classify("web01 share"), None);
         assert_eq!(classify("shared"), None);
     }
