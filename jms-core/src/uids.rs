@@ -568,16 +568,30 @@ mod tests {
         // The server says ops is 1 and jms-users is 5.
         let moved = ids.adopt_from_server(IdKind::Group, "ops", 1);
         assert_eq!(moved.len(), 2, "{moved:?}");
-        assert!(moved[0].contains("`jms-users` gave up gid 1 to `ops`"), "{moved:?}");
-        assert!(moved[1].contains("`ops` moved from gid 2 to 1"), "{moved:?}");
-        assert!(ids.adopt_from_server(IdKind::Group, "jms-users", 5).is_empty());
-        assert!(ids.adopt_from_server(IdKind::Group, "ops", 1).is_empty(), "idempotent");
+        assert!(
+            moved[0].contains("`jms-users` gave up gid 1 to `ops`"),
+            "{moved:?}"
+        );
+        assert!(
+            moved[1].contains("`ops` moved from gid 2 to 1"),
+            "{moved:?}"
+        );
+        assert!(ids
+            .adopt_from_server(IdKind::Group, "jms-users", 5)
+            .is_empty());
+        assert!(
+            ids.adopt_from_server(IdKind::Group, "ops", 1).is_empty(),
+            "idempotent"
+        );
         assert_eq!(ids.get(IdKind::Group, "ops"), Some(1));
         assert_eq!(ids.get(IdKind::Group, "jms-users"), Some(5));
         // ops's old gid 2 is never handed out again.
         let dev = ids.gid("dev").unwrap();
         assert!(![1, 2, 5].contains(&dev), "dev got a held id {dev}");
-        assert!(ids.holder(IdKind::Group, 2).unwrap().starts_with("(retired 2)"));
+        assert!(ids
+            .holder(IdKind::Group, 2)
+            .unwrap()
+            .starts_with("(retired 2)"));
         // and it survives a save and load.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ids.json");

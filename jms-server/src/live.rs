@@ -196,6 +196,28 @@ impl LiveHub {
         rx
     }
 
+    /// Asks the bastion again for a watched stream that went quiet (its
+    /// stream broke off, or the bastion restarted); watchers call it now
+    /// and then.
+    pub fn refresh(&self, session: &str) {
+        let mut hub = self.hub();
+        let Some(stream) = hub.streams.get_mut(session) else {
+            return;
+        };
+        if stream.touched.elapsed() <= STALE_STREAM {
+            return;
+        }
+        stream.touched = Instant::now();
+        let bastion = stream.bastion.clone();
+        drop(hub);
+        self.order(
+            &bastion,
+            Order::Watch {
+                session: session.to_string(),
+            },
+        );
+    }
+
     /// A batch from `bastion` for `session` (see `api::live`).
     pub fn push(&self, bastion: &str, session: &str, batch: &Value) -> PushAnswer {
         let mut hub = self.hub();

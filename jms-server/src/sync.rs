@@ -660,7 +660,8 @@ impl Admin {
                     .map(|g| (g.group.name.clone(), g.gid))
                     .collect(),
             };
-            ids.groups.extend(primary_gid.map(|gid| (DEFAULT_PRIMARY_GROUP.to_string(), gid)));
+            ids.groups
+                .extend(primary_gid.map(|gid| (DEFAULT_PRIMARY_GROUP.to_string(), gid)));
             let policy = self.open_snapshot(snapshot, true)?;
             let bundle = Bundle {
                 version,

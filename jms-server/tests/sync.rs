@@ -209,6 +209,21 @@ fn a_signed_bundle_request_gets_the_policy_and_304_when_current() {
         "secrets travel in the (sealed) bundle"
     );
     assert!(bundle.ids.users.contains_key("alice"), "server uids travel");
+    // The bastions' primary group has a server gid too, distinct from every
+    // user group's, so no bastion picks one locally that could collide.
+    let primary = bundle.ids.groups["jms-users"];
+    let others: Vec<u32> = bundle
+        .ids
+        .groups
+        .iter()
+        .filter(|(name, _)| *name != "jms-users")
+        .map(|(_, gid)| *gid)
+        .collect();
+    assert!(
+        !others.is_empty() && !others.contains(&primary),
+        "{:?}",
+        bundle.ids.groups
+    );
     let (status, _) = get_bundle(&server, &bastion, version);
     assert_eq!(status, 304, "current version: not modified");
 }

@@ -17,6 +17,7 @@
 //!   `{"watching": bool}` — false tells the bastion to stop.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -81,13 +82,14 @@ pub async fn kill(
 pub struct LiveStream {
     rx: mpsc::Receiver<LiveEvent>,
     done: bool,
+    admin: std::sync::Arc<crate::Admin>,
+    session: String,
+    /// When to check that the bastion still streams.
+    check: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl LiveStream {
-    pub fn new(rx: mpsc::Receiver<LiveEvent>) -> LiveStream {
-        LiveStream { rx, done: false }
-    }
-}
+/// How often a watcher checks that its stream is alive.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 impl futures_core::Stream for LiveStream {
     type Item = Result<Event, Infallible>;
@@ -95,6 +97,13 @@ impl futures_core::Stream for LiveStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if self.check.as_mut().poll(cx).is_ready() {
+            self.admin.live.refresh(&self.session);
+            let next = tokio::time::Instant::now() + CHECK_EVERY;
+            self.check.as_mut().reset(next);
+            // Registers the new deadline with the waker.
+            let _ = self.check.as_mut().poll(cx);
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
@@ -108,7 +117,7 @@ impl futures_core::Stream for LiveStream {
                 };
                 Poll::Ready(Some(Ok(sse)))
             }
-            // Dropped by the hub: the stream is over (or this watcher lagged).
+            // Dropped by the hub: this watcher lagged too far behind.
             Poll::Ready(None) => {
                 self.done = true;
                 Poll::Ready(Some(Ok(Event::default()
@@ -150,7 +159,14 @@ pub async fn watch_response(
         .map_err(|e| WatchError::Worker(format!("worker failed: {e}")))?
         .map_err(WatchError::Admin)?;
     let rx = admin.live.watch(&bastion, &session);
-    Ok(Sse::new(LiveStream::new(rx))
+    let stream = LiveStream {
+        rx,
+        done: false,
+        admin,
+        session,
+        check: Box::pin(tokio::time::sleep(CHECK_EVERY)),
+    };
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
