@@ -143,9 +143,10 @@ fn entity_commands_create_and_list() {
         assert_eq!(code, 0, "jmsctl {}: {err}", args.join(" "));
         out
     };
+    // gid 200000 is the bastions' primary group's (migration 4).
     assert_eq!(
         run(&["group", "add", "ops"]),
-        "created user group ops (gid 200000)\n"
+        "created user group ops (gid 200001)\n"
     );
     assert!(run(&[
         "user",
@@ -208,7 +209,7 @@ fn entity_commands_create_and_list() {
         users.contains("alice     200000  Alice Liu         ops     true\n"),
         "{users}"
     );
-    assert!(run(&["group", "list"]).contains("ops   200000  alice"));
+    assert!(run(&["group", "list"]).contains("ops   200001  alice"));
     assert!(run(&["node", "list"]).contains("/Default/prod/web"));
     assert!(run(&["asset", "list"])
         .contains("web01  10.0.0.1  ssh:2222,sftp:22  /Default/prod/web  root,guest"));
