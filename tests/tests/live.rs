@@ -424,3 +424,33 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         "one clear line without a session:\n{out}"
     );
 }
+
+#[test]
+fn a_session_cut_short_by_an_agentd_crash_is_closed_on_the_server_after_restart() {
+    let s = scene();
+    let mut terminal = s.shell("alice", &s.alice);
+    let id = s.online_session("alice");
+    // agentd dies with the session (kill -9): no session_end is spooled.
+    s.bastion.kill_agentd();
+    let _ = terminal.wait_exit(SCREEN_WAIT);
+    s.bastion.restart_agentd();
+    eventually(
+        "the restarted agentd to close the session on the server",
+        || {
+            let (_, body) = s
+                .central
+                .api("GET", &format!("/api/v1/sessions/{id}"), None);
+            if body.contains("jms-agentd stopped while the session ran")
+                && body.contains("\"status\":\"ended\"")
+            {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    );
+    let (_, online) = s
+        .central
+        .api("GET", "/api/v1/sessions?user=alice&online=true", None);
+    assert!(!online.contains(&id), "no longer online: {online}");
+}

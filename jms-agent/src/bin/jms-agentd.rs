@@ -18,7 +18,7 @@ use jms_agent::daemon::config::{AgentdConfig, Effective, DEFAULT_CONFIG_PATH};
 use jms_agent::daemon::enroll;
 use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
-use jms_agent::daemon::session::{connect, spool};
+use jms_agent::daemon::session::{self, connect, spool};
 use jms_agent::daemon::state::StateFile;
 use jms_agent::daemon::{publish, server, upload};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -146,6 +146,7 @@ fn run(args: Args) -> Result<()> {
         live: Default::default(),
         config,
     });
+    session::open_sessions::close_leftovers(&daemon.config);
     let listener = server::bind(&daemon.config.socket)?;
     watch_signals(Arc::clone(&daemon), Arc::clone(&source))?;
     if let Some(central) = central {

@@ -8,7 +8,8 @@
 //! - `resolve`: target and account through the grant engine.
 //! - `connect`: the OpenSSH client to the target (host keys, askpass).
 //! - `relay`: the poll loop; `recording`: asciicast v2; `commands`: line
-//!   reconstruction and command filters; `spool`: the durable event spool.
+//!   reconstruction and command filters; `spool`: the durable event spool;
+//!   `open_sessions`: sessions open on disk, closed at startup after a crash.
 //! - `transfer` (legacy scp, rsync) and `sftp` (the SFTP proxy) read their
 //!   protocols; this module gives them targets ([`SshUpstream`], an exec
 //!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
@@ -18,6 +19,7 @@
 
 pub mod commands;
 pub mod connect;
+pub mod open_sessions;
 pub mod recording;
 pub mod relay;
 pub mod resolve;

@@ -327,6 +327,7 @@ pub fn global(config: &crate::daemon::config::AgentdConfig) -> Option<&'static S
 
 /// Records `body` in the daemon's spool (or the log, if it has none).
 pub fn record(config: &crate::daemon::config::AgentdConfig, body: EventBody) {
+    super::open_sessions::note(config, &body);
     match global(config) {
         Some(spool) => spool.record(body),
         None => warn!(event = ?body, "no spool: event only logged"),
