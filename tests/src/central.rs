@@ -116,6 +116,11 @@ impl Central {
         self.dir.as_ref().expect("central dir").path()
     }
 
+    /// The server's data directory (for `jmsctl admin`, which works on it).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
     /// `jmsctl ARGS` against this server as admin, with `stdin`.
     pub fn jmsctl_with(&self, args: &[&str], stdin: &[u8]) -> Outcome {
         run::run(

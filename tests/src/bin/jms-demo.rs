@@ -1,11 +1,15 @@
 //! `make demo`: a whole jms scene on loopback, built from the end-to-end
-//! harness — a target host (sshd on 127.0.0.2 with accounts root and
-//! deploy), a bastion sshd wired with pam_jms, nss_jms and jms-agent in a
-//! private mount namespace, and jms-agentd with a demo policy. Prints the
-//! `ssh` lines to try; Ctrl-C stops everything and leaves nothing behind.
+//! harness — a central jms-server holding the demo policy (applied with
+//! `jmsctl policy apply`) and an audit web admin, a target host (sshd on
+//! 127.0.0.2 with accounts root and deploy), and a bastion sshd wired with
+//! pam_jms, nss_jms and jms-agent in a private mount namespace, whose
+//! jms-agentd enrolled with the server and follows its policy. Prints the
+//! `ssh` lines to try and the audit web's address and login; Ctrl-C stops
+//! everything and leaves nothing behind.
 
 use std::time::Duration;
 
+use jms_e2e::central::Central;
 use jms_e2e::secrets::django_hash;
 use jms_e2e::target::{DEPLOY_PASSWORD, ROOT_PASSWORD};
 use jms_e2e::{BastionBuilder, Target};
@@ -13,6 +17,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 const ALICE_PASSWORD: &str = "alice-demo-pw";
 const BOB_PASSWORD: &str = "bob-demo-pw";
+const ADMIN_PASSWORD: &str = "demo-admin-pw";
 
 fn policy(target: &Target) -> String {
     let (address, port) = (target.address(), target.port());
@@ -51,7 +56,27 @@ fn main() {
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
     eprintln!("starting the target host and the bastion…");
     let target = Target::start();
-    let bastion = BastionBuilder::new().policy(&policy(&target)).start();
+    let bastion = BastionBuilder::new().start();
+    eprintln!("starting the central server, applying the demo policy, enrolling the bastion…");
+    let central = Central::start();
+    let policy_file = bastion.dir().join("demo-policy.yaml");
+    std::fs::write(&policy_file, policy(&target)).expect("writing the demo policy");
+    central
+        .jmsctl(&["policy", "apply", &policy_file.to_string_lossy()])
+        .assert_success("jmsctl policy apply should load the demo policy");
+    central.attach(&bastion, &central.url);
+    let admin = central.jmsctl_with(
+        &[
+            "admin",
+            "add",
+            "demo",
+            "--password-stdin",
+            "--data",
+            &central.data_dir().to_string_lossy(),
+        ],
+        format!("{ADMIN_PASSWORD}\n").as_bytes(),
+    );
+    admin.assert_success("jmsctl admin add should make the demo web admin");
     let port = bastion.port();
     println!(
         "\njms demo is up (Ctrl-C stops it and removes everything):\n\
@@ -65,14 +90,21 @@ fn main() {
          \x20 sftp -P {port} alice@127.0.0.1\n\
          and as bob (password {BOB_PASSWORD}), who may only connect to web01 as deploy.\n\
          (Add -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null to skip the host key prompt.)\n\
-         Recordings and the audit spool: {state}\n",
+         Recordings and the audit spool: {state}\n\n\
+         Central server {url} (the policy lives here now; try `jmsctl --server {url} user list`\n\
+         with JMS_TOKEN={token}). Audit web: {url}/web/ — login demo / {ADMIN_PASSWORD}\n\
+         and a code from this TOTP secret:\n{admin}",
         address = target.address(),
         tport = target.port(),
         state = bastion.dir().join("state").display(),
+        url = central.url,
+        token = central.token(),
+        admin = admin.stdout.trim_end(),
     );
     let _ = signals.forever().next();
     eprintln!("stopping…");
     drop(bastion);
+    drop(central);
     drop(target);
     std::thread::sleep(Duration::from_millis(100));
     eprintln!("stopped; nothing left behind");
