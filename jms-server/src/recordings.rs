@@ -19,12 +19,12 @@
 //! each step is short.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use ring::digest::{Context, SHA256};
+use jms_core::bundle::{is_recording_session_id, sha256_file};
 
 use crate::admin::Admin;
 use crate::store::{BastionRow, RecordingRow, StoreError};
@@ -128,13 +128,7 @@ pub struct UploadState {
 /// A session id as a file name: letters, digits, `.`, `_`, `-`, 1 to 128,
 /// not starting with `.`.
 pub fn check_session_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if is_recording_session_id(id) {
         Ok(())
     } else {
         Err(RecordingError::BadInput(format!(
@@ -157,23 +151,6 @@ fn size_of(path: &Path) -> Result<Option<u64>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
     }
-}
-
-/// SHA-256 (hex) and size of a file.
-pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut context = Context::new(&SHA256);
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((jms_core::bundle::hex(context.finish().as_ref()), size))
 }
 
 fn sync_dir(dir: &Path) {
@@ -341,7 +318,7 @@ impl Admin {
                 offset: 0,
             });
         };
-        let (actual, actual_size) = hash_file(&path).map_err(io_error(&path))?;
+        let (actual, actual_size) = sha256_file(&path).map_err(io_error(&path))?;
         if actual_size != size || actual != sha256 {
             fs::remove_file(&path).map_err(io_error(&path))?;
             let mut tx = self.store.write()?;
@@ -405,19 +382,5 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(129), "é"] {
             assert!(check_session_id(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn files_hash_as_sha256() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        fs::write(&path, b"abc").unwrap();
-        assert_eq!(
-            hash_file(&path).unwrap(),
-            (
-                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(),
-                3
-            )
-        );
     }
 }

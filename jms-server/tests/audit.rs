@@ -6,103 +6,11 @@
 
 mod common;
 
-use common::{outcome, Server};
+use common::{enrolled, outcome, Server};
 use jms_core::bundle::hex;
 use reqwest::blocking::Client;
 use ring::digest::{digest, SHA256};
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
-
-/// An enrolled bastion: its id and key.
-struct Bastion {
-    id: i64,
-    key: Ed25519KeyPair,
-}
-
-fn enrolled(server: &Server, name: &str) -> Bastion {
-    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", "1h"]);
-    let (code, stdout, stderr) = outcome(&out);
-    assert_eq!(code, 0, "token create: {stderr}");
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let (status, body) = server.call(
-        None,
-        "POST",
-        "/api/v1/sync/enroll",
-        Some(json!({
-            "token": stdout.trim(),
-            "bastion_name": name,
-            "public_key": hex(key.public_key().as_ref()),
-        })),
-    );
-    assert_eq!(status, 200, "enrollment: {body}");
-    Bastion {
-        id: body["bastion_id"].as_i64().unwrap(),
-        key,
-    }
-}
-
-impl Bastion {
-    /// A signed request; returns the status and the body.
-    fn send(
-        &self,
-        server: &Server,
-        method: &str,
-        path: &str,
-        query: &str,
-        body: Vec<u8>,
-    ) -> (u16, Vec<u8>) {
-        let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).unwrap();
-        let nonce = hex(&nonce);
-        let timestamp = chrono::Utc::now().timestamp();
-        let message =
-            jms_core::bundle::request_message(method, path, query, timestamp, &nonce, &body);
-        let url = if query.is_empty() {
-            format!("{}{path}", server.url)
-        } else {
-            format!("{}{path}?{query}", server.url)
-        };
-        let response = Client::new()
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .header("x-jms-bastion", self.id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", nonce)
-            .header("x-jms-signature", hex(self.key.sign(&message).as_ref()))
-            .body(body)
-            .send()
-            .expect("server answers");
-        let status = response.status().as_u16();
-        (status, response.bytes().unwrap().to_vec())
-    }
-
-    fn send_json(
-        &self,
-        server: &Server,
-        method: &str,
-        path: &str,
-        query: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value) {
-        let (status, bytes) = self.send(server, method, path, query, body);
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "{method} {path}: not JSON ({status}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, value)
-    }
-
-    /// Uploads events; returns how many were new.
-    fn upload(&self, server: &Server, events: &[Value]) -> u64 {
-        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-        let (status, answer) = self.send_json(server, "POST", "/api/v1/sync/events", "", body);
-        assert_eq!(status, 200, "events: {answer}");
-        answer["stored"].as_u64().unwrap()
-    }
-}
 
 fn scope(session: &str, user: &str, asset: &str) -> Value {
     json!({"session": session, "user": user, "asset": asset, "account": "root", "username": "root"})
@@ -438,8 +346,7 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
     );
 
     // First chunk, then a "crash": the server keeps the partial.
-    let (status, answer) =
-        bastion.send_json(&server, "PUT", path, "offset=0", bytes[..chunk].to_vec());
+    let (status, answer) = bastion.send_json(&server, "PUT", path, "offset=0", &bytes[..chunk]);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["offset"], chunk);
     let partial = server.data.join("recordings/s-1.cast.part");
@@ -450,11 +357,10 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
         "partials are 0600"
     );
     // A resend of the same chunk (the answer was lost): 409 with the offset.
-    let (status, answer) =
-        bastion.send_json(&server, "PUT", path, "offset=0", bytes[..chunk].to_vec());
+    let (status, answer) = bastion.send_json(&server, "PUT", path, "offset=0", &bytes[..chunk]);
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["offset"], chunk, "where to resume: {answer}");
-    let (status, answer) = bastion.send_json(&server, "PUT", path, "offset=5", b"xx".to_vec());
+    let (status, answer) = bastion.send_json(&server, "PUT", path, "offset=5", b"xx");
     assert_eq!(
         (status, answer["offset"].as_u64()),
         (409, Some(chunk as u64))
@@ -468,9 +374,9 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
         vec![b'x'; chunk + 1],
     );
     assert_eq!(status, 413);
-    let (status, _) = bastion.send_json(&server, "PUT", path, "offset=abc", b"x".to_vec());
+    let (status, _) = bastion.send_json(&server, "PUT", path, "offset=abc", b"x");
     assert_eq!(status, 400);
-    let (status, _) = bastion.send_json(&server, "PUT", path, "", b"x".to_vec());
+    let (status, _) = bastion.send_json(&server, "PUT", path, "", b"x");
     assert_eq!(status, 400, "offset is required");
     let (status, _) = server.call(None, "GET", path, None);
     assert_eq!(status, 401);
@@ -494,7 +400,7 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
             "PUT",
             path,
             &format!("offset={offset}"),
-            bytes[offset..end].to_vec(),
+            &bytes[offset..end],
         );
         assert_eq!(status, 200, "{answer}");
         offset = answer["offset"].as_u64().unwrap() as usize;
@@ -536,7 +442,7 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
             "PUT",
             path,
             &format!("offset={offset}"),
-            bytes[offset..end].to_vec(),
+            &bytes[offset..end],
         );
         assert_eq!(status, 200, "{answer}");
         offset = end;
@@ -566,7 +472,7 @@ fn recordings_upload_in_chunks_resume_and_are_checked() {
         "PUT",
         path,
         &format!("offset={}", bytes.len()),
-        b"more".to_vec(),
+        b"more",
     );
     assert_eq!(status, 409, "{answer}");
     let stored = server.data.join("recordings/s-1.cast");
@@ -599,19 +505,12 @@ fn a_recording_survives_a_server_restart_mid_upload() {
     let bastion = enrolled(&server, "b");
     let path = "/api/v1/sync/recordings/s-9";
     let bytes = recording_bytes(300_000);
-    let (status, _) =
-        bastion.send_json(&server, "PUT", path, "offset=0", bytes[..100_000].to_vec());
+    let (status, _) = bastion.send_json(&server, "PUT", path, "offset=0", &bytes[..100_000]);
     assert_eq!(status, 200);
     server.restart();
     let (status, state) = bastion.send_json(&server, "GET", path, "", Vec::new());
     assert_eq!((status, state["offset"].as_u64()), (200, Some(100_000)));
-    let (status, _) = bastion.send_json(
-        &server,
-        "PUT",
-        path,
-        "offset=100000",
-        bytes[100_000..].to_vec(),
-    );
+    let (status, _) = bastion.send_json(&server, "PUT", path, "offset=100000", &bytes[100_000..]);
     assert_eq!(status, 200);
     let (status, answer) = bastion.send_json(
         &server,
@@ -700,9 +599,7 @@ fn jmsctl_lists_shows_searches_and_fetches_recordings() {
     let bytes = recording_bytes(1500);
     let path = "/api/v1/sync/recordings/s-1";
     assert_eq!(
-        bastion
-            .send(&server, "PUT", path, "offset=0", bytes.clone())
-            .0,
+        bastion.send(&server, "PUT", path, "offset=0", &bytes).0,
         200
     );
     let (status, _) = bastion.send(

@@ -5,126 +5,21 @@
 
 mod common;
 
-use common::{outcome, Server};
-use jms_core::bundle::{self, hex, request_message, unhex, TransportKey};
-use reqwest::blocking::Client;
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use common::{
+    bastion_token, enroll, enrolled, new_bastion_key, outcome, send_with_headers, sign_request,
+    Server, SyncBastion,
+};
+use jms_core::bundle::{self, TransportKey};
 use serde_json::{json, Value};
-
-fn new_key() -> Ed25519KeyPair {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-}
-
-fn enroll_token(server: &Server, ttl: &str) -> String {
-    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", ttl]);
-    let (code, stdout, stderr) = outcome(&out);
-    assert_eq!(code, 0, "token create failed: {stderr}");
-    let token = stdout.trim().to_string();
-    assert!(token.starts_with("jmsb_"), "a token: {token}");
-    token
-}
-
-fn enroll(server: &Server, token: &str, name: &str, key: &Ed25519KeyPair) -> (u16, Value) {
-    server.call(
-        None,
-        "POST",
-        "/api/v1/sync/enroll",
-        Some(json!({
-            "token": token,
-            "bastion_name": name,
-            "public_key": hex(key.public_key().as_ref()),
-        })),
-    )
-}
-
-/// An enrolled bastion: its id, key and the server key it pinned.
-struct Bastion {
-    id: i64,
-    key: Ed25519KeyPair,
-    server_key: Vec<u8>,
-}
-
-fn enrolled(server: &Server, name: &str) -> Bastion {
-    let key = new_key();
-    let (status, body) = enroll(server, &enroll_token(server, "1h"), name, &key);
-    assert_eq!(status, 200, "enrollment: {body}");
-    Bastion {
-        id: body["bastion_id"].as_i64().unwrap(),
-        key,
-        server_key: unhex(body["server_public_key"].as_str().unwrap()).unwrap(),
-    }
-}
-
-/// Signed headers for one request, by `key` claiming bastion `id`.
-fn sign(
-    key: &Ed25519KeyPair,
-    id: i64,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-    timestamp: i64,
-) -> Vec<(&'static str, String)> {
-    let mut nonce = [0u8; 16];
-    SystemRandom::new().fill(&mut nonce).unwrap();
-    let nonce = hex(&nonce);
-    let signature = key.sign(&request_message(
-        method, path, query, timestamp, &nonce, body,
-    ));
-    vec![
-        ("x-jms-bastion", id.to_string()),
-        ("x-jms-timestamp", timestamp.to_string()),
-        ("x-jms-nonce", nonce),
-        ("x-jms-signature", hex(signature.as_ref())),
-    ]
-}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn send(
-    server: &Server,
-    method: reqwest::Method,
-    path_query: &str,
-    headers: &[(&'static str, String)],
-    body: Vec<u8>,
-) -> (u16, Vec<u8>) {
-    let mut request = Client::new().request(method, format!("{}{path_query}", server.url));
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    if !body.is_empty() {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
-    }
-    let response = request.send().expect("server answers");
-    let status = response.status().as_u16();
-    (status, response.bytes().unwrap().to_vec())
-}
-
-fn get_bundle(server: &Server, bastion: &Bastion, since: u64) -> (u16, Option<bundle::Bundle>) {
+fn get_bundle(server: &Server, bastion: &SyncBastion, since: u64) -> (u16, Option<bundle::Bundle>) {
     let transport = TransportKey::generate();
     let query = format!("since={since}&transport={}", transport.public_hex());
-    let headers = sign(
-        &bastion.key,
-        bastion.id,
-        "GET",
-        "/api/v1/sync/bundle",
-        &query,
-        b"",
-        now(),
-    );
-    let (status, body) = send(
-        server,
-        reqwest::Method::GET,
-        &format!("/api/v1/sync/bundle?{query}"),
-        &headers,
-        Vec::new(),
-    );
+    let (status, body) = bastion.send(server, "GET", "/api/v1/sync/bundle", &query, b"");
     if status != 200 {
         return (status, None);
     }
@@ -136,26 +31,26 @@ fn get_bundle(server: &Server, bastion: &Bastion, since: u64) -> (u16, Option<bu
 #[test]
 fn an_enrollment_token_works_once() {
     let server = Server::start();
-    let token = enroll_token(&server, "1h");
-    let (status, body) = enroll(&server, &token, "bastion-1", &new_key());
+    let token = bastion_token(&server, "1h");
+    let (status, body) = enroll(&server, &token, "bastion-1", &new_bastion_key());
     assert_eq!(status, 200, "first use enrolls: {body}");
     assert_eq!(body["server_public_key"].as_str().unwrap().len(), 64);
-    let (status, body) = enroll(&server, &token, "bastion-2", &new_key());
+    let (status, body) = enroll(&server, &token, "bastion-2", &new_bastion_key());
     assert_eq!(status, 401, "second use refused: {body}");
     assert!(
         body["error"].as_str().unwrap().contains("already used"),
         "{body}"
     );
-    let (status, _) = enroll(&server, "jmsb_nope", "bastion-3", &new_key());
+    let (status, _) = enroll(&server, "jmsb_nope", "bastion-3", &new_bastion_key());
     assert_eq!(status, 401, "an unknown token is refused");
 }
 
 #[test]
 fn an_expired_enrollment_token_is_refused() {
     let server = Server::start();
-    let token = enroll_token(&server, "1s");
+    let token = bastion_token(&server, "1s");
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let (status, body) = enroll(&server, &token, "late", &new_key());
+    let (status, body) = enroll(&server, &token, "late", &new_bastion_key());
     assert_eq!(status, 401, "expired token refused: {body}");
     assert!(
         body["error"].as_str().unwrap().contains("expired"),
@@ -166,8 +61,8 @@ fn an_expired_enrollment_token_is_refused() {
 #[test]
 fn enrollment_checks_its_input() {
     let server = Server::start();
-    let token = enroll_token(&server, "1h");
-    let (status, _) = enroll(&server, &token, "bad name!", &new_key());
+    let token = bastion_token(&server, "1h");
+    let (status, _) = enroll(&server, &token, "bad name!", &new_bastion_key());
     assert_eq!(status, 400, "a bad bastion name is refused");
     let (status, _) = server.call(
         None,
@@ -177,7 +72,7 @@ fn enrollment_checks_its_input() {
     );
     assert_eq!(status, 400, "a short key is refused");
     // Refusals did not spend the token.
-    let (status, body) = enroll(&server, &token, "good", &new_key());
+    let (status, body) = enroll(&server, &token, "good", &new_bastion_key());
     assert_eq!(status, 200, "{body}");
 }
 
@@ -236,28 +131,21 @@ fn unsigned_replayed_foreign_and_stale_requests_are_refused() {
     let query = format!("since=0&transport={}", transport.public_hex());
     let path_query = format!("/api/v1/sync/bundle?{query}");
     let get = |headers: &[(&'static str, String)]| {
-        send(
-            &server,
-            reqwest::Method::GET,
-            &path_query,
-            headers,
-            Vec::new(),
-        )
-        .0
+        send_with_headers(&server, "GET", &path_query, headers, b"").0
     };
     let path = "/api/v1/sync/bundle";
 
     assert_eq!(get(&[]), 401, "unsigned");
 
-    let headers = sign(&bastion.key, bastion.id, "GET", path, &query, b"", now());
+    let headers = sign_request(&bastion.key, bastion.id, "GET", path, &query, b"", now());
     assert_ne!(get(&headers), 401, "first use of a signed request");
     assert_eq!(get(&headers), 401, "the same request replayed");
 
-    let foreign = new_key();
-    let headers = sign(&foreign, bastion.id, "GET", path, &query, b"", now());
+    let foreign = new_bastion_key();
+    let headers = sign_request(&foreign, bastion.id, "GET", path, &query, b"", now());
     assert_eq!(get(&headers), 401, "signed by another key");
 
-    let headers = sign(
+    let headers = sign_request(
         &bastion.key,
         bastion.id + 100,
         "GET",
@@ -268,7 +156,7 @@ fn unsigned_replayed_foreign_and_stale_requests_are_refused() {
     );
     assert_eq!(get(&headers), 401, "unknown bastion");
 
-    let headers = sign(
+    let headers = sign_request(
         &bastion.key,
         bastion.id,
         "GET",
@@ -279,7 +167,7 @@ fn unsigned_replayed_foreign_and_stale_requests_are_refused() {
     );
     assert_eq!(get(&headers), 401, "timestamp outside the window");
 
-    let headers = sign(
+    let headers = sign_request(
         &bastion.key,
         bastion.id,
         "GET",
@@ -308,22 +196,7 @@ fn the_same_event_batch_twice_is_stored_once() {
     ]});
     let body = serde_json::to_vec(&batch).unwrap();
     let post = |body: &[u8]| {
-        let headers = sign(
-            &bastion.key,
-            bastion.id,
-            "POST",
-            "/api/v1/sync/events",
-            "",
-            body,
-            now(),
-        );
-        let (status, answer) = send(
-            &server,
-            reqwest::Method::POST,
-            "/api/v1/sync/events",
-            &headers,
-            body.to_vec(),
-        );
+        let (status, answer) = bastion.send(&server, "POST", "/api/v1/sync/events", "", body);
         (status, serde_json::from_slice::<Value>(&answer).unwrap())
     };
     let (status, first) = post(&body);
@@ -340,7 +213,7 @@ fn the_same_event_batch_twice_is_stored_once() {
     assert_eq!(again["stored"], 0, "and stores nothing twice");
 
     // A body altered after signing is refused.
-    let headers = sign(
+    let headers = sign_request(
         &bastion.key,
         bastion.id,
         "POST",
@@ -351,13 +224,7 @@ fn the_same_event_batch_twice_is_stored_once() {
     );
     let mut altered = body.clone();
     altered.extend_from_slice(b" ");
-    let (status, _) = send(
-        &server,
-        reqwest::Method::POST,
-        "/api/v1/sync/events",
-        &headers,
-        altered,
-    );
+    let (status, _) = send_with_headers(&server, "POST", "/api/v1/sync/events", &headers, &altered);
     assert_eq!(status, 401, "the signature covers the body");
 
     let admin = jms_server::Admin::open(&server.data).unwrap();

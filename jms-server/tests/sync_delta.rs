@@ -9,42 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{outcome, Server};
-use jms_core::bundle::{self, hex, request_message, unhex, TransportKey};
+use common::{enrolled, outcome, Server, SyncBastion};
+use jms_core::bundle::{self, TransportKey};
 use reqwest::blocking::Client;
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde_json::json;
-
-struct Bastion {
-    id: i64,
-    key: Ed25519KeyPair,
-    server_key: Vec<u8>,
-}
-
-fn enrolled(server: &Server) -> Bastion {
-    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", "1h"]);
-    let (code, token, stderr) = outcome(&out);
-    assert_eq!(code, 0, "token create: {stderr}");
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let (status, body) = server.call(
-        None,
-        "POST",
-        "/api/v1/sync/enroll",
-        Some(json!({
-            "token": token.trim(),
-            "bastion_name": "b1",
-            "public_key": hex(key.public_key().as_ref()),
-        })),
-    );
-    assert_eq!(status, 200, "enrollment: {body}");
-    Bastion {
-        id: body["bastion_id"].as_i64().unwrap(),
-        key,
-        server_key: unhex(body["server_public_key"].as_str().unwrap()).unwrap(),
-    }
-}
 
 /// What one bundle request got: status, `x-jms-bundle-kind`, opened body.
 struct Got {
@@ -53,31 +20,22 @@ struct Got {
     signed: Vec<u8>,
 }
 
-fn request(url: &str, bastion: &Bastion, since: u64, wait: u64) -> Got {
+fn request(url: &str, bastion: &SyncBastion, since: u64, wait: u64) -> Got {
     let transport = TransportKey::generate();
     let mut query = format!("since={since}&transport={}", transport.public_hex());
     if wait > 0 {
         query.push_str(&format!("&wait={wait}"));
     }
     let path = "/api/v1/sync/bundle";
-    let timestamp = chrono::Utc::now().timestamp();
-    let mut nonce = [0u8; 16];
-    SystemRandom::new().fill(&mut nonce).unwrap();
-    let nonce = hex(&nonce);
-    let signature = bastion.key.sign(&request_message(
-        "GET", path, &query, timestamp, &nonce, b"",
-    ));
-    let response = Client::builder()
+    let mut request = Client::builder()
         .timeout(Duration::from_secs(wait + 30))
         .build()
         .unwrap()
-        .get(format!("{url}{path}?{query}"))
-        .header("x-jms-bastion", bastion.id.to_string())
-        .header("x-jms-timestamp", timestamp.to_string())
-        .header("x-jms-nonce", nonce)
-        .header("x-jms-signature", hex(signature.as_ref()))
-        .send()
-        .expect("the server answers");
+        .get(format!("{url}{path}?{query}"));
+    for (name, value) in bastion.sign("GET", path, &query, b"") {
+        request = request.header(name, value);
+    }
+    let response = request.send().expect("the server answers");
     let status = response.status().as_u16();
     let kind = response
         .headers()
@@ -108,7 +66,7 @@ fn apply_ok(server: &Server, args: &[&str]) {
 fn a_bastion_one_change_behind_gets_a_signed_delta_that_makes_the_current_bundle() {
     let server = Server::start();
     apply_ok(&server, &["policy", "apply", common::EXAMPLE]);
-    let bastion = enrolled(&server);
+    let bastion = enrolled(&server, "b1");
     let first = request(&server.url, &bastion, 0, 0);
     assert_eq!((first.status, first.kind.as_str()), (200, "full"));
     let mut held = bundle::verify(&first.signed, &bastion.server_key, 0).unwrap();
@@ -160,7 +118,7 @@ fn a_bastion_one_change_behind_gets_a_signed_delta_that_makes_the_current_bundle
 fn a_long_poll_is_answered_when_the_policy_changes_or_with_304_when_time_is_up() {
     let server = Server::start();
     apply_ok(&server, &["policy", "apply", common::EXAMPLE]);
-    let bastion = enrolled(&server);
+    let bastion = enrolled(&server, "b1");
     let version = server.version();
 
     let quiet = request(&server.url, &bastion, version, 1);
@@ -188,7 +146,7 @@ fn a_long_poll_is_answered_when_the_policy_changes_or_with_304_when_time_is_up()
 fn after_a_server_restart_a_bastion_gets_the_full_bundle() {
     let mut server = Server::start();
     apply_ok(&server, &["policy", "apply", common::EXAMPLE]);
-    let bastion = enrolled(&server);
+    let bastion = enrolled(&server, "b1");
     let before = server.version();
     apply_ok(&server, &["user", "add", "zed"]);
     server.restart();

@@ -22,15 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{outcome, Server, JMSCTL};
+use common::{enrolled, outcome, Server, SyncBastion, JMSCTL};
 use fantoccini::{Client, ClientBuilder, Locator};
-use jms_core::bundle::{hex, request_message};
+use jms_core::bundle::hex;
 use jms_core::password::totp_code;
 use reqwest::blocking::Client as Http;
 use reqwest::redirect::Policy;
 use ring::digest::{digest, SHA256};
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "auditor";
@@ -110,77 +108,6 @@ fn wrong_code(secret: &str) -> String {
         .unwrap()
 }
 
-/// An enrolled bastion that signs its sync requests.
-struct Bastion {
-    id: i64,
-    key: Ed25519KeyPair,
-}
-
-fn enroll(server: &Server, name: &str) -> Bastion {
-    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", "1h"]);
-    let (code, stdout, stderr) = outcome(&out);
-    assert_eq!(code, 0, "bastion token create: {stderr}");
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let (status, body) = server.call(
-        None,
-        "POST",
-        "/api/v1/sync/enroll",
-        Some(json!({
-            "token": stdout.trim(),
-            "bastion_name": name,
-            "public_key": hex(key.public_key().as_ref()),
-        })),
-    );
-    assert_eq!(status, 200, "enrollment: {body}");
-    Bastion {
-        id: body["bastion_id"].as_i64().unwrap(),
-        key,
-    }
-}
-
-impl Bastion {
-    /// A signed sync request; returns the status and the JSON answer.
-    fn send(
-        &self,
-        server: &Server,
-        method: &str,
-        path: &str,
-        query: &str,
-        body: &[u8],
-    ) -> (u16, Value) {
-        let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).unwrap();
-        let nonce = hex(&nonce);
-        let timestamp = chrono::Utc::now().timestamp();
-        let signature = self.key.sign(&request_message(
-            method, path, query, timestamp, &nonce, body,
-        ));
-        let url = if query.is_empty() {
-            format!("{}{path}", server.url)
-        } else {
-            format!("{}{path}?{query}", server.url)
-        };
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = Http::new()
-            .request(method, url)
-            .header("x-jms-bastion", self.id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", nonce)
-            .header("x-jms-signature", hex(signature.as_ref()));
-        if !body.is_empty() {
-            request = request.body(body.to_vec());
-        }
-        let response = request.send().expect("server answers");
-        let status = response.status().as_u16();
-        let text = response.text().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
-
 /// When the seeded sessions happened: an hour ago, so that time filters
 /// can cut between them.
 struct Timeline {
@@ -229,7 +156,7 @@ fn web_recording(start: i64) -> Vec<u8> {
 /// 3 commands, 1 transfer, a recording), `s-db` (bob on db01, ended, 30
 /// minutes later) and `s-live` (alice on db01, still online).
 fn seed(server: &Server) -> Timeline {
-    let bastion = enroll(server, "bastion-1");
+    let bastion = enrolled(server, "bastion-1");
     let timeline = Timeline {
         start: chrono::Utc::now() - chrono::Duration::hours(1),
     };
@@ -334,7 +261,7 @@ fn seed(server: &Server) -> Timeline {
         ),
     ];
     let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-    let (status, answer) = bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
+    let (status, answer) = bastion.send_json(server, "POST", "/api/v1/sync/events", "", &body);
     assert_eq!(status, 200, "events: {answer}");
     assert_eq!(answer["stored"], 12, "every event stored: {answer}");
     // And 55 short sessions of `load` two hours ago, to page through.
@@ -349,17 +276,18 @@ fn seed(server: &Server) -> Timeline {
         })
         .collect();
     let body = serde_json::to_vec(&json!({ "events": bulk })).unwrap();
-    let (status, answer) = bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
+    let (status, answer) = bastion.send_json(server, "POST", "/api/v1/sync/events", "", &body);
     assert_eq!(status, 200, "events: {answer}");
     assert_eq!(answer["stored"], 55, "every event stored: {answer}");
 
     let cast = web_recording(timeline.start.timestamp());
     let path = "/api/v1/sync/recordings/s-web";
-    let (status, answer) = bastion.send(server, "PUT", path, "offset=0", &cast);
+    let (status, answer) = bastion.send_json(server, "PUT", path, "offset=0", &cast);
     assert_eq!(status, 200, "recording chunk: {answer}");
     let sha256 = hex(digest(&SHA256, &cast).as_ref());
     let complete = serde_json::to_vec(&json!({"size": cast.len(), "sha256": sha256})).unwrap();
-    let (status, answer) = bastion.send(server, "POST", &format!("{path}/complete"), "", &complete);
+    let (status, answer) =
+        bastion.send_json(server, "POST", &format!("{path}/complete"), "", &complete);
     assert_eq!(status, 200, "recording complete: {answer}");
     assert_eq!(answer["complete"], true, "{answer}");
     timeline
@@ -1058,7 +986,7 @@ fn web_logins_are_guarded() {
 /// of output per round; on `kill` it keeps the reason and pushes the end.
 fn fake_live_bastion(
     server: &Server,
-    bastion: &Bastion,
+    bastion: &SyncBastion,
     session: &str,
     stop: &std::sync::atomic::AtomicBool,
     kills: &std::sync::Mutex<Vec<String>>,
@@ -1067,13 +995,14 @@ fn fake_live_bastion(
     let path = format!("/api/v1/sync/live/{session}");
     let push = |batch: Value| -> bool {
         let body = serde_json::to_vec(&batch).unwrap();
-        let (status, answer) = bastion.send(server, "POST", &path, "", &body);
+        let (status, answer) = bastion.send_json(server, "POST", &path, "", &body);
         assert_eq!(status, 200, "live push: {answer}");
         answer["watching"] == true
     };
     let (mut watching, mut tick) = (false, 0u32);
     while !stop.load(Ordering::SeqCst) {
-        let (status, answer) = bastion.send(server, "GET", "/api/v1/sync/control", "wait=1", &[]);
+        let (status, answer) =
+            bastion.send_json(server, "GET", "/api/v1/sync/control", "wait=1", b"");
         assert_eq!(status, 200, "control poll: {answer}");
         for order in answer["orders"].as_array().cloned().unwrap_or_default() {
             if order["session"] != session {
@@ -1100,7 +1029,7 @@ fn fake_live_bastion(
                     }]});
                     let body = serde_json::to_vec(&end).unwrap();
                     let (status, answer) =
-                        bastion.send(server, "POST", "/api/v1/sync/events", "", &body);
+                        bastion.send_json(server, "POST", "/api/v1/sync/events", "", &body);
                     assert_eq!(status, 200, "events: {answer}");
                     push(json!({
                         "events": [],
@@ -1127,7 +1056,7 @@ fn an_admin_watches_a_live_session_and_terminates_it_in_chromium() {
     use std::sync::Mutex;
     let server = Server::start();
     let secret = add_web_admin(&server);
-    let bastion = enroll(&server, "bastion-live");
+    let bastion = enrolled(&server, "bastion-live");
     let start = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let events = json!({"events": [{
         "id": "live-1", "time": start, "event": "session_start",
@@ -1135,7 +1064,7 @@ fn an_admin_watches_a_live_session_and_terminates_it_in_chromium() {
         "kind": "shell", "protocol": "ssh", "client": "10.9.9.9", "command": null, "recording": "s-watch.cast",
     }]});
     let body = serde_json::to_vec(&events).unwrap();
-    let (status, answer) = bastion.send(&server, "POST", "/api/v1/sync/events", "", &body);
+    let (status, answer) = bastion.send_json(&server, "POST", "/api/v1/sync/events", "", &body);
     assert_eq!(status, 200, "events: {answer}");
     let stop = AtomicBool::new(false);
     let kills = Mutex::new(Vec::new());

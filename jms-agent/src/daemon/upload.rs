@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ring::digest::{Context, SHA256};
+use jms_core::bundle::{is_recording_session_id, sha256_file};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
@@ -278,34 +278,11 @@ pub struct RecordingRound {
     pub kept: usize,
 }
 
-/// SHA-256 (hex) and size of a file.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut context = Context::new(&SHA256);
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((jms_core::bundle::hex(context.finish().as_ref()), size))
-}
-
 /// The session id of a recording file name (`<id>.cast`), if it is one the
 /// server takes (letters, digits, `.`, `_`, `-`).
 fn recording_session(name: &str) -> Option<&str> {
     let id = name.strip_suffix(".cast")?;
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    ok.then_some(id)
+    is_recording_session_id(id).then_some(id)
 }
 
 /// Finished recordings in `dir`, oldest first: `.cast` files no session of
@@ -605,6 +582,7 @@ impl RecordingUploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::digest::SHA256;
     use std::cell::RefCell;
 
     fn line(id: Option<&str>, n: usize) -> String {

@@ -48,8 +48,8 @@ use super::{ApiError, AppState};
 use crate::admin::{Admin, AdminError};
 use crate::recordings::{check_session_id, RecordingError, UploadState};
 use crate::store::{
-    CommandQuery, CommandRecord, ListQuery, SessionQuery, SessionRecord, TransferQuery,
-    TransferRecord,
+    CommandQuery, CommandRecord, ListQuery, Page, ReadTx, SessionQuery, SessionRecord,
+    TransferQuery, TransferRecord,
 };
 
 /// Most commands (and transfers) a session's detail lists; the rest are
@@ -179,50 +179,38 @@ impl From<CommandRecord> for CommandView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct TransferView {
-    pub id: i64,
-    pub session: String,
-    pub at: DateTime<Utc>,
-    pub user: String,
-    pub asset: String,
-    pub account: String,
-    /// `sftp`, `scp` or `rsync`.
-    pub via: String,
-    /// `upload`, `download`, `delete`, `rename`, `mkdir`, …
-    pub operation: String,
-    pub path: String,
-    /// A rename's or link's destination.
-    pub to: Option<String>,
-    pub size: Option<u64>,
-    /// `ok`, or why it failed or was refused.
-    pub result: String,
-    pub ok: bool,
-}
-
-impl From<TransferRecord> for TransferView {
-    fn from(t: TransferRecord) -> Self {
-        TransferView {
-            id: t.id,
-            session: t.session,
-            at: t.at,
-            user: t.user,
-            asset: t.asset,
-            account: t.account,
-            via: t.via,
-            operation: t.operation,
-            path: t.path,
-            to: t.to,
-            size: t.size,
-            result: t.result,
-            ok: t.ok,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
 pub struct RecordingView {
     pub size: u64,
     pub sha256: String,
+}
+
+/// Session `id` with its commands and transfers in order (at most
+/// [`DETAIL_LIMIT`] of each): what a session's detail shows, here and in
+/// the audit web.
+pub(crate) fn session_activity(
+    tx: &dyn ReadTx,
+    id: &str,
+) -> Result<(SessionRecord, Page<CommandRecord>, Page<TransferRecord>), AdminError> {
+    let Some(session) = tx.session(id)? else {
+        return Err(AdminError::NotFound(format!("no session `{id}`")));
+    };
+    let commands = tx.commands(
+        &CommandQuery {
+            session: Some(id.to_string()),
+            limit: DETAIL_LIMIT,
+            ..Default::default()
+        },
+        true,
+    )?;
+    let transfers = tx.transfers(
+        &TransferQuery {
+            session: Some(id.to_string()),
+            limit: DETAIL_LIMIT,
+            ..Default::default()
+        },
+        true,
+    )?;
+    Ok((session, commands, transfers))
 }
 
 /// `GET /api/v1/sessions/{session}`.
@@ -233,7 +221,7 @@ pub struct SessionDetail {
     /// In the order typed (at most [`DETAIL_LIMIT`]).
     pub commands: Vec<CommandView>,
     /// In order (at most [`DETAIL_LIMIT`]).
-    pub transfers: Vec<TransferView>,
+    pub transfers: Vec<TransferRecord>,
     /// The complete recording, if any.
     pub recording: Option<RecordingView>,
 }
@@ -413,25 +401,7 @@ pub async fn get_session(
 ) -> Result<Json<SessionDetail>, ApiError> {
     super::blocking(&state, move |admin| {
         let tx = admin.read()?;
-        let Some(session) = tx.session(&id)? else {
-            return Err(AdminError::NotFound(format!("no session `{id}`")));
-        };
-        let commands = tx.commands(
-            &CommandQuery {
-                session: Some(id.clone()),
-                limit: DETAIL_LIMIT,
-                ..Default::default()
-            },
-            true,
-        )?;
-        let transfers = tx.transfers(
-            &TransferQuery {
-                session: Some(id.clone()),
-                limit: DETAIL_LIMIT,
-                ..Default::default()
-            },
-            true,
-        )?;
+        let (session, commands, transfers) = session_activity(&*tx, &id)?;
         let recording = tx.recording(&id)?.filter(|r| r.complete).and_then(|r| {
             Some(RecordingView {
                 size: r.size?,
@@ -441,11 +411,7 @@ pub async fn get_session(
         Ok(Json(SessionDetail {
             session: session.into(),
             commands: commands.items.into_iter().map(CommandView::from).collect(),
-            transfers: transfers
-                .items
-                .into_iter()
-                .map(TransferView::from)
-                .collect(),
+            transfers: transfers.items,
             recording,
         }))
     })
@@ -473,14 +439,14 @@ pub async fn list_commands(
 pub async fn list_transfers(
     State(state): State<AppState>,
     Params(params): Params<TransferParams>,
-) -> Result<Json<PageView<TransferView>>, ApiError> {
+) -> Result<Json<PageView<TransferRecord>>, ApiError> {
     let query = params.query()?;
     super::blocking(&state, move |admin| {
         let page = admin.read()?.transfers(&query, false)?;
         Ok(Json(PageView::new(
             page,
             &list_query(query.limit, query.offset),
-            TransferView::from,
+            |transfer| transfer,
         )))
     })
     .await

@@ -19,7 +19,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{NewEvent, Page, Result};
 
@@ -326,7 +326,8 @@ pub struct CommandRecord {
     pub filter: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// A file transfer; the API serves it as is (schema `TransferView`).
+#[derive(Debug, Clone, Serialize)]
 pub struct TransferRecord {
     pub id: i64,
     pub session: String,
@@ -334,11 +335,15 @@ pub struct TransferRecord {
     pub user: String,
     pub asset: String,
     pub account: String,
+    /// `sftp`, `scp` or `rsync`.
     pub via: String,
+    /// `upload`, `download`, `delete`, `rename`, `mkdir`, …
     pub operation: String,
     pub path: String,
+    /// A rename's or link's destination.
     pub to: Option<String>,
     pub size: Option<u64>,
+    /// `ok`, or why it failed or was refused.
     pub result: String,
     pub ok: bool,
 }

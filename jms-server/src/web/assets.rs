@@ -22,37 +22,28 @@ struct Asset {
     bytes: &'static [u8],
 }
 
+/// An [`Asset`] of `web-assets/`, by file name.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            bytes: include_bytes!(concat!("../../web-assets/", $name)),
+        }
+    };
+}
+
+const CSS: &str = "text/css; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/app.css"),
-    },
-    Asset {
-        name: "replay.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/replay.js"),
-    },
-    Asset {
-        name: "live.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/live.js"),
-    },
-    Asset {
-        name: "asciinema-player.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/asciinema-player.min.js"),
-    },
-    Asset {
-        name: "asciinema-player.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/asciinema-player.css"),
-    },
-    Asset {
-        name: "asciinema-player.LICENSE",
-        content_type: "text/plain; charset=utf-8",
-        bytes: include_bytes!("../../web-assets/asciinema-player.LICENSE"),
-    },
+    asset!("app.css", CSS),
+    asset!("replay.js", JAVASCRIPT),
+    asset!("live.js", JAVASCRIPT),
+    asset!("asciinema-player.min.js", JAVASCRIPT),
+    asset!("asciinema-player.css", CSS),
+    asset!("asciinema-player.LICENSE", TEXT),
 ];
 
 fn find(name: &str) -> Option<(usize, &'static Asset)> {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::auth::{url_escape, WebAdmin};
 use super::layout::{self, Nav, Page, PAGE_SIZE};
-use super::sessions::{offset_text, replay_link};
+use super::sessions::{given, offset_text, replay_link, time_filter};
 use super::{blocking, WebError, WebState};
 use crate::api::audit::CommandView;
 use crate::store::CommandQuery;
@@ -37,20 +37,8 @@ pub struct CommandFilters {
     page: Option<u64>,
 }
 
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
-}
-
 impl CommandFilters {
     fn query(&self) -> Result<CommandQuery, WebError> {
-        let time = |name: &str, text: &str| {
-            given(text)
-                .map(|t| {
-                    layout::parse_time(&t).map_err(|e| WebError::BadRequest(format!("{name}: {e}")))
-                })
-                .transpose()
-        };
         let decision = match self.decision.as_str() {
             "" => None,
             "allow" | "deny" => Some(self.decision.clone()),
@@ -68,8 +56,8 @@ impl CommandFilters {
             // The text is searched as typed (spaces included).
             q: (!self.q.is_empty()).then(|| self.q.clone()),
             decision,
-            since: time("from", &self.since)?,
-            until: time("to", &self.until)?,
+            since: time_filter("from", &self.since)?,
+            until: time_filter("to", &self.until)?,
             limit: PAGE_SIZE,
             offset: page.saturating_mul(u64::from(PAGE_SIZE)),
         })

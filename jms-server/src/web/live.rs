@@ -14,10 +14,8 @@ use serde::Deserialize;
 use super::assets;
 use super::auth::{url_escape, WebAdmin};
 use super::layout::{self, Nav, Page};
-use super::sessions::status_badge;
+use super::sessions::{find_session, player_head};
 use super::{blocking, WebError, WebState};
-use crate::admin::AdminError;
-use crate::api::audit::SessionView;
 use crate::api::live::{watch_response, WatchError};
 
 /// `GET /web/sessions/{id}/live`.
@@ -26,24 +24,10 @@ pub async fn page(
     Extension(me): Extension<WebAdmin>,
     Path(id): Path<String>,
 ) -> Result<Markup, WebError> {
-    let wanted = id.clone();
-    let session = blocking(&state, move |admin| {
-        admin
-            .read()?
-            .session(&wanted)?
-            .ok_or_else(|| AdminError::NotFound(format!("no session `{wanted}`")))
-    })
-    .await?;
-    let s = SessionView::from(session);
+    let s = find_session(&state, id).await?;
     let base = format!("/web/sessions/{}", url_escape(&s.id));
     let body = html! {
-        div.replay-head {
-            h1 { "Live" }
-            a href=(base) { "Session " span.mono { (s.id) } }
-            span { (s.user) " → " (s.asset) " as " (s.account) }
-            span.muted { "started " (layout::time(&s.started_at)) }
-            (status_badge(&s))
-        }
+        (player_head("Live", &s, &base))
         @if s.online {
             form.actions #terminate-form method="post" action=(format!("{base}/kill")) {
                 label { "Reason " input #terminate-reason type="text" name="reason" maxlength="500" placeholder="shown to the user"; }

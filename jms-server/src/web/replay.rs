@@ -14,10 +14,9 @@ use maud::{html, Markup};
 use super::assets;
 use super::auth::{url_escape, WebAdmin};
 use super::layout::{self, Nav, Page};
-use super::sessions::status_badge;
-use super::{blocking, WebError, WebState};
-use crate::admin::AdminError;
-use crate::api::audit::{stream_file, SessionView};
+use super::sessions::{find_session, player_head};
+use super::{WebError, WebState};
+use crate::api::audit::stream_file;
 use crate::recordings::RecordingError;
 
 /// Playback speeds offered.
@@ -36,24 +35,10 @@ pub async fn page(
     Extension(me): Extension<WebAdmin>,
     Path(id): Path<String>,
 ) -> Result<Markup, WebError> {
-    let wanted = id.clone();
-    let session = blocking(&state, move |admin| {
-        admin
-            .read()?
-            .session(&wanted)?
-            .ok_or_else(|| AdminError::NotFound(format!("no session `{wanted}`")))
-    })
-    .await?;
-    let s = SessionView::from(session);
+    let s = find_session(&state, id).await?;
     let detail = format!("/web/sessions/{}", url_escape(&s.id));
     let body = html! {
-        div.replay-head {
-            h1 { "Replay" }
-            a href=(detail) { "Session " span.mono { (s.id) } }
-            span { (s.user) " → " (s.asset) " as " (s.account) }
-            span.muted { "started " (layout::time(&s.started_at)) }
-            (status_badge(&s))
-        }
+        (player_head("Replay", &s, &detail))
         @if s.has_recording {
             link rel="stylesheet" href=(assets::url("asciinema-player.css"));
             div.player-controls {

@@ -18,8 +18,8 @@ use super::auth::{url_escape, WebAdmin};
 use super::layout::{self, Nav, Page, PAGE_SIZE};
 use super::{blocking, WebError, WebState};
 use crate::admin::AdminError;
-use crate::api::audit::{CommandView, SessionView, TransferView, DETAIL_LIMIT};
-use crate::store::{CommandQuery, SessionQuery, TransferQuery};
+use crate::api::audit::{session_activity, CommandView, SessionView};
+use crate::store::SessionQuery;
 
 /// The list's filters, as the filter form sends them (empty = any).
 #[derive(Debug, Default, Deserialize)]
@@ -40,12 +40,17 @@ pub struct SessionFilters {
     page: Option<u64>,
 }
 
-fn given(text: &str) -> Option<String> {
+/// A filter field as typed, trimmed; empty means any.
+pub(super) fn given(text: &str) -> Option<String> {
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_string())
 }
 
-fn time_filter(name: &str, text: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, WebError> {
+/// A time filter field (`name` in the error), empty means any.
+pub(super) fn time_filter(
+    name: &str,
+    text: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, WebError> {
     given(text)
         .map(|t| layout::parse_time(&t).map_err(|e| WebError::BadRequest(format!("{name}: {e}"))))
         .transpose()
@@ -76,6 +81,32 @@ impl SessionFilters {
             ("until", self.until.trim().to_string()),
             ("online", self.online.clone()),
         ]
+    }
+}
+
+/// Session `id` as the API shows it; 404 when there is none.
+pub async fn find_session(state: &WebState, id: String) -> Result<SessionView, WebError> {
+    let session = blocking(state, move |admin| {
+        admin
+            .read()?
+            .session(&id)?
+            .ok_or_else(|| AdminError::NotFound(format!("no session `{id}`")))
+    })
+    .await?;
+    Ok(SessionView::from(session))
+}
+
+/// The head of a session's replay or live page: `title`, a link to the
+/// session's `detail` page, who went where, when, and its status.
+pub fn player_head(title: &str, s: &SessionView, detail: &str) -> Markup {
+    html! {
+        div.replay-head {
+            h1 { (title) }
+            a href=(detail) { "Session " span.mono { (s.id) } }
+            span { (s.user) " → " (s.asset) " as " (s.account) }
+            span.muted { "started " (layout::time(&s.started_at)) }
+            (status_badge(s))
+        }
     }
 }
 
@@ -189,36 +220,12 @@ pub async fn detail(
 ) -> Result<Markup, WebError> {
     let wanted = id.clone();
     let (session, commands, transfers) = blocking(&state, move |admin| {
-        let tx = admin.read()?;
-        let Some(session) = tx.session(&wanted)? else {
-            return Err(AdminError::NotFound(format!("no session `{wanted}`")));
-        };
-        let commands = tx.commands(
-            &CommandQuery {
-                session: Some(wanted.clone()),
-                limit: DETAIL_LIMIT,
-                ..Default::default()
-            },
-            true,
-        )?;
-        let transfers = tx.transfers(
-            &TransferQuery {
-                session: Some(wanted.clone()),
-                limit: DETAIL_LIMIT,
-                ..Default::default()
-            },
-            true,
-        )?;
-        Ok((session, commands, transfers))
+        session_activity(&*admin.read()?, &wanted)
     })
     .await?;
     let s = SessionView::from(session);
     let commands: Vec<CommandView> = commands.items.into_iter().map(CommandView::from).collect();
-    let transfers: Vec<TransferView> = transfers
-        .items
-        .into_iter()
-        .map(TransferView::from)
-        .collect();
+    let transfers = transfers.items;
     let body = html! {
         h1 { "Session " span.mono { (s.id) } " " (status_badge(&s)) }
         div.actions {

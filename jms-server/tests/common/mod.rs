@@ -1,5 +1,6 @@
 //! A real jms-server on a free 127.0.0.1 port with a temporary data
-//! directory, and helpers to call it.
+//! directory, helpers to call it, and an enrolled bastion that signs its
+//! sync requests.
 
 #![allow(dead_code)]
 
@@ -7,7 +8,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value;
+use jms_core::bundle::{hex, request_message, unhex};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_jms-server");
 pub const JMSCTL: &str = env!("CARGO_BIN_EXE_jmsctl");
@@ -201,4 +205,167 @@ pub fn outcome(out: &Output) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A fresh Ed25519 key for a bastion.
+pub fn new_bastion_key() -> Ed25519KeyPair {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+/// A bastion enrollment token valid for `ttl`, made with jmsctl.
+pub fn bastion_token(server: &Server, ttl: &str) -> String {
+    let out = server.jmsctl(&["bastion", "token", "create", "--ttl", ttl]);
+    let (code, stdout, stderr) = outcome(&out);
+    assert_eq!(code, 0, "bastion token create: {stderr}");
+    let token = stdout.trim().to_string();
+    assert!(token.starts_with("jmsb_"), "a token: {token}");
+    token
+}
+
+/// Asks to enroll bastion `name` with `token` and `key`; returns the
+/// status and the JSON answer.
+pub fn enroll(server: &Server, token: &str, name: &str, key: &Ed25519KeyPair) -> (u16, Value) {
+    server.call(
+        None,
+        "POST",
+        "/api/v1/sync/enroll",
+        Some(json!({
+            "token": token,
+            "bastion_name": name,
+            "public_key": hex(key.public_key().as_ref()),
+        })),
+    )
+}
+
+/// An enrolled bastion: its id, key and the server key it pinned.
+pub struct SyncBastion {
+    pub id: i64,
+    pub key: Ed25519KeyPair,
+    pub server_key: Vec<u8>,
+}
+
+/// Enrolls a new bastion called `name`.
+pub fn enrolled(server: &Server, name: &str) -> SyncBastion {
+    let key = new_bastion_key();
+    let (status, body) = enroll(server, &bastion_token(server, "1h"), name, &key);
+    assert_eq!(status, 200, "enrollment: {body}");
+    SyncBastion {
+        id: body["bastion_id"].as_i64().unwrap(),
+        key,
+        server_key: unhex(body["server_public_key"].as_str().unwrap()).unwrap(),
+    }
+}
+
+/// Signed headers for one request at `timestamp`, by `key` claiming
+/// bastion `id`.
+pub fn sign_request(
+    key: &Ed25519KeyPair,
+    id: i64,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Vec<(&'static str, String)> {
+    let mut nonce = [0u8; 16];
+    SystemRandom::new().fill(&mut nonce).unwrap();
+    let nonce = hex(&nonce);
+    let signature = key.sign(&request_message(
+        method, path, query, timestamp, &nonce, body,
+    ));
+    vec![
+        ("x-jms-bastion", id.to_string()),
+        ("x-jms-timestamp", timestamp.to_string()),
+        ("x-jms-nonce", nonce),
+        ("x-jms-signature", hex(signature.as_ref())),
+    ]
+}
+
+/// Sends `body` to `path_query` with `headers`; returns the status and
+/// the body.
+pub fn send_with_headers(
+    server: &Server,
+    method: &str,
+    path_query: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server
+        .http
+        .request(method, format!("{}{path_query}", server.url));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    if !body.is_empty() {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+    }
+    let response = request.send().expect("server answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().unwrap().to_vec())
+}
+
+impl SyncBastion {
+    /// Signed headers for one request made now.
+    pub fn sign(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let now = chrono::Utc::now().timestamp();
+        sign_request(&self.key, self.id, method, path, query, body, now)
+    }
+
+    /// A signed sync request with `body` (bytes, a `Vec` or nothing:
+    /// `b""`); returns the status and the body.
+    pub fn send(
+        &self,
+        server: &Server,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: impl AsRef<[u8]>,
+    ) -> (u16, Vec<u8>) {
+        let body = body.as_ref();
+        let headers = self.sign(method, path, query, body);
+        let path_query = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        send_with_headers(server, method, &path_query, &headers, body)
+    }
+
+    /// A signed sync request whose answer is JSON; returns the status and
+    /// the answer.
+    pub fn send_json(
+        &self,
+        server: &Server,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: impl AsRef<[u8]>,
+    ) -> (u16, Value) {
+        let (status, bytes) = self.send(server, method, path, query, body);
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: not JSON ({status}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, value)
+    }
+
+    /// Uploads audit events; returns how many were new.
+    pub fn upload(&self, server: &Server, events: &[Value]) -> u64 {
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+        let (status, answer) = self.send_json(server, "POST", "/api/v1/sync/events", "", &body);
+        assert_eq!(status, 200, "events: {answer}");
+        answer["stored"].as_u64().unwrap()
+    }
 }
