@@ -2,6 +2,7 @@
 
 # The whole test suite (what CI runs): fmt, clippy, unit, property, integration and end-to-end tests.
 test:
+	scripts/deps --test
 	scripts/test
 
 # The demo scene (see README).

@@ -7,7 +7,9 @@
 //! `ssh` lines to try and the audit web's address and login; Ctrl-C stops
 //! everything and leaves nothing behind.
 
-use std::time::Duration;
+use std::fs::File;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jms_e2e::central::Central;
 use jms_e2e::secrets::django_hash;
@@ -51,7 +53,49 @@ command_filters:
     )
 }
 
+/// Takes the one-demo-per-machine lock (`JMS_DEMO_LOCK`, set by
+/// scripts/demo) and writes this pid in it; exits with a message when another
+/// demo holds it. The lock goes with the process, however it ends.
+fn take_demo_lock() -> Option<File> {
+    let path = std::env::var_os("JMS_DEMO_LOCK")?;
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("opening the demo lock file");
+    if file.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        eprintln!(
+            "demo: a demo is already running (pid {}); Ctrl-C it first",
+            holder.trim()
+        );
+        std::process::exit(1);
+    }
+    file.set_len(0).expect("emptying the demo lock file");
+    write!(file, "{}", std::process::id()).expect("writing the demo lock file");
+    Some(file)
+}
+
+/// How long since scripts/demo started (it passes the start time), or since
+/// this process started.
+fn since_start(process_start: Instant) -> Duration {
+    let script_start = std::env::var("JMS_DEMO_STARTED_NS")
+        .ok()
+        .and_then(|ns| ns.parse::<u128>().ok());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    match script_start {
+        Some(start) if start <= now => Duration::from_nanos((now - start) as u64),
+        _ => process_start.elapsed(),
+    }
+}
+
 fn main() {
+    let process_start = Instant::now();
+    let _lock = take_demo_lock();
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
     eprintln!("starting the target host and the bastion…");
@@ -93,13 +137,16 @@ fn main() {
          Recordings and the audit spool: {state}\n\n\
          Central server {url} (the policy lives here now; try `jmsctl --server {url} user list`\n\
          with JMS_TOKEN={token}). Audit web: {url}/web/ — login demo / {ADMIN_PASSWORD}\n\
-         and a code from this TOTP secret:\n{admin}",
+         and a code from this TOTP secret:\n{admin}\n\n\
+         Up in {total:.1} s ({scene:.1} s for the scene itself; the rest was packages and the build).",
         address = target.address(),
         tport = target.port(),
         state = bastion.dir().join("state").display(),
         url = central.url,
         token = central.token(),
         admin = admin.stdout.trim_end(),
+        total = since_start(process_start).as_secs_f64(),
+        scene = process_start.elapsed().as_secs_f64(),
     );
     let _ = signals.forever().next();
     eprintln!("stopping…");
