@@ -23,6 +23,7 @@ pub mod open_sessions;
 pub mod recording;
 pub mod relay;
 pub mod resolve;
+pub mod screen;
 pub mod sftp;
 pub mod share;
 pub mod spool;

@@ -38,7 +38,7 @@ use jms_proto::{Request, Response};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::commands::{Enter, Filters, LineTracker, Verdict};
+use super::commands::{Enter, Filters, LineTracker, Submitted, Verdict, UNREADABLE};
 use super::connect::{self, Connection, Ended, Io};
 use super::recording::Recorder;
 use crate::daemon::live::LiveSession;
@@ -256,47 +256,67 @@ impl PtyState<'_> {
                 });
                 return;
             }
-            if !self.decide(&enter.typed.clone(), enter.key, false, events) {
+            if !self.decide(&enter, events) {
                 // A refused line takes the rest of the paste with it.
                 return;
             }
         }
     }
 
-    /// Forwards or refuses one line; true when forwarded. A `hidden` line
-    /// (typed without echo: a password) is judged as typed but logged and
-    /// shown only as "(input not echoed)".
-    fn decide(&mut self, command: &str, key: u8, hidden: bool, events: &mut dyn Events) -> bool {
+    /// Forwards or refuses the line `enter` submitted; true when forwarded.
+    /// A hidden line (typed without echo: a password) is judged as typed
+    /// but logged and shown only as "(input not echoed)". A line whose
+    /// reading is uncertain is refused when any deny rule applies.
+    fn decide(&mut self, enter: &Enter, events: &mut dyn Events) -> bool {
         let Some((tracker, filters)) = self.tracker.as_mut() else {
             return true;
         };
-        tracker.line_done();
-        if command.is_empty() {
-            self.to_target.push(key);
+        let line = match tracker.submitted(enter) {
+            Submitted::Continued => {
+                self.to_target.push(enter.key);
+                return true;
+            }
+            Submitted::Line(line) => line,
+        };
+        if line.command.is_empty() && line.uncertain.is_none() {
+            self.to_target.push(enter.key);
             return true;
         }
-        let verdict = filters.check(command);
-        let shown = if hidden {
+        let verdict = match line.uncertain {
+            Some(_) if filters.any_deny() => Verdict::Deny {
+                filter: UNREADABLE.to_string(),
+            },
+            _ => filters.check_exec(&line.command),
+        };
+        let shown = if line.hidden {
             "(input not echoed)"
         } else {
-            command
+            line.command.as_str()
         };
-        events.command(shown, &verdict);
+        if !line.command.is_empty() || verdict.is_deny() {
+            events.command(shown, &verdict);
+        }
         match &verdict {
             Verdict::Deny { filter } => {
-                // End of line, then kill the line: nothing of it runs.
-                self.to_target.extend_from_slice(b"\x05\x15");
+                tracker.refused();
+                self.to_target.extend_from_slice(&line.refusal);
+                let why = match line.uncertain {
+                    Some(why) if filter == UNREADABLE => format!(
+                        "command refused: jms cannot read this line reliably ({why}); retype it plainly"
+                    ),
+                    _ => format!("command refused by filter {filter}"),
+                };
                 self.to_engineer.extend_from_slice(
                     format!(
-                        "\r\n\x1b[31mjms: command refused by filter {filter}: {}\x1b[0m\r\n",
-                        shown.replace(['\r', '\n', '\x1b'], " ")
+                        "\r\n\x1b[31mjms: {why}: {}\x1b[0m\r\n",
+                        shown.replace(|c: char| c.is_control(), " ")
                     )
                     .as_bytes(),
                 );
                 false
             }
             Verdict::Allow { .. } => {
-                self.to_target.push(key);
+                self.to_target.push(enter.key);
                 true
             }
         }
@@ -313,12 +333,7 @@ impl PtyState<'_> {
             return false;
         }
         let held = self.held.take().expect("checked");
-        let (command, hidden) = match self.tracker.as_ref() {
-            Some((tracker, _)) if held.enter.from_echo => (tracker.echoed_command(), false),
-            Some((tracker, _)) => (held.enter.typed.clone(), !tracker.echoes(&held.enter.typed)),
-            None => (String::new(), false),
-        };
-        if self.decide(&command, held.enter.key, hidden, events) {
+        if self.decide(&held.enter, events) {
             self.input(&held.rest, events);
         }
         true
@@ -820,5 +835,80 @@ mod limit_tests {
             Limits::default().reached(start + Duration::from_secs(1 << 20), start, start),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+    use jms_core::model::FilterAction;
+
+    #[derive(Default)]
+    struct Log(Vec<(String, bool)>);
+
+    impl Events for Log {
+        fn ready(&mut self) {}
+        fn command(&mut self, command: &str, verdict: &Verdict) {
+            self.0.push((command.to_string(), verdict.is_deny()));
+        }
+    }
+
+    /// Types `input` after a prompt, with the target echoing `echo`, and
+    /// returns what reached the target and the command log.
+    fn run(filters: &Filters, input: &[u8], echo: &[u8]) -> (Vec<u8>, Vec<(String, bool)>) {
+        let mut tracker = LineTracker::default();
+        tracker.output(b"$ ");
+        let mut state = PtyState {
+            to_target: Vec::new(),
+            to_engineer: Vec::new(),
+            tracker: Some((&mut tracker, filters)),
+            held: None,
+        };
+        let mut log = Log::default();
+        state.input(input, &mut log);
+        if let Some((tracker, _)) = state.tracker.as_mut() {
+            tracker.output(echo);
+        }
+        let long_ago = Instant::now() - ECHO_MAX;
+        while let Some(held) = state.held.as_mut() {
+            held.since = long_ago;
+            state.settle(long_ago, &mut log);
+        }
+        (state.to_target, log.0)
+    }
+
+    #[test]
+    fn keys_that_run_a_line_never_pass_a_denied_or_unreadable_one() {
+        let all_denied = Filters::none().with_default(FilterAction::Deny);
+        for (input, echo) in [
+            (&b"reboot\x0f"[..], &b"reboot"[..]),
+            (b"reboot\x1b\r", b"reboot"),
+            (b"reboot\x1b[\r", b"reboot"),
+            (b"reboot\x1bO\n", b"reboot"),
+            (b"re\\\rboot\r", b""),
+            (b"reboot\x04", b"reboot"),
+            (b"reboo\x1b[Dt\r", b""),
+        ] {
+            let (sent, log) = run(&all_denied, input, echo);
+            let submit = *input.last().unwrap();
+            let kill = sent.iter().rposition(|&b| b == 0x15);
+            assert!(
+                !sent.ends_with(&[submit]) && (kill.is_some() || log.is_empty()),
+                "{input:?}: the submit key must not reach the target: {sent:?} {log:?}"
+            );
+        }
+        // Allowed, the same keys go through, and are logged.
+        let open = Filters::none();
+        for input in [&b"uptime\x0f"[..], b"uptime\x1b\r", b"uptime\r"] {
+            let (sent, log) = run(&open, input, b"uptime");
+            assert!(
+                sent.ends_with(&[*input.last().unwrap()]),
+                "{input:?}: {sent:?}"
+            );
+            assert_eq!(log, [("uptime".to_string(), false)]);
+        }
+        // A continuation is forwarded unchecked; the joined line is judged.
+        let (sent, log) = run(&open, b"up\\\r", b"");
+        assert_eq!((sent.as_slice(), log.len()), (&b"up\\\r"[..], 0));
     }
 }
