@@ -811,22 +811,37 @@ fn terminal_sessions_survive_huge_counts_and_check_every_key_that_runs_a_line() 
     ));
     shell.wait_for_text("after-42", wait);
     let after = agentd_rss_kib(&s);
+    eprintln!("agentd RSS: {before} KiB before the huge counts, {after} KiB after");
     assert!(
         after.saturating_sub(before) <= RSS_GROWTH_BOUND_KIB,
         "agentd's memory grew from {before} KiB to {after} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB) while the target printed huge cursor counts"
     );
     // Each of these would run the line: each is checked and refused.
-    let keys: [(&str, &[u8]); 4] = [
-        ("ctrl-o", b"\x0f"),
-        ("esc-enter", b"\x1b\r"),
-        ("csi-enter", b"\x1b[\r"),
-        ("esc-ctrl-j", b"\x1b\n"),
+    // (name, prefix, key): in vi mode ESC leaves insert mode and Enter
+    // runs the line; readline takes an ambiguous prefix once its key
+    // sequence timeout (0.5 s) passed, so the key comes later.
+    let keys: [(&str, &[u8], &[u8]); 4] = [
+        ("ctrl-o", b"", b"\x0f"),
+        ("esc-enter", b"\x1b", b"\r"),
+        ("csi-enter", b"\x1b[", b"\r"),
+        ("esc-ctrl-j", b"\x1b", b"\n"),
     ];
-    for (i, (name, key)) in keys.iter().enumerate() {
+    for (i, (name, prefix, key)) in keys.iter().enumerate() {
+        if !prefix.is_empty() {
+            shell.wait_for("the prompt", wait, at_prompt);
+            shell.type_slowly(&format!("set -o vi; echo vi-{i}\r"));
+            shell.wait_for_text(&format!("vi-{i}"), wait);
+        }
+        shell.wait_for("the prompt", wait, at_prompt);
         shell.type_slowly(&format!("touch ~/marker-denied-{name}"));
+        if !prefix.is_empty() {
+            shell.send(prefix);
+            std::thread::sleep(Duration::from_millis(700));
+        }
         shell.send(key);
         wait_for_refusals(&shell, i + 1, wait);
     }
+    shell.wait_for("the prompt", wait, at_prompt);
     shell.type_slowly("touch ~/marker-shell-ok; echo still-$((20+1))\r");
     shell.wait_for_text("still-21", wait);
     shell.type_slowly("exit\r");
@@ -836,6 +851,7 @@ fn terminal_sessions_survive_huge_counts_and_check_every_key_that_runs_a_line() 
     exec.wait_for("bash's prompt", wait, at_prompt);
     exec.type_slowly("touch ~/marker-denied-exec-tty\r");
     wait_for_refusals(&exec, 1, wait);
+    exec.wait_for("the prompt", wait, at_prompt);
     exec.type_slowly("touch ~/marker-exec-ok; exit\r");
     assert!(exec.wait_exit(wait).is_some(), "the exec should end");
     for ok in ["marker-shell-ok", "marker-exec-ok"] {
@@ -845,15 +861,18 @@ fn terminal_sessions_survive_huge_counts_and_check_every_key_that_runs_a_line() 
         );
     }
     let events = s.events();
-    for (name, _) in keys.iter().chain([("exec-tty", &b""[..])].iter()) {
+    let names = keys.iter().map(|k| k.0).chain(["exec-tty"]);
+    for name in names {
         let marker = format!("marker-denied-{name}");
         assert!(
             !home.join(&marker).exists(),
             "{marker}: the refused command must never run on the target"
         );
         assert!(
-            events.iter().any(|e| e.get("decision").as_deref() == Some("deny")
-                && e.get("command").is_some_and(|c| c.contains(&marker))),
+            events
+                .iter()
+                .any(|e| e.get("decision").as_deref() == Some("deny")
+                    && e.get("command").is_some_and(|c| c.contains(&marker))),
             "{marker}: the refusal should be in the command log: {events:?}"
         );
     }
@@ -870,14 +889,23 @@ fn input_piped_into_a_shell_is_checked_line_by_line() {
             COMMAND_TIMEOUT,
         )
     };
-    let out = piped("web01 sh", "touch ~/marker-piped-ok\necho piped-$((40+2))\n");
+    let out = piped(
+        "web01 sh",
+        "touch ~/marker-piped-ok\necho piped-$((40+2))\n",
+    );
     out.assert_success("allowed piped commands run");
     assert_eq!(out.stdout, "piped-42\n");
     assert!(home.join("marker-piped-ok").exists());
     for (remote, input) in [
         ("web01 sh", "touch ~/marker-denied-sh\n"),
-        ("web01 /bin/bash -s", "echo first\ntouch ~/marker-denied-bash\n"),
-        ("web01 python3", "import os\nos.system('touch ~/marker-denied-py')\n"),
+        (
+            "web01 /bin/bash -s",
+            "echo first\ntouch ~/marker-denied-bash\n",
+        ),
+        (
+            "web01 python3",
+            "import os\nos.system('touch ~/marker-denied-py')\n",
+        ),
         ("web01 sh", "touch ~/marker-\\\ndenied-joined\n"),
         ("web01 sh", "echo unterminated; touch ~/marker-denied-eof"),
     ] {
@@ -900,14 +928,18 @@ fn input_piped_into_a_shell_is_checked_line_by_line() {
             "{marker}: a refused input line must never reach the target"
         );
         assert!(
-            stdin.iter().any(|e| e.get("decision").as_deref() == Some("deny")
-                && e.get("command").is_some_and(|c| c.contains(&marker))),
+            stdin
+                .iter()
+                .any(|e| e.get("decision").as_deref() == Some("deny")
+                    && e.get("command").is_some_and(|c| c.contains(&marker))),
             "{marker}: the refused line is in the command log: {stdin:?}"
         );
     }
     assert!(
-        stdin.iter().any(|e| e.get("decision").as_deref() == Some("allow")
-            && e.get("command").as_deref() == Some("touch ~/marker-piped-ok")),
+        stdin
+            .iter()
+            .any(|e| e.get("decision").as_deref() == Some("allow")
+                && e.get("command").as_deref() == Some("touch ~/marker-piped-ok")),
         "allowed input lines are logged: {stdin:?}"
     );
     // exec_stdin = refuse: such an exec is refused outright; others run.

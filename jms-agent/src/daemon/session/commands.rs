@@ -519,12 +519,11 @@ impl LineTracker {
             // below are never read as Meta-Ctrl-E (shell-expand-line).
             refusal.push(0x07);
         }
-        // End of line, then kill the line: nothing of it runs.
-        refusal.extend_from_slice(b"\x05\x15");
-        if !self.continued.is_empty() {
-            // Ctrl-C drops the continuation lines the shell holds.
-            refusal.push(0x03);
-        }
+        // End of line, kill the line, then Ctrl-C: the terminal discards
+        // what it holds and the shell drops the line (and continuation
+        // lines) in every editing mode — vi's command mode keeps the
+        // character under the cursor after Ctrl-U alone.
+        refusal.extend_from_slice(b"\x05\x15\x03");
         self.prefix_pending = false;
         let ends = matches!(enter.key, b'\r' | b'\n');
         if ends && uncertain.is_none() && continues(&command) {
@@ -806,7 +805,7 @@ mod tests {
         assert_eq!(l.command, "reboot -f");
         assert!(
             l.refusal.ends_with(b"\x03"),
-            "refusing a continued line drops what the shell holds"
+            "refusing a line drops what the shell holds"
         );
         // An escaped backslash does not continue; Ctrl-C drops the parts.
         let out = submit_all(&mut t, b"echo a\\\\\r", b"");
