@@ -60,6 +60,11 @@ impl ScreenLine {
         self.chars.len()
     }
 
+    /// Whether the line holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.chars.is_empty()
+    }
+
     /// The cursor column (never more than [`MAX_LINE`]).
     pub fn cursor(&self) -> usize {
         self.cursor

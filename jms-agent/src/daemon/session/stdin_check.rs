@@ -158,7 +158,8 @@ impl StdinLines {
     /// The input ended: the last line, unterminated, runs too — judge it.
     pub fn finish(&mut self, filters: &Filters, log: &mut dyn FnMut(&str, &Verdict)) -> Checked {
         let mut out = Checked::default();
-        if !self.done && !self.passing && !(self.line.is_empty() && self.held.is_empty()) {
+        let nothing_left = self.line.is_empty() && self.held.is_empty();
+        if !(self.done || self.passing || nothing_left) {
             self.end_line(filters, log, &mut out);
         }
         self.done = true;
