@@ -336,7 +336,8 @@ impl LineTracker {
     pub fn step(&mut self, data: &[u8]) -> Step {
         for (i, &byte) in data.iter().enumerate() {
             let checkpoint = byte == CTRL_D && self.has_content();
-            let edit_and_run = byte == CTRL_E && self.after_ctrl_x;
+            // (In a full-screen program Ctrl-X Ctrl-E is its own key.)
+            let edit_and_run = byte == CTRL_E && self.after_ctrl_x && !self.screen.alternate();
             if matches!(byte, b'\r' | b'\n' | CTRL_O) || checkpoint || edit_and_run {
                 self.begin_line();
                 if self.input_escape != Escape::None || self.after_ctrl_x {
@@ -462,6 +463,13 @@ impl LineTracker {
         }
         // The screen's text is trimmed at the end; so is the prompt here.
         let prompt = self.prompt.as_deref().unwrap_or("").trim_end();
+        if self.screen.alternate() {
+            // A full-screen program (vim, less, top) draws anywhere: its
+            // lines are read as well as the model can, never refused for
+            // the prompt (docs/sessions.md says what that leaves open).
+            let command = line.strip_prefix(prompt).unwrap_or(&line);
+            return (command.trim().to_string(), None);
+        }
         let command = match line.strip_prefix(prompt) {
             Some(rest) => rest.trim(),
             None => match isearch_command(&line) {
@@ -793,6 +801,22 @@ mod tests {
         let l = t.submitted(&step.enter.unwrap());
         assert_eq!(line(&l).command, "sudo reboot");
         assert_eq!(line(&l).uncertain, None);
+    }
+
+    #[test]
+    fn full_screen_programs_are_read_without_the_prompt_rule() {
+        // vim: ESC then `:wq` Enter on the alternate screen.
+        let mut t = LineTracker::default();
+        t.output(b"$ vim x\r\n\x1b[?1049h\x1b[1;1H~\x1b[24;1H");
+        let step = t.step(b"ihello\x1b:wq\r");
+        t.output(b"\x1b[24;1H:wq");
+        let l = t.submitted(&step.enter.unwrap());
+        assert_eq!(line(&l).uncertain, None, "{l:?}");
+        // Back on the normal screen, the rules apply again.
+        t.output(b"\x1b[?1049l\r\n$ ");
+        let step = t.step(b"\x1b[A\r");
+        t.output(b"\r\nother> reboot");
+        assert!(line(&t.submitted(&step.enter.unwrap())).uncertain.is_some());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct ScreenLine {
     params: String,
     /// Something was drawn past [`MAX_LINE`] since the line began.
     overflowed: bool,
+    /// A full-screen program switched to the alternate screen.
+    alternate: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,12 @@ impl ScreenLine {
     /// Whether something drawn on this line was lost to the bound.
     pub fn overflowed(&self) -> bool {
         self.overflowed
+    }
+
+    /// Whether the alternate screen is in use (a full-screen program:
+    /// vim, less, top, tmux).
+    pub fn alternate(&self) -> bool {
+        self.alternate
     }
 
     /// Characters held (never more than [`MAX_LINE`]).
@@ -223,6 +231,15 @@ impl ScreenLine {
                 self.chars.splice(at..at, std::iter::repeat_n(' ', blanks));
             }
             'J' if self.params == "2" => self.clear(),
+            // The alternate screen, on and off (modes 1049, 1047, 47).
+            'h' | 'l' if self.params.starts_with('?') => {
+                if self.params[1..]
+                    .split(';')
+                    .any(|mode| matches!(mode, "1049" | "1047" | "47"))
+                {
+                    self.alternate = final_char == 'h';
+                }
+            }
             _ => {}
         }
     }
@@ -298,5 +315,8 @@ mod tests {
         assert_eq!(fed("abc\x1b[2C!").text(), "abc  !");
         assert_eq!(fed("abc\x1b[5;2H!").text(), "a!c");
         assert_eq!(fed("abc\x1b]0;title\x07d").text(), "abcd");
+        assert!(fed("\x1b[?1049h").alternate());
+        assert!(!fed("\x1b[?1049h\x1b[?1049l").alternate());
+        assert!(fed("\x1b[?1;47h").alternate());
     }
 }
