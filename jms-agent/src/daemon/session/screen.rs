@@ -232,13 +232,13 @@ impl ScreenLine {
             }
             'J' if self.params == "2" => self.clear(),
             // The alternate screen, on and off (modes 1049, 1047, 47).
-            'h' | 'l' if self.params.starts_with('?') => {
-                if self.params[1..]
-                    .split(';')
-                    .any(|mode| matches!(mode, "1049" | "1047" | "47"))
-                {
-                    self.alternate = final_char == 'h';
-                }
+            'h' | 'l'
+                if self.params.starts_with('?')
+                    && self.params[1..]
+                        .split(';')
+                        .any(|mode| matches!(mode, "1049" | "1047" | "47")) =>
+            {
+                self.alternate = final_char == 'h';
             }
             _ => {}
         }
