@@ -804,6 +804,45 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_on_both_sides_never_panic_and_stay_bounded() {
+        // A small deterministic generator over the bytes that matter.
+        let alphabet: &[u8] = b"\x1b[O;?0123456789CDGHfPX@KJhlb`\r\n\x0f\x04\x18\x05\x03\x15\x17\x7f\x08\x07\\'a \xc3\xa9\xe2\x82";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let filters = Filters::none().with_default(FilterAction::Deny);
+        let mut t = LineTracker::default();
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let chunk: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if next() % 2 == 0 {
+                t.output(&chunk);
+            } else {
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let step = t.step(rest);
+                    rest = &rest[step.consumed..];
+                    if let Some(enter) = step.enter {
+                        if let Submitted::Line(l) = t.submitted(&enter) {
+                            if filters.check_exec(&l.command).is_deny() && next() % 2 == 0 {
+                                t.refused();
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(t.screen.len() <= MAX_LINE && t.screen.cursor() <= MAX_LINE);
+            assert!(t.typed_chars <= MAX_LINE && t.continued.chars().count() <= MAX_LINE);
+        }
+    }
+
+    #[test]
     fn full_screen_programs_are_read_without_the_prompt_rule() {
         // vim: ESC then `:wq` Enter on the alternate screen.
         let mut t = LineTracker::default();

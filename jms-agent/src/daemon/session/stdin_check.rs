@@ -362,6 +362,33 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_input_never_panics_and_stays_bounded() {
+        let alphabet: &[u8] = b"\\\n\rab; |&\xc3\xa9\xff\x00reboot";
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for filters in [deny_reboot(), Filters::none()] {
+            let mut lines = StdinLines::default();
+            for _ in 0..500 {
+                let len = (next() % 4096) as usize;
+                let chunk: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                lines.feed(&chunk, &filters, &mut |_, _| {});
+                assert!(lines.line.len() + lines.held.len() <= MAX_LINE_BYTES + 1);
+                if lines.done {
+                    lines = StdinLines::default();
+                }
+            }
+            lines.finish(&filters, &mut |_, _| {});
+        }
+    }
+
+    #[test]
     fn long_lines_are_refused_when_a_deny_rule_applies_and_memory_stays_bounded() {
         let long = vec![b'x'; 3 * MAX_LINE_BYTES];
         let mut lines = StdinLines::default();
