@@ -499,6 +499,23 @@ pub enum FilterAction {
     Allow,
 }
 
+/// What happens to the standard input of an exec without a terminal whose
+/// command is a shell or interpreter (`printf 'reboot\n' | ssh bastion
+/// 'web01 sh'`): the bastion setting `exec_stdin` (agentd.toml
+/// `[sessions]`, the server's `audit` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecStdin {
+    /// Each line is checked against the command filters (and logged)
+    /// before it is forwarded; a refused line ends the input.
+    #[default]
+    Check,
+    /// Such an exec is refused.
+    Refuse,
+    /// Forwarded unchecked, as any exec's input.
+    Pass,
+}
+
 /// A secret string (password hash, TOTP seed, account secret).
 ///
 /// `Debug` and `Display` never show it, so it cannot leak through logs.

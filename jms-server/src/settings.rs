@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use jms_core::model::{FilterAction, Secret};
+use jms_core::model::{ExecStdin, FilterAction, Secret};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The whole settings document.
@@ -80,6 +80,14 @@ pub struct Audit {
     /// What happens to a command no filter matches.
     #[serde(default = "default_filter_action")]
     pub command_filter_default: FilterAction,
+    /// The input of an exec'd shell or interpreter without a terminal
+    /// (`printf 'reboot\n' | ssh bastion 'web01 sh'`): `check` each line
+    /// against the command filters, `refuse` the exec, or `pass` it.
+    #[serde(default)]
+    pub exec_stdin: ExecStdin,
+    /// More program names treated as interpreters for `exec_stdin`.
+    #[serde(default)]
+    pub stdin_interpreters: Vec<String>,
 }
 
 impl Default for Audit {

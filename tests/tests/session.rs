@@ -14,6 +14,7 @@ use std::time::Duration;
 use jms_e2e::clients::CLIENT_OPTIONS;
 use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
 use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID, ROOT_PASSWORD};
+use jms_e2e::terminal::Terminal;
 use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
 
 struct Scene {
@@ -743,4 +744,216 @@ fn window_size_follows_the_engineer_and_is_recorded() {
         cast.contains("\"r\", \"100x40\"]"),
         "the recording should have the resize event: {cast}"
     );
+}
+
+/// agentd's resident memory now, in KiB (`VmRSS` in /proc).
+fn agentd_rss_kib(s: &Scene) -> u64 {
+    let pid = s.bastion.agentd_pid().expect("agentd runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agentd status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in agentd's status:\n{status}"))
+}
+
+/// How much agentd's memory may grow while one session prints huge cursor
+/// counts: the screen model keeps one line of at most 8192 characters
+/// (32 KiB) whatever the target prints; this leaves room for allocator
+/// noise and still catches a model that pads to the count (the count
+/// 99999999 alone would take 400 MB).
+const RSS_GROWTH_BOUND_KIB: u64 = 16 * 1024;
+
+/// Waits until the terminal's output holds `count` refusals.
+#[track_caller]
+fn wait_for_refusals(terminal: &Terminal, count: usize, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let transcript = terminal.transcript();
+        if transcript.matches("refused by filter no-markers").count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusal {count} never came; output:\n{transcript}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A bash prompt at the end of the screen's last non-empty row.
+fn at_prompt(screen: &jms_e2e::terminal::Screen) -> bool {
+    screen
+        .rows
+        .iter()
+        .rev()
+        .find(|r| !r.trim().is_empty())
+        .is_some_and(|r| r.ends_with('$'))
+}
+
+#[test]
+fn terminal_sessions_survive_huge_counts_and_check_every_key_that_runs_a_line() {
+    let s = scene();
+    let wait = Duration::from_secs(20);
+    let home = s.target.srv().join("home/deploy");
+    // A shell: huge CSI counts from the target, then the keys that run a line.
+    let mut shell = Terminal::spawn(s.ssh(&s.alice, "alice", true, &["web01"]), 160, 50);
+    shell.wait_for("the target's prompt", wait, at_prompt);
+    let before = agentd_rss_kib(&s);
+    let mut sequences = String::new();
+    for count in ["9000000000000000000", "99999999"] {
+        for seq in ["C.", "D", "G.", "@", "P", "X", "K", "`."] {
+            sequences.push_str(&format!("\\033[{count}{seq}"));
+        }
+    }
+    shell.type_slowly(&format!(
+        "printf '{sequences}\\n'; printf '\\033[99999999C.\\033[9000000000000000000C.\\n'; echo after-$((6*7))\r"
+    ));
+    shell.wait_for_text("after-42", wait);
+    let after = agentd_rss_kib(&s);
+    eprintln!("agentd RSS: {before} KiB before the huge counts, {after} KiB after");
+    assert!(
+        after.saturating_sub(before) <= RSS_GROWTH_BOUND_KIB,
+        "agentd's memory grew from {before} KiB to {after} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB) while the target printed huge cursor counts"
+    );
+    // Each of these would run the line: each is checked and refused.
+    // (name, prefix, key): in vi mode ESC leaves insert mode and Enter
+    // runs the line; readline takes an ambiguous prefix once its key
+    // sequence timeout (0.5 s) passed, so the key comes later.
+    let keys: [(&str, &[u8], &[u8]); 4] = [
+        ("ctrl-o", b"", b"\x0f"),
+        ("esc-enter", b"\x1b", b"\r"),
+        ("csi-enter", b"\x1b[", b"\r"),
+        ("esc-ctrl-j", b"\x1b", b"\n"),
+    ];
+    for (i, (name, prefix, key)) in keys.iter().enumerate() {
+        if !prefix.is_empty() {
+            shell.wait_for("the prompt", wait, at_prompt);
+            shell.type_slowly(&format!("set -o vi; echo vi-{i}\r"));
+            shell.wait_for_text(&format!("vi-{i}"), wait);
+        }
+        shell.wait_for("the prompt", wait, at_prompt);
+        shell.type_slowly(&format!("touch ~/marker-denied-{name}"));
+        if !prefix.is_empty() {
+            shell.send(prefix);
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        shell.send(key);
+        wait_for_refusals(&shell, i + 1, wait);
+    }
+    shell.wait_for("the prompt", wait, at_prompt);
+    shell.type_slowly("touch ~/marker-shell-ok; echo still-$((20+1))\r");
+    shell.wait_for_text("still-21", wait);
+    shell.type_slowly("exit\r");
+    assert!(shell.wait_exit(wait).is_some(), "the shell should end");
+    // An exec with a terminal (`ssh -t bastion 'web01 bash'`) is a shell too.
+    let mut exec = Terminal::spawn(s.ssh(&s.alice, "alice", true, &["web01 bash"]), 80, 24);
+    exec.wait_for("bash's prompt", wait, at_prompt);
+    exec.type_slowly("touch ~/marker-denied-exec-tty\r");
+    wait_for_refusals(&exec, 1, wait);
+    exec.wait_for("the prompt", wait, at_prompt);
+    exec.type_slowly("touch ~/marker-exec-ok; exit\r");
+    assert!(exec.wait_exit(wait).is_some(), "the exec should end");
+    for ok in ["marker-shell-ok", "marker-exec-ok"] {
+        assert!(
+            home.join(ok).exists(),
+            "{ok}: the allowed command after the refusals should have run"
+        );
+    }
+    let events = s.events();
+    let names = keys.iter().map(|k| k.0).chain(["exec-tty"]);
+    for name in names {
+        let marker = format!("marker-denied-{name}");
+        assert!(
+            !home.join(&marker).exists(),
+            "{marker}: the refused command must never run on the target"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.get("decision").as_deref() == Some("deny")
+                    && e.get("command").is_some_and(|c| c.contains(&marker))),
+            "{marker}: the refusal should be in the command log: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn input_piped_into_a_shell_is_checked_line_by_line() {
+    let s = scene();
+    let home = s.target.srv().join("home/deploy");
+    let piped = |remote: &str, input: &str| {
+        run::run(
+            &mut s.ssh(&s.alice, "alice", false, &[remote]),
+            input.as_bytes(),
+            COMMAND_TIMEOUT,
+        )
+    };
+    let out = piped(
+        "web01 sh",
+        "touch ~/marker-piped-ok\necho piped-$((40+2))\n",
+    );
+    out.assert_success("allowed piped commands run");
+    assert_eq!(out.stdout, "piped-42\n");
+    assert!(home.join("marker-piped-ok").exists());
+    for (remote, input) in [
+        ("web01 sh", "touch ~/marker-denied-sh\n"),
+        (
+            "web01 /bin/bash -s",
+            "echo first\ntouch ~/marker-denied-bash\n",
+        ),
+        (
+            "web01 python3",
+            "import os\nos.system('touch ~/marker-denied-py')\n",
+        ),
+        ("web01 sh", "touch ~/marker-\\\ndenied-joined\n"),
+        ("web01 sh", "echo unterminated; touch ~/marker-denied-eof"),
+    ] {
+        let out = piped(remote, input);
+        out.assert_failure(&format!("{remote} with {input:?} must be refused"));
+        out.assert_output_contains(
+            "refused by filter no-markers",
+            "the refusal names the filter",
+        );
+    }
+    let events = s.events();
+    let stdin: Vec<_> = events
+        .iter()
+        .filter(|e| e.get("kind").as_deref() == Some("stdin"))
+        .collect();
+    for name in ["sh", "bash", "py", "joined", "eof"] {
+        let marker = format!("marker-denied-{name}");
+        assert!(
+            !home.join(&marker).exists(),
+            "{marker}: a refused input line must never reach the target"
+        );
+        assert!(
+            stdin
+                .iter()
+                .any(|e| e.get("decision").as_deref() == Some("deny")
+                    && e.get("command").is_some_and(|c| c.contains(&marker))),
+            "{marker}: the refused line is in the command log: {stdin:?}"
+        );
+    }
+    assert!(
+        stdin
+            .iter()
+            .any(|e| e.get("decision").as_deref() == Some("allow")
+                && e.get("command").as_deref() == Some("touch ~/marker-piped-ok")),
+        "allowed input lines are logged: {stdin:?}"
+    );
+    // exec_stdin = refuse: such an exec is refused outright; others run.
+    let toml = s.bastion.dir().join("agentd.toml");
+    let mut config = std::fs::read_to_string(&toml).expect("agentd.toml");
+    config.push_str("\n[sessions]\nexec_stdin = \"refuse\"\n");
+    std::fs::write(&toml, config).expect("agentd.toml");
+    s.bastion.kill_agentd();
+    s.bastion.restart_agentd();
+    let out = piped("web01 sh", "touch ~/marker-refuse-mode\n");
+    out.assert_failure("exec_stdin = refuse refuses a piped shell");
+    out.assert_output_contains("refused here", "the refusal says why");
+    assert!(!home.join("marker-refuse-mode").exists());
+    let out = piped("web01 cat", "plain data\n");
+    out.assert_success("an exec that is no interpreter keeps its input");
+    assert_eq!(out.stdout, "plain data\n");
 }

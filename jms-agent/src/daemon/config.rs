@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use jms_core::login::LockoutPolicy;
-use jms_core::model::{FilterAction, User};
+use jms_core::model::{ExecStdin, FilterAction, User};
 use jms_core::nss_cache::{NssSettings, DEFAULT_NSS_CACHE_PATH};
 use jms_core::uids::IdRanges;
 use serde::Deserialize;
@@ -141,6 +141,16 @@ pub struct SessionsConfig {
     /// What happens to a command no filter matches: `allow` or `deny`.
     #[serde(default = "default_filter_action")]
     pub command_filter_default: FilterAction,
+    /// An exec without a terminal whose command is a shell or interpreter
+    /// reading its input (`sh`, `bash`, `python3`, `sudo -s`…, and
+    /// `stdin_interpreters`): `check` each input line against the command
+    /// filters before forwarding it, `refuse` the exec, or `pass` it.
+    #[serde(default)]
+    pub exec_stdin: ExecStdin,
+    /// More program names (basenames) treated as interpreters for
+    /// `exec_stdin`.
+    #[serde(default)]
+    pub stdin_interpreters: Vec<String>,
     /// Bytes the spool may hold; past it new events are dropped with an
     /// alarm in the log until the uploader drains it.
     #[serde(default = "default_spool_max")]
@@ -169,6 +179,8 @@ impl Default for SessionsConfig {
             idle_timeout_secs: default_idle_timeout(),
             max_session_secs: default_max_session(),
             command_filter_default: default_filter_action(),
+            exec_stdin: ExecStdin::default(),
+            stdin_interpreters: Vec::new(),
             spool_max_bytes: default_spool_max(),
             connect_timeout_secs: default_connect_timeout(),
             login_timeout_secs: default_login_timeout(),
@@ -346,6 +358,10 @@ pub struct Effective {
     pub record_input: bool,
     pub recording_cap_bytes: u64,
     pub command_filter_default: FilterAction,
+    /// What happens to the input of an exec'd interpreter.
+    pub exec_stdin: ExecStdin,
+    /// More interpreter names for `exec_stdin`.
+    pub stdin_interpreters: Vec<String>,
     pub mfa_required: MfaRequired,
     pub mfa_groups: Vec<String>,
 }
@@ -365,6 +381,8 @@ impl Effective {
             record_input: s.record_input,
             recording_cap_bytes: s.recording_cap_bytes,
             command_filter_default: s.command_filter_default,
+            exec_stdin: s.exec_stdin,
+            stdin_interpreters: s.stdin_interpreters.clone(),
             mfa_required: config.mfa_required,
             mfa_groups: config.mfa_groups.clone(),
         }
@@ -374,7 +392,8 @@ impl Effective {
     /// (`security.lockout_threshold`, `lockout_duration`, `mfa_required`,
     /// `mfa_groups`, `session_idle_timeout`, `max_session_length`;
     /// `audit.record_input`, `recording_max_bytes`,
-    /// `command_filter_default`). A field that is absent keeps the local
+    /// `command_filter_default`, `exec_stdin`, `stdin_interpreters`). A
+    /// field that is absent keeps the local
     /// value; one that does not read is logged and keeps it too.
     pub fn with_server(mut self, settings: &serde_json::Value) -> Effective {
         let security = &settings["security"];
@@ -453,6 +472,20 @@ impl Effective {
             match serde_json::from_value::<FilterAction>(value.clone()) {
                 Ok(action) => self.command_filter_default = action,
                 Err(_) => bad("audit.command_filter_default", value),
+            }
+        }
+        let value = &audit["exec_stdin"];
+        if !value.is_null() {
+            match serde_json::from_value::<ExecStdin>(value.clone()) {
+                Ok(mode) => self.exec_stdin = mode,
+                Err(_) => bad("audit.exec_stdin", value),
+            }
+        }
+        let value = &audit["stdin_interpreters"];
+        if !value.is_null() {
+            match serde_json::from_value::<Vec<String>>(value.clone()) {
+                Ok(names) => self.stdin_interpreters = names,
+                Err(_) => bad("audit.stdin_interpreters", value),
             }
         }
         self
@@ -534,7 +567,9 @@ mod tests {
             "audit": {
                 "record_input": true,
                 "recording_max_bytes": 1048576,
-                "command_filter_default": "deny"
+                "command_filter_default": "deny",
+                "exec_stdin": "refuse",
+                "stdin_interpreters": ["gdb"]
             },
             "mail": {"enabled": false}
         });
@@ -551,6 +586,9 @@ mod tests {
         assert!(effective.record_input);
         assert_eq!(effective.recording_cap_bytes, 1_048_576);
         assert_eq!(effective.command_filter_default, FilterAction::Deny);
+        assert_eq!(local.exec_stdin, ExecStdin::Check, "check by default");
+        assert_eq!(effective.exec_stdin, ExecStdin::Refuse);
+        assert_eq!(effective.stdin_interpreters, ["gdb"]);
         assert_eq!(effective.mfa_required, MfaRequired::Groups);
         assert_eq!(effective.mfa_groups, ["ops"]);
     }
@@ -562,7 +600,7 @@ mod tests {
         assert_eq!(local.clone().with_server(&serde_json::Value::Null), local);
         let odd = serde_json::json!({
             "security": {"lockout_threshold": "many", "session_idle_timeout": "soon", "mfa_required": "sometimes"},
-            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe"}
+            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe", "exec_stdin": "sometimes"}
         });
         assert_eq!(local.clone().with_server(&odd), local);
     }

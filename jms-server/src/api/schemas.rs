@@ -178,6 +178,8 @@ pub fn all() -> Value {
             ("record_input", boolean()),
             ("recording_max_bytes", integer()),
             ("command_filter_default", one_of(&["allow", "deny"])),
+            ("exec_stdin", one_of(&["check", "refuse", "pass"])),
+            ("stdin_interpreters", strings()),
         ],
         &[],
         true,

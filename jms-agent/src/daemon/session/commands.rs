@@ -8,9 +8,17 @@
 //! - once the line was edited in ways only the target's line editor knows
 //!   (arrow keys, history recall, Tab completion, Ctrl-R, Ctrl-A…), the
 //!   command is read from the output echo instead: a model of the
-//!   terminal's current line (carriage return, backspace, cursor moves,
-//!   erase and insert/delete sequences) minus the prompt seen when the line
-//!   began. The relay holds such an Enter until the echo has settled.
+//!   terminal's current line (`screen`: carriage return, backspace, cursor
+//!   moves, erase and insert/delete sequences, bounded) minus the prompt
+//!   seen when the line began. The relay holds such an Enter until the echo
+//!   has settled.
+//! - every key that can run a line in common shells is a submit: CR, LF,
+//!   Ctrl-O, Ctrl-D on a non-empty line (cooked mode), Ctrl-X Ctrl-E — also
+//!   right after an unfinished escape sequence; `\` continuation lines are
+//!   joined and checked as one command;
+//! - a line whose reading is uncertain (edited but not shown, the prompt
+//!   gone from the screen, longer than the bound, run from an editor) is
+//!   refused when any deny rule applies to the session ([`Line::uncertain`]).
 //!
 //! Filters: active filters whose scope holds the session (users or `@ALL`,
 //! user groups, assets or `@ALL`, nodes at any depth, accounts or `@ALL`),
@@ -23,6 +31,7 @@ use jms_core::Policy;
 use regex::Regex;
 
 use super::recording::Utf8Stream;
+use super::screen::{ScreenLine, MAX_LINE};
 
 /// The decision on one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +128,13 @@ impl Filters {
         self
     }
 
+    /// Whether any command can be refused in this session: a deny filter
+    /// applies, or the default action denies.
+    pub fn any_deny(&self) -> bool {
+        self.default == FilterAction::Deny
+            || self.filters.iter().any(|f| f.action == FilterAction::Deny)
+    }
+
     /// Checks one command line.
     pub fn check(&self, command: &str) -> Verdict {
         for filter in &self.filters {
@@ -172,17 +188,35 @@ fn is_under(path: &str, node: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The engineer pressed Enter: the relay decides on the line before
-/// forwarding `key`.
+/// Keys that submit a line in common shells besides CR (Enter, Ctrl-M)
+/// and LF (Ctrl-J): Ctrl-O (bash's operate-and-get-next, zsh's
+/// accept-line-and-down-history) runs the line and recalls the next one.
+const CTRL_O: u8 = 0x0f;
+/// Ctrl-D hands a non-empty line to a program in cooked mode (dash, `sh`,
+/// `cat`) without ending it: a checkpoint.
+const CTRL_D: u8 = 0x04;
+/// Ctrl-X Ctrl-E (bash's edit-and-execute-command) runs the line after an
+/// editor changed it: what runs cannot be known here.
+const CTRL_X: u8 = 0x18;
+const CTRL_E: u8 = 0x05;
+
+/// The filter name a line refused for an uncertain reading carries.
+pub const UNREADABLE: &str = "(unreadable line)";
+
+/// The engineer pressed a key that may run the line: the relay decides on
+/// the line before forwarding `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enter {
-    /// The byte to forward when allowed (`\r` or `\n`).
+    /// The byte to forward when allowed (`\r`, `\n`, Ctrl-O, Ctrl-D, or
+    /// the Ctrl-E of Ctrl-X Ctrl-E).
     pub key: u8,
     /// The line as typed (meaningful unless `from_echo`).
     pub typed: String,
     /// The command must be read from the echo: call
-    /// [`LineTracker::echoed_command`] once the target's echo settled.
+    /// [`LineTracker::submitted`] once the target's echo settled.
     pub from_echo: bool,
+    /// The key may run the line without ending it (Ctrl-D).
+    pub checkpoint: bool,
 }
 
 /// One step through the input: bytes to forward now, then maybe an Enter.
@@ -194,10 +228,46 @@ pub struct Step {
     pub consumed: usize,
 }
 
+/// What a submitted line amounts to (from [`LineTracker::submitted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// It ends with a `\` continuation: nothing runs yet; forward the key.
+    /// The next line is checked joined to this one.
+    Continued,
+    /// A line to decide.
+    Line(Line),
+}
+
+/// A line to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The command, joined with the `\` continuation lines before it.
+    pub command: String,
+    /// Typed without echo (a password): judged as typed, shown and logged
+    /// as "(input not echoed)".
+    pub hidden: bool,
+    /// Why the reconstruction cannot be trusted, if it cannot: refuse the
+    /// line when any deny rule applies to the session.
+    pub uncertain: Option<&'static str>,
+    /// The keys that kill the line on the target when it is refused.
+    pub refusal: Vec<u8>,
+}
+
 /// Reconstructs command lines from the input bytes and the output echo.
+///
+/// Public entry points: [`LineTracker::output`] (target output),
+/// [`LineTracker::step`] (engineer input, up to a key that may run the
+/// line), [`LineTracker::echoes`] (whether to wait for the echo),
+/// [`LineTracker::submitted`] (the line to decide) and
+/// [`LineTracker::refused`] (after refusing it). Memory is bounded: the
+/// screen line and the typed line hold at most [`MAX_LINE`] characters
+/// each, and continuation lines as much together.
 #[derive(Default)]
 pub struct LineTracker {
     typed: String,
+    typed_chars: usize,
+    /// The typed line outgrew [`MAX_LINE`].
+    typed_overflow: bool,
     /// The line was edited in ways only the target knows.
     complex: bool,
     /// The prompt on screen when the line began.
@@ -207,6 +277,16 @@ pub struct LineTracker {
     input_text: Utf8Stream,
     /// Inside an escape sequence of the input: its state.
     input_escape: Escape,
+    /// After Ctrl-X (a prefix key).
+    after_ctrl_x: bool,
+    /// The submitted line came after an unfinished escape sequence or
+    /// prefix: a refusal cancels it first.
+    prefix_pending: bool,
+    /// The submitting key makes the line unreadable (Ctrl-X Ctrl-E).
+    uncertain_key: Option<&'static str>,
+    /// Lines ended by a `\` continuation, joined, not yet run.
+    continued: String,
+    continued_overflow: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +299,27 @@ enum Escape {
     Sequence,
 }
 
+/// Whether a line ends with a `\` that continues it (an odd run of
+/// backslashes at its end).
+fn continues(line: &str) -> bool {
+    line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
+}
+
+/// The command in readline's incremental search display
+/// (`(reverse-i-search)`ab': command`), if the line is one.
+fn isearch_command(line: &str) -> Option<&str> {
+    let rest = line
+        .strip_prefix("(failed ")
+        .map(|r| format!("({r}"))
+        .unwrap_or_else(|| line.to_string());
+    let known = ["(reverse-i-search)`", "(i-search)`"];
+    if !known.iter().any(|k| rest.starts_with(k)) {
+        return None;
+    }
+    let at = line.find("': ")?;
+    Some(&line[at + 3..])
+}
+
 impl LineTracker {
     /// Feeds target output (what the engineer sees).
     pub fn output(&mut self, data: &[u8]) {
@@ -226,19 +327,36 @@ impl LineTracker {
         self.screen.feed(&text);
     }
 
-    /// Takes input up to and including the first Enter: the bytes before
-    /// it are forwarded at once; the Enter waits for a decision (and, for
-    /// a line edited on the target's side, for the echo). Call
-    /// [`LineTracker::line_done`] after deciding, then step through the rest.
+    /// Takes input up to and including the first key that may run the line
+    /// (CR, LF, Ctrl-O, Ctrl-D on a non-empty line, Ctrl-X Ctrl-E — also
+    /// in the middle of an escape sequence): the bytes before it are
+    /// forwarded at once; the key waits for a decision (and, for a line
+    /// edited on the target's side, for the echo). Call
+    /// [`LineTracker::submitted`] to decide, then step through the rest.
     pub fn step(&mut self, data: &[u8]) -> Step {
         for (i, &byte) in data.iter().enumerate() {
-            if (byte == b'\r' || byte == b'\n') && self.input_escape == Escape::None {
+            let checkpoint = byte == CTRL_D && self.has_content();
+            // (In a full-screen program Ctrl-X Ctrl-E is its own key.)
+            let edit_and_run = byte == CTRL_E && self.after_ctrl_x && !self.screen.alternate();
+            if matches!(byte, b'\r' | b'\n' | CTRL_O) || checkpoint || edit_and_run {
+                self.begin_line();
+                if self.input_escape != Escape::None || self.after_ctrl_x {
+                    // The shell may take the key whatever came before it.
+                    self.prefix_pending = true;
+                    self.complex = true;
+                    self.input_escape = Escape::None;
+                    self.after_ctrl_x = false;
+                }
+                if edit_and_run {
+                    self.uncertain_key = Some("Ctrl-X Ctrl-E runs the line from an editor");
+                }
                 return Step {
                     forward: data[..i].to_vec(),
                     enter: Some(Enter {
                         key: byte,
                         typed: self.typed.trim().to_string(),
                         from_echo: self.complex,
+                        checkpoint,
                     }),
                     consumed: i + 1,
                 };
@@ -252,9 +370,25 @@ impl LineTracker {
         }
     }
 
+    /// Whether the current line holds anything (typed or edited).
+    fn has_content(&self) -> bool {
+        !self.typed.trim().is_empty() || self.complex
+    }
+
     fn begin_line(&mut self) {
         if self.prompt.is_none() {
             self.prompt = Some(self.screen.before_cursor());
+        }
+    }
+
+    fn push_typed(&mut self, text: &str) {
+        for c in text.chars() {
+            if self.typed_chars >= MAX_LINE {
+                self.typed_overflow = true;
+                return;
+            }
+            self.typed.push(c);
+            self.typed_chars += 1;
         }
     }
 
@@ -277,42 +411,89 @@ impl LineTracker {
             Escape::None => {}
         }
         self.begin_line();
+        self.after_ctrl_x = false;
         match byte {
             0x1b => {
                 self.complex = true;
                 self.input_escape = Escape::Start;
             }
             0x7f | 0x08 => {
-                self.typed.pop();
+                if self.typed.pop().is_some() {
+                    self.typed_chars -= 1;
+                }
             }
-            0x15 => self.typed.clear(),
-            0x03 => {
-                // Ctrl-C abandons the line.
+            0x15 => {
                 self.typed.clear();
-                self.complex = false;
-                self.prompt = None;
+                self.typed_chars = 0;
+            }
+            0x03 => {
+                // Ctrl-C abandons the line, continuation lines included.
+                self.reset_line();
+                self.continued.clear();
+                self.continued_overflow = false;
             }
             0x17 => {
                 let kept = self.typed.trim_end().len();
                 self.typed.truncate(kept);
                 let word_start = self.typed.rfind(' ').map(|i| i + 1).unwrap_or(0);
                 self.typed.truncate(word_start);
+                self.typed_chars = self.typed.chars().count();
+            }
+            CTRL_X => {
+                self.complex = true;
+                self.after_ctrl_x = true;
             }
             0x00..=0x1f => self.complex = true,
             _ => {
                 let text = self.input_text.decode(&[byte]);
-                self.typed.push_str(&text);
+                self.push_typed(&text);
             }
         }
     }
 
-    /// The command of a complex line, read from the echo (call once the
-    /// echo settled, before [`LineTracker::line_done`]).
-    pub fn echoed_command(&self) -> String {
+    /// The command of a complex line read from the echo, and why that
+    /// reading cannot be trusted, if it cannot.
+    fn read_echo(&self) -> (String, Option<&'static str>) {
         let line = self.screen.text();
-        let prompt = self.prompt.as_deref().unwrap_or("");
-        let command = line.strip_prefix(prompt).unwrap_or(&line);
-        command.trim().to_string()
+        if self.screen.overflowed() {
+            return (
+                line.trim().to_string(),
+                Some("the line is longer than jms reads"),
+            );
+        }
+        // The screen's text is trimmed at the end; so is the prompt here.
+        let prompt = self.prompt.as_deref().unwrap_or("").trim_end();
+        if self.screen.alternate() {
+            // A full-screen program (vim, less, top) draws anywhere: its
+            // lines are read as well as the model can, never refused for
+            // the prompt (docs/sessions.md says what that leaves open).
+            let command = line.strip_prefix(prompt).unwrap_or(&line);
+            return (command.trim().to_string(), None);
+        }
+        let command = match line.strip_prefix(prompt) {
+            Some(rest) => rest.trim(),
+            None => match isearch_command(&line) {
+                Some(found) => found.trim(),
+                None => {
+                    return (
+                        line.trim().to_string(),
+                        Some("the prompt changed on screen"),
+                    )
+                }
+            },
+        };
+        if command.is_empty() {
+            // Edited, yet nothing shows: echo is off, or the screen is not
+            // what the model thinks.
+            return (String::new(), Some("the edited line is not shown"));
+        }
+        (command.to_string(), None)
+    }
+
+    /// The command of a complex line, read from the echo (once the echo
+    /// settled).
+    pub fn echoed_command(&self) -> String {
+        self.read_echo().0
     }
 
     /// Whether the terminal's current line shows `typed` (its last 16
@@ -323,156 +504,88 @@ impl LineTracker {
         self.screen.text().contains(&tail)
     }
 
-    /// The line ended (forwarded or refused): start the next one.
-    pub fn line_done(&mut self) {
+    /// The line `enter` submitted (call once the echo settled when
+    /// `enter.from_echo` or the typed line is not echoed yet). A line that
+    /// ends is over: the next input starts a new one.
+    pub fn submitted(&mut self, enter: &Enter) -> Submitted {
+        let (command, hidden, mut uncertain) = if enter.from_echo {
+            let (command, why) = self.read_echo();
+            (command, false, why)
+        } else {
+            let hidden = !enter.typed.is_empty() && !self.echoes(&enter.typed);
+            let why = self
+                .typed_overflow
+                .then_some("the line is longer than jms reads");
+            (enter.typed.clone(), hidden, why)
+        };
+        if let Some(why) = self.uncertain_key.take() {
+            uncertain = Some(why);
+        }
+        let mut refusal = Vec::new();
+        if self.prefix_pending {
+            // Ctrl-G cancels a pending ESC or Ctrl-X first, so the keys
+            // below are never read as Meta-Ctrl-E (shell-expand-line).
+            refusal.push(0x07);
+        }
+        // End of line, kill the line, then Ctrl-C: the terminal discards
+        // what it holds and the shell drops the line (and continuation
+        // lines) in every editing mode — vi's command mode keeps the
+        // character under the cursor after Ctrl-U alone.
+        refusal.extend_from_slice(b"\x05\x15\x03");
+        self.prefix_pending = false;
+        let ends = matches!(enter.key, b'\r' | b'\n');
+        if ends && uncertain.is_none() && continues(&command) {
+            let part = &command[..command.len() - 1];
+            if self.continued.chars().count() + part.chars().count() > MAX_LINE {
+                self.continued_overflow = true;
+            } else {
+                self.continued.push_str(part);
+            }
+            self.reset_line();
+            return Submitted::Continued;
+        }
+        let mut full = std::mem::take(&mut self.continued);
+        full.push_str(&command);
+        if std::mem::take(&mut self.continued_overflow) {
+            uncertain = Some("the line is longer than jms reads");
+        }
+        if enter.checkpoint {
+            // The line goes on; what the program took is on screen only.
+            self.complex = true;
+        } else {
+            let prompt = self.prompt.take();
+            self.reset_line();
+            if enter.key == CTRL_O {
+                // The next line starts as a recalled one, after the same prompt.
+                self.complex = true;
+                self.prompt = prompt;
+            }
+        }
+        Submitted::Line(Line {
+            command: full.trim().to_string(),
+            hidden,
+            uncertain,
+            refusal,
+        })
+    }
+
+    /// The line was refused (and killed on the target): start afresh.
+    pub fn refused(&mut self) {
+        self.reset_line();
+        self.continued.clear();
+        self.continued_overflow = false;
+    }
+
+    fn reset_line(&mut self) {
         self.typed.clear();
+        self.typed_chars = 0;
+        self.typed_overflow = false;
         self.complex = false;
         self.prompt = None;
-    }
-}
-
-/// The terminal's current line, as far as the output says.
-#[derive(Default)]
-struct ScreenLine {
-    chars: Vec<char>,
-    cursor: usize,
-    escape: OutEscape,
-    params: String,
-}
-
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum OutEscape {
-    #[default]
-    None,
-    Start,
-    Csi,
-    /// OSC / DCS strings: until BEL or ESC \.
-    Text,
-    TextEsc,
-}
-
-impl ScreenLine {
-    fn text(&self) -> String {
-        self.chars.iter().collect::<String>().trim_end().to_string()
-    }
-
-    fn before_cursor(&self) -> String {
-        self.chars[..self.cursor.min(self.chars.len())]
-            .iter()
-            .collect()
-    }
-
-    fn feed(&mut self, text: &str) {
-        for c in text.chars() {
-            self.feed_char(c);
-        }
-    }
-
-    fn n(&self) -> usize {
-        self.params
-            .split(';')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(1)
-    }
-
-    fn feed_char(&mut self, c: char) {
-        match self.escape {
-            OutEscape::Start => {
-                self.escape = match c {
-                    '[' => {
-                        self.params.clear();
-                        OutEscape::Csi
-                    }
-                    ']' | 'P' | '_' | '^' => OutEscape::Text,
-                    _ => OutEscape::None,
-                };
-                return;
-            }
-            OutEscape::Text => {
-                if c == '\x07' {
-                    self.escape = OutEscape::None;
-                } else if c == '\x1b' {
-                    self.escape = OutEscape::TextEsc;
-                }
-                return;
-            }
-            OutEscape::TextEsc => {
-                self.escape = if c == '\\' {
-                    OutEscape::None
-                } else {
-                    OutEscape::Text
-                };
-                return;
-            }
-            OutEscape::Csi => {
-                if ('\u{40}'..='\u{7e}').contains(&c) {
-                    self.escape = OutEscape::None;
-                    self.csi(c);
-                } else if self.params.len() < 32 {
-                    self.params.push(c);
-                }
-                return;
-            }
-            OutEscape::None => {}
-        }
-        match c {
-            '\x1b' => self.escape = OutEscape::Start,
-            '\r' => self.cursor = 0,
-            '\n' => {
-                self.chars.clear();
-                self.cursor = 0;
-            }
-            '\x08' => self.cursor = self.cursor.saturating_sub(1),
-            c if c.is_control() => {}
-            c => {
-                if self.cursor < self.chars.len() {
-                    self.chars[self.cursor] = c;
-                } else {
-                    while self.chars.len() < self.cursor {
-                        self.chars.push(' ');
-                    }
-                    self.chars.push(c);
-                }
-                self.cursor += 1;
-            }
-        }
-    }
-
-    fn csi(&mut self, final_char: char) {
-        let n = self.n();
-        let len = self.chars.len();
-        match final_char {
-            'K' => match self.params.as_str() {
-                "" | "0" => self.chars.truncate(self.cursor.min(len)),
-                "1" => {
-                    for c in self.chars.iter_mut().take(self.cursor + 1) {
-                        *c = ' ';
-                    }
-                }
-                _ => self.chars.clear(),
-            },
-            'C' => self.cursor += n,
-            'D' => self.cursor = self.cursor.saturating_sub(n),
-            'G' => self.cursor = n - 1,
-            'P' => {
-                let from = self.cursor.min(len);
-                let to = (self.cursor + n).min(len);
-                self.chars.drain(from..to);
-            }
-            '@' => {
-                let at = self.cursor.min(len);
-                for _ in 0..n {
-                    self.chars.insert(at, ' ');
-                }
-            }
-            'J' if self.params == "2" => {
-                self.chars.clear();
-                self.cursor = 0;
-            }
-            _ => {}
-        }
+        self.input_escape = Escape::None;
+        self.after_ctrl_x = false;
+        self.prefix_pending = false;
+        self.uncertain_key = None;
     }
 }
 
@@ -488,8 +601,8 @@ mod tests {
             let step = tracker.step(rest);
             rest = &rest[step.consumed..];
             if let Some(enter) = step.enter {
+                tracker.submitted(&enter);
                 lines.push((enter.typed, enter.from_echo));
-                tracker.line_done();
             }
         }
         lines
@@ -522,8 +635,9 @@ mod tests {
         let step = t.step(b"a\rb\r");
         assert_eq!(step.forward, b"a");
         assert_eq!(step.consumed, 2);
-        assert_eq!(step.enter.unwrap().typed, "a");
-        t.line_done();
+        let enter = step.enter.unwrap();
+        assert_eq!(enter.typed, "a");
+        t.submitted(&enter);
         assert_eq!(
             enter_lines(&mut t, b"b\rc\n"),
             [("b".into(), false), ("c".into(), false)]
@@ -536,7 +650,7 @@ mod tests {
         t.output(b"[sudo] password for deploy: ");
         t.step(b"s3cret");
         assert!(!t.echoes("s3cret"));
-        t.line_done();
+        t.refused();
         t.output(b"\r\n$ ");
         t.step(b"uptime");
         t.output(b"uptime");
@@ -585,6 +699,244 @@ mod tests {
         t.step(b"\t");
         t.output(b"ls");
         assert_eq!(t.echoed_command(), "ls");
+    }
+
+    /// Steps through `input` (with `echo` printed by the target before
+    /// each submit) and returns every submitted line.
+    fn submit_all(t: &mut LineTracker, input: &[u8], echo: &[u8]) -> Vec<Submitted> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let step = t.step(rest);
+            rest = &rest[step.consumed..];
+            if let Some(enter) = step.enter {
+                t.output(echo);
+                out.push(t.submitted(&enter));
+            }
+        }
+        out
+    }
+
+    fn line(s: &Submitted) -> &Line {
+        match s {
+            Submitted::Line(line) => line,
+            Submitted::Continued => panic!("a line was expected, got a continuation"),
+        }
+    }
+
+    #[test]
+    fn ctrl_o_submits_the_line_and_the_recalled_next_one_is_read_from_the_echo() {
+        let mut t = LineTracker::default();
+        t.output(b"$ ");
+        let step = t.step(b"touch /tmp/x\x0fmore");
+        assert_eq!(step.forward, b"touch /tmp/x", "Ctrl-O waits for a decision");
+        let enter = step.enter.expect("Ctrl-O submits");
+        assert_eq!((enter.key, enter.typed.as_str()), (0x0f, "touch /tmp/x"));
+        t.output(b"touch /tmp/x");
+        assert_eq!(line(&t.submitted(&enter)).command, "touch /tmp/x");
+        // bash runs it and shows the next history line after the prompt.
+        t.output(b"\r\n$ reboot");
+        let enter = t.step(b"\r").enter.unwrap();
+        assert!(enter.from_echo, "a recalled line is read from the screen");
+        let l = t.submitted(&enter);
+        assert_eq!(line(&l).command, "reboot");
+        assert_eq!(line(&l).uncertain, None);
+    }
+
+    #[test]
+    fn enter_after_an_unfinished_escape_sequence_is_a_submit() {
+        for prefix in [&b"\x1b"[..], b"\x1b[", b"\x1bO", b"\x1b[1;", b"\x18"] {
+            for key in [b'\r', b'\n', 0x0f] {
+                let mut t = LineTracker::default();
+                t.output(b"$ ");
+                let mut input = b"reboot".to_vec();
+                input.extend_from_slice(prefix);
+                input.push(key);
+                let step = t.step(&input);
+                let enter = step
+                    .enter
+                    .unwrap_or_else(|| panic!("{prefix:?} then {key} must submit"));
+                assert_eq!(step.consumed, input.len());
+                assert!(enter.from_echo);
+                t.output(b"reboot");
+                let l = t.submitted(&enter);
+                assert_eq!(line(&l).command, "reboot");
+                assert!(
+                    line(&l).refusal.starts_with(b"\x07\x05\x15"),
+                    "a refusal cancels the pending prefix before Ctrl-E Ctrl-U: {:?}",
+                    line(&l).refusal
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_edited_line_that_is_not_shown_is_uncertain() {
+        // stty -echo, then a line with a cursor edit: nothing on screen.
+        let mut t = LineTracker::default();
+        t.output(b"$ ");
+        let out = submit_all(&mut t, b"rebooo\x1b[D\x7f\x1b[Ct\r", b"");
+        assert_eq!(line(&out[0]).command, "");
+        assert!(line(&out[0]).uncertain.is_some());
+        // Typed plainly without echo (a password) stays judged as typed.
+        let mut t = LineTracker::default();
+        t.output(b"Password: ");
+        let out = submit_all(&mut t, b"hunter2\r", b"");
+        assert_eq!(line(&out[0]).command, "hunter2");
+        assert!(line(&out[0]).hidden && line(&out[0]).uncertain.is_none());
+    }
+
+    #[test]
+    fn a_changed_prompt_makes_the_line_uncertain_but_incremental_search_reads() {
+        let mut t = LineTracker::default();
+        t.output(b"$ true");
+        // Type-ahead: the first key lands before the new prompt is drawn.
+        let step = t.step(b"\x1b[A\r");
+        t.output(b"\r\n$ reboot");
+        assert!(line(&t.submitted(&step.enter.unwrap())).uncertain.is_some());
+        let mut t = LineTracker::default();
+        t.output(b"$ ");
+        let step = t.step(b"\x12reb\r");
+        t.output(b"\r(reverse-i-search)`reb': sudo reboot\x1b[K");
+        let l = t.submitted(&step.enter.unwrap());
+        assert_eq!(line(&l).command, "sudo reboot");
+        assert_eq!(line(&l).uncertain, None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_on_both_sides_never_panic_and_stay_bounded() {
+        // A small deterministic generator over the bytes that matter.
+        let alphabet: &[u8] = b"\x1b[O;?0123456789CDGHfPX@KJhlb`\r\n\x0f\x04\x18\x05\x03\x15\x17\x7f\x08\x07\\'a \xc3\xa9\xe2\x82";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let filters = Filters::none().with_default(FilterAction::Deny);
+        let mut t = LineTracker::default();
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let chunk: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if next() % 2 == 0 {
+                t.output(&chunk);
+            } else {
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let step = t.step(rest);
+                    rest = &rest[step.consumed..];
+                    if let Some(enter) = step.enter {
+                        if let Submitted::Line(l) = t.submitted(&enter) {
+                            if filters.check_exec(&l.command).is_deny() && next() % 2 == 0 {
+                                t.refused();
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(t.screen.len() <= MAX_LINE && t.screen.cursor() <= MAX_LINE);
+            assert!(t.typed_chars <= MAX_LINE && t.continued.chars().count() <= MAX_LINE);
+        }
+    }
+
+    #[test]
+    fn full_screen_programs_are_read_without_the_prompt_rule() {
+        // vim: ESC then `:wq` Enter on the alternate screen.
+        let mut t = LineTracker::default();
+        t.output(b"$ vim x\r\n\x1b[?1049h\x1b[1;1H~\x1b[24;1H");
+        let step = t.step(b"ihello\x1b:wq\r");
+        t.output(b"\x1b[24;1H:wq");
+        let l = t.submitted(&step.enter.unwrap());
+        assert_eq!(line(&l).uncertain, None, "{l:?}");
+        // Back on the normal screen, the rules apply again.
+        t.output(b"\x1b[?1049l\r\n$ ");
+        let step = t.step(b"\x1b[A\r");
+        t.output(b"\r\nother> reboot");
+        assert!(line(&t.submitted(&step.enter.unwrap())).uncertain.is_some());
+    }
+
+    #[test]
+    fn continuation_lines_are_joined_before_checking() {
+        let mut t = LineTracker::default();
+        let out = submit_all(&mut t, b"re\\\rbo\\\rot -f\r", b"");
+        assert_eq!(out[0], Submitted::Continued);
+        assert_eq!(out[1], Submitted::Continued);
+        let l = line(&out[2]);
+        assert_eq!(l.command, "reboot -f");
+        assert!(
+            l.refusal.ends_with(b"\x03"),
+            "refusing a line drops what the shell holds"
+        );
+        // An escaped backslash does not continue; Ctrl-C drops the parts.
+        let out = submit_all(&mut t, b"echo a\\\\\r", b"");
+        assert_eq!(line(&out[0]).command, "echo a\\\\");
+        let out = submit_all(&mut t, b"rm \\\r\x03id\r", b"");
+        assert_eq!(line(&out[1]).command, "id");
+    }
+
+    #[test]
+    fn ctrl_d_on_a_non_empty_line_is_a_checkpoint_and_ctrl_x_ctrl_e_is_uncertain() {
+        let mut t = LineTracker::default();
+        t.output(b"$ ");
+        let step = t.step(b"reboot\x04\x04");
+        let enter = step.enter.expect("Ctrl-D after text may run it (dash)");
+        assert!(enter.checkpoint && enter.key == 0x04);
+        t.output(b"reboot");
+        assert_eq!(line(&t.submitted(&enter)).command, "reboot");
+        // On an empty line Ctrl-D is end-of-file: no check.
+        let mut t = LineTracker::default();
+        assert!(t.step(b"\x04").enter.is_none());
+        let mut t = LineTracker::default();
+        t.output(b"$ ");
+        let step = t.step(b"ls\x18\x05");
+        let enter = step.enter.expect("Ctrl-X Ctrl-E submits");
+        t.output(b"ls");
+        assert!(line(&t.submitted(&enter)).uncertain.is_some());
+    }
+
+    #[test]
+    fn memory_stays_bounded_whatever_either_side_sends() {
+        let mut t = LineTracker::default();
+        for count in ["99999999", "9000000000000000000", "99999999999999999999999"] {
+            for seq in ['C', 'D', 'G', '@', 'P', 'X', 'K', '`', 'H'] {
+                t.output(format!("\x1b[{count}{seq}.").as_bytes());
+            }
+        }
+        assert!(t.screen.len() <= MAX_LINE && t.screen.cursor() <= MAX_LINE);
+        let big = vec![b'a'; 4 * MAX_LINE];
+        t.step(&big);
+        assert!(t.typed.len() <= MAX_LINE);
+        let enter = t.step(b"\r").enter.unwrap();
+        let l = t.submitted(&enter);
+        assert!(
+            line(&l).uncertain.is_some(),
+            "an over-long line is uncertain"
+        );
+        // Continuation parts cannot pile up either.
+        let mut input = Vec::new();
+        for _ in 0..10 {
+            input.extend_from_slice(&vec![b'b'; MAX_LINE - 10]);
+            input.extend_from_slice(b"\\\r");
+        }
+        input.extend_from_slice(b"end\r");
+        let out = submit_all(&mut t, &input, b"");
+        assert!(t.continued.len() <= MAX_LINE);
+        assert!(line(out.last().unwrap()).uncertain.is_some());
+    }
+
+    #[test]
+    fn interactive_lines_are_checked_part_by_part() {
+        let p = policy(
+            "  - {name: no-reboot, action: deny, rules: ['^reboot'], users: ['@ALL'], assets: ['@ALL'], accounts: ['@ALL']}\n",
+        );
+        let f = filters_for(&p, "alice", "web01", "root");
+        assert!(f.any_deny());
+        assert!(f.check_exec("uptime; reboot").is_deny());
+        assert!(!Filters::none().any_deny());
+        assert!(Filters::none().with_default(FilterAction::Deny).any_deny());
     }
 
     fn policy(filters: &str) -> Policy {

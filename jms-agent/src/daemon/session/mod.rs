@@ -23,9 +23,11 @@ pub mod open_sessions;
 pub mod recording;
 pub mod relay;
 pub mod resolve;
+pub mod screen;
 pub mod sftp;
 pub mod share;
 pub mod spool;
+pub mod stdin_check;
 pub mod transfer;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use jms_core::model::{Action, Protocol};
+use jms_core::model::{Action, ExecStdin, Protocol};
 use jms_core::Policy;
 use jms_proto::{write_frame, Response, SessionRequest};
 use tracing::{info, info_span, warn};
@@ -550,6 +552,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         &session.control,
         &mut NoRecording,
         &mut events,
+        None,
     );
     let ready_at = events.ready_at;
     let error_line = outcome.ended.error.as_ref().map(|e| e.to_string());
@@ -629,6 +632,10 @@ impl relay::Events for TargetEvents<'_, '_> {
         log_command(self.session, &self.scope, command, "interactive", verdict);
     }
 
+    fn stdin_command(&mut self, command: &str, verdict: &Verdict) {
+        log_command(self.session, &self.scope, command, "stdin", verdict);
+    }
+
     fn limits(&self) -> relay::Limits {
         let effective = self.session.daemon.effective();
         relay::Limits {
@@ -686,6 +693,22 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             return session.deny(&format!("{asset}: command refused by filter {filter}"));
         }
     }
+    // An exec without a terminal whose command reads commands from its
+    // input: that input is checked line by line, or the exec refused.
+    let stdin_mode = match &command {
+        Some(command)
+            if pty.is_none()
+                && stdin_check::reads_commands(command, &effective.stdin_interpreters) =>
+        {
+            effective.exec_stdin
+        }
+        _ => ExecStdin::Pass,
+    };
+    if stdin_mode == ExecStdin::Refuse {
+        return session.deny(&format!(
+            "{asset}: commands piped into a shell or interpreter are refused here (use ssh -t for a shell)"
+        ));
+    }
     let target = match session.login_target(&resolved) {
         Ok(target) => target,
         Err(reason) => return session.deny(&reason),
@@ -707,6 +730,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         },
     };
     let stdin = match (&mode, pty.is_some()) {
+        // Read by the relay, forwarded line by line.
+        (Mode::Exec { .. }, false) if stdin_mode == ExecStdin::Check => Stdin::Pipe,
         (Mode::Exec { .. }, false) => match session.take_fd(0) {
             Some(fd) => Stdin::Fd(fd),
             None => Stdin::Null,
@@ -772,8 +797,10 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             else {
                 return session.deny("the agent must pass its terminal");
             };
+            // A shell, or an exec on a terminal (`ssh -t bastion 'web01
+            // bash'`): what is typed is a command line either way.
             let mut tracker = LineTracker::default();
-            let commands = command.is_none().then_some((&mut tracker, &filters));
+            let commands = Some((&mut tracker, &filters));
             relay::relay_pty(
                 conn,
                 input.as_fd(),
@@ -789,6 +816,13 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             else {
                 return session.deny("the agent must pass stdout and stderr");
             };
+            let checked = match (stdin_mode, session.fds[0].as_ref()) {
+                (ExecStdin::Check, Some(input)) => Some(relay::CheckedStdin {
+                    engineer_in: input.as_fd(),
+                    filters: &filters,
+                }),
+                _ => None,
+            };
             relay::relay_pipes(
                 conn,
                 output.as_fd(),
@@ -796,6 +830,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
                 &session.control,
                 cast.as_mut(),
                 &mut events,
+                checked,
             )
         }
     };
@@ -821,6 +856,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         Some("the engineer disconnected".to_string())
     } else if outcome.limit.is_some() {
         outcome.limit.clone()
+    } else if outcome.refused.is_some() {
+        outcome.refused.clone()
     } else {
         error_line.clone()
     };
@@ -839,9 +876,14 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         recording: Some(recording_name),
         recording_truncated: truncated,
     });
+    // Refused input ends the exec as a failure, whatever the target said.
+    let exit_status = match &outcome.refused {
+        Some(_) => Some(1),
+        None => outcome.ended.exit_status,
+    };
     session.send(&Response::SessionEnded {
-        exit_status: outcome.ended.exit_status,
-        message: outcome.limit.or(error_line),
+        exit_status,
+        message: outcome.refused.or(outcome.limit).or(error_line),
     });
 }
 

@@ -9,6 +9,9 @@
 //! - Exec (`relay_pipes`): the engineer's stdin was given to ssh itself, so
 //!   it is byte-exact from the first moment; stdout and stderr come back
 //!   through pipes, recorded; the exit status is ssh's (the command's).
+//!   Except for a shell or interpreter reading its input
+//!   ([`CheckedStdin`], `exec_stdin = check`): then the relay reads the
+//!   input and forwards it line by line once each line is allowed.
 //!
 //! Every descriptor we touch is nonblocking while the relay runs (the
 //! engineer's get their flags back at the end), with a bounded buffer per
@@ -38,9 +41,10 @@ use jms_proto::{Request, Response};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::commands::{Enter, Filters, LineTracker, Verdict};
+use super::commands::{Enter, Filters, LineTracker, Submitted, Verdict, UNREADABLE};
 use super::connect::{self, Connection, Ended, Io};
 use super::recording::Recorder;
+use super::stdin_check::{Checked, StdinLines};
 use crate::daemon::live::LiveSession;
 
 /// Bytes buffered per direction before its source is paused.
@@ -99,6 +103,10 @@ pub trait Events {
     fn ready(&mut self);
     /// A command line was decided.
     fn command(&mut self, command: &str, verdict: &Verdict);
+    /// A line of an exec'd interpreter's input was decided.
+    fn stdin_command(&mut self, command: &str, verdict: &Verdict) {
+        self.command(command, verdict);
+    }
     /// The idle and length limits of this session (none by default).
     fn limits(&self) -> Limits {
         Limits::default()
@@ -118,6 +126,8 @@ pub struct Outcome {
     pub engineer_gone: bool,
     /// The session was ended by a limit: the line that says which.
     pub limit: Option<String>,
+    /// A line of checked input was refused: the line that says so.
+    pub refused: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -256,47 +266,67 @@ impl PtyState<'_> {
                 });
                 return;
             }
-            if !self.decide(&enter.typed.clone(), enter.key, false, events) {
+            if !self.decide(&enter, events) {
                 // A refused line takes the rest of the paste with it.
                 return;
             }
         }
     }
 
-    /// Forwards or refuses one line; true when forwarded. A `hidden` line
-    /// (typed without echo: a password) is judged as typed but logged and
-    /// shown only as "(input not echoed)".
-    fn decide(&mut self, command: &str, key: u8, hidden: bool, events: &mut dyn Events) -> bool {
+    /// Forwards or refuses the line `enter` submitted; true when forwarded.
+    /// A hidden line (typed without echo: a password) is judged as typed
+    /// but logged and shown only as "(input not echoed)". A line whose
+    /// reading is uncertain is refused when any deny rule applies.
+    fn decide(&mut self, enter: &Enter, events: &mut dyn Events) -> bool {
         let Some((tracker, filters)) = self.tracker.as_mut() else {
             return true;
         };
-        tracker.line_done();
-        if command.is_empty() {
-            self.to_target.push(key);
+        let line = match tracker.submitted(enter) {
+            Submitted::Continued => {
+                self.to_target.push(enter.key);
+                return true;
+            }
+            Submitted::Line(line) => line,
+        };
+        if line.command.is_empty() && line.uncertain.is_none() {
+            self.to_target.push(enter.key);
             return true;
         }
-        let verdict = filters.check(command);
-        let shown = if hidden {
+        let verdict = match line.uncertain {
+            Some(_) if filters.any_deny() => Verdict::Deny {
+                filter: UNREADABLE.to_string(),
+            },
+            _ => filters.check_exec(&line.command),
+        };
+        let shown = if line.hidden {
             "(input not echoed)"
         } else {
-            command
+            line.command.as_str()
         };
-        events.command(shown, &verdict);
+        if !line.command.is_empty() || verdict.is_deny() {
+            events.command(shown, &verdict);
+        }
         match &verdict {
             Verdict::Deny { filter } => {
-                // End of line, then kill the line: nothing of it runs.
-                self.to_target.extend_from_slice(b"\x05\x15");
+                tracker.refused();
+                self.to_target.extend_from_slice(&line.refusal);
+                let why = match line.uncertain {
+                    Some(why) if filter == UNREADABLE => format!(
+                        "command refused: jms cannot read this line reliably ({why}); retype it plainly"
+                    ),
+                    _ => format!("command refused by filter {filter}"),
+                };
                 self.to_engineer.extend_from_slice(
                     format!(
-                        "\r\n\x1b[31mjms: command refused by filter {filter}: {}\x1b[0m\r\n",
-                        shown.replace(['\r', '\n', '\x1b'], " ")
+                        "\r\n\x1b[31mjms: {why}: {}\x1b[0m\r\n",
+                        shown.replace(|c: char| c.is_control(), " ")
                     )
                     .as_bytes(),
                 );
                 false
             }
             Verdict::Allow { .. } => {
-                self.to_target.push(key);
+                self.to_target.push(enter.key);
                 true
             }
         }
@@ -313,12 +343,7 @@ impl PtyState<'_> {
             return false;
         }
         let held = self.held.take().expect("checked");
-        let (command, hidden) = match self.tracker.as_ref() {
-            Some((tracker, _)) if held.enter.from_echo => (tracker.echoed_command(), false),
-            Some((tracker, _)) => (held.enter.typed.clone(), !tracker.echoes(&held.enter.typed)),
-            None => (String::new(), false),
-        };
-        if self.decide(&command, held.enter.key, hidden, events) {
+        if self.decide(&held.enter, events) {
             self.input(&held.rest, events);
         }
         true
@@ -331,8 +356,8 @@ impl PtyState<'_> {
     }
 }
 
-/// Relays an interactive session (or an exec on a pty when `commands` is
-/// `None`) until the target or the engineer ends it.
+/// Relays a session on a pty (a shell, or an exec with a terminal: both
+/// with `commands`) until the target or the engineer ends it.
 #[allow(clippy::too_many_arguments)]
 pub fn relay_pty(
     mut conn: Connection,
@@ -583,8 +608,39 @@ fn finish(
         ready,
         engineer_gone,
         limit: None,
+        refused: None,
         bytes_in,
         bytes_out,
+    }
+}
+
+/// The engineer's input to an exec'd shell or interpreter, judged line by
+/// line before it is forwarded (`exec_stdin = check`; see `stdin_check`).
+/// The connection must have been opened with [`connect::Stdin::Pipe`].
+pub struct CheckedStdin<'a> {
+    pub engineer_in: BorrowedFd<'a>,
+    pub filters: &'a Filters,
+}
+
+/// [`CheckedStdin`] while the relay runs.
+struct StdinState<'a> {
+    engineer_in: RawFd,
+    filters: &'a Filters,
+    /// ssh's stdin (closed once the input ended and was written out).
+    to_ssh: Option<std::os::fd::OwnedFd>,
+    lines: StdinLines,
+    pending: Vec<u8>,
+    /// No more input is taken (end of file, or a line was refused).
+    ended: bool,
+}
+
+impl StdinState<'_> {
+    fn take(&mut self, checked: Checked, refused: &mut Option<String>) {
+        self.pending.extend_from_slice(&checked.forward);
+        if let Some(why) = checked.refused {
+            *refused = Some(why);
+            self.ended = true;
+        }
     }
 }
 
@@ -596,13 +652,29 @@ pub fn relay_pipes(
     control: &UnixStream,
     recorder: &mut dyn Recorder,
     events: &mut dyn Events,
+    stdin: Option<CheckedStdin<'_>>,
 ) -> Outcome {
     let (stdout, stderr) = match &conn.io {
         Io::Pipes { stdout, stderr, .. } => (stdout.as_raw_fd(), stderr.as_raw_fd()),
         Io::Pty { .. } => unreachable!("relay_pipes needs a pipe connection"),
     };
     let (eng_out, eng_err) = (engineer_out.as_raw_fd(), engineer_err.as_raw_fd());
-    let _restore = EngineerFds::take(&[eng_out, eng_err]);
+    let mut checked = stdin.map(|s| StdinState {
+        engineer_in: s.engineer_in.as_raw_fd(),
+        filters: s.filters,
+        to_ssh: match &mut conn.io {
+            Io::Pipes { stdin, .. } => stdin.take(),
+            Io::Pty { .. } => None,
+        },
+        lines: StdinLines::default(),
+        pending: Vec::new(),
+        ended: false,
+    });
+    let mut ours = vec![eng_out, eng_err];
+    ours.extend(checked.as_ref().map(|c| c.engineer_in));
+    let _restore = EngineerFds::take(&ours);
+    let mut refused: Option<String> = None;
+    let mut bytes_in = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     let mut to_out: Vec<u8> = Vec::new();
     let mut to_err: Vec<u8> = Vec::new();
@@ -674,6 +746,20 @@ pub fn relay_pipes(
             ));
             fds.len() - 1
         });
+        // Checked input: the engineer's side, then ssh's.
+        let (mut input_at, mut to_ssh_at) = (None, None);
+        if let Some(c) = checked.as_ref() {
+            if !c.ended && c.pending.len() < BUFFER_LIMIT {
+                // SAFETY: the engineer's stdin stays open for the whole relay.
+                let fd = unsafe { BorrowedFd::borrow_raw(c.engineer_in) };
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                input_at = Some(fds.len() - 1);
+            }
+            if let Some(to_ssh) = c.to_ssh.as_ref().filter(|_| !c.pending.is_empty()) {
+                fds.push(PollFd::new(to_ssh.as_fd(), PollFlags::POLLOUT));
+                to_ssh_at = Some(fds.len() - 1);
+            }
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
@@ -683,6 +769,41 @@ pub fn relay_pipes(
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
+        if let Some(c) = checked.as_mut() {
+            let readable = input_at.is_some_and(|i| {
+                revents[i].intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            });
+            if readable {
+                let mut log =
+                    |command: &str, verdict: &Verdict| events.stdin_command(command, verdict);
+                match read_fd(c.engineer_in, &mut buf) {
+                    Read_::Data(n) => {
+                        bytes_in += n as u64;
+                        let out = c.lines.feed(&buf[..n], c.filters, &mut log);
+                        c.take(out, &mut refused);
+                    }
+                    Read_::Nothing => {}
+                    Read_::Closed => {
+                        let out = c.lines.finish(c.filters, &mut log);
+                        c.take(out, &mut refused);
+                        c.ended = true;
+                    }
+                }
+            }
+            if to_ssh_at.is_some_and(|i| !revents[i].is_empty()) {
+                let fd = c.to_ssh.as_ref().map(|f| f.as_raw_fd());
+                if fd.is_some_and(|fd| write_some(fd, &mut c.pending).is_err()) {
+                    // The target stopped reading: nothing more goes there.
+                    c.to_ssh = None;
+                    c.pending.clear();
+                    c.ended = true;
+                }
+            }
+            if c.ended && c.pending.is_empty() {
+                // End of input for the target.
+                c.to_ssh = None;
+            }
+        }
         let any = |r: PollFlags| {
             r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
         };
@@ -748,8 +869,10 @@ pub fn relay_pipes(
         events.ready();
     }
     recorder.flush();
-    let mut outcome = finish(conn, login_failed, engineer_gone, 0, bytes_out);
+    drop(checked);
+    let mut outcome = finish(conn, login_failed, engineer_gone, bytes_in, bytes_out);
     outcome.limit = limit;
+    outcome.refused = refused;
     outcome
 }
 
@@ -820,5 +943,80 @@ mod limit_tests {
             Limits::default().reached(start + Duration::from_secs(1 << 20), start, start),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+    use jms_core::model::FilterAction;
+
+    #[derive(Default)]
+    struct Log(Vec<(String, bool)>);
+
+    impl Events for Log {
+        fn ready(&mut self) {}
+        fn command(&mut self, command: &str, verdict: &Verdict) {
+            self.0.push((command.to_string(), verdict.is_deny()));
+        }
+    }
+
+    /// Types `input` after a prompt, with the target echoing `echo`, and
+    /// returns what reached the target and the command log.
+    fn run(filters: &Filters, input: &[u8], echo: &[u8]) -> (Vec<u8>, Vec<(String, bool)>) {
+        let mut tracker = LineTracker::default();
+        tracker.output(b"$ ");
+        let mut state = PtyState {
+            to_target: Vec::new(),
+            to_engineer: Vec::new(),
+            tracker: Some((&mut tracker, filters)),
+            held: None,
+        };
+        let mut log = Log::default();
+        state.input(input, &mut log);
+        if let Some((tracker, _)) = state.tracker.as_mut() {
+            tracker.output(echo);
+        }
+        let long_ago = Instant::now() - ECHO_MAX;
+        while let Some(held) = state.held.as_mut() {
+            held.since = long_ago;
+            state.settle(long_ago, &mut log);
+        }
+        (state.to_target, log.0)
+    }
+
+    #[test]
+    fn keys_that_run_a_line_never_pass_a_denied_or_unreadable_one() {
+        let all_denied = Filters::none().with_default(FilterAction::Deny);
+        for (input, echo) in [
+            (&b"reboot\x0f"[..], &b"reboot"[..]),
+            (b"reboot\x1b\r", b"reboot"),
+            (b"reboot\x1b[\r", b"reboot"),
+            (b"reboot\x1bO\n", b"reboot"),
+            (b"re\\\rboot\r", b""),
+            (b"reboot\x04", b"reboot"),
+            (b"reboo\x1b[Dt\r", b""),
+        ] {
+            let (sent, log) = run(&all_denied, input, echo);
+            let submit = *input.last().unwrap();
+            let kill = sent.iter().rposition(|&b| b == 0x15);
+            assert!(
+                !sent.ends_with(&[submit]) && (kill.is_some() || log.is_empty()),
+                "{input:?}: the submit key must not reach the target: {sent:?} {log:?}"
+            );
+        }
+        // Allowed, the same keys go through, and are logged.
+        let open = Filters::none();
+        for input in [&b"uptime\x0f"[..], b"uptime\x1b\r", b"uptime\r"] {
+            let (sent, log) = run(&open, input, b"uptime");
+            assert!(
+                sent.ends_with(&[*input.last().unwrap()]),
+                "{input:?}: {sent:?}"
+            );
+            assert_eq!(log, [("uptime".to_string(), false)]);
+        }
+        // A continuation is forwarded unchecked; the joined line is judged.
+        let (sent, log) = run(&open, b"up\\\r", b"");
+        assert_eq!((sent.as_slice(), log.len()), (&b"up\\\r"[..], 0));
     }
 }
