@@ -60,10 +60,21 @@ pub struct AgentdConfig {
     pub mfa_required: MfaRequired,
     #[serde(default)]
     pub mfa_groups: Vec<String>,
-    /// How many connections are served at once (a session holds one for
-    /// its whole life); more are refused with "daemon busy".
+    /// Connections of all engineers' uids together (a session holds one
+    /// for its whole life); more are refused with "busy". Root's and the
+    /// keys user's connections (the login lane) are not counted here.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
+    /// Connections one uid other than root and the keys user may hold at
+    /// once (its sessions, menus, requests); more are refused with a line
+    /// that names this limit.
+    #[serde(default = "default_max_clients_per_uid")]
+    pub max_clients_per_uid: usize,
+    /// Connections root (pam_jms inside sshd, su, sudo) may hold at once,
+    /// and, separately, the keys user (AuthorizedKeysCommandUser): the
+    /// login lane, which engineers' connections can never take.
+    #[serde(default = "default_max_login_clients")]
+    pub max_login_clients: usize,
     /// Target sessions: the ssh client, recordings, spool.
     #[serde(default)]
     pub sessions: SessionsConfig,
@@ -265,6 +276,16 @@ fn default_home() -> String {
 fn default_max_clients() -> usize {
     // Sessions hold a connection each for their whole life.
     1024
+}
+fn default_max_clients_per_uid() -> usize {
+    // An Ansible run with 100 forks through one engineer's account fits;
+    // eight such engineers fill max_clients.
+    128
+}
+fn default_max_login_clients() -> usize {
+    // sshd's pending logins (the package's MaxStartups full = 1024) each
+    // hold a pam_jms connection for one short request at a time.
+    512
 }
 fn default_max_failures() -> u32 {
     LockoutPolicy::default().max_failures

@@ -1,6 +1,6 @@
 //! The durable event spool: every session start and end, command and file
 //! transfer is appended here first, as one JSON line, and fsync'd before
-//! the call returns. The central uploader (`crate::daemon::upload`) seals
+//! the call returns (group commit: concurrent appends share fsyncs). The central uploader (`crate::daemon::upload`) seals
 //! the open segment (`current.jsonl`) each round, sends sealed segments
 //! (`<millis>-<seq>.jsonl`) with each event's `id` as the idempotency key,
 //! and deletes each only once the server accepted all of it.
@@ -15,7 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -162,12 +163,21 @@ pub enum EventBody {
     },
 }
 
+/// The open segment's file, with the sequence number of the last event
+/// written to it.
+struct OpenFile {
+    file: File,
+    written: AtomicU64,
+}
+
 struct Segment {
-    file: Option<File>,
+    file: Option<Arc<OpenFile>>,
     current_bytes: u64,
     total_bytes: u64,
     alarmed: bool,
     sealed: u64,
+    /// Events written so far (the sequence number of the last one).
+    written: u64,
 }
 
 /// The spool in one directory.
@@ -175,6 +185,11 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     segment: Mutex<Segment>,
+    /// Group commit: the sequence number up to which events are known to
+    /// be on disk. One fsync covers every event written before it, so a
+    /// burst of appends (200 logins at once) costs a few fsyncs, not one
+    /// each in turn under the segment lock.
+    synced: Mutex<u64>,
 }
 
 impl Spool {
@@ -198,7 +213,9 @@ impl Spool {
                 total_bytes,
                 alarmed: false,
                 sealed: 0,
+                written: 0,
             }),
+            synced: Mutex::new(0),
         })
     }
 
@@ -208,6 +225,13 @@ impl Spool {
 
     /// Appends one event durably (write + fsync) or says why not.
     pub fn append(&self, event: &Event) -> Result<(), SpoolError> {
+        self.append_with(event, true)
+    }
+
+    /// Appends one event; with `wait_for_disk` false it returns once the
+    /// line is written (the page cache survives a crash of the daemon;
+    /// the next durable append or seal makes it durable too).
+    pub fn append_with(&self, event: &Event, wait_for_disk: bool) -> Result<(), SpoolError> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let len = line.len() as u64;
@@ -233,22 +257,48 @@ impl Spool {
             info!(dir = %self.dir.display(), "the event spool has room again");
         }
         if segment.file.is_none() {
-            segment.file = Some(
-                OpenOptions::new()
+            segment.file = Some(Arc::new(OpenFile {
+                file: OpenOptions::new()
                     .append(true)
                     .create(true)
                     .mode(0o600)
                     .open(self.dir.join(CURRENT))?,
-            );
+                written: AtomicU64::new(0),
+            }));
         }
-        let file = segment.file.as_mut().expect("opened above");
-        file.write_all(&line)?;
-        file.sync_data()?;
+        let file = Arc::clone(segment.file.as_ref().expect("opened above"));
+        (&file.file).write_all(&line)?;
+        segment.written += 1;
+        let seq = segment.written;
+        file.written.store(seq, Ordering::SeqCst);
         segment.current_bytes += len;
         segment.total_bytes += len;
         if segment.current_bytes >= SEGMENT_BYTES {
+            // Sealing syncs the segment: everything up to `seq` is on disk.
             self.seal_locked(&mut segment)?;
+            return Ok(());
         }
+        drop(segment);
+        if !wait_for_disk {
+            return Ok(());
+        }
+        Ok(self.sync_up_to(&file, seq)?)
+    }
+
+    /// Returns once event `seq` (written to `file`) is on disk: at most
+    /// one fsync at a time, each covering every event written before it.
+    ///
+    /// Lock order: `segment` before `synced`, never the other way.
+    fn sync_up_to(&self, file: &OpenFile, seq: u64) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= seq {
+            return Ok(());
+        }
+        // Every event written to this file by now is covered by this
+        // fsync; earlier files were synced when they were sealed.
+        let upto = file.written.load(Ordering::SeqCst);
+        file.file.sync_data()?;
+        *synced = (*synced).max(upto);
         Ok(())
     }
 
@@ -266,7 +316,16 @@ impl Spool {
     }
 
     fn seal_locked(&self, segment: &mut Segment) -> std::io::Result<()> {
-        segment.file = None;
+        // Appends sync after releasing the segment lock: make the events
+        // of the segment durable before it becomes the uploader's.
+        if let Some(file) = segment.file.take() {
+            file.file.sync_data()?;
+        } else if let Ok(file) = File::open(self.dir.join(CURRENT)) {
+            file.sync_data()?;
+        }
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        *synced = (*synced).max(segment.written);
+        drop(synced);
         segment.sealed += 1;
         let name = format!(
             "{}-{:06}.jsonl",
@@ -280,9 +339,14 @@ impl Spool {
     }
 
     /// Appends, logging (never failing) when the event cannot be kept.
+    ///
+    /// Login results do not wait for the disk: pam_jms waits for the
+    /// answer with a short timeout, and a burst of logins behind a slow
+    /// fsync would fail. Every other event is durable before this returns.
     pub fn record(&self, body: EventBody) {
+        let wait_for_disk = !matches!(body, EventBody::Login { .. });
         let event = Event::now(body);
-        if let Err(e) = self.append(&event) {
+        if let Err(e) = self.append_with(&event, wait_for_disk) {
             match e {
                 SpoolError::Full(_) => warn!(event = ?event, "spool full: event dropped"),
                 SpoolError::Io(e) => {
