@@ -1,12 +1,15 @@
 //! Load the bastion must take: bursts of simultaneous logins with the
 //! package's sshd settings (packaging/lib/sshd-startups.conf, which the
 //! harness writes into the bastion's sshd_config as the package does into
-//! sshd_config.d).
+//! sshd_config.d), and one uid flooding jms-agentd's socket while others
+//! log in.
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::thread;
 
-use jms_e2e::fixture::{self, ALICE_PASSWORD};
-use jms_e2e::{Outcome, PasswordMethod};
+use jms_e2e::fixture::{self, ALICE_PASSWORD, BOB_PASSWORD, KIM_USER};
+use jms_e2e::{Outcome, Pam, PasswordMethod};
 
 /// How many logins start at once (issue 13, item 19: an Ansible run with
 /// many forks through the bastion).
@@ -65,4 +68,109 @@ fn two_hundred_simultaneous_password_logins_all_succeed() {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Opens `sys.argv[2]` connections to the agentd socket `sys.argv[1]` and
+/// holds them; prints `held=H refused=R message=M` (M: the first refusal)
+/// once the daemon has dealt with every one, then waits for stdin to close.
+const HOLD_CONNECTIONS: &str = r#"
+import socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    socks.append(s)
+# The daemon takes connections in order: once the last one is answered
+# (or 15 s passed), every earlier one was dealt with.
+socks[-1].settimeout(15)
+answers = {}
+try:
+    data = socks[-1].recv(65536)
+    if data:
+        answers[n - 1] = data
+except OSError:
+    pass
+for i, s in enumerate(socks[:-1]):
+    s.setblocking(False)
+    try:
+        data = s.recv(65536)
+        if data:
+            answers[i] = data
+    except BlockingIOError:
+        pass
+first = answers[min(answers)].decode("utf-8", "replace").replace("\n", " ") if answers else ""
+print(f"held={n - len(answers)} refused={len(answers)} message={first}", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn one_uid_holding_many_connections_cannot_starve_logins() {
+    let (builder, keys) = fixture::standard();
+    let bastion = builder.start();
+    let passwd = bastion.getent(&["passwd", "alice"]);
+    passwd.assert_success("alice should be known through NSS");
+    let fields: Vec<&str> = passwd.stdout.trim().split(':').collect();
+    let (uid, gid) = (fields[2], fields[3]);
+    // More than the old shared pool (1024 slots for every caller).
+    let attempts = 1100;
+    let mut attacker = bastion
+        .ns_command("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            HOLD_CONNECTIONS,
+            jms_e2e::bastion::AGENTD_SOCKET,
+            &attempts.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the connection holder");
+    let mut line = String::new();
+    BufReader::new(attacker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the holder's report");
+    let report = line.trim().to_owned();
+
+    // While she holds them: PAM (root, the login lane), a password login
+    // through ssh and a key login (AuthorizedKeysCommand as nobody) work.
+    let pam = bastion.pamtester(&Pam::login("bob", BOB_PASSWORD));
+    let bob = bastion.ssh_password("bob", BOB_PASSWORD, PasswordMethod::Password, None);
+    let kim = bastion.ssh_key(KIM_USER, &keys.kim, None);
+    drop(attacker.stdin.take());
+    let _ = attacker.wait();
+
+    let limit = 128; // max_clients_per_uid's default
+    assert!(
+        report.starts_with(&format!("held={limit} refused={} ", attempts - limit)),
+        "uid {uid} should hold exactly max_clients_per_uid = {limit} connections, the rest refused: {report}"
+    );
+    assert!(
+        report.contains(&format!("too many connections from uid {uid}"))
+            && report.contains("max_clients_per_uid"),
+        "a refused connection should get a line naming the per-uid limit: {report}"
+    );
+    pam.assert_success("pamtester login for bob while alice's uid holds its connections");
+    for (who, out) in [("bob", &bob), (KIM_USER, &kim)] {
+        assert!(
+            out.code() == Some(1)
+                && out
+                    .stderr
+                    .lines()
+                    .any(|l| l.starts_with("jms-agent:") && l.contains(who)),
+            "{who}'s ssh login should land in jms-agent while another uid holds its connections:\n{out}"
+        );
+    }
+    assert!(
+        bastion.agentd_log().contains(&format!(
+            "connection refused: too many connections from uid {uid}"
+        )),
+        "agentd should log the refusals:\n{}",
+        tail(&bastion.agentd_log(), 20)
+    );
 }
