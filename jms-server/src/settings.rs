@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use jms_core::model::{FilterAction, Secret};
+use jms_core::model::{AuditOnFailure, FilterAction, Secret};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The whole settings document.
@@ -80,6 +80,11 @@ pub struct Audit {
     /// What happens to a command no filter matches.
     #[serde(default = "default_filter_action")]
     pub command_filter_default: FilterAction,
+    /// When a bastion's spool or recording store cannot take more:
+    /// `refuse` new sessions (and end one whose recording stops) or
+    /// `continue` unaudited, with an alarm either way.
+    #[serde(default)]
+    pub on_failure: AuditOnFailure,
 }
 
 impl Default for Audit {

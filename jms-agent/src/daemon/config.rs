@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use jms_core::login::LockoutPolicy;
-use jms_core::model::{FilterAction, User};
+use jms_core::model::{AuditOnFailure, FilterAction, User};
 use jms_core::nss_cache::{NssSettings, DEFAULT_NSS_CACHE_PATH};
 use jms_core::uids::IdRanges;
 use serde::Deserialize;
@@ -78,6 +78,21 @@ pub struct AgentdConfig {
     /// Target sessions: the ssh client, recordings, spool.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// What happens when the audit store is full.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: what happens when the event spool or the recording store
+/// cannot take more. The central server's `audit.on_failure` overrides it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `refuse` (new sessions are refused with a message, and a session
+    /// whose recording stops is ended) or `continue` (sessions go on
+    /// unaudited); an alarm is logged either way.
+    #[serde(default)]
+    pub on_failure: AuditOnFailure,
 }
 
 /// `[central]`: where the policy comes from when a central server holds it.
@@ -136,9 +151,16 @@ pub struct SessionsConfig {
     #[serde(default = "default_runtime_dir")]
     pub runtime_dir: PathBuf,
     /// Bytes one recording may take; past it a notice is written and the
-    /// recording stops while the session goes on.
+    /// recording stops; under `audit.on_failure = refuse` the session is
+    /// ended too, otherwise it goes on unrecorded.
     #[serde(default = "default_recording_cap")]
     pub recording_cap_bytes: u64,
+    /// Bytes all recordings in `recordings_dir` may take together; past
+    /// it an alarm is logged and (under `audit.on_failure = refuse`) new
+    /// sessions are refused until the uploader or an administrator frees
+    /// space.
+    #[serde(default = "default_recordings_total_max")]
+    pub recordings_total_max_bytes: u64,
     /// Record the engineer's keystrokes too (asciicast "i" events).
     #[serde(default)]
     pub record_input: bool,
@@ -153,7 +175,8 @@ pub struct SessionsConfig {
     #[serde(default = "default_filter_action")]
     pub command_filter_default: FilterAction,
     /// Bytes the spool may hold; past it new events are dropped with an
-    /// alarm in the log until the uploader drains it.
+    /// alarm in the log until the uploader drains it, and (under
+    /// `audit.on_failure = refuse`) new sessions are refused.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
     /// Seconds to wait for a target's TCP connection.
@@ -176,6 +199,7 @@ impl Default for SessionsConfig {
             spool_dir: None,
             runtime_dir: default_runtime_dir(),
             recording_cap_bytes: default_recording_cap(),
+            recordings_total_max_bytes: default_recordings_total_max(),
             record_input: false,
             idle_timeout_secs: default_idle_timeout(),
             max_session_secs: default_max_session(),
@@ -196,6 +220,9 @@ fn default_runtime_dir() -> PathBuf {
 }
 fn default_recording_cap() -> u64 {
     64 * 1024 * 1024
+}
+fn default_recordings_total_max() -> u64 {
+    8 * 1024 * 1024 * 1024
 }
 fn default_idle_timeout() -> u64 {
     30 * 60
@@ -369,6 +396,8 @@ pub struct Effective {
     pub command_filter_default: FilterAction,
     pub mfa_required: MfaRequired,
     pub mfa_groups: Vec<String>,
+    /// What a full audit store does to sessions.
+    pub audit_on_failure: AuditOnFailure,
 }
 
 fn positive(secs: u64) -> Option<Duration> {
@@ -388,6 +417,7 @@ impl Effective {
             command_filter_default: s.command_filter_default,
             mfa_required: config.mfa_required,
             mfa_groups: config.mfa_groups.clone(),
+            audit_on_failure: config.audit.on_failure,
         }
     }
 
@@ -395,7 +425,7 @@ impl Effective {
     /// (`security.lockout_threshold`, `lockout_duration`, `mfa_required`,
     /// `mfa_groups`, `session_idle_timeout`, `max_session_length`;
     /// `audit.record_input`, `recording_max_bytes`,
-    /// `command_filter_default`). A field that is absent keeps the local
+    /// `command_filter_default`, `on_failure`). A field that is absent keeps the local
     /// value; one that does not read is logged and keeps it too.
     pub fn with_server(mut self, settings: &serde_json::Value) -> Effective {
         let security = &settings["security"];
@@ -474,6 +504,13 @@ impl Effective {
             match serde_json::from_value::<FilterAction>(value.clone()) {
                 Ok(action) => self.command_filter_default = action,
                 Err(_) => bad("audit.command_filter_default", value),
+            }
+        }
+        let value = &audit["on_failure"];
+        if !value.is_null() {
+            match serde_json::from_value::<AuditOnFailure>(value.clone()) {
+                Ok(mode) => self.audit_on_failure = mode,
+                Err(_) => bad("audit.on_failure", value),
             }
         }
         self
@@ -555,7 +592,8 @@ mod tests {
             "audit": {
                 "record_input": true,
                 "recording_max_bytes": 1048576,
-                "command_filter_default": "deny"
+                "command_filter_default": "deny",
+                "on_failure": "continue"
             },
             "mail": {"enabled": false}
         });
@@ -572,6 +610,12 @@ mod tests {
         assert!(effective.record_input);
         assert_eq!(effective.recording_cap_bytes, 1_048_576);
         assert_eq!(effective.command_filter_default, FilterAction::Deny);
+        assert_eq!(effective.audit_on_failure, AuditOnFailure::Continue);
+        assert_eq!(
+            local.audit_on_failure,
+            AuditOnFailure::Refuse,
+            "refuse is the default"
+        );
         assert_eq!(effective.mfa_required, MfaRequired::Groups);
         assert_eq!(effective.mfa_groups, ["ops"]);
     }
@@ -583,7 +627,7 @@ mod tests {
         assert_eq!(local.clone().with_server(&serde_json::Value::Null), local);
         let odd = serde_json::json!({
             "security": {"lockout_threshold": "many", "session_idle_timeout": "soon", "mfa_required": "sometimes"},
-            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe"}
+            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe", "on_failure": "shrug"}
         });
         assert_eq!(local.clone().with_server(&odd), local);
     }

@@ -178,6 +178,7 @@ pub fn all() -> Value {
             ("record_input", boolean()),
             ("recording_max_bytes", integer()),
             ("command_filter_default", one_of(&["allow", "deny"])),
+            ("on_failure", one_of(&["refuse", "continue"])),
         ],
         &[],
         true,

@@ -22,6 +22,43 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+/// Most bytes one free-text field of an event may take (a command, a
+/// command line, a path, a reason): a longer one is cut with a marker, so
+/// that one line typed (or sent) by an engineer cannot take the spool.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Room the spool must have for a new session to start (its start, end
+/// and a few commands) under `audit.on_failure = refuse`.
+pub const SESSION_ROOM_BYTES: u64 = 16 * 1024;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] (on a character boundary) with a
+/// marker saying how much was cut; unchanged when it fits.
+pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_TEXT_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_TEXT_BYTES - 64;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}…[jms: {} more bytes cut]",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
+fn bound(text: &mut String) {
+    if text.len() > MAX_TEXT_BYTES {
+        *text = bounded_text(text).into_owned();
+    }
+}
+
+fn bound_opt(text: &mut Option<String>) {
+    if let Some(text) = text {
+        bound(text);
+    }
+}
+
 /// Size at which the open segment is sealed and a new one begun.
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Name of the open segment.
@@ -170,6 +207,52 @@ struct OpenFile {
     written: AtomicU64,
 }
 
+impl EventBody {
+    /// The event with every free-text field cut to [`MAX_TEXT_BYTES`].
+    pub fn bounded(mut self) -> EventBody {
+        #[allow(unreachable_patterns)]
+        match &mut self {
+            EventBody::SessionStart {
+                command, client, ..
+            } => {
+                bound_opt(command);
+                bound_opt(client);
+            }
+            EventBody::SessionEnd { reason, .. } => bound_opt(reason),
+            EventBody::SessionDenied {
+                command_line,
+                reason,
+                client,
+                ..
+            } => {
+                bound(command_line);
+                bound(reason);
+                bound_opt(client);
+            }
+            EventBody::Command { command, .. } => bound(command),
+            EventBody::Login {
+                user,
+                rhost,
+                reason,
+                ..
+            } => {
+                bound(user);
+                bound_opt(rhost);
+                bound_opt(reason);
+            }
+            EventBody::Transfer {
+                path, to, result, ..
+            } => {
+                bound(path);
+                bound_opt(to);
+                bound(result);
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 struct Segment {
     file: Option<Arc<OpenFile>>,
     current_bytes: u64,
@@ -221,6 +304,16 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Bytes the spool can still take (recounted from the directory when
+    /// it looks nearly full: the uploader may have drained it).
+    pub fn room(&self) -> u64 {
+        let mut segment = self.segment.lock().unwrap_or_else(|e| e.into_inner());
+        if segment.total_bytes + SESSION_ROOM_BYTES > self.max_bytes {
+            segment.total_bytes = dir_bytes(&self.dir);
+        }
+        self.max_bytes.saturating_sub(segment.total_bytes)
     }
 
     /// Appends one event durably (write + fsync) or says why not.
@@ -345,7 +438,7 @@ impl Spool {
     /// fsync would fail. Every other event is durable before this returns.
     pub fn record(&self, body: EventBody) {
         let wait_for_disk = !matches!(body, EventBody::Login { .. });
-        let event = Event::now(body);
+        let event = Event::now(body.bounded());
         if let Err(e) = self.append_with(&event, wait_for_disk) {
             match e {
                 SpoolError::Full(_) => warn!(event = ?event, "spool full: event dropped"),
@@ -394,7 +487,7 @@ pub fn record(config: &crate::daemon::config::AgentdConfig, body: EventBody) {
     super::open_sessions::note(config, &body);
     match global(config) {
         Some(spool) => spool.record(body),
-        None => warn!(event = ?body, "no spool: event only logged"),
+        None => warn!(event = ?body.bounded(), "no spool: event only logged"),
     }
 }
 
