@@ -1,15 +1,16 @@
 //! Load the bastion must take: bursts of simultaneous logins with the
 //! package's sshd settings (packaging/lib/sshd-startups.conf, which the
 //! harness writes into the bastion's sshd_config as the package does into
-//! sshd_config.d), and one uid flooding jms-agentd's socket while others
-//! log in.
+//! sshd_config.d), one uid flooding jms-agentd's socket while others log
+//! in, and idle exec sessions giving their place back.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::thread;
 
 use jms_e2e::fixture::{self, ALICE_PASSWORD, BOB_PASSWORD, KIM_USER};
-use jms_e2e::{Outcome, Pam, PasswordMethod};
+use jms_e2e::target::DEPLOY_PASSWORD;
+use jms_e2e::{BastionBuilder, Outcome, Pam, PasswordMethod, Target};
 
 /// How many logins start at once (issue 13, item 19: an Ansible run with
 /// many forks through the bastion).
@@ -172,5 +173,86 @@ fn one_uid_holding_many_connections_cannot_starve_logins() {
         )),
         "agentd should log the refusals:\n{}",
         tail(&bastion.agentd_log(), 20)
+    );
+}
+
+/// An exec without a terminal (and so scp and rsync, on the same relay)
+/// with no byte either way for the idle timeout is ended with a line
+/// saying why; one whose output or input keeps flowing is not.
+#[test]
+fn idle_exec_sessions_end_while_busy_ones_go_on() {
+    let target = Target::start();
+    let builder = BastionBuilder::new();
+    let alice = builder.client_key("alice");
+    let yaml = format!(
+        "users:\n\
+         \x20 - {{username: alice, name: Alice, public_keys: [\"{key}\"]}}\n\
+         assets:\n\
+         \x20 - name: web01\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}]\n\
+         \x20   accounts: [{{name: deploy, username: deploy, secret_type: password, secret: \"{DEPLOY_PASSWORD}\"}}]\n\
+         grants:\n\
+         \x20 - {{name: alice-web01, users: [alice], assets: [web01], accounts: [deploy], protocols: [ssh], actions: [connect]}}\n",
+        key = alice.public,
+        address = target.address(),
+        port = target.port(),
+    );
+    let bastion = builder.policy(&yaml).start();
+    let config = bastion.dir().join("agentd.toml");
+    let base = std::fs::read_to_string(&config).expect("agentd.toml");
+    std::fs::write(
+        &config,
+        format!("{base}\n[sessions]\nidle_timeout_secs = 3\n"),
+    )
+    .expect("agentd.toml");
+    bastion.kill_agentd();
+    bastion.restart_agentd();
+
+    // Nothing either way: ended (it would otherwise sleep for a minute).
+    let idle = bastion.ssh_key("alice", &alice, Some("web01 sleep 60"));
+    assert!(
+        !idle.success() && idle.stderr.contains("idle for 3s (the idle timeout)"),
+        "an exec with no input or output should end at the idle timeout, saying so:\n{idle}"
+    );
+    // Output every half second for longer than the timeout: not idle.
+    let busy = bastion.ssh_key(
+        "alice",
+        &alice,
+        Some("web01 for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 0.5; echo $i; done"),
+    );
+    assert!(
+        busy.success() && busy.stdout.ends_with("11\n12\n"),
+        "an exec whose output keeps flowing is not idle:\n{busy}"
+    );
+    // Input every half second (an upload, a pipe into a command), no
+    // output until the end: not idle either.
+    let mut cmd = bastion.ssh_command("ssh");
+    cmd.args([
+        "-o",
+        "PreferredAuthentications=publickey",
+        "-o",
+        "BatchMode=yes",
+        "-i",
+    ])
+    .arg(&alice.private)
+    .args(bastion.ssh_args("alice"))
+    .arg("web01 wc -l")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for i in 0..12 {
+        std::io::Write::write_all(&mut stdin, format!("line {i}\n").as_bytes())
+            .expect("the session should still take input");
+        thread::sleep(std::time::Duration::from_millis(500));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("ssh output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "12",
+        "an exec whose input keeps flowing is not idle: status {}, stdout {stdout:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -296,3 +296,43 @@ fn serve_client(mut stream: UnixStream, uid: u32, daemon: &Daemon, accepted: std
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        login_per_uid: 3,
+        per_uid: 2,
+        users_total: 3,
+    };
+
+    #[test]
+    fn engineers_cannot_take_the_login_lane() {
+        let slots = Slots::new(LIMITS, Some(65534));
+        let a: Vec<Slot> = (0..2).map(|_| slots.take(1000).unwrap()).collect();
+        let refused = slots
+            .take(1000)
+            .err()
+            .expect("a third connection of uid 1000");
+        assert!(
+            refused.contains("too many connections from uid 1000")
+                && refused.contains("max_clients_per_uid"),
+            "{refused}"
+        );
+        let b = slots.take(1001).unwrap();
+        let full = slots.take(1002).err().expect("max_clients reached");
+        assert!(full.contains("max_clients"), "{full}");
+        // Root and the keys user each keep their own connections.
+        let root: Vec<Slot> = (0..3).map(|_| slots.take(0).unwrap()).collect();
+        assert!(slots.take(0).is_err(), "root's own limit");
+        let keys: Vec<Slot> = (0..3).map(|_| slots.take(65534).unwrap()).collect();
+        drop((root, keys));
+        // Places come back when connections end.
+        drop(a);
+        drop(b);
+        let again: Vec<Slot> = (0..2).map(|_| slots.take(1000).unwrap()).collect();
+        assert_eq!(again.len(), 2);
+        assert!(slots.held.lock().unwrap().per_uid.get(&0).is_none());
+    }
+}

@@ -517,6 +517,42 @@ mod tests {
     }
 
     #[test]
+    fn one_long_line_takes_a_bounded_part_of_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        // A megabyte-long denied line (a pasted blob, or on purpose).
+        let long = "é".repeat(512 * 1024);
+        spool.record(command(&long));
+        let text = std::fs::read_to_string(dir.path().join(CURRENT)).unwrap();
+        assert!(
+            text.len() < MAX_TEXT_BYTES + 1024,
+            "one event should take about {MAX_TEXT_BYTES} bytes, not {}",
+            text.len()
+        );
+        let event: Event = serde_json::from_str(text.trim()).unwrap();
+        let EventBody::Command { command, .. } = event.body else {
+            panic!("a command event: {text}");
+        };
+        assert!(command.starts_with("éé"), "the start is kept");
+        assert!(
+            command.ends_with(&format!("…[jms: {} more bytes cut]", 1024 * 1024 - 4032)),
+            "the marker says how much was cut: {}",
+            &command[command.len() - 60..]
+        );
+        assert_eq!(bounded_text("short"), "short", "short text is unchanged");
+    }
+
+    #[test]
+    fn room_counts_what_the_spool_can_still_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 64 * 1024).unwrap();
+        assert_eq!(spool.room(), 64 * 1024);
+        spool.record(command("uptime"));
+        let used = std::fs::metadata(dir.path().join(CURRENT)).unwrap().len();
+        assert_eq!(spool.room(), 64 * 1024 - used);
+    }
+
+    #[test]
     fn events_are_json_lines_in_a_private_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = dir.path().join("spool");
