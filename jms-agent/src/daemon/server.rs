@@ -333,6 +333,6 @@ mod tests {
         drop(b);
         let again: Vec<Slot> = (0..2).map(|_| slots.take(1000).unwrap()).collect();
         assert_eq!(again.len(), 2);
-        assert!(slots.held.lock().unwrap().per_uid.get(&0).is_none());
+        assert!(!slots.held.lock().unwrap().per_uid.contains_key(&0));
     }
 }

@@ -746,9 +746,9 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         Ok(cast) => Box::new(cast),
         Err(e) if effective.audit_on_failure == jms_core::model::AuditOnFailure::Refuse => {
             tracing::error!(alarm = "recording_unavailable", error = %e, "the session is refused (audit.on_failure = refuse)");
-            return session.deny(&format!(
-                "sessions are refused: the recording cannot be written (audit.on_failure = refuse); tell an administrator"
-            ));
+            return session.deny(
+                "sessions are refused: the recording cannot be written (audit.on_failure = refuse); tell an administrator",
+            );
         }
         Err(e) => {
             warn!(alarm = "recording_unavailable", error = %e, "the session goes on unrecorded");
