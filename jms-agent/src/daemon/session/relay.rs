@@ -624,6 +624,11 @@ pub fn relay_pipes(
             login_failed = true;
             break;
         }
+        if !ready {
+            // The login phase has its own deadline: idle counts from the
+            // moment the target session is up.
+            last_activity = now;
+        }
         if let Some(why) = limits.reached(now, started, last_activity) {
             to_err.extend_from_slice(format!("\n[jms: {why}]\n").as_bytes());
             limit = Some(why);
