@@ -516,6 +516,17 @@ pub enum ExecStdin {
     Pass,
 }
 
+/// What a bastion does when its audit store (event spool, recordings)
+/// cannot take more: `refuse` new sessions (and end one whose recording
+/// stops), or `continue` unaudited with an alarm. Setting `audit.on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    #[default]
+    Refuse,
+    Continue,
+}
+
 /// A secret string (password hash, TOTP seed, account secret).
 ///
 /// `Debug` and `Display` never show it, so it cannot leak through logs.

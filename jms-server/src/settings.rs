@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use jms_core::model::{ExecStdin, FilterAction, Secret};
+use jms_core::model::{AuditOnFailure, ExecStdin, FilterAction, Secret};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The whole settings document.
@@ -88,6 +88,11 @@ pub struct Audit {
     /// More program names treated as interpreters for `exec_stdin`.
     #[serde(default)]
     pub stdin_interpreters: Vec<String>,
+    /// When a bastion's spool or recording store cannot take more:
+    /// `refuse` new sessions (and end one whose recording stops) or
+    /// `continue` unaudited, with an alarm either way.
+    #[serde(default)]
+    pub on_failure: AuditOnFailure,
 }
 
 impl Default for Audit {

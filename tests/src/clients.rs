@@ -153,7 +153,9 @@ impl Bastion {
         cmd
     }
 
-    pub(crate) fn ssh_args(&self, user: &str) -> Vec<String> {
+    /// The options and destination of every client here (`-p PORT …
+    /// -l USER 127.0.0.1`), for a test that runs its own client.
+    pub fn ssh_args(&self, user: &str) -> Vec<String> {
         let port = self.port().to_string();
         let specific = [
             "-p",

@@ -58,8 +58,34 @@ pub(crate) fn agentd_toml(policy: &Path, lockout: Lockout) -> String {
     )
 }
 
+/// The package's sshd load settings (`packaging/lib/sshd-startups.conf`,
+/// which jms-sshd-startups copies into sshd_config.d where the admin has
+/// not set them): its `Keyword value` lines, comments left out.
+pub const PACKAGED_SSHD_LOAD: &str = include_str!("../../packaging/lib/sshd-startups.conf");
+
+/// The package's settings as sshd_config lines.
+pub fn packaged_sshd_load_lines() -> String {
+    PACKAGED_SSHD_LOAD
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The package's `MaxStartups` value (`start:rate:full`).
+pub fn packaged_max_startups() -> String {
+    PACKAGED_SSHD_LOAD
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MaxStartups "))
+        .expect("packaging/lib/sshd-startups.conf sets MaxStartups")
+        .trim()
+        .to_owned()
+}
+
 /// sshd_config for port `port` on 127.0.0.1 with the files in `dir`; with
-/// `jms`, keys from jms-agent and the jms-users Match block.
+/// `jms`, keys from jms-agent and the jms-users Match block, and the
+/// package's load settings ([`packaged_sshd_load_lines`]).
 pub(crate) fn sshd_config(dir: &Path, port: u16, jms: bool) -> String {
     let mut c = format!(
         "# jms-e2e bastion\n\
@@ -87,6 +113,7 @@ pub(crate) fn sshd_config(dir: &Path, port: u16, jms: bool) -> String {
         c.push_str("PerSourcePenalties no\n");
     }
     if jms {
+        c.push_str(&packaged_sshd_load_lines());
         let _ = write!(
             c,
             "AuthorizedKeysCommand {AGENT_IN_NS} authorized-keys %u\n\

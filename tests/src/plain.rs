@@ -8,11 +8,13 @@
 //!
 //! One account, [`PLAIN_USER`] (shell /bin/bash, home /srv/home/plain),
 //! logs in with the key [`PlainSshd::key`]. TCP forwarding is allowed (the
-//! default), so it serves as a `-J` jump host. `MaxStartups` is raised so
-//! that a hundred clients may log in at once.
+//! default), so it serves as a `-J` jump host. `MaxStartups` is the jms
+//! package's (packaging/lib/sshd-startups.conf), as on a jms bastion, so
+//! that the baseline takes the same bursts.
 //!
 //! Also [`raise_max_startups`], which does the same for a running sshd
-//! started by the harness (the benchmark's 100 concurrent sessions).
+//! started by the harness (the target of the benchmark's 100 concurrent
+//! sessions).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::bastion::write;
-use crate::config::{pam_sshd, sshd_has_per_source_penalties};
+use crate::config::{packaged_max_startups, pam_sshd, sshd_has_per_source_penalties};
 use crate::namespace::{kill_all_in, mnt_ns_of};
 use crate::preflight;
 use crate::run::{self, COMMAND_TIMEOUT};
@@ -34,8 +36,6 @@ use crate::run::{self, COMMAND_TIMEOUT};
 /// The plain sshd's only account.
 pub const PLAIN_USER: &str = "plain";
 const PLAIN_UID: u32 = 40_300;
-/// What `MaxStartups` becomes in the benchmarks' sshds.
-pub const MAX_STARTUPS: &str = "400:30:600";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -246,9 +246,10 @@ fn sshd_config(dir: &Path, address: &str, port: u16) -> String {
          PrintMotd no\n\
          PrintLastLog no\n\
          UseDNS no\n\
-         MaxStartups {MAX_STARTUPS}\n\
+         MaxStartups {max_startups}\n\
          Subsystem sftp internal-sftp\n",
-        dir = dir.display()
+        dir = dir.display(),
+        max_startups = packaged_max_startups(),
     );
     if sshd_has_per_source_penalties() {
         c.push_str("PerSourcePenalties no\n");
@@ -266,7 +267,10 @@ pub fn raise_max_startups(config: &Path, pid: i32, log: &Path, address: &str, po
     if text.contains("\nMaxStartups ") {
         return;
     }
-    write(config, &format!("MaxStartups {MAX_STARTUPS}\n{text}"));
+    write(
+        config,
+        &format!("MaxStartups {}\n{text}", packaged_max_startups()),
+    );
     let ready = format!("Server listening on {address} port {port}");
     let before = fs::read_to_string(log)
         .unwrap_or_default()

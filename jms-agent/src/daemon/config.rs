@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use jms_core::login::LockoutPolicy;
-use jms_core::model::{ExecStdin, FilterAction, User};
+use jms_core::model::{AuditOnFailure, ExecStdin, FilterAction, User};
 use jms_core::nss_cache::{NssSettings, DEFAULT_NSS_CACHE_PATH};
 use jms_core::uids::IdRanges;
 use serde::Deserialize;
@@ -60,13 +60,39 @@ pub struct AgentdConfig {
     pub mfa_required: MfaRequired,
     #[serde(default)]
     pub mfa_groups: Vec<String>,
-    /// How many connections are served at once (a session holds one for
-    /// its whole life); more are refused with "daemon busy".
+    /// Connections of all engineers' uids together (a session holds one
+    /// for its whole life); more are refused with "busy". Root's and the
+    /// keys user's connections (the login lane) are not counted here.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
+    /// Connections one uid other than root and the keys user may hold at
+    /// once (its sessions, menus, requests); more are refused with a line
+    /// that names this limit.
+    #[serde(default = "default_max_clients_per_uid")]
+    pub max_clients_per_uid: usize,
+    /// Connections root (pam_jms inside sshd, su, sudo) may hold at once,
+    /// and, separately, the keys user (AuthorizedKeysCommandUser): the
+    /// login lane, which engineers' connections can never take.
+    #[serde(default = "default_max_login_clients")]
+    pub max_login_clients: usize,
     /// Target sessions: the ssh client, recordings, spool.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// What happens when the audit store is full.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: what happens when the event spool or the recording store
+/// cannot take more. The central server's `audit.on_failure` overrides it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `refuse` (new sessions are refused with a message, and a session
+    /// whose recording stops is ended) or `continue` (sessions go on
+    /// unaudited); an alarm is logged either way.
+    #[serde(default)]
+    pub on_failure: AuditOnFailure,
 }
 
 /// `[central]`: where the policy comes from when a central server holds it.
@@ -125,9 +151,16 @@ pub struct SessionsConfig {
     #[serde(default = "default_runtime_dir")]
     pub runtime_dir: PathBuf,
     /// Bytes one recording may take; past it a notice is written and the
-    /// recording stops while the session goes on.
+    /// recording stops; under `audit.on_failure = refuse` the session is
+    /// ended too, otherwise it goes on unrecorded.
     #[serde(default = "default_recording_cap")]
     pub recording_cap_bytes: u64,
+    /// Bytes all recordings in `recordings_dir` may take together; past
+    /// it an alarm is logged and (under `audit.on_failure = refuse`) new
+    /// sessions are refused until the uploader or an administrator frees
+    /// space.
+    #[serde(default = "default_recordings_total_max")]
+    pub recordings_total_max_bytes: u64,
     /// Record the engineer's keystrokes too (asciicast "i" events).
     #[serde(default)]
     pub record_input: bool,
@@ -152,7 +185,8 @@ pub struct SessionsConfig {
     #[serde(default)]
     pub stdin_interpreters: Vec<String>,
     /// Bytes the spool may hold; past it new events are dropped with an
-    /// alarm in the log until the uploader drains it.
+    /// alarm in the log until the uploader drains it, and (under
+    /// `audit.on_failure = refuse`) new sessions are refused.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
     /// Seconds to wait for a target's TCP connection.
@@ -175,6 +209,7 @@ impl Default for SessionsConfig {
             spool_dir: None,
             runtime_dir: default_runtime_dir(),
             recording_cap_bytes: default_recording_cap(),
+            recordings_total_max_bytes: default_recordings_total_max(),
             record_input: false,
             idle_timeout_secs: default_idle_timeout(),
             max_session_secs: default_max_session(),
@@ -197,6 +232,9 @@ fn default_runtime_dir() -> PathBuf {
 }
 fn default_recording_cap() -> u64 {
     64 * 1024 * 1024
+}
+fn default_recordings_total_max() -> u64 {
+    8 * 1024 * 1024 * 1024
 }
 fn default_idle_timeout() -> u64 {
     30 * 60
@@ -277,6 +315,16 @@ fn default_home() -> String {
 fn default_max_clients() -> usize {
     // Sessions hold a connection each for their whole life.
     1024
+}
+fn default_max_clients_per_uid() -> usize {
+    // An Ansible run with 100 forks through one engineer's account fits;
+    // eight such engineers fill max_clients.
+    128
+}
+fn default_max_login_clients() -> usize {
+    // sshd's pending logins (the package's MaxStartups full = 1024) each
+    // hold a pam_jms connection for one short request at a time.
+    512
 }
 fn default_max_failures() -> u32 {
     LockoutPolicy::default().max_failures
@@ -364,6 +412,8 @@ pub struct Effective {
     pub stdin_interpreters: Vec<String>,
     pub mfa_required: MfaRequired,
     pub mfa_groups: Vec<String>,
+    /// What a full audit store does to sessions.
+    pub audit_on_failure: AuditOnFailure,
 }
 
 fn positive(secs: u64) -> Option<Duration> {
@@ -385,6 +435,7 @@ impl Effective {
             stdin_interpreters: s.stdin_interpreters.clone(),
             mfa_required: config.mfa_required,
             mfa_groups: config.mfa_groups.clone(),
+            audit_on_failure: config.audit.on_failure,
         }
     }
 
@@ -392,8 +443,8 @@ impl Effective {
     /// (`security.lockout_threshold`, `lockout_duration`, `mfa_required`,
     /// `mfa_groups`, `session_idle_timeout`, `max_session_length`;
     /// `audit.record_input`, `recording_max_bytes`,
-    /// `command_filter_default`, `exec_stdin`, `stdin_interpreters`). A
-    /// field that is absent keeps the local
+    /// `command_filter_default`, `exec_stdin`, `stdin_interpreters`,
+    /// `on_failure`). A field that is absent keeps the local
     /// value; one that does not read is logged and keeps it too.
     pub fn with_server(mut self, settings: &serde_json::Value) -> Effective {
         let security = &settings["security"];
@@ -488,6 +539,13 @@ impl Effective {
                 Err(_) => bad("audit.stdin_interpreters", value),
             }
         }
+        let value = &audit["on_failure"];
+        if !value.is_null() {
+            match serde_json::from_value::<AuditOnFailure>(value.clone()) {
+                Ok(mode) => self.audit_on_failure = mode,
+                Err(_) => bad("audit.on_failure", value),
+            }
+        }
         self
     }
 
@@ -569,7 +627,8 @@ mod tests {
                 "recording_max_bytes": 1048576,
                 "command_filter_default": "deny",
                 "exec_stdin": "refuse",
-                "stdin_interpreters": ["gdb"]
+                "stdin_interpreters": ["gdb"],
+                "on_failure": "continue"
             },
             "mail": {"enabled": false}
         });
@@ -589,6 +648,12 @@ mod tests {
         assert_eq!(local.exec_stdin, ExecStdin::Check, "check by default");
         assert_eq!(effective.exec_stdin, ExecStdin::Refuse);
         assert_eq!(effective.stdin_interpreters, ["gdb"]);
+        assert_eq!(effective.audit_on_failure, AuditOnFailure::Continue);
+        assert_eq!(
+            local.audit_on_failure,
+            AuditOnFailure::Refuse,
+            "refuse is the default"
+        );
         assert_eq!(effective.mfa_required, MfaRequired::Groups);
         assert_eq!(effective.mfa_groups, ["ops"]);
     }
@@ -600,7 +665,7 @@ mod tests {
         assert_eq!(local.clone().with_server(&serde_json::Value::Null), local);
         let odd = serde_json::json!({
             "security": {"lockout_threshold": "many", "session_idle_timeout": "soon", "mfa_required": "sometimes"},
-            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe", "exec_stdin": "sometimes"}
+            "audit": {"recording_max_bytes": 0, "command_filter_default": "maybe", "exec_stdin": "sometimes", "on_failure": "shrug"}
         });
         assert_eq!(local.clone().with_server(&odd), local);
     }

@@ -180,6 +180,7 @@ pub fn all() -> Value {
             ("command_filter_default", one_of(&["allow", "deny"])),
             ("exec_stdin", one_of(&["check", "refuse", "pass"])),
             ("stdin_interpreters", strings()),
+            ("on_failure", one_of(&["refuse", "continue"])),
         ],
         &[],
         true,

@@ -180,6 +180,8 @@ pub struct Connection {
     pinned: bool,
     started: Instant,
     login_timeout: Duration,
+    /// New input on the engineer's stdin that ssh reads directly.
+    input_watch: Option<InputWatch>,
     // Dropped last: the FIFOs and key live in it.
     _askpass: Option<File>,
     _scratch: Scratch,
@@ -413,6 +415,7 @@ pub fn open(
     args.extend(["-p".into(), target.port.to_string().into()]);
     args.extend(["-l".into(), target.username.clone().into()]);
 
+    let mut input_watch = None;
     let (io, child_stdio, pty_slave): (Io, [Stdio; 3], Option<OwnedFd>) = match &mode {
         Mode::Shell { cols, rows, .. }
         | Mode::Exec {
@@ -439,7 +442,10 @@ pub fn open(
                     set_nonblocking(write.as_raw_fd());
                     (Some(write), Stdio::from(read))
                 }
-                Stdin::Fd(fd) => (None, Stdio::from(fd)),
+                Stdin::Fd(fd) => {
+                    input_watch = InputWatch::new(fd.as_fd());
+                    (None, Stdio::from(fd))
+                }
                 Stdin::Null => (None, Stdio::null()),
             };
             let (out_read, out_write) = pipe().map_err(|e| local(format!("pipe: {e}")))?;
@@ -541,12 +547,62 @@ pub fn open(
         pinned,
         started: Instant::now(),
         login_timeout: settings.login_timeout,
+        input_watch,
         _askpass: askpass,
         _scratch: scratch,
     })
 }
 
+/// Sees input arrive on a descriptor another process (ssh) reads: an
+/// edge-triggered epoll on a duplicate of it, itself readable (in a poll
+/// set) each time new data came in since [`InputWatch::take`]. Lets the
+/// relay count an exec's stdin as activity (the idle timeout) without
+/// copying it. `None` where epoll cannot watch the descriptor (a regular
+/// file, /dev/null): such input is never waited on anyway.
+pub struct InputWatch {
+    epoll: nix::sys::epoll::Epoll,
+    _watched: OwnedFd,
+}
+
+impl InputWatch {
+    fn new(fd: BorrowedFd<'_>) -> Option<InputWatch> {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let watched = fd.try_clone_to_owned().ok()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?;
+        epoll
+            .add(
+                &watched,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+            )
+            .ok()?;
+        Some(InputWatch {
+            epoll,
+            _watched: watched,
+        })
+    }
+
+    /// Readable when input arrived since the last [`InputWatch::take`].
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    /// Consumes the pending edge; true when input arrived.
+    pub fn take(&self) -> bool {
+        let mut events = [nix::sys::epoll::EpollEvent::empty()];
+        matches!(
+            self.epoll
+                .wait(&mut events, nix::sys::epoll::EpollTimeout::ZERO),
+            Ok(n) if n > 0
+        )
+    }
+}
+
 impl Connection {
+    /// Input arriving on the engineer's stdin (given to ssh directly).
+    pub fn input_watch(&self) -> Option<&InputWatch> {
+        self.input_watch.as_ref()
+    }
+
     /// Readable once the login succeeded (then call [`Connection::mark_ready`]).
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
         self.ready.as_fd()

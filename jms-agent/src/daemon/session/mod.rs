@@ -17,6 +17,7 @@
 //!   in `command_line`); target sessions are registered as live sessions
 //!   (`crate::daemon::live`) so they can be watched, joined and ended.
 
+pub mod audit;
 pub mod commands;
 pub mod connect;
 pub mod open_sessions;
@@ -269,6 +270,10 @@ pub fn serve(
     if session.fds.len() != 3 {
         session.deny("the agent must pass stdin, stdout and stderr");
         return;
+    }
+    // audit.on_failure: no session while the audit store is full.
+    if let Err(reason) = audit::admit(daemon) {
+        return session.deny(&reason);
     }
     let wanted = classify(&session.request.command_line);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match wanted {
@@ -650,7 +655,7 @@ impl relay::Events for TargetEvents<'_, '_> {
 }
 
 fn log_command(session: &Session<'_>, scope: &Scope, command: &str, kind: &str, verdict: &Verdict) {
-    info!(event = "command", asset = %scope.asset, account = %scope.account, command, decision = verdict.decision(), filter = verdict.filter().unwrap_or_default());
+    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %spool::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default());
     session.record(EventBody::Command {
         scope: scope.clone(),
         command: command.to_string(),
@@ -764,6 +769,12 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         effective.record_input,
     ) {
         Ok(cast) => Box::new(cast),
+        Err(e) if effective.audit_on_failure == jms_core::model::AuditOnFailure::Refuse => {
+            tracing::error!(alarm = "recording_unavailable", error = %e, "the session is refused (audit.on_failure = refuse)");
+            return session.deny(
+                "sessions are refused: the recording cannot be written (audit.on_failure = refuse); tell an administrator",
+            );
+        }
         Err(e) => {
             warn!(alarm = "recording_unavailable", error = %e, "the session goes on unrecorded");
             Box::new(NoRecording)
@@ -782,6 +793,12 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     .map_err(|e| warn!(error = %e, "the session cannot be watched or ended from outside"))
     .ok()
     .map(|live| daemon.live.register(live));
+    if effective.audit_on_failure == jms_core::model::AuditOnFailure::Refuse {
+        // A recording that stops ends the session (docs/sessions.md).
+        if let Some(live) = registered.as_ref().map(|r| Arc::clone(&r.session)) {
+            cast.on_stop(Box::new(move |line| live.end(line)));
+        }
+    }
     let mut events = TargetEvents {
         session,
         scope: scope.clone(),

@@ -6,7 +6,9 @@
 //! Bytes become text with a streaming UTF-8 decoder (a character split
 //! across two reads stays whole; invalid bytes become U+FFFD). A per-session
 //! cap bounds the file: the event that would cross it is replaced by one
-//! notice and nothing more is recorded — the session itself goes on.
+//! notice and nothing more is recorded. The session then goes on under
+//! `audit.on_failure = continue`, and is ended under `refuse`
+//! ([`Recorder::on_stop`], wired to the live session's end order).
 //!
 //! The writer is buffered; the relay flushes it on a timer and at the end.
 //! Files are 0600 in a 0700 directory. While this process writes a
@@ -50,6 +52,11 @@ pub trait Recorder {
     fn flush(&mut self);
     /// Whether the cap cut the recording short.
     fn truncated(&self) -> bool;
+    /// `f` runs once, with a line for the engineer, when the recording
+    /// stops before the session does (its cap, or the disk failing); the
+    /// notice in the recording then says the session was ended. Used under
+    /// `audit.on_failure = refuse`; without it the session goes on.
+    fn on_stop(&mut self, _f: Box<dyn FnMut(String)>) {}
 }
 
 /// The header's identification of the session.
@@ -89,6 +96,8 @@ pub struct Asciicast {
     record_input: bool,
     output_text: Utf8Stream,
     input_text: Utf8Stream,
+    /// Ends the session when the recording stops (`Recorder::on_stop`).
+    on_stop: Option<Box<dyn FnMut(String)>>,
 }
 
 impl Asciicast {
@@ -132,6 +141,7 @@ impl Asciicast {
             record_input,
             output_text: Utf8Stream::default(),
             input_text: Utf8Stream::default(),
+            on_stop: None,
         };
         let header = Header {
             version: 2,
@@ -155,12 +165,23 @@ impl Asciicast {
     fn put(&mut self, line: &[u8]) {
         if let Some(out) = self.out.as_mut() {
             if out.write_all(line).is_err() {
-                // A failing disk stops the recording, never the session.
+                // A failing disk stops the recording; the session too
+                // under audit.on_failure = refuse.
                 self.out = None;
                 self.truncated = true;
+                self.stopped("the recording could not be written".into());
                 return;
             }
             self.written += line.len() as u64;
+        }
+    }
+
+    /// The recording stopped before the session: tell `on_stop`, once.
+    fn stopped(&mut self, why: String) {
+        if let Some(mut f) = self.on_stop.take() {
+            f(format!(
+                "session ended: {why} and audit.on_failure is refuse"
+            ));
         }
     }
 
@@ -171,14 +192,23 @@ impl Asciicast {
         let seconds = self.start.elapsed().as_secs_f64();
         let line = event_line(seconds, kind, text);
         if self.written + line.len() as u64 > self.cap {
-            let notice = format!(
-                "\r\n[jms: recording stopped at its {}-byte cap; the session went on]\r\n",
-                self.cap
-            );
+            let notice = if self.on_stop.is_some() {
+                format!(
+                    "\r\n[jms: recording stopped at its {}-byte cap; the session was ended]\r\n",
+                    self.cap
+                )
+            } else {
+                format!(
+                    "\r\n[jms: recording stopped at its {}-byte cap; the session went on]\r\n",
+                    self.cap
+                )
+            };
             let notice = event_line(seconds, "o", &notice);
             self.put(&notice);
             self.truncated = true;
             self.flush();
+            let why = format!("its recording reached the {}-byte cap", self.cap);
+            self.stopped(why);
             return;
         }
         self.put(&line);
@@ -223,12 +253,17 @@ impl Recorder for Asciicast {
             if out.flush().is_err() {
                 self.out = None;
                 self.truncated = true;
+                self.stopped("the recording could not be written".into());
             }
         }
     }
 
     fn truncated(&self) -> bool {
         self.truncated
+    }
+
+    fn on_stop(&mut self, f: Box<dyn FnMut(String)>) {
+        self.on_stop = Some(f);
     }
 }
 

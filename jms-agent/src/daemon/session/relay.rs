@@ -20,11 +20,11 @@
 //! closing) ends ssh.
 //!
 //! Limits ([`Limits`], from the settings in force): a session on a
-//! terminal with no keystroke for the idle timeout, or any session older
-//! than the maximum session length, is ended; the engineer is told why
-//! ([`Outcome::limit`]). Execs on pipes (transfers, `tar | ssh …`) feed
-//! ssh directly and are never idle as far as the relay can tell: only the
-//! maximum length applies to them.
+//! terminal with no keystroke for the idle timeout, an exec on pipes
+//! (exec without a terminal, scp, rsync) with no byte either way (input
+//! seen through [`connect::InputWatch`], output from the target) for the
+//! idle timeout, or any session older than the maximum session length, is
+//! ended; the engineer is told why ([`Outcome::limit`]).
 //!
 //! Live hooks ([`Events::live`], see `daemon::live`): the target's output
 //! is copied to the session's watchers, and a wake pipe in the poll set
@@ -683,14 +683,11 @@ pub fn relay_pipes(
     let mut engineer_gone = false;
     let mut login_failed = false;
     let mut last_flush = Instant::now();
-    // Only the maximum length (see the module doc).
-    let limits = Limits {
-        idle: None,
-        ..events.limits()
-    };
+    let limits = events.limits();
     let wake = events.live().map(LiveSession::wake_fd);
     let started = Instant::now();
-    let last_output = started;
+    // Output from the target, or input from the engineer (module doc).
+    let mut last_activity = started;
     let mut limit = None;
     while (out_open || err_open || !to_out.is_empty() || !to_err.is_empty()) && !engineer_gone {
         let ready = conn.is_ready();
@@ -699,7 +696,12 @@ pub fn relay_pipes(
             login_failed = true;
             break;
         }
-        if let Some(why) = limits.reached(now, started, last_output) {
+        if !ready {
+            // The login phase has its own deadline: idle counts from the
+            // moment the target session is up.
+            last_activity = now;
+        }
+        if let Some(why) = limits.reached(now, started, last_activity) {
             to_err.extend_from_slice(format!("\n[jms: {why}]\n").as_bytes());
             limit = Some(why);
             break;
@@ -708,7 +710,7 @@ pub fn relay_pipes(
         if !ready {
             deadline = deadline.min(conn.login_deadline());
         }
-        if let Some(at) = limits.deadline(started, last_output) {
+        if let Some(at) = limits.deadline(started, last_activity) {
             deadline = deadline.min(at);
         }
         let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
@@ -760,6 +762,11 @@ pub fn relay_pipes(
                 to_ssh_at = Some(fds.len() - 1);
             }
         }
+        // Unchecked input goes straight to ssh; a watch on it tells activity.
+        let watch_at = conn.input_watch().map(|watch| {
+            fds.push(PollFd::new(watch.fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
@@ -779,6 +786,7 @@ pub fn relay_pipes(
                 match read_fd(c.engineer_in, &mut buf) {
                     Read_::Data(n) => {
                         bytes_in += n as u64;
+                        last_activity = Instant::now();
                         let out = c.lines.feed(&buf[..n], c.filters, &mut log);
                         c.take(out, &mut refused);
                     }
@@ -807,6 +815,11 @@ pub fn relay_pipes(
         let any = |r: PollFlags| {
             r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
         };
+        if watch_at.is_some_and(|i| revents[i].contains(PollFlags::POLLIN))
+            && conn.input_watch().is_some_and(|w| w.take())
+        {
+            last_activity = Instant::now();
+        }
         // Only an end order matters here (no terminal, no joiner input).
         if let Some(why) = wake_at
             .filter(|&i| revents[i].contains(PollFlags::POLLIN))
@@ -839,6 +852,7 @@ pub fn relay_pipes(
                             events.ready();
                         }
                         bytes_out += n as u64;
+                        last_activity = Instant::now();
                         recorder.output(&buf[..n]);
                         if let Some(live) = events.live() {
                             live.output(&buf[..n]);

@@ -1,6 +1,6 @@
 //! The durable event spool: every session start and end, command and file
 //! transfer is appended here first, as one JSON line, and fsync'd before
-//! the call returns. The central uploader (`crate::daemon::upload`) seals
+//! the call returns (group commit: concurrent appends share fsyncs). The central uploader (`crate::daemon::upload`) seals
 //! the open segment (`current.jsonl`) each round, sends sealed segments
 //! (`<millis>-<seq>.jsonl`) with each event's `id` as the idempotency key,
 //! and deletes each only once the server accepted all of it.
@@ -15,11 +15,49 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
+
+/// Most bytes one free-text field of an event may take (a command, a
+/// command line, a path, a reason): a longer one is cut with a marker, so
+/// that one line typed (or sent) by an engineer cannot take the spool.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Room the spool must have for a new session to start (its start, end
+/// and a few commands) under `audit.on_failure = refuse`.
+pub const SESSION_ROOM_BYTES: u64 = 16 * 1024;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] (on a character boundary) with a
+/// marker saying how much was cut; unchanged when it fits.
+pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_TEXT_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_TEXT_BYTES - 64;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}…[jms: {} more bytes cut]",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
+fn bound(text: &mut String) {
+    if text.len() > MAX_TEXT_BYTES {
+        *text = bounded_text(text).into_owned();
+    }
+}
+
+fn bound_opt(text: &mut Option<String>) {
+    if let Some(text) = text {
+        bound(text);
+    }
+}
 
 /// Size at which the open segment is sealed and a new one begun.
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -162,12 +200,67 @@ pub enum EventBody {
     },
 }
 
+/// The open segment's file, with the sequence number of the last event
+/// written to it.
+struct OpenFile {
+    file: File,
+    written: AtomicU64,
+}
+
+impl EventBody {
+    /// The event with every free-text field cut to [`MAX_TEXT_BYTES`].
+    pub fn bounded(mut self) -> EventBody {
+        #[allow(unreachable_patterns)]
+        match &mut self {
+            EventBody::SessionStart {
+                command, client, ..
+            } => {
+                bound_opt(command);
+                bound_opt(client);
+            }
+            EventBody::SessionEnd { reason, .. } => bound_opt(reason),
+            EventBody::SessionDenied {
+                command_line,
+                reason,
+                client,
+                ..
+            } => {
+                bound(command_line);
+                bound(reason);
+                bound_opt(client);
+            }
+            EventBody::Command { command, .. } => bound(command),
+            EventBody::Login {
+                user,
+                rhost,
+                reason,
+                ..
+            } => {
+                bound(user);
+                bound_opt(rhost);
+                bound_opt(reason);
+            }
+            EventBody::Transfer {
+                path, to, result, ..
+            } => {
+                bound(path);
+                bound_opt(to);
+                bound(result);
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 struct Segment {
-    file: Option<File>,
+    file: Option<Arc<OpenFile>>,
     current_bytes: u64,
     total_bytes: u64,
     alarmed: bool,
     sealed: u64,
+    /// Events written so far (the sequence number of the last one).
+    written: u64,
 }
 
 /// The spool in one directory.
@@ -175,6 +268,11 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     segment: Mutex<Segment>,
+    /// Group commit: the sequence number up to which events are known to
+    /// be on disk. One fsync covers every event written before it, so a
+    /// burst of appends (200 logins at once) costs a few fsyncs, not one
+    /// each in turn under the segment lock.
+    synced: Mutex<u64>,
 }
 
 impl Spool {
@@ -198,7 +296,9 @@ impl Spool {
                 total_bytes,
                 alarmed: false,
                 sealed: 0,
+                written: 0,
             }),
+            synced: Mutex::new(0),
         })
     }
 
@@ -206,8 +306,25 @@ impl Spool {
         &self.dir
     }
 
+    /// Bytes the spool can still take (recounted from the directory when
+    /// it looks nearly full: the uploader may have drained it).
+    pub fn room(&self) -> u64 {
+        let mut segment = self.segment.lock().unwrap_or_else(|e| e.into_inner());
+        if segment.total_bytes + SESSION_ROOM_BYTES > self.max_bytes {
+            segment.total_bytes = dir_bytes(&self.dir);
+        }
+        self.max_bytes.saturating_sub(segment.total_bytes)
+    }
+
     /// Appends one event durably (write + fsync) or says why not.
     pub fn append(&self, event: &Event) -> Result<(), SpoolError> {
+        self.append_with(event, true)
+    }
+
+    /// Appends one event; with `wait_for_disk` false it returns once the
+    /// line is written (the page cache survives a crash of the daemon;
+    /// the next durable append or seal makes it durable too).
+    pub fn append_with(&self, event: &Event, wait_for_disk: bool) -> Result<(), SpoolError> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let len = line.len() as u64;
@@ -233,22 +350,48 @@ impl Spool {
             info!(dir = %self.dir.display(), "the event spool has room again");
         }
         if segment.file.is_none() {
-            segment.file = Some(
-                OpenOptions::new()
+            segment.file = Some(Arc::new(OpenFile {
+                file: OpenOptions::new()
                     .append(true)
                     .create(true)
                     .mode(0o600)
                     .open(self.dir.join(CURRENT))?,
-            );
+                written: AtomicU64::new(0),
+            }));
         }
-        let file = segment.file.as_mut().expect("opened above");
-        file.write_all(&line)?;
-        file.sync_data()?;
+        let file = Arc::clone(segment.file.as_ref().expect("opened above"));
+        (&file.file).write_all(&line)?;
+        segment.written += 1;
+        let seq = segment.written;
+        file.written.store(seq, Ordering::SeqCst);
         segment.current_bytes += len;
         segment.total_bytes += len;
         if segment.current_bytes >= SEGMENT_BYTES {
+            // Sealing syncs the segment: everything up to `seq` is on disk.
             self.seal_locked(&mut segment)?;
+            return Ok(());
         }
+        drop(segment);
+        if !wait_for_disk {
+            return Ok(());
+        }
+        Ok(self.sync_up_to(&file, seq)?)
+    }
+
+    /// Returns once event `seq` (written to `file`) is on disk: at most
+    /// one fsync at a time, each covering every event written before it.
+    ///
+    /// Lock order: `segment` before `synced`, never the other way.
+    fn sync_up_to(&self, file: &OpenFile, seq: u64) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= seq {
+            return Ok(());
+        }
+        // Every event written to this file by now is covered by this
+        // fsync; earlier files were synced when they were sealed.
+        let upto = file.written.load(Ordering::SeqCst);
+        file.file.sync_data()?;
+        *synced = (*synced).max(upto);
         Ok(())
     }
 
@@ -266,7 +409,16 @@ impl Spool {
     }
 
     fn seal_locked(&self, segment: &mut Segment) -> std::io::Result<()> {
-        segment.file = None;
+        // Appends sync after releasing the segment lock: make the events
+        // of the segment durable before it becomes the uploader's.
+        if let Some(file) = segment.file.take() {
+            file.file.sync_data()?;
+        } else if let Ok(file) = File::open(self.dir.join(CURRENT)) {
+            file.sync_data()?;
+        }
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        *synced = (*synced).max(segment.written);
+        drop(synced);
         segment.sealed += 1;
         let name = format!(
             "{}-{:06}.jsonl",
@@ -280,9 +432,14 @@ impl Spool {
     }
 
     /// Appends, logging (never failing) when the event cannot be kept.
+    ///
+    /// Login results do not wait for the disk: pam_jms waits for the
+    /// answer with a short timeout, and a burst of logins behind a slow
+    /// fsync would fail. Every other event is durable before this returns.
     pub fn record(&self, body: EventBody) {
-        let event = Event::now(body);
-        if let Err(e) = self.append(&event) {
+        let wait_for_disk = !matches!(body, EventBody::Login { .. });
+        let event = Event::now(body.bounded());
+        if let Err(e) = self.append_with(&event, wait_for_disk) {
             match e {
                 SpoolError::Full(_) => warn!(event = ?event, "spool full: event dropped"),
                 SpoolError::Io(e) => {
@@ -330,7 +487,7 @@ pub fn record(config: &crate::daemon::config::AgentdConfig, body: EventBody) {
     super::open_sessions::note(config, &body);
     match global(config) {
         Some(spool) => spool.record(body),
-        None => warn!(event = ?body, "no spool: event only logged"),
+        None => warn!(event = ?body.bounded(), "no spool: event only logged"),
     }
 }
 
@@ -357,6 +514,42 @@ mod tests {
             decision: "allow".into(),
             filter: None,
         }
+    }
+
+    #[test]
+    fn one_long_line_takes_a_bounded_part_of_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        // A megabyte-long denied line (a pasted blob, or on purpose).
+        let long = "é".repeat(512 * 1024);
+        spool.record(command(&long));
+        let text = std::fs::read_to_string(dir.path().join(CURRENT)).unwrap();
+        assert!(
+            text.len() < MAX_TEXT_BYTES + 1024,
+            "one event should take about {MAX_TEXT_BYTES} bytes, not {}",
+            text.len()
+        );
+        let event: Event = serde_json::from_str(text.trim()).unwrap();
+        let EventBody::Command { command, .. } = event.body else {
+            panic!("a command event: {text}");
+        };
+        assert!(command.starts_with("éé"), "the start is kept");
+        assert!(
+            command.ends_with(&format!("…[jms: {} more bytes cut]", 1024 * 1024 - 4032)),
+            "the marker says how much was cut: {}",
+            &command[command.len() - 60..]
+        );
+        assert_eq!(bounded_text("short"), "short", "short text is unchanged");
+    }
+
+    #[test]
+    fn room_counts_what_the_spool_can_still_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 64 * 1024).unwrap();
+        assert_eq!(spool.room(), 64 * 1024);
+        spool.record(command("uptime"));
+        let used = std::fs::metadata(dir.path().join(CURRENT)).unwrap().len();
+        assert_eq!(spool.room(), 64 * 1024 - used);
     }
 
     #[test]
