@@ -8,8 +8,11 @@
 //! - Session share: `ssh bastion share` prints a code; a second user joins
 //!   with `ssh -t bastion join CODE`: read-only she sees the owner's output
 //!   and her keys never reach the target; with `share --write` her command
-//!   runs (and is logged). A wrong code, and a grant without `share`, are
-//!   refused with one clear line.
+//!   runs (and is logged as typed by her). Codes are 80 bits and work
+//!   once; a wrong code, and a grant without `share`, are refused with one
+//!   clear line; after 5 wrong codes a user is refused for a while.
+//! - A grant deleted on the server (`jmsctl grant delete`) ends the
+//!   session it allowed at the bastion's next sync: "access revoked".
 //!
 //! Nothing here measures time: every wait polls with a generous deadline.
 
@@ -169,12 +172,16 @@ impl Scene {
         let code: String = out
             .stdout
             .split_once("share code: ")
-            .map(|(_, rest)| rest.chars().take(9).collect())
+            .map(|(_, rest)| rest.chars().take(19).collect())
             .unwrap_or_default();
-        assert_eq!(
-            code.len(),
-            9,
-            "share prints `share code: XXXX-XXXX`:\n{out}"
+        let symbols: Vec<char> = code.chars().filter(|c| *c != '-').collect();
+        assert!(
+            code.len() == 19
+                && symbols.len() == 16
+                && symbols
+                    .iter()
+                    .all(|c| "ABCDEFGHJKLMNPQRSTUVWXYZ23456789".contains(*c)),
+            "share prints `share code: XXXX-XXXX-XXXX-XXXX` (16 symbols of 32: 80 bits):\n{out}"
         );
         assert!(
             out.stdout.contains(&format!("join {code}")),
@@ -368,6 +375,15 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         "Ctrl-] leaves the shared session"
     );
     owner.wait_for_text("bob left your session", SCREEN_WAIT);
+    // A code works once.
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some(&format!("join {code}")));
+    out.assert_failure("a used code is refused");
+    assert!(
+        out.stderr.contains("was used"),
+        "one clear line for a used code:\n{out}"
+    );
 
     // Write: bob's command runs in alice's session and is logged.
     let code = s.share("alice", &s.alice, "--write");
@@ -378,14 +394,19 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     joiner.type_slowly("echo joiner-$((2+3))\r");
     owner.wait_for_text("joiner-5", SCREEN_WAIT);
     joiner.wait_for_text("joiner-5", SCREEN_WAIT);
-    eventually("bob's command to be in the command log", || {
-        let log = s.bastion.agentd_log();
-        if log.contains("echo joiner-$((2+3))") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    });
+    eventually(
+        "bob's command to be in the command log, typed by bob",
+        || {
+            let log = s.bastion.agentd_log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("event=\"command\"") && l.contains("echo joiner-$((2+3))"));
+            match line {
+                Some(l) if l.contains("typed_by=\"bob\"") => Ok(()),
+                _ => Err(log),
+            }
+        },
+    );
     // The owner ends her session: the joiner is told.
     owner.type_slowly("exit\r");
     joiner.wait_for_text("the shared session ended", SCREEN_WAIT);
@@ -400,7 +421,9 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     );
 
     // Refusals: a wrong code, a code for a session that ended, no `share`.
-    let out = s.bastion.ssh_key("bob", &s.bob, Some("join ZZZZ-ZZZZ"));
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some("join ZZZZ-ZZZZ-ZZZZ-ZZZZ"));
     out.assert_failure("a wrong code is refused");
     assert!(
         out.stderr.contains("no such share code"),
@@ -423,6 +446,44 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         out.stderr.contains("no live session"),
         "one clear line without a session:\n{out}"
     );
+    // Guessing is limited: after 5 wrong codes (bob has typed 3: a used
+    // one, a wrong one, one for an ended session) he is refused for a while.
+    for _ in 0..2 {
+        s.bastion
+            .ssh_key("bob", &s.bob, Some("join 2345-6789-ABCD-EFGH"))
+            .assert_failure("a wrong code is refused");
+    }
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some("join 2345-6789-ABCD-EFGH"));
+    out.assert_failure("a sixth try is refused");
+    assert!(
+        out.stderr.contains("too many wrong share codes"),
+        "the sixth try is refused as such:\n{out}"
+    );
+}
+
+#[test]
+fn a_revoked_grant_ends_the_session_it_allowed_with_a_message() {
+    let s = scene();
+    let mut terminal = s.shell("carol", &s.carol);
+    let id = s.online_session("carol");
+    s.central.jmsctl(&["grant", "delete", "carol-web01"]);
+    terminal.wait_for_text("access revoked", SCREEN_WAIT);
+    assert!(
+        terminal.wait_exit(SCREEN_WAIT).is_some(),
+        "carol's ssh ends once her grant is gone"
+    );
+    eventually("the session's end to say access was revoked", || {
+        let (_, body) = s
+            .central
+            .api("GET", &format!("/api/v1/sessions/{id}"), None);
+        if body.contains("access revoked") && body.contains("\"status\":\"ended\"") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
 }
 
 #[test]

@@ -26,9 +26,12 @@
 //! Live hooks ([`Events::live`], see `daemon::live`): the target's output
 //! is copied to the session's watchers, and a wake pipe in the poll set
 //! brings orders from outside at once: end the session (an administrator
-//! terminated it: reported like a limit, in [`Outcome::limit`]), input
-//! from a joiner allowed to type (decided and recorded like the owner's),
-//! lines for the owner.
+//! terminated it, or revoked her access: reported like a limit, in
+//! [`Outcome::limit`]), lines for the owner. Keys from a joiner allowed to
+//! type wait in the live session's bounded queue and are taken only as
+//! far as the buffer to the target has room, then decided and recorded
+//! like the owner's; a command line a joiner typed (in part) names her
+//! ([`Events::command_by`]).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -61,7 +64,12 @@ pub struct Limits {
 
 impl Limits {
     /// Why the session must end now, if it must.
-    fn reached(&self, now: Instant, started: Instant, last_activity: Instant) -> Option<String> {
+    pub fn reached(
+        &self,
+        now: Instant,
+        started: Instant,
+        last_activity: Instant,
+    ) -> Option<String> {
         let human = |d: Duration| humantime::format_duration(d).to_string();
         if let Some(max) = self.max {
             if now.duration_since(started) >= max {
@@ -83,7 +91,7 @@ impl Limits {
     }
 
     /// The next instant a limit can be reached.
-    fn deadline(&self, started: Instant, last_activity: Instant) -> Option<Instant> {
+    pub fn deadline(&self, started: Instant, last_activity: Instant) -> Option<Instant> {
         let max = self.max.map(|m| started + m);
         let idle = self.idle.map(|i| last_activity + i);
         match (max, idle) {
@@ -99,6 +107,12 @@ pub trait Events {
     fn ready(&mut self);
     /// A command line was decided.
     fn command(&mut self, command: &str, verdict: &Verdict);
+    /// A command line was decided; `typed_by` names who typed it when a
+    /// joiner did (in part): the joiners, and the owner if she typed too.
+    fn command_by(&mut self, command: &str, verdict: &Verdict, typed_by: Option<&str>) {
+        let _ = typed_by;
+        self.command(command, verdict);
+    }
     /// The idle and length limits of this session (none by default).
     fn limits(&self) -> Limits {
         Limits::default()
@@ -228,9 +242,39 @@ struct PtyState<'a> {
     to_engineer: Vec<u8>,
     tracker: Option<(&'a mut LineTracker, &'a Filters)>,
     held: Option<Held>,
+    /// Who typed into the current line (`None`: the owner), in order.
+    typists: Vec<Option<String>>,
+    /// Who typed the input being read now.
+    typing: Option<String>,
 }
 
 impl PtyState<'_> {
+    /// Input typed by `joiner` (`None`: the session's owner).
+    fn input_from(&mut self, joiner: Option<&str>, data: &[u8], events: &mut dyn Events) {
+        self.typing = joiner.map(str::to_string);
+        self.input(data, events);
+    }
+
+    /// The one typing now takes part in the current line.
+    fn note_typist(&mut self) {
+        if !self.typists.contains(&self.typing) {
+            self.typists.push(self.typing.clone());
+        }
+    }
+
+    /// Who typed the line, when a joiner took part.
+    fn typed_by(&self, owner: &str) -> Option<String> {
+        if self.typists.iter().all(Option::is_none) {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .typists
+            .iter()
+            .map(|t| t.as_deref().unwrap_or(owner))
+            .collect();
+        Some(names.join(","))
+    }
+
     fn input(&mut self, data: &[u8], events: &mut dyn Events) {
         if self.tracker.is_none() {
             self.to_target.extend_from_slice(data);
@@ -238,6 +282,7 @@ impl PtyState<'_> {
         }
         let mut rest = data;
         while !rest.is_empty() {
+            self.note_typist();
             let Some((tracker, _)) = self.tracker.as_mut() else {
                 return;
             };
@@ -267,6 +312,10 @@ impl PtyState<'_> {
     /// (typed without echo: a password) is judged as typed but logged and
     /// shown only as "(input not echoed)".
     fn decide(&mut self, command: &str, key: u8, hidden: bool, events: &mut dyn Events) -> bool {
+        let owner = events.live().map(|l| l.user.clone()).unwrap_or_default();
+        let typed_by = self.typed_by(&owner);
+        // The next line starts with whoever types next.
+        self.typists.clear();
         let Some((tracker, filters)) = self.tracker.as_mut() else {
             return true;
         };
@@ -281,7 +330,7 @@ impl PtyState<'_> {
         } else {
             command
         };
-        events.command(shown, &verdict);
+        events.command_by(shown, &verdict, typed_by.as_deref());
         match &verdict {
             Verdict::Deny { filter } => {
                 // End of line, then kill the line: nothing of it runs.
@@ -354,6 +403,8 @@ pub fn relay_pty(
         to_engineer: Vec::new(),
         tracker: commands,
         held: None,
+        typists: Vec::new(),
+        typing: None,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
@@ -382,6 +433,19 @@ pub fn relay_pty(
             break;
         }
         let want_input = ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT;
+        // Joiners' keys, as far as the buffer to the target has room (the
+        // rest waits in the live session's bounded queue).
+        if want_input {
+            if let Some(live) = events.live() {
+                let taken = live.take_input(BUFFER_LIMIT - state.to_target.len());
+                for (joiner, keys) in taken {
+                    bytes_in += keys.len() as u64;
+                    last_input = Instant::now();
+                    recorder.input(&keys);
+                    state.input_from(Some(&joiner), &keys, events);
+                }
+            }
+        }
         let want_output = state.to_engineer.len() < BUFFER_LIMIT;
         let mut master_flags = PollFlags::empty();
         if want_output {
@@ -468,12 +532,6 @@ pub fn relay_pty(
                 limit = Some(why);
                 break;
             }
-            if ready && !woken.input.is_empty() {
-                bytes_in += woken.input.len() as u64;
-                last_input = Instant::now();
-                recorder.input(&woken.input);
-                state.input(&woken.input, events);
-            }
         }
         // Login signal.
         if !ready
@@ -527,7 +585,7 @@ pub fn relay_pty(
                     bytes_in += n as u64;
                     last_input = Instant::now();
                     recorder.input(&data);
-                    state.input(&data, events);
+                    state.input_from(None, &data, events);
                 }
                 Read_::Nothing => {}
                 Read_::Closed => engineer_gone = true,

@@ -424,7 +424,12 @@ fn rsync_option(text: &str) -> Result<bool, TransferError> {
     };
     // `-@N`: a negative --modify-window (rsync sends it as its own word).
     if let Some(number) = cluster.strip_prefix('@') {
-        if !number.is_empty() && number.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()) {
+        if !number.is_empty()
+            && number
+                .trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        {
             return Ok(false);
         }
         return Err(refused("-@"));
@@ -1079,7 +1084,9 @@ mod tests {
             "--delete-missing-args",
             "--remove-sent-files",
         ] {
-            let t = ok(&format!("rsync --server -re.LsfxCIvu {option} . web01:/tmp/d/"));
+            let t = ok(&format!(
+                "rsync --server -re.LsfxCIvu {option} . web01:/tmp/d/"
+            ));
             assert!(t.deletes, "{option} deletes");
             assert!(t.required_actions().contains(&Action::Delete), "{option}");
         }
@@ -1102,7 +1109,10 @@ mod tests {
             "rsync --server - . web01:/x",
         ] {
             assert!(
-                matches!(err(line), TransferError::Option { .. } | TransferError::Syntax { .. }),
+                matches!(
+                    err(line),
+                    TransferError::Option { .. } | TransferError::Syntax { .. }
+                ),
                 "{line:?} should be refused"
             );
         }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::Scope;
@@ -124,7 +124,11 @@ struct Session<'s, 'e> {
 }
 
 /// Serves one engineer until her side closes.
-pub fn run(ctx: &SftpContext<'_>, input: File, output: File) -> Result<SftpStats, SftpError> {
+pub fn run(
+    ctx: &SftpContext<'_>,
+    input: impl Read + Send,
+    output: File,
+) -> Result<SftpStats, SftpError> {
     let shared = Shared {
         out: Mutex::new(output),
         handles: Mutex::new((1, HashMap::new())),
@@ -180,7 +184,7 @@ pub fn run(ctx: &SftpContext<'_>, input: File, output: File) -> Result<SftpStats
 }
 
 impl<'s, 'e> Session<'s, 'e> {
-    fn serve(&mut self, mut input: BufReader<File>) -> Result<(), SftpError> {
+    fn serve(&mut self, mut input: BufReader<impl Read>) -> Result<(), SftpError> {
         let mut frame = Vec::with_capacity(MAX_PACKET as usize + 4);
         loop {
             if self.shared.broken.load(Ordering::SeqCst) {
