@@ -515,3 +515,91 @@ fn a_session_cut_short_by_an_agentd_crash_is_closed_on_the_server_after_restart(
         .api("GET", "/api/v1/sessions?user=alice&online=true", None);
     assert!(!online.contains(&id), "no longer online: {online}");
 }
+
+/// `ssh -s USER@bastion sftp` with its stdin held open (an SFTP session
+/// that waits); its stderr goes to `dir`/sftp.err.
+fn idle_sftp(s: &Scene, user: &str, key: &ClientKey, dir: &std::path::Path) -> Child {
+    let port = s.bastion.port().to_string();
+    s.bastion
+        .ssh_command("ssh")
+        .args(jms_e2e::clients::CLIENT_OPTIONS)
+        .args([
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&key.private)
+        .args(["-p", &port, "-l", user, "-s", "127.0.0.1", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("sftp.err")).expect("sftp.err"))
+        .spawn()
+        .expect("start ssh -s sftp")
+}
+
+#[test]
+fn sftp_sessions_are_live_ended_by_an_admin_and_by_the_idle_timeout() {
+    let s = scene();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sftp = idle_sftp(&s, "alice", &s.alice, dir.path());
+    let id = eventually("the server to list alice's online SFTP session", || {
+        let (status, body) = s
+            .central
+            .api("GET", "/api/v1/sessions?user=alice&online=true", None);
+        let id = body
+            .split("{\"id\":\"")
+            .find(|object| object.contains("\"kind\":\"sftp\""))
+            .map(|object| object.chars().take(36).collect::<String>());
+        match (status, id) {
+            (200, Some(id)) if id.len() == 36 => Ok(id),
+            _ => Err(format!("{status}: {body}")),
+        }
+    });
+    s.central
+        .jmsctl(&["session", "kill", &id, "--reason", "e2e sftp"]);
+    // (sshd drops a subsystem's stderr: the reason reaches the audit, and
+    // the client sees the connection close.)
+    let status = jms_e2e::run::wait_until(&mut sftp, std::time::Instant::now() + SCREEN_WAIT);
+    assert!(
+        status.is_some(),
+        "the SFTP session ends on the order:\n{}",
+        s.bastion.agentd_log()
+    );
+    eventually("the SFTP session's end to carry the reason", || {
+        let (_, body) = s
+            .central
+            .api("GET", &format!("/api/v1/sessions/{id}"), None);
+        if body.contains("terminated by an administrator: e2e sftp") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+    // The idle timeout applies to SFTP sessions too.
+    s.central
+        .jmsctl(&["settings", "set", "security.session_idle_timeout", "2s"]);
+    eventually(
+        "an idle SFTP session to be ended once the setting is synced",
+        || {
+            let mut sftp = idle_sftp(&s, "alice", &s.alice, dir.path());
+            let status = jms_e2e::run::wait_until(
+                &mut sftp,
+                std::time::Instant::now() + Duration::from_secs(15),
+            );
+            let _ = sftp.kill();
+            let _ = sftp.wait();
+            let log = s.bastion.agentd_log();
+            match status {
+                Some(_)
+                    if log.contains("kind=\"sftp\"")
+                        && log.contains("reason=\"session ended: idle for 2s") =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("{status:?}:\n{log}")),
+            }
+        },
+    );
+}
