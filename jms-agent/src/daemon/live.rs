@@ -14,6 +14,7 @@
 //!   session never waits for it). The last 64 KiB of output are kept so a
 //!   new watcher starts with some screen.
 //! - Revocation ([`Registry::revoke`]): when a new policy is swapped in,
+//!   and every [`RECHECK_EVERY`] (grants and users expire with time),
 //!   every live session whose targets it no longer allows is ended
 //!   ("access revoked").
 //! - Share codes: single use, and [`Registry::join_attempt`] limits wrong
@@ -49,6 +50,9 @@ const PUSH_EVERY: Duration = Duration::from_millis(200);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Seconds the server may hold a control request.
 const CONTROL_WAIT_SECS: u64 = 25;
+/// How often live sessions are checked against the policy in force even
+/// when it did not change (a grant or user that expired with time).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// Joiners' keys waiting for the relay, at most (all joiners together).
 pub const JOINER_QUEUE: usize = 64 * 1024;
 /// Wrong share codes a user may try within [`JOIN_WINDOW`].
