@@ -448,9 +448,7 @@ fn serve_sftp(session: &mut Session<'_>) {
     let result = sftp::serve_watched(&ctx, input, output, ending);
     let (stats, reason, message) = match result {
         Ok(stats) => (stats, None, None),
-        Err(sftp::SftpError::Ended(why)) => {
-            (sftp::SftpStats::default(), Some(why.clone()), Some(why))
-        }
+        Err(sftp::SftpError::Ended(why, stats)) => (stats, Some(why.clone()), Some(why)),
         Err(e) => (sftp::SftpStats::default(), Some(e.to_string()), None),
     };
     if let Some(registered) = registered.as_mut() {

@@ -203,7 +203,7 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
         .live
         .of_user(&session.user)
         .into_iter()
-        .filter(|s| s.kind != "sftp")
+        .filter(|s| matches!(s.kind, "shell" | "exec"))
         .collect();
     let chosen = match &args.session {
         None => mine.first().cloned(),

@@ -129,9 +129,9 @@ pub enum SftpError {
     #[error("not an SFTP stream: {0}")]
     Protocol(String),
     /// Ended from outside: a limit, an administrator, a revoked grant
-    /// (the line for the engineer and the audit).
+    /// (the line for the engineer and the audit), with what went through.
     #[error("{0}")]
-    Ended(String),
+    Ended(String, SftpStats),
 }
 
 /// Totals of a finished session, for its end record.
@@ -183,10 +183,10 @@ pub fn serve_watched(
         last_input: now,
         ended: &ended,
     };
-    let result = proxy::run(ctx, input, File::from(output));
+    let (stats, result) = proxy::run(ctx, input, File::from(output));
     match ended.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(why) => Err(SftpError::Ended(why)),
-        None => result,
+        Some(why) => Err(SftpError::Ended(why, stats)),
+        None => result.map(|()| stats),
     }
 }
 

@@ -123,12 +123,12 @@ struct Session<'s, 'e> {
     started: u32,
 }
 
-/// Serves one engineer until her side closes.
+/// Serves one engineer until her side closes: the totals, and how it ended.
 pub fn run(
     ctx: &SftpContext<'_>,
     input: impl Read + Send,
     output: File,
-) -> Result<SftpStats, SftpError> {
+) -> (SftpStats, Result<(), SftpError>) {
     let shared = Shared {
         out: Mutex::new(output),
         handles: Mutex::new((1, HashMap::new())),
@@ -177,10 +177,11 @@ pub fn run(
             }
         }
     }
-    result.map(|()| SftpStats {
+    let stats = SftpStats {
         bytes_uploaded: shared.uploaded.load(Ordering::Relaxed),
         bytes_downloaded: shared.downloaded.load(Ordering::Relaxed),
-    })
+    };
+    (stats, result)
 }
 
 impl<'s, 'e> Session<'s, 'e> {
