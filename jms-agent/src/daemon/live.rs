@@ -233,24 +233,20 @@ impl LiveSession {
         true
     }
 
-    /// Takes joiners' keys, at most `room` bytes (a chunk may be split),
-    /// in the order typed, each with who typed it.
-    pub fn take_input(&self, mut room: usize) -> Vec<(String, Vec<u8>)> {
-        let mut state = self.state();
-        let mut taken = Vec::new();
-        while room > 0 {
-            let Some((joiner, mut keys)) = state.input.pop_front() else {
-                break;
-            };
-            if keys.len() > room {
-                let rest = keys.split_off(room);
-                state.input.push_front((joiner.clone(), rest));
-            }
-            room -= keys.len();
-            state.input_bytes -= keys.len();
-            taken.push((joiner, keys));
+    /// Takes the oldest chunk of joiners' keys, at most `room` bytes (the
+    /// rest of a longer chunk stays first in the queue), with who typed it.
+    pub fn take_input(&self, room: usize) -> Option<(String, Vec<u8>)> {
+        if room == 0 {
+            return None;
         }
-        taken
+        let mut state = self.state();
+        let (joiner, mut keys) = state.input.pop_front()?;
+        if keys.len() > room {
+            let rest = keys.split_off(room);
+            state.input.push_front((joiner.clone(), rest));
+        }
+        state.input_bytes -= keys.len();
+        Some((joiner, keys))
     }
 
     /// A line for the owner.
@@ -810,24 +806,26 @@ mod tests {
             accepted + chunk.len() > JOINER_QUEUE,
             "refused only when full"
         );
-        // Taken as far as the relay has room, a chunk split if need be.
-        let first = live.take_input(4);
+        // Taken in order, as far as the relay has room, a chunk split if
+        // need be.
+        assert_eq!(live.take_input(0), None);
         assert_eq!(
-            first,
-            vec![
-                ("bob".to_string(), b"ls".to_vec()),
-                ("carol".to_string(), b"id".to_vec())
-            ]
+            live.take_input(4),
+            Some(("bob".to_string(), b"ls".to_vec()))
         );
         assert_eq!(
-            live.take_input(1),
-            vec![("carol".to_string(), b"\r".to_vec())]
+            live.take_input(2),
+            Some(("carol".to_string(), b"id".to_vec()))
         );
-        let rest: usize = live
-            .take_input(usize::MAX)
-            .iter()
-            .map(|(_, k)| k.len())
-            .sum();
+        assert_eq!(
+            live.take_input(9),
+            Some(("carol".to_string(), b"\r".to_vec()))
+        );
+        let mut rest = 0;
+        while let Some((who, keys)) = live.take_input(usize::MAX) {
+            assert_eq!(who, "bob");
+            rest += keys.len();
+        }
         assert_eq!(rest, accepted - 5);
         assert!(live.input("bob", &chunk), "room again once taken");
     }

@@ -433,18 +433,18 @@ pub fn relay_pty(
             break;
         }
         let want_input = ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT;
-        // Joiners' keys, as far as the buffer to the target has room (the
-        // rest waits in the live session's bounded queue).
-        if want_input {
-            if let Some(live) = events.live() {
-                let taken = live.take_input(BUFFER_LIMIT - state.to_target.len());
-                for (joiner, keys) in taken {
-                    bytes_in += keys.len() as u64;
-                    last_input = Instant::now();
-                    recorder.input(&keys);
-                    state.input_from(Some(&joiner), &keys, events);
-                }
-            }
+        // Joiners' keys, as far as the buffer to the target has room and
+        // no Enter is held (the rest waits in the live session's bounded
+        // queue).
+        while ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT {
+            let room = BUFFER_LIMIT - state.to_target.len();
+            let Some((joiner, keys)) = events.live().and_then(|live| live.take_input(room)) else {
+                break;
+            };
+            bytes_in += keys.len() as u64;
+            last_input = Instant::now();
+            recorder.input(&keys);
+            state.input_from(Some(&joiner), &keys, events);
         }
         let want_output = state.to_engineer.len() < BUFFER_LIMIT;
         let mut master_flags = PollFlags::empty();
