@@ -453,37 +453,37 @@ impl Registry {
         codes.remove(code).filter(|c| c.expires > Instant::now())
     }
 
-    /// Whether `user` may try a share code now: `Err` (the line for her)
-    /// when she typed [`JOIN_ATTEMPTS`] wrong codes within [`JOIN_WINDOW`].
-    /// A wrong code is counted with [`Registry::join_failed`].
-    pub fn join_allowed(&self, user: &str) -> Result<(), String> {
+    /// Counts one share-code attempt by `user` before the code is looked
+    /// at (so parallel tries count too): `Err` (the line for her) when she
+    /// already has [`JOIN_ATTEMPTS`] within [`JOIN_WINDOW`]. A right code
+    /// takes its attempt back ([`Registry::join_ok`]).
+    pub fn join_attempt(&self, user: &str) -> Result<(), String> {
         let mut failures = self.join_failures.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         failures.retain(|_, times| {
             times.retain(|t| now.duration_since(*t) < JOIN_WINDOW);
             !times.is_empty()
         });
-        match failures.get(user) {
-            Some(times) if times.len() >= JOIN_ATTEMPTS => Err(format!(
+        let times = failures.entry(user.to_string()).or_default();
+        if times.len() >= JOIN_ATTEMPTS {
+            let wait = JOIN_WINDOW.saturating_sub(now.duration_since(times[0]));
+            return Err(format!(
                 "too many wrong share codes: try again in {}",
-                humantime::format_duration(Duration::from_secs(
-                    JOIN_WINDOW
-                        .saturating_sub(now.duration_since(times[0]))
-                        .as_secs()
-                        .max(1)
-                ))
-            )),
-            _ => Ok(()),
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ));
         }
+        times.push(now);
+        Ok(())
     }
 
-    /// `user` typed a wrong (or expired) share code.
-    pub fn join_failed(&self, user: &str) {
+    /// `user`'s last attempt was a right code: it does not count.
+    pub fn join_ok(&self, user: &str) {
         let mut failures = self.join_failures.lock().unwrap_or_else(|e| e.into_inner());
-        let times = failures.entry(user.to_string()).or_default();
-        times.push(Instant::now());
-        if times.len() > JOIN_ATTEMPTS {
-            times.remove(0);
+        if let Some(times) = failures.get_mut(user) {
+            times.pop();
+            if times.is_empty() {
+                failures.remove(user);
+            }
         }
     }
 }
@@ -833,15 +833,18 @@ mod tests {
     #[test]
     fn wrong_share_codes_are_limited_per_user() {
         let registry = Registry::default();
-        for _ in 0..JOIN_ATTEMPTS {
-            assert!(registry.join_allowed("mallory").is_ok());
-            registry.join_failed("mallory");
+        for _ in 0..10 {
+            registry.join_attempt("bob").unwrap();
+            registry.join_ok("bob");
         }
-        let refusal = registry.join_allowed("mallory").unwrap_err();
+        for _ in 0..JOIN_ATTEMPTS {
+            assert!(registry.join_attempt("mallory").is_ok());
+        }
+        let refusal = registry.join_attempt("mallory").unwrap_err();
         assert!(refusal.contains("too many wrong share codes"), "{refusal}");
         assert!(
-            registry.join_allowed("bob").is_ok(),
-            "other users are not affected"
+            registry.join_attempt("bob").is_ok(),
+            "right codes do not count, other users are not affected"
         );
     }
 

@@ -301,29 +301,25 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
 /// her keys into it when the owner allowed.
 pub fn serve_join(session: &mut Session<'_>, typed: &str) {
     let registry = &session.daemon.live;
-    if let Err(refusal) = registry.join_allowed(&session.user) {
+    // Counted before the code is looked at; a right code takes it back.
+    if let Err(refusal) = registry.join_attempt(&session.user) {
         warn!(event = "share_join_refused", reason = %refusal);
         return session.deny(&refusal);
     }
     let Some(code) = normalize_code(typed) else {
-        registry.join_failed(&session.user);
         return session.deny("usage: ssh -t BASTION join CODE (the code `share` printed)");
     };
-    let unknown = |session: &Session<'_>| {
-        registry.join_failed(&session.user);
-        session.deny(&format!(
-            "{code}: no such share code, or it expired or was used"
-        ));
-    };
+    let unknown = format!("{code}: no such share code, or it expired or was used");
     if registry.code(&code).is_none() {
-        return unknown(session);
+        return session.deny(&unknown);
     }
+    registry.join_ok(&session.user);
     if session.request.pty.is_none() {
         return session.deny("join needs a terminal: ssh -t BASTION join CODE");
     }
     // Used now: nobody else joins with it.
     let Some(share) = registry.take_code(&code) else {
-        return unknown(session);
+        return session.deny(&unknown);
     };
     let Some(live) = session.daemon.live.get(&share.session) else {
         return session.deny(&format!("{code}: the shared session has ended"));
