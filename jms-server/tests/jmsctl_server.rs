@@ -218,6 +218,22 @@ fn entity_commands_create_and_list() {
         grants.contains("ops-web") && grants.contains("connect,upload"),
         "{grants}"
     );
+    run(&[
+        "grant",
+        "add",
+        "short-lived",
+        "--group",
+        "ops",
+        "--node",
+        "/Default/prod/web",
+        "--account",
+        "@ALL",
+    ]);
+    assert_eq!(
+        run(&["grant", "delete", "short-lived"]),
+        "deleted grant short-lived\n"
+    );
+    assert!(!run(&["grant", "list"]).contains("short-lived"));
     assert!(run(&["filter", "list"]).contains("no-reboot  50        deny    ^reboot  @ALL"));
     let accounts: Value =
         serde_json::from_str(&run(&["account", "list", "web01", "--json"])).unwrap();

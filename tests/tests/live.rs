@@ -8,8 +8,11 @@
 //! - Session share: `ssh bastion share` prints a code; a second user joins
 //!   with `ssh -t bastion join CODE`: read-only she sees the owner's output
 //!   and her keys never reach the target; with `share --write` her command
-//!   runs (and is logged). A wrong code, and a grant without `share`, are
-//!   refused with one clear line.
+//!   runs (and is logged as typed by her). Codes are 80 bits and work
+//!   once; a wrong code, and a grant without `share`, are refused with one
+//!   clear line; after 5 wrong codes a user is refused for a while.
+//! - A grant deleted on the server (`jmsctl grant delete`) ends the
+//!   session it allowed at the bastion's next sync: "access revoked".
 //!
 //! Nothing here measures time: every wait polls with a generous deadline.
 
@@ -169,12 +172,16 @@ impl Scene {
         let code: String = out
             .stdout
             .split_once("share code: ")
-            .map(|(_, rest)| rest.chars().take(9).collect())
+            .map(|(_, rest)| rest.chars().take(19).collect())
             .unwrap_or_default();
-        assert_eq!(
-            code.len(),
-            9,
-            "share prints `share code: XXXX-XXXX`:\n{out}"
+        let symbols: Vec<char> = code.chars().filter(|c| *c != '-').collect();
+        assert!(
+            code.len() == 19
+                && symbols.len() == 16
+                && symbols
+                    .iter()
+                    .all(|c| "ABCDEFGHJKLMNPQRSTUVWXYZ23456789".contains(*c)),
+            "share prints `share code: XXXX-XXXX-XXXX-XXXX` (16 symbols of 32: 80 bits):\n{out}"
         );
         assert!(
             out.stdout.contains(&format!("join {code}")),
@@ -368,6 +375,15 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         "Ctrl-] leaves the shared session"
     );
     owner.wait_for_text("bob left your session", SCREEN_WAIT);
+    // A code works once.
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some(&format!("join {code}")));
+    out.assert_failure("a used code is refused");
+    assert!(
+        out.stderr.contains("was used"),
+        "one clear line for a used code:\n{out}"
+    );
 
     // Write: bob's command runs in alice's session and is logged.
     let code = s.share("alice", &s.alice, "--write");
@@ -378,14 +394,19 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     joiner.type_slowly("echo joiner-$((2+3))\r");
     owner.wait_for_text("joiner-5", SCREEN_WAIT);
     joiner.wait_for_text("joiner-5", SCREEN_WAIT);
-    eventually("bob's command to be in the command log", || {
-        let log = s.bastion.agentd_log();
-        if log.contains("echo joiner-$((2+3))") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    });
+    eventually(
+        "bob's command to be in the command log, typed by bob",
+        || {
+            let log = s.bastion.agentd_log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("event=\"command\"") && l.contains("echo joiner-$((2+3))"));
+            match line {
+                Some(l) if l.contains("typed_by=\"bob\"") => Ok(()),
+                _ => Err(log),
+            }
+        },
+    );
     // The owner ends her session: the joiner is told.
     owner.type_slowly("exit\r");
     joiner.wait_for_text("the shared session ended", SCREEN_WAIT);
@@ -400,7 +421,9 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     );
 
     // Refusals: a wrong code, a code for a session that ended, no `share`.
-    let out = s.bastion.ssh_key("bob", &s.bob, Some("join ZZZZ-ZZZZ"));
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some("join ZZZZ-ZZZZ-ZZZZ-ZZZZ"));
     out.assert_failure("a wrong code is refused");
     assert!(
         out.stderr.contains("no such share code"),
@@ -423,6 +446,44 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
         out.stderr.contains("no live session"),
         "one clear line without a session:\n{out}"
     );
+    // Guessing is limited: after 5 wrong codes (bob has typed 3: a used
+    // one, a wrong one, one for an ended session) he is refused for a while.
+    for _ in 0..2 {
+        s.bastion
+            .ssh_key("bob", &s.bob, Some("join 2345-6789-ABCD-EFGH"))
+            .assert_failure("a wrong code is refused");
+    }
+    let out = s
+        .bastion
+        .ssh_key("bob", &s.bob, Some("join 2345-6789-ABCD-EFGH"));
+    out.assert_failure("a sixth try is refused");
+    assert!(
+        out.stderr.contains("too many wrong share codes"),
+        "the sixth try is refused as such:\n{out}"
+    );
+}
+
+#[test]
+fn a_revoked_grant_ends_the_session_it_allowed_with_a_message() {
+    let s = scene();
+    let mut terminal = s.shell("carol", &s.carol);
+    let id = s.online_session("carol");
+    s.central.jmsctl(&["grant", "delete", "carol-web01"]);
+    terminal.wait_for_text("access revoked", SCREEN_WAIT);
+    assert!(
+        terminal.wait_exit(SCREEN_WAIT).is_some(),
+        "carol's ssh ends once her grant is gone"
+    );
+    eventually("the session's end to say access was revoked", || {
+        let (_, body) = s
+            .central
+            .api("GET", &format!("/api/v1/sessions/{id}"), None);
+        if body.contains("access revoked") && body.contains("\"status\":\"ended\"") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
 }
 
 #[test]
@@ -453,4 +514,92 @@ fn a_session_cut_short_by_an_agentd_crash_is_closed_on_the_server_after_restart(
         .central
         .api("GET", "/api/v1/sessions?user=alice&online=true", None);
     assert!(!online.contains(&id), "no longer online: {online}");
+}
+
+/// `ssh -s USER@bastion sftp` with its stdin held open (an SFTP session
+/// that waits); its stderr goes to `dir`/sftp.err.
+fn idle_sftp(s: &Scene, user: &str, key: &ClientKey, dir: &std::path::Path) -> Child {
+    let port = s.bastion.port().to_string();
+    s.bastion
+        .ssh_command("ssh")
+        .args(jms_e2e::clients::CLIENT_OPTIONS)
+        .args([
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&key.private)
+        .args(["-p", &port, "-l", user, "-s", "127.0.0.1", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("sftp.err")).expect("sftp.err"))
+        .spawn()
+        .expect("start ssh -s sftp")
+}
+
+#[test]
+fn sftp_sessions_are_live_ended_by_an_admin_and_by_the_idle_timeout() {
+    let s = scene();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sftp = idle_sftp(&s, "alice", &s.alice, dir.path());
+    let id = eventually("the server to list alice's online SFTP session", || {
+        let (status, body) = s
+            .central
+            .api("GET", "/api/v1/sessions?user=alice&online=true", None);
+        let id = body
+            .split("{\"id\":\"")
+            .find(|object| object.contains("\"kind\":\"sftp\""))
+            .map(|object| object.chars().take(36).collect::<String>());
+        match (status, id) {
+            (200, Some(id)) if id.len() == 36 => Ok(id),
+            _ => Err(format!("{status}: {body}")),
+        }
+    });
+    s.central
+        .jmsctl(&["session", "kill", &id, "--reason", "e2e sftp"]);
+    // (sshd drops a subsystem's stderr: the reason reaches the audit, and
+    // the client sees the connection close.)
+    let status = jms_e2e::run::wait_until(&mut sftp, std::time::Instant::now() + SCREEN_WAIT);
+    assert!(
+        status.is_some(),
+        "the SFTP session ends on the order:\n{}",
+        s.bastion.agentd_log()
+    );
+    eventually("the SFTP session's end to carry the reason", || {
+        let (_, body) = s
+            .central
+            .api("GET", &format!("/api/v1/sessions/{id}"), None);
+        if body.contains("terminated by an administrator: e2e sftp") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+    // The idle timeout applies to SFTP sessions too.
+    s.central
+        .jmsctl(&["settings", "set", "security.session_idle_timeout", "2s"]);
+    eventually(
+        "an idle SFTP session to be ended once the setting is synced",
+        || {
+            let mut sftp = idle_sftp(&s, "alice", &s.alice, dir.path());
+            let status = jms_e2e::run::wait_until(
+                &mut sftp,
+                std::time::Instant::now() + Duration::from_secs(15),
+            );
+            let _ = sftp.kill();
+            let _ = sftp.wait();
+            let log = s.bastion.agentd_log();
+            match status {
+                Some(_)
+                    if log.contains("kind=\"sftp\"")
+                        && log.contains("reason=\"session ended: idle for 2s") =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("{status:?}:\n{log}")),
+            }
+        },
+    );
 }

@@ -13,6 +13,7 @@
 //! - alice: web01 everything; db01 connect + download (no upload);
 //!   web02 everything (but no sftp there).
 //! - bob: web01 connect + upload + download (no delete).
+//! - carol: web01 connect + upload (no download).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,11 +32,12 @@ struct Scene {
     bastion: Bastion,
     alice: ClientKey,
     bob: ClientKey,
+    carol: ClientKey,
     /// The engineer's working directory (local files).
     local: tempfile::TempDir,
 }
 
-fn policy(target: &Target, alice: &ClientKey, bob: &ClientKey) -> String {
+fn policy(target: &Target, alice: &ClientKey, bob: &ClientKey, carol: &ClientKey) -> String {
     let (address, port) = (target.address(), target.port());
     let asset = |name: &str, protocols: &str| {
         format!(
@@ -49,13 +51,16 @@ fn policy(target: &Target, alice: &ClientKey, bob: &ClientKey) -> String {
         "users:\n\
          \x20 - {{username: alice, name: Alice, public_keys: [\"{alice}\"]}}\n\
          \x20 - {{username: bob, name: Bob, public_keys: [\"{bob}\"]}}\n\
+         \x20 - {{username: carol, name: Carol, public_keys: [\"{carol}\"]}}\n\
          assets:\n{web01}{db01}{web02}\
          grants:\n\
          \x20 - {{name: alice-web, users: [alice], assets: [web01, web02], accounts: ['@ALL'], protocols: [all], actions: [all]}}\n\
          \x20 - {{name: alice-db, users: [alice], assets: [db01], accounts: ['@ALL'], protocols: [sftp], actions: [connect, download]}}\n\
-         \x20 - {{name: bob-web, users: [bob], assets: [web01], accounts: ['@ALL'], protocols: [sftp], actions: [connect, upload, download]}}\n",
+         \x20 - {{name: bob-web, users: [bob], assets: [web01], accounts: ['@ALL'], protocols: [sftp], actions: [connect, upload, download]}}\n\
+         \x20 - {{name: carol-web, users: [carol], assets: [web01], accounts: ['@ALL'], protocols: [sftp], actions: [connect, upload]}}\n",
         alice = alice.public,
         bob = bob.public,
+        carol = carol.public,
         web01 = asset("web01", &both),
         db01 = asset("db01", &both),
         web02 = asset("web02", &ssh),
@@ -67,7 +72,10 @@ fn scene() -> Scene {
     let builder = BastionBuilder::new();
     let alice = builder.client_key("alice");
     let bob = builder.client_key("bob");
-    let bastion = builder.policy(&policy(&target, &alice, &bob)).start();
+    let carol = builder.client_key("carol");
+    let bastion = builder
+        .policy(&policy(&target, &alice, &bob, &carol))
+        .start();
     let local = tempfile::Builder::new()
         .prefix("jms-e2e-local-")
         .tempdir()
@@ -77,6 +85,7 @@ fn scene() -> Scene {
         bastion,
         alice,
         bob,
+        carol,
         local,
     }
 }
@@ -152,6 +161,18 @@ impl Scene {
             .args(["-P", &self.bastion.port().to_string(), "-b"])
             .arg(&file)
             .arg(format!("{user}@127.0.0.1"));
+        run::run(&mut cmd, b"", TIMEOUT)
+    }
+
+    /// The raw SFTP client (harness/sftp-raw.py, Debian's paramiko) as
+    /// `user`: one output line per step (see the script).
+    fn sftp_raw(&self, key: &ClientKey, user: &str, steps: &[&str]) -> Outcome {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/harness/sftp-raw.py"))
+            .arg(self.bastion.port().to_string())
+            .arg(user)
+            .arg(&key.private)
+            .args(steps);
         run::run(&mut cmd, b"", TIMEOUT)
     }
 
@@ -511,4 +532,107 @@ fn paths_cannot_leave_their_asset_folder() {
     let out = s.scp(&s.bob, "bob", &[], &["bastion:db01:/etc/hostname", "."]);
     out.assert_failure("bob has no grant on db01");
     out.assert_output_contains("No such file", "db01 does not exist for bob");
+}
+
+#[test]
+fn sftp_reads_need_download_whatever_the_open_flags() {
+    let s = scene();
+    s.put_on_target("secret.txt", b"not for carol\n");
+    let secret = format!("/web01{HOME}/secret.txt");
+    // carol: connect + upload on web01, no download. OpenSSH's sftp-server
+    // opens read-only when WRITE is absent: no flags at all, or CREAT alone.
+    let out = s.sftp_raw(
+        &s.carol,
+        "carol",
+        &[
+            &format!("open:0:{secret}"),
+            "read:100",
+            &format!("open:8:{secret}"),
+            "read:100",
+            // WRITE|CREAT|TRUNC: an upload; reading that handle is refused.
+            &format!("open:1a:/web01{HOME}/up.txt"),
+            "read:100",
+            "write:hello",
+            "close",
+        ],
+    );
+    out.assert_success("the raw SFTP client should run");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.len() == 8
+            && lines[0].starts_with("open denied")
+            && lines[0].contains("ermission denied")
+            && lines[1].starts_with("read skipped")
+            && lines[2].starts_with("open denied")
+            && lines[3].starts_with("read skipped")
+            && lines[4] == "open ok"
+            && lines[5].starts_with("read denied")
+            && lines[5].contains("not opened for reading")
+            && lines[6] == "write ok"
+            && lines[7] == "close ok",
+        "opens that can read need download, a write handle cannot be read:\n{out}"
+    );
+    assert_eq!(fs::read(s.home().join("up.txt")).unwrap(), b"hello");
+    s.assert_transfer_logged(
+        &["\"user\":\"carol\"", "\"operation\":\"download\"", "denied"],
+        "the refused read-open is spooled",
+    );
+    // alice may download: an open without flags reads, and is logged as
+    // a download with its bytes when the handle closes.
+    let out = s.sftp_raw(
+        &s.alice,
+        "alice",
+        &[&format!("open:0:{secret}"), "read:100", "close"],
+    );
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["open ok", "read ok 14", "close ok"],
+        "alice reads with no open flags:\n{out}"
+    );
+    s.assert_transfer_logged(
+        &[
+            "\"user\":\"alice\"",
+            "\"operation\":\"download\"",
+            "secret.txt",
+            "\"size\":14",
+            "\"result\":\"ok\"",
+        ],
+        "a read without READ in the open flags is logged as a download",
+    );
+}
+
+#[test]
+fn rsync_options_that_delete_need_delete() {
+    let s = scene();
+    // On the target: a non-empty directory that a file of the same name
+    // replaces only with --force (which removes it, contents and all).
+    let own = |p: &Path| std::os::unix::fs::chown(p, Some(DEPLOY_UID), Some(DEPLOY_UID)).unwrap();
+    for dir in ["dest", "dest/victim"] {
+        fs::create_dir(s.home().join(dir)).unwrap();
+        own(&s.home().join(dir));
+    }
+    s.put_on_target("dest/victim/precious.txt", b"precious\n");
+    let src = s.local().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("victim"), b"a file\n").unwrap();
+    fs::write(src.join("new.txt"), b"new\n").unwrap();
+    let dest = format!("bastion:web01:{HOME}/dest/");
+    // bob: connect + upload + download on web01, no delete.
+    let out = s.rsync(&s.bob, "bob", &["-r", "--force", "src/", &dest]);
+    out.assert_failure("rsync --force without delete must fail");
+    out.assert_output_contains("delete", "the refusal names the missing action");
+    assert_eq!(
+        fs::read(s.home().join("dest/victim/precious.txt")).unwrap(),
+        b"precious\n",
+        "rsync --force removed nothing"
+    );
+    let out = s.rsync(&s.bob, "bob", &["-r", "--delete", "src/new.txt", &dest]);
+    out.assert_failure("rsync --delete without delete must fail");
+    let out = s.rsync(&s.bob, "bob", &["-r", "-B", "2048", "src/new.txt", &dest]);
+    out.assert_failure("rsync -B must be refused");
+    out.assert_output_contains("-B", "the refusal names the block size option");
+    assert!(!s.home().join("dest/new.txt").exists());
+    s.rsync(&s.bob, "bob", &["-a", "src/new.txt", &dest])
+        .assert_success("a plain upload needs upload only");
+    assert_eq!(fs::read(s.home().join("dest/new.txt")).unwrap(), b"new\n");
 }

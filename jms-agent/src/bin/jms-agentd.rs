@@ -193,6 +193,18 @@ fn run(args: Args) -> Result<()> {
                 .context("starting the recording upload thread")?;
         }
     }
+    // Grants and users also expire with time: live sessions are checked
+    // against the policy in force every so often, besides at each swap.
+    {
+        let daemon = Arc::clone(&daemon);
+        std::thread::Builder::new()
+            .name("live-revoke".into())
+            .spawn(move || loop {
+                std::thread::sleep(jms_agent::daemon::live::RECHECK_EVERY);
+                daemon.live.revoke(&daemon.current_policy());
+            })
+            .context("starting the live session check thread")?;
+    }
     info!(socket = %daemon.config.socket.display(), "serving");
     server::serve(listener, daemon)
 }

@@ -77,6 +77,8 @@ impl Daemon {
                 info!(users = policy.doc.users.len(), "policy {why}");
                 *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);
                 *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+                // Sessions the new policy no longer allows end now.
+                self.live.revoke(&self.current_policy());
             }
             Err(e) => tracing::error!("publishing failed, keeping the last good policy: {e:#}"),
         }

@@ -4,23 +4,34 @@
 //! - [`Registry`]: session id → [`LiveSession`]; share codes
 //!   (`session::share`).
 //! - [`LiveSession`]: a wake pipe the relay polls (so an order is acted on
-//!   at once, never on a timer), the pending order (end the session, input
-//!   from a joiner, a line for the owner), and the output taps: each
+//!   at once, never on a timer), the pending order (end the session, a
+//!   line for the owner), the keys of joiners allowed to type (a bounded
+//!   queue: past [`JOINER_QUEUE`] bytes waiting, a joiner's keys are
+//!   refused and she is told), and the output taps: each
 //!   watcher (the central server's stream, a joiner) reads a pipe of its
 //!   own that the relay writes the target's output into, never blocking
 //!   (a watcher that falls more than a pipe behind loses output, the
 //!   session never waits for it). The last 64 KiB of output are kept so a
 //!   new watcher starts with some screen.
+//! - Revocation ([`Registry::revoke`]): when a new policy is swapped in,
+//!   and every [`RECHECK_EVERY`] (grants and users expire with time),
+//!   every live session whose targets it no longer allows is ended
+//!   ("access revoked").
+//! - Share codes: single use, and [`Registry::join_attempt`] limits wrong
+//!   codes per user.
 //! - [`run_control`]: the signed long-poll `GET /api/v1/sync/control` for
 //!   the server's orders (`kill`, `watch`); [`stream_to_server`] pushes a
 //!   watched session's output (`POST /api/v1/sync/live/{session}`) in
 //!   batches every 200 ms until the server says nobody watches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
+use jms_core::model::{Action, Protocol};
+use jms_core::{Decision, Policy, Query};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags};
@@ -39,14 +50,20 @@ const PUSH_EVERY: Duration = Duration::from_millis(200);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Seconds the server may hold a control request.
 const CONTROL_WAIT_SECS: u64 = 25;
+/// How often live sessions are checked against the policy in force even
+/// when it did not change (a grant or user that expired with time).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
+/// Joiners' keys waiting for the relay, at most (all joiners together).
+pub const JOINER_QUEUE: usize = 64 * 1024;
+/// Wrong share codes a user may try within [`JOIN_WINDOW`].
+pub const JOIN_ATTEMPTS: usize = 5;
+pub const JOIN_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// What an order asks of a session's relay (taken when it wakes).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Woken {
     /// End the session with this line.
     pub end: Option<String>,
-    /// Keystrokes from a joiner allowed to type.
-    pub input: Vec<u8>,
     /// Lines for the owner (someone joined or left).
     pub notices: Vec<String>,
 }
@@ -57,6 +74,8 @@ pub struct LiveSession {
     pub user: String,
     pub asset: String,
     pub account: String,
+    /// `shell`, `exec` or `sftp`: only terminal sessions can be shared.
+    pub kind: &'static str,
     pub started: Instant,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
@@ -66,6 +85,12 @@ pub struct LiveSession {
 #[derive(Default)]
 struct LiveState {
     pending: Woken,
+    /// Joiners' keys (who typed them), at most [`JOINER_QUEUE`] bytes.
+    input: VecDeque<(String, Vec<u8>)>,
+    input_bytes: usize,
+    /// What the session reaches: (asset, account, protocol), checked
+    /// again when the policy changes.
+    targets: Vec<(String, String, Protocol)>,
     taps: Vec<OwnedFd>,
     tail: Vec<u8>,
     size: (u16, u16),
@@ -99,18 +124,66 @@ impl LiveSession {
         size: (u16, u16),
     ) -> std::io::Result<LiveSession> {
         let (wake_read, wake_write) = pipe()?;
+        let targets = if asset.is_empty() {
+            Vec::new()
+        } else {
+            vec![(asset.to_string(), account.to_string(), Protocol::Ssh)]
+        };
         Ok(LiveSession {
             id: id.to_string(),
             user: user.to_string(),
             asset: asset.to_string(),
             account: account.to_string(),
+            kind: "shell",
             started: Instant::now(),
             wake_read,
             wake_write,
             state: Mutex::new(LiveState {
                 size,
+                targets,
                 ..LiveState::default()
             }),
+        })
+    }
+
+    /// The same, of kind `kind` (`exec`, `sftp`, `rsync`…), its target
+    /// reached over `protocol` (as the grants name it).
+    pub fn of_kind(mut self, kind: &'static str, protocol: Protocol) -> LiveSession {
+        self.kind = kind;
+        for target in &mut self.state().targets {
+            target.2 = protocol;
+        }
+        self
+    }
+
+    /// One more target the session reaches (an SFTP folder opened).
+    pub fn add_target(&self, asset: &str, account: &str, protocol: Protocol) {
+        let mut state = self.state();
+        let target = (asset.to_string(), account.to_string(), protocol);
+        if !state.targets.contains(&target) {
+            state.targets.push(target);
+        }
+    }
+
+    /// Why `policy` no longer lets the user reach one of the session's
+    /// targets, if it does not.
+    pub fn revoked_by(&self, policy: &Policy) -> Option<String> {
+        let targets = self.state().targets.clone();
+        let now = Utc::now();
+        targets.iter().find_map(|(asset, account, protocol)| {
+            let query = Query {
+                user: &self.user,
+                asset,
+                account: Some(account),
+                protocol: Some(*protocol),
+                action: Action::Connect,
+                at: now,
+            };
+            match policy.decide(&query) {
+                Ok(Decision::Allow) => None,
+                Ok(Decision::Deny(reason)) => Some(format!("{account}@{asset}: {reason}")),
+                Err(e) => Some(format!("{account}@{asset}: {e}")),
+            }
         })
     }
 
@@ -144,10 +217,36 @@ impl LiveSession {
         self.wake();
     }
 
-    /// Keystrokes for the session (a joiner allowed to type).
-    pub fn input(&self, data: &[u8]) {
-        self.state().pending.input.extend_from_slice(data);
+    /// Keystrokes for the session from `joiner` (allowed to type); false
+    /// when they were refused: the queue holds [`JOINER_QUEUE`] bytes the
+    /// session has not taken yet.
+    pub fn input(&self, joiner: &str, data: &[u8]) -> bool {
+        {
+            let mut state = self.state();
+            if state.input_bytes + data.len() > JOINER_QUEUE {
+                return false;
+            }
+            state.input_bytes += data.len();
+            state.input.push_back((joiner.to_string(), data.to_vec()));
+        }
         self.wake();
+        true
+    }
+
+    /// Takes the oldest chunk of joiners' keys, at most `room` bytes (the
+    /// rest of a longer chunk stays first in the queue), with who typed it.
+    pub fn take_input(&self, room: usize) -> Option<(String, Vec<u8>)> {
+        if room == 0 {
+            return None;
+        }
+        let mut state = self.state();
+        let (joiner, mut keys) = state.input.pop_front()?;
+        if keys.len() > room {
+            let rest = keys.split_off(room);
+            state.input.push_front((joiner.clone(), rest));
+        }
+        state.input_bytes -= keys.len();
+        Some((joiner, keys))
     }
 
     /// A line for the owner.
@@ -209,7 +308,7 @@ impl LiveSession {
     }
 }
 
-/// A share code (see `session::share`).
+/// A share code (see `session::share`): valid once, until `expires`.
 #[derive(Debug, Clone)]
 pub struct ShareCode {
     pub session: String,
@@ -223,6 +322,8 @@ pub struct ShareCode {
 pub struct Registry {
     sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
     codes: Mutex<HashMap<String, ShareCode>>,
+    /// Wrong share codes by jms user: when, within [`JOIN_WINDOW`].
+    join_failures: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 /// Removes a session from the registry when dropped.
@@ -277,6 +378,28 @@ impl Registry {
             .cloned()
     }
 
+    /// Ends every live session `policy` no longer allows (a grant
+    /// revoked, the user disabled…), with "access revoked" and why.
+    /// Returns how many were ended.
+    pub fn revoke(&self, policy: &Policy) -> usize {
+        let sessions: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut ended = 0;
+        for session in sessions {
+            if let Some(reason) = session.revoked_by(policy) {
+                warn!(event = "session_revoked", session = %session.id, user = %session.user, reason = %reason);
+                session.end(format!("access revoked: {}", clean(&reason)));
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// `user`'s live sessions, newest first.
     pub fn of_user(&self, user: &str) -> Vec<Arc<LiveSession>> {
         let mut found: Vec<_> = self
@@ -301,10 +424,7 @@ impl Registry {
         let line = if reason.is_empty() {
             "session terminated by an administrator".to_string()
         } else {
-            format!(
-                "session terminated by an administrator: {}",
-                reason.replace(['\r', '\n', '\x1b'], " ")
-            )
+            format!("session terminated by an administrator: {}", clean(reason))
         };
         session.end(line);
         true
@@ -318,7 +438,7 @@ impl Registry {
         codes.insert(code.to_string(), share);
     }
 
-    /// The share code `code`, while valid.
+    /// The share code `code`, while valid (not used yet).
     pub fn code(&self, code: &str) -> Option<ShareCode> {
         let codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
         codes
@@ -326,6 +446,51 @@ impl Registry {
             .filter(|c| c.expires > Instant::now())
             .cloned()
     }
+
+    /// Takes the share code `code` (valid once), while valid.
+    pub fn take_code(&self, code: &str) -> Option<ShareCode> {
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.remove(code).filter(|c| c.expires > Instant::now())
+    }
+
+    /// Counts one share-code attempt by `user` before the code is looked
+    /// at (so parallel tries count too): `Err` (the line for her) when she
+    /// already has [`JOIN_ATTEMPTS`] within [`JOIN_WINDOW`]. A right code
+    /// takes its attempt back ([`Registry::join_ok`]).
+    pub fn join_attempt(&self, user: &str) -> Result<(), String> {
+        let mut failures = self.join_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        failures.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < JOIN_WINDOW);
+            !times.is_empty()
+        });
+        let times = failures.entry(user.to_string()).or_default();
+        if times.len() >= JOIN_ATTEMPTS {
+            let wait = JOIN_WINDOW.saturating_sub(now.duration_since(times[0]));
+            return Err(format!(
+                "too many wrong share codes: try again in {}",
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ));
+        }
+        times.push(now);
+        Ok(())
+    }
+
+    /// `user`'s last attempt was a right code: it does not count.
+    pub fn join_ok(&self, user: &str) {
+        let mut failures = self.join_failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = failures.get_mut(user) {
+            times.pop();
+            if times.is_empty() {
+                failures.remove(user);
+            }
+        }
+    }
+}
+
+/// A line from outside (a reason) made safe for a terminal.
+fn clean(text: &str) -> String {
+    text.replace(|c: char| c.is_control(), " ")
 }
 
 // ---- the central server's orders ----------------------------------------------
@@ -621,6 +786,122 @@ mod tests {
         bytes.push(last);
         assert_eq!(utf8_prefix(&mut bytes), "\u{e9}");
         assert!(bytes.is_empty());
+    }
+
+    #[test]
+    fn joiner_keys_are_bounded_and_taken_in_order_with_who_typed_them() {
+        let live = LiveSession::new("s1", "alice", "web01", "deploy", (80, 24)).unwrap();
+        assert!(live.input("bob", b"ls"));
+        assert!(live.input("carol", b"id\r"));
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut accepted = 5;
+        while live.input("bob", &chunk) {
+            accepted += chunk.len();
+            assert!(
+                accepted <= JOINER_QUEUE,
+                "the queue never holds more than its bound"
+            );
+        }
+        assert!(
+            accepted + chunk.len() > JOINER_QUEUE,
+            "refused only when full"
+        );
+        // Taken in order, as far as the relay has room, a chunk split if
+        // need be.
+        assert_eq!(live.take_input(0), None);
+        assert_eq!(
+            live.take_input(4),
+            Some(("bob".to_string(), b"ls".to_vec()))
+        );
+        assert_eq!(
+            live.take_input(2),
+            Some(("carol".to_string(), b"id".to_vec()))
+        );
+        assert_eq!(
+            live.take_input(9),
+            Some(("carol".to_string(), b"\r".to_vec()))
+        );
+        let mut rest = 0;
+        while let Some((who, keys)) = live.take_input(usize::MAX) {
+            assert_eq!(who, "bob");
+            rest += keys.len();
+        }
+        assert_eq!(rest, accepted - 5);
+        assert!(live.input("bob", &chunk), "room again once taken");
+    }
+
+    #[test]
+    fn wrong_share_codes_are_limited_per_user() {
+        let registry = Registry::default();
+        for _ in 0..10 {
+            registry.join_attempt("bob").unwrap();
+            registry.join_ok("bob");
+        }
+        for _ in 0..JOIN_ATTEMPTS {
+            assert!(registry.join_attempt("mallory").is_ok());
+        }
+        let refusal = registry.join_attempt("mallory").unwrap_err();
+        assert!(refusal.contains("too many wrong share codes"), "{refusal}");
+        assert!(
+            registry.join_attempt("bob").is_ok(),
+            "right codes do not count, other users are not affected"
+        );
+    }
+
+    #[test]
+    fn share_codes_work_once() {
+        let registry = Registry::default();
+        let share = ShareCode {
+            session: "s1".into(),
+            owner: "alice".into(),
+            write: false,
+            expires: Instant::now() + Duration::from_secs(60),
+        };
+        registry.add_code("C", share);
+        assert!(registry.take_code("C").is_some());
+        assert!(registry.take_code("C").is_none(), "a used code is gone");
+    }
+
+    #[test]
+    fn a_policy_without_the_grant_ends_the_sessions_it_covered() {
+        let yaml = |protocols: &str| {
+            format!(
+                "users:\n  - {{username: alice}}\n\
+                 assets:\n  - name: web01\n    address: 10.0.0.1\n\
+                 \x20   protocols: [{{name: ssh, port: 22}}, {{name: sftp, port: 22}}]\n\
+                 \x20   accounts: [{{name: root, username: root, secret_type: password, secret: x}}]\n\
+                 grants:\n  - {{name: g, users: [alice], assets: [web01], accounts: ['@ALL'], protocols: [{protocols}], actions: [all]}}\n"
+            )
+        };
+        let parse = |text: &str| {
+            Policy::parse(
+                text,
+                jms_core::policy::Format::Yaml,
+                "t.yaml",
+                std::path::Path::new("."),
+            )
+            .expect("policy")
+        };
+        let registry = Registry::default();
+        let shell =
+            registry.register(LiveSession::new("s1", "alice", "web01", "root", (80, 24)).unwrap());
+        let sftp = registry.register(
+            LiveSession::new("s2", "alice", "", "", (80, 24))
+                .unwrap()
+                .of_kind("sftp", Protocol::Sftp),
+        );
+        sftp.session.add_target("web01", "root", Protocol::Sftp);
+        assert_eq!(registry.revoke(&parse(&yaml("all"))), 0, "still granted");
+        assert_eq!(shell.session.take(), Woken::default());
+        // ssh revoked, sftp kept.
+        assert_eq!(registry.revoke(&parse(&yaml("sftp"))), 1);
+        let end = shell.session.take().end.expect("the shell is ended");
+        assert!(end.starts_with("access revoked: root@web01"), "{end}");
+        assert_eq!(sftp.session.take().end, None);
+        // Nothing granted any more.
+        let none = "users:\n  - {username: alice}\nassets: []\ngrants: []\n";
+        assert_eq!(registry.revoke(&parse(none)), 2);
+        assert!(sftp.session.take().end.is_some());
     }
 
     #[test]

@@ -355,6 +355,10 @@ impl sftp::Upstream for SshUpstream<'_> {
             Utc::now(),
         )
         .map_err(refuse)?;
+        // Checked again when the policy changes (a revoked grant ends it).
+        if let Some(live) = self.daemon.live.get(&self.session) {
+            live.add_target(&resolved.asset.name, &resolved.account, Protocol::Sftp);
+        }
         let target = resolved.vault_target().ok_or_else(|| {
             refuse(format!(
                 "{account}@{asset}: this account needs typed credentials, which SFTP cannot carry"
@@ -433,11 +437,31 @@ fn serve_sftp(session: &mut Session<'_>) {
         upstream: &upstream,
         log: &log,
     };
-    let result = sftp::serve(&ctx, input, output);
-    let (stats, reason) = match result {
-        Ok(stats) => (stats, None),
-        Err(e) => (sftp::SftpStats::default(), Some(e.to_string())),
+    // Live like the others: an administrator can end it, a revoked grant
+    // ends it, and the idle timeout and maximum length apply.
+    let mut registered =
+        crate::daemon::live::LiveSession::new(&session.id, &session.user, "", "", (80, 24))
+            .map_err(|e| warn!(error = %e, "the session cannot be ended from outside"))
+            .ok()
+            .map(|live| daemon.live.register(live.of_kind("sftp", Protocol::Sftp)));
+    let effective = daemon.effective();
+    let ending = sftp::Ending {
+        live: registered.as_ref().map(|r| &*r.session),
+        limits: relay::Limits {
+            idle: effective.idle_timeout,
+            max: effective.max_session,
+        },
     };
+    let result = sftp::serve_watched(&ctx, input, output, ending);
+    let (stats, reason, message) = match result {
+        Ok(stats) => (stats, None, None),
+        Err(sftp::SftpError::Ended(why, stats)) => (stats, Some(why.clone()), Some(why)),
+        Err(e) => (sftp::SftpStats::default(), Some(e.to_string()), None),
+    };
+    if let Some(registered) = registered.as_mut() {
+        registered.set_reason(reason.clone());
+    }
+    drop(registered);
     info!(
         event = "session_end",
         kind = "sftp",
@@ -457,7 +481,7 @@ fn serve_sftp(session: &mut Session<'_>) {
     });
     session.send(&Response::SessionEnded {
         exit_status: Some(if reason.is_none() { 0 } else { 1 }),
-        message: None,
+        message,
     });
 }
 
@@ -538,6 +562,22 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         }
     };
     let kind = transfer.tool.as_str();
+    // Live: an administrator can end it, a revoked grant ends it.
+    let daemon: &Daemon = session.daemon;
+    let mut registered = crate::daemon::live::LiveSession::new(
+        &session.id,
+        &session.user,
+        &resolved.asset.name,
+        &resolved.account,
+        (80, 24),
+    )
+    .map_err(|e| warn!(error = %e, "the transfer cannot be ended from outside"))
+    .ok()
+    .map(|live| {
+        daemon
+            .live
+            .register(live.of_kind(kind, transfer.protocol()))
+    });
     let mut events = TargetEvents {
         session,
         scope: scope.clone(),
@@ -545,7 +585,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         command: Some(transfer.remote_command.clone()),
         recording: None,
         ready_at: None,
-        live: None,
+        live: registered.as_ref().map(|r| Arc::clone(&r.session)),
     };
     let (Some(output), Some(errors)) = (session.fds[1].as_ref(), session.fds[2].as_ref()) else {
         return session.deny("the agent must pass stdout and stderr");
@@ -560,7 +600,16 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         None,
     );
     let ready_at = events.ready_at;
-    let error_line = outcome.ended.error.as_ref().map(|e| e.to_string());
+    // Ended from outside (a limit, an administrator, a revoked grant) or
+    // failed.
+    let error_line = outcome
+        .limit
+        .clone()
+        .or_else(|| outcome.ended.error.as_ref().map(|e| e.to_string()));
+    if let Some(registered) = registered.as_mut() {
+        registered.set_reason(error_line.clone());
+    }
+    drop(registered);
     let result = match (&error_line, outcome.ended.exit_status) {
         (Some(e), _) => transfer::TransferResult::Failed(e.clone()),
         (None, Some(0)) => transfer::TransferResult::Ok,
@@ -634,7 +683,18 @@ impl relay::Events for TargetEvents<'_, '_> {
     }
 
     fn command(&mut self, command: &str, verdict: &Verdict) {
-        log_command(self.session, &self.scope, command, "interactive", verdict);
+        self.command_by(command, verdict, None);
+    }
+
+    fn command_by(&mut self, command: &str, verdict: &Verdict, typed_by: Option<&str>) {
+        log_command_by(
+            self.session,
+            &self.scope,
+            command,
+            "interactive",
+            verdict,
+            typed_by,
+        );
     }
 
     fn stdin_command(&mut self, command: &str, verdict: &Verdict) {
@@ -655,13 +715,26 @@ impl relay::Events for TargetEvents<'_, '_> {
 }
 
 fn log_command(session: &Session<'_>, scope: &Scope, command: &str, kind: &str, verdict: &Verdict) {
-    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %spool::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default());
+    log_command_by(session, scope, command, kind, verdict, None);
+}
+
+/// Logs and spools a decided command; `typed_by` names a joiner who typed it.
+fn log_command_by(
+    session: &Session<'_>,
+    scope: &Scope,
+    command: &str,
+    kind: &str,
+    verdict: &Verdict,
+    typed_by: Option<&str>,
+) {
+    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %spool::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default(), typed_by = typed_by.unwrap_or_default());
     session.record(EventBody::Command {
         scope: scope.clone(),
         command: command.to_string(),
         kind: kind.to_string(),
         decision: verdict.decision().to_string(),
         filter: verdict.filter(),
+        typed_by: typed_by.map(str::to_string),
     });
 }
 

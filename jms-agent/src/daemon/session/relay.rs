@@ -29,9 +29,12 @@
 //! Live hooks ([`Events::live`], see `daemon::live`): the target's output
 //! is copied to the session's watchers, and a wake pipe in the poll set
 //! brings orders from outside at once: end the session (an administrator
-//! terminated it: reported like a limit, in [`Outcome::limit`]), input
-//! from a joiner allowed to type (decided and recorded like the owner's),
-//! lines for the owner.
+//! terminated it, or revoked her access: reported like a limit, in
+//! [`Outcome::limit`]), lines for the owner. Keys from a joiner allowed to
+//! type wait in the live session's bounded queue and are taken only as
+//! far as the buffer to the target has room, then decided and recorded
+//! like the owner's; a command line a joiner typed (in part) names her
+//! ([`Events::command_by`]).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -65,7 +68,12 @@ pub struct Limits {
 
 impl Limits {
     /// Why the session must end now, if it must.
-    fn reached(&self, now: Instant, started: Instant, last_activity: Instant) -> Option<String> {
+    pub fn reached(
+        &self,
+        now: Instant,
+        started: Instant,
+        last_activity: Instant,
+    ) -> Option<String> {
         let human = |d: Duration| humantime::format_duration(d).to_string();
         if let Some(max) = self.max {
             if now.duration_since(started) >= max {
@@ -87,7 +95,7 @@ impl Limits {
     }
 
     /// The next instant a limit can be reached.
-    fn deadline(&self, started: Instant, last_activity: Instant) -> Option<Instant> {
+    pub fn deadline(&self, started: Instant, last_activity: Instant) -> Option<Instant> {
         let max = self.max.map(|m| started + m);
         let idle = self.idle.map(|i| last_activity + i);
         match (max, idle) {
@@ -105,6 +113,12 @@ pub trait Events {
     fn command(&mut self, command: &str, verdict: &Verdict);
     /// A line of an exec'd interpreter's input was decided.
     fn stdin_command(&mut self, command: &str, verdict: &Verdict) {
+        self.command(command, verdict);
+    }
+    /// A command line was decided; `typed_by` names who typed it when a
+    /// joiner did (in part): the joiners, and the owner if she typed too.
+    fn command_by(&mut self, command: &str, verdict: &Verdict, typed_by: Option<&str>) {
+        let _ = typed_by;
         self.command(command, verdict);
     }
     /// The idle and length limits of this session (none by default).
@@ -238,9 +252,38 @@ struct PtyState<'a> {
     to_engineer: Vec<u8>,
     tracker: Option<(&'a mut LineTracker, &'a Filters)>,
     held: Option<Held>,
+    /// Who typed into the current line (`None`: the owner), in order.
+    typists: Vec<Option<String>>,
+    /// Who typed the input being read now.
+    typing: Option<String>,
 }
 
 impl PtyState<'_> {
+    /// Input typed by `joiner` (`None`: the session's owner).
+    fn input_from(&mut self, joiner: Option<&str>, data: &[u8], events: &mut dyn Events) {
+        self.typing = joiner.map(str::to_string);
+        self.input(data, events);
+    }
+
+    /// The one typing now takes part in the current line.
+    fn note_typist(&mut self) {
+        if !self.typists.contains(&self.typing) {
+            self.typists.push(self.typing.clone());
+        }
+    }
+
+    /// Who typed the line, when a joiner took part.
+    fn typed_by(typists: &[Option<String>], owner: &str) -> Option<String> {
+        if typists.iter().all(Option::is_none) {
+            return None;
+        }
+        let names: Vec<&str> = typists
+            .iter()
+            .map(|t| t.as_deref().unwrap_or(owner))
+            .collect();
+        Some(names.join(","))
+    }
+
     fn input(&mut self, data: &[u8], events: &mut dyn Events) {
         if self.tracker.is_none() {
             self.to_target.extend_from_slice(data);
@@ -248,6 +291,7 @@ impl PtyState<'_> {
         }
         let mut rest = data;
         while !rest.is_empty() {
+            self.note_typist();
             let Some((tracker, _)) = self.tracker.as_mut() else {
                 return;
             };
@@ -288,6 +332,10 @@ impl PtyState<'_> {
             }
             Submitted::Line(line) => line,
         };
+        let owner = events.live().map(|l| l.user.clone()).unwrap_or_default();
+        let typed_by = Self::typed_by(&self.typists, &owner);
+        // The next line starts with whoever types next.
+        self.typists.clear();
         if line.command.is_empty() && line.uncertain.is_none() {
             self.to_target.push(enter.key);
             return true;
@@ -304,7 +352,7 @@ impl PtyState<'_> {
             line.command.as_str()
         };
         if !line.command.is_empty() || verdict.is_deny() {
-            events.command(shown, &verdict);
+            events.command_by(shown, &verdict, typed_by.as_deref());
         }
         match &verdict {
             Verdict::Deny { filter } => {
@@ -379,6 +427,8 @@ pub fn relay_pty(
         to_engineer: Vec::new(),
         tracker: commands,
         held: None,
+        typists: Vec::new(),
+        typing: None,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
@@ -407,6 +457,19 @@ pub fn relay_pty(
             break;
         }
         let want_input = ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT;
+        // Joiners' keys, as far as the buffer to the target has room and
+        // no Enter is held (the rest waits in the live session's bounded
+        // queue).
+        while ready && state.held.is_none() && state.to_target.len() < BUFFER_LIMIT {
+            let room = BUFFER_LIMIT - state.to_target.len();
+            let Some((joiner, keys)) = events.live().and_then(|live| live.take_input(room)) else {
+                break;
+            };
+            bytes_in += keys.len() as u64;
+            last_input = Instant::now();
+            recorder.input(&keys);
+            state.input_from(Some(&joiner), &keys, events);
+        }
         let want_output = state.to_engineer.len() < BUFFER_LIMIT;
         let mut master_flags = PollFlags::empty();
         if want_output {
@@ -493,12 +556,6 @@ pub fn relay_pty(
                 limit = Some(why);
                 break;
             }
-            if ready && !woken.input.is_empty() {
-                bytes_in += woken.input.len() as u64;
-                last_input = Instant::now();
-                recorder.input(&woken.input);
-                state.input(&woken.input, events);
-            }
         }
         // Login signal.
         if !ready
@@ -552,7 +609,7 @@ pub fn relay_pty(
                     bytes_in += n as u64;
                     last_input = Instant::now();
                     recorder.input(&data);
-                    state.input(&data, events);
+                    state.input_from(None, &data, events);
                 }
                 Read_::Nothing => {}
                 Read_::Closed => engineer_gone = true,

@@ -1,11 +1,18 @@
 //! Session share, on one bastion: `share [SESSION] [--write] [--ttl 10m]`
-//! makes a short-lived code for one of the caller's live sessions (when her
-//! grant for it has the `share` action, checked against the policy in
-//! force); `join CODE` lets a second jms user watch that session as it
-//! happens, and type into it when the owner allowed (`--write`): her keys
-//! go through the owner's relay, decided by the command filters, recorded
-//! and logged like the owner's. The owner sees a line when someone joins
-//! or leaves; every code, join and leave is an audit event.
+//! makes a short-lived, single-use code for one of the caller's live
+//! terminal sessions (when her grant for it has the `share` action,
+//! checked against the policy in force); `join CODE` lets a second jms
+//! user watch that session as it happens, and type into it when the owner
+//! allowed (`--write`): her keys go through the owner's relay, decided by
+//! the command filters, recorded and logged like the owner's, each command
+//! naming her as the one who typed it (`typed_by`). The owner sees a line
+//! when someone joins or leaves; every code, join and leave is an audit
+//! event.
+//!
+//! A code is 16 symbols of a 32-symbol alphabet (80 bits) from the OS
+//! random source (no code at all when it fails); a user who typed
+//! `JOIN_ATTEMPTS` wrong codes within `JOIN_WINDOW` is refused until the
+//! window passes.
 //!
 //! `share` and `join` are reserved words of `command_line` (an asset with
 //! either name is reached as `ACCOUNT@share`).
@@ -20,7 +27,7 @@ use jms_core::{Decision, Query};
 use jms_proto::{Request, Response};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::spool::{EventBody, Scope};
 use super::{connect, Session, Wanted};
@@ -30,8 +37,12 @@ use crate::daemon::live::{LiveSession, ShareCode};
 const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 /// The longest `--ttl`.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Code symbols: no 0/O, 1/I.
+/// Code symbols: no 0/O, 1/I. 32 of them: 5 bits each, unbiased from a byte.
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// Symbols in a code: 16 × 5 = 80 bits.
+const CODE_SYMBOLS: usize = 16;
+/// Symbols between dashes.
+const GROUP: usize = 4;
 /// The key a joiner leaves with (Ctrl-]).
 const LEAVE_KEY: u8 = 0x1d;
 
@@ -89,26 +100,33 @@ pub fn normalize_code(typed: &str) -> Option<String> {
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if symbols.len() != 8 || !symbols.bytes().all(|b| ALPHABET.contains(&b)) {
+    if symbols.len() != CODE_SYMBOLS || !symbols.bytes().all(|b| ALPHABET.contains(&b)) {
         return None;
     }
-    Some(format!("{}-{}", &symbols[..4], &symbols[4..]))
+    Some(grouped(&symbols))
 }
 
-fn new_code() -> String {
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        // Not expected on Linux; the session id is random enough.
-        bytes.copy_from_slice(&super::new_id().as_bytes()[..8]);
-    }
+/// `ABCD-EFGH-…`.
+fn grouped(symbols: &str) -> String {
+    symbols
+        .as_bytes()
+        .chunks(GROUP)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// A new code from the OS random source; `None` when it fails (never a
+/// weaker fallback).
+fn new_code() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; CODE_SYMBOLS];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     let symbols: String = bytes
         .iter()
         .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
         .collect();
-    format!("{}-{}", &symbols[..4], &symbols[4..])
+    Some(grouped(&symbols))
 }
 
 /// Whether the owner's grant for `live` allows sharing now; `Err` is why not.
@@ -180,7 +198,13 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
         Ok(args) => args.clone(),
         Err(e) => return session.deny(e),
     };
-    let mine = session.daemon.live.of_user(&session.user);
+    let mine: Vec<_> = session
+        .daemon
+        .live
+        .of_user(&session.user)
+        .into_iter()
+        .filter(|s| matches!(s.kind, "shell" | "exec"))
+        .collect();
     let chosen = match &args.session {
         None => mine.first().cloned(),
         Some(wanted) => {
@@ -206,7 +230,13 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
     if let Err(reason) = share_granted(session, &live) {
         return session.deny(&reason);
     }
-    let code = new_code();
+    let Some(code) = new_code() else {
+        warn!(
+            alarm = "random_unavailable",
+            "no share code: the OS random source failed"
+        );
+        return session.deny("no share code could be made (the bastion's random source failed)");
+    };
     session.daemon.live.add_code(
         &code,
         ShareCode {
@@ -270,15 +300,27 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
 /// `join CODE`: the shared session's output live on the joiner's terminal;
 /// her keys into it when the owner allowed.
 pub fn serve_join(session: &mut Session<'_>, typed: &str) {
+    let registry = &session.daemon.live;
+    // Counted before the code is looked at; a right code takes it back.
+    if let Err(refusal) = registry.join_attempt(&session.user) {
+        warn!(event = "share_join_refused", reason = %refusal);
+        return session.deny(&refusal);
+    }
     let Some(code) = normalize_code(typed) else {
         return session.deny("usage: ssh -t BASTION join CODE (the code `share` printed)");
     };
-    let Some(share) = session.daemon.live.code(&code) else {
-        return session.deny(&format!("{code}: no such share code, or it expired"));
-    };
+    let unknown = format!("{code}: no such share code, or it expired or was used");
+    if registry.code(&code).is_none() {
+        return session.deny(&unknown);
+    }
+    registry.join_ok(&session.user);
     if session.request.pty.is_none() {
         return session.deny("join needs a terminal: ssh -t BASTION join CODE");
     }
+    // Used now: nobody else joins with it.
+    let Some(share) = registry.take_code(&code) else {
+        return session.deny(&unknown);
+    };
     let Some(live) = session.daemon.live.get(&share.session) else {
         return session.deny(&format!("{code}: the shared session has ended"));
     };
@@ -320,6 +362,7 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
     let mut gone = !write_all(output, banner.as_bytes()) || !write_all(output, &tap.recent);
     let mut ended = false;
     let mut told_read_only = false;
+    let mut told_dropped = false;
     let mut buf = vec![0u8; 64 * 1024];
     while !gone && !ended {
         // SAFETY: these descriptors stay open for the whole loop.
@@ -370,8 +413,16 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
                         None => (data, false),
                     };
                     if write {
-                        if !keys.is_empty() {
-                            live.input(keys);
+                        if keys.is_empty() || live.input(&joiner, keys) {
+                            told_dropped = false;
+                        } else if !told_dropped {
+                            // The session is not taking keys as fast as
+                            // they come: these are dropped, and she is told.
+                            told_dropped = true;
+                            gone |= !write_all(
+                                output,
+                                b"\r\n[jms: the session is busy: your keys were dropped]\r\n",
+                            );
                         }
                     } else if !keys.is_empty() && !told_read_only {
                         told_read_only = true;
@@ -455,12 +506,47 @@ mod tests {
 
     #[test]
     fn codes_are_read_in_any_case_with_or_without_the_dash() {
-        let code = new_code();
+        let code = new_code().expect("the OS random source works");
         assert_eq!(normalize_code(&code).as_deref(), Some(code.as_str()));
-        assert_eq!(normalize_code("abcd efgh").as_deref(), Some("ABCD-EFGH"));
-        assert_eq!(normalize_code("ABCDEFGH").as_deref(), Some("ABCD-EFGH"));
-        assert_eq!(normalize_code("ABCD-EFG0"), None, "0 is not a code symbol");
-        assert_eq!(normalize_code("ABC"), None);
+        assert_eq!(
+            normalize_code("abcd efgh jkmn pqrs").as_deref(),
+            Some("ABCD-EFGH-JKMN-PQRS")
+        );
+        assert_eq!(
+            normalize_code("ABCDEFGHJKMNPQRS").as_deref(),
+            Some("ABCD-EFGH-JKMN-PQRS")
+        );
+        assert_eq!(
+            normalize_code("ABCD-EFGH-JKMN-PQR0"),
+            None,
+            "0 is not a code symbol"
+        );
+        assert_eq!(
+            normalize_code("ABCD-EFGH"),
+            None,
+            "the old 8-symbol codes are gone"
+        );
         assert_eq!(normalize_code(""), None);
+    }
+
+    #[test]
+    fn codes_carry_80_random_bits() {
+        let codes: Vec<String> = (0..2000).map(|_| new_code().unwrap()).collect();
+        for code in &codes {
+            let symbols: Vec<u8> = code.bytes().filter(|b| *b != b'-').collect();
+            assert_eq!(symbols.len() * 5, 80, "{code}: 16 symbols of 5 bits");
+            assert!(symbols.iter().all(|b| ALPHABET.contains(b)), "{code}");
+        }
+        let distinct: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), codes.len(), "no code repeats");
+        // Every symbol appears in every position (a fixed or narrowed
+        // position would show here: 2000 draws, 32 symbols).
+        for position in 0..CODE_SYMBOLS {
+            let seen: std::collections::HashSet<u8> = codes
+                .iter()
+                .map(|c| c.bytes().filter(|b| *b != b'-').nth(position).unwrap())
+                .collect();
+            assert_eq!(seen.len(), ALPHABET.len(), "position {position}");
+        }
     }
 }

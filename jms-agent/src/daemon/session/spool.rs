@@ -159,6 +159,11 @@ pub enum EventBody {
         decision: String,
         /// The filter that decided, when one did.
         filter: Option<String>,
+        /// Who typed the line when it was not the session's user alone:
+        /// a joiner of a shared session (`bob`), or each who typed into
+        /// the line (`alice,bob`). Absent: the session's user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        typed_by: Option<String>,
     },
     /// A PAM authentication on the bastion (password, and TOTP code when
     /// the user has one): its outcome.
@@ -513,6 +518,7 @@ mod tests {
             kind: "interactive".into(),
             decision: "allow".into(),
             filter: None,
+            typed_by: None,
         }
     }
 

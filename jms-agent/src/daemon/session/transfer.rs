@@ -18,10 +18,13 @@
 //!
 //! Refused as well: rsync's `-s` / `--protect-args` / `--secluded-args`
 //! (the paths then travel on stdin, out of the bastion's sight: the
-//! engineer is told to drop `-s`), `rsync --daemon`, rsync options that
-//! write files of their own on the target (`--log-file`, batch files) or
-//! name another program, scp options other than `-t -f -r -p -d -v`, and a
-//! command naming several targets.
+//! engineer is told to drop `-s`), and every rsync option that is not on
+//! the list of what `rsync --server` is known to carry harmlessly (fail
+//! closed: `--daemon`, `--log-file`, batch files, `--backup-dir`,
+//! `--temp-dir`, `--*-dest`, `--rsync-path`, the block size `-B`…), scp
+//! options other than `-t -f -r -p -d -v`, and a command naming several
+//! targets. rsync options that delete on the target (`--delete*`,
+//! `--del`, `--force`, `--remove-source-files`) need the `delete` action.
 
 use jms_core::model::{Action, Protocol};
 use serde::Serialize;
@@ -34,7 +37,7 @@ pub struct Transfer {
     pub target: AssetSpec,
     pub direction: Direction,
     /// The command also deletes files on the target (rsync `--delete…`,
-    /// `--remove-source-files`): it needs `delete` too.
+    /// `--force`, `--remove-source-files`): it needs `delete` too.
     pub deletes: bool,
     /// What to run on the target as an exec: the same program and flags,
     /// remote paths only, each word quoted for a POSIX shell.
@@ -299,24 +302,150 @@ fn parse_scp(command_line: &str) -> Result<Transfer, TransferError> {
     })
 }
 
-/// rsync options that write files of their own on the target, run another
-/// program, or change how rsync itself runs: refused (prefix match).
-const RSYNC_REFUSED: &[&str] = &[
-    "--daemon",
-    "--config",
-    "--dparam",
-    "--log-file",
-    "--write-batch",
-    "--only-write-batch",
-    "--read-batch",
-    "--rsync-path",
-    "--rsh",
-    "--remote-option",
+/// Short options `rsync --server` may carry in its one bundle (see
+/// `server_options()` in rsync's options.c; `a` from other clients): none
+/// of them deletes. `e` ends the bundle (the rest is the capability
+/// string, e.g. `-logDtprze.iLsfxCIvu`); `s` is refused with advice;
+/// anything else (`-M`, a future option) is refused.
+const RSYNC_SHORT: &str = "vqbunldKmOJyLkWHogDtUNpEAXrcCIRxSza";
+
+/// Long options `rsync --server` may carry, without a value (exact).
+const RSYNC_LONG: &[&str] = &[
+    "--list-only",
+    "--no-r",
+    "--no-specials",
+    "--specials",
+    "--msgs2stderr",
+    "--no-msgs2stderr",
+    "--new-compress",
+    "--old-compress",
+    "--super",
+    "--size-only",
+    "--stats",
+    "--ignore-missing-args",
+    "--partial",
+    "--ignore-errors",
+    "--copy-unsafe-links",
+    "--safe-links",
+    "--numeric-ids",
+    "--use-qsort",
+    "--ignore-existing",
+    "--existing",
+    "--fsync",
+    "--append",
+    "--inplace",
+    "--no-W",
+    "--from0",
+    "--no-relative",
+    "--no-implied-dirs",
+    "--write-devices",
+    "--copy-devices",
+    "--preallocate",
+    "--open-noatime",
+    "--mkpath",
 ];
 
-/// rsync options that delete files on the target (`--del` exactly, the
-/// others as prefixes: `--delete-during`, `--delete-excluded`…).
-const RSYNC_DELETING: &[&str] = &["--delete", "--remove-source-files", "--remove-sent-files"];
+/// Long options `rsync --server` may carry with `=VALUE` (prefix).
+const RSYNC_LONG_VALUE: &[&str] = &[
+    "--iconv=",
+    "--compress-level=",
+    "--log-format=",
+    "--timeout=",
+    "--bwlimit=",
+    "--suffix=",
+    "--checksum-choice=",
+    "--compress-choice=",
+    "--max-delete=",
+    "--min-size=",
+    "--max-size=",
+    "--skip-compress=",
+    "--max-alloc=",
+    "--modify-window=",
+    "--checksum-seed=",
+    "--info=",
+    "--debug=",
+    "--usermap=",
+    "--groupmap=",
+];
+
+/// rsync options that delete files or directories on the target: they
+/// need `delete`. `--force` removes a non-empty directory that a file
+/// replaces; `--delete*` and `--del` remove what the source lacks;
+/// `--remove-s*-files` remove the sent files.
+const RSYNC_DELETING: &[&str] = &[
+    "--del",
+    "--delete",
+    "--delete-before",
+    "--delete-during",
+    "--delete-delay",
+    "--delete-after",
+    "--delete-excluded",
+    "--delete-missing-args",
+    "--force",
+    "--remove-source-files",
+    "--remove-sent-files",
+];
+
+/// Reads one option word of `rsync --server`: `Ok(true)` when it deletes,
+/// `Ok(false)` when it is allowed as it is; `Err` when refused. Anything
+/// not known to be harmless is refused: options that write files of
+/// their own on the target (`--log-file`, batch files, `--backup-dir`,
+/// `--partial-dir`, `--temp-dir`, `--*-dest`), read or run other things
+/// (`--files-from FILE`, `--rsync-path`, `--daemon`, `--config`), and the
+/// block size (`-B`, `--block-size`), which the bastion does not let a
+/// client choose.
+fn rsync_option(text: &str) -> Result<bool, TransferError> {
+    const TOOL: &str = "rsync";
+    let refused = |option: &str| TransferError::Option {
+        tool: TOOL,
+        option: option.to_string(),
+    };
+    if text == "--protect-args" || text == "--secluded-args" {
+        return Err(TransferError::ProtectArgs);
+    }
+    if let Some(long) = text.strip_prefix("--") {
+        if RSYNC_DELETING.contains(&text) {
+            return Ok(true);
+        }
+        if RSYNC_LONG.contains(&text)
+            || text == "--files-from=-"
+            || RSYNC_LONG_VALUE.iter().any(|o| text.starts_with(o))
+        {
+            return Ok(false);
+        }
+        let name = long.split('=').next().unwrap_or_default();
+        return Err(refused(&format!("--{name}")));
+    }
+    let Some(cluster) = text.strip_prefix('-').filter(|c| !c.is_empty()) else {
+        return Err(TransferError::Syntax {
+            tool: TOOL,
+            reason: format!("unexpected argument {text:?} before the paths"),
+        });
+    };
+    // `-@N`: a negative --modify-window (rsync sends it as its own word).
+    if let Some(number) = cluster.strip_prefix('@') {
+        if !number.is_empty()
+            && number
+                .trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        {
+            return Ok(false);
+        }
+        return Err(refused("-@"));
+    }
+    for flag in cluster.chars() {
+        match flag {
+            's' => return Err(TransferError::ProtectArgs),
+            // The rest of the word is the capability string.
+            'e' => break,
+            'B' => return Err(refused("-B (--block-size)")),
+            f if RSYNC_SHORT.contains(f) => {}
+            other => return Err(refused(&format!("-{other}"))),
+        }
+    }
+    Ok(false)
+}
 
 fn parse_rsync(command_line: &str) -> Result<Transfer, TransferError> {
     const TOOL: &str = "rsync";
@@ -334,37 +463,8 @@ fn parse_rsync(command_line: &str) -> Result<Transfer, TransferError> {
         }
         if text == "--sender" {
             direction = Direction::Download;
-        } else if text == "--protect-args" || text == "--secluded-args" {
-            return Err(TransferError::ProtectArgs);
-        } else if let Some(refused) = RSYNC_REFUSED.iter().find(|o| text.starts_with(**o)) {
-            return Err(TransferError::Option {
-                tool: TOOL,
-                option: (*refused).to_string(),
-            });
-        } else if text == "--del" || RSYNC_DELETING.iter().any(|o| text.starts_with(o)) {
-            deletes = true;
-        } else if let Some(cluster) = text.strip_prefix('-').filter(|c| !c.starts_with('-')) {
-            // Short options; `e` takes the rest of the word (the
-            // capability string, e.g. `-e.LsfxCIvu`), so an `s` after it
-            // is not -s.
-            for flag in cluster.chars() {
-                match flag {
-                    's' => return Err(TransferError::ProtectArgs),
-                    'e' => break,
-                    'M' => {
-                        return Err(TransferError::Option {
-                            tool: TOOL,
-                            option: "-M".into(),
-                        })
-                    }
-                    _ => {}
-                }
-            }
-        } else if !text.starts_with("--") {
-            return Err(TransferError::Syntax {
-                tool: TOOL,
-                reason: format!("unexpected argument {text:?} before the paths"),
-            });
+        } else {
+            deletes |= rsync_option(&text)?;
         }
         options.push(quote_literal(&text));
     }
@@ -971,6 +1071,64 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].operation, TransferOp::Download);
         assert_eq!(events[1].operation, TransferOp::Delete);
+    }
+
+    #[test]
+    fn rsync_options_that_delete_need_delete_and_unknown_ones_are_refused() {
+        for option in [
+            "--force",
+            "--del",
+            "--delete",
+            "--delete-after",
+            "--delete-delay",
+            "--delete-missing-args",
+            "--remove-sent-files",
+        ] {
+            let t = ok(&format!(
+                "rsync --server -re.LsfxCIvu {option} . web01:/tmp/d/"
+            ));
+            assert!(t.deletes, "{option} deletes");
+            assert!(t.required_actions().contains(&Action::Delete), "{option}");
+        }
+        for line in [
+            "rsync --server -B1024 -re.Lsfx . web01:/x",
+            "rsync --server -rB1024e.Lsfx . web01:/x",
+            "rsync --server --block-size=1024 -re.Lsfx . web01:/x",
+            "rsync --server -re.Lsfx --backup-dir /tmp/b . web01:/x",
+            "rsync --server -re.Lsfx --backup-dir=/tmp/b . web01:/x",
+            "rsync --server -re.Lsfx --partial-dir /tmp/p . web01:/x",
+            "rsync --server -re.Lsfx --temp-dir /tmp/t . web01:/x",
+            "rsync --server -re.Lsfx --link-dest /etc . web01:/x",
+            "rsync --server --sender -re.Lsfx --files-from /etc/list . web01:/x",
+            "rsync --server -rMe.Lsfx . web01:/x",
+            "rsync --server -rQe.Lsfx . web01:/x",
+            "rsync --server --deletex . web01:/x",
+            "rsync --server --no-such-option . web01:/x",
+            "rsync --server --config=/tmp/c . web01:/x",
+            "rsync --server -@x . web01:/x",
+            "rsync --server - . web01:/x",
+        ] {
+            assert!(
+                matches!(
+                    err(line),
+                    TransferError::Option { .. } | TransferError::Syntax { .. }
+                ),
+                "{line:?} should be refused"
+            );
+        }
+        assert!(err("rsync --server -B1024 -re.Lsfx . web01:/x")
+            .to_string()
+            .contains("-B"));
+        // What rsync 3.2+ sends for common commands is passed as is.
+        for line in [
+            "rsync --server -logDtprze.iLsfxCIvu . web01:/tmp/d/",
+            "rsync --server -vvlogDtpAXrcCIRxSze.iLsfxCIvu --log-format=%i%I --partial --inplace --no-W . web01:/d",
+            "rsync --server --sender -logDtprze.iLsfxCIvu --info=progress2 --timeout=30 . web01:/d",
+            "rsync --server -bue.Lsfx --suffix=.bak --max-size=1M -@-1 --modify-window=2 . web01:/d",
+            "rsync --server --sender -re.Lsfx --files-from=- --from0 --no-relative . web01:/d",
+        ] {
+            assert!(!ok(line).deletes, "{line:?} deletes nothing");
+        }
     }
 
     #[test]

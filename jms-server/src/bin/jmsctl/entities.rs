@@ -574,6 +574,9 @@ pub enum GrantCommand {
     },
     /// List grants.
     List(ListArgs),
+    /// Delete (revoke) a grant: bastions end the live sessions it alone
+    /// allowed at their next sync.
+    Delete { name: String },
 }
 
 pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
@@ -622,6 +625,11 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
                 Some(&body(&grant)),
             )?;
             println!("created grant {}", grant.name);
+            Ok(Outcome::Ok)
+        }
+        GrantCommand::Delete { name } => {
+            client.call(Method::DELETE, &["api", "v1", "grants", &name], &[], None)?;
+            println!("deleted grant {name}");
             Ok(Outcome::Ok)
         }
         GrantCommand::List(list) => list.show(

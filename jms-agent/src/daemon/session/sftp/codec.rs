@@ -50,6 +50,7 @@ pub const FXF_WRITE: u32 = 0x02;
 pub const FXF_APPEND: u32 = 0x04;
 pub const FXF_CREAT: u32 = 0x08;
 pub const FXF_TRUNC: u32 = 0x10;
+pub const FXF_EXCL: u32 = 0x20;
 
 pub const ATTR_SIZE: u32 = 0x01;
 pub const ATTR_UIDGID: u32 = 0x02;

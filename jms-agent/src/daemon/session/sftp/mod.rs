@@ -17,7 +17,14 @@
 //! `delete`. A refusal is an SSH_FX_PERMISSION_DENIED with the reason, and
 //! a transfer record. Each upload and download (per handle, with the bytes
 //! written or read, at CLOSE), delete, rename, mkdir and link is logged
-//! through [`TransferLog`] with its result.
+//! through [`TransferLog`] with its result. An OPEN without WRITE reads
+//! (OpenSSH's sftp-server opens read-only then, whatever else the flags
+//! say), so it needs `download` and is logged as one; READ and WRITE are
+//! refused on a handle not opened for them; unknown open flags are refused.
+//!
+//! [`serve_watched`] ends the session from outside its input: the live
+//! session's orders (an administrator's kill, a revoked grant) and the
+//! idle timeout and maximum length ([`Ending`]).
 //!
 //! Why a hand-written codec rather than `russh-sftp`: the daemon is
 //! synchronous (threads, no async runtime), and a proxy must pass on
@@ -34,12 +41,19 @@ mod upstream;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use jms_core::Policy;
 
 pub use self::folders::Folder;
+use crate::daemon::live::LiveSession;
+use crate::daemon::session::connect;
+use crate::daemon::session::relay::Limits;
 use crate::daemon::session::transfer::TransferLog;
 
 /// Subsystem command strings sshd may put in `SSH_ORIGINAL_COMMAND` for
@@ -114,6 +128,10 @@ pub enum SftpError {
     /// packet): the session was closed.
     #[error("not an SFTP stream: {0}")]
     Protocol(String),
+    /// Ended from outside: a limit, an administrator, a revoked grant
+    /// (the line for the engineer and the audit), with what went through.
+    #[error("{0}")]
+    Ended(String, SftpStats),
 }
 
 /// Totals of a finished session, for its end record.
@@ -134,10 +152,115 @@ pub fn serve(
     input: OwnedFd,
     output: OwnedFd,
 ) -> Result<SftpStats, SftpError> {
+    serve_watched(ctx, input, output, Ending::default())
+}
+
+/// What ends an SFTP session besides the engineer: the live session's end
+/// orders, the idle timeout (no request from her for that long) and the
+/// maximum length.
+#[derive(Default)]
+pub struct Ending<'a> {
+    pub live: Option<&'a LiveSession>,
+    pub limits: Limits,
+}
+
+/// [`serve`], ended early by `ending` with [`SftpError::Ended`].
+pub fn serve_watched(
+    ctx: &SftpContext<'_>,
+    input: OwnedFd,
+    output: OwnedFd,
+    ending: Ending<'_>,
+) -> Result<SftpStats, SftpError> {
     for fd in [&input, &output] {
         widen_pipe(fd);
     }
-    proxy::run(ctx, File::from(input), File::from(output))
+    let ended = Mutex::new(None);
+    let now = Instant::now();
+    let input = Watched {
+        file: File::from(input),
+        ending,
+        started: now,
+        last_input: now,
+        ended: &ended,
+    };
+    let (stats, result) = proxy::run(ctx, input, File::from(output));
+    match ended.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(why) => Err(SftpError::Ended(why, stats)),
+        None => result.map(|()| stats),
+    }
+}
+
+/// The engineer's input, read only once it is readable: waiting, it
+/// watches the live session's wake pipe and the limits, and fails with
+/// the reason (kept in `ended`) when the session must end.
+struct Watched<'a> {
+    file: File,
+    ending: Ending<'a>,
+    started: Instant,
+    last_input: Instant,
+    ended: &'a Mutex<Option<String>>,
+}
+
+impl Watched<'_> {
+    fn end(&self, why: String) -> std::io::Error {
+        let error = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.clone());
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        error
+    }
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let now = Instant::now();
+            let limits = self.ending.limits;
+            if let Some(why) = limits.reached(now, self.started, self.last_input) {
+                return Err(self.end(why));
+            }
+            let timeout = limits
+                .deadline(self.started, self.last_input)
+                .map_or(PollTimeout::NONE, |at| {
+                    connect::poll_timeout(at.saturating_duration_since(now))
+                });
+            let wake = self.ending.live.map(LiveSession::wake_fd);
+            let mut fds = vec![PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            if let Some(fd) = wake {
+                // SAFETY: the live session (and its pipe) outlives the proxy.
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(fd) },
+                    PollFlags::POLLIN,
+                ));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let revents: Vec<PollFlags> = fds
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            drop(fds);
+            if revents
+                .get(1)
+                .is_some_and(|r| r.contains(PollFlags::POLLIN))
+            {
+                if let Some(why) = self.ending.live.and_then(|live| live.take().end) {
+                    return Err(self.end(why));
+                }
+            }
+            if revents[0].intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                let n = self.file.read(buf)?;
+                self.last_input = Instant::now();
+                return Ok(n);
+            }
+        }
+    }
+}
+
+impl AsRawFd for Watched<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// Pipe capacity asked for on the engineer's descriptors when they are

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::Scope;
@@ -123,8 +123,12 @@ struct Session<'s, 'e> {
     started: u32,
 }
 
-/// Serves one engineer until her side closes.
-pub fn run(ctx: &SftpContext<'_>, input: File, output: File) -> Result<SftpStats, SftpError> {
+/// Serves one engineer until her side closes: the totals, and how it ended.
+pub fn run(
+    ctx: &SftpContext<'_>,
+    input: impl Read + Send,
+    output: File,
+) -> (SftpStats, Result<(), SftpError>) {
     let shared = Shared {
         out: Mutex::new(output),
         handles: Mutex::new((1, HashMap::new())),
@@ -173,14 +177,15 @@ pub fn run(ctx: &SftpContext<'_>, input: File, output: File) -> Result<SftpStats
             }
         }
     }
-    result.map(|()| SftpStats {
+    let stats = SftpStats {
         bytes_uploaded: shared.uploaded.load(Ordering::Relaxed),
         bytes_downloaded: shared.downloaded.load(Ordering::Relaxed),
-    })
+    };
+    (stats, result)
 }
 
 impl<'s, 'e> Session<'s, 'e> {
-    fn serve(&mut self, mut input: BufReader<File>) -> Result<(), SftpError> {
+    fn serve(&mut self, mut input: BufReader<impl Read>) -> Result<(), SftpError> {
         let mut frame = Vec::with_capacity(MAX_PACKET as usize + 4);
         loop {
             if self.shared.broken.load(Ordering::SeqCst) {
@@ -413,8 +418,12 @@ impl<'s, 'e> Session<'s, 'e> {
         let path = fields.string()?;
         let pflags = fields.u32()?;
         let attrs = fields.rest();
-        let writes = pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC) != 0;
-        let reads = pflags & FXF_READ != 0;
+        let Some((reads, writes)) = open_mode(pflags) else {
+            return self.refuse(
+                id,
+                (FX_OP_UNSUPPORTED, format!("unknown open flags {pflags:#x}")),
+            );
+        };
         let (folder, remote) = match self.route(path) {
             Err(refusal) => return self.refuse(id, refusal),
             Ok(Routed::Root) if writes => {
@@ -565,6 +574,10 @@ impl<'s, 'e> Session<'s, 'e> {
             self.deny(id, (FX_FAILURE, "invalid handle".into()));
             return Ok(());
         };
+        if !info.read || info.dir {
+            let message = "permission denied by the bastion: the file was not opened for reading";
+            return self.refuse(id, (FX_PERMISSION_DENIED, message.into()));
+        }
         let len = len.min(link.max_read);
         let pending = Pending::Read { client: id, info };
         if upstream.len() == handle.len() {
@@ -599,6 +612,10 @@ impl<'s, 'e> Session<'s, 'e> {
             self.deny(id, (FX_FAILURE, "invalid handle".into()));
             return Ok(());
         };
+        if !info.write || info.dir {
+            let message = "permission denied by the bastion: the file was not opened for writing";
+            return self.refuse(id, (FX_PERMISSION_DENIED, message.into()));
+        }
         let max = link.max_write as usize;
         let data_len = data.len();
         let parts = data_len.div_ceil(max).max(1);
@@ -1046,6 +1063,41 @@ enum HandleRef {
 
 const ROOT_READ_ONLY: &str = "the bastion's root holds only asset folders";
 
+/// What an OPEN with `pflags` lets the handle do: (read, write); `None`
+/// for flags outside SFTP v3's six. Read as OpenSSH's sftp-server opens
+/// the file: without WRITE it is opened read-only (O_RDONLY is 0), so
+/// every open without WRITE can read, whatever else it says (none at all,
+/// CREAT alone…); WRITE, APPEND, CREAT and TRUNC each change the target.
+pub fn open_mode(pflags: u32) -> Option<(bool, bool)> {
+    const KNOWN: u32 = FXF_READ | FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC | FXF_EXCL;
+    if pflags & !KNOWN != 0 {
+        return None;
+    }
+    let reads = pflags & FXF_READ != 0 || pflags & FXF_WRITE == 0;
+    let writes = pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC) != 0;
+    Some((reads, writes))
+}
+
 fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_open_without_write_can_read() {
+        // (read, write) as OpenSSH's sftp-server opens the file.
+        assert_eq!(open_mode(0), Some((true, false)), "no flags: O_RDONLY");
+        assert_eq!(open_mode(FXF_READ), Some((true, false)));
+        assert_eq!(open_mode(FXF_CREAT), Some((true, true)));
+        assert_eq!(open_mode(FXF_TRUNC), Some((true, true)));
+        assert_eq!(open_mode(FXF_APPEND), Some((true, true)));
+        assert_eq!(open_mode(FXF_EXCL), Some((true, false)));
+        assert_eq!(open_mode(FXF_WRITE | FXF_CREAT), Some((false, true)));
+        assert_eq!(open_mode(FXF_READ | FXF_WRITE), Some((true, true)));
+        assert_eq!(open_mode(0x40), None, "an unknown flag is refused");
+        assert_eq!(open_mode(FXF_READ | 0x8000_0000), None);
+    }
 }
