@@ -428,13 +428,17 @@ pub async fn set_submit(
     headers: HeaderMap,
     form: Result<Form<SetFields>, FormRejection>,
 ) -> Response {
-    let Ok(Form(fields)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "Form refused",
-            &["The form could not be read: open the link again."],
-            false,
-        );
+    let fields = match form {
+        Ok(Form(fields)) => fields,
+        // 413 for a body past the public form limit, 400 otherwise.
+        Err(rejection) => {
+            return message_page(
+                rejection.status(),
+                "Form refused",
+                &["The form could not be read: open the link again."],
+                false,
+            )
+        }
     };
     let lookup = fields.token.clone();
     let ctx = match blocking(&service.admin, move |admin| load(admin, &lookup)).await {
@@ -533,13 +537,17 @@ pub async fn forgot_submit(
     headers: HeaderMap,
     form: Result<Form<ForgotFields>, FormRejection>,
 ) -> Response {
-    let Ok(Form(fields)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "Form refused",
-            &["The form could not be read: open the page again."],
-            false,
-        );
+    let fields = match form {
+        Ok(Form(fields)) => fields,
+        // 413 for a body past the public form limit, 400 otherwise.
+        Err(rejection) => {
+            return message_page(
+                rejection.status(),
+                "Form refused",
+                &["The form could not be read: open the page again."],
+                false,
+            )
+        }
     };
     let settings = match blocking(&service.admin, |admin| admin.settings()).await {
         Ok((settings, _)) => settings,
