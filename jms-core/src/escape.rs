@@ -49,7 +49,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {
-        assert!(matches!(visible("ls -la /tmp"), Cow::Borrowed("ls -la /tmp")));
+        assert!(matches!(
+            visible("ls -la /tmp"),
+            Cow::Borrowed("ls -la /tmp")
+        ));
         assert_eq!(visible("héllo 世界"), "héllo 世界");
     }
 

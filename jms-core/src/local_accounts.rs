@@ -22,13 +22,72 @@ const MAX_FILE_LEN: u64 = 64 << 20;
 /// grant privileges. Local accounts outside this list are caught on each
 /// bastion by [`LocalAccounts`].
 pub const RESERVED_NAMES: &[&str] = &[
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-    "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "systemd-network",
-    "systemd-resolve", "systemd-timesync", "systemd-journal", "messagebus", "syslog", "sshd",
-    "adm", "sudo", "wheel", "admin", "shadow", "staff", "users", "disk", "kmem", "tty", "dialout",
-    "cdrom", "floppy", "audio", "video", "plugdev", "netdev", "input", "kvm", "render", "lxd",
-    "docker", "utmp", "operator", "halt", "shutdown", "ftp", "postfix", "polkitd", "_apt",
-    "ssh", "ssl-cert", "crontab", "voice", "tape", "dip", "src", "sasl", "fax", "jms",
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "nogroup",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "systemd-journal",
+    "messagebus",
+    "syslog",
+    "sshd",
+    "adm",
+    "sudo",
+    "wheel",
+    "admin",
+    "shadow",
+    "staff",
+    "users",
+    "disk",
+    "kmem",
+    "tty",
+    "dialout",
+    "cdrom",
+    "floppy",
+    "audio",
+    "video",
+    "plugdev",
+    "netdev",
+    "input",
+    "kvm",
+    "render",
+    "lxd",
+    "docker",
+    "utmp",
+    "operator",
+    "halt",
+    "shutdown",
+    "ftp",
+    "postfix",
+    "polkitd",
+    "_apt",
+    "ssh",
+    "ssl-cert",
+    "crontab",
+    "voice",
+    "tape",
+    "dip",
+    "src",
+    "sasl",
+    "fax",
+    "jms",
 ];
 
 /// Whether `name` is one jms refuses for a user or group (any letter case,
@@ -83,7 +142,9 @@ impl LocalTable {
     /// "uid" or "gid").
     pub fn collision(&self, what: &str, id_kind: &str, name: &str, id: u32) -> Option<String> {
         if self.names.contains(name) {
-            Some(format!("jms {what} `{name}` has the name of a local {what}"))
+            Some(format!(
+                "jms {what} `{name}` has the name of a local {what}"
+            ))
         } else if self.ids.contains(&id) {
             Some(format!(
                 "jms {what} `{name}` has {id_kind} {id}, which a local {what} holds"
@@ -141,7 +202,10 @@ mod tests {
         let t = LocalTable::parse(PASSWD);
         assert!(t.names.contains("root") && t.names.contains("deploy"));
         assert!(t.ids.contains(&0) && t.ids.contains(&1000));
-        assert!(t.names.contains("broken"), "a name without fields is still a name");
+        assert!(
+            t.names.contains("broken"),
+            "a name without fields is still a name"
+        );
         assert_eq!(t.ids.len(), 2);
     }
 

@@ -23,9 +23,15 @@ fn an_enrolled_name_gets_a_new_key_only_with_a_replace_token() {
 
     let intruder = new_bastion_key();
     let (status, body) = enroll(&server, &bastion_token(&server, "1h"), "b1", &intruder);
-    assert_eq!(status, 409, "a plain token must not replace b1's key: {body}");
+    assert_eq!(
+        status, 409,
+        "a plain token must not replace b1's key: {body}"
+    );
     assert!(
-        body["error"].as_str().unwrap_or_default().contains("--replace b1"),
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--replace b1"),
         "the refusal says how to replace: {body}"
     );
     let (status, _) = first.send(&server, "GET", "/api/v1/sync/bundle", "since=0", b"");
@@ -36,7 +42,10 @@ fn an_enrolled_name_gets_a_new_key_only_with_a_replace_token() {
     assert_eq!(status, 401, "a replace token enrolls only its name: {body}");
 
     let (status, body) = enroll(&server, &token, "b1", &new_bastion_key());
-    assert_eq!(status, 200, "the admin's replace token re-enrolls b1: {body}");
+    assert_eq!(
+        status, 200,
+        "the admin's replace token re-enrolls b1: {body}"
+    );
     let (status, _) = first.send(&server, "GET", "/api/v1/sync/bundle", "since=0", b"");
     assert_eq!(status, 401, "the replaced key no longer works");
 }

@@ -89,7 +89,15 @@ fn the_audit_web_shows_control_characters_escaped() {
     enrolled(&server, "b1").upload(&server, &events());
     // A web admin (jmsctl admin add), then a signed-in session cookie.
     let mut child = Command::new(JMSCTL)
-        .args(["admin", "add", "auditor", "--password-stdin", "--iterations", "1000", "--data"])
+        .args([
+            "admin",
+            "add",
+            "auditor",
+            "--password-stdin",
+            "--iterations",
+            "1000",
+            "--data",
+        ])
         .arg(&server.data)
         .env_clear()
         .stdin(Stdio::piped())

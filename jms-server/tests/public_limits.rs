@@ -21,10 +21,20 @@ fn public_forms_past_the_limit_are_refused() {
     for (path, form) in [
         (
             "/web/login",
-            vec![("username", big.as_str()), ("password", "p"), ("code", "123456")],
+            vec![
+                ("username", big.as_str()),
+                ("password", "p"),
+                ("code", "123456"),
+            ],
         ),
-        ("/password/forgot", vec![("csrf", "c"), ("login", big.as_str())]),
-        ("/password/set", vec![("token", big.as_str()), ("csrf", "c")]),
+        (
+            "/password/forgot",
+            vec![("csrf", "c"), ("login", big.as_str())],
+        ),
+        (
+            "/password/set",
+            vec![("token", big.as_str()), ("csrf", "c")],
+        ),
     ] {
         let response = http()
             .post(format!("{}{path}", server.url))
@@ -43,7 +53,11 @@ fn public_forms_past_the_limit_are_refused() {
     let response = http()
         .post(format!("{}/web/login", server.url))
         .header("origin", &server.url)
-        .form(&[("username", "nobody"), ("password", "p"), ("code", "123456")])
+        .form(&[
+            ("username", "nobody"),
+            ("password", "p"),
+            ("code", "123456"),
+        ])
         .send()
         .unwrap();
     assert_eq!(response.status(), 401);

@@ -690,12 +690,14 @@ fn a_mailed_link_never_replaces_an_enrolled_second_factor() {
     // ...and tries to enroll her own app with the form's secret anyway.
     let offered = hidden(&page, "totp_secret");
     let code = format!("{:06}", totp_code(&offered, now()).unwrap());
-    let (status, refused) =
-        set_password(&mut attacker, &server, &page, "Attacker-Horse-9", &code);
+    let (status, refused) = set_password(&mut attacker, &server, &page, "Attacker-Horse-9", &code);
     assert_eq!(status, 422, "{refused}");
     assert!(refused.contains("cannot replace"), "{refused}");
     let erin = exported_user(&server, "erin");
-    assert_eq!(erin["totp_secret"], enrolled, "the second factor is unchanged");
+    assert_eq!(
+        erin["totp_secret"], enrolled,
+        "the second factor is unchanged"
+    );
     assert!(
         verify_password(b"Correct-Horse-9", erin["password_hash"].as_str().unwrap()).unwrap(),
         "nothing changed"
@@ -705,7 +707,10 @@ fn a_mailed_link_never_replaces_an_enrolled_second_factor() {
     let (status, done) = set_password(&mut attacker, &server, &page, "Another-Horse-9", "");
     assert_eq!(status, 200, "{done}");
     let erin = exported_user(&server, "erin");
-    assert_eq!(erin["totp_secret"], enrolled, "the second factor is unchanged");
+    assert_eq!(
+        erin["totp_secret"], enrolled,
+        "the second factor is unchanged"
+    );
 
     // An admin reset clears it; the next link may enroll a new app.
     server.expect(

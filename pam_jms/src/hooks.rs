@@ -356,7 +356,10 @@ fn authenticate(
         } => (Outcome::AuthError, "wrong password or code".into()),
         Response::Auth {
             result: AuthResult::NeedCode,
-        } => (Outcome::AuthError, "a verification code was asked twice".into()),
+        } => (
+            Outcome::AuthError,
+            "a verification code was asked twice".into(),
+        ),
         Response::Auth {
             result: AuthResult::UnknownUser,
         } => (Outcome::UserUnknown, "not a jms user".into()),
@@ -560,14 +563,9 @@ mod tests {
     #[test]
     fn password_then_code_only_after_the_password_is_right() {
         let f = fixture();
-        let mut conv = Scripted::new(&[
-            (PASSWORD_PROMPT, Some("pw")),
-            (CODE_PROMPT, Some("123456")),
-        ]);
-        let mut agent = FakeAgent::new(vec![
-            auth(AuthResult::NeedCode),
-            auth(AuthResult::Success),
-        ]);
+        let mut conv =
+            Scripted::new(&[(PASSWORD_PROMPT, Some("pw")), (CODE_PROMPT, Some("123456"))]);
+        let mut agent = FakeAgent::new(vec![auth(AuthResult::NeedCode), auth(AuthResult::Success)]);
         let (outcome, _) = run(Stage::Auth, &login("tina"), &f.args, &mut conv, &mut agent);
         assert_eq!(outcome, Outcome::Success);
         match (&agent.seen[0], &agent.seen[1]) {
@@ -631,7 +629,13 @@ mod tests {
         let f = fixture();
         let mut conv = Scripted::new(&[]);
         let mut agent = FakeAgent::new(vec![]);
-        let (outcome, reason) = run(Stage::Auth, &login("deploy"), &f.args, &mut conv, &mut agent);
+        let (outcome, reason) = run(
+            Stage::Auth,
+            &login("deploy"),
+            &f.args,
+            &mut conv,
+            &mut agent,
+        );
         assert_eq!(outcome, Outcome::LocalCollision);
         assert_eq!(outcome.code(), PamResultCode::PAM_USER_UNKNOWN);
         assert!(reason.contains("ALARM"), "{reason}");
@@ -701,7 +705,14 @@ mod tests {
             let mut conv = Scripted::new(&[]);
             let mut agent = FakeAgent::new(vec![Ok(Response::Account { result })]);
             assert_eq!(
-                run(Stage::Account, &login("alice"), &f.args, &mut conv, &mut agent).0,
+                run(
+                    Stage::Account,
+                    &login("alice"),
+                    &f.args,
+                    &mut conv,
+                    &mut agent
+                )
+                .0,
                 expected
             );
         }
@@ -710,7 +721,16 @@ mod tests {
     #[test]
     fn arguments_are_parsed_and_unknown_ones_ignored() {
         let parsed = Args::parse(
-            ["socket=/s", "debug", "weird", "cache=/c", "passwd=/p", "uids=10-20", "uids=x"].iter(),
+            [
+                "socket=/s",
+                "debug",
+                "weird",
+                "cache=/c",
+                "passwd=/p",
+                "uids=10-20",
+                "uids=x",
+            ]
+            .iter(),
         );
         assert_eq!(
             parsed,
@@ -718,7 +738,10 @@ mod tests {
                 socket: "/s".into(),
                 cache: "/c".into(),
                 passwd: "/p".into(),
-                uids: IdRange { first: 10, last: 20 },
+                uids: IdRange {
+                    first: 10,
+                    last: 20
+                },
                 debug: true
             }
         );

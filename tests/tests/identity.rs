@@ -108,7 +108,11 @@ fn jms_names_of_local_accounts_are_never_published_nor_opened_by_jms_passwords()
         .policy(&policy_with_impostors())
         .start();
     // Not in the jms NSS database (users and groups), with an alarm.
-    for (db, name) in [("passwd", LOCAL_USER), ("passwd", "root"), ("group", "sudo")] {
+    for (db, name) in [
+        ("passwd", LOCAL_USER),
+        ("passwd", "root"),
+        ("group", "sudo"),
+    ] {
         let out = bastion.getent(&["-s", "jms", db, name]);
         assert!(
             !out.success(),

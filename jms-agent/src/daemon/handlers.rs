@@ -95,7 +95,11 @@ impl Daemon {
     /// user left out (her name or uid is a local account's, her server
     /// uid is out of range) is no jms user for any request — no password,
     /// no keys, no session.
-    pub fn jms_user<'p>(&self, policy: &'p Policy, name: &str) -> Option<&'p jms_core::model::User> {
+    pub fn jms_user<'p>(
+        &self,
+        policy: &'p Policy,
+        name: &str,
+    ) -> Option<&'p jms_core::model::User> {
         let published = self
             .users_by_uid
             .read()

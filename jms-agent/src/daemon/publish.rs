@@ -68,7 +68,12 @@ pub fn publish_with_ids(
     if ids.changed() {
         ids.save(&map_path).context("saving the id map")?;
     }
-    keep_off_local_accounts(&mut data, &local, &refused, &config.nss_settings().primary_group)?;
+    keep_off_local_accounts(
+        &mut data,
+        &local,
+        &refused,
+        &config.nss_settings().primary_group,
+    )?;
     write_cache(&config.nss_cache, &data)?;
     Ok(data)
 }
@@ -87,7 +92,10 @@ fn keep_off_local_accounts(
     let mut dropped = HashSet::new();
     data.users.retain(|user| {
         let why = if refused[0].contains(&user.name) {
-            Some(format!("jms user `{}`: its server uid was refused", user.name))
+            Some(format!(
+                "jms user `{}`: its server uid was refused",
+                user.name
+            ))
         } else {
             local.user_collision(&user.name, user.uid)
         };
@@ -106,7 +114,10 @@ fn keep_off_local_accounts(
     let mut keep = Vec::with_capacity(data.groups.len());
     for mut group in std::mem::take(&mut data.groups) {
         let why = if refused[1].contains(&group.name) {
-            Some(format!("jms group `{}`: its server gid was refused", group.name))
+            Some(format!(
+                "jms group `{}`: its server gid was refused",
+                group.name
+            ))
         } else {
             local.group_collision(&group.name, group.gid)
         };
@@ -212,8 +223,8 @@ mod tests {
             users: vec![user("alice", 200_000)],
             groups: vec![group("sudo", 200_000, &["alice"])],
         };
-        let err = keep_off_local_accounts(&mut data, &local(), &Default::default(), "sudo")
-            .unwrap_err();
+        let err =
+            keep_off_local_accounts(&mut data, &local(), &Default::default(), "sudo").unwrap_err();
         assert!(err.to_string().contains("primary group"), "{err}");
     }
 }

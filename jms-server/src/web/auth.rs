@@ -241,7 +241,10 @@ pub async fn login(
         })
         .await;
     let Ok(session) = checked else {
-        tracing::warn!(forwarded_for = client, "web login refused: password checks busy");
+        tracing::warn!(
+            forwarded_for = client,
+            "web login refused: password checks busy"
+        );
         return Ok(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is busy: try again in a moment.",
@@ -445,7 +448,10 @@ mod tests {
         throttle.failed(&long, start);
         assert!(throttle.locked_for(&long, start).is_none());
         for n in 0..3 * MAX_TRACKED_NAMES {
-            throttle.failed(&format!("{n}-{long}"), start + Duration::from_micros(n as u64));
+            throttle.failed(
+                &format!("{n}-{long}"),
+                start + Duration::from_micros(n as u64),
+            );
             assert!(throttle.names.len() <= MAX_TRACKED_NAMES, "bounded at {n}");
         }
         assert!(throttle
