@@ -7,10 +7,14 @@
 //! - [`engine`]: decide / list / accounts queries over a checked policy
 //! - [`password`]: password hash and TOTP secret formats
 //! - [`bundle`]: signed policy bundles and signed sync requests
+//! - [`local_accounts`]: local Unix accounts and the names jms never takes
+//! - [`escape`]: audit text shown with its control characters visible
 
 pub mod atomic_file;
 pub mod bundle;
 pub mod engine;
+pub mod escape;
+pub mod local_accounts;
 pub mod login;
 pub mod model;
 pub mod nodes;

@@ -88,6 +88,17 @@ pub enum IdError {
         current: u32,
         id: u32,
     },
+    /// An id from outside (the central server) lies outside the configured
+    /// range: refused, the name is not published; fix the server's range or
+    /// this bastion's `[ids]`.
+    #[error("{kind} {id} for `{name}` is outside the configured range {first}..={last}")]
+    OutOfRange {
+        kind: IdKind,
+        name: String,
+        id: u32,
+        first: u32,
+        last: u32,
+    },
     /// The map file could not be read or written: check the path and its
     /// permissions.
     #[error("{path}: {action}: {source}")]
@@ -385,11 +396,22 @@ impl IdAllocator {
     /// a fresh id when next assigned); a name that had another local id
     /// takes the server's, and the old id stays reserved under a retired
     /// marker so it is never handed to anyone else. Returns what moved, for
-    /// the log.
-    pub fn adopt_from_server(&mut self, kind: IdKind, name: &str, id: u32) -> Vec<String> {
+    /// the log. An id outside the configured range (0, a system id, a
+    /// number from another scheme) is refused with [`IdError::OutOfRange`]
+    /// and changes nothing.
+    pub fn adopt_from_server(&mut self, kind: IdKind, name: &str, id: u32) -> Result<Vec<String>> {
         let table = self.table_mut(kind);
+        if !table.range.contains(id) {
+            return Err(IdError::OutOfRange {
+                kind,
+                name: name.to_string(),
+                id,
+                first: table.range.first,
+                last: table.range.last,
+            });
+        }
         if table.by_name.get(name) == Some(&id) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let mut moved = Vec::new();
         if let Some(holder) = table.by_id.remove(&id) {
@@ -408,7 +430,7 @@ impl IdAllocator {
         });
         debug_assert!(inserted.is_ok(), "{inserted:?}");
         self.changed = true;
-        moved
+        Ok(moved)
     }
 
     /// Every name ever given an id, with its id, by name.
@@ -549,7 +571,8 @@ mod tests {
     #[test]
     fn allocation_skips_adopted_ids_and_wraps_to_holes() {
         let mut ids = IdAllocator::new(small(1, 4)).unwrap();
-        ids.adopt_from_server(IdKind::User, "server-given", 3);
+        ids.adopt_from_server(IdKind::User, "server-given", 3)
+            .unwrap();
         assert_eq!(
             ids.uid("a").unwrap(),
             4,
@@ -561,12 +584,31 @@ mod tests {
     }
 
     #[test]
+    fn server_ids_outside_the_range_are_refused_and_change_nothing() {
+        let mut ids = IdAllocator::new(small(100, 199)).unwrap();
+        assert_eq!(ids.uid("alice").unwrap(), 100);
+        for bad in [0, 1, 99, 200, u32::MAX] {
+            assert!(
+                matches!(
+                    ids.adopt_from_server(IdKind::User, "alice", bad),
+                    Err(IdError::OutOfRange { id, .. }) if id == bad
+                ),
+                "uid {bad} must be refused"
+            );
+            assert!(ids.adopt_from_server(IdKind::User, "mallory", bad).is_err());
+        }
+        assert_eq!(ids.get(IdKind::User, "alice"), Some(100));
+        assert_eq!(ids.get(IdKind::User, "mallory"), None);
+        assert!(ids.holder(IdKind::User, 0).is_none());
+    }
+
+    #[test]
     fn server_ids_win_over_local_ones_and_old_ids_stay_reserved() {
         let mut ids = IdAllocator::new(small(1, 10)).unwrap();
         assert_eq!(ids.gid("jms-users").unwrap(), 1);
         assert_eq!(ids.gid("ops").unwrap(), 2);
         // The server says ops is 1 and jms-users is 5.
-        let moved = ids.adopt_from_server(IdKind::Group, "ops", 1);
+        let moved = ids.adopt_from_server(IdKind::Group, "ops", 1).unwrap();
         assert_eq!(moved.len(), 2, "{moved:?}");
         assert!(
             moved[0].contains("`jms-users` gave up gid 1 to `ops`"),
@@ -578,9 +620,12 @@ mod tests {
         );
         assert!(ids
             .adopt_from_server(IdKind::Group, "jms-users", 5)
+            .unwrap()
             .is_empty());
         assert!(
-            ids.adopt_from_server(IdKind::Group, "ops", 1).is_empty(),
+            ids.adopt_from_server(IdKind::Group, "ops", 1)
+                .unwrap()
+                .is_empty(),
             "idempotent"
         );
         assert_eq!(ids.get(IdKind::Group, "ops"), Some(1));

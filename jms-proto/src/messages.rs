@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Is `user` a jms user, and does her login need a TOTP code?
-    /// Caller: root (PAM inside sshd).
+    /// Caller: root. (pam_jms no longer asks it: it reads the NSS cache and
+    /// learns about TOTP from [`AuthResult::NeedCode`].)
     UserStatus { user: String },
     /// Check a password (and TOTP code) for `user`, counting failures.
     /// Caller: root (PAM).
@@ -179,6 +180,11 @@ pub enum AuthResult {
     Success,
     /// Wrong password or code (a failure was counted).
     WrongSecret,
+    /// The password is right and the user has TOTP, but no code was sent:
+    /// ask for it and send [`Request::Authenticate`] again with both. The
+    /// code is asked only after the password, so the prompts tell nothing
+    /// about a name to someone without its password.
+    NeedCode,
     /// Not a jms user: other PAM modules decide.
     UnknownUser,
     /// Refused before checking the secret (locked, no password set, …).

@@ -321,7 +321,7 @@ impl Bastion {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let (token, _) = admin
-            .create_enroll_token("bench", Duration::from_secs(3600))
+            .create_enroll_token("bench", Duration::from_secs(3600), None)
             .unwrap();
         let id = admin
             .enroll(

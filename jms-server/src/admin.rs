@@ -307,6 +307,7 @@ impl Admin {
         edit(&mut new)?;
         refuse_secret_files(&new)?;
         let changes = diff(&old, &new);
+        refuse_reserved_names(&changes)?;
         check_changes(&new, &changes)?;
         if dry_run || changes.is_empty() {
             return Ok(Applied {
@@ -798,6 +799,29 @@ fn without_secrets(user: &User) -> User {
     user
 }
 
+/// A new user or user group may not take a system name (`root`, `sudo`,
+/// `wheel`, …: [`jms_core::local_accounts::RESERVED_NAMES`]): on a bastion
+/// the local account would win and the jms password or key could open a
+/// real shell. Entities created before the rule stay editable and
+/// removable.
+fn refuse_reserved_names(changes: &[Change]) -> Result<()> {
+    for change in changes {
+        let what = match change.kind {
+            Kind::User => "user",
+            Kind::Group => "user group",
+            _ => continue,
+        };
+        if change.op == Op::Add && jms_core::local_accounts::is_reserved_name(&change.name) {
+            return Err(AdminError::Invalid(format!(
+                "{what} `{}`: the name is reserved for system accounts and groups on the bastions \
+                 (root, daemon, bin, sys, adm, sudo, wheel, sshd, nobody, …); choose another name",
+                change.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn refuse_secret_files(doc: &PolicyDocument) -> Result<()> {
     for asset in &doc.assets {
         for account in &asset.accounts {
@@ -964,6 +988,39 @@ command_filters:
             assert_eq!(
                 message, expected,
                 "{what}: the same message as the whole check"
+            );
+        }
+        assert_eq!(admin.version().unwrap(), version, "nothing was written");
+    }
+
+    #[test]
+    fn reserved_names_are_refused_for_new_users_and_groups() {
+        let (_dir, admin) = admin();
+        let version = admin.version().unwrap();
+        for name in ["root", "sudo", "wheel", "Daemon", "sshd", "nobody"] {
+            let err = admin
+                .change("test", false, |d| {
+                    let mut u = d.users[0].clone();
+                    u.username = name.into();
+                    d.users.push(u);
+                    Ok(())
+                })
+                .expect_err(name);
+            assert!(
+                matches!(&err, AdminError::Invalid(m) if m.contains("reserved") && m.contains(name)),
+                "user {name}: {err}"
+            );
+            let err = admin
+                .change("test", false, |d| {
+                    let mut g = d.user_groups[0].clone();
+                    g.name = name.into();
+                    d.user_groups.push(g);
+                    Ok(())
+                })
+                .expect_err(name);
+            assert!(
+                matches!(&err, AdminError::Invalid(m) if m.contains("reserved")),
+                "group {name}: {err}"
             );
         }
         assert_eq!(admin.version().unwrap(), version, "nothing was written");

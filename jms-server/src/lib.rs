@@ -8,6 +8,8 @@
 //! - [`admin`]: the write path — every change is checked by jms-core
 //!   against the whole policy, bumps the policy version and is logged.
 //! - [`diff`]: entity-level differences between two policies.
+//! - [`hashpool`]: the bounded threads of their own that check passwords
+//!   for public endpoints.
 //! - [`settings`]: the typed system settings document.
 //! - [`api`]: the REST API (axum) and its OpenAPI document.
 //! - [`client`]: a blocking client of that API (used by `jmsctl`).
@@ -28,6 +30,7 @@ pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod hashpool;
 pub mod live;
 pub mod mail;
 pub mod recordings;

@@ -361,12 +361,17 @@ impl Admin {
     }
 
     /// Creates a one-time bastion enrollment token valid for `ttl`;
-    /// returns it (shown once) and its expiry.
+    /// returns it (shown once) and its expiry. With `replaces`, the token
+    /// enrolls only that (already enrolled) bastion name, with a new key.
     pub fn create_enroll_token(
         &self,
         actor: &str,
         ttl: std::time::Duration,
+        replaces: Option<&str>,
     ) -> std::result::Result<(String, DateTime<Utc>), AdminError> {
+        if let Some(name) = replaces {
+            check_name(name).map_err(|e| AdminError::BadInput(format!("replace: {e}")))?;
+        }
         let mut bytes = [0u8; 32];
         SystemRandom::new().fill(&mut bytes).expect("system random");
         let token = format!("{ENROLL_TOKEN_PREFIX}{}", bundle::hex(&bytes));
@@ -374,13 +379,16 @@ impl Admin {
             .map_err(|_| AdminError::BadInput("ttl is too long".into()))?;
         let expires_at = Utc::now() + ttl;
         let mut tx = self.store.write()?;
-        let id = tx.insert_enroll_token(&token_hash(&token), expires_at)?;
+        let id = tx.insert_enroll_token(&token_hash(&token), expires_at, replaces)?;
         let version = tx.policy_version()?;
+        let replacing = replaces
+            .map(|name| format!(", replaces bastion {name}"))
+            .unwrap_or_default();
         tx.append_oplog(&NewOpLogEntry {
             actor: actor.to_string(),
             action: "create".into(),
             kind: "bastion-token".into(),
-            name: format!("{id} (expires {})", expires_at.to_rfc3339()),
+            name: format!("{id} (expires {}{replacing})", expires_at.to_rfc3339()),
             fields: Vec::new(),
             version,
         })?;
@@ -413,7 +421,19 @@ impl Admin {
                 row.expires_at.to_rfc3339()
             )));
         }
-        let id = tx.put_bastion(name, &public_key)?;
+        if let Some(replaces) = row.replaces.as_deref().filter(|r| *r != name) {
+            return Err(SyncError::Unauthorized(format!(
+                "this enrollment token only replaces bastion `{replaces}`"
+            )));
+        }
+        let replace = row.replaces.is_some();
+        let Some(id) = tx.put_bastion(name, &public_key, replace)? else {
+            return Err(AdminError::Conflict(format!(
+                "a bastion named `{name}` is already enrolled; to give it a new key, an admin \
+                 creates a token with `jmsctl bastion token create --replace {name}`"
+            ))
+            .into());
+        };
         tx.use_enroll_token(row.id, id)?;
         let version = tx.policy_version()?;
         tx.append_oplog(&NewOpLogEntry {

@@ -655,6 +655,77 @@ fn totp_enrollment_needs_one_right_code() {
 }
 
 #[test]
+fn a_mailed_link_never_replaces_an_enrolled_second_factor() {
+    let sink = SmtpSink::start();
+    let server = Server::start();
+    configure_mail(&server, &sink, json!({}));
+    server.expect(
+        201,
+        "POST",
+        "/api/v1/users",
+        Some(json!({"username": "erin", "email": "erin@corp.example"})),
+    );
+    let mut browser = Browser::new();
+    let (_, page) = browser.get(&link_in(&server, &sink.wait_for(1)[0]));
+    let enrolled = hidden(&page, "totp_secret");
+    let code = format!("{:06}", totp_code(&enrolled, now()).unwrap());
+    let (status, done) = set_password(&mut browser, &server, &page, "Correct-Horse-9", &code);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(exported_user(&server, "erin")["totp_secret"], enrolled);
+
+    // Whoever reads her mail asks for a new password...
+    let forgot = format!("{}/password/forgot", server.url);
+    let mut attacker = Browser::new();
+    let (_, form) = attacker.get(&forgot);
+    let csrf = hidden(&form, "csrf");
+    let (status, _) = attacker.post(&forgot, &[("csrf", &csrf), ("login", "erin")]);
+    assert_eq!(status, 200);
+    let link = link_in(&server, &sink.wait_for(2)[1]);
+    let (status, page) = attacker.get(&link);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !page.contains("Scan this code") && page.contains("stays enrolled"),
+        "the page must not offer to enroll another app: {page}"
+    );
+    // ...and tries to enroll her own app with the form's secret anyway.
+    let offered = hidden(&page, "totp_secret");
+    let code = format!("{:06}", totp_code(&offered, now()).unwrap());
+    let (status, refused) = set_password(&mut attacker, &server, &page, "Attacker-Horse-9", &code);
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.contains("cannot replace"), "{refused}");
+    let erin = exported_user(&server, "erin");
+    assert_eq!(
+        erin["totp_secret"], enrolled,
+        "the second factor is unchanged"
+    );
+    assert!(
+        verify_password(b"Correct-Horse-9", erin["password_hash"].as_str().unwrap()).unwrap(),
+        "nothing changed"
+    );
+
+    // The link still sets the password alone; the second factor stays.
+    let (status, done) = set_password(&mut attacker, &server, &page, "Another-Horse-9", "");
+    assert_eq!(status, 200, "{done}");
+    let erin = exported_user(&server, "erin");
+    assert_eq!(
+        erin["totp_secret"], enrolled,
+        "the second factor is unchanged"
+    );
+
+    // An admin reset clears it; the next link may enroll a new app.
+    server.expect(
+        200,
+        "PATCH",
+        "/api/v1/users/erin",
+        Some(json!({"totp_secret": null})),
+    );
+    assert_eq!(
+        server.expect(200, "GET", "/api/v1/users/erin", None)["has_totp"],
+        false
+    );
+}
+
+#[test]
 fn the_test_email_goes_out_and_smtp_failures_name_the_step() {
     let sink = SmtpSink::start_with(Some(("jms", "mail-pw-7")));
     let server = Server::start();

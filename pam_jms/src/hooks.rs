@@ -2,16 +2,31 @@
 //! tests without PAM or a daemon: [`Conversation`] (prompts) and
 //! [`AgentLink`] (the jms-agentd socket).
 //!
-//! Not a jms user → PAM_USER_UNKNOWN, so the stack falls through to
-//! pam_unix. jms-agentd unreachable → PAM_AUTHINFO_UNAVAIL for users in the
-//! public NSS cache (jms users fail closed) and PAM_USER_UNKNOWN for anyone
-//! else, so local accounts never depend on the daemon.
+//! Only names in the public NSS cache (read as nss_jms reads it) are jms
+//! users. Anyone else gets PAM_USER_UNKNOWN without a prompt and without a
+//! word to jms-agentd, so the stack falls through to pam_unix: root and
+//! local accounts log in whatever agentd does (down, busy, answering
+//! errors). A cached name that is also a local account (by name) falls
+//! through as well, with an alarm: the local account decides, never the jms
+//! password. A cached user whose uid is a local account's or outside the jms
+//! range is refused. jms-agentd unreachable → PAM_AUTHINFO_UNAVAIL for jms
+//! users (they fail closed).
+//!
+//! Prompts (the same for every name, so they tell nothing about it):
+//! "Password: " first, always; "Verification code: " only after the
+//! password was found right and the user has TOTP. A wrong password ends
+//! with the single password prompt, for jms users with or without TOTP,
+//! unknown names and local accounts alike (pam_unix asks the same
+//! "Password: "). Only someone who knows the password learns that a code
+//! is needed.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use jms_core::local_accounts::{LocalTable, PASSWD_PATH};
 use jms_core::model::Secret;
 use jms_core::nss_cache::{NssCache, DEFAULT_NSS_CACHE_PATH};
+use jms_core::uids::IdRange;
 use jms_proto::{
     AccountResult, AuthResult, Client, FrameError, Request, Response, DEFAULT_SOCKET_PATH,
 };
@@ -23,20 +38,32 @@ pub const FAIL_DELAY_MICROS: u32 = 2_000_000;
 /// Bound on each round trip to jms-agentd.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Module arguments: `socket=PATH`, `cache=PATH`, `debug`.
+/// The first prompt, for every user.
+pub const PASSWORD_PROMPT: &str = "Password: ";
+/// The second prompt, after a right password, for users with TOTP.
+pub const CODE_PROMPT: &str = "Verification code: ";
+
+/// Module arguments: `socket=PATH`, `cache=PATH`, `passwd=PATH` (the local
+/// passwd file), `uids=FIRST-LAST` (the jms uid range, as `[ids.users]` in
+/// agentd.toml; default 200000-299999), `debug`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
     pub socket: PathBuf,
     pub cache: PathBuf,
+    pub passwd: PathBuf,
+    pub uids: IdRange,
     pub debug: bool,
 }
 
 impl Args {
-    /// Unknown arguments are ignored (PAM convention), never fatal.
+    /// Unknown or malformed arguments are ignored (PAM convention), never
+    /// fatal.
     pub fn parse<S: AsRef<str>>(args: impl Iterator<Item = S>) -> Args {
         let mut parsed = Args {
             socket: DEFAULT_SOCKET_PATH.into(),
             cache: DEFAULT_NSS_CACHE_PATH.into(),
+            passwd: PASSWD_PATH.into(),
+            uids: IdRange::default(),
             debug: false,
         };
         for arg in args {
@@ -45,6 +72,14 @@ impl Args {
                 parsed.socket = path.into();
             } else if let Some(path) = arg.strip_prefix("cache=") {
                 parsed.cache = path.into();
+            } else if let Some(path) = arg.strip_prefix("passwd=") {
+                parsed.passwd = path.into();
+            } else if let Some(range) = arg.strip_prefix("uids=") {
+                if let Some((first, last)) = range.split_once('-') {
+                    if let (Ok(first), Ok(last)) = (first.parse(), last.parse()) {
+                        parsed.uids = IdRange { first, last };
+                    }
+                }
             } else if arg == "debug" {
                 parsed.debug = true;
             }
@@ -83,6 +118,9 @@ pub enum Outcome {
     AccountExpired,
     SessionError,
     ServiceError,
+    /// A jms name that is also a local account: PAM_USER_UNKNOWN (the local
+    /// account decides), logged as an alarm.
+    LocalCollision,
 }
 
 impl Outcome {
@@ -96,6 +134,7 @@ impl Outcome {
             Outcome::AccountExpired => PamResultCode::PAM_ACCT_EXPIRED,
             Outcome::SessionError => PamResultCode::PAM_SESSION_ERR,
             Outcome::ServiceError => PamResultCode::PAM_SERVICE_ERR,
+            Outcome::LocalCollision => PamResultCode::PAM_USER_UNKNOWN,
         }
     }
 
@@ -109,6 +148,7 @@ impl Outcome {
             Outcome::AccountExpired => "acct_expired",
             Outcome::SessionError => "session_err",
             Outcome::ServiceError => "service_err",
+            Outcome::LocalCollision => "local_collision",
         }
     }
 }
@@ -165,6 +205,19 @@ pub fn run(
     if login.user.is_empty() {
         return (Outcome::UserUnknown, "empty user name".into());
     }
+    match gate(args, login.user) {
+        Gate::Jms => {}
+        Gate::NotJms(reason) => return (Outcome::UserUnknown, reason),
+        Gate::Local(reason) => return (Outcome::LocalCollision, reason),
+        Gate::Refused(reason) => {
+            let outcome = match stage {
+                Stage::Auth => Outcome::AuthError,
+                Stage::Account => Outcome::PermissionDenied,
+                Stage::OpenSession | Stage::CloseSession => Outcome::SessionError,
+            };
+            return (outcome, reason);
+        }
+    }
     let result = match stage {
         Stage::Auth => authenticate(login, conv, agent),
         Stage::Account => account(login, conv, agent),
@@ -187,7 +240,7 @@ pub fn run(
     };
     match result {
         Ok(done) => done,
-        Err(e) if is_jms_user(&args.cache, login.user) => {
+        Err(e) => {
             let outcome = if matches!(stage, Stage::OpenSession | Stage::CloseSession) {
                 Outcome::SessionError
             } else {
@@ -195,16 +248,60 @@ pub fn run(
             };
             (outcome, format!("jms-agentd unreachable: {e}"))
         }
-        Err(e) => (
-            Outcome::UserUnknown,
-            format!("jms-agentd unreachable ({e}); not in the jms cache"),
-        ),
     }
 }
 
-/// Whether the public NSS cache lists `user` (used when the daemon is down).
-fn is_jms_user(cache: &std::path::Path, user: &str) -> bool {
-    NssCache::open(cache).is_ok_and(|c| matches!(c.user_by_name(user), Ok(Some(_))))
+/// Whether pam_jms deals with `user` at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gate {
+    /// A jms user: ask jms-agentd.
+    Jms,
+    /// Not in the jms cache: the rest of the stack decides.
+    NotJms(String),
+    /// In the jms cache and a local account by name: the local account
+    /// decides (alarm).
+    Local(String),
+    /// In the jms cache with a uid that must not log in.
+    Refused(String),
+}
+
+/// Reads the public NSS cache and the local passwd file about `user`.
+fn gate(args: &Args, user: &str) -> Gate {
+    let cache = match NssCache::open(&args.cache) {
+        Ok(cache) => cache,
+        Err(e) => return Gate::NotJms(format!("not a jms user (no jms cache: {e})")),
+    };
+    let uid = match cache.user_by_name(user) {
+        Ok(Some(entry)) => entry.uid,
+        Ok(None) => return Gate::NotJms("not a jms user".into()),
+        Err(e) => return Gate::NotJms(format!("not a jms user (jms cache unreadable: {e})")),
+    };
+    let local = match LocalTable::load(&args.passwd) {
+        Ok(local) => local,
+        Err(e) => {
+            return Gate::Refused(format!(
+                "cannot read {} to rule out a local account: {e}",
+                args.passwd.display()
+            ))
+        }
+    };
+    if local.names.contains(user) {
+        return Gate::Local(format!(
+            "ALARM: jms user `{user}` has the name of a local account; the local account decides, never the jms password"
+        ));
+    }
+    if local.ids.contains(&uid) {
+        return Gate::Refused(format!(
+            "ALARM: jms user `{user}` has uid {uid}, which a local account holds"
+        ));
+    }
+    if !args.uids.contains(uid) {
+        return Gate::Refused(format!(
+            "ALARM: jms user `{user}` has uid {uid}, outside the jms range {}-{}",
+            args.uids.first, args.uids.last
+        ));
+    }
+    Gate::Jms
 }
 
 type StageResult = Result<(Outcome, String), FrameError>;
@@ -229,43 +326,40 @@ fn authenticate(
     conv: &mut dyn Conversation,
     agent: &mut dyn AgentLink,
 ) -> StageResult {
-    let needs_totp = match agent.call(&Request::UserStatus {
-        user: login.user.into(),
-    })? {
-        Response::UserStatus { known: false, .. } => {
-            return Ok((Outcome::UserUnknown, "not a jms user".into()))
-        }
-        Response::UserStatus {
-            known: true,
-            needs_totp,
-        } => needs_totp,
-        other => return Ok(unexpected(other)),
-    };
-    let Some(password) = conv.ask_hidden("Password: ") else {
+    let Some(password) = conv.ask_hidden(PASSWORD_PROMPT) else {
         return Ok((Outcome::AuthError, "no password given".into()));
     };
-    let totp = if needs_totp {
-        match conv.ask_hidden("Verification code: ") {
-            Some(code) => Some(Secret::new(code)),
-            None => return Ok((Outcome::AuthError, "no verification code given".into())),
-        }
-    } else {
-        None
-    };
-    let request = Request::Authenticate {
+    let request = |totp: Option<Secret>| Request::Authenticate {
         user: login.user.into(),
-        password: Secret::new(password),
+        password: Secret::new(password.clone()),
         totp,
         rhost: login.rhost.map(Into::into),
         service: login.service.into(),
     };
-    Ok(match agent.call(&request)? {
+    let mut answer = agent.call(&request(None))?;
+    if let Response::Auth {
+        result: AuthResult::NeedCode,
+    } = answer
+    {
+        // The password was right: only now is the second factor asked.
+        let Some(code) = conv.ask_hidden(CODE_PROMPT) else {
+            return Ok((Outcome::AuthError, "no verification code given".into()));
+        };
+        answer = agent.call(&request(Some(Secret::new(code))))?;
+    }
+    Ok(match answer {
         Response::Auth {
             result: AuthResult::Success,
         } => (Outcome::Success, String::new()),
         Response::Auth {
             result: AuthResult::WrongSecret,
         } => (Outcome::AuthError, "wrong password or code".into()),
+        Response::Auth {
+            result: AuthResult::NeedCode,
+        } => (
+            Outcome::AuthError,
+            "a verification code was asked twice".into(),
+        ),
         Response::Auth {
             result: AuthResult::UnknownUser,
         } => (Outcome::UserUnknown, "not a jms user".into()),
@@ -327,6 +421,7 @@ fn session(agent: &mut dyn AgentLink, request: Request) -> StageResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jms_core::nss_cache::{NssData, NssGroup, NssUser};
     use std::collections::VecDeque;
 
     /// Answers prompts from a script; on drop, asserts every answer was used.
@@ -392,9 +487,9 @@ mod tests {
         }
     }
 
-    fn login() -> Login<'static> {
+    fn login(user: &'static str) -> Login<'static> {
         Login {
-            user: "alice",
+            user,
             rhost: Some("127.0.0.1"),
             service: "sshd",
             tty: None,
@@ -402,8 +497,57 @@ mod tests {
         }
     }
 
-    fn args() -> Args {
-        Args::parse(["socket=/nonexistent/sock", "cache=/nonexistent/nss.db"].iter())
+    fn user(name: &str, uid: u32) -> NssUser {
+        NssUser {
+            name: name.into(),
+            uid,
+            gid: 200_000,
+            gecos: String::new(),
+            home: "/".into(),
+            shell: "/usr/bin/jms-agent".into(),
+        }
+    }
+
+    /// A jms cache with alice, tina, deploy (also local), zero (uid 0) and
+    /// far (outside the range); a passwd file with root and deploy.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        args: Args,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("nss.db");
+        let passwd = dir.path().join("passwd");
+        let data = NssData {
+            users: vec![
+                user("alice", 200_000),
+                user("tina", 200_001),
+                user("deploy", 200_002),
+                user("zero", 0),
+                user("far", 5_000),
+            ],
+            groups: vec![NssGroup {
+                name: "jms-users".into(),
+                gid: 200_000,
+                members: Vec::new(),
+            }],
+        };
+        jms_core::nss_cache::write_atomic(&cache, &data).unwrap();
+        std::fs::write(
+            &passwd,
+            "root:x:0:0:root:/root:/bin/bash\ndeploy:x:1000:1000::/home/deploy:/bin/sh\n",
+        )
+        .unwrap();
+        let args = Args::parse(
+            [
+                "socket=/nonexistent/sock".to_string(),
+                format!("cache={}", cache.display()),
+                format!("passwd={}", passwd.display()),
+            ]
+            .iter(),
+        );
+        Fixture { _dir: dir, args }
     }
 
     fn down() -> Result<Response, FrameError> {
@@ -412,74 +556,118 @@ mod tests {
         )))
     }
 
+    fn auth(result: AuthResult) -> Result<Response, FrameError> {
+        Ok(Response::Auth { result })
+    }
+
     #[test]
-    fn password_then_code_for_a_totp_user() {
-        let mut conv = Scripted::new(&[
-            ("Password: ", Some("pw")),
-            ("Verification code: ", Some("123456")),
-        ]);
-        let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus {
-                known: true,
-                needs_totp: true,
-            }),
-            Ok(Response::Auth {
-                result: AuthResult::Success,
-            }),
-        ]);
-        let (outcome, _) = run(Stage::Auth, &login(), &args(), &mut conv, &mut agent);
+    fn password_then_code_only_after_the_password_is_right() {
+        let f = fixture();
+        let mut conv =
+            Scripted::new(&[(PASSWORD_PROMPT, Some("pw")), (CODE_PROMPT, Some("123456"))]);
+        let mut agent = FakeAgent::new(vec![auth(AuthResult::NeedCode), auth(AuthResult::Success)]);
+        let (outcome, _) = run(Stage::Auth, &login("tina"), &f.args, &mut conv, &mut agent);
         assert_eq!(outcome, Outcome::Success);
-        match &agent.seen[1] {
-            Request::Authenticate { password, totp, .. } => {
-                assert_eq!(password.expose(), "pw");
-                assert_eq!(totp.as_ref().map(Secret::expose), Some("123456"));
+        match (&agent.seen[0], &agent.seen[1]) {
+            (
+                Request::Authenticate {
+                    password: p1,
+                    totp: None,
+                    ..
+                },
+                Request::Authenticate {
+                    password: p2,
+                    totp: Some(code),
+                    ..
+                },
+            ) => {
+                assert_eq!((p1.expose(), p2.expose()), ("pw", "pw"));
+                assert_eq!(code.expose(), "123456");
             }
-            other => panic!("expected authenticate, got {other:?}"),
+            other => panic!("expected two authenticate requests, got {other:?}"),
         }
     }
 
     #[test]
-    fn unknown_user_is_not_prompted_and_falls_through() {
-        let mut conv = Scripted::new(&[]);
-        let mut agent = FakeAgent::new(vec![Ok(Response::UserStatus {
-            known: false,
-            needs_totp: false,
-        })]);
+    fn a_wrong_password_ends_after_the_one_password_prompt() {
+        let f = fixture();
+        // The same single prompt whether or not the user has TOTP.
+        let mut conv = Scripted::new(&[(PASSWORD_PROMPT, Some("bad"))]);
+        let mut agent = FakeAgent::new(vec![auth(AuthResult::WrongSecret)]);
         assert_eq!(
-            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
-            Outcome::UserUnknown
+            run(Stage::Auth, &login("tina"), &f.args, &mut conv, &mut agent).0,
+            Outcome::AuthError
         );
+        assert_eq!(agent.seen.len(), 1);
+    }
+
+    #[test]
+    fn names_not_in_the_cache_fall_through_without_prompt_or_agentd() {
+        let f = fixture();
+        for stage in [
+            Stage::Auth,
+            Stage::Account,
+            Stage::OpenSession,
+            Stage::CloseSession,
+        ] {
+            // Whatever agentd would say (here: an error), it is not asked.
+            let mut conv = Scripted::new(&[]);
+            let mut agent = FakeAgent::new(vec![Ok(Response::Error {
+                message: "busy".into(),
+            })]);
+            assert_eq!(
+                run(stage, &login("root"), &f.args, &mut conv, &mut agent).0,
+                Outcome::UserUnknown,
+                "{stage:?}"
+            );
+            assert!(agent.seen.is_empty(), "agentd must not be asked");
+        }
+    }
+
+    #[test]
+    fn a_jms_name_that_is_a_local_account_is_left_to_the_local_account() {
+        let f = fixture();
+        let mut conv = Scripted::new(&[]);
+        let mut agent = FakeAgent::new(vec![]);
+        let (outcome, reason) = run(
+            Stage::Auth,
+            &login("deploy"),
+            &f.args,
+            &mut conv,
+            &mut agent,
+        );
+        assert_eq!(outcome, Outcome::LocalCollision);
+        assert_eq!(outcome.code(), PamResultCode::PAM_USER_UNKNOWN);
+        assert!(reason.contains("ALARM"), "{reason}");
+    }
+
+    #[test]
+    fn a_local_or_out_of_range_uid_is_refused() {
+        let f = fixture();
+        for name in ["zero", "far"] {
+            for (stage, want) in [
+                (Stage::Auth, Outcome::AuthError),
+                (Stage::Account, Outcome::PermissionDenied),
+            ] {
+                let mut conv = Scripted::new(&[]);
+                let mut agent = FakeAgent::new(vec![]);
+                assert_eq!(
+                    run(stage, &login(name), &f.args, &mut conv, &mut agent).0,
+                    want,
+                    "{name} {stage:?}"
+                );
+            }
+        }
     }
 
     #[test]
     fn wrong_secret_is_auth_err_and_denial_is_told() {
-        let mut conv = Scripted::new(&[("Password: ", Some("bad"))]);
-        let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus {
-                known: true,
-                needs_totp: false,
-            }),
-            Ok(Response::Auth {
-                result: AuthResult::WrongSecret,
-            }),
-        ]);
-        assert_eq!(
-            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
-            Outcome::AuthError
-        );
-        let mut conv = Scripted::new(&[("Password: ", Some("pw"))]);
-        let mut agent = FakeAgent::new(vec![
-            Ok(Response::UserStatus {
-                known: true,
-                needs_totp: false,
-            }),
-            Ok(Response::Auth {
-                result: AuthResult::Denied {
-                    reason: "account locked until X".into(),
-                },
-            }),
-        ]);
-        let (outcome, reason) = run(Stage::Auth, &login(), &args(), &mut conv, &mut agent);
+        let f = fixture();
+        let mut conv = Scripted::new(&[(PASSWORD_PROMPT, Some("pw"))]);
+        let mut agent = FakeAgent::new(vec![auth(AuthResult::Denied {
+            reason: "account locked until X".into(),
+        })]);
+        let (outcome, reason) = run(Stage::Auth, &login("alice"), &f.args, &mut conv, &mut agent);
         assert_eq!(
             (outcome, reason.as_str()),
             (Outcome::AuthError, "account locked until X")
@@ -488,17 +676,19 @@ mod tests {
     }
 
     #[test]
-    fn daemon_down_falls_through_for_users_not_in_the_cache() {
-        let mut conv = Scripted::new(&[]);
+    fn daemon_down_fails_closed_for_jms_users() {
+        let f = fixture();
+        let mut conv = Scripted::new(&[(PASSWORD_PROMPT, Some("pw"))]);
         let mut agent = FakeAgent::new(vec![down()]);
         assert_eq!(
-            run(Stage::Auth, &login(), &args(), &mut conv, &mut agent).0,
-            Outcome::UserUnknown
+            run(Stage::Auth, &login("alice"), &f.args, &mut conv, &mut agent).0,
+            Outcome::AuthInfoUnavailable
         );
     }
 
     #[test]
     fn account_results_map_to_pam_codes() {
+        let f = fixture();
         let cases = [
             (AccountResult::Allowed, Outcome::Success),
             (AccountResult::UnknownUser, Outcome::UserUnknown),
@@ -515,7 +705,14 @@ mod tests {
             let mut conv = Scripted::new(&[]);
             let mut agent = FakeAgent::new(vec![Ok(Response::Account { result })]);
             assert_eq!(
-                run(Stage::Account, &login(), &args(), &mut conv, &mut agent).0,
+                run(
+                    Stage::Account,
+                    &login("alice"),
+                    &f.args,
+                    &mut conv,
+                    &mut agent
+                )
+                .0,
                 expected
             );
         }
@@ -523,12 +720,28 @@ mod tests {
 
     #[test]
     fn arguments_are_parsed_and_unknown_ones_ignored() {
-        let parsed = Args::parse(["socket=/s", "debug", "weird", "cache=/c"].iter());
+        let parsed = Args::parse(
+            [
+                "socket=/s",
+                "debug",
+                "weird",
+                "cache=/c",
+                "passwd=/p",
+                "uids=10-20",
+                "uids=x",
+            ]
+            .iter(),
+        );
         assert_eq!(
             parsed,
             Args {
                 socket: "/s".into(),
                 cache: "/c".into(),
+                passwd: "/p".into(),
+                uids: IdRange {
+                    first: 10,
+                    last: 20
+                },
                 debug: true
             }
         );

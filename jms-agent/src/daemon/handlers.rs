@@ -93,6 +93,24 @@ impl Daemon {
             .cloned()
     }
 
+    /// The policy's user `name` if she was published to the NSS cache: a
+    /// user left out (her name or uid is a local account's, her server
+    /// uid is out of range) is no jms user for any request — no password,
+    /// no keys, no session.
+    pub fn jms_user<'p>(
+        &self,
+        policy: &'p Policy,
+        name: &str,
+    ) -> Option<&'p jms_core::model::User> {
+        let published = self
+            .users_by_uid
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|n| n == name);
+        policy.user(name).filter(|_| published)
+    }
+
     /// Answers one request; sessions are served by `crate::daemon::session`.
     pub fn handle(&self, request: Request, uid: u32) -> Response {
         let caller = self.user_of_uid(uid);
@@ -107,7 +125,7 @@ impl Daemon {
         }
         let policy = self.current_policy();
         match request {
-            Request::UserStatus { user } => match policy.user(&user) {
+            Request::UserStatus { user } => match self.jms_user(&policy, &user) {
                 Some(u) => Response::UserStatus {
                     known: true,
                     needs_totp: u.totp_secret.is_some(),
@@ -133,6 +151,8 @@ impl Daemon {
                 let (outcome, reason) = match &result {
                     AuthResult::Success => ("success", String::new()),
                     AuthResult::WrongSecret => ("failure", "wrong password or code".to_string()),
+                    // Half-way: the password was right, the code comes next.
+                    AuthResult::NeedCode => return Response::Auth { result },
                     AuthResult::UnknownUser => ("unknown_user", String::new()),
                     AuthResult::Denied { reason } => ("denied", reason.clone()),
                 };
@@ -180,7 +200,7 @@ impl Daemon {
                 tty,
                 pid,
             } => {
-                if policy.user(&user).is_none() {
+                if self.jms_user(&policy, &user).is_none() {
                     return Response::Account {
                         result: AccountResult::UnknownUser,
                     };
@@ -195,7 +215,7 @@ impl Daemon {
                 Response::Done
             }
             Request::SessionClose { user, pid } => {
-                if policy.user(&user).is_none() {
+                if self.jms_user(&policy, &user).is_none() {
                     return Response::Account {
                         result: AccountResult::UnknownUser,
                     };
@@ -220,7 +240,7 @@ impl Daemon {
             Request::AuthorizedKeys { user } => {
                 // Disabled or expired users get no keys; the login ACL is
                 // checked by PAM's account stage, which knows the source.
-                let keys = match policy.user(&user) {
+                let keys = match self.jms_user(&policy, &user) {
                     Some(u)
                         if u.is_active && u.date_expired.is_none_or(|end| Utc::now() < end.0) =>
                     {
@@ -244,8 +264,7 @@ impl Daemon {
         totp: Option<&str>,
     ) -> AuthResult {
         let now = Utc::now().timestamp();
-        // PAM asks UserStatus first and never sends unknown users here.
-        let Some(user) = policy.user(name) else {
+        let Some(user) = self.jms_user(policy, name) else {
             return AuthResult::UnknownUser;
         };
         let last_step = {
@@ -273,6 +292,10 @@ impl Daemon {
             if let Some(reason) = effective.missing_second_factor(user) {
                 return AuthResult::Denied { reason };
             }
+        }
+        if password_ok && user.totp_secret.is_some() && totp.is_none() {
+            // Asked only now, so a wrong password never reveals TOTP.
+            return AuthResult::NeedCode;
         }
         // Some(None): no TOTP needed; Some(Some(step)): code matched; None: failed.
         let totp_step = match (&user.totp_secret, totp) {
@@ -316,7 +339,7 @@ impl Daemon {
     }
 
     fn account_check(&self, policy: &Policy, name: &str, rhost: &Option<String>) -> AccountResult {
-        let Some(user) = policy.user(name) else {
+        let Some(user) = self.jms_user(policy, name) else {
             return AccountResult::UnknownUser;
         };
         let now = Utc::now();

@@ -1,10 +1,15 @@
 //! Applying a policy on the bastion: stable uids/gids from the id map, then
-//! the public NSS cache, written atomically.
+//! the public NSS cache, written atomically. A jms user or group whose name
+//! or id is a local account's (`files`), or whose server-assigned id is out
+//! of the configured range, is never published (an error is logged: an
+//! alarm for the admin); without a cache entry it is no jms user at all.
 
+use std::collections::HashSet;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use jms_core::bundle::UnixIds;
+use jms_core::local_accounts::LocalAccounts;
 use jms_core::nss_cache::{self, NssData};
 use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
@@ -17,6 +22,11 @@ pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
     publish_with_ids(policy, config, None)
 }
 
+/// The local accounts: /etc/passwd and /etc/group.
+fn local_accounts() -> Result<LocalAccounts> {
+    LocalAccounts::load_system().context("reading the local accounts (/etc/passwd, /etc/group)")
+}
+
 /// As [`publish`], first adopting the ids the central server assigned. The
 /// server's ids win over local ones (see
 /// [`IdAllocator::adopt_from_server`]); every move is logged.
@@ -25,27 +35,107 @@ pub fn publish_with_ids(
     config: &AgentdConfig,
     assigned: Option<&UnixIds>,
 ) -> Result<NssData> {
+    let local = local_accounts()?;
     let map_path = config.state_dir.join("ids.json");
     let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
+    // Names whose server id was refused: not published with another id.
+    let mut refused: [HashSet<String>; 2] = Default::default();
     if let Some(assigned) = assigned {
-        for (kind, table) in [
-            (IdKind::User, &assigned.users),
-            (IdKind::Group, &assigned.groups),
+        for (slot, kind, table) in [
+            (0, IdKind::User, &assigned.users),
+            (1, IdKind::Group, &assigned.groups),
         ] {
             for (name, id) in table {
-                for change in ids.adopt_from_server(kind, name, *id) {
-                    tracing::warn!("id map: the server's ids win: {change}");
+                match ids.adopt_from_server(kind, name, *id) {
+                    Ok(moved) => {
+                        for change in moved {
+                            tracing::warn!("id map: the server's ids win: {change}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            alarm = "server_id_refused",
+                            "not publishing `{name}`: the server's {e}"
+                        );
+                        refused[slot].insert(name.clone());
+                    }
                 }
             }
         }
     }
-    let data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
+    let mut data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
         .context("building the NSS cache")?;
     if ids.changed() {
         ids.save(&map_path).context("saving the id map")?;
     }
+    keep_off_local_accounts(
+        &mut data,
+        &local,
+        &refused,
+        &config.nss_settings().primary_group,
+    )?;
     write_cache(&config.nss_cache, &data)?;
     Ok(data)
+}
+
+/// Removes from `data` every user and group that collides with a local
+/// account (name or id) or whose server id was refused, logging each as an
+/// alarm; removed users are no member of any published group. A collision
+/// of the primary group is fatal: every jms user would lose the
+/// `Match Group` that forces jms-agent.
+fn keep_off_local_accounts(
+    data: &mut NssData,
+    local: &LocalAccounts,
+    refused: &[HashSet<String>; 2],
+    primary: &str,
+) -> Result<()> {
+    let mut dropped = HashSet::new();
+    data.users.retain(|user| {
+        let why = if refused[0].contains(&user.name) {
+            Some(format!(
+                "jms user `{}`: its server uid was refused",
+                user.name
+            ))
+        } else {
+            local.user_collision(&user.name, user.uid)
+        };
+        match why {
+            Some(why) => {
+                tracing::error!(
+                    alarm = "local_account_collision",
+                    "not publishing {why}: rename the jms user or the local account"
+                );
+                dropped.insert(user.name.clone());
+                false
+            }
+            None => true,
+        }
+    });
+    let mut keep = Vec::with_capacity(data.groups.len());
+    for mut group in std::mem::take(&mut data.groups) {
+        let why = if refused[1].contains(&group.name) {
+            Some(format!(
+                "jms group `{}`: its server gid was refused",
+                group.name
+            ))
+        } else {
+            local.group_collision(&group.name, group.gid)
+        };
+        if let Some(why) = why {
+            if group.name == primary {
+                bail!("cannot publish the primary group: {why}; remove or rename the local group");
+            }
+            tracing::error!(
+                alarm = "local_account_collision",
+                "not publishing {why}: rename the jms group or the local group"
+            );
+            continue;
+        }
+        group.members.retain(|m| !dropped.contains(m));
+        keep.push(group);
+    }
+    data.groups = keep;
+    Ok(())
 }
 
 /// jms user names by uid, from what was published.
@@ -58,4 +148,83 @@ fn write_cache(path: &Path, data: &NssData) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     nss_cache::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jms_core::local_accounts::LocalTable;
+    use jms_core::nss_cache::{NssGroup, NssUser};
+
+    fn user(name: &str, uid: u32) -> NssUser {
+        NssUser {
+            name: name.into(),
+            uid,
+            gid: 200_000,
+            gecos: String::new(),
+            home: "/".into(),
+            shell: "/usr/bin/jms-agent".into(),
+        }
+    }
+
+    fn group(name: &str, gid: u32, members: &[&str]) -> NssGroup {
+        NssGroup {
+            name: name.into(),
+            gid,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn local() -> LocalAccounts {
+        LocalAccounts {
+            users: LocalTable::parse("root:x:0:0::/root:/bin/sh\ndeploy:x:1000:1000::/:/bin/sh\n"),
+            groups: LocalTable::parse("root:x:0:\nsudo:x:27:\n"),
+        }
+    }
+
+    #[test]
+    fn users_and_groups_colliding_with_local_accounts_are_not_published() {
+        let mut data = NssData {
+            users: vec![
+                user("alice", 200_000),
+                user("root", 200_001),
+                user("deploy", 200_002),
+                user("eve", 1000),
+                user("srv", 200_003),
+            ],
+            groups: vec![
+                group("jms-users", 200_000, &["alice", "root", "deploy"]),
+                group("sudo", 200_001, &["alice"]),
+                group("ops", 27, &["alice"]),
+                group("dev", 200_002, &["alice", "root", "srv"]),
+            ],
+        };
+        let refused = [HashSet::from(["srv".to_string()]), HashSet::new()];
+        keep_off_local_accounts(&mut data, &local(), &refused, "jms-users").unwrap();
+        let users: Vec<_> = data.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(users, ["alice"]);
+        let groups: Vec<_> = data
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.members.clone()))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("jms-users", vec!["alice".to_string()]),
+                ("dev", vec!["alice".to_string()])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_primary_group_colliding_with_a_local_group_refuses_the_publish() {
+        let mut data = NssData {
+            users: vec![user("alice", 200_000)],
+            groups: vec![group("sudo", 200_000, &["alice"])],
+        };
+        let err =
+            keep_off_local_accounts(&mut data, &local(), &Default::default(), "sudo").unwrap_err();
+        assert!(err.to_string().contains("primary group"), "{err}");
+    }
 }

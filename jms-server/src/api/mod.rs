@@ -42,6 +42,10 @@ use crate::store::Scope;
 /// Largest request body (a whole policy for `PUT /api/v1/policy`).
 const BODY_LIMIT: usize = 64 << 20;
 
+/// Largest body of a public form (web login, set password, forgot
+/// password): anyone may send them, and they hold a few short fields.
+pub(crate) const PUBLIC_FORM_LIMIT: usize = 16 << 10;
+
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {

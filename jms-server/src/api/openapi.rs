@@ -170,7 +170,11 @@ fn operation(route: &Route) -> Value {
     if route.path == "/api/v1/sync/enroll" {
         responses.insert(
             "401".into(),
-            error("Unknown, used or expired enrollment token"),
+            error("Unknown, used or expired enrollment token, or a replace token for another name"),
+        );
+        responses.insert(
+            "409".into(),
+            error("A bastion of that name is enrolled: it needs a token made with --replace NAME"),
         );
     }
     if route.auth == Auth::Token {

@@ -324,10 +324,16 @@ fn sync_schemas() -> Map<String, Value> {
     add(
         "NewEnrollToken",
         object(
-            &[(
-                "ttl_seconds",
-                json!({"type": "integer", "minimum": 1, "maximum": 2_592_000, "default": 3600}),
-            )],
+            &[
+                (
+                    "ttl_seconds",
+                    json!({"type": "integer", "minimum": 1, "maximum": 2_592_000, "default": 3600}),
+                ),
+                (
+                    "replace",
+                    json!({"type": ["string", "null"], "description": "An enrolled bastion this token may give a new key; enrolling an existing name without it is refused (409)"}),
+                ),
+            ],
             &[],
             true,
         ),

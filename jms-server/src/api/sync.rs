@@ -87,6 +87,10 @@ pub struct NewEnrollToken {
     /// Seconds the token stays valid (default 3600, at most 30 days).
     #[serde(default = "default_ttl")]
     ttl_seconds: u64,
+    /// An enrolled bastion this token may give a new key (re-enrollment);
+    /// without it, enrolling an existing name is refused (409).
+    #[serde(default)]
+    replace: Option<String>,
 }
 
 fn default_ttl() -> u64 {
@@ -106,7 +110,7 @@ pub async fn create_enroll_token(
     }
     let ttl = std::time::Duration::from_secs(body.ttl_seconds);
     let (token, expires_at) = super::blocking(&state, move |admin| {
-        admin.create_enroll_token(&actor.name, ttl)
+        admin.create_enroll_token(&actor.name, ttl, body.replace.as_deref())
     })
     .await?;
     Ok((

@@ -163,12 +163,25 @@ impl Admin {
     /// used, then sets the user's password hash (and TOTP secret). Returns
     /// the new policy version, or `None` when the link was used (or
     /// revoked, or expired) in the meantime and nothing changed.
+    ///
+    /// A link enrolls a first TOTP secret only: a user who has one keeps
+    /// it (whoever holds the mailbox must not replace the second factor;
+    /// an admin resets it), and a new secret for her is refused before the
+    /// link is used.
     pub fn redeem_password_link(
         &self,
         link: &PasswordTokenRow,
         password_hash: String,
         totp_secret: Option<String>,
     ) -> Result<Option<u64>, AdminError> {
+        if totp_secret.is_some()
+            && self
+                .read()?
+                .user(&link.username)?
+                .is_some_and(|u| u.totp_secret.is_some())
+        {
+            return Err(AdminError::Forbidden(TOTP_KEPT.into()));
+        }
         {
             let mut tx = self.store.write()?;
             if !tx.use_password_token(link.id)? {
@@ -184,6 +197,9 @@ impl Admin {
                 .iter_mut()
                 .find(|u| u.username == username)
                 .ok_or_else(|| AdminError::NotFound(format!("user `{username}` not found")))?;
+            if totp_secret.is_some() && user.totp_secret.is_some() {
+                return Err(AdminError::Forbidden(TOTP_KEPT.into()));
+            }
             user.password_hash = Some(Secret::new(password_hash));
             if let Some(secret) = totp_secret {
                 user.totp_secret = Some(Secret::new(secret));
@@ -194,6 +210,10 @@ impl Admin {
         Ok(Some(applied.version))
     }
 }
+
+/// Why a link does not replace a second factor.
+const TOTP_KEPT: &str = "this account already has an authenticator app: a set-password link \
+                         cannot replace it; an administrator resets it";
 
 /// The link in the mail.
 fn link_url(site_url: &str, token: &str) -> String {

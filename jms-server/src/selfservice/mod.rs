@@ -68,6 +68,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> 
             pages::FORGOT_PATH,
             get(pages::forgot_form).post(pages::forgot_submit),
         )
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::PUBLIC_FORM_LIMIT,
+        ))
         .with_state(state)
 }
 

@@ -178,6 +178,9 @@ struct SetContext {
     settings: Settings,
     /// She must enroll TOTP (the settings require it and she has none).
     totp_required: bool,
+    /// She has a second factor already: a mailed link never replaces it
+    /// (only an admin reset does), so the page offers no enrollment.
+    has_totp: bool,
 }
 
 fn totp_required(security: &Security, user: &UserRow) -> bool {
@@ -204,6 +207,7 @@ fn load(admin: &Admin, token: &str) -> Result<Result<SetContext, LinkState>, Adm
     };
     Ok(Ok(SetContext {
         totp_required: totp_required(&settings.security, &user),
+        has_totp: user.totp_secret.is_some(),
         link,
         settings,
     }))
@@ -292,6 +296,13 @@ fn set_page(status: StatusCode, form: SetForm<'_>, cookie: Option<String>) -> Re
             input #password type="password" name="password" autocomplete="new-password" required;
             label for="confirm" { "New password again" }
             input #confirm type="password" name="confirm" autocomplete="new-password" required;
+            @if ctx.has_totp {
+                p.muted {
+                    "Your authenticator app stays enrolled: this link sets the password only. "
+                    "To move two-factor authentication to another app, ask an administrator "
+                    "to reset it."
+                }
+            } @else {
             fieldset {
                 legend {
                     "Two-factor authentication "
@@ -307,6 +318,7 @@ fn set_page(status: StatusCode, form: SetForm<'_>, cookie: Option<String>) -> Re
                 label for="totp_code" { "Code from the app" }
                 input #totp_code type="text" name="totp_code" inputmode="numeric"
                     autocomplete="one-time-code" maxlength="7" required[ctx.totp_required];
+            }
             }
             button type="submit" { "Set password" }
         }
@@ -378,7 +390,16 @@ fn check_fields(ctx: &SetContext, fields: &SetFields) -> (Vec<String>, Option<St
     }
     let code = fields.totp_code.trim();
     let mut totp = None;
-    if code.is_empty() {
+    if ctx.has_totp {
+        if !code.is_empty() {
+            errors.push(
+                "Your account already has an authenticator app: a link cannot replace it. \
+                 Leave the code empty, or ask an administrator to reset two-factor \
+                 authentication."
+                    .to_string(),
+            );
+        }
+    } else if code.is_empty() {
         if ctx.totp_required {
             errors.push(
                 "Two-factor authentication is required for your account: scan the code \
@@ -407,13 +428,17 @@ pub async fn set_submit(
     headers: HeaderMap,
     form: Result<Form<SetFields>, FormRejection>,
 ) -> Response {
-    let Ok(Form(fields)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "Form refused",
-            &["The form could not be read: open the link again."],
-            false,
-        );
+    let fields = match form {
+        Ok(Form(fields)) => fields,
+        // 413 for a body past the public form limit, 400 otherwise.
+        Err(rejection) => {
+            return message_page(
+                rejection.status(),
+                "Form refused",
+                &["The form could not be read: open the link again."],
+                false,
+            )
+        }
     };
     let lookup = fields.token.clone();
     let ctx = match blocking(&service.admin, move |admin| load(admin, &lookup)).await {
@@ -512,13 +537,17 @@ pub async fn forgot_submit(
     headers: HeaderMap,
     form: Result<Form<ForgotFields>, FormRejection>,
 ) -> Response {
-    let Ok(Form(fields)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "Form refused",
-            &["The form could not be read: open the page again."],
-            false,
-        );
+    let fields = match form {
+        Ok(Form(fields)) => fields,
+        // 413 for a body past the public form limit, 400 otherwise.
+        Err(rejection) => {
+            return message_page(
+                rejection.status(),
+                "Form refused",
+                &["The form could not be read: open the page again."],
+                false,
+            )
+        }
     };
     let settings = match blocking(&service.admin, |admin| admin.settings()).await {
         Ok((settings, _)) => settings,

@@ -47,7 +47,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit web: web admins and their login sessions",
         sql: super::web_admins::MIGRATION,
     },
+    Migration {
+        version: 7,
+        name: "enrollment tokens may name the bastion they replace",
+        sql: ENROLL_REPLACES,
+    },
 ];
+
+/// Migration 7: an enrollment token created with `--replace NAME` may
+/// give the already-enrolled bastion NAME a new key; no other token can.
+const ENROLL_REPLACES: &str = "ALTER TABLE enroll_tokens ADD COLUMN replaces TEXT;";
 
 /// Applies the migrations the database lacks; returns how many ran.
 pub fn apply(conn: &mut Connection) -> Result<usize> {

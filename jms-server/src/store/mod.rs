@@ -289,6 +289,9 @@ pub struct EnrollTokenRow {
     pub id: i64,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
+    /// The enrolled bastion this token may give a new key (the admin's
+    /// `--replace NAME`); without it, an enrolled name is refused.
+    pub replaces: Option<String>,
 }
 
 /// One audit event uploaded by a bastion.
@@ -415,13 +418,20 @@ pub trait WriteTx: ReadTx {
     /// Stores a token by its SHA-256; returns its id.
     fn insert_token(&mut self, name: &str, scope: Scope, sha256: &[u8]) -> Result<i64>;
 
-    /// Stores an enrollment token by its SHA-256; returns its id.
-    fn insert_enroll_token(&mut self, sha256: &[u8], expires_at: DateTime<Utc>) -> Result<i64>;
+    /// Stores an enrollment token by its SHA-256 (allowed to replace the
+    /// key of bastion `replaces`, if given); returns its id.
+    fn insert_enroll_token(
+        &mut self,
+        sha256: &[u8],
+        expires_at: DateTime<Utc>,
+        replaces: Option<&str>,
+    ) -> Result<i64>;
     /// Marks a token used by `bastion_id` (it never works again).
     fn use_enroll_token(&mut self, id: i64, bastion_id: i64) -> Result<()>;
-    /// Registers a bastion, or gives an existing name its new key
-    /// (re-enrollment with a fresh token); returns its id.
-    fn put_bastion(&mut self, name: &str, public_key: &[u8]) -> Result<i64>;
+    /// Registers a new bastion and returns its id. An existing name gets
+    /// the new key only with `replace` (the token says so); otherwise
+    /// nothing changes and `None` is returned.
+    fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>>;
     /// Records that the bastion was seen (and the version it holds).
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()>;
     /// Remembers a request nonce; false when it was seen before (a

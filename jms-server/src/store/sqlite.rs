@@ -861,7 +861,7 @@ impl ReadTx for Tx<'_> {
 
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>> {
         self.one(
-            "SELECT id, expires_at, used_at FROM enroll_tokens WHERE token_sha256 = ?1",
+            "SELECT id, expires_at, used_at, replaces FROM enroll_tokens WHERE token_sha256 = ?1",
             [sha256],
             |row| {
                 let used: Option<String> = row.get(2)?;
@@ -872,6 +872,7 @@ impl ReadTx for Tx<'_> {
                         Some(_) => Some(time(row, 2)?),
                         None => None,
                     },
+                    replaces: row.get(3)?,
                 })
             },
         )
@@ -1265,10 +1266,16 @@ impl WriteTx for Tx<'_> {
         Ok(self.conn.last_insert_rowid())
     }
 
-    fn insert_enroll_token(&mut self, sha256: &[u8], expires_at: DateTime<Utc>) -> Result<i64> {
+    fn insert_enroll_token(
+        &mut self,
+        sha256: &[u8],
+        expires_at: DateTime<Utc>,
+        replaces: Option<&str>,
+    ) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO enroll_tokens (token_sha256, created_at, expires_at) VALUES (?1, ?2, ?3)",
-            params![sha256, now(), time_text(expires_at)],
+            "INSERT INTO enroll_tokens (token_sha256, created_at, expires_at, replaces) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![sha256, now(), time_text(expires_at), replaces],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -1281,18 +1288,30 @@ impl WriteTx for Tx<'_> {
         Ok(())
     }
 
-    fn put_bastion(&mut self, name: &str, public_key: &[u8]) -> Result<i64> {
+    fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>> {
         let key = jms_core::bundle::hex(public_key);
         let at = now();
-        self.conn.execute(
-            "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
-             ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, \
-             enrolled_at = excluded.enrolled_at, policy_version = NULL",
-            params![name, key, at],
-        )?;
-        Ok(self
-            .id_of("bastions", "name", name)?
-            .expect("the bastion was just written"))
+        let written = if replace {
+            self.conn.execute(
+                "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, \
+                 enrolled_at = excluded.enrolled_at, policy_version = NULL",
+                params![name, key, at],
+            )?
+        } else {
+            self.conn.execute(
+                "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, key, at],
+            )?
+        };
+        if written == 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.id_of("bastions", "name", name)?
+                .expect("the bastion was just written"),
+        ))
     }
 
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()> {

@@ -10,7 +10,12 @@
 //! - Failed logins are counted per name (known or not, so the answer never
 //!   tells which): after [`FREE_ATTEMPTS`] the name is locked for 30 s,
 //!   doubling with each further failure up to 15 min. Counters live in
-//!   memory (a restart forgets them).
+//!   memory (a restart forgets them), at most [`MAX_TRACKED_NAMES`] of them,
+//!   keyed by at most [`MAX_KEY_CHARS`] characters of the name.
+//! - Passwords (and the decoy hash for unknown names) are checked on the
+//!   [`crate::hashpool`] threads, never on the blocking pool that store
+//!   and sync requests use; when that pool is full the answer is 503 "try
+//!   again in a moment", at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,8 +42,11 @@ pub const FREE_ATTEMPTS: u32 = 5;
 /// First lock after [`FREE_ATTEMPTS`]; doubles with each further failure.
 const FIRST_LOCK: Duration = Duration::from_secs(30);
 const LONGEST_LOCK: Duration = Duration::from_secs(15 * 60);
-/// Names tracked before old entries are dropped.
-const MAX_TRACKED_NAMES: usize = 10_000;
+/// Names tracked at most: past it, entries idle for [`FORGET_AFTER`] go,
+/// then the oldest unlocked half.
+pub const MAX_TRACKED_NAMES: usize = 10_000;
+/// Characters of a name used as its key (admin names are at most 64).
+pub const MAX_KEY_CHARS: usize = 64;
 /// An entry with no failure this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
@@ -61,17 +69,56 @@ struct Failures {
 }
 
 impl Throttle {
+    /// The key of `name`: its first [`MAX_KEY_CHARS`] characters.
+    fn key(name: &str) -> &str {
+        match name.char_indices().nth(MAX_KEY_CHARS) {
+            Some((end, _)) => &name[..end],
+            None => name,
+        }
+    }
+
     /// How long `name` stays locked, if it is.
     pub fn locked_for(&self, name: &str, now: Instant) -> Option<Duration> {
-        let until = self.names.get(name)?.locked_until?;
+        let until = self.names.get(Self::key(name))?.locked_until?;
         (until > now).then(|| until - now)
+    }
+
+    /// Makes room for one more name: forgets idle entries, then (a flood of
+    /// names) the older half of the unlocked ones, then the older half of
+    /// all.
+    fn make_room(&mut self, now: Instant) {
+        if self.names.len() < MAX_TRACKED_NAMES {
+            return;
+        }
+        self.names
+            .retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        for only_unlocked in [true, false] {
+            if self.names.len() < MAX_TRACKED_NAMES {
+                return;
+            }
+            let locked = |f: &Failures| f.locked_until.is_some_and(|u| u > now);
+            let mut ages: Vec<Instant> = self
+                .names
+                .values()
+                .filter(|f| !(only_unlocked && locked(f)))
+                .map(|f| f.last)
+                .collect();
+            if ages.is_empty() {
+                continue;
+            }
+            let middle = ages.len() / 2;
+            let (_, cut, _) = ages.select_nth_unstable(middle);
+            let cut = *cut;
+            self.names
+                .retain(|_, f| (only_unlocked && locked(f)) || f.last > cut);
+        }
     }
 
     /// Counts a failure; locks the name past the free attempts.
     pub fn failed(&mut self, name: &str, now: Instant) {
-        if self.names.len() >= MAX_TRACKED_NAMES {
-            self.names
-                .retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        let name = Self::key(name);
+        if !self.names.contains_key(name) {
+            self.make_room(now);
         }
         let entry = self.names.entry(name.to_string()).or_insert(Failures {
             count: 0,
@@ -89,7 +136,7 @@ impl Throttle {
 
     /// A successful login clears the name's failures.
     pub fn succeeded(&mut self, name: &str) {
-        self.names.remove(name);
+        self.names.remove(Self::key(name));
     }
 }
 
@@ -178,18 +225,32 @@ pub async fn login(
     }
     let client = forwarded_for(&headers);
     let (name, client_for_store) = (username.clone(), client.clone());
-    let session = blocking(&state, move |admin| {
-        admins::login(
-            admin,
-            &name,
-            &form.password,
-            &form.code,
-            client_for_store.as_deref(),
-            chrono::Utc::now(),
-            chrono::Duration::from_std(SESSION_LIFETIME).expect("fits"),
-        )
-    })
-    .await?;
+    let admin = state.admin.clone();
+    let checked = state
+        .hashing
+        .run(move || {
+            admins::login(
+                &admin,
+                &name,
+                &form.password,
+                &form.code,
+                client_for_store.as_deref(),
+                chrono::Utc::now(),
+                chrono::Duration::from_std(SESSION_LIFETIME).expect("fits"),
+            )
+        })
+        .await;
+    let Ok(session) = checked else {
+        tracing::warn!(
+            forwarded_for = client,
+            "web login refused: password checks busy"
+        );
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy: try again in a moment.",
+        ));
+    };
+    let session = session?;
     let Some(session) = session else {
         state
             .throttle
@@ -374,6 +435,33 @@ mod tests {
         assert_eq!(throttle.locked_for("alice", start), Some(LONGEST_LOCK));
         throttle.succeeded("alice");
         assert_eq!(throttle.locked_for("alice", start), None);
+    }
+
+    #[test]
+    fn the_failure_map_stays_bounded_and_keys_are_short() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        for _ in 0..FREE_ATTEMPTS {
+            throttle.failed("alice", start);
+        }
+        let long = "x".repeat(100_000);
+        throttle.failed(&long, start);
+        assert!(throttle.locked_for(&long, start).is_none());
+        for n in 0..3 * MAX_TRACKED_NAMES {
+            throttle.failed(
+                &format!("{n}-{long}"),
+                start + Duration::from_micros(n as u64),
+            );
+            assert!(throttle.names.len() <= MAX_TRACKED_NAMES, "bounded at {n}");
+        }
+        assert!(throttle
+            .names
+            .keys()
+            .all(|k| k.chars().count() <= MAX_KEY_CHARS));
+        assert!(
+            throttle.locked_for("alice", start).is_some(),
+            "a flood of other names does not unlock a locked one"
+        );
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub async fn search(
                         td { (c.user) }
                         td { (c.asset) }
                         td { (c.account) }
-                        td.cmd { (c.command) }
+                        td.cmd { (layout::shown(&c.command)) }
                         td { span class=(format!("badge {}", c.decision)) { (c.decision) } }
                         td { (c.filter.as_deref().unwrap_or("")) }
                         td.mono { a href=(format!("/web/sessions/{}", url_escape(&c.session))) title=(c.session) {

@@ -62,6 +62,13 @@ fn nav_class(current: Option<Nav>, item: Nav) -> Option<&'static str> {
     (current == Some(item)).then_some("current")
 }
 
+/// Audit text (a command, a path, a reason) as shown on a page: control
+/// and bidi characters written visibly (`\r`, `\x1b`…), so nothing typed
+/// can hide or reorder what ran (HTML escaping is maud's).
+pub fn shown(text: &str) -> String {
+    jms_core::escape::visible(text).into_owned()
+}
+
 /// A time as shown everywhere: `2026-11-23 17:20:05 UTC`.
 pub fn time(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()

@@ -44,6 +44,8 @@ use crate::admin::{Admin, AdminError};
 pub struct WebState {
     admin: Arc<Admin>,
     throttle: Arc<Mutex<auth::Throttle>>,
+    /// Where login passwords (and the decoy) are checked.
+    hashing: Arc<crate::hashpool::HashPool>,
 }
 
 /// The audit web's routes, to merge into the server's router.
@@ -54,6 +56,7 @@ where
     let state = WebState {
         admin,
         throttle: Arc::new(Mutex::new(auth::Throttle::default())),
+        hashing: Arc::new(crate::hashpool::HashPool::with_defaults()),
     };
     let pages = Router::new()
         .route("/web/sessions", get(sessions::list))
@@ -74,6 +77,9 @@ where
         .route("/web/", get(|| async { Redirect::to("/web/sessions") }))
         .route("/web/login", get(auth::login_form).post(auth::login))
         .merge(pages)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::PUBLIC_FORM_LIMIT,
+        ))
         .layer(middleware::from_fn(same_origin_writes))
         .layer(middleware::from_fn(page_headers))
         .route("/web/assets/{name}", get(assets::serve))

@@ -187,7 +187,7 @@ pub async fn list(
                         td.nowrap { a href=(format!("/web/sessions/{}", url_escape(&s.id))) { (layout::time(&s.started_at)) } }
                         td { (s.user) }
                         td { (s.asset) }
-                        td { (s.account) @if let Some(login) = &s.login { @if login != &s.account { span.muted { " (" (login) ")" } } } }
+                        td { (s.account) @if let Some(login) = &s.login { @if login != &s.account { span.muted { " (" (layout::shown(login)) ")" } } } }
                         td.mono { (s.source_ip.as_deref().unwrap_or("—")) }
                         td { (s.bastion.as_deref().unwrap_or("—")) }
                         td.nowrap { (duration_text(s)) }
@@ -243,16 +243,16 @@ pub async fn detail(
         dl.facts #facts {
             dt { "User" } dd #fact-user { (s.user) }
             dt { "Asset" } dd #fact-asset { (s.asset) }
-            dt { "Account" } dd { (s.account) @if let Some(login) = &s.login { span.muted { " (login " (login) ")" } } }
+            dt { "Account" } dd { (s.account) @if let Some(login) = &s.login { span.muted { " (login " (layout::shown(login)) ")" } } }
             dt { "Kind" } dd { (s.kind.as_deref().unwrap_or("—")) @if let Some(p) = &s.protocol { span.muted { " over " (p) } } }
-            @if let Some(command) = &s.command { dt { "Command" } dd.mono { (command) } }
+            @if let Some(command) = &s.command { dt { "Command" } dd.mono { (layout::shown(command)) } }
             dt { "Source IP" } dd.mono #fact-source { (s.source_ip.as_deref().unwrap_or("—")) }
             dt { "Bastion" } dd #fact-bastion { (s.bastion.as_deref().unwrap_or("—")) }
             dt { "Started" } dd { (layout::time(&s.started_at)) }
             dt { "Ended" } dd { @if let Some(end) = &s.ended_at { (layout::time(end)) } @else { "—" } }
             dt { "Duration" } dd #fact-duration { (duration_text(&s)) }
             @if let Some(code) = s.exit_status { dt { "Exit status" } dd { (code) } }
-            @if let Some(reason) = &s.reason { dt { "Reason" } dd { (reason) } }
+            @if let Some(reason) = &s.reason { dt { "Reason" } dd { (layout::shown(reason)) } }
             dt { "Traffic" } dd {
                 (s.bytes_in.map(layout::bytes).unwrap_or_else(|| "—".into())) " in, "
                 (s.bytes_out.map(layout::bytes).unwrap_or_else(|| "—".into())) " out"
@@ -270,7 +270,7 @@ pub async fn detail(
                         tr {
                             td.nowrap { a href=(replay_link(&s.id, c.offset_secs)) title="Replay from here" { (offset_text(c.offset_secs)) } }
                             td.nowrap { (layout::time(&c.at)) }
-                            td.cmd { (c.command) }
+                            td.cmd { (layout::shown(&c.command)) }
                             td { span class=(format!("badge {}", c.decision)) { (c.decision) } }
                             td { (c.filter.as_deref().unwrap_or("")) }
                         }
@@ -290,7 +290,7 @@ pub async fn detail(
                             td.nowrap { (layout::time(&t.at)) }
                             td { (t.via) }
                             td { (t.operation) }
-                            td.cmd { (t.path) @if let Some(to) = &t.to { " → " (to) } }
+                            td.cmd { (layout::shown(&t.path)) @if let Some(to) = &t.to { " → " (layout::shown(to)) } }
                             td.nowrap { (t.size.map(layout::bytes).unwrap_or_default()) }
                             td { @if t.ok { span.badge.allow { "ok" } } @else { span.badge.deny { (t.result) } } }
                         }

@@ -1042,6 +1042,8 @@ mod line_tests {
             to_engineer: Vec::new(),
             tracker: Some((&mut tracker, filters)),
             held: None,
+            typing: None,
+            typists: Vec::new(),
         };
         let mut log = Log::default();
         state.input(input, &mut log);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use jms_core::escape::visible;
 use jms_server::client::Client;
 use serde_json::Value;
 
@@ -65,8 +66,15 @@ pub fn connect(args: &ServerArgs) -> Result<Client> {
     Ok(Client::new(server, &token)?)
 }
 
-/// Prints rows as aligned columns under `headers`.
+/// Prints rows as aligned columns under `headers`, every cell with its
+/// control characters written visibly (`\r`, `\x1b`…: a command or path
+/// must not move the cursor or erase the line it is shown on).
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| visible(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -90,8 +98,13 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// A field of a JSON object as text for a table cell.
+/// A field of a JSON object as text for a table cell or a detail line,
+/// control characters written visibly ([`jms_core::escape::visible`]).
 pub fn cell(value: &Value, field: &str) -> String {
+    visible(&raw_cell(value, field)).into_owned()
+}
+
+fn raw_cell(value: &Value, field: &str) -> String {
     match value.get(field) {
         // The policy form leaves `is_active: true` out.
         None if field == "is_active" => "true".to_string(),
