@@ -1030,9 +1030,27 @@ mod tests {
             "an answer to another bastion"
         );
         for (what, b) in [
-            ("method", AnswerBinding { method: "POST", ..at }),
-            ("path", AnswerBinding { path: "/api/v1/sync/control", ..at }),
-            ("query", AnswerBinding { query: "since=8&transport=ab", ..at }),
+            (
+                "method",
+                AnswerBinding {
+                    method: "POST",
+                    ..at
+                },
+            ),
+            (
+                "path",
+                AnswerBinding {
+                    path: "/api/v1/sync/control",
+                    ..at
+                },
+            ),
+            (
+                "query",
+                AnswerBinding {
+                    query: "since=8&transport=ab",
+                    ..at
+                },
+            ),
         ] {
             assert_eq!(
                 verify(&pinned(&key), &b, 304, "7", b""),
@@ -1056,7 +1074,14 @@ mod tests {
             "a tampered body"
         );
         assert_eq!(
-            verify_answer(&pinned(&key), &at, 304, None, b"", Some(signature.as_bytes())),
+            verify_answer(
+                &pinned(&key),
+                &at,
+                304,
+                None,
+                b"",
+                Some(signature.as_bytes())
+            ),
             Err(AnswerError::BadSignature),
             "the version header dropped"
         );
@@ -1091,7 +1116,14 @@ mod tests {
         }
         // No answer at all for a key that is not a key.
         assert_eq!(
-            verify_answer(&[1, 2, 3], &at, 304, Some(b"7"), b"", Some(signature.as_bytes())),
+            verify_answer(
+                &[1, 2, 3],
+                &at,
+                304,
+                Some(b"7"),
+                b"",
+                Some(signature.as_bytes())
+            ),
             Err(AnswerError::BadSignature)
         );
     }
@@ -1108,11 +1140,25 @@ mod tests {
         let body = br#"{"orders":[]}"#;
         let signature = sign_answer(&key, &at, 200, None, body);
         assert_eq!(
-            verify_answer(&pinned(&key), &at, 200, None, body, Some(signature.as_bytes())),
+            verify_answer(
+                &pinned(&key),
+                &at,
+                200,
+                None,
+                body,
+                Some(signature.as_bytes())
+            ),
             Ok(None)
         );
         assert_eq!(
-            verify_answer(&pinned(&key), &at, 200, Some(b"0"), body, Some(signature.as_bytes())),
+            verify_answer(
+                &pinned(&key),
+                &at,
+                200,
+                Some(b"0"),
+                body,
+                Some(signature.as_bytes())
+            ),
             Err(AnswerError::BadSignature),
             "a version added in transit"
         );

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use jms_core::bundle::{
-    hex, request_message, server_id, unhex, verify_answer, AnswerBinding,
-    ANSWER_SIGNATURE_HEADER, VERSION_HEADER,
+    hex, request_message, server_id, unhex, verify_answer, AnswerBinding, ANSWER_SIGNATURE_HEADER,
+    VERSION_HEADER,
 };
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
@@ -130,7 +130,13 @@ impl Identity {
     /// (bastion, nonce, method, path, query), its status, version and
     /// body. Anything else (no answer, an unsigned, forged or replayed
     /// one) is an error: the server was not reached.
-    pub fn call(&self, http: &Client, server: &str, call: Call<'_>, body: Vec<u8>) -> Result<Answer> {
+    pub fn call(
+        &self,
+        http: &Client,
+        server: &str,
+        call: Call<'_>,
+        body: Vec<u8>,
+    ) -> Result<Answer> {
         let (request, nonce) = self.signed(http, server, &call, body);
         let response = request
             .send()

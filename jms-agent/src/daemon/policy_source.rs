@@ -274,9 +274,7 @@ impl Central {
             query.push_str(&format!("&wait={wait}"));
         }
         let call = Call {
-            timeout: Some(Duration::from_secs(
-                wait + self.config.timeout_secs.max(1),
-            )),
+            timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
             ..Call::new(reqwest::Method::GET, "/api/v1/sync/bundle", &query)
         };
         let answer = self

@@ -64,11 +64,8 @@ pub(super) async fn sign_answers(
     let (response, authenticated) = AUTHENTICATED
         .scope(std::sync::Mutex::new(None), async {
             let response = next.run(request).await;
-            let authenticated = AUTHENTICATED.with(|slot| {
-                slot.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-            });
+            let authenticated =
+                AUTHENTICATED.with(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             (response, authenticated)
         })
         .await;
