@@ -267,7 +267,7 @@ fn tampered_replayed_and_foreign_bundles_are_refused_and_the_bastion_keeps_worki
 
     let proxy_slot = std::cell::RefCell::new(None);
     let s = scene(Some(&|central: &Central| {
-        let proxy = BundleProxy::start(&central.url);
+        let proxy = BundleProxy::start(central);
         let url = proxy.url.clone();
         *proxy_slot.borrow_mut() = Some(proxy);
         url
