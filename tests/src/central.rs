@@ -287,6 +287,9 @@ pub enum ProxyMode {
     Forward,
     /// This signed bundle (or delta), sealed to the requester.
     Answer(Vec<u8>),
+    /// A bare, unsigned 304 to every request, the server never asked:
+    /// what a man in the middle freezing the policy would send.
+    Bare304,
 }
 
 /// An HTTP forwarder in front of jms-server that can substitute bundles.
@@ -382,6 +385,11 @@ fn serve(
     client.read_exact(&mut body)?;
     let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
     let answer = mode.lock().expect("proxy mode").clone();
+    if let ProxyMode::Bare304 = answer {
+        *substituted.lock().expect("proxy count") += 1;
+        client.write_all(b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n")?;
+        return client.shutdown(Shutdown::Both);
+    }
     if let (true, ProxyMode::Answer(signed)) = (target.starts_with("/api/v1/sync/bundle?"), answer)
     {
         let transport = target
