@@ -15,9 +15,10 @@
 //! - a man in the middle ([`Mitm`]) in front of the real server: answers
 //!   turned into bare 304s, a genuine signed 304 replayed for later
 //!   requests, forged control orders (unsigned, or signed by another
-//!   key). None is believed: the staleness clock runs, agentd fails
+//!   key), a forged acknowledgement of uploaded events. None is believed: the staleness clock runs, agentd fails
 //!   closed (jms users unknown) and comes back once the path is clean;
-//!   the forged orders are never carried out.
+//!   the forged orders are never carried out and the events stay spooled
+//!   until the server itself stores them.
 
 mod common;
 
@@ -667,6 +668,9 @@ enum MitmMode {
     /// Answers control polls with a kill order of its own (unsigned, or
     /// signed by another key, in turn); forwards the rest.
     ForgeControl,
+    /// Acknowledges every events upload as stored (unsigned), the server
+    /// never asked; forwards the rest.
+    ForgeEventsAck,
 }
 
 /// The session id of the forged kill orders.
@@ -760,6 +764,22 @@ impl Mitm {
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                          content-length: {}\r\n{signed}connection: close\r\n\r\n{body}",
                         body.len()
+                    )
+                    .into_bytes(),
+                )
+            }
+            MitmMode::ForgeEventsAck if target.starts_with("/api/v1/sync/events") => {
+                let batch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let ids: Vec<&str> = batch["events"]
+                    .as_array()
+                    .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
+                    .unwrap_or_default();
+                let answer = serde_json::json!({"accepted": ids, "stored": ids.len()}).to_string();
+                Some(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
                     )
                     .into_bytes(),
                 )
@@ -884,5 +904,37 @@ fn answers_a_man_in_the_middle_makes_or_replays_are_not_believed_and_the_bastion
     mitm.set(MitmMode::Forward);
     bastion.wait_for_within("the policy back", Duration::from_secs(60), || {
         bastion.has_user("alice") && bastion.has_user("zed") && known(&bastion, "alice")
+    });
+
+    // A forged acknowledgement of an events upload: not believed, so the
+    // event stays spooled and reaches the server once the path is clean.
+    mitm.set(MitmMode::ForgeEventsAck);
+    let forged = mitm.forged();
+    let answer = jms_proto::Client::call_once(
+        &bastion.socket(),
+        Duration::from_secs(10),
+        &Request::Authenticate {
+            user: "alice".into(),
+            password: jms_core::model::Secret::new("not her password"),
+            totp: None,
+            rhost: Some("192.0.2.99".into()),
+            service: "sshd".into(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(answer, Response::Auth { .. }), "{answer:?}");
+    bastion.wait_for("a forged events acknowledgement", || mitm.forged() > forged);
+    assert!(
+        !bastion.spool_empty(),
+        "a forged acknowledgement emptied the spool:\n{}",
+        bastion.log()
+    );
+    mitm.set(MitmMode::Forward);
+    bastion.wait_for("the login event on the server", || {
+        !sqlite(
+            &central.data,
+            "SELECT outcome FROM logins WHERE remote_addr = '192.0.2.99'",
+        )
+        .is_empty()
     });
 }
