@@ -39,6 +39,8 @@ pub const ENROLLMENT_FILE: &str = "central.json";
 pub const BUNDLE_FILE: &str = "bundle.jms";
 /// Unix seconds of the last successful contact with the server.
 pub const LAST_SYNC_FILE: &str = "central-sync";
+/// The largest answer read from the server (a whole policy bundle fits).
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
 
 /// What enrollment left behind (`central.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,15 +140,21 @@ impl Identity {
         body: Vec<u8>,
     ) -> Result<Answer> {
         let (request, nonce) = self.signed(http, server, &call, body);
-        let response = request
+        let mut response = request
             .send()
             .with_context(|| format!("cannot reach {server}"))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .with_context(|| format!("reading the answer of {server}"))?
-            .to_vec();
+        // Read before it is believed: bounded.
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut response, MAX_ANSWER_BYTES + 1),
+            &mut body,
+        )
+        .with_context(|| format!("reading the answer of {server}"))?;
+        if body.len() as u64 > MAX_ANSWER_BYTES {
+            bail!("the answer of {server} is larger than {MAX_ANSWER_BYTES} bytes");
+        }
         let binding = AnswerBinding {
             bastion_id: self.enrollment.bastion_id,
             nonce: &nonce,
