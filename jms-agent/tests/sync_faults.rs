@@ -9,8 +9,16 @@
 //! - a fake server (a tiny HTTP server here) serves agentd a tampered
 //!   bundle, a replayed older one, one signed by another key, one with the
 //!   pinned key but another key's signature and one cut short: each is
-//!   refused and agentd keeps serving the last good policy. (A bundle
-//!   altered on disk is `tests/sync.rs`'s.)
+//!   refused and agentd keeps serving the last good policy, even when the
+//!   answer around it is signed (the fake server holds the real server
+//!   key). (A bundle altered on disk is `tests/sync.rs`'s.)
+//! - a man in the middle ([`Mitm`]) in front of the real server: answers
+//!   turned into bare 304s, a genuine signed 304 replayed for later
+//!   requests, forged control orders (unsigned, or signed by another
+//!   key), a forged acknowledgement of uploaded events. None is believed: the staleness clock runs, agentd fails
+//!   closed (jms users unknown) and comes back once the path is clean;
+//!   the forged orders are never carried out and the events stay spooled
+//!   until the server itself stores them.
 
 mod common;
 
@@ -366,8 +374,10 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
 
 // ---- bad bundles from a fake server ---------------------------------------------
 
-/// A fake central server: answers every bundle request with the bytes in
-/// `bundle`, sealed to the request's transport key; anything else 404.
+/// A fake central server holding the real server's signing key: answers
+/// every bundle request with the bytes in `bundle`, sealed to the
+/// request's transport key, the answer signed for the request as the
+/// server would; anything else 404.
 struct FakeServer {
     url: String,
     bundle: Arc<Mutex<Vec<u8>>>,
@@ -375,7 +385,7 @@ struct FakeServer {
 }
 
 impl FakeServer {
-    fn start() -> FakeServer {
+    fn start(key: Ed25519KeyPair) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let bundle = Arc::new(Mutex::new(Vec::new()));
@@ -384,7 +394,7 @@ impl FakeServer {
         std::thread::spawn(move || {
             for connection in listener.incoming() {
                 let Ok(connection) = connection else { continue };
-                let _ = Self::answer(connection, &b, &s);
+                let _ = Self::answer(connection, &b, &s, &key);
             }
         });
         FakeServer {
@@ -398,17 +408,12 @@ impl FakeServer {
         mut connection: TcpStream,
         bundle: &Mutex<Vec<u8>>,
         served: &AtomicUsize,
+        key: &Ed25519KeyPair,
     ) -> std::io::Result<()> {
         connection.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
-            if connection.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
+        let Some((head, _)) = read_request(&mut connection)? else {
+            return Ok(());
+        };
         let target = head.split(' ').nth(1).unwrap_or("");
         let transport = target
             .strip_prefix("/api/v1/sync/bundle?")
@@ -418,18 +423,31 @@ impl FakeServer {
                     .find_map(|kv| kv.strip_prefix("transport="))
             })
             .and_then(unhex);
-        let (status, body) = match transport {
-            Some(key) => {
+        let (status, body, signed) = match transport {
+            Some(transport) => {
                 let plain = bundle.lock().unwrap().clone();
                 served.fetch_add(1, Ordering::SeqCst);
-                ("200 OK", bundle::seal_for(&key, &plain).unwrap())
+                // The version the bundle claims, as the server would name it.
+                let version = serde_json::from_slice::<serde_json::Value>(
+                    plain.get(HEADER..).unwrap_or_default(),
+                )
+                .ok()
+                .and_then(|b| b["version"].as_u64())
+                .unwrap_or(1);
+                let body = bundle::seal_for(&transport, &plain).unwrap();
+                let signed = answer_headers(key, &head, 200, Some(version), &body);
+                ("200 OK", body, signed)
             }
-            None => ("404 Not Found", br#"{"error":"fake server"}"#.to_vec()),
+            None => (
+                "404 Not Found",
+                br#"{"error":"fake server"}"#.to_vec(),
+                String::new(),
+            ),
         };
         write!(
             connection,
             "HTTP/1.1 {status}\r\ncontent-type: application/octet-stream\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n",
+             content-length: {}\r\n{signed}connection: close\r\n\r\n",
             body.len()
         )?;
         connection.write_all(&body)?;
@@ -496,7 +514,7 @@ fn bundles_tampered_replayed_or_signed_by_another_key_are_refused_and_the_last_g
     // Cut short.
     let cut = good[..good.len() / 2].to_vec();
 
-    let fake = FakeServer::start();
+    let fake = FakeServer::start(server_key(&central));
     let _ = Bastion::new(&bastion.dir, &fake.url);
     bastion.start();
     let cases = [
@@ -562,4 +580,361 @@ fn bundles_tampered_replayed_or_signed_by_another_key_are_refused_and_the_last_g
     bastion.start();
     bastion.wait_for("yan in the NSS cache", || bastion.has_user("yan"));
     assert!(bastion.has_user("zed"));
+}
+
+// ---- raw HTTP for the fakes ------------------------------------------------------
+
+/// Reads one request: its head (up to the blank line) and its body
+/// (`content-length`); `None` when the peer closed first.
+fn read_request(connection: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+        if connection.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length: usize = header_of(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    connection.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+/// The value of header `name` in a raw HTTP head.
+fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The headers (each ending in CRLF) a server holding `key` adds to an
+/// answer to the raw request `head`: the version and the answer signature
+/// (`jms_core::bundle::sign_answer`, the server's own definition).
+fn answer_headers(
+    key: &Ed25519KeyPair,
+    head: &str,
+    status: u16,
+    version: Option<u64>,
+    body: &[u8],
+) -> String {
+    let mut words = head.split(' ');
+    let method = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let binding = bundle::AnswerBinding {
+        bastion_id: header_of(head, "x-jms-bastion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        nonce: header_of(head, "x-jms-nonce").unwrap_or(""),
+        method,
+        path,
+        query,
+    };
+    let signature = bundle::sign_answer(key, &binding, status, version, body);
+    let mut out = String::new();
+    if let Some(version) = version {
+        out.push_str(&format!("{}: {version}\r\n", bundle::VERSION_HEADER));
+    }
+    out.push_str(&format!(
+        "{}: {signature}\r\n",
+        bundle::ANSWER_SIGNATURE_HEADER
+    ));
+    out
+}
+
+/// The real server's signing key (its data dir's `sync.key`).
+fn server_key(central: &common::Central) -> Ed25519KeyPair {
+    let pkcs8 = std::fs::read(central.data.join("sync.key")).expect("the server's sync.key");
+    Ed25519KeyPair::from_pkcs8(&pkcs8).expect("an Ed25519 key")
+}
+
+// ---- a man in the middle ---------------------------------------------------------
+
+/// What the man in the middle does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MitmMode {
+    /// Forwards everything (and records the last genuine 304).
+    Forward,
+    /// Answers every request with a bare 304, the server never asked.
+    Bare304,
+    /// Answers bundle requests with the last genuine signed 304 (another
+    /// request's); forwards the rest.
+    Replay304,
+    /// Answers control polls with a kill order of its own (unsigned, or
+    /// signed by another key, in turn); forwards the rest.
+    ForgeControl,
+    /// Acknowledges every events upload as stored (unsigned), the server
+    /// never asked; forwards the rest.
+    ForgeEventsAck,
+}
+
+/// The session id of the forged kill orders.
+const FORGED_SESSION: &str = "forged-by-the-mitm";
+
+/// A man in the middle between agentd and the real server.
+struct Mitm {
+    url: String,
+    mode: Arc<Mutex<MitmMode>>,
+    /// The last genuine 304 answer seen, raw.
+    recorded: Arc<Mutex<Option<Vec<u8>>>>,
+    /// Answers it made up so far.
+    forged: Arc<AtomicUsize>,
+}
+
+impl Mitm {
+    fn start(upstream: &str, mode: MitmMode) -> Mitm {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let mode = Arc::new(Mutex::new(mode));
+        let recorded = Arc::new(Mutex::new(None));
+        let forged = Arc::new(AtomicUsize::new(0));
+        let (m, r, f) = (mode.clone(), recorded.clone(), forged.clone());
+        let other = Arc::new(new_key());
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                let Ok(connection) = connection else { continue };
+                let (m, r, f, o, up) = (
+                    m.clone(),
+                    r.clone(),
+                    f.clone(),
+                    other.clone(),
+                    upstream.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = Self::serve(connection, &up, &m, &r, &f, &o);
+                });
+            }
+        });
+        Mitm {
+            url,
+            mode,
+            recorded,
+            forged,
+        }
+    }
+
+    fn set(&self, mode: MitmMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn forged(&self) -> usize {
+        self.forged.load(Ordering::SeqCst)
+    }
+
+    fn serve(
+        mut client: TcpStream,
+        upstream: &str,
+        mode: &Mutex<MitmMode>,
+        recorded: &Mutex<Option<Vec<u8>>>,
+        forged: &AtomicUsize,
+        other: &Ed25519KeyPair,
+    ) -> std::io::Result<()> {
+        client.set_read_timeout(Some(Duration::from_secs(90)))?;
+        let Some((head, body)) = read_request(&mut client)? else {
+            return Ok(());
+        };
+        let target = head.split(' ').nth(1).unwrap_or("").to_string();
+        let mode = *mode.lock().unwrap();
+        let bundle_request = target.starts_with("/api/v1/sync/bundle?");
+        let made_up = match mode {
+            MitmMode::Bare304 => {
+                Some(b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n".to_vec())
+            }
+            MitmMode::Replay304 if bundle_request => recorded.lock().unwrap().clone(),
+            MitmMode::ForgeControl if target.starts_with("/api/v1/sync/control") => {
+                let n = forged.load(Ordering::SeqCst);
+                let body = format!(
+                    r#"{{"orders":[{{"kind":"kill","session":"{FORGED_SESSION}","reason":"mitm {n}"}}]}}"#
+                );
+                // Every other one signed for this very request, but by
+                // another key than the pinned one.
+                let signed = if n % 2 == 1 {
+                    answer_headers(other, &head, 200, None, body.as_bytes())
+                } else {
+                    String::new()
+                };
+                Some(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n{signed}connection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes(),
+                )
+            }
+            MitmMode::ForgeEventsAck if target.starts_with("/api/v1/sync/events") => {
+                let batch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let ids: Vec<&str> = batch["events"]
+                    .as_array()
+                    .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
+                    .unwrap_or_default();
+                let answer = serde_json::json!({"accepted": ids, "stored": ids.len()}).to_string();
+                Some(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    )
+                    .into_bytes(),
+                )
+            }
+            _ => None,
+        };
+        if let Some(answer) = made_up {
+            forged.fetch_add(1, Ordering::SeqCst);
+            client.write_all(&answer)?;
+            return client.shutdown(std::net::Shutdown::Both);
+        }
+        let mut server = TcpStream::connect(upstream)?;
+        let mut forwarded = String::new();
+        for line in head.trim_end().lines() {
+            if !line.to_ascii_lowercase().starts_with("connection:") {
+                forwarded.push_str(line);
+                forwarded.push_str("\r\n");
+            }
+        }
+        forwarded.push_str("Connection: close\r\n\r\n");
+        server.write_all(forwarded.as_bytes())?;
+        server.write_all(&body)?;
+        let mut response = Vec::new();
+        server.read_to_end(&mut response)?;
+        if bundle_request && response.starts_with(b"HTTP/1.1 304") {
+            *recorded.lock().unwrap() = Some(response.clone());
+        }
+        client.write_all(&response)?;
+        client.shutdown(std::net::Shutdown::Both)
+    }
+}
+
+/// Whether agentd answers `user` as a known jms user (what PAM asks).
+fn known(bastion: &Bastion, user: &str) -> bool {
+    let Ok(mut client) = jms_proto::Client::connect(&bastion.socket(), Duration::from_secs(5))
+    else {
+        return false;
+    };
+    matches!(
+        client.call(&Request::UserStatus { user: user.into() }),
+        Ok(Response::UserStatus { known: true, .. })
+    )
+}
+
+#[test]
+fn answers_a_man_in_the_middle_makes_or_replays_are_not_believed_and_the_bastion_fails_closed() {
+    let (_dir, central, mut bastion) = enrolled_bastion();
+    // Forged control orders from the start (before any genuine control
+    // poll is held at the server); bundles and events go through.
+    let mitm = Mitm::start(&central.url, MitmMode::ForgeControl);
+    let _ = Bastion::new(&bastion.dir, &mitm.url);
+    let config = std::fs::read_to_string(bastion.config()).unwrap();
+    std::fs::write(
+        bastion.config(),
+        config.replace(
+            "max_staleness_secs = 3600\n",
+            "max_staleness_secs = 3\nlong_poll_secs = 2\n",
+        ),
+    )
+    .unwrap();
+    bastion.start();
+    assert!(bastion.has_user("alice"), "{}", bastion.log());
+
+    // Forged orders, unsigned and signed by another key: refused, never
+    // carried out.
+    bastion.wait_for("forged control orders", || mitm.forged() >= 4);
+    let log = bastion.log();
+    assert!(
+        !log.contains("session_kill_order") && !log.contains(FORGED_SESSION),
+        "a forged kill order was carried out:\n{log}"
+    );
+    assert!(
+        log.contains("sync_answer_refused") && log.contains("/api/v1/sync/control"),
+        "the forged control answers raise the alarm:\n{log}"
+    );
+
+    // The normal path: a change on the server reaches the bastion.
+    mitm.set(MitmMode::Forward);
+    central.jmsctl(&["user", "add", "zed", "--name", "Zed"]);
+    bastion.wait_for("zed known", || {
+        bastion.has_user("zed") && known(&bastion, "zed")
+    });
+
+    // Every answer a bare 304: no answer at all, so the staleness clock
+    // runs out and the bastion fails closed.
+    mitm.set(MitmMode::Bare304);
+    bastion.wait_for_within(
+        "agentd to fail closed behind bare 304s",
+        Duration::from_secs(60),
+        || !bastion.has_user("alice") && !bastion.has_user("zed") && !known(&bastion, "alice"),
+    );
+    let log = bastion.log();
+    assert!(
+        log.contains("not signed by the server") && log.contains("policy_stale"),
+        "the bare 304s are refused and the staleness alarm raised:\n{log}"
+    );
+
+    // The clean path again: the policy comes back.
+    mitm.set(MitmMode::Forward);
+    bastion.wait_for_within("the policy back", Duration::from_secs(60), || {
+        bastion.has_user("alice") && bastion.has_user("zed")
+    });
+
+    // A genuine signed 304, replayed for later requests: bound to another
+    // nonce, so refused; the bastion fails closed again.
+    bastion.wait_for_within("a genuine 304 to replay", Duration::from_secs(60), || {
+        mitm.recorded.lock().unwrap().is_some()
+    });
+    let before = bastion.log().matches("does not verify").count();
+    mitm.set(MitmMode::Replay304);
+    bastion.wait_for_within(
+        "agentd to fail closed behind a replayed 304",
+        Duration::from_secs(60),
+        || !bastion.has_user("alice"),
+    );
+    assert!(
+        bastion.log().matches("does not verify").count() > before,
+        "the replayed 304 is refused for its signature:\n{}",
+        bastion.log()
+    );
+
+    mitm.set(MitmMode::Forward);
+    bastion.wait_for_within("the policy back", Duration::from_secs(60), || {
+        bastion.has_user("alice") && bastion.has_user("zed") && known(&bastion, "alice")
+    });
+
+    // A forged acknowledgement of an events upload: not believed, so the
+    // event stays spooled and reaches the server once the path is clean.
+    mitm.set(MitmMode::ForgeEventsAck);
+    let forged = mitm.forged();
+    let answer = jms_proto::Client::call_once(
+        &bastion.socket(),
+        Duration::from_secs(10),
+        &Request::Authenticate {
+            user: "alice".into(),
+            password: jms_core::model::Secret::new("not her password"),
+            totp: None,
+            rhost: Some("192.0.2.99".into()),
+            service: "sshd".into(),
+        },
+    )
+    .unwrap();
+    assert!(matches!(answer, Response::Auth { .. }), "{answer:?}");
+    bastion.wait_for("a forged events acknowledgement", || mitm.forged() > forged);
+    assert!(
+        !bastion.spool_empty(),
+        "a forged acknowledgement emptied the spool:\n{}",
+        bastion.log()
+    );
+    mitm.set(MitmMode::Forward);
+    bastion.wait_for("the login event on the server", || {
+        !sqlite(
+            &central.data,
+            "SELECT outcome FROM logins WHERE remote_addr = '192.0.2.99'",
+        )
+        .is_empty()
+    });
 }

@@ -59,6 +59,21 @@
 //! SHA-256 of the body. The server checks the signature against the key
 //! registered at enrollment, the timestamp against its clock and the nonce
 //! against those it has seen.
+//!
+//! # Signed answers
+//!
+//! Every answer to an authenticated sync request (304 included, and the
+//! control orders) is signed by the server key over [`answer_message`]:
+//! the bastion id and the request's nonce, method, path and query (so an
+//! answer fits one request only and can never be replayed for another),
+//! the HTTP status, the policy version the answer talks about (the
+//! [`VERSION_HEADER`]: for a 304 the server's version, for a bundle or
+//! delta the version it brings) and the SHA-256 of the body. The signature
+//! travels in [`ANSWER_SIGNATURE_HEADER`]; [`verify_answer`] is what the
+//! bastion runs on every answer before it believes anything in it. An
+//! answer that is unsigned, badly signed or bound to another request is
+//! no answer: the bastion counts the server as unreachable, so its
+//! staleness clock runs and it fails closed at `max_staleness_secs`.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +102,12 @@ pub const DELTA_SIGN_CONTEXT: &[u8] = b"jms-delta-v1\0";
 const TRANSPORT_INFO: &[u8] = b"jms-bundle-transport-v1";
 /// What a request signature covers first.
 const REQUEST_CONTEXT: &str = "jms-sync-request-v1";
+/// What an answer signature covers first.
+const ANSWER_CONTEXT: &str = "jms-sync-answer-v1";
+/// The header carrying the server's signature of an answer (hex).
+pub const ANSWER_SIGNATURE_HEADER: &str = "x-jms-answer-signature";
+/// The header carrying the policy version an answer talks about.
+pub const VERSION_HEADER: &str = "x-jms-policy-version";
 const KEY_LEN: usize = 32;
 const SIG_LEN: usize = 64;
 const HEADER_LEN: usize = MAGIC.len() + 1 + KEY_LEN + SIG_LEN;
@@ -587,6 +608,122 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> 
         .is_ok()
 }
 
+// ---- answer signatures -------------------------------------------------------
+
+/// The request an answer belongs to: what the bastion sent (and signed),
+/// as the server authenticated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerBinding<'a> {
+    /// The enrolled bastion's id (`X-Jms-Bastion`).
+    pub bastion_id: i64,
+    /// The request's nonce (`X-Jms-Nonce`), fresh for every request.
+    pub nonce: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+}
+
+/// Why an answer was not believed. Every variant means: this is no
+/// answer from the server (count it as unreachable, log it as an alarm).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnswerError {
+    /// No signature header: a proxy or a man in the middle answered.
+    #[error("the answer is not signed by the server")]
+    Unsigned,
+    /// A header that is not what the server writes.
+    #[error("malformed answer: {0}")]
+    Malformed(&'static str),
+    /// Signed by another key, for another request (a replay), or altered.
+    #[error("the answer's signature does not verify (another key, another request, or altered)")]
+    BadSignature,
+}
+
+/// Longest header value [`verify_answer`] looks at (a signature is 128
+/// hex digits, a version 20 digits).
+const MAX_ANSWER_HEADER: usize = 256;
+
+/// What the server signs for one answer: the request it answers, the
+/// status, the version it talks about (none for answers about no
+/// version) and the SHA-256 of the body.
+pub fn answer_message(
+    binding: &AnswerBinding<'_>,
+    status: u16,
+    version: Option<u64>,
+    body: &[u8],
+) -> Vec<u8> {
+    let AnswerBinding {
+        bastion_id,
+        nonce,
+        method,
+        path,
+        query,
+    } = binding;
+    let version = version.map(|v| v.to_string()).unwrap_or_default();
+    format!(
+        "{ANSWER_CONTEXT}\n{bastion_id}\n{nonce}\n{method}\n{path}\n{query}\n{status}\n{version}\n{}",
+        hex(digest(&SHA256, body).as_ref())
+    )
+    .into_bytes()
+}
+
+/// The server's signature of an answer: the value of
+/// [`ANSWER_SIGNATURE_HEADER`] (hex).
+pub fn sign_answer(
+    key: &Ed25519KeyPair,
+    binding: &AnswerBinding<'_>,
+    status: u16,
+    version: Option<u64>,
+    body: &[u8],
+) -> String {
+    hex(key
+        .sign(&answer_message(binding, status, version, body))
+        .as_ref())
+}
+
+/// Checks an answer to the request `binding` against the pinned server
+/// key: `version` and `signature` are the raw values of
+/// [`VERSION_HEADER`] and [`ANSWER_SIGNATURE_HEADER`] (absent: `None`).
+/// Returns the version the answer talks about, once it is believed.
+pub fn verify_answer(
+    pinned: &[u8],
+    binding: &AnswerBinding<'_>,
+    status: u16,
+    version: Option<&[u8]>,
+    body: &[u8],
+    signature: Option<&[u8]>,
+) -> std::result::Result<Option<u64>, AnswerError> {
+    let signature = signature.ok_or(AnswerError::Unsigned)?;
+    if signature.len() > MAX_ANSWER_HEADER {
+        return Err(AnswerError::Malformed("signature header too long"));
+    }
+    let signature = std::str::from_utf8(signature)
+        .ok()
+        .and_then(|s| unhex(s.trim()))
+        .filter(|s| s.len() == SIG_LEN)
+        .ok_or(AnswerError::Malformed("signature: expected 128 hex digits"))?;
+    let version = match version {
+        None => None,
+        Some(v) if v.len() > MAX_ANSWER_HEADER => {
+            return Err(AnswerError::Malformed("version header too long"))
+        }
+        Some(v) => Some(
+            std::str::from_utf8(v)
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or(AnswerError::Malformed("version: expected a decimal number"))?,
+        ),
+    };
+    let message = answer_message(binding, status, version, body);
+    if verify_signature(pinned, &message, &signature) {
+        Ok(version)
+    } else {
+        Err(AnswerError::BadSignature)
+    }
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -842,6 +979,189 @@ mod tests {
         ] {
             assert!(!verify_signature(&pinned(&key), &other, signature.as_ref()));
         }
+    }
+
+    fn binding<'a>(nonce: &'a str) -> AnswerBinding<'a> {
+        AnswerBinding {
+            bastion_id: 3,
+            nonce,
+            method: "GET",
+            path: "/api/v1/sync/bundle",
+            query: "since=7&transport=ab",
+        }
+    }
+
+    #[test]
+    fn a_signed_answer_verifies_for_its_own_request_only() {
+        let key = key();
+        let at = binding("00112233445566778899aabbccddeeff");
+        let signature = sign_answer(&key, &at, 304, Some(7), b"");
+        let verify = |pinned: &[u8], b: &AnswerBinding<'_>, status, version: &str, body: &[u8]| {
+            verify_answer(
+                pinned,
+                b,
+                status,
+                Some(version.as_bytes()),
+                body,
+                Some(signature.as_bytes()),
+            )
+        };
+        assert_eq!(verify(&pinned(&key), &at, 304, "7", b""), Ok(Some(7)));
+
+        let other = self::key();
+        assert_eq!(
+            verify(&pinned(&other), &at, 304, "7", b""),
+            Err(AnswerError::BadSignature),
+            "another server key"
+        );
+        let replayed = binding("ffeeddccbbaa99887766554433221100");
+        assert_eq!(
+            verify(&pinned(&key), &replayed, 304, "7", b""),
+            Err(AnswerError::BadSignature),
+            "an answer to an earlier request (another nonce)"
+        );
+        let other_bastion = AnswerBinding {
+            bastion_id: 4,
+            ..at
+        };
+        assert_eq!(
+            verify(&pinned(&key), &other_bastion, 304, "7", b""),
+            Err(AnswerError::BadSignature),
+            "an answer to another bastion"
+        );
+        for (what, b) in [
+            (
+                "method",
+                AnswerBinding {
+                    method: "POST",
+                    ..at
+                },
+            ),
+            (
+                "path",
+                AnswerBinding {
+                    path: "/api/v1/sync/control",
+                    ..at
+                },
+            ),
+            (
+                "query",
+                AnswerBinding {
+                    query: "since=8&transport=ab",
+                    ..at
+                },
+            ),
+        ] {
+            assert_eq!(
+                verify(&pinned(&key), &b, 304, "7", b""),
+                Err(AnswerError::BadSignature),
+                "another {what}"
+            );
+        }
+        assert_eq!(
+            verify(&pinned(&key), &at, 304, "8", b""),
+            Err(AnswerError::BadSignature),
+            "a tampered version"
+        );
+        assert_eq!(
+            verify(&pinned(&key), &at, 200, "7", b""),
+            Err(AnswerError::BadSignature),
+            "a tampered status"
+        );
+        assert_eq!(
+            verify(&pinned(&key), &at, 304, "7", b"x"),
+            Err(AnswerError::BadSignature),
+            "a tampered body"
+        );
+        assert_eq!(
+            verify_answer(
+                &pinned(&key),
+                &at,
+                304,
+                None,
+                b"",
+                Some(signature.as_bytes())
+            ),
+            Err(AnswerError::BadSignature),
+            "the version header dropped"
+        );
+    }
+
+    #[test]
+    fn an_unsigned_or_malformed_answer_is_refused() {
+        let key = key();
+        let at = binding("00112233445566778899aabbccddeeff");
+        assert_eq!(
+            verify_answer(&pinned(&key), &at, 304, Some(b"7"), b"", None),
+            Err(AnswerError::Unsigned)
+        );
+        let signature = sign_answer(&key, &at, 304, Some(7), b"");
+        for (version, sig) in [
+            (&b"7"[..], &b"zz"[..]),
+            (b"7", &signature.as_bytes()[..126]),
+            (b"7", &[b'a'; 4096][..]),
+            (b"-7", signature.as_bytes()),
+            (b"+7", signature.as_bytes()),
+            (b"", signature.as_bytes()),
+            (b"99999999999999999999999", signature.as_bytes()),
+            (b"\xff", signature.as_bytes()),
+        ] {
+            assert!(
+                matches!(
+                    verify_answer(&pinned(&key), &at, 304, Some(version), b"", Some(sig)),
+                    Err(AnswerError::Malformed(_))
+                ),
+                "{version:?} / {sig:?}"
+            );
+        }
+        // No answer at all for a key that is not a key.
+        assert_eq!(
+            verify_answer(
+                &[1, 2, 3],
+                &at,
+                304,
+                Some(b"7"),
+                b"",
+                Some(signature.as_bytes())
+            ),
+            Err(AnswerError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_version_signs_none() {
+        let key = key();
+        let at = AnswerBinding {
+            method: "GET",
+            path: "/api/v1/sync/control",
+            query: "wait=25",
+            ..binding("0123456789abcdef")
+        };
+        let body = br#"{"orders":[]}"#;
+        let signature = sign_answer(&key, &at, 200, None, body);
+        assert_eq!(
+            verify_answer(
+                &pinned(&key),
+                &at,
+                200,
+                None,
+                body,
+                Some(signature.as_bytes())
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            verify_answer(
+                &pinned(&key),
+                &at,
+                200,
+                Some(b"0"),
+                body,
+                Some(signature.as_bytes())
+            ),
+            Err(AnswerError::BadSignature),
+            "a version added in transit"
+        );
     }
 
     fn delta(key: &Ed25519KeyPair, from: u64, to: u64) -> Delta {

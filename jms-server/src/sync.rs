@@ -26,6 +26,10 @@
 //!   from a bastion that is current is held until the version moves (a
 //!   `tokio::sync::watch` the write path bumps) or the time is up; at most
 //!   [`MAX_WAITERS`] are held at once, more are answered at once.
+//! - Answers: every answer to an authenticated request (304 and control
+//!   orders included) is signed by the server key for that request
+//!   ([`Admin::sign_answer`], `jms_core::bundle::answer_message`), so a
+//!   bastion believes no answer a man in the middle made or replayed.
 //! - Events are stored once per (bastion, idempotency key): `INSERT OR
 //!   IGNORE`, so a retried batch stores nothing twice.
 
@@ -70,8 +74,11 @@ pub mod headers {
     pub const TIMESTAMP: &str = "x-jms-timestamp";
     pub const NONCE: &str = "x-jms-nonce";
     pub const SIGNATURE: &str = "x-jms-signature";
-    /// On a bundle response: its version.
-    pub const VERSION: &str = "x-jms-policy-version";
+    /// On a bundle response (304 included): the version it talks about.
+    pub const VERSION: &str = jms_core::bundle::VERSION_HEADER;
+    /// On every answer to an authenticated request: the server's
+    /// signature (`jms_core::bundle::answer_message`).
+    pub const ANSWER_SIGNATURE: &str = jms_core::bundle::ANSWER_SIGNATURE_HEADER;
     /// On a bundle response: `full` or `delta`.
     pub const BUNDLE_KIND: &str = "x-jms-bundle-kind";
     /// On a delta response: the version it applies to.
@@ -296,8 +303,8 @@ impl SyncState {
 /// What a bastion gets for the version it holds.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    /// It is current.
-    Current,
+    /// It is current: the server is at `version` (at most the bastion's).
+    Current { version: u64 },
     /// A signed delta from `from` to `to`.
     Delta {
         from: u64,
@@ -358,6 +365,18 @@ impl Admin {
     /// The server's public signing key.
     pub fn server_public_key(&self) -> &[u8] {
         self.sync.key.public_key()
+    }
+
+    /// The signature of an answer to the authenticated request `binding`
+    /// (the value of [`headers::ANSWER_SIGNATURE`]).
+    pub fn sign_answer(
+        &self,
+        binding: &bundle::AnswerBinding<'_>,
+        status: u16,
+        version: Option<u64>,
+        body: &[u8],
+    ) -> String {
+        bundle::sign_answer(&self.sync.key.pair, binding, status, version, body)
     }
 
     /// Creates a one-time bastion enrollment token valid for `ttl`;
@@ -514,7 +533,7 @@ impl Admin {
     pub fn answer(&self, bastion: &BastionRow, since: u64) -> Result<Answer> {
         let version = self.version()?;
         if since >= version {
-            return Ok(Answer::Current);
+            return Ok(Answer::Current { version });
         }
         if since > 0 {
             match self.signed_delta(since, version) {

@@ -1,7 +1,7 @@
 //! The sync API against a real server: enrollment with one-time tokens,
 //! signed bundle requests (unsigned, replayed, foreign-key, stale and
-//! unknown-bastion requests refused; 304 when current) and exactly-once
-//! event ingest.
+//! unknown-bastion requests refused; 304 when current; every answer signed
+//! for its request) and exactly-once event ingest.
 
 mod common;
 
@@ -229,4 +229,134 @@ fn the_same_event_batch_twice_is_stored_once() {
 
     let admin = jms_server::Admin::open(&server.data).unwrap();
     assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 2);
+}
+
+/// Sends a request signed by `bastion`; returns the status, the headers
+/// and the body, and the binding its answer must be signed for.
+fn signed_exchange(
+    server: &Server,
+    bastion: &SyncBastion,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>, String) {
+    let headers = bastion.sign(method, path, query, body);
+    let nonce = headers
+        .iter()
+        .find(|(k, _)| *k == "x-jms-nonce")
+        .unwrap()
+        .1
+        .clone();
+    let http = reqwest::blocking::Client::new();
+    let url = format!("{}{path}?{query}", server.url);
+    let mut request = http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    for (k, v) in &headers {
+        request = request.header(*k, v);
+    }
+    if !body.is_empty() {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+    }
+    let response = request.send().expect("server answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().unwrap().to_vec(), nonce)
+}
+
+#[test]
+fn every_answer_to_a_signed_request_is_signed_for_that_request() {
+    use jms_core::bundle::{verify_answer, AnswerBinding, AnswerError};
+    let server = Server::start();
+    let out = server.jmsctl(&["policy", "apply", common::EXAMPLE]);
+    assert_eq!(outcome(&out).0, 0, "apply: {}", outcome(&out).2);
+    let bastion = enrolled(&server, "b1");
+    let version = server.version();
+    let check = |method: &str, path: &str, query: &str, body: &[u8], want: u16| {
+        let (status, headers, answer, nonce) =
+            signed_exchange(&server, &bastion, method, path, query, body);
+        assert_eq!(status, want, "{method} {path}?{query}");
+        let header = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+        let (v, sig) = (
+            header(bundle::VERSION_HEADER),
+            header(bundle::ANSWER_SIGNATURE_HEADER),
+        );
+        let binding = AnswerBinding {
+            bastion_id: bastion.id,
+            nonce: &nonce,
+            method,
+            path,
+            query,
+        };
+        let verified = verify_answer(
+            &bastion.server_key,
+            &binding,
+            status,
+            v.as_deref(),
+            &answer,
+            sig.as_deref(),
+        );
+        let replayed = verify_answer(
+            &bastion.server_key,
+            &AnswerBinding {
+                nonce: "00000000000000000000000000000000",
+                ..binding
+            },
+            status,
+            v.as_deref(),
+            &answer,
+            sig.as_deref(),
+        );
+        assert_eq!(
+            replayed,
+            Err(AnswerError::BadSignature),
+            "{method} {path}: bound to its nonce"
+        );
+        verified.unwrap_or_else(|e| panic!("{method} {path}?{query} ({status}): {e}"))
+    };
+    let transport = TransportKey::generate().public_hex();
+    assert_eq!(
+        check(
+            "GET",
+            "/api/v1/sync/bundle",
+            &format!("since=0&transport={transport}"),
+            b"",
+            200
+        ),
+        Some(version),
+        "a bundle answer names its version"
+    );
+    assert_eq!(
+        check(
+            "GET",
+            "/api/v1/sync/bundle",
+            &format!("since={version}&transport={transport}"),
+            b"",
+            304
+        ),
+        Some(version),
+        "a 304 names the server's version"
+    );
+    assert_eq!(
+        check("GET", "/api/v1/sync/control", "wait=0", b"", 200),
+        None,
+        "control orders are signed"
+    );
+    check("POST", "/api/v1/sync/events", "", br#"{"events":[]}"#, 200);
+    // A refusal after authentication is signed too (the bastion treats it
+    // as a failure either way).
+    check("GET", "/api/v1/sync/control", "wait=999", b"", 400);
+
+    // An unauthenticated request gets no signed answer.
+    let response = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/sync/control?wait=0", server.url))
+        .send()
+        .unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    assert_eq!(status, 401);
+    assert!(
+        headers.get(bundle::ANSWER_SIGNATURE_HEADER).is_none(),
+        "an answer to an unauthenticated request is not signed"
+    );
 }

@@ -9,8 +9,10 @@
 //! [`BundleProxy`] sits between a bastion and the server: it forwards the
 //! sync API as it is, until a test makes it answer bundle requests with a
 //! signed bundle of its choosing (tampered, replayed, signed by another
-//! key), sealed to the bastion's transport key as the server would — what
-//! an attacker on the path, or a compromised mirror, could send.
+//! key), sealed to the bastion's transport key as the server would, the
+//! answer itself signed for the request with the server's own key (it
+//! reads the server's `sync.key`): what a compromised mirror holding that
+//! key could send, so the bundle's own checks are what stop it.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -285,6 +287,9 @@ pub enum ProxyMode {
     Forward,
     /// This signed bundle (or delta), sealed to the requester.
     Answer(Vec<u8>),
+    /// A bare, unsigned 304 to every request, the server never asked:
+    /// what a man in the middle freezing the policy would send.
+    Bare304,
 }
 
 /// An HTTP forwarder in front of jms-server that can substitute bundles.
@@ -298,11 +303,16 @@ pub struct BundleProxy {
 }
 
 impl BundleProxy {
-    /// Forwards to `server` (`http://HOST:PORT`) until told otherwise.
-    pub fn start(server: &str) -> BundleProxy {
+    /// Forwards to `central` until told otherwise; signs its substitutes
+    /// with the server's key.
+    pub fn start(central: &Central) -> BundleProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let upstream = server.trim_start_matches("http://").to_owned();
+        let upstream = central.url.trim_start_matches("http://").to_owned();
+        let pkcs8 = fs::read(central.data_dir().join("sync.key")).expect("the server's sync.key");
+        let key = Arc::new(
+            ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).expect("an Ed25519 server key"),
+        );
         let mode = Arc::new(Mutex::new(ProxyMode::Forward));
         let substituted = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -313,9 +323,9 @@ impl BundleProxy {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (m, n, upstream) = (m.clone(), n.clone(), upstream.clone());
+                let (m, n, upstream, key) = (m.clone(), n.clone(), upstream.clone(), key.clone());
                 thread::spawn(move || {
-                    let _ = serve(stream, &upstream, &m, &n);
+                    let _ = serve(stream, &upstream, &m, &n, &key);
                 });
             }
         });
@@ -351,6 +361,7 @@ fn serve(
     upstream: &str,
     mode: &Mutex<ProxyMode>,
     substituted: &Mutex<u64>,
+    key: &ring::signature::Ed25519KeyPair,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = Vec::new();
@@ -374,6 +385,11 @@ fn serve(
     client.read_exact(&mut body)?;
     let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
     let answer = mode.lock().expect("proxy mode").clone();
+    if let ProxyMode::Bare304 = answer {
+        *substituted.lock().expect("proxy count") += 1;
+        client.write_all(b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n")?;
+        return client.shutdown(Shutdown::Both);
+    }
     if let (true, ProxyMode::Answer(signed)) = (target.starts_with("/api/v1/sync/bundle?"), answer)
     {
         let transport = target
@@ -387,8 +403,9 @@ fn serve(
         let sealed = jms_core::bundle::seal_for(&transport, &signed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         *substituted.lock().expect("proxy count") += 1;
+        let signed_headers = answer_headers(key, &head, &target, &signed, &sealed);
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n{signed_headers}connection: close\r\n\r\n",
             sealed.len()
         );
         client.write_all(response.as_bytes())?;
@@ -410,4 +427,58 @@ fn serve(
     server.read_to_end(&mut response)?;
     client.write_all(&response)?;
     client.shutdown(Shutdown::Both)
+}
+
+/// The version and answer-signature headers (each ending in CRLF) the
+/// server would put on a 200 carrying `signed` (a signed bundle or delta:
+/// its version, or the version it brings) sealed as `body`, for the
+/// request whose raw head is `head`.
+fn answer_headers(
+    key: &ring::signature::Ed25519KeyPair,
+    head: &str,
+    target: &str,
+    signed: &[u8],
+    body: &[u8],
+) -> String {
+    use jms_core::bundle::{self, AnswerBinding};
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    // The body is JSON: a bundle starts `{"version":N`, a delta names
+    // `"to_version":N`.
+    let text = String::from_utf8_lossy(signed.get(4 + 1 + 32 + 64..).unwrap_or_default());
+    let number_after = |key: &str| -> Option<u64> {
+        let rest = &text[text.find(key)? + key.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let version = number_after("\"to_version\":").or_else(|| number_after("{\"version\":"));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let nonce = header("x-jms-nonce").unwrap_or_default();
+    let binding = AnswerBinding {
+        bastion_id: header("x-jms-bastion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        nonce: &nonce,
+        method: head.split_whitespace().next().unwrap_or(""),
+        path,
+        query,
+    };
+    let signature = bundle::sign_answer(key, &binding, 200, version, body);
+    let mut out = String::new();
+    if let Some(version) = version {
+        out.push_str(&format!("{}: {version}\r\n", bundle::VERSION_HEADER));
+    }
+    out.push_str(&format!(
+        "{}: {signature}\r\n",
+        bundle::ANSWER_SIGNATURE_HEADER
+    ));
+    out
 }

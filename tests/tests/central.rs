@@ -6,7 +6,10 @@
 //! refused after. The server's settings (lockout threshold, maximum
 //! session length) rule the bastion. Bundles that are tampered with,
 //! replayed or signed by another key — handed to agentd by a proxy on the
-//! path — are refused and the bastion keeps working.
+//! path, each in an answer signed with the server key — are refused and the
+//! bastion keeps working; a man in the middle answering bare 304s is not
+//! believed, so past `max_staleness_secs` the bastion fails closed (the
+//! user's ssh login is refused) until the path is clean again.
 //!
 //! Nothing here measures time: every wait polls with a generous deadline.
 
@@ -260,14 +263,14 @@ fn bump(central: &Central, n: usize) {
 }
 
 #[test]
-fn tampered_replayed_and_foreign_bundles_are_refused_and_the_bastion_keeps_working() {
+fn tampered_replayed_and_foreign_bundles_are_refused_and_a_frozen_sync_fails_closed() {
     use jms_core::bundle::{self, Bundle};
     use ring::rand::SystemRandom;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
     let proxy_slot = std::cell::RefCell::new(None);
     let s = scene(Some(&|central: &Central| {
-        let proxy = BundleProxy::start(&central.url);
+        let proxy = BundleProxy::start(central);
         let url = proxy.url.clone();
         *proxy_slot.borrow_mut() = Some(proxy);
         url
@@ -336,4 +339,37 @@ fn tampered_replayed_and_foreign_bundles_are_refused_and_the_bastion_keeps_worki
             Err(out.to_string())
         }
     });
+    s.central.jmsctl(&["user", "enable", "alice"]);
+    s.until_reachable("alice enabled again", "alice", ALICE_PASSWORD);
+
+    // A man in the middle answering every request with a bare 304 (what
+    // froze a bastion's policy for ever before answers were signed): no
+    // answer at all, so past max_staleness_secs the bastion fails closed
+    // and alice's login is refused.
+    let config = s.bastion.dir().join("agentd.toml");
+    let text = std::fs::read_to_string(&config).expect("agentd.toml");
+    std::fs::write(
+        &config,
+        text.replace("max_staleness_secs = 3600", "max_staleness_secs = 3")
+            .replace("long_poll_secs = 30", "long_poll_secs = 2"),
+    )
+    .expect("agentd.toml rewritten");
+    s.bastion.restart_agentd();
+    s.until_reachable("alice after the restart", "alice", ALICE_PASSWORD);
+    proxy.set(ProxyMode::Bare304);
+    let refused = eventually("alice refused behind bare 304s", || {
+        let out = s.on_target("alice", ALICE_PASSWORD, "id -un");
+        if out.status.is_some() && !out.success() && !out.stdout.contains("deploy") {
+            Ok(out)
+        } else {
+            Err(out.to_string())
+        }
+    });
+    let log = s.bastion.agentd_log();
+    assert!(
+        log.contains("sync_answer_refused") && log.contains("policy_stale"),
+        "the bare 304s are refused and the bastion failed closed ({refused}):\n{log}"
+    );
+    proxy.set(ProxyMode::Forward);
+    s.until_reachable("alice once the path is clean", "alice", ALICE_PASSWORD);
 }

@@ -12,13 +12,19 @@
 //!
 //! Every later request carries `X-Jms-Bastion`, `X-Jms-Timestamp`,
 //! `X-Jms-Nonce` and `X-Jms-Signature` (Ed25519 over
-//! `jms_core::bundle::request_message`).
+//! `jms_core::bundle::request_message`), and every answer is believed only
+//! when the pinned server key signed it for that very request
+//! (`X-Jms-Answer-Signature`, `jms_core::bundle::verify_answer`):
+//! [`Identity::call`] is the one way the daemon talks to the server.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use jms_core::bundle::{hex, request_message, server_id, unhex};
+use jms_core::bundle::{
+    hex, request_message, server_id, unhex, verify_answer, AnswerBinding, ANSWER_SIGNATURE_HEADER,
+    VERSION_HEADER,
+};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -33,6 +39,8 @@ pub const ENROLLMENT_FILE: &str = "central.json";
 pub const BUNDLE_FILE: &str = "bundle.jms";
 /// Unix seconds of the last successful contact with the server.
 pub const LAST_SYNC_FILE: &str = "central-sync";
+/// The largest answer read from the server (a whole policy bundle fits).
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
 
 /// What enrollment left behind (`central.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,21 +90,20 @@ impl Identity {
         })
     }
 
-    /// A request to `path?query` signed by the bastion key.
-    pub fn signed(
+    /// A request to `path?query` signed by the bastion key, and its nonce.
+    fn signed(
         &self,
         http: &Client,
         server: &str,
-        method: Method,
-        path: &str,
-        query: &str,
+        call: &Call<'_>,
         body: Vec<u8>,
-    ) -> RequestBuilder {
+    ) -> (RequestBuilder, String) {
         let timestamp = chrono::Utc::now().timestamp();
         let mut nonce = [0u8; 16];
         SystemRandom::new().fill(&mut nonce).expect("system random");
         let nonce = hex(&nonce);
-        let message = request_message(method.as_str(), path, query, timestamp, &nonce, &body);
+        let (path, query) = (call.path, call.query);
+        let message = request_message(call.method.as_str(), path, query, timestamp, &nonce, &body);
         let signature = self.key.sign(&message);
         let url = if query.is_empty() {
             format!("{}{path}", server.trim_end_matches('/'))
@@ -104,17 +111,134 @@ impl Identity {
             format!("{}{path}?{query}", server.trim_end_matches('/'))
         };
         let mut request = http
-            .request(method, url)
+            .request(call.method.clone(), url)
             .header("x-jms-bastion", self.enrollment.bastion_id.to_string())
             .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", nonce)
+            .header("x-jms-nonce", &nonce)
             .header("x-jms-signature", hex(signature.as_ref()));
         if !body.is_empty() {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, call.content_type)
                 .body(body);
         }
-        request
+        if let Some(timeout) = call.timeout {
+            request = request.timeout(timeout);
+        }
+        (request, nonce)
+    }
+
+    /// Sends `call` signed by the bastion key and returns the answer once
+    /// it is believed: signed by the pinned server key for this request
+    /// (bastion, nonce, method, path, query), its status, version and
+    /// body. Anything else (no answer, an unsigned, forged or replayed
+    /// one) is an error: the server was not reached.
+    pub fn call(
+        &self,
+        http: &Client,
+        server: &str,
+        call: Call<'_>,
+        body: Vec<u8>,
+    ) -> Result<Answer> {
+        let (request, nonce) = self.signed(http, server, &call, body);
+        let mut response = request
+            .send()
+            .with_context(|| format!("cannot reach {server}"))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        // Read before it is believed: bounded.
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut response, MAX_ANSWER_BYTES + 1),
+            &mut body,
+        )
+        .with_context(|| format!("reading the answer of {server}"))?;
+        if body.len() as u64 > MAX_ANSWER_BYTES {
+            bail!("the answer of {server} is larger than {MAX_ANSWER_BYTES} bytes");
+        }
+        let binding = AnswerBinding {
+            bastion_id: self.enrollment.bastion_id,
+            nonce: &nonce,
+            method: call.method.as_str(),
+            path: call.path,
+            query: call.query,
+        };
+        let version = verify_answer(
+            &self.server_key,
+            &binding,
+            status.as_u16(),
+            headers.get(VERSION_HEADER).map(|v| v.as_bytes()),
+            &body,
+            headers.get(ANSWER_SIGNATURE_HEADER).map(|v| v.as_bytes()),
+        )
+        .map_err(|e| {
+            tracing::error!(
+                alarm = "sync_answer_refused",
+                path = call.path,
+                status = status.as_u16(),
+                "an answer from {server} is refused, counting the server as unreachable: {e}"
+            );
+            anyhow::Error::new(e).context(format!(
+                "{} {} ({status}): the answer is not the server's",
+                call.method, call.path
+            ))
+        })?;
+        Ok(Answer {
+            status,
+            version,
+            body,
+        })
+    }
+}
+
+/// One request to the server (its body goes beside it to
+/// [`Identity::call`]).
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    /// Without `?`.
+    pub query: &'a str,
+    /// Of a non-empty body.
+    pub content_type: &'a str,
+    /// Overrides the client's timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    /// A request with a JSON body (or none) and the client's timeout.
+    pub fn new(method: Method, path: &'a str, query: &'a str) -> Call<'a> {
+        Call {
+            method,
+            path,
+            query,
+            content_type: "application/json",
+            timeout: None,
+        }
+    }
+}
+
+/// An answer the server signed for the request it answers.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    /// The policy version it talks about (`X-Jms-Policy-Version`).
+    pub version: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (`null` when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// Why the server refused (its `error`), for a log line.
+    pub fn refusal(&self, what: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the server refused {what} ({}): {}",
+            self.status,
+            self.json()["error"].as_str().unwrap_or("no reason given")
+        )
     }
 }
 

@@ -20,7 +20,9 @@
 //! - Share codes: single use, and [`Registry::join_attempt`] limits wrong
 //!   codes per user.
 //! - [`run_control`]: the signed long-poll `GET /api/v1/sync/control` for
-//!   the server's orders (`kill`, `watch`); [`stream_to_server`] pushes a
+//!   the server's orders (`kill`, `watch`), believed only when the server
+//!   signed the answer for that request (a forged or replayed order is
+//!   ignored, with an alarm); [`stream_to_server`] pushes a
 //!   watched session's output (`POST /api/v1/sync/live/{session}`) in
 //!   batches every 200 ms until the server says nobody watches.
 
@@ -39,7 +41,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::enroll::{self, Identity};
+use crate::daemon::enroll::{self, Call, Identity};
 use crate::daemon::handlers::Daemon;
 
 /// Output kept for a new watcher.
@@ -555,21 +557,16 @@ impl Central {
             .map(serde_json::to_vec)
             .transpose()?
             .unwrap_or_default();
-        let response = self
-            .identity
-            .signed(&self.http, &self.server, method, path, query, body)
-            .timeout(wait + self.timeout)
-            .send()
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.server))?;
-        let status = response.status();
-        let answer: Value = serde_json::from_slice(&response.bytes()?).unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!(
-                "the server refused {path} ({status}): {}",
-                answer["error"].as_str().unwrap_or("no reason given")
-            );
+        // Only an answer the server signed for this request is believed.
+        let call = Call {
+            timeout: Some(wait + self.timeout),
+            ..Call::new(method, path, query)
+        };
+        let answer = self.identity.call(&self.http, &self.server, call, body)?;
+        if !answer.status.is_success() {
+            return Err(answer.refusal(path));
         }
-        Ok(answer)
+        Ok(answer.json())
     }
 }
 

@@ -11,7 +11,7 @@ use jms_core::Policy;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::enroll::{self, Identity};
+use crate::daemon::enroll::{self, Call, Identity};
 
 /// A source of checked policies.
 pub trait PolicySource: Send + Sync {
@@ -74,12 +74,19 @@ const MAX_DELTAS_ON_DISK: usize = 64;
 ///   (the next poll catches up); with nothing usable and the server
 ///   unreachable, the daemon starts failed closed.
 /// - Poll: `GET /api/v1/sync/bundle?since=V&wait=S` signed by the bastion,
-///   held by the server until the version moves or S seconds pass. 304
-///   keeps the policy; a full bundle must verify (pinned key, signature,
-///   version > V), a delta must verify and start exactly at V (else the
-///   next request asks for a full bundle); either must pass jms-core's
-///   checks before it is written to disk and applied. Anything refused
-///   leaves the last good policy in place.
+///   held by the server until the version moves or S seconds pass. Every
+///   answer must be signed by the pinned server key for this request
+///   (`Identity::call`), else it is no answer. A signed 304 about a
+///   version not past V keeps the policy; a full bundle must verify
+///   (pinned key, signature, version > V, the version the answer names),
+///   a delta must verify and start exactly at V (else the next request
+///   asks for a full bundle); either must pass jms-core's checks before it
+///   is written to disk and applied. Anything refused leaves the last good
+///   policy in place.
+/// - Synced: only when the bastion holds the server's current version (a
+///   signed 304, or a new bundle or delta applied). No answer, an answer
+///   not signed for the request (a man in the middle, a replay), a
+///   refusal or a bundle refused all leave the staleness clock running.
 /// - Fail closed: when the server has not been reached for
 ///   `max_staleness_secs`, the applied policy becomes the empty one: the
 ///   NSS cache lists no jms user, so sshd/PAM see jms users as unknown and
@@ -122,9 +129,10 @@ pub enum Update {
 /// How a poll went, for the loop's pacing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Polled {
-    /// The server answered (304 or something new).
+    /// The server answered (304 or something new), signed.
     Answered,
-    /// The server could not be reached or refused the request.
+    /// The server could not be reached, refused the request, or sent
+    /// nothing this bastion could believe or apply.
     Failed,
 }
 
@@ -254,41 +262,39 @@ impl Central {
             .is_none_or(|secs| secs > self.config.max_staleness_secs as i64)
     }
 
-    /// Asks the server for what is newer than `since` (a signed bundle or
-    /// delta, opened): `None` on 304. With `wait`, the server may hold the
-    /// request that long for a change.
-    fn fetch(&self, since: u64, wait: u64) -> Result<Option<Vec<u8>>> {
+    /// Asks the server for what is newer than `since`: `None` on a signed
+    /// 304, else the signed bundle or delta (opened) and the version the
+    /// signed answer names. With `wait`, the server may hold the request
+    /// that long for a change. An answer the server did not sign for this
+    /// request is an error, like no answer.
+    fn fetch(&self, since: u64, wait: u64) -> Result<Option<(Vec<u8>, u64)>> {
         let transport = TransportKey::generate();
         let mut query = format!("since={since}&transport={}", transport.public_hex());
         if wait > 0 {
             query.push_str(&format!("&wait={wait}"));
         }
-        let response = self
+        let call = Call {
+            timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
+            ..Call::new(reqwest::Method::GET, "/api/v1/sync/bundle", &query)
+        };
+        let answer = self
             .identity
-            .signed(
-                &self.http,
-                &self.config.server,
-                reqwest::Method::GET,
-                "/api/v1/sync/bundle",
-                &query,
-                Vec::new(),
-            )
-            .timeout(Duration::from_secs(wait + self.config.timeout_secs.max(1)))
-            .send()
-            .with_context(|| format!("cannot reach {}", self.config.server))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED {
-            return Ok(None);
+            .call(&self.http, &self.config.server, call, Vec::new())?;
+        if answer.status == reqwest::StatusCode::NOT_MODIFIED {
+            return match answer.version {
+                Some(version) if version <= since => Ok(None),
+                other => anyhow::bail!(
+                    "the server says version {other:?} is current, but this bastion asked with {since}"
+                ),
+            };
         }
-        let body = response.bytes().context("reading the bundle")?;
-        if !status.is_success() {
-            let reason: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            anyhow::bail!(
-                "the server refused the bundle request ({status}): {}",
-                reason["error"].as_str().unwrap_or("no reason given")
-            );
+        if !answer.status.is_success() {
+            return Err(answer.refusal("the bundle request"));
         }
-        Ok(Some(transport.open(&body)?))
+        let version = answer
+            .version
+            .context("a bundle answer that names no version")?;
+        Ok(Some((transport.open(&answer.body)?, version)))
     }
 
     /// Keeps a newly accepted full bundle: on disk first (the deltas
@@ -384,9 +390,11 @@ impl Central {
                 }
                 return (Update::Keep, Polled::Answered);
             }
-            Ok(Some(bytes)) if bundle::format_of(&bytes) == Some(bundle::DELTA_FORMAT) => {
+            Ok(Some((bytes, named))) if bundle::format_of(&bytes) == Some(bundle::DELTA_FORMAT) => {
                 let accepted = match &base {
-                    Some(base) => self.accept_delta(&bytes, base),
+                    Some(base) => self
+                        .accept_delta(&bytes, base)
+                        .and_then(|(bundle, policy)| named_version(bundle, policy, named)),
                     None => Err(anyhow::anyhow!("a delta, but no bundle to apply it to")),
                 };
                 match accepted {
@@ -417,7 +425,10 @@ impl Central {
                     }
                 }
             }
-            Ok(Some(bytes)) => match self.accept(&bytes, since) {
+            Ok(Some((bytes, named))) => match self
+                .accept(&bytes, since)
+                .and_then(|(bundle, policy)| named_version(bundle, policy, named))
+            {
                 Ok((bundle, policy)) => {
                     let version = bundle.version;
                     if version <= have {
@@ -445,9 +456,10 @@ impl Central {
                 return (self.fail_closed_if_stale(), Polled::Failed);
             }
         }
-        // The server answered with something we refused.
-        self.mark_synced();
-        (Update::Keep, Polled::Answered)
+        // The server answered with something we refused: this bastion
+        // does not hold the server's policy, so it is not synced (the
+        // staleness clock runs on).
+        (self.fail_closed_if_stale(), Polled::Failed)
     }
 
     /// Posts a batch of spooled events (`{"events": [...]}`, signed like
@@ -460,31 +472,21 @@ impl Central {
         use crate::daemon::upload::SendError;
         let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
             .map_err(|e| SendError::Refused(e.into()))?;
-        let response = self
+        // An answer not signed for this request is none: the events stay
+        // spooled.
+        let answer = self
             .identity
-            .signed(
+            .call(
                 &self.http,
                 &self.config.server,
-                reqwest::Method::POST,
-                "/api/v1/sync/events",
-                "",
+                Call::new(reqwest::Method::POST, "/api/v1/sync/events", ""),
                 body,
             )
-            .send()
-            .with_context(|| format!("cannot reach {}", self.config.server))
             .map_err(SendError::Unreachable)?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .context("reading the events answer")
-            .map_err(SendError::Unreachable)?;
-        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !status.is_success() {
-            return Err(SendError::Refused(anyhow::anyhow!(
-                "the server refused the events ({status}): {}",
-                answer["error"].as_str().unwrap_or("no reason given")
-            )));
+        if !answer.status.is_success() {
+            return Err(SendError::Refused(answer.refusal("the events")));
         }
+        let answer = answer.json();
         let accepted = answer["accepted"]
             .as_array()
             .ok_or_else(|| {
@@ -508,6 +510,17 @@ impl Central {
         );
         Update::Apply(Box::new(empty_policy()), "failed closed: policy too stale")
     }
+}
+
+/// Refuses a bundle whose version is not the one the signed answer named.
+fn named_version(bundle: Bundle, policy: Policy, named: u64) -> Result<(Bundle, Policy)> {
+    if bundle.version != named {
+        anyhow::bail!(
+            "the answer names version {named} but carries version {}",
+            bundle.version
+        );
+    }
+    Ok((bundle, policy))
 }
 
 /// Splits length-prefixed records; a cut record ends the list.

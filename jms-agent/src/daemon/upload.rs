@@ -35,7 +35,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::enroll::{self, Identity};
+use crate::daemon::enroll::{self, Call, Identity};
 use crate::daemon::session::recording;
 use crate::daemon::session::spool::{Spool, CURRENT};
 
@@ -444,7 +444,9 @@ impl HttpRecordingServer {
         })
     }
 
-    /// Sends a signed request; returns the status and the JSON answer.
+    /// Sends a signed request; returns the status and the JSON answer,
+    /// once the server's signature of it holds (else the server counts as
+    /// unreachable and the recording stays).
     fn send(
         &self,
         method: reqwest::Method,
@@ -453,28 +455,15 @@ impl HttpRecordingServer {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(reqwest::StatusCode, Value), SendError> {
-        let unreachable = |e: reqwest::Error| {
-            SendError::Unreachable(
-                anyhow::Error::new(e).context(format!("cannot reach {}", self.server)),
-            )
+        let call = Call {
+            content_type,
+            ..Call::new(method, path, query)
         };
-        let has_body = !body.is_empty();
-        let mut request = self
+        let answer = self
             .identity
-            .signed(&self.http, &self.server, method, path, query, body)
-            .build()
-            .map_err(|e| SendError::Refused(e.into()))?;
-        if has_body {
-            request.headers_mut().insert(
-                reqwest::header::CONTENT_TYPE,
-                reqwest::header::HeaderValue::from_str(content_type).expect("a valid content type"),
-            );
-        }
-        let response = self.http.execute(request).map_err(unreachable)?;
-        let status = response.status();
-        let bytes = response.bytes().map_err(unreachable)?;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        Ok((status, answer))
+            .call(&self.http, &self.server, call, body)
+            .map_err(SendError::Unreachable)?;
+        Ok((answer.status, answer.json()))
     }
 
     fn refused(status: reqwest::StatusCode, answer: &Value) -> SendError {

@@ -85,7 +85,16 @@ pub fn router(admin: Arc<Admin>) -> Router {
     }
     app = app.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     for route in public {
-        app = app.route(route.path, route.handler);
+        let handler = if route.auth == routes::Auth::Bastion {
+            // Every answer to a signed request is signed back.
+            route.handler.layer(middleware::from_fn_with_state(
+                state.clone(),
+                sync::sign_answers,
+            ))
+        } else {
+            route.handler
+        };
+        app = app.route(route.path, handler);
     }
     app = app.merge(crate::selfservice::router(state.admin.clone()));
     app = app.merge(crate::web::router(state.admin.clone()));

@@ -40,7 +40,7 @@ pub fn document() -> Value {
             "schemas": schemas::all(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "jms-server token create"},
-                "bastion": {"type": "apiKey", "in": "header", "name": "X-Jms-Signature", "description": "Ed25519 signature by an enrolled bastion over method, path, query, X-Jms-Timestamp, X-Jms-Nonce and the body's SHA-256; X-Jms-Bastion names the bastion"}
+                "bastion": {"type": "apiKey", "in": "header", "name": "X-Jms-Signature", "description": "Ed25519 signature by an enrolled bastion over method, path, query, X-Jms-Timestamp, X-Jms-Nonce and the body's SHA-256; X-Jms-Bastion names the bastion. Every answer to an authenticated request carries X-Jms-Answer-Signature: the server key's Ed25519 signature over the bastion id, the request's nonce, method, path and query, the status, X-Jms-Policy-Version and the body's SHA-256"}
             },
         },
         "security": [{"bearer": []}],

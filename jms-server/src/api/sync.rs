@@ -1,11 +1,13 @@
 //! The sync API bastions call (`/api/v1/sync/...`) and the admin route that
 //! creates enrollment tokens. Enrollment is authenticated by its one-time
 //! token; bundle and events by the bastion's request signature (see
-//! `crate::sync`), never by an API token.
+//! `crate::sync`), never by an API token. Every answer to an authenticated
+//! request is signed by the server key for that request ([`sign_answers`]).
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -39,7 +41,70 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Checks the request signature; returns the bastion.
+tokio::task_local! {
+    /// The request [`signed`] authenticated in this task, if any: its
+    /// bastion id and nonce, what [`sign_answers`] binds the answer to.
+    static AUTHENTICATED: std::sync::Mutex<Option<(i64, String)>>;
+}
+
+/// Layer of every bastion-signed route: signs the answer to a request
+/// [`signed`] authenticated (whatever its status, 304 included) with the
+/// server key, bound to that request (bastion, nonce, method, path,
+/// query), its status, the version in [`headers::VERSION`] and its body
+/// (`jms_core::bundle::answer_message`). An answer to a request that was
+/// not authenticated goes out unsigned: the bastion believes none.
+pub(super) async fn sign_answers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let (response, authenticated) = AUTHENTICATED
+        .scope(std::sync::Mutex::new(None), async {
+            let response = next.run(request).await;
+            let authenticated =
+                AUTHENTICATED.with(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            (response, authenticated)
+        })
+        .await;
+    let Some((bastion_id, nonce)) = authenticated else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    // Our own answer (a bundle, a JSON document): bounded by what the
+    // handlers build.
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(e) => {
+            return ApiError::internal(format!("reading the answer to sign: {e}")).into_response()
+        }
+    };
+    let version = parts
+        .headers
+        .get(headers::VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let binding = jms_core::bundle::AnswerBinding {
+        bastion_id,
+        nonce: &nonce,
+        method: &method,
+        path: &path,
+        query: &query,
+    };
+    let signature = state
+        .admin
+        .sign_answer(&binding, parts.status.as_u16(), version, &body);
+    parts.headers.insert(
+        header::HeaderName::from_static(headers::ANSWER_SIGNATURE),
+        HeaderValue::from_str(&signature).expect("hex is a header value"),
+    );
+    Response::from_parts(parts, HttpBody::from(body))
+}
+
+/// Checks the request signature; returns the bastion. Its answer is then
+/// signed for it ([`sign_answers`]).
 pub(super) async fn signed(
     state: &AppState,
     method: &Method,
@@ -64,7 +129,8 @@ pub(super) async fn signed(
         uri.path().to_string(),
         uri.query().unwrap_or("").to_string(),
     );
-    blocking(state, move |admin| {
+    let answer_nonce = nonce.clone();
+    let bastion = blocking(state, move |admin| {
         admin.authenticate_bastion(&SignedRequest {
             method: &method,
             path: &path,
@@ -76,7 +142,16 @@ pub(super) async fn signed(
             signature: signature.as_deref(),
         })
     })
-    .await
+    .await?;
+    // Outside a signing layer (a route not marked signed) the answer goes
+    // out unsigned, and the bastion refuses it. (An authenticated request
+    // always has its nonce.)
+    if let Some(nonce) = answer_nonce {
+        let _ = AUTHENTICATED.try_with(|slot| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bastion.id, nonce));
+        });
+    }
+    Ok(bastion)
 }
 
 // ---- admin: enrollment tokens ------------------------------------------------
@@ -170,7 +245,7 @@ struct BundleParams {
 }
 
 /// `GET /api/v1/sync/bundle?since=V&transport=KEY[&wait=S]` (signed): 304
-/// when `since` is current (after waiting up to `wait` seconds for a
+/// (with the server's version) when `since` is current (after waiting up to `wait` seconds for a
 /// change), else a signed delta from `since` or the full bundle, sealed to
 /// `transport` (see `crate::sync`).
 pub async fn bundle(
@@ -206,7 +281,17 @@ pub async fn bundle(
     }
     let answer = blocking(&state, move |admin| admin.answer(&bastion, since)).await?;
     let (signed, version, kind, from) = match answer {
-        Answer::Current => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        Answer::Current { version } => {
+            // The version is signed with the 304 (see `sign_answers`).
+            return Ok((
+                StatusCode::NOT_MODIFIED,
+                [(
+                    header::HeaderName::from_static(headers::VERSION),
+                    version.to_string(),
+                )],
+            )
+                .into_response());
+        }
         Answer::Delta { from, to, signed } => (signed, to, "delta", Some(from)),
         Answer::Full { version, signed } => (signed, version, "full", None),
     };
