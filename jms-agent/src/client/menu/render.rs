@@ -438,8 +438,6 @@ pub fn strip_sgr(line: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
     use crate::client::menu::catalog::tests::{asset, many};
     use crate::client::menu::catalog::Catalog;
@@ -456,18 +454,12 @@ mod tests {
     }
 
     #[test]
-    fn a_page_of_ten_thousand_assets_renders_fast_and_fits_80x24() {
+    // How fast: the session benchmark's menu-paint row (`make bench`).
+    fn a_page_of_ten_thousand_assets_fits_80x24() {
         let assets = many(10_000);
-        let started = Instant::now();
         let menu = menu_for(assets, 24);
         let frame = render(&menu, size(80, 24), true);
         let bytes = paint(&frame, size(80, 24), true);
-        let elapsed = started.elapsed();
-        eprintln!("10,000 assets: catalog, menu and first page painted in {elapsed:?}");
-        assert!(
-            elapsed < Duration::from_millis(200),
-            "building the menu and painting a page of 10,000 assets took {elapsed:?}"
-        );
         let plain = frame.plain();
         assert_eq!(plain.len(), 24, "one screen: {plain:#?}");
         assert!(
@@ -488,18 +480,12 @@ mod tests {
     }
 
     #[test]
-    fn typing_into_ten_thousand_assets_stays_fast() {
+    fn typing_into_ten_thousand_assets_narrows_the_list() {
         let mut menu = menu_for(many(10_000), 24);
-        let started = Instant::now();
         for c in "host-0999".chars() {
             menu.handle(Key::Char(c));
             let _ = paint(&render(&menu, size(80, 24), true), size(80, 24), false);
         }
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_millis(500),
-            "9 keystrokes took {elapsed:?}"
-        );
         assert_eq!(menu.matches(), 10, "host-09990 to host-09999");
     }
 
