@@ -52,7 +52,7 @@ fn sample_events() -> Vec<Value> {
             "2026-03-01T10:00:09.000Z",
             "command",
             &s1,
-            json!({"command": "rm -rf /srv", "kind": "interactive", "decision": "deny", "filter": "no-rm"}),
+            json!({"command": "rm -rf /srv", "kind": "interactive", "decision": "deny", "filter": "no-rm", "typed_by": "alice,bob"}),
         ),
         event(
             "e4",
@@ -149,6 +149,15 @@ fn events_project_into_sessions_commands_and_transfers_in_any_order_once() {
     assert_eq!(commands[0]["offset_secs"], 5.5);
     assert_eq!(commands[1]["decision"], "deny");
     assert_eq!(commands[1]["filter"], "no-rm");
+    assert_eq!(
+        commands[0]["typed_by"],
+        Value::Null,
+        "the owner alone typed it"
+    );
+    assert_eq!(
+        commands[1]["typed_by"], "alice,bob",
+        "a write joiner's part in a command is kept"
+    );
     assert_eq!(detail["transfers"][0]["path"], "/tmp/a.txt");
     assert_eq!(detail["transfers"][0]["ok"], true);
     assert_eq!(detail["transfers"][0]["size"], 12);
@@ -559,6 +568,8 @@ fn jmsctl_lists_shows_searches_and_fetches_recordings() {
         "uptime",
         "rm -rf /srv",
         "no-rm",
+        "TYPED BY",
+        "alice,bob",
         "/tmp/a.txt",
     ] {
         assert!(show.contains(expected), "`{expected}` in:\n{show}");

@@ -158,6 +158,9 @@ pub struct CommandView {
     pub decision: String,
     /// The command filter that decided, when one did.
     pub filter: Option<String>,
+    /// Who typed it when a write joiner of a shared session did (in part):
+    /// `bob`, or `alice,bob`; null when the session's owner alone did.
+    pub typed_by: Option<String>,
 }
 
 impl From<CommandRecord> for CommandView {
@@ -174,6 +177,7 @@ impl From<CommandRecord> for CommandView {
             kind: c.kind,
             decision: c.decision,
             filter: c.filter,
+            typed_by: c.typed_by,
         }
     }
 }
@@ -860,6 +864,7 @@ pub fn schemas() -> Map<String, Value> {
             "kind": {"type": "string", "description": "interactive or exec"},
             "decision": {"type": "string", "enum": ["allow", "deny"]},
             "filter": nullable("string", "The command filter that decided, when one did"),
+            "typed_by": nullable("string", "Who typed it when a write joiner of a shared session did (in part): `bob` or `alice,bob`; null when the owner alone did"),
         }),
         &[
             "id",
@@ -873,6 +878,7 @@ pub fn schemas() -> Map<String, Value> {
             "kind",
             "decision",
             "filter",
+            "typed_by",
         ],
     );
     let transfer = object(

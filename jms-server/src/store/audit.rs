@@ -196,6 +196,9 @@ pub enum AuditEvent {
         kind: String,
         decision: String,
         filter: Option<String>,
+        /// Who typed it when a write joiner did (in part): `bob`, `alice,bob`.
+        #[serde(default)]
+        typed_by: Option<String>,
     },
     Transfer {
         #[serde(flatten)]
@@ -324,6 +327,8 @@ pub struct CommandRecord {
     pub kind: String,
     pub decision: String,
     pub filter: Option<String>,
+    /// The write joiner(s) who typed it, when not the owner alone.
+    pub typed_by: Option<String>,
 }
 
 /// A file transfer; the API serves it as is (schema `TransferView`).
@@ -494,6 +499,7 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
             kind,
             decision,
             filter,
+            typed_by,
         } => {
             if !matches!(decision.as_str(), "allow" | "deny") {
                 tracing::warn!(
@@ -518,8 +524,8 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
             run(
                 conn,
                 "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
-                 account, input, kind, decision, filter) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 account, input, kind, decision, filter, typed_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     event_id()?,
                     scope.session,
@@ -530,7 +536,8 @@ pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<(
                     command,
                     kind,
                     decision,
-                    filter
+                    filter,
+                    typed_by
                 ],
             )?;
         }
@@ -862,7 +869,7 @@ pub fn session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>> {
 
 const COMMAND_FROM: &str = "commands c JOIN sessions s ON s.id = c.session_id";
 const COMMAND_COLUMNS: &str = "c.id, c.session_id, c.at, s.at, c.username, c.asset, c.account, \
-     c.input, c.kind, c.decision, c.filter";
+     c.input, c.kind, c.decision, c.filter, c.typed_by";
 
 fn command_row(row: &Row) -> rusqlite::Result<CommandRecord> {
     Ok(CommandRecord {
@@ -877,6 +884,7 @@ fn command_row(row: &Row) -> rusqlite::Result<CommandRecord> {
         kind: row.get(8)?,
         decision: row.get(9)?,
         filter: row.get(10)?,
+        typed_by: row.get(11)?,
     })
 }
 

@@ -52,11 +52,20 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "enrollment tokens may name the bastion they replace",
         sql: ENROLL_REPLACES,
     },
+    Migration {
+        version: 8,
+        name: "commands name the joiner who typed them",
+        sql: COMMAND_TYPED_BY,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may
 /// give the already-enrolled bastion NAME a new key; no other token can.
 const ENROLL_REPLACES: &str = "ALTER TABLE enroll_tokens ADD COLUMN replaces TEXT;";
+
+/// Migration 8: a command typed (in part) by a write joiner of a shared
+/// session names who typed it (`alice,bob`); NULL when the owner alone did.
+const COMMAND_TYPED_BY: &str = "ALTER TABLE commands ADD COLUMN typed_by TEXT;";
 
 /// Applies the migrations the database lacks; returns how many ran.
 pub fn apply(conn: &mut Connection) -> Result<usize> {

@@ -264,7 +264,7 @@ pub async fn detail(
             p.muted { "No commands recorded." }
         } @else {
             table.rows #commands {
-                thead { tr { th { "At" } th { "Time" } th { "Command" } th { "Decision" } th { "Filter" } } }
+                thead { tr { th { "At" } th { "Time" } th { "Command" } th { "Decision" } th { "Filter" } th { "Typed by" } } }
                 tbody {
                     @for c in &commands {
                         tr {
@@ -273,6 +273,7 @@ pub async fn detail(
                             td.cmd { (layout::shown(&c.command)) }
                             td { span class=(format!("badge {}", c.decision)) { (c.decision) } }
                             td { (c.filter.as_deref().unwrap_or("")) }
+                            td { (layout::shown(c.typed_by.as_deref().unwrap_or(""))) }
                         }
                     }
                 }

@@ -366,11 +366,17 @@ fn print_detail(s: &Value) {
                     short_time(c, "at"),
                     cell(c, "decision"),
                     cell(c, "filter"),
+                    cell(c, "typed_by"),
                     cell(c, "command"),
                 ]
             })
             .collect();
-        print_table(&["OFFSET", "TIME", "DECISION", "FILTER", "COMMAND"], &rows);
+        print_table(
+            &[
+                "OFFSET", "TIME", "DECISION", "FILTER", "TYPED BY", "COMMAND",
+            ],
+            &rows,
+        );
     }
     let transfers = s["transfers"].as_array().cloned().unwrap_or_default();
     println!();
