@@ -145,6 +145,19 @@ fn link_page(state: &LinkState) -> Response {
     message_page(status, title, &[line], true)
 }
 
+/// A form that does not read: 413 for a body past the public form limit,
+/// 400 otherwise; `reopen` names what to open again (`link`, `page`).
+fn unreadable_form(rejection: &FormRejection, reopen: &str) -> Response {
+    message_page(
+        rejection.status(),
+        "Form refused",
+        &[&format!(
+            "The form could not be read: open the {reopen} again."
+        )],
+        false,
+    )
+}
+
 fn forbidden_form() -> Response {
     message_page(
         StatusCode::FORBIDDEN,
@@ -430,15 +443,7 @@ pub async fn set_submit(
 ) -> Response {
     let fields = match form {
         Ok(Form(fields)) => fields,
-        // 413 for a body past the public form limit, 400 otherwise.
-        Err(rejection) => {
-            return message_page(
-                rejection.status(),
-                "Form refused",
-                &["The form could not be read: open the link again."],
-                false,
-            )
-        }
+        Err(rejection) => return unreadable_form(&rejection, "link"),
     };
     let lookup = fields.token.clone();
     let ctx = match blocking(&service.admin, move |admin| load(admin, &lookup)).await {
@@ -539,15 +544,7 @@ pub async fn forgot_submit(
 ) -> Response {
     let fields = match form {
         Ok(Form(fields)) => fields,
-        // 413 for a body past the public form limit, 400 otherwise.
-        Err(rejection) => {
-            return message_page(
-                rejection.status(),
-                "Form refused",
-                &["The form could not be read: open the page again."],
-                false,
-            )
-        }
+        Err(rejection) => return unreadable_form(&rejection, "page"),
     };
     let settings = match blocking(&service.admin, |admin| admin.settings()).await {
         Ok((settings, _)) => settings,
