@@ -218,8 +218,8 @@ pub fn sftp_codec(data: &[u8]) {
 
 // ---- 3b. SFTP proxy ------------------------------------------------------------
 
-/// The proxy's policy: alice may use web01 (all actions) and db01
-/// (connect, download); bob web01 without delete.
+/// The proxy's policy: alice may use web01 (all actions) and db01, two
+/// accounts (connect, download); bob, no grant, sees an empty root.
 const SFTP_POLICY: &str = r#"
 users: [{username: alice}, {username: bob}]
 assets:
