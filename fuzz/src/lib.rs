@@ -625,8 +625,10 @@ pub fn bundle(data: &[u8]) {
 /// A real delta body (for the seed corpus): version 5 to 6.
 pub fn sample_delta() -> Delta {
     let key = server_key();
-    let mut upsert = PolicyDocument::default();
-    upsert.users = sftp_policy().doc.users.clone();
+    let upsert = PolicyDocument {
+        users: sftp_policy().doc.users.clone(),
+        ..Default::default()
+    };
     Delta {
         from_version: 5,
         to_version: 6,

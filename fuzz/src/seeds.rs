@@ -2,7 +2,7 @@
 //! it to fuzz/corpus/TARGET/): real frames, SFTP sessions, command lines,
 //! the example policy, a signed bundle and delta, sync requests.
 
-use jms_agent::daemon::session::sftp::codec::{self, Frame};
+use jms_agent::daemon::session::sftp::codec;
 use jms_core::bundle;
 use jms_proto::{write_frame, Request, Response};
 
