@@ -284,11 +284,14 @@ impl Upstream for FakeTargets {
             while let Ok(Some(request)) = codec::read_frame(&mut server, 4 * 1024 * 1024) {
                 let kind = codec::frame_type(&request);
                 let id = codec::frame_id(&request);
+                // INIT has no id; every other reply carries the request's,
+                // so no request waits for an answer that never comes (the
+                // proxy waits PROBE_TIMEOUT, 60 s, for an unanswered probe).
                 let reply = match script.next() {
-                    Some((kind, body)) if kind == codec::FXP_VERSION => {
-                        codec::Frame::new(kind).raw(&body).finish()
+                    Some((reply, body)) if kind == codec::FXP_INIT => {
+                        codec::Frame::new(reply).raw(&body).finish()
                     }
-                    Some((kind, body)) => codec::Frame::new(kind).u32(id).raw(&body).finish(),
+                    Some((reply, body)) => codec::Frame::new(reply).u32(id).raw(&body).finish(),
                     None => plausible(kind, id),
                 };
                 if server.write_all(&reply).is_err() {
