@@ -117,12 +117,13 @@ fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocume
     // Fast path: straight into the typed document. Only when that fails is
     // the file read again entity by entity, for an error that names them.
     let typed = match format {
-        Format::Json => serde_json::from_str::<PolicyDocument>(text).ok(),
-        Format::Yaml => serde_yaml_ng::from_str::<PolicyDocument>(text).ok(),
+        Format::Json => serde_json::from_str::<PolicyDocument>(text).map_err(|e| e.to_string()),
+        Format::Yaml => serde_yaml_ng::from_str::<PolicyDocument>(text).map_err(|e| e.to_string()),
     };
-    if let Some(doc) = typed {
-        return Ok(doc);
-    }
+    let typed_error = match typed {
+        Ok(doc) => return Ok(doc),
+        Err(e) => e,
+    };
     let syntax = |message: String| PolicyError::Syntax {
         file: file.to_string(),
         message,
@@ -131,27 +132,34 @@ fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocume
         Format::Json => serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?,
         Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| syntax(e.to_string()))?,
     };
-    let value = if value.is_null() {
-        Value::Object(Default::default())
-    } else {
-        value
-    };
+    // An empty file is the empty policy.
+    if value.is_null() {
+        return Ok(PolicyDocument::default());
+    }
     let raw: RawDocument =
         serde_json::from_value(value).map_err(|e| syntax(format!("top level: {e}")))?;
-    Ok(PolicyDocument {
-        users: read_all(file, "users", "user", "username", raw.users)?,
-        user_groups: read_all(file, "user_groups", "user group", "name", raw.user_groups)?,
-        nodes: read_all(file, "nodes", "node", "", raw.nodes)?,
-        assets: read_all(file, "assets", "asset", "name", raw.assets)?,
-        grants: read_all(file, "grants", "grant", "name", raw.grants)?,
-        command_filters: read_all(
-            file,
-            "command_filters",
-            "command filter",
-            "name",
-            raw.command_filters,
-        )?,
-    })
+    // The slow path only names the entity at fault. What the typed parse
+    // refuses is never a policy, whatever the generic value makes of it (a
+    // key given twice is kept once there, the last one winning).
+    read_all::<crate::model::User>(file, "users", "user", "username", raw.users)?;
+    read_all::<crate::model::UserGroup>(
+        file,
+        "user_groups",
+        "user group",
+        "name",
+        raw.user_groups,
+    )?;
+    read_all::<String>(file, "nodes", "node", "", raw.nodes)?;
+    read_all::<crate::model::Asset>(file, "assets", "asset", "name", raw.assets)?;
+    read_all::<crate::model::Grant>(file, "grants", "grant", "name", raw.grants)?;
+    read_all::<crate::model::CommandFilter>(
+        file,
+        "command_filters",
+        "command filter",
+        "name",
+        raw.command_filters,
+    )?;
+    Err(syntax(typed_error))
 }
 
 /// Reads each value of a section as `T`, naming the entity in errors by its

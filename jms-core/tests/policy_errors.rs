@@ -290,3 +290,31 @@ fn garbage_never_panics() {
         let _ = Policy::parse(text, Format::Json, "g.json", Path::new("."));
     }
 }
+
+/// Found by fuzzing (fuzz/regressions/policy/duplicate-key-yaml): a key
+/// given twice was accepted, the last value winning, when the typed parse
+/// refused it; a reader of the first `actions` saw another grant.
+#[test]
+fn a_key_given_twice_is_refused() {
+    let yaml = format!(
+        "users: [{{username: alice}}]\nassets: [{ASSET}]\n\
+         grants:\n  - {{name: g, users: [alice], assets: [web01], accounts: [\"@ALL\"], \
+         protocols: [ssh], actions: [connect], actions: [all]}}\n"
+    );
+    let err = error_of(&yaml);
+    assert!(
+        err.contains("duplicate") && err.contains("actions"),
+        "{err}"
+    );
+    let json = r#"{"users": [{"username": "alice"}], "users": []}"#;
+    match Policy::parse(json, Format::Json, "bad.json", Path::new(".")) {
+        Ok(_) => panic!("a JSON key given twice should be refused"),
+        Err(e) => assert!(e.to_string().contains("duplicate"), "{e}"),
+    }
+    // An empty file is still the empty policy.
+    for text in ["", "~\n", "null"] {
+        let policy = Policy::parse(text, Format::Yaml, "empty.yaml", Path::new("."))
+            .expect("an empty policy");
+        assert_eq!(policy.doc, Default::default());
+    }
+}

@@ -33,7 +33,7 @@
 //! the hot READ/WRITE path; a typed client/server library would decode and
 //! re-encode every packet. SFTP v3 is small: [`codec`] is the whole of it.
 
-mod codec;
+pub mod codec;
 pub mod folders;
 pub mod paths;
 mod proxy;
