@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use jms_agent::daemon::session::commands::LineTracker;
+use jms_agent::daemon::session::commands::{Filters, LineTracker, Submitted, Verdict};
+use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::resolve::TargetSpec;
 use jms_agent::daemon::session::sftp::codec;
 use jms_agent::daemon::session::sftp::{
@@ -19,7 +20,7 @@ use jms_agent::daemon::session::sftp::{
 use jms_agent::daemon::session::transfer::{self, TransferEvent, TransferLog};
 use jms_agent::daemon::session::{classify, Wanted};
 use jms_core::bundle::{self, Bundle, Delta, UnixIds};
-use jms_core::model::PolicyDocument;
+use jms_core::model::{FilterAction, PolicyDocument};
 use jms_core::{Format, Policy};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -408,15 +409,22 @@ pub fn sftp_proxy(data: &[u8]) {
 pub const LINE_SLACK: usize = 64 * 1024;
 
 /// `line_tracker`: arbitrary interleavings of target output and engineer
-/// input through [`LineTracker`], as the relay drives it. The bytes are
+/// input through [`LineTracker`], as the relay drives it, and the same
+/// input through the exec stdin checker ([`StdinLines`]). The bytes are
 /// chunks `tag | length | bytes`: tag bit 0 picks output (target) or input
-/// (engineer). Asserts: no panic, no hang, and the reconstructed line
-/// never holds more characters than the bytes fed so far plus
-/// [`LINE_SLACK`] (a count in a CSI sequence must not grow it).
+/// (engineer); bit 1 refuses the next submitted line. Asserts: no panic, no
+/// hang, and the reconstructed line never holds more characters than the
+/// bytes fed so far plus [`LINE_SLACK`] (a count in a CSI sequence must not
+/// grow it); a line the stdin checker judges is bounded the same way and
+/// what it forwards is never more than it was fed.
 pub fn line_tracker(data: &[u8]) {
     let mut tracker = LineTracker::default();
+    let mut stdin = StdinLines::default();
+    let deny_all = Filters::none().with_default(FilterAction::Deny);
+    let filters = [Filters::none(), deny_all];
     let mut rest = data;
     let mut fed = 0usize;
+    let mut forwarded = 0usize;
     while rest.len() >= 2 {
         let (tag, len) = (rest[0], rest[1] as usize);
         let chunk = &rest[2..(2 + len).min(rest.len())];
@@ -431,16 +439,22 @@ pub fn line_tracker(data: &[u8]) {
                 assert!(step.consumed >= 1 && step.consumed <= input.len());
                 input = &input[step.consumed..];
                 if let Some(enter) = step.enter {
-                    let line = if enter.from_echo {
-                        tracker.echoed_command()
-                    } else {
-                        enter.typed.clone()
-                    };
                     let _ = tracker.echoes(&enter.typed);
-                    assert!(line.chars().count() <= fed + LINE_SLACK);
-                    tracker.line_done();
+                    if let Submitted::Line(line) = tracker.submitted(&enter) {
+                        assert!(line.command.chars().count() <= fed + LINE_SLACK);
+                        if tag & 2 != 0 {
+                            tracker.refused();
+                        }
+                    }
                 }
             }
+            let judge = &filters[usize::from(tag & 4 != 0)];
+            let mut log = |line: &str, _: &Verdict| {
+                assert!(line.chars().count() <= fed + LINE_SLACK);
+            };
+            let checked = stdin.feed(chunk, judge, &mut log);
+            forwarded += checked.forward.len();
+            assert!(forwarded <= fed, "the stdin checker forwarded more than it got");
         }
         let shown = tracker.echoed_command().chars().count();
         assert!(
@@ -668,7 +682,7 @@ fn sync_server() -> &'static (jms_server::Admin, i64, tempfile::TempDir) {
         .expect("temp dir");
         let admin = jms_server::Admin::open(dir.path()).expect("server store");
         let (token, _) = admin
-            .create_enroll_token("fuzz", std::time::Duration::from_secs(3600))
+            .create_enroll_token("fuzz", std::time::Duration::from_secs(3600), None)
             .expect("token");
         let public = bundle::hex(bastion_key().public_key().as_ref());
         let id = admin
