@@ -135,8 +135,12 @@ pub fn command_line(data: &[u8]) {
                 if let Some(account) = &spec.account {
                     assert!(!account.is_empty() && !account.contains(':'));
                 }
-                // Not asserted: quoted control characters (NUL, ESC, CR)
-                // reach `paths` (transfer.rs; fuzz/findings/command_line/).
+                for path in &t.paths {
+                    assert!(
+                        !path.chars().any(char::is_control),
+                        "a control character in the path {path:?} of {text:?}"
+                    );
+                }
                 let _ = (t.required_actions(), t.protocol());
             }
         }

@@ -640,6 +640,11 @@ impl Word {
 /// would do more than quoting, globbing and `~`.
 fn split(line: &str, tool: &'static str) -> Result<Vec<Word>, TransferError> {
     let syntax = |reason: String| TransferError::Syntax { tool, reason };
+    // Quoted or not: a control character in a path would reach the
+    // audit record and the target's command line.
+    if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(syntax(format!("control character {c:?} in the command")));
+    }
     let mut words = Vec::new();
     let mut current: Option<Vec<(char, bool)>> = None;
     let mut chars = line.chars().peekable();
@@ -904,6 +909,19 @@ mod tests {
             assert!(
                 matches!(err(line), TransferError::Syntax { .. }),
                 "{line:?} should be refused as shell syntax"
+            );
+        }
+        // Control characters are refused quoted too (found by fuzzing:
+        // fuzz/regressions/command_line/scp-quoted-nul-in-path).
+        for line in [
+            "scp -t 'web01:/tmp/a\0b'",
+            "scp -t 'web01:/tmp/a\x1b[2Kb'",
+            "scp -t \"web01:/tmp/a\rb\"",
+            "rsync --server . 'web01:/tmp/a\nb'",
+        ] {
+            assert!(
+                matches!(err(line), TransferError::Syntax { .. }),
+                "{line:?} should be refused: a control character in a path"
             );
         }
         // Quoted, the same characters are a file name.
