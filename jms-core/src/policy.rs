@@ -85,6 +85,26 @@ impl Policy {
         Policy::from_document(doc, file, base)
     }
 
+    /// Checks a document that came from elsewhere (a bundle from the
+    /// server): it may carry secrets but never `secret_file`, which only a
+    /// policy file an admin names on this host may use — a received one
+    /// would make the reader (root on a bastion) read any file, `/dev/zero`
+    /// included.
+    pub fn from_received(doc: PolicyDocument, file: &str) -> Result<Policy> {
+        for asset in &doc.assets {
+            if let Some(account) = asset.accounts.iter().find(|a| a.secret_file.is_some()) {
+                return Err(PolicyError::Invalid {
+                    file: file.to_string(),
+                    entity: format!("asset `{}` account `{}`", asset.name, account.name),
+                    field: "secret_file".into(),
+                    message: "not accepted from elsewhere: only a local policy file may name files"
+                        .into(),
+                });
+            }
+        }
+        Policy::from_document(doc, file, Path::new("/nonexistent"))
+    }
+
     /// Checks a document built in memory (tests, generators, the server).
     pub fn from_document(mut doc: PolicyDocument, file: &str, base: &Path) -> Result<Policy> {
         let checker = Checker { file };

@@ -158,10 +158,9 @@ impl Central {
     }
 
     fn check(bundle: &Bundle) -> Result<Policy> {
-        Policy::from_document(
+        Policy::from_received(
             bundle.policy.clone(),
             &format!("bundle v{}", bundle.version),
-            Path::new("/nonexistent"),
         )
         .context("the bundle's policy does not check")
     }
@@ -604,5 +603,41 @@ impl PolicySource for Central {
             self.identity.enrollment.bastion_name,
             self.identity.enrollment.server_id
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jms_core::model::PolicyDocument;
+
+    /// A bundle (even one the server signed) naming a file to read is
+    /// refused: agentd is root and would read whatever it names.
+    #[test]
+    fn a_bundle_naming_a_secret_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("root-only");
+        std::fs::write(&secret, "local secret\n").unwrap();
+        let doc: PolicyDocument = serde_json::from_value(serde_json::json!({
+            "assets": [{
+                "name": "web01",
+                "address": "10.0.0.1",
+                "protocols": [{"name": "ssh", "port": 22}],
+                "accounts": [{"name": "root", "username": "root", "secret_type": "password", "secret_file": secret}],
+            }],
+        }))
+        .unwrap();
+        let bundle = Bundle {
+            version: 3,
+            issued_at: chrono::Utc::now(),
+            server_id: "test".into(),
+            policy: doc,
+            settings: serde_json::Value::Null,
+            ids: Default::default(),
+        };
+        let err = Central::check(&bundle).expect_err("a received secret_file must be refused");
+        let chain = format!("{err:#}");
+        assert!(chain.contains("secret_file"), "{chain}");
+        assert!(!chain.contains("local secret"), "{chain}");
     }
 }
