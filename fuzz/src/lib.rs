@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use jms_agent::daemon::session::commands::{Filters, LineTracker, Submitted, Verdict};
-use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::resolve::TargetSpec;
 use jms_agent::daemon::session::sftp::codec;
 use jms_agent::daemon::session::sftp::{
     self, SftpContext, Upstream, UpstreamError, UpstreamStreams,
 };
+use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::transfer::{self, TransferEvent, TransferLog};
 use jms_agent::daemon::session::{classify, Wanted};
 use jms_core::bundle::{self, Bundle, Delta, UnixIds};
@@ -458,7 +458,10 @@ pub fn line_tracker(data: &[u8]) {
             };
             let checked = stdin.feed(chunk, judge, &mut log);
             forwarded += checked.forward.len();
-            assert!(forwarded <= fed, "the stdin checker forwarded more than it got");
+            assert!(
+                forwarded <= fed,
+                "the stdin checker forwarded more than it got"
+            );
         }
         let shown = tracker.echoed_command().chars().count();
         assert!(
