@@ -16,8 +16,17 @@ use jms_e2e::{BastionBuilder, Outcome, Pam, PasswordMethod, Target};
 /// many forks through the bastion).
 const SIMULTANEOUS: usize = 200;
 
+/// The tests of this file run one at a time: the burst of 200 logins
+/// saturates the machine, and the idle test measures quiet seconds.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn two_hundred_simultaneous_password_logins_all_succeed() {
+    let _alone = alone();
     let (builder, _keys) = fixture::standard();
     let bastion = builder.start();
     let config = std::fs::read_to_string(bastion.dir().join("sshd_config")).expect("sshd_config");
@@ -107,6 +116,7 @@ sys.stdin.read()
 
 #[test]
 fn one_uid_holding_many_connections_cannot_starve_logins() {
+    let _alone = alone();
     let (builder, keys) = fixture::standard();
     let bastion = builder.start();
     let passwd = bastion.getent(&["passwd", "alice"]);
@@ -181,6 +191,7 @@ fn one_uid_holding_many_connections_cannot_starve_logins() {
 /// saying why; one whose output or input keeps flowing is not.
 #[test]
 fn idle_exec_sessions_end_while_busy_ones_go_on() {
+    let _alone = alone();
     let target = Target::start();
     let builder = BastionBuilder::new();
     let alice = builder.client_key("alice");
