@@ -182,6 +182,8 @@ pub struct Connection {
     login_timeout: Duration,
     /// New input on the engineer's stdin that ssh reads directly.
     input_watch: Option<InputWatch>,
+    /// ssh's read count (`rchar` in /proc/PID/io) at the last look.
+    reads_seen: std::cell::Cell<u64>,
     // Dropped last: the FIFOs and key live in it.
     _askpass: Option<File>,
     _scratch: Scratch,
@@ -548,6 +550,7 @@ pub fn open(
         started: Instant::now(),
         login_timeout: settings.login_timeout,
         input_watch,
+        reads_seen: std::cell::Cell::new(0),
         _askpass: askpass,
         _scratch: scratch,
     })
@@ -601,6 +604,28 @@ impl Connection {
     /// Input arriving on the engineer's stdin (given to ssh directly).
     pub fn input_watch(&self) -> Option<&InputWatch> {
         self.input_watch.as_ref()
+    }
+
+    /// Whether ssh read anything (the engineer's stdin it reads directly,
+    /// or the target) since the last look, from `rchar` in /proc/PID/io.
+    /// The [`InputWatch`]'s edge can be missed when ssh drains the input
+    /// before the relay looks (epoll re-checks readiness when asked), so
+    /// the relay asks this before ending a session as idle.
+    pub fn read_since_last_look(&self) -> bool {
+        let Ok(io) = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())) else {
+            return false;
+        };
+        let rchar = io
+            .lines()
+            .find_map(|line| line.strip_prefix("rchar:"))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        match rchar {
+            Some(n) if n != self.reads_seen.get() => {
+                self.reads_seen.set(n);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Readable once the login succeeded (then call [`Connection::mark_ready`]).

@@ -755,7 +755,17 @@ pub fn relay_pipes(
         }
         if !ready {
             // The login phase has its own deadline: idle counts from the
-            // moment the target session is up.
+            // moment the target session is up (and ssh's reads from then).
+            last_activity = now;
+            if conn.input_watch().is_some() {
+                let _ = conn.read_since_last_look();
+            }
+        }
+        if limits.reached(now, started, last_activity).is_some()
+            && conn.input_watch().is_some()
+            && conn.read_since_last_look()
+        {
+            // Input went straight to ssh since the last look.
             last_activity = now;
         }
         if let Some(why) = limits.reached(now, started, last_activity) {
