@@ -230,7 +230,7 @@ fn entity_commands_create_and_list() {
         "@ALL",
     ]);
     assert_eq!(
-        run(&["grant", "delete", "short-lived"]),
+        run(&["grant", "delete", "short-lived", "--yes"]),
         "deleted grant short-lived\n"
     );
     assert!(!run(&["grant", "list"]).contains("short-lived"));

@@ -15,8 +15,11 @@ use jms_server::client::Client;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use crate::manage::{
+    self, check_as, same_text, strings, DeleteArgs, Entity, JsonArg, ListChange,
+};
 use crate::remote::{cell, connect, print_table, ServerArgs};
 use crate::Outcome;
 
@@ -125,9 +128,101 @@ pub enum UserCommand {
     /// Enable a disabled user.
     Enable { username: String },
     /// Delete a user (her uid is never given to anyone else).
-    Delete { username: String },
+    Delete {
+        username: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
     /// Mail her a new one-time set-password link (older links stop working).
     SendLink { username: String },
+    /// Show one user.
+    Show {
+        username: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change a user's fields.
+    Set(UserSet),
+    /// Edit a user as YAML in $EDITOR (checked, diff shown, then applied).
+    Edit { username: String },
+    /// Mail her a set-password link, or (--stdin) set a new password read
+    /// from the first line of stdin (checked against the password rules).
+    ResetPassword {
+        username: String,
+        /// Read the new password from stdin instead of mailing a link.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Forget her TOTP secret: she enrolls a new one at her next login.
+    ResetMfa { username: String },
+    /// Her SSH public keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Lift a lockout after failed logins, on every bastion at its next sync.
+    Unlock { username: String },
+}
+
+#[derive(Args)]
+pub struct UserSet {
+    username: String,
+    /// Full name.
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, conflicts_with = "no_email")]
+    email: Option<String>,
+    /// Remove her email address.
+    #[arg(long)]
+    no_email: bool,
+    /// Expiry (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", value_parser = Timestamp::parse, conflicts_with = "no_expires")]
+    expires: Option<Timestamp>,
+    /// She never expires.
+    #[arg(long)]
+    no_expires: bool,
+    /// true (enabled) or false (disabled).
+    #[arg(long, value_name = "BOOL")]
+    active: Option<bool>,
+    #[arg(long = "add-group", value_name = "GROUP")]
+    add_groups: Vec<String>,
+    #[arg(long = "remove-group", value_name = "GROUP")]
+    remove_groups: Vec<String>,
+    #[arg(long = "add-key", value_name = "KEY")]
+    add_keys: Vec<String>,
+    #[arg(long = "remove-key", value_name = "KEY")]
+    remove_keys: Vec<String>,
+    /// A network she may log in from (CIDR).
+    #[arg(long = "add-allow-from", value_name = "NET")]
+    add_allow_from: Vec<String>,
+    #[arg(long = "remove-allow-from", value_name = "NET")]
+    remove_allow_from: Vec<String>,
+    /// A network she may never log in from (CIDR).
+    #[arg(long = "add-deny-from", value_name = "NET")]
+    add_deny_from: Vec<String>,
+    #[arg(long = "remove-deny-from", value_name = "NET")]
+    remove_deny_from: Vec<String>,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List her keys.
+    List {
+        username: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Add a key (the OpenSSH line, or --file with a .pub file).
+    Add {
+        username: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        key: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Remove a key: its whole line, its number in `key list`, or its
+    /// comment when one key has it.
+    Remove { username: String, key: String },
 }
 
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
@@ -188,15 +283,300 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
         UserCommand::SendLink { username } => crate::mail::send_link(server, &username),
         UserCommand::Disable { username } => set_active(server, &username, false),
         UserCommand::Enable { username } => set_active(server, &username, true),
-        UserCommand::Delete { username } => {
-            connect(server)?.call(
-                Method::DELETE,
-                &["api", "v1", "users", &username],
-                &[],
-                None,
-            )?;
-            println!("deleted user {username}");
+        UserCommand::Delete { username, args } => {
+            let client = connect(server)?;
+            let doc = manage::policy(&client)?;
+            let is = |u: &str| u == username;
+            let groups: Vec<String> = doc["users"]
+                .as_array()
+                .and_then(|users| users.iter().find(|u| u["username"] == username.as_str()))
+                .and_then(|u| u["groups"].as_array())
+                .map(|g| g.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let effects = vec![
+                ("user groups she leaves".to_string(), groups),
+                (
+                    "grants name her".to_string(),
+                    manage::naming(&doc, "grants", "name", "users", is),
+                ),
+                (
+                    "command filters name her".to_string(),
+                    manage::naming(&doc, "command_filters", "name", "users", is),
+                ),
+            ];
+            manage::delete(
+                &client,
+                &user_entity(&username),
+                effects,
+                &[
+                    "the server refuses while grants or filters name her".to_string(),
+                    "her uid is never given to anyone else; her sessions' audit stays".to_string(),
+                ],
+                args,
+            )
+        }
+        UserCommand::Show { username, out } => {
+            manage::show(&connect(server)?, &user_entity(&username), out)
+        }
+        UserCommand::Edit { username } => manage::edit(&connect(server)?, &user_entity(&username)),
+        UserCommand::Set(set) => user_set(server, set),
+        UserCommand::ResetPassword { username, stdin } => {
+            if !stdin {
+                return crate::mail::send_link(server, &username);
+            }
+            let client = connect(server)?;
+            let password = crate::hash_password::read_password()?;
+            let settings = client.get(&["api", "v1", "settings"], &[])?;
+            let security: jms_server::settings::Security =
+                serde_json::from_value(settings["security"].clone())
+                    .context("the server's security settings")?;
+            let unmet: Vec<String> = jms_server::selfservice::rules::rules(&security)
+                .into_iter()
+                .filter(|rule| !rule.met_by(&password))
+                .map(|rule| rule.text)
+                .collect();
+            if !unmet.is_empty() {
+                bail!("password refused: {}", unmet.join("; "));
+            }
+            let hash = hash_password(&password, DEFAULT_ITERATIONS)?;
+            let entity = user_entity(&username);
+            client
+                .call(
+                    Method::PATCH,
+                    &["api", "v1", "users", &username],
+                    &[],
+                    Some(&json!({ "password_hash": hash })),
+                )
+                .with_context(|| format!("user {username} not changed"))?;
+            println!("set a new password for {} {}", entity.kind, entity.label);
             Ok(Outcome::Ok)
+        }
+        UserCommand::ResetMfa { username } => {
+            let client = connect(server)?;
+            let entity = user_entity(&username);
+            let view = entity.fetch(&client)?;
+            if view["has_totp"] != Value::Bool(true) {
+                println!("user {username} has no TOTP secret: nothing to reset");
+                return Ok(Outcome::Ok);
+            }
+            client
+                .call(
+                    Method::PATCH,
+                    &["api", "v1", "users", &username],
+                    &[],
+                    Some(&json!({ "totp_secret": null })),
+                )
+                .with_context(|| format!("user {username} not changed"))?;
+            println!("reset the TOTP of user {username}: she enrolls again at her next login");
+            Ok(Outcome::Ok)
+        }
+        UserCommand::Key(command) => user_key(server, command),
+        UserCommand::Unlock { username } => {
+            let client = connect(server)?;
+            let answer = client
+                .call(
+                    Method::POST,
+                    &["api", "v1", "users", &username, "unlock"],
+                    &[],
+                    None,
+                )?
+                .unwrap_or_default();
+            println!(
+                "unlocked user {username} (bastions lift her lockout at their next sync, policy version {})",
+                answer["version"]
+            );
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn segments(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| p.to_string()).collect()
+}
+
+fn user_entity(username: &str) -> Entity {
+    Entity {
+        kind: "user",
+        label: username.to_string(),
+        segments: segments(&["api", "v1", "users", username]),
+        key: "username",
+        server_fields: &["uid", "has_password", "has_totp", "created_at", "updated_at"],
+        check: check_as::<User>,
+    }
+}
+
+fn user_set(server: &ServerArgs, set: UserSet) -> Result<Outcome> {
+    let client = connect(server)?;
+    let entity = user_entity(&set.username);
+    let mut patch = Map::new();
+    if let Some(name) = set.name {
+        patch.insert("name".into(), Value::String(name));
+    }
+    if let Some(email) = set.email {
+        patch.insert("email".into(), Value::String(email));
+    }
+    if set.no_email {
+        patch.insert("email".into(), Value::Null);
+    }
+    if let Some(expires) = set.expires {
+        patch.insert("date_expired".into(), body(&expires));
+    }
+    if set.no_expires {
+        patch.insert("date_expired".into(), Value::Null);
+    }
+    if let Some(active) = set.active {
+        patch.insert("is_active".into(), Value::Bool(active));
+    }
+    let lists = [
+        ListChange {
+            field: "groups",
+            add: strings(&set.add_groups),
+            remove: &set.remove_groups,
+            names: same_text,
+        },
+        ListChange {
+            field: "public_keys",
+            add: strings(&set.add_keys),
+            remove: &set.remove_keys,
+            names: same_text,
+        },
+        ListChange {
+            field: "login_acl.allow_from",
+            add: strings(&set.add_allow_from),
+            remove: &set.remove_allow_from,
+            names: same_text,
+        },
+        ListChange {
+            field: "login_acl.deny_from",
+            add: strings(&set.add_deny_from),
+            remove: &set.remove_deny_from,
+            names: same_text,
+        },
+    ];
+    with_lists(&client, &entity, &lists, &mut patch)?;
+    manage::patch(&client, &entity, patch, set.out)
+}
+
+/// Reads the entity when a list changes, and applies the list changes.
+fn with_lists(
+    client: &Client,
+    entity: &Entity,
+    lists: &[ListChange<'_>],
+    patch: &mut Map<String, Value>,
+) -> Result<()> {
+    if lists
+        .iter()
+        .all(|l| l.add.is_empty() && l.remove.is_empty())
+    {
+        return Ok(());
+    }
+    let current = entity.fetch(client)?;
+    manage::apply_lists(entity, &current, lists, patch)
+}
+
+fn user_key(server: &ServerArgs, command: KeyCommand) -> Result<Outcome> {
+    let client = connect(server)?;
+    match command {
+        KeyCommand::List { username, out } => {
+            let view = user_entity(&username).fetch(&client)?;
+            let keys: Vec<String> = view["public_keys"]
+                .as_array()
+                .map(|k| k.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(Outcome::Ok);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    let mut parts = key.split_whitespace();
+                    let kind = parts.next().unwrap_or_default().to_string();
+                    let blob = parts.next().unwrap_or_default();
+                    let comment = parts.collect::<Vec<_>>().join(" ");
+                    let tail: String = blob
+                        .chars()
+                        .rev()
+                        .take(16)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    vec![(i + 1).to_string(), kind, format!("…{tail}"), comment]
+                })
+                .collect();
+            print_table(&["#", "TYPE", "KEY", "COMMENT"], &rows);
+            Ok(Outcome::Ok)
+        }
+        KeyCommand::Add {
+            username,
+            key,
+            file,
+        } => {
+            let key = match (key, file) {
+                (Some(key), _) => key,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                (None, None) => bail!("give the key or --file FILE"),
+            };
+            let key = key.trim().to_string();
+            if key.is_empty() || key.contains('\n') {
+                bail!("one OpenSSH public key line, please");
+            }
+            let entity = user_entity(&username);
+            let mut patch = Map::new();
+            with_lists(
+                &client,
+                &entity,
+                &[ListChange {
+                    field: "public_keys",
+                    add: vec![Value::String(key)],
+                    remove: &[],
+                    names: same_text,
+                }],
+                &mut patch,
+            )?;
+            manage::patch(&client, &entity, patch, JsonArg { json: false })
+        }
+        KeyCommand::Remove { username, key } => {
+            let entity = user_entity(&username);
+            let view = entity.fetch(&client)?;
+            let keys: Vec<&str> = view["public_keys"]
+                .as_array()
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let comment = |k: &str| k.split_whitespace().skip(2).collect::<Vec<_>>().join(" ");
+            let line = if let Some(exact) = keys.iter().find(|k| k.trim() == key.trim()) {
+                exact.to_string()
+            } else if let Some(k) = key
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| keys.get(i))
+            {
+                k.to_string()
+            } else {
+                let by_comment: Vec<&&str> = keys.iter().filter(|k| comment(k) == key).collect();
+                match by_comment.as_slice() {
+                    [one] => one.to_string(),
+                    [] => bail!("user {username} has no key `{key}` (see `jmsctl user key list {username}`)"),
+                    _ => bail!("user {username} has several keys with the comment `{key}`: give the key's number or whole line"),
+                }
+            };
+            let mut patch = Map::new();
+            manage::apply_lists(
+                &entity,
+                &view,
+                &[ListChange {
+                    field: "public_keys",
+                    add: vec![],
+                    remove: &[line],
+                    names: same_text,
+                }],
+                &mut patch,
+            )?;
+            manage::patch(&client, &entity, patch, JsonArg { json: false })
         }
     }
 }
@@ -227,11 +607,130 @@ pub enum GroupCommand {
     },
     /// List user groups and their members.
     List(ListArgs),
+    /// Show one user group and its members.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change a user group: its comment, its members.
+    Set {
+        name: String,
+        #[arg(long)]
+        comment: Option<String>,
+        /// A user who joins it (repeat for more).
+        #[arg(long = "add-member", value_name = "USER")]
+        add_members: Vec<String>,
+        /// A user who leaves it (repeat for more).
+        #[arg(long = "remove-member", value_name = "USER")]
+        remove_members: Vec<String>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Delete a user group (its members leave it).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+    /// Edit a user group as YAML in $EDITOR.
+    Edit { name: String },
+}
+
+fn group_entity(name: &str) -> Entity {
+    Entity {
+        kind: "user group",
+        label: name.to_string(),
+        segments: segments(&["api", "v1", "groups", name]),
+        key: "name",
+        server_fields: &["gid", "members", "created_at", "updated_at"],
+        check: check_as::<UserGroup>,
+    }
 }
 
 pub fn group(server: &ServerArgs, command: GroupCommand) -> Result<Outcome> {
     let client = connect(server)?;
     match command {
+        GroupCommand::Show { name, out } => manage::show(&client, &group_entity(&name), out),
+        GroupCommand::Edit { name } => manage::edit(&client, &group_entity(&name)),
+        GroupCommand::Set {
+            name,
+            comment,
+            add_members,
+            remove_members,
+            out,
+        } => {
+            let entity = group_entity(&name);
+            let members = [name.clone()];
+            // Membership is a field of each user: one patch per member.
+            for (users, add) in [(&add_members, true), (&remove_members, false)] {
+                for user in users {
+                    let member = user_entity(user);
+                    let mut patch = Map::new();
+                    with_lists(
+                        &client,
+                        &member,
+                        &[ListChange {
+                            field: "groups",
+                            add: if add { strings(&members) } else { vec![] },
+                            remove: if add { &[] } else { &members },
+                            names: same_text,
+                        }],
+                        &mut patch,
+                    )?;
+                    client
+                        .call(
+                            Method::PATCH,
+                            &["api", "v1", "users", user],
+                            &[],
+                            Some(&Value::Object(patch)),
+                        )
+                        .with_context(|| format!("user {user} not changed"))?;
+                    if !out.json {
+                        println!(
+                            "user {user} {} user group {name}",
+                            if add { "joined" } else { "left" }
+                        );
+                    }
+                }
+            }
+            let mut patch = Map::new();
+            if let Some(comment) = comment {
+                patch.insert("comment".into(), Value::String(comment));
+            }
+            if patch.is_empty() && !(add_members.is_empty() && remove_members.is_empty()) {
+                if out.json {
+                    println!("{}", serde_json::to_string_pretty(&entity.fetch(&client)?)?);
+                }
+                return Ok(Outcome::Ok);
+            }
+            manage::patch(&client, &entity, patch, out)
+        }
+        GroupCommand::Delete { name, args } => {
+            let doc = manage::policy(&client)?;
+            let is = |g: &str| g == name;
+            let effects = vec![
+                (
+                    "members leave it".to_string(),
+                    manage::naming(&doc, "users", "username", "groups", is),
+                ),
+                (
+                    "grants name it".to_string(),
+                    manage::naming(&doc, "grants", "name", "user_groups", is),
+                ),
+                (
+                    "command filters name it".to_string(),
+                    manage::naming(&doc, "command_filters", "name", "user_groups", is),
+                ),
+            ];
+            manage::delete(
+                &client,
+                &group_entity(&name),
+                effects,
+                &["the server refuses while grants or filters name it".to_string()],
+                args,
+            )
+        }
         GroupCommand::Add { name, comment } => {
             let group = UserGroup { name, comment };
             let created = client
@@ -264,11 +763,110 @@ pub enum NodeCommand {
     Add { path: String },
     /// List declared nodes.
     List(ListArgs),
+    /// Show a node and what sits in it.
+    Show {
+        path: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Delete a node (the server refuses while assets, grants or filters
+    /// use it or a node under it).
+    Delete {
+        path: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+}
+
+/// The node declared at `path` (nodes are addressed by id).
+fn node_entity(client: &Client, path: &str) -> Result<Entity> {
+    let page = client.get(
+        &["api", "v1", "nodes"],
+        &[("q", path.to_string()), ("limit", "1000".to_string())],
+    )?;
+    let id = page["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|n| n["path"] == path))
+        .and_then(|n| n["id"].as_i64())
+        .ok_or_else(|| {
+            anyhow::Error::new(jms_server::client::ClientError::Refused {
+                status: 404,
+                message: format!("node `{path}` is not declared"),
+            })
+        })?;
+    Ok(Entity {
+        kind: "node",
+        label: path.to_string(),
+        segments: segments(&["api", "v1", "nodes", &id.to_string()]),
+        key: "path",
+        server_fields: &["id", "created_at"],
+        check: |_| Ok(()),
+    })
+}
+
+/// What uses the node at `path` or a node under it.
+fn node_effects(doc: &Value, path: &str) -> manage::Effects {
+    let here = |p: &str| manage::under(p, path);
+    let below: Vec<String> = doc["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|p| *p != path && here(p))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        ("nodes under it".to_string(), below),
+        (
+            "assets in it or under it".to_string(),
+            manage::naming(doc, "assets", "name", "nodes", here),
+        ),
+        (
+            "grants name it or a node under it".to_string(),
+            manage::naming(doc, "grants", "name", "nodes", here),
+        ),
+        (
+            "command filters name it or a node under it".to_string(),
+            manage::naming(doc, "command_filters", "name", "nodes", here),
+        ),
+    ]
 }
 
 pub fn node(server: &ServerArgs, command: NodeCommand) -> Result<Outcome> {
     let client = connect(server)?;
     match command {
+        NodeCommand::Show { path, out } => {
+            let entity = node_entity(&client, &path)?;
+            let mut view = entity.fetch(&client)?;
+            let doc = manage::policy(&client)?;
+            if let Value::Object(map) = &mut view {
+                for (what, names) in node_effects(&doc, &path) {
+                    let field = what.split_whitespace().next().unwrap_or("other").to_string();
+                    let field = if field == "command" { "filters".to_string() } else { field };
+                    map.insert(field, Value::from(names));
+                }
+            }
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                manage::print_detail(&view);
+            }
+            Ok(Outcome::Ok)
+        }
+        NodeCommand::Delete { path, args } => {
+            let entity = node_entity(&client, &path)?;
+            let doc = manage::policy(&client)?;
+            manage::delete(
+                &client,
+                &entity,
+                node_effects(&doc, &path),
+                &["the server refuses while assets, grants or filters use it".to_string()],
+                args,
+            )
+        }
         NodeCommand::Add { path } => {
             client.call(
                 Method::POST,
@@ -328,10 +926,140 @@ pub enum AssetCommand {
     },
     /// List assets with their accounts.
     List(ListArgs),
+    /// Show one asset and its accounts.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change an asset's fields.
+    Set(AssetSet),
+    /// Delete an asset and its accounts.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+    /// Edit an asset as YAML in $EDITOR (its accounts: `jmsctl account`).
+    Edit { name: String },
+}
+
+#[derive(Args)]
+pub struct AssetSet {
+    name: String,
+    /// Host name or IP address.
+    #[arg(long)]
+    address: Option<String>,
+    /// true (enabled) or false (disabled).
+    #[arg(long, value_name = "BOOL")]
+    active: Option<bool>,
+    /// PROTOCOL[:PORT] (repeat for more).
+    #[arg(long = "add-protocol", value_name = "P[:PORT]", value_parser = parse_protocol)]
+    add_protocols: Vec<AssetProtocol>,
+    /// PROTOCOL or PROTOCOL:PORT.
+    #[arg(long = "remove-protocol", value_name = "P[:PORT]")]
+    remove_protocols: Vec<String>,
+    #[arg(long = "add-node", value_name = "PATH")]
+    add_nodes: Vec<String>,
+    #[arg(long = "remove-node", value_name = "PATH")]
+    remove_nodes: Vec<String>,
+    #[arg(long = "add-host-key", value_name = "KEY")]
+    add_host_keys: Vec<String>,
+    #[arg(long = "remove-host-key", value_name = "KEY")]
+    remove_host_keys: Vec<String>,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+fn asset_entity(name: &str) -> Entity {
+    Entity {
+        kind: "asset",
+        label: name.to_string(),
+        segments: segments(&["api", "v1", "assets", name]),
+        key: "name",
+        server_fields: &["accounts", "created_at", "updated_at"],
+        check: check_as::<Asset>,
+    }
+}
+
+/// `ssh` names every ssh protocol of an asset, `ssh:2222` one.
+fn names_protocol(item: &Value, name: &str) -> bool {
+    let (proto, port) = match name.split_once(':') {
+        Some((proto, port)) => (proto, Some(port)),
+        None => (name, None),
+    };
+    item["name"].as_str() == Some(proto)
+        && port.is_none_or(|port| item["port"].to_string() == port)
 }
 
 pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
     match command {
+        AssetCommand::Show { name, out } => {
+            manage::show(&connect(server)?, &asset_entity(&name), out)
+        }
+        AssetCommand::Edit { name } => manage::edit(&connect(server)?, &asset_entity(&name)),
+        AssetCommand::Set(set) => {
+            let client = connect(server)?;
+            let entity = asset_entity(&set.name);
+            let mut patch = Map::new();
+            if let Some(address) = set.address {
+                patch.insert("address".into(), Value::String(address));
+            }
+            if let Some(active) = set.active {
+                patch.insert("is_active".into(), Value::Bool(active));
+            }
+            let lists = [
+                ListChange {
+                    field: "protocols",
+                    add: set.add_protocols.iter().map(body).collect(),
+                    remove: &set.remove_protocols,
+                    names: names_protocol,
+                },
+                ListChange {
+                    field: "nodes",
+                    add: strings(&set.add_nodes),
+                    remove: &set.remove_nodes,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "host_keys",
+                    add: strings(&set.add_host_keys),
+                    remove: &set.remove_host_keys,
+                    names: same_text,
+                },
+            ];
+            with_lists(&client, &entity, &lists, &mut patch)?;
+            manage::patch(&client, &entity, patch, set.out)
+        }
+        AssetCommand::Delete { name, args } => {
+            let client = connect(server)?;
+            let entity = asset_entity(&name);
+            let view = entity.fetch(&client)?;
+            let accounts: Vec<String> = view["accounts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|a| a["name"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let doc = manage::policy(&client)?;
+            let is = |a: &str| a == name;
+            let effects = vec![
+                ("accounts deleted with it".to_string(), accounts),
+                (
+                    "grants name it".to_string(),
+                    manage::naming(&doc, "grants", "name", "assets", is),
+                ),
+                (
+                    "command filters name it".to_string(),
+                    manage::naming(&doc, "command_filters", "name", "assets", is),
+                ),
+            ];
+            manage::delete(
+                &client,
+                &entity,
+                effects,
+                &["the server refuses while grants or filters name it".to_string()],
+                args,
+            )
+        }
         AssetCommand::Add {
             name,
             address,
@@ -442,6 +1170,59 @@ pub enum AccountCommand {
         #[command(flatten)]
         list: ListArgs,
     },
+    /// Show one account (never its secret).
+    Show {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change an account; --secret reads a new secret from the terminal
+    /// or stdin, --secret-file from a file (never argv).
+    Set {
+        asset: String,
+        name: String,
+        /// The login on the asset.
+        #[arg(long)]
+        username: Option<String>,
+        /// password or ssh_key.
+        #[arg(long = "type", value_name = "TYPE", value_parser = named::<SecretType>)]
+        secret_type: Option<SecretType>,
+        /// true or false.
+        #[arg(long, value_name = "BOOL")]
+        privileged: Option<bool>,
+        /// Set a new secret, typed or from stdin.
+        #[arg(long, conflicts_with_all = ["secret_file", "no_secret"])]
+        secret: bool,
+        /// Set a new secret from this file.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_secret")]
+        secret_file: Option<PathBuf>,
+        /// Remove the secret (the user types it at connect time).
+        #[arg(long)]
+        no_secret: bool,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Delete an account.
+    Delete {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+    /// Edit an account as YAML in $EDITOR (its secret: `account set --secret`).
+    Edit { asset: String, name: String },
+}
+
+fn account_entity(asset: &str, name: &str) -> Entity {
+    Entity {
+        kind: "account",
+        label: format!("{name}@{asset}"),
+        segments: segments(&["api", "v1", "assets", asset, "accounts", name]),
+        key: "name",
+        server_fields: &["asset", "has_secret", "created_at", "updated_at"],
+        check: check_as::<jms_core::model::Account>,
+    }
 }
 
 fn read_secret(
@@ -474,6 +1255,93 @@ fn read_secret(
 
 pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> {
     match command {
+        AccountCommand::Show { asset, name, out } => {
+            manage::show(&connect(server)?, &account_entity(&asset, &name), out)
+        }
+        AccountCommand::Edit { asset, name } => {
+            manage::edit(&connect(server)?, &account_entity(&asset, &name))
+        }
+        AccountCommand::Set {
+            asset,
+            name,
+            username,
+            secret_type,
+            privileged,
+            secret,
+            secret_file,
+            no_secret,
+            out,
+        } => {
+            let client = connect(server)?;
+            let entity = account_entity(&asset, &name);
+            let mut patch = Map::new();
+            if let Some(username) = username {
+                patch.insert("username".into(), Value::String(username));
+            }
+            if let Some(kind) = secret_type {
+                patch.insert("secret_type".into(), body(&kind));
+            }
+            if let Some(privileged) = privileged {
+                patch.insert("privileged".into(), Value::Bool(privileged));
+            }
+            if secret || secret_file.is_some() {
+                let kind = match secret_type {
+                    Some(kind) => kind,
+                    None => named::<SecretType>(
+                        entity.fetch(&client)?["secret_type"].as_str().unwrap_or("password"),
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                };
+                let text = read_secret(&asset, &name, secret_file, kind)?;
+                patch.insert("secret".into(), Value::String(text));
+            }
+            if no_secret {
+                patch.insert("secret".into(), Value::Null);
+            }
+            manage::patch(&client, &entity, patch, out)
+        }
+        AccountCommand::Delete { asset, name, args } => {
+            let client = connect(server)?;
+            let doc = manage::policy(&client)?;
+            let asset_row = doc["assets"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["name"] == asset.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let asset_nodes: Vec<&str> = asset_row["nodes"]
+                .as_array()
+                .map(|n| n.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            // Grants that name this account and cover this asset.
+            let grants: Vec<String> = doc["grants"]
+                .as_array()
+                .map(|grants| {
+                    grants
+                        .iter()
+                        .filter(|g| {
+                            let has = |field: &str, f: &dyn Fn(&str) -> bool| {
+                                g[field]
+                                    .as_array()
+                                    .is_some_and(|l| l.iter().filter_map(Value::as_str).any(f))
+                            };
+                            has("accounts", &|a| a == name)
+                                && (has("assets", &|a| a == asset)
+                                    || has("nodes", &|n| {
+                                        asset_nodes.iter().any(|an| manage::under(an, n))
+                                    }))
+                        })
+                        .filter_map(|g| g["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            manage::delete(
+                &client,
+                &account_entity(&asset, &name),
+                vec![("grants name it on this asset".to_string(), grants)],
+                &["logins as it through those grants stop at the bastions' next sync".to_string()],
+                args,
+            )
+        }
         AccountCommand::Add {
             asset,
             name,
@@ -576,7 +1444,81 @@ pub enum GrantCommand {
     List(ListArgs),
     /// Delete (revoke) a grant: bastions end the live sessions it alone
     /// allowed at their next sync.
-    Delete { name: String },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+    /// Show one grant.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change a grant's fields.
+    Set(GrantSet),
+    /// Edit a grant as YAML in $EDITOR.
+    Edit { name: String },
+}
+
+#[derive(Args)]
+pub struct GrantSet {
+    name: String,
+    #[arg(long = "add-user", value_name = "USER")]
+    add_users: Vec<String>,
+    #[arg(long = "remove-user", value_name = "USER")]
+    remove_users: Vec<String>,
+    #[arg(long = "add-group", value_name = "GROUP")]
+    add_groups: Vec<String>,
+    #[arg(long = "remove-group", value_name = "GROUP")]
+    remove_groups: Vec<String>,
+    #[arg(long = "add-asset", value_name = "ASSET")]
+    add_assets: Vec<String>,
+    #[arg(long = "remove-asset", value_name = "ASSET")]
+    remove_assets: Vec<String>,
+    #[arg(long = "add-node", value_name = "PATH")]
+    add_nodes: Vec<String>,
+    #[arg(long = "remove-node", value_name = "PATH")]
+    remove_nodes: Vec<String>,
+    #[arg(long = "add-account", value_name = "ACCOUNT")]
+    add_accounts: Vec<String>,
+    #[arg(long = "remove-account", value_name = "ACCOUNT")]
+    remove_accounts: Vec<String>,
+    #[arg(long = "add-protocol", value_name = "P", value_parser = named::<ProtocolChoice>)]
+    add_protocols: Vec<ProtocolChoice>,
+    #[arg(long = "remove-protocol", value_name = "P")]
+    remove_protocols: Vec<String>,
+    #[arg(long = "add-action", value_name = "X", value_parser = named::<ActionChoice>)]
+    add_actions: Vec<ActionChoice>,
+    #[arg(long = "remove-action", value_name = "X")]
+    remove_actions: Vec<String>,
+    /// Start.
+    #[arg(long, value_name = "DATE", value_parser = Timestamp::parse)]
+    start: Option<Timestamp>,
+    /// End, exclusive.
+    #[arg(long, value_name = "DATE", value_parser = Timestamp::parse, conflicts_with = "no_expires")]
+    expires: Option<Timestamp>,
+    /// It never ends.
+    #[arg(long)]
+    no_expires: bool,
+    /// true (in force) or false (disabled).
+    #[arg(long, value_name = "BOOL")]
+    active: Option<bool>,
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+fn grant_entity(name: &str) -> Entity {
+    Entity {
+        kind: "grant",
+        label: name.to_string(),
+        segments: segments(&["api", "v1", "grants", name]),
+        key: "name",
+        server_fields: &["created_at", "updated_at"],
+        check: check_as::<Grant>,
+    }
 }
 
 pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
@@ -627,10 +1569,95 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
             println!("created grant {}", grant.name);
             Ok(Outcome::Ok)
         }
-        GrantCommand::Delete { name } => {
-            client.call(Method::DELETE, &["api", "v1", "grants", &name], &[], None)?;
-            println!("deleted grant {name}");
-            Ok(Outcome::Ok)
+        GrantCommand::Delete { name, args } => {
+            let entity = grant_entity(&name);
+            let view = entity.fetch(&client)?;
+            let list = |field: &str| -> Vec<String> {
+                view[field]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default()
+            };
+            let effects = vec![
+                ("users it names".to_string(), list("users")),
+                ("user groups it names".to_string(), list("user_groups")),
+                ("assets it names".to_string(), list("assets")),
+                ("nodes it names".to_string(), list("nodes")),
+            ];
+            manage::delete(
+                &client,
+                &entity,
+                effects,
+                &["bastions end the live sessions it alone allowed at their next sync".to_string()],
+                args,
+            )
+        }
+        GrantCommand::Show { name, out } => manage::show(&client, &grant_entity(&name), out),
+        GrantCommand::Edit { name } => manage::edit(&client, &grant_entity(&name)),
+        GrantCommand::Set(set) => {
+            let entity = grant_entity(&set.name);
+            let mut patch = Map::new();
+            if let Some(start) = set.start {
+                patch.insert("date_start".into(), body(&start));
+            }
+            if let Some(expires) = set.expires {
+                patch.insert("date_expired".into(), body(&expires));
+            }
+            if set.no_expires {
+                patch.insert("date_expired".into(), Value::Null);
+            }
+            if let Some(active) = set.active {
+                patch.insert("is_active".into(), Value::Bool(active));
+            }
+            if let Some(comment) = set.comment {
+                patch.insert("comment".into(), Value::String(comment));
+            }
+            let lists = [
+                ListChange {
+                    field: "users",
+                    add: strings(&set.add_users),
+                    remove: &set.remove_users,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "user_groups",
+                    add: strings(&set.add_groups),
+                    remove: &set.remove_groups,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "assets",
+                    add: strings(&set.add_assets),
+                    remove: &set.remove_assets,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "nodes",
+                    add: strings(&set.add_nodes),
+                    remove: &set.remove_nodes,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "accounts",
+                    add: strings(&set.add_accounts),
+                    remove: &set.remove_accounts,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "protocols",
+                    add: set.add_protocols.iter().map(body).collect(),
+                    remove: &set.remove_protocols,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "actions",
+                    add: set.add_actions.iter().map(body).collect(),
+                    remove: &set.remove_actions,
+                    names: same_text,
+                },
+            ];
+            with_lists(&client, &entity, &lists, &mut patch)?;
+            manage::patch(&client, &entity, patch, set.out)
         }
         GrantCommand::List(list) => list.show(
             &client,
@@ -683,11 +1710,149 @@ pub enum FilterCommand {
     },
     /// List command filters.
     List(ListArgs),
+    /// Show one command filter.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change a command filter's fields.
+    Set(FilterSet),
+    /// Delete a command filter (its rules stop applying at the bastions'
+    /// next sync).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
+    /// Edit a command filter as YAML in $EDITOR.
+    Edit { name: String },
+}
+
+#[derive(Args)]
+pub struct FilterSet {
+    name: String,
+    #[arg(long = "add-rule", value_name = "REGEX")]
+    add_rules: Vec<String>,
+    #[arg(long = "remove-rule", value_name = "REGEX")]
+    remove_rules: Vec<String>,
+    /// deny or allow.
+    #[arg(long, value_parser = named::<FilterAction>)]
+    action: Option<FilterAction>,
+    /// 1 (checked first) to 100.
+    #[arg(long)]
+    priority: Option<u8>,
+    #[arg(long = "add-user", value_name = "USER")]
+    add_users: Vec<String>,
+    #[arg(long = "remove-user", value_name = "USER")]
+    remove_users: Vec<String>,
+    #[arg(long = "add-group", value_name = "GROUP")]
+    add_groups: Vec<String>,
+    #[arg(long = "remove-group", value_name = "GROUP")]
+    remove_groups: Vec<String>,
+    #[arg(long = "add-asset", value_name = "ASSET")]
+    add_assets: Vec<String>,
+    #[arg(long = "remove-asset", value_name = "ASSET")]
+    remove_assets: Vec<String>,
+    #[arg(long = "add-node", value_name = "PATH")]
+    add_nodes: Vec<String>,
+    #[arg(long = "remove-node", value_name = "PATH")]
+    remove_nodes: Vec<String>,
+    #[arg(long = "add-account", value_name = "ACCOUNT")]
+    add_accounts: Vec<String>,
+    #[arg(long = "remove-account", value_name = "ACCOUNT")]
+    remove_accounts: Vec<String>,
+    /// true (in force) or false (disabled).
+    #[arg(long, value_name = "BOOL")]
+    active: Option<bool>,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+fn filter_entity(name: &str) -> Entity {
+    Entity {
+        kind: "command filter",
+        label: name.to_string(),
+        segments: segments(&["api", "v1", "filters", name]),
+        key: "name",
+        server_fields: &["created_at", "updated_at"],
+        check: check_as::<CommandFilter>,
+    }
 }
 
 pub fn filter(server: &ServerArgs, command: FilterCommand) -> Result<Outcome> {
     let client = connect(server)?;
     match command {
+        FilterCommand::Show { name, out } => manage::show(&client, &filter_entity(&name), out),
+        FilterCommand::Edit { name } => manage::edit(&client, &filter_entity(&name)),
+        FilterCommand::Delete { name, args } => {
+            let entity = filter_entity(&name);
+            let view = entity.fetch(&client)?;
+            let rules: Vec<String> = view["rules"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            manage::delete(
+                &client,
+                &entity,
+                vec![("rules stop applying".to_string(), rules)],
+                &[],
+                args,
+            )
+        }
+        FilterCommand::Set(set) => {
+            let entity = filter_entity(&set.name);
+            let mut patch = Map::new();
+            if let Some(action) = set.action {
+                patch.insert("action".into(), body(&action));
+            }
+            if let Some(priority) = set.priority {
+                patch.insert("priority".into(), Value::from(priority));
+            }
+            if let Some(active) = set.active {
+                patch.insert("is_active".into(), Value::Bool(active));
+            }
+            let lists = [
+                ListChange {
+                    field: "rules",
+                    add: strings(&set.add_rules),
+                    remove: &set.remove_rules,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "users",
+                    add: strings(&set.add_users),
+                    remove: &set.remove_users,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "user_groups",
+                    add: strings(&set.add_groups),
+                    remove: &set.remove_groups,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "assets",
+                    add: strings(&set.add_assets),
+                    remove: &set.remove_assets,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "nodes",
+                    add: strings(&set.add_nodes),
+                    remove: &set.remove_nodes,
+                    names: same_text,
+                },
+                ListChange {
+                    field: "accounts",
+                    add: strings(&set.add_accounts),
+                    remove: &set.remove_accounts,
+                    names: same_text,
+                },
+            ];
+            with_lists(&client, &entity, &lists, &mut patch)?;
+            manage::patch(&client, &entity, patch, set.out)
+        }
         FilterCommand::Add {
             name,
             rules,

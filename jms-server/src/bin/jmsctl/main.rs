@@ -20,6 +20,7 @@ mod entities;
 mod eval;
 mod hash_password;
 mod mail;
+mod manage;
 mod policy;
 mod remote;
 mod settings;
@@ -90,6 +91,11 @@ enum Command {
     /// Session recordings (asciicast v2).
     #[command(subcommand)]
     Recording(audit::RecordingCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What a command concluded, mapped to the exit code.
@@ -140,6 +146,16 @@ fn main() -> ExitCode {
         Command::Session(command) => audit::session(server, command),
         Command::Commands(command) => audit::command(server, command),
         Command::Recording(command) => audit::recording(server, command),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "jmsctl",
+                &mut std::io::stdout(),
+            );
+            Ok(Outcome::Ok)
+        }
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
