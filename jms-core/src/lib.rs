@@ -14,6 +14,7 @@ pub mod atomic_file;
 pub mod bundle;
 pub mod engine;
 pub mod escape;
+pub mod fleet;
 pub mod local_accounts;
 pub mod login;
 pub mod model;

@@ -87,6 +87,8 @@ pub struct Admin {
     pub(crate) recordings: crate::recordings::Recordings,
     /// Live sessions: bastion orders, watched output (`crate::live`).
     pub(crate) live: crate::live::LiveHub,
+    /// The fleet's alarm threshold (`crate::fleet`).
+    pub(crate) fleet: crate::fleet::FleetSettings,
     /// The stored document (secrets opened) at a policy version, as the
     /// last write left it.
     stored: Mutex<Option<(u64, Arc<PolicyDocument>)>>,
@@ -187,6 +189,7 @@ impl Admin {
             sync: crate::sync::SyncState::new(server_key, version),
             recordings: Default::default(),
             live: Default::default(),
+            fleet: Default::default(),
             stored: Mutex::new(None),
         }
     }

@@ -8,6 +8,8 @@
 //! - [`admin`]: the write path — every change is checked by jms-core
 //!   against the whole policy, bumps the policy version and is logged.
 //! - [`diff`]: entity-level differences between two policies.
+//! - [`fleet`]: the enrolled bastions as admins see them (last sync,
+//!   policy version held, their reports), revocation, the silence alarm.
 //! - [`hashpool`]: the bounded threads of their own that check passwords
 //!   for public endpoints.
 //! - [`settings`]: the typed system settings document.
@@ -30,6 +32,7 @@ pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod fleet;
 pub mod hashpool;
 pub mod live;
 pub mod mail;

@@ -516,6 +516,18 @@ impl Admin {
                 "bad signature for bastion {id}"
             )));
         }
+        if bastion.revoked {
+            tracing::warn!(
+                alarm = "revoked_bastion",
+                bastion = bastion.name,
+                path = request.path,
+                "a request signed with a revoked bastion's key was refused"
+            );
+            return Err(SyncError::Unauthorized(format!(
+                "bastion {} ({id}) is revoked: an admin must enroll it again (jmsctl bastion token create --replace {})",
+                bastion.name, bastion.name
+            )));
+        }
         let mut tx = self.store.write()?;
         if !tx.remember_nonce(id, nonce, now, now - 2 * CLOCK_SKEW_SECS)? {
             return Err(SyncError::Unauthorized(

@@ -581,10 +581,16 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
     };
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
+        // Each poll carries the bastion's report (`jmsctl bastion list`).
+        let report = jms_core::fleet::StatusReport {
+            agent: env!("CARGO_PKG_VERSION").to_string(),
+            sessions: crate::daemon::session::open_sessions::count(&daemon.config),
+            backlog: crate::daemon::session::spool::backlog(&daemon.config),
+        };
         let answer = central.call(
             reqwest::Method::GET,
             "/api/v1/sync/control",
-            &format!("wait={CONTROL_WAIT_SECS}"),
+            &format!("wait={CONTROL_WAIT_SECS}&{}", report.query()),
             None,
             Duration::from_secs(CONTROL_WAIT_SECS),
         );

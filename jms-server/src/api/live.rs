@@ -18,16 +18,18 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use jms_core::fleet::StatusReport;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -184,11 +186,37 @@ pub async fn watch(
 struct ControlParams {
     #[serde(default)]
     wait: u64,
+    /// The bastion's report ([`jms_core::fleet::StatusReport`]): all
+    /// three or none (an older jms-agentd sends none).
+    agent: Option<String>,
+    sessions: Option<u64>,
+    backlog: Option<u64>,
+}
+
+impl ControlParams {
+    fn report(&self) -> Result<Option<StatusReport>, ApiError> {
+        match (&self.agent, self.sessions, self.backlog) {
+            (None, None, None) => Ok(None),
+            (Some(agent), Some(sessions), Some(backlog)) => {
+                let report = StatusReport {
+                    agent: agent.clone(),
+                    sessions,
+                    backlog,
+                };
+                report.check().map_err(ApiError::bad_request)?;
+                Ok(Some(report))
+            }
+            _ => Err(ApiError::bad_request(
+                "agent, sessions and backlog come together",
+            )),
+        }
+    }
 }
 
 /// `GET /api/v1/sync/control` (signed).
 pub async fn control(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers_in: HeaderMap,
@@ -201,6 +229,13 @@ pub async fn control(
             "wait: at most {MAX_CONTROL_WAIT} seconds"
         )));
     }
+    let report = params.report()?;
+    let address = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
+    let id = bastion.id;
+    super::blocking(&state, move |admin| {
+        admin.note_bastion(id, address.as_deref(), report.as_ref())
+    })
+    .await?;
     let orders = state
         .admin
         .live

@@ -3,10 +3,11 @@
 //!
 //! Every route is declared once, in [`routes::table`]: the router and the
 //! OpenAPI document are both built from that table. Every request but the
-//! OpenAPI document needs `Authorization: Bearer <token>`; a read-only
-//! token may only GET. Errors are `{"error": "..."}` with the status that
-//! says what to do: 400 fix the request, 401 send a token, 403 use an admin
-//! token, 404 no such entity (or route), 405 wrong method, 409 already
+//! OpenAPI document needs `Authorization: Bearer <token>` whose role
+//! (`auditor` < `operator` < `admin`, see [`Scope`]) is at least the
+//! route's (`x-required-role` in the OpenAPI document). Errors are `{"error": "..."}` with the status that
+//! says what to do: 400 fix the request, 401 send a token, 403 use a token
+//! with a higher role, 404 no such entity (or route), 405 wrong method, 409 already
 //! exists, 422 the change would make the policy invalid (jms-core's
 //! message names the entity and field).
 //!
@@ -16,6 +17,7 @@
 pub(crate) mod audit;
 mod error;
 pub(crate) mod extract;
+mod fleet;
 pub(crate) mod live;
 mod nodes_accounts;
 pub mod openapi;
@@ -29,7 +31,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -81,7 +83,13 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .partition(|r| r.auth != routes::Auth::Token);
     let mut app = Router::new();
     for route in private {
-        app = app.route(route.path, route.handler);
+        let role = route.role;
+        let handler = route
+            .handler
+            .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+                require(role, request, next)
+            }));
+        app = app.route(route.path, handler);
     }
     app = app.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     for route in public {
@@ -124,20 +132,33 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         Ok(None) => return ApiError::unauthorized("unknown or revoked token").into_response(),
         Err(e) => return e.into_response(),
     };
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !reads && row.scope != Scope::Admin {
-        return ApiError::from(AdminError::Forbidden(format!(
-            "token {} ({}) is read-only: {} needs an admin token",
-            row.id,
-            row.name,
-            request.method()
-        )))
-        .into_response();
-    }
     request.extensions_mut().insert(Actor {
         name: format!("token {} ({})", row.id, row.name),
         scope: row.scope,
     });
+    next.run(request).await
+}
+
+/// Refuses a caller whose role is below `role` (after [`authenticate`]).
+async fn require(role: Scope, request: Request, next: Next) -> Response {
+    let Some(actor) = request.extensions().get::<Actor>() else {
+        return ApiError::internal("a route without authentication").into_response();
+    };
+    if actor.scope < role {
+        return ApiError::from(AdminError::Forbidden(format!(
+            "{} has the {} role{}: {} {} needs {role}",
+            actor.name,
+            actor.scope,
+            if actor.scope == Scope::Auditor {
+                " (read-only)"
+            } else {
+                ""
+            },
+            request.method(),
+            request.uri().path()
+        )))
+        .into_response();
+    }
     next.run(request).await
 }
 

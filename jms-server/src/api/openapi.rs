@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::routes::{self, Auth, QueryParams, Route};
 use super::schemas;
+use crate::store::Scope;
 
 /// `GET /api/openapi.json`.
 pub async fn serve() -> Json<Value> {
@@ -117,6 +118,28 @@ fn operation(route: &Route) -> Value {
             "Only compute the changes",
         )),
         QueryParams::Audit(kind) => parameters.extend(super::audit::query_parameters(kind)),
+        QueryParams::Control => {
+            parameters.push(query(
+                "wait",
+                json!({"type": "integer", "minimum": 0, "maximum": 60, "default": 0}),
+                "Long-poll: seconds to hold the request until an order comes",
+            ));
+            parameters.push(query(
+                "agent",
+                json!({"type": "string", "pattern": "^[A-Za-z0-9.+_~-]{1,64}$"}),
+                "The bastion's jms-agentd version (agent, sessions and backlog come together)",
+            ));
+            parameters.push(query(
+                "sessions",
+                json!({"type": "integer", "minimum": 0}),
+                "Sessions open on the bastion",
+            ));
+            parameters.push(query(
+                "backlog",
+                json!({"type": "integer", "minimum": 0}),
+                "Bytes of audit events spooled on the bastion, not yet uploaded",
+            ));
+        }
         QueryParams::Since => {
             parameters.push(query(
                 "since",
@@ -179,8 +202,13 @@ fn operation(route: &Route) -> Value {
     }
     if route.auth == Auth::Token {
         responses.insert("401".into(), error("Missing or unknown token"));
-        if writes || route.query == QueryParams::Export {
-            responses.insert("403".into(), error("Needs an admin token"));
+        if route.role > Scope::Auditor {
+            responses.insert(
+                "403".into(),
+                error(&format!("Needs the {} role", route.role)),
+            );
+        } else if route.query == QueryParams::Export {
+            responses.insert("403".into(), error("with_secrets needs the admin role"));
         }
     }
     if !path_params(route.path).is_empty()
@@ -194,7 +222,8 @@ fn operation(route: &Route) -> Value {
     {
         responses.insert("409".into(), error("Already exists"));
     }
-    if writes && route.auth == Auth::Token && route.path != "/api/v1/bastions/tokens" {
+    let policy_write = route.tag != "bastions";
+    if writes && route.auth == Auth::Token && policy_write {
         responses.insert(
             "422".into(),
             error("The change would make the policy invalid (jms-core's message)"),
@@ -229,7 +258,13 @@ fn operation(route: &Route) -> Value {
     match route.auth {
         Auth::Public => op["security"] = json!([]),
         Auth::Bastion => op["security"] = json!([{"bastion": []}]),
-        Auth::Token => {}
+        Auth::Token => {
+            op["x-required-role"] = json!(route.role.as_str());
+            op["description"] = json!(format!(
+                "Needs a token with the {} role or higher (auditor < operator < admin).",
+                route.role
+            ));
+        }
     }
     op
 }
@@ -249,6 +284,22 @@ mod tests {
                 defined.contains_key(&name),
                 "schema {name} is referenced but not defined"
             );
+        }
+    }
+
+    #[test]
+    fn every_token_route_names_its_role_and_auditors_only_read() {
+        let doc = document();
+        for route in routes::table() {
+            if route.auth != Auth::Token {
+                continue;
+            }
+            let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            assert_eq!(op["x-required-role"], route.role.as_str(), "{}", route.path);
+            if route.method != Method::GET {
+                assert!(route.role >= Scope::Operator, "{} {}", route.method, route.path);
+                assert!(op["responses"]["403"].is_object(), "{}", route.path);
+            }
         }
     }
 

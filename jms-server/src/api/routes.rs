@@ -10,15 +10,16 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 use super::audit::{self, AuditQuery};
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::{live, openapi, sync, system, AppState};
+use super::{fleet, live, openapi, sync, system, AppState};
 use crate::selfservice::api as selfservice;
+use crate::store::Scope;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     /// Anyone (the OpenAPI document).
     Public,
-    /// A bearer token: any scope for GET, `admin` for the rest.
+    /// A bearer token whose role is at least the route's [`Route::role`].
     Token,
     /// A request signed by an enrolled bastion's key (sync API).
     Bastion,
@@ -36,6 +37,8 @@ pub enum QueryParams {
     Apply,
     /// `since`, `transport` (the sync bundle).
     Since,
+    /// `wait` and the bastion's report (the control poll).
+    Control,
     /// The audit routes' filters (`super::audit::query_parameters`).
     Audit(AuditQuery),
 }
@@ -49,6 +52,10 @@ pub struct Route {
     pub summary: &'static str,
     pub tag: &'static str,
     pub auth: Auth,
+    /// The least role a token (or web admin) needs ([`Auth::Token`]
+    /// routes): reads `auditor`, policy writes `operator`, settings,
+    /// tokens and bastions `admin`.
+    pub role: Scope,
     pub query: QueryParams,
     /// Schema name of the JSON body.
     pub body: Option<&'static str>,
@@ -68,12 +75,17 @@ where
 {
     let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
     Route {
-        method,
+        method: method.clone(),
         path,
         operation_id: "",
         summary: "",
         tag: "",
         auth: Auth::Token,
+        role: if matches!(method, Method::GET | Method::HEAD) {
+            Scope::Auditor
+        } else {
+            Scope::Operator
+        },
         query: QueryParams::None,
         body: None,
         status: 200,
@@ -101,6 +113,10 @@ impl Route {
     fn returns(mut self, status: u16, schema: Option<&'static str>) -> Self {
         self.status = status;
         self.response = schema;
+        self
+    }
+    fn role(mut self, role: Scope) -> Self {
+        self.role = role;
         self
     }
     fn public(mut self) -> Self {
@@ -361,7 +377,8 @@ pub fn table() -> Vec<Route> {
                 "Replace the system settings (absent fields: defaults)",
             )
             .body("Settings")
-            .returns(200, Some("SettingsView")),
+            .role(Scope::Admin)
+        .returns(200, Some("SettingsView")),
         route(M::PATCH, "/api/v1/settings", system::patch_settings)
             .doc(
                 "patchSettings",
@@ -369,7 +386,8 @@ pub fn table() -> Vec<Route> {
                 "Change system settings (JSON merge patch)",
             )
             .body("Settings")
-            .returns(200, Some("SettingsView")),
+            .role(Scope::Admin)
+        .returns(200, Some("SettingsView")),
         route(
             M::POST,
             "/api/v1/settings/mail/test",
@@ -381,6 +399,7 @@ pub fn table() -> Vec<Route> {
             "Send a test message with the mail settings (502 names the SMTP step that failed)",
         )
         .body("MailTest")
+        .role(Scope::Admin)
         .returns(200, Some("MailSent")),
         // operation log
         route(M::GET, "/api/v1/oplog", system::list_oplog)
@@ -416,7 +435,26 @@ pub fn table() -> Vec<Route> {
                 "Create a one-time bastion enrollment token (shown once)",
             )
             .body("NewEnrollToken")
-            .returns(201, Some("EnrollToken")),
+            .role(Scope::Admin)
+        .returns(201, Some("EnrollToken")),
+        route(M::GET, "/api/v1/bastions", fleet::list)
+            .doc(
+                "listBastions",
+                "bastions",
+                "The enrolled bastions: status (online, silent past the alarm threshold, revoked), address, last sync, policy version held and how far behind, open sessions, spool backlog, jms-agentd version",
+            )
+            .returns(200, Some("BastionList")),
+        route(M::GET, "/api/v1/bastions/{name}", fleet::get)
+            .doc("getBastion", "bastions", "One enrolled bastion")
+            .returns(200, Some("Bastion")),
+        route(M::POST, "/api/v1/bastions/{name}/revoke", fleet::revoke)
+            .doc(
+                "revokeBastion",
+                "bastions",
+                "Revoke a bastion: its key is refused from now on for every sync request (its uploaded audit stays); only a token made with --replace NAME enrolls it again (409 when already revoked)",
+            )
+            .role(Scope::Admin)
+            .returns(200, Some("Bastion")),
         route(M::POST, "/api/v1/sync/enroll", sync::enroll)
             .doc(
                 "enrollBastion",
@@ -529,9 +567,10 @@ pub fn table() -> Vec<Route> {
             .doc(
                 "getControl",
                 "sync",
-                "A bastion's live-session orders (kill, watch), held up to `wait` seconds until one comes",
+                "A bastion's live-session orders (kill, watch), held up to `wait` seconds until one comes; the query carries the bastion's report (agent, sessions, backlog)",
             )
-            .signed(),
+            .signed()
+            .query(QueryParams::Control),
         route(M::POST, "/api/v1/sync/live/{session}", live::push)
             .doc(
                 "pushLive",

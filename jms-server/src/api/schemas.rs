@@ -379,6 +379,42 @@ fn sync_schemas() -> Map<String, Value> {
             false,
         ),
     );
+    let time_or_null = || json!({"type": ["string", "null"], "format": "date-time"});
+    let count_or_null = || json!({"type": ["integer", "null"], "minimum": 0});
+    add(
+        "Bastion",
+        object(
+            &[
+                ("name", string()),
+                ("status", one_of(&["online", "silent", "revoked"])),
+                ("address", json!({"type": ["string", "null"]})),
+                ("enrolled_at", time_or_null()),
+                ("last_seen_at", time_or_null()),
+                ("silent_for_secs", count_or_null()),
+                ("policy_version", count_or_null()),
+                ("server_version", integer()),
+                ("versions_behind", count_or_null()),
+                ("agent_version", json!({"type": ["string", "null"]})),
+                ("open_sessions", count_or_null()),
+                ("spool_backlog", count_or_null()),
+                ("reported_at", time_or_null()),
+                ("revoked_at", time_or_null()),
+            ],
+            &["name", "status", "server_version"],
+            false,
+        ),
+    );
+    add(
+        "BastionList",
+        object(
+            &[
+                ("items", list_of("Bastion")),
+                ("silent_after_secs", integer()),
+            ],
+            &["items", "silent_after_secs"],
+            false,
+        ),
+    );
     add(
         "SealedBundle",
         json!({"type": "string", "format": "binary"}),

@@ -124,8 +124,8 @@ pub async fn export_policy(
 ) -> Result<Json<PolicyDocument>, ApiError> {
     if params.with_secrets && actor.scope != Scope::Admin {
         return Err(AdminError::Forbidden(format!(
-            "{} is read-only: exporting secrets needs an admin token",
-            actor.name
+            "{} has the {} role: exporting secrets needs admin",
+            actor.name, actor.scope
         ))
         .into());
     }

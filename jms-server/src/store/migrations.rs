@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "commands name the joiner who typed them",
         sql: COMMAND_TYPED_BY,
     },
+    Migration {
+        version: 9,
+        name: "fleet: bastion reports and revocation; admin roles",
+        sql: super::fleet::MIGRATION,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

@@ -11,6 +11,7 @@
 //! - [`migrations`]: numbered, append-only schema migrations.
 
 pub mod audit;
+pub mod fleet;
 pub mod migrations;
 pub mod password_tokens;
 pub mod sqlite;
@@ -24,6 +25,7 @@ pub use audit::{
     CommandQuery, CommandRecord, RecordingRow, SessionQuery, SessionRecord, TransferQuery,
     TransferRecord,
 };
+pub use fleet::BastionInfo;
 pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
@@ -197,22 +199,37 @@ pub struct Page<T> {
     pub total: u64,
 }
 
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// An admin role: what an API token or a web admin may do. Each role may
+/// do everything the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
-    /// GET only.
-    Read,
-    /// Everything.
+    /// Reads the policy (never a secret), the audit trail and the fleet;
+    /// watches sessions. No writes. (Tokens made as `read` are auditors.)
+    Auditor,
+    /// Also writes the policy (users, groups, nodes, assets, accounts,
+    /// grants, filters), ends sessions. No settings, tokens, bastions.
+    Operator,
+    /// Everything: settings, enrollment tokens, revoking bastions,
+    /// exporting secrets.
     Admin,
 }
 
 impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Auditor, Scope::Operator, Scope::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Scope::Read => "read",
+            Scope::Auditor => "auditor",
+            Scope::Operator => "operator",
             Scope::Admin => "admin",
         }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -220,9 +237,12 @@ impl std::str::FromStr for Scope {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "read" => Ok(Scope::Read),
+            "auditor" | "read" => Ok(Scope::Auditor),
+            "operator" => Ok(Scope::Operator),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope `{other}` (expected read or admin)")),
+            other => Err(format!(
+                "unknown role `{other}` (expected auditor, operator or admin)"
+            )),
         }
     }
 }
@@ -281,6 +301,8 @@ pub struct BastionRow {
     pub name: String,
     /// Its Ed25519 public key (32 bytes).
     pub public_key: Vec<u8>,
+    /// An admin revoked it: its requests are refused.
+    pub revoked: bool,
 }
 
 /// A bastion enrollment token as stored (only its SHA-256 is kept).
@@ -355,6 +377,9 @@ pub trait ReadTx {
     fn bastion(&self, id: i64) -> Result<Option<BastionRow>>;
     /// An enrollment token by its SHA-256 (used or not, expired or not).
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>>;
+    /// Every enrolled bastion (revoked ones too), by name.
+    fn bastions(&self) -> Result<Vec<BastionInfo>>;
+    fn bastion_by_name(&self, name: &str) -> Result<Option<BastionInfo>>;
     /// How many events are stored (of one bastion, or of all).
     fn count_events(&self, bastion_id: Option<i64>) -> Result<u64>;
 
@@ -434,6 +459,17 @@ pub trait WriteTx: ReadTx {
     fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>>;
     /// Records that the bastion was seen (and the version it holds).
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()>;
+    /// Revokes a bastion: its key is refused from then on; false when no
+    /// such bastion is enrolled or it was revoked before.
+    fn revoke_bastion(&mut self, name: &str) -> Result<bool>;
+    /// Records where a bastion's request came from and, with its control
+    /// poll, what it reported.
+    fn note_bastion(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        report: Option<&jms_core::fleet::StatusReport>,
+    ) -> Result<()>;
     /// Remembers a request nonce; false when it was seen before (a
     /// replay). Forgets nonces older than `forget_before` (Unix seconds).
     fn remember_nonce(

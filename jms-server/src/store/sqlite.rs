@@ -835,17 +835,19 @@ impl ReadTx for Tx<'_> {
 
     fn bastion(&self, id: i64) -> Result<Option<BastionRow>> {
         let row = self.one(
-            "SELECT id, name, public_key FROM bastions WHERE id = ?1 AND public_key IS NOT NULL",
+            "SELECT id, name, public_key, revoked_at IS NOT NULL FROM bastions \
+             WHERE id = ?1 AND public_key IS NOT NULL",
             [id],
             |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
+                    row.get::<_, bool>(3)?,
                 ))
             },
         )?;
-        row.map(|(id, name, key)| {
+        row.map(|(id, name, key, revoked)| {
             let public_key = jms_core::bundle::unhex(&key).ok_or(StoreError::Corrupt {
                 table: "bastions",
                 message: format!("bastion {id}: public_key is not hex"),
@@ -854,9 +856,18 @@ impl ReadTx for Tx<'_> {
                 id,
                 name,
                 public_key,
+                revoked,
             })
         })
         .transpose()
+    }
+
+    fn bastions(&self) -> Result<Vec<super::BastionInfo>> {
+        super::fleet::bastions(&self.conn)
+    }
+
+    fn bastion_by_name(&self, name: &str) -> Result<Option<super::BastionInfo>> {
+        super::fleet::bastion_by_name(&self.conn, name)
     }
 
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>> {
@@ -1295,7 +1306,7 @@ impl WriteTx for Tx<'_> {
             self.conn.execute(
                 "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
                  ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, \
-                 enrolled_at = excluded.enrolled_at, policy_version = NULL",
+                 enrolled_at = excluded.enrolled_at, policy_version = NULL, revoked_at = NULL",
                 params![name, key, at],
             )?
         } else {
@@ -1321,6 +1332,19 @@ impl WriteTx for Tx<'_> {
             params![id, now(), policy_version],
         )?;
         Ok(())
+    }
+
+    fn revoke_bastion(&mut self, name: &str) -> Result<bool> {
+        super::fleet::revoke(&self.conn, name, &now())
+    }
+
+    fn note_bastion(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        report: Option<&jms_core::fleet::StatusReport>,
+    ) -> Result<()> {
+        super::fleet::note(&self.conn, id, address, report, &now())
     }
 
     fn remember_nonce(

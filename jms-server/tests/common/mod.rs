@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -20,6 +20,8 @@ pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/poli
 /// A running server; killed on drop.
 pub struct Server {
     child: Child,
+    /// Extra `jms-server` arguments (kept for restarts).
+    extra: Vec<String>,
     pub url: String,
     /// An admin token.
     pub admin: String,
@@ -49,14 +51,22 @@ pub fn create_token(data: &Path, scope: &str, name: &str) -> String {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server started with extra arguments; its log (stderr, `RUST_LOG`
+    /// warn) is in [`Server::log`].
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
-        let (child, url) = spawn(&data);
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(&data, &extra);
         Server {
             url,
             child,
+            extra,
             admin,
             read,
             data,
@@ -70,7 +80,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, url) = spawn(&self.data);
+        let (child, url) = spawn(&self.data, &self.extra);
         self.child = child;
         self.url = url;
     }
@@ -117,6 +127,11 @@ impl Server {
         value
     }
 
+    /// What the server logged so far (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_file(&self.data)).unwrap_or_default()
+    }
+
     pub fn version(&self) -> u64 {
         self.expect(200, "GET", "/api/v1/policy/version", None)["version"]
             .as_u64()
@@ -138,15 +153,26 @@ impl Server {
     }
 }
 
+/// Where the server's stderr goes.
+fn log_file(data: &Path) -> PathBuf {
+    data.with_extension("log")
+}
+
 /// Starts jms-server on `data` and a free port; returns it and its URL.
-fn spawn(data: &Path) -> (Child, String) {
+fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file(data))
+        .expect("the server log file");
     let mut child = Command::new(SERVER)
         .arg("--data")
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .expect("start jms-server");
     let mut line = String::new();
@@ -154,8 +180,7 @@ fn spawn(data: &Path) -> (Child, String) {
         .read_line(&mut line)
         .unwrap();
     let Some(url) = line.trim().strip_prefix("listening on ") else {
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).ok();
+        let err = std::fs::read_to_string(log_file(data)).unwrap_or_default();
         panic!("jms-server did not start: {line:?} {err}");
     };
     (child, url.to_string())

@@ -70,6 +70,18 @@ pub fn note(config: &AgentdConfig, body: &EventBody) {
     }
 }
 
+/// How many sessions are open now (for the bastion's report to the server).
+pub fn count(config: &AgentdConfig) -> u64 {
+    fs::read_dir(dir(config))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
 /// Spools a `session_end` for every session a previous run left open, and
 /// forgets them. Call once at startup, before serving.
 pub fn close_leftovers(config: &AgentdConfig) {

@@ -487,6 +487,12 @@ pub fn global(config: &crate::daemon::config::AgentdConfig) -> Option<&'static S
         .as_ref()
 }
 
+/// Bytes of events spooled and not yet uploaded (for the bastion's report
+/// to the server).
+pub fn backlog(config: &crate::daemon::config::AgentdConfig) -> u64 {
+    global(config).map_or(0, |spool| dir_bytes(spool.dir()))
+}
+
 /// Records `body` in the daemon's spool (or the log, if it has none).
 pub fn record(config: &crate::daemon::config::AgentdConfig, body: EventBody) {
     super::open_sessions::note(config, &body);

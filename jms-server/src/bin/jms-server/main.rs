@@ -4,7 +4,7 @@
 //!   (plain HTTP: put it on loopback behind a TLS proxy, or on a trusted
 //!   network); the first line on stdout is `listening on http://ADDR`
 //!   (with the real port when given port 0).
-//! - `jms-server token create --data DIR --scope admin|read [--name N]`
+//! - `jms-server token create --data DIR --scope admin|operator|auditor [--name N]`
 //!   prints a new API token once (only its SHA-256 is stored).
 //!
 //! Exit codes: 0 ok, 2 bad arguments or unusable data directory, 1 the
@@ -34,6 +34,10 @@ struct Cli {
     /// Address to listen on (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8420")]
     listen: SocketAddr,
+    /// A bastion silent (no sync request) this long raises the alarm
+    /// `bastion_silent` in the log and shows `silent` in the fleet.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "JMS_BASTION_SILENT_AFTER")]
+    bastion_silent_after: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,7 +53,8 @@ enum Command {
 enum TokenCommand {
     /// Create a token and print it (shown once).
     Create {
-        /// `admin` (everything) or `read` (GET only).
+        /// `auditor` (reads; `read` is the same), `operator` (also policy
+        /// writes) or `admin` (also settings, tokens, bastions).
         #[arg(long, value_parser = parse_scope)]
         scope: Scope,
         /// A name for the operation log (`ci`, `alice-laptop`).
@@ -91,7 +96,10 @@ fn main() -> ExitCode {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
             create_token(&admin, &name, scope)
         }
-        None => serve(admin, cli.listen),
+        None => {
+            admin.set_bastion_silent_after(cli.bastion_silent_after);
+            serve(admin, cli.listen)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,7 +151,9 @@ fn serve(admin: Admin, listen: SocketAddr) -> Result<()> {
         }
         println!("listening on http://{bound}");
         std::io::stdout().flush().ok();
-        let app = jms_server::api::router(Arc::new(admin));
+        let admin = Arc::new(admin);
+        tokio::spawn(jms_server::fleet::watch(admin.clone()));
+        let app = jms_server::api::router(admin);
         // The peer address reaches handlers (rate limits by source IP).
         axum::serve(
             listener,

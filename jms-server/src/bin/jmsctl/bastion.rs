@@ -1,13 +1,20 @@
-//! `jmsctl bastion token create [--ttl 1h] [--replace NAME]`: a one-time
-//! token a bastion enrolls with (`jms-agentd enroll --server URL --token
-//! T`). Enrolling a name that is already enrolled needs `--replace NAME`.
+//! `jmsctl bastion …`: the fleet of enrolled bastions.
+//!
+//! - `token create [--ttl 1h] [--replace NAME]`: a one-time token a bastion
+//!   enrolls with (`jms-agentd enroll --server URL --token T`). Enrolling a
+//!   name that is already enrolled needs `--replace NAME`.
+//! - `list`, `show NAME`: status (online, silent past the server's alarm
+//!   threshold, revoked), address, last sync, policy version held and how
+//!   far behind, open sessions, spool backlog, jms-agentd version.
+//! - `revoke NAME`: its key is refused from then on; its audit stays.
 
 use anyhow::Result;
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::remote::{connect, ServerArgs};
+use crate::manage::{self, DeleteArgs, JsonArg};
+use crate::remote::{cell, connect, print_table, ServerArgs};
 use crate::Outcome;
 
 #[derive(Subcommand)]
@@ -15,6 +22,24 @@ pub enum BastionCommand {
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List the enrolled bastions and where each stands.
+    List {
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Show one bastion.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Revoke a bastion whose key may be compromised: its sync requests
+    /// and uploads are refused from now on; its sessions' audit stays.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        args: DeleteArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -25,16 +50,37 @@ pub enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
         /// Let this token give the already enrolled bastion NAME a new key
-        /// (a reinstalled bastion); it then enrolls only NAME.
+        /// (a reinstalled or revoked bastion); it then enrolls only NAME.
         #[arg(long, value_name = "NAME")]
         replace: Option<String>,
     },
 }
 
+/// Seconds as `45s`, `12m`, `3h`, `2d`.
+fn ago(secs: &Value) -> String {
+    let Some(secs) = secs.as_i64() else {
+        return "never".into();
+    };
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn or_dash(value: &Value, field: &str) -> String {
+    match cell(value, field) {
+        text if text.is_empty() => "-".into(),
+        text => text,
+    }
+}
+
 pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
+    let client = connect(server)?;
     match command {
         BastionCommand::Token(TokenCommand::Create { ttl, replace }) => {
-            let answer = connect(server)?
+            let answer = client
                 .call(
                     Method::POST,
                     &["api", "v1", "bastions", "tokens"],
@@ -47,6 +93,89 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                 "enrollment token created, valid until {}; it works once and is shown only now",
                 answer["expires_at"].as_str().unwrap_or("?")
             );
+            Ok(Outcome::Ok)
+        }
+        BastionCommand::List { out } => {
+            let answer = client.get(&["api", "v1", "bastions"], &[])?;
+            let items = answer["items"].as_array().cloned().unwrap_or_default();
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(Outcome::Ok);
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|b| {
+                    let policy = match (b["policy_version"].as_u64(), b["versions_behind"].as_u64())
+                    {
+                        (Some(held), Some(0)) => format!("{held} (current)"),
+                        (Some(held), Some(behind)) => format!("{held} ({behind} behind)"),
+                        _ => "-".into(),
+                    };
+                    vec![
+                        cell(b, "name"),
+                        cell(b, "status"),
+                        or_dash(b, "address"),
+                        ago(&b["silent_for_secs"]),
+                        policy,
+                        or_dash(b, "open_sessions"),
+                        or_dash(b, "spool_backlog"),
+                        or_dash(b, "agent_version"),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "NAME", "STATUS", "ADDRESS", "LAST SEEN", "POLICY", "SESSIONS", "BACKLOG",
+                    "AGENTD",
+                ],
+                &rows,
+            );
+            let silent = items.iter().filter(|b| b["status"] == "silent").count();
+            if silent > 0 {
+                println!(
+                    "({silent} silent for more than {}s: see the server log's bastion_silent alarm)",
+                    answer["silent_after_secs"]
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        BastionCommand::Show { name, out } => {
+            let view = client.get(&["api", "v1", "bastions", &name], &[])?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                manage::print_detail(&view);
+            }
+            Ok(Outcome::Ok)
+        }
+        BastionCommand::Revoke { name, args } => {
+            let view = client.get(&["api", "v1", "bastions", &name], &[])?;
+            // Already revoked: the server says so (409), nothing to ask.
+            if view["status"] != "revoked" {
+                eprintln!("revoking bastion {name}:");
+                eprintln!(
+                    "  its key is refused from now on (sync, event and recording uploads, live control)"
+                );
+                eprintln!(
+                    "  {} sessions open on it (as of its last report) lose their audit upload; what it uploaded stays",
+                    or_dash(&view, "open_sessions")
+                );
+                eprintln!("  only a token made with `jmsctl bastion token create --replace {name}` enrolls it again");
+                manage::confirm("revoke", "bastion", &name, args.yes)?;
+            }
+            let view = client
+                .call(
+                    Method::POST,
+                    &["api", "v1", "bastions", &name, "revoke"],
+                    &[],
+                    None,
+                )?
+                .unwrap_or_default();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!("revoked bastion {name}");
+            }
             Ok(Outcome::Ok)
         }
     }

@@ -262,25 +262,7 @@ pub fn delete(
             let _ = writeln!(out, "  {note}");
         }
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "not deleting {} {} without a terminal to confirm: give --yes",
-                entity.kind,
-                entity.label
-            );
-        }
-        eprint!("Delete {} {}? [y/N] ", entity.kind, entity.label);
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("reading the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-            bail!("{} {} not deleted", entity.kind, entity.label);
-        }
-    }
+    confirm("delete", entity.kind, &entity.label, args.yes)?;
     client
         .call(Method::DELETE, &entity.path(), &[], None)
         .with_context(|| format!("{} {} not deleted", entity.kind, entity.label))?;
@@ -301,6 +283,34 @@ pub fn delete(
         println!("deleted {} {}", entity.kind, entity.label);
     }
     Ok(Outcome::Ok)
+}
+
+/// Asks on the terminal whether to `verb` (`delete`) the `kind` `label`;
+/// without a terminal only `yes` (`--yes`) lets it go ahead.
+pub fn confirm(verb: &str, kind: &str, label: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let ing = format!("{}ing", verb.trim_end_matches('e'));
+    if !std::io::stdin().is_terminal() {
+        bail!("not {ing} {kind} {label} without a terminal to confirm: give --yes");
+    }
+    let mut first = verb.chars();
+    let verb = first
+        .next()
+        .map(|c| c.to_uppercase().collect::<String>() + first.as_str())
+        .unwrap_or_default();
+    eprint!("{verb} {kind} {label}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        bail!("{kind} {label} left as it is");
+    }
+    Ok(())
 }
 
 fn effect_line(what: &str, names: &[String]) -> String {

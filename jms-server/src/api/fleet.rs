@@ -1,0 +1,42 @@
+//! The fleet routes: `GET /api/v1/bastions`, `GET /api/v1/bastions/{name}`
+//! and `POST /api/v1/bastions/{name}/revoke` (see `crate::fleet`).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::extract::PathParams;
+use super::{blocking, Actor, ApiError, AppState};
+use crate::fleet::BastionView;
+
+/// `GET /api/v1/bastions`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    blocking(&state, |admin| {
+        let items = admin.fleet()?;
+        Ok(Json(json!({
+            "items": items,
+            "silent_after_secs": admin.bastion_silent_after().as_secs(),
+        })))
+    })
+    .await
+}
+
+/// `GET /api/v1/bastions/{name}`.
+pub async fn get(
+    State(state): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<BastionView>, ApiError> {
+    blocking(&state, move |admin| Ok(Json(admin.fleet_member(&name)?))).await
+}
+
+/// `POST /api/v1/bastions/{name}/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<BastionView>, ApiError> {
+    blocking(&state, move |admin| {
+        Ok(Json(admin.revoke_bastion(&actor.name, &name)?))
+    })
+    .await
+}

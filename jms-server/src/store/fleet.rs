@@ -1,0 +1,156 @@
+//! The bastion fleet as the store keeps it: each enrolled bastion's last
+//! sync (time, address, the policy version it holds), what it last
+//! reported about itself ([`jms_core::fleet::StatusReport`]) and whether
+//! an admin revoked it — and the admin roles of API tokens and web admins.
+//! Migration 9 adds the columns; the trait methods are on
+//! [`super::ReadTx`] / [`super::WriteTx`], implemented here for SQLite.
+
+use chrono::{DateTime, Utc};
+use jms_core::fleet::StatusReport;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::Result;
+
+/// Migration 9.
+pub const MIGRATION: &str = r#"
+-- What each bastion last said about itself (its control poll), where it
+-- synced from, and its revocation (its key is refused from then on; its
+-- sessions' audit stays).
+ALTER TABLE bastions ADD COLUMN address TEXT;
+ALTER TABLE bastions ADD COLUMN agent_version TEXT;
+ALTER TABLE bastions ADD COLUMN open_sessions INTEGER;
+ALTER TABLE bastions ADD COLUMN spool_backlog INTEGER;
+ALTER TABLE bastions ADD COLUMN reported_at TEXT;
+ALTER TABLE bastions ADD COLUMN revoked_at TEXT;
+
+-- Admin roles: tokens were `read` (now `auditor`) or `admin`; `operator`
+-- is new. SQLite cannot change a CHECK: the table is rebuilt.
+CREATE TABLE api_tokens_roles (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 BLOB NOT NULL UNIQUE,
+    scope TEXT NOT NULL CHECK (scope IN ('auditor', 'operator', 'admin')),
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+INSERT INTO api_tokens_roles (id, name, token_sha256, scope, created_at, revoked_at)
+    SELECT id, name, token_sha256,
+           CASE scope WHEN 'read' THEN 'auditor' ELSE scope END,
+           created_at, revoked_at
+    FROM api_tokens;
+DROP TABLE api_tokens;
+ALTER TABLE api_tokens_roles RENAME TO api_tokens;
+
+ALTER TABLE web_admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
+    CHECK (role IN ('auditor', 'operator', 'admin'));
+"#;
+
+/// An enrolled bastion as the fleet view shows it.
+#[derive(Debug, Clone)]
+pub struct BastionInfo {
+    pub id: i64,
+    pub name: String,
+    pub enrolled_at: Option<DateTime<Utc>>,
+    /// Its last authenticated request.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The policy version it said it holds (its last bundle request).
+    pub policy_version: Option<u64>,
+    /// The address its last request came from.
+    pub address: Option<String>,
+    /// Its last report, and when it came.
+    pub report: Option<(StatusReport, DateTime<Utc>)>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, name, enrolled_at, last_seen_at, policy_version, address, \
+     agent_version, open_sessions, spool_backlog, reported_at, revoked_at";
+
+fn time_at(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = row.get(column)?;
+    Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|t| t.with_timezone(&Utc))))
+}
+
+fn info(row: &Row) -> rusqlite::Result<BastionInfo> {
+    let agent: Option<String> = row.get(6)?;
+    let reported_at = time_at(row, 9)?;
+    let report = match (agent, reported_at) {
+        (Some(agent), Some(at)) => Some((
+            StatusReport {
+                agent,
+                sessions: row.get::<_, Option<i64>>(7)?.unwrap_or(0).max(0) as u64,
+                backlog: row.get::<_, Option<i64>>(8)?.unwrap_or(0).max(0) as u64,
+            },
+            at,
+        )),
+        _ => None,
+    };
+    Ok(BastionInfo {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        enrolled_at: time_at(row, 2)?,
+        last_seen_at: time_at(row, 3)?,
+        policy_version: row.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
+        address: row.get(5)?,
+        report,
+        revoked_at: time_at(row, 10)?,
+    })
+}
+
+/// Every enrolled bastion, by name.
+pub fn bastions(conn: &Connection) -> Result<Vec<BastionInfo>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM bastions WHERE public_key IS NOT NULL ORDER BY name"
+    ))?;
+    let rows = stmt.query_map([], info)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One enrolled bastion by name.
+pub fn bastion_by_name(conn: &Connection, name: &str) -> Result<Option<BastionInfo>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM bastions WHERE name = ?1 AND public_key IS NOT NULL"),
+            [name],
+            info,
+        )
+        .optional()?)
+}
+
+/// Marks a bastion revoked at `at`; false when there is no such bastion
+/// or it was revoked before.
+pub fn revoke(conn: &Connection, name: &str, at: &str) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE bastions SET revoked_at = ?2 WHERE name = ?1 AND public_key IS NOT NULL \
+         AND revoked_at IS NULL",
+        params![name, at],
+    )? == 1)
+}
+
+/// Records where a bastion's request came from and, with its control
+/// poll, its report.
+pub fn note(
+    conn: &Connection,
+    id: i64,
+    address: Option<&str>,
+    report: Option<&StatusReport>,
+    at: &str,
+) -> Result<()> {
+    if let Some(address) = address {
+        conn.prepare_cached("UPDATE bastions SET address = ?2 WHERE id = ?1")?
+            .execute(params![id, address])?;
+    }
+    if let Some(report) = report {
+        conn.prepare_cached(
+            "UPDATE bastions SET agent_version = ?2, open_sessions = ?3, spool_backlog = ?4, \
+             reported_at = ?5 WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            report.agent,
+            i64::try_from(report.sessions).unwrap_or(i64::MAX),
+            i64::try_from(report.backlog).unwrap_or(i64::MAX),
+            at
+        ])?;
+    }
+    Ok(())
+}
