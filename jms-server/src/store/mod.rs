@@ -509,6 +509,7 @@ pub trait WriteTx: ReadTx {
         username: &str,
         password_hash: &[u8],
         totp_secret: &[u8],
+        role: Scope,
     ) -> Result<i64>;
     /// Removes a web admin and its sessions; false when there was none.
     fn delete_web_admin(&mut self, username: &str) -> Result<bool>;

@@ -383,7 +383,7 @@ struct Listing<'s> {
 }
 
 const WEB_ADMIN_COLUMNS: &str =
-    "id, username, password_hash, totp_secret, totp_last_step, created_at, last_login_at";
+    "id, username, password_hash, totp_secret, totp_last_step, created_at, last_login_at, role";
 
 fn web_admin_row(row: &Row) -> rusqlite::Result<WebAdminRow> {
     let last_login: Option<String> = row.get(6)?;
@@ -398,6 +398,10 @@ fn web_admin_row(row: &Row) -> rusqlite::Result<WebAdminRow> {
             Some(_) => Some(time(row, 6)?),
             None => None,
         },
+        role: row
+            .get::<_, String>(7)?
+            .parse::<Scope>()
+            .map_err(|e| bad(7, e))?,
     })
 }
 
@@ -962,7 +966,7 @@ impl ReadTx for Tx<'_> {
 
     fn web_session(&self, sha256: &[u8]) -> Result<Option<WebSessionRow>> {
         self.one(
-            "SELECT s.admin_id, a.username, s.created_at, s.expires_at, s.last_seen_at \
+            "SELECT s.admin_id, a.username, s.created_at, s.expires_at, s.last_seen_at, a.role \
              FROM web_sessions s JOIN web_admins a ON a.id = s.admin_id \
              WHERE s.token_sha256 = ?1",
             [sha256],
@@ -973,6 +977,10 @@ impl ReadTx for Tx<'_> {
                     created_at: time(row, 2)?,
                     expires_at: time(row, 3)?,
                     last_seen_at: time(row, 4)?,
+                    role: row
+                        .get::<_, String>(5)?
+                        .parse::<Scope>()
+                        .map_err(|e| bad(5, e))?,
                 })
             },
         )
@@ -1438,11 +1446,12 @@ impl WriteTx for Tx<'_> {
         username: &str,
         password_hash: &[u8],
         totp_secret: &[u8],
+        role: Scope,
     ) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO web_admins (username, password_hash, totp_secret, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![username, password_hash, totp_secret, now()],
+            "INSERT INTO web_admins (username, password_hash, totp_secret, created_at, role) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![username, password_hash, totp_secret, now(), role.as_str()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }

@@ -48,6 +48,8 @@ pub struct WebAdminRow {
     pub totp_last_step: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// What she may do (migration 9; `admin` before it).
+    pub role: super::Scope,
 }
 
 /// A web login session as stored (found by its token's SHA-256).
@@ -55,6 +57,7 @@ pub struct WebAdminRow {
 pub struct WebSessionRow {
     pub admin_id: i64,
     pub username: String,
+    pub role: super::Scope,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,

@@ -18,7 +18,7 @@ use jms_core::password::{
 
 use crate::admin::{Admin, AdminError, Result};
 use crate::crypto;
-use crate::store::{NewOpLogEntry, WebAdminRow};
+use crate::store::{NewOpLogEntry, Scope, WebAdminRow};
 
 /// Fewest characters in a web admin's password.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -50,6 +50,7 @@ pub struct Enrollment {
 #[derive(Debug, Clone)]
 pub struct WebAdminInfo {
     pub username: String,
+    pub role: Scope,
     pub created_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
 }
@@ -73,14 +74,28 @@ pub fn check_username(username: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Adds a web admin with a fresh TOTP secret; `actor` goes to the
-/// operation log. `iterations` is the PBKDF2 count of the new hash.
+/// Adds a web admin (role `admin`) with a fresh TOTP secret; `actor`
+/// goes to the operation log. `iterations` is the PBKDF2 count of the new
+/// hash.
 pub fn add(
     admin: &Admin,
     actor: &str,
     username: &str,
     password: &str,
     iterations: u32,
+) -> Result<Enrollment> {
+    add_with_role(admin, actor, username, password, iterations, Scope::Admin)
+}
+
+/// [`add`] with a role: an `auditor` only reads (no Terminate), an
+/// `operator` may also end sessions.
+pub fn add_with_role(
+    admin: &Admin,
+    actor: &str,
+    username: &str,
+    password: &str,
+    iterations: u32,
+    role: Scope,
 ) -> Result<Enrollment> {
     check_username(username).map_err(AdminError::BadInput)?;
     let chars = password.chars().count();
@@ -107,14 +122,14 @@ pub fn add(
             "web admin `{username}` already exists (remove it first to reset it)"
         )));
     }
-    tx.insert_web_admin(username, &sealed_hash, &sealed_secret)?;
+    tx.insert_web_admin(username, &sealed_hash, &sealed_secret, role)?;
     let version = tx.policy_version()?;
     tx.append_oplog(&NewOpLogEntry {
         actor: actor.to_string(),
         action: "create".to_string(),
         kind: "web_admin".to_string(),
         name: username.to_string(),
-        fields: Vec::new(),
+        fields: vec!["role".to_string()],
         version,
     })?;
     tx.commit()?;
@@ -143,6 +158,7 @@ pub fn list(admin: &Admin) -> Result<Vec<WebAdminInfo>> {
         .web_admins()?
         .into_iter()
         .map(|row| WebAdminInfo {
+            role: row.role,
             username: row.username,
             created_at: row.created_at,
             last_login_at: row.last_login_at,
@@ -269,7 +285,7 @@ pub fn session(
     token: &str,
     now: DateTime<Utc>,
     idle: Duration,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, Scope)>> {
     let hash = crypto::token_hash(token);
     let Some(row) = admin.store.read()?.web_session(&hash)? else {
         return Ok(None);
@@ -285,7 +301,7 @@ pub fn session(
         tx.touch_web_session(&hash)?;
         tx.commit()?;
     }
-    Ok(Some(row.username))
+    Ok(Some((row.username, row.role)))
 }
 
 /// Ends the session of this token (logout); nothing if there is none.
@@ -372,7 +388,7 @@ mod tests {
     }
 
     fn session_of(admin: &Admin, token: &str, at: DateTime<Utc>, idle: Duration) -> Option<String> {
-        session(admin, token, at, idle).unwrap()
+        session(admin, token, at, idle).unwrap().map(|(name, _)| name)
     }
 
     #[test]

@@ -54,6 +54,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct WebAdmin {
     pub username: String,
+    /// What she may do: an auditor sees no write control and gets 403
+    /// from every write.
+    pub role: crate::store::Scope,
 }
 
 /// Failed logins per name.
@@ -352,7 +355,7 @@ pub async fn require_login(
     next: Next,
 ) -> Response {
     let token = session_cookie(request.headers());
-    let username = match token {
+    let signed_in = match token {
         None => None,
         Some(token) => {
             let idle = chrono::Duration::from_std(SESSION_IDLE).expect("fits");
@@ -366,7 +369,7 @@ pub async fn require_login(
             }
         }
     };
-    let Some(username) = username else {
+    let Some((username, role)) = signed_in else {
         if matches!(*request.method(), Method::GET | Method::HEAD) {
             let wanted = request
                 .uri()
@@ -378,7 +381,7 @@ pub async fn require_login(
         }
         return WebError::Forbidden("sign in first".to_string()).into_response();
     };
-    request.extensions_mut().insert(WebAdmin { username });
+    request.extensions_mut().insert(WebAdmin { username, role });
     next.run(request).await
 }
 

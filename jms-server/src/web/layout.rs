@@ -12,6 +12,7 @@ use super::auth::url_escape;
 pub enum Nav {
     Sessions,
     Commands,
+    Bastions,
 }
 
 /// One page to render.
@@ -43,6 +44,7 @@ pub fn page(page: &Page<'_>) -> Markup {
                         nav {
                             a href="/web/sessions" class=[nav_class(page.nav, Nav::Sessions)] { "Sessions" }
                             a href="/web/commands" class=[nav_class(page.nav, Nav::Commands)] { "Commands" }
+                            a href="/web/bastions" class=[nav_class(page.nav, Nav::Bastions)] { "Bastions" }
                         }
                         div.who {
                             span #admin-name { (admin) }

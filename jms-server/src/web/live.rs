@@ -17,6 +17,7 @@ use super::layout::{self, Nav, Page};
 use super::sessions::{find_session, player_head};
 use super::{blocking, WebError, WebState};
 use crate::api::live::{watch_response, WatchError};
+use crate::store::Scope;
 
 /// `GET /web/sessions/{id}/live`.
 pub async fn page(
@@ -28,11 +29,13 @@ pub async fn page(
     let base = format!("/web/sessions/{}", url_escape(&s.id));
     let body = html! {
         (player_head("Live", &s, &base))
-        @if s.online {
+        @if s.online && me.role >= Scope::Operator {
             form.actions #terminate-form method="post" action=(format!("{base}/kill")) {
                 label { "Reason " input #terminate-reason type="text" name="reason" maxlength="500" placeholder="shown to the user"; }
                 " " button.danger #terminate type="submit" { "Terminate" }
             }
+        }
+        @if s.online {
             p.muted #live-status { "Connecting…" }
             link rel="stylesheet" href=(assets::url("asciinema-player.css"));
             div #live-player data-src=(format!("{base}/live/events")) {}
@@ -82,6 +85,12 @@ pub async fn kill(
     Path(id): Path<String>,
     Form(form): Form<KillForm>,
 ) -> Result<Response, WebError> {
+    if me.role < Scope::Operator {
+        return Err(WebError::Forbidden(format!(
+            "terminating a session needs the operator role ({} has {})",
+            me.username, me.role
+        )));
+    }
     let reason: String = form.reason.trim().chars().take(500).collect();
     let actor = format!("web admin {}", me.username);
     let session = id.clone();

@@ -10,10 +10,14 @@
 //! - [`replay`]: the replay page (asciinema player) and the recording it
 //!   plays.
 //! - [`live`]: watch an online session as it happens, terminate it.
+//! - [`fleet`]: the enrolled bastions, where each stands; revoke one.
 //! - [`layout`]: the page frame and small formatting helpers.
 //! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
 //!
-//! Every page needs a logged-in web admin. No resource comes from another
+//! Every page needs a logged-in web admin. Her role (`jmsctl admin add
+//! --role`) decides the write controls she sees and may use: an
+//! `auditor` none (403 from every write), an `operator` may terminate
+//! sessions, an `admin` may also revoke bastions. No resource comes from another
 //! site (the Content-Security-Policy says so too). A request that changes
 //! something (POST) must come from this site: the cookie is
 //! `SameSite=Strict` and the `Origin` (or `Referer`) must name this host.
@@ -22,6 +26,7 @@ pub mod admins;
 mod assets;
 mod auth;
 mod commands;
+mod fleet;
 mod layout;
 mod live;
 mod replay;
@@ -67,6 +72,8 @@ where
         .route("/web/sessions/{id}/live/events", get(live::events))
         .route("/web/sessions/{id}/kill", post(live::kill))
         .route("/web/commands", get(commands::search))
+        .route("/web/bastions", get(fleet::list))
+        .route("/web/bastions/{name}/revoke", post(fleet::revoke))
         .route("/web/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

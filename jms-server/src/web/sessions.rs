@@ -236,7 +236,9 @@ pub async fn detail(
             }
             @if s.online {
                 span.live-slot #live-actions data-session=(s.id) {
-                    a.button #watch href=(format!("/web/sessions/{}/live", url_escape(&s.id))) { "Watch / Terminate" }
+                    a.button #watch href=(format!("/web/sessions/{}/live", url_escape(&s.id))) {
+                        @if me.role >= crate::store::Scope::Operator { "Watch / Terminate" } @else { "Watch" }
+                    }
                 }
             }
         }

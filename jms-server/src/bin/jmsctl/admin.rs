@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use jms_core::password::DEFAULT_ITERATIONS;
+use jms_server::store::Scope;
 use jms_server::web::admins;
 use jms_server::Admin;
 
@@ -42,6 +43,10 @@ enum AdminCommand {
         /// PBKDF2 iterations of the password hash.
         #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
         iterations: u32,
+        /// auditor (reads only), operator (may also terminate sessions)
+        /// or admin (everything; the default).
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: Scope,
     },
     /// List the web admins.
     List,
@@ -66,10 +71,12 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
             name,
             password_stdin,
             iterations,
+            role,
         } => {
             admins::check_username(&name).map_err(anyhow::Error::msg)?;
             let password = read_password(password_stdin)?;
-            let enrollment = admins::add(&open()?, &actor, &name, &password, iterations)?;
+            let enrollment =
+                admins::add_with_role(&open()?, &actor, &name, &password, iterations, role)?;
             println!("TOTP secret: {}", enrollment.totp_secret);
             println!("{}", enrollment.otpauth_uri);
             eprintln!(
@@ -88,8 +95,9 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                     .unwrap_or_else(|| "never".to_string());
                 println!(
-                    "{}\tcreated {}\tlast login {last}",
+                    "{}\t{}\tcreated {}\tlast login {last}",
                     admin.username,
+                    admin.role,
                     admin.created_at.format("%Y-%m-%d %H:%M:%S UTC")
                 );
             }
@@ -127,6 +135,10 @@ fn read_password(from_stdin: bool) -> Result<String> {
         bail!("empty password");
     }
     Ok(password)
+}
+
+fn parse_role(text: &str) -> std::result::Result<Scope, String> {
+    text.parse()
 }
 
 fn caller_uid() -> u32 {
