@@ -34,6 +34,8 @@ const STALE_STREAM: Duration = Duration::from_secs(10);
 pub enum Order {
     Kill { session: String, reason: String },
     Watch { session: String },
+    /// Forget the user's failed logins and lockout (`jmsctl user unlock`).
+    Unlock { user: String },
 }
 
 /// What a watcher receives.
@@ -293,6 +295,46 @@ impl crate::Admin {
         record.bastion.ok_or_else(|| {
             AdminError::Conflict(format!("session `{session}`: no bastion is known for it"))
         })
+    }
+
+    /// Orders every enrolled bastion (not revoked) to lift `user`'s
+    /// lockout at its next control poll; logged as done by `actor`.
+    /// Returns the bastions ordered. (Orders live in memory: a bastion
+    /// that does not poll before the server restarts keeps the lock until
+    /// it runs out.)
+    pub fn unlock_user(&self, actor: &str, user: &str) -> Result<Vec<String>, crate::AdminError> {
+        let mut tx = self.store.write()?;
+        if tx.user(user)?.is_none() {
+            return Err(crate::AdminError::NotFound(format!(
+                "user `{user}` not found"
+            )));
+        }
+        let bastions: Vec<String> = tx
+            .bastions()?
+            .into_iter()
+            .filter(|b| b.revoked_at.is_none())
+            .map(|b| b.name)
+            .collect();
+        let version = tx.policy_version()?;
+        tx.append_oplog(&crate::store::NewOpLogEntry {
+            actor: actor.to_string(),
+            action: "unlock".to_string(),
+            kind: "user".to_string(),
+            name: user.to_string(),
+            fields: Vec::new(),
+            version,
+        })?;
+        tx.commit()?;
+        for bastion in &bastions {
+            self.live.order(
+                bastion,
+                Order::Unlock {
+                    user: user.to_string(),
+                },
+            );
+        }
+        tracing::info!(event = "user_unlock", user, actor, bastions = bastions.len(), "unlock ordered");
+        Ok(bastions)
     }
 
     /// Orders the bastion serving `session` to end it; logged as done by

@@ -212,3 +212,34 @@ fn roles_an_auditor_only_reads_an_operator_writes_the_policy_only() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(server.expect(200, "GET", "/api/v1/users/alice", None)["name"], "");
 }
+
+#[test]
+fn unlock_reaches_every_bastion_on_its_control_poll() {
+    let server = Server::start();
+    let b1 = enrolled(&server, "b1");
+    let b2 = enrolled(&server, "b2");
+    let gone = enrolled(&server, "gone");
+    server.expect(201, "POST", "/api/v1/users", Some(json!({"username": "alice"})));
+    let (code, _, _) = outcome(&server.jmsctl(&["bastion", "revoke", "gone", "--yes"]));
+    assert_eq!(code, 0);
+    let (code, out, err) = outcome(&server.jmsctl(&["user", "unlock", "alice"]));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "unlock of user alice sent to 2 bastions (each lifts her lockout at its next control poll)\n"),
+        "{err}"
+    );
+    for bastion in [&b1, &b2] {
+        let (status, answer) = bastion.send_json(&server, "GET", "/api/v1/sync/control", REPORT, b"");
+        assert_eq!(status, 200);
+        assert_eq!(answer["orders"], json!([{"kind": "unlock", "user": "alice"}]));
+        let (_, answer) = bastion.send_json(&server, "GET", "/api/v1/sync/control", REPORT, b"");
+        assert_eq!(answer["orders"], json!([]), "once");
+    }
+    let (status, _) = gone.send(&server, "GET", "/api/v1/sync/control", REPORT, b"");
+    assert_eq!(status, 401);
+    let (code, _, err) = outcome(&server.jmsctl(&["user", "unlock", "nobody"]));
+    assert_eq!((code, err.as_str()), (1, "jmsctl: user `nobody` not found (HTTP 404)\n"));
+    let (status, _) = server.call(Some(&server.read), "POST", "/api/v1/users/alice/unlock", None);
+    assert_eq!(status, 403);
+    assert_eq!(server.expect(200, "GET", "/api/v1/oplog", None)["items"][0]["action"], "unlock");
+}

@@ -338,6 +338,19 @@ impl Daemon {
         result
     }
 
+    /// Forgets `name`'s failed logins and lockout (the server's unlock
+    /// order); true when there was something to forget.
+    pub fn unlock(&self, name: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let lifted = state.state.failures.remove(name).is_some();
+        if lifted {
+            if let Err(e) = state.save() {
+                warn!(error = format!("{e:#}"), "could not save the login state");
+            }
+        }
+        lifted
+    }
+
     fn account_check(&self, policy: &Policy, name: &str, rhost: &Option<String>) -> AccountResult {
         let Some(user) = self.jms_user(policy, name) else {
             return AccountResult::UnknownUser;

@@ -502,6 +502,8 @@ fn clean(text: &str) -> String {
 pub enum Order {
     Kill { session: String, reason: String },
     Watch { session: String },
+    /// Forget a user's failed logins and lockout.
+    Unlock { user: String },
 }
 
 /// Reads the control answer (`{"orders": [...]}`); unknown orders are
@@ -513,13 +515,16 @@ pub fn parse_orders(answer: &Value) -> Vec<Order> {
     orders
         .iter()
         .filter_map(|o| {
-            let session = o["session"].as_str()?.to_string();
+            let session = || o["session"].as_str().map(str::to_string);
             match o["kind"].as_str()? {
                 "kill" => Some(Order::Kill {
-                    session,
+                    session: session()?,
                     reason: o["reason"].as_str().unwrap_or("").to_string(),
                 }),
-                "watch" => Some(Order::Watch { session }),
+                "watch" => Some(Order::Watch { session: session()? }),
+                "unlock" => Some(Order::Unlock {
+                    user: o["user"].as_str()?.to_string(),
+                }),
                 _ => None,
             }
         })
@@ -604,6 +609,10 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
         };
         for order in orders {
             match order {
+                Order::Unlock { user } => {
+                    let lifted = daemon.unlock(&user);
+                    info!(event = "user_unlock_order", user = %user, lifted, "lockout lifted by the server's order");
+                }
                 Order::Kill { session, reason } => {
                     let found = daemon.live.kill(&session, &reason);
                     info!(event = "session_kill_order", session = %session, reason = %reason, found);
@@ -765,6 +774,8 @@ mod tests {
             {"kind": "watch", "session": "s2"},
             {"kind": "reboot", "session": "s3"},
             {"kind": "kill"},
+            {"kind": "unlock", "user": "alice"},
+            {"kind": "unlock"},
         ]});
         assert_eq!(
             parse_orders(&answer),
@@ -775,6 +786,9 @@ mod tests {
                 },
                 Order::Watch {
                     session: "s2".into()
+                },
+                Order::Unlock {
+                    user: "alice".into()
                 },
             ]
         );

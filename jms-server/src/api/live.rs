@@ -80,6 +80,19 @@ pub async fn kill(
         .into_response())
 }
 
+/// `POST /api/v1/users/{username}/unlock`: every bastion lifts her
+/// lockout at its next control poll.
+pub async fn unlock(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParams(user): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = user.clone();
+    let bastions =
+        super::blocking(&state, move |admin| admin.unlock_user(&actor.name, &name)).await?;
+    Ok(Json(json!({"user": user, "bastions": bastions})))
+}
+
 /// A watcher's SSE stream.
 pub struct LiveStream {
     rx: mpsc::Receiver<LiveEvent>,

@@ -180,6 +180,13 @@ pub fn table() -> Vec<Route> {
             "Mail the user a new one-time set-password link (her older links stop working)",
         )
         .returns(200, Some("PasswordLinkSent")),
+        route(M::POST, "/api/v1/users/{username}/unlock", live::unlock)
+            .doc(
+                "unlockUser",
+                "users",
+                "Lift her lockout after failed logins: every enrolled bastion forgets her failures at its next control poll (within seconds); answers the bastions ordered",
+            )
+            .returns(200, Some("Unlocked")),
         // user groups
         route(M::GET, "/api/v1/groups", res::list::<UserGroup>)
             .doc("listGroups", "groups", "List user groups")

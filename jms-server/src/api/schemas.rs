@@ -405,6 +405,14 @@ fn sync_schemas() -> Map<String, Value> {
         ),
     );
     add(
+        "Unlocked",
+        object(
+            &[("user", string()), ("bastions", strings())],
+            &["user", "bastions"],
+            false,
+        ),
+    );
+    add(
         "BastionList",
         object(
             &[

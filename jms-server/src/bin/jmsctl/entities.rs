@@ -381,9 +381,10 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
                     None,
                 )?
                 .unwrap_or_default();
+            let bastions = answer["bastions"].as_array().map_or(0, Vec::len);
             println!(
-                "unlocked user {username} (bastions lift her lockout at their next sync, policy version {})",
-                answer["version"]
+                "unlock of user {username} sent to {bastions} bastion{} (each lifts her lockout at its next control poll)",
+                if bastions == 1 { "" } else { "s" }
             );
             Ok(Outcome::Ok)
         }
