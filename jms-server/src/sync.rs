@@ -95,6 +95,10 @@ pub enum SyncError {
     /// The request is malformed (400).
     #[error("{0}")]
     BadInput(String),
+    /// Signed by the key of a bastion an admin revoked (401): its answer
+    /// is signed, so the bastion believes it and says why in its log.
+    #[error("bastion {name} ({id}) is revoked: an admin must enroll it again (jmsctl bastion token create --replace {name})")]
+    Revoked { id: i64, name: String },
     #[error(transparent)]
     Admin(#[from] AdminError),
 }
@@ -523,10 +527,10 @@ impl Admin {
                 path = request.path,
                 "a request signed with a revoked bastion's key was refused"
             );
-            return Err(SyncError::Unauthorized(format!(
-                "bastion {} ({id}) is revoked: an admin must enroll it again (jmsctl bastion token create --replace {})",
-                bastion.name, bastion.name
-            )));
+            return Err(SyncError::Revoked {
+                id,
+                name: bastion.name,
+            });
         }
         let mut tx = self.store.write()?;
         if !tx.remember_nonce(id, nonce, now, now - 2 * CLOCK_SKEW_SECS)? {

@@ -249,6 +249,69 @@ fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
         "agentd locked bob after the server's threshold:\n{}",
         s.bastion.agentd_log()
     );
+
+    // `jmsctl user unlock`: the bastion lifts the lock at its next control
+    // poll (the lock itself would last the default 30 minutes).
+    s.central
+        .jmsctl(&["user", "unlock", "bob"])
+        .assert_success("jmsctl user unlock")
+        .assert_output_contains("sent to 1 bastion", "the one enrolled bastion is ordered");
+    s.until_reachable("bob to log in again once unlocked", "bob", ALICE_PASSWORD);
+    assert!(
+        s.bastion.agentd_log().contains("user_unlock_order"),
+        "{}",
+        s.bastion.agentd_log()
+    );
+
+    // The fleet: the bastion's own report (jms-agentd's version, its spool)
+    // on its control poll, and the policy version it holds.
+    eventually("the bastion's report in jmsctl bastion list", || {
+        let out = s.central.jmsctl(&["bastion", "list"]);
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("e2e-bastion "))
+            .unwrap_or_default()
+            .to_string();
+        let reported = row.contains(" online ")
+            && row.contains("(current)")
+            && row.ends_with(env!("CARGO_PKG_VERSION"));
+        if reported {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+    eventually("bob's sessions uploaded", || {
+        let out = s.central.jmsctl(&["session", "list", "--user", "bob"]);
+        if out.stdout.lines().count() >= 3 {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+    let before = s.central.jmsctl(&["session", "list", "--user", "bob"]).stdout;
+
+    // Revoked: every request with its key is refused from then on; what it
+    // uploaded stays readable.
+    s.central
+        .jmsctl(&["bastion", "revoke", "e2e-bastion", "--yes"])
+        .assert_success("jmsctl bastion revoke");
+    eventually("agentd's requests refused after the revocation", || {
+        let log = s.bastion.agentd_log();
+        if log.contains("is revoked") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    assert!(
+        s.central.log().contains("revoked_bastion"),
+        "the server logs the refused requests:\n{}",
+        s.central.log()
+    );
+    let after = s.central.jmsctl(&["session", "list", "--user", "bob"]).stdout;
+    assert_eq!(before, after, "the revoked bastion's audit stays");
 }
 
 /// The signed bundle agentd keeps (`bundle.jms` in its state dir).

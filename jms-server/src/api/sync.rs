@@ -22,6 +22,7 @@ impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
             SyncError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            e @ SyncError::Revoked { .. } => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
             SyncError::BadInput(m) => ApiError::bad_request(m),
             SyncError::Admin(e) => e.into(),
         }
@@ -130,8 +131,8 @@ pub(super) async fn signed(
         uri.query().unwrap_or("").to_string(),
     );
     let answer_nonce = nonce.clone();
-    let bastion = blocking(state, move |admin| {
-        admin.authenticate_bastion(&SignedRequest {
+    let checked = blocking(state, move |admin| {
+        let request = SignedRequest {
             method: &method,
             path: &path,
             query: &query,
@@ -140,18 +141,29 @@ pub(super) async fn signed(
             timestamp: timestamp.as_deref(),
             nonce: nonce.as_deref(),
             signature: signature.as_deref(),
-        })
+        };
+        match admin.authenticate_bastion(&request) {
+            Ok(bastion) => Ok(Ok(bastion)),
+            // Signed by its (verified) key: the refusal is signed too, so
+            // the bastion believes it and logs why.
+            Err(SyncError::Revoked { id, name }) => Ok(Err((id, name))),
+            Err(e) => Err(e),
+        }
     })
     .await?;
+    let (id, result) = match checked {
+        Ok(bastion) => (bastion.id, Ok(bastion)),
+        Err((id, name)) => (id, Err(ApiError::from(SyncError::Revoked { id, name }))),
+    };
     // Outside a signing layer (a route not marked signed) the answer goes
     // out unsigned, and the bastion refuses it. (An authenticated request
     // always has its nonce.)
     if let Some(nonce) = answer_nonce {
         let _ = AUTHENTICATED.try_with(|slot| {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bastion.id, nonce));
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, nonce));
         });
     }
-    Ok(bastion)
+    result
 }
 
 // ---- admin: enrollment tokens ------------------------------------------------
