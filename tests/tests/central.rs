@@ -310,8 +310,12 @@ fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
         "the server logs the refused requests:\n{}",
         s.central.log()
     );
+    // (A batch sent just before the revocation may still have landed.)
     let after = s.central.jmsctl(&["session", "list", "--user", "bob"]).stdout;
-    assert_eq!(before, after, "the revoked bastion's audit stays");
+    for line in before.lines().skip(1) {
+        let id = line.split_whitespace().next().unwrap_or_default();
+        assert!(after.contains(id), "the revoked bastion's audit stays: {id}\n{after}");
+    }
 }
 
 /// The signed bundle agentd keeps (`bundle.jms` in its state dir).
