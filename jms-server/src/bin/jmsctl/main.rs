@@ -4,9 +4,11 @@
 //! policy check` validates a file, `jmsctl hash-password` makes a password
 //! hash. Against a server (`--server URL` or `JMS_SERVER`; the token from
 //! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600): `user`, `group`,
-//! `node`, `asset`, `account`, `grant`, `filter`, `settings`, `policy
-//! export`, `policy apply`, `bastion token create`, and the audit trail:
-//! `session list|show`, `command search`, `recording get`.
+//! `node`, `asset`, `account`, `grant`, `filter` (add, list, and
+//! show/set/delete/edit: see [`manage`]), `settings`, `policy export`,
+//! `policy apply`, `bastion token create|list|show|revoke`, and the audit
+//! trail: `session list|show`, `command search`, `recording get`.
+//! `completion SHELL` prints a shell completion script.
 //! On the server's data directory (`--data DIR`): `admin add|list|remove`
 //! (the audit web's logins).
 //!
