@@ -82,7 +82,12 @@ pub struct BastionView {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-fn view(info: BastionInfo, server_version: u64, silent_after: Duration, now: DateTime<Utc>) -> BastionView {
+fn view(
+    info: BastionInfo,
+    server_version: u64,
+    silent_after: Duration,
+    now: DateTime<Utc>,
+) -> BastionView {
     let since = info.last_seen_at.or(info.enrolled_at);
     let silent_for = since.map(|at| (now - at).num_seconds().max(0));
     let status = if info.revoked_at.is_some() {
@@ -175,7 +180,11 @@ impl Admin {
             version,
         })?;
         tx.commit()?;
-        tracing::warn!(bastion = name, actor, "bastion revoked: its key is refused from now on");
+        tracing::warn!(
+            bastion = name,
+            actor,
+            "bastion revoked: its key is refused from now on"
+        );
         self.fleet_member(name)
     }
 

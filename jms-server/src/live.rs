@@ -32,10 +32,17 @@ const STALE_STREAM: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Order {
-    Kill { session: String, reason: String },
-    Watch { session: String },
+    Kill {
+        session: String,
+        reason: String,
+    },
+    Watch {
+        session: String,
+    },
     /// Forget the user's failed logins and lockout (`jmsctl user unlock`).
-    Unlock { user: String },
+    Unlock {
+        user: String,
+    },
 }
 
 /// What a watcher receives.
@@ -333,7 +340,13 @@ impl crate::Admin {
                 },
             );
         }
-        tracing::info!(event = "user_unlock", user, actor, bastions = bastions.len(), "unlock ordered");
+        tracing::info!(
+            event = "user_unlock",
+            user,
+            actor,
+            bastions = bastions.len(),
+            "unlock ordered"
+        );
         Ok(bastions)
     }
 

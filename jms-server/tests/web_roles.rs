@@ -20,7 +20,17 @@ const PASSWORD: &str = "a long web admin passphrase";
 /// `jmsctl admin add NAME --role ROLE`; returns the TOTP secret.
 fn add_web_admin(server: &Server, name: &str, role: &str) -> String {
     let mut child = Command::new(JMSCTL)
-        .args(["admin", "add", name, "--role", role, "--password-stdin", "--iterations", "1000", "--data"])
+        .args([
+            "admin",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--iterations",
+            "1000",
+            "--data",
+        ])
         .arg(&server.data)
         .env_clear()
         .stdin(Stdio::piped())
@@ -28,7 +38,12 @@ fn add_web_admin(server: &Server, name: &str, role: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
     let (code, stdout, stderr) = outcome(&child.wait_with_output().unwrap());
     assert_eq!(code, 0, "jmsctl admin add: {stderr}");
     stdout
@@ -44,11 +59,19 @@ fn http() -> Http {
 
 /// Signs in; returns the session cookie.
 fn sign_in(server: &Server, name: &str, secret: &str) -> String {
-    let code = format!("{:06}", totp_code(secret, chrono::Utc::now().timestamp()).unwrap());
+    let code = format!(
+        "{:06}",
+        totp_code(secret, chrono::Utc::now().timestamp()).unwrap()
+    );
     let response = http()
         .post(format!("{}/web/login", server.url))
         .header("origin", &server.url)
-        .form(&[("username", name), ("password", PASSWORD), ("code", &code), ("next", "/web/bastions")])
+        .form(&[
+            ("username", name),
+            ("password", PASSWORD),
+            ("code", &code),
+            ("next", "/web/bastions"),
+        ])
         .send()
         .unwrap();
     assert_eq!(response.status(), 303, "{name} signs in");
@@ -57,7 +80,11 @@ fn sign_in(server: &Server, name: &str, secret: &str) -> String {
 }
 
 fn get(server: &Server, cookie: &str, path: &str) -> (u16, String) {
-    let response = http().get(format!("{}{path}", server.url)).header("cookie", cookie).send().unwrap();
+    let response = http()
+        .get(format!("{}{path}", server.url))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
     (response.status().as_u16(), response.text().unwrap())
 }
 
@@ -103,33 +130,81 @@ fn an_auditor_sees_no_write_control_and_an_admin_revokes_a_bastion() {
         .output()
         .unwrap();
     let (_, listed, _) = outcome(&list);
-    assert!(listed.contains("carol\tauditor\t") && listed.contains("root-admin\tadmin\t"), "{listed}");
+    assert!(
+        listed.contains("carol\tauditor\t") && listed.contains("root-admin\tadmin\t"),
+        "{listed}"
+    );
 
     // The auditor: the fleet and the live session, no write control.
     let carol = sign_in(&server, "carol", &auditor_secret);
     let (status, page) = get(&server, &carol, "/web/bastions");
     assert_eq!(status, 200);
     assert!(page.contains("data-bastion=\"bastion-1\""), "{page}");
-    assert!(page.contains("online") && page.contains("0.1.0") && page.contains("2.0 KiB"), "{page}");
-    assert!(!page.contains("Revoke") && !page.contains("<form class=\"revoke\""), "{page}");
+    assert!(
+        page.contains("online") && page.contains("0.1.0") && page.contains("2.0 KiB"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("Revoke") && !page.contains("<form class=\"revoke\""),
+        "{page}"
+    );
     let (status, page) = get(&server, &carol, "/web/sessions/s-live");
     assert_eq!(status, 200);
-    assert!(page.contains(">Watch<") && !page.contains("Terminate"), "{page}");
+    assert!(
+        page.contains(">Watch<") && !page.contains("Terminate"),
+        "{page}"
+    );
     let (status, page) = get(&server, &carol, "/web/sessions/s-live/live");
     assert_eq!(status, 200);
-    assert!(page.contains("live-player") && !page.contains("terminate-form"), "{page}");
-    assert_eq!(post(&server, &carol, "/web/sessions/s-live/kill", &[("reason", "x")]), 403);
-    assert_eq!(post(&server, &carol, "/web/bastions/bastion-1/revoke", &[("confirm", "yes")]), 403);
-    assert_eq!(server.expect(200, "GET", "/api/v1/bastions/bastion-1", None)["status"], "online");
+    assert!(
+        page.contains("live-player") && !page.contains("terminate-form"),
+        "{page}"
+    );
+    assert_eq!(
+        post(
+            &server,
+            &carol,
+            "/web/sessions/s-live/kill",
+            &[("reason", "x")]
+        ),
+        403
+    );
+    assert_eq!(
+        post(
+            &server,
+            &carol,
+            "/web/bastions/bastion-1/revoke",
+            &[("confirm", "yes")]
+        ),
+        403
+    );
+    assert_eq!(
+        server.expect(200, "GET", "/api/v1/bastions/bastion-1", None)["status"],
+        "online"
+    );
 
     // The admin: a revoke form that needs its box ticked.
     let root = sign_in(&server, "root-admin", &admin_secret);
     let (_, page) = get(&server, &root, "/web/bastions");
-    assert!(page.contains("action=\"/web/bastions/bastion-1/revoke\""), "{page}");
+    assert!(
+        page.contains("action=\"/web/bastions/bastion-1/revoke\""),
+        "{page}"
+    );
     let (_, page) = get(&server, &root, "/web/sessions/s-live/live");
     assert!(page.contains("terminate-form"), "{page}");
-    assert_eq!(post(&server, &root, "/web/bastions/bastion-1/revoke", &[]), 400);
-    assert_eq!(post(&server, &root, "/web/bastions/bastion-1/revoke", &[("confirm", "yes")]), 303);
+    assert_eq!(
+        post(&server, &root, "/web/bastions/bastion-1/revoke", &[]),
+        400
+    );
+    assert_eq!(
+        post(
+            &server,
+            &root,
+            "/web/bastions/bastion-1/revoke",
+            &[("confirm", "yes")]
+        ),
+        303
+    );
     let (_, page) = get(&server, &root, "/web/bastions");
     assert!(page.contains(">revoked<"), "{page}");
     let oplog = server.expect(200, "GET", "/api/v1/oplog", None);

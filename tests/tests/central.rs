@@ -290,7 +290,10 @@ fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
             Err(out.to_string())
         }
     });
-    let before = s.central.jmsctl(&["session", "list", "--user", "bob"]).stdout;
+    let before = s
+        .central
+        .jmsctl(&["session", "list", "--user", "bob"])
+        .stdout;
 
     // Revoked: every request with its key is refused from then on; what it
     // uploaded stays readable.
@@ -311,10 +314,16 @@ fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
         s.central.log()
     );
     // (A batch sent just before the revocation may still have landed.)
-    let after = s.central.jmsctl(&["session", "list", "--user", "bob"]).stdout;
+    let after = s
+        .central
+        .jmsctl(&["session", "list", "--user", "bob"])
+        .stdout;
     for line in before.lines().skip(1) {
         let id = line.split_whitespace().next().unwrap_or_default();
-        assert!(after.contains(id), "the revoked bastion's audit stays: {id}\n{after}");
+        assert!(
+            after.contains(id),
+            "the revoked bastion's audit stays: {id}\n{after}"
+        );
     }
 }
 

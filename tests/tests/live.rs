@@ -468,7 +468,8 @@ fn a_revoked_grant_ends_the_session_it_allowed_with_a_message() {
     let s = scene();
     let mut terminal = s.shell("carol", &s.carol);
     let id = s.online_session("carol");
-    s.central.jmsctl(&["grant", "delete", "carol-web01", "--yes"]);
+    s.central
+        .jmsctl(&["grant", "delete", "carol-web01", "--yes"]);
     terminal.wait_for_text("access revoked", SCREEN_WAIT);
     assert!(
         terminal.wait_exit(SCREEN_WAIT).is_some(),

@@ -500,10 +500,17 @@ fn clean(text: &str) -> String {
 /// One order from `GET /api/v1/sync/control`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Order {
-    Kill { session: String, reason: String },
-    Watch { session: String },
+    Kill {
+        session: String,
+        reason: String,
+    },
+    Watch {
+        session: String,
+    },
     /// Forget a user's failed logins and lockout.
-    Unlock { user: String },
+    Unlock {
+        user: String,
+    },
 }
 
 /// Reads the control answer (`{"orders": [...]}`); unknown orders are
@@ -521,7 +528,9 @@ pub fn parse_orders(answer: &Value) -> Vec<Order> {
                     session: session()?,
                     reason: o["reason"].as_str().unwrap_or("").to_string(),
                 }),
-                "watch" => Some(Order::Watch { session: session()? }),
+                "watch" => Some(Order::Watch {
+                    session: session()?,
+                }),
                 "unlock" => Some(Order::Unlock {
                     user: o["user"].as_str()?.to_string(),
                 }),

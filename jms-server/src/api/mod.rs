@@ -84,11 +84,12 @@ pub fn router(admin: Arc<Admin>) -> Router {
     let mut app = Router::new();
     for route in private {
         let role = route.role;
-        let handler = route
-            .handler
-            .route_layer(middleware::from_fn(move |request: Request, next: Next| {
-                require(role, request, next)
-            }));
+        let handler =
+            route
+                .handler
+                .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+                    require(role, request, next)
+                }));
         app = app.route(route.path, handler);
     }
     app = app.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -297,7 +297,12 @@ mod tests {
             let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
             assert_eq!(op["x-required-role"], route.role.as_str(), "{}", route.path);
             if route.method != Method::GET {
-                assert!(route.role >= Scope::Operator, "{} {}", route.method, route.path);
+                assert!(
+                    route.role >= Scope::Operator,
+                    "{} {}",
+                    route.method,
+                    route.path
+                );
                 assert!(op["responses"]["403"].is_object(), "{}", route.path);
             }
         }

@@ -67,7 +67,11 @@ const COLUMNS: &str = "id, name, enrolled_at, last_seen_at, policy_version, addr
 
 fn time_at(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.get(column)?;
-    Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|t| t.with_timezone(&Utc))))
+    Ok(text.and_then(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }))
 }
 
 fn info(row: &Row) -> rusqlite::Result<BastionInfo> {

@@ -388,7 +388,9 @@ mod tests {
     }
 
     fn session_of(admin: &Admin, token: &str, at: DateTime<Utc>, idle: Duration) -> Option<String> {
-        session(admin, token, at, idle).unwrap().map(|(name, _)| name)
+        session(admin, token, at, idle)
+            .unwrap()
+            .map(|(name, _)| name)
     }
 
     #[test]

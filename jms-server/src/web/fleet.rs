@@ -38,8 +38,10 @@ pub async fn list(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
 ) -> Result<Markup, WebError> {
-    let (bastions, after) =
-        blocking(&state, |admin| Ok((admin.fleet()?, admin.bastion_silent_after()))).await?;
+    let (bastions, after) = blocking(&state, |admin| {
+        Ok((admin.fleet()?, admin.bastion_silent_after()))
+    })
+    .await?;
     let revoke = me.role >= Scope::Admin;
     let body = html! {
         h1 { "Bastions" }

@@ -125,7 +125,13 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                 .collect();
             print_table(
                 &[
-                    "NAME", "STATUS", "ADDRESS", "LAST SEEN", "POLICY", "SESSIONS", "BACKLOG",
+                    "NAME",
+                    "STATUS",
+                    "ADDRESS",
+                    "LAST SEEN",
+                    "POLICY",
+                    "SESSIONS",
+                    "BACKLOG",
                     "AGENTD",
                 ],
                 &rows,

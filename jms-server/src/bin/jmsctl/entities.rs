@@ -17,9 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::manage::{
-    self, check_as, same_text, strings, DeleteArgs, Entity, JsonArg, ListChange,
-};
+use crate::manage::{self, check_as, same_text, strings, DeleteArgs, Entity, JsonArg, ListChange};
 use crate::remote::{cell, connect, print_table, ServerArgs};
 use crate::Outcome;
 
@@ -291,7 +289,11 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
                 .as_array()
                 .and_then(|users| users.iter().find(|u| u["username"] == username.as_str()))
                 .and_then(|u| u["groups"].as_array())
-                .map(|g| g.iter().filter_map(|g| g.as_str().map(str::to_string)).collect())
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|g| g.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let effects = vec![
                 ("user groups she leaves".to_string(), groups),
@@ -401,7 +403,13 @@ fn user_entity(username: &str) -> Entity {
         label: username.to_string(),
         segments: segments(&["api", "v1", "users", username]),
         key: "username",
-        server_fields: &["uid", "has_password", "has_totp", "created_at", "updated_at"],
+        server_fields: &[
+            "uid",
+            "has_password",
+            "has_totp",
+            "created_at",
+            "updated_at",
+        ],
         check: check_as::<User>,
     }
 }
@@ -482,7 +490,11 @@ fn user_key(server: &ServerArgs, command: KeyCommand) -> Result<Outcome> {
             let view = user_entity(&username).fetch(&client)?;
             let keys: Vec<String> = view["public_keys"]
                 .as_array()
-                .map(|k| k.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                .map(|k| {
+                    k.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             if out.json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
@@ -845,8 +857,16 @@ pub fn node(server: &ServerArgs, command: NodeCommand) -> Result<Outcome> {
             let doc = manage::policy(&client)?;
             if let Value::Object(map) = &mut view {
                 for (what, names) in node_effects(&doc, &path) {
-                    let field = what.split_whitespace().next().unwrap_or("other").to_string();
-                    let field = if field == "command" { "filters".to_string() } else { field };
+                    let field = what
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("other")
+                        .to_string();
+                    let field = if field == "command" {
+                        "filters".to_string()
+                    } else {
+                        field
+                    };
                     map.insert(field, Value::from(names));
                 }
             }
@@ -989,8 +1009,7 @@ fn names_protocol(item: &Value, name: &str) -> bool {
         Some((proto, port)) => (proto, Some(port)),
         None => (name, None),
     };
-    item["name"].as_str() == Some(proto)
-        && port.is_none_or(|port| item["port"].to_string() == port)
+    item["name"].as_str() == Some(proto) && port.is_none_or(|port| item["port"].to_string() == port)
 }
 
 pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
@@ -1038,7 +1057,11 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
             let view = entity.fetch(&client)?;
             let accounts: Vec<String> = view["accounts"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|a| a["name"].as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|a| a["name"].as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let doc = manage::policy(&client)?;
             let is = |a: &str| a == name;
@@ -1289,7 +1312,9 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
                 let kind = match secret_type {
                     Some(kind) => kind,
                     None => named::<SecretType>(
-                        entity.fetch(&client)?["secret_type"].as_str().unwrap_or("password"),
+                        entity.fetch(&client)?["secret_type"]
+                            .as_str()
+                            .unwrap_or("password"),
                     )
                     .map_err(|e| anyhow::anyhow!(e))?,
                 };
@@ -1576,7 +1601,11 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
             let list = |field: &str| -> Vec<String> {
                 view[field]
                     .as_array()
-                    .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             let effects = vec![
@@ -1589,7 +1618,10 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
                 &client,
                 &entity,
                 effects,
-                &["bastions end the live sessions it alone allowed at their next sync".to_string()],
+                &[
+                    "bastions end the live sessions it alone allowed at their next sync"
+                        .to_string(),
+                ],
                 args,
             )
         }
@@ -1791,7 +1823,11 @@ pub fn filter(server: &ServerArgs, command: FilterCommand) -> Result<Outcome> {
             let view = entity.fetch(&client)?;
             let rules: Vec<String> = view["rules"]
                 .as_array()
-                .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             manage::delete(
                 &client,

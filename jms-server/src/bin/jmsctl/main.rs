@@ -150,12 +150,7 @@ fn main() -> ExitCode {
         Command::Recording(command) => audit::recording(server, command),
         Command::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "jmsctl",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "jmsctl", &mut std::io::stdout());
             Ok(Outcome::Ok)
         }
     };
