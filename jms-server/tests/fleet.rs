@@ -246,7 +246,7 @@ fn roles_an_auditor_only_reads_an_operator_writes_the_policy_only() {
                 );
                 continue;
             };
-            let concrete = path.replace("{id}", "1").replace('{', "").replace('}', "");
+            let concrete = path.replace("{id}", "1").replace(['{', '}'], "");
             let body = (method != "get").then(|| json!({}));
             for token in [&server.read, &auditor] {
                 let (status, answer) =
@@ -274,10 +274,7 @@ fn roles_an_auditor_only_reads_an_operator_writes_the_policy_only() {
                 );
                 assert_eq!(status, 403, "operator: {method} {path}: {answer}");
                 assert!(
-                    answer["error"]
-                        .as_str()
-                        .unwrap()
-                        .contains(&format!("needs admin")),
+                    answer["error"].as_str().unwrap().contains("needs admin"),
                     "{answer}"
                 );
             }

@@ -1009,7 +1009,8 @@ fn names_protocol(item: &Value, name: &str) -> bool {
         Some((proto, port)) => (proto, Some(port)),
         None => (name, None),
     };
-    item["name"].as_str() == Some(proto) && port.is_none_or(|port| item["port"].to_string() == port)
+    item["name"].as_str() == Some(proto)
+        && port.is_none_or(|port| port.parse::<u64>().ok() == item["port"].as_u64())
 }
 
 pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
