@@ -292,6 +292,61 @@ fn show_and_set_change_each_field_through_the_api() {
         (Some(20), Some(false))
     );
 
+    // node: a rename moves what is under it, and what names it follows.
+    ok(&server, &["node", "add", "/Default/prod"]);
+    let version = server.version();
+    ok(
+        &server,
+        &[
+            "node",
+            "set",
+            "/Default/prod",
+            "--path",
+            "/Default/production",
+        ],
+    );
+    assert_eq!(server.version(), version + 1, "one change");
+    let nodes = ok(&server, &["node", "list"]);
+    assert!(
+        nodes.contains("/Default/production/web") && !nodes.contains("/Default/prod/"),
+        "{nodes}"
+    );
+    assert_eq!(
+        strings(&get(&server, "/api/v1/assets/db01")["nodes"]),
+        ["/Default/production/db"]
+    );
+    assert_eq!(
+        strings(&get(&server, "/api/v1/grants/ops-prod")["nodes"]),
+        ["/Default/production"]
+    );
+    let (code, _, err) = run(
+        &server,
+        &[
+            "node",
+            "set",
+            "/Default/test",
+            "--path",
+            "/Default/production/web",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists (HTTP 409)"), "{err}");
+    let (code, _, err) = run(
+        &server,
+        &[
+            "node",
+            "set",
+            "/Default/test",
+            "--path",
+            "/Default/test/sub",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot move under itself (`/Default/test/sub`) (HTTP 400)"),
+        "{err}"
+    );
+
     // node: what sits in it.
     let node: Value =
         serde_json::from_str(&ok(&server, &["node", "show", "/Default/test", "--json"])).unwrap();

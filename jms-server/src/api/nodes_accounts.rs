@@ -73,6 +73,69 @@ pub async fn create_node(
     .await
 }
 
+/// `path` moved from under `old` to under `new` (`None`: not under it).
+fn moved(path: &str, old: &str, new: &str) -> Option<String> {
+    if path == old {
+        return Some(new.to_string());
+    }
+    path.strip_prefix(old)
+        .filter(|rest| rest.starts_with('/'))
+        .map(|rest| format!("{new}{rest}"))
+}
+
+/// `PATCH /api/v1/nodes/{id}` `{"path": NEW}`: renames or moves the node
+/// and everything under it; the assets, grants and filters that name them
+/// follow. One change, checked like any other.
+pub async fn patch_node(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParams(id): PathParams<i64>,
+    Body(node): Body<NewNode>,
+) -> Result<Json<NodeView>, ApiError> {
+    blocking(&state, move |admin| {
+        let old = admin
+            .read()?
+            .node(id)?
+            .ok_or_else(|| node_not_found(id))?
+            .path;
+        let new = node.path;
+        if new != old && (new.starts_with(&format!("{old}/"))) {
+            return Err(AdminError::BadInput(format!(
+                "node `{old}` cannot move under itself (`{new}`)"
+            )));
+        }
+        admin.change(&actor.name, false, |doc| {
+            if new != old && doc.nodes.contains(&new) {
+                return Err(AdminError::Conflict(format!("node `{new}` already exists")));
+            }
+            let rename = |list: &mut Vec<String>| {
+                for path in list.iter_mut() {
+                    if let Some(moved) = moved(path, &old, &new) {
+                        *path = moved;
+                    }
+                }
+            };
+            rename(&mut doc.nodes);
+            for asset in &mut doc.assets {
+                rename(&mut asset.nodes);
+            }
+            for grant in &mut doc.grants {
+                rename(&mut grant.nodes);
+            }
+            for filter in &mut doc.command_filters {
+                rename(&mut filter.nodes);
+            }
+            Ok(())
+        })?;
+        let row = admin
+            .read()?
+            .node_by_path(&new)?
+            .ok_or_else(|| AdminError::NotFound(format!("node `{new}` not found")))?;
+        Ok(Json(NodeView::from(row)))
+    })
+    .await
+}
+
 pub async fn delete_node(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -216,9 +216,10 @@ fn operation(route: &Route) -> Value {
     {
         responses.insert("404".into(), error("No such entity"));
     }
-    if route.method == Method::POST
+    if (route.method == Method::POST
         && route.auth == Auth::Token
-        && route.path != "/api/v1/bastions/tokens"
+        && route.path != "/api/v1/bastions/tokens")
+        || route.operation_id == "patchNode"
     {
         responses.insert("409".into(), error("Already exists"));
     }

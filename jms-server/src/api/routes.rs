@@ -234,6 +234,14 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/nodes/{id}", na::get_node)
             .doc("getNode", "nodes", "Read a node")
             .returns(200, Some("NodeView")),
+        route(M::PATCH, "/api/v1/nodes/{id}", na::patch_node)
+            .doc(
+                "patchNode",
+                "nodes",
+                "Rename or move a node and everything under it; the assets, grants and filters naming them follow",
+            )
+            .body("NewNode")
+            .returns(200, Some("NodeView")),
         route(M::DELETE, "/api/v1/nodes/{id}", na::delete_node)
             .doc("deleteNode", "nodes", "Delete a node")
             .returns(204, None),

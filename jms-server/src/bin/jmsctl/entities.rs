@@ -782,6 +782,16 @@ pub enum NodeCommand {
         #[command(flatten)]
         out: JsonArg,
     },
+    /// Rename or move a node and everything under it (the assets, grants
+    /// and filters naming them follow).
+    Set {
+        path: String,
+        /// Its new path.
+        #[arg(long = "path", value_name = "PATH")]
+        new_path: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// Delete a node (the server refuses while assets, grants or filters
     /// use it or a node under it).
     Delete {
@@ -876,6 +886,16 @@ pub fn node(server: &ServerArgs, command: NodeCommand) -> Result<Outcome> {
                 manage::print_detail(&view);
             }
             Ok(Outcome::Ok)
+        }
+        NodeCommand::Set {
+            path,
+            new_path,
+            out,
+        } => {
+            let entity = node_entity(&client, &path)?;
+            let mut patch = Map::new();
+            patch.insert("path".into(), Value::String(new_path));
+            manage::patch(&client, &entity, patch, out)
         }
         NodeCommand::Delete { path, args } => {
             let entity = node_entity(&client, &path)?;
