@@ -58,6 +58,13 @@ fn show_and_set_change_each_field_through_the_api() {
         (1, "jmsctl: user `nobody` not found (HTTP 404)\n")
     );
 
+    // add prints the created entity with --json.
+    let qa: Value = serde_json::from_str(&ok(&server, &["group", "add", "qa", "--json"])).unwrap();
+    assert!(qa["gid"].as_u64().is_some() && qa["name"] == "qa", "{qa}");
+    let node: Value =
+        serde_json::from_str(&ok(&server, &["node", "add", "/Default/qa", "--json"])).unwrap();
+    assert_eq!(node["path"], "/Default/qa");
+
     // user: scalars, list fields, login ACL.
     assert_eq!(
         ok(

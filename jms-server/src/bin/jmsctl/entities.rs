@@ -118,6 +118,8 @@ pub enum UserCommand {
         /// Create her disabled.
         #[arg(long)]
         disabled: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List users.
     List(ListArgs),
@@ -234,6 +236,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
             expires,
             password,
             disabled,
+            out,
         } => {
             let password_hash = if password {
                 let password = crate::hash_password::read_password()?;
@@ -262,6 +265,10 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
                     Some(&body(&user)),
                 )?
                 .unwrap_or_default();
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+                return Ok(Outcome::Ok);
+            }
             println!("created user {} (uid {})", user.username, created["uid"]);
             crate::mail::report_link(&user.username, &created);
             Ok(Outcome::Ok)
@@ -391,6 +398,19 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// What an `add` prints: the created entity as JSON, or `text`.
+fn created_as(out: JsonArg, created: Option<Value>, text: String) -> Result<()> {
+    if out.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&created.unwrap_or_default())?
+        );
+    } else {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 fn segments(parts: &[&str]) -> Vec<String> {
@@ -617,6 +637,8 @@ pub enum GroupCommand {
         name: String,
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List user groups and their members.
     List(ListArgs),
@@ -744,7 +766,7 @@ pub fn group(server: &ServerArgs, command: GroupCommand) -> Result<Outcome> {
                 args,
             )
         }
-        GroupCommand::Add { name, comment } => {
+        GroupCommand::Add { name, comment, out } => {
             let group = UserGroup { name, comment };
             let created = client
                 .call(
@@ -754,6 +776,10 @@ pub fn group(server: &ServerArgs, command: GroupCommand) -> Result<Outcome> {
                     Some(&body(&group)),
                 )?
                 .unwrap_or_default();
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+                return Ok(Outcome::Ok);
+            }
             println!("created user group {} (gid {})", group.name, created["gid"]);
             Ok(Outcome::Ok)
         }
@@ -773,7 +799,11 @@ pub fn group(server: &ServerArgs, command: GroupCommand) -> Result<Outcome> {
 #[derive(Subcommand)]
 pub enum NodeCommand {
     /// Declare a node such as /Default/prod/web (parents are implied).
-    Add { path: String },
+    Add {
+        path: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// List declared nodes.
     List(ListArgs),
     /// Show a node and what sits in it.
@@ -908,14 +938,14 @@ pub fn node(server: &ServerArgs, command: NodeCommand) -> Result<Outcome> {
                 args,
             )
         }
-        NodeCommand::Add { path } => {
-            client.call(
+        NodeCommand::Add { path, out } => {
+            let created = client.call(
                 Method::POST,
                 &["api", "v1", "nodes"],
                 &[],
                 Some(&json!({ "path": path })),
             )?;
-            println!("created node {path}");
+            created_as(out, created, format!("created node {path}"))?;
             Ok(Outcome::Ok)
         }
         NodeCommand::List(list) => list.show(
@@ -964,6 +994,8 @@ pub enum AssetCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List assets with their accounts.
     List(ListArgs),
@@ -1112,6 +1144,7 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
             nodes,
             host_keys,
             disabled,
+            out,
         } => {
             let asset = Asset {
                 name,
@@ -1122,13 +1155,13 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
                 accounts: Vec::new(),
                 host_keys,
             };
-            connect(server)?.call(
+            let created = connect(server)?.call(
                 Method::POST,
                 &["api", "v1", "assets"],
                 &[],
                 Some(&body(&asset)),
             )?;
-            println!("created asset {}", asset.name);
+            created_as(out, created, format!("created asset {}", asset.name))?;
             Ok(Outcome::Ok)
         }
         AssetCommand::List(list) => {
@@ -1208,6 +1241,8 @@ pub enum AccountCommand {
         /// Used by jms to manage the asset.
         #[arg(long)]
         privileged: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List accounts (of one asset, or of all); never their secrets.
     List {
@@ -1397,6 +1432,7 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
             secret_file,
             no_secret,
             privileged,
+            out,
         } => {
             let secret = if no_secret {
                 None
@@ -1416,13 +1452,17 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
                 secret_file: None,
                 privileged,
             };
-            connect(server)?.call(
+            let created = connect(server)?.call(
                 Method::POST,
                 &["api", "v1", "assets", &asset, "accounts"],
                 &[],
                 Some(&body(&account)),
             )?;
-            println!("created account {}@{asset}", account.name);
+            created_as(
+                out,
+                created,
+                format!("created account {}@{asset}", account.name),
+            )?;
             Ok(Outcome::Ok)
         }
         AccountCommand::List { asset, list } => {
@@ -1486,6 +1526,8 @@ pub enum GrantCommand {
         disabled: bool,
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List grants.
     List(ListArgs),
@@ -1584,6 +1626,7 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
             expires,
             disabled,
             comment,
+            out,
         } => {
             let grant = Grant {
                 name,
@@ -1607,13 +1650,13 @@ pub fn grant(server: &ServerArgs, command: GrantCommand) -> Result<Outcome> {
                 is_active: !disabled,
                 comment,
             };
-            client.call(
+            let created = client.call(
                 Method::POST,
                 &["api", "v1", "grants"],
                 &[],
                 Some(&body(&grant)),
             )?;
-            println!("created grant {}", grant.name);
+            created_as(out, created, format!("created grant {}", grant.name))?;
             Ok(Outcome::Ok)
         }
         GrantCommand::Delete { name, args } => {
@@ -1761,6 +1804,8 @@ pub enum FilterCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// List command filters.
     List(ListArgs),
@@ -1922,6 +1967,7 @@ pub fn filter(server: &ServerArgs, command: FilterCommand) -> Result<Outcome> {
             nodes,
             accounts,
             disabled,
+            out,
         } => {
             let every = || vec![jms_core::model::alias::ALL.to_string()];
             let filter = CommandFilter {
@@ -1948,13 +1994,17 @@ pub fn filter(server: &ServerArgs, command: FilterCommand) -> Result<Outcome> {
                 },
                 is_active: !disabled,
             };
-            client.call(
+            let created = client.call(
                 Method::POST,
                 &["api", "v1", "filters"],
                 &[],
                 Some(&body(&filter)),
             )?;
-            println!("created command filter {}", filter.name);
+            created_as(
+                out,
+                created,
+                format!("created command filter {}", filter.name),
+            )?;
             Ok(Outcome::Ok)
         }
         FilterCommand::List(list) => list.show(
