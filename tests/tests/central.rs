@@ -4,7 +4,10 @@
 //! with real `ssh` and runs a command on the target. Revoking the grant
 //! refuses the next connection; a grant that expires works before and is
 //! refused after. The server's settings (lockout threshold, maximum
-//! session length) rule the bastion. Bundles that are tampered with,
+//! session length) rule the bastion; `jmsctl user unlock` lifts a lockout
+//! on it within a control poll; `jmsctl bastion list` shows its own report
+//! (jms-agentd's version, the policy it holds); `jmsctl bastion revoke`
+//! gets its requests refused (its agentd logs why) while its audit stays. Bundles that are tampered with,
 //! replayed or signed by another key — handed to agentd by a proxy on the
 //! path, each in an answer signed with the server key — are refused and the
 //! bastion keeps working; a man in the middle answering bare 304s is not
