@@ -39,11 +39,13 @@ struct AccountSpec {
     input: bool,
     same_name: bool,
     anon: bool,
-    names: Vec<String>,
+    /// Named accounts, as ids of [`GrantIndex::account_names`]; a name no
+    /// asset has is left out (it can match nothing).
+    names: Vec<u32>,
 }
 
 impl AccountSpec {
-    fn of(grant: &Grant) -> Self {
+    fn of(grant: &Grant, account_names: &HashMap<String, u32>) -> Self {
         let mut spec = AccountSpec::default();
         for name in &grant.accounts {
             match name.as_str() {
@@ -51,16 +53,18 @@ impl AccountSpec {
                 alias::INPUT => spec.input = true,
                 alias::USER => spec.same_name = true,
                 alias::ANON => spec.anon = true,
-                _ => spec.names.push(name.clone()),
+                _ => spec.names.extend(account_names.get(name.as_str())),
             }
         }
+        spec.names.sort_unstable();
+        spec.names.dedup();
         spec
     }
 
-    fn covers_real(&self, account: &Account, user: &User) -> bool {
-        self.all
-            || self.names.contains(&account.name)
-            || (self.same_name && account.username == user.username)
+    /// Whether it names the account (`name`, `username`: interned ids;
+    /// `me`: the user's name among account usernames, if it is one).
+    fn covers_real(&self, name: u32, username: u32, me: Option<u32>) -> bool {
+        self.all || self.names.contains(&name) || (self.same_name && me == Some(username))
     }
 }
 
@@ -73,6 +77,49 @@ struct CompiledGrant {
     actions: ActionSet,
     /// The first empty required part, when there is one.
     missing: Option<&'static str>,
+}
+
+impl CompiledGrant {
+    fn of(
+        grant: &Grant,
+        asset_by_name: &HashMap<String, AssetId>,
+        nodes: &NodeTree,
+        account_names: &HashMap<String, u32>,
+    ) -> CompiledGrant {
+        let mut assets: Vec<AssetId> = grant.assets.iter().map(|n| asset_by_name[n]).collect();
+        assets.sort_unstable();
+        assets.dedup();
+        let mut grant_nodes: Vec<NodeId> = grant
+            .nodes
+            .iter()
+            .map(|p| nodes.get(p).expect("checked node"))
+            .collect();
+        grant_nodes.sort_unstable();
+        grant_nodes.dedup();
+        let protocols = ProtocolSet::from_choices(&grant.protocols);
+        let actions = ActionSet::from_choices(&grant.actions);
+        let missing = if grant.users.is_empty() && grant.user_groups.is_empty() {
+            Some("users or user groups")
+        } else if grant.assets.is_empty() && grant.nodes.is_empty() {
+            Some("assets or nodes")
+        } else if grant.accounts.is_empty() {
+            Some("accounts")
+        } else if protocols.is_empty() {
+            Some("protocols")
+        } else if actions.is_empty() {
+            Some("actions")
+        } else {
+            None
+        };
+        CompiledGrant {
+            assets,
+            nodes: grant_nodes,
+            accounts: AccountSpec::of(grant, account_names),
+            protocols,
+            actions,
+            missing,
+        }
+    }
 }
 
 /// Why a grant does or does not apply at a given time.
@@ -99,7 +146,9 @@ impl GrantState {
     }
 }
 
-/// Indexes over a checked policy document.
+/// Indexes over a checked policy document. Its assets are in name order
+/// (see [`Policy::from_document`]), so an [`AssetId`] is also a name rank
+/// and `list` walks the per-asset arrays front to back.
 #[derive(Debug, Default)]
 pub(crate) struct GrantIndex {
     user_by_name: HashMap<String, UserId>,
@@ -113,22 +162,46 @@ pub(crate) struct GrantIndex {
     node_grants: Vec<Vec<NodeId>>,
     /// Sorted nodes holding the asset, with all their ancestors.
     asset_closure: Vec<Vec<NodeId>>,
-    /// Assets under each node at any depth.
+    /// Assets under each node at any depth, in id (name) order.
     node_assets: Vec<Vec<AssetId>>,
     /// Per asset: active flag and offered protocols, kept compact for list.
     asset_active: Vec<bool>,
     asset_offered: Vec<ProtocolSet>,
-    /// Asset ids in name order, so list needs no sort.
-    assets_by_name: Vec<AssetId>,
+    /// The account arena: asset `a`'s accounts are
+    /// `account_start[a]..account_start[a + 1]`, in the asset's order, each
+    /// as interned (name, username) ids, so resolving reads two flat
+    /// arrays instead of chasing every asset's accounts and their strings.
+    account_start: Vec<u32>,
+    account_name: Vec<u32>,
+    account_username: Vec<u32>,
+    /// Interned account names and account usernames.
+    account_names: HashMap<String, u32>,
+    account_usernames: HashMap<String, u32>,
 }
+
+/// In [`Policy::union`]'s answer, the first position standing for a
+/// virtual account (@INPUT, then @USER, then @ANON).
+const VIRTUAL: u32 = u32::MAX - 3;
 
 fn id(position: usize) -> u32 {
     u32::try_from(position).expect("policy has fewer than 2^32 entities")
 }
 
+/// The id of `name` in `table`, adding it when new.
+fn intern(table: &mut HashMap<String, u32>, name: &str) -> u32 {
+    if let Some(found) = table.get(name) {
+        return *found;
+    }
+    let next = id(table.len());
+    table.insert(name.to_string(), next);
+    next
+}
+
 impl GrantIndex {
-    /// Builds the indexes; `doc` must have passed the policy checks.
+    /// Builds the indexes; `doc` must have passed the policy checks and
+    /// hold its assets in name order.
     pub(crate) fn build(doc: &PolicyDocument, nodes: &NodeTree) -> GrantIndex {
+        debug_assert!(doc.assets.windows(2).all(|w| w[0].name < w[1].name));
         let user_by_name: HashMap<String, UserId> = doc
             .users
             .iter()
@@ -153,6 +226,21 @@ impl GrantIndex {
                 group_members[group_by_name[group.as_str()]].push(id(u));
             }
         }
+
+        let accounts: usize = doc.assets.iter().map(|a| a.accounts.len()).sum();
+        let mut account_start = Vec::with_capacity(doc.assets.len() + 1);
+        let mut account_name = Vec::with_capacity(accounts);
+        let mut account_username = Vec::with_capacity(accounts);
+        let mut account_names = HashMap::new();
+        let mut account_usernames = HashMap::new();
+        for asset in &doc.assets {
+            account_start.push(id(account_name.len()));
+            for account in &asset.accounts {
+                account_name.push(intern(&mut account_names, &account.name));
+                account_username.push(intern(&mut account_usernames, &account.username));
+            }
+        }
+        account_start.push(id(account_name.len()));
 
         let mut asset_closure = vec![Vec::new(); doc.assets.len()];
         let mut node_assets = vec![Vec::new(); nodes.len()];
@@ -183,62 +271,23 @@ impl GrantIndex {
                     user_grants[*member as usize].push(gid);
                 }
             }
-            let mut assets: Vec<AssetId> = grant.assets.iter().map(|n| asset_by_name[n]).collect();
-            assets.sort_unstable();
-            assets.dedup();
-            for asset in &assets {
+            let compiled = CompiledGrant::of(grant, &asset_by_name, nodes, &account_names);
+            for asset in &compiled.assets {
                 asset_grants[*asset as usize].push(gid);
             }
-            let mut grant_nodes: Vec<NodeId> = grant
-                .nodes
-                .iter()
-                .map(|p| nodes.get(p).expect("checked node"))
-                .collect();
-            grant_nodes.sort_unstable();
-            grant_nodes.dedup();
-            for node in &grant_nodes {
+            for node in &compiled.nodes {
                 node_grants[*node as usize].push(gid);
             }
-            let protocols = ProtocolSet::from_choices(&grant.protocols);
-            let actions = ActionSet::from_choices(&grant.actions);
-            let missing = if grant.users.is_empty() && grant.user_groups.is_empty() {
-                Some("users or user groups")
-            } else if grant.assets.is_empty() && grant.nodes.is_empty() {
-                Some("assets or nodes")
-            } else if grant.accounts.is_empty() {
-                Some("accounts")
-            } else if protocols.is_empty() {
-                Some("protocols")
-            } else if actions.is_empty() {
-                Some("actions")
-            } else {
-                None
-            };
-            grants.push(CompiledGrant {
-                assets,
-                nodes: grant_nodes,
-                accounts: AccountSpec::of(grant),
-                protocols,
-                actions,
-                missing,
-            });
+            grants.push(compiled);
         }
         for list in &mut user_grants {
             list.sort_unstable();
             list.dedup();
         }
 
-        let mut assets_by_name: Vec<AssetId> = (0..doc.assets.len()).map(id).collect();
-        assets_by_name.sort_unstable_by(|x, y| {
-            doc.assets[*x as usize]
-                .name
-                .cmp(&doc.assets[*y as usize].name)
-        });
-
         GrantIndex {
             asset_active: doc.assets.iter().map(|a| a.is_active).collect(),
             asset_offered: doc.assets.iter().map(ProtocolSet::of_asset).collect(),
-            assets_by_name,
             user_by_name,
             asset_by_name,
             grants,
@@ -247,6 +296,11 @@ impl GrantIndex {
             node_grants,
             asset_closure,
             node_assets,
+            account_start,
+            account_name,
+            account_username,
+            account_names,
+            account_usernames,
         }
     }
 
@@ -331,6 +385,62 @@ pub struct GrantedAccount<'p> {
 pub struct GrantedAsset<'p> {
     pub asset: &'p Asset,
     pub accounts: Vec<GrantedAccount<'p>>,
+}
+
+/// The assets a user may use, in asset-name order: the answer of
+/// [`Policy::list`], kept in the engine's terms (asset ids and account
+/// positions) until the caller reads an asset, so a caller showing one
+/// page reads one page of asset records.
+#[derive(Debug)]
+pub struct Listing<'p> {
+    policy: &'p Policy,
+    /// Per listed asset: its id and the end of its accounts in `found`.
+    listed: Vec<(AssetId, u32)>,
+    found: Vec<(u32, ProtocolSet, ActionSet)>,
+}
+
+impl<'p> Listing<'p> {
+    /// How many assets are listed.
+    pub fn len(&self) -> usize {
+        self.listed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// The `i`-th asset in name order, with its granted accounts.
+    pub fn get(&self, i: usize) -> Option<GrantedAsset<'p>> {
+        let (a, end) = *self.listed.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.listed[i - 1].1 as usize,
+        };
+        Some(GrantedAsset {
+            asset: &self.policy.doc.assets[a as usize],
+            accounts: self.policy.granted(a, &self.found[start..end as usize]),
+        })
+    }
+
+    /// The `i`-th asset's name, without reading its accounts.
+    pub fn name(&self, i: usize) -> Option<&'p str> {
+        let (a, _) = *self.listed.get(i)?;
+        Some(&self.policy.doc.assets[a as usize].name)
+    }
+
+    /// Every listed asset in name order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = GrantedAsset<'p>> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("in range"))
+    }
+
+    /// The listed assets `range` (clamped to what is listed), in name
+    /// order: one page of a menu.
+    pub fn page(&self, range: std::ops::Range<usize>) -> Vec<GrantedAsset<'p>> {
+        let end = range.end.min(self.len());
+        (range.start.min(end)..end)
+            .map(|i| self.get(i).expect("in range"))
+            .collect()
+    }
 }
 
 /// One question to the engine.
@@ -419,48 +529,42 @@ impl Policy {
         state_of(&self.doc.grants[g], self.index.grants[g].missing, at) == GrantState::Active
     }
 
+    /// The id of `user`'s name among account usernames (for `@USER`).
+    fn me(&self, user: &User) -> Option<u32> {
+        self.index
+            .account_usernames
+            .get(user.username.as_str())
+            .copied()
+    }
+
     /// Unions the active grants' accounts, protocols and actions on asset
-    /// `a`. `slots` is scratch space, reused across calls by `list`.
-    fn resolve<'p>(
-        &'p self,
-        user: &User,
+    /// `a` for the user whose name is `me` (see [`Policy::me`]), reading
+    /// only the index: appends each granted account to `out` as (arena
+    /// position within the asset, or `VIRTUAL + k` for @INPUT, @USER,
+    /// @ANON; protocols the asset offers; actions). `slots` is scratch.
+    fn union(
+        &self,
+        me: Option<u32>,
         a: AssetId,
         grants: &[GrantId],
         slots: &mut Vec<(ProtocolSet, ActionSet, bool)>,
-    ) -> Vec<GrantedAccount<'p>> {
-        let asset = &self.doc.assets[a as usize];
+        out: &mut Vec<(u32, ProtocolSet, ActionSet)>,
+    ) {
         let offered = self.index.asset_offered[a as usize];
+        let start = self.index.account_start[a as usize] as usize;
+        let end = self.index.account_start[a as usize + 1] as usize;
+        let names = &self.index.account_name[start..end];
+        let usernames = &self.index.account_username[start..end];
         slots.clear();
-        slots.resize(
-            asset.accounts.len(),
-            (ProtocolSet::EMPTY, ActionSet::EMPTY, false),
-        );
-        let mut virtuals = [
-            (
-                AccountRef::Input,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-            (
-                AccountRef::SameName,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-            (
-                AccountRef::Anon,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-        ];
-        let mut has_same_name = None;
+        slots.resize(names.len(), (ProtocolSet::EMPTY, ActionSet::EMPTY, false));
+        // (protocols, actions, granted) of @INPUT, @USER (virtual), @ANON.
+        let mut virtuals = [(ProtocolSet::EMPTY, ActionSet::EMPTY, false); 3];
+        let has_same_name = me.is_some() && usernames.iter().any(|u| Some(*u) == me);
         for grant in grants {
             let compiled = &self.index.grants[*grant as usize];
             let spec = &compiled.accounts;
-            for (slot, account) in slots.iter_mut().zip(&asset.accounts) {
-                if spec.covers_real(account, user) {
+            for ((slot, name), username) in slots.iter_mut().zip(names).zip(usernames) {
+                if spec.covers_real(*name, *username, me) {
                     *slot = (
                         slot.0.union(compiled.protocols),
                         slot.1.union(compiled.actions),
@@ -468,38 +572,53 @@ impl Policy {
                     );
                 }
             }
-            let same_name_virtual = spec.same_name
-                && !*has_same_name.get_or_insert_with(|| {
-                    asset.accounts.iter().any(|a| a.username == user.username)
-                });
-            let flags = [spec.input, same_name_virtual, spec.anon];
+            let flags = [spec.input, spec.same_name && !has_same_name, spec.anon];
             for (slot, on) in virtuals.iter_mut().zip(flags) {
                 if on {
-                    slot.1 = slot.1.union(compiled.protocols);
-                    slot.2 = slot.2.union(compiled.actions);
-                    slot.3 = true;
+                    *slot = (
+                        slot.0.union(compiled.protocols),
+                        slot.1.union(compiled.actions),
+                        true,
+                    );
                 }
             }
         }
-        let real = asset
-            .accounts
+        let granted = slots
             .iter()
-            .zip(slots.iter())
+            .enumerate()
+            .chain((VIRTUAL as usize..).zip(virtuals.iter()))
             .filter(|(_, s)| s.2)
-            .map(|(account, s)| GrantedAccount {
-                account: AccountRef::Real(account),
-                protocols: s.0.intersection(offered),
-                actions: s.1,
-            });
-        let virtuals = virtuals
-            .into_iter()
-            .filter(|s| s.3)
-            .map(|s| GrantedAccount {
-                account: s.0,
-                protocols: s.1.intersection(offered),
-                actions: s.2,
-            });
-        real.chain(virtuals).collect()
+            .map(|(at, s)| (id(at), s.0.intersection(offered), s.1));
+        out.extend(granted);
+    }
+
+    /// What [`Policy::union`] found on asset `a`, as granted accounts.
+    fn granted<'p>(
+        &'p self,
+        a: AssetId,
+        found: &[(u32, ProtocolSet, ActionSet)],
+    ) -> Vec<GrantedAccount<'p>> {
+        let accounts = &self.doc.assets[a as usize].accounts;
+        found
+            .iter()
+            .map(|(at, protocols, actions)| GrantedAccount {
+                account: match at.checked_sub(VIRTUAL) {
+                    None => AccountRef::Real(&accounts[*at as usize]),
+                    Some(0) => AccountRef::Input,
+                    Some(1) => AccountRef::SameName,
+                    Some(_) => AccountRef::Anon,
+                },
+                protocols: *protocols,
+                actions: *actions,
+            })
+            .collect()
+    }
+
+    /// [`Policy::union`] then [`Policy::granted`] for one asset.
+    fn resolve(&self, me: Option<u32>, a: AssetId, grants: &[GrantId]) -> Vec<GrantedAccount<'_>> {
+        let mut found = Vec::new();
+        self.union(me, a, grants, &mut Vec::new(), &mut found);
+        self.granted(a, &found)
     }
 
     /// Accounts the user may use on the asset at `at` (empty when none).
@@ -516,15 +635,21 @@ impl Policy {
         }
         let mut active = self.index.grants_for(u, a);
         active.retain(|g| self.is_active(*g, at));
-        Ok(self.resolve(user, a, &active, &mut Vec::new()))
+        Ok(self.resolve(self.me(user), a, &active))
     }
 
-    /// Every asset the user may use at `at`, by asset name.
-    pub fn list(&self, user: &str, at: DateTime<Utc>) -> Result<Vec<GrantedAsset<'_>>, QueryError> {
+    /// Every asset the user may use at `at`, by asset name: all of it is
+    /// decided here, each asset's record is read when the caller asks for
+    /// it ([`Listing::get`], [`Listing::iter`]).
+    pub fn list(&self, user: &str, at: DateTime<Utc>) -> Result<Listing<'_>, QueryError> {
         let u = self.user_id(user)?;
         let user = &self.doc.users[u as usize];
         if self.user_barred(user, at).is_some() {
-            return Ok(Vec::new());
+            return Ok(Listing {
+                policy: self,
+                listed: Vec::new(),
+                found: Vec::new(),
+            });
         }
         // Per asset, a chain of the grants covering it: `first[a]` indexes
         // `links`, each link is (grant, next link). No per-asset allocation.
@@ -551,10 +676,16 @@ impl Policy {
                 *head = id(links.len() - 1);
             }
         }
+        // Asset ids are name ranks: walking them in order lists by name.
+        // First from the index alone (flat arrays, no allocation per
+        // asset): which accounts, then the answer, touching the document
+        // only for the assets listed, in order.
         let (mut grants, mut slots) = (Vec::new(), Vec::new());
-        let mut granted = Vec::new();
-        for a in &self.index.assets_by_name {
-            let mut link = first[*a as usize];
+        let mut found = Vec::new();
+        let mut listed: Vec<(AssetId, u32)> = Vec::new();
+        let me = self.me(user);
+        for (a, head) in first.iter().enumerate() {
+            let mut link = *head;
             if link == NONE {
                 continue;
             }
@@ -564,15 +695,17 @@ impl Policy {
                 grants.push(grant);
                 link = next;
             }
-            let accounts = self.resolve(user, *a, &grants, &mut slots);
-            if !accounts.is_empty() {
-                granted.push(GrantedAsset {
-                    asset: &self.doc.assets[*a as usize],
-                    accounts,
-                });
+            let before = found.len();
+            self.union(me, id(a), &grants, &mut slots, &mut found);
+            if found.len() > before {
+                listed.push((id(a), id(found.len())));
             }
         }
-        Ok(granted)
+        Ok(Listing {
+            policy: self,
+            listed,
+            found,
+        })
     }
 
     /// Allows or denies one (user, asset, account, protocol, action) at a time.
@@ -603,7 +736,8 @@ impl Policy {
                 user.username, asset.name
             ));
         }
-        let granted = self.resolve(user, a, &active, &mut Vec::new());
+        let me = self.me(user);
+        let granted = self.resolve(me, a, &active);
         let wanted: Vec<&GrantedAccount<'_>> = match query.account {
             None => granted.iter().collect(),
             Some(name) => granted
@@ -628,7 +762,7 @@ impl Policy {
                         .iter()
                         .copied()
                         .filter(|g| {
-                            self.resolve(user, a, &[*g], &mut Vec::new())
+                            self.resolve(me, a, &[*g])
                                 .iter()
                                 .any(|x| x.account.name() == name)
                         })

@@ -24,6 +24,6 @@ pub mod policy;
 pub mod uids;
 
 pub use engine::{
-    AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Query, QueryError,
+    AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Listing, Query, QueryError,
 };
 pub use policy::{Format, Policy, PolicyError};

@@ -106,9 +106,12 @@ impl Policy {
     }
 
     /// Checks a document built in memory (tests, generators, the server).
+    /// The policy keeps the document's assets in name order (the grant
+    /// engine's asset ids are name ranks); everything else keeps its order.
     pub fn from_document(mut doc: PolicyDocument, file: &str, base: &Path) -> Result<Policy> {
         let checker = Checker { file };
         let nodes = checker.check(&mut doc, base)?;
+        doc.assets.sort_unstable_by(|x, y| x.name.cmp(&y.name));
         let index = GrantIndex::build(&doc, &nodes);
         Ok(Policy { doc, nodes, index })
     }
