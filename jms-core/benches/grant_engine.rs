@@ -33,6 +33,8 @@ const MEMORY_TARGET_MB: f64 = 400.0;
 
 const DECIDE_QUERIES: usize = 200_000;
 const LIST_QUERIES: usize = 2_000;
+/// Assets the menu shows on one page.
+const MENU_PAGE: usize = 50;
 /// The naive baseline scans every grant: at full size it runs on this
 /// many of the same queries (the first ones), else on all of them.
 const NAIVE_QUERIES_FULL: usize = 20_000;
@@ -81,6 +83,10 @@ struct Report {
     decide: Stats,
     allowed: usize,
     list: Stats,
+    /// The list, then every listed asset read.
+    list_read: Stats,
+    /// The list, then its first page read.
+    list_page: Stats,
     list_assets_p50: usize,
     list_assets_max: usize,
     /// Median over users of (list time / assets listed).
@@ -171,6 +177,15 @@ impl Report {
             r.list_assets_p50,
             r.list_assets_max,
             us(r.list_per_asset)
+        );
+        println!(
+            "            then every listed asset read: p50 {:.3} ms  p99 {:.3} ms (x{:.2} the list at p99); then one page of {MENU_PAGE}: p50 {:.3} ms  p99 {:.3} ms (x{:.2})",
+            ms(r.list_read.p50),
+            ms(r.list_read.p99),
+            r.list_read.p99.as_secs_f64() / r.list.p99.as_secs_f64(),
+            ms(r.list_page.p50),
+            ms(r.list_page.p99),
+            r.list_page.p99.as_secs_f64() / r.list.p99.as_secs_f64(),
         );
         println!(
             "  naive     {} of the same queries: p50 {:.1} µs  p99 {:.1} µs (indexed on these: p50 {:.2} µs p99 {:.2} µs) => x{:.0} (p50) x{:.0} (p99) slower",
@@ -313,10 +328,13 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     );
     let at = generate::reference_time();
     let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
-    let cases = make_cases(&policy.doc, &mut rng, DECIDE_QUERIES);
+    // A plain copy of the document: queries are made from it and the
+    // naive baseline reads it.
+    let plain = policy.doc.to_document();
+    let cases = make_cases(&plain, &mut rng, DECIDE_QUERIES);
 
     // Decisions, each timed on its own (after a warm-up pass).
-    let doc = &policy.doc;
+    let doc = &plain;
     for c in cases.iter().take(10_000) {
         black_box(policy.decide(&query_of(doc, c, at)).expect("known names"));
     }
@@ -342,9 +360,9 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     let mut naive_times = Vec::with_capacity(naive_queries);
     let mut mismatches = Vec::new();
     for (i, c) in cases.iter().take(naive_queries).enumerate() {
-        let (user, asset) = (&policy.doc.users[c.user], &policy.doc.assets[c.asset]);
+        let (user, asset) = (&plain.users[c.user], &plain.assets[c.asset]);
         let t = Instant::now();
-        let allow = black_box(naive_decide(black_box(&policy.doc), user, asset, c, at));
+        let allow = black_box(naive_decide(black_box(&plain), user, asset, c, at));
         naive_times.push(t.elapsed());
         if allow != indexed_allow[i] {
             let q = query_of(doc, c, at);
@@ -380,6 +398,8 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         black_box(policy.list(user, at).expect("known user"));
     }
     let mut list_times = Vec::with_capacity(users.len());
+    let mut read_times = Vec::with_capacity(users.len());
+    let mut page_times = Vec::with_capacity(users.len());
     let mut listed = Vec::with_capacity(users.len());
     for user in &users {
         let t = Instant::now();
@@ -387,6 +407,19 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         list_times.push(t.elapsed());
         listed.push(granted.len());
         drop(granted);
+        // The same list, then every listed asset read (as `jmsctl eval
+        // --list` and the menu's full catalog do) ...
+        let t = Instant::now();
+        let granted = policy.list(black_box(user), at).expect("known user");
+        for asset in granted.iter() {
+            black_box(asset);
+        }
+        read_times.push(t.elapsed());
+        // ... and one page of a menu.
+        let t = Instant::now();
+        let granted = policy.list(black_box(user), at).expect("known user");
+        black_box(granted.page(0..MENU_PAGE));
+        page_times.push(t.elapsed());
     }
     let mut per_asset: Vec<Duration> = list_times
         .iter()
@@ -401,6 +434,8 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         .unwrap_or_default();
     listed.sort_unstable();
     let list = Stats::of(list_times);
+    let list_read = Stats::of(read_times);
+    let list_page = Stats::of(page_times);
     eprintln!("  list done");
 
     Report {
@@ -417,6 +452,8 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         decide,
         allowed,
         list,
+        list_read,
+        list_page,
         list_assets_p50: listed[listed.len() / 2],
         list_assets_max: *listed.last().expect("non-empty"),
         list_per_asset,

@@ -289,18 +289,39 @@ impl Delta {
                 have: bundle.version,
             });
         }
-        let doc = &mut bundle.policy;
+        self.apply_to_document(&mut bundle.policy)?;
+        for removal in &self.remove {
+            match removal.kind {
+                EntityKind::Group => {
+                    bundle.ids.groups.remove(&removal.name);
+                }
+                EntityKind::User => {
+                    bundle.ids.users.remove(&removal.name);
+                }
+                _ => {}
+            }
+        }
+        for (name, id) in &self.ids.users {
+            bundle.ids.users.insert(name.clone(), *id);
+        }
+        for (name, id) in &self.ids.groups {
+            bundle.ids.groups.insert(name.clone(), *id);
+        }
+        bundle.settings = self.settings.clone();
+        bundle.version = self.to_version;
+        bundle.issued_at = self.issued_at;
+        Ok(())
+    }
+
+    /// The policy part of [`Delta::apply`]: removals, then upserts (a
+    /// changed entity keeps its place, a new one goes last, as on the
+    /// server).
+    pub fn apply_to_document(&self, doc: &mut PolicyDocument) -> Result<()> {
         for removal in &self.remove {
             let name = removal.name.as_str();
             match removal.kind {
-                EntityKind::Group => {
-                    doc.user_groups.retain(|g| g.name != name);
-                    bundle.ids.groups.remove(name);
-                }
-                EntityKind::User => {
-                    doc.users.retain(|u| u.username != name);
-                    bundle.ids.users.remove(name);
-                }
+                EntityKind::Group => doc.user_groups.retain(|g| g.name != name),
+                EntityKind::User => doc.users.retain(|u| u.username != name),
                 EntityKind::Node => doc.nodes.retain(|n| n != name),
                 EntityKind::Asset => doc.assets.retain(|a| a.name != name),
                 EntityKind::Account => {
@@ -355,16 +376,22 @@ impl Delta {
         upsert(&mut doc.command_filters, &up.command_filters, |f| {
             f.name.as_str()
         });
-        for (name, id) in &self.ids.users {
-            bundle.ids.users.insert(name.clone(), *id);
-        }
-        for (name, id) in &self.ids.groups {
-            bundle.ids.groups.insert(name.clone(), *id);
-        }
-        bundle.settings = self.settings.clone();
-        bundle.version = self.to_version;
-        bundle.issued_at = self.issued_at;
         Ok(())
+    }
+
+    /// Whether it changes nodes, assets or accounts (the grant engine
+    /// then rebuilds its asset indexes; otherwise a delta is applied to a
+    /// checked policy in place of a rebuild, see `Policy::apply_delta`).
+    pub fn touches_assets(&self) -> bool {
+        !self.upsert.nodes.is_empty()
+            || !self.upsert.assets.is_empty()
+            || !self.accounts.is_empty()
+            || self.remove.iter().any(|r| {
+                matches!(
+                    r.kind,
+                    EntityKind::Node | EntityKind::Asset | EntityKind::Account
+                )
+            })
     }
 }
 

@@ -19,14 +19,15 @@
 //! node, so a decision looks only at the grants of that user or that asset.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    alias, Account, Action, ActionSet, Asset, Grant, PolicyDocument, Protocol, ProtocolSet, User,
+    alias, Account, Action, ActionSet, Asset, Grant, Protocol, ProtocolSet, User, UserGroup,
 };
 use crate::nodes::{NodeId, NodeTree};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyDoc};
 
 type UserId = u32;
 type AssetId = u32;
@@ -146,20 +147,30 @@ impl GrantState {
     }
 }
 
-/// Indexes over a checked policy document. Its assets are in name order
-/// (see [`Policy::from_document`]), so an [`AssetId`] is also a name rank
-/// and `list` walks the per-asset arrays front to back.
-#[derive(Debug, Default)]
+/// Indexes over a checked policy. An [`AssetId`] is the asset's rank in
+/// name order (its place in the document is `AssetIndex::position`), so
+/// `list` walks the per-asset arrays front to back. Three shared parts,
+/// each rebuilt only when what it is made of changes (see
+/// [`Policy::apply_delta`]).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct GrantIndex {
-    user_by_name: HashMap<String, UserId>,
-    asset_by_name: HashMap<String, AssetId>,
-    grants: Vec<CompiledGrant>,
+    pub(crate) people: Arc<PeopleIndex>,
+    pub(crate) assets: Arc<AssetIndex>,
+    pub(crate) grants: Arc<GrantsIndex>,
+}
+
+/// Users and the grants each gets: from users, groups and grants.
+#[derive(Debug, Default)]
+pub(crate) struct PeopleIndex {
+    pub(crate) user_by_name: HashMap<String, UserId>,
     /// Sorted grant ids per user, through her groups too.
     user_grants: Vec<Vec<GrantId>>,
-    /// Grant ids naming the asset directly.
-    asset_grants: Vec<Vec<GrantId>>,
-    /// Grant ids naming the node.
-    node_grants: Vec<Vec<NodeId>>,
+}
+
+/// Assets, their nodes and accounts: from assets and nodes.
+#[derive(Debug, Default)]
+pub(crate) struct AssetIndex {
+    pub(crate) asset_by_name: HashMap<String, AssetId>,
     /// Sorted nodes holding the asset, with all their ancestors.
     asset_closure: Vec<Vec<NodeId>>,
     /// Assets under each node at any depth, in id (name) order.
@@ -177,6 +188,19 @@ pub(crate) struct GrantIndex {
     /// Interned account names and account usernames.
     account_names: HashMap<String, u32>,
     account_usernames: HashMap<String, u32>,
+    /// Each asset's position in the document.
+    position: Vec<u32>,
+}
+
+/// Compiled grants and who names each asset and node: from grants (and
+/// the asset index they point into).
+#[derive(Debug, Default)]
+pub(crate) struct GrantsIndex {
+    grants: Vec<CompiledGrant>,
+    /// Grant ids naming the asset directly.
+    asset_grants: Vec<Vec<GrantId>>,
+    /// Grant ids naming the node.
+    node_grants: Vec<Vec<GrantId>>,
 }
 
 /// In [`Policy::union`]'s answer, the first position standing for a
@@ -197,43 +221,74 @@ fn intern(table: &mut HashMap<String, u32>, name: &str) -> u32 {
     next
 }
 
-impl GrantIndex {
-    /// Builds the indexes; `doc` must have passed the policy checks and
-    /// hold its assets in name order.
-    pub(crate) fn build(doc: &PolicyDocument, nodes: &NodeTree) -> GrantIndex {
-        debug_assert!(doc.assets.windows(2).all(|w| w[0].name < w[1].name));
-        let user_by_name: HashMap<String, UserId> = doc
-            .users
+impl PeopleIndex {
+    /// `users`, `groups` and `grants` must have passed the policy checks.
+    pub(crate) fn build(
+        users: &[Arc<User>],
+        groups: &[Arc<UserGroup>],
+        grants: &[Arc<Grant>],
+    ) -> PeopleIndex {
+        let user_by_name: HashMap<String, UserId> = users
             .iter()
             .enumerate()
             .map(|(i, u)| (u.username.clone(), id(i)))
             .collect();
-        let asset_by_name: HashMap<String, AssetId> = doc
-            .assets
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.name.clone(), id(i)))
-            .collect();
-        let group_by_name: HashMap<&str, usize> = doc
-            .user_groups
+        let group_by_name: HashMap<&str, usize> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| (g.name.as_str(), i))
             .collect();
-        let mut group_members: Vec<Vec<UserId>> = vec![Vec::new(); doc.user_groups.len()];
-        for (u, user) in doc.users.iter().enumerate() {
+        let mut group_members: Vec<Vec<UserId>> = vec![Vec::new(); groups.len()];
+        for (u, user) in users.iter().enumerate() {
             for group in &user.groups {
                 group_members[group_by_name[group.as_str()]].push(id(u));
             }
         }
+        let mut user_grants = vec![Vec::new(); users.len()];
+        for (g, grant) in grants.iter().enumerate() {
+            let gid = id(g);
+            for name in &grant.users {
+                user_grants[user_by_name[name] as usize].push(gid);
+            }
+            for name in &grant.user_groups {
+                for member in &group_members[group_by_name[name.as_str()]] {
+                    user_grants[*member as usize].push(gid);
+                }
+            }
+        }
+        for list in &mut user_grants {
+            list.sort_unstable();
+            list.dedup();
+        }
+        PeopleIndex {
+            user_by_name,
+            user_grants,
+        }
+    }
+}
 
-        let accounts: usize = doc.assets.iter().map(|a| a.accounts.len()).sum();
-        let mut account_start = Vec::with_capacity(doc.assets.len() + 1);
+impl AssetIndex {
+    /// `assets` must have passed the policy checks, in name order.
+    pub(crate) fn build(doc_assets: &[Arc<Asset>], nodes: &NodeTree) -> AssetIndex {
+        let mut position: Vec<u32> = (0..doc_assets.len()).map(id).collect();
+        position.sort_unstable_by(|x, y| {
+            doc_assets[*x as usize]
+                .name
+                .cmp(&doc_assets[*y as usize].name)
+        });
+        let assets: Vec<&Asset> = position.iter().map(|p| &*doc_assets[*p as usize]).collect();
+        let asset_by_name: HashMap<String, AssetId> = assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), id(i)))
+            .collect();
+        let accounts: usize = assets.iter().map(|a| a.accounts.len()).sum();
+        let mut account_start = Vec::with_capacity(assets.len() + 1);
         let mut account_name = Vec::with_capacity(accounts);
         let mut account_username = Vec::with_capacity(accounts);
         let mut account_names = HashMap::new();
         let mut account_usernames = HashMap::new();
-        for asset in &doc.assets {
+        for asset in &assets {
             account_start.push(id(account_name.len()));
             for account in &asset.accounts {
                 account_name.push(intern(&mut account_names, &account.name));
@@ -242,9 +297,9 @@ impl GrantIndex {
         }
         account_start.push(id(account_name.len()));
 
-        let mut asset_closure = vec![Vec::new(); doc.assets.len()];
+        let mut asset_closure = vec![Vec::new(); assets.len()];
         let mut node_assets = vec![Vec::new(); nodes.len()];
-        for (a, asset) in doc.assets.iter().enumerate() {
+        for (a, asset) in assets.iter().enumerate() {
             let closure: &mut Vec<NodeId> = &mut asset_closure[a];
             for path in &asset.nodes {
                 let node = nodes.get(path).expect("checked node");
@@ -256,44 +311,10 @@ impl GrantIndex {
                 node_assets[*node as usize].push(id(a));
             }
         }
-
-        let mut user_grants = vec![Vec::new(); doc.users.len()];
-        let mut asset_grants = vec![Vec::new(); doc.assets.len()];
-        let mut node_grants = vec![Vec::new(); nodes.len()];
-        let mut grants = Vec::with_capacity(doc.grants.len());
-        for (g, grant) in doc.grants.iter().enumerate() {
-            let gid = id(g);
-            for name in &grant.users {
-                user_grants[user_by_name[name] as usize].push(gid);
-            }
-            for name in &grant.user_groups {
-                for member in &group_members[group_by_name[name.as_str()]] {
-                    user_grants[*member as usize].push(gid);
-                }
-            }
-            let compiled = CompiledGrant::of(grant, &asset_by_name, nodes, &account_names);
-            for asset in &compiled.assets {
-                asset_grants[*asset as usize].push(gid);
-            }
-            for node in &compiled.nodes {
-                node_grants[*node as usize].push(gid);
-            }
-            grants.push(compiled);
-        }
-        for list in &mut user_grants {
-            list.sort_unstable();
-            list.dedup();
-        }
-
-        GrantIndex {
-            asset_active: doc.assets.iter().map(|a| a.is_active).collect(),
-            asset_offered: doc.assets.iter().map(ProtocolSet::of_asset).collect(),
-            user_by_name,
+        AssetIndex {
+            asset_active: assets.iter().map(|a| a.is_active).collect(),
+            asset_offered: assets.iter().map(|a| ProtocolSet::of_asset(a)).collect(),
             asset_by_name,
-            grants,
-            user_grants,
-            asset_grants,
-            node_grants,
             asset_closure,
             node_assets,
             account_start,
@@ -301,26 +322,76 @@ impl GrantIndex {
             account_username,
             account_names,
             account_usernames,
+            position,
+        }
+    }
+}
+
+impl GrantsIndex {
+    /// `grants` must have passed the policy checks against these assets.
+    pub(crate) fn build(
+        grants: &[Arc<Grant>],
+        assets: &AssetIndex,
+        nodes: &NodeTree,
+    ) -> GrantsIndex {
+        let mut asset_grants = vec![Vec::new(); assets.asset_active.len()];
+        let mut node_grants = vec![Vec::new(); nodes.len()];
+        let mut compiled_grants = Vec::with_capacity(grants.len());
+        for (g, grant) in grants.iter().enumerate() {
+            let gid = id(g);
+            let compiled =
+                CompiledGrant::of(grant, &assets.asset_by_name, nodes, &assets.account_names);
+            for asset in &compiled.assets {
+                asset_grants[*asset as usize].push(gid);
+            }
+            for node in &compiled.nodes {
+                node_grants[*node as usize].push(gid);
+            }
+            compiled_grants.push(compiled);
+        }
+        GrantsIndex {
+            grants: compiled_grants,
+            asset_grants,
+            node_grants,
+        }
+    }
+}
+
+impl GrantIndex {
+    /// Builds the indexes; `doc` must have passed the policy checks and
+    /// hold its assets in name order.
+    pub(crate) fn build(doc: &PolicyDoc, nodes: &NodeTree) -> GrantIndex {
+        let assets = AssetIndex::build(&doc.assets, nodes);
+        let grants = GrantsIndex::build(&doc.grants, &assets, nodes);
+        GrantIndex {
+            people: Arc::new(PeopleIndex::build(
+                &doc.users,
+                &doc.user_groups,
+                &doc.grants,
+            )),
+            assets: Arc::new(assets),
+            grants: Arc::new(grants),
         }
     }
 
     fn covers(&self, grant: GrantId, asset: AssetId) -> bool {
-        let compiled = &self.grants[grant as usize];
+        let compiled = &self.grants.grants[grant as usize];
         compiled.assets.binary_search(&asset).is_ok()
-            || compiled
-                .nodes
-                .iter()
-                .any(|n| self.asset_closure[asset as usize].binary_search(n).is_ok())
+            || compiled.nodes.iter().any(|n| {
+                self.assets.asset_closure[asset as usize]
+                    .binary_search(n)
+                    .is_ok()
+            })
     }
 
     /// Every grant naming both the user and the asset, in id order.
     fn grants_for(&self, user: UserId, asset: AssetId) -> Vec<GrantId> {
-        let by_user = &self.user_grants[user as usize];
-        let closure = &self.asset_closure[asset as usize];
-        let by_asset_len = self.asset_grants[asset as usize].len()
+        let by_user = &self.people.user_grants[user as usize];
+        let closure = &self.assets.asset_closure[asset as usize];
+        let by_asset_len = self.grants.asset_grants[asset as usize].len()
             + closure
                 .iter()
-                .map(|n| self.node_grants[*n as usize].len())
+                .map(|n| self.grants.node_grants[*n as usize].len())
                 .sum::<usize>();
         if by_user.len() <= by_asset_len {
             return by_user
@@ -329,12 +400,12 @@ impl GrantIndex {
                 .filter(|g| self.covers(*g, asset))
                 .collect();
         }
-        let mut found: Vec<GrantId> = self.asset_grants[asset as usize]
+        let mut found: Vec<GrantId> = self.grants.asset_grants[asset as usize]
             .iter()
             .chain(
                 closure
                     .iter()
-                    .flat_map(|n| self.node_grants[*n as usize].iter()),
+                    .flat_map(|n| self.grants.node_grants[*n as usize].iter()),
             )
             .copied()
             .filter(|g| by_user.binary_search(g).is_ok())
@@ -417,7 +488,7 @@ impl<'p> Listing<'p> {
             _ => self.listed[i - 1].1 as usize,
         };
         Some(GrantedAsset {
-            asset: &self.policy.doc.assets[a as usize],
+            asset: self.policy.asset_at(a),
             accounts: self.policy.granted(a, &self.found[start..end as usize]),
         })
     }
@@ -425,7 +496,7 @@ impl<'p> Listing<'p> {
     /// The `i`-th asset's name, without reading its accounts.
     pub fn name(&self, i: usize) -> Option<&'p str> {
         let (a, _) = *self.listed.get(i)?;
-        Some(&self.policy.doc.assets[a as usize].name)
+        Some(&self.policy.asset_at(a).name)
     }
 
     /// Every listed asset in name order.
@@ -485,20 +556,36 @@ impl Policy {
     /// The user named `name`, if the policy has one.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.index
+            .people
             .user_by_name
             .get(name)
-            .map(|u| &self.doc.users[*u as usize])
+            .map(|u| &*self.doc.users[*u as usize])
+    }
+
+    /// The asset whose id is `a`.
+    fn asset_at(&self, a: AssetId) -> &Asset {
+        &self.doc.assets[self.index.assets.position[a as usize] as usize]
+    }
+
+    /// The asset named `name`, if the policy has one.
+    pub fn asset(&self, name: &str) -> Option<&Asset> {
+        self.index
+            .assets
+            .asset_by_name
+            .get(name)
+            .map(|a| self.asset_at(*a))
     }
 
     /// The state of grant `name`'s window and parts at `at`.
     pub fn grant_state(&self, grant: &Grant, at: DateTime<Utc>) -> GrantState {
         let position = self.doc.grants.iter().position(|g| g.name == grant.name);
-        let missing = position.and_then(|g| self.index.grants[g].missing);
+        let missing = position.and_then(|g| self.index.grants.grants[g].missing);
         state_of(grant, missing, at)
     }
 
     fn user_id(&self, name: &str) -> Result<UserId, QueryError> {
         self.index
+            .people
             .user_by_name
             .get(name)
             .copied()
@@ -507,6 +594,7 @@ impl Policy {
 
     fn asset_id(&self, name: &str) -> Result<AssetId, QueryError> {
         self.index
+            .assets
             .asset_by_name
             .get(name)
             .copied()
@@ -526,12 +614,13 @@ impl Policy {
 
     fn is_active(&self, grant: GrantId, at: DateTime<Utc>) -> bool {
         let g = grant as usize;
-        state_of(&self.doc.grants[g], self.index.grants[g].missing, at) == GrantState::Active
+        state_of(&self.doc.grants[g], self.index.grants.grants[g].missing, at) == GrantState::Active
     }
 
     /// The id of `user`'s name among account usernames (for `@USER`).
     fn me(&self, user: &User) -> Option<u32> {
         self.index
+            .assets
             .account_usernames
             .get(user.username.as_str())
             .copied()
@@ -550,18 +639,18 @@ impl Policy {
         slots: &mut Vec<(ProtocolSet, ActionSet, bool)>,
         out: &mut Vec<(u32, ProtocolSet, ActionSet)>,
     ) {
-        let offered = self.index.asset_offered[a as usize];
-        let start = self.index.account_start[a as usize] as usize;
-        let end = self.index.account_start[a as usize + 1] as usize;
-        let names = &self.index.account_name[start..end];
-        let usernames = &self.index.account_username[start..end];
+        let offered = self.index.assets.asset_offered[a as usize];
+        let start = self.index.assets.account_start[a as usize] as usize;
+        let end = self.index.assets.account_start[a as usize + 1] as usize;
+        let names = &self.index.assets.account_name[start..end];
+        let usernames = &self.index.assets.account_username[start..end];
         slots.clear();
         slots.resize(names.len(), (ProtocolSet::EMPTY, ActionSet::EMPTY, false));
         // (protocols, actions, granted) of @INPUT, @USER (virtual), @ANON.
         let mut virtuals = [(ProtocolSet::EMPTY, ActionSet::EMPTY, false); 3];
         let has_same_name = me.is_some() && usernames.iter().any(|u| Some(*u) == me);
         for grant in grants {
-            let compiled = &self.index.grants[*grant as usize];
+            let compiled = &self.index.grants.grants[*grant as usize];
             let spec = &compiled.accounts;
             for ((slot, name), username) in slots.iter_mut().zip(names).zip(usernames) {
                 if spec.covers_real(*name, *username, me) {
@@ -598,7 +687,7 @@ impl Policy {
         a: AssetId,
         found: &[(u32, ProtocolSet, ActionSet)],
     ) -> Vec<GrantedAccount<'p>> {
-        let accounts = &self.doc.assets[a as usize].accounts;
+        let accounts = &self.asset_at(a).accounts;
         found
             .iter()
             .map(|(at, protocols, actions)| GrantedAccount {
@@ -629,7 +718,7 @@ impl Policy {
         at: DateTime<Utc>,
     ) -> Result<Vec<GrantedAccount<'_>>, QueryError> {
         let (u, a) = (self.user_id(user)?, self.asset_id(asset)?);
-        let (user, asset) = (&self.doc.users[u as usize], &self.doc.assets[a as usize]);
+        let (user, asset) = (&*self.doc.users[u as usize], self.asset_at(a));
         if self.user_barred(user, at).is_some() || !asset.is_active {
             return Ok(Vec::new());
         }
@@ -656,18 +745,18 @@ impl Policy {
         const NONE: u32 = u32::MAX;
         let mut first = vec![NONE; self.doc.assets.len()];
         let mut links: Vec<(GrantId, u32)> = Vec::new();
-        for grant in &self.index.user_grants[u as usize] {
+        for grant in &self.index.people.user_grants[u as usize] {
             if !self.is_active(*grant, at) {
                 continue;
             }
-            let compiled = &self.index.grants[*grant as usize];
+            let compiled = &self.index.grants.grants[*grant as usize];
             let under_nodes = compiled
                 .nodes
                 .iter()
-                .flat_map(|n| self.index.node_assets[*n as usize].iter());
+                .flat_map(|n| self.index.assets.node_assets[*n as usize].iter());
             for asset in compiled.assets.iter().chain(under_nodes) {
                 let head = &mut first[*asset as usize];
-                if !self.index.asset_active[*asset as usize]
+                if !self.index.assets.asset_active[*asset as usize]
                     || (*head != NONE && links[*head as usize].0 == *grant)
                 {
                     continue;
@@ -711,7 +800,7 @@ impl Policy {
     /// Allows or denies one (user, asset, account, protocol, action) at a time.
     pub fn decide(&self, query: &Query<'_>) -> Result<Decision, QueryError> {
         let (u, a) = (self.user_id(query.user)?, self.asset_id(query.asset)?);
-        let (user, asset) = (&self.doc.users[u as usize], &self.doc.assets[a as usize]);
+        let (user, asset) = (&*self.doc.users[u as usize], self.asset_at(a));
         let deny = |reason: String| Ok(Decision::Deny(reason));
         if let Some(reason) = self.user_barred(user, query.at) {
             return deny(reason);
@@ -823,7 +912,7 @@ impl Policy {
                 format!(
                     "grant {} {}",
                     grant.name,
-                    state_of(grant, self.index.grants[*g as usize].missing, at).describe()
+                    state_of(grant, self.index.grants.grants[*g as usize].missing, at).describe()
                 )
             })
             .collect();
