@@ -87,6 +87,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25
 use serde::{Deserialize, Serialize};
 
 use crate::model::PolicyDocument;
+use crate::policy::Policy;
 
 /// First bytes of a signed bundle.
 pub const MAGIC: &[u8; 4] = b"JMSB";
@@ -392,6 +393,86 @@ impl Delta {
                     EntityKind::Node | EntityKind::Asset | EntityKind::Account
                 )
             })
+    }
+}
+
+/// A verified bundle as a bastion holds it: its checked policy (whose
+/// entities and indexes are shared, so holding and cloning it is cheap)
+/// and what else the bundle carries. Deltas apply to it without copying
+/// what they do not touch ([`Policy::apply_delta`]).
+#[derive(Debug, Clone)]
+pub struct HeldBundle {
+    pub version: u64,
+    pub issued_at: DateTime<Utc>,
+    pub server_id: String,
+    pub settings: serde_json::Value,
+    pub ids: UnixIds,
+    pub policy: Policy,
+}
+
+/// Why a verified bundle or delta is not held.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("the bundle's policy does not check: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+impl HeldBundle {
+    /// Checks a verified bundle's policy (as received: no `secret_file`).
+    pub fn check(bundle: Bundle) -> std::result::Result<HeldBundle, HoldError> {
+        let file = format!("bundle v{}", bundle.version);
+        Ok(HeldBundle {
+            policy: Policy::from_received(bundle.policy, &file)?,
+            version: bundle.version,
+            issued_at: bundle.issued_at,
+            server_id: bundle.server_id,
+            settings: bundle.settings,
+            ids: bundle.ids,
+        })
+    }
+
+    /// What [`Delta::apply`] then [`HeldBundle::check`] make of this
+    /// bundle, at the cost of what the delta changes.
+    pub fn apply(&self, delta: &Delta) -> std::result::Result<HeldBundle, HoldError> {
+        if self.version != delta.from_version {
+            return Err(BundleError::Gap {
+                from: delta.from_version,
+                to: delta.to_version,
+                have: self.version,
+            }
+            .into());
+        }
+        let policy = self
+            .policy
+            .apply_delta(delta, &format!("bundle v{}", delta.to_version))?;
+        let mut ids = self.ids.clone();
+        for removal in &delta.remove {
+            match removal.kind {
+                EntityKind::Group => {
+                    ids.groups.remove(&removal.name);
+                }
+                EntityKind::User => {
+                    ids.users.remove(&removal.name);
+                }
+                _ => {}
+            }
+        }
+        for (name, id) in &delta.ids.users {
+            ids.users.insert(name.clone(), *id);
+        }
+        for (name, id) in &delta.ids.groups {
+            ids.groups.insert(name.clone(), *id);
+        }
+        Ok(HeldBundle {
+            version: delta.to_version,
+            issued_at: delta.issued_at,
+            server_id: self.server_id.clone(),
+            settings: delta.settings.clone(),
+            ids,
+            policy,
+        })
     }
 }
 
