@@ -83,6 +83,9 @@ struct Report {
     decide: Stats,
     allowed: usize,
     list: Stats,
+    /// A delta adding one user, applied / rebuilt (best of 3).
+    delta_apply: Duration,
+    delta_rebuild: Duration,
     /// The list, then every listed asset read.
     list_read: Stats,
     /// The list, then its first page read.
@@ -196,6 +199,12 @@ impl Report {
             us(r.indexed_on_naive_set.p99),
             r.naive.p50.as_secs_f64() / r.indexed_on_naive_set.p50.as_secs_f64(),
             r.naive.p99.as_secs_f64() / r.indexed_on_naive_set.p99.as_secs_f64(),
+        );
+        println!(
+            "  delta     one user added: applied to the policy {:.2} ms vs full path (copy, merge, check, index) {:.0} ms: x{:.4}",
+            ms(r.delta_apply),
+            ms(r.delta_rebuild),
+            r.delta_apply.as_secs_f64() / r.delta_rebuild.as_secs_f64()
         );
         if r.mismatches.is_empty() {
             println!(
@@ -433,6 +442,40 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         .copied()
         .unwrap_or_default();
     listed.sort_unstable();
+    // A delta adding one user: applied to the checked policy (sharing what
+    // it does not change) vs the full path (merged into a copy of the
+    // document, checked and indexed from scratch), best of 3 each.
+    let mut delta = jms_core::bundle::Delta {
+        from_version: 1,
+        to_version: 2,
+        issued_at: at,
+        server_id: "bench".into(),
+        upsert: PolicyDocument::default(),
+        accounts: Vec::new(),
+        remove: Vec::new(),
+        settings: serde_json::Value::Null,
+        ids: Default::default(),
+    };
+    let mut newcomer = plain.users[0].clone();
+    newcomer.username = "delta-bench-user".into();
+    delta.upsert.users.push(newcomer);
+    let mut delta_runs = Vec::new();
+    let mut rebuild_runs = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let next = policy.apply_delta(&delta, "delta").expect("delta applies");
+        delta_runs.push(t.elapsed());
+        let t = Instant::now();
+        let mut doc = policy.doc.to_document();
+        delta.apply_to_document(&mut doc).expect("delta applies");
+        let full = Policy::from_received(doc, "delta").expect("policy checks");
+        rebuild_runs.push(t.elapsed());
+        assert!(next.doc == full.doc, "incremental and full agree");
+    }
+    let delta_apply = *delta_runs.iter().min().expect("3 runs");
+    let delta_rebuild = *rebuild_runs.iter().min().expect("3 runs");
+    eprintln!("  delta done");
+
     let list = Stats::of(list_times);
     let list_read = Stats::of(read_times);
     let list_page = Stats::of(page_times);
@@ -451,6 +494,8 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         hwm_mb,
         decide,
         allowed,
+        delta_apply,
+        delta_rebuild,
         list,
         list_read,
         list_page,

@@ -52,7 +52,13 @@ struct Sizes {
     poll_run: Duration,
 }
 
+/// Set in the child process that measures an apply's memory.
+const MEMORY_CHILD: &str = "JMS_SYNC_BENCH_APPLY_MEMORY";
+
 fn main() {
+    if let Ok(spec) = std::env::var(MEMORY_CHILD) {
+        return apply_memory_child(&spec);
+    }
     let mut quick = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
@@ -156,6 +162,8 @@ fn main() {
             verdict(a.total() <= APPLY_TARGET, "target <= 2 s")
         ));
     }
+
+    lines.push(apply_memory(&signed, &pinned, &agent_dir));
 
     // ---- delta -----------------------------------------------------------
     lines.extend(delta(
@@ -428,6 +436,85 @@ fn apply(signed: &[u8], pinned: &[u8], config: &AgentdConfig) -> Applied {
         nss,
         state,
     }
+}
+
+// ---- apply memory --------------------------------------------------------------
+
+/// jms-agentd's memory in a full apply: a fresh process (this binary
+/// again) reads the signed bundle from disk and does what jms-agentd does
+/// at startup (verify with the pinned key, check and index the policy,
+/// publish the NSS cache), then reports its peak (VmHWM) and what it
+/// holds after (VmRSS, the held bundle and policy alive), against its
+/// VmRSS before reading the bundle.
+fn apply_memory(signed: &[u8], pinned: &[u8], agent_dir: &Path) -> String {
+    let bundle_path = agent_dir.join("memory-bundle.jms");
+    std::fs::write(&bundle_path, signed).unwrap();
+    let dir = agent_dir.join("memory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .env(
+            MEMORY_CHILD,
+            format!(
+                "{}\n{}\n{}",
+                bundle_path.display(),
+                hex(pinned),
+                dir.display()
+            ),
+        )
+        .output()
+        .expect("run the memory child");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<f64> = report
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let _ = std::fs::remove_file(&bundle_path);
+    match fields[..] {
+        [before, peak, held] => format!(
+            "  agentd full apply memory (a fresh process, {:.1} MB bundle): peak VmHWM {peak:.0} MB [{}], held after {held:.0} MB [{}] (process before the apply {before:.0} MB)",
+            signed.len() as f64 / 1e6,
+            verdict(peak <= 400.0, "target <= 400 MB"),
+            verdict(held <= 200.0, "target <= 200 MB"),
+        ),
+        _ => format!(
+            "  agentd full apply memory: the child failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// VmRSS and VmHWM of this process, in MB.
+fn memory_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn apply_memory_child(spec: &str) {
+    let mut parts = spec.split('\n');
+    let (bundle_path, pinned, dir) = (
+        PathBuf::from(parts.next().unwrap()),
+        bundle::unhex(parts.next().unwrap()).unwrap(),
+        PathBuf::from(parts.next().unwrap()),
+    );
+    let config = agentd_config(&dir, "https://127.0.0.1:1");
+    let (before, _) = memory_mb();
+    let bytes = std::fs::read(&bundle_path).unwrap();
+    let held = HeldBundle::check(bundle::verify(&bytes, &pinned, 0).unwrap()).unwrap();
+    drop(bytes);
+    let published =
+        jms_agent::daemon::publish::publish_with_ids(&held.policy, &config, Some(&held.ids))
+            .unwrap();
+    let (held_mb, peak) = memory_mb();
+    println!("{before} {peak} {held_mb}");
+    drop((held, published));
 }
 
 // ---- delta ---------------------------------------------------------------------
