@@ -164,7 +164,10 @@ pub(crate) struct GrantIndex {
 pub(crate) struct PeopleIndex {
     pub(crate) user_by_name: HashMap<String, UserId>,
     /// Sorted grant ids per user, through her groups too.
-    user_grants: Vec<Vec<GrantId>>,
+    user_grants: Vec<Arc<[GrantId]>>,
+    /// Grants naming each group, and each user by name (in id order).
+    by_group: Arc<HashMap<String, Vec<GrantId>>>,
+    by_user: Arc<HashMap<String, Vec<GrantId>>>,
 }
 
 /// Assets, their nodes and accounts: from assets and nodes.
@@ -225,45 +228,73 @@ impl PeopleIndex {
     /// `users`, `groups` and `grants` must have passed the policy checks.
     pub(crate) fn build(
         users: &[Arc<User>],
-        groups: &[Arc<UserGroup>],
+        _groups: &[Arc<UserGroup>],
         grants: &[Arc<Grant>],
     ) -> PeopleIndex {
-        let user_by_name: HashMap<String, UserId> = users
+        let mut by_group: HashMap<String, Vec<GrantId>> = HashMap::new();
+        let mut by_user: HashMap<String, Vec<GrantId>> = HashMap::new();
+        for (g, grant) in grants.iter().enumerate() {
+            for name in &grant.users {
+                by_user.entry(name.clone()).or_default().push(id(g));
+            }
+            for name in &grant.user_groups {
+                by_group.entry(name.clone()).or_default().push(id(g));
+            }
+        }
+        let mut index = PeopleIndex {
+            user_by_name: HashMap::new(),
+            user_grants: Vec::new(),
+            by_group: Arc::new(by_group),
+            by_user: Arc::new(by_user),
+        };
+        index.user_by_name = users
             .iter()
             .enumerate()
             .map(|(i, u)| (u.username.clone(), id(i)))
             .collect();
-        let group_by_name: HashMap<&str, usize> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.name.as_str(), i))
+        index.user_grants = users.iter().map(|u| index.grants_of(u)).collect();
+        index
+    }
+
+    /// The grants naming `user` or one of her groups, sorted.
+    fn grants_of(&self, user: &User) -> Arc<[GrantId]> {
+        let mut grants: Vec<GrantId> = self
+            .by_user
+            .get(&user.username)
+            .into_iter()
+            .flatten()
+            .copied()
             .collect();
-        let mut group_members: Vec<Vec<UserId>> = vec![Vec::new(); groups.len()];
-        for (u, user) in users.iter().enumerate() {
-            for group in &user.groups {
-                group_members[group_by_name[group.as_str()]].push(id(u));
-            }
+        for group in &user.groups {
+            grants.extend(self.by_group.get(group).into_iter().flatten());
         }
-        let mut user_grants = vec![Vec::new(); users.len()];
-        for (g, grant) in grants.iter().enumerate() {
-            let gid = id(g);
-            for name in &grant.users {
-                user_grants[user_by_name[name] as usize].push(gid);
-            }
-            for name in &grant.user_groups {
-                for member in &group_members[group_by_name[name.as_str()]] {
-                    user_grants[*member as usize].push(gid);
-                }
-            }
+        grants.sort_unstable();
+        grants.dedup();
+        grants.into()
+    }
+
+    /// The index for `users` when only users changed (same groups, same
+    /// grants): a user whose record is the one `old_users` had keeps her
+    /// grant list.
+    pub(crate) fn with_users(&self, old_users: &[Arc<User>], users: &[Arc<User>]) -> PeopleIndex {
+        let mut index = PeopleIndex {
+            user_by_name: HashMap::with_capacity(users.len()),
+            user_grants: Vec::with_capacity(users.len()),
+            by_group: Arc::clone(&self.by_group),
+            by_user: Arc::clone(&self.by_user),
+        };
+        for (i, user) in users.iter().enumerate() {
+            index.user_by_name.insert(user.username.clone(), id(i));
+            let kept = self
+                .user_by_name
+                .get(&user.username)
+                .filter(|old| Arc::ptr_eq(&old_users[**old as usize], user));
+            index.user_grants.push(match kept {
+                Some(old) => Arc::clone(&self.user_grants[*old as usize]),
+                None => index.grants_of(user),
+            });
         }
-        for list in &mut user_grants {
-            list.sort_unstable();
-            list.dedup();
-        }
-        PeopleIndex {
-            user_by_name,
-            user_grants,
-        }
+        index
     }
 }
 
@@ -745,7 +776,7 @@ impl Policy {
         const NONE: u32 = u32::MAX;
         let mut first = vec![NONE; self.doc.assets.len()];
         let mut links: Vec<(GrantId, u32)> = Vec::new();
-        for grant in &self.index.people.user_grants[u as usize] {
+        for grant in self.index.people.user_grants[u as usize].iter() {
             if !self.is_active(*grant, at) {
                 continue;
             }

@@ -203,19 +203,31 @@ impl Policy {
         });
 
         let checker = Checker { file };
-        checker.check_people_and_grants(&doc, up, &self.index.assets.asset_by_name, &self.nodes)?;
+        let removed = |kind: EntityKind| delta.remove.iter().any(|r| r.kind == kind);
+        let changed = Changed {
+            groups: !doc.user_groups.same(&self.doc.user_groups),
+            names_removed: removed(EntityKind::User) || removed(EntityKind::Group),
+        };
+        checker.check_people_and_grants(
+            &doc,
+            up,
+            changed,
+            &self.index.assets.asset_by_name,
+            &self.nodes,
+        )?;
 
-        let people = if doc.users.same(&self.doc.users)
-            && doc.user_groups.same(&self.doc.user_groups)
-            && doc.grants.same(&self.doc.grants)
-        {
-            Arc::clone(&self.index.people)
-        } else {
+        let groups_and_grants_same =
+            doc.user_groups.same(&self.doc.user_groups) && doc.grants.same(&self.doc.grants);
+        let people = if !groups_and_grants_same {
             Arc::new(PeopleIndex::build(
                 &doc.users,
                 &doc.user_groups,
                 &doc.grants,
             ))
+        } else if doc.users.same(&self.doc.users) {
+            Arc::clone(&self.index.people)
+        } else {
+            Arc::new(self.index.people.with_users(&self.doc.users, &doc.users))
         };
         let grants = if doc.grants.same(&self.doc.grants) {
             Arc::clone(&self.index.grants)
@@ -620,9 +632,13 @@ impl Checker<'_> {
         &self,
         doc: &PolicyDoc,
         up: &PolicyDocument,
+        changed: Changed,
         assets: &HashMap<String, u32>,
         nodes: &NodeTree,
     ) -> Result<()> {
+        // References that held before hold still unless what they name
+        // may have gone: then every one is checked, else the new ones.
+        let recheck_all = changed.groups || changed.names_removed;
         let groups = self.unique(
             "user group",
             "name",
@@ -649,7 +665,12 @@ impl Checker<'_> {
                     .map_err(|m| self.err(entity(), "totp_secret", m))?;
             }
         }
-        for user in &doc.users {
+        let referring: Vec<&User> = if recheck_all {
+            doc.users.iter().map(|u| &**u).collect()
+        } else {
+            up.users.iter().collect()
+        };
+        for user in referring {
             for (i, group) in user.groups.iter().enumerate() {
                 if !groups.contains(group.as_str()) {
                     return Err(self.err(
@@ -674,7 +695,12 @@ impl Checker<'_> {
                 }
             }
         }
-        for grant in &doc.grants {
+        let referring: Vec<&Grant> = if recheck_all {
+            doc.grants.iter().map(|g| &**g).collect()
+        } else {
+            up.grants.iter().collect()
+        };
+        for grant in referring {
             let entity = format!("grant `{}`", grant.name);
             self.known(&entity, "users", &grant.users, &users, "user", false)?;
             self.known(
@@ -724,7 +750,12 @@ impl Checker<'_> {
                 }
             }
         }
-        for filter in &doc.command_filters {
+        let referring: Vec<&CommandFilter> = if recheck_all {
+            doc.command_filters.iter().map(|f| &**f).collect()
+        } else {
+            up.command_filters.iter().collect()
+        };
+        for filter in referring {
             let entity = format!("command filter `{}`", filter.name);
             self.known(&entity, "users", &filter.users, &users, "user", true)?;
             self.known(
@@ -810,6 +841,15 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// What a delta changed that references may depend on.
+#[derive(Debug, Clone, Copy)]
+struct Changed {
+    /// The user groups section changed.
+    groups: bool,
+    /// A user or group was removed.
+    names_removed: bool,
 }
 
 /// A set of names a reference must be in.
