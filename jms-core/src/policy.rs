@@ -682,7 +682,10 @@ impl Checker<'_> {
             }
         }
         let asset_names = AssetNames(assets);
-        self.unique("grant", "name", doc.grants.iter().map(|g| g.name.as_str()))?;
+        // A section the delta did not touch has unique names already.
+        if !up.grants.is_empty() {
+            self.unique("grant", "name", doc.grants.iter().map(|g| g.name.as_str()))?;
+        }
         for grant in &up.grants {
             let entity = format!("grant `{}`", grant.name);
             if grant.name.is_empty() {
@@ -721,11 +724,13 @@ impl Checker<'_> {
             )?;
             self.known_nodes(nodes, &entity, &grant.nodes)?;
         }
-        self.unique(
-            "command filter",
-            "name",
-            doc.command_filters.iter().map(|f| f.name.as_str()),
-        )?;
+        if !up.command_filters.is_empty() {
+            self.unique(
+                "command filter",
+                "name",
+                doc.command_filters.iter().map(|f| f.name.as_str()),
+            )?;
+        }
         for filter in &up.command_filters {
             let entity = format!("command filter `{}`", filter.name);
             if !(1..=100).contains(&filter.priority) {
