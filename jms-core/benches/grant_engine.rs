@@ -33,6 +33,8 @@ const MEMORY_TARGET_MB: f64 = 400.0;
 
 const DECIDE_QUERIES: usize = 200_000;
 const LIST_QUERIES: usize = 2_000;
+/// Assets the menu shows on one page.
+const MENU_PAGE: usize = 50;
 /// The naive baseline scans every grant: at full size it runs on this
 /// many of the same queries (the first ones), else on all of them.
 const NAIVE_QUERIES_FULL: usize = 20_000;
@@ -81,6 +83,13 @@ struct Report {
     decide: Stats,
     allowed: usize,
     list: Stats,
+    /// A delta adding one user, applied / rebuilt (best of 3).
+    delta_apply: Duration,
+    delta_rebuild: Duration,
+    /// The list, then every listed asset read.
+    list_read: Stats,
+    /// The list, then its first page read.
+    list_page: Stats,
     list_assets_p50: usize,
     list_assets_max: usize,
     /// Median over users of (list time / assets listed).
@@ -173,6 +182,15 @@ impl Report {
             us(r.list_per_asset)
         );
         println!(
+            "            then every listed asset read: p50 {:.3} ms  p99 {:.3} ms (x{:.2} the list at p99); then one page of {MENU_PAGE}: p50 {:.3} ms  p99 {:.3} ms (x{:.2})",
+            ms(r.list_read.p50),
+            ms(r.list_read.p99),
+            r.list_read.p99.as_secs_f64() / r.list.p99.as_secs_f64(),
+            ms(r.list_page.p50),
+            ms(r.list_page.p99),
+            r.list_page.p99.as_secs_f64() / r.list.p99.as_secs_f64(),
+        );
+        println!(
             "  naive     {} of the same queries: p50 {:.1} µs  p99 {:.1} µs (indexed on these: p50 {:.2} µs p99 {:.2} µs) => x{:.0} (p50) x{:.0} (p99) slower",
             r.naive_queries,
             us(r.naive.p50),
@@ -181,6 +199,12 @@ impl Report {
             us(r.indexed_on_naive_set.p99),
             r.naive.p50.as_secs_f64() / r.indexed_on_naive_set.p50.as_secs_f64(),
             r.naive.p99.as_secs_f64() / r.indexed_on_naive_set.p99.as_secs_f64(),
+        );
+        println!(
+            "  delta     one user added: applied to the policy {:.2} ms vs full path (copy, merge, check, index) {:.0} ms: x{:.4}",
+            ms(r.delta_apply),
+            ms(r.delta_rebuild),
+            r.delta_apply.as_secs_f64() / r.delta_rebuild.as_secs_f64()
         );
         if r.mismatches.is_empty() {
             println!(
@@ -313,10 +337,13 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     );
     let at = generate::reference_time();
     let mut rng = StdRng::seed_from_u64(params.seed ^ 0x5eed);
-    let cases = make_cases(&policy.doc, &mut rng, DECIDE_QUERIES);
+    // A plain copy of the document: queries are made from it and the
+    // naive baseline reads it.
+    let plain = policy.doc.to_document();
+    let cases = make_cases(&plain, &mut rng, DECIDE_QUERIES);
 
     // Decisions, each timed on its own (after a warm-up pass).
-    let doc = &policy.doc;
+    let doc = &plain;
     for c in cases.iter().take(10_000) {
         black_box(policy.decide(&query_of(doc, c, at)).expect("known names"));
     }
@@ -342,9 +369,9 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     let mut naive_times = Vec::with_capacity(naive_queries);
     let mut mismatches = Vec::new();
     for (i, c) in cases.iter().take(naive_queries).enumerate() {
-        let (user, asset) = (&policy.doc.users[c.user], &policy.doc.assets[c.asset]);
+        let (user, asset) = (&plain.users[c.user], &plain.assets[c.asset]);
         let t = Instant::now();
-        let allow = black_box(naive_decide(black_box(&policy.doc), user, asset, c, at));
+        let allow = black_box(naive_decide(black_box(&plain), user, asset, c, at));
         naive_times.push(t.elapsed());
         if allow != indexed_allow[i] {
             let q = query_of(doc, c, at);
@@ -380,6 +407,8 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         black_box(policy.list(user, at).expect("known user"));
     }
     let mut list_times = Vec::with_capacity(users.len());
+    let mut read_times = Vec::with_capacity(users.len());
+    let mut page_times = Vec::with_capacity(users.len());
     let mut listed = Vec::with_capacity(users.len());
     for user in &users {
         let t = Instant::now();
@@ -387,6 +416,19 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         list_times.push(t.elapsed());
         listed.push(granted.len());
         drop(granted);
+        // The same list, then every listed asset read (as `jmsctl eval
+        // --list` and the menu's full catalog do) ...
+        let t = Instant::now();
+        let granted = policy.list(black_box(user), at).expect("known user");
+        for asset in granted.iter() {
+            black_box(asset);
+        }
+        read_times.push(t.elapsed());
+        // ... and one page of a menu.
+        let t = Instant::now();
+        let granted = policy.list(black_box(user), at).expect("known user");
+        black_box(granted.page(0..MENU_PAGE));
+        page_times.push(t.elapsed());
     }
     let mut per_asset: Vec<Duration> = list_times
         .iter()
@@ -400,7 +442,43 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         .copied()
         .unwrap_or_default();
     listed.sort_unstable();
+    // A delta adding one user: applied to the checked policy (sharing what
+    // it does not change) vs the full path (merged into a copy of the
+    // document, checked and indexed from scratch), best of 3 each.
+    let mut delta = jms_core::bundle::Delta {
+        from_version: 1,
+        to_version: 2,
+        issued_at: at,
+        server_id: "bench".into(),
+        upsert: PolicyDocument::default(),
+        accounts: Vec::new(),
+        remove: Vec::new(),
+        settings: serde_json::Value::Null,
+        ids: Default::default(),
+    };
+    let mut newcomer = plain.users[0].clone();
+    newcomer.username = "delta-bench-user".into();
+    delta.upsert.users.push(newcomer);
+    let mut delta_runs = Vec::new();
+    let mut rebuild_runs = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let next = policy.apply_delta(&delta, "delta").expect("delta applies");
+        delta_runs.push(t.elapsed());
+        let t = Instant::now();
+        let mut doc = policy.doc.to_document();
+        delta.apply_to_document(&mut doc).expect("delta applies");
+        let full = Policy::from_received(doc, "delta").expect("policy checks");
+        rebuild_runs.push(t.elapsed());
+        assert!(next.doc == full.doc, "incremental and full agree");
+    }
+    let delta_apply = *delta_runs.iter().min().expect("3 runs");
+    let delta_rebuild = *rebuild_runs.iter().min().expect("3 runs");
+    eprintln!("  delta done");
+
     let list = Stats::of(list_times);
+    let list_read = Stats::of(read_times);
+    let list_page = Stats::of(page_times);
     eprintln!("  list done");
 
     Report {
@@ -416,7 +494,11 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
         hwm_mb,
         decide,
         allowed,
+        delta_apply,
+        delta_rebuild,
         list,
+        list_read,
+        list_page,
         list_assets_p50: listed[listed.len() / 2],
         list_assets_max: *listed.last().expect("non-empty"),
         list_per_asset,

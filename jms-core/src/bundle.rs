@@ -87,6 +87,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25
 use serde::{Deserialize, Serialize};
 
 use crate::model::PolicyDocument;
+use crate::policy::Policy;
 
 /// First bytes of a signed bundle.
 pub const MAGIC: &[u8; 4] = b"JMSB";
@@ -289,18 +290,39 @@ impl Delta {
                 have: bundle.version,
             });
         }
-        let doc = &mut bundle.policy;
+        self.apply_to_document(&mut bundle.policy)?;
+        for removal in &self.remove {
+            match removal.kind {
+                EntityKind::Group => {
+                    bundle.ids.groups.remove(&removal.name);
+                }
+                EntityKind::User => {
+                    bundle.ids.users.remove(&removal.name);
+                }
+                _ => {}
+            }
+        }
+        for (name, id) in &self.ids.users {
+            bundle.ids.users.insert(name.clone(), *id);
+        }
+        for (name, id) in &self.ids.groups {
+            bundle.ids.groups.insert(name.clone(), *id);
+        }
+        bundle.settings = self.settings.clone();
+        bundle.version = self.to_version;
+        bundle.issued_at = self.issued_at;
+        Ok(())
+    }
+
+    /// The policy part of [`Delta::apply`]: removals, then upserts (a
+    /// changed entity keeps its place, a new one goes last, as on the
+    /// server).
+    pub fn apply_to_document(&self, doc: &mut PolicyDocument) -> Result<()> {
         for removal in &self.remove {
             let name = removal.name.as_str();
             match removal.kind {
-                EntityKind::Group => {
-                    doc.user_groups.retain(|g| g.name != name);
-                    bundle.ids.groups.remove(name);
-                }
-                EntityKind::User => {
-                    doc.users.retain(|u| u.username != name);
-                    bundle.ids.users.remove(name);
-                }
+                EntityKind::Group => doc.user_groups.retain(|g| g.name != name),
+                EntityKind::User => doc.users.retain(|u| u.username != name),
                 EntityKind::Node => doc.nodes.retain(|n| n != name),
                 EntityKind::Asset => doc.assets.retain(|a| a.name != name),
                 EntityKind::Account => {
@@ -355,16 +377,102 @@ impl Delta {
         upsert(&mut doc.command_filters, &up.command_filters, |f| {
             f.name.as_str()
         });
-        for (name, id) in &self.ids.users {
-            bundle.ids.users.insert(name.clone(), *id);
-        }
-        for (name, id) in &self.ids.groups {
-            bundle.ids.groups.insert(name.clone(), *id);
-        }
-        bundle.settings = self.settings.clone();
-        bundle.version = self.to_version;
-        bundle.issued_at = self.issued_at;
         Ok(())
+    }
+
+    /// Whether it changes nodes, assets or accounts (the grant engine
+    /// then rebuilds its asset indexes; otherwise a delta is applied to a
+    /// checked policy in place of a rebuild, see `Policy::apply_delta`).
+    pub fn touches_assets(&self) -> bool {
+        !self.upsert.nodes.is_empty()
+            || !self.upsert.assets.is_empty()
+            || !self.accounts.is_empty()
+            || self.remove.iter().any(|r| {
+                matches!(
+                    r.kind,
+                    EntityKind::Node | EntityKind::Asset | EntityKind::Account
+                )
+            })
+    }
+}
+
+/// A verified bundle as a bastion holds it: its checked policy (whose
+/// entities and indexes are shared, so holding and cloning it is cheap)
+/// and what else the bundle carries. Deltas apply to it without copying
+/// what they do not touch ([`Policy::apply_delta`]).
+#[derive(Debug, Clone)]
+pub struct HeldBundle {
+    pub version: u64,
+    pub issued_at: DateTime<Utc>,
+    pub server_id: String,
+    pub settings: serde_json::Value,
+    pub ids: UnixIds,
+    pub policy: Policy,
+}
+
+/// Why a verified bundle or delta is not held.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("the bundle's policy does not check: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+impl HeldBundle {
+    /// Checks a verified bundle's policy (as received: no `secret_file`).
+    pub fn check(bundle: Bundle) -> std::result::Result<HeldBundle, HoldError> {
+        let file = format!("bundle v{}", bundle.version);
+        Ok(HeldBundle {
+            policy: Policy::from_received(bundle.policy, &file)?,
+            version: bundle.version,
+            issued_at: bundle.issued_at,
+            server_id: bundle.server_id,
+            settings: bundle.settings,
+            ids: bundle.ids,
+        })
+    }
+
+    /// What [`Delta::apply`] then [`HeldBundle::check`] make of this
+    /// bundle, at the cost of what the delta changes.
+    pub fn apply(&self, delta: &Delta) -> std::result::Result<HeldBundle, HoldError> {
+        if self.version != delta.from_version {
+            return Err(BundleError::Gap {
+                from: delta.from_version,
+                to: delta.to_version,
+                have: self.version,
+            }
+            .into());
+        }
+        let policy = self
+            .policy
+            .apply_delta(delta, &format!("bundle v{}", delta.to_version))?;
+        let mut ids = self.ids.clone();
+        for removal in &delta.remove {
+            match removal.kind {
+                EntityKind::Group => {
+                    ids.groups.remove(&removal.name);
+                }
+                EntityKind::User => {
+                    ids.users.remove(&removal.name);
+                }
+                _ => {}
+            }
+        }
+        for (name, id) in &delta.ids.users {
+            ids.users.insert(name.clone(), *id);
+        }
+        for (name, id) in &delta.ids.groups {
+            ids.groups.insert(name.clone(), *id);
+        }
+        Ok(HeldBundle {
+            version: delta.to_version,
+            issued_at: delta.issued_at,
+            server_id: self.server_id.clone(),
+            settings: delta.settings.clone(),
+            ids,
+            policy,
+        })
     }
 }
 

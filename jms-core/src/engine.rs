@@ -19,14 +19,15 @@
 //! node, so a decision looks only at the grants of that user or that asset.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    alias, Account, Action, ActionSet, Asset, Grant, PolicyDocument, Protocol, ProtocolSet, User,
+    alias, Account, Action, ActionSet, Asset, Grant, Protocol, ProtocolSet, User, UserGroup,
 };
 use crate::nodes::{NodeId, NodeTree};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyDoc};
 
 type UserId = u32;
 type AssetId = u32;
@@ -39,11 +40,13 @@ struct AccountSpec {
     input: bool,
     same_name: bool,
     anon: bool,
-    names: Vec<String>,
+    /// Named accounts, as ids of [`GrantIndex::account_names`]; a name no
+    /// asset has is left out (it can match nothing).
+    names: Vec<u32>,
 }
 
 impl AccountSpec {
-    fn of(grant: &Grant) -> Self {
+    fn of(grant: &Grant, account_names: &HashMap<String, u32>) -> Self {
         let mut spec = AccountSpec::default();
         for name in &grant.accounts {
             match name.as_str() {
@@ -51,16 +54,18 @@ impl AccountSpec {
                 alias::INPUT => spec.input = true,
                 alias::USER => spec.same_name = true,
                 alias::ANON => spec.anon = true,
-                _ => spec.names.push(name.clone()),
+                _ => spec.names.extend(account_names.get(name.as_str())),
             }
         }
+        spec.names.sort_unstable();
+        spec.names.dedup();
         spec
     }
 
-    fn covers_real(&self, account: &Account, user: &User) -> bool {
-        self.all
-            || self.names.contains(&account.name)
-            || (self.same_name && account.username == user.username)
+    /// Whether it names the account (`name`, `username`: interned ids;
+    /// `me`: the user's name among account usernames, if it is one).
+    fn covers_real(&self, name: u32, username: u32, me: Option<u32>) -> bool {
+        self.all || self.names.contains(&name) || (self.same_name && me == Some(username))
     }
 }
 
@@ -73,6 +78,49 @@ struct CompiledGrant {
     actions: ActionSet,
     /// The first empty required part, when there is one.
     missing: Option<&'static str>,
+}
+
+impl CompiledGrant {
+    fn of(
+        grant: &Grant,
+        asset_by_name: &HashMap<String, AssetId>,
+        nodes: &NodeTree,
+        account_names: &HashMap<String, u32>,
+    ) -> CompiledGrant {
+        let mut assets: Vec<AssetId> = grant.assets.iter().map(|n| asset_by_name[n]).collect();
+        assets.sort_unstable();
+        assets.dedup();
+        let mut grant_nodes: Vec<NodeId> = grant
+            .nodes
+            .iter()
+            .map(|p| nodes.get(p).expect("checked node"))
+            .collect();
+        grant_nodes.sort_unstable();
+        grant_nodes.dedup();
+        let protocols = ProtocolSet::from_choices(&grant.protocols);
+        let actions = ActionSet::from_choices(&grant.actions);
+        let missing = if grant.users.is_empty() && grant.user_groups.is_empty() {
+            Some("users or user groups")
+        } else if grant.assets.is_empty() && grant.nodes.is_empty() {
+            Some("assets or nodes")
+        } else if grant.accounts.is_empty() {
+            Some("accounts")
+        } else if protocols.is_empty() {
+            Some("protocols")
+        } else if actions.is_empty() {
+            Some("actions")
+        } else {
+            None
+        };
+        CompiledGrant {
+            assets,
+            nodes: grant_nodes,
+            accounts: AccountSpec::of(grant, account_names),
+            protocols,
+            actions,
+            missing,
+        }
+    }
 }
 
 /// Why a grant does or does not apply at a given time.
@@ -99,64 +147,190 @@ impl GrantState {
     }
 }
 
-/// Indexes over a checked policy document.
-#[derive(Debug, Default)]
+/// Indexes over a checked policy. An [`AssetId`] is the asset's rank in
+/// name order (its place in the document is `AssetIndex::position`), so
+/// `list` walks the per-asset arrays front to back. Three shared parts,
+/// each rebuilt only when what it is made of changes (see
+/// [`Policy::apply_delta`]).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct GrantIndex {
-    user_by_name: HashMap<String, UserId>,
-    asset_by_name: HashMap<String, AssetId>,
-    grants: Vec<CompiledGrant>,
+    pub(crate) people: Arc<PeopleIndex>,
+    pub(crate) assets: Arc<AssetIndex>,
+    pub(crate) grants: Arc<GrantsIndex>,
+}
+
+/// Users and the grants each gets: from users, groups and grants.
+#[derive(Debug, Default)]
+pub(crate) struct PeopleIndex {
+    pub(crate) user_by_name: HashMap<String, UserId>,
     /// Sorted grant ids per user, through her groups too.
-    user_grants: Vec<Vec<GrantId>>,
-    /// Grant ids naming the asset directly.
-    asset_grants: Vec<Vec<GrantId>>,
-    /// Grant ids naming the node.
-    node_grants: Vec<Vec<NodeId>>,
+    user_grants: Vec<Arc<[GrantId]>>,
+    /// Grants naming each group, and each user by name (in id order).
+    by_group: Arc<HashMap<String, Vec<GrantId>>>,
+    by_user: Arc<HashMap<String, Vec<GrantId>>>,
+}
+
+/// Assets, their nodes and accounts: from assets and nodes.
+#[derive(Debug, Default)]
+pub(crate) struct AssetIndex {
+    pub(crate) asset_by_name: HashMap<String, AssetId>,
     /// Sorted nodes holding the asset, with all their ancestors.
     asset_closure: Vec<Vec<NodeId>>,
-    /// Assets under each node at any depth.
+    /// Assets under each node at any depth, in id (name) order.
     node_assets: Vec<Vec<AssetId>>,
     /// Per asset: active flag and offered protocols, kept compact for list.
     asset_active: Vec<bool>,
     asset_offered: Vec<ProtocolSet>,
-    /// Asset ids in name order, so list needs no sort.
-    assets_by_name: Vec<AssetId>,
+    /// The account arena: asset `a`'s accounts are
+    /// `account_start[a]..account_start[a + 1]`, in the asset's order, each
+    /// as interned (name, username) ids, so resolving reads two flat
+    /// arrays instead of chasing every asset's accounts and their strings.
+    account_start: Vec<u32>,
+    account_name: Vec<u32>,
+    account_username: Vec<u32>,
+    /// Interned account names and account usernames.
+    account_names: HashMap<String, u32>,
+    account_usernames: HashMap<String, u32>,
+    /// Each asset's position in the document.
+    position: Vec<u32>,
 }
+
+/// Compiled grants and who names each asset and node: from grants (and
+/// the asset index they point into).
+#[derive(Debug, Default)]
+pub(crate) struct GrantsIndex {
+    grants: Vec<CompiledGrant>,
+    /// Grant ids naming the asset directly.
+    asset_grants: Vec<Vec<GrantId>>,
+    /// Grant ids naming the node.
+    node_grants: Vec<Vec<GrantId>>,
+}
+
+/// In [`Policy::union`]'s answer, the first position standing for a
+/// virtual account (@INPUT, then @USER, then @ANON).
+const VIRTUAL: u32 = u32::MAX - 3;
 
 fn id(position: usize) -> u32 {
     u32::try_from(position).expect("policy has fewer than 2^32 entities")
 }
 
-impl GrantIndex {
-    /// Builds the indexes; `doc` must have passed the policy checks.
-    pub(crate) fn build(doc: &PolicyDocument, nodes: &NodeTree) -> GrantIndex {
-        let user_by_name: HashMap<String, UserId> = doc
-            .users
+/// The id of `name` in `table`, adding it when new.
+fn intern(table: &mut HashMap<String, u32>, name: &str) -> u32 {
+    if let Some(found) = table.get(name) {
+        return *found;
+    }
+    let next = id(table.len());
+    table.insert(name.to_string(), next);
+    next
+}
+
+impl PeopleIndex {
+    /// `users`, `groups` and `grants` must have passed the policy checks.
+    pub(crate) fn build(
+        users: &[Arc<User>],
+        _groups: &[Arc<UserGroup>],
+        grants: &[Arc<Grant>],
+    ) -> PeopleIndex {
+        let mut by_group: HashMap<String, Vec<GrantId>> = HashMap::new();
+        let mut by_user: HashMap<String, Vec<GrantId>> = HashMap::new();
+        for (g, grant) in grants.iter().enumerate() {
+            for name in &grant.users {
+                by_user.entry(name.clone()).or_default().push(id(g));
+            }
+            for name in &grant.user_groups {
+                by_group.entry(name.clone()).or_default().push(id(g));
+            }
+        }
+        let mut index = PeopleIndex {
+            user_by_name: HashMap::new(),
+            user_grants: Vec::new(),
+            by_group: Arc::new(by_group),
+            by_user: Arc::new(by_user),
+        };
+        index.user_by_name = users
             .iter()
             .enumerate()
             .map(|(i, u)| (u.username.clone(), id(i)))
             .collect();
-        let asset_by_name: HashMap<String, AssetId> = doc
-            .assets
+        index.user_grants = users.iter().map(|u| index.grants_of(u)).collect();
+        index
+    }
+
+    /// The grants naming `user` or one of her groups, sorted.
+    fn grants_of(&self, user: &User) -> Arc<[GrantId]> {
+        let mut grants: Vec<GrantId> = self
+            .by_user
+            .get(&user.username)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for group in &user.groups {
+            grants.extend(self.by_group.get(group).into_iter().flatten());
+        }
+        grants.sort_unstable();
+        grants.dedup();
+        grants.into()
+    }
+
+    /// The index for `users` when only users changed (same groups, same
+    /// grants): a user whose record is the one `old_users` had keeps her
+    /// grant list.
+    pub(crate) fn with_users(&self, old_users: &[Arc<User>], users: &[Arc<User>]) -> PeopleIndex {
+        let mut index = PeopleIndex {
+            user_by_name: HashMap::with_capacity(users.len()),
+            user_grants: Vec::with_capacity(users.len()),
+            by_group: Arc::clone(&self.by_group),
+            by_user: Arc::clone(&self.by_user),
+        };
+        for (i, user) in users.iter().enumerate() {
+            index.user_by_name.insert(user.username.clone(), id(i));
+            let kept = self
+                .user_by_name
+                .get(&user.username)
+                .filter(|old| Arc::ptr_eq(&old_users[**old as usize], user));
+            index.user_grants.push(match kept {
+                Some(old) => Arc::clone(&self.user_grants[*old as usize]),
+                None => index.grants_of(user),
+            });
+        }
+        index
+    }
+}
+
+impl AssetIndex {
+    /// `assets` must have passed the policy checks, in name order.
+    pub(crate) fn build(doc_assets: &[Arc<Asset>], nodes: &NodeTree) -> AssetIndex {
+        let mut position: Vec<u32> = (0..doc_assets.len()).map(id).collect();
+        position.sort_unstable_by(|x, y| {
+            doc_assets[*x as usize]
+                .name
+                .cmp(&doc_assets[*y as usize].name)
+        });
+        let assets: Vec<&Asset> = position.iter().map(|p| &*doc_assets[*p as usize]).collect();
+        let asset_by_name: HashMap<String, AssetId> = assets
             .iter()
             .enumerate()
             .map(|(i, a)| (a.name.clone(), id(i)))
             .collect();
-        let group_by_name: HashMap<&str, usize> = doc
-            .user_groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.name.as_str(), i))
-            .collect();
-        let mut group_members: Vec<Vec<UserId>> = vec![Vec::new(); doc.user_groups.len()];
-        for (u, user) in doc.users.iter().enumerate() {
-            for group in &user.groups {
-                group_members[group_by_name[group.as_str()]].push(id(u));
+        let accounts: usize = assets.iter().map(|a| a.accounts.len()).sum();
+        let mut account_start = Vec::with_capacity(assets.len() + 1);
+        let mut account_name = Vec::with_capacity(accounts);
+        let mut account_username = Vec::with_capacity(accounts);
+        let mut account_names = HashMap::new();
+        let mut account_usernames = HashMap::new();
+        for asset in &assets {
+            account_start.push(id(account_name.len()));
+            for account in &asset.accounts {
+                account_name.push(intern(&mut account_names, &account.name));
+                account_username.push(intern(&mut account_usernames, &account.username));
             }
         }
+        account_start.push(id(account_name.len()));
 
-        let mut asset_closure = vec![Vec::new(); doc.assets.len()];
+        let mut asset_closure = vec![Vec::new(); assets.len()];
         let mut node_assets = vec![Vec::new(); nodes.len()];
-        for (a, asset) in doc.assets.iter().enumerate() {
+        for (a, asset) in assets.iter().enumerate() {
             let closure: &mut Vec<NodeId> = &mut asset_closure[a];
             for path in &asset.nodes {
                 let node = nodes.get(path).expect("checked node");
@@ -168,105 +342,87 @@ impl GrantIndex {
                 node_assets[*node as usize].push(id(a));
             }
         }
-
-        let mut user_grants = vec![Vec::new(); doc.users.len()];
-        let mut asset_grants = vec![Vec::new(); doc.assets.len()];
-        let mut node_grants = vec![Vec::new(); nodes.len()];
-        let mut grants = Vec::with_capacity(doc.grants.len());
-        for (g, grant) in doc.grants.iter().enumerate() {
-            let gid = id(g);
-            for name in &grant.users {
-                user_grants[user_by_name[name] as usize].push(gid);
-            }
-            for name in &grant.user_groups {
-                for member in &group_members[group_by_name[name.as_str()]] {
-                    user_grants[*member as usize].push(gid);
-                }
-            }
-            let mut assets: Vec<AssetId> = grant.assets.iter().map(|n| asset_by_name[n]).collect();
-            assets.sort_unstable();
-            assets.dedup();
-            for asset in &assets {
-                asset_grants[*asset as usize].push(gid);
-            }
-            let mut grant_nodes: Vec<NodeId> = grant
-                .nodes
-                .iter()
-                .map(|p| nodes.get(p).expect("checked node"))
-                .collect();
-            grant_nodes.sort_unstable();
-            grant_nodes.dedup();
-            for node in &grant_nodes {
-                node_grants[*node as usize].push(gid);
-            }
-            let protocols = ProtocolSet::from_choices(&grant.protocols);
-            let actions = ActionSet::from_choices(&grant.actions);
-            let missing = if grant.users.is_empty() && grant.user_groups.is_empty() {
-                Some("users or user groups")
-            } else if grant.assets.is_empty() && grant.nodes.is_empty() {
-                Some("assets or nodes")
-            } else if grant.accounts.is_empty() {
-                Some("accounts")
-            } else if protocols.is_empty() {
-                Some("protocols")
-            } else if actions.is_empty() {
-                Some("actions")
-            } else {
-                None
-            };
-            grants.push(CompiledGrant {
-                assets,
-                nodes: grant_nodes,
-                accounts: AccountSpec::of(grant),
-                protocols,
-                actions,
-                missing,
-            });
-        }
-        for list in &mut user_grants {
-            list.sort_unstable();
-            list.dedup();
-        }
-
-        let mut assets_by_name: Vec<AssetId> = (0..doc.assets.len()).map(id).collect();
-        assets_by_name.sort_unstable_by(|x, y| {
-            doc.assets[*x as usize]
-                .name
-                .cmp(&doc.assets[*y as usize].name)
-        });
-
-        GrantIndex {
-            asset_active: doc.assets.iter().map(|a| a.is_active).collect(),
-            asset_offered: doc.assets.iter().map(ProtocolSet::of_asset).collect(),
-            assets_by_name,
-            user_by_name,
+        AssetIndex {
+            asset_active: assets.iter().map(|a| a.is_active).collect(),
+            asset_offered: assets.iter().map(|a| ProtocolSet::of_asset(a)).collect(),
             asset_by_name,
-            grants,
-            user_grants,
-            asset_grants,
-            node_grants,
             asset_closure,
             node_assets,
+            account_start,
+            account_name,
+            account_username,
+            account_names,
+            account_usernames,
+            position,
+        }
+    }
+}
+
+impl GrantsIndex {
+    /// `grants` must have passed the policy checks against these assets.
+    pub(crate) fn build(
+        grants: &[Arc<Grant>],
+        assets: &AssetIndex,
+        nodes: &NodeTree,
+    ) -> GrantsIndex {
+        let mut asset_grants = vec![Vec::new(); assets.asset_active.len()];
+        let mut node_grants = vec![Vec::new(); nodes.len()];
+        let mut compiled_grants = Vec::with_capacity(grants.len());
+        for (g, grant) in grants.iter().enumerate() {
+            let gid = id(g);
+            let compiled =
+                CompiledGrant::of(grant, &assets.asset_by_name, nodes, &assets.account_names);
+            for asset in &compiled.assets {
+                asset_grants[*asset as usize].push(gid);
+            }
+            for node in &compiled.nodes {
+                node_grants[*node as usize].push(gid);
+            }
+            compiled_grants.push(compiled);
+        }
+        GrantsIndex {
+            grants: compiled_grants,
+            asset_grants,
+            node_grants,
+        }
+    }
+}
+
+impl GrantIndex {
+    /// Builds the indexes; `doc` must have passed the policy checks and
+    /// hold its assets in name order.
+    pub(crate) fn build(doc: &PolicyDoc, nodes: &NodeTree) -> GrantIndex {
+        let assets = AssetIndex::build(&doc.assets, nodes);
+        let grants = GrantsIndex::build(&doc.grants, &assets, nodes);
+        GrantIndex {
+            people: Arc::new(PeopleIndex::build(
+                &doc.users,
+                &doc.user_groups,
+                &doc.grants,
+            )),
+            assets: Arc::new(assets),
+            grants: Arc::new(grants),
         }
     }
 
     fn covers(&self, grant: GrantId, asset: AssetId) -> bool {
-        let compiled = &self.grants[grant as usize];
+        let compiled = &self.grants.grants[grant as usize];
         compiled.assets.binary_search(&asset).is_ok()
-            || compiled
-                .nodes
-                .iter()
-                .any(|n| self.asset_closure[asset as usize].binary_search(n).is_ok())
+            || compiled.nodes.iter().any(|n| {
+                self.assets.asset_closure[asset as usize]
+                    .binary_search(n)
+                    .is_ok()
+            })
     }
 
     /// Every grant naming both the user and the asset, in id order.
     fn grants_for(&self, user: UserId, asset: AssetId) -> Vec<GrantId> {
-        let by_user = &self.user_grants[user as usize];
-        let closure = &self.asset_closure[asset as usize];
-        let by_asset_len = self.asset_grants[asset as usize].len()
+        let by_user = &self.people.user_grants[user as usize];
+        let closure = &self.assets.asset_closure[asset as usize];
+        let by_asset_len = self.grants.asset_grants[asset as usize].len()
             + closure
                 .iter()
-                .map(|n| self.node_grants[*n as usize].len())
+                .map(|n| self.grants.node_grants[*n as usize].len())
                 .sum::<usize>();
         if by_user.len() <= by_asset_len {
             return by_user
@@ -275,12 +431,12 @@ impl GrantIndex {
                 .filter(|g| self.covers(*g, asset))
                 .collect();
         }
-        let mut found: Vec<GrantId> = self.asset_grants[asset as usize]
+        let mut found: Vec<GrantId> = self.grants.asset_grants[asset as usize]
             .iter()
             .chain(
                 closure
                     .iter()
-                    .flat_map(|n| self.node_grants[*n as usize].iter()),
+                    .flat_map(|n| self.grants.node_grants[*n as usize].iter()),
             )
             .copied()
             .filter(|g| by_user.binary_search(g).is_ok())
@@ -333,6 +489,62 @@ pub struct GrantedAsset<'p> {
     pub accounts: Vec<GrantedAccount<'p>>,
 }
 
+/// The assets a user may use, in asset-name order: the answer of
+/// [`Policy::list`], kept in the engine's terms (asset ids and account
+/// positions) until the caller reads an asset, so a caller showing one
+/// page reads one page of asset records.
+#[derive(Debug)]
+pub struct Listing<'p> {
+    policy: &'p Policy,
+    /// Per listed asset: its id and the end of its accounts in `found`.
+    listed: Vec<(AssetId, u32)>,
+    found: Vec<(u32, ProtocolSet, ActionSet)>,
+}
+
+impl<'p> Listing<'p> {
+    /// How many assets are listed.
+    pub fn len(&self) -> usize {
+        self.listed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// The `i`-th asset in name order, with its granted accounts.
+    pub fn get(&self, i: usize) -> Option<GrantedAsset<'p>> {
+        let (a, end) = *self.listed.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.listed[i - 1].1 as usize,
+        };
+        Some(GrantedAsset {
+            asset: self.policy.asset_at(a),
+            accounts: self.policy.granted(a, &self.found[start..end as usize]),
+        })
+    }
+
+    /// The `i`-th asset's name, without reading its accounts.
+    pub fn name(&self, i: usize) -> Option<&'p str> {
+        let (a, _) = *self.listed.get(i)?;
+        Some(&self.policy.asset_at(a).name)
+    }
+
+    /// Every listed asset in name order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = GrantedAsset<'p>> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("in range"))
+    }
+
+    /// The listed assets `range` (clamped to what is listed), in name
+    /// order: one page of a menu.
+    pub fn page(&self, range: std::ops::Range<usize>) -> Vec<GrantedAsset<'p>> {
+        let end = range.end.min(self.len());
+        (range.start.min(end)..end)
+            .map(|i| self.get(i).expect("in range"))
+            .collect()
+    }
+}
+
 /// One question to the engine.
 #[derive(Debug, Clone)]
 pub struct Query<'q> {
@@ -375,20 +587,36 @@ impl Policy {
     /// The user named `name`, if the policy has one.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.index
+            .people
             .user_by_name
             .get(name)
-            .map(|u| &self.doc.users[*u as usize])
+            .map(|u| &*self.doc.users[*u as usize])
+    }
+
+    /// The asset whose id is `a`.
+    fn asset_at(&self, a: AssetId) -> &Asset {
+        &self.doc.assets[self.index.assets.position[a as usize] as usize]
+    }
+
+    /// The asset named `name`, if the policy has one.
+    pub fn asset(&self, name: &str) -> Option<&Asset> {
+        self.index
+            .assets
+            .asset_by_name
+            .get(name)
+            .map(|a| self.asset_at(*a))
     }
 
     /// The state of grant `name`'s window and parts at `at`.
     pub fn grant_state(&self, grant: &Grant, at: DateTime<Utc>) -> GrantState {
         let position = self.doc.grants.iter().position(|g| g.name == grant.name);
-        let missing = position.and_then(|g| self.index.grants[g].missing);
+        let missing = position.and_then(|g| self.index.grants.grants[g].missing);
         state_of(grant, missing, at)
     }
 
     fn user_id(&self, name: &str) -> Result<UserId, QueryError> {
         self.index
+            .people
             .user_by_name
             .get(name)
             .copied()
@@ -397,6 +625,7 @@ impl Policy {
 
     fn asset_id(&self, name: &str) -> Result<AssetId, QueryError> {
         self.index
+            .assets
             .asset_by_name
             .get(name)
             .copied()
@@ -416,51 +645,46 @@ impl Policy {
 
     fn is_active(&self, grant: GrantId, at: DateTime<Utc>) -> bool {
         let g = grant as usize;
-        state_of(&self.doc.grants[g], self.index.grants[g].missing, at) == GrantState::Active
+        state_of(&self.doc.grants[g], self.index.grants.grants[g].missing, at) == GrantState::Active
+    }
+
+    /// The id of `user`'s name among account usernames (for `@USER`).
+    fn me(&self, user: &User) -> Option<u32> {
+        self.index
+            .assets
+            .account_usernames
+            .get(user.username.as_str())
+            .copied()
     }
 
     /// Unions the active grants' accounts, protocols and actions on asset
-    /// `a`. `slots` is scratch space, reused across calls by `list`.
-    fn resolve<'p>(
-        &'p self,
-        user: &User,
+    /// `a` for the user whose name is `me` (see [`Policy::me`]), reading
+    /// only the index: appends each granted account to `out` as (arena
+    /// position within the asset, or `VIRTUAL + k` for @INPUT, @USER,
+    /// @ANON; protocols the asset offers; actions). `slots` is scratch.
+    fn union(
+        &self,
+        me: Option<u32>,
         a: AssetId,
         grants: &[GrantId],
         slots: &mut Vec<(ProtocolSet, ActionSet, bool)>,
-    ) -> Vec<GrantedAccount<'p>> {
-        let asset = &self.doc.assets[a as usize];
-        let offered = self.index.asset_offered[a as usize];
+        out: &mut Vec<(u32, ProtocolSet, ActionSet)>,
+    ) {
+        let offered = self.index.assets.asset_offered[a as usize];
+        let start = self.index.assets.account_start[a as usize] as usize;
+        let end = self.index.assets.account_start[a as usize + 1] as usize;
+        let names = &self.index.assets.account_name[start..end];
+        let usernames = &self.index.assets.account_username[start..end];
         slots.clear();
-        slots.resize(
-            asset.accounts.len(),
-            (ProtocolSet::EMPTY, ActionSet::EMPTY, false),
-        );
-        let mut virtuals = [
-            (
-                AccountRef::Input,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-            (
-                AccountRef::SameName,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-            (
-                AccountRef::Anon,
-                ProtocolSet::EMPTY,
-                ActionSet::EMPTY,
-                false,
-            ),
-        ];
-        let mut has_same_name = None;
+        slots.resize(names.len(), (ProtocolSet::EMPTY, ActionSet::EMPTY, false));
+        // (protocols, actions, granted) of @INPUT, @USER (virtual), @ANON.
+        let mut virtuals = [(ProtocolSet::EMPTY, ActionSet::EMPTY, false); 3];
+        let has_same_name = me.is_some() && usernames.iter().any(|u| Some(*u) == me);
         for grant in grants {
-            let compiled = &self.index.grants[*grant as usize];
+            let compiled = &self.index.grants.grants[*grant as usize];
             let spec = &compiled.accounts;
-            for (slot, account) in slots.iter_mut().zip(&asset.accounts) {
-                if spec.covers_real(account, user) {
+            for ((slot, name), username) in slots.iter_mut().zip(names).zip(usernames) {
+                if spec.covers_real(*name, *username, me) {
                     *slot = (
                         slot.0.union(compiled.protocols),
                         slot.1.union(compiled.actions),
@@ -468,38 +692,53 @@ impl Policy {
                     );
                 }
             }
-            let same_name_virtual = spec.same_name
-                && !*has_same_name.get_or_insert_with(|| {
-                    asset.accounts.iter().any(|a| a.username == user.username)
-                });
-            let flags = [spec.input, same_name_virtual, spec.anon];
+            let flags = [spec.input, spec.same_name && !has_same_name, spec.anon];
             for (slot, on) in virtuals.iter_mut().zip(flags) {
                 if on {
-                    slot.1 = slot.1.union(compiled.protocols);
-                    slot.2 = slot.2.union(compiled.actions);
-                    slot.3 = true;
+                    *slot = (
+                        slot.0.union(compiled.protocols),
+                        slot.1.union(compiled.actions),
+                        true,
+                    );
                 }
             }
         }
-        let real = asset
-            .accounts
+        let granted = slots
             .iter()
-            .zip(slots.iter())
+            .enumerate()
+            .chain((VIRTUAL as usize..).zip(virtuals.iter()))
             .filter(|(_, s)| s.2)
-            .map(|(account, s)| GrantedAccount {
-                account: AccountRef::Real(account),
-                protocols: s.0.intersection(offered),
-                actions: s.1,
-            });
-        let virtuals = virtuals
-            .into_iter()
-            .filter(|s| s.3)
-            .map(|s| GrantedAccount {
-                account: s.0,
-                protocols: s.1.intersection(offered),
-                actions: s.2,
-            });
-        real.chain(virtuals).collect()
+            .map(|(at, s)| (id(at), s.0.intersection(offered), s.1));
+        out.extend(granted);
+    }
+
+    /// What [`Policy::union`] found on asset `a`, as granted accounts.
+    fn granted<'p>(
+        &'p self,
+        a: AssetId,
+        found: &[(u32, ProtocolSet, ActionSet)],
+    ) -> Vec<GrantedAccount<'p>> {
+        let accounts = &self.asset_at(a).accounts;
+        found
+            .iter()
+            .map(|(at, protocols, actions)| GrantedAccount {
+                account: match at.checked_sub(VIRTUAL) {
+                    None => AccountRef::Real(&accounts[*at as usize]),
+                    Some(0) => AccountRef::Input,
+                    Some(1) => AccountRef::SameName,
+                    Some(_) => AccountRef::Anon,
+                },
+                protocols: *protocols,
+                actions: *actions,
+            })
+            .collect()
+    }
+
+    /// [`Policy::union`] then [`Policy::granted`] for one asset.
+    fn resolve(&self, me: Option<u32>, a: AssetId, grants: &[GrantId]) -> Vec<GrantedAccount<'_>> {
+        let mut found = Vec::new();
+        self.union(me, a, grants, &mut Vec::new(), &mut found);
+        self.granted(a, &found)
     }
 
     /// Accounts the user may use on the asset at `at` (empty when none).
@@ -510,39 +749,45 @@ impl Policy {
         at: DateTime<Utc>,
     ) -> Result<Vec<GrantedAccount<'_>>, QueryError> {
         let (u, a) = (self.user_id(user)?, self.asset_id(asset)?);
-        let (user, asset) = (&self.doc.users[u as usize], &self.doc.assets[a as usize]);
+        let (user, asset) = (&*self.doc.users[u as usize], self.asset_at(a));
         if self.user_barred(user, at).is_some() || !asset.is_active {
             return Ok(Vec::new());
         }
         let mut active = self.index.grants_for(u, a);
         active.retain(|g| self.is_active(*g, at));
-        Ok(self.resolve(user, a, &active, &mut Vec::new()))
+        Ok(self.resolve(self.me(user), a, &active))
     }
 
-    /// Every asset the user may use at `at`, by asset name.
-    pub fn list(&self, user: &str, at: DateTime<Utc>) -> Result<Vec<GrantedAsset<'_>>, QueryError> {
+    /// Every asset the user may use at `at`, by asset name: all of it is
+    /// decided here, each asset's record is read when the caller asks for
+    /// it ([`Listing::get`], [`Listing::iter`]).
+    pub fn list(&self, user: &str, at: DateTime<Utc>) -> Result<Listing<'_>, QueryError> {
         let u = self.user_id(user)?;
         let user = &self.doc.users[u as usize];
         if self.user_barred(user, at).is_some() {
-            return Ok(Vec::new());
+            return Ok(Listing {
+                policy: self,
+                listed: Vec::new(),
+                found: Vec::new(),
+            });
         }
         // Per asset, a chain of the grants covering it: `first[a]` indexes
         // `links`, each link is (grant, next link). No per-asset allocation.
         const NONE: u32 = u32::MAX;
         let mut first = vec![NONE; self.doc.assets.len()];
         let mut links: Vec<(GrantId, u32)> = Vec::new();
-        for grant in &self.index.user_grants[u as usize] {
+        for grant in self.index.people.user_grants[u as usize].iter() {
             if !self.is_active(*grant, at) {
                 continue;
             }
-            let compiled = &self.index.grants[*grant as usize];
+            let compiled = &self.index.grants.grants[*grant as usize];
             let under_nodes = compiled
                 .nodes
                 .iter()
-                .flat_map(|n| self.index.node_assets[*n as usize].iter());
+                .flat_map(|n| self.index.assets.node_assets[*n as usize].iter());
             for asset in compiled.assets.iter().chain(under_nodes) {
                 let head = &mut first[*asset as usize];
-                if !self.index.asset_active[*asset as usize]
+                if !self.index.assets.asset_active[*asset as usize]
                     || (*head != NONE && links[*head as usize].0 == *grant)
                 {
                     continue;
@@ -551,10 +796,16 @@ impl Policy {
                 *head = id(links.len() - 1);
             }
         }
+        // Asset ids are name ranks: walking them in order lists by name.
+        // First from the index alone (flat arrays, no allocation per
+        // asset): which accounts, then the answer, touching the document
+        // only for the assets listed, in order.
         let (mut grants, mut slots) = (Vec::new(), Vec::new());
-        let mut granted = Vec::new();
-        for a in &self.index.assets_by_name {
-            let mut link = first[*a as usize];
+        let mut found = Vec::new();
+        let mut listed: Vec<(AssetId, u32)> = Vec::new();
+        let me = self.me(user);
+        for (a, head) in first.iter().enumerate() {
+            let mut link = *head;
             if link == NONE {
                 continue;
             }
@@ -564,21 +815,23 @@ impl Policy {
                 grants.push(grant);
                 link = next;
             }
-            let accounts = self.resolve(user, *a, &grants, &mut slots);
-            if !accounts.is_empty() {
-                granted.push(GrantedAsset {
-                    asset: &self.doc.assets[*a as usize],
-                    accounts,
-                });
+            let before = found.len();
+            self.union(me, id(a), &grants, &mut slots, &mut found);
+            if found.len() > before {
+                listed.push((id(a), id(found.len())));
             }
         }
-        Ok(granted)
+        Ok(Listing {
+            policy: self,
+            listed,
+            found,
+        })
     }
 
     /// Allows or denies one (user, asset, account, protocol, action) at a time.
     pub fn decide(&self, query: &Query<'_>) -> Result<Decision, QueryError> {
         let (u, a) = (self.user_id(query.user)?, self.asset_id(query.asset)?);
-        let (user, asset) = (&self.doc.users[u as usize], &self.doc.assets[a as usize]);
+        let (user, asset) = (&*self.doc.users[u as usize], self.asset_at(a));
         let deny = |reason: String| Ok(Decision::Deny(reason));
         if let Some(reason) = self.user_barred(user, query.at) {
             return deny(reason);
@@ -603,7 +856,8 @@ impl Policy {
                 user.username, asset.name
             ));
         }
-        let granted = self.resolve(user, a, &active, &mut Vec::new());
+        let me = self.me(user);
+        let granted = self.resolve(me, a, &active);
         let wanted: Vec<&GrantedAccount<'_>> = match query.account {
             None => granted.iter().collect(),
             Some(name) => granted
@@ -628,7 +882,7 @@ impl Policy {
                         .iter()
                         .copied()
                         .filter(|g| {
-                            self.resolve(user, a, &[*g], &mut Vec::new())
+                            self.resolve(me, a, &[*g])
                                 .iter()
                                 .any(|x| x.account.name() == name)
                         })
@@ -689,7 +943,7 @@ impl Policy {
                 format!(
                     "grant {} {}",
                     grant.name,
-                    state_of(grant, self.index.grants[*g as usize].missing, at).describe()
+                    state_of(grant, self.index.grants.grants[*g as usize].missing, at).describe()
                 )
             })
             .collect();

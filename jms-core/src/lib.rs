@@ -4,6 +4,7 @@
 //! - [`model`]: users, groups, nodes, assets, accounts, grants, command filters
 //! - [`policy`]: reading and checking policy files (YAML or JSON)
 //! - [`nodes`]: the asset tree
+//! - [`section`]: the copy-on-write entity lists of a checked policy
 //! - [`engine`]: decide / list / accounts queries over a checked policy
 //! - [`password`]: password hash and TOTP secret formats
 //! - [`bundle`]: signed policy bundles and signed sync requests
@@ -22,9 +23,10 @@ pub mod nodes;
 pub mod nss_cache;
 pub mod password;
 pub mod policy;
+pub mod section;
 pub mod uids;
 
 pub use engine::{
-    AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Query, QueryError,
+    AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Listing, Query, QueryError,
 };
 pub use policy::{Format, Policy, PolicyError};

@@ -8,14 +8,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::GrantIndex;
-use crate::model::{alias, PolicyDocument, Secret};
+use crate::bundle::{Delta, EntityKind};
+use crate::engine::{GrantIndex, GrantsIndex, PeopleIndex};
+use crate::model::{alias, Asset, CommandFilter, Grant, PolicyDocument, Secret, User, UserGroup};
 use crate::nodes::NodeTree;
+use crate::section::Section;
 
 /// What went wrong with a policy file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +44,50 @@ pub enum PolicyError {
 
 pub type Result<T> = std::result::Result<T, PolicyError>;
 
-/// A checked policy with its grant indexes built.
-#[derive(Debug)]
+/// A checked policy with its grant indexes built. Cloning it is cheap:
+/// its entities, node tree and indexes are shared.
+#[derive(Debug, Clone)]
 pub struct Policy {
-    pub doc: PolicyDocument,
-    pub nodes: NodeTree,
+    pub doc: PolicyDoc,
+    pub nodes: Arc<NodeTree>,
     pub(crate) index: GrantIndex,
+}
+
+/// A checked policy's entities (a [`PolicyDocument`]'s, shared), in
+/// document order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyDoc {
+    pub users: Section<User>,
+    pub user_groups: Section<UserGroup>,
+    pub nodes: Section<String>,
+    pub assets: Section<Asset>,
+    pub grants: Section<Grant>,
+    pub command_filters: Section<CommandFilter>,
+}
+
+impl PolicyDoc {
+    fn of(doc: PolicyDocument) -> PolicyDoc {
+        PolicyDoc {
+            users: doc.users.into(),
+            user_groups: doc.user_groups.into(),
+            nodes: doc.nodes.into(),
+            assets: doc.assets.into(),
+            grants: doc.grants.into(),
+            command_filters: doc.command_filters.into(),
+        }
+    }
+
+    /// A plain copy of the document.
+    pub fn to_document(&self) -> PolicyDocument {
+        PolicyDocument {
+            users: self.users.to_vec(),
+            user_groups: self.user_groups.to_vec(),
+            nodes: self.nodes.to_vec(),
+            assets: self.assets.to_vec(),
+            grants: self.grants.to_vec(),
+            command_filters: self.command_filters.to_vec(),
+        }
+    }
 }
 
 /// The format of a policy text.
@@ -109,9 +150,138 @@ impl Policy {
     pub fn from_document(mut doc: PolicyDocument, file: &str, base: &Path) -> Result<Policy> {
         let checker = Checker { file };
         let nodes = checker.check(&mut doc, base)?;
+        let doc = PolicyDoc::of(doc);
         let index = GrantIndex::build(&doc, &nodes);
-        Ok(Policy { doc, nodes, index })
+        Ok(Policy {
+            doc,
+            nodes: Arc::new(nodes),
+            index,
+        })
     }
+}
+
+impl Policy {
+    /// The policy `delta` makes of this one, as the grant engine sees it:
+    /// the same answers (and the same errors) as applying the delta to
+    /// this policy's document ([`Delta::apply_to_document`]) and checking
+    /// the result with [`Policy::from_received`], at the cost of what it
+    /// changes. A delta that adds, changes or removes users, groups,
+    /// grants or command filters shares everything else with this policy
+    /// (assets, nodes and their indexes are not even copied) and checks
+    /// the entities it brings plus every reference between the sections;
+    /// one that touches nodes, assets or accounts takes the full path.
+    pub fn apply_delta(&self, delta: &Delta, file: &str) -> Result<Policy> {
+        if delta.touches_assets() {
+            let mut doc = self.doc.to_document();
+            delta
+                .apply_to_document(&mut doc)
+                .map_err(|e| PolicyError::Syntax {
+                    file: file.to_string(),
+                    message: e.to_string(),
+                })?;
+            return Policy::from_received(doc, file);
+        }
+        let mut doc = self.doc.clone();
+        for removal in &delta.remove {
+            let name = removal.name.as_str();
+            match removal.kind {
+                EntityKind::Group => retain(&mut doc.user_groups, |g| g.name != name),
+                EntityKind::User => retain(&mut doc.users, |u| u.username != name),
+                EntityKind::Grant => retain(&mut doc.grants, |g| g.name != name),
+                EntityKind::Filter => retain(&mut doc.command_filters, |f| f.name != name),
+                EntityKind::Node | EntityKind::Asset | EntityKind::Account => {
+                    unreachable!("touches_assets() took the full path")
+                }
+            }
+        }
+        let up = &delta.upsert;
+        upsert(&mut doc.user_groups, &up.user_groups, |g| g.name.as_str());
+        upsert(&mut doc.users, &up.users, |u| u.username.as_str());
+        upsert(&mut doc.grants, &up.grants, |g| g.name.as_str());
+        upsert(&mut doc.command_filters, &up.command_filters, |f| {
+            f.name.as_str()
+        });
+
+        let checker = Checker { file };
+        let removed = |kind: EntityKind| delta.remove.iter().any(|r| r.kind == kind);
+        let changed = Changed {
+            groups: !doc.user_groups.same(&self.doc.user_groups),
+            names_removed: removed(EntityKind::User) || removed(EntityKind::Group),
+        };
+        checker.check_people_and_grants(
+            &doc,
+            up,
+            changed,
+            &self.index.assets.asset_by_name,
+            &self.nodes,
+        )?;
+
+        let groups_and_grants_same =
+            doc.user_groups.same(&self.doc.user_groups) && doc.grants.same(&self.doc.grants);
+        let people = if !groups_and_grants_same {
+            Arc::new(PeopleIndex::build(
+                &doc.users,
+                &doc.user_groups,
+                &doc.grants,
+            ))
+        } else if doc.users.same(&self.doc.users) {
+            Arc::clone(&self.index.people)
+        } else {
+            Arc::new(self.index.people.with_users(&self.doc.users, &doc.users))
+        };
+        let grants = if doc.grants.same(&self.doc.grants) {
+            Arc::clone(&self.index.grants)
+        } else {
+            Arc::new(GrantsIndex::build(
+                &doc.grants,
+                &self.index.assets,
+                &self.nodes,
+            ))
+        };
+        Ok(Policy {
+            doc,
+            nodes: Arc::clone(&self.nodes),
+            index: GrantIndex {
+                people,
+                assets: Arc::clone(&self.index.assets),
+                grants,
+            },
+        })
+    }
+}
+
+/// [`Vec::retain`] on a section, copying it only when something goes.
+fn retain<T>(section: &mut Section<T>, keep: impl Fn(&T) -> bool) {
+    if section.iter().all(|item| keep(item)) {
+        return;
+    }
+    section.make_mut().retain(|item| keep(item));
+}
+
+/// As the bundle's upsert: replaces the items named like those of
+/// `items` in place and appends the others.
+fn upsert<T: Clone>(section: &mut Section<T>, items: &[T], key: impl Fn(&T) -> &str) {
+    if items.is_empty() {
+        return;
+    }
+    let at: HashMap<&str, usize> = section
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (key(item), i))
+        .collect();
+    let mut placed = Vec::new();
+    let mut added = Vec::new();
+    for item in items {
+        match at.get(key(item)) {
+            Some(&i) => placed.push((i, Arc::new(item.clone()))),
+            None => added.push(Arc::new(item.clone())),
+        }
+    }
+    let list = section.make_mut();
+    for (i, item) in placed {
+        list[i] = item;
+    }
+    list.extend(added);
 }
 
 /// The top level, with each entity kept as a raw value until it is read on
@@ -452,6 +622,168 @@ impl Checker<'_> {
         Ok(nodes)
     }
 
+    /// The checks of [`Checker::check`] that a delta changing only users,
+    /// groups, grants and command filters can break: each entity `up`
+    /// brings is checked on its own (name, hash and secret formats,
+    /// aliases, priorities, rules), every name is unique, and every
+    /// reference from users, grants and filters is checked again, against
+    /// the unchanged assets (`assets`) and nodes.
+    fn check_people_and_grants(
+        &self,
+        doc: &PolicyDoc,
+        up: &PolicyDocument,
+        changed: Changed,
+        assets: &HashMap<String, u32>,
+        nodes: &NodeTree,
+    ) -> Result<()> {
+        // References that held before hold still unless what they name
+        // may have gone: then every one is checked, else the new ones.
+        let recheck_all = changed.groups || changed.names_removed;
+        let groups = self.unique(
+            "user group",
+            "name",
+            doc.user_groups.iter().map(|g| g.name.as_str()),
+        )?;
+        for group in &up.user_groups {
+            check_unix_name(&group.name)
+                .map_err(|m| self.err(format!("user group `{}`", group.name), "name", m))?;
+        }
+        let users = self.unique(
+            "user",
+            "username",
+            doc.users.iter().map(|u| u.username.as_str()),
+        )?;
+        for user in &up.users {
+            let entity = || format!("user `{}`", user.username);
+            check_unix_name(&user.username).map_err(|m| self.err(entity(), "username", m))?;
+            if let Some(hash) = &user.password_hash {
+                crate::password::check_format(hash.expose())
+                    .map_err(|m| self.err(entity(), "password_hash", m))?;
+            }
+            if let Some(seed) = &user.totp_secret {
+                crate::password::check_totp_secret(seed.expose())
+                    .map_err(|m| self.err(entity(), "totp_secret", m))?;
+            }
+        }
+        let referring: Vec<&User> = if recheck_all {
+            doc.users.iter().map(|u| &**u).collect()
+        } else {
+            up.users.iter().collect()
+        };
+        for user in referring {
+            for (i, group) in user.groups.iter().enumerate() {
+                if !groups.contains(group.as_str()) {
+                    return Err(self.err(
+                        format!("user `{}`", user.username),
+                        format!("groups[{i}]"),
+                        format!("unknown user group `{group}`"),
+                    ));
+                }
+            }
+        }
+        let asset_names = AssetNames(assets);
+        // A section the delta did not touch has unique names already.
+        if !up.grants.is_empty() {
+            self.unique("grant", "name", doc.grants.iter().map(|g| g.name.as_str()))?;
+        }
+        for grant in &up.grants {
+            let entity = format!("grant `{}`", grant.name);
+            if grant.name.is_empty() {
+                return Err(self.err(entity, "name", "empty name"));
+            }
+            for (i, account) in grant.accounts.iter().enumerate() {
+                let known = [alias::ALL, alias::INPUT, alias::USER, alias::ANON];
+                if account.starts_with('@') && !known.contains(&account.as_str()) {
+                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (expected @ALL, @INPUT, @USER or @ANON)")));
+                }
+            }
+        }
+        let referring: Vec<&Grant> = if recheck_all {
+            doc.grants.iter().map(|g| &**g).collect()
+        } else {
+            up.grants.iter().collect()
+        };
+        for grant in referring {
+            let entity = format!("grant `{}`", grant.name);
+            self.known(&entity, "users", &grant.users, &users, "user", false)?;
+            self.known(
+                &entity,
+                "user_groups",
+                &grant.user_groups,
+                &groups,
+                "user group",
+                false,
+            )?;
+            self.known(
+                &entity,
+                "assets",
+                &grant.assets,
+                &asset_names,
+                "asset",
+                false,
+            )?;
+            self.known_nodes(nodes, &entity, &grant.nodes)?;
+        }
+        if !up.command_filters.is_empty() {
+            self.unique(
+                "command filter",
+                "name",
+                doc.command_filters.iter().map(|f| f.name.as_str()),
+            )?;
+        }
+        for filter in &up.command_filters {
+            let entity = format!("command filter `{}`", filter.name);
+            if !(1..=100).contains(&filter.priority) {
+                return Err(self.err(
+                    entity,
+                    "priority",
+                    format!("priority {} is outside 1..=100", filter.priority),
+                ));
+            }
+            for (i, rule) in filter.rules.iter().enumerate() {
+                regex::Regex::new(rule).map_err(|e| {
+                    self.err(
+                        entity.clone(),
+                        format!("rules[{i}]"),
+                        format!("bad regex: {e}"),
+                    )
+                })?;
+            }
+            for (i, account) in filter.accounts.iter().enumerate() {
+                if account.starts_with('@') && account != alias::ALL {
+                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (command filters take @ALL or names)")));
+                }
+            }
+        }
+        let referring: Vec<&CommandFilter> = if recheck_all {
+            doc.command_filters.iter().map(|f| &**f).collect()
+        } else {
+            up.command_filters.iter().collect()
+        };
+        for filter in referring {
+            let entity = format!("command filter `{}`", filter.name);
+            self.known(&entity, "users", &filter.users, &users, "user", true)?;
+            self.known(
+                &entity,
+                "user_groups",
+                &filter.user_groups,
+                &groups,
+                "user group",
+                false,
+            )?;
+            self.known(
+                &entity,
+                "assets",
+                &filter.assets,
+                &asset_names,
+                "asset",
+                true,
+            )?;
+            self.known_nodes(nodes, &entity, &filter.nodes)?;
+        }
+        Ok(())
+    }
+
     /// Checks names are unique; returns them as a set.
     fn unique<'d>(
         &self,
@@ -478,7 +810,7 @@ impl Checker<'_> {
         entity: &str,
         field: &str,
         list: &[String],
-        known: &HashSet<&str>,
+        known: &dyn Names,
         kind: &str,
         all_allowed: bool,
     ) -> Result<()> {
@@ -486,7 +818,7 @@ impl Checker<'_> {
             if all_allowed && name == alias::ALL {
                 continue;
             }
-            if !known.contains(name.as_str()) {
+            if !known.has(name) {
                 let hint = if name == "*" {
                     " (`*` is not a wildcard: name them)"
                 } else {
@@ -513,6 +845,35 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What a delta changed that references may depend on.
+#[derive(Debug, Clone, Copy)]
+struct Changed {
+    /// The user groups section changed.
+    groups: bool,
+    /// A user or group was removed.
+    names_removed: bool,
+}
+
+/// A set of names a reference must be in.
+trait Names {
+    fn has(&self, name: &str) -> bool;
+}
+
+impl Names for HashSet<&str> {
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}
+
+/// The asset names of a checked policy's index.
+struct AssetNames<'a>(&'a HashMap<String, u32>);
+
+impl Names for AssetNames<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 }
 

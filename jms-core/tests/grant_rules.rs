@@ -575,7 +575,9 @@ fn list_shows_accounts_with_usable_protocols_and_actions() {
     );
     let list = p.list("alice", now()).unwrap();
     assert_eq!(list.len(), 1);
-    let root = &list[0].accounts[0];
+    let web02 = list.get(0).unwrap();
+    assert_eq!(list.name(0), Some("web02"));
+    let root = &web02.accounts[0];
     assert_eq!(root.account.name(), "root");
     assert_eq!(
         root.protocols.iter().collect::<Vec<_>>(),
@@ -586,5 +588,5 @@ fn list_shows_accounts_with_usable_protocols_and_actions() {
         root.actions.iter().collect::<Vec<_>>(),
         [Action::Connect, Action::Upload]
     );
-    assert_eq!(list[0].accounts[1].account.name(), "@INPUT");
+    assert_eq!(web02.accounts[1].account.name(), "@INPUT");
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 /// The example policy as the server should hold it: `secret_file`s read,
 /// and without secrets unless asked.
 fn example(with_secrets: bool) -> Value {
-    let mut doc = Policy::load(Path::new(EXAMPLE)).unwrap().doc;
+    let mut doc = Policy::load(Path::new(EXAMPLE)).unwrap().doc.to_document();
     for asset in &mut doc.assets {
         for account in &mut asset.accounts {
             account.secret_file = None;

@@ -227,7 +227,7 @@ impl Daemon {
                 let user = caller.unwrap_or_default();
                 match policy.list(&user, Utc::now()) {
                     Ok(granted) => Response::Assets {
-                        assets: granted.iter().map(listed).collect(),
+                        assets: granted.iter().map(|g| listed(&g)).collect(),
                     },
                     Err(_) => Response::Assets { assets: Vec::new() },
                 }

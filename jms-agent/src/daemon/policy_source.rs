@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jms_core::bundle::{self, Bundle, TransportKey, UnixIds};
+use jms_core::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use jms_core::Policy;
 use tracing::{error, info, warn};
 
@@ -102,8 +102,9 @@ pub struct Central {
 
 #[derive(Default)]
 struct CentralState {
-    /// The last good bundle (deltas applied), or none.
-    last: Option<Bundle>,
+    /// The last good bundle (deltas applied) with its checked policy, or
+    /// none.
+    last: Option<HeldBundle>,
     /// Deltas on disk after the full bundle.
     deltas: usize,
     /// Ask for a full bundle next time (a delta did not fit).
@@ -157,34 +158,26 @@ impl Central {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn check(bundle: &Bundle) -> Result<Policy> {
-        Policy::from_received(
-            bundle.policy.clone(),
-            &format!("bundle v{}", bundle.version),
-        )
-        .context("the bundle's policy does not check")
+    fn check(bundle: Bundle) -> Result<HeldBundle> {
+        Ok(HeldBundle::check(bundle)?)
     }
 
     /// Verifies a signed full bundle newer than `have` and checks its policy.
-    fn accept(&self, bytes: &[u8], have: u64) -> Result<(Bundle, Policy)> {
-        let bundle = bundle::verify(bytes, &self.identity.server_key, have)?;
-        let policy = Self::check(&bundle)?;
-        Ok((bundle, policy))
+    fn accept(&self, bytes: &[u8], have: u64) -> Result<HeldBundle> {
+        Self::check(bundle::verify(bytes, &self.identity.server_key, have)?)
     }
 
-    /// Verifies a signed delta from `base`'s version, applies it to a copy
-    /// of `base` and checks the result.
-    fn accept_delta(&self, bytes: &[u8], base: &Bundle) -> Result<(Bundle, Policy)> {
+    /// Verifies a signed delta from `base`'s version and applies it to
+    /// `base` (sharing what it does not change, see jms-core's
+    /// `HeldBundle::apply`).
+    fn accept_delta(&self, bytes: &[u8], base: &HeldBundle) -> Result<HeldBundle> {
         let delta = bundle::verify_delta(bytes, &self.identity.server_key, base.version)?;
-        let mut next = base.clone();
-        delta.apply(&mut next)?;
-        let policy = Self::check(&next)?;
-        Ok((next, policy))
+        Ok(base.apply(&delta)?)
     }
 
     /// The last good bundle on disk with the deltas after it, verified
     /// again. A delta that does not verify ends the chain (alarm).
-    fn last_good_on_disk(&self) -> Result<Option<(Bundle, Policy)>> {
+    fn last_good_on_disk(&self) -> Result<Option<HeldBundle>> {
         let path = self.state_dir.join(enroll::BUNDLE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -192,15 +185,15 @@ impl Central {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         enroll::refuse_readable(&path)?;
-        let (mut bundle, mut policy) = self
+        let mut bundle = self
             .accept(&bytes, 0)
             .with_context(|| format!("{} refused", path.display()))?;
         let mut applied = 0;
         for signed in self.deltas_on_disk() {
             match bundle::verify_delta(&signed, &self.identity.server_key, bundle.version) {
                 Ok(_) => match self.accept_delta(&signed, &bundle) {
-                    Ok((next, checked)) => {
-                        (bundle, policy) = (next, checked);
+                    Ok(next) => {
+                        bundle = next;
                         applied += 1;
                     }
                     Err(e) => {
@@ -223,7 +216,7 @@ impl Central {
             }
         }
         self.state().deltas = applied;
-        Ok(Some((bundle, policy)))
+        Ok(Some(bundle))
     }
 
     /// The signed deltas in the deltas file (none when it is absent or
@@ -298,7 +291,7 @@ impl Central {
 
     /// Keeps a newly accepted full bundle: on disk first (the deltas
     /// before it go), then in memory.
-    fn keep(&self, bytes: &[u8], bundle: Bundle) -> Result<()> {
+    fn keep(&self, bytes: &[u8], bundle: HeldBundle) -> Result<()> {
         enroll::write_private(&self.state_dir.join(enroll::BUNDLE_FILE), bytes)?;
         match std::fs::remove_file(self.state_dir.join(DELTAS_FILE)) {
             Ok(()) => {}
@@ -315,7 +308,7 @@ impl Central {
 
     /// Keeps a newly accepted delta: appended to the deltas on disk, then
     /// the bundle it made in memory.
-    fn keep_delta(&self, bytes: &[u8], bundle: Bundle) -> Result<()> {
+    fn keep_delta(&self, bytes: &[u8], bundle: HeldBundle) -> Result<()> {
         let path = self.state_dir.join(DELTAS_FILE);
         let mut records = if self.state().deltas == 0 {
             Vec::new()
@@ -374,7 +367,8 @@ impl Central {
                 self.mark_synced();
                 if self.state().closed {
                     match self.last_good_on_disk() {
-                        Ok(Some((bundle, policy))) => {
+                        Ok(Some(bundle)) => {
+                            let policy = bundle.policy.clone();
                             let mut state = self.state();
                             state.closed = false;
                             state.last = Some(bundle);
@@ -393,12 +387,12 @@ impl Central {
                 let accepted = match &base {
                     Some(base) => self
                         .accept_delta(&bytes, base)
-                        .and_then(|(bundle, policy)| named_version(bundle, policy, named)),
+                        .and_then(|bundle| named_version(bundle, named)),
                     None => Err(anyhow::anyhow!("a delta, but no bundle to apply it to")),
                 };
                 match accepted {
-                    Ok((bundle, policy)) => {
-                        let version = bundle.version;
+                    Ok(bundle) => {
+                        let (version, policy) = (bundle.version, bundle.policy.clone());
                         match self.keep_delta(&bytes, bundle) {
                             Ok(()) => {
                                 self.mark_synced();
@@ -414,7 +408,13 @@ impl Central {
                     Err(e) => {
                         // Next time, the whole bundle.
                         self.state().want_full = true;
-                        if e.downcast_ref::<bundle::BundleError>()
+                        if e.downcast_ref::<bundle::HoldError>().is_some_and(|b| {
+                            matches!(
+                                b,
+                                bundle::HoldError::Bundle(bundle::BundleError::Gap { .. })
+                            )
+                        }) || e
+                            .downcast_ref::<bundle::BundleError>()
                             .is_some_and(|b| matches!(b, bundle::BundleError::Gap { .. }))
                         {
                             warn!("a delta that does not fit, asking for the full bundle: {e:#}");
@@ -426,10 +426,10 @@ impl Central {
             }
             Ok(Some((bytes, named))) => match self
                 .accept(&bytes, since)
-                .and_then(|(bundle, policy)| named_version(bundle, policy, named))
+                .and_then(|bundle| named_version(bundle, named))
             {
-                Ok((bundle, policy)) => {
-                    let version = bundle.version;
+                Ok(bundle) => {
+                    let (version, policy) = (bundle.version, bundle.policy.clone());
                     if version <= have {
                         refused(anyhow::anyhow!(
                             "bundle version {version} is not newer than {have}"
@@ -512,14 +512,14 @@ impl Central {
 }
 
 /// Refuses a bundle whose version is not the one the signed answer named.
-fn named_version(bundle: Bundle, policy: Policy, named: u64) -> Result<(Bundle, Policy)> {
+fn named_version(bundle: HeldBundle, named: u64) -> Result<HeldBundle> {
     if bundle.version != named {
         anyhow::bail!(
             "the answer names version {named} but carries version {}",
             bundle.version
         );
     }
-    Ok((bundle, policy))
+    Ok(bundle)
 }
 
 /// Splits length-prefixed records; a cut record ends the list.
@@ -556,9 +556,10 @@ impl PolicySource for Central {
             );
             None
         });
-        let have = on_disk.as_ref().map_or(0, |(b, _)| b.version);
+        let have = on_disk.as_ref().map_or(0, |b| b.version);
         let mut from_disk = None;
-        if let Some((bundle, policy)) = on_disk {
+        if let Some(bundle) = on_disk {
+            let policy = bundle.policy.clone();
             self.state().last = Some(bundle);
             if !self.stale() {
                 return Ok(policy);
@@ -570,7 +571,7 @@ impl PolicySource for Central {
             (Update::Apply(policy, _), _) => Ok(*policy),
             (Update::Keep, Polled::Answered) if self.state().last.is_some() => match from_disk {
                 Some(policy) => Ok(policy),
-                None => Self::check(self.state().last.as_ref().expect("checked")),
+                None => Ok(self.state().last.as_ref().expect("checked").policy.clone()),
             },
             (Update::Keep, Polled::Answered) => {
                 warn!(have, "the server has no newer policy and none is kept here");
@@ -635,7 +636,7 @@ mod tests {
             settings: serde_json::Value::Null,
             ids: Default::default(),
         };
-        let err = Central::check(&bundle).expect_err("a received secret_file must be refused");
+        let err = Central::check(bundle).expect_err("a received secret_file must be refused");
         let chain = format!("{err:#}");
         assert!(chain.contains("secret_file"), "{chain}");
         assert!(!chain.contains("local secret"), "{chain}");

@@ -228,13 +228,7 @@ pub fn resolve(
             username: user.to_string(),
         },
     };
-    let asset = policy
-        .doc
-        .assets
-        .iter()
-        .find(|a| &a.name == asset_name)
-        .cloned()
-        .ok_or_else(no_such)?;
+    let asset = policy.asset(asset_name).cloned().ok_or_else(no_such)?;
     Ok(Resolved {
         asset,
         account,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use chrono::Utc;
 use clap::Args;
 use jms_core::model::{Action, Protocol, Timestamp};
-use jms_core::{AccountRef, Decision, GrantedAsset, Policy, Query};
+use jms_core::{AccountRef, Decision, GrantedAsset, Listing, Policy, Query};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -56,7 +56,7 @@ pub fn run(args: EvalArgs) -> Result<Outcome> {
         if args.json {
             let listing: Vec<ListedAsset<'_>> = granted
                 .iter()
-                .map(|g| ListedAsset::of(g, &args.user))
+                .map(|g| ListedAsset::of(&g, &args.user))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&listing)?);
         } else {
@@ -135,8 +135,8 @@ impl<'p> ListedAsset<'p> {
     }
 }
 
-fn print_table(granted: &[GrantedAsset<'_>]) {
-    for item in granted {
+fn print_table(granted: &Listing<'_>) {
+    for item in granted.iter() {
         let accounts: Vec<String> = item
             .accounts
             .iter()

@@ -101,7 +101,7 @@ struct Applied {
 fn apply(server: &ServerArgs, file: &std::path::Path, dry_run: bool) -> Result<Outcome> {
     // Checked here first: errors name the file, and `secret_file`s are
     // read relative to it (the server never sees those paths).
-    let mut doc = Policy::load(file)?.doc;
+    let mut doc = Policy::load(file)?.doc.to_document();
     for asset in &mut doc.assets {
         for account in &mut asset.accounts {
             account.secret_file = None;

@@ -58,7 +58,7 @@ pub fn list(policy: &Policy, user: &str, at: DateTime<Utc>) -> Vec<(String, Fold
         return Vec::new();
     };
     let mut folders = Vec::new();
-    for asset in granted {
+    for asset in granted.iter() {
         let accounts: Vec<&str> = asset
             .accounts
             .iter()
