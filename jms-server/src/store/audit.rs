@@ -1155,6 +1155,79 @@ mod tests {
         ));
     }
 
+    /// A session's events in one batch give the row they give one by one
+    /// (the batch folds them into one upsert), in any order.
+    #[test]
+    fn a_batch_projects_what_its_events_project_one_by_one() {
+        use crate::store::{SqliteStore, Storage};
+        let events: Vec<NewEvent> = [
+            json!({"event": "command", "session": "s1", "user": "", "asset": "web01",
+                   "account": "", "command": "ls", "kind": "interactive", "decision": "allow",
+                   "time": "2026-01-01T00:00:05.000Z"}),
+            json!({"event": "session_denied", "session": "s2", "user": "bob",
+                   "reason": "no grant", "client": "10.0.0.9", "time": "2026-01-01T00:00:01.000Z"}),
+            json!({"event": "session_end", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "exit_status": 0, "duration_ms": 9000, "bytes_in": 5,
+                   "time": "2026-01-01T00:00:10.000Z"}),
+            json!({"event": "transfer", "session": "s1", "user": "mallory", "asset": "x",
+                   "account": "y", "via": "sftp", "operation": "upload", "path": "/tmp/f",
+                   "result": "ok", "time": "2026-01-01T00:00:06.000Z"}),
+            json!({"event": "session_start", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "username": "root", "kind": "shell", "protocol": "ssh",
+                   "time": "2026-01-01T00:00:02.000Z"}),
+            json!({"event": "command", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "command": "id", "kind": "interactive", "decision": "deny",
+                   "time": "2026-01-01T00:00:07.000Z"}),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut body)| {
+            body["id"] = format!("e{i}").into();
+            NewEvent {
+                idempotency_key: format!("e{i}"),
+                kind: body["event"].as_str().unwrap().into(),
+                at: body["time"].as_str().unwrap().into(),
+                body,
+            }
+        })
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let project = |name: &str, batches: Vec<&[NewEvent]>| {
+            let store = SqliteStore::open(&dir.path().join(name)).unwrap();
+            let mut tx = store.write().unwrap();
+            let bastion = tx.put_bastion("b", &[7; 32], false).unwrap().unwrap();
+            for batch in batches {
+                tx.store_events(bastion, batch).unwrap();
+            }
+            tx.commit().unwrap();
+            let read = store.read().unwrap();
+            let rows = ["s1", "s2"].map(|id| format!("{:?}", read.session(id).unwrap()));
+            let commands = read
+                .commands(
+                    &CommandQuery {
+                        limit: 100,
+                        ..Default::default()
+                    },
+                    true,
+                )
+                .unwrap()
+                .items
+                .iter()
+                .map(|c| format!("{} {} {}", c.command, c.user, c.at))
+                .collect::<Vec<_>>();
+            (rows, commands)
+        };
+        let batched = project("batched.db", vec![&events[..]]);
+        let one_by_one = project("single.db", events.chunks(1).collect());
+        assert_eq!(batched, one_by_one);
+        assert!(
+            batched.0[0].contains("user: \"alice\"") && batched.0[0].contains("start_seen: true"),
+            "{:?}",
+            batched.0[0]
+        );
+        assert_eq!(batched.1.len(), 2);
+    }
+
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
