@@ -11,14 +11,20 @@
 //!   as jms-agentd does it (onto the held policy, sharing what the delta
 //!   does not change), against the full path (merge into a copy of the
 //!   bundle, check and index from scratch) in the same run;
+//! - storing that policy through the server: `jmsctl policy apply FILE`
+//!   (the real binaries, YAML file, empty server) against `jmsctl policy
+//!   check FILE` of the same file (parse and engine build, offline), then
+//!   the same apply again (nothing changes);
 //! - event ingest through `POST /api/v1/sync/events` with signed batches of
 //!   1000 (jms-agentd's batch size), one uploader and four, against raw
 //!   SQLite inserts of the same rows with the server's pragmas;
 //! - many enrolled bastions polling every 10 s (compressed run): poll
 //!   latency p50/p99 and the server's CPU from /proc/PID/stat.
 //!
-//! `cargo bench -p jms-server --bench sync [-- --quick]` (`--quick`: 1/100
-//! of the policy, fewer events, 100 bastions for 10 s).
+//! `cargo bench -p jms-server --bench sync [-- --quick] [--only ingest]`
+//! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
+//! `--only ingest`: the event ingest alone, on a small policy; `--only
+//! policy`: the policy apply alone).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,9 +43,14 @@ use serde_json::{json, Value};
 mod generate;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_jms-server");
+const JMSCTL: &str = env!("CARGO_BIN_EXE_jmsctl");
 const APPLY_TARGET: Duration = Duration::from_secs(2);
 const DELTA_TARGET: Duration = Duration::from_millis(10);
-const INGEST_TARGET: f64 = 20_000.0;
+/// `jmsctl policy apply` of the full-size file.
+const POLICY_APPLY_TARGET: Duration = Duration::from_secs(10);
+/// Events per second over HTTP, one uploader, and the ratio to raw inserts.
+const INGEST_TARGET: f64 = 75_000.0;
+const INGEST_RATIO_TARGET: f64 = 0.5;
 /// jms-agentd's upload batch.
 const BATCH: usize = 1000;
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,14 +71,30 @@ fn main() {
         return apply_memory_child(&spec);
     }
     let mut quick = false;
-    for arg in std::env::args().skip(1) {
+    let mut ingest_only = false;
+    let mut policy_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--bench" => {}
-            other => eprintln!("sync: ignoring argument `{other}` (only --quick is known)"),
+            "--only" => match args.next().as_deref() {
+                Some("ingest") => ingest_only = true,
+                Some("policy") => policy_only = true,
+                other => eprintln!("sync: ignoring --only {other:?} (`ingest` or `policy`)"),
+            },
+            other => eprintln!("sync: ignoring argument `{other}` (--quick, --only ingest|policy)"),
         }
     }
-    let sizes = if quick {
+    let sizes = if ingest_only {
+        Sizes {
+            label: "ingest only",
+            policy: generate::Params::FULL.divided(100),
+            events: if quick { 20_000 } else { 200_000 },
+            bastions: 4,
+            poll_run: Duration::ZERO,
+        }
+    } else if quick {
         Sizes {
             label: "quick",
             policy: generate::Params::FULL.divided(100),
@@ -88,23 +115,45 @@ fn main() {
     eprintln!("== {} size: {:?}", sizes.label, sizes.policy);
     let mut lines = Vec::new();
 
-    // The store: the generated policy and the enrolled bastions, written
-    // in-process; then the release server binary serves it.
+    // The store: the generated policy, stored through the server by the
+    // real jmsctl from a YAML file, and the enrolled bastions (in-process).
     let data = dir.path().join("server");
     let doc = generate::generate(&sizes.policy);
     let (assets, users) = (doc.assets.len(), doc.users.len());
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    drop(doc);
     let admin = Admin::open(&data).expect("open the data dir");
-    let started = Instant::now();
-    admin
-        .change("bench", false, move |d| {
-            *d = doc;
-            Ok(())
-        })
-        .expect("the generated policy is accepted");
-    eprintln!(
-        "policy stored ({assets} assets, {users} users) in {:.1?}",
-        started.elapsed()
-    );
+    let (_, admin_token) = admin
+        .create_token("bench", "bench", jms_server::store::Scope::Admin)
+        .expect("an admin token");
+    drop(admin);
+    {
+        let mut server = Server::start(&data);
+        let check = jmsctl(&server.url, &admin_token, &["policy", "check"], &file);
+        let apply = jmsctl(&server.url, &admin_token, &["policy", "apply"], &file);
+        let again = jmsctl(&server.url, &admin_token, &["policy", "apply"], &file);
+        server.stop();
+        let ratio = |d: Duration| d.as_secs_f64() / check.as_secs_f64();
+        lines.push(format!(
+            "policy apply ({assets} assets, {users} users, {:.1} MB YAML) into an empty server: `jmsctl policy apply` {apply:.2?}; `jmsctl policy check` of the same file {check:.2?}; ratio {:.2}  [{}]",
+            std::fs::metadata(&file).unwrap().len() as f64 / 1e6,
+            ratio(apply),
+            verdict(
+                ingest_only || apply <= POLICY_APPLY_TARGET,
+                "target <= 10 s at full size"
+            )
+        ));
+        lines.push(format!(
+            "  the same apply again (no change): {again:.2?}; ratio to check {:.2}",
+            ratio(again)
+        ));
+    }
+    if policy_only {
+        print_lines(&sizes, lines);
+        return;
+    }
+    let admin = Admin::open(&data).expect("open the data dir");
     let started = Instant::now();
     let bastions: Vec<Bastion> = (0..sizes.bastions.max(1))
         .map(|i| Bastion::enroll(&admin, i))
@@ -115,11 +164,14 @@ fn main() {
         started.elapsed()
     );
     let pinned = admin.server_public_key().to_vec();
-    let (_, admin_token) = admin
-        .create_token("bench", "bench", jms_server::store::Scope::Admin)
-        .expect("an admin token");
     drop(admin);
     let mut server = Server::start(&data);
+    if ingest_only {
+        lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
+        server.stop();
+        print_lines(&sizes, lines);
+        return;
+    }
 
     // ---- full bundle -----------------------------------------------------
     let first = server.fetch(&bastions[0], 0);
@@ -176,7 +228,49 @@ fn main() {
     ));
 
     // ---- event ingest ----------------------------------------------------
-    let events: Vec<Value> = (0..sizes.events).map(event).collect();
+    lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
+
+    // ---- many bastions polling -------------------------------------------
+    lines.push(polls(&server, &bastions, sizes.poll_run));
+    server.stop();
+    print_lines(&sizes, lines);
+}
+
+fn print_lines(sizes: &Sizes, lines: Vec<String>) {
+    println!();
+    println!("== sync benchmark ({} size)", sizes.label);
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+/// Runs `jmsctl ARGS FILE` against the server; its wall time. Its output
+/// (one line per change) goes to /dev/null.
+fn jmsctl(url: &str, token: &str, args: &[&str], file: &Path) -> Duration {
+    let started = Instant::now();
+    let out = Command::new(JMSCTL)
+        .args(args)
+        .arg(file)
+        .env("JMS_SERVER", url)
+        .env("JMS_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run jmsctl");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "jmsctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// Event ingest over HTTP, one uploader and four, each against raw SQLite
+/// inserts of the same rows.
+fn ingest_lines(server: &Server, bastions: &[Bastion], dir: &Path, count: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let events: Vec<Value> = (0..count).map(event).collect();
     for uploaders in [1usize, 4] {
         let run: Vec<Value> = events
             .iter()
@@ -187,31 +281,32 @@ fn main() {
             })
             .collect();
         let rate = ingest(
-            &server,
+            server,
             &bastions[..uploaders.min(bastions.len())],
             &run,
             uploaders,
         );
-        let raw = raw_insert_rate(dir.path(), &run);
+        let raw = raw_insert_rate(dir, &run);
+        let verdict = if uploaders == 1 {
+            format!(
+                "  [{}]",
+                verdict(
+                    rate >= INGEST_TARGET && rate / raw >= INGEST_RATIO_TARGET,
+                    "target >= 75k/s and ratio >= 0.5"
+                )
+            )
+        } else {
+            String::new()
+        };
         lines.push(format!(
-            "event ingest, {uploaders} uploader(s), {} events in batches of {BATCH}: {:.0} events/s over HTTP; raw SQLite {:.0} events/s; ratio {:.2}  [{}]",
+            "event ingest, {uploaders} uploader(s), {} events in batches of {BATCH}: {:.0} events/s over HTTP; raw SQLite {:.0} events/s; ratio {:.2}{verdict}",
             run.len(),
             rate,
             raw,
             rate / raw,
-            verdict(rate >= INGEST_TARGET, "target >= 20k/s")
         ));
     }
-
-    // ---- many bastions polling -------------------------------------------
-    lines.push(polls(&server, &bastions, sizes.poll_run));
-    server.stop();
-
-    println!();
-    println!("== sync benchmark ({} size)", sizes.label);
-    for line in lines {
-        println!("{line}");
-    }
+    lines
 }
 
 fn verdict(ok: bool, target: &str) -> String {

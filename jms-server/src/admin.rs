@@ -782,12 +782,16 @@ fn appended_in_order(doc: &PolicyDocument, changes: &[Change]) -> bool {
             doc.command_filters.iter().map(|f| f.name.as_str()),
             &added(Kind::Filter),
         )
-        && accounts.iter().all(|(asset, names)| {
-            doc.assets
-                .iter()
-                .find(|a| a.name == *asset)
-                .is_some_and(|a| tail_is(a.accounts.iter().map(|acc| acc.name.as_str()), names))
-        })
+        && {
+            // By name: a whole apply adds accounts to every asset.
+            let assets: HashMap<&str, &jms_core::model::Asset> =
+                doc.assets.iter().map(|a| (a.name.as_str(), a)).collect();
+            accounts.iter().all(|(asset, names)| {
+                assets
+                    .get(asset)
+                    .is_some_and(|a| tail_is(a.accounts.iter().map(|acc| acc.name.as_str()), names))
+            })
+        }
 }
 
 fn split_account(name: &str) -> (&str, &str) {

@@ -49,7 +49,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::admin::{parse_settings, Admin, AdminError};
 use crate::crypto::{token_hash, CryptoError};
-use crate::store::{BastionRow, Kind, NewEvent, NewOpLogEntry};
+use crate::store::{BastionRow, Kind, NewEvent, NewOpLogEntry, WriteTx};
 
 /// Name of the server's signing key in the data directory.
 pub const SYNC_KEY_FILE: &str = "sync.key";
@@ -475,6 +475,17 @@ impl Admin {
     /// Checks a signed request; returns the bastion that signed it. The
     /// nonce is remembered only once the signature holds.
     pub fn authenticate_bastion(&self, request: &SignedRequest<'_>) -> Result<BastionRow> {
+        let verified = self.verify_bastion_request(request)?;
+        let mut tx = self.store.write()?;
+        verified.remember(tx.as_mut())?;
+        tx.commit()?;
+        Ok(verified.bastion)
+    }
+
+    /// Checks a signed request's headers, clock and signature, writing
+    /// nothing: the caller remembers its nonce ([`Verified::remember`]) in
+    /// the transaction that acts on the request.
+    pub fn verify_bastion_request(&self, request: &SignedRequest<'_>) -> Result<Verified> {
         let missing = |h: &str| SyncError::Unauthorized(format!("unsigned request: no {h} header"));
         let id: i64 = request
             .bastion
@@ -532,15 +543,11 @@ impl Admin {
                 name: bastion.name,
             });
         }
-        let mut tx = self.store.write()?;
-        if !tx.remember_nonce(id, nonce, now, now - 2 * CLOCK_SKEW_SECS)? {
-            return Err(SyncError::Unauthorized(
-                "replayed request (nonce already seen)".into(),
-            ));
-        }
-        tx.touch_bastion(id, None)?;
-        tx.commit()?;
-        Ok(bastion)
+        Ok(Verified {
+            bastion,
+            nonce: nonce.to_string(),
+            now,
+        })
     }
 
     /// What a bastion holding `since` gets now: not-modified, a delta
@@ -743,13 +750,10 @@ impl Admin {
         Ok(())
     }
 
-    /// Stores a batch of events from `bastion`, each once; returns the
-    /// keys now stored (new or already there) and how many were new.
-    pub fn store_events(
-        &self,
-        bastion: &BastionRow,
-        events: &[NewEvent],
-    ) -> Result<(Vec<String>, usize)> {
+    /// Stores a batch of events from the bastion that signed the request,
+    /// each once, in one transaction with the request's nonce (a replay
+    /// stores nothing); returns how many were new.
+    pub fn store_events(&self, request: &Verified, events: &[NewEvent]) -> Result<usize> {
         if events.len() > MAX_BATCH {
             return Err(SyncError::BadInput(format!(
                 "{} events in one batch: send at most {MAX_BATCH}",
@@ -757,20 +761,35 @@ impl Admin {
             )));
         }
         let mut tx = self.store.write()?;
-        let mut new = 0;
-        for event in events {
-            // Projected in the same transaction, and only when new: a
-            // retried batch projects nothing twice.
-            if tx.insert_event(bastion.id, event)? {
-                tx.project_event(bastion.id, event)?;
-                new += 1;
-            }
-        }
+        request.remember(tx.as_mut())?;
+        // Projected in the same transaction, and only the new ones: a
+        // retried batch projects nothing twice.
+        let new = tx.store_events(request.bastion.id, events)?;
         tx.commit()?;
-        Ok((
-            events.iter().map(|e| e.idempotency_key.clone()).collect(),
-            new,
-        ))
+        Ok(new)
+    }
+}
+
+/// A bastion request whose signature holds, its nonce not yet remembered.
+pub struct Verified {
+    pub bastion: BastionRow,
+    nonce: String,
+    /// The server's clock when it was checked (Unix seconds).
+    now: i64,
+}
+
+impl Verified {
+    /// Remembers the nonce in `tx` (and that the bastion was seen); a
+    /// nonce seen before is a replay.
+    pub fn remember(&self, tx: &mut dyn WriteTx) -> Result<()> {
+        let id = self.bastion.id;
+        if !tx.remember_nonce(id, &self.nonce, self.now, self.now - 2 * CLOCK_SKEW_SECS)? {
+            return Err(SyncError::Unauthorized(
+                "replayed request (nonce already seen)".into(),
+            ));
+        }
+        tx.touch_bastion(id, None)?;
+        Ok(())
     }
 }
 

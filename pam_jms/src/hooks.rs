@@ -164,24 +164,64 @@ pub trait Conversation {
 /// The daemon.
 pub trait AgentLink {
     fn call(&mut self, request: &Request) -> Result<Response, FrameError>;
+    /// Closes the connection, if one is open: before the user is asked
+    /// anything (no connection is held while someone types) and when the
+    /// login goes no further.
+    fn release(&mut self) {}
 }
 
-/// The real socket, one connection per call.
+/// The real socket: one connection for the stages of a login (the PAM
+/// module keeps it between them), opened at the first call.
 pub struct Socket {
     path: PathBuf,
+    connection: Option<Client>,
 }
 
 impl Socket {
     pub fn new(args: &Args) -> Socket {
+        Socket::with_connection(args, None)
+    }
+
+    /// With the connection an earlier stage kept (to the same socket).
+    pub fn with_connection(args: &Args, kept: Option<(PathBuf, Client)>) -> Socket {
         Socket {
+            connection: kept
+                .filter(|(path, _)| *path == args.socket)
+                .map(|(_, client)| client),
             path: args.socket.clone(),
         }
+    }
+
+    /// The connection left open, for the next stage.
+    pub fn into_connection(self) -> Option<(PathBuf, Client)> {
+        self.connection.map(|client| (self.path, client))
     }
 }
 
 impl AgentLink for Socket {
     fn call(&mut self, request: &Request) -> Result<Response, FrameError> {
-        Client::call_once(&self.path, AGENT_TIMEOUT, request)
+        if let Some(mut client) = self.connection.take() {
+            // A kept connection jms-agentd closed meanwhile (it drops idle
+            // clients) is replaced; the request is sent again only when
+            // it never reached agentd (the check or the write failed).
+            if client.is_reusable() && client.send(request).is_ok() {
+                let answer = client.receive();
+                if answer.is_ok() {
+                    self.connection = Some(client);
+                }
+                return answer;
+            }
+        }
+        let mut client = Client::connect(&self.path, AGENT_TIMEOUT)?;
+        let answer = client.call(request);
+        if answer.is_ok() {
+            self.connection = Some(client);
+        }
+        answer
+    }
+
+    fn release(&mut self) {
+        self.connection = None;
     }
 }
 
@@ -238,6 +278,13 @@ pub fn run(
             },
         ),
     };
+    // The connection is kept only for the next stage of a login that goes
+    // on (account after auth, open_session after account).
+    if !(matches!(stage, Stage::Auth | Stage::Account)
+        && matches!(result, Ok((Outcome::Success, _))))
+    {
+        agent.release();
+    }
     match result {
         Ok(done) => done,
         Err(e) => {
@@ -341,7 +388,9 @@ fn authenticate(
         result: AuthResult::NeedCode,
     } = answer
     {
-        // The password was right: only now is the second factor asked.
+        // The password was right: only now is the second factor asked
+        // (with no connection held while the user types).
+        agent.release();
         let Some(code) = conv.ask_hidden(CODE_PROMPT) else {
             return Ok((Outcome::AuthError, "no verification code given".into()));
         };
@@ -716,6 +765,138 @@ mod tests {
                 expected
             );
         }
+    }
+
+    /// A fake jms-agentd on a real socket: answers each request on any
+    /// connection (`answer`), counting the connections it accepted.
+    struct FakeDaemon {
+        _dir: tempfile::TempDir,
+        socket: PathBuf,
+        accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl FakeDaemon {
+        fn start(answer: fn(&Request) -> Response) -> FakeDaemon {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("agentd.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+            let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+            let count = accepted.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        while let Ok(request) = jms_proto::read_frame::<Request>(&mut stream) {
+                            if jms_proto::write_frame(&mut stream, &answer(&request)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            FakeDaemon {
+                _dir: dir,
+                socket,
+                accepted,
+            }
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn agreeable(request: &Request) -> Response {
+        match request {
+            // tina has TOTP.
+            Request::Authenticate {
+                user, totp: None, ..
+            } if user == "tina" => Response::Auth {
+                result: AuthResult::NeedCode,
+            },
+            Request::Authenticate { .. } => Response::Auth {
+                result: AuthResult::Success,
+            },
+            Request::AccountCheck { .. } => Response::Account {
+                result: AccountResult::Allowed,
+            },
+            _ => Response::Done,
+        }
+    }
+
+    /// Runs a whole login (auth, account, open and close session) as PAM
+    /// does, the connection kept between stages as the module keeps it in
+    /// the handle's data.
+    fn whole_login(
+        f: &Fixture,
+        daemon: &FakeDaemon,
+        user: &'static str,
+        prompts: &[(&'static str, Option<&'static str>)],
+    ) {
+        let args = Args {
+            socket: daemon.socket.clone(),
+            ..f.args.clone()
+        };
+        let mut kept = None;
+        for stage in [
+            Stage::Auth,
+            Stage::Account,
+            Stage::OpenSession,
+            Stage::CloseSession,
+        ] {
+            let mut conv = Scripted::new(if stage == Stage::Auth { prompts } else { &[] });
+            let mut agent = Socket::with_connection(&args, kept.take());
+            let (outcome, reason) = run(stage, &login(user), &args, &mut conv, &mut agent);
+            assert_eq!(outcome, Outcome::Success, "{stage:?}: {reason}");
+            kept = agent.into_connection();
+        }
+        assert!(kept.is_none(), "no connection outlives close_session");
+    }
+
+    #[test]
+    fn a_password_login_uses_one_connection_to_agentd_until_its_session_opens() {
+        let f = fixture();
+        let daemon = FakeDaemon::start(agreeable);
+        whole_login(&f, &daemon, "alice", &[(PASSWORD_PROMPT, Some("pw"))]);
+        // auth + account + open_session on one connection; close_session,
+        // at the session's end, on its own.
+        assert_eq!(daemon.accepted(), 2);
+        // With a code: none is held while the user types it.
+        let daemon = FakeDaemon::start(agreeable);
+        whole_login(
+            &f,
+            &daemon,
+            "tina",
+            &[(PASSWORD_PROMPT, Some("pw")), (CODE_PROMPT, Some("123456"))],
+        );
+        assert_eq!(daemon.accepted(), 3);
+    }
+
+    #[test]
+    fn a_kept_connection_agentd_closed_is_replaced_without_losing_the_request() {
+        let f = fixture();
+        let daemon = FakeDaemon::start(agreeable);
+        let args = Args {
+            socket: daemon.socket.clone(),
+            ..f.args.clone()
+        };
+        // A connection agentd already closed (as it drops idle clients).
+        let (client_end, server_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(server_end);
+        let stale = Client::from_stream(client_end);
+        let mut agent = Socket::with_connection(&args, Some((args.socket.clone(), stale)));
+        let mut conv = Scripted::new(&[]);
+        let (outcome, reason) = run(
+            Stage::Account,
+            &login("alice"),
+            &args,
+            &mut conv,
+            &mut agent,
+        );
+        assert_eq!(outcome, Outcome::Success, "{reason}");
+        assert_eq!(daemon.accepted(), 1, "one fresh connection replaced it");
     }
 
     #[test]

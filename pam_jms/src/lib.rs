@@ -1,6 +1,7 @@
 //! pam_jms.so: PAM authenticate / account / session for jms users, thin over
 //! [`hooks`] (the logic, testable without PAM) and [`ffi`] (the few raw calls
-//! pam-bindings does not wrap: syslog, fail delay). Every hook body runs under `catch_unwind`: a
+//! pam-bindings does not wrap: syslog, fail delay, and the jms-agentd
+//! connection a login's stages share, kept in the PAM handle's data). Every hook body runs under `catch_unwind`: a
 //! panic becomes PAM_SERVICE_ERR and never crosses into sshd.
 
 pub mod ffi;
@@ -62,13 +63,9 @@ fn run(stage: Stage, pamh: &mut PamHandle, args: Vec<&CStr>) -> PamResultCode {
             tty: tty.as_deref(),
             pid: std::process::id(),
         };
-        let (outcome, reason) = hooks::run(
-            stage,
-            &request,
-            &args,
-            &mut conversation,
-            &mut hooks::Socket::new(&args),
-        );
+        let mut agent = hooks::Socket::with_connection(&args, ffi::take_connection(pamh));
+        let (outcome, reason) = hooks::run(stage, &request, &args, &mut conversation, &mut agent);
+        ffi::keep_connection(pamh, agent.into_connection());
         ffi::log_authpriv(
             outcome != Outcome::Success && outcome != Outcome::UserUnknown,
             &format!(

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::extract::Body;
 use super::{Actor, ApiError, AppState};
 use crate::store::{BastionRow, NewEvent};
-use crate::sync::{headers, Answer, SignedRequest, SyncError};
+use crate::sync::{headers, Answer, SignedRequest, SyncError, Verified};
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
@@ -104,8 +104,8 @@ pub(super) async fn sign_answers(
     Response::from_parts(parts, HttpBody::from(body))
 }
 
-/// Checks the request signature; returns the bastion. Its answer is then
-/// signed for it ([`sign_answers`]).
+/// Checks the request signature and remembers its nonce; returns the
+/// bastion. Its answer is then signed for it ([`sign_answers`]).
 pub(super) async fn signed(
     state: &AppState,
     method: &Method,
@@ -113,6 +113,28 @@ pub(super) async fn signed(
     headers_in: &HeaderMap,
     body: Bytes,
 ) -> Result<BastionRow, ApiError> {
+    let verified = verified(state, method, uri, headers_in, body).await?;
+    blocking(state, move |admin| {
+        let mut tx = admin.store.write().map_err(SyncError::from)?;
+        verified.remember(tx.as_mut())?;
+        tx.commit().map_err(SyncError::from)?;
+        Ok(verified.bastion)
+    })
+    .await
+    .inspect_err(|_| forget_authenticated())
+}
+
+/// Checks the request signature, writing nothing: the handler remembers
+/// the nonce in the transaction that acts on the request (a replay then
+/// changes nothing). Its answer is signed for the bastion
+/// ([`sign_answers`]) unless the nonce turns out replayed.
+async fn verified(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers_in: &HeaderMap,
+    body: Bytes,
+) -> Result<Verified, ApiError> {
     let header = |name: &str| {
         headers_in
             .get(name)
@@ -142,8 +164,8 @@ pub(super) async fn signed(
             nonce: nonce.as_deref(),
             signature: signature.as_deref(),
         };
-        match admin.authenticate_bastion(&request) {
-            Ok(bastion) => Ok(Ok(bastion)),
+        match admin.verify_bastion_request(&request) {
+            Ok(verified) => Ok(Ok(verified)),
             // Signed by its (verified) key: the refusal is signed too, so
             // the bastion believes it and logs why.
             Err(SyncError::Revoked { id, name }) => Ok(Err((id, name))),
@@ -152,7 +174,7 @@ pub(super) async fn signed(
     })
     .await?;
     let (id, result) = match checked {
-        Ok(bastion) => (bastion.id, Ok(bastion)),
+        Ok(verified) => (verified.bastion.id, Ok(verified)),
         Err((id, name)) => (id, Err(ApiError::from(SyncError::Revoked { id, name }))),
     };
     // Outside a signing layer (a route not marked signed) the answer goes
@@ -164,6 +186,12 @@ pub(super) async fn signed(
         });
     }
     result
+}
+
+/// A replayed nonce: its answer goes out unsigned, as any refused
+/// request's.
+fn forget_authenticated() {
+    let _ = AUTHENTICATED.try_with(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 // ---- admin: enrollment tokens ------------------------------------------------
@@ -344,7 +372,8 @@ struct EventBatch {
 
 /// `POST /api/v1/sync/events` (signed): `{"events": [...]}`, each event
 /// as spooled (`id` is its idempotency key, `event` its kind, `time`).
-/// Answers the keys now stored (new or stored before).
+/// Answers the keys now stored (new or stored before). The nonce, the
+/// events and their projection are written in one transaction.
 pub async fn events(
     State(state): State<AppState>,
     method: Method,
@@ -352,9 +381,25 @@ pub async fn events(
     headers_in: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let bastion = signed(&state, &method, &uri, &headers_in, body.clone()).await?;
+    let verified = verified(&state, &method, &uri, &headers_in, body.clone()).await?;
+    let answer = blocking(&state, move |admin| {
+        let events = parse_events(&body)?;
+        let stored = admin.store_events(&verified, &events)?;
+        let accepted: Vec<String> = events.into_iter().map(|e| e.idempotency_key).collect();
+        Ok(json!({"accepted": accepted, "stored": stored}))
+    })
+    .await;
+    if matches!(&answer, Err(e) if e.status == StatusCode::UNAUTHORIZED) {
+        forget_authenticated();
+    }
+    Ok(Json(answer?))
+}
+
+/// The events of an upload, each parsed once (the store keeps its text,
+/// the projection reads this value).
+fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, SyncError> {
     let batch: EventBatch =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("events: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| SyncError::BadInput(format!("events: {e}")))?;
     let mut events = Vec::with_capacity(batch.events.len());
     for (i, event) in batch.events.into_iter().enumerate() {
         let text = |field: &str| {
@@ -364,7 +409,7 @@ pub async fn events(
                 .filter(|s| !s.is_empty() && s.len() <= 256)
                 .map(str::to_string)
                 .ok_or_else(|| {
-                    ApiError::bad_request(format!(
+                    SyncError::BadInput(format!(
                         "events[{i}]: `{field}` must be a non-empty string"
                     ))
                 })
@@ -373,10 +418,8 @@ pub async fn events(
             idempotency_key: text("id")?,
             kind: text("event")?,
             at: text("time")?,
-            body: event.clone(),
+            body: event,
         });
     }
-    let (accepted, stored) =
-        blocking(&state, move |admin| admin.store_events(&bastion, &events)).await?;
-    Ok(Json(json!({"accepted": accepted, "stored": stored})))
+    Ok(events)
 }

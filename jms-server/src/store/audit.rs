@@ -5,7 +5,9 @@
 //!   spool's JSON line; fields it does not know are ignored, kinds it does
 //!   not know are kept only in `events`).
 //! - The projection runs in the transaction that stored the event, and only
-//!   when that event was new: a retried batch projects nothing twice. It is
+//!   when that event was new: a retried batch projects nothing twice. It runs
+//!   per batch ([`store_events`]): each event parsed once, one upsert per
+//!   session however many of its events the batch holds. It is
 //!   order-independent: every event upserts its session (a command or a
 //!   `session_end` may arrive before the `session_start`), each session
 //!   field is set by one kind of event, and the start time falls back to the
@@ -365,15 +367,17 @@ pub struct RecordingRow {
 
 // ---- SQLite: projection ----------------------------------------------------
 
-/// What one event sets on its session row (None: leaves it).
+/// What one event (or, merged, several) sets on its session row (None:
+/// leaves it).
 #[derive(Default)]
 struct SessionUpdate<'a> {
     id: &'a str,
-    user: &'a str,
-    asset: &'a str,
-    account: &'a str,
-    /// user/asset/account of this event override the stored ones.
-    authoritative: bool,
+    /// user/asset/account, each with whether it overrides the stored
+    /// value (else it only fills an empty one); an empty value never
+    /// overrides.
+    user: (&'a str, bool),
+    asset: (&'a str, bool),
+    account: (&'a str, bool),
     login: Option<&'a str>,
     kind: Option<&'a str>,
     protocol: Option<&'a str>,
@@ -392,219 +396,325 @@ struct SessionUpdate<'a> {
     recording_truncated: bool,
 }
 
-/// Projects one newly stored event of `bastion_id` (see the module doc).
-/// An event that cannot be projected (malformed, or naming a session of
-/// another bastion) is logged and left in `events` only: the batch never
-/// fails for it.
-pub fn project(conn: &Connection, bastion_id: i64, event: &NewEvent) -> Result<()> {
-    let parsed = match AuditEvent::deserialize(&event.body) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            tracing::warn!(
-                bastion_id,
-                key = event.idempotency_key,
-                kind = event.kind,
-                error = %e,
-                "event stored but not projected: unexpected shape"
-            );
-            return Ok(());
+impl<'a> SessionUpdate<'a> {
+    /// A scope's names, overriding the stored ones when `authoritative`.
+    fn scoped(scope: &'a EventScope, authoritative: bool, seen_at: String) -> Self {
+        SessionUpdate {
+            id: &scope.session,
+            user: (&scope.user, authoritative),
+            asset: (&scope.asset, authoritative),
+            account: (&scope.account, authoritative),
+            login: scope.username.as_deref(),
+            seen_at,
+            ..Default::default()
         }
-    };
-    let at = parse_time(&event.at).unwrap_or_else(Utc::now);
-    let at_text = time_text(at);
-    let event_id = || -> Result<i64> {
-        Ok(conn
-            .prepare_cached("SELECT id FROM events WHERE bastion_id = ?1 AND idempotency_key = ?2")?
-            .query_row(params![bastion_id, event.idempotency_key], |row| row.get(0))?)
-    };
-    let update = |u: SessionUpdate<'_>| upsert_session(conn, bastion_id, &u);
-    match &parsed {
-        AuditEvent::SessionStart {
-            scope,
-            kind,
-            protocol,
-            client,
-            command,
-            recording,
-        } => {
-            update(SessionUpdate {
-                id: &scope.session,
-                user: &scope.user,
-                asset: &scope.asset,
-                account: &scope.account,
-                authoritative: true,
-                login: scope.username.as_deref(),
+    }
+
+    /// Folds `next` into `self`: upserting the result does what upserting
+    /// `self` and then `next` does (the upsert's rules, field by field).
+    fn then(&mut self, next: SessionUpdate<'a>) {
+        fn name<'a>(mine: &mut (&'a str, bool), next: (&'a str, bool)) {
+            if next.1 && !next.0.is_empty() {
+                *mine = next;
+            } else if mine.0.is_empty() {
+                *mine = (next.0, false);
+            }
+        }
+        fn later<T>(mine: &mut Option<T>, next: Option<T>) {
+            if next.is_some() {
+                *mine = next;
+            }
+        }
+        name(&mut self.user, next.user);
+        name(&mut self.asset, next.asset);
+        name(&mut self.account, next.account);
+        later(&mut self.login, next.login);
+        later(&mut self.kind, next.kind);
+        later(&mut self.protocol, next.protocol);
+        later(&mut self.client, next.client);
+        later(&mut self.command, next.command);
+        later(&mut self.started_at, next.started_at);
+        if next.seen_at < self.seen_at {
+            self.seen_at = next.seen_at;
+        }
+        later(&mut self.ended_at, next.ended_at);
+        self.denied |= next.denied;
+        later(&mut self.exit_status, next.exit_status);
+        later(&mut self.reason, next.reason);
+        later(&mut self.duration_ms, next.duration_ms);
+        later(&mut self.bytes_in, next.bytes_in);
+        later(&mut self.bytes_out, next.bytes_out);
+        later(&mut self.recording, next.recording);
+        self.recording_truncated |= next.recording_truncated;
+    }
+}
+
+/// A newly stored event, parsed once.
+struct Parsed<'e> {
+    /// Its row in `events`.
+    event_id: i64,
+    key: &'e str,
+    at: DateTime<Utc>,
+    at_text: String,
+    event: AuditEvent,
+}
+
+/// Stores a batch of events of `bastion_id`, each unless its idempotency
+/// key is already stored, and projects the new ones (see the module doc);
+/// returns how many were new. Runs in the caller's transaction: a retried
+/// batch stores and projects nothing twice.
+///
+/// The projection is batched: each new event is parsed once, the updates
+/// of one session are folded into one upsert, then its commands,
+/// transfers and logins are inserted. An event that cannot be projected
+/// (malformed, or naming a session of another bastion) is logged and left
+/// in `events` only: the batch never fails for it.
+pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> Result<usize> {
+    let received = time_text(Utc::now());
+    let mut new = Vec::new();
+    {
+        let mut insert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO events \
+             (bastion_id, idempotency_key, kind, at, body, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for event in events {
+            if insert.execute(params![
+                bastion_id,
+                event.idempotency_key,
+                event.kind,
+                event.at,
+                event.body.to_string(),
+                received
+            ])? == 1
+            {
+                new.push((conn.last_insert_rowid(), event));
+            }
+        }
+    }
+    let count = new.len();
+    let parsed: Vec<Parsed<'_>> = new
+        .into_iter()
+        .filter_map(
+            |(event_id, event)| match AuditEvent::deserialize(&event.body) {
+                Ok(parsed) => {
+                    let at = parse_time(&event.at).unwrap_or_else(Utc::now);
+                    Some(Parsed {
+                        event_id,
+                        key: &event.idempotency_key,
+                        at,
+                        at_text: time_text(at),
+                        event: parsed,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        bastion_id,
+                        key = event.idempotency_key,
+                        kind = event.kind,
+                        error = %e,
+                        "event stored but not projected: unexpected shape"
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    project(conn, bastion_id, &parsed)?;
+    Ok(count)
+}
+
+/// Projects newly stored events: every session's folded update first (in
+/// the order the sessions first appear), then the rows that hang off a
+/// session the update reached.
+fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<()> {
+    let mut sessions: Vec<SessionUpdate<'_>> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Events with a row of their own (commands, transfers, logins).
+    let mut rows: Vec<&Parsed<'_>> = Vec::new();
+    for p in events {
+        let update = match &p.event {
+            AuditEvent::SessionStart {
+                scope,
+                kind,
+                protocol,
+                client,
+                command,
+                recording,
+            } => SessionUpdate {
                 kind: kind.as_deref(),
                 protocol: protocol.as_deref(),
                 client: client.as_deref(),
                 command: command.as_deref(),
-                started_at: Some(at_text.clone()),
-                seen_at: at_text,
+                started_at: Some(p.at_text.clone()),
                 recording: recording.as_deref(),
-                ..Default::default()
-            })?;
-        }
-        AuditEvent::SessionEnd {
-            scope,
-            exit_status,
-            reason,
-            duration_ms,
-            bytes_in,
-            bytes_out,
-            recording,
-            recording_truncated,
-        } => {
-            let begun = at - chrono::Duration::milliseconds(*duration_ms as i64);
-            update(SessionUpdate {
-                id: &scope.session,
-                user: &scope.user,
-                asset: &scope.asset,
-                account: &scope.account,
-                authoritative: true,
-                login: scope.username.as_deref(),
-                seen_at: time_text(begun),
-                ended_at: Some(at_text),
-                exit_status: *exit_status,
-                reason: reason.as_deref(),
-                duration_ms: Some(*duration_ms),
-                bytes_in: *bytes_in,
-                bytes_out: *bytes_out,
-                recording: recording.as_deref(),
-                recording_truncated: *recording_truncated,
-                ..Default::default()
-            })?;
-        }
-        AuditEvent::SessionDenied {
-            session: Some(session),
-            user,
-            reason,
-            client,
-            ..
-        } => {
-            update(SessionUpdate {
-                id: session,
+                ..SessionUpdate::scoped(scope, true, p.at_text.clone())
+            },
+            AuditEvent::SessionEnd {
+                scope,
+                exit_status,
+                reason,
+                duration_ms,
+                bytes_in,
+                bytes_out,
+                recording,
+                recording_truncated,
+            } => {
+                let begun = p.at - chrono::Duration::milliseconds(*duration_ms as i64);
+                SessionUpdate {
+                    ended_at: Some(p.at_text.clone()),
+                    exit_status: *exit_status,
+                    reason: reason.as_deref(),
+                    duration_ms: Some(*duration_ms),
+                    bytes_in: *bytes_in,
+                    bytes_out: *bytes_out,
+                    recording: recording.as_deref(),
+                    recording_truncated: *recording_truncated,
+                    ..SessionUpdate::scoped(scope, true, time_text(begun))
+                }
+            }
+            AuditEvent::SessionDenied {
+                session: Some(session),
                 user,
+                reason,
+                client,
+                ..
+            } => SessionUpdate {
+                id: session,
+                user: (user, false),
                 client: client.as_deref(),
-                seen_at: at_text.clone(),
-                ended_at: Some(at_text),
+                seen_at: p.at_text.clone(),
+                ended_at: Some(p.at_text.clone()),
                 denied: true,
                 reason: Some(reason),
                 ..Default::default()
-            })?;
-        }
-        AuditEvent::SessionDenied { session: None, .. } | AuditEvent::Other => {}
-        AuditEvent::Command {
-            scope,
-            command,
-            kind,
-            decision,
-            filter,
-            typed_by,
-        } => {
-            if !matches!(decision.as_str(), "allow" | "deny") {
-                tracing::warn!(
-                    bastion_id,
-                    key = event.idempotency_key,
-                    decision,
-                    "command event stored but not projected: decision is neither allow nor deny"
-                );
-                return Ok(());
+            },
+            AuditEvent::SessionDenied { session: None, .. } | AuditEvent::Other => continue,
+            AuditEvent::Command {
+                scope, decision, ..
+            } => {
+                if !matches!(decision.as_str(), "allow" | "deny") {
+                    tracing::warn!(
+                        bastion_id,
+                        key = p.key,
+                        decision,
+                        "command event stored but not projected: decision is neither allow nor deny"
+                    );
+                    continue;
+                }
+                rows.push(p);
+                SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            if !update(SessionUpdate {
-                id: &scope.session,
-                user: &scope.user,
-                asset: &scope.asset,
-                account: &scope.account,
-                login: scope.username.as_deref(),
-                seen_at: at_text.clone(),
-                ..Default::default()
-            })? {
-                return Ok(());
+            AuditEvent::Transfer { scope, .. } => {
+                rows.push(p);
+                SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            run(
-                conn,
-                "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
-                 account, input, kind, decision, filter, typed_by) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    event_id()?,
-                    scope.session,
-                    at_text,
-                    scope.user,
-                    scope.asset,
-                    scope.account,
-                    command,
-                    kind,
-                    decision,
-                    filter,
-                    typed_by
-                ],
-            )?;
-        }
-        AuditEvent::Transfer {
-            scope,
-            via,
-            operation,
-            path,
-            to,
-            size,
-            result,
-        } => {
-            if !update(SessionUpdate {
-                id: &scope.session,
-                user: &scope.user,
-                asset: &scope.asset,
-                account: &scope.account,
-                login: scope.username.as_deref(),
-                seen_at: at_text.clone(),
-                ..Default::default()
-            })? {
-                return Ok(());
+            AuditEvent::Login { .. } => {
+                rows.push(p);
+                continue;
             }
-            run(
-                conn,
-                "INSERT OR IGNORE INTO transfers (event_id, session_id, at, username, asset, \
-                 account, via, operation, path, to_path, size, result, ok) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    event_id()?,
-                    scope.session,
-                    at_text,
-                    scope.user,
-                    scope.asset,
-                    scope.account,
-                    via,
-                    operation,
-                    path,
-                    to,
-                    size.map(|s| s.min(i64::MAX as u64) as i64),
-                    result,
-                    result == "ok"
-                ],
-            )?;
+        };
+        match index.get(update.id) {
+            Some(&i) => sessions[i].then(update),
+            None => {
+                index.insert(update.id, sessions.len());
+                sessions.push(update);
+            }
         }
-        AuditEvent::Login {
-            user,
-            rhost,
-            service,
-            outcome,
-            reason,
-        } => {
-            run(
-                conn,
-                "INSERT OR IGNORE INTO logins (event_id, bastion_id, at, username, remote_addr, \
-                 service, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    event_id()?,
-                    bastion_id,
-                    at_text,
-                    user,
-                    rhost,
-                    service,
-                    outcome,
-                    reason.as_deref().filter(|r| !r.is_empty())
-                ],
-            )?;
+    }
+    let mut reached: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for update in &sessions {
+        if upsert_session(conn, bastion_id, update)? {
+            reached.insert(update.id);
+        }
+    }
+    for p in rows {
+        match &p.event {
+            AuditEvent::Command {
+                scope,
+                command,
+                kind,
+                decision,
+                filter,
+                typed_by,
+            } if reached.contains(scope.session.as_str()) => {
+                run(
+                    conn,
+                    "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
+                     account, input, kind, decision, filter, typed_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![
+                        p.event_id,
+                        scope.session,
+                        p.at_text,
+                        scope.user,
+                        scope.asset,
+                        scope.account,
+                        command,
+                        kind,
+                        decision,
+                        filter,
+                        typed_by
+                    ],
+                )?;
+            }
+            AuditEvent::Transfer {
+                scope,
+                via,
+                operation,
+                path,
+                to,
+                size,
+                result,
+            } if reached.contains(scope.session.as_str()) => {
+                run(
+                    conn,
+                    "INSERT OR IGNORE INTO transfers (event_id, session_id, at, username, asset, \
+                     account, via, operation, path, to_path, size, result, ok) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        p.event_id,
+                        scope.session,
+                        p.at_text,
+                        scope.user,
+                        scope.asset,
+                        scope.account,
+                        via,
+                        operation,
+                        path,
+                        to,
+                        size.map(|s| s.min(i64::MAX as u64) as i64),
+                        result,
+                        result == "ok"
+                    ],
+                )?;
+            }
+            AuditEvent::Login {
+                user,
+                rhost,
+                service,
+                outcome,
+                reason,
+            } => {
+                run(
+                    conn,
+                    "INSERT OR IGNORE INTO logins (event_id, bastion_id, at, username, \
+                     remote_addr, service, outcome, reason) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        p.event_id,
+                        bastion_id,
+                        p.at_text,
+                        user,
+                        rhost,
+                        service,
+                        outcome,
+                        reason.as_deref().filter(|r| !r.is_empty())
+                    ],
+                )?;
+            }
+            // A command or transfer of a session its update did not reach.
+            _ => {}
         }
     }
     Ok(())
@@ -635,9 +745,9 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
          ON CONFLICT (id) DO UPDATE SET \
          username = CASE WHEN (?22 OR sessions.username = '') AND excluded.username <> '' \
              THEN excluded.username ELSE sessions.username END, \
-         asset = CASE WHEN (?22 OR sessions.asset = '') AND excluded.asset <> '' \
+         asset = CASE WHEN (?23 OR sessions.asset = '') AND excluded.asset <> '' \
              THEN excluded.asset ELSE sessions.asset END, \
-         account = CASE WHEN (?22 OR sessions.account = '') AND excluded.account <> '' \
+         account = CASE WHEN (?24 OR sessions.account = '') AND excluded.account <> '' \
              THEN excluded.account ELSE sessions.account END, \
          login = COALESCE(excluded.login, sessions.login), \
          kind = COALESCE(excluded.kind, sessions.kind), \
@@ -661,9 +771,9 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
         params![
             u.id,
             bastion_id,
-            u.user,
-            u.asset,
-            u.account,
+            u.user.0,
+            u.asset.0,
+            u.account.0,
             u.login,
             u.kind,
             u.protocol,
@@ -680,14 +790,16 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
             clamp(u.bytes_out),
             u.recording,
             u.recording_truncated,
-            u.authoritative,
+            u.user.1,
+            u.asset.1,
+            u.account.1,
         ],
     )?;
     if changed == 0 {
         tracing::warn!(
             bastion_id,
             session = u.id,
-            "event names a session of another bastion: not projected"
+            "events name a session of another bastion: not projected"
         );
         return Ok(false);
     }
@@ -1041,6 +1153,79 @@ mod tests {
             denied,
             AuditEvent::SessionDenied { session: None, .. }
         ));
+    }
+
+    /// A session's events in one batch give the row they give one by one
+    /// (the batch folds them into one upsert), in any order.
+    #[test]
+    fn a_batch_projects_what_its_events_project_one_by_one() {
+        use crate::store::{SqliteStore, Storage};
+        let events: Vec<NewEvent> = [
+            json!({"event": "command", "session": "s1", "user": "", "asset": "web01",
+                   "account": "", "command": "ls", "kind": "interactive", "decision": "allow",
+                   "time": "2026-01-01T00:00:05.000Z"}),
+            json!({"event": "session_denied", "session": "s2", "user": "bob",
+                   "reason": "no grant", "client": "10.0.0.9", "time": "2026-01-01T00:00:01.000Z"}),
+            json!({"event": "session_end", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "exit_status": 0, "duration_ms": 9000, "bytes_in": 5,
+                   "time": "2026-01-01T00:00:10.000Z"}),
+            json!({"event": "transfer", "session": "s1", "user": "mallory", "asset": "x",
+                   "account": "y", "via": "sftp", "operation": "upload", "path": "/tmp/f",
+                   "result": "ok", "time": "2026-01-01T00:00:06.000Z"}),
+            json!({"event": "session_start", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "username": "root", "kind": "shell", "protocol": "ssh",
+                   "time": "2026-01-01T00:00:02.000Z"}),
+            json!({"event": "command", "session": "s1", "user": "alice", "asset": "web01",
+                   "account": "root", "command": "id", "kind": "interactive", "decision": "deny",
+                   "time": "2026-01-01T00:00:07.000Z"}),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut body)| {
+            body["id"] = format!("e{i}").into();
+            NewEvent {
+                idempotency_key: format!("e{i}"),
+                kind: body["event"].as_str().unwrap().into(),
+                at: body["time"].as_str().unwrap().into(),
+                body,
+            }
+        })
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let project = |name: &str, batches: Vec<&[NewEvent]>| {
+            let store = SqliteStore::open(&dir.path().join(name)).unwrap();
+            let mut tx = store.write().unwrap();
+            let bastion = tx.put_bastion("b", &[7; 32], false).unwrap().unwrap();
+            for batch in batches {
+                tx.store_events(bastion, batch).unwrap();
+            }
+            tx.commit().unwrap();
+            let read = store.read().unwrap();
+            let rows = ["s1", "s2"].map(|id| format!("{:?}", read.session(id).unwrap()));
+            let commands = read
+                .commands(
+                    &CommandQuery {
+                        limit: 100,
+                        ..Default::default()
+                    },
+                    true,
+                )
+                .unwrap()
+                .items
+                .iter()
+                .map(|c| format!("{} {} {}", c.command, c.user, c.at))
+                .collect::<Vec<_>>();
+            (rows, commands)
+        };
+        let batched = project("batched.db", vec![&events[..]]);
+        let one_by_one = project("single.db", events.chunks(1).collect());
+        assert_eq!(batched, one_by_one);
+        assert!(
+            batched.0[0].contains("user: \"alice\"") && batched.0[0].contains("start_seen: true"),
+            "{:?}",
+            batched.0[0]
+        );
+        assert_eq!(batched.1.len(), 2);
     }
 
     #[test]

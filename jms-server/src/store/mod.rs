@@ -325,7 +325,8 @@ pub struct NewEvent {
     pub kind: String,
     /// When it happened (RFC 3339, the bastion's clock).
     pub at: String,
-    /// The whole event as the bastion spooled it.
+    /// The whole event as the bastion spooled it (parsed once, with the
+    /// upload: stored as JSON text, projected from this value).
     pub body: serde_json::Value,
 }
 
@@ -479,12 +480,10 @@ pub trait WriteTx: ReadTx {
         now: i64,
         forget_before: i64,
     ) -> Result<bool>;
-    /// Stores an event unless its idempotency key is already stored;
-    /// true when it was new.
-    fn insert_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<bool>;
-    /// Projects an event [`WriteTx::insert_event`] just stored as new into
-    /// sessions, commands, transfers and logins (see [`audit`]).
-    fn project_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<()>;
+    /// Stores a batch of events, each unless its idempotency key is
+    /// already stored, and projects the new ones into sessions, commands,
+    /// transfers and logins (see [`audit`]); returns how many were new.
+    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent]) -> Result<usize>;
     /// Inserts or replaces a recording's row.
     fn put_recording(&mut self, row: &RecordingRow) -> Result<()>;
     fn delete_recording(&mut self, session: &str) -> Result<()>;

@@ -79,6 +79,9 @@ fn connect(path: &Path) -> Result<Connection> {
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The write path's statements stay prepared (a policy apply and an
+    // event upload run a dozen or so, thousands of times).
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -459,7 +462,17 @@ impl Tx<'_> {
         params: impl rusqlite::Params,
         map: impl FnOnce(&Row) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
-        Ok(self.conn.query_row(sql, params, map).optional()?)
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params, map)
+            .optional()?)
+    }
+
+    /// Runs a write through the connection's statement cache (a policy
+    /// apply runs the same few statements for every entity).
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
     }
 
     fn all<T>(&self, sql: &str, map: impl FnMut(&Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
@@ -493,18 +506,17 @@ impl Tx<'_> {
         )? {
             return Ok(id);
         }
-        let next: u32 = self.conn.query_row(
-            "SELECT COALESCE(MAX(id) + 1, ?2) FROM unix_ids WHERE kind = ?1",
-            params![kind, DEFAULT_FIRST_ID],
-            |row| row.get(0),
-        )?;
+        let next: u32 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(id) + 1, ?2) FROM unix_ids WHERE kind = ?1")?
+            .query_row(params![kind, DEFAULT_FIRST_ID], |row| row.get(0))?;
         if next > DEFAULT_LAST_ID {
             return Err(StoreError::IdsExhausted {
                 kind,
                 name: name.to_string(),
             });
         }
-        self.conn.execute(
+        self.exec(
             "INSERT INTO unix_ids (kind, id, name, assigned_at) VALUES (?1, ?2, ?3, ?4)",
             params![kind, next, name, now()],
         )?;
@@ -997,7 +1009,7 @@ impl WriteTx for Tx<'_> {
         let at = now();
         let id = match self.id_of("users", "username", &user.username)? {
             Some(id) => {
-                self.conn.execute(
+                self.exec(
                     "UPDATE users SET name = ?2, email = ?3, is_active = ?4, date_expired = ?5, \
                      public_keys = ?6, login_acl = ?7, password_hash = ?8, totp_secret = ?9, \
                      updated_at = ?10 WHERE id = ?1",
@@ -1018,7 +1030,7 @@ impl WriteTx for Tx<'_> {
             }
             None => {
                 let uid = self.unix_id("uid", &user.username)?;
-                self.conn.execute(
+                self.exec(
                     "INSERT INTO users (username, uid, name, email, is_active, date_expired, \
                      public_keys, login_acl, password_hash, totp_secret, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
@@ -1039,10 +1051,9 @@ impl WriteTx for Tx<'_> {
                 self.conn.last_insert_rowid()
             }
         };
-        self.conn
-            .execute("DELETE FROM user_group_members WHERE user_id = ?1", [id])?;
+        self.exec("DELETE FROM user_group_members WHERE user_id = ?1", [id])?;
         for (position, group) in user.groups.iter().enumerate() {
-            let added = self.conn.execute(
+            let added = self.exec(
                 "INSERT INTO user_group_members (user_id, group_id, position) \
                  SELECT ?1, id, ?3 FROM user_groups WHERE name = ?2",
                 params![id, group, position as i64],
@@ -1058,21 +1069,20 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_user(&mut self, username: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM users WHERE username = ?1", [username])?;
+        self.exec("DELETE FROM users WHERE username = ?1", [username])?;
         Ok(())
     }
 
     fn put_group(&mut self, group: &UserGroup) -> Result<()> {
         let at = now();
         if self.id_of("user_groups", "name", &group.name)?.is_some() {
-            self.conn.execute(
+            self.exec(
                 "UPDATE user_groups SET comment = ?2, updated_at = ?3 WHERE name = ?1",
                 params![group.name, group.comment, at],
             )?;
         } else {
             let gid = self.unix_id("gid", &group.name)?;
-            self.conn.execute(
+            self.exec(
                 "INSERT INTO user_groups (name, gid, comment, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?4)",
                 params![group.name, gid, group.comment, at],
@@ -1082,13 +1092,12 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_group(&mut self, name: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM user_groups WHERE name = ?1", [name])?;
+        self.exec("DELETE FROM user_groups WHERE name = ?1", [name])?;
         Ok(())
     }
 
     fn put_node(&mut self, path: &str) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO nodes (path, created_at) VALUES (?1, ?2) ON CONFLICT (path) DO NOTHING",
             params![path, now()],
         )?;
@@ -1096,13 +1105,12 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_node(&mut self, path: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM nodes WHERE path = ?1", [path])?;
+        self.exec("DELETE FROM nodes WHERE path = ?1", [path])?;
         Ok(())
     }
 
     fn put_asset(&mut self, asset: &Asset) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO assets (name, address, protocols, nodes, is_active, host_keys, \
              created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
              ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
@@ -1123,14 +1131,13 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_asset(&mut self, name: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM assets WHERE name = ?1", [name])?;
+        self.exec("DELETE FROM assets WHERE name = ?1", [name])?;
         Ok(())
     }
 
     fn put_account(&mut self, asset: &str, account: &Account, secret: Option<&[u8]>) -> Result<()> {
         let asset_id = self.asset_id(asset)?;
-        self.conn.execute(
+        self.exec(
             "INSERT INTO accounts (asset_id, name, username, secret_type, secret, privileged, \
              created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
              ON CONFLICT (asset_id, name) DO UPDATE SET username = excluded.username, \
@@ -1150,7 +1157,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_account(&mut self, asset: &str, name: &str) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "DELETE FROM accounts WHERE name = ?2 \
              AND asset_id = (SELECT id FROM assets WHERE name = ?1)",
             [asset, name],
@@ -1159,7 +1166,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn put_grant(&mut self, grant: &Grant) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO grants (name, users, user_groups, assets, nodes, accounts, protocols, \
              actions, date_start, date_expired, is_active, comment, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) \
@@ -1190,13 +1197,12 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_grant(&mut self, name: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM grants WHERE name = ?1", [name])?;
+        self.exec("DELETE FROM grants WHERE name = ?1", [name])?;
         Ok(())
     }
 
     fn put_filter(&mut self, filter: &CommandFilter) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO command_filters (name, priority, action, rules, users, user_groups, \
              assets, nodes, accounts, is_active, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
@@ -1223,13 +1229,12 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_filter(&mut self, name: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM command_filters WHERE name = ?1", [name])?;
+        self.exec("DELETE FROM command_filters WHERE name = ?1", [name])?;
         Ok(())
     }
 
     fn bump_version(&mut self) -> Result<u64> {
-        self.conn.execute(
+        self.exec(
             "UPDATE policy_state SET version = version + 1 WHERE id = 1",
             [],
         )?;
@@ -1237,7 +1242,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn append_oplog(&mut self, entry: &NewOpLogEntry) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO oplog (at, actor, action, kind, name, fields, version) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -1258,13 +1263,13 @@ impl WriteTx for Tx<'_> {
         document: &serde_json::Value,
         mail_password: Option<&[u8]>,
     ) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO settings (key, value) VALUES ('system', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [to_json(document)],
         )?;
         match mail_password {
-            Some(sealed) => self.conn.execute(
+            Some(sealed) => self.exec(
                 "INSERT INTO settings (key, sealed) VALUES ('mail.password', ?1) \
                  ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed",
                 [sealed],
@@ -1277,7 +1282,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn insert_token(&mut self, name: &str, scope: Scope, sha256: &[u8]) -> Result<i64> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
              VALUES (?1, ?2, ?3, ?4)",
             params![name, sha256, scope.as_str(), now()],
@@ -1291,7 +1296,7 @@ impl WriteTx for Tx<'_> {
         expires_at: DateTime<Utc>,
         replaces: Option<&str>,
     ) -> Result<i64> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO enroll_tokens (token_sha256, created_at, expires_at, replaces) \
              VALUES (?1, ?2, ?3, ?4)",
             params![sha256, now(), time_text(expires_at), replaces],
@@ -1300,7 +1305,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn use_enroll_token(&mut self, id: i64, bastion_id: i64) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE enroll_tokens SET used_at = ?2, bastion_id = ?3 WHERE id = ?1",
             params![id, now(), bastion_id],
         )?;
@@ -1311,14 +1316,14 @@ impl WriteTx for Tx<'_> {
         let key = jms_core::bundle::hex(public_key);
         let at = now();
         let written = if replace {
-            self.conn.execute(
+            self.exec(
                 "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
                  ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, \
                  enrolled_at = excluded.enrolled_at, policy_version = NULL, revoked_at = NULL",
                 params![name, key, at],
             )?
         } else {
-            self.conn.execute(
+            self.exec(
                 "INSERT INTO bastions (name, public_key, enrolled_at, created_at) VALUES (?1, ?2, ?3, ?3) \
                  ON CONFLICT (name) DO NOTHING",
                 params![name, key, at],
@@ -1334,7 +1339,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE bastions SET last_seen_at = ?2, \
              policy_version = COALESCE(?3, policy_version) WHERE id = ?1",
             params![id, now(), policy_version],
@@ -1362,36 +1367,19 @@ impl WriteTx for Tx<'_> {
         now: i64,
         forget_before: i64,
     ) -> Result<bool> {
-        self.conn.execute(
+        self.exec(
             "DELETE FROM sync_nonces WHERE seen_at < ?1",
             [forget_before],
         )?;
-        let added = self.conn.execute(
+        let added = self.exec(
             "INSERT OR IGNORE INTO sync_nonces (bastion_id, nonce, seen_at) VALUES (?1, ?2, ?3)",
             params![bastion_id, nonce, now],
         )?;
         Ok(added == 1)
     }
 
-    fn insert_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<bool> {
-        let added = self.conn.execute(
-            "INSERT OR IGNORE INTO events \
-             (bastion_id, idempotency_key, kind, at, body, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                bastion_id,
-                event.idempotency_key,
-                event.kind,
-                event.at,
-                to_json(&event.body),
-                now()
-            ],
-        )?;
-        Ok(added == 1)
-    }
-
-    fn project_event(&mut self, bastion_id: i64, event: &NewEvent) -> Result<()> {
-        audit::project(&self.conn, bastion_id, event)
+    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent]) -> Result<usize> {
+        audit::store_events(&self.conn, bastion_id, events)
     }
 
     fn put_recording(&mut self, row: &RecordingRow) -> Result<()> {
@@ -1410,12 +1398,12 @@ impl WriteTx for Tx<'_> {
         expires_at: DateTime<Utc>,
     ) -> Result<i64> {
         let at = now();
-        self.conn.execute(
+        self.exec(
             "UPDATE password_tokens SET revoked_at = ?2 \
              WHERE user_id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
             params![user_id, at],
         )?;
-        self.conn.execute(
+        self.exec(
             "INSERT INTO password_tokens (user_id, token_sha256, purpose, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![user_id, sha256, purpose.as_str(), at, time_text(expires_at)],
@@ -1425,7 +1413,7 @@ impl WriteTx for Tx<'_> {
 
     fn use_password_token(&mut self, id: i64) -> Result<bool> {
         let at = now();
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE password_tokens SET used_at = ?2 WHERE id = ?1 \
              AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?2",
             params![id, at],
@@ -1434,7 +1422,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn revoke_password_token(&mut self, id: i64) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE password_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now()],
         )?;
@@ -1448,7 +1436,7 @@ impl WriteTx for Tx<'_> {
         totp_secret: &[u8],
         role: Scope,
     ) -> Result<i64> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO web_admins (username, password_hash, totp_secret, created_at, role) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![username, password_hash, totp_secret, now(), role.as_str()],
@@ -1464,7 +1452,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn record_web_login(&mut self, admin_id: i64, totp_step: i64) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE web_admins SET totp_last_step = ?2, last_login_at = ?3 WHERE id = ?1",
             params![admin_id, totp_step, now()],
         )?;
@@ -1479,7 +1467,7 @@ impl WriteTx for Tx<'_> {
         remote_addr: Option<&str>,
     ) -> Result<()> {
         let at = now();
-        self.conn.execute(
+        self.exec(
             "INSERT INTO web_sessions \
              (token_sha256, admin_id, created_at, expires_at, last_seen_at, remote_addr) \
              VALUES (?1, ?2, ?3, ?4, ?3, ?5)",
@@ -1489,7 +1477,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn touch_web_session(&mut self, sha256: &[u8]) -> Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE web_sessions SET last_seen_at = ?2 WHERE token_sha256 = ?1",
             params![sha256, now()],
         )?;
@@ -1503,7 +1491,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_expired_web_sessions(&mut self, now: DateTime<Utc>) -> Result<u64> {
-        let deleted = self.conn.execute(
+        let deleted = self.exec(
             "DELETE FROM web_sessions WHERE expires_at < ?1",
             [time_text(now)],
         )?;
