@@ -16,8 +16,17 @@
 //! upload, `ssh … cat FILE` download, scp upload in SFTP and legacy mode),
 //! keystroke round trip on a pty, login times (menu, target shell, plain
 //! shell), 100 concurrent sessions, agentd memory per session, and the menu
-//! with 10,000 granted assets. A table with PASS/MISS per target ends the
-//! output.
+//! with 10,000 granted assets; with 200 sessions open, the monitor's
+//! (jms-agentd's) memory and each session's worker beyond its target ssh
+//! client, and logins per second through pamtester while those 200 run
+//! flat out against an idle bastion. A table with PASS/MISS per target
+//! ends the output.
+//!
+//! `JMS_BENCH_BASELINE=DIR` (a directory holding another build's
+//! jms-agentd, jms-agent, libpam_jms.so and libnss_jms.so, e.g. main's
+//! single-process release binaries) starts one more bastion from them with
+//! the same policy: login times and the 200-session figures are then also
+//! measured against it in the same run.
 //!
 //! `cargo bench -p jms-e2e --bench sessions` (as root, after
 //! `cargo build --release --workspace`: the harness takes the jms binaries
@@ -48,6 +57,15 @@ const CONCURRENT_ROUNDS: usize = 3;
 const LOOP_COUNT: usize = 20;
 const IDLE_SESSIONS: usize = 50;
 const MENU_ASSETS: usize = 10_000;
+/// Sessions held open (idle, then flat out) for the monitor/worker memory
+/// and the login-rate figures.
+const MANY_SESSIONS: usize = 200;
+/// How long logins are counted, idle and under load.
+const LOGIN_WINDOW: Duration = Duration::from_secs(10);
+/// pamtester processes run side by side while counting.
+const LOGIN_PARALLEL: usize = 4;
+/// bob: the password user pamtester logs in as.
+const BOB_PASSWORD: &str = "bob-bench-password";
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -99,6 +117,12 @@ fn main() {
         eprintln!("sessions: {CONCURRENT} concurrent sessions × {CONCURRENT_ROUNDS} rounds…");
         concurrency(&scene, &mut report);
     }
+    if wanted("many") {
+        for (label, host, bastion) in scene.jms_bastions() {
+            eprintln!("sessions: {MANY_SESSIONS} sessions on {label}: memory, logins/s under load…");
+            many_sessions(&scene, label, host, bastion, &mut report);
+        }
+    }
 
     report.print(started.elapsed());
 }
@@ -111,6 +135,8 @@ struct Scene {
     plain: PlainSshd,
     bastion: Bastion,
     _big: Bastion,
+    /// JMS_BENCH_BASELINE's bastion (another build, same policy).
+    baseline: Option<Bastion>,
     _dir: tempfile::TempDir,
     /// The ssh client configuration naming every host (`-F`).
     config: PathBuf,
@@ -121,6 +147,7 @@ struct Scene {
 /// Hosts in the client configuration.
 const JMS: &str = "jms";
 const JMS_BIG: &str = "jms10k";
+const JMS_BASELINE: &str = "jms-baseline";
 const JUMP: &str = "jump";
 const TARGET: &str = "target";
 
@@ -153,6 +180,7 @@ fn policy(target: &Target, alice: &ClientKey) -> String {
     format!(
         "users:\n\
          \x20 - {{username: alice, name: Alice, public_keys: [\"{alice}\"]}}\n\
+         \x20 - {{username: bob, name: Bob, password_hash: \"{bob}\"}}\n\
          assets:\n\
          \x20 - name: web01\n\
          \x20   address: {address}\n\
@@ -163,6 +191,7 @@ fn policy(target: &Target, alice: &ClientKey) -> String {
          grants:\n\
          \x20 - {{name: alice-web01, users: [alice], assets: [web01], accounts: ['@ALL'], protocols: [all], actions: [all]}}\n",
         alice = alice.public,
+        bob = jms_e2e::secrets::django_hash(BOB_PASSWORD, "saltbob"),
         address = target.address(),
         port = target.port(),
         host_key = target.host_key(),
@@ -205,6 +234,17 @@ impl Scene {
         let builder = BastionBuilder::new();
         let alice_big = builder.client_key("alice");
         let big = builder.policy(&big_policy(&alice_big, MENU_ASSETS)).start();
+        // The same policy and alice's same key on the baseline build.
+        let baseline = std::env::var_os("JMS_BENCH_BASELINE").map(|dir| {
+            let dir = PathBuf::from(dir);
+            let builder = BastionBuilder::new().artifacts(jms_e2e::preflight::Artifacts {
+                agentd: dir.join("jms-agentd"),
+                agent: dir.join("jms-agent"),
+                pam_module: dir.join("libpam_jms.so"),
+                nss_module: dir.join("libnss_jms.so"),
+            });
+            builder.policy(&policy(&target, &alice)).start()
+        });
 
         // 100 concurrent logins: the bastion has the package's MaxStartups
         // (the harness writes it); the target, a plain host, gets the
@@ -243,6 +283,10 @@ impl Scene {
         let text = [
             host(JMS, "127.0.0.1", bastion.port(), "alice", &alice.private),
             host(JMS_BIG, "127.0.0.1", big.port(), "alice", &alice_big.private),
+            baseline
+                .as_ref()
+                .map(|b| host(JMS_BASELINE, "127.0.0.1", b.port(), "alice", &alice.private))
+                .unwrap_or_default(),
             host(JUMP, plain.address(), plain.port(), jms_e2e::plain::PLAIN_USER, plain.key()),
             host(TARGET, target.address(), target.port(), "keyuser", &keyuser_key),
             "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  \
@@ -258,10 +302,20 @@ impl Scene {
             plain,
             bastion,
             _big: big,
+            baseline,
             _dir: dir,
             config,
             file,
         }
+    }
+
+    /// (label, ssh host, bastion): this build's, then the baseline's.
+    fn jms_bastions(&self) -> Vec<(&'static str, &'static str, &Bastion)> {
+        let mut all = vec![("jms", JMS, &self.bastion)];
+        if let Some(b) = &self.baseline {
+            all.push(("baseline", JMS_BASELINE, b));
+        }
+        all
     }
 
     /// `PROGRAM -F config ARGS…` with a clean environment for ssh.
@@ -296,6 +350,18 @@ impl Scene {
                 cmd.args(command);
             }
         }
+        cmd
+    }
+
+    /// `ssh [-tt] HOST web01 [COMMAND]`: to the target through the jms
+    /// bastion named `host` in the client configuration.
+    fn ssh_via(&self, host: &str, tty: bool, command: Option<&str>) -> Command {
+        let mut cmd = self.client("ssh");
+        cmd.arg(if tty { "-tt" } else { "-T" }).arg(host);
+        cmd.arg(match command {
+            Some(c) => format!("web01 {c}"),
+            None => "web01".to_owned(),
+        });
         cmd
     }
 
@@ -642,15 +708,20 @@ enum Login {
     JmsShell,
     TwoHopShell,
     DirectShell,
+    /// The JMS_BENCH_BASELINE build's bastion.
+    BaselineMenu,
+    BaselineShell,
 }
 
-const LOGINS: [Login; 6] = [
+const LOGINS: [Login; 8] = [
     Login::PlainShell,
     Login::Menu,
     Login::MenuBig,
     Login::JmsShell,
     Login::TwoHopShell,
     Login::DirectShell,
+    Login::BaselineMenu,
+    Login::BaselineShell,
 ];
 
 impl Login {
@@ -662,27 +733,39 @@ impl Login {
             Login::JmsShell => "jms → target shell prompt".into(),
             Login::TwoHopShell => "two-hop -J → target shell prompt".into(),
             Login::DirectShell => "direct → target shell prompt".into(),
+            Login::BaselineMenu => "baseline build → menu painted (1 asset)".into(),
+            Login::BaselineShell => "baseline build → target shell prompt".into(),
         }
     }
 }
 
 fn logins(scene: &Scene, report: &mut Report) {
+    let baseline = scene.baseline.is_some();
     let mut samples: Vec<Vec<Duration>> = LOGINS.iter().map(|_| Vec::new()).collect();
     for _round in 0..LOGIN_ROUNDS {
         for (k, kind) in LOGINS.iter().enumerate() {
+            if !baseline && matches!(kind, Login::BaselineMenu | Login::BaselineShell) {
+                continue;
+            }
             let (cmd, menu) = match kind {
                 Login::PlainShell => {
                     let mut cmd = scene.client("ssh");
                     cmd.args(["-tt", JUMP]);
                     (cmd, false)
                 }
-                Login::Menu | Login::MenuBig => {
+                Login::Menu | Login::MenuBig | Login::BaselineMenu => {
                     let mut cmd = scene.client("ssh");
                     cmd.arg("-tt").arg(match kind {
                         Login::Menu => JMS,
+                        Login::BaselineMenu => JMS_BASELINE,
                         _ => JMS_BIG,
                     });
                     (cmd, true)
+                }
+                Login::BaselineShell => {
+                    let mut cmd = scene.client("ssh");
+                    cmd.args(["-tt", JMS_BASELINE, "web01"]);
+                    (cmd, false)
                 }
                 Login::JmsShell => (scene.ssh(Path3::Jms, true, None), false),
                 Login::TwoHopShell => (scene.ssh(Path3::TwoHop, true, None), false),
@@ -708,6 +791,9 @@ fn logins(scene: &Scene, report: &mut Report) {
     let stats: Vec<(f64, f64, f64)> = samples
         .iter_mut()
         .map(|s| {
+            if s.is_empty() {
+                return (f64::NAN, f64::NAN, f64::NAN);
+            }
             s.sort_unstable();
             (
                 ms(percentile(s, 0.0)),
@@ -721,6 +807,9 @@ fn logins(scene: &Scene, report: &mut Report) {
         "", "min", "median", "p90"
     );
     for (k, (min, p50, p90)) in stats.iter().enumerate() {
+        if min.is_nan() {
+            continue;
+        }
         let _ = writeln!(
             text,
             "{:<40} {min:>8.1} {p50:>8.1} {p90:>8.1}",
@@ -728,8 +817,8 @@ fn logins(scene: &Scene, report: &mut Report) {
         );
     }
     report.section(text);
-    let [plain, menu, menu_big, jms_shell, two_hop, direct] =
-        [0, 1, 2, 3, 4, 5].map(|i| stats[i].1);
+    let [plain, menu, menu_big, jms_shell, two_hop, direct, base_menu, base_shell] =
+        [0, 1, 2, 3, 4, 5, 6, 7].map(|i| stats[i].1);
     report.verdict(
         "login-to-menu ≤ plain sshd login + 20 ms",
         format!("{menu:.1} ms"),
@@ -745,6 +834,25 @@ fn logins(scene: &Scene, report: &mut Report) {
         &format!("≤ 1.2× (is {ratio:.2}×)"),
         ratio <= 1.2,
     );
+    if baseline {
+        // The same logins against the other build, interleaved in the same
+        // rounds: what this build's process structure adds (the session
+        // worker's start, when this is the split and the baseline main).
+        report.verdict(
+            "login-to-menu: extra process start ≤ 5 ms",
+            format!("{menu:.1} ms"),
+            format!("{base_menu:.1} ms (baseline build)"),
+            &format!("≤ +5 ms (is {:+.1} ms)", menu - base_menu),
+            menu <= base_menu + 5.0,
+        );
+        report.verdict(
+            "login-to-target: extra process start ≤ 5 ms",
+            format!("{jms_shell:.1} ms"),
+            format!("{base_shell:.1} ms (baseline build)"),
+            &format!("≤ +5 ms (is {:+.1} ms)", jms_shell - base_shell),
+            jms_shell <= base_shell + 5.0,
+        );
+    }
     let paint = menu_big - menu;
     report.verdict(
         &format!("menu with {MENU_ASSETS} assets paints ≤ 100 ms"),
@@ -870,6 +978,243 @@ fn children_pss_kib(pid: i32) -> (u64, usize) {
 
 fn thread_count(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+// ----------------------------------------------------- 200 sessions open
+
+/// One process below jms-agentd.
+struct Proc {
+    comm: String,
+    rss_kib: u64,
+    pss_kib: u64,
+}
+
+/// Every process below `root` (children, grandchildren…), from /proc.
+fn descendants(root: i32) -> Vec<Proc> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+    }
+    let below = |mut pid: i32| {
+        for _ in 0..64 {
+            match parent.get(&pid) {
+                Some(&p) if p == root => return true,
+                Some(&p) if p > 1 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let kib = |text: &str, field: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    parent
+        .keys()
+        .filter(|pid| below(**pid))
+        .map(|pid| {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            Proc {
+                comm: fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                rss_kib: kib(&status, "VmRSS:"),
+                pss_kib: kib(&rollup, "Pss:"),
+            }
+        })
+        .collect()
+}
+
+/// pamtester logins (bob, password; authenticate + acct_mgmt) completed
+/// per second for LOGIN_WINDOW, LOGIN_PARALLEL at a time; (rate, failures).
+fn login_rate(bastion: &Bastion) -> (f64, usize) {
+    let started = Instant::now();
+    let deadline = started + LOGIN_WINDOW;
+    let (ok, failed) = thread::scope(|s| {
+        let workers: Vec<_> = (0..LOGIN_PARALLEL)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ok, mut failed) = (0usize, 0usize);
+                    while Instant::now() < deadline {
+                        if bastion
+                            .pamtester(&jms_e2e::Pam::login("bob", BOB_PASSWORD))
+                            .success()
+                        {
+                            ok += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or((0, 1)))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    (ok as f64 / started.elapsed().as_secs_f64(), failed)
+}
+
+/// Bytes a process wrote so far (wchar).
+fn written(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// With MANY_SESSIONS open on `bastion`: jms-agentd's own memory, the
+/// memory of every process it started beyond the target ssh clients (the
+/// session workers, when sessions run in workers), and logins per second
+/// through pamtester while those sessions stream flat out, against the
+/// same bastion idle.
+fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, report: &mut Report) {
+    let agentd = bastion.agentd_pid().expect("agentd runs");
+    let quiet = |what: &str| {
+        // Sessions of the previous step gone (their processes reaped).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !descendants(agentd).is_empty() {
+            assert!(Instant::now() < deadline, "{label}: sessions still running {what}");
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    quiet("before the run");
+    let (idle_rate, idle_failed) = login_rate(bastion);
+    assert_eq!(idle_failed, 0, "{label}: pamtester logins failed on an idle bastion\n{}", scene.logs());
+    let before = rss_kib(bastion, agentd);
+
+    // 1. MANY_SESSIONS idle interactive sessions: memory.
+    let mut ttys: Vec<Tty> = Vec::new();
+    while ttys.len() < MANY_SESSIONS {
+        let batch: Vec<Tty> = (0..10.min(MANY_SESSIONS - ttys.len()))
+            .map(|_| Tty::spawn(scene.ssh_via(host, true, None)))
+            .collect();
+        for mut tty in batch {
+            tty.wait_for(b"$ ", Duration::from_secs(120))
+                .unwrap_or_else(|e| panic!("{label}: idle session: {e}\n{}", scene.logs()));
+            ttys.push(tty);
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    let open = rss_kib(bastion, agentd);
+    let procs = descendants(agentd);
+    for tty in &mut ttys {
+        tty.send(b"exit\r");
+    }
+    for tty in &mut ttys {
+        tty.wait_exit(Duration::from_secs(20));
+    }
+    drop(ttys);
+    let (ssh, rest): (Vec<&Proc>, Vec<&Proc>) = procs.iter().partition(|p| p.comm == "ssh");
+    let sum = |v: &[&Proc], f: fn(&Proc) -> u64| v.iter().map(|p| f(p)).sum::<u64>() as f64 / 1024.0;
+    let n = MANY_SESSIONS as f64;
+    let monitor_per = (open.0 as f64 - before.0 as f64) / 1024.0 / n;
+    let worker_pss = sum(&rest, |p| p.pss_kib) / n;
+    let worker_rss = sum(&rest, |p| p.rss_kib) / n;
+    let ssh_pss = sum(&ssh, |p| p.pss_kib) / n;
+    let mut kinds: Vec<String> = rest.iter().map(|p| p.comm.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+
+    // 2. The same number streaming flat out (`cat /dev/zero` on the
+    // target, the client writing it to /dev/null): logins per second.
+    quiet("after the idle sessions");
+    let mut streams: Vec<Child> = Vec::new();
+    for _ in 0..MANY_SESSIONS / 20 {
+        for _ in 0..20 {
+            let mut cmd = scene.ssh_via(host, false, Some("cat /dev/zero"));
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            streams.push(cmd.spawn().expect("start a streaming session"));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let flowing = streams.iter().filter(|c| written(c.id()) > 1 << 20).count();
+        if flowing == streams.len() {
+            break;
+        }
+        let dead = streams
+            .iter_mut()
+            .map(|c| !matches!(c.try_wait(), Ok(None)))
+            .filter(|ended| *ended)
+            .count();
+        assert!(
+            dead == 0 && Instant::now() < deadline,
+            "{label}: {flowing} of {MANY_SESSIONS} sessions streaming, {dead} ended\n{}",
+            scene.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let bytes_before: u64 = streams.iter().map(|c| written(c.id())).sum();
+    let window = Instant::now();
+    let (loaded_rate, loaded_failed) = login_rate(bastion);
+    let streamed = streams.iter().map(|c| written(c.id())).sum::<u64>() - bytes_before;
+    let stream_rate = streamed as f64 / 1048576.0 / window.elapsed().as_secs_f64();
+    let still = streams
+        .iter_mut()
+        .map(|c| matches!(c.try_wait(), Ok(None)))
+        .filter(|running| *running)
+        .count();
+    for child in &mut streams {
+        let _ = child.kill();
+    }
+    for child in &mut streams {
+        let _ = child.wait();
+    }
+    quiet("after the streaming sessions");
+
+    let ratio = loaded_rate / idle_rate;
+    report.section(format!(
+        "\n== {label}: {MANY_SESSIONS} sessions ==\n\
+         jms-agentd (the monitor) VmRSS: {:.1} MB idle, {:.1} MB with {MANY_SESSIONS} open → {monitor_per:.3} MB per session\n\
+         processes it started, beyond the target ssh clients ({}): {} → Pss {worker_pss:.2} MB, RSS {worker_rss:.2} MB per session\n\
+         the target ssh clients: {} → Pss {ssh_pss:.2} MB per session\n\
+         pamtester logins/s ({LOGIN_PARALLEL} at a time, {} s): idle {idle_rate:.1}; with {MANY_SESSIONS} sessions flat out {loaded_rate:.1} \
+         ({loaded_failed} failed; the sessions moved {stream_rate:.0} MiB/s together, {still} still running at the end) → {:.1}%\n",
+        before.0 as f64 / 1024.0,
+        open.0 as f64 / 1024.0,
+        if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+        rest.len(),
+        ssh.len(),
+        LOGIN_WINDOW.as_secs(),
+        ratio * 100.0,
+    ));
+    report.verdict(
+        &format!("{label}: worker per session beyond its ssh ≤ 3 MB"),
+        format!("Pss {worker_pss:.2} MB (RSS {worker_rss:.2})"),
+        format!("ssh child Pss {ssh_pss:.2} MB; monitor +{monitor_per:.3} MB"),
+        "≤ 3 MB",
+        worker_pss <= 3.0,
+    );
+    report.verdict(
+        &format!("{label}: logins/s with {MANY_SESSIONS} flat out ≥ 90% of idle"),
+        format!("{loaded_rate:.1}/s ({loaded_failed} failed)"),
+        format!("{idle_rate:.1}/s idle"),
+        &format!("≥ 90% (is {:.1}%)", ratio * 100.0),
+        ratio >= 0.90 && loaded_failed == 0,
+    );
 }
 
 // ------------------------------------------------------------- concurrency

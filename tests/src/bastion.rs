@@ -103,6 +103,13 @@ impl BastionBuilder {
         self.dir.path()
     }
 
+    /// Runs these jms binaries instead of this build's (the session
+    /// benchmark's baseline bastion).
+    pub fn artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
     /// The jms policy (YAML) agentd loads.
     pub fn policy(mut self, yaml: &str) -> Self {
         self.policy = yaml.to_owned();
