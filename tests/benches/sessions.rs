@@ -25,8 +25,9 @@
 //! `JMS_BENCH_BASELINE=DIR` (a directory holding another build's
 //! jms-agentd, jms-agent, libpam_jms.so and libnss_jms.so, e.g. main's
 //! single-process release binaries) starts one more bastion from them with
-//! the same policy: login times and the 200-session figures are then also
-//! measured against it in the same run.
+//! the same policy: throughput, keystrokes, login times and the
+//! 200-session figures are then also measured against it in the same run
+//! (interleaved with the other paths).
 //!
 //! `cargo bench -p jms-e2e --bench sessions` (as root, after
 //! `cargo build --release --workspace`: the harness takes the jms binaries
@@ -157,9 +158,9 @@ enum Path3 {
     Jms,
     TwoHop,
     Direct,
+    /// Through the JMS_BENCH_BASELINE build's bastion.
+    Baseline,
 }
-
-const PATHS: [Path3; 3] = [Path3::Jms, Path3::TwoHop, Path3::Direct];
 
 impl Path3 {
     fn name(self) -> &'static str {
@@ -167,6 +168,7 @@ impl Path3 {
             Path3::Jms => "jms",
             Path3::TwoHop => "two-hop -J",
             Path3::Direct => "direct",
+            Path3::Baseline => "baseline",
         }
     }
 }
@@ -315,6 +317,16 @@ impl Scene {
         }
     }
 
+    /// jms, two-hop, direct, and the baseline build's bastion when there is
+    /// one (in this order: figures are indexed by it).
+    fn paths(&self) -> Vec<Path3> {
+        let mut all = vec![Path3::Jms, Path3::TwoHop, Path3::Direct];
+        if self.baseline.is_some() {
+            all.push(Path3::Baseline);
+        }
+        all
+    }
+
     /// (label, ssh host, bastion): this build's, then the baseline's.
     fn jms_bastions(&self) -> Vec<(&'static str, &'static str, &Bastion)> {
         let mut all = vec![("jms", JMS, &self.bastion)];
@@ -341,8 +353,8 @@ impl Scene {
         let mut cmd = self.client("ssh");
         cmd.arg(if tty { "-tt" } else { "-T" });
         match path {
-            Path3::Jms => {
-                cmd.arg(JMS);
+            Path3::Jms | Path3::Baseline => {
+                cmd.arg(if path == Path3::Jms { JMS } else { JMS_BASELINE });
                 cmd.arg(match command {
                     Some(c) => format!("web01 {c}"),
                     None => "web01".to_owned(),
@@ -384,6 +396,7 @@ impl Scene {
         cmd.arg(file);
         cmd.arg(match path {
             Path3::Jms => format!("{JMS}:web01:/dev/null"),
+            Path3::Baseline => format!("{JMS_BASELINE}:web01:/dev/null"),
             _ => format!("{TARGET}:/dev/null"),
         });
         cmd
@@ -392,7 +405,7 @@ impl Scene {
     /// One exec along every path, so host keys, caches and the page cache
     /// are warm before anything is timed.
     fn warm_up(&self) {
-        for path in PATHS {
+        for path in self.paths() {
             let out = output(&mut self.ssh(path, false, Some("echo warm")), None);
             assert!(
                 out.as_ref().is_ok_and(|(s, _)| s.trim() == "warm"),
@@ -551,13 +564,14 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
             Some(0),
         ),
     ];
-    let mut times: Vec<[Vec<f64>; 3]> = cases.iter().map(|_| Default::default()).collect();
+    let paths = scene.paths();
+    let mut times: Vec<Vec<Vec<f64>>> = cases.iter().map(|_| vec![Vec::new(); paths.len()]).collect();
     // CPU seconds of agentd itself and of its (reaped) ssh clients per jms transfer.
     let agentd = scene.bastion.agentd_pid().expect("agentd runs");
     let mut cpu: Vec<Vec<(f64, f64)>> = cases.iter().map(|_| Vec::new()).collect();
     for _round in 0..THROUGHPUT_ROUNDS {
         for (c, (label, make, stdin, expect)) in cases.iter().enumerate() {
-            for (p, path) in PATHS.iter().enumerate() {
+            for (p, path) in paths.iter().enumerate() {
                 let mut cmd = make(*path);
                 let input = stdin.then(|| scene.file.clone());
                 let cpu_before = cpu_seconds(agentd);
@@ -570,6 +584,10 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
                     let after = cpu_seconds(agentd);
                     cpu[c].push((after.0 - cpu_before.0, after.1 - cpu_before.1));
                     clear_recordings(&scene.bastion);
+                }
+                if let (Path3::Baseline, Some(b)) = (path, &scene.baseline) {
+                    thread::sleep(Duration::from_millis(100));
+                    clear_recordings(b);
                 }
                 let ok = match (&out, expect) {
                     (Ok((n, text)), Some(e)) => *n == *e || (*e == 0 && text.is_empty()),
@@ -587,8 +605,8 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         }
     }
     let mut text = format!(
-        "\n== throughput: {mib} MiB, median of {THROUGHPUT_ROUNDS} (MiB/s) ==\n{:<28} {:>9} {:>11} {:>9} {:>14}\n",
-        "", "jms", "two-hop -J", "direct", "jms/two-hop"
+        "\n== throughput: {mib} MiB, median of {THROUGHPUT_ROUNDS} (MiB/s) ==\n{:<28} {:>9} {:>11} {:>9} {:>14} {:>9} {:>13}\n",
+        "", "jms", "two-hop -J", "direct", "jms/two-hop", "baseline", "jms/baseline"
     );
     for (c, (label, ..)) in cases.iter().enumerate() {
         let [j, t, d] = [
@@ -596,6 +614,7 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
             median(&times[c][1]),
             median(&times[c][2]),
         ];
+        let b = times[c].get(3).map(|v| median(v));
         let ratio = j / t;
         let (own, ssh) = cpu[c]
             .iter()
@@ -603,11 +622,22 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         let n = cpu[c].len().max(1) as f64;
         let _ = writeln!(
             text,
-            "{label:<28} {j:>9.1} {t:>11.1} {d:>9.1} {:>13.1}%   agentd CPU {:.2} s, its ssh {:.2} s",
+            "{label:<28} {j:>9.1} {t:>11.1} {d:>9.1} {:>13.1}% {:>9} {:>13}   agentd CPU {:.2} s, its children (workers, ssh) {:.2} s",
             ratio * 100.0,
+            b.map_or("-".to_owned(), |b| format!("{b:.1}")),
+            b.map_or("-".to_owned(), |b| format!("{:.1}%", j / b * 100.0)),
             own / n,
             ssh / n
         );
+        if let Some(b) = b {
+            report.verdict(
+                &format!("{label} ≥ 95% of the baseline build"),
+                format!("{j:.1} MiB/s"),
+                format!("{b:.1} MiB/s (baseline build)"),
+                &format!("≥ 95% (is {:.1}%)", j / b * 100.0),
+                j / b >= 0.95,
+            );
+        }
         report.verdict(
             &format!("{label} ≥ 90% of two-hop"),
             format!("{j:.1} MiB/s"),
@@ -656,7 +686,8 @@ fn write_random(path: &Path, size: usize) {
 // -------------------------------------------------------------- keystrokes
 
 fn keystrokes(scene: &Scene, report: &mut Report) {
-    let mut ttys: Vec<Tty> = PATHS
+    let paths = scene.paths();
+    let mut ttys: Vec<Tty> = paths
         .iter()
         .map(|p| {
             let mut tty = Tty::spawn(scene.ssh(*p, true, None));
@@ -666,7 +697,7 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
             tty
         })
         .collect();
-    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     // When each jms sample was taken (to see whether slow ones are periodic).
     let mut at: Vec<Duration> = Vec::new();
     let begin = Instant::now();
@@ -682,7 +713,7 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
             tty.send(b"x");
             let seen = tty
                 .wait_for(b"x", Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("{} keystroke echo: {e}", PATHS[p].name()));
+                .unwrap_or_else(|e| panic!("{} keystroke echo: {e}", paths[p].name()));
             samples[p].push(seen - sent);
             if p == 0 {
                 at.push(sent - begin);
@@ -713,7 +744,7 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
         let _ = writeln!(
             text,
             "{:<12} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8}",
-            PATHS[p].name(),
+            paths[p].name(),
             ms(percentile(s, 0.50)),
             ms(percentile(s, 0.90)),
             ms(percentile(s, 0.99)),
@@ -744,6 +775,16 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
         &format!("≤ 1.2× (is {ratio:.2}×)"),
         ratio <= 1.2,
     );
+    if let Some(base) = stats.get(3) {
+        let ratio = stats[0].0 / base.0;
+        report.verdict(
+            "keystroke p50 ≤ 1.05× the baseline build",
+            format!("p50 {:.3} ms (p99 {:.3})", stats[0].0, stats[0].1),
+            format!("p50 {:.3} ms (p99 {:.3}; baseline build)", base.0, base.1),
+            &format!("≤ 1.05× (is {ratio:.2}×)"),
+            ratio <= 1.05,
+        );
+    }
 }
 
 // ------------------------------------------------------------------ logins
