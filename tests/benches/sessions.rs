@@ -120,7 +120,9 @@ fn main() {
     }
     if wanted("many") {
         for (label, host, bastion) in scene.jms_bastions() {
-            eprintln!("sessions: {MANY_SESSIONS} sessions on {label}: memory, logins/s under load…");
+            eprintln!(
+                "sessions: {MANY_SESSIONS} sessions on {label}: memory, logins/s under load…"
+            );
             many_sessions(&scene, label, host, bastion, &mut report);
         }
     }
@@ -354,7 +356,11 @@ impl Scene {
         cmd.arg(if tty { "-tt" } else { "-T" });
         match path {
             Path3::Jms | Path3::Baseline => {
-                cmd.arg(if path == Path3::Jms { JMS } else { JMS_BASELINE });
+                cmd.arg(if path == Path3::Jms {
+                    JMS
+                } else {
+                    JMS_BASELINE
+                });
                 cmd.arg(match command {
                     Some(c) => format!("web01 {c}"),
                     None => "web01".to_owned(),
@@ -565,7 +571,10 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         ),
     ];
     let paths = scene.paths();
-    let mut times: Vec<Vec<Vec<f64>>> = cases.iter().map(|_| vec![Vec::new(); paths.len()]).collect();
+    let mut times: Vec<Vec<Vec<f64>>> = cases
+        .iter()
+        .map(|_| vec![Vec::new(); paths.len()])
+        .collect();
     // CPU seconds of agentd itself and of its (reaped) ssh clients per jms transfer.
     let agentd = scene.bastion.agentd_pid().expect("agentd runs");
     let mut cpu: Vec<Vec<(f64, f64)>> = cases.iter().map(|_| Vec::new()).collect();
@@ -1083,7 +1092,11 @@ struct Proc {
 fn descendants(root: i32) -> Vec<Proc> {
     let mut parent = std::collections::HashMap::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -1117,7 +1130,8 @@ fn descendants(root: i32) -> Vec<Proc> {
         .filter(|pid| below(**pid))
         .map(|pid| {
             let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            let rollup =
+                fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
             Proc {
                 comm: fs::read_to_string(format!("/proc/{pid}/comm"))
                     .unwrap_or_default()
@@ -1193,13 +1207,21 @@ fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, repo
         // Sessions of the previous step gone (their processes reaped).
         let deadline = Instant::now() + Duration::from_secs(60);
         while !descendants(agentd).is_empty() {
-            assert!(Instant::now() < deadline, "{label}: sessions still running {what}");
+            assert!(
+                Instant::now() < deadline,
+                "{label}: sessions still running {what}"
+            );
             thread::sleep(Duration::from_millis(200));
         }
     };
     quiet("before the run");
     let (idle_rate, idle_failed) = login_rate(bastion);
-    assert_eq!(idle_failed, 0, "{label}: pamtester logins failed on an idle bastion\n{}", scene.logs());
+    assert_eq!(
+        idle_failed,
+        0,
+        "{label}: pamtester logins failed on an idle bastion\n{}",
+        scene.logs()
+    );
     let before = rss_kib(bastion, agentd);
 
     // 1. MANY_SESSIONS idle interactive sessions: memory.
@@ -1225,7 +1247,8 @@ fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, repo
     }
     drop(ttys);
     let (ssh, rest): (Vec<&Proc>, Vec<&Proc>) = procs.iter().partition(|p| p.comm == "ssh");
-    let sum = |v: &[&Proc], f: fn(&Proc) -> u64| v.iter().map(|p| f(p)).sum::<u64>() as f64 / 1024.0;
+    let sum =
+        |v: &[&Proc], f: fn(&Proc) -> u64| v.iter().map(|p| f(p)).sum::<u64>() as f64 / 1024.0;
     let n = MANY_SESSIONS as f64;
     let monitor_per = (open.0 as f64 - before.0 as f64) / 1024.0 / n;
     let worker_pss = sum(&rest, |p| p.pss_kib) / n;
