@@ -1007,7 +1007,7 @@ fn memory(scene: &Scene, report: &mut Report) {
         "\n== jms-agentd memory, {IDLE_SESSIONS} idle interactive sessions ==\n\
          agentd VmRSS: {:.1} MB with 0 sessions, {:.1} MB with {IDLE_SESSIONS} ({threads} threads) → {per:.3} MB per session\n\
          agentd VmHWM after: {:.1} MB\n\
-         its ssh clients to the target (not in agentd's RSS; Pss): {} processes, {:.1} MB → {per_children:.2} MB per session\n",
+         its direct children (not in its RSS; Pss): the session workers, or the target ssh clients of a single-process build: {} processes, {:.1} MB → {per_children:.2} MB per session\n",
         before.0 as f64 / 1024.0,
         after.0 as f64 / 1024.0,
         after.1 as f64 / 1024.0,
@@ -1023,7 +1023,7 @@ fn memory(scene: &Scene, report: &mut Report) {
         per <= 5.0,
     );
     report.note(format!(
-        "each jms session also runs one OpenSSH client to the target, {per_children:.2} MB Pss each (outside agentd's RSS)"
+        "each jms session also runs a process of agentd's own (its worker, or in a single-process build its target ssh), {per_children:.2} MB Pss each (outside agentd's RSS)"
     ));
 }
 
