@@ -1300,8 +1300,10 @@ fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, repo
         thread::sleep(Duration::from_millis(1000));
     }
     let mut restarted = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    // All of them, or after three minutes at least 95% (a login the
+    // saturated machine left hanging is reported, not waited for).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let flowing = loop {
         let mut flowing = 0;
         for child in &mut streams {
             if written(child.id()) > 64 << 10 {
@@ -1316,16 +1318,18 @@ fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, repo
                 *child = stream();
             }
         }
-        if flowing == MANY_SESSIONS {
-            break;
+        if flowing == MANY_SESSIONS
+            || (Instant::now() > deadline && flowing * 100 >= MANY_SESSIONS * 95)
+        {
+            break flowing;
         }
         assert!(
-            Instant::now() < deadline,
+            Instant::now() < deadline + Duration::from_secs(120),
             "{label}: {flowing} of {MANY_SESSIONS} sessions streaming after 300 s\n{}",
             scene.logs()
         );
         thread::sleep(Duration::from_millis(200));
-    }
+    };
     let bytes_before: u64 = streams.iter().map(|c| written(c.id())).sum();
     let window = Instant::now();
     let (loaded_rate, loaded_failed) = login_rate(bastion);
@@ -1349,7 +1353,7 @@ fn many_sessions(scene: &Scene, label: &str, host: &str, bastion: &Bastion, repo
     report.section(format!(
         "\n== {label}: logins with {MANY_SESSIONS} sessions streaming (all alice's: max_clients_per_uid 512; each records its first 4 MiB) ==\n\
          pamtester logins/s ({LOGIN_PARALLEL} at a time, {} s): idle {idle_rate:.1}; with {MANY_SESSIONS} sessions flat out {loaded_rate:.1} \
-         ({loaded_failed} failed; the sessions moved {stream_rate:.0} MiB/s together, {still} still running at the end; \
+         ({loaded_failed} failed; {flowing} sessions streaming, {stream_rate:.0} MiB/s together, {still} still running at the end; \
          {restarted} streaming logins failed under the load and were started again) → {:.1}%\n",
         LOGIN_WINDOW.as_secs(),
         ratio * 100.0,
