@@ -318,20 +318,25 @@ fn interactive_shell_reaches_the_target_and_is_recorded_and_logged() {
     assert_eq!(command.get("user").as_deref(), Some("alice"));
     assert_eq!(command.get("account").as_deref(), Some("deploy"));
     let state = s.state();
-    for (path, mode) in [
-        (state.join("recordings"), 0o700),
-        (recordings[0].clone(), 0o600),
-        (state.join("spool"), 0o700),
-        (state.join("spool/current.jsonl"), 0o600),
-        (state.join("known_hosts"), 0o700),
-        (state.join("known_hosts/tofu-web01"), 0o600),
+    // The session workers write recordings and host keys (as their own
+    // system user); the spool is the monitor's (root's); the state dir
+    // lets the workers' group through to their directories, nobody else.
+    let worker = jms_e2e::WORKER_ID;
+    for (path, mode, owner, group) in [
+        (state.clone(), 0o710, 0, worker),
+        (state.join("recordings"), 0o700, worker, worker),
+        (recordings[0].clone(), 0o600, worker, worker),
+        (state.join("spool"), 0o700, 0, 0),
+        (state.join("spool/current.jsonl"), 0o600, 0, 0),
+        (state.join("known_hosts"), 0o700, worker, worker),
+        (state.join("known_hosts/tofu-web01"), 0o600, worker, worker),
     ] {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(
-            (meta.mode() & 0o777, meta.uid()),
-            (mode, 0),
-            "{} must be root's and mode {mode:o}",
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (mode, owner, group),
+            "{}: mode {mode:o}, owner {owner}:{group}",
             path.display()
         );
     }
