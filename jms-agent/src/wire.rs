@@ -187,7 +187,10 @@ pub enum ToWorker {
     /// A line for the engineer (someone joined or left).
     Notice(String),
     /// A joiner's keys (who typed them).
-    Input { joiner: String, data: Vec<u8> },
+    Input {
+        joiner: String,
+        data: Vec<u8>,
+    },
     /// A watcher's pipe (its write end attached): the recent output, then
     /// the rest.
     Tap,

@@ -448,9 +448,10 @@ fn unsafe_permissions_are_refused_at_start() {
 #[test]
 fn a_missing_worker_user_stops_it_at_start_with_the_line_that_says_so() {
     let agentd = Agentd::new(&alice(), "");
-    let config = std::fs::read_to_string(agentd.config())
-        .unwrap()
-        .replace("worker_user = \"nobody\"", "worker_user = \"jms-no-such-user\"");
+    let config = std::fs::read_to_string(agentd.config()).unwrap().replace(
+        "worker_user = \"nobody\"",
+        "worker_user = \"jms-no-such-user\"",
+    );
     std::fs::write(agentd.config(), config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_jms-agentd"))
         .arg("--config")

@@ -154,10 +154,7 @@ impl LiveSession {
 
     /// The monitor's view of a session that `channel`'s worker runs:
     /// orders and watchers go to the worker.
-    pub fn remote(
-        mut self,
-        channel: Arc<crate::daemon::workers::WorkerChannel>,
-    ) -> LiveSession {
+    pub fn remote(mut self, channel: Arc<crate::daemon::workers::WorkerChannel>) -> LiveSession {
         self.remote = Some(channel);
         self
     }

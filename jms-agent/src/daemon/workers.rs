@@ -41,8 +41,8 @@ use crate::daemon::session::sftp::{FolderDecisions, PolicyFolders};
 use crate::daemon::session::spool::{self, EventBody, Scope};
 use crate::daemon::session::{audit, new_id, share};
 use crate::wire::{
-    Answer, Ask, FromWorker, Grant, Joined, Register, SessionSettings, Start, ToWorker,
-    WireLimits, WORKER_NAME,
+    Answer, Ask, FromWorker, Grant, Joined, Register, SessionSettings, Start, ToWorker, WireLimits,
+    WORKER_NAME,
 };
 
 /// How long a write to a worker may block.
@@ -217,7 +217,11 @@ pub fn serve(
     let mut worker = match spawn(daemon) {
         Ok(worker) => worker,
         Err(e) => {
-            tracing::error!(alarm = "worker_start_failed", error = format!("{e:#}"), "no session worker");
+            tracing::error!(
+                alarm = "worker_start_failed",
+                error = format!("{e:#}"),
+                "no session worker"
+            );
             return deny("no session worker could be started; tell an administrator");
         }
     };
@@ -246,6 +250,7 @@ pub fn serve(
         ended: false,
         joined: None,
         began: Instant::now(),
+        terminal: request.pty.is_some(),
     };
     let done = served.answer_until_done(&worker.channel_stream);
     let reason = worker.finish(done);
@@ -366,10 +371,7 @@ impl Worker {
                 Some(s) if s.signal().is_some() => {
                     format!("worker died: signal {}", s.signal().unwrap_or_default())
                 }
-                Some(s) => format!(
-                    "worker died: exit status {}",
-                    s.code().unwrap_or_default()
-                ),
+                Some(s) => format!("worker died: exit status {}", s.code().unwrap_or_default()),
                 None => "worker died".to_string(),
             }
         };
@@ -392,6 +394,8 @@ struct Served<'d> {
     /// The session this one joined, and whether it may type.
     joined: Option<(Arc<LiveSession>, bool)>,
     began: Instant,
+    /// The engineer has a terminal (`join` needs one).
+    terminal: bool,
 }
 
 impl<'d> Served<'d> {
@@ -450,8 +454,8 @@ impl<'d> Served<'d> {
                 let policy = self.policy();
                 let spec = TargetSpec { account, asset };
                 Answer::Grant(
-                    resolve::resolve(&policy, &self.user, &spec, protocol, action, Utc::now())
-                        .map(|mut resolved| {
+                    resolve::resolve(&policy, &self.user, &spec, protocol, action, Utc::now()).map(
+                        |mut resolved| {
                             let target = (
                                 resolved.asset.name.clone(),
                                 resolved.account.clone(),
@@ -478,11 +482,14 @@ impl<'d> Served<'d> {
                                 *credential = Default::default();
                             }
                             Grant { resolved, filters }
-                        }),
+                        },
+                    ),
                 )
             }
             Ask::Credential { asset, account } => match self.granted(&asset, &account) {
-                None => Answer::Refused(format!("{account}@{asset} was not granted to this session")),
+                None => {
+                    Answer::Refused(format!("{account}@{asset} was not granted to this session"))
+                }
                 Some(protocol) => {
                     let spec = TargetSpec {
                         account: Some(account),
@@ -745,6 +752,9 @@ impl<'d> Served<'d> {
             return Err(unknown);
         }
         registry.join_ok(&self.user);
+        if !self.terminal {
+            return Err("join needs a terminal: ssh -t BASTION join CODE".into());
+        }
         // Used now: nobody else joins with it.
         let Some(shared) = registry.take_code(&code) else {
             return Err(unknown);

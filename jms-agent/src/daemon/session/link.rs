@@ -106,13 +106,7 @@ fn read_orders(
     answers: Sender<(Answer, Vec<OwnedFd>)>,
     state: Arc<Mutex<Orders>>,
 ) {
-    let live = || {
-        state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .clone()
-    };
+    let live = || state.lock().unwrap_or_else(|e| e.into_inner()).live.clone();
     loop {
         let (order, mut fds) = match read_frame_with_fds_limited::<ToWorker>(
             &stream,
@@ -152,7 +146,9 @@ fn read_orders(
                 if let Some(live) = live() {
                     if !live.input(&joiner, &data) {
                         // The session's queue is full: these keys are dropped.
-                        live.notice(format!("{joiner}'s keys were dropped (the session is busy)"));
+                        live.notice(format!(
+                            "{joiner}'s keys were dropped (the session is busy)"
+                        ));
                     }
                 }
             }

@@ -44,8 +44,8 @@ use tracing::{info, info_span, warn};
 use crate::daemon::live::LiveSession;
 use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
-use link::Link;
 use connect::{Credential, Mode, Stdin};
+use link::Link;
 use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
 use resolve::{Login, Resolved, TargetSpec};
 use spool::{EventBody, Scope};
@@ -326,6 +326,8 @@ pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::
 /// and exits.
 pub fn worker_main() -> std::process::ExitCode {
     use std::process::ExitCode;
+    // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
+    let _ = nix::sys::prctl::set_name(c"jms-session");
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
         return ExitCode::FAILURE;
@@ -431,23 +433,21 @@ pub struct SpoolTransferLog<'a> {
 impl transfer::TransferLog for SpoolTransferLog<'_> {
     fn record(&self, event: transfer::TransferEvent) {
         info!(event = "transfer", asset = %event.asset, account = %event.account, via = event.via, operation = event.operation.as_str(), path = %event.path, size = event.size, result = %event.result);
-        self.link.event(
-            EventBody::Transfer {
-                scope: Scope {
-                    session: self.session.clone(),
-                    user: self.user.clone(),
-                    asset: event.asset,
-                    account: event.account,
-                    username: None,
-                },
-                via: event.via.to_string(),
-                operation: event.operation.as_str().to_string(),
-                path: event.path,
-                to: event.to,
-                size: Some(event.size),
-                result: event.result.to_string(),
+        self.link.event(EventBody::Transfer {
+            scope: Scope {
+                session: self.session.clone(),
+                user: self.user.clone(),
+                asset: event.asset,
+                account: event.account,
+                username: None,
             },
-        );
+            via: event.via.to_string(),
+            operation: event.operation.as_str().to_string(),
+            path: event.path,
+            to: event.to,
+            size: Some(event.size),
+            result: event.result.to_string(),
+        });
     }
 }
 
@@ -476,11 +476,13 @@ impl sftp::Upstream for SshUpstream<'_> {
         let resolved = ask_grant(self.link, &spec, Protocol::Sftp, Action::Connect)
             .map_err(refuse)?
             .resolved;
-        let target = vault_target(self.link, &resolved).map_err(refuse)?.ok_or_else(|| {
-            refuse(format!(
+        let target = vault_target(self.link, &resolved)
+            .map_err(refuse)?
+            .ok_or_else(|| {
+                refuse(format!(
                 "{account}@{asset}: this account needs typed credentials, which SFTP cannot carry"
             ))
-        })?;
+            })?;
         let n = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -199,9 +199,6 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
 /// her keys into it when the owner allowed (the monitor checks the code,
 /// gives the output pipe and forwards the keys).
 pub fn serve_join(session: &mut Session<'_>, typed: &str) {
-    if session.request.pty.is_none() && normalize_code(typed).is_some() {
-        return session.deny("join needs a terminal: ssh -t BASTION join CODE");
-    }
     let (joined, pipe) = match session.link.ask_with_fds(Ask::Join {
         code: typed.to_string(),
     }) {

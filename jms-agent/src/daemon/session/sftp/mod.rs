@@ -113,7 +113,13 @@ impl FolderDecisions for PolicyFolders<'_> {
         folders::resolve(&(self.policy)(), self.user, name, chrono::Utc::now())
     }
     fn check(&self, folder: &Folder, action: jms_core::model::Action) -> Result<(), String> {
-        folders::check(&(self.policy)(), self.user, folder, action, chrono::Utc::now())
+        folders::check(
+            &(self.policy)(),
+            self.user,
+            folder,
+            action,
+            chrono::Utc::now(),
+        )
     }
 }
 

@@ -268,16 +268,14 @@ impl<'s, 'e> Session<'s, 'e> {
     fn route(&self, path: &[u8]) -> Result<Routed, Refusal> {
         match paths::locate(path) {
             Location::Root => Ok(Routed::Root),
-            Location::Folder { spec, remote } => {
-                match self.ctx.folders.resolve(&spec) {
-                    Ok(folder) => Ok(Routed::Folder {
-                        folder,
-                        spec,
-                        remote,
-                    }),
-                    Err(e) => Err((FX_NO_SUCH_FILE, e.message())),
-                }
-            }
+            Location::Folder { spec, remote } => match self.ctx.folders.resolve(&spec) {
+                Ok(folder) => Ok(Routed::Folder {
+                    folder,
+                    spec,
+                    remote,
+                }),
+                Err(e) => Err((FX_NO_SUCH_FILE, e.message())),
+            },
         }
     }
 
@@ -301,20 +299,18 @@ impl<'s, 'e> Session<'s, 'e> {
         operation: TransferOp,
         path: &[u8],
     ) -> Result<(), Refusal> {
-        self.ctx.folders.check(folder, action).map_err(
-            |reason| {
-                let message = format!("permission denied by the bastion: {reason}");
-                self.shared.log.record(event(
-                    folder,
-                    operation,
-                    lossy(path),
-                    None,
-                    0,
-                    TransferResult::Denied(reason),
-                ));
-                (FX_PERMISSION_DENIED, message)
-            },
-        )
+        self.ctx.folders.check(folder, action).map_err(|reason| {
+            let message = format!("permission denied by the bastion: {reason}");
+            self.shared.log.record(event(
+                folder,
+                operation,
+                lossy(path),
+                None,
+                0,
+                TransferResult::Denied(reason),
+            ));
+            (FX_PERMISSION_DENIED, message)
+        })
     }
 
     // ---- upstream connections ----
@@ -488,7 +484,9 @@ impl<'s, 'e> Session<'s, 'e> {
         let date = chrono::DateTime::from_timestamp(i64::from(self.started), 0)
             .unwrap_or_default()
             .format("%b %e %H:%M");
-        self.ctx.folders.list()
+        self.ctx
+            .folders
+            .list()
             .into_iter()
             .map(|(name, _)| {
                 let long = format!("dr-xr-xr-x    2 jms      jms             0 {date} {name}");
