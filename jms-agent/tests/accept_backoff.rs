@@ -52,7 +52,7 @@ fn start_with_nofile(nofile: u32) -> Agentd {
     std::fs::write(
         path("agentd.toml"),
         format!(
-            "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\npolicy = {:?}\n",
+            "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\npolicy = {:?}\n\n[sessions]\nworker_user = \"nobody\"\n",
             path("agentd.sock"),
             path("state"),
             path("nss.db"),

@@ -46,7 +46,7 @@ impl Agentd {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let agentd = Agentd { dir, child: None };
         let config = format!(
-            "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\npolicy = {:?}\nauthorized_keys_user = \"nobody\"\n{lockout}\n",
+            "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\npolicy = {:?}\nauthorized_keys_user = \"nobody\"\n{lockout}\n\n[sessions]\nworker_user = \"nobody\"\n",
             agentd.socket(),
             agentd.dir.path().join("state"),
             agentd.dir.path().join("nss.db"),
@@ -443,4 +443,26 @@ fn unsafe_permissions_are_refused_at_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_missing_worker_user_stops_it_at_start_with_the_line_that_says_so() {
+    let agentd = Agentd::new(&alice(), "");
+    let config = std::fs::read_to_string(agentd.config()).unwrap().replace(
+        "worker_user = \"nobody\"",
+        "worker_user = \"jms-no-such-user\"",
+    );
+    std::fs::write(agentd.config(), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jms-agentd"))
+        .arg("--config")
+        .arg(agentd.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("worker_user = \"jms-no-such-user\" does not exist"),
+        "{stderr}"
+    );
+    assert!(!agentd.socket().exists(), "it never listened");
 }

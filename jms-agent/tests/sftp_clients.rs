@@ -59,7 +59,10 @@ fn sftp_helper() {
         let current = move || Arc::clone(&policy);
         let ctx = SftpContext {
             user: &user,
-            policy: &current,
+            folders: &sftp::PolicyFolders {
+                user: &user,
+                policy: &current,
+            },
             upstream: &assets,
             log: &log,
         };

@@ -74,9 +74,9 @@ pub fn write_frame_with_fds<T: Serialize>(
     message: &T,
     fds: &[BorrowedFd<'_>],
 ) -> Result<(), FrameError> {
-    if fds.len() > MAX_FDS {
+    if fds.len() > MAX_ANY_FDS {
         return Err(FrameError::Malformed(format!(
-            "{} file descriptors; at most {MAX_FDS}",
+            "{} file descriptors; at most {MAX_ANY_FDS}",
             fds.len()
         )));
     }
@@ -101,8 +101,23 @@ pub fn write_frame_with_fds<T: Serialize>(
 pub fn read_frame_with_fds<T: DeserializeOwned>(
     stream: &UnixStream,
 ) -> Result<(T, Vec<OwnedFd>), FrameError> {
+    read_frame_with_fds_limited(stream, MAX_FDS, MAX_FRAME)
+}
+
+/// Most descriptors [`read_frame_with_fds_limited`] accepts in one frame.
+pub const MAX_ANY_FDS: usize = 8;
+
+/// [`read_frame_with_fds`] with other limits: at most `max_fds` (up to
+/// [`MAX_ANY_FDS`]) descriptors and a payload of `max_frame` bytes (for a
+/// peer more trusted than a socket client: jms-agentd to its session
+/// workers).
+pub fn read_frame_with_fds_limited<T: DeserializeOwned>(
+    stream: &UnixStream,
+    max_fds: usize,
+    max_frame: usize,
+) -> Result<(T, Vec<OwnedFd>), FrameError> {
     let mut prefix = [0u8; 4];
-    let mut control = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut control = nix::cmsg_space!([RawFd; MAX_ANY_FDS]);
     let mut iov = [IoSliceMut::new(&mut prefix)];
     let (received, fds, truncated) = {
         let message = recvmsg::<()>(
@@ -129,9 +144,9 @@ pub fn read_frame_with_fds<T: DeserializeOwned>(
             message.flags.contains(MsgFlags::MSG_CTRUNC),
         )
     };
-    if truncated {
+    if truncated || fds.len() > max_fds.min(MAX_ANY_FDS) {
         return Err(FrameError::Malformed(format!(
-            "more than {MAX_FDS} file descriptors"
+            "more than {max_fds} file descriptors"
         )));
     }
     if received == 0 {
@@ -140,7 +155,7 @@ pub fn read_frame_with_fds<T: DeserializeOwned>(
     (&*stream).read_exact(&mut prefix[received..])?;
     let message = read_payload(
         u32::from_be_bytes(prefix) as usize,
-        MAX_FRAME,
+        max_frame,
         &mut &*stream,
     )?;
     Ok((message, fds))

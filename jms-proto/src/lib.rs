@@ -9,8 +9,9 @@ mod messages;
 
 pub use client::Client;
 pub use frame::{
-    read_frame, read_frame_with_fds, read_response, write_frame, write_frame_with_fds, FrameError,
-    MAX_FDS, MAX_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    read_frame, read_frame_with_fds, read_frame_with_fds_limited, read_response, write_frame,
+    write_frame_with_fds, FrameError, MAX_ANY_FDS, MAX_FDS, MAX_FRAME, MAX_RESPONSE_FRAME,
+    PROTOCOL_VERSION,
 };
 pub use messages::{
     AccountResult, AuthResult, ListedAccount, ListedAsset, PtyInfo, Request, Response,

@@ -8,7 +8,8 @@
 # DIR is the test's directory, prepared by the harness:
 #   etc/nsswitch.conf, etc/pam.d/sshd   bound over the host's files
 #   etc/passwd, etc/group, etc/shadow   bound over the host's files when present
-#                                        (private local accounts)
+#                                        (private local accounts, and with jms the
+#                                        session workers' user jms-session)
 #   lib/libnss_jms.so.2                 shown in LIBDIR through a read-only overlay
 #   varlib/jms/ (empty)                 shown in /var/lib through a read-only overlay,
 #   state/                              then bound on /var/lib/jms (agentd's private state)

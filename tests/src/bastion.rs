@@ -103,6 +103,13 @@ impl BastionBuilder {
         self.dir.path()
     }
 
+    /// Runs these jms binaries instead of this build's (the session
+    /// benchmark's baseline bastion).
+    pub fn artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
     /// The jms policy (YAML) agentd loads.
     pub fn policy(mut self, yaml: &str) -> Self {
         self.policy = yaml.to_owned();
@@ -196,8 +203,10 @@ impl BastionBuilder {
         );
         let pam_module = self.artifacts.as_ref().map(|a| a.pam_module.as_path());
         write(&dir.join("etc/pam.d/sshd"), &config::pam_sshd(pam_module));
-        if !self.local_users.is_empty() {
-            config::write_local_accounts(dir, &self.local_users);
+        if !self.local_users.is_empty() || self.jms() {
+            // With jms, the session workers' user exists in the
+            // namespace's private passwd and group (never the host's).
+            config::write_local_accounts(dir, &self.local_users, self.jms());
         }
         run::run(
             Command::new("ssh-keygen")

@@ -127,12 +127,32 @@ pub(crate) fn sshd_config(dir: &Path, port: u16, jms: bool) -> String {
     c
 }
 
+/// The system user session workers run as inside a test bastion (what the
+/// package creates as `jms-session`), and its uid and gid.
+pub const WORKER_USER: &str = "jms-session";
+pub const WORKER_ID: u32 = 40_090;
+
 /// Private /etc/passwd, /etc/group and /etc/shadow in `dir/etc`: the
-/// host's entries plus `users` (name, password), shell /bin/sh, home /.
-pub(crate) fn write_local_accounts(dir: &Path, users: &[(String, String)]) {
+/// host's entries plus `users` (name, password), shell /bin/sh, home /;
+/// with `worker`, the session workers' system user too (no shell, no home).
+pub(crate) fn write_local_accounts(dir: &Path, users: &[(String, String)], worker: bool) {
     let mut passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
     let mut group = fs::read_to_string("/etc/group").expect("read /etc/group");
     let mut shadow = fs::read_to_string("/etc/shadow").expect("read /etc/shadow");
+    if worker {
+        for text in [&mut passwd, &mut group, &mut shadow] {
+            if !text.ends_with('\n') && !text.is_empty() {
+                text.push('\n');
+            }
+        }
+        let id = WORKER_ID;
+        let _ = writeln!(
+            passwd,
+            "{WORKER_USER}:x:{id}:{id}:jms session workers:/nonexistent:/usr/sbin/nologin"
+        );
+        let _ = writeln!(group, "{WORKER_USER}:x:{id}:");
+        let _ = writeln!(shadow, "{WORKER_USER}:!:19000:0:99999:7:::");
+    }
     for (i, (name, password)) in users.iter().enumerate() {
         let id = 40_100 + i;
         let hash = sha512_crypt(password, &format!("jmse2e{i:02}"));

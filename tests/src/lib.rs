@@ -38,6 +38,6 @@ pub mod terminal;
 
 pub use bastion::{Bastion, BastionBuilder, ClientKey, Lockout, AGENT_IN_NS, JMS_USERS_GROUP};
 pub use clients::{Pam, PasswordMethod, PromptedLogin};
-pub use config::{packaged_max_startups, packaged_sshd_load_lines};
+pub use config::{packaged_max_startups, packaged_sshd_load_lines, WORKER_ID, WORKER_USER};
 pub use run::Outcome;
 pub use target::Target;

@@ -318,20 +318,25 @@ fn interactive_shell_reaches_the_target_and_is_recorded_and_logged() {
     assert_eq!(command.get("user").as_deref(), Some("alice"));
     assert_eq!(command.get("account").as_deref(), Some("deploy"));
     let state = s.state();
-    for (path, mode) in [
-        (state.join("recordings"), 0o700),
-        (recordings[0].clone(), 0o600),
-        (state.join("spool"), 0o700),
-        (state.join("spool/current.jsonl"), 0o600),
-        (state.join("known_hosts"), 0o700),
-        (state.join("known_hosts/tofu-web01"), 0o600),
+    // The session workers write recordings and host keys (as their own
+    // system user); the spool is the monitor's (root's); the state dir
+    // lets the workers' group through to their directories, nobody else.
+    let worker = jms_e2e::WORKER_ID;
+    for (path, mode, owner, group) in [
+        (state.clone(), 0o710, 0, worker),
+        (state.join("recordings"), 0o700, worker, worker),
+        (recordings[0].clone(), 0o600, worker, worker),
+        (state.join("spool"), 0o700, 0, 0),
+        (state.join("spool/current.jsonl"), 0o600, 0, 0),
+        (state.join("known_hosts"), 0o700, worker, worker),
+        (state.join("known_hosts/tofu-web01"), 0o600, worker, worker),
     ] {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(
-            (meta.mode() & 0o777, meta.uid()),
-            (mode, 0),
-            "{} must be root's and mode {mode:o}",
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (mode, owner, group),
+            "{}: mode {mode:o}, owner {owner}:{group}",
             path.display()
         );
     }
@@ -956,4 +961,221 @@ fn input_piped_into_a_shell_is_checked_line_by_line() {
     let out = piped("web01 cat", "plain data\n");
     out.assert_success("an exec that is no interpreter keeps its input");
     assert_eq!(out.stdout, "plain data\n");
+}
+
+/// The session workers (`jms-session`) agentd runs now, by pid.
+fn workers(s: &Scene) -> Vec<u32> {
+    let agentd = s.bastion.agentd_pid().expect("agentd runs") as u32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        if field("Name:") == "jms-session" && field("PPid:") == agentd.to_string() {
+            found.push(pid);
+        }
+    }
+    found.sort();
+    found
+}
+
+fn status_field(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Children of `pid` (their command names).
+fn children(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if status_field(child, "PPid:") == pid.to_string() {
+            names.push(status_field(child, "Name:"));
+        }
+    }
+    names
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A live session whose stdin stays open until it is dropped.
+struct Open(std::process::Child);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn open(mut cmd: Command) -> Open {
+    Open(
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ssh"),
+    )
+}
+
+#[test]
+fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_privileges() {
+    let s = scene();
+    assert!(workers(&s).is_empty(), "no session, no worker");
+    let shell = open(s.ssh(&s.alice, "alice", true, &["web01"]));
+    wait_until("the shell's worker", || workers(&s).len() == 1);
+    let exec = open(s.ssh(&s.alice, "alice", false, &["web01", "cat"]));
+    wait_until("the exec's worker", || workers(&s).len() == 2);
+    let mut sftp_cmd = s.bastion.ssh_command("sftp");
+    sftp_cmd
+        .args(CLIENT_OPTIONS)
+        .args(["-P", &s.bastion.port().to_string()])
+        .args(["-o", "BatchMode=yes", "-i"])
+        .arg(&s.alice.private)
+        .arg("alice@127.0.0.1");
+    let sftp = open(sftp_cmd);
+    wait_until("the sftp session's worker", || workers(&s).len() == 3);
+    // Each target connection runs under its worker (sftp opens one with the
+    // first folder it is asked for).
+    wait_until("ssh under the shell and exec workers", || {
+        workers(&s)
+            .iter()
+            .filter(|w| children(**w).iter().any(|c| c == "ssh"))
+            .count()
+            >= 2
+    });
+    let id = jms_e2e::WORKER_ID.to_string();
+    for pid in workers(&s) {
+        assert_eq!(
+            status_field(pid, "Uid:"),
+            format!("{id} {id} {id} {id}"),
+            "worker {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "Gid:"),
+            format!("{id} {id} {id} {id}"),
+            "worker {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "Groups:"),
+            "",
+            "worker {pid}: no supplementary groups"
+        );
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "worker {pid}");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let address = limits
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .unwrap()
+            .to_string();
+        assert!(address.contains("1073741824"), "worker {pid}: {address}");
+        for child in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(c) = child.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if status_field(c, "PPid:") == pid.to_string() {
+                assert_eq!(
+                    status_field(c, "Uid:"),
+                    format!("{id} {id} {id} {id}"),
+                    "ssh {c}"
+                );
+                assert_eq!(status_field(c, "NoNewPrivs:"), "1", "ssh {c}");
+            }
+        }
+    }
+    drop((shell, exec, sftp));
+    wait_until("the workers to exit with their sessions", || {
+        workers(&s).is_empty()
+    });
+}
+
+#[test]
+fn a_killed_worker_ends_its_session_only_with_the_reason_audited() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = scene();
+    let mut sessions: Vec<Open> = Vec::new();
+    for n in 0..21 {
+        sessions.push(open(s.ssh(&s.alice, "alice", false, &["web01", "cat"])));
+        wait_until("the session's worker", || workers(&s).len() == n + 1);
+    }
+    // Every session echoes through its own worker.
+    let mut readers: Vec<_> = sessions
+        .iter_mut()
+        .map(|o| BufReader::new(o.0.stdout.take().unwrap()))
+        .collect();
+    let echo = |i: usize,
+                sessions: &mut Vec<Open>,
+                readers: &mut Vec<BufReader<std::process::ChildStdout>>| {
+        let line = format!("ping-{i}\n");
+        sessions[i]
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+        let mut got = String::new();
+        readers[i].read_line(&mut got).unwrap();
+        assert_eq!(got, line, "session {i} echoes");
+    };
+    for i in 0..21 {
+        echo(i, &mut sessions, &mut readers);
+    }
+    // The newest worker is the last session's: kill it.
+    let victim = *workers(&s).iter().max().unwrap();
+    run::run(
+        Command::new("kill").args(["-9", &victim.to_string()]),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .assert_success("kill -9 the worker");
+    let mut killed = sessions.pop().unwrap();
+    let status = killed.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(killed.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the killed session fails");
+    assert!(
+        stderr.contains("worker died: signal 9"),
+        "the engineer reads why: {stderr:?}"
+    );
+    readers.pop();
+    // The 20 others go on, and new logins too.
+    for i in 0..20 {
+        echo(i, &mut sessions, &mut readers);
+    }
+    let out = s.exec(&s.alice, "alice", "web01 echo still-here");
+    out.assert_success("a new session after the crash");
+    assert!(out.stdout.contains("still-here"), "{out}");
+    wait_until("the reason in the audit", || {
+        s.events().iter().any(|e| {
+            e.get("event").as_deref() == Some("session_end")
+                && e.get("reason").as_deref() == Some("worker died: signal 9")
+        })
+    });
+    drop(sessions);
 }

@@ -20,7 +20,7 @@ use jms_agent::daemon::handlers::Daemon;
 use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
 use jms_agent::daemon::session::{self, connect, spool};
 use jms_agent::daemon::state::StateFile;
-use jms_agent::daemon::{publish, server, upload};
+use jms_agent::daemon::{publish, server, upload, workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info};
 
@@ -62,9 +62,27 @@ fn main() -> std::process::ExitCode {
     {
         return connect::askpass_main();
     }
+    // A session worker: started by the monitor, never by hand.
+    if std::path::Path::new(&argv0).file_name()
+        == Some(std::ffi::OsStr::new(jms_agent::wire::WORKER_NAME))
+    {
+        init_logging();
+        return session::worker_main();
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "askpass") {
         return connect::askpass_main_with(std::env::args().nth(2).unwrap_or_default());
     }
+    init_logging();
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -73,13 +91,6 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }
 
 fn run(args: Args) -> Result<()> {
@@ -97,6 +108,10 @@ fn run(args: Args) -> Result<()> {
         config.policy = Some(policy);
     }
     prepare_state_dir(&config)?;
+    // Sessions run in workers as this user (before anything else: a
+    // missing user stops the daemon with the line that says so).
+    let worker = workers::worker_user(&config)?;
+    workers::prepare_dirs(&config, worker)?;
     let (source, central): (Arc<dyn PolicySource>, Option<Arc<Central>>) =
         match (config.policy.clone(), config.central.clone()) {
             (Some(_), Some(_)) if !explicit_file => bail!(
@@ -144,6 +159,7 @@ fn run(args: Args) -> Result<()> {
         policy: RwLock::new(Arc::new(policy)),
         users_by_uid: RwLock::new(publish::users_by_uid(&published)),
         live: Default::default(),
+        worker,
         config,
     });
     session::open_sessions::close_leftovers(&daemon.config);
@@ -217,7 +233,8 @@ fn prepare_state_dir(config: &AgentdConfig) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let meta = std::fs::metadata(dir)?;
-    if meta.mode() & 0o077 != 0 {
+    // Group x: the session workers' group may reach their directories in it.
+    if meta.mode() & 0o067 != 0 {
         bail!(
             "state dir {} has mode {:o}: it must be 0700 (chmod 700)",
             dir.display(),

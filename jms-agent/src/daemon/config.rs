@@ -199,6 +199,20 @@ pub struct SessionsConfig {
     /// Seconds the engineer has to type credentials when asked.
     #[serde(default = "default_credentials_timeout")]
     pub credentials_timeout_secs: u64,
+    /// The system user every session worker runs as (when jms-agentd runs
+    /// as root; otherwise workers keep its uid). It must exist.
+    #[serde(default = "default_worker_user")]
+    pub worker_user: String,
+    /// A worker's address space limit in bytes (RLIMIT_AS; its ssh child
+    /// inherits it); 0: none.
+    #[serde(default = "default_worker_memory")]
+    pub worker_memory_max_bytes: u64,
+    /// A worker's open files (RLIMIT_NOFILE); 0: unchanged.
+    #[serde(default = "default_worker_files")]
+    pub worker_open_files_max: u64,
+    /// A worker's CPU seconds (RLIMIT_CPU); 0: none.
+    #[serde(default)]
+    pub worker_cpu_max_secs: u64,
 }
 
 impl Default for SessionsConfig {
@@ -220,8 +234,22 @@ impl Default for SessionsConfig {
             connect_timeout_secs: default_connect_timeout(),
             login_timeout_secs: default_login_timeout(),
             credentials_timeout_secs: default_credentials_timeout(),
+            worker_user: default_worker_user(),
+            worker_memory_max_bytes: default_worker_memory(),
+            worker_open_files_max: default_worker_files(),
+            worker_cpu_max_secs: 0,
         }
     }
+}
+
+fn default_worker_user() -> String {
+    "jms-session".into()
+}
+fn default_worker_memory() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_worker_files() -> u64 {
+    256
 }
 
 fn default_ssh() -> PathBuf {

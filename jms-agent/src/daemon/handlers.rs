@@ -33,6 +33,8 @@ pub struct Daemon {
     pub state: Mutex<StateFile>,
     /// Running target sessions and share codes (`crate::daemon::live`).
     pub live: crate::daemon::live::Registry,
+    /// Who session workers run as (`None`: this daemon's uid).
+    pub worker: Option<crate::daemon::workers::WorkerUser>,
 }
 
 /// Who may send a request (`jms_user`: the caller's uid is a jms user's).
@@ -77,8 +79,10 @@ impl Daemon {
                 info!(users = policy.doc.users.len(), "policy {why}");
                 *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);
                 *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-                // Sessions the new policy no longer allows end now.
+                // Sessions the new policy no longer allows end now; the
+                // others take the new limits.
                 self.live.revoke(&self.current_policy());
+                crate::daemon::workers::push_settings(self);
             }
             Err(e) => tracing::error!("publishing failed, keeping the last good policy: {e:#}"),
         }

@@ -82,6 +82,9 @@ pub struct LiveSession {
     wake_read: OwnedFd,
     wake_write: OwnedFd,
     state: Mutex<LiveState>,
+    /// In the monitor: the worker that runs the session, which the orders
+    /// go to (the relay and its output are there).
+    remote: Option<Arc<crate::daemon::workers::WorkerChannel>>,
 }
 
 #[derive(Default)]
@@ -145,7 +148,15 @@ impl LiveSession {
                 targets,
                 ..LiveState::default()
             }),
+            remote: None,
         })
+    }
+
+    /// The monitor's view of a session that `channel`'s worker runs:
+    /// orders and watchers go to the worker.
+    pub fn remote(mut self, channel: Arc<crate::daemon::workers::WorkerChannel>) -> LiveSession {
+        self.remote = Some(channel);
+        self
     }
 
     /// The same, of kind `kind` (`exec`, `sftp`, `rsync`…), its target
@@ -215,6 +226,10 @@ impl LiveSession {
 
     /// Asks the relay to end the session with `line`.
     pub fn end(&self, line: String) {
+        if let Some(remote) = &self.remote {
+            remote.send(&crate::wire::ToWorker::End(line), None);
+            return;
+        }
         self.state().pending.end = Some(line);
         self.wake();
     }
@@ -223,6 +238,17 @@ impl LiveSession {
     /// when they were refused: the queue holds [`JOINER_QUEUE`] bytes the
     /// session has not taken yet.
     pub fn input(&self, joiner: &str, data: &[u8]) -> bool {
+        if let Some(remote) = &self.remote {
+            return data.chunks(crate::wire::INPUT_CHUNK).all(|chunk| {
+                remote.send(
+                    &crate::wire::ToWorker::Input {
+                        joiner: joiner.to_string(),
+                        data: chunk.to_vec(),
+                    },
+                    None,
+                )
+            });
+        }
         {
             let mut state = self.state();
             if state.input_bytes + data.len() > JOINER_QUEUE {
@@ -253,6 +279,10 @@ impl LiveSession {
 
     /// A line for the owner.
     pub fn notice(&self, line: String) {
+        if let Some(remote) = &self.remote {
+            remote.send(&crate::wire::ToWorker::Notice(line), None);
+            return;
+        }
         self.state().pending.notices.push(line);
         self.wake();
     }
@@ -289,12 +319,45 @@ impl LiveSession {
             write.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
         );
+        if let Some(remote) = &self.remote {
+            // The worker writes its recent output first, then the rest.
+            if !remote.send(&crate::wire::ToWorker::Tap, Some(write.as_fd())) {
+                return None;
+            }
+            return Some(Tap {
+                recent: Vec::new(),
+                size: state.size,
+                pipe: read,
+            });
+        }
         state.taps.push(write);
         Some(Tap {
             recent: state.tail.clone(),
             size: state.size,
             pipe: read,
         })
+    }
+
+    /// New limits for the worker that runs this session (monitor side).
+    pub fn send_settings(&self, limits: crate::wire::WireLimits) {
+        if let Some(remote) = &self.remote {
+            remote.send(&crate::wire::ToWorker::Settings(limits), None);
+        }
+    }
+
+    /// A watcher's pipe made elsewhere (by the monitor, for a session this
+    /// worker runs): the recent output goes into it first.
+    pub fn add_tap(&self, pipe: OwnedFd) {
+        let mut state = self.state();
+        if state.ended.is_some() {
+            return;
+        }
+        let _ = nix::fcntl::fcntl(
+            pipe.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+        );
+        let _ = nix::unistd::write(pipe.as_fd(), &state.tail);
+        state.taps.push(pipe);
     }
 
     /// The session is over: watchers see EOF.
@@ -370,6 +433,16 @@ impl Registry {
             session,
             reason: None,
         }
+    }
+
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<LiveSession>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {

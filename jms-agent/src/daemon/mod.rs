@@ -11,3 +11,4 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod upload;
+pub mod workers;

@@ -248,7 +248,7 @@ fn serve_client(mut stream: UnixStream, uid: u32, daemon: &Daemon, accepted: std
         let response = match read_frame_with_fds::<Request>(&stream) {
             Ok((Request::OpenSession(request), fds)) => {
                 // The session owns the connection until it ends.
-                crate::daemon::session::serve(daemon, uid, request, fds, stream);
+                crate::daemon::workers::serve(daemon, uid, request, fds, stream);
                 return;
             }
             Ok((request, _unexpected_fds)) => {

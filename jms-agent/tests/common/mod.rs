@@ -197,7 +197,7 @@ impl Bastion {
         std::fs::write(
             bastion.config(),
             format!(
-                "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\n\n[central]\nserver = {server:?}\npoll_interval_secs = 1\nmax_staleness_secs = 3600\ntimeout_secs = 5\n",
+                "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\n\n[central]\nserver = {server:?}\npoll_interval_secs = 1\nmax_staleness_secs = 3600\ntimeout_secs = 5\n\n[sessions]\nworker_user = \"nobody\"\n",
                 bastion.socket(),
                 bastion.state(),
                 bastion.cache()

@@ -238,7 +238,10 @@ impl Env {
         let current = move || Arc::clone(&policy);
         let ctx = SftpContext {
             user,
-            policy: &current,
+            folders: &sftp::PolicyFolders {
+                user: &user,
+                policy: &current,
+            },
             upstream,
             log: &self.events,
         };

@@ -134,7 +134,9 @@ fn main() {
          \x20 sftp -P {port} alice@127.0.0.1\n\
          and as bob (password {BOB_PASSWORD}), who may only connect to web01 as deploy.\n\
          (Add -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null to skip the host key prompt.)\n\
-         Recordings and the audit spool: {state}\n\n\
+         Recordings and the audit spool: {state}\n\
+         Each session runs in a worker process of its own, as the unprivileged jms-session user of the\n\
+         bastion's namespace (never root, never the engineer): ps -o uid,pid,args --ppid {agentd}\n\n\
          Central server {url} (the policy lives here now; try `jmsctl --server {url} user list`\n\
          with JMS_TOKEN={token}). Audit web: {url}/web/ — login demo / {ADMIN_PASSWORD}\n\
          and a code from this TOTP secret:\n{admin}\n\n\
@@ -142,6 +144,9 @@ fn main() {
         address = target.address(),
         tport = target.port(),
         state = bastion.dir().join("state").display(),
+        agentd = bastion
+            .agentd_pid()
+            .map_or("(agentd's pid)".to_owned(), |p| p.to_string()),
         url = central.url,
         token = central.token(),
         admin = admin.stdout.trim_end(),

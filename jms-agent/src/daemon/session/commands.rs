@@ -79,6 +79,17 @@ pub struct Filters {
 impl Filters {
     /// The active filters whose scope holds (user, asset, account name).
     pub fn for_session(policy: &Policy, user: &str, asset: &Asset, account: &str) -> Filters {
+        Filters::from_rules(&Filters::rules_for_session(policy, user, asset, account))
+    }
+
+    /// The rules of [`Filters::for_session`], in the order they are
+    /// checked, as the monitor hands them to a session worker.
+    pub fn rules_for_session(
+        policy: &Policy,
+        user: &str,
+        asset: &Asset,
+        account: &str,
+    ) -> Vec<crate::wire::FilterRule> {
         let groups: Vec<&str> = policy
             .user(user)
             .map(|u| u.groups.iter().map(String::as_str).collect())
@@ -100,14 +111,26 @@ impl Filters {
             })
             .collect();
         scoped.sort_by_key(|f| f.priority);
+        scoped
+            .into_iter()
+            .map(|f| crate::wire::FilterRule {
+                name: f.name.clone(),
+                action: f.action,
+                rules: f.rules.clone(),
+            })
+            .collect()
+    }
+
+    /// Compiles `rules` (a rule that does not compile is left out: the
+    /// policy loader checked every rule compiles).
+    pub fn from_rules(rules: &[crate::wire::FilterRule]) -> Filters {
         Filters {
             default: FilterAction::Allow,
-            filters: scoped
-                .into_iter()
+            filters: rules
+                .iter()
                 .map(|f| Compiled {
                     name: f.name.clone(),
                     action: f.action,
-                    // The policy loader checked every rule compiles.
                     rules: f.rules.iter().filter_map(|r| Regex::new(r).ok()).collect(),
                 })
                 .collect(),

@@ -69,7 +69,7 @@ impl Settings {
 }
 
 /// What authenticates the connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub enum Credential {
     /// Password (or keyboard-interactive answer).
     Password(Secret),
@@ -77,6 +77,7 @@ pub enum Credential {
     Key(Secret),
     /// Nothing injected (`@ANON`): only `none` / keyboard-interactive
     /// without answers.
+    #[default]
     None,
 }
 

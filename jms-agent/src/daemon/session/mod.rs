@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod commands;
 pub mod connect;
+pub mod link;
 pub mod open_sessions;
 pub mod recording;
 pub mod relay;
@@ -36,15 +37,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use jms_core::model::{Action, ExecStdin, Protocol};
-use jms_core::Policy;
-use jms_proto::{write_frame, Response, SessionRequest};
+use jms_proto::{Response, SessionRequest};
 use tracing::{info, info_span, warn};
 
-use crate::daemon::handlers::Daemon;
+use crate::daemon::live::LiveSession;
+use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
 use connect::{Credential, Mode, Stdin};
+use link::Link;
 use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
 use resolve::{Login, Resolved, TargetSpec};
 use spool::{EventBody, Scope};
@@ -122,15 +123,17 @@ pub fn new_id() -> String {
     )
 }
 
-/// One session being served: the caller, her request and descriptors, the
-/// policy in force when it began, and the control connection.
+/// One session being served in its worker: the caller, her request and
+/// descriptors, the settings it began with, the monitor's link and the
+/// control connection.
 pub struct Session<'d> {
-    pub daemon: &'d Daemon,
+    /// The monitor: grant decisions, credentials, the spool, live orders.
+    pub link: &'d Link,
+    pub settings: SessionSettings,
     pub id: String,
     /// The jms user (from the caller's uid).
     pub user: String,
     pub request: SessionRequest,
-    pub policy: Arc<Policy>,
     /// The agent's connection: responses out, Resize / Credentials in.
     pub control: UnixStream,
     /// stdin, stdout, stderr as passed (taken as they are used).
@@ -159,14 +162,14 @@ impl Session<'_> {
         });
     }
 
-    /// Spools one event.
+    /// Spools one event (through the monitor).
     pub fn record(&self, body: EventBody) {
-        spool::record(&self.daemon.config, body);
+        self.link.event(body);
     }
 
-    /// Connection settings from the daemon's configuration.
-    pub fn settings(&self) -> connect::Settings {
-        connect::Settings::from_config(&self.daemon.config)
+    /// Connection settings.
+    pub fn connect_settings(&self) -> connect::Settings {
+        connect_settings(&self.settings)
     }
 
     /// The audit scope of a resolved target logged in as `username`.
@@ -180,14 +183,16 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves `spec` for this user, for `protocol` and `action`, now.
+    /// Resolves `spec` for this user, for `protocol` and `action`, now
+    /// (the monitor decides), with the filters for the target.
     pub fn resolve(
         &self,
         spec: &TargetSpec,
         protocol: Protocol,
         action: Action,
-    ) -> Result<Resolved, String> {
-        resolve::resolve(&self.policy, &self.user, spec, protocol, action, Utc::now())
+    ) -> Result<(Resolved, Filters), String> {
+        ask_grant(self.link, spec, protocol, action)
+            .map(|g| (g.resolved, Filters::from_rules(&g.filters)))
     }
 
     /// Takes passed descriptor `i` (0 stdin, 1 stdout, 2 stderr).
@@ -198,7 +203,7 @@ impl Session<'_> {
     /// The target of `resolved`, asking the engineer for what the vault
     /// does not hold; `Err` is the line for her.
     pub fn login_target(&self, resolved: &Resolved) -> Result<connect::Target, String> {
-        if let Some(target) = resolved.vault_target() {
+        if let Some(target) = vault_target(self.link, resolved)? {
             return Ok(target);
         }
         let Login::Ask { username } = &resolved.login else {
@@ -209,7 +214,7 @@ impl Session<'_> {
         }) {
             return Err("the agent went away".into());
         }
-        let timeout = Duration::from_secs(self.daemon.config.sessions.credentials_timeout_secs);
+        let timeout = Duration::from_secs(self.settings.credentials_timeout_secs);
         let Some((typed_user, password)) =
             relay::await_credentials(&self.control, timeout, &mut |_, _| {})
         else {
@@ -232,56 +237,181 @@ impl Session<'_> {
         };
         Ok(resolved.target(username, Credential::Password(password)))
     }
+
+    /// Registers the session as live with the monitor (watchable,
+    /// terminable, joinable for terminal sessions).
+    pub fn go_live(
+        &self,
+        kind: &'static str,
+        protocol: Protocol,
+        asset: &str,
+        account: &str,
+        size: (u16, u16),
+    ) -> Option<Arc<LiveSession>> {
+        let live = LiveSession::new(&self.id, &self.user, asset, account, size)
+            .map_err(|e| warn!(error = %e, "the session cannot be watched or ended from outside"))
+            .ok()?;
+        let live = Arc::new(live.of_kind(kind, protocol));
+        self.link.register(
+            crate::wire::Register {
+                kind: kind.to_string(),
+                protocol,
+                asset: asset.to_string(),
+                account: account.to_string(),
+                cols: size.0,
+                rows: size.1,
+            },
+            Arc::clone(&live),
+        );
+        Some(live)
+    }
 }
 
-/// Serves one session on `stream` for the caller with `uid`.
-pub fn serve(
-    daemon: &Daemon,
-    uid: u32,
-    request: SessionRequest,
-    fds: Vec<OwnedFd>,
-    stream: UnixStream,
-) {
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let Some(user) = daemon.user_of_uid(uid) else {
-        warn!(uid, "session refused: the caller is not a jms user");
-        let _ = write_frame(
-            &mut &stream,
-            &Response::Forbidden {
-                reason: format!("uid {uid} is not a jms user"),
-            },
-        );
-        return;
+/// The connection settings of a worker.
+pub fn connect_settings(settings: &SessionSettings) -> connect::Settings {
+    connect::Settings {
+        ssh: settings.ssh.clone(),
+        runtime_dir: settings.runtime_dir.clone(),
+        known_hosts_dir: settings.known_hosts_dir.clone(),
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        login_timeout: Duration::from_secs(settings.login_timeout_secs),
+        agentd_exe: std::env::current_exe()
+            .unwrap_or_else(|_| std::path::PathBuf::from("/usr/sbin/jms-agentd")),
+    }
+}
+
+/// The monitor's grant decision for `spec`.
+fn ask_grant(
+    link: &Link,
+    spec: &TargetSpec,
+    protocol: Protocol,
+    action: Action,
+) -> Result<crate::wire::Grant, String> {
+    match link.ask(Ask::Resolve {
+        account: spec.account.clone(),
+        asset: spec.asset.clone(),
+        protocol,
+        action,
+    }) {
+        Some(Answer::Grant(grant)) => grant,
+        _ => Err("jms: the bastion daemon did not answer".into()),
+    }
+}
+
+/// The target of `resolved` when it needs nothing typed, with the vaulted
+/// credential the monitor gives for it (`None` for [`Login::Ask`]).
+pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::Target>, String> {
+    match &resolved.login {
+        Login::Vault { username, .. } => match link.ask(Ask::Credential {
+            asset: resolved.asset.name.clone(),
+            account: resolved.account.clone(),
+        }) {
+            Some(Answer::Credential(Some(credential))) => {
+                Ok(Some(resolved.target(username.clone(), credential)))
+            }
+            _ => Err(format!(
+                "{}@{}: no credential",
+                resolved.account, resolved.asset.name
+            )),
+        },
+        Login::Anon { .. } => Ok(resolved.vault_target()),
+        Login::Ask { .. } => Ok(None),
+    }
+}
+
+/// A session worker: jms-agentd run as `jms-session AS NOFILE CPU` by the
+/// monitor (`crate::daemon::workers`), its stdin a socket to the monitor.
+/// Its first acts, before reading anything: no new privileges, then its
+/// resource limits; then it serves the one session in the start message
+/// and exits.
+pub fn worker_main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
+    let _ = nix::sys::prctl::set_name(c"jms-session");
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
+        return ExitCode::FAILURE;
+    }
+    let limit = |i: usize| -> u64 {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
     };
-    let id = new_id();
-    let span = info_span!("session", id = %id, user = %user);
+    use nix::sys::resource::{setrlimit, Resource};
+    for (resource, value) in [
+        (Resource::RLIMIT_AS, limit(1)),
+        (Resource::RLIMIT_NOFILE, limit(2)),
+        (Resource::RLIMIT_CPU, limit(3)),
+    ] {
+        if value > 0 {
+            if let Err(e) = setrlimit(resource, value, value) {
+                eprintln!("jms-session: setrlimit {resource:?}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let stream = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("jms-session: stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (start, mut fds) = match jms_proto::read_frame_with_fds_limited::<crate::wire::Start>(
+        &stream,
+        crate::wire::START_FDS,
+        jms_proto::MAX_RESPONSE_FRAME,
+    ) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("jms-session: no start message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if fds.len() != crate::wire::START_FDS {
+        eprintln!("jms-session: the start message lacks descriptors");
+        return ExitCode::FAILURE;
+    }
+    let engineer: Vec<Option<OwnedFd>> = fds.split_off(1).into_iter().map(Some).collect();
+    let control = UnixStream::from(fds.remove(0));
+    let link = match Link::new(stream, start.settings.limits) {
+        Ok(link) => link,
+        Err(e) => {
+            eprintln!("jms-session: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = info_span!("session", id = %start.session, user = %start.user);
     let _entered = span.enter();
-    let mut session = Session {
-        daemon,
-        id,
-        user,
-        policy: daemon.current_policy(),
-        request,
-        control: stream,
-        fds: fds.into_iter().map(Some).collect(),
+    serve(Session {
+        link: &link,
+        settings: start.settings,
+        id: start.session,
+        user: start.user,
+        request: start.request,
+        control,
+        fds: engineer,
         started: Instant::now(),
-    };
-    if session.fds.len() != 3 {
-        session.deny("the agent must pass stdin, stdout and stderr");
-        return;
-    }
-    // audit.on_failure: no session while the audit store is full.
-    if let Err(reason) = audit::admit(daemon) {
-        return session.deny(&reason);
-    }
+    });
+    link.send(&crate::wire::FromWorker::Done);
+    ExitCode::SUCCESS
+}
+
+/// Serves one session in its worker.
+pub fn serve(mut session: Session<'_>) {
+    let _ = session.control.set_read_timeout(None);
+    let _ = session
+        .control
+        .set_write_timeout(Some(Duration::from_secs(10)));
     let wanted = classify(&session.request.command_line);
+    let session = &mut session;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match wanted {
-        Wanted::Sftp => serve_sftp(&mut session),
-        Wanted::Transfer(line) => serve_transfer(&mut session, &line),
-        Wanted::Target { target, command } => serve_target(&mut session, &target, command),
-        Wanted::Share(args) => share::serve_share(&mut session, &args),
-        Wanted::Join(code) => share::serve_join(&mut session, &code),
+        Wanted::Sftp => serve_sftp(session),
+        Wanted::Transfer(line) => serve_transfer(session, &line),
+        Wanted::Target { target, command } => serve_target(session, &target, command),
+        Wanted::Share(args) => share::serve_share(session, &args),
+        Wanted::Join(code) => share::serve_join(session, &code),
         Wanted::Nothing => session.deny("no target given: ssh -t bastion ASSET, or ACCOUNT@ASSET"),
     }));
     if result.is_err() {
@@ -293,9 +423,9 @@ pub fn serve(
     }
 }
 
-/// Transfer records of this session, to the spool.
+/// Transfer records of this session, to the spool (through the monitor).
 pub struct SpoolTransferLog<'a> {
-    config: &'a crate::daemon::config::AgentdConfig,
+    link: &'a Link,
     session: String,
     user: String,
 }
@@ -303,32 +433,28 @@ pub struct SpoolTransferLog<'a> {
 impl transfer::TransferLog for SpoolTransferLog<'_> {
     fn record(&self, event: transfer::TransferEvent) {
         info!(event = "transfer", asset = %event.asset, account = %event.account, via = event.via, operation = event.operation.as_str(), path = %event.path, size = event.size, result = %event.result);
-        spool::record(
-            self.config,
-            EventBody::Transfer {
-                scope: Scope {
-                    session: self.session.clone(),
-                    user: self.user.clone(),
-                    asset: event.asset,
-                    account: event.account,
-                    username: None,
-                },
-                via: event.via.to_string(),
-                operation: event.operation.as_str().to_string(),
-                path: event.path,
-                to: event.to,
-                size: Some(event.size),
-                result: event.result.to_string(),
+        self.link.event(EventBody::Transfer {
+            scope: Scope {
+                session: self.session.clone(),
+                user: self.user.clone(),
+                asset: event.asset,
+                account: event.account,
+                username: None,
             },
-        );
+            via: event.via.to_string(),
+            operation: event.operation.as_str().to_string(),
+            path: event.path,
+            to: event.to,
+            size: Some(event.size),
+            result: event.result.to_string(),
+        });
     }
 }
 
 /// SFTP sessions on targets for the SFTP proxy: `ssh -s … sftp` as the
 /// folder's account, with its vaulted credential.
 pub struct SshUpstream<'a> {
-    daemon: &'a Daemon,
-    user: String,
+    link: &'a Link,
     session: String,
     settings: connect::Settings,
     opened: std::sync::atomic::AtomicUsize,
@@ -345,25 +471,18 @@ impl sftp::Upstream for SshUpstream<'_> {
             account: Some(account.to_string()),
             asset: asset.to_string(),
         };
-        let policy = self.daemon.current_policy();
-        let resolved = resolve::resolve(
-            &policy,
-            &self.user,
-            &spec,
-            Protocol::Sftp,
-            Action::Connect,
-            Utc::now(),
-        )
-        .map_err(refuse)?;
-        // Checked again when the policy changes (a revoked grant ends it).
-        if let Some(live) = self.daemon.live.get(&self.session) {
-            live.add_target(&resolved.asset.name, &resolved.account, Protocol::Sftp);
-        }
-        let target = resolved.vault_target().ok_or_else(|| {
-            refuse(format!(
+        // The monitor checks the target again when the policy changes (a
+        // revoked grant ends the session).
+        let resolved = ask_grant(self.link, &spec, Protocol::Sftp, Action::Connect)
+            .map_err(refuse)?
+            .resolved;
+        let target = vault_target(self.link, &resolved)
+            .map_err(refuse)?
+            .ok_or_else(|| {
+                refuse(format!(
                 "{account}@{asset}: this account needs typed credentials, which SFTP cannot carry"
             ))
-        })?;
+            })?;
         let n = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -417,40 +536,31 @@ fn serve_sftp(session: &mut Session<'_>) {
     session.send(&Response::SessionStarted {
         session_id: session.id.clone(),
     });
-    let daemon = session.daemon;
-    let policy = move || daemon.current_policy();
+    let link = session.link;
     let upstream = SshUpstream {
-        daemon,
-        user: session.user.clone(),
+        link,
         session: session.id.clone(),
-        settings: session.settings(),
+        settings: session.connect_settings(),
         opened: Default::default(),
     };
     let log = SpoolTransferLog {
-        config: &daemon.config,
+        link,
         session: session.id.clone(),
         user: session.user.clone(),
     };
+    let folders = MonitorFolders { link };
     let ctx = sftp::SftpContext {
         user: &session.user,
-        policy: &policy,
+        folders: &folders,
         upstream: &upstream,
         log: &log,
     };
     // Live like the others: an administrator can end it, a revoked grant
     // ends it, and the idle timeout and maximum length apply.
-    let mut registered =
-        crate::daemon::live::LiveSession::new(&session.id, &session.user, "", "", (80, 24))
-            .map_err(|e| warn!(error = %e, "the session cannot be ended from outside"))
-            .ok()
-            .map(|live| daemon.live.register(live.of_kind("sftp", Protocol::Sftp)));
-    let effective = daemon.effective();
+    let registered = session.go_live("sftp", Protocol::Sftp, "", "", (80, 24));
     let ending = sftp::Ending {
-        live: registered.as_ref().map(|r| &*r.session),
-        limits: relay::Limits {
-            idle: effective.idle_timeout,
-            max: effective.max_session,
-        },
+        live: registered.as_deref(),
+        limits: link.limits(),
     };
     let result = sftp::serve_watched(&ctx, input, output, ending);
     let (stats, reason, message) = match result {
@@ -458,8 +568,8 @@ fn serve_sftp(session: &mut Session<'_>) {
         Err(sftp::SftpError::Ended(why, stats)) => (stats, Some(why.clone()), Some(why)),
         Err(e) => (sftp::SftpStats::default(), Some(e.to_string()), None),
     };
-    if let Some(registered) = registered.as_mut() {
-        registered.set_reason(reason.clone());
+    if let Some(registered) = &registered {
+        registered.close(reason.clone());
     }
     drop(registered);
     info!(
@@ -499,7 +609,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         asset: transfer.target.asset.clone(),
     };
     let log = SpoolTransferLog {
-        config: &session.daemon.config,
+        link: session.link,
         session: session.id.clone(),
         user: session.user.clone(),
     };
@@ -509,19 +619,22 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         }
     };
     let resolved = match session.resolve(&spec, transfer.protocol(), transfer.required_action()) {
-        Ok(resolved) => resolved,
+        Ok((resolved, _)) => resolved,
         Err(reason) => return session.deny(&reason),
     };
     for action in transfer.required_actions() {
-        let query = jms_core::Query {
-            user: &session.user,
-            asset: &resolved.asset.name,
-            account: Some(&resolved.account),
-            protocol: Some(transfer.protocol()),
+        let decision = session.link.ask(Ask::Decide {
+            asset: resolved.asset.name.clone(),
+            account: resolved.account.clone(),
+            protocol: transfer.protocol(),
             action,
-            at: Utc::now(),
+        });
+        let refusal = match decision {
+            Some(Answer::Decision(Ok(()))) => None,
+            Some(Answer::Decision(Err(reason))) => Some(reason),
+            _ => Some("the bastion daemon did not answer".to_string()),
         };
-        if let Ok(jms_core::Decision::Deny(reason)) = session.policy.decide(&query) {
+        if let Some(reason) = refusal {
             record(
                 &resolved.account,
                 0,
@@ -530,7 +643,11 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
             return session.deny(&format!("{}: {reason}", resolved.asset.name));
         }
     }
-    let Some(target) = resolved.vault_target() else {
+    let target = match vault_target(session.link, &resolved) {
+        Ok(target) => target,
+        Err(reason) => return session.deny(&reason),
+    };
+    let Some(target) = target else {
         return session.deny(&format!(
             "{}@{}: this account needs typed credentials, which file transfers cannot carry",
             resolved.account, resolved.asset.name
@@ -542,7 +659,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         None => Stdin::Null,
     };
     let conn = match connect::open(
-        &session.settings(),
+        &session.connect_settings(),
         &session.id,
         &target,
         Mode::Exec {
@@ -563,21 +680,13 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
     };
     let kind = transfer.tool.as_str();
     // Live: an administrator can end it, a revoked grant ends it.
-    let daemon: &Daemon = session.daemon;
-    let mut registered = crate::daemon::live::LiveSession::new(
-        &session.id,
-        &session.user,
+    let registered = session.go_live(
+        kind,
+        transfer.protocol(),
         &resolved.asset.name,
         &resolved.account,
         (80, 24),
-    )
-    .map_err(|e| warn!(error = %e, "the transfer cannot be ended from outside"))
-    .ok()
-    .map(|live| {
-        daemon
-            .live
-            .register(live.of_kind(kind, transfer.protocol()))
-    });
+    );
     let mut events = TargetEvents {
         session,
         scope: scope.clone(),
@@ -585,7 +694,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         command: Some(transfer.remote_command.clone()),
         recording: None,
         ready_at: None,
-        live: registered.as_ref().map(|r| Arc::clone(&r.session)),
+        live: registered.clone(),
     };
     let (Some(output), Some(errors)) = (session.fds[1].as_ref(), session.fds[2].as_ref()) else {
         return session.deny("the agent must pass stdout and stderr");
@@ -606,8 +715,8 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         .limit
         .clone()
         .or_else(|| outcome.ended.error.as_ref().map(|e| e.to_string()));
-    if let Some(registered) = registered.as_mut() {
-        registered.set_reason(error_line.clone());
+    if let Some(registered) = &registered {
+        registered.close(error_line.clone());
     }
     drop(registered);
     let result = match (&error_line, outcome.ended.exit_status) {
@@ -702,11 +811,7 @@ impl relay::Events for TargetEvents<'_, '_> {
     }
 
     fn limits(&self) -> relay::Limits {
-        let effective = self.session.daemon.effective();
-        relay::Limits {
-            idle: effective.idle_timeout,
-            max: effective.max_session,
-        }
+        self.session.link.limits()
     }
 
     fn live(&self) -> Option<&crate::daemon::live::LiveSession> {
@@ -744,7 +849,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         session.deny(&format!("no such asset: {target}"));
         return;
     };
-    let resolved = match session.resolve(&spec, Protocol::Ssh, Action::Connect) {
+    let (resolved, filters) = match session.resolve(&spec, Protocol::Ssh, Action::Connect) {
         Ok(resolved) => resolved,
         Err(reason) => return session.deny(&reason),
     };
@@ -755,14 +860,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             "{asset}: an interactive session needs a terminal (ssh -t)"
         ));
     }
-    let effective = session.daemon.effective();
-    let filters = Filters::for_session(
-        &session.policy,
-        &session.user,
-        &resolved.asset,
-        &resolved.account,
-    )
-    .with_default(effective.command_filter_default);
+    let effective = session.settings.clone();
+    let filters = filters.with_default(effective.command_filter_default);
     if let Some(command) = &command {
         let verdict = filters.check_exec(command);
         let scope = session.scope(&resolved, None);
@@ -816,7 +915,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         },
         _ => Stdin::Null,
     };
-    let settings = session.settings();
+    let settings = session.connect_settings();
     let conn = match connect::open(&settings, &session.id, &target, mode, stdin) {
         Ok(conn) => conn,
         Err(e) => {
@@ -824,7 +923,6 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
             return session.deny(&e.to_string());
         }
     };
-    let config = &session.daemon.config;
     let recording_name = format!("{}.cast", session.id);
     let meta = SessionMeta {
         user: session.user.clone(),
@@ -833,7 +931,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         session: session.id.clone(),
     };
     let mut cast: Box<dyn Recorder> = match Asciicast::create(
-        &config.recordings_dir(),
+        &effective.recordings_dir,
         &recording_name,
         &meta,
         (cols, rows),
@@ -855,20 +953,10 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     };
     let kind = if command.is_some() { "exec" } else { "shell" };
     // Watchable, joinable and terminable while it runs.
-    let daemon: &Daemon = session.daemon;
-    let mut registered = crate::daemon::live::LiveSession::new(
-        &session.id,
-        &session.user,
-        &asset,
-        &resolved.account,
-        (cols, rows),
-    )
-    .map_err(|e| warn!(error = %e, "the session cannot be watched or ended from outside"))
-    .ok()
-    .map(|live| daemon.live.register(live));
+    let registered = session.go_live(kind, Protocol::Ssh, &asset, &resolved.account, (cols, rows));
     if effective.audit_on_failure == jms_core::model::AuditOnFailure::Refuse {
         // A recording that stops ends the session (docs/sessions.md).
-        if let Some(live) = registered.as_ref().map(|r| Arc::clone(&r.session)) {
+        if let Some(live) = registered.clone() {
             cast.on_stop(Box::new(move |line| live.end(line)));
         }
     }
@@ -879,7 +967,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         command: command.clone(),
         recording: Some(recording_name.clone()),
         ready_at: None,
-        live: registered.as_ref().map(|r| Arc::clone(&r.session)),
+        live: registered.clone(),
     };
     let outcome = match &conn.io {
         connect::Io::Pty { .. } => {
@@ -928,7 +1016,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     if !outcome.ready {
         // Removed while still open, so the uploader never takes it for a
         // finished recording.
-        let _ = std::fs::remove_file(config.recordings_dir().join(&recording_name));
+        let _ = std::fs::remove_file(effective.recordings_dir.join(&recording_name));
     }
     drop(cast);
     let ready_at = events.ready_at;
@@ -951,8 +1039,8 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     } else {
         error_line.clone()
     };
-    if let Some(registered) = registered.as_mut() {
-        registered.set_reason(reason.clone());
+    if let Some(registered) = &registered {
+        registered.close(reason.clone());
     }
     drop(registered);
     info!(event = "session_end", asset = %asset, exit_status = ?outcome.ended.exit_status, reason = reason.as_deref().unwrap_or(""), bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out);
@@ -1027,5 +1115,36 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+}
+
+/// SFTP folder decisions asked of the monitor.
+struct MonitorFolders<'a> {
+    link: &'a Link,
+}
+
+impl sftp::FolderDecisions for MonitorFolders<'_> {
+    fn list(&self) -> Vec<(String, sftp::Folder)> {
+        match self.link.ask(Ask::Folders) {
+            Some(Answer::Folders(list)) => list,
+            _ => Vec::new(),
+        }
+    }
+    fn resolve(&self, name: &str) -> Result<sftp::Folder, sftp::folders::Unresolved> {
+        match self.link.ask(Ask::Folder {
+            name: name.to_string(),
+        }) {
+            Some(Answer::Folder(folder)) => folder,
+            _ => Err(sftp::folders::Unresolved::NoSuchAsset(name.to_string())),
+        }
+    }
+    fn check(&self, folder: &sftp::Folder, action: Action) -> Result<(), String> {
+        match self.link.ask(Ask::FolderCheck {
+            folder: folder.clone(),
+            action,
+        }) {
+            Some(Answer::Decision(decision)) => decision,
+            _ => Err("the bastion daemon did not answer".into()),
+        }
     }
 }

@@ -44,11 +44,13 @@ impl TargetSpec {
 }
 
 /// How to log in on the target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Login {
-    /// The vaulted secret of a real account.
+    /// The vaulted secret of a real account (never sent to a worker with
+    /// the decision: it asks for it when it connects).
     Vault {
         username: String,
+        #[serde(skip)]
         credential: Credential,
     },
     /// Ask the engineer: the password, and the username too when `None`
@@ -59,7 +61,7 @@ pub enum Login {
 }
 
 /// A target the user may use now.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     pub asset: Asset,
     /// The account's name in the policy (`root`, `@INPUT`, …).

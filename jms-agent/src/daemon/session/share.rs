@@ -18,20 +18,17 @@
 //! either name is reached as `ACCOUNT@share`).
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use jms_core::model::{Action, Protocol};
-use jms_core::{Decision, Query};
 use jms_proto::{Request, Response};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use tracing::{info, warn};
+use tracing::info;
 
-use super::spool::{EventBody, Scope};
+use super::spool::Scope;
 use super::{connect, Session, Wanted};
-use crate::daemon::live::{LiveSession, ShareCode};
+use crate::daemon::live::LiveSession;
+use crate::wire::{Answer, Ask};
 
 /// How long a code is valid unless `--ttl` says otherwise.
 const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
@@ -118,7 +115,7 @@ fn grouped(symbols: &str) -> String {
 
 /// A new code from the OS random source; `None` when it fails (never a
 /// weaker fallback).
-fn new_code() -> Option<String> {
+pub fn new_code() -> Option<String> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; CODE_SYMBOLS];
     ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
@@ -129,31 +126,7 @@ fn new_code() -> Option<String> {
     Some(grouped(&symbols))
 }
 
-/// Whether the owner's grant for `live` allows sharing now; `Err` is why not.
-fn share_granted(session: &Session<'_>, live: &LiveSession) -> Result<(), String> {
-    let policy = session.daemon.current_policy();
-    let query = Query {
-        user: &live.user,
-        asset: &live.asset,
-        account: Some(&live.account),
-        protocol: Some(Protocol::Ssh),
-        action: Action::Share,
-        at: Utc::now(),
-    };
-    match policy.decide(&query) {
-        Ok(Decision::Allow) => Ok(()),
-        Ok(Decision::Deny(reason)) => Err(format!(
-            "{}: sharing this session is not granted ({reason})",
-            live.asset
-        )),
-        Err(e) => Err(format!(
-            "{}: sharing this session is not granted ({e})",
-            live.asset
-        )),
-    }
-}
-
-fn scope_of(live: &LiveSession) -> Scope {
+pub fn scope_of(live: &LiveSession) -> Scope {
     Scope {
         session: live.id.clone(),
         user: live.user.clone(),
@@ -163,7 +136,7 @@ fn scope_of(live: &LiveSession) -> Scope {
     }
 }
 
-fn mode(write: bool) -> &'static str {
+pub fn mode(write: bool) -> &'static str {
     if write {
         "write"
     } else {
@@ -192,102 +165,27 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
 }
 
 /// `share [SESSION] [--write] [--ttl D]`: prints a code for one of the
-/// caller's live sessions.
+/// caller's live sessions (the monitor makes it).
 pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) {
     let args = match args {
         Ok(args) => args.clone(),
         Err(e) => return session.deny(e),
     };
-    let mine: Vec<_> = session
-        .daemon
-        .live
-        .of_user(&session.user)
-        .into_iter()
-        .filter(|s| matches!(s.kind, "shell" | "exec"))
-        .collect();
-    let chosen = match &args.session {
-        None => mine.first().cloned(),
-        Some(wanted) => {
-            let matching: Vec<_> = mine
-                .iter()
-                .filter(|s| s.id.starts_with(wanted.as_str()))
-                .collect();
-            match matching.as_slice() {
-                [one] => Some(Arc::clone(one)),
-                [] => None,
-                _ => {
-                    return session.deny(&format!("{wanted}: names more than one of your sessions"))
-                }
-            }
-        }
-    };
-    let Some(live) = chosen else {
-        return session.deny(&match &args.session {
-            Some(wanted) => format!("{wanted}: no live session of yours on this bastion"),
-            None => "you have no live session on this bastion to share".to_string(),
-        });
-    };
-    if let Err(reason) = share_granted(session, &live) {
-        return session.deny(&reason);
-    }
-    let Some(code) = new_code() else {
-        warn!(
-            alarm = "random_unavailable",
-            "no share code: the OS random source failed"
-        );
-        return session.deny("no share code could be made (the bastion's random source failed)");
-    };
-    session.daemon.live.add_code(
-        &code,
-        ShareCode {
-            session: live.id.clone(),
-            owner: session.user.clone(),
-            write: args.write,
-            expires: Instant::now() + args.ttl,
-        },
-    );
-    info!(event = "share_created", shared = %live.id, mode = mode(args.write), ttl = ?args.ttl);
-    session.record(EventBody::Share {
-        scope: scope_of(&live),
-        action: "create".into(),
-        mode: mode(args.write).into(),
-        peer: None,
-    });
     let newline = if session.request.pty.is_some() {
         "\r\n"
     } else {
         "\n"
     };
-    let expires = (Utc::now() + chrono::Duration::from_std(args.ttl).unwrap_or_default())
-        .with_timezone(&session.daemon.timezone)
-        .format("%Y-%m-%d %H:%M:%S %Z");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "BASTION".into());
-    let mut text = String::from("your live sessions:");
-    text.push_str(newline);
-    for s in &mine {
-        let marker = if s.id == live.id { "*" } else { " " };
-        text.push_str(&format!(
-            " {marker} {}  {} as {}, for {}{newline}",
-            s.id,
-            s.asset,
-            s.account,
-            humantime::format_duration(Duration::from_secs(s.started.elapsed().as_secs()))
-        ));
-    }
-    text.push_str(&format!(
-        "share code: {code} ({}), valid until {expires} ({}){newline}\
-         the other user joins with: ssh -t {host} join {code}{newline}",
-        if args.write {
-            "read-write: the joiner may type"
-        } else {
-            "read-only"
-        },
-        humantime::format_duration(args.ttl)
-    ));
+    let text = match session.link.ask(Ask::Share {
+        session: args.session.clone(),
+        write: args.write,
+        ttl_secs: args.ttl.as_secs(),
+        newline: newline.to_string(),
+    }) {
+        Some(Answer::Share(Ok(text))) => text,
+        Some(Answer::Share(Err(reason))) => return session.deny(&reason),
+        _ => return session.deny("jms: the bastion daemon did not answer"),
+    };
     if let Some(out) = session.fds[1].as_ref() {
         write_all(out.as_raw_fd(), text.as_bytes());
     }
@@ -298,78 +196,44 @@ pub fn serve_share(session: &mut Session<'_>, args: &Result<ShareArgs, String>) 
 }
 
 /// `join CODE`: the shared session's output live on the joiner's terminal;
-/// her keys into it when the owner allowed.
+/// her keys into it when the owner allowed (the monitor checks the code,
+/// gives the output pipe and forwards the keys).
 pub fn serve_join(session: &mut Session<'_>, typed: &str) {
-    let registry = &session.daemon.live;
-    // Counted before the code is looked at; a right code takes it back.
-    if let Err(refusal) = registry.join_attempt(&session.user) {
-        warn!(event = "share_join_refused", reason = %refusal);
-        return session.deny(&refusal);
-    }
-    let Some(code) = normalize_code(typed) else {
-        return session.deny("usage: ssh -t BASTION join CODE (the code `share` printed)");
-    };
-    let unknown = format!("{code}: no such share code, or it expired or was used");
-    if registry.code(&code).is_none() {
-        return session.deny(&unknown);
-    }
-    registry.join_ok(&session.user);
-    if session.request.pty.is_none() {
-        return session.deny("join needs a terminal: ssh -t BASTION join CODE");
-    }
-    // Used now: nobody else joins with it.
-    let Some(share) = registry.take_code(&code) else {
-        return session.deny(&unknown);
-    };
-    let Some(live) = session.daemon.live.get(&share.session) else {
-        return session.deny(&format!("{code}: the shared session has ended"));
-    };
-    if let Err(reason) = share_granted(session, &live) {
-        return session.deny(&reason);
-    }
-    let Some(tap) = live.tap() else {
-        return session.deny(&format!("{code}: the shared session has ended"));
+    let (joined, pipe) = match session.link.ask_with_fds(Ask::Join {
+        code: typed.to_string(),
+    }) {
+        Some((Answer::Join(Ok(joined)), mut fds)) if fds.len() == 1 => (joined, fds.remove(0)),
+        Some((Answer::Join(Err(reason)), _)) => return session.deny(&reason),
+        _ => return session.deny("jms: the bastion daemon did not answer"),
     };
     let (Some(input), Some(output)) = (
         session.fds[0].as_ref().map(|f| f.as_raw_fd()),
         session.fds[1].as_ref().map(|f| f.as_raw_fd()),
     ) else {
+        session.link.ask(Ask::JoinEnded);
         return session.deny("the agent must pass its terminal");
     };
-    let joiner = session.user.clone();
-    let write = share.write;
-    info!(event = "share_join", shared = %live.id, owner = %share.owner, mode = mode(write));
-    session.record(EventBody::Share {
-        scope: scope_of(&live),
-        action: "join".into(),
-        mode: mode(write).into(),
-        peer: Some(joiner.clone()),
-    });
+    let write = joined.write;
     session.send(&Response::SessionStarted {
         session_id: session.id.clone(),
     });
-    live.notice(format!(
-        "{joiner} joined your session ({})",
-        if write { "may type" } else { "watching" }
-    ));
     let banner = format!(
         "\r\n[jms: you joined {}'s session on {} as {} ({}); Ctrl-] leaves]\r\n",
-        live.user,
-        live.asset,
-        live.account,
+        joined.owner,
+        joined.asset,
+        joined.account,
         if write { "you may type" } else { "read-only" }
     );
-    let mut gone = !write_all(output, banner.as_bytes()) || !write_all(output, &tap.recent);
+    let mut gone = !write_all(output, banner.as_bytes());
     let mut ended = false;
     let mut told_read_only = false;
-    let mut told_dropped = false;
     let mut buf = vec![0u8; 64 * 1024];
     while !gone && !ended {
         // SAFETY: these descriptors stay open for the whole loop.
         let (b_control, b_tap, b_in) = unsafe {
             (
                 BorrowedFd::borrow_raw(session.control.as_raw_fd()),
-                BorrowedFd::borrow_raw(tap.pipe.as_raw_fd()),
+                BorrowedFd::borrow_raw(pipe.as_raw_fd()),
                 BorrowedFd::borrow_raw(input),
             )
         };
@@ -396,7 +260,7 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
             }
         }
         if any(revents[1]) {
-            match nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf) {
+            match nix::unistd::read(pipe.as_raw_fd(), &mut buf) {
                 Ok(0) => ended = true,
                 Ok(n) => gone |= !write_all(output, &buf[..n]),
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
@@ -413,16 +277,10 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
                         None => (data, false),
                     };
                     if write {
-                        if keys.is_empty() || live.input(&joiner, keys) {
-                            told_dropped = false;
-                        } else if !told_dropped {
-                            // The session is not taking keys as fast as
-                            // they come: these are dropped, and she is told.
-                            told_dropped = true;
-                            gone |= !write_all(
-                                output,
-                                b"\r\n[jms: the session is busy: your keys were dropped]\r\n",
-                            );
+                        for chunk in keys.chunks(crate::wire::INPUT_CHUNK) {
+                            session
+                                .link
+                                .send(&crate::wire::FromWorker::JoinInput(chunk.to_vec()));
                         }
                     } else if !keys.is_empty() && !told_read_only {
                         told_read_only = true;
@@ -440,20 +298,14 @@ pub fn serve_join(session: &mut Session<'_>, typed: &str) {
             }
         }
     }
-    drop(tap);
-    if !ended {
-        live.notice(format!("{joiner} left your session"));
-    }
-    info!(event = "share_leave", shared = %live.id, ended);
-    session.record(EventBody::Share {
-        scope: scope_of(&live),
-        action: "leave".into(),
-        mode: mode(write).into(),
-        peer: Some(joiner),
-    });
+    drop(pipe);
+    let why = match session.link.ask(Ask::JoinEnded) {
+        Some(Answer::JoinEnded(why)) => why,
+        _ => None,
+    };
+    info!(event = "share_leave", shared = %joined.session, ended);
     let message = if ended {
-        let why = live.ended().filter(|r| !r.is_empty());
-        Some(match why {
+        Some(match why.filter(|r| !r.is_empty()) {
             Some(why) => format!("the shared session ended ({why})"),
             None => "the shared session ended".to_string(),
         })

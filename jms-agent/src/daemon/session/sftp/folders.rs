@@ -20,7 +20,7 @@ use jms_core::{AccountRef, GrantedAccount, Policy, Query};
 use crate::daemon::session::transfer::AssetSpec;
 
 /// One asset folder: the target of an upstream session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Folder {
     pub asset: String,
     /// The account's name in the policy.
@@ -29,7 +29,7 @@ pub struct Folder {
 
 /// Why a folder name does not resolve (the message names only what the
 /// user typed or may use).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Unresolved {
     /// Unknown, not granted, or no account usable over SFTP.
     NoSuchAsset(String),

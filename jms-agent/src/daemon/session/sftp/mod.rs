@@ -79,13 +79,48 @@ pub fn is_subsystem_command(command_line: &str) -> bool {
 pub struct SftpContext<'a> {
     /// The jms user (her bastion username).
     pub user: &'a str,
-    /// The policy in force; asked at each decision, so a reload applies
-    /// to the next operation.
-    pub policy: &'a (dyn Fn() -> Arc<Policy> + Sync),
+    /// The grant decisions (the monitor's); asked at each decision, so a
+    /// reload applies to the next operation.
+    pub folders: &'a dyn FolderDecisions,
     /// Opens SFTP sessions on targets.
     pub upstream: &'a dyn Upstream,
     /// Receives the transfer records.
     pub log: &'a dyn TransferLog,
+}
+
+/// The decisions the SFTP proxy needs, for its user, now.
+pub trait FolderDecisions: Sync {
+    /// The root's folders: (folder name, folder).
+    fn list(&self) -> Vec<(String, Folder)>;
+    /// One folder name.
+    fn resolve(&self, name: &str) -> Result<Folder, folders::Unresolved>;
+    /// Whether `action` is granted on `folder`; `Err` is why not.
+    fn check(&self, folder: &Folder, action: jms_core::model::Action) -> Result<(), String>;
+}
+
+/// [`FolderDecisions`] straight from a policy (the monitor's answers, and
+/// tests).
+pub struct PolicyFolders<'a> {
+    pub user: &'a str,
+    pub policy: &'a (dyn Fn() -> Arc<Policy> + Sync),
+}
+
+impl FolderDecisions for PolicyFolders<'_> {
+    fn list(&self) -> Vec<(String, Folder)> {
+        folders::list(&(self.policy)(), self.user, chrono::Utc::now())
+    }
+    fn resolve(&self, name: &str) -> Result<Folder, folders::Unresolved> {
+        folders::resolve(&(self.policy)(), self.user, name, chrono::Utc::now())
+    }
+    fn check(&self, folder: &Folder, action: jms_core::model::Action) -> Result<(), String> {
+        folders::check(
+            &(self.policy)(),
+            self.user,
+            folder,
+            action,
+            chrono::Utc::now(),
+        )
+    }
 }
 
 /// Opens an SFTP subsystem on a target. The daemon implements it with

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use jms_core::model::Action;
-use jms_core::Policy;
 
 use super::codec::*;
-use super::folders::{self, Folder};
+use super::folders::Folder;
 use super::paths::{self, Location};
 use super::upstream::{self, event, Conn, HandleInfo, Link, NotSent, Pending, WriteGroup};
 use super::{SftpContext, SftpError, SftpStats};
@@ -239,10 +238,6 @@ impl<'s, 'e> Session<'s, 'e> {
         self.reply(frame.finish());
     }
 
-    fn policy(&self) -> Arc<Policy> {
-        (self.ctx.policy)()
-    }
-
     fn request(&mut self, kind: u8, id: u32, frame: &mut [u8]) -> Result<(), Malformed> {
         match kind {
             FXP_OPEN => self.open(id, frame),
@@ -273,16 +268,14 @@ impl<'s, 'e> Session<'s, 'e> {
     fn route(&self, path: &[u8]) -> Result<Routed, Refusal> {
         match paths::locate(path) {
             Location::Root => Ok(Routed::Root),
-            Location::Folder { spec, remote } => {
-                match folders::resolve(&self.policy(), self.ctx.user, &spec, Utc::now()) {
-                    Ok(folder) => Ok(Routed::Folder {
-                        folder,
-                        spec,
-                        remote,
-                    }),
-                    Err(e) => Err((FX_NO_SUCH_FILE, e.message())),
-                }
-            }
+            Location::Folder { spec, remote } => match self.ctx.folders.resolve(&spec) {
+                Ok(folder) => Ok(Routed::Folder {
+                    folder,
+                    spec,
+                    remote,
+                }),
+                Err(e) => Err((FX_NO_SUCH_FILE, e.message())),
+            },
         }
     }
 
@@ -306,20 +299,18 @@ impl<'s, 'e> Session<'s, 'e> {
         operation: TransferOp,
         path: &[u8],
     ) -> Result<(), Refusal> {
-        folders::check(&self.policy(), self.ctx.user, folder, action, Utc::now()).map_err(
-            |reason| {
-                let message = format!("permission denied by the bastion: {reason}");
-                self.shared.log.record(event(
-                    folder,
-                    operation,
-                    lossy(path),
-                    None,
-                    0,
-                    TransferResult::Denied(reason),
-                ));
-                (FX_PERMISSION_DENIED, message)
-            },
-        )
+        self.ctx.folders.check(folder, action).map_err(|reason| {
+            let message = format!("permission denied by the bastion: {reason}");
+            self.shared.log.record(event(
+                folder,
+                operation,
+                lossy(path),
+                None,
+                0,
+                TransferResult::Denied(reason),
+            ));
+            (FX_PERMISSION_DENIED, message)
+        })
     }
 
     // ---- upstream connections ----
@@ -493,7 +484,9 @@ impl<'s, 'e> Session<'s, 'e> {
         let date = chrono::DateTime::from_timestamp(i64::from(self.started), 0)
             .unwrap_or_default()
             .format("%b %e %H:%M");
-        folders::list(&self.policy(), self.ctx.user, Utc::now())
+        self.ctx
+            .folders
+            .list()
             .into_iter()
             .map(|(name, _)| {
                 let long = format!("dr-xr-xr-x    2 jms      jms             0 {date} {name}");
