@@ -414,9 +414,10 @@ impl<'d> Served<'d> {
                 FromWorker::Done => return true,
                 FromWorker::Ask(ask) => {
                     let (answer, fd) = self.answer(ask);
-                    let sent = self
-                        .channel
-                        .send(&ToWorker::Answer(answer), fd.as_ref().map(|f| f.as_fd()));
+                    let sent = self.channel.send(
+                        &ToWorker::Answer(Box::new(answer)),
+                        fd.as_ref().map(|f| f.as_fd()),
+                    );
                     if !sent {
                         return false;
                     }
