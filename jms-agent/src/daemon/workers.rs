@@ -894,3 +894,20 @@ pub fn push_settings(daemon: &Daemon) {
         live.send_settings(limits);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_failure_on_a_workers_stderr_is_noticed() {
+        let flag = AtomicBool::new(false);
+        forward_stderr(&b"INFO session: started\nmore\n"[..], &flag);
+        assert!(!flag.load(Ordering::SeqCst));
+        forward_stderr(
+            &b"INFO session: started\nmemory allocation of 1048576 bytes failed\n"[..],
+            &flag,
+        );
+        assert!(flag.load(Ordering::SeqCst));
+    }
+}
