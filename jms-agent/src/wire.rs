@@ -181,7 +181,7 @@ pub enum FromWorker {
 /// Monitor → worker.
 #[derive(Serialize, Deserialize)]
 pub enum ToWorker {
-    Answer(Answer),
+    Answer(Box<Answer>),
     /// End the session with this line.
     End(String),
     /// A line for the engineer (someone joined or left).

@@ -414,9 +414,10 @@ impl<'d> Served<'d> {
                 FromWorker::Done => return true,
                 FromWorker::Ask(ask) => {
                     let (answer, fd) = self.answer(ask);
-                    let sent = self
-                        .channel
-                        .send(&ToWorker::Answer(answer), fd.as_ref().map(|f| f.as_fd()));
+                    let sent = self.channel.send(
+                        &ToWorker::Answer(Box::new(answer)),
+                        fd.as_ref().map(|f| f.as_fd()),
+                    );
                     if !sent {
                         return false;
                     }
@@ -891,5 +892,22 @@ pub fn push_settings(daemon: &Daemon) {
     let limits = limits_of(&daemon.effective());
     for live in daemon.live.all() {
         live.send_settings(limits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_failure_on_a_workers_stderr_is_noticed() {
+        let flag = AtomicBool::new(false);
+        forward_stderr(&b"INFO session: started\nmore\n"[..], &flag);
+        assert!(!flag.load(Ordering::SeqCst));
+        forward_stderr(
+            &b"INFO session: started\nmemory allocation of 1048576 bytes failed\n"[..],
+            &flag,
+        );
+        assert!(flag.load(Ordering::SeqCst));
     }
 }

@@ -239,7 +239,7 @@ impl Env {
         let ctx = SftpContext {
             user,
             folders: &sftp::PolicyFolders {
-                user: &user,
+                user,
                 policy: &current,
             },
             upstream,

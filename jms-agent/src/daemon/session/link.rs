@@ -129,7 +129,7 @@ fn read_orders(
         };
         match order {
             ToWorker::Answer(answer) => {
-                if answers.send((answer, fds)).is_err() {
+                if answers.send((*answer, fds)).is_err() {
                     return;
                 }
             }

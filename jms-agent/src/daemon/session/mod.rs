@@ -1065,6 +1065,37 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
     });
 }
 
+/// SFTP folder decisions asked of the monitor.
+struct MonitorFolders<'a> {
+    link: &'a Link,
+}
+
+impl sftp::FolderDecisions for MonitorFolders<'_> {
+    fn list(&self) -> Vec<(String, sftp::Folder)> {
+        match self.link.ask(Ask::Folders) {
+            Some(Answer::Folders(list)) => list,
+            _ => Vec::new(),
+        }
+    }
+    fn resolve(&self, name: &str) -> Result<sftp::Folder, sftp::folders::Unresolved> {
+        match self.link.ask(Ask::Folder {
+            name: name.to_string(),
+        }) {
+            Some(Answer::Folder(folder)) => folder,
+            _ => Err(sftp::folders::Unresolved::NoSuchAsset(name.to_string())),
+        }
+    }
+    fn check(&self, folder: &sftp::Folder, action: Action) -> Result<(), String> {
+        match self.link.ask(Ask::FolderCheck {
+            folder: folder.clone(),
+            action,
+        }) {
+            Some(Answer::Decision(decision)) => decision,
+            _ => Err("the bastion daemon did not answer".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,36 +1146,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
-    }
-}
-
-/// SFTP folder decisions asked of the monitor.
-struct MonitorFolders<'a> {
-    link: &'a Link,
-}
-
-impl sftp::FolderDecisions for MonitorFolders<'_> {
-    fn list(&self) -> Vec<(String, sftp::Folder)> {
-        match self.link.ask(Ask::Folders) {
-            Some(Answer::Folders(list)) => list,
-            _ => Vec::new(),
-        }
-    }
-    fn resolve(&self, name: &str) -> Result<sftp::Folder, sftp::folders::Unresolved> {
-        match self.link.ask(Ask::Folder {
-            name: name.to_string(),
-        }) {
-            Some(Answer::Folder(folder)) => folder,
-            _ => Err(sftp::folders::Unresolved::NoSuchAsset(name.to_string())),
-        }
-    }
-    fn check(&self, folder: &sftp::Folder, action: Action) -> Result<(), String> {
-        match self.link.ask(Ask::FolderCheck {
-            folder: folder.clone(),
-            action,
-        }) {
-            Some(Answer::Decision(decision)) => decision,
-            _ => Err("the bastion daemon did not answer".into()),
-        }
     }
 }
