@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -50,6 +50,8 @@ const TAIL_BYTES: usize = 64 * 1024;
 const PUSH_EVERY: Duration = Duration::from_millis(200);
 /// A push with nothing new, so the server can say nobody watches.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a finished stream waits for its session's end reason.
+const END_REASON_WAIT: Duration = Duration::from_secs(5);
 /// Seconds the server may hold a control request.
 const CONTROL_WAIT_SECS: u64 = 25;
 /// How often live sessions are checked against the policy in force even
@@ -82,6 +84,8 @@ pub struct LiveSession {
     wake_read: OwnedFd,
     wake_write: OwnedFd,
     state: Mutex<LiveState>,
+    /// Signalled when the session is closed ([`LiveSession::wait_ended`]).
+    closed: Condvar,
     /// In the monitor: the worker that runs the session, which the orders
     /// go to (the relay and its output are there).
     remote: Option<Arc<crate::daemon::workers::WorkerChannel>>,
@@ -143,6 +147,7 @@ impl LiveSession {
             started: Instant::now(),
             wake_read,
             wake_write,
+            closed: Condvar::new(),
             state: Mutex::new(LiveState {
                 size,
                 targets,
@@ -365,6 +370,19 @@ impl LiveSession {
         let mut state = self.state();
         state.ended = Some(reason.unwrap_or_default());
         state.taps.clear();
+        self.closed.notify_all();
+    }
+
+    /// Why it ended, waiting up to `at_most` for the end: a watcher's pipe
+    /// can close (the worker's relay is done) just before the monitor
+    /// hears the session's end and its reason.
+    pub fn wait_ended(&self, at_most: Duration) -> Option<String> {
+        let state = self.state();
+        let (state, _) = self
+            .closed
+            .wait_timeout_while(state, at_most, |s| s.ended.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        state.ended.clone()
     }
 
     /// Why it ended (empty when it just ended), once over.
@@ -840,7 +858,7 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
             last_push = Instant::now();
         }
     }
-    let reason = live.ended().unwrap_or_default();
+    let reason = live.wait_ended(END_REASON_WAIT).unwrap_or_default();
     push(&json!({"events": [], "ended": true, "reason": reason}));
     true
 }
