@@ -1043,6 +1043,23 @@ fn open(mut cmd: Command) -> Open {
     )
 }
 
+/// Starts a copy client and stops it (SIGSTOP) as soon as it has started
+/// its `ssh`: the session goes on at the bastion, its transfer blocked.
+fn held(cmd: Command) -> Open {
+    let client = open(cmd);
+    let pid = client.0.id();
+    wait_until("the copy client's ssh", || {
+        children(pid).iter().any(|c| c == "ssh")
+    });
+    run::run(
+        Command::new("kill").args(["-STOP", &pid.to_string()]),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .assert_success("stop the copy client");
+    client
+}
+
 #[test]
 fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_privileges() {
     let s = scene();
@@ -1060,14 +1077,40 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
         .arg("alice@127.0.0.1");
     let sftp = open(sftp_cmd);
     wait_until("the sftp session's worker", || workers(&s).len() == 3);
+    // Legacy scp and rsync downloads of a big file, held live: the local
+    // client is stopped once its ssh runs, so the transfer blocks (the
+    // target's sender waits on a full pipe) until the client is dropped.
+    let big = s.target.srv().join("home/deploy/big.bin");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("a big sparse file on the target");
+    let into = s.bastion.dir().join("big.copy").display().to_string();
+    let scp = held(copy_command(
+        &s,
+        &s.alice,
+        "scp",
+        &[
+            "-O",
+            "alice@127.0.0.1:web01:/srv/home/deploy/big.bin",
+            &into,
+        ],
+    ));
+    wait_until("the scp session's worker", || workers(&s).len() == 4);
+    let rsync = held(copy_command(
+        &s,
+        &s.alice,
+        "rsync",
+        &["alice@127.0.0.1:web01:/srv/home/deploy/big.bin", &into],
+    ));
+    wait_until("the rsync session's worker", || workers(&s).len() == 5);
     // Each target connection runs under its worker (sftp opens one with the
     // first folder it is asked for).
-    wait_until("ssh under the shell and exec workers", || {
+    wait_until("ssh under the shell, exec, scp and rsync workers", || {
         workers(&s)
             .iter()
             .filter(|w| children(**w).iter().any(|c| c == "ssh"))
             .count()
-            >= 2
+            >= 4
     });
     let id = jms_e2e::WORKER_ID.to_string();
     for pid in workers(&s) {
@@ -1108,7 +1151,7 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
             }
         }
     }
-    drop((shell, exec, sftp));
+    drop((shell, exec, sftp, scp, rsync));
     wait_until("the workers to exit with their sessions", || {
         workers(&s).is_empty()
     });
