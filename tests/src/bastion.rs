@@ -68,6 +68,8 @@ pub struct BastionBuilder {
     /// (name, password) of accounts only the namespace's private
     /// /etc/passwd, /etc/group and /etc/shadow hold.
     local_users: Vec<(String, String)>,
+    /// TOML appended to agentd.toml (whole tables, e.g. `[sessions]`).
+    agentd_extra: String,
 }
 
 impl BastionBuilder {
@@ -95,6 +97,7 @@ impl BastionBuilder {
             policy: "users: []\n".to_owned(),
             lockout: Lockout::default(),
             local_users: Vec::new(),
+            agentd_extra: String::new(),
         }
     }
 
@@ -113,6 +116,13 @@ impl BastionBuilder {
     /// The jms policy (YAML) agentd loads.
     pub fn policy(mut self, yaml: &str) -> Self {
         self.policy = yaml.to_owned();
+        self
+    }
+
+    /// Appends these TOML tables to agentd.toml (e.g.
+    /// `"[sessions]\nworker_memory_max_bytes = 200000000\n"`).
+    pub fn agentd_extra(mut self, toml: &str) -> Self {
+        self.agentd_extra.push_str(toml);
         self
     }
 
@@ -223,7 +233,7 @@ impl BastionBuilder {
             write_private(&dir.join("policy.yaml"), &self.policy);
             write(
                 &dir.join("agentd.toml"),
-                &config::agentd_toml(&dir.join("policy.yaml"), self.lockout),
+                &(config::agentd_toml(&dir.join("policy.yaml"), self.lockout) + &self.agentd_extra),
             );
         }
     }
