@@ -14,7 +14,7 @@ use jms_agent::daemon::session::commands::{Filters, LineTracker, Submitted, Verd
 use jms_agent::daemon::session::resolve::TargetSpec;
 use jms_agent::daemon::session::sftp::codec;
 use jms_agent::daemon::session::sftp::{
-    self, SftpContext, Upstream, UpstreamError, UpstreamStreams,
+    self, PolicyFolders, SftpContext, Upstream, UpstreamError, UpstreamStreams,
 };
 use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::transfer::{self, TransferEvent, TransferLog};
@@ -397,9 +397,13 @@ pub fn sftp_proxy(data: &[u8]) {
     } else {
         "alice"
     };
-    let ctx = SftpContext {
+    let folders = PolicyFolders {
         user,
         policy: &policy_fn,
+    };
+    let ctx = SftpContext {
+        user,
+        folders: &folders,
         upstream: &targets,
         log: &NoLog,
     };
@@ -521,7 +525,7 @@ pub fn policy(data: &[u8]) {
             let result = Policy::parse(text, format, "fuzz", base);
             if let Ok(policy) = &result {
                 assert_eq!(
-                    policy.doc,
+                    policy.doc.to_document(),
                     PolicyDocument::default(),
                     "a text serde refuses checked as a non-empty policy"
                 );
@@ -575,7 +579,7 @@ pub fn base_bundle() -> Bundle {
         version: 5,
         issued_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
         server_id: bundle::server_id(key.public_key().as_ref()),
-        policy: sftp_policy().doc.clone(),
+        policy: sftp_policy().doc.to_document(),
         settings: serde_json::json!({"session": {"idle_timeout": "30m"}}),
         ids: UnixIds::default(),
     }
@@ -650,7 +654,7 @@ pub fn bundle(data: &[u8]) {
 pub fn sample_delta() -> Delta {
     let key = server_key();
     let upsert = PolicyDocument {
-        users: sftp_policy().doc.users.clone(),
+        users: sftp_policy().doc.users.to_vec(),
         ..Default::default()
     };
     Delta {
