@@ -76,11 +76,14 @@ impl Link {
         self.ask_with_fds(ask).map(|(answer, _)| answer)
     }
 
-    /// Spools one event (through the monitor).
-    pub fn event(&self, body: EventBody) {
-        if !matches!(self.ask(Ask::Record(body)), Some(Answer::Recorded)) {
+    /// Spools one event (through the monitor); false when the monitor is
+    /// gone and the event was not spooled.
+    pub fn event(&self, body: EventBody) -> bool {
+        let recorded = matches!(self.ask(Ask::Record(body)), Some(Answer::Recorded));
+        if !recorded {
             warn!("the monitor is gone: an event was not spooled");
         }
+        recorded
     }
 
     /// Registers the live session: the monitor's orders reach it from now.

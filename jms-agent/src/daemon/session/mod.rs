@@ -123,6 +123,33 @@ pub fn new_id() -> String {
     )
 }
 
+/// What the agent reads when the monitor died before an event was spooled.
+pub const NOT_RECORDED: &str =
+    "the bastion daemon stopped before this was audited; nothing was done";
+
+/// Sends `response` to the agent only once `event` is in the spool: the
+/// worker can outlive a monitor killed mid-request, and an engineer is
+/// never told of a decision the audit does not hold. Without the spool
+/// she gets an error instead. True when `response` went out.
+pub fn answer_once_recorded(
+    link: &Link,
+    control: &UnixStream,
+    event: EventBody,
+    response: &Response,
+) -> bool {
+    if link.event(event) {
+        relay::send(control, response)
+    } else {
+        relay::send(
+            control,
+            &Response::Error {
+                message: NOT_RECORDED.into(),
+            },
+        );
+        false
+    }
+}
+
 /// One session being served in its worker: the caller, her request and
 /// descriptors, the settings it began with, the monitor's link and the
 /// control connection.
@@ -150,21 +177,26 @@ impl Session<'_> {
     /// Refuses with one line, logs and spools the refusal.
     pub fn deny(&self, reason: &str) {
         info!(event = "session_denied", session = %self.id, user = %self.user, command_line = %self.request.command_line, reason);
-        self.record(EventBody::SessionDenied {
+        let denial = EventBody::SessionDenied {
             session: Some(self.id.clone()),
             user: self.user.clone(),
             command_line: self.request.command_line.clone(),
             reason: reason.to_string(),
             client: self.request.client.clone(),
-        });
-        self.send(&Response::Denied {
-            reason: reason.to_string(),
-        });
+        };
+        answer_once_recorded(
+            self.link,
+            &self.control,
+            denial,
+            &Response::Denied {
+                reason: reason.to_string(),
+            },
+        );
     }
 
-    /// Spools one event (through the monitor).
-    pub fn record(&self, body: EventBody) {
-        self.link.event(body);
+    /// Spools one event (through the monitor); false when it could not be.
+    pub fn record(&self, body: EventBody) -> bool {
+        self.link.event(body)
     }
 
     /// Connection settings.
@@ -1099,6 +1131,36 @@ impl sftp::FolderDecisions for MonitorFolders<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denial_the_spool_does_not_hold_is_never_told() {
+        // A worker whose monitor died (kill -9) before the denial was spooled.
+        let (monitor, worker) = UnixStream::pair().unwrap();
+        drop(monitor);
+        let link = Link::new(worker, crate::wire::WireLimits::default()).unwrap();
+        let (control, agent) = UnixStream::pair().unwrap();
+        let denial = EventBody::SessionDenied {
+            session: Some("s1".into()),
+            user: "alice".into(),
+            command_line: "nosuch".into(),
+            reason: "no such asset: nosuch".into(),
+            client: None,
+        };
+        let told = answer_once_recorded(
+            &link,
+            &control,
+            denial,
+            &Response::Denied {
+                reason: "no such asset: nosuch".into(),
+            },
+        );
+        assert!(!told);
+        let answer: Response = jms_proto::read_response(&mut &agent).unwrap();
+        assert!(
+            matches!(&answer, Response::Error { message } if message == NOT_RECORDED),
+            "{answer:?}"
+        );
+    }
 
     #[test]
     fn command_lines_are_classified_as_the_contract_says() {
