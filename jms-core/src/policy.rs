@@ -560,23 +560,8 @@ impl Checker<'_> {
             if grant.name.is_empty() {
                 return Err(self.err(entity, "name", "empty name"));
             }
-            self.known(&entity, "users", &grant.users, &users, "user", false)?;
-            self.known(
-                &entity,
-                "user_groups",
-                &grant.user_groups,
-                &groups,
-                "user group",
-                false,
-            )?;
-            self.known(&entity, "assets", &grant.assets, &assets, "asset", false)?;
-            self.known_nodes(&nodes, &entity, &grant.nodes)?;
-            for (i, account) in grant.accounts.iter().enumerate() {
-                let known = [alias::ALL, alias::INPUT, alias::USER, alias::ANON];
-                if account.starts_with('@') && !known.contains(&account.as_str()) {
-                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (expected @ALL, @INPUT, @USER or @ANON)")));
-                }
-            }
+            self.grant_references(&entity, grant, &users, &groups, &assets, &nodes)?;
+            self.grant_accounts(&entity, grant)?;
         }
 
         self.unique(
@@ -586,38 +571,9 @@ impl Checker<'_> {
         )?;
         for filter in &doc.command_filters {
             let entity = format!("command filter `{}`", filter.name);
-            if !(1..=100).contains(&filter.priority) {
-                return Err(self.err(
-                    entity,
-                    "priority",
-                    format!("priority {} is outside 1..=100", filter.priority),
-                ));
-            }
-            for (i, rule) in filter.rules.iter().enumerate() {
-                regex::Regex::new(rule).map_err(|e| {
-                    self.err(
-                        entity.clone(),
-                        format!("rules[{i}]"),
-                        format!("bad regex: {e}"),
-                    )
-                })?;
-            }
-            self.known(&entity, "users", &filter.users, &users, "user", true)?;
-            self.known(
-                &entity,
-                "user_groups",
-                &filter.user_groups,
-                &groups,
-                "user group",
-                false,
-            )?;
-            self.known(&entity, "assets", &filter.assets, &assets, "asset", true)?;
-            self.known_nodes(&nodes, &entity, &filter.nodes)?;
-            for (i, account) in filter.accounts.iter().enumerate() {
-                if account.starts_with('@') && account != alias::ALL {
-                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (command filters take @ALL or names)")));
-                }
-            }
+            self.filter_fields(&entity, filter)?;
+            self.filter_references(&entity, filter, &users, &groups, &assets, &nodes)?;
+            self.filter_accounts(&entity, filter)?;
         }
         Ok(nodes)
     }
@@ -691,12 +647,7 @@ impl Checker<'_> {
             if grant.name.is_empty() {
                 return Err(self.err(entity, "name", "empty name"));
             }
-            for (i, account) in grant.accounts.iter().enumerate() {
-                let known = [alias::ALL, alias::INPUT, alias::USER, alias::ANON];
-                if account.starts_with('@') && !known.contains(&account.as_str()) {
-                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (expected @ALL, @INPUT, @USER or @ANON)")));
-                }
-            }
+            self.grant_accounts(&entity, grant)?;
         }
         let referring: Vec<&Grant> = if recheck_all {
             doc.grants.iter().map(|g| &**g).collect()
@@ -705,24 +656,7 @@ impl Checker<'_> {
         };
         for grant in referring {
             let entity = format!("grant `{}`", grant.name);
-            self.known(&entity, "users", &grant.users, &users, "user", false)?;
-            self.known(
-                &entity,
-                "user_groups",
-                &grant.user_groups,
-                &groups,
-                "user group",
-                false,
-            )?;
-            self.known(
-                &entity,
-                "assets",
-                &grant.assets,
-                &asset_names,
-                "asset",
-                false,
-            )?;
-            self.known_nodes(nodes, &entity, &grant.nodes)?;
+            self.grant_references(&entity, grant, &users, &groups, &asset_names, nodes)?;
         }
         if !up.command_filters.is_empty() {
             self.unique(
@@ -733,27 +667,8 @@ impl Checker<'_> {
         }
         for filter in &up.command_filters {
             let entity = format!("command filter `{}`", filter.name);
-            if !(1..=100).contains(&filter.priority) {
-                return Err(self.err(
-                    entity,
-                    "priority",
-                    format!("priority {} is outside 1..=100", filter.priority),
-                ));
-            }
-            for (i, rule) in filter.rules.iter().enumerate() {
-                regex::Regex::new(rule).map_err(|e| {
-                    self.err(
-                        entity.clone(),
-                        format!("rules[{i}]"),
-                        format!("bad regex: {e}"),
-                    )
-                })?;
-            }
-            for (i, account) in filter.accounts.iter().enumerate() {
-                if account.starts_with('@') && account != alias::ALL {
-                    return Err(self.err(entity, format!("accounts[{i}]"), format!("unknown account alias `{account}` (command filters take @ALL or names)")));
-                }
-            }
+            self.filter_fields(&entity, filter)?;
+            self.filter_accounts(&entity, filter)?;
         }
         let referring: Vec<&CommandFilter> = if recheck_all {
             doc.command_filters.iter().map(|f| &**f).collect()
@@ -762,24 +677,7 @@ impl Checker<'_> {
         };
         for filter in referring {
             let entity = format!("command filter `{}`", filter.name);
-            self.known(&entity, "users", &filter.users, &users, "user", true)?;
-            self.known(
-                &entity,
-                "user_groups",
-                &filter.user_groups,
-                &groups,
-                "user group",
-                false,
-            )?;
-            self.known(
-                &entity,
-                "assets",
-                &filter.assets,
-                &asset_names,
-                "asset",
-                true,
-            )?;
-            self.known_nodes(nodes, &entity, &filter.nodes)?;
+            self.filter_references(&entity, filter, &users, &groups, &asset_names, nodes)?;
         }
         Ok(())
     }
@@ -802,6 +700,107 @@ impl Checker<'_> {
             }
         }
         Ok(seen)
+    }
+
+    /// A grant's account aliases (`@ALL`, `@INPUT`, `@USER`, `@ANON`).
+    fn grant_accounts(&self, entity: &str, grant: &Grant) -> Result<()> {
+        for (i, account) in grant.accounts.iter().enumerate() {
+            let known = [alias::ALL, alias::INPUT, alias::USER, alias::ANON];
+            if account.starts_with('@') && !known.contains(&account.as_str()) {
+                return Err(self.err(
+                    entity.to_string(),
+                    format!("accounts[{i}]"),
+                    format!(
+                        "unknown account alias `{account}` (expected @ALL, @INPUT, @USER or @ANON)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a grant names: users, user groups, assets, nodes.
+    fn grant_references(
+        &self,
+        entity: &str,
+        grant: &Grant,
+        users: &dyn Names,
+        groups: &dyn Names,
+        assets: &dyn Names,
+        nodes: &NodeTree,
+    ) -> Result<()> {
+        self.known(entity, "users", &grant.users, users, "user", false)?;
+        self.known(
+            entity,
+            "user_groups",
+            &grant.user_groups,
+            groups,
+            "user group",
+            false,
+        )?;
+        self.known(entity, "assets", &grant.assets, assets, "asset", false)?;
+        self.known_nodes(nodes, entity, &grant.nodes)
+    }
+
+    /// A command filter's priority and rules.
+    fn filter_fields(&self, entity: &str, filter: &CommandFilter) -> Result<()> {
+        if !(1..=100).contains(&filter.priority) {
+            return Err(self.err(
+                entity.to_string(),
+                "priority",
+                format!("priority {} is outside 1..=100", filter.priority),
+            ));
+        }
+        for (i, rule) in filter.rules.iter().enumerate() {
+            regex::Regex::new(rule).map_err(|e| {
+                self.err(
+                    entity.to_string(),
+                    format!("rules[{i}]"),
+                    format!("bad regex: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A command filter's account aliases (`@ALL` only).
+    fn filter_accounts(&self, entity: &str, filter: &CommandFilter) -> Result<()> {
+        for (i, account) in filter.accounts.iter().enumerate() {
+            if account.starts_with('@') && account != alias::ALL {
+                return Err(self.err(
+                    entity.to_string(),
+                    format!("accounts[{i}]"),
+                    format!(
+                        "unknown account alias `{account}` (command filters take @ALL or names)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a command filter names: users, user groups, assets (each may
+    /// be `@ALL` but the groups), nodes.
+    fn filter_references(
+        &self,
+        entity: &str,
+        filter: &CommandFilter,
+        users: &dyn Names,
+        groups: &dyn Names,
+        assets: &dyn Names,
+        nodes: &NodeTree,
+    ) -> Result<()> {
+        self.known(entity, "users", &filter.users, users, "user", true)?;
+        self.known(
+            entity,
+            "user_groups",
+            &filter.user_groups,
+            groups,
+            "user group",
+            false,
+        )?;
+        self.known(entity, "assets", &filter.assets, assets, "asset", true)?;
+        self.known_nodes(nodes, entity, &filter.nodes)
     }
 
     /// Checks every name in `list` is in `known` (or `@ALL` when allowed).
