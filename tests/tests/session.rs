@@ -1162,14 +1162,23 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
     });
 }
 
+/// Two workers die mid-session among 22 live ones: one by kill -9, one by
+/// an allocation past its address-space limit (SIGUSR1 asks a debug
+/// build's worker for one, as a bug would make). Each engineer reads one
+/// line saying why, the audit has both reasons, and the 20 other sessions
+/// and new logins go on.
 #[test]
-fn a_killed_worker_ends_its_session_only_with_the_reason_audited() {
+fn a_crashed_worker_ends_its_session_only_with_the_reason_audited() {
     use std::io::{BufRead, BufReader, Write};
     let s = scene();
     let mut sessions: Vec<Open> = Vec::new();
-    for n in 0..21 {
+    // Each session's worker, by the order the sessions were opened.
+    let mut their_workers: Vec<u32> = Vec::new();
+    for n in 0..22 {
         sessions.push(open(s.ssh(&s.alice, "alice", false, &["web01", "cat"])));
         wait_until("the session's worker", || workers(&s).len() == n + 1);
+        let new = workers(&s).into_iter().find(|w| !their_workers.contains(w));
+        their_workers.push(new.expect("the new session's worker"));
     }
     // Every session echoes through its own worker.
     let mut readers: Vec<_> = sessions
@@ -1191,40 +1200,48 @@ fn a_killed_worker_ends_its_session_only_with_the_reason_audited() {
         readers[i].read_line(&mut got).unwrap();
         assert_eq!(got, line, "session {i} echoes");
     };
-    for i in 0..21 {
+    for i in 0..22 {
         echo(i, &mut sessions, &mut readers);
     }
-    // The newest worker is the last session's: kill it.
-    let victim = *workers(&s).iter().max().unwrap();
-    run::run(
-        Command::new("kill").args(["-9", &victim.to_string()]),
-        b"",
-        COMMAND_TIMEOUT,
-    )
-    .assert_success("kill -9 the worker");
-    let mut killed = sessions.pop().unwrap();
-    let status = killed.0.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(killed.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "the killed session fails");
-    assert!(
-        stderr.contains("worker died: signal 9"),
-        "the engineer reads why: {stderr:?}"
-    );
-    readers.pop();
-    // The 20 others go on, and new logins too.
-    for i in 0..20 {
-        echo(i, &mut sessions, &mut readers);
+    // The last two sessions' workers crash, one after the other.
+    for (signal, reason) in [
+        ("-9", "worker died: signal 9"),
+        ("-USR1", "worker over its memory limit"),
+    ] {
+        let victim = their_workers.pop().unwrap();
+        run::run(
+            Command::new("kill").args([signal, &victim.to_string()]),
+            b"",
+            COMMAND_TIMEOUT,
+        )
+        .assert_success("signal the worker");
+        let mut crashed = sessions.pop().unwrap();
+        readers.pop();
+        // Its stdin stays open (waiting would close it): the session ends
+        // by the crash alone.
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(crashed.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let status = crashed.0.wait().unwrap();
+        assert!(!status.success(), "the crashed session fails");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("jms-agent: the session ended: {reason}"),
+            "the engineer reads one line saying why"
+        );
+        // The 20 others go on, and new logins too.
+        for i in 0..20 {
+            echo(i, &mut sessions, &mut readers);
+        }
+        let out = s.exec(&s.alice, "alice", "web01 echo still-here");
+        out.assert_success("a new session after the crash");
+        assert!(out.stdout.contains("still-here"), "{out}");
+        wait_until(&format!("{reason:?} in the audit"), || {
+            s.events().iter().any(|e| {
+                e.get("event").as_deref() == Some("session_end")
+                    && e.get("reason").as_deref() == Some(reason)
+            })
+        });
     }
-    let out = s.exec(&s.alice, "alice", "web01 echo still-here");
-    out.assert_success("a new session after the crash");
-    assert!(out.stdout.contains("still-here"), "{out}");
-    wait_until("the reason in the audit", || {
-        s.events().iter().any(|e| {
-            e.get("event").as_deref() == Some("session_end")
-                && e.get("reason").as_deref() == Some("worker died: signal 9")
-        })
-    });
     drop(sessions);
 }
 
@@ -1273,9 +1290,9 @@ fn sftp_step(
 /// plus 16 MiB (`[sessions] worker_memory_max_bytes`), and a 64 MiB upload
 /// with 256 requests of 255 KiB in flight (64 MiB, were they all held)
 /// goes through whole, beside another session, and new logins work.
-/// (No relay path was found that grows a worker past its start-up peak, so
-/// the "worker over its memory limit" reason has a unit test in workers.rs
-/// instead of a crash here.)
+/// (No relay path was found that grows a worker past its start-up peak;
+/// `a_crashed_worker_ends_its_session_only_with_the_reason_audited` makes
+/// one allocate past its limit on purpose.)
 #[test]
 fn a_worker_relays_a_big_upload_within_its_measured_start_up_peak() {
     use std::io::{BufRead, BufReader};

@@ -858,7 +858,7 @@ impl<'d> Served<'d> {
             &mut &*control,
             &Response::SessionEnded {
                 exit_status: None,
-                message: Some(format!("jms: the session ended: {reason}")),
+                message: Some(format!("the session ended: {reason}")),
             },
         );
     }

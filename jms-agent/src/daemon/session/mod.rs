@@ -351,6 +351,34 @@ pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::
     }
 }
 
+/// Debug builds only, for the e2e test of a worker over its memory limit:
+/// SIGUSR1 makes the worker ask for one allocation the size of its whole
+/// address-space limit, as a bug would. The allocator fails, says so on
+/// stderr and aborts; the monitor ends the session with that reason.
+/// Release builds have no such hook (SIGUSR1 ends a worker as usual).
+#[cfg(debug_assertions)]
+fn allocate_past_the_limit_on_sigusr1() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let asked = Arc::new(AtomicBool::new(false));
+    if signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&asked)).is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("test-allocation".into())
+        .spawn(move || loop {
+            if asked.load(Ordering::SeqCst) {
+                let (limit, _) =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+                        .unwrap_or((u64::MAX, u64::MAX));
+                let size = usize::try_from(limit)
+                    .unwrap_or(usize::MAX / 2)
+                    .min(isize::MAX as usize);
+                std::hint::black_box(Vec::<u8>::with_capacity(size));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        });
+}
+
 /// A session worker: jms-agentd run as `jms-session AS NOFILE CPU` by the
 /// monitor (`crate::daemon::workers`), its stdin a socket to the monitor.
 /// Its first acts, before reading anything: no new privileges, then its
@@ -383,6 +411,8 @@ pub fn worker_main() -> std::process::ExitCode {
             }
         }
     }
+    #[cfg(debug_assertions)]
+    allocate_past_the_limit_on_sigusr1();
     let stream = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => {
@@ -450,7 +480,7 @@ pub fn serve(mut session: Session<'_>) {
         warn!("session failed with an internal error");
         session.send(&Response::SessionEnded {
             exit_status: None,
-            message: Some("jms: internal error; the session was ended".into()),
+            message: Some("internal error; the session was ended".into()),
         });
     }
 }
