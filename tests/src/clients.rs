@@ -133,12 +133,28 @@ impl Bastion {
     /// its prompts in order.
     pub fn pamtester(&self, pam: &Pam<'_>) -> Outcome {
         let mut cmd = self.ns_command("pamtester");
+        Self::pamtester_args(&mut cmd, pam);
+        run::run_answering(&mut cmd, &pam.answers, COMMAND_TIMEOUT)
+    }
+
+    /// [`Bastion::pamtester`] in a session of its own (`setsid`), as sshd
+    /// runs each connection: the scheduler then weighs it as a group of
+    /// its own (autogroup), not together with the caller's other children.
+    pub fn pamtester_in_own_session(&self, pam: &Pam<'_>) -> Outcome {
+        let mut cmd = Command::new("setsid");
+        cmd.args(["--wait", "nsenter", "--target"])
+            .arg(self.sshd_pid().to_string())
+            .args(["--mount", "--", "pamtester"]);
+        Self::pamtester_args(&mut cmd, pam);
+        run::run_answering(&mut cmd, &pam.answers, COMMAND_TIMEOUT)
+    }
+
+    fn pamtester_args(cmd: &mut Command, pam: &Pam<'_>) {
         cmd.arg("-v");
         if let Some(rhost) = pam.rhost {
             cmd.arg("-I").arg(format!("rhost={rhost}"));
         }
         cmd.arg("sshd").arg(pam.user).args(pam.operations);
-        run::run_answering(&mut cmd, &pam.answers, COMMAND_TIMEOUT)
     }
 
     /// The common ssh client options: loopback, this bastion's port, no

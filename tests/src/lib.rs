@@ -17,6 +17,7 @@
 //! - [`run`]: commands with deadlines, prompt answering, readable failures.
 //! - [`terminal`]: a program on a pty of a given size, read through a
 //!   terminal emulator (the menu tests).
+//! - [`procfs`]: /proc status fields, children, a bastion's session workers.
 //! - [`plain`]: a plain sshd without jms (the benchmarks' baselines).
 //! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
 //!   accounts, in its own mount namespace) for the session tests.
@@ -31,6 +32,7 @@ pub mod fixture;
 pub mod namespace;
 pub mod plain;
 pub mod preflight;
+pub mod procfs;
 pub mod run;
 pub mod secrets;
 pub mod target;

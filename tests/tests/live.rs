@@ -21,6 +21,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use jms_e2e::central::{eventually, Central};
+use jms_e2e::procfs;
 use jms_e2e::target::DEPLOY_PASSWORD;
 use jms_e2e::terminal::Terminal;
 use jms_e2e::{Bastion, BastionBuilder, ClientKey, Target};
@@ -359,6 +360,19 @@ fn a_shared_session_is_joined_read_only_or_with_write_and_bad_codes_are_refused(
     owner.type_slowly("echo owner-$((1+1))\r");
     owner.wait_for_text("owner-2", SCREEN_WAIT);
     joiner.wait_for_text("owner-2", SCREEN_WAIT);
+    // Both sides run in workers as the worker user: the owner's with its
+    // target ssh, the joiner's with none (it is fed by the owner's).
+    let workers = s.bastion.session_workers();
+    assert_eq!(workers.len(), 2, "the owner's and the joiner's workers");
+    let with_ssh = |w: &u32| procfs::children_names(*w).iter().any(|c| c == "ssh");
+    assert_eq!(
+        workers.iter().filter(|w| with_ssh(w)).count(),
+        1,
+        "one target connection, the owner's"
+    );
+    for worker in workers {
+        procfs::assert_runs_as_the_worker_user(worker);
+    }
     joiner.type_slowly("echo joiner-$((2+3))\r");
     joiner.wait_for_text("read-only: your keys are not sent", SCREEN_WAIT);
     owner.type_slowly("echo after-$((3+4))\r");

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jms_e2e::clients::CLIENT_OPTIONS;
+use jms_e2e::procfs::{assert_runs_as_the_worker_user, children_names, status_field};
 use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
 use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID, ROOT_PASSWORD};
 use jms_e2e::terminal::Terminal;
@@ -970,51 +971,7 @@ fn input_piped_into_a_shell_is_checked_line_by_line() {
 
 /// The session workers (`jms-session`) agentd runs now, by pid.
 fn workers(s: &Scene) -> Vec<u32> {
-    let agentd = s.bastion.agentd_pid().expect("agentd runs") as u32;
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        if field("Name:") == "jms-session" && field("PPid:") == agentd.to_string() {
-            found.push(pid);
-        }
-    }
-    found.sort();
-    found
-}
-
-fn status_field(pid: u32, name: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// Children of `pid` (their command names).
-fn children(pid: u32) -> Vec<String> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if status_field(child, "PPid:") == pid.to_string() {
-            names.push(status_field(child, "Name:"));
-        }
-    }
-    names
+    s.bastion.session_workers()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -1054,7 +1011,7 @@ fn held(cmd: Command) -> Open {
     let client = open(cmd);
     let pid = client.0.id();
     wait_until("the copy client's ssh", || {
-        children(pid).iter().any(|c| c == "ssh")
+        children_names(pid).iter().any(|c| c == "ssh")
     });
     run::run(
         Command::new("kill").args(["-STOP", &pid.to_string()]),
@@ -1113,28 +1070,12 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
     wait_until("ssh under the shell, exec, scp and rsync workers", || {
         workers(&s)
             .iter()
-            .filter(|w| children(**w).iter().any(|c| c == "ssh"))
+            .filter(|w| children_names(**w).iter().any(|c| c == "ssh"))
             .count()
             >= 4
     });
-    let id = jms_e2e::WORKER_ID.to_string();
     for pid in workers(&s) {
-        assert_eq!(
-            status_field(pid, "Uid:"),
-            format!("{id} {id} {id} {id}"),
-            "worker {pid}"
-        );
-        assert_eq!(
-            status_field(pid, "Gid:"),
-            format!("{id} {id} {id} {id}"),
-            "worker {pid}"
-        );
-        assert_eq!(
-            status_field(pid, "Groups:"),
-            "",
-            "worker {pid}: no supplementary groups"
-        );
-        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "worker {pid}");
+        assert_runs_as_the_worker_user(pid);
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         let address = limits
             .lines()
@@ -1142,19 +1083,6 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
             .unwrap()
             .to_string();
         assert!(address.contains("1073741824"), "worker {pid}: {address}");
-        for child in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(c) = child.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if status_field(c, "PPid:") == pid.to_string() {
-                assert_eq!(
-                    status_field(c, "Uid:"),
-                    format!("{id} {id} {id} {id}"),
-                    "ssh {c}"
-                );
-                assert_eq!(status_field(c, "NoNewPrivs:"), "1", "ssh {c}");
-            }
-        }
     }
     drop((shell, exec, sftp, scp, rsync));
     wait_until("the workers to exit with their sessions", || {
@@ -1304,7 +1232,7 @@ fn a_worker_relays_a_big_upload_within_its_measured_start_up_peak() {
         wait_until("the sftp worker's target connection", || {
             workers(&s)
                 .iter()
-                .any(|w| children(*w).iter().any(|c| c == "ssh"))
+                .any(|w| children_names(*w).iter().any(|c| c == "ssh"))
         });
         let worker = workers(&s)[0];
         let peak = status_field(worker, "VmPeak:");

@@ -388,6 +388,10 @@ pub fn worker_main() -> std::process::ExitCode {
     use std::process::ExitCode;
     // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
     let _ = nix::sys::prctl::set_name(c"jms-session");
+    // A session of its own: the scheduler weighs each worker as a group of
+    // its own (autogroup), apart from the monitor, so busy sessions never
+    // crowd the monitor's login lane within one group.
+    let _ = nix::unistd::setsid();
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
         return ExitCode::FAILURE;
