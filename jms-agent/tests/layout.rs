@@ -303,7 +303,10 @@ fn worker_tree_never_imports_the_monitor_tree() {
                 .map(move |d| format!("{m} -> {d}"))
         })
         .collect();
-    assert!(wrong.is_empty(), "the worker imports the monitor: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "the worker imports the monitor: {wrong:#?}"
+    );
 }
 
 #[test]
@@ -344,7 +347,10 @@ fn the_graph_sees_use_trees_and_super_paths() {
             .collect()
     };
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    assert_eq!(found("daemon::a::b", "use super::c::X;"), set(&["daemon::a::c"]));
+    assert_eq!(
+        found("daemon::a::b", "use super::c::X;"),
+        set(&["daemon::a::c"])
+    );
     assert_eq!(
         found("daemon::a::b", "use crate::daemon::{a::{self, c}, d};"),
         set(&["daemon::a::c", "daemon::d"])
@@ -354,7 +360,10 @@ fn the_graph_sees_use_trees_and_super_paths() {
         set(&["daemon::d"])
     );
     assert_eq!(
-        found("daemon::d", "fn f() { crate::daemon::a::c::g() }\n#[cfg(test)]\nuse crate::daemon::a::b;"),
+        found(
+            "daemon::d",
+            "fn f() { crate::daemon::a::c::g() }\n#[cfg(test)]\nuse crate::daemon::a::b;"
+        ),
         set(&["daemon::a::c"])
     );
     let mut g = BTreeMap::new();

@@ -15,20 +15,17 @@
 //!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
 //! - `share`: `share [SESSION] [--write]` and `join CODE` (reserved words
 //!   in `command_line`); target sessions are registered as live sessions
-//!   (`crate::daemon::live`) so they can be watched, joined and ended.
+//!   (`crate::daemon::monitor::live`) so they can be watched, joined and ended.
 
-pub mod audit;
 pub mod commands;
 pub mod connect;
 pub mod link;
-pub mod open_sessions;
 pub mod recording;
 pub mod relay;
 pub mod resolve;
 pub mod screen;
 pub mod sftp;
 pub mod share;
-pub mod spool;
 pub mod stdin_check;
 pub mod transfer;
 
@@ -41,14 +38,14 @@ use jms_core::model::{Action, ExecStdin, Protocol};
 use jms_proto::{Response, SessionRequest};
 use tracing::{info, info_span, warn};
 
-use crate::daemon::live::LiveSession;
+use crate::daemon::events::{self, EventBody, Scope};
+use crate::daemon::live_session::LiveSession;
 use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
 use connect::{Credential, Mode, Stdin};
 use link::Link;
 use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
 use resolve::{Login, Resolved, TargetSpec};
-use spool::{EventBody, Scope};
 
 /// What `command_line` asks for (contract, "command_line, as the daemon
 /// reads it").
@@ -94,33 +91,6 @@ pub fn classify(command_line: &str) -> Wanted {
         target: target.to_string(),
         command: command.filter(|c| !c.is_empty()).map(str::to_string),
     }
-}
-
-/// A new random id (UUID v4 text) for sessions and events.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        // Not expected on Linux; still unique enough within this daemon.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes = (nanos ^ (std::process::id() as u128) << 64).to_le_bytes();
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// What the agent reads when the monitor died before an event was spooled.
@@ -352,7 +322,7 @@ pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::
 }
 
 /// A session worker: jms-agentd run as `jms-session AS NOFILE CPU` by the
-/// monitor (`crate::daemon::workers`), its stdin a socket to the monitor.
+/// monitor (`crate::daemon::monitor::workers`), its stdin a socket to the monitor.
 /// Its first acts, before reading anything: no new privileges, then its
 /// resource limits; then it serves the one session in the start message
 /// and exits.
@@ -800,7 +770,7 @@ struct TargetEvents<'s, 'd> {
     command: Option<String>,
     recording: Option<String>,
     ready_at: Option<Instant>,
-    live: Option<Arc<crate::daemon::live::LiveSession>>,
+    live: Option<Arc<crate::daemon::live_session::LiveSession>>,
 }
 
 impl relay::Events for TargetEvents<'_, '_> {
@@ -846,7 +816,7 @@ impl relay::Events for TargetEvents<'_, '_> {
         self.session.link.limits()
     }
 
-    fn live(&self) -> Option<&crate::daemon::live::LiveSession> {
+    fn live(&self) -> Option<&crate::daemon::live_session::LiveSession> {
         self.live.as_deref()
     }
 }
@@ -864,7 +834,7 @@ fn log_command_by(
     verdict: &Verdict,
     typed_by: Option<&str>,
 ) {
-    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %spool::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default(), typed_by = typed_by.unwrap_or_default());
+    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %events::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default(), typed_by = typed_by.unwrap_or_default());
     session.record(EventBody::Command {
         scope: scope.clone(),
         command: command.to_string(),
@@ -1200,13 +1170,5 @@ mod tests {
             }
         );
         assert_eq!(classify("  "), Wanted::Nothing);
-    }
-
-    #[test]
-    fn ids_are_uuid_v4_and_unique() {
-        let (a, b) = (new_id(), new_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
     }
 }

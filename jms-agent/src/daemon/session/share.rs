@@ -25,9 +25,9 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use tracing::info;
 
-use super::spool::Scope;
 use super::{connect, Session, Wanted};
-use crate::daemon::live::LiveSession;
+use crate::daemon::events::Scope;
+use crate::daemon::live_session::LiveSession;
 use crate::wire::{Answer, Ask};
 
 /// How long a code is valid unless `--ttl` says otherwise.
