@@ -18,9 +18,8 @@ use jms_proto::SessionRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::events::EventBody;
-use crate::daemon::session::connect::Credential;
-use crate::daemon::session::resolve::Resolved;
 use crate::daemon::session::sftp::folders::{Folder, Unresolved};
+use crate::daemon::target::{Credential, Resolved};
 
 /// argv[0] of a worker (jms-agentd re-executed).
 pub const WORKER_NAME: &str = "jms-session";

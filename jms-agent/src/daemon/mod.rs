@@ -11,3 +11,4 @@ pub mod events;
 pub mod live_session;
 pub mod monitor;
 pub mod session;
+pub mod target;

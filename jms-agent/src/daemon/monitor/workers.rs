@@ -36,11 +36,10 @@ use crate::daemon::live_session::{LiveSession, Remote};
 use crate::daemon::monitor::audit;
 use crate::daemon::monitor::handlers::Daemon;
 use crate::daemon::monitor::live::{Registered, ShareCode};
-use crate::daemon::monitor::spool;
+use crate::daemon::monitor::{resolve, share_codes, spool};
 use crate::daemon::session::commands::Filters;
-use crate::daemon::session::resolve::{self, Login, TargetSpec};
 use crate::daemon::session::sftp::{FolderDecisions, PolicyFolders};
-use crate::daemon::session::share;
+use crate::daemon::target::{Login, TargetSpec};
 use crate::wire::{
     Answer, Ask, FromWorker, Grant, Joined, Register, SessionSettings, Start, ToWorker, WireLimits,
     WORKER_NAME,
@@ -611,7 +610,7 @@ impl<'d> Served<'d> {
             });
         };
         share_granted(&self.policy(), &live)?;
-        let Some(code) = share::new_code() else {
+        let Some(code) = share_codes::new_code() else {
             warn!(
                 alarm = "random_unavailable",
                 "no share code: the OS random source failed"
@@ -627,13 +626,13 @@ impl<'d> Served<'d> {
                 expires: Instant::now() + ttl,
             },
         );
-        info!(event = "share_created", shared = %live.id, mode = share::mode(write), ttl = ?ttl);
+        info!(event = "share_created", shared = %live.id, mode = share_codes::mode(write), ttl = ?ttl);
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "create".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: None,
             },
         );
@@ -678,7 +677,7 @@ impl<'d> Served<'d> {
             warn!(event = "share_join_refused", reason = %refusal);
             return Err(refusal);
         }
-        let Some(code) = share::normalize_code(typed) else {
+        let Some(code) = share_codes::normalize_code(typed) else {
             return Err("usage: ssh -t BASTION join CODE (the code `share` printed)".into());
         };
         let unknown = format!("{code}: no such share code, or it expired or was used");
@@ -701,13 +700,13 @@ impl<'d> Served<'d> {
             return Err(format!("{code}: the shared session has ended"));
         };
         let write = shared.write;
-        info!(event = "share_join", shared = %live.id, owner = %shared.owner, mode = share::mode(write));
+        info!(event = "share_join", shared = %live.id, owner = %shared.owner, mode = share_codes::mode(write));
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "join".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: Some(self.user.clone()),
             },
         );
@@ -739,9 +738,9 @@ impl<'d> Served<'d> {
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "leave".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: Some(self.user.clone()),
             },
         );

@@ -22,7 +22,6 @@ pub mod connect;
 pub mod link;
 pub mod recording;
 pub mod relay;
-pub mod resolve;
 pub mod screen;
 pub mod sftp;
 pub mod share;
@@ -40,12 +39,12 @@ use tracing::{info, info_span, warn};
 
 use crate::daemon::events::{self, EventBody, Scope};
 use crate::daemon::live_session::LiveSession;
+use crate::daemon::target::{Credential, Login, Resolved, Target, TargetSpec};
 use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
-use connect::{Credential, Mode, Stdin};
+use connect::{Mode, Stdin};
 use link::Link;
 use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
-use resolve::{Login, Resolved, TargetSpec};
 
 /// What `command_line` asks for (contract, "command_line, as the daemon
 /// reads it").
@@ -204,7 +203,7 @@ impl Session<'_> {
 
     /// The target of `resolved`, asking the engineer for what the vault
     /// does not hold; `Err` is the line for her.
-    pub fn login_target(&self, resolved: &Resolved) -> Result<connect::Target, String> {
+    pub fn login_target(&self, resolved: &Resolved) -> Result<Target, String> {
         if let Some(target) = vault_target(self.link, resolved)? {
             return Ok(target);
         }
@@ -302,7 +301,7 @@ fn ask_grant(
 
 /// The target of `resolved` when it needs nothing typed, with the vaulted
 /// credential the monitor gives for it (`None` for [`Login::Ask`]).
-pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::Target>, String> {
+pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<Target>, String> {
     match &resolved.login {
         Login::Vault { username, .. } => match link.ask(Ask::Credential {
             asset: resolved.asset.name.clone(),
