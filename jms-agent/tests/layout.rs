@@ -310,6 +310,56 @@ fn worker_tree_never_imports_the_monitor_tree() {
 }
 
 #[test]
+fn what_both_sides_share_imports_neither_side() {
+    // `daemon::config`, `daemon::events`, … sit beside the two trees: the
+    // worker may use them only because they hold nothing of the monitor.
+    let graph = graph();
+    let in_tree = |m: &str, tree: &str| m == tree || m.starts_with(&format!("{tree}::"));
+    let shared: Vec<&String> = graph
+        .keys()
+        .filter(|m| m.as_str() != "daemon" && !in_tree(m, MONITOR) && !in_tree(m, WORKER))
+        .collect();
+    assert!(!shared.is_empty());
+    let wrong: Vec<String> = shared
+        .iter()
+        .flat_map(|m| {
+            graph[*m]
+                .iter()
+                .filter(|d| in_tree(d, MONITOR) || in_tree(d, WORKER))
+                .map(move |d| format!("{m} -> {d}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "a shared module imports a side: {wrong:#?}"
+    );
+}
+
+#[test]
+fn session_code_never_names_the_daemon_state() {
+    // `Daemon` (the monitor's state) is out of the worker's reach even by
+    // a path the graph might not read (a macro, a re-export).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let named: Vec<String> = modules(&src)
+        .into_iter()
+        .filter(|(m, _)| m == WORKER || m.starts_with(&format!("{WORKER}::")))
+        .filter(|(_, file)| {
+            let code = code(&std::fs::read_to_string(file).unwrap());
+            code.match_indices("Daemon").any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + "Daemon".len()..].chars().next();
+                !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+            })
+        })
+        .map(|(m, _)| m)
+        .collect();
+    assert!(
+        named.is_empty(),
+        "worker modules naming `Daemon`: {named:?}"
+    );
+}
+
+#[test]
 fn no_import_loops_under_daemon() {
     let graph = graph();
     let found = cycles(&graph);

@@ -1,21 +1,29 @@
-//! Sessions: one engineer's connection to one target, from the request
+//! The session worker (`jms-session`, one unprivileged process per
+//! session): one engineer's connection to one target, from the request
 //! (with her stdio passed by SCM_RIGHTS) to the end, relayed, recorded and
-//! audited here, in the daemon (docs/sessions.md is the contract).
+//! reported to the monitor (docs/sessions.md is the contract). It depends
+//! on the typed messages ([`crate::wire`]) and the shared types beside it
+//! (`daemon::{config, events, target, live_session}`), never on the
+//! monitor's state (`daemon::monitor`; `tests/layout.rs`).
 //!
-//! - [`serve`]: checks the caller, reads `command_line` (the agent's
-//!   reading is never trusted) and dispatches: the sftp subsystem, legacy
-//!   scp / rsync transfers, or `[account@]asset [command]`.
-//! - `resolve`: target and account through the grant engine.
+//! - [`worker_main`]: the worker's start; [`serve`]: reads `command_line`
+//!   (the agent's reading is never trusted) and dispatches: the sftp
+//!   subsystem, legacy scp / rsync transfers, or `[account@]asset
+//!   [command]`.
+//! - `link`: the worker's channel to the monitor (asks for grant
+//!   decisions, credentials, folder decisions; events; the monitor's
+//!   orders).
 //! - `connect`: the OpenSSH client to the target (host keys, askpass).
 //! - `relay`: the poll loop; `recording`: asciicast v2; `commands`: line
-//!   reconstruction and command filters; `spool`: the durable event spool;
-//!   `open_sessions`: sessions open on disk, closed at startup after a crash.
+//!   reconstruction and command filters; `screen`, `stdin_check`.
 //! - `transfer` (legacy scp, rsync) and `sftp` (the SFTP proxy) read their
 //!   protocols; this module gives them targets ([`SshUpstream`], an exec
-//!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
+//!   through [`connect::open`]) and the spool, through the monitor
+//!   ([`SpoolTransferLog`]).
 //! - `share`: `share [SESSION] [--write]` and `join CODE` (reserved words
-//!   in `command_line`); target sessions are registered as live sessions
-//!   (`crate::daemon::monitor::live`) so they can be watched, joined and ended.
+//!   in `command_line`); target sessions are registered with the monitor
+//!   as live sessions (`crate::daemon::live_session`) so they can be
+//!   watched, joined and ended.
 
 pub mod commands;
 pub mod connect;
