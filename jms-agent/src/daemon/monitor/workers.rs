@@ -208,6 +208,7 @@ fn spawn(daemon: &Daemon) -> Result<Worker> {
         .arg(s.worker_memory_max_bytes.to_string())
         .arg(s.worker_open_files_max.to_string())
         .arg(s.worker_cpu_max_secs.to_string())
+        .arg(s.worker_cpu.as_arg())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::from(OwnedFd::from(theirs)))

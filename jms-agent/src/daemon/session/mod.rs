@@ -356,7 +356,7 @@ fn allocate_past_the_limit_on_sigusr1() {
         });
 }
 
-/// A session worker: jms-agentd run as `jms-session AS NOFILE CPU` by the
+/// A session worker: jms-agentd run as `jms-session AS NOFILE CPU CLASS` by the
 /// monitor (`crate::daemon::monitor::workers`), its stdin a socket to the monitor.
 /// Its first acts, before reading anything: no new privileges, then its
 /// resource limits; then it serves the one session in the start message
@@ -365,10 +365,6 @@ pub fn worker_main() -> std::process::ExitCode {
     use std::process::ExitCode;
     // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
     let _ = nix::sys::prctl::set_name(c"jms-session");
-    // A session of its own: the scheduler weighs each worker as a group of
-    // its own (autogroup), apart from the monitor, so busy sessions never
-    // crowd the monitor's login lane within one group.
-    let _ = nix::unistd::setsid();
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
         return ExitCode::FAILURE;
@@ -390,6 +386,20 @@ pub fn worker_main() -> std::process::ExitCode {
                 eprintln!("jms-session: setrlimit {resource:?}: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+    }
+    if std::env::args().nth(4).as_deref() == Some("idle") {
+        // Sessions take the CPU nothing else wants: a login, or the
+        // monitor answering one, preempts any number of busy sessions.
+        // The target ssh inherits the class.
+        let param = nix::libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `param` only; pid 0 is this process.
+        if unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param) } != 0 {
+            eprintln!(
+                "jms-session: SCHED_IDLE: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::FAILURE;
         }
     }
     #[cfg(debug_assertions)]
