@@ -216,6 +216,49 @@ fn a_grant_made_with_jmsctl_reaches_the_bastion_and_so_do_its_revocation_and_exp
     eprintln!("after the expiry ({expires}):\n{expired}");
 }
 
+/// A session that outlasts several upload rounds (one a second here): its
+/// recording reaches the server whole. The uploader in the monitor never
+/// takes a file a session worker still writes; it would have the server
+/// confirm the part written so far, delete the file, and the rest of the
+/// session would go to a deleted file.
+#[test]
+fn a_recording_reaches_the_server_whole_though_its_session_outlasts_upload_rounds() {
+    let s = scene(None);
+    let password = "alice-recorded-pw-1";
+    s.add_user_quick("alice", password);
+    s.add_target_asset();
+    s.grant("g", "alice", &[]);
+    s.until_reachable("alice to reach web01", "alice", password);
+    let out = s.on_target(
+        "alice",
+        password,
+        "echo first-part; sleep 4; echo second-part",
+    );
+    out.assert_success("a session of four seconds");
+    let recording = eventually("the session's recording on the server", || {
+        let (status, page) = s
+            .central
+            .api("GET", "/api/v1/sessions?user=alice&limit=1", None);
+        let page: serde_json::Value =
+            serde_json::from_str(&page).map_err(|e| format!("{status}: {e}: {page}"))?;
+        let newest = &page["items"][0];
+        if newest["has_recording"] != true || newest["status"] != "ended" {
+            return Err(format!("not yet: {newest}"));
+        }
+        let id = newest["id"].as_str().unwrap_or_default();
+        let (status, cast) =
+            s.central
+                .api("GET", &format!("/api/v1/sessions/{id}/recording"), None);
+        (status == 200)
+            .then_some(cast.clone())
+            .ok_or(format!("{status}: {cast}"))
+    });
+    assert!(
+        recording.contains("first-part") && recording.contains("second-part"),
+        "the whole session is in the recording:\n{recording}"
+    );
+}
+
 #[test]
 fn the_servers_settings_rule_the_bastions_lockout_and_session_length() {
     let s = scene(None);

@@ -13,8 +13,8 @@
 //! the server: it is logged with an alarm and skipped.
 //!
 //! Recordings ([`RecordingUploader`], a thread of its own): each finished
-//! recording (`<session>.cast` in the recordings dir that no session of
-//! this process still writes, see `session::recording::is_open`) is sent in
+//! recording (`<session>.cast` in the recordings dir whose session's worker
+//! has exited, see [`workers::is_running`]) is sent in
 //! chunks of at most [`RECORDING_CHUNK`] bytes, starting at the offset the
 //! server says it holds (`GET /api/v1/sync/recordings/<session>`), so an
 //! upload cut by a crash of either side resumes where the server's disk
@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 use crate::daemon::config::CentralConfig;
 use crate::daemon::monitor::enroll::{self, Call, Identity};
 use crate::daemon::monitor::spool::{Spool, CURRENT};
-use crate::daemon::session::recording;
+use crate::daemon::monitor::workers;
 
 /// Most events in one request.
 pub const BATCH_EVENTS: usize = 1000;
@@ -285,15 +285,18 @@ fn recording_session(name: &str) -> Option<&str> {
     is_recording_session_id(id).then_some(id)
 }
 
-/// Finished recordings in `dir`, oldest first: `.cast` files no session of
-/// this process is writing.
+/// Finished recordings in `dir`, oldest first: `.cast` files of sessions
+/// whose worker has exited (a running worker may still write its file).
 pub fn finished_recordings(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .filter(|e| recording_session(&e.file_name().to_string_lossy()).is_some())
+                .filter(|e| {
+                    recording_session(&e.file_name().to_string_lossy())
+                        .is_some_and(|id| !workers::is_running(id))
+                })
                 .map(|e| {
                     let modified = e
                         .metadata()
@@ -301,7 +304,6 @@ pub fn finished_recordings(dir: &Path) -> Vec<PathBuf> {
                         .unwrap_or(std::time::UNIX_EPOCH);
                     (modified, e.path())
                 })
-                .filter(|(_, path)| !recording::is_open(path))
                 .collect()
         })
         .unwrap_or_default();
@@ -571,6 +573,7 @@ impl RecordingUploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::session::recording;
     use ring::digest::SHA256;
     use std::cell::RefCell;
 

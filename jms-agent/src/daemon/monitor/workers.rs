@@ -11,13 +11,14 @@
 //! only: the monitor writes `session_end` with the reason and the engineer
 //! reads one line saying so.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -146,6 +147,8 @@ pub fn serve(
     if let Err(reason) = audit::admit(daemon) {
         return deny(&reason);
     }
+    // Listed before the worker can create the recording, until it exited.
+    let _running = Running::new(&id);
     let mut worker = match spawn(daemon) {
         Ok(worker) => worker,
         Err(e) => {
@@ -187,6 +190,39 @@ pub fn serve(
     let done = served.answer_until_done(&worker.channel_stream);
     let reason = worker.finish(done);
     served.after_worker(reason, &stream);
+}
+
+/// Sessions whose worker runs now (by id): the recording uploader leaves
+/// their files alone, a worker may still be writing them.
+fn running() -> MutexGuard<'static, HashSet<String>> {
+    static RUNNING: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    RUNNING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the worker of session `id` is still running (it may write the
+/// session's recording).
+pub fn is_running(id: &str) -> bool {
+    running().contains(id)
+}
+
+/// Lists a session as running from before its worker starts until the
+/// worker has exited (dropped after [`Worker::finish`]).
+struct Running(String);
+
+impl Running {
+    fn new(id: &str) -> Running {
+        running().insert(id.to_owned());
+        Running(id.to_owned())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().remove(&self.0);
+    }
 }
 
 /// A running worker.

@@ -11,34 +11,17 @@
 //! ([`Recorder::on_stop`], wired to the live session's end order).
 //!
 //! The writer is buffered; the relay flushes it on a timer and at the end.
-//! Files are 0600 in a 0700 directory. While this process writes a
-//! recording it is listed as open ([`is_open`]): the uploader
-//! (`crate::daemon::monitor::upload`) takes only recordings no session holds.
+//! Files are 0600 in a 0700 directory. The monitor's uploader takes only
+//! recordings of sessions whose worker has exited
+//! (`crate::daemon::monitor::workers::is_running`).
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use serde::Serialize;
-
-/// Recordings this process is writing.
-fn open_recordings() -> MutexGuard<'static, HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    OPEN.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether a session of this process is still writing `path` (a file in
-/// the recordings dir). After a restart none is: sessions die with the
-/// daemon, so every recording left on disk is finished.
-pub fn is_open(path: &Path) -> bool {
-    open_recordings().contains(path)
-}
 
 /// What a relay reports to a recorder.
 pub trait Recorder {
@@ -117,20 +100,11 @@ impl Asciicast {
             .create(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let path = dir.join(name);
-        // Listed before the file exists, so it never looks finished.
-        open_recordings().insert(path.clone());
-        let file = match std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => file,
-            Err(e) => {
-                open_recordings().remove(&path);
-                return Err(e);
-            }
-        };
+            .open(&path)?;
         let mut cast = Asciicast {
             path,
             out: Some(BufWriter::with_capacity(64 * 1024, file)),
@@ -273,7 +247,6 @@ impl Drop for Asciicast {
             let _ = out.flush();
             let _ = out.get_ref().sync_data();
         }
-        open_recordings().remove(&self.path);
     }
 }
 
