@@ -775,7 +775,9 @@ mod tests {
         assert!(!path.exists());
         assert!(server.puts.borrow().is_empty(), "nothing sent again");
 
-        // A recording being written is not taken; other files are ignored.
+        // A recording a running worker writes is not taken; other files
+        // are ignored.
+        let running = workers::Running::new("s-4");
         let meta = recording::SessionMeta {
             user: "alice".into(),
             asset: "web01".into(),
@@ -796,10 +798,15 @@ mod tests {
         std::fs::write(dir.path().join("bad name.cast"), b"x").unwrap();
         assert!(finished_recordings(dir.path()).is_empty());
         drop(open);
+        assert!(
+            finished_recordings(dir.path()).is_empty(),
+            "closed, but its worker still runs"
+        );
+        drop(running);
         assert_eq!(
             finished_recordings(dir.path()),
             vec![dir.path().join("s-4.cast")],
-            "finished once closed"
+            "finished once its worker exited"
         );
     }
 }

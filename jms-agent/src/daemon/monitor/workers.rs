@@ -210,10 +210,10 @@ pub fn is_running(id: &str) -> bool {
 
 /// Lists a session as running from before its worker starts until the
 /// worker has exited (dropped after [`Worker::finish`]).
-struct Running(String);
+pub(crate) struct Running(String);
 
 impl Running {
-    fn new(id: &str) -> Running {
+    pub(crate) fn new(id: &str) -> Running {
         running().insert(id.to_owned());
         Running(id.to_owned())
     }
