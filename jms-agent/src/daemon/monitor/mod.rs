@@ -13,6 +13,7 @@
 //! - [`live`]: the registry of live sessions, revocation, share codes and
 //!   the server's control poll (watch, kill).
 //! - [`spool`], [`open_sessions`], [`audit`]: the audit trail on disk;
+//!   [`running`]: the sessions whose worker runs (their recordings wait);
 //!   [`upload`]: its way to the server.
 //! - [`policy_source`], [`publish`], [`state`], [`enroll`].
 
@@ -25,6 +26,7 @@ pub mod open_sessions;
 pub mod policy_source;
 pub mod publish;
 pub mod resolve;
+pub mod running;
 pub mod server;
 pub mod share_codes;
 pub mod spool;

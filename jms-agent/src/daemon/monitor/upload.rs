@@ -14,7 +14,7 @@
 //!
 //! Recordings ([`RecordingUploader`], a thread of its own): each finished
 //! recording (`<session>.cast` in the recordings dir whose session's worker
-//! has exited, see [`workers::is_running`]) is sent in
+//! has exited, see [`running::is_running`]) is sent in
 //! chunks of at most [`RECORDING_CHUNK`] bytes, starting at the offset the
 //! server says it holds (`GET /api/v1/sync/recordings/<session>`), so an
 //! upload cut by a crash of either side resumes where the server's disk
@@ -36,8 +36,8 @@ use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
 use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::running;
 use crate::daemon::monitor::spool::{Spool, CURRENT};
-use crate::daemon::monitor::workers;
 
 /// Most events in one request.
 pub const BATCH_EVENTS: usize = 1000;
@@ -295,7 +295,7 @@ pub fn finished_recordings(dir: &Path) -> Vec<PathBuf> {
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .filter(|e| {
                     recording_session(&e.file_name().to_string_lossy())
-                        .is_some_and(|id| !workers::is_running(id))
+                        .is_some_and(|id| !running::is_running(id))
                 })
                 .map(|e| {
                     let modified = e
@@ -777,7 +777,7 @@ mod tests {
 
         // A recording a running worker writes is not taken; other files
         // are ignored.
-        let running = workers::Running::new("s-4");
+        let running = running::Running::new("s-4");
         let meta = recording::SessionMeta {
             user: "alice".into(),
             asset: "web01".into(),

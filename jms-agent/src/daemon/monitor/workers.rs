@@ -11,14 +11,13 @@
 //! only: the monitor writes `session_end` with the reason and the engineer
 //! reads one line saying so.
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -37,6 +36,7 @@ use crate::daemon::live_session::{LiveSession, Remote};
 use crate::daemon::monitor::audit;
 use crate::daemon::monitor::handlers::Daemon;
 use crate::daemon::monitor::live::{Registered, ShareCode};
+use crate::daemon::monitor::running;
 use crate::daemon::monitor::{resolve, share_codes, spool};
 use crate::daemon::session::commands::Filters;
 use crate::daemon::session::sftp::{FolderDecisions, PolicyFolders};
@@ -148,7 +148,7 @@ pub fn serve(
         return deny(&reason);
     }
     // Listed before the worker can create the recording, until it exited.
-    let _running = Running::new(&id);
+    let _running = running::Running::new(&id);
     let mut worker = match spawn(daemon) {
         Ok(worker) => worker,
         Err(e) => {
@@ -190,39 +190,6 @@ pub fn serve(
     let done = served.answer_until_done(&worker.channel_stream);
     let reason = worker.finish(done);
     served.after_worker(reason, &stream);
-}
-
-/// Sessions whose worker runs now (by id): the recording uploader leaves
-/// their files alone, a worker may still be writing them.
-fn running() -> MutexGuard<'static, HashSet<String>> {
-    static RUNNING: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    RUNNING
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether the worker of session `id` is still running (it may write the
-/// session's recording).
-pub fn is_running(id: &str) -> bool {
-    running().contains(id)
-}
-
-/// Lists a session as running from before its worker starts until the
-/// worker has exited (dropped after [`Worker::finish`]).
-pub(crate) struct Running(String);
-
-impl Running {
-    pub(crate) fn new(id: &str) -> Running {
-        running().insert(id.to_owned());
-        Running(id.to_owned())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        running().remove(&self.0);
-    }
 }
 
 /// A running worker.

@@ -13,7 +13,7 @@
 //! The writer is buffered; the relay flushes it on a timer and at the end.
 //! Files are 0600 in a 0700 directory. The monitor's uploader takes only
 //! recordings of sessions whose worker has exited
-//! (`crate::daemon::monitor::workers::is_running`).
+//! (`crate::daemon::monitor::running::is_running`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
