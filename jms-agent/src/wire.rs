@@ -183,6 +183,12 @@ pub enum FromWorker {
     Register(Register),
     /// Keys of the joining user for the joined session.
     JoinInput(Vec<u8>),
+    /// The engineer's terminal changed size: a watcher or joiner who
+    /// comes later starts at it.
+    Resized {
+        cols: u16,
+        rows: u16,
+    },
     /// The session is over; the worker exits next.
     Done,
 }

@@ -248,13 +248,18 @@ fn an_admin_watches_a_live_session_and_terminates_it_and_the_user_sees_why() {
     assert_eq!(status, 404, "killing an unknown session: {body}");
 
     // The watch API is a Server-Sent Events stream starting with the
-    // terminal's size and screen.
+    // terminal's size (as it is now: alice resized it since she logged
+    // in) and screen.
+    terminal.resize(132, 40);
+    terminal.type_slowly("stty size\r");
+    terminal.wait_for_text("40 132", SCREEN_WAIT);
     let first = first_sse_event(&s.central, &id);
     assert!(
         first.contains("text/event-stream")
             && first.contains("data: {")
-            && first.contains("\"cols\":100"),
-        "an event stream whose first event is the header: {first}"
+            && first.contains("\"cols\":132")
+            && first.contains("\"rows\":40"),
+        "an event stream whose first event is the header at the size now: {first}"
     );
 
     let dir = tempfile::tempdir().expect("temp dir");

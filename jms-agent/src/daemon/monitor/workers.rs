@@ -359,6 +359,11 @@ impl<'d> Served<'d> {
                     }
                 }
                 FromWorker::Register(register) => self.register(register),
+                FromWorker::Resized { cols, rows } => {
+                    if let Some(registered) = &self.registered {
+                        registered.session.resize(cols, rows);
+                    }
+                }
                 FromWorker::JoinInput(data) => match &self.joined {
                     Some((live, true)) => {
                         live.input(&self.user, &data);

@@ -98,6 +98,11 @@ impl Link {
         self.send(&FromWorker::Register(register));
     }
 
+    /// Tells the monitor the engineer's terminal size (for its watchers).
+    pub fn resized(&self, cols: u16, rows: u16) {
+        self.send(&FromWorker::Resized { cols, rows });
+    }
+
     /// The idle and length limits in force.
     pub fn limits(&self) -> Limits {
         self.orders().limits.limits()

@@ -870,6 +870,13 @@ impl relay::Events for TargetEvents<'_, '_> {
     fn live(&self) -> Option<&crate::daemon::live_session::LiveSession> {
         self.live.as_deref()
     }
+
+    fn resized(&mut self, cols: u16, rows: u16) {
+        if let Some(live) = &self.live {
+            live.resize(cols, rows);
+            self.session.link.resized(cols, rows);
+        }
+    }
 }
 
 fn log_command(session: &Session<'_>, scope: &Scope, command: &str, kind: &str, verdict: &Verdict) {

@@ -129,6 +129,12 @@ pub trait Events {
     fn live(&self) -> Option<&LiveSession> {
         None
     }
+    /// The engineer's terminal changed size.
+    fn resized(&mut self, cols: u16, rows: u16) {
+        if let Some(live) = self.live() {
+            live.resize(cols, rows);
+        }
+    }
 }
 
 /// How the relay ended.
@@ -572,9 +578,7 @@ pub fn relay_pty(
                 // SAFETY: master is open for the whole loop.
                 connect::set_window_size(unsafe { BorrowedFd::borrow_raw(master) }, cols, rows);
                 recorder.resize(cols, rows);
-                if let Some(live) = events.live() {
-                    live.resize(cols, rows);
-                }
+                events.resized(cols, rows);
             };
             if !control_message(control, &mut resize) {
                 engineer_gone = true;
