@@ -27,20 +27,26 @@
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay).
 
-pub mod admin;
 pub mod api;
+pub mod app;
+pub mod audit;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod error;
 pub mod fleet;
 pub mod hashpool;
 pub mod live;
 pub mod mail;
+pub mod policy;
 pub mod recordings;
 pub mod selfservice;
+pub mod services;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod tokens;
 pub mod web;
 
-pub use admin::{Admin, AdminError};
+pub use error::AdminError;
+pub use services::Services;

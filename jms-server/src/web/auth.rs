@@ -228,12 +228,12 @@ pub async fn login(
     }
     let client = forwarded_for(&headers);
     let (name, client_for_store) = (username.clone(), client.clone());
-    let admin = state.admin.clone();
+    let admins = state.services.admins.clone();
     let checked = state
         .hashing
         .run(move || {
             admins::login(
-                &admin,
+                &admins,
                 &name,
                 &form.password,
                 &form.code,
@@ -303,7 +303,10 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     if let Some(token) = session_cookie(&headers) {
-        blocking(&state, move |admin| admins::logout(admin, &token)).await?;
+        blocking(&state, move |services| {
+            admins::logout(&services.admins, &token)
+        })
+        .await?;
     }
     let cookie = format!("{COOKIE}=; Path=/web; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(see_other_with_cookie("/web/login", &cookie))
@@ -359,8 +362,8 @@ pub async fn require_login(
         None => None,
         Some(token) => {
             let idle = chrono::Duration::from_std(SESSION_IDLE).expect("fits");
-            match blocking(&state, move |admin| {
-                admins::session(admin, &token, chrono::Utc::now(), idle)
+            match blocking(&state, move |services| {
+                admins::session(&services.admins, &token, chrono::Utc::now(), idle)
             })
             .await
             {

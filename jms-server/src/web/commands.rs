@@ -83,8 +83,8 @@ pub async fn search(
     Query(filters): Query<CommandFilters>,
 ) -> Result<Markup, WebError> {
     let query = filters.query()?;
-    let page = blocking(&state, move |admin| {
-        Ok(admin.read()?.commands(&query, false)?)
+    let page = blocking(&state, move |services| {
+        Ok(services.audit.read()?.commands(&query, false)?)
     })
     .await?;
     let total = page.total;

@@ -38,8 +38,11 @@ pub async fn list(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
 ) -> Result<Markup, WebError> {
-    let (bastions, after) = blocking(&state, |admin| {
-        Ok((admin.fleet()?, admin.bastion_silent_after()))
+    let (bastions, after) = blocking(&state, |services| {
+        Ok((
+            services.fleet.fleet()?,
+            services.fleet.bastion_silent_after(),
+        ))
     })
     .await?;
     let revoke = me.role >= Scope::Admin;
@@ -132,6 +135,9 @@ pub async fn revoke(
         ));
     }
     let actor = format!("web admin {}", me.username);
-    blocking(&state, move |admin| admin.revoke_bastion(&actor, &name)).await?;
+    blocking(&state, move |services| {
+        services.fleet.revoke_bastion(&actor, &name)
+    })
+    .await?;
     Ok(Redirect::to("/web/bastions").into_response())
 }
