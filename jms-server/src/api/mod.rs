@@ -110,6 +110,14 @@ pub fn router(services: &Services) -> Router {
     app.with_state(state)
 }
 
+/// `GET /api/openapi.json`: the document built from the route table
+/// (which lists this route too; the table names this handler, the document
+/// reads the table).
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(openapi::document).clone())
+}
+
 /// Checks the bearer token and its scope; records the actor.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let token = request

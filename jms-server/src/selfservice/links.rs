@@ -24,6 +24,9 @@ use crate::settings::Mail;
 use crate::settings::Settings;
 use crate::store::{NewOpLogEntry, PasswordTokenRow, Purpose, ReadTx, Store};
 
+/// Where a link leads: the page that sets the password.
+pub const SET_PATH: &str = "/password/set";
+
 /// Why a link was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -251,7 +254,7 @@ fn link_url(site_url: &str, token: &str) -> String {
     format!(
         "{}{}?token={token}",
         site_url.trim_end_matches('/'),
-        super::pages::SET_PATH
+        SET_PATH
     )
 }
 

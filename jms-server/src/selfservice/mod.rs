@@ -63,7 +63,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(links: Arc<Links>) -> Router<S> 
     });
     Router::new()
         .route(
-            pages::SET_PATH,
+            links::SET_PATH,
             get(pages::set_form).post(pages::set_submit),
         )
         .route(

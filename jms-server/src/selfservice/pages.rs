@@ -31,13 +31,12 @@ use tokio::sync::mpsc;
 
 use super::csrf::{self, origin_ok};
 use super::limits::RateLimiter;
-use super::links::{self, LinkState, Links};
+use super::links::{self, LinkState, Links, SET_PATH};
 use super::{blocking, rules, SelfService};
 use crate::error::AdminError;
 use crate::settings::{MfaRequired, Security, Settings};
 use crate::store::{ListQuery, PasswordTokenRow, Purpose, UserRow};
 
-pub const SET_PATH: &str = "/password/set";
 pub const FORGOT_PATH: &str = "/password/forgot";
 /// Longest username or address the forgot form takes.
 const MAX_LOGIN: usize = 254;

@@ -28,7 +28,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, Page};
+use super::layout::{self, url_escape, Page};
 use super::{admins, blocking, WebError, WebState};
 
 /// Name of the session cookie.
@@ -386,19 +386,6 @@ pub async fn require_login(
     };
     request.extensions_mut().insert(WebAdmin { username, role });
     next.run(request).await
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-pub fn url_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use axum::Extension;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page, PAGE_SIZE};
 use super::sessions::{given, offset_text, replay_link, time_filter};
 use super::{blocking, WebError, WebState};

@@ -11,7 +11,8 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page};
 use super::{blocking, WebError, WebState};
 use crate::fleet::{BastionView, Status};

@@ -12,7 +12,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::assets;
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page};
 use super::sessions::{find_session, player_head};
 use super::{blocking, WebError, WebState};
