@@ -1,5 +1,6 @@
-//! The sync half of the server: its signing key, bastion enrollment,
-//! signed policy bundles, signed-request checks and event ingest.
+//! The sync service: the server's signing key, bastion enrollment,
+//! signed policy bundles and deltas, long-polls and signed-request checks
+//! (event ingest is the audit service's, `crate::audit`).
 //!
 //! - The server's Ed25519 key (`sync.key`, PKCS#8, 0600) is created beside
 //!   `secret.key` at first start; bastions pin its public key at enrollment.
@@ -30,8 +31,6 @@
 //!   orders included) is signed by the server key for that request
 //!   ([`SyncService::sign_answer`], `jms_core::bundle::answer_message`), so a
 //!   bastion believes no answer a man in the middle made or replayed.
-//! - Events are stored once per (bastion, idempotency key): `INSERT OR
-//!   IGNORE`, so a retried batch stores nothing twice.
 
 use std::collections::HashMap;
 use std::fs;
