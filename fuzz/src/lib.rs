@@ -681,10 +681,16 @@ fn bastion_key() -> &'static Ed25519KeyPair {
     KEY.get_or_init(|| Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).expect("seed"))
 }
 
+/// The server's sync service, the enrolled bastion's id, the data directory.
+type SyncServer = (
+    std::sync::Arc<jms_server::sync::SyncService>,
+    i64,
+    tempfile::TempDir,
+);
+
 /// A server with one enrolled bastion (id returned), its store on tmpfs.
-fn sync_server() -> &'static (std::sync::Arc<jms_server::sync::SyncService>, i64, tempfile::TempDir) {
-    static SERVER: OnceLock<(std::sync::Arc<jms_server::sync::SyncService>, i64, tempfile::TempDir)> =
-        OnceLock::new();
+fn sync_server() -> &'static SyncServer {
+    static SERVER: OnceLock<SyncServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = if Path::new("/dev/shm").is_dir() {
             tempfile::tempdir_in("/dev/shm")

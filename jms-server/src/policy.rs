@@ -1,5 +1,8 @@
-//! The server's write path: every change to the policy is an edit of the
-//! whole document, checked by jms-core before it is committed.
+//! The policy service ([`PolicyService`]), the server's write path: every
+//! change to the policy is an edit of the whole document, checked by
+//! jms-core before it is committed. It also keeps what each recent version
+//! changed and a watch of the version, which the sync service reads for
+//! deltas and long-polls.
 //!
 //! A change runs in the store's write transaction: take the document as
 //! stored (kept in memory between writes, keyed by the policy version;
