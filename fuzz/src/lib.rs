@@ -681,9 +681,16 @@ fn bastion_key() -> &'static Ed25519KeyPair {
     KEY.get_or_init(|| Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).expect("seed"))
 }
 
+/// The server's sync service, the enrolled bastion's id, the data directory.
+type SyncServer = (
+    std::sync::Arc<jms_server::sync::SyncService>,
+    i64,
+    tempfile::TempDir,
+);
+
 /// A server with one enrolled bastion (id returned), its store on tmpfs.
-fn sync_server() -> &'static (jms_server::Admin, i64, tempfile::TempDir) {
-    static SERVER: OnceLock<(jms_server::Admin, i64, tempfile::TempDir)> = OnceLock::new();
+fn sync_server() -> &'static SyncServer {
+    static SERVER: OnceLock<SyncServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = if Path::new("/dev/shm").is_dir() {
             tempfile::tempdir_in("/dev/shm")
@@ -691,7 +698,9 @@ fn sync_server() -> &'static (jms_server::Admin, i64, tempfile::TempDir) {
             tempfile::tempdir()
         }
         .expect("temp dir");
-        let admin = jms_server::Admin::open(dir.path()).expect("server store");
+        let admin = jms_server::Services::open(dir.path())
+            .expect("server store")
+            .sync;
         let (token, _) = admin
             .create_enroll_token("fuzz", std::time::Duration::from_secs(3600), None)
             .expect("token");
@@ -704,7 +713,7 @@ fn sync_server() -> &'static (jms_server::Admin, i64, tempfile::TempDir) {
 }
 
 /// `sync_request`: the server's check of a bastion's signed request
-/// (`Admin::authenticate_bastion`). The first byte holds flags, the rest
+/// (`SyncService::authenticate_bastion`). The first byte holds flags, the rest
 /// is cut at 0xff into method, path, query, body, bastion id, timestamp,
 /// nonce and signature. Flags: bit 0 signs the request here with the
 /// enrolled bastion's key (so the fuzzer gets past the signature), bit 1

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use jms_agent::daemon::config::AgentdConfig;
 use jms_core::bundle::{self, hex, request_message, HeldBundle, TransportKey};
-use jms_server::Admin;
+use jms_server::Services;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
@@ -123,8 +123,9 @@ fn main() {
     let file = dir.path().join("policy.yaml");
     std::fs::write(&file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
     drop(doc);
-    let admin = Admin::open(&data).expect("open the data dir");
+    let admin = Services::open(&data).expect("open the data dir");
     let (_, admin_token) = admin
+        .tokens
         .create_token("bench", "bench", jms_server::store::Scope::Admin)
         .expect("an admin token");
     drop(admin);
@@ -153,7 +154,7 @@ fn main() {
         print_lines(&sizes, lines);
         return;
     }
-    let admin = Admin::open(&data).expect("open the data dir");
+    let admin = Services::open(&data).expect("open the data dir");
     let started = Instant::now();
     let bastions: Vec<Bastion> = (0..sizes.bastions.max(1))
         .map(|i| Bastion::enroll(&admin, i))
@@ -163,7 +164,7 @@ fn main() {
         bastions.len(),
         started.elapsed()
     );
-    let pinned = admin.server_public_key().to_vec();
+    let pinned = admin.sync.server_public_key().to_vec();
     drop(admin);
     let mut server = Server::start(&data);
     if ingest_only {
@@ -422,20 +423,22 @@ struct Bastion {
 }
 
 impl Bastion {
-    fn enroll(admin: &Admin, i: usize) -> Bastion {
+    fn enroll(admin: &Services, i: usize) -> Bastion {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let (token, _) = admin
+            .sync
             .create_enroll_token("bench", Duration::from_secs(3600), None)
             .unwrap();
         let id = admin
+            .sync
             .enroll(
                 &token,
                 &format!("bench-{i}"),
                 &hex(key.public_key().as_ref()),
             )
             .unwrap();
-        assert!(admin.read().unwrap().bastion(id).unwrap().is_some());
+        assert!(admin.policy.read().unwrap().bastion(id).unwrap().is_some());
         Bastion { id, key }
     }
 
@@ -765,7 +768,7 @@ fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: us
 fn raw_insert_rate(dir: &Path, events: &[Value]) -> f64 {
     let data = tempfile::tempdir_in(dir).unwrap();
     let data: PathBuf = data.path().join("raw");
-    let admin = Admin::open(&data).unwrap();
+    let admin = Services::open(&data).unwrap();
     let bastion = Bastion::enroll(&admin, 0);
     drop(admin);
     let mut conn = rusqlite::Connection::open(data.join("jms.db")).unwrap();

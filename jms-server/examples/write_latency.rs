@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jms_core::model::{PolicyDocument, User};
-use jms_server::admin::{Admin, AdminError};
+use jms_server::{AdminError, Services};
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         + doc.grants.len()
         + doc.command_filters.len();
     let dir = tempfile::tempdir()?;
-    let admin = Admin::open(&dir.path().join("data"))?;
+    let admin = Services::open(&dir.path().join("data"))?.policy;
     let start = Instant::now();
     admin.change("bench", false, |d| {
         *d = doc.clone();

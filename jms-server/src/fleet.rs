@@ -14,24 +14,18 @@ use chrono::{DateTime, Utc};
 use jms_core::fleet::StatusReport;
 use serde::Serialize;
 
-use crate::admin::{Admin, AdminError, Result};
-use crate::store::{BastionInfo, NewOpLogEntry};
+use crate::error::{AdminError, Result};
+use crate::store::{BastionInfo, NewOpLogEntry, Store};
 
 /// How long a bastion may stay silent before the alarm, by default.
 pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(300);
 
-/// The alarm threshold, settable once at start (`--bastion-silent-after`).
-#[derive(Debug)]
-pub struct FleetSettings {
+/// The fleet service: the enrolled bastions (rows the sync service writes
+/// at enrollment and on every signed request) as admins see them, and the
+/// alarm threshold, settable at start (`--bastion-silent-after`).
+pub struct Fleet {
+    store: Store,
     silent_after_secs: AtomicU64,
-}
-
-impl Default for FleetSettings {
-    fn default() -> Self {
-        FleetSettings {
-            silent_after_secs: AtomicU64::new(DEFAULT_SILENT_AFTER.as_secs()),
-        }
-    }
 }
 
 /// Where a bastion stands.
@@ -121,21 +115,27 @@ fn view(
     }
 }
 
-impl Admin {
+impl Fleet {
+    pub fn new(store: Store) -> Fleet {
+        Fleet {
+            store,
+            silent_after_secs: AtomicU64::new(DEFAULT_SILENT_AFTER.as_secs()),
+        }
+    }
+
     /// Sets the silence after which a bastion raises the alarm.
     pub fn set_bastion_silent_after(&self, after: Duration) {
-        self.fleet
-            .silent_after_secs
+        self.silent_after_secs
             .store(after.as_secs().max(1), Ordering::Relaxed);
     }
 
     pub fn bastion_silent_after(&self) -> Duration {
-        Duration::from_secs(self.fleet.silent_after_secs.load(Ordering::Relaxed))
+        Duration::from_secs(self.silent_after_secs.load(Ordering::Relaxed))
     }
 
     /// Every enrolled bastion, by name.
     pub fn fleet(&self) -> Result<Vec<BastionView>> {
-        let tx = self.read()?;
+        let tx = self.store.read()?;
         let version = tx.policy_version()?;
         let (after, now) = (self.bastion_silent_after(), Utc::now());
         Ok(tx
@@ -147,7 +147,7 @@ impl Admin {
 
     /// One enrolled bastion.
     pub fn fleet_member(&self, name: &str) -> Result<BastionView> {
-        let tx = self.read()?;
+        let tx = self.store.read()?;
         let version = tx.policy_version()?;
         let info = tx
             .bastion_by_name(name)?
@@ -209,13 +209,13 @@ fn not_enrolled(name: &str) -> AdminError {
 /// Raises `alarm = "bastion_silent"` (an error in the log) once when a
 /// bastion stays silent past the threshold, and says so when it polls
 /// again. Runs for the life of the server.
-pub async fn watch(admin: Arc<Admin>) {
+pub async fn watch(service: Arc<Fleet>) {
     let mut alarmed: HashSet<String> = HashSet::new();
     loop {
-        let after = admin.bastion_silent_after();
+        let after = service.bastion_silent_after();
         let pause = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::time::sleep(pause).await;
-        let checked = admin.clone();
+        let checked = service.clone();
         let fleet = match tokio::task::spawn_blocking(move || checked.fleet()).await {
             Ok(Ok(fleet)) => fleet,
             Ok(Err(e)) => {

@@ -19,6 +19,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
+use crate::store::Store;
+
 /// Output kept for a new watcher.
 const TAIL_CHARS: usize = 64 * 1024;
 /// Events a watcher may lag behind before it is dropped.
@@ -89,7 +91,7 @@ struct Hub {
     streams: HashMap<String, Stream>,
 }
 
-/// The server's live state (one per server, in `Admin`).
+/// The server's live state in memory (one per server, in [`LiveService`]).
 #[derive(Default)]
 pub struct LiveHub {
     hub: Mutex<Hub>,
@@ -286,12 +288,31 @@ impl LiveHub {
 
 // ---- the admin's side ---------------------------------------------------------
 
-impl crate::Admin {
+/// The live service: the hub of orders and watched streams, and the
+/// admin's orders (kill, unlock), checked against the store and logged.
+pub struct LiveService {
+    hub: LiveHub,
+    store: Store,
+}
+
+impl LiveService {
+    pub fn new(store: Store) -> LiveService {
+        LiveService {
+            hub: LiveHub::default(),
+            store,
+        }
+    }
+
+    /// Orders for bastions and watched sessions' output.
+    pub fn hub(&self) -> &LiveHub {
+        &self.hub
+    }
+
     /// The bastion serving `session`, while it is online: 404 unknown,
     /// 409 over (or never started).
-    pub fn live_bastion(&self, session: &str) -> Result<String, crate::AdminError> {
-        use crate::AdminError;
-        let Some(record) = self.read()?.session(session)? else {
+    pub fn live_bastion(&self, session: &str) -> Result<String, crate::error::AdminError> {
+        use crate::error::AdminError;
+        let Some(record) = self.store.read()?.session(session)? else {
             return Err(AdminError::NotFound(format!("no session `{session}`")));
         };
         if record.denied || record.ended_at.is_some() {
@@ -309,10 +330,14 @@ impl crate::Admin {
     /// Returns the bastions ordered. (Orders live in memory: a bastion
     /// that does not poll before the server restarts keeps the lock until
     /// it runs out.)
-    pub fn unlock_user(&self, actor: &str, user: &str) -> Result<Vec<String>, crate::AdminError> {
+    pub fn unlock_user(
+        &self,
+        actor: &str,
+        user: &str,
+    ) -> Result<Vec<String>, crate::error::AdminError> {
         let mut tx = self.store.write()?;
         if tx.user(user)?.is_none() {
-            return Err(crate::AdminError::NotFound(format!(
+            return Err(crate::error::AdminError::NotFound(format!(
                 "user `{user}` not found"
             )));
         }
@@ -333,7 +358,7 @@ impl crate::Admin {
         })?;
         tx.commit()?;
         for bastion in &bastions {
-            self.live.order(
+            self.hub.order(
                 bastion,
                 Order::Unlock {
                     user: user.to_string(),
@@ -357,7 +382,7 @@ impl crate::Admin {
         actor: &str,
         session: &str,
         reason: &str,
-    ) -> Result<String, crate::AdminError> {
+    ) -> Result<String, crate::error::AdminError> {
         let bastion = self.live_bastion(session)?;
         let mut tx = self.store.write()?;
         let version = tx.policy_version()?;
@@ -374,7 +399,7 @@ impl crate::Admin {
             version,
         })?;
         tx.commit()?;
-        self.live.order(
+        self.hub.order(
             &bastion,
             Order::Kill {
                 session: session.to_string(),

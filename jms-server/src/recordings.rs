@@ -22,12 +22,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use jms_core::bundle::{is_recording_session_id, sha256_file};
 
-use crate::admin::Admin;
-use crate::store::{BastionRow, RecordingRow, StoreError};
+use crate::store::{BastionRow, RecordingRow, Store, StoreError};
 
 /// Directory of recordings in the data directory.
 pub const RECORDINGS_DIR: &str = "recordings";
@@ -78,18 +77,23 @@ pub enum RecordingError {
 
 pub type Result<T> = std::result::Result<T, RecordingError>;
 
-/// Where recordings go, and the lock over uploads.
-#[derive(Debug, Default)]
+/// The recordings service: where recordings go, their rows in the store,
+/// and the lock over uploads.
 pub struct Recordings {
-    dir: OnceLock<PathBuf>,
+    dir: Option<PathBuf>,
     lock: Mutex<()>,
+    store: Store,
 }
 
 impl Recordings {
-    /// Sets the directory (created 0700 with the first chunk); once, at
-    /// open.
-    pub fn set_dir(&self, dir: PathBuf) {
-        let _ = self.dir.set(dir);
+    /// Recordings in `dir` (created 0700 with the first chunk); none are
+    /// kept without one.
+    pub fn new(store: Store, dir: Option<PathBuf>) -> Recordings {
+        Recordings {
+            dir,
+            lock: Mutex::new(()),
+            store,
+        }
     }
 
     /// Creates the directory 0700 if it is missing.
@@ -107,10 +111,7 @@ impl Recordings {
     }
 
     fn dir(&self) -> Result<&Path> {
-        self.dir
-            .get()
-            .map(PathBuf::as_path)
-            .ok_or(RecordingError::NoDirectory)
+        self.dir.as_deref().ok_or(RecordingError::NoDirectory)
     }
 }
 
@@ -159,10 +160,10 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-impl Admin {
+impl Recordings {
     fn recording_paths(&self, session: &str) -> Result<(PathBuf, PathBuf)> {
         check_session_id(session)?;
-        let dir = self.recordings.dir()?;
+        let dir = self.dir()?;
         Ok((
             dir.join(format!("{session}.cast")),
             dir.join(format!("{session}.cast.part")),
@@ -181,10 +182,7 @@ impl Admin {
     }
 
     fn lock_uploads(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.recordings
-            .lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where the upload of `session` stands.
@@ -256,7 +254,7 @@ impl Admin {
             tx.commit()?;
         }
         if !chunk.is_empty() {
-            self.recordings.create_dir()?;
+            self.create_dir()?;
             let mut file = OpenOptions::new()
                 .append(true)
                 .create(true)

@@ -1,5 +1,6 @@
-//! The sync half of the server: its signing key, bastion enrollment,
-//! signed policy bundles, signed-request checks and event ingest.
+//! The sync service: the server's signing key, bastion enrollment,
+//! signed policy bundles and deltas, long-polls and signed-request checks
+//! (event ingest is the audit service's, `crate::audit`).
 //!
 //! - The server's Ed25519 key (`sync.key`, PKCS#8, 0600) is created beside
 //!   `secret.key` at first start; bastions pin its public key at enrollment.
@@ -12,7 +13,7 @@
 //!   the nonce must be new (kept in the store for twice that, so a replay
 //!   fails even after a restart), the bastion must be enrolled.
 //! - Bundles: a bastion asks with the version it holds and gets
-//!   not-modified, a delta or a full bundle ([`Admin::answer`]). A full
+//!   not-modified, a delta or a full bundle ([`SyncService::answer`]). A full
 //!   bundle is the whole policy with secrets, the settings and the
 //!   uids/gids, signed once per version (cached). A delta names what
 //!   changed since the bastion's version: the server remembers, in memory,
@@ -28,12 +29,10 @@
 //!   [`MAX_WAITERS`] are held at once, more are answered at once.
 //! - Answers: every answer to an authenticated request (304 and control
 //!   orders included) is signed by the server key for that request
-//!   ([`Admin::sign_answer`], `jms_core::bundle::answer_message`), so a
+//!   ([`SyncService::sign_answer`], `jms_core::bundle::answer_message`), so a
 //!   bastion believes no answer a man in the middle made or replayed.
-//! - Events are stored once per (bastion, idempotency key): `INSERT OR
-//!   IGNORE`, so a retried batch stores nothing twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -47,9 +46,9 @@ use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
-use crate::admin::{parse_settings, Admin, AdminError};
 use crate::crypto::{token_hash, CryptoError};
-use crate::store::{BastionRow, Kind, NewEvent, NewOpLogEntry, WriteTx};
+use crate::policy::{parse_settings, AdminError, PolicyService};
+use crate::store::{BastionRow, Kind, NewOpLogEntry, Store, WriteTx};
 
 /// Name of the server's signing key in the data directory.
 pub const SYNC_KEY_FILE: &str = "sync.key";
@@ -57,10 +56,9 @@ pub const SYNC_KEY_FILE: &str = "sync.key";
 pub const CLOCK_SKEW_SECS: i64 = 300;
 /// Prefix of enrollment tokens.
 pub const ENROLL_TOKEN_PREFIX: &str = "jmsb_";
-/// Most events in one upload.
-pub const MAX_BATCH: usize = 10_000;
-/// Versions whose changes are remembered for deltas.
-pub const HISTORY: usize = 4096;
+/// Versions whose changes are remembered for deltas (by the policy
+/// service, which sees every write).
+pub use crate::policy::HISTORY;
 /// Longest a bundle request may be held (long-poll).
 pub const MAX_WAIT_SECS: u64 = 60;
 /// Most bundle requests held at once; more are answered at once.
@@ -180,95 +178,35 @@ impl ServerKey {
     }
 }
 
-/// The signing key, the last signed bundle (signed once per version), the
-/// recent history of changes (for deltas) and the version watch (for
-/// long-polls).
-pub struct SyncState {
+/// The sync service: the signing key, the last signed bundle (signed once
+/// per version), the signed deltas and the long-polls held. The policy
+/// service gives it the version, the document and what each version
+/// changed.
+pub struct SyncService {
     key: ServerKey,
+    policy: Arc<PolicyService>,
+    store: Store,
     signed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
     deltas: Mutex<DeltaCache>,
-    history: Mutex<History>,
-    version: tokio::sync::watch::Sender<u64>,
     waiters: Arc<tokio::sync::Semaphore>,
 }
 
 /// Signed deltas to one version (the first), by their from_version.
 type DeltaCache = (u64, HashMap<u64, Arc<Vec<u8>>>);
 
-/// Which entities each recent version changed: versions `floor + 1` to
-/// `floor + changes.len()`, in order.
-#[derive(Debug, Default)]
-struct History {
-    floor: u64,
-    changes: VecDeque<Vec<(Kind, String)>>,
-}
-
-impl History {
-    fn top(&self) -> u64 {
-        self.floor + self.changes.len() as u64
-    }
-
-    fn record(&mut self, version: u64, changed: Vec<(Kind, String)>) {
-        if version != self.top() + 1 {
-            // Versions moved without us (another process wrote the store):
-            // nothing before this one can be told apart.
-            self.floor = version;
-            self.changes.clear();
-            return;
-        }
-        self.changes.push_back(changed);
-        while self.changes.len() > HISTORY {
-            self.changes.pop_front();
-            self.floor += 1;
-        }
-    }
-
-    /// The entities changed after `since` up to `to`, first change first;
-    /// `None` when that history is not (all) here.
-    fn since(&self, since: u64, to: u64) -> Option<Vec<(Kind, String)>> {
-        if since < self.floor || to != self.top() || since >= to {
-            return None;
-        }
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for changed in self.changes.iter().skip((since - self.floor) as usize) {
-            for entry in changed {
-                if seen.insert(entry.clone()) {
-                    out.push(entry.clone());
-                }
-            }
-        }
-        Some(out)
-    }
-}
-
-impl SyncState {
-    /// `version`: the store's policy version now.
-    pub fn new(key: ServerKey, version: u64) -> SyncState {
-        SyncState {
+impl SyncService {
+    /// The service signing with `key` for the policy `policy` holds, its
+    /// bastions in `store`.
+    pub fn new(key: ServerKey, policy: Arc<PolicyService>, store: Store) -> SyncService {
+        let version = policy.version().unwrap_or(0);
+        SyncService {
             key,
+            policy,
+            store,
             signed: Mutex::new(None),
             deltas: Mutex::new((version, HashMap::new())),
-            history: Mutex::new(History {
-                floor: version,
-                changes: VecDeque::new(),
-            }),
-            version: tokio::sync::watch::channel(version).0,
             waiters: Arc::new(tokio::sync::Semaphore::new(MAX_WAITERS)),
         }
-    }
-
-    /// Called by the write path once `version` is committed, with the
-    /// entities it changed: remembered for deltas, and long-polls wake.
-    pub(crate) fn committed(&self, version: u64, changed: Vec<(Kind, String)>) {
-        lock(&self.history).record(version, changed);
-        self.version.send_if_modified(|v| {
-            let moved = version > *v;
-            if moved {
-                *v = version;
-            }
-            moved
-        });
     }
 
     /// Waits (at most `wait`) until the version is past `since`. Returns
@@ -278,7 +216,7 @@ impl SyncState {
             tracing::warn!("too many long-polls held: answering at once");
             return;
         };
-        let mut rx = self.version.subscribe();
+        let mut rx = self.policy.watch_version();
         let changed = tokio::time::timeout(wait, rx.wait_for(|v| *v > since));
         // A server shutting down answers at once (it waits for requests
         // in flight).
@@ -360,15 +298,10 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-impl Admin {
-    /// The sync state (long-polls wait on it).
-    pub fn sync_state(&self) -> &SyncState {
-        &self.sync
-    }
-
+impl SyncService {
     /// The server's public signing key.
     pub fn server_public_key(&self) -> &[u8] {
-        self.sync.key.public_key()
+        self.key.public_key()
     }
 
     /// The signature of an answer to the authenticated request `binding`
@@ -380,7 +313,7 @@ impl Admin {
         version: Option<u64>,
         body: &[u8],
     ) -> String {
-        bundle::sign_answer(&self.sync.key.pair, binding, status, version, body)
+        bundle::sign_answer(&self.key.pair, binding, status, version, body)
     }
 
     /// Creates a one-time bastion enrollment token valid for `ttl`;
@@ -554,7 +487,7 @@ impl Admin {
     /// (when the history since is here and the delta is smaller than the
     /// full bundle) or the full bundle.
     pub fn answer(&self, bastion: &BastionRow, since: u64) -> Result<Answer> {
-        let version = self.version()?;
+        let version = self.policy.version()?;
         if since >= version {
             return Ok(Answer::Current { version });
         }
@@ -580,14 +513,14 @@ impl Admin {
     /// history is not here or the delta would not be smaller.
     fn signed_delta(&self, since: u64, version: u64) -> Result<Option<Arc<Vec<u8>>>> {
         {
-            let cache = lock(&self.sync.deltas);
+            let cache = lock(&self.deltas);
             if cache.0 == version {
                 if let Some(signed) = cache.1.get(&since) {
                     return Ok(Some(signed.clone()));
                 }
             }
         }
-        let Some(changed) = lock(&self.sync.history).since(since, version) else {
+        let Some(changed) = self.policy.changes_since(since, version) else {
             return Ok(None);
         };
         if changed.len() > MAX_DELTA_ENTITIES {
@@ -596,13 +529,13 @@ impl Admin {
         let Some(delta) = self.build_delta(since, version, &changed)? else {
             return Ok(None);
         };
-        let signed = Arc::new(delta.sign(&self.sync.key.pair));
-        if let Some((full_version, full)) = &*lock(&self.sync.signed) {
+        let signed = Arc::new(delta.sign(&self.key.pair));
+        if let Some((full_version, full)) = &*lock(&self.signed) {
             if *full_version == version && signed.len() >= full.len() {
                 return Ok(None);
             }
         }
-        let mut cache = lock(&self.sync.deltas);
+        let mut cache = lock(&self.deltas);
         if cache.0 != version {
             *cache = (version, HashMap::new());
         }
@@ -647,7 +580,7 @@ impl Admin {
                 Kind::User => match tx.user(name)? {
                     Some(row) => {
                         ids.users.insert(name.clone(), row.uid);
-                        upsert.users.push(self.open_user_row(row, true)?);
+                        upsert.users.push(self.policy.open_user_row(row, true)?);
                     }
                     None => gone(*kind, name),
                 },
@@ -664,7 +597,7 @@ impl Admin {
                     match tx.account(asset, account)? {
                         Some(row) => accounts.push(AssetAccount {
                             asset: row.asset.clone(),
-                            account: self.open_account_row(row, true)?,
+                            account: self.policy.open_account_row(row, true)?,
                         }),
                         None => gone(*kind, name),
                     }
@@ -684,7 +617,7 @@ impl Admin {
             from_version: since,
             to_version: version,
             issued_at: Utc::now(),
-            server_id: self.sync.key.id(),
+            server_id: self.key.id(),
             upsert,
             accounts,
             remove,
@@ -696,8 +629,8 @@ impl Admin {
 
     /// The current signed full bundle.
     pub fn signed_bundle(&self, bastion: &BastionRow) -> Result<(u64, Arc<Vec<u8>>)> {
-        let version = self.version()?;
-        if let Some((cached, bytes)) = &*lock(&self.sync.signed) {
+        let version = self.policy.version()?;
+        if let Some((cached, bytes)) = &*lock(&self.signed) {
             if *cached == version {
                 return Ok((version, bytes.clone()));
             }
@@ -724,11 +657,11 @@ impl Admin {
             };
             ids.groups
                 .extend(primary_gid.map(|gid| (DEFAULT_PRIMARY_GROUP.to_string(), gid)));
-            let policy = self.open_snapshot(snapshot, true)?;
+            let policy = self.policy.open_snapshot(snapshot, true)?;
             let bundle = Bundle {
                 version,
                 issued_at: Utc::now(),
-                server_id: self.sync.key.id(),
+                server_id: self.key.id(),
                 policy,
                 // The mail password stays on the server (it sends the mail).
                 settings: serde_json::to_value(&settings).expect("settings serialise"),
@@ -736,8 +669,8 @@ impl Admin {
             };
             (bundle, version)
         };
-        let signed = Arc::new(bundle.sign(&self.sync.key.pair));
-        *lock(&self.sync.signed) = Some((version, signed.clone()));
+        let signed = Arc::new(bundle.sign(&self.key.pair));
+        *lock(&self.signed) = Some((version, signed.clone()));
         tracing::debug!(bastion = bastion.name, version, "bundle signed");
         Ok((version, signed))
     }
@@ -750,23 +683,13 @@ impl Admin {
         Ok(())
     }
 
-    /// Stores a batch of events from the bastion that signed the request,
-    /// each once, in one transaction with the request's nonce (a replay
-    /// stores nothing); returns how many were new.
-    pub fn store_events(&self, request: &Verified, events: &[NewEvent]) -> Result<usize> {
-        if events.len() > MAX_BATCH {
-            return Err(SyncError::BadInput(format!(
-                "{} events in one batch: send at most {MAX_BATCH}",
-                events.len()
-            )));
-        }
+    /// Remembers the nonce of a request [`Self::verify_bastion_request`]
+    /// let through (a replay is refused); returns its bastion.
+    pub fn remember(&self, verified: Verified) -> Result<BastionRow> {
         let mut tx = self.store.write()?;
-        request.remember(tx.as_mut())?;
-        // Projected in the same transaction, and only the new ones: a
-        // retried batch projects nothing twice.
-        let new = tx.store_events(request.bastion.id, events)?;
+        verified.remember(tx.as_mut())?;
         tx.commit()?;
-        Ok(new)
+        Ok(verified.bastion)
     }
 }
 
@@ -821,36 +744,6 @@ mod tests {
             ServerKey::load_or_create(dir.path()).unwrap_err(),
             CryptoError::UnsafeMode { .. }
         ));
-    }
-
-    #[test]
-    fn history_gives_the_changes_since_a_version_it_still_holds() {
-        let mut history = History {
-            floor: 10,
-            changes: VecDeque::new(),
-        };
-        history.record(11, vec![(Kind::User, "alice".into())]);
-        history.record(
-            12,
-            vec![(Kind::Grant, "g1".into()), (Kind::User, "alice".into())],
-        );
-        history.record(13, vec![]);
-        assert_eq!(
-            history.since(10, 13).unwrap(),
-            vec![(Kind::User, "alice".into()), (Kind::Grant, "g1".into())]
-        );
-        assert_eq!(history.since(12, 13).unwrap(), vec![]);
-        assert!(history.since(9, 13).is_none(), "before the floor");
-        assert!(history.since(11, 14).is_none(), "a version it never saw");
-        // A version that skips one (another writer): the past is unknown.
-        history.record(15, vec![(Kind::User, "bob".into())]);
-        assert!(history.since(13, 15).is_none());
-        assert!(history.since(15, 15).is_none());
-        for v in 16..16 + HISTORY as u64 + 5 {
-            history.record(v, vec![]);
-        }
-        assert_eq!(history.changes.len(), HISTORY, "bounded");
-        assert!(history.since(16, history.top()).is_none(), "evicted");
     }
 
     #[test]

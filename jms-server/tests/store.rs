@@ -5,9 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use jms_core::model::{Account, Asset, AssetProtocol, Protocol, SecretType, User};
 use jms_server::crypto::KEY_FILE;
+use jms_server::services::{Services, DB_FILE};
 use jms_server::store::migrations::{self, MIGRATIONS};
 use jms_server::store::{SqliteStore, StoreError};
-use jms_server::{admin::DB_FILE, Admin};
 use rusqlite::Connection;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -99,7 +99,7 @@ fn a_database_from_a_newer_server_is_refused() {
 fn secrets_are_ciphertext_in_the_database_and_the_key_file_is_0600() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let admin = Admin::open(&data).unwrap();
+    let admin = Services::open(&data).unwrap().policy;
     assert_eq!(mode(&data), 0o700, "data directory");
     assert_eq!(mode(&data.join(KEY_FILE)), 0o600, "key file");
     assert_eq!(mode(&data.join(DB_FILE)), 0o600, "database");
@@ -168,7 +168,7 @@ fn secrets_are_ciphertext_in_the_database_and_the_key_file_is_0600() {
         }
     }
     // And the server opens them again with the same key.
-    let admin = Admin::open(&data).unwrap();
+    let admin = Services::open(&data).unwrap().policy;
     let doc = admin.document(true).unwrap();
     assert_eq!(
         doc.assets[0].accounts[0].secret.as_ref().unwrap().expose(),
@@ -184,23 +184,23 @@ fn secrets_are_ciphertext_in_the_database_and_the_key_file_is_0600() {
 fn unsafe_permissions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    Admin::open(&data).unwrap();
+    Services::open(&data).unwrap();
     fs::set_permissions(data.join(KEY_FILE), fs::Permissions::from_mode(0o640)).unwrap();
-    let err = Admin::open(&data)
+    let err = Services::open(&data)
         .err()
         .expect("a readable key file is refused")
         .to_string();
     assert!(err.contains("too open"), "{err}");
     fs::set_permissions(data.join(KEY_FILE), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(data.join(DB_FILE), fs::Permissions::from_mode(0o644)).unwrap();
-    let err = Admin::open(&data)
+    let err = Services::open(&data)
         .err()
         .expect("a readable database is refused")
         .to_string();
     assert!(err.contains("too open"), "{err}");
     fs::set_permissions(data.join(DB_FILE), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
-    let err = Admin::open(&data)
+    let err = Services::open(&data)
         .err()
         .expect("a world-writable data dir is refused")
         .to_string();

@@ -227,7 +227,7 @@ fn the_same_event_batch_twice_is_stored_once() {
     let (status, _) = send_with_headers(&server, "POST", "/api/v1/sync/events", &headers, &altered);
     assert_eq!(status, 401, "the signature covers the body");
 
-    let admin = jms_server::Admin::open(&server.data).unwrap();
+    let admin = jms_server::Services::open(&server.data).unwrap().audit;
     assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 2);
 }
 

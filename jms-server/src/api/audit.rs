@@ -45,7 +45,8 @@ use serde_json::{json, Map, Value};
 use super::extract::{Params, PathParams, DEFAULT_LIMIT, MAX_LIMIT};
 use super::views::PageView;
 use super::{ApiError, AppState};
-use crate::admin::{Admin, AdminError};
+use crate::error::AdminError;
+use crate::recordings::Recordings;
 use crate::recordings::{check_session_id, RecordingError, UploadState};
 use crate::store::{
     CommandQuery, CommandRecord, ListQuery, Page, ReadTx, SessionQuery, SessionRecord,
@@ -387,8 +388,8 @@ pub async fn list_sessions(
     Params(params): Params<SessionParams>,
 ) -> Result<Json<PageView<SessionView>>, ApiError> {
     let query = params.query()?;
-    super::blocking(&state, move |admin| {
-        let page = admin.read()?.sessions(&query)?;
+    super::blocking(&state, move |services| {
+        let page = services.audit.read()?.sessions(&query)?;
         Ok(Json(PageView::new(
             page,
             &list_query(query.limit, query.offset),
@@ -403,8 +404,8 @@ pub async fn get_session(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    super::blocking(&state, move |admin| {
-        let tx = admin.read()?;
+    super::blocking(&state, move |services| {
+        let tx = services.audit.read()?;
         let (session, commands, transfers) = session_activity(&*tx, &id)?;
         let recording = tx.recording(&id)?.filter(|r| r.complete).and_then(|r| {
             Some(RecordingView {
@@ -428,8 +429,8 @@ pub async fn list_commands(
     Params(params): Params<CommandParams>,
 ) -> Result<Json<PageView<CommandView>>, ApiError> {
     let query = params.query()?;
-    super::blocking(&state, move |admin| {
-        let page = admin.read()?.commands(&query, false)?;
+    super::blocking(&state, move |services| {
+        let page = services.audit.read()?.commands(&query, false)?;
         Ok(Json(PageView::new(
             page,
             &list_query(query.limit, query.offset),
@@ -445,8 +446,8 @@ pub async fn list_transfers(
     Params(params): Params<TransferParams>,
 ) -> Result<Json<PageView<TransferRecord>>, ApiError> {
     let query = params.query()?;
-    super::blocking(&state, move |admin| {
-        let page = admin.read()?.transfers(&query, false)?;
+    super::blocking(&state, move |services| {
+        let page = services.audit.read()?.transfers(&query, false)?;
         Ok(Json(PageView::new(
             page,
             &list_query(query.limit, query.offset),
@@ -492,8 +493,8 @@ pub async fn get_recording(
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let name = id.clone();
-    let (file, size) = recording_work(&state, move |admin| {
-        let (path, size) = admin.recording_file(&id)?;
+    let (file, size) = recording_work(&state, move |recordings| {
+        let (path, size) = recordings.recording_file(&id)?;
         let file = std::fs::File::open(&path).map_err(|source| RecordingError::Io {
             path: path.clone(),
             source,
@@ -568,11 +569,11 @@ impl IntoResponse for RecordingFailure {
 /// Runs recording work off the async threads.
 async fn recording_work<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&Admin) -> Result<T, RecordingError> + Send + 'static,
+    work: impl FnOnce(&Recordings) -> Result<T, RecordingError> + Send + 'static,
 ) -> Result<T, RecordingFailure> {
-    let admin = state.admin.clone();
+    let recordings = state.services.recordings.clone();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&recordings))).await {
         Ok(result) => result.map_err(RecordingFailure),
         Err(e) => Err(RecordingFailure(RecordingError::Io {
             path: "recordings".into(),
@@ -592,8 +593,8 @@ pub async fn upload_state(
     let bastion = super::sync::signed(&state, &method, &uri, &headers_in, Bytes::new())
         .await
         .map_err(IntoResponse::into_response)?;
-    recording_work(&state, move |admin| {
-        admin.recording_state(&bastion, &session)
+    recording_work(&state, move |recordings| {
+        recordings.recording_state(&bastion, &session)
     })
     .await
     .map(Json)
@@ -622,8 +623,8 @@ pub async fn upload_chunk(
         .map_err(IntoResponse::into_response)?;
     let axum::extract::Query(params) = axum::extract::Query::<ChunkParams>::try_from_uri(&uri)
         .map_err(|e| ApiError::bad_request(e.body_text()).into_response())?;
-    let offset = recording_work(&state, move |admin| {
-        admin.append_recording(&bastion, &session, params.offset, &body)
+    let offset = recording_work(&state, move |recordings| {
+        recordings.append_recording(&bastion, &session, params.offset, &body)
     })
     .await
     .map_err(IntoResponse::into_response)?;
@@ -654,8 +655,8 @@ pub async fn complete_upload(
     let request: CompleteRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("complete: {e}")).into_response())?;
     check_session_id(&session).map_err(|e| RecordingFailure(e).into_response())?;
-    recording_work(&state, move |admin| {
-        admin.complete_recording(&bastion, &session, request.size, &request.sha256)
+    recording_work(&state, move |recordings| {
+        recordings.complete_recording(&bastion, &session, request.size, &request.sha256)
     })
     .await
     .map(Json)

@@ -4,7 +4,7 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::admin::AdminError;
+use crate::error::AdminError;
 
 /// An error response: a status and a one-line message.
 #[derive(Debug)]

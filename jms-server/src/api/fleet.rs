@@ -11,11 +11,11 @@ use crate::fleet::BastionView;
 
 /// `GET /api/v1/bastions`.
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    blocking(&state, |admin| {
-        let items = admin.fleet()?;
+    blocking(&state, |services| {
+        let items = services.fleet.fleet()?;
         Ok(Json(json!({
             "items": items,
-            "silent_after_secs": admin.bastion_silent_after().as_secs(),
+            "silent_after_secs": services.fleet.bastion_silent_after().as_secs(),
         })))
     })
     .await
@@ -26,7 +26,10 @@ pub async fn get(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<BastionView>, ApiError> {
-    blocking(&state, move |admin| Ok(Json(admin.fleet_member(&name)?))).await
+    blocking(&state, move |services| {
+        Ok(Json(services.fleet.fleet_member(&name)?))
+    })
+    .await
 }
 
 /// `POST /api/v1/bastions/{name}/revoke`.
@@ -35,8 +38,8 @@ pub async fn revoke(
     Extension(actor): Extension<Actor>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<BastionView>, ApiError> {
-    blocking(&state, move |admin| {
-        Ok(Json(admin.revoke_bastion(&actor.name, &name)?))
+    blocking(&state, move |services| {
+        Ok(Json(services.fleet.revoke_bastion(&actor.name, &name)?))
     })
     .await
 }

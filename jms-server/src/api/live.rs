@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::extract::PathParams;
 use super::{Actor, ApiError, AppState};
-use crate::live::LiveEvent;
+use crate::live::{LiveEvent, LiveService};
 
 /// The longest a control request is held.
 const MAX_CONTROL_WAIT: u64 = 60;
@@ -69,8 +69,8 @@ pub async fn kill(
     }
     let reason = request.reason.trim().to_string();
     let id = session.clone();
-    let bastion = super::blocking(&state, move |admin| {
-        admin.kill_session(&actor.name, &id, &reason)
+    let bastion = super::blocking(&state, move |services| {
+        services.live.kill_session(&actor.name, &id, &reason)
     })
     .await?;
     Ok((
@@ -88,8 +88,10 @@ pub async fn unlock(
     PathParams(user): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let name = user.clone();
-    let bastions =
-        super::blocking(&state, move |admin| admin.unlock_user(&actor.name, &name)).await?;
+    let bastions = super::blocking(&state, move |services| {
+        services.live.unlock_user(&actor.name, &name)
+    })
+    .await?;
     Ok(Json(json!({"user": user, "bastions": bastions})))
 }
 
@@ -97,7 +99,7 @@ pub async fn unlock(
 pub struct LiveStream {
     rx: mpsc::Receiver<LiveEvent>,
     done: bool,
-    admin: std::sync::Arc<crate::Admin>,
+    live: std::sync::Arc<LiveService>,
     session: String,
     /// When to check that the bastion still streams.
     check: Pin<Box<tokio::time::Sleep>>,
@@ -114,7 +116,7 @@ impl futures_core::Stream for LiveStream {
             return Poll::Ready(None);
         }
         if self.check.as_mut().poll(cx).is_ready() {
-            self.admin.live.refresh(&self.session);
+            self.live.hub().refresh(&self.session);
             let next = tokio::time::Instant::now() + CHECK_EVERY;
             self.check.as_mut().reset(next);
             // Registers the new deadline with the waker.
@@ -148,7 +150,7 @@ impl futures_core::Stream for LiveStream {
 #[derive(Debug)]
 pub enum WatchError {
     /// 404 unknown session, 409 over.
-    Admin(crate::AdminError),
+    Admin(crate::error::AdminError),
     /// 500.
     Worker(String),
 }
@@ -164,20 +166,20 @@ impl From<WatchError> for ApiError {
 
 /// The SSE response for a watcher of `session`.
 pub async fn watch_response(
-    admin: std::sync::Arc<crate::Admin>,
+    live: std::sync::Arc<LiveService>,
     session: String,
 ) -> Result<Response, WatchError> {
     let id = session.clone();
-    let worker = admin.clone();
+    let worker = live.clone();
     let bastion = tokio::task::spawn_blocking(move || worker.live_bastion(&id))
         .await
         .map_err(|e| WatchError::Worker(format!("worker failed: {e}")))?
         .map_err(WatchError::Admin)?;
-    let rx = admin.live.watch(&bastion, &session);
+    let rx = live.hub().watch(&bastion, &session);
     let stream = LiveStream {
         rx,
         done: false,
-        admin,
+        live,
         session,
         check: Box::pin(tokio::time::sleep(CHECK_EVERY)),
     };
@@ -191,7 +193,7 @@ pub async fn watch(
     State(state): State<AppState>,
     PathParams(session): PathParams<String>,
 ) -> Result<Response, ApiError> {
-    Ok(watch_response(state.admin.clone(), session).await?)
+    Ok(watch_response(state.services.live.clone(), session).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,13 +247,16 @@ pub async fn control(
     let report = params.report()?;
     let address = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
     let id = bastion.id;
-    super::blocking(&state, move |admin| {
-        admin.note_bastion(id, address.as_deref(), report.as_ref())
+    super::blocking(&state, move |services| {
+        services
+            .fleet
+            .note_bastion(id, address.as_deref(), report.as_ref())
     })
     .await?;
     let orders = state
-        .admin
+        .services
         .live
+        .hub()
         .take_orders(&bastion.name, Duration::from_secs(params.wait))
         .await;
     Ok(Json(json!({ "orders": orders })))
@@ -272,7 +277,11 @@ pub async fn push(
     let bastion = super::sync::signed(&state, &method, &uri, &headers_in, body.clone()).await?;
     let batch: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("live batch: {e}")))?;
-    let answer = state.admin.live.push(&bastion.name, &session, &batch);
+    let answer = state
+        .services
+        .live
+        .hub()
+        .push(&bastion.name, &session, &batch);
     Ok(Json(
         json!({"watching": answer == crate::live::PushAnswer::Watching}),
     ))

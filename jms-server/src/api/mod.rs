@@ -15,7 +15,7 @@
 //! carries a one-time token, the rest a bastion's request signature.
 
 pub(crate) mod audit;
-mod error;
+pub(crate) mod error;
 pub(crate) mod extract;
 mod fleet;
 pub(crate) mod live;
@@ -28,9 +28,7 @@ mod sync;
 mod system;
 mod views;
 
-use std::sync::Arc;
-
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,20 +36,21 @@ use axum::Router;
 
 pub use error::ApiError;
 
-use crate::admin::{Admin, AdminError};
+use crate::error::AdminError;
+use crate::services::Services;
 use crate::store::Scope;
 
 /// Largest request body (a whole policy for `PUT /api/v1/policy`).
-const BODY_LIMIT: usize = 64 << 20;
+pub(crate) const BODY_LIMIT: usize = 64 << 20;
 
 /// Largest body of a public form (web login, set password, forgot
 /// password): anyone may send them, and they hold a few short fields.
 pub(crate) const PUBLIC_FORM_LIMIT: usize = 16 << 10;
 
-/// What every handler gets.
+/// What every handler gets: the API serves every service.
 #[derive(Clone)]
 pub struct AppState {
-    pub(crate) admin: Arc<Admin>,
+    pub(crate) services: Services,
 }
 
 /// Who is calling: set by the auth layer from the bearer token.
@@ -65,19 +64,22 @@ pub struct Actor {
 /// Runs store work off the async threads.
 async fn blocking<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
+    work: impl FnOnce(&Services) -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let admin = state.admin.clone();
+    let services = state.services.clone();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&services))).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("worker failed: {e}"))),
     }
 }
 
-/// The whole HTTP application.
-pub fn router(admin: Arc<Admin>) -> Router {
-    let state = AppState { admin };
+/// The API's routes (`/api/...`); `crate::app` merges them with the
+/// other routers and adds the fallbacks and outer layers.
+pub fn router(services: &Services) -> Router {
+    let state = AppState {
+        services: services.clone(),
+    };
     let (public, private): (Vec<_>, Vec<_>) = routes::table()
         .into_iter()
         .partition(|r| r.auth != routes::Auth::Token);
@@ -105,13 +107,15 @@ pub fn router(admin: Arc<Admin>) -> Router {
         };
         app = app.route(route.path, handler);
     }
-    app = app.merge(crate::selfservice::router(state.admin.clone()));
-    app = app.merge(crate::web::router(state.admin.clone()));
-    app.fallback(error::no_route)
-        .method_not_allowed_fallback(error::wrong_method)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(log_request))
-        .with_state(state)
+    app.with_state(state)
+}
+
+/// `GET /api/openapi.json`: the document built from the route table
+/// (which lists this route too; the table names this handler, the document
+/// reads the table).
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(openapi::document).clone())
 }
 
 /// Checks the bearer token and its scope; records the actor.
@@ -128,7 +132,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         )
         .into_response();
     };
-    let row = match blocking(&state, move |admin| admin.authenticate(&token)).await {
+    let row = match blocking(&state, move |services| services.tokens.authenticate(&token)).await {
         Ok(Some(row)) => row,
         Ok(None) => return ApiError::unauthorized("unknown or revoked token").into_response(),
         Err(e) => return e.into_response(),
@@ -164,7 +168,7 @@ async fn require(role: Scope, request: Request, next: Next) -> Response {
 }
 
 /// A span per request (with its id) and one log line when it ends.
-async fn log_request(request: Request, next: Next) -> Response {
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -11,7 +11,8 @@ use super::extract::{Body, PageParams, Params, Patch, PathParams};
 use super::resources::{not_found, patched};
 use super::views::{AccountView, NodeView, PageView};
 use super::{blocking, Actor, ApiError, AppState};
-use crate::admin::AdminError;
+use crate::error::AdminError;
+use crate::policy::PolicyService;
 
 /// `POST /api/v1/nodes`.
 #[derive(Debug, Deserialize)]
@@ -30,8 +31,8 @@ pub async fn list_nodes(
     Params(params): Params<PageParams>,
 ) -> Result<Json<PageView<NodeView>>, ApiError> {
     let query = params.query()?;
-    blocking(&state, move |admin| {
-        let page = admin.read()?.nodes(&query)?;
+    blocking(&state, move |services| {
+        let page = services.policy.read()?.nodes(&query)?;
         Ok(Json(PageView::new(page, &query, NodeView::from)))
     })
     .await
@@ -41,8 +42,12 @@ pub async fn get_node(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> Result<Json<NodeView>, ApiError> {
-    blocking(&state, move |admin| {
-        let row = admin.read()?.node(id)?.ok_or_else(|| node_not_found(id))?;
+    blocking(&state, move |services| {
+        let row = services
+            .policy
+            .read()?
+            .node(id)?
+            .ok_or_else(|| node_not_found(id))?;
         Ok(Json(NodeView::from(row)))
     })
     .await
@@ -53,9 +58,9 @@ pub async fn create_node(
     Extension(actor): Extension<Actor>,
     Body(node): Body<NewNode>,
 ) -> Result<(StatusCode, Json<NodeView>), ApiError> {
-    blocking(&state, move |admin| {
+    blocking(&state, move |services| {
         let path = node.path;
-        admin.change(&actor.name, false, |doc| {
+        services.policy.change(&actor.name, false, |doc| {
             if doc.nodes.contains(&path) {
                 return Err(AdminError::Conflict(format!(
                     "node `{path}` already exists"
@@ -64,7 +69,8 @@ pub async fn create_node(
             doc.nodes.push(path.clone());
             Ok(())
         })?;
-        let row = admin
+        let row = services
+            .policy
             .read()?
             .node_by_path(&path)?
             .ok_or_else(|| AdminError::NotFound(format!("node `{path}` not found")))?;
@@ -92,8 +98,9 @@ pub async fn patch_node(
     PathParams(id): PathParams<i64>,
     Body(node): Body<NewNode>,
 ) -> Result<Json<NodeView>, ApiError> {
-    blocking(&state, move |admin| {
-        let old = admin
+    blocking(&state, move |services| {
+        let old = services
+            .policy
             .read()?
             .node(id)?
             .ok_or_else(|| node_not_found(id))?
@@ -104,7 +111,7 @@ pub async fn patch_node(
                 "node `{old}` cannot move under itself (`{new}`)"
             )));
         }
-        admin.change(&actor.name, false, |doc| {
+        services.policy.change(&actor.name, false, |doc| {
             if new != old && doc.nodes.contains(&new) {
                 return Err(AdminError::Conflict(format!("node `{new}` already exists")));
             }
@@ -127,7 +134,8 @@ pub async fn patch_node(
             }
             Ok(())
         })?;
-        let row = admin
+        let row = services
+            .policy
             .read()?
             .node_by_path(&new)?
             .ok_or_else(|| AdminError::NotFound(format!("node `{new}` not found")))?;
@@ -141,9 +149,13 @@ pub async fn delete_node(
     Extension(actor): Extension<Actor>,
     PathParams(id): PathParams<i64>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state, move |admin| {
-        let row = admin.read()?.node(id)?.ok_or_else(|| node_not_found(id))?;
-        admin.change(&actor.name, false, |doc| {
+    blocking(&state, move |services| {
+        let row = services
+            .policy
+            .read()?
+            .node(id)?
+            .ok_or_else(|| node_not_found(id))?;
+        services.policy.change(&actor.name, false, |doc| {
             doc.nodes.retain(|p| *p != row.path);
             Ok(())
         })?;
@@ -173,8 +185,8 @@ pub async fn list_all_accounts(
     Params(params): Params<PageParams>,
 ) -> Result<Json<PageView<AccountView>>, ApiError> {
     let query = params.query()?;
-    blocking(&state, move |admin| {
-        let page = admin.read()?.accounts(None, &query)?;
+    blocking(&state, move |services| {
+        let page = services.policy.read()?.accounts(None, &query)?;
         Ok(Json(PageView::new(page, &query, AccountView::from)))
     })
     .await
@@ -186,8 +198,8 @@ pub async fn list_accounts(
     Params(params): Params<PageParams>,
 ) -> Result<Json<PageView<AccountView>>, ApiError> {
     let query = params.query()?;
-    blocking(&state, move |admin| {
-        let tx = admin.read()?;
+    blocking(&state, move |services| {
+        let tx = services.policy.read()?;
         if tx.asset(&asset)?.is_none() {
             return Err(not_found::<jms_core::model::Asset>(&asset));
         }
@@ -201,8 +213,9 @@ pub async fn get_account(
     State(state): State<AppState>,
     PathParams((asset, name)): PathParams<(String, String)>,
 ) -> Result<Json<AccountView>, ApiError> {
-    blocking(&state, move |admin| {
-        let row = admin
+    blocking(&state, move |services| {
+        let row = services
+            .policy
             .read()?
             .account(&asset, &name)?
             .ok_or_else(|| account_not_found(&asset, &name))?;
@@ -212,11 +225,11 @@ pub async fn get_account(
 }
 
 fn account_view(
-    admin: &crate::admin::Admin,
+    policy: &PolicyService,
     asset: &str,
     name: &str,
 ) -> Result<AccountView, AdminError> {
-    let row = admin
+    let row = policy
         .read()?
         .account(asset, name)?
         .ok_or_else(|| account_not_found(asset, name))?;
@@ -229,9 +242,9 @@ pub async fn create_account(
     PathParams(asset): PathParams<String>,
     Body(account): Body<Account>,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
-    blocking(&state, move |admin| {
+    blocking(&state, move |services| {
         let name = account.name.clone();
-        admin.change(&actor.name, false, |doc| {
+        services.policy.change(&actor.name, false, |doc| {
             let accounts = accounts_of(doc, &asset)?;
             if accounts.iter().any(|a| a.name == name) {
                 return Err(AdminError::Conflict(format!(
@@ -243,7 +256,7 @@ pub async fn create_account(
         })?;
         Ok((
             StatusCode::CREATED,
-            Json(account_view(admin, &asset, &name)?),
+            Json(account_view(&services.policy, &asset, &name)?),
         ))
     })
     .await
@@ -255,8 +268,8 @@ pub async fn patch_account(
     PathParams((asset, name)): PathParams<(String, String)>,
     Patch(patch): Patch,
 ) -> Result<Json<AccountView>, ApiError> {
-    blocking(&state, move |admin| {
-        admin.change(&actor.name, false, |doc| {
+    blocking(&state, move |services| {
+        services.policy.change(&actor.name, false, |doc| {
             let accounts = accounts_of(doc, &asset)?;
             let at = accounts
                 .iter()
@@ -265,7 +278,7 @@ pub async fn patch_account(
             accounts[at] = patched(&accounts[at], &patch)?;
             Ok(())
         })?;
-        Ok(Json(account_view(admin, &asset, &name)?))
+        Ok(Json(account_view(&services.policy, &asset, &name)?))
     })
     .await
 }
@@ -275,8 +288,8 @@ pub async fn delete_account(
     Extension(actor): Extension<Actor>,
     PathParams((asset, name)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state, move |admin| {
-        admin.change(&actor.name, false, |doc| {
+    blocking(&state, move |services| {
+        services.policy.change(&actor.name, false, |doc| {
             let accounts = accounts_of(doc, &asset)?;
             let before = accounts.len();
             accounts.retain(|a| a.name != name);

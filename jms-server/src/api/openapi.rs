@@ -1,21 +1,12 @@
 //! The OpenAPI 3 document, built from the route table (so it lists exactly
 //! the routes the router serves) and the schemas in `super::schemas`.
 
-use std::sync::OnceLock;
-
 use axum::http::Method;
-use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::routes::{self, Auth, QueryParams, Route};
 use super::schemas;
 use crate::store::Scope;
-
-/// `GET /api/openapi.json`.
-pub async fn serve() -> Json<Value> {
-    static DOCUMENT: OnceLock<Value> = OnceLock::new();
-    Json(DOCUMENT.get_or_init(document).clone())
-}
 
 /// The whole document.
 pub fn document() -> Value {

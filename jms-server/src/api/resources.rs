@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use super::extract::{merge, Body, PageParams, Params, Patch, PathParams};
 use super::views::{AssetView, FilterView, GrantView, GroupView, PageView, UserView};
 use super::{blocking, Actor, ApiError, AppState};
-use crate::admin::AdminError;
+use crate::error::AdminError;
 use crate::store::{self, ListQuery, Page, ReadTx};
 
 /// An entity that a merge patch can change.
@@ -102,8 +102,8 @@ pub async fn list<R: Resource>(
     Params(params): Params<PageParams>,
 ) -> Result<Json<PageView<R::View>>, ApiError> {
     let query = params.query()?;
-    blocking(&state, move |admin| {
-        let page = R::list(&*admin.read()?, &query)?;
+    blocking(&state, move |services| {
+        let page = R::list(&*services.policy.read()?, &query)?;
         Ok(Json(PageView::new(page, &query, |view| view)))
     })
     .await
@@ -113,8 +113,8 @@ pub async fn get<R: Resource>(
     State(state): State<AppState>,
     PathParams(key): PathParams<String>,
 ) -> Result<Json<R::View>, ApiError> {
-    blocking(&state, move |admin| {
-        R::view(&*admin.read()?, &key)?
+    blocking(&state, move |services| {
+        R::view(&*services.policy.read()?, &key)?
             .map(Json)
             .ok_or_else(|| not_found::<R>(&key))
     })
@@ -127,9 +127,9 @@ pub async fn create<R: Resource>(
     Body(mut item): Body<R>,
 ) -> Result<(StatusCode, Json<R::View>), ApiError> {
     item.prepare();
-    blocking(&state, move |admin| {
+    blocking(&state, move |services| {
         let key = item.key().to_string();
-        admin.change(&actor.name, false, |doc| {
+        services.policy.change(&actor.name, false, |doc| {
             let items = R::items(doc);
             if items.iter().any(|i| i.key() == key) {
                 return Err(AdminError::Conflict(format!(
@@ -140,7 +140,7 @@ pub async fn create<R: Resource>(
             items.push(item);
             Ok(())
         })?;
-        let view = R::view(&*admin.read()?, &key)?.ok_or_else(|| not_found::<R>(&key))?;
+        let view = R::view(&*services.policy.read()?, &key)?.ok_or_else(|| not_found::<R>(&key))?;
         Ok((StatusCode::CREATED, Json(view)))
     })
     .await
@@ -152,8 +152,8 @@ pub async fn patch<R: Resource>(
     PathParams(key): PathParams<String>,
     Patch(patch): Patch,
 ) -> Result<Json<R::View>, ApiError> {
-    blocking(&state, move |admin| {
-        admin.change(&actor.name, false, |doc| {
+    blocking(&state, move |services| {
+        services.policy.change(&actor.name, false, |doc| {
             let items = R::items(doc);
             let at = items
                 .iter()
@@ -162,7 +162,7 @@ pub async fn patch<R: Resource>(
             items[at] = patched(&items[at], &patch)?;
             Ok(())
         })?;
-        let view = R::view(&*admin.read()?, &key)?.ok_or_else(|| not_found::<R>(&key))?;
+        let view = R::view(&*services.policy.read()?, &key)?.ok_or_else(|| not_found::<R>(&key))?;
         Ok(Json(view))
     })
     .await
@@ -173,8 +173,8 @@ pub async fn delete<R: Resource>(
     Extension(actor): Extension<Actor>,
     PathParams(key): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state, move |admin| {
-        admin.change(&actor.name, false, |doc| {
+    blocking(&state, move |services| {
+        services.policy.change(&actor.name, false, |doc| {
             let items = R::items(doc);
             let before = items.len();
             items.retain(|i| i.key() != key);

@@ -10,7 +10,7 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 use super::audit::{self, AuditQuery};
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::{fleet, live, openapi, sync, system, AppState};
+use super::{fleet, live, sync, system, AppState};
 use crate::selfservice::api as selfservice;
 use crate::store::Scope;
 
@@ -138,7 +138,7 @@ pub fn table() -> Vec<Route> {
     use Method as M;
     use QueryParams::{Apply, Export, Page, Since};
     vec![
-        route(M::GET, "/api/openapi.json", openapi::serve)
+        route(M::GET, "/api/openapi.json", super::openapi_json)
             .doc("getOpenApi", "meta", "This document")
             .public()
             .returns(200, Some("OpenApiDocument")),

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::extract::Body;
 use super::{Actor, ApiError, AppState};
+use crate::services::Services;
 use crate::store::{BastionRow, NewEvent};
 use crate::sync::{headers, Answer, SignedRequest, SyncError, Verified};
 
@@ -32,11 +33,11 @@ impl From<SyncError> for ApiError {
 /// Runs sync work off the async threads.
 async fn blocking<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&crate::Admin) -> Result<T, SyncError> + Send + 'static,
+    work: impl FnOnce(&Services) -> Result<T, SyncError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let admin = state.admin.clone();
+    let services = state.services.clone();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&services))).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("worker failed: {e}"))),
     }
@@ -94,9 +95,11 @@ pub(super) async fn sign_answers(
         path: &path,
         query: &query,
     };
-    let signature = state
-        .admin
-        .sign_answer(&binding, parts.status.as_u16(), version, &body);
+    let signature =
+        state
+            .services
+            .sync
+            .sign_answer(&binding, parts.status.as_u16(), version, &body);
     parts.headers.insert(
         header::HeaderName::from_static(headers::ANSWER_SIGNATURE),
         HeaderValue::from_str(&signature).expect("hex is a header value"),
@@ -114,14 +117,9 @@ pub(super) async fn signed(
     body: Bytes,
 ) -> Result<BastionRow, ApiError> {
     let verified = verified(state, method, uri, headers_in, body).await?;
-    blocking(state, move |admin| {
-        let mut tx = admin.store.write().map_err(SyncError::from)?;
-        verified.remember(tx.as_mut())?;
-        tx.commit().map_err(SyncError::from)?;
-        Ok(verified.bastion)
-    })
-    .await
-    .inspect_err(|_| forget_authenticated())
+    blocking(state, move |services| services.sync.remember(verified))
+        .await
+        .inspect_err(|_| forget_authenticated())
 }
 
 /// Checks the request signature, writing nothing: the handler remembers
@@ -153,7 +151,7 @@ async fn verified(
         uri.query().unwrap_or("").to_string(),
     );
     let answer_nonce = nonce.clone();
-    let checked = blocking(state, move |admin| {
+    let checked = blocking(state, move |services| {
         let request = SignedRequest {
             method: &method,
             path: &path,
@@ -164,7 +162,7 @@ async fn verified(
             nonce: nonce.as_deref(),
             signature: signature.as_deref(),
         };
-        match admin.verify_bastion_request(&request) {
+        match services.sync.verify_bastion_request(&request) {
             Ok(verified) => Ok(Ok(verified)),
             // Signed by its (verified) key: the refusal is signed too, so
             // the bastion believes it and logs why.
@@ -224,8 +222,10 @@ pub async fn create_enroll_token(
         ));
     }
     let ttl = std::time::Duration::from_secs(body.ttl_seconds);
-    let (token, expires_at) = super::blocking(&state, move |admin| {
-        admin.create_enroll_token(&actor.name, ttl, body.replace.as_deref())
+    let (token, expires_at) = super::blocking(&state, move |services| {
+        services
+            .sync
+            .create_enroll_token(&actor.name, ttl, body.replace.as_deref())
     })
     .await?;
     Ok((
@@ -251,9 +251,12 @@ pub async fn enroll(
     State(state): State<AppState>,
     Body(request): Body<EnrollRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, server_key, server_id) = blocking(&state, move |admin| {
-        let id = admin.enroll(&request.token, &request.bastion_name, &request.public_key)?;
-        let key = admin.server_public_key().to_vec();
+    let (id, server_key, server_id) = blocking(&state, move |services| {
+        let id =
+            services
+                .sync
+                .enroll(&request.token, &request.bastion_name, &request.public_key)?;
+        let key = services.sync.server_public_key().to_vec();
         Ok((
             id,
             jms_core::bundle::hex(&key),
@@ -308,18 +311,24 @@ pub async fn bundle(
     }
     let since = params.since;
     let held = bastion.clone();
-    blocking(&state, move |admin| admin.bastion_holds(&held, since)).await?;
+    blocking(&state, move |services| {
+        services.sync.bastion_holds(&held, since)
+    })
+    .await?;
     if params.wait > 0 {
-        let current = blocking(&state, |admin| Ok(admin.version()?)).await?;
+        let current = blocking(&state, |services| Ok(services.policy.version()?)).await?;
         if since >= current {
             state
-                .admin
-                .sync_state()
+                .services
+                .sync
                 .wait_past(since, std::time::Duration::from_secs(params.wait))
                 .await;
         }
     }
-    let answer = blocking(&state, move |admin| admin.answer(&bastion, since)).await?;
+    let answer = blocking(&state, move |services| {
+        services.sync.answer(&bastion, since)
+    })
+    .await?;
     let (signed, version, kind, from) = match answer {
         Answer::Current { version } => {
             // The version is signed with the 304 (see `sign_answers`).
@@ -382,9 +391,9 @@ pub async fn events(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let verified = verified(&state, &method, &uri, &headers_in, body.clone()).await?;
-    let answer = blocking(&state, move |admin| {
+    let answer = blocking(&state, move |services| {
         let events = parse_events(&body)?;
-        let stored = admin.store_events(&verified, &events)?;
+        let stored = services.audit.store_events(&verified, &events)?;
         let accepted: Vec<String> = events.into_iter().map(|e| e.idempotency_key).collect();
         Ok(json!({"accepted": accepted, "stored": stored}))
     })

@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use super::extract::{merge, PageParams, Params, Patch};
 use super::views::PageView;
 use super::{blocking, Actor, ApiError, AppState};
-use crate::admin::{policy_message, AdminError, Applied};
+use crate::error::AdminError;
+use crate::policy::{policy_message, Applied};
 use crate::settings::Settings;
 use crate::store::{OpLogEntry, Scope};
 
@@ -43,8 +44,8 @@ fn mentions_password(body: &Map<String, Value>) -> bool {
 }
 
 pub async fn get_settings(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    blocking(&state, |admin| {
-        let (settings, has_password) = admin.settings()?;
+    blocking(&state, |services| {
+        let (settings, has_password) = services.policy.settings()?;
         Ok(Json(settings_view(&settings, has_password)))
     })
     .await
@@ -57,15 +58,16 @@ pub async fn put_settings(
     Extension(actor): Extension<Actor>,
     Patch(body): Patch,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(&state, move |admin| {
-        let (settings, has_password, _) = admin.change_settings(&actor.name, |current| {
-            let mut new = parse_settings(Value::Object(body.clone()))?;
-            if !mentions_password(&body) {
-                new.mail.password = current.mail.password.clone();
-            }
-            *current = new;
-            Ok(())
-        })?;
+    blocking(&state, move |services| {
+        let (settings, has_password, _) =
+            services.policy.change_settings(&actor.name, |current| {
+                let mut new = parse_settings(Value::Object(body.clone()))?;
+                if !mentions_password(&body) {
+                    new.mail.password = current.mail.password.clone();
+                }
+                *current = new;
+                Ok(())
+            })?;
         Ok(Json(settings_view(&settings, has_password)))
     })
     .await
@@ -77,17 +79,18 @@ pub async fn patch_settings(
     Extension(actor): Extension<Actor>,
     Patch(patch): Patch,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(&state, move |admin| {
-        let (settings, has_password, _) = admin.change_settings(&actor.name, |current| {
-            let mut value = serde_json::to_value(&*current).expect("settings serialise");
-            merge(&mut value, &Value::Object(patch.clone()));
-            let mut new = parse_settings(value)?;
-            if !mentions_password(&patch) {
-                new.mail.password = current.mail.password.clone();
-            }
-            *current = new;
-            Ok(())
-        })?;
+    blocking(&state, move |services| {
+        let (settings, has_password, _) =
+            services.policy.change_settings(&actor.name, |current| {
+                let mut value = serde_json::to_value(&*current).expect("settings serialise");
+                merge(&mut value, &Value::Object(patch.clone()));
+                let mut new = parse_settings(value)?;
+                if !mentions_password(&patch) {
+                    new.mail.password = current.mail.password.clone();
+                }
+                *current = new;
+                Ok(())
+            })?;
         Ok(Json(settings_view(&settings, has_password)))
     })
     .await
@@ -100,8 +103,8 @@ pub async fn list_oplog(
     Params(params): Params<PageParams>,
 ) -> Result<Json<PageView<OpLogEntry>>, ApiError> {
     let query = params.query()?;
-    blocking(&state, move |admin| {
-        let page = admin.read()?.oplog(&query)?;
+    blocking(&state, move |services| {
+        let page = services.policy.read()?.oplog(&query)?;
         Ok(Json(PageView::new(page, &query, |entry| entry)))
     })
     .await
@@ -129,11 +132,11 @@ pub async fn export_policy(
         ))
         .into());
     }
-    blocking(&state, move |admin| {
+    blocking(&state, move |services| {
         if params.with_secrets {
-            admin.log_secret_export(&actor.name)?;
+            services.policy.log_secret_export(&actor.name)?;
         }
-        Ok(Json(admin.document(params.with_secrets)?))
+        Ok(Json(services.policy.document(params.with_secrets)?))
     })
     .await
 }
@@ -155,8 +158,8 @@ pub async fn apply_policy(
     body: axum::body::Bytes,
 ) -> Result<Json<Applied>, ApiError> {
     let mut desired = read_document(&body)?;
-    blocking(&state, move |admin| {
-        let applied = admin.change(&actor.name, params.dry_run, |doc| {
+    blocking(&state, move |services| {
+        let applied = services.policy.change(&actor.name, params.dry_run, |doc| {
             keep_secrets(&mut desired, doc);
             *doc = desired;
             Ok(())
@@ -223,8 +226,8 @@ fn keep_secrets(desired: &mut PolicyDocument, current: &PolicyDocument) {
 }
 
 pub async fn policy_version(State(state): State<AppState>) -> Result<Response, ApiError> {
-    blocking(&state, |admin| {
-        let version = admin.version()?;
+    blocking(&state, |services| {
+        let version = services.policy.version()?;
         Ok((
             StatusCode::OK,
             Json(serde_json::json!({ "version": version })),

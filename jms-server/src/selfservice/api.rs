@@ -67,11 +67,17 @@ pub async fn create_user(
             .await?;
     let mut body = serde_json::to_value(&view).map_err(|e| ApiError::internal(e.to_string()))?;
     if wants_link {
-        let link =
-            match send_link(state.admin.clone(), actor.name, username, Purpose::Welcome).await {
-                Ok(sent) => json!({"sent": true, "to": sent.to, "expires_at": sent.expires_at}),
-                Err(e) => json!({"sent": false, "error": e.to_string()}),
-            };
+        let link = match send_link(
+            state.services.links.clone(),
+            actor.name,
+            username,
+            Purpose::Welcome,
+        )
+        .await
+        {
+            Ok(sent) => json!({"sent": true, "to": sent.to, "expires_at": sent.expires_at}),
+            Err(e) => json!({"sent": false, "error": e.to_string()}),
+        };
         body["password_link"] = link;
     }
     Ok((status, Json(body)).into_response())
@@ -83,7 +89,13 @@ pub async fn send_password_link(
     Extension(actor): Extension<Actor>,
     PathParams(username): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sent = send_link(state.admin.clone(), actor.name, username, Purpose::Reset).await?;
+    let sent = send_link(
+        state.services.links.clone(),
+        actor.name,
+        username,
+        Purpose::Reset,
+    )
+    .await?;
     Ok(Json(sent_view(&sent)))
 }
 
@@ -101,8 +113,8 @@ pub async fn test_mail(
     Body(body): Body<MailTest>,
 ) -> Result<Json<Value>, ApiError> {
     let to = mail::mailbox(&body.to).map_err(|e| ApiError::bad_request(format!("to: {e}")))?;
-    let settings = super::blocking(&state.admin, |admin| {
-        Ok::<_, ApiError>(admin.settings_with_mail_password()?)
+    let settings = super::blocking(&state.services.policy, |policy| {
+        Ok::<_, ApiError>(policy.settings_with_mail_password()?)
     })
     .await?;
     let outgoing = Outgoing {

@@ -5,7 +5,7 @@
 //! revokes her older unused links and logs `send-password-link`. Redeeming
 //! marks the link used (atomically: a link works once even when two
 //! requests race) and then sets the password through the normal write path
-//! ([`Admin::change`]: checked, policy version bumped, logged), so the new
+//! ([`PolicyService::change`]: checked, policy version bumped, logged), so the new
 //! hash reaches every bastion with the next bundle.
 
 use std::sync::Arc;
@@ -16,11 +16,16 @@ use jms_core::model::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::blocking;
-use crate::admin::{Admin, AdminError};
 use crate::crypto::token_hash;
+use crate::error::AdminError;
 use crate::mail::{self, MailError, Outgoing};
+use crate::policy::PolicyService;
 use crate::settings::Mail;
-use crate::store::{NewOpLogEntry, PasswordTokenRow, Purpose};
+use crate::settings::Settings;
+use crate::store::{NewOpLogEntry, PasswordTokenRow, Purpose, ReadTx, Store};
+
+/// Where a link leads: the page that sets the password.
+pub const SET_PATH: &str = "/password/set";
 
 /// Why a link was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +94,35 @@ fn well_formed(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-impl Admin {
+/// The self-service service: set-password links (issued, mailed,
+/// redeemed), and what the pages behind them read. A redeemed link sets
+/// the password through the policy service's write path.
+pub struct Links {
+    store: Store,
+    policy: Arc<PolicyService>,
+}
+
+impl Links {
+    pub fn new(store: Store, policy: Arc<PolicyService>) -> Links {
+        Links { store, policy }
+    }
+
+    /// A read transaction (users, for the pages).
+    pub fn read(&self) -> Result<Box<dyn ReadTx + '_>, AdminError> {
+        Ok(self.store.read()?)
+    }
+
+    /// The settings (password rules, mail), and whether a mail password
+    /// is set.
+    pub fn settings(&self) -> Result<(Settings, bool), AdminError> {
+        self.policy.settings()
+    }
+
+    /// The settings with the mail password opened, for sending mail.
+    pub(crate) fn settings_with_mail_password(&self) -> Result<Settings, AdminError> {
+        self.policy.settings_with_mail_password()
+    }
+
     /// Stores a new link for `username` valid for `lifetime`, revoking her
     /// older ones, and logs it as `actor`.
     fn issue_password_link(
@@ -159,7 +192,7 @@ impl Admin {
         })
     }
 
-    /// Redeems the link `link` (from [`Admin::password_link`]): marks it
+    /// Redeems the link `link` (from [`Links::password_link`]): marks it
     /// used, then sets the user's password hash (and TOTP secret). Returns
     /// the new policy version, or `None` when the link was used (or
     /// revoked, or expired) in the meantime and nothing changed.
@@ -176,6 +209,7 @@ impl Admin {
     ) -> Result<Option<u64>, AdminError> {
         if totp_secret.is_some()
             && self
+                .store
                 .read()?
                 .user(&link.username)?
                 .is_some_and(|u| u.totp_secret.is_some())
@@ -191,7 +225,7 @@ impl Admin {
         }
         let username = link.username.clone();
         let actor = format!("self-service: {username} (set-password link {})", link.id);
-        let applied = self.change(&actor, false, |doc| {
+        let applied = self.policy.change(&actor, false, |doc| {
             let user = doc
                 .users
                 .iter_mut()
@@ -220,7 +254,7 @@ fn link_url(site_url: &str, token: &str) -> String {
     format!(
         "{}{}?token={token}",
         site_url.trim_end_matches('/'),
-        super::pages::SET_PATH
+        SET_PATH
     )
 }
 
@@ -282,18 +316,18 @@ pub(crate) fn lifetime_text(lifetime: Duration) -> String {
 /// address, nothing is stored; when the mail cannot be sent the new link is
 /// revoked again (her older links stay revoked).
 pub async fn send_link(
-    admin: Arc<Admin>,
+    links: Arc<Links>,
     actor: String,
     username: String,
     purpose: Purpose,
 ) -> Result<LinkSent, LinkError> {
-    let (mail, issued) = blocking(&admin, move |admin| {
-        let settings = admin.settings_with_mail_password()?;
+    let (mail, issued) = blocking(&links, move |links| {
+        let settings = links.settings_with_mail_password()?;
         if !settings.mail.enabled {
             return Err(LinkError::Disabled);
         }
         let lifetime = settings.mail.link_lifetime.0;
-        let issued = admin.issue_password_link(&actor, &username, purpose, lifetime)?;
+        let issued = links.issue_password_link(&actor, &username, purpose, lifetime)?;
         Ok((settings.mail, (username, issued)))
     })
     .await?;
@@ -326,7 +360,7 @@ pub async fn send_link(
     };
     if let Err(e) = result {
         let id = issued.id;
-        blocking(&admin, move |admin| admin.revoke_password_link(id)).await?;
+        blocking(&links, move |links| links.revoke_password_link(id)).await?;
         tracing::warn!(user = username, error = %e, "set-password link not sent");
         return Err(e.into());
     }

@@ -32,11 +32,12 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::mpsc;
 
-use crate::admin::{Admin, AdminError};
+use crate::error::AdminError;
+use links::Links;
 
 /// What the self-service pages share.
 pub(crate) struct SelfService {
-    admin: Arc<Admin>,
+    links: Arc<Links>,
     csrf: csrf::CsrfKey,
     /// "Forgot password" requests per source IP.
     per_ip: limits::RateLimiter,
@@ -47,10 +48,11 @@ pub(crate) struct SelfService {
     forgot: OnceLock<mpsc::Sender<String>>,
 }
 
-/// The self-service pages, for the server's router (whatever its state).
-pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> {
+/// The self-service pages, for the server's router (whatever its state):
+/// they need the self-service service only.
+pub fn router<S: Clone + Send + Sync + 'static>(links: Arc<Links>) -> Router<S> {
     let state = Arc::new(SelfService {
-        admin,
+        links,
         csrf: csrf::CsrfKey::new(),
         per_ip: limits::RateLimiter::new(limits::PER_IP_MAX, limits::PER_IP_WINDOW),
         per_user: Arc::new(limits::RateLimiter::new(
@@ -61,7 +63,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> 
     });
     Router::new()
         .route(
-            pages::SET_PATH,
+            links::SET_PATH,
             get(pages::set_form).post(pages::set_submit),
         )
         .route(
@@ -74,18 +76,19 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> 
         .with_state(state)
 }
 
-/// Runs store work off the async threads.
-pub(crate) async fn blocking<T, E>(
-    admin: &Arc<Admin>,
-    work: impl FnOnce(&Admin) -> Result<T, E> + Send + 'static,
+/// Runs store work of `service` off the async threads.
+pub(crate) async fn blocking<S, T, E>(
+    service: &Arc<S>,
+    work: impl FnOnce(&S) -> Result<T, E> + Send + 'static,
 ) -> Result<T, E>
 where
+    S: Send + Sync + 'static,
     T: Send + 'static,
     E: From<AdminError> + Send + 'static,
 {
-    let admin = admin.clone();
+    let service = service.clone();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&service))).await {
         Ok(result) => result,
         Err(e) => Err(E::from(AdminError::Store(crate::store::StoreError::Io {
             path: "self-service worker thread".to_string(),

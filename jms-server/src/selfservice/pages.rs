@@ -31,13 +31,12 @@ use tokio::sync::mpsc;
 
 use super::csrf::{self, origin_ok};
 use super::limits::RateLimiter;
-use super::links::{self, LinkState};
+use super::links::{self, LinkState, Links, SET_PATH};
 use super::{blocking, rules, SelfService};
-use crate::admin::{Admin, AdminError};
+use crate::error::AdminError;
 use crate::settings::{MfaRequired, Security, Settings};
 use crate::store::{ListQuery, PasswordTokenRow, Purpose, UserRow};
 
-pub const SET_PATH: &str = "/password/set";
 pub const FORGOT_PATH: &str = "/password/forgot";
 /// Longest username or address the forgot form takes.
 const MAX_LOGIN: usize = 254;
@@ -209,13 +208,13 @@ fn totp_required(security: &Security, user: &UserRow) -> bool {
     covered && user.totp_secret.is_none()
 }
 
-fn load(admin: &Admin, token: &str) -> Result<Result<SetContext, LinkState>, AdminError> {
-    let link = match admin.password_link(token)? {
+fn load(links: &Links, token: &str) -> Result<Result<SetContext, LinkState>, AdminError> {
+    let link = match links.password_link(token)? {
         LinkState::Valid(link) => link,
         other => return Ok(Err(other)),
     };
-    let (settings, _) = admin.settings()?;
-    let Some(user) = admin.read()?.user(&link.username)? else {
+    let (settings, _) = links.settings()?;
+    let Some(user) = links.read()?.user(&link.username)? else {
         return Ok(Err(LinkState::Unknown));
     };
     Ok(Ok(SetContext {
@@ -358,7 +357,7 @@ pub async fn set_form(
 ) -> Response {
     let token = query.map(|Query(q)| q.token).unwrap_or_default();
     let lookup = token.clone();
-    let ctx = match blocking(&service.admin, move |admin| load(admin, &lookup)).await {
+    let ctx = match blocking(&service.links, move |links| load(links, &lookup)).await {
         Ok(Ok(ctx)) => ctx,
         Ok(Err(state)) => return link_page(&state),
         Err(e) => return server_error(&e),
@@ -446,7 +445,7 @@ pub async fn set_submit(
         Err(rejection) => return unreadable_form(&rejection, "link"),
     };
     let lookup = fields.token.clone();
-    let ctx = match blocking(&service.admin, move |admin| load(admin, &lookup)).await {
+    let ctx = match blocking(&service.links, move |links| load(links, &lookup)).await {
         Ok(Ok(ctx)) => ctx,
         Ok(Err(state)) => return link_page(&state),
         Err(e) => return server_error(&e),
@@ -480,8 +479,8 @@ pub async fn set_submit(
     };
     let link = ctx.link.clone();
     let enrolled = totp.is_some();
-    let redeemed = blocking(&service.admin, move |admin| {
-        admin.redeem_password_link(&link, hash, totp)
+    let redeemed = blocking(&service.links, move |links| {
+        links.redeem_password_link(&link, hash, totp)
     })
     .await;
     match redeemed {
@@ -519,7 +518,7 @@ fn forgot_page(status: StatusCode, csrf: &str, cookie: Option<String>) -> Respon
 
 /// `GET /password/forgot`.
 pub async fn forgot_form(State(service): Shared, headers: HeaderMap) -> Response {
-    let settings = match blocking(&service.admin, |admin| admin.settings()).await {
+    let settings = match blocking(&service.links, |links| links.settings()).await {
         Ok((settings, _)) => settings,
         Err(e) => return server_error(&e),
     };
@@ -546,7 +545,7 @@ pub async fn forgot_submit(
         Ok(Form(fields)) => fields,
         Err(rejection) => return unreadable_form(&rejection, "page"),
     };
-    let settings = match blocking(&service.admin, |admin| admin.settings()).await {
+    let settings = match blocking(&service.links, |links| links.settings()).await {
         Ok((settings, _)) => settings,
         Err(e) => return server_error(&e),
     };
@@ -573,7 +572,7 @@ pub async fn forgot_submit(
         let queue = service.forgot.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
             tokio::spawn(forgot_worker(
-                service.admin.clone(),
+                service.links.clone(),
                 service.per_user.clone(),
                 receiver,
             ));
@@ -624,8 +623,8 @@ fn eligible(row: &UserRow) -> bool {
 }
 
 /// The users `login` names: by username, or every user with that address.
-fn find_accounts(admin: &Admin, login: &str) -> Result<Vec<String>, AdminError> {
-    let tx = admin.read()?;
+fn find_accounts(links: &Links, login: &str) -> Result<Vec<String>, AdminError> {
+    let tx = links.read()?;
     let rows = if login.contains('@') {
         let query = ListQuery {
             limit: 1000,
@@ -654,12 +653,12 @@ fn find_accounts(admin: &Admin, login: &str) -> Result<Vec<String>, AdminError> 
 
 /// Handles "forgot password" requests one at a time, in order.
 async fn forgot_worker(
-    admin: Arc<Admin>,
+    links: Arc<Links>,
     per_user: Arc<RateLimiter>,
     mut queue: mpsc::Receiver<String>,
 ) {
     while let Some(login) = queue.recv().await {
-        let found = blocking(&admin, move |admin| find_accounts(admin, &login)).await;
+        let found = blocking(&links, move |links| find_accounts(links, &login)).await;
         let usernames = match found {
             Ok(usernames) => usernames,
             Err(e) => {
@@ -673,7 +672,7 @@ async fn forgot_worker(
                 continue;
             }
             let sent = links::send_link(
-                admin.clone(),
+                links.clone(),
                 "self-service: forgot password".to_string(),
                 username.clone(),
                 Purpose::Reset,

@@ -331,6 +331,10 @@ pub struct NewEvent {
 }
 
 /// A backend: hands out transactions.
+/// The store as the services share it: each service keeps a handle and
+/// runs its own transactions.
+pub type Store = std::sync::Arc<dyn Storage>;
+
 pub trait Storage: Send + Sync + 'static {
     /// A consistent read-only view.
     fn read(&self) -> Result<Box<dyn ReadTx + '_>>;

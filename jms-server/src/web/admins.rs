@@ -9,16 +9,29 @@
 //! mint a web login. A login checks both factors, refuses a TOTP code used
 //! before, and stores only the SHA-256 of the session token it hands out.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use jms_core::password::{
     generate_totp_secret, hash_password, verify_password, verify_totp, DEFAULT_ITERATIONS,
 };
 
-use crate::admin::{Admin, AdminError, Result};
-use crate::crypto;
-use crate::store::{NewOpLogEntry, Scope, WebAdminRow};
+use crate::crypto::{self, SealKey};
+use crate::error::{AdminError, Result};
+use crate::store::{NewOpLogEntry, Scope, Store, WebAdminRow};
+
+/// The web admins service: their accounts and roles, their secrets sealed
+/// with the server's key, their login sessions.
+pub struct WebAdmins {
+    store: Store,
+    key: Arc<SealKey>,
+}
+
+impl WebAdmins {
+    pub fn new(store: Store, key: Arc<SealKey>) -> WebAdmins {
+        WebAdmins { store, key }
+    }
+}
 
 /// Fewest characters in a web admin's password.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -78,19 +91,19 @@ pub fn check_username(username: &str) -> std::result::Result<(), String> {
 /// goes to the operation log. `iterations` is the PBKDF2 count of the new
 /// hash.
 pub fn add(
-    admin: &Admin,
+    admins: &WebAdmins,
     actor: &str,
     username: &str,
     password: &str,
     iterations: u32,
 ) -> Result<Enrollment> {
-    add_with_role(admin, actor, username, password, iterations, Scope::Admin)
+    add_with_role(admins, actor, username, password, iterations, Scope::Admin)
 }
 
 /// [`add`] with a role: an `auditor` only reads (no Terminate), an
 /// `operator` may also end sessions.
 pub fn add_with_role(
-    admin: &Admin,
+    admins: &WebAdmins,
     actor: &str,
     username: &str,
     password: &str,
@@ -113,10 +126,10 @@ pub fn add_with_role(
         .map_err(|e| AdminError::BadInput(format!("cannot hash the password: {e}")))?;
     let secret = generate_totp_secret()
         .map_err(|e| AdminError::BadInput(format!("cannot make a TOTP secret: {e}")))?;
-    let key = admin.seal_key();
+    let key = &admins.key;
     let sealed_hash = key.seal(&place_password_hash(username), hash.as_bytes());
     let sealed_secret = key.seal(&place_totp(username), secret.as_bytes());
-    let mut tx = admin.store.write()?;
+    let mut tx = admins.store.write()?;
     if tx.web_admin(username)?.is_some() {
         return Err(AdminError::Conflict(format!(
             "web admin `{username}` already exists (remove it first to reset it)"
@@ -151,8 +164,8 @@ pub fn otpauth_uri(username: &str, secret: &str) -> String {
 }
 
 /// Every web admin, by name.
-pub fn list(admin: &Admin) -> Result<Vec<WebAdminInfo>> {
-    Ok(admin
+pub fn list(admins: &WebAdmins) -> Result<Vec<WebAdminInfo>> {
+    Ok(admins
         .store
         .read()?
         .web_admins()?
@@ -167,8 +180,8 @@ pub fn list(admin: &Admin) -> Result<Vec<WebAdminInfo>> {
 }
 
 /// Removes a web admin; her browser sessions end with her.
-pub fn remove(admin: &Admin, actor: &str, username: &str) -> Result<()> {
-    let mut tx = admin.store.write()?;
+pub fn remove(admins: &WebAdmins, actor: &str, username: &str) -> Result<()> {
+    let mut tx = admins.store.write()?;
     if !tx.delete_web_admin(username)? {
         return Err(AdminError::NotFound(format!(
             "no web admin `{username}` (jmsctl admin list)"
@@ -211,7 +224,7 @@ pub struct LoginSession {
 /// (unknown name, wrong password, wrong or replayed code): the caller says
 /// the same to everyone.
 pub fn login(
-    admin: &Admin,
+    admins: &WebAdmins,
     username: &str,
     password: &str,
     code: &str,
@@ -219,16 +232,16 @@ pub fn login(
     now: DateTime<Utc>,
     lifetime: Duration,
 ) -> Result<Option<LoginSession>> {
-    let row = admin.store.read()?.web_admin(username)?;
+    let row = admins.store.read()?.web_admin(username)?;
     let Some(row) = row else {
         let _ = verify_password(password.as_bytes(), decoy_hash());
         return Ok(None);
     };
-    let Some(step) = check_factors(admin, &row, password, code, now)? else {
+    let Some(step) = check_factors(admins, &row, password, code, now)? else {
         return Ok(None);
     };
     let token = crypto::new_token();
-    let mut tx = admin.store.write()?;
+    let mut tx = admins.store.write()?;
     // Another login may have used this code in the meantime.
     match tx.web_admin(username)? {
         Some(fresh) if fresh.id == row.id && fresh.totp_last_step.is_none_or(|s| s < step) => {}
@@ -251,13 +264,13 @@ pub fn login(
 
 /// The TOTP step of a login whose password and code are both right.
 fn check_factors(
-    admin: &Admin,
+    admins: &WebAdmins,
     row: &WebAdminRow,
     password: &str,
     code: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
-    let key = admin.seal_key();
+    let key = &admins.key;
     let hash = key.open_text(&place_password_hash(&row.username), &row.password_hash)?;
     let secret = key.open_text(&place_totp(&row.username), &row.totp_secret)?;
     let password_ok = match verify_password(password.as_bytes(), &hash) {
@@ -281,23 +294,23 @@ fn check_factors(
 /// its expiry, and used within `idle`. A dead session is forgotten; a live
 /// one is marked used (at most once a minute).
 pub fn session(
-    admin: &Admin,
+    admins: &WebAdmins,
     token: &str,
     now: DateTime<Utc>,
     idle: Duration,
 ) -> Result<Option<(String, Scope)>> {
     let hash = crypto::token_hash(token);
-    let Some(row) = admin.store.read()?.web_session(&hash)? else {
+    let Some(row) = admins.store.read()?.web_session(&hash)? else {
         return Ok(None);
     };
     if now >= row.expires_at || now - row.last_seen_at > idle {
-        let mut tx = admin.store.write()?;
+        let mut tx = admins.store.write()?;
         tx.delete_web_session(&hash)?;
         tx.commit()?;
         return Ok(None);
     }
     if now - row.last_seen_at > Duration::minutes(1) {
-        let mut tx = admin.store.write()?;
+        let mut tx = admins.store.write()?;
         tx.touch_web_session(&hash)?;
         tx.commit()?;
     }
@@ -305,8 +318,8 @@ pub fn session(
 }
 
 /// Ends the session of this token (logout); nothing if there is none.
-pub fn logout(admin: &Admin, token: &str) -> Result<()> {
-    let mut tx = admin.store.write()?;
+pub fn logout(admins: &WebAdmins, token: &str) -> Result<()> {
+    let mut tx = admins.store.write()?;
     tx.delete_web_session(&crypto::token_hash(token))?;
     tx.commit()?;
     Ok(())
@@ -329,9 +342,11 @@ mod tests {
 
     use jms_core::password::totp_code;
 
-    fn server() -> (tempfile::TempDir, Admin) {
+    fn server() -> (tempfile::TempDir, Arc<WebAdmins>) {
         let dir = tempfile::tempdir().unwrap();
-        let admin = Admin::open(&dir.path().join("data")).unwrap();
+        let admin = crate::services::Services::open(&dir.path().join("data"))
+            .unwrap()
+            .web_admins;
         (dir, admin)
     }
 
@@ -387,7 +402,12 @@ mod tests {
         assert_eq!(found(now + Duration::minutes(11)), None, "logged out");
     }
 
-    fn session_of(admin: &Admin, token: &str, at: DateTime<Utc>, idle: Duration) -> Option<String> {
+    fn session_of(
+        admin: &WebAdmins,
+        token: &str,
+        at: DateTime<Utc>,
+        idle: Duration,
+    ) -> Option<String> {
         session(admin, token, at, idle)
             .unwrap()
             .map(|(name, _)| name)

@@ -28,7 +28,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, Page};
+use super::layout::{self, url_escape, Page};
 use super::{admins, blocking, WebError, WebState};
 
 /// Name of the session cookie.
@@ -228,12 +228,12 @@ pub async fn login(
     }
     let client = forwarded_for(&headers);
     let (name, client_for_store) = (username.clone(), client.clone());
-    let admin = state.admin.clone();
+    let admins = state.services.admins.clone();
     let checked = state
         .hashing
         .run(move || {
             admins::login(
-                &admin,
+                &admins,
                 &name,
                 &form.password,
                 &form.code,
@@ -303,7 +303,10 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     if let Some(token) = session_cookie(&headers) {
-        blocking(&state, move |admin| admins::logout(admin, &token)).await?;
+        blocking(&state, move |services| {
+            admins::logout(&services.admins, &token)
+        })
+        .await?;
     }
     let cookie = format!("{COOKIE}=; Path=/web; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(see_other_with_cookie("/web/login", &cookie))
@@ -359,8 +362,8 @@ pub async fn require_login(
         None => None,
         Some(token) => {
             let idle = chrono::Duration::from_std(SESSION_IDLE).expect("fits");
-            match blocking(&state, move |admin| {
-                admins::session(admin, &token, chrono::Utc::now(), idle)
+            match blocking(&state, move |services| {
+                admins::session(&services.admins, &token, chrono::Utc::now(), idle)
             })
             .await
             {
@@ -383,19 +386,6 @@ pub async fn require_login(
     };
     request.extensions_mut().insert(WebAdmin { username, role });
     next.run(request).await
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-pub fn url_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use axum::Extension;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page, PAGE_SIZE};
 use super::sessions::{given, offset_text, replay_link, time_filter};
 use super::{blocking, WebError, WebState};
@@ -83,8 +84,8 @@ pub async fn search(
     Query(filters): Query<CommandFilters>,
 ) -> Result<Markup, WebError> {
     let query = filters.query()?;
-    let page = blocking(&state, move |admin| {
-        Ok(admin.read()?.commands(&query, false)?)
+    let page = blocking(&state, move |services| {
+        Ok(services.audit.read()?.commands(&query, false)?)
     })
     .await?;
     let total = page.total;

@@ -11,7 +11,8 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page};
 use super::{blocking, WebError, WebState};
 use crate::fleet::{BastionView, Status};
@@ -38,8 +39,11 @@ pub async fn list(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
 ) -> Result<Markup, WebError> {
-    let (bastions, after) = blocking(&state, |admin| {
-        Ok((admin.fleet()?, admin.bastion_silent_after()))
+    let (bastions, after) = blocking(&state, |services| {
+        Ok((
+            services.fleet.fleet()?,
+            services.fleet.bastion_silent_after(),
+        ))
     })
     .await?;
     let revoke = me.role >= Scope::Admin;
@@ -132,6 +136,9 @@ pub async fn revoke(
         ));
     }
     let actor = format!("web admin {}", me.username);
-    blocking(&state, move |admin| admin.revoke_bastion(&actor, &name)).await?;
+    blocking(&state, move |services| {
+        services.fleet.revoke_bastion(&actor, &name)
+    })
+    .await?;
     Ok(Redirect::to("/web/bastions").into_response())
 }

@@ -5,7 +5,6 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use maud::{html, Markup, DOCTYPE};
 
 use super::assets;
-use super::auth::url_escape;
 
 /// The top bar's sections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +172,19 @@ pub fn pager(
             }
         }
     }
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn url_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::assets;
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page};
 use super::sessions::{find_session, player_head};
 use super::{blocking, WebError, WebState};
@@ -64,7 +65,7 @@ pub async fn events(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    watch_response(state.admin.clone(), id)
+    watch_response(state.services.live.clone(), id)
         .await
         .map_err(|e| match e {
             WatchError::Admin(e) => WebError::from(e),
@@ -94,8 +95,8 @@ pub async fn kill(
     let reason: String = form.reason.trim().chars().take(500).collect();
     let actor = format!("web admin {}", me.username);
     let session = id.clone();
-    blocking(&state, move |admin| {
-        admin.kill_session(&actor, &session, &reason)
+    blocking(&state, move |services| {
+        services.live.kill_session(&actor, &session, &reason)
     })
     .await?;
     Ok(Redirect::to(&format!("/web/sessions/{}/live", url_escape(&id))).into_response())

@@ -42,24 +42,39 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::html;
 
-use crate::admin::{Admin, AdminError};
+use crate::audit::AuditService;
+use crate::error::AdminError;
+use crate::fleet::Fleet;
+use crate::live::LiveService;
+use crate::recordings::Recordings;
+use admins::WebAdmins;
+
+/// The services the audit web uses.
+#[derive(Clone)]
+pub struct WebServices {
+    pub audit: Arc<AuditService>,
+    pub recordings: Arc<Recordings>,
+    pub live: Arc<LiveService>,
+    pub fleet: Arc<Fleet>,
+    pub admins: Arc<WebAdmins>,
+}
 
 /// What every web handler gets.
 #[derive(Clone)]
 pub struct WebState {
-    admin: Arc<Admin>,
+    services: WebServices,
     throttle: Arc<Mutex<auth::Throttle>>,
     /// Where login passwords (and the decoy) are checked.
     hashing: Arc<crate::hashpool::HashPool>,
 }
 
 /// The audit web's routes, to merge into the server's router.
-pub fn router<S>(admin: Arc<Admin>) -> Router<S>
+pub fn router<S>(services: WebServices) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     let state = WebState {
-        admin,
+        services,
         throttle: Arc::new(Mutex::new(auth::Throttle::default())),
         hashing: Arc::new(crate::hashpool::HashPool::with_defaults()),
     };
@@ -96,11 +111,11 @@ where
 /// Runs store work off the async threads.
 async fn blocking<T: Send + 'static>(
     state: &WebState,
-    work: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
+    work: impl FnOnce(&WebServices) -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, WebError> {
-    let admin = state.admin.clone();
+    let services = state.services.clone();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&admin))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&services))).await {
         Ok(result) => result.map_err(WebError::from),
         Err(e) => Err(WebError::Internal(format!("worker failed: {e}"))),
     }

@@ -12,7 +12,8 @@ use axum::Extension;
 use maud::{html, Markup};
 
 use super::assets;
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page};
 use super::sessions::{find_session, player_head};
 use super::{WebError, WebState};
@@ -82,9 +83,9 @@ pub async fn recording(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let admin = state.admin.clone();
+    let recordings = state.services.recordings.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let (path, size) = admin.recording_file(&id)?;
+        let (path, size) = recordings.recording_file(&id)?;
         let file = std::fs::File::open(&path).map_err(|source| RecordingError::Io {
             path: path.clone(),
             source,

@@ -14,11 +14,12 @@ use axum::Extension;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::{url_escape, WebAdmin};
+use super::auth::WebAdmin;
+use super::layout::url_escape;
 use super::layout::{self, Nav, Page, PAGE_SIZE};
 use super::{blocking, WebError, WebState};
-use crate::admin::AdminError;
 use crate::api::audit::{session_activity, CommandView, SessionView};
+use crate::error::AdminError;
 use crate::store::SessionQuery;
 
 /// The list's filters, as the filter form sends them (empty = any).
@@ -86,8 +87,9 @@ impl SessionFilters {
 
 /// Session `id` as the API shows it; 404 when there is none.
 pub async fn find_session(state: &WebState, id: String) -> Result<SessionView, WebError> {
-    let session = blocking(state, move |admin| {
-        admin
+    let session = blocking(state, move |services| {
+        services
+            .audit
             .read()?
             .session(&id)?
             .ok_or_else(|| AdminError::NotFound(format!("no session `{id}`")))
@@ -159,7 +161,10 @@ pub async fn list(
     Query(filters): Query<SessionFilters>,
 ) -> Result<Markup, WebError> {
     let query = filters.query()?;
-    let page = blocking(&state, move |admin| Ok(admin.read()?.sessions(&query)?)).await?;
+    let page = blocking(&state, move |services| {
+        Ok(services.audit.read()?.sessions(&query)?)
+    })
+    .await?;
     let total = page.total;
     let sessions: Vec<SessionView> = page.items.into_iter().map(SessionView::from).collect();
     let body = html! {
@@ -219,8 +224,8 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> Result<Markup, WebError> {
     let wanted = id.clone();
-    let (session, commands, transfers) = blocking(&state, move |admin| {
-        session_activity(&*admin.read()?, &wanted)
+    let (session, commands, transfers) = blocking(&state, move |services| {
+        session_activity(&*services.audit.read()?, &wanted)
     })
     .await?;
     let s = SessionView::from(session);

@@ -14,12 +14,11 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jms_server::store::Scope;
-use jms_server::Admin;
+use jms_server::Services;
 
 #[derive(Parser)]
 #[command(
@@ -85,8 +84,8 @@ fn main() -> ExitCode {
         eprintln!("jms-server: give the data directory with --data DIR");
         return ExitCode::from(2);
     };
-    let admin = match Admin::open(&data) {
-        Ok(admin) => admin,
+    let services = match Services::open(&data) {
+        Ok(services) => services,
         Err(e) => {
             eprintln!("jms-server: {}: {e}", data.display());
             return ExitCode::from(2);
@@ -94,11 +93,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
-            create_token(&admin, &name, scope)
+            create_token(&services, &name, scope)
         }
         None => {
-            admin.set_bastion_silent_after(cli.bastion_silent_after);
-            serve(admin, cli.listen)
+            services
+                .fleet
+                .set_bastion_silent_after(cli.bastion_silent_after);
+            serve(services, cli.listen)
         }
     };
     match result {
@@ -110,9 +111,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn create_token(admin: &Admin, name: &str, scope: Scope) -> Result<()> {
+fn create_token(services: &Services, name: &str, scope: Scope) -> Result<()> {
     let actor = format!("jms-server token create (uid {})", nix_uid());
-    let (id, token) = admin.create_token(&actor, name, scope)?;
+    let (id, token) = services.tokens.create_token(&actor, name, scope)?;
     println!("{token}");
     eprintln!(
         "token {id} ({name}, {}) created; it is shown only this once",
@@ -129,7 +130,7 @@ fn nix_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn serve(admin: Admin, listen: SocketAddr) -> Result<()> {
+fn serve(services: Services, listen: SocketAddr) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -151,9 +152,8 @@ fn serve(admin: Admin, listen: SocketAddr) -> Result<()> {
         }
         println!("listening on http://{bound}");
         std::io::stdout().flush().ok();
-        let admin = Arc::new(admin);
-        tokio::spawn(jms_server::fleet::watch(admin.clone()));
-        let app = jms_server::api::router(admin);
+        tokio::spawn(jms_server::fleet::watch(services.fleet.clone()));
+        let app = jms_server::app::router(&services);
         // The peer address reaches handlers (rate limits by source IP).
         axum::serve(
             listener,

@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use jms_core::password::DEFAULT_ITERATIONS;
 use jms_server::store::Scope;
 use jms_server::web::admins;
-use jms_server::Admin;
+use jms_server::Services;
 
 use crate::Outcome;
 
@@ -64,7 +64,11 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
             data.display()
         );
     }
-    let open = || Admin::open(&data).with_context(|| data.display().to_string());
+    let open = || {
+        Services::open(&data)
+            .map(|services| services.web_admins)
+            .with_context(|| data.display().to_string())
+    };
     let actor = format!("jmsctl admin (uid {})", caller_uid());
     match args.command {
         AdminCommand::Add {
@@ -76,7 +80,7 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
             admins::check_username(&name).map_err(anyhow::Error::msg)?;
             let password = read_password(password_stdin)?;
             let enrollment =
-                admins::add_with_role(&open()?, &actor, &name, &password, iterations, role)?;
+                admins::add_with_role(&*open()?, &actor, &name, &password, iterations, role)?;
             println!("TOTP secret: {}", enrollment.totp_secret);
             println!("{}", enrollment.otpauth_uri);
             eprintln!(
@@ -85,7 +89,7 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
             );
         }
         AdminCommand::List => {
-            let list = admins::list(&open()?)?;
+            let list = admins::list(&*open()?)?;
             if list.is_empty() {
                 eprintln!("no web admins (jmsctl admin add NAME)");
             }
@@ -103,7 +107,7 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
             }
         }
         AdminCommand::Remove { name } => {
-            admins::remove(&open()?, &actor, &name)?;
+            admins::remove(&*open()?, &actor, &name)?;
             eprintln!("web admin `{name}` removed");
         }
     }

@@ -1,5 +1,8 @@
-//! The server's write path: every change to the policy is an edit of the
-//! whole document, checked by jms-core before it is committed.
+//! The policy service ([`PolicyService`]), the server's write path: every
+//! change to the policy is an edit of the whole document, checked by
+//! jms-core before it is committed. It also keeps what each recent version
+//! changed and a watch of the version, which the sync service reads for
+//! deltas and long-polls.
 //!
 //! A change runs in the store's write transaction: take the document as
 //! stored (kept in memory between writes, keyed by the policy version;
@@ -19,54 +22,23 @@
 //! since every other entity checked before. Duplicate names and large
 //! changes (a `policy apply`) take the whole check.
 
-use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use jms_core::model::{alias, Account, PolicyDocument, Secret, User};
 use jms_core::{Policy, PolicyError};
 
-use crate::crypto::{self, CryptoError, SealKey};
+use crate::crypto::SealKey;
 use crate::diff::{diff, Change, Op};
+pub use crate::error::{AdminError, Result};
 use crate::settings::Settings;
 use crate::store::{
-    AccountRow, Kind, NewOpLogEntry, ReadTx, Scope, Snapshot, SqliteStore, Storage, StoreError,
-    TokenRow, UserRow, WriteTx,
+    AccountRow, Kind, NewOpLogEntry, ReadTx, Snapshot, Store, StoreError, UserRow, WriteTx,
 };
 
-/// Name of the SQLite database in the data directory.
-pub const DB_FILE: &str = "jms.db";
-
-/// Why a request was not carried out; each maps to one HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The named entity does not exist (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// An entity of that name already exists (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request itself is malformed (400): fix it and retry.
-    #[error("{0}")]
-    BadInput(String),
-    /// The change would make the policy invalid (422): jms-core's message
-    /// names the entity and field to fix.
-    #[error("{0}")]
-    Invalid(String),
-    /// The token's scope does not allow this (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The store failed (500).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A secret could not be opened (500): wrong key file.
-    #[error(transparent)]
-    Crypto(#[from] CryptoError),
-}
-
-pub type Result<T> = std::result::Result<T, AdminError>;
+/// Versions whose changes are remembered for deltas.
+pub const HISTORY: usize = 4096;
 
 /// What a change did (or, dry, would do).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,17 +50,14 @@ pub struct Applied {
     pub dry_run: bool,
 }
 
-/// The central server's state: the store and the key that seals secrets.
-pub struct Admin {
-    pub(crate) store: Box<dyn Storage>,
-    key: SealKey,
-    pub(crate) sync: crate::sync::SyncState,
-    /// Uploaded session recordings (`crate::recordings`).
-    pub(crate) recordings: crate::recordings::Recordings,
-    /// Live sessions: bastion orders, watched output (`crate::live`).
-    pub(crate) live: crate::live::LiveHub,
-    /// The fleet's alarm threshold (`crate::fleet`).
-    pub(crate) fleet: crate::fleet::FleetSettings,
+/// The policy service: the versioned policy document (entities and
+/// settings) in the store, the key that seals its secrets, and what each
+/// recent version changed.
+pub struct PolicyService {
+    store: Store,
+    key: Arc<SealKey>,
+    /// What each recent version changed, and the version watch.
+    versions: Versions,
     /// The stored document (secrets opened) at a policy version, as the
     /// last write left it.
     stored: Mutex<Option<(u64, Arc<PolicyDocument>)>>,
@@ -123,81 +92,17 @@ pub fn policy_message(e: &PolicyError) -> String {
     }
 }
 
-impl Admin {
-    /// Opens the data directory (created 0700 if absent; refused when
-    /// others may write to it), its key file and its database.
-    pub fn open(data_dir: &Path) -> Result<Admin> {
-        let io = |message: String| StoreError::Io {
-            path: data_dir.display().to_string(),
-            message,
-        };
-        if !data_dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(data_dir)
-                .map_err(|e| io(format!("cannot create: {e}")))?;
-        }
-        let mode = fs::metadata(data_dir)
-            .map_err(|e| io(format!("cannot stat: {e}")))?
-            .permissions()
-            .mode();
-        if mode & 0o022 != 0 {
-            return Err(io(format!(
-                "mode {:04o}: others may write to the data directory (chmod 700 it)",
-                mode & 0o7777
-            ))
-            .into());
-        }
-        let key = SealKey::load_or_create(data_dir)?;
-        let server_key = crate::sync::ServerKey::load_or_create(data_dir)?;
-        let db = data_dir.join(DB_FILE);
-        // Created 0600 before SQLite opens it; its -wal and -shm files
-        // inherit the mode.
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&db)
-            .map_err(|e| io(format!("{}: {e}", db.display())))?;
-        let db_mode = fs::metadata(&db)
-            .map_err(|e| io(format!("{}: {e}", db.display())))?
-            .permissions()
-            .mode();
-        if db_mode & 0o077 != 0 {
-            return Err(io(format!(
-                "{}: mode {:04o} is too open: the database must be 0600 (chmod 600 it)",
-                db.display(),
-                db_mode & 0o7777
-            ))
-            .into());
-        }
-        let store = SqliteStore::open(&db)?;
-        let admin = Admin::new(Box::new(store), key, server_key);
-        admin
-            .recordings
-            .set_dir(data_dir.join(crate::recordings::RECORDINGS_DIR));
-        Ok(admin)
-    }
-
-    pub fn new(store: Box<dyn Storage>, key: SealKey, server_key: crate::sync::ServerKey) -> Admin {
+impl PolicyService {
+    /// The policy in `store`, its secrets sealed with `key`.
+    pub fn new(store: Store, key: Arc<SealKey>) -> PolicyService {
         // An unreadable version only costs deltas until the next write.
         let version = store.read().and_then(|tx| tx.policy_version()).unwrap_or(0);
-        Admin {
+        PolicyService {
             store,
             key,
-            sync: crate::sync::SyncState::new(server_key, version),
-            recordings: Default::default(),
-            live: Default::default(),
-            fleet: Default::default(),
+            versions: Versions::new(version),
             stored: Mutex::new(None),
         }
-    }
-
-    /// The key that seals secrets at rest, for modules that keep sealed
-    /// rows of their own (the audit web's admins).
-    pub(crate) fn seal_key(&self) -> &SealKey {
-        &self.key
     }
 
     /// A read transaction.
@@ -207,6 +112,18 @@ impl Admin {
 
     pub fn version(&self) -> Result<u64> {
         Ok(self.store.read()?.policy_version()?)
+    }
+
+    /// The entities changed after version `since` up to `to` (the
+    /// current one), first change first; `None` when this process does
+    /// not remember all of them (after a restart, or too far back).
+    pub fn changes_since(&self, since: u64, to: u64) -> Option<Vec<(Kind, String)>> {
+        lock(&self.versions.history).since(since, to)
+    }
+
+    /// A watch of the policy version, moved by every committed write.
+    pub fn watch_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.versions.version.subscribe()
     }
 
     /// The whole policy; secrets only when asked.
@@ -340,7 +257,7 @@ impl Admin {
         // What is stored now, in the store's order (creation order) when
         // every new entity came last; else it is read again next time.
         *lock(&self.stored) = appended_in_order(&new, &changes).then(|| (version, Arc::new(new)));
-        self.sync.committed(
+        self.versions.committed(
             version,
             changes.iter().map(|c| (c.kind, c.name.clone())).collect(),
         );
@@ -508,36 +425,9 @@ impl Admin {
             version,
         })?;
         tx.commit()?;
-        self.sync.committed(version, Vec::new());
+        self.versions.committed(version, Vec::new());
         new.mail.password = None;
         Ok((new, has_password, version))
-    }
-
-    /// Creates an API token; returns its id and the token itself (shown
-    /// once: only its SHA-256 is kept).
-    pub fn create_token(&self, actor: &str, name: &str, scope: Scope) -> Result<(i64, String)> {
-        let token = crypto::new_token();
-        let mut tx = self.store.write()?;
-        let id = tx.insert_token(name, scope, &crypto::token_hash(&token))?;
-        let version = tx.policy_version()?;
-        tx.append_oplog(&NewOpLogEntry {
-            actor: actor.to_string(),
-            action: "create".to_string(),
-            kind: "token".to_string(),
-            name: format!("{id} ({name}, {})", scope.as_str()),
-            fields: Vec::new(),
-            version,
-        })?;
-        tx.commit()?;
-        Ok((id, token))
-    }
-
-    /// The live token behind a bearer string.
-    pub fn authenticate(&self, token: &str) -> Result<Option<TokenRow>> {
-        Ok(self
-            .store
-            .read()?
-            .token_by_hash(&crypto::token_hash(token))?)
     }
 
     /// Records that `actor` read the policy with its secrets.
@@ -554,6 +444,86 @@ impl Admin {
         })?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// The policy version as writes move it: which entities each recent
+/// version changed (for deltas) and a watch of the version (long-polls
+/// wait on it).
+struct Versions {
+    history: Mutex<History>,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Versions {
+    fn new(version: u64) -> Versions {
+        Versions {
+            history: Mutex::new(History {
+                floor: version,
+                changes: VecDeque::new(),
+            }),
+            version: tokio::sync::watch::channel(version).0,
+        }
+    }
+
+    /// `version` is committed, having changed `changed`: remembered, and
+    /// whoever waits for a newer version wakes.
+    fn committed(&self, version: u64, changed: Vec<(Kind, String)>) {
+        lock(&self.history).record(version, changed);
+        self.version.send_if_modified(|v| {
+            let moved = version > *v;
+            if moved {
+                *v = version;
+            }
+            moved
+        });
+    }
+}
+
+/// Which entities each recent version changed: versions `floor + 1` to
+/// `floor + changes.len()`, in order.
+#[derive(Debug, Default)]
+struct History {
+    floor: u64,
+    changes: VecDeque<Vec<(Kind, String)>>,
+}
+
+impl History {
+    fn top(&self) -> u64 {
+        self.floor + self.changes.len() as u64
+    }
+
+    fn record(&mut self, version: u64, changed: Vec<(Kind, String)>) {
+        if version != self.top() + 1 {
+            // Versions moved without us (another process wrote the store):
+            // nothing before this one can be told apart.
+            self.floor = version;
+            self.changes.clear();
+            return;
+        }
+        self.changes.push_back(changed);
+        while self.changes.len() > HISTORY {
+            self.changes.pop_front();
+            self.floor += 1;
+        }
+    }
+
+    /// The entities changed after `since` up to `to`, first change first;
+    /// `None` when that history is not (all) here.
+    fn since(&self, since: u64, to: u64) -> Option<Vec<(Kind, String)>> {
+        if since < self.floor || to != self.top() || since >= to {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for changed in self.changes.iter().skip((since - self.floor) as usize) {
+            for entry in changed {
+                if seen.insert(entry.clone()) {
+                    out.push(entry.clone());
+                }
+            }
+        }
+        Some(out)
     }
 }
 
@@ -902,9 +872,11 @@ command_filters:
   - {name: no-rm, action: deny, rules: ['^rm'], users: [carol], user_groups: [dev], assets: ['@ALL'], accounts: ['@ALL']}
 "#;
 
-    fn admin() -> (tempfile::TempDir, Admin) {
+    fn admin() -> (tempfile::TempDir, Arc<PolicyService>) {
         let dir = tempfile::tempdir().unwrap();
-        let admin = Admin::open(&dir.path().join("data")).unwrap();
+        let admin = crate::services::Services::open(&dir.path().join("data"))
+            .unwrap()
+            .policy;
         let doc: PolicyDocument = serde_yaml_ng::from_str(POLICY).unwrap();
         admin
             .change("test", false, |d| {
@@ -916,7 +888,7 @@ command_filters:
     }
 
     /// What the whole check says about the document `edit` makes.
-    fn whole_check(admin: &Admin, edit: &dyn Fn(&mut PolicyDocument)) -> String {
+    fn whole_check(admin: &PolicyService, edit: &dyn Fn(&mut PolicyDocument)) -> String {
         let mut doc = admin.document(true).unwrap();
         edit(&mut doc);
         match Policy::from_document(doc, "policy", Path::new("/nonexistent")) {
@@ -1070,5 +1042,35 @@ command_filters:
             .unwrap();
         assert!(lock(&admin.stored).is_none());
         assert_eq!(admin.document(true).unwrap().users.len(), 4);
+    }
+
+    #[test]
+    fn history_gives_the_changes_since_a_version_it_still_holds() {
+        let mut history = History {
+            floor: 10,
+            changes: VecDeque::new(),
+        };
+        history.record(11, vec![(Kind::User, "alice".into())]);
+        history.record(
+            12,
+            vec![(Kind::Grant, "g1".into()), (Kind::User, "alice".into())],
+        );
+        history.record(13, vec![]);
+        assert_eq!(
+            history.since(10, 13).unwrap(),
+            vec![(Kind::User, "alice".into()), (Kind::Grant, "g1".into())]
+        );
+        assert_eq!(history.since(12, 13).unwrap(), vec![]);
+        assert!(history.since(9, 13).is_none(), "before the floor");
+        assert!(history.since(11, 14).is_none(), "a version it never saw");
+        // A version that skips one (another writer): the past is unknown.
+        history.record(15, vec![(Kind::User, "bob".into())]);
+        assert!(history.since(13, 15).is_none());
+        assert!(history.since(15, 15).is_none());
+        for v in 16..16 + HISTORY as u64 + 5 {
+            history.record(v, vec![]);
+        }
+        assert_eq!(history.changes.len(), HISTORY, "bounded");
+        assert!(history.since(16, history.top()).is_none(), "evicted");
     }
 }
