@@ -143,24 +143,27 @@ impl Scene {
         terminal
     }
 
-    /// The id of `user`'s online session, once the server knows it.
+    /// The id of `user`'s online shell session, once the server knows it
+    /// (an exec that just ended may still be listed online a moment).
     fn online_session(&self, user: &str) -> String {
         eventually(
-            &format!("the server to list {user}'s online session"),
+            &format!("the server to list {user}'s online shell session"),
             || {
                 let (status, body) = self.central.api(
                     "GET",
                     &format!("/api/v1/sessions?user={user}&online=true"),
                     None,
                 );
-                let id = body
-                    .split_once("\"id\":\"")
-                    .map(|(_, rest)| rest.chars().take(36).collect::<String>())
-                    .filter(|id| id.len() == 36);
-                match (status, id) {
-                    (200, Some(id)) => Ok(id),
-                    _ => Err(format!("{status}: {body}")),
-                }
+                let page: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+                page["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["kind"] == "shell")
+                    .and_then(|s| s["id"].as_str())
+                    .map(str::to_owned)
+                    .ok_or(format!("{status}: {body}"))
             },
         )
     }
