@@ -18,7 +18,6 @@ use jms_proto::SessionRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::events::EventBody;
-use crate::daemon::session::sftp::folders::{Folder, Unresolved};
 use crate::daemon::target::{Credential, Resolved};
 
 /// argv[0] of a worker (jms-agentd re-executed).
@@ -213,12 +212,29 @@ pub enum ToWorker {
     Settings(WireLimits),
 }
 
-impl WireLimits {
-    pub fn limits(&self) -> crate::daemon::session::relay::Limits {
-        let d = |s: Option<u64>| s.map(std::time::Duration::from_secs);
-        crate::daemon::session::relay::Limits {
-            idle: d(self.idle_secs),
-            max: d(self.max_secs),
+/// One asset folder: the target of an upstream session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Folder {
+    pub asset: String,
+    /// The account's name in the policy.
+    pub account: String,
+}
+
+/// Why a folder name does not resolve (the message names only what the
+/// user typed or may use).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Unresolved {
+    /// Unknown, not granted, or no account usable over SFTP.
+    NoSuchAsset(String),
+    /// Several accounts: the message lists the folder names to use.
+    Ambiguous(String),
+}
+
+impl Unresolved {
+    pub fn message(&self) -> String {
+        match self {
+            Unresolved::NoSuchAsset(name) => format!("no such asset: {name}"),
+            Unresolved::Ambiguous(choices) => choices.clone(),
         }
     }
 }

@@ -105,7 +105,7 @@ impl Link {
 
     /// The idle and length limits in force.
     pub fn limits(&self) -> Limits {
-        self.orders().limits.limits()
+        Limits::from_wire(&self.orders().limits)
     }
 }
 

@@ -67,6 +67,15 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits the monitor sent.
+    pub fn from_wire(wire: &crate::wire::WireLimits) -> Limits {
+        let d = |s: Option<u64>| s.map(Duration::from_secs);
+        Limits {
+            idle: d(wire.idle_secs),
+            max: d(wire.max_secs),
+        }
+    }
+
     /// Why the session must end now, if it must.
     pub fn reached(
         &self,

@@ -13,38 +13,12 @@
 //! listed; the plain name of an asset with several accounts is refused
 //! with the choices, as for `ssh bastion web01`.
 
+pub use crate::wire::{Folder, Unresolved};
 use chrono::{DateTime, Utc};
 use jms_core::model::{Action, Protocol};
 use jms_core::{AccountRef, GrantedAccount, Policy, Query};
 
 use crate::daemon::session::transfer::AssetSpec;
-
-/// One asset folder: the target of an upstream session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Folder {
-    pub asset: String,
-    /// The account's name in the policy.
-    pub account: String,
-}
-
-/// Why a folder name does not resolve (the message names only what the
-/// user typed or may use).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Unresolved {
-    /// Unknown, not granted, or no account usable over SFTP.
-    NoSuchAsset(String),
-    /// Several accounts: the message lists the folder names to use.
-    Ambiguous(String),
-}
-
-impl Unresolved {
-    pub fn message(&self) -> String {
-        match self {
-            Unresolved::NoSuchAsset(name) => format!("no such asset: {name}"),
-            Unresolved::Ambiguous(choices) => choices.clone(),
-        }
-    }
-}
 
 fn usable(granted: &GrantedAccount<'_>) -> bool {
     matches!(granted.account, AccountRef::Real(_))
