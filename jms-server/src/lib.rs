@@ -24,6 +24,8 @@
 //!   users set their password (and enroll TOTP), "forgot password".
 //! - [`sync`]: the server's signing key, bastion enrollment, signed bundles,
 //!   signed-request checks and exactly-once event ingest.
+//! - [`tls`]: TLS built in — the server's own CA, its certificate, the
+//!   bastions' client certificates, the TLS listener.
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay).
 
@@ -41,6 +43,7 @@ pub mod selfservice;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod web;
 
 pub use admin::{Admin, AdminError};
