@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use jms_agent::daemon::session::commands::{Filters, LineTracker, Submitted, Verdict};
-use jms_agent::daemon::session::resolve::TargetSpec;
+use jms_agent::daemon::target::TargetSpec;
 use jms_agent::daemon::session::sftp::codec;
 use jms_agent::daemon::session::sftp::{
     self, PolicyFolders, SftpContext, Upstream, UpstreamError, UpstreamStreams,

@@ -17,10 +17,9 @@ use jms_core::model::{Action, AuditOnFailure, ExecStdin, FilterAction, Protocol}
 use jms_proto::SessionRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::session::connect::Credential;
-use crate::daemon::session::resolve::Resolved;
+use crate::daemon::events::EventBody;
 use crate::daemon::session::sftp::folders::{Folder, Unresolved};
-use crate::daemon::session::spool::EventBody;
+use crate::daemon::target::{Credential, Resolved};
 
 /// argv[0] of a worker (jms-agentd re-executed).
 pub const WORKER_NAME: &str = "jms-session";
@@ -58,6 +57,16 @@ pub struct SessionSettings {
 pub struct WireLimits {
     pub idle_secs: Option<u64>,
     pub max_secs: Option<u64>,
+}
+
+impl WireLimits {
+    /// The limits in force.
+    pub fn of(effective: &crate::daemon::config::Effective) -> WireLimits {
+        WireLimits {
+            idle_secs: effective.idle_timeout.map(|d| d.as_secs()),
+            max_secs: effective.max_session.map(|d| d.as_secs()),
+        }
+    }
 }
 
 /// The first message to a worker.

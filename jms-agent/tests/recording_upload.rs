@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{enrolled_bastion, Bastion};
+use jms_agent::daemon::events::{EventBody, Scope};
+use jms_agent::daemon::monitor::spool::Event;
 use jms_agent::daemon::session::recording::{Asciicast, Recorder, SessionMeta};
-use jms_agent::daemon::session::spool::{Event, EventBody, Scope};
 
 /// Pid of the jms-agentd running with `config` (found in /proc: the
 /// fixture keeps its child to itself).
@@ -119,7 +120,7 @@ fn spool_session(bastion: &Bastion, session: &str) {
 #[test]
 fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirmed() {
     let (_dir, central, mut bastion) = enrolled_bastion();
-    let session = jms_agent::daemon::session::new_id();
+    let session = jms_agent::daemon::events::new_id();
     let recordings = bastion.state().join("recordings");
     // 24 MiB: two dozen chunks, so the upload can be caught in the middle.
     let local = write_recording(&recordings, &session, 24 << 20);

@@ -513,14 +513,14 @@ fn apply(signed: &[u8], pinned: &[u8], config: &AgentdConfig) -> Applied {
     let held = HeldBundle::check(bundle).expect("the bundle's policy checks");
     let engine = started.elapsed();
     let started = Instant::now();
-    jms_agent::daemon::publish::publish_with_ids(&held.policy, config, Some(&held.ids))
+    jms_agent::daemon::monitor::publish::publish_with_ids(&held.policy, config, Some(&held.ids))
         .expect("publish");
     let nss = started.elapsed();
     let started = Instant::now();
-    jms_agent::daemon::enroll::write_private(
+    jms_agent::daemon::monitor::enroll::write_private(
         &config
             .state_dir
-            .join(jms_agent::daemon::enroll::BUNDLE_FILE),
+            .join(jms_agent::daemon::monitor::enroll::BUNDLE_FILE),
         signed,
     )
     .expect("keep the bundle");
@@ -604,9 +604,12 @@ fn apply_memory_child(spec: &str) {
     let bytes = std::fs::read(&bundle_path).unwrap();
     let held = HeldBundle::check(bundle::verify(&bytes, &pinned, 0).unwrap()).unwrap();
     drop(bytes);
-    let published =
-        jms_agent::daemon::publish::publish_with_ids(&held.policy, &config, Some(&held.ids))
-            .unwrap();
+    let published = jms_agent::daemon::monitor::publish::publish_with_ids(
+        &held.policy,
+        &config,
+        Some(&held.ids),
+    )
+    .unwrap();
     let (held_mb, peak) = memory_mb();
     println!("{before} {peak} {held_mb}");
     drop((held, published));
@@ -668,15 +671,16 @@ fn delta(
     );
     drop(rebuilt);
     let started = Instant::now();
-    jms_agent::daemon::publish::publish_with_ids(&next.policy, config, Some(&next.ids)).unwrap();
+    jms_agent::daemon::monitor::publish::publish_with_ids(&next.policy, config, Some(&next.ids))
+        .unwrap();
     let nss = started.elapsed();
     let started = Instant::now();
     let mut record = (fetched.signed.len() as u32).to_be_bytes().to_vec();
     record.extend_from_slice(&fetched.signed);
-    jms_agent::daemon::enroll::write_private(
+    jms_agent::daemon::monitor::enroll::write_private(
         &config
             .state_dir
-            .join(jms_agent::daemon::policy_source::DELTAS_FILE),
+            .join(jms_agent::daemon::monitor::policy_source::DELTAS_FILE),
         &record,
     )
     .unwrap();

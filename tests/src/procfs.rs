@@ -16,6 +16,15 @@ pub fn status_field(pid: u32, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The scheduling policy of `pid` (`/proc/PID/stat` field 41: 0 normal,
+/// 3 batch, 5 idle); `None` when it is gone.
+pub fn sched_policy(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
 /// Every process running now, by pid.
 fn pids() -> Vec<u32> {
     fs::read_dir("/proc")

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jms_e2e::clients::CLIENT_OPTIONS;
-use jms_e2e::procfs::{assert_runs_as_the_worker_user, children_names, status_field};
+use jms_e2e::procfs::{
+    assert_runs_as_the_worker_user, children, children_names, sched_policy, status_field,
+};
 use jms_e2e::run::{self, Outcome, COMMAND_TIMEOUT};
 use jms_e2e::target::{DEPLOY_PASSWORD, DEPLOY_UID, ROOT_PASSWORD};
 use jms_e2e::terminal::Terminal;
@@ -1076,6 +1078,13 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
     });
     for pid in workers(&s) {
         assert_runs_as_the_worker_user(pid);
+        for p in std::iter::once(pid).chain(children(pid)) {
+            assert_eq!(
+                sched_policy(p),
+                Some(5),
+                "{p}: SCHED_IDLE (worker_cpu = idle)"
+            );
+        }
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         let address = limits
             .lines()

@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jms_agent::daemon::config::{AgentdConfig, Effective, DEFAULT_CONFIG_PATH};
-use jms_agent::daemon::enroll;
-use jms_agent::daemon::handlers::Daemon;
-use jms_agent::daemon::policy_source::{Central, LocalFile, PolicySource, Update};
-use jms_agent::daemon::session::{self, connect, spool};
-use jms_agent::daemon::state::StateFile;
-use jms_agent::daemon::{publish, server, upload, workers};
+use jms_agent::daemon::monitor::handlers::Daemon;
+use jms_agent::daemon::monitor::policy_source::{Central, LocalFile, PolicySource, Update};
+use jms_agent::daemon::monitor::state::StateFile;
+use jms_agent::daemon::monitor::{
+    enroll, open_sessions, publish, server, spool, upload, worker_user,
+};
+use jms_agent::daemon::session::{self, connect};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info};
 
@@ -110,8 +111,8 @@ fn run(args: Args) -> Result<()> {
     prepare_state_dir(&config)?;
     // Sessions run in workers as this user (before anything else: a
     // missing user stops the daemon with the line that says so).
-    let worker = workers::worker_user(&config)?;
-    workers::prepare_dirs(&config, worker)?;
+    let worker = worker_user::worker_user(&config)?;
+    worker_user::prepare_dirs(&config, worker)?;
     let (source, central): (Arc<dyn PolicySource>, Option<Arc<Central>>) =
         match (config.policy.clone(), config.central.clone()) {
             (Some(_), Some(_)) if !explicit_file => bail!(
@@ -162,7 +163,7 @@ fn run(args: Args) -> Result<()> {
         worker,
         config,
     });
-    session::open_sessions::close_leftovers(&daemon.config);
+    open_sessions::close_leftovers(&daemon.config, |body| spool::record(&daemon.config, body));
     let listener = server::bind(&daemon.config.socket)?;
     watch_signals(Arc::clone(&daemon), Arc::clone(&source))?;
     if let Some(central) = central {
@@ -178,7 +179,7 @@ fn run(args: Args) -> Result<()> {
                 })
             })
             .context("starting the poll thread")?;
-        // Sealed spool segments go to the server (see daemon::upload).
+        // Sealed spool segments go to the server (see daemon::monitor::upload).
         if let Some(spool) = spool::global(&daemon.config) {
             std::thread::Builder::new()
                 .name("event-upload".into())
@@ -188,15 +189,15 @@ fn run(args: Args) -> Result<()> {
                 })
                 .context("starting the event upload thread")?;
         }
-        // The server's orders for live sessions (see daemon::live).
+        // The server's orders for live sessions (see daemon::monitor::live).
         if let Some(central) = daemon.config.central.clone() {
             let daemon = Arc::clone(&daemon);
             std::thread::Builder::new()
                 .name("live-control".into())
-                .spawn(move || jms_agent::daemon::live::run_control(daemon, central))
+                .spawn(move || jms_agent::daemon::monitor::control::run_control(daemon, central))
                 .context("starting the live control thread")?;
         }
-        // Finished recordings go to the server (see daemon::upload).
+        // Finished recordings go to the server (see daemon::monitor::upload).
         if let Some(central) = &daemon.config.central {
             let recordings = upload::RecordingUploader::new(
                 &daemon.config.state_dir,
@@ -216,7 +217,7 @@ fn run(args: Args) -> Result<()> {
         std::thread::Builder::new()
             .name("live-revoke".into())
             .spawn(move || loop {
-                std::thread::sleep(jms_agent::daemon::live::RECHECK_EVERY);
+                std::thread::sleep(jms_agent::daemon::monitor::live::RECHECK_EVERY);
                 daemon.live.revoke(&daemon.current_policy());
             })
             .context("starting the live session check thread")?;

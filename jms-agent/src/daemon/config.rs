@@ -213,6 +213,30 @@ pub struct SessionsConfig {
     /// A worker's CPU seconds (RLIMIT_CPU); 0: none.
     #[serde(default)]
     pub worker_cpu_max_secs: u64,
+    /// How the scheduler treats workers and their target ssh: `idle`
+    /// (SCHED_IDLE: sessions take the CPU nothing else wants, so logins
+    /// and the monitor always come first) or `normal`.
+    #[serde(default)]
+    pub worker_cpu: WorkerCpu,
+}
+
+/// The scheduling class of session workers (`[sessions] worker_cpu`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerCpu {
+    #[default]
+    Idle,
+    Normal,
+}
+
+impl WorkerCpu {
+    /// The word on a worker's command line.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            WorkerCpu::Idle => "idle",
+            WorkerCpu::Normal => "normal",
+        }
+    }
 }
 
 impl Default for SessionsConfig {
@@ -238,6 +262,7 @@ impl Default for SessionsConfig {
             worker_memory_max_bytes: default_worker_memory(),
             worker_open_files_max: default_worker_files(),
             worker_cpu_max_secs: 0,
+            worker_cpu: WorkerCpu::default(),
         }
     }
 }

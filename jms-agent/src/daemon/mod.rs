@@ -1,14 +1,14 @@
-//! jms-agentd: configuration, enrollment with the central server, policy source, private state, the published
-//! NSS cache, and the socket server with its request handlers.
+//! jms-agentd, split by privilege: [`monitor`] is the root daemon (policy,
+//! vault, NSS cache, login lane, spool, the socket server, the workers it
+//! starts); [`session`] is what runs in one unprivileged worker per
+//! session (`jms-session`). The worker's tree never imports the monitor's
+//! (`tests/layout.rs` keeps it so): what both sides use is here beside
+//! them ([`config`], [`events`], [`live_session`]) or in [`crate::wire`],
+//! the typed messages between them.
 
 pub mod config;
-pub mod enroll;
-pub mod handlers;
-pub mod live;
-pub mod policy_source;
-pub mod publish;
-pub mod server;
+pub mod events;
+pub mod live_session;
+pub mod monitor;
 pub mod session;
-pub mod state;
-pub mod upload;
-pub mod workers;
+pub mod target;

@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use jms_core::model::Secret;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::daemon::config::AgentdConfig;
+use crate::daemon::target::{Credential, Target};
 
 /// Name of the askpass link; jms-agentd run under this name is the helper.
 pub const ASKPASS_NAME: &str = "jms-askpass";
@@ -66,32 +66,6 @@ impl Settings {
                 .unwrap_or_else(|_| PathBuf::from("/usr/sbin/jms-agentd")),
         }
     }
-}
-
-/// What authenticates the connection.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub enum Credential {
-    /// Password (or keyboard-interactive answer).
-    Password(Secret),
-    /// OpenSSH private key text.
-    Key(Secret),
-    /// Nothing injected (`@ANON`): only `none` / keyboard-interactive
-    /// without answers.
-    #[default]
-    None,
-}
-
-/// Where to connect, as whom.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The asset's name: names its known_hosts entry and every message.
-    pub asset: String,
-    pub address: String,
-    pub port: u16,
-    /// Pinned host keys (`ssh-ed25519 AAAA…`); empty = trust on first use.
-    pub host_keys: Vec<String>,
-    pub username: String,
-    pub credential: Credential,
 }
 
 /// What to run on the target.

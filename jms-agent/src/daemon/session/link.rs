@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use jms_proto::{read_frame_with_fds_limited, write_frame_with_fds, MAX_RESPONSE_FRAME};
 use tracing::warn;
 
-use crate::daemon::live::LiveSession;
+use crate::daemon::events::EventBody;
+use crate::daemon::live_session::LiveSession;
 use crate::daemon::session::relay::Limits;
-use crate::daemon::session::spool::EventBody;
 use crate::wire::{Answer, Ask, FromWorker, Register, ToWorker, WireLimits};
 
 /// The monitor as a session worker sees it.

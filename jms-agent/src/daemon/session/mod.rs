@@ -1,34 +1,38 @@
-//! Sessions: one engineer's connection to one target, from the request
+//! The session worker (`jms-session`, one unprivileged process per
+//! session): one engineer's connection to one target, from the request
 //! (with her stdio passed by SCM_RIGHTS) to the end, relayed, recorded and
-//! audited here, in the daemon (docs/sessions.md is the contract).
+//! reported to the monitor (docs/sessions.md is the contract). It depends
+//! on the typed messages ([`crate::wire`]) and the shared types beside it
+//! (`daemon::{config, events, target, live_session}`), never on the
+//! monitor's state (`daemon::monitor`; `tests/layout.rs`).
 //!
-//! - [`serve`]: checks the caller, reads `command_line` (the agent's
-//!   reading is never trusted) and dispatches: the sftp subsystem, legacy
-//!   scp / rsync transfers, or `[account@]asset [command]`.
-//! - `resolve`: target and account through the grant engine.
+//! - [`worker_main`]: the worker's start; [`serve`]: reads `command_line`
+//!   (the agent's reading is never trusted) and dispatches: the sftp
+//!   subsystem, legacy scp / rsync transfers, or `[account@]asset
+//!   [command]`.
+//! - `link`: the worker's channel to the monitor (asks for grant
+//!   decisions, credentials, folder decisions; events; the monitor's
+//!   orders).
 //! - `connect`: the OpenSSH client to the target (host keys, askpass).
 //! - `relay`: the poll loop; `recording`: asciicast v2; `commands`: line
-//!   reconstruction and command filters; `spool`: the durable event spool;
-//!   `open_sessions`: sessions open on disk, closed at startup after a crash.
+//!   reconstruction and command filters; `screen`, `stdin_check`.
 //! - `transfer` (legacy scp, rsync) and `sftp` (the SFTP proxy) read their
 //!   protocols; this module gives them targets ([`SshUpstream`], an exec
-//!   through [`connect::open`]) and the spool ([`SpoolTransferLog`]).
+//!   through [`connect::open`]) and the spool, through the monitor
+//!   ([`SpoolTransferLog`]).
 //! - `share`: `share [SESSION] [--write]` and `join CODE` (reserved words
-//!   in `command_line`); target sessions are registered as live sessions
-//!   (`crate::daemon::live`) so they can be watched, joined and ended.
+//!   in `command_line`); target sessions are registered with the monitor
+//!   as live sessions (`crate::daemon::live_session`) so they can be
+//!   watched, joined and ended.
 
-pub mod audit;
 pub mod commands;
 pub mod connect;
 pub mod link;
-pub mod open_sessions;
 pub mod recording;
 pub mod relay;
-pub mod resolve;
 pub mod screen;
 pub mod sftp;
 pub mod share;
-pub mod spool;
 pub mod stdin_check;
 pub mod transfer;
 
@@ -41,14 +45,14 @@ use jms_core::model::{Action, ExecStdin, Protocol};
 use jms_proto::{Response, SessionRequest};
 use tracing::{info, info_span, warn};
 
-use crate::daemon::live::LiveSession;
+use crate::daemon::events::{self, EventBody, Scope};
+use crate::daemon::live_session::LiveSession;
+use crate::daemon::target::{Credential, Login, Resolved, Target, TargetSpec};
 use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
-use connect::{Credential, Mode, Stdin};
+use connect::{Mode, Stdin};
 use link::Link;
 use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
-use resolve::{Login, Resolved, TargetSpec};
-use spool::{EventBody, Scope};
 
 /// What `command_line` asks for (contract, "command_line, as the daemon
 /// reads it").
@@ -94,33 +98,6 @@ pub fn classify(command_line: &str) -> Wanted {
         target: target.to_string(),
         command: command.filter(|c| !c.is_empty()).map(str::to_string),
     }
-}
-
-/// A new random id (UUID v4 text) for sessions and events.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        // Not expected on Linux; still unique enough within this daemon.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes = (nanos ^ (std::process::id() as u128) << 64).to_le_bytes();
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// What the agent reads when the monitor died before an event was spooled.
@@ -234,7 +211,7 @@ impl Session<'_> {
 
     /// The target of `resolved`, asking the engineer for what the vault
     /// does not hold; `Err` is the line for her.
-    pub fn login_target(&self, resolved: &Resolved) -> Result<connect::Target, String> {
+    pub fn login_target(&self, resolved: &Resolved) -> Result<Target, String> {
         if let Some(target) = vault_target(self.link, resolved)? {
             return Ok(target);
         }
@@ -332,7 +309,7 @@ fn ask_grant(
 
 /// The target of `resolved` when it needs nothing typed, with the vaulted
 /// credential the monitor gives for it (`None` for [`Login::Ask`]).
-pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<connect::Target>, String> {
+pub fn vault_target(link: &Link, resolved: &Resolved) -> Result<Option<Target>, String> {
     match &resolved.login {
         Login::Vault { username, .. } => match link.ask(Ask::Credential {
             asset: resolved.asset.name.clone(),
@@ -379,8 +356,8 @@ fn allocate_past_the_limit_on_sigusr1() {
         });
 }
 
-/// A session worker: jms-agentd run as `jms-session AS NOFILE CPU` by the
-/// monitor (`crate::daemon::workers`), its stdin a socket to the monitor.
+/// A session worker: jms-agentd run as `jms-session AS NOFILE CPU CLASS` by the
+/// monitor (`crate::daemon::monitor::workers`), its stdin a socket to the monitor.
 /// Its first acts, before reading anything: no new privileges, then its
 /// resource limits; then it serves the one session in the start message
 /// and exits.
@@ -388,10 +365,6 @@ pub fn worker_main() -> std::process::ExitCode {
     use std::process::ExitCode;
     // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
     let _ = nix::sys::prctl::set_name(c"jms-session");
-    // A session of its own: the scheduler weighs each worker as a group of
-    // its own (autogroup), apart from the monitor, so busy sessions never
-    // crowd the monitor's login lane within one group.
-    let _ = nix::unistd::setsid();
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
         return ExitCode::FAILURE;
@@ -413,6 +386,20 @@ pub fn worker_main() -> std::process::ExitCode {
                 eprintln!("jms-session: setrlimit {resource:?}: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+    }
+    if std::env::args().nth(4).as_deref() == Some("idle") {
+        // Sessions take the CPU nothing else wants: a login, or the
+        // monitor answering one, preempts any number of busy sessions.
+        // The target ssh inherits the class.
+        let param = nix::libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `param` only; pid 0 is this process.
+        if unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param) } != 0 {
+            eprintln!(
+                "jms-session: SCHED_IDLE: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::FAILURE;
         }
     }
     #[cfg(debug_assertions)]
@@ -834,7 +821,7 @@ struct TargetEvents<'s, 'd> {
     command: Option<String>,
     recording: Option<String>,
     ready_at: Option<Instant>,
-    live: Option<Arc<crate::daemon::live::LiveSession>>,
+    live: Option<Arc<crate::daemon::live_session::LiveSession>>,
 }
 
 impl relay::Events for TargetEvents<'_, '_> {
@@ -880,7 +867,7 @@ impl relay::Events for TargetEvents<'_, '_> {
         self.session.link.limits()
     }
 
-    fn live(&self) -> Option<&crate::daemon::live::LiveSession> {
+    fn live(&self) -> Option<&crate::daemon::live_session::LiveSession> {
         self.live.as_deref()
     }
 }
@@ -898,7 +885,7 @@ fn log_command_by(
     verdict: &Verdict,
     typed_by: Option<&str>,
 ) {
-    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %spool::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default(), typed_by = typed_by.unwrap_or_default());
+    info!(event = "command", asset = %scope.asset, account = %scope.account, command = %events::bounded_text(command), decision = verdict.decision(), filter = verdict.filter().unwrap_or_default(), typed_by = typed_by.unwrap_or_default());
     session.record(EventBody::Command {
         scope: scope.clone(),
         command: command.to_string(),
@@ -1234,13 +1221,5 @@ mod tests {
             }
         );
         assert_eq!(classify("  "), Wanted::Nothing);
-    }
-
-    #[test]
-    fn ids_are_uuid_v4_and_unique() {
-        let (a, b) = (new_id(), new_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
     }
 }

@@ -13,7 +13,7 @@
 //! The writer is buffered; the relay flushes it on a timer and at the end.
 //! Files are 0600 in a 0700 directory. While this process writes a
 //! recording it is listed as open ([`is_open`]): the uploader
-//! (`crate::daemon::upload`) takes only recordings no session holds.
+//! (`crate::daemon::monitor::upload`) takes only recordings no session holds.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -26,7 +26,7 @@
 //! idle timeout, or any session older than the maximum session length, is
 //! ended; the engineer is told why ([`Outcome::limit`]).
 //!
-//! Live hooks ([`Events::live`], see `daemon::live`): the target's output
+//! Live hooks ([`Events::live`], see `daemon::live_session`): the target's output
 //! is copied to the session's watchers, and a wake pipe in the poll set
 //! brings orders from outside at once: end the session (an administrator
 //! terminated it, or revoked her access: reported like a limit, in
@@ -48,7 +48,7 @@ use super::commands::{Enter, Filters, LineTracker, Submitted, Verdict, UNREADABL
 use super::connect::{self, Connection, Ended, Io};
 use super::recording::Recorder;
 use super::stdin_check::{Checked, StdinLines};
-use crate::daemon::live::LiveSession;
+use crate::daemon::live_session::LiveSession;
 
 /// Bytes buffered per direction before its source is paused.
 const BUFFER_LIMIT: usize = 256 * 1024;

@@ -51,7 +51,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use jms_core::Policy;
 
 pub use self::folders::Folder;
-use crate::daemon::live::LiveSession;
+use crate::daemon::live_session::LiveSession;
 use crate::daemon::session::connect;
 use crate::daemon::session::relay::Limits;
 use crate::daemon::session::transfer::TransferLog;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::Scope;
@@ -16,15 +16,12 @@ use jms_core::model::Action;
 use super::codec::*;
 use super::folders::Folder;
 use super::paths::{self, Location};
-use super::upstream::{self, event, Conn, HandleInfo, Link, NotSent, Pending, WriteGroup};
+use super::upstream::{
+    self, event, Conn, Handle, HandleInfo, Link, NotSent, Pending, Shared, WriteGroup, READ_BUFFER,
+};
 use super::{SftpContext, SftpError, SftpStats};
-use crate::daemon::session::transfer::{TransferLog, TransferOp, TransferResult};
+use crate::daemon::session::transfer::{TransferOp, TransferResult};
 
-/// Read buffer on each stream: packets bigger than this are read straight
-/// into the frame (no second copy).
-pub const READ_BUFFER: usize = 64 * 1024;
-/// Open handles one session may hold.
-const MAX_HANDLES: usize = 4096;
 /// Root entries per READDIR reply.
 const ROOT_BATCH: usize = 100;
 /// How long the proxy waits for its own probe of the target.
@@ -43,58 +40,6 @@ const EXTENSIONS: &[(&str, &str)] = &[
     ("lsetstat@openssh.com", "1"),
     ("limits@openssh.com", "1"),
 ];
-
-/// A client handle's target.
-pub enum Handle {
-    /// The virtual root opened as a directory: NAME entries not sent yet.
-    Root { entries: Vec<Vec<u8>> },
-    Remote {
-        link: Arc<Link>,
-        upstream: Vec<u8>,
-        info: Arc<HandleInfo>,
-    },
-}
-
-/// What the main thread and the pumps share.
-pub struct Shared<'a> {
-    out: Mutex<File>,
-    handles: Mutex<(u32, HashMap<u32, Handle>)>,
-    pub log: &'a dyn TransferLog,
-    /// The engineer's side stopped taking replies.
-    broken: AtomicBool,
-    pub uploaded: AtomicU64,
-    pub downloaded: AtomicU64,
-}
-
-impl Shared<'_> {
-    /// Sends one frame to the engineer (a failure ends the session).
-    pub fn send(&self, frame: &[u8]) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if out.write_all(frame).is_err() {
-            self.broken.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn handles(&self) -> std::sync::MutexGuard<'_, (u32, HashMap<u32, Handle>)> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a handle; its client name, or `None` when too many are open.
-    pub fn add_handle(&self, handle: Handle) -> Option<Vec<u8>> {
-        let mut handles = self.handles();
-        if handles.1.len() >= MAX_HANDLES {
-            return None;
-        }
-        let (next, map) = &mut *handles;
-        while map.contains_key(next) {
-            *next = next.wrapping_add(1);
-        }
-        let name = *next;
-        *next = next.wrapping_add(1);
-        map.insert(name, handle);
-        Some(name.to_be_bytes().to_vec())
-    }
-}
 
 fn handle_number(handle: &[u8]) -> Option<u32> {
     <[u8; 4]>::try_from(handle).ok().map(u32::from_be_bytes)

@@ -8,8 +8,12 @@
 //! reply: pass it on under the client's id, turn a handle into a client
 //! handle, count bytes, log the operation, or give it to the main thread
 //! (a probe).
+//!
+//! [`Shared`] is what the main thread (`proxy`) and the pumps share: the
+//! engineer's stream and the client handles ([`Handle`]).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -18,13 +22,69 @@ use std::sync::{Arc, Mutex};
 use super::codec::*;
 use super::folders::Folder;
 use super::paths;
-use super::proxy::{Handle, Shared};
 use super::UpstreamStreams;
-use crate::daemon::session::transfer::{TransferEvent, TransferOp, TransferResult};
+use crate::daemon::session::transfer::{TransferEvent, TransferLog, TransferOp, TransferResult};
 
 /// Reads and writes asked of a target that does not announce its limits:
 /// what every SFTP v3 server must accept.
 const DEFAULT_DATA: u32 = 32 * 1024;
+/// Read buffer on each stream: packets bigger than this are read straight
+/// into the frame (no second copy).
+pub const READ_BUFFER: usize = 64 * 1024;
+/// Open handles one session may hold.
+const MAX_HANDLES: usize = 4096;
+
+/// A client handle's target.
+pub enum Handle {
+    /// The virtual root opened as a directory: NAME entries not sent yet.
+    Root { entries: Vec<Vec<u8>> },
+    Remote {
+        link: Arc<Link>,
+        upstream: Vec<u8>,
+        info: Arc<HandleInfo>,
+    },
+}
+
+/// What the main thread and the pumps share.
+pub struct Shared<'a> {
+    pub(super) out: Mutex<File>,
+    pub(super) handles: Mutex<(u32, HashMap<u32, Handle>)>,
+    pub log: &'a dyn TransferLog,
+    /// The engineer's side stopped taking replies.
+    pub(super) broken: AtomicBool,
+    pub uploaded: AtomicU64,
+    pub downloaded: AtomicU64,
+}
+
+impl Shared<'_> {
+    /// Sends one frame to the engineer (a failure ends the session).
+    pub fn send(&self, frame: &[u8]) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if out.write_all(frame).is_err() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn handles(&self) -> std::sync::MutexGuard<'_, (u32, HashMap<u32, Handle>)> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a handle; its client name, or `None` when too many are open.
+    pub fn add_handle(&self, handle: Handle) -> Option<Vec<u8>> {
+        let mut handles = self.handles();
+        if handles.1.len() >= MAX_HANDLES {
+            return None;
+        }
+        let (next, map) = &mut *handles;
+        while map.contains_key(next) {
+            *next = next.wrapping_add(1);
+        }
+        let name = *next;
+        *next = next.wrapping_add(1);
+        map.insert(name, handle);
+        Some(name.to_be_bytes().to_vec())
+    }
+}
 
 /// What a file handle is, for checks and the transfer log.
 #[derive(Debug)]
@@ -328,7 +388,7 @@ pub fn pump(
     shared: &Shared<'_>,
     done: mpsc::Sender<()>,
 ) {
-    let mut reader = BufReader::with_capacity(super::proxy::READ_BUFFER, reader);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut frame = Vec::with_capacity(MAX_PACKET as usize + 4);
     let ended = loop {
         match read_frame_into(&mut reader, MAX_UPSTREAM_PACKET, &mut frame) {

@@ -11,7 +11,7 @@ use jms_core::Policy;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::enroll::{self, Call, Identity};
+use crate::daemon::monitor::enroll::{self, Call, Identity};
 
 /// A source of checked policies.
 pub trait PolicySource: Send + Sync {
@@ -467,8 +467,8 @@ impl Central {
     pub fn post_events(
         &self,
         events: &[serde_json::Value],
-    ) -> std::result::Result<Vec<String>, crate::daemon::upload::SendError> {
-        use crate::daemon::upload::SendError;
+    ) -> std::result::Result<Vec<String>, crate::daemon::monitor::upload::SendError> {
+        use crate::daemon::monitor::upload::SendError;
         let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
             .map_err(|e| SendError::Refused(e.into()))?;
         // An answer not signed for this request is none: the events stay

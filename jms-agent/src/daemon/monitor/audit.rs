@@ -12,7 +12,7 @@ use jms_core::model::AuditOnFailure;
 use tracing::error;
 
 use super::spool::{self, SESSION_ROOM_BYTES};
-use crate::daemon::handlers::Daemon;
+use crate::daemon::monitor::handlers::Daemon;
 
 /// Bytes the recordings in `dir` take together (`*.cast` files).
 pub fn recordings_bytes(dir: &Path) -> u64 {

@@ -35,9 +35,9 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::enroll::{self, Call, Identity};
+use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::spool::{Spool, CURRENT};
 use crate::daemon::session::recording;
-use crate::daemon::session::spool::{Spool, CURRENT};
 
 /// Most events in one request.
 pub const BATCH_EVENTS: usize = 1000;

@@ -31,7 +31,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use tracing::{debug, error, warn};
 
-use crate::daemon::handlers::Daemon;
+use crate::daemon::monitor::handlers::Daemon;
 
 /// How long a client may take to send a request or read a response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,7 +248,7 @@ fn serve_client(mut stream: UnixStream, uid: u32, daemon: &Daemon, accepted: std
         let response = match read_frame_with_fds::<Request>(&stream) {
             Ok((Request::OpenSession(request), fds)) => {
                 // The session owns the connection until it ends.
-                crate::daemon::workers::serve(daemon, uid, request, fds, stream);
+                crate::daemon::monitor::workers::serve(daemon, uid, request, fds, stream);
                 return;
             }
             Ok((request, _unexpected_fds)) => {

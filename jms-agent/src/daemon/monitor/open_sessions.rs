@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::spool::{EventBody, Scope};
 use crate::daemon::config::AgentdConfig;
+use crate::daemon::events::{EventBody, Scope};
 
 /// Why a leftover session is closed.
 pub const CUT_SHORT: &str = "cut short: jms-agentd stopped while the session ran";
@@ -82,9 +82,10 @@ pub fn count(config: &AgentdConfig) -> u64 {
         .unwrap_or(0)
 }
 
-/// Spools a `session_end` for every session a previous run left open, and
-/// forgets them. Call once at startup, before serving.
-pub fn close_leftovers(config: &AgentdConfig) {
+/// Spools (through `record`, the monitor's `spool::record`) a
+/// `session_end` for every session a previous run left open, and forgets
+/// them. Call once at startup, before serving.
+pub fn close_leftovers(config: &AgentdConfig, mut record: impl FnMut(EventBody)) {
     let dir = dir(config);
     let Ok(entries) = fs::read_dir(&dir) else {
         return;
@@ -103,19 +104,16 @@ pub fn close_leftovers(config: &AgentdConfig) {
                     session = open.scope.session,
                     "closing a session left open by a previous run"
                 );
-                super::spool::record(
-                    config,
-                    EventBody::SessionEnd {
-                        scope: open.scope,
-                        exit_status: None,
-                        reason: Some(CUT_SHORT.to_string()),
-                        duration_ms: lasted as u64,
-                        bytes_in: 0,
-                        bytes_out: 0,
-                        recording: open.recording,
-                        recording_truncated: true,
-                    },
-                );
+                record(EventBody::SessionEnd {
+                    scope: open.scope,
+                    exit_status: None,
+                    reason: Some(CUT_SHORT.to_string()),
+                    duration_ms: lasted as u64,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    recording: open.recording,
+                    recording_truncated: true,
+                });
             }
             None => warn!(path = %path.display(), "unreadable open-session note: removed"),
         }

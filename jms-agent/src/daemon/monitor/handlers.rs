@@ -14,9 +14,9 @@ use jms_proto::{AccountResult, AuthResult, Request, Response};
 use tracing::{info, warn};
 
 use crate::daemon::config::{AgentdConfig, Effective};
-use crate::daemon::policy_source::PolicySource;
-use crate::daemon::publish;
-use crate::daemon::state::StateFile;
+use crate::daemon::monitor::policy_source::PolicySource;
+use crate::daemon::monitor::publish;
+use crate::daemon::monitor::state::StateFile;
 
 /// Everything the handlers share.
 pub struct Daemon {
@@ -31,10 +31,10 @@ pub struct Daemon {
     /// jms user names by uid, as last published to the NSS cache.
     pub users_by_uid: RwLock<HashMap<u32, String>>,
     pub state: Mutex<StateFile>,
-    /// Running target sessions and share codes (`crate::daemon::live`).
-    pub live: crate::daemon::live::Registry,
+    /// Running target sessions and share codes (`crate::daemon::monitor::live`).
+    pub live: crate::daemon::monitor::live::Registry,
     /// Who session workers run as (`None`: this daemon's uid).
-    pub worker: Option<crate::daemon::workers::WorkerUser>,
+    pub worker: Option<crate::daemon::monitor::worker_user::WorkerUser>,
 }
 
 /// Who may send a request (`jms_user`: the caller's uid is a jms user's).
@@ -82,7 +82,8 @@ impl Daemon {
                 // Sessions the new policy no longer allows end now; the
                 // others take the new limits.
                 self.live.revoke(&self.current_policy());
-                crate::daemon::workers::push_settings(self);
+                self.live
+                    .push_settings(crate::wire::WireLimits::of(&self.effective()));
             }
             Err(e) => tracing::error!("publishing failed, keeping the last good policy: {e:#}"),
         }
@@ -161,9 +162,9 @@ impl Daemon {
                     AuthResult::Denied { reason } => ("denied", reason.clone()),
                 };
                 // The login result goes to the central audit trail too.
-                crate::daemon::session::spool::record(
+                crate::daemon::monitor::spool::record(
                     &self.config,
-                    crate::daemon::session::spool::EventBody::Login {
+                    crate::daemon::events::EventBody::Login {
                         user: user.clone(),
                         rhost: rhost.clone(),
                         service: service.clone(),

@@ -13,16 +13,14 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::Utc;
 use jms_core::model::{Action, Protocol};
 use jms_core::{Decision, Query};
@@ -32,14 +30,16 @@ use jms_proto::{
 };
 use tracing::{info, warn};
 
-use crate::daemon::config::AgentdConfig;
-use crate::daemon::handlers::Daemon;
-use crate::daemon::live::{LiveSession, Registered, ShareCode};
+use crate::daemon::events::new_id;
+use crate::daemon::events::{EventBody, Scope};
+use crate::daemon::live_session::{LiveSession, Remote};
+use crate::daemon::monitor::audit;
+use crate::daemon::monitor::handlers::Daemon;
+use crate::daemon::monitor::live::{Registered, ShareCode};
+use crate::daemon::monitor::{resolve, share_codes, spool};
 use crate::daemon::session::commands::Filters;
-use crate::daemon::session::resolve::{self, Login, TargetSpec};
 use crate::daemon::session::sftp::{FolderDecisions, PolicyFolders};
-use crate::daemon::session::spool::{self, EventBody, Scope};
-use crate::daemon::session::{audit, new_id, share};
+use crate::daemon::target::{Login, TargetSpec};
 use crate::wire::{
     Answer, Ask, FromWorker, Grant, Joined, Register, SessionSettings, Start, ToWorker, WireLimits,
     WORKER_NAME,
@@ -51,74 +51,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const STDERR_LINE: usize = 8192;
 /// What Rust's allocator prints when an allocation fails.
 const ALLOCATION_FAILED: &str = "memory allocation of";
-
-/// The uid and gid workers run as (`None`: jms-agentd's own, when it is
-/// not root).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// `[sessions] worker_user` when running as root; an error when it does
-/// not exist (the package creates it).
-pub fn worker_user(config: &AgentdConfig) -> Result<Option<WorkerUser>> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    let name = &config.sessions.worker_user;
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(user)) if user.uid.is_root() => {
-            bail!("[sessions] worker_user = {name:?} is root: name an unprivileged system user")
-        }
-        Ok(Some(user)) => Ok(Some(WorkerUser {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })),
-        _ => bail!(
-            "[sessions] worker_user = {name:?} does not exist: session workers run as this \
-             unprivileged system user (the jms-bastion package creates `jms-session`); create it \
-             or set worker_user"
-        ),
-    }
-}
-
-/// Makes the directories workers write into theirs (0700): recordings,
-/// known_hosts, the runtime scratch dir; the state dir becomes
-/// root:WORKER 0710 so that workers can reach the first two by name and
-/// read nothing else in it.
-pub fn prepare_dirs(config: &AgentdConfig, user: Option<WorkerUser>) -> Result<()> {
-    let Some(user) = user else {
-        return Ok(());
-    };
-    let chown = |path: &Path, uid: u32, gid: u32| -> Result<()> {
-        nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .with_context(|| format!("chown {}", path.display()))
-    };
-    let state = &config.state_dir;
-    chown(state, 0, user.gid)?;
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o710))?;
-    for dir in [
-        config.recordings_dir(),
-        config.known_hosts_dir(),
-        config.sessions.runtime_dir.clone(),
-    ] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        chown(&dir, user.uid, user.gid)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    // Host keys first seen before workers existed: theirs now.
-    if let Ok(entries) = std::fs::read_dir(config.known_hosts_dir()) {
-        for entry in entries.flatten() {
-            chown(&entry.path(), user.uid, user.gid)?;
-        }
-    }
-    Ok(())
-}
 
 /// The monitor's end of one worker's channel; orders from any thread.
 pub struct WorkerChannel {
@@ -135,12 +67,19 @@ impl WorkerChannel {
     }
 }
 
+/// The monitor's handle of a live session sends its orders here.
+impl Remote for WorkerChannel {
+    fn send(&self, message: &ToWorker, fd: Option<BorrowedFd<'_>>) -> bool {
+        WorkerChannel::send(self, message, fd)
+    }
+}
+
 /// The settings a worker's session needs, now.
 pub fn session_settings(daemon: &Daemon) -> SessionSettings {
     let effective = daemon.effective();
     let s = &daemon.config.sessions;
     SessionSettings {
-        limits: limits_of(&effective),
+        limits: WireLimits::of(&effective),
         record_input: effective.record_input,
         recording_cap_bytes: effective.recording_cap_bytes,
         command_filter_default: effective.command_filter_default,
@@ -154,13 +93,6 @@ pub fn session_settings(daemon: &Daemon) -> SessionSettings {
         known_hosts_dir: daemon.config.known_hosts_dir(),
         connect_timeout_secs: s.connect_timeout_secs,
         login_timeout_secs: s.login_timeout_secs,
-    }
-}
-
-pub fn limits_of(effective: &crate::daemon::config::Effective) -> WireLimits {
-    WireLimits {
-        idle_secs: effective.idle_timeout.map(|d| d.as_secs()),
-        max_secs: effective.max_session.map(|d| d.as_secs()),
     }
 }
 
@@ -276,6 +208,7 @@ fn spawn(daemon: &Daemon) -> Result<Worker> {
         .arg(s.worker_memory_max_bytes.to_string())
         .arg(s.worker_open_files_max.to_string())
         .arg(s.worker_cpu_max_secs.to_string())
+        .arg(s.worker_cpu.as_arg())
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -629,7 +562,7 @@ impl<'d> Served<'d> {
         ) {
             Ok(live) => live
                 .of_kind(kind, register.protocol)
-                .remote(Arc::clone(&self.channel)),
+                .remote(Arc::clone(&self.channel) as Arc<dyn Remote>),
             Err(e) => {
                 warn!(error = %e, "the session cannot be watched or ended from outside");
                 return;
@@ -678,7 +611,7 @@ impl<'d> Served<'d> {
             });
         };
         share_granted(&self.policy(), &live)?;
-        let Some(code) = share::new_code() else {
+        let Some(code) = share_codes::new_code() else {
             warn!(
                 alarm = "random_unavailable",
                 "no share code: the OS random source failed"
@@ -694,13 +627,13 @@ impl<'d> Served<'d> {
                 expires: Instant::now() + ttl,
             },
         );
-        info!(event = "share_created", shared = %live.id, mode = share::mode(write), ttl = ?ttl);
+        info!(event = "share_created", shared = %live.id, mode = share_codes::mode(write), ttl = ?ttl);
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "create".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: None,
             },
         );
@@ -745,7 +678,7 @@ impl<'d> Served<'d> {
             warn!(event = "share_join_refused", reason = %refusal);
             return Err(refusal);
         }
-        let Some(code) = share::normalize_code(typed) else {
+        let Some(code) = share_codes::normalize_code(typed) else {
             return Err("usage: ssh -t BASTION join CODE (the code `share` printed)".into());
         };
         let unknown = format!("{code}: no such share code, or it expired or was used");
@@ -768,13 +701,13 @@ impl<'d> Served<'d> {
             return Err(format!("{code}: the shared session has ended"));
         };
         let write = shared.write;
-        info!(event = "share_join", shared = %live.id, owner = %shared.owner, mode = share::mode(write));
+        info!(event = "share_join", shared = %live.id, owner = %shared.owner, mode = share_codes::mode(write));
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "join".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: Some(self.user.clone()),
             },
         );
@@ -806,9 +739,9 @@ impl<'d> Served<'d> {
         spool::record(
             &self.daemon.config,
             EventBody::Share {
-                scope: share::scope_of(&live),
+                scope: share_codes::scope_of(&live),
                 action: "leave".into(),
-                mode: share::mode(write).into(),
+                mode: share_codes::mode(write).into(),
                 peer: Some(self.user.clone()),
             },
         );
@@ -884,14 +817,6 @@ fn share_granted(policy: &jms_core::Policy, live: &LiveSession) -> Result<(), St
             "{}: sharing this session is not granted ({e})",
             live.asset
         )),
-    }
-}
-
-/// Tells every worker the limits in force (after a policy or settings swap).
-pub fn push_settings(daemon: &Daemon) {
-    let limits = limits_of(&daemon.effective());
-    for live in daemon.live.all() {
-        live.send_settings(limits);
     }
 }
 

@@ -1,0 +1,341 @@
+//! The central server's orders for this bastion's live sessions.
+//!
+//! - [`run_control`]: the signed long-poll `GET /api/v1/sync/control` for
+//!   the server's orders (`kill`, `watch`, `unlock`), believed only when
+//!   the server signed the answer for that request (a forged or replayed
+//!   order is ignored, with an alarm), carried out on the registry
+//!   (`monitor::live`); [`stream_to_server`] pushes a watched session's
+//!   output (`POST /api/v1/sync/live/{session}`) in batches every 200 ms
+//!   until the server says nobody watches.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::daemon::config::CentralConfig;
+use crate::daemon::live_session::LiveSession;
+use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::handlers::Daemon;
+
+/// How often a watched session's output goes to the server.
+const PUSH_EVERY: Duration = Duration::from_millis(200);
+/// A push with nothing new, so the server can say nobody watches.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a finished stream waits for its session's end reason.
+const END_REASON_WAIT: Duration = Duration::from_secs(5);
+/// Seconds the server may hold a control request.
+const CONTROL_WAIT_SECS: u64 = 25;
+
+/// One order from `GET /api/v1/sync/control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    Kill {
+        session: String,
+        reason: String,
+    },
+    Watch {
+        session: String,
+    },
+    /// Forget a user's failed logins and lockout.
+    Unlock {
+        user: String,
+    },
+}
+
+/// Reads the control answer (`{"orders": [...]}`); unknown orders are
+/// skipped (a newer server).
+pub fn parse_orders(answer: &Value) -> Vec<Order> {
+    let Some(orders) = answer["orders"].as_array() else {
+        return Vec::new();
+    };
+    orders
+        .iter()
+        .filter_map(|o| {
+            let session = || o["session"].as_str().map(str::to_string);
+            match o["kind"].as_str()? {
+                "kill" => Some(Order::Kill {
+                    session: session()?,
+                    reason: o["reason"].as_str().unwrap_or("").to_string(),
+                }),
+                "watch" => Some(Order::Watch {
+                    session: session()?,
+                }),
+                "unlock" => Some(Order::Unlock {
+                    user: o["user"].as_str()?.to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A signed JSON exchange with the central server.
+struct Central {
+    server: String,
+    identity: Identity,
+    http: reqwest::blocking::Client,
+    timeout: Duration,
+}
+
+impl Central {
+    fn new(state_dir: &std::path::Path, config: &CentralConfig) -> anyhow::Result<Central> {
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        Ok(Central {
+            server: config.server.clone(),
+            identity: Identity::load(state_dir)?,
+            http: enroll::http_client(Duration::from_secs(CONTROL_WAIT_SECS) + timeout * 2)?,
+            timeout,
+        })
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+        wait: Duration,
+    ) -> anyhow::Result<Value> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
+        // Only an answer the server signed for this request is believed.
+        let call = Call {
+            timeout: Some(wait + self.timeout),
+            ..Call::new(method, path, query)
+        };
+        let answer = self.identity.call(&self.http, &self.server, call, body)?;
+        if !answer.status.is_success() {
+            return Err(answer.refusal(path));
+        }
+        Ok(answer.json())
+    }
+}
+
+/// The control thread: waits for the server's orders and carries them out.
+pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
+    let central = match Central::new(&daemon.config.state_dir, &config) {
+        Ok(central) => Arc::new(central),
+        Err(e) => {
+            warn!("live control disabled: {e:#}");
+            return;
+        }
+    };
+    let retry = Duration::from_secs(config.poll_interval_secs.max(1));
+    loop {
+        // Each poll carries the bastion's report (`jmsctl bastion list`).
+        let report = jms_core::fleet::StatusReport {
+            agent: env!("CARGO_PKG_VERSION").to_string(),
+            sessions: crate::daemon::monitor::open_sessions::count(&daemon.config),
+            backlog: crate::daemon::monitor::spool::backlog(&daemon.config),
+        };
+        let answer = central.call(
+            reqwest::Method::GET,
+            "/api/v1/sync/control",
+            &format!("wait={CONTROL_WAIT_SECS}&{}", report.query()),
+            None,
+            Duration::from_secs(CONTROL_WAIT_SECS),
+        );
+        let orders = match answer {
+            Ok(answer) => parse_orders(&answer),
+            Err(e) => {
+                warn!("control poll: {e:#}");
+                std::thread::sleep(retry);
+                continue;
+            }
+        };
+        for order in orders {
+            match order {
+                Order::Unlock { user } => {
+                    let lifted = daemon.unlock(&user);
+                    info!(event = "user_unlock_order", user = %user, lifted, "lockout lifted by the server's order");
+                }
+                Order::Kill { session, reason } => {
+                    let found = daemon.live.kill(&session, &reason);
+                    info!(event = "session_kill_order", session = %session, reason = %reason, found);
+                }
+                Order::Watch { session } => {
+                    let Some(live) = daemon.live.get(&session) else {
+                        // Over already (its end not yet uploaded): the
+                        // watchers are told instead of waiting.
+                        let central = Arc::clone(&central);
+                        let _ = std::thread::Builder::new()
+                            .name("live-stream".into())
+                            .spawn(move || {
+                                let body = json!({"events": [], "ended": true,
+                                    "reason": "the session is not running on its bastion"});
+                                let path = format!("/api/v1/sync/live/{session}");
+                                let _ = central.call(
+                                    reqwest::Method::POST,
+                                    &path,
+                                    "",
+                                    Some(&body),
+                                    Duration::ZERO,
+                                );
+                            });
+                        continue;
+                    };
+                    if !live.begin_stream() {
+                        continue;
+                    }
+                    let central = Arc::clone(&central);
+                    let spawned = std::thread::Builder::new()
+                        .name("live-stream".into())
+                        .spawn(move || stream_to_server(&central, &live));
+                    if let Err(e) = spawned {
+                        warn!("cannot start a live stream: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `bytes` into the longest UTF-8 text and the incomplete tail (a
+/// character cut between two reads); invalid bytes become U+FFFD.
+fn utf8_prefix(bytes: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = bytes.split_off(bytes.len() - keep);
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    *bytes = rest;
+    text
+}
+
+/// Streams `live` to the server for as long as anyone watches; a watch
+/// order that came while a stream was stopping starts it again.
+fn stream_to_server(central: &Central, live: &LiveSession) {
+    loop {
+        let ended = stream_once(central, live);
+        if live.stream_stopped(ended) {
+            continue;
+        }
+        return;
+    }
+}
+
+/// Pushes `live`'s output to the server until nobody watches (false) or
+/// it ends (true).
+fn stream_once(central: &Central, live: &LiveSession) -> bool {
+    let Some(tap) = live.tap() else { return true };
+    let path = format!("/api/v1/sync/live/{}", live.id);
+    let started = Instant::now();
+    let mut pending = tap.recent;
+    let first = json!({
+        "size": [tap.size.0, tap.size.1],
+        "init": utf8_prefix(&mut pending),
+        "events": [],
+    });
+    let push = |body: &Value| -> bool {
+        match central.call(reqwest::Method::POST, &path, "", Some(body), Duration::ZERO) {
+            Ok(answer) => answer["watching"].as_bool().unwrap_or(false),
+            Err(e) => {
+                warn!(session = %live.id, "live push: {e:#}");
+                false
+            }
+        }
+    };
+    if !push(&first) {
+        return false;
+    }
+    let mut events: Vec<Value> = Vec::new();
+    let mut last_push = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = true;
+    while open {
+        let deadline = last_push
+            + if events.is_empty() {
+                HEARTBEAT
+            } else {
+                PUSH_EVERY
+            };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: the tap's pipe is open for this whole function.
+        let fd = unsafe { BorrowedFd::borrow_raw(tap.pipe.as_raw_fd()) };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            crate::daemon::session::connect::poll_timeout(wait),
+        );
+        loop {
+            match nix::unistd::read(tap.pipe.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            let text = utf8_prefix(&mut pending);
+            if !text.is_empty() {
+                let t = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+                events.push(json!([t, "o", text]));
+            }
+        }
+        if !open || Instant::now() >= deadline {
+            if !push(&json!({"events": std::mem::take(&mut events)})) && open {
+                info!(session = %live.id, "nobody watches any more: live stream stopped");
+                return false;
+            }
+            last_push = Instant::now();
+        }
+    }
+    let reason = live.wait_ended(END_REASON_WAIT).unwrap_or_default();
+    push(&json!({"events": [], "ended": true, "reason": reason}));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_read_and_unknown_ones_skipped() {
+        let answer = json!({"orders": [
+            {"kind": "kill", "session": "s1", "reason": "policy"},
+            {"kind": "watch", "session": "s2"},
+            {"kind": "reboot", "session": "s3"},
+            {"kind": "kill"},
+            {"kind": "unlock", "user": "alice"},
+            {"kind": "unlock"},
+        ]});
+        assert_eq!(
+            parse_orders(&answer),
+            vec![
+                Order::Kill {
+                    session: "s1".into(),
+                    reason: "policy".into()
+                },
+                Order::Watch {
+                    session: "s2".into()
+                },
+                Order::Unlock {
+                    user: "alice".into()
+                },
+            ]
+        );
+        assert!(parse_orders(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn a_character_cut_between_reads_waits_for_its_rest() {
+        let mut bytes = "ab\u{e9}".as_bytes().to_vec();
+        let last = bytes.pop().unwrap();
+        assert_eq!(utf8_prefix(&mut bytes), "ab");
+        bytes.push(last);
+        assert_eq!(utf8_prefix(&mut bytes), "\u{e9}");
+        assert!(bytes.is_empty());
+    }
+}
