@@ -46,8 +46,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// The TLS files' directory inside the data directory.
 pub const TLS_DIR: &str = "tls";
-/// The CA's common name (the issuer of every certificate it signs; kept
-/// constant so the issuer can be rebuilt from its key alone).
+/// The CA's common name, followed by a fingerprint of its key (so the
+/// issuer name can be rebuilt from the key alone, and two servers' CAs
+/// differ by name as well as key).
 const CA_NAME: &str = "jms-server CA";
 /// Lifetime of the CA.
 const CA_DAYS: i64 = 3650;
@@ -156,7 +157,7 @@ impl Authority {
         if !cert_path.exists() {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
                 .map_err(rcgen_error("making the CA key"))?;
-            let mut params = ca_params();
+            let mut params = ca_params(&key);
             validity(&mut params, CA_DAYS);
             let cert = params
                 .self_signed(&key)
@@ -192,7 +193,7 @@ impl Authority {
     }
 
     fn issuer(&self) -> Issuer<'_, &KeyPair> {
-        Issuer::new(ca_params(), &self.key)
+        Issuer::new(ca_params(&self.key), &self.key)
     }
 
     /// A server certificate for `names` (DNS names or IP addresses): the
@@ -261,10 +262,17 @@ impl Authority {
 
 /// The CA's parameters (its issuer name and usages: what a certificate it
 /// signs names as issuer).
-fn ca_params() -> CertificateParams {
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    let fingerprint = digest(&SHA256, key.public_key_raw());
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!(
+            "{CA_NAME} {}",
+            jms_core::bundle::hex(&fingerprint.as_ref()[..8])
+        ),
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
