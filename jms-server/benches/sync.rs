@@ -286,7 +286,12 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
             &events[events.len() / 2..],
             4,
         );
-        let delta = delta_requests(&server, admin_token, &bastions[0], &format!("tls-delta-{n}"));
+        let delta = delta_requests(
+            &server,
+            admin_token,
+            &bastions[0],
+            &format!("tls-delta-{n}"),
+        );
         let polled = polls(&server, bastions, sizes.poll_run);
         server.stop();
         figures.push((one, four, delta, polled));
@@ -502,7 +507,12 @@ impl Server {
     }
 
     /// The same with `http` (`bastion`'s client).
-    fn fetch_with(&self, http: &reqwest::blocking::Client, bastion: &Bastion, since: u64) -> Fetched {
+    fn fetch_with(
+        &self,
+        http: &reqwest::blocking::Client,
+        bastion: &Bastion,
+        since: u64,
+    ) -> Fetched {
         let transport = TransportKey::generate();
         let query = format!("since={since}&transport={}", transport.public_hex());
         let started = Instant::now();
@@ -612,7 +622,12 @@ impl Bastion {
 
     /// Its client for `server`: with its client certificate over TLS.
     fn client(&self, server: &Server) -> reqwest::blocking::Client {
-        client(server.ca.as_deref(), Some(&self.identity).filter(|_| server.ca.is_some()).map(|s| s.as_str()))
+        client(
+            server.ca.as_deref(),
+            Some(&self.identity)
+                .filter(|_| server.ca.is_some())
+                .map(|s| s.as_str()),
+        )
     }
 
     /// A request signed as jms-agentd signs it.
@@ -913,22 +928,20 @@ fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: us
             let bastion = &bastions[u % bastions.len()];
             let url = server.url.clone();
             let http = bastion.client(server);
-            scope.spawn(move || {
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap();
-                        *n += 1;
-                        *n - 1
-                    };
-                    let Some(body) = batches.get(i) else { break };
-                    let response = bastion
-                        .request(&http, &url, "POST", "/api/v1/sync/events", "", body.clone())
-                        .send()
-                        .expect("events request");
-                    let status = response.status();
-                    let answer: Value = response.json().expect("events answer");
-                    assert!(status.is_success(), "events: {status} {answer}");
-                }
+            scope.spawn(move || loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(body) = batches.get(i) else { break };
+                let response = bastion
+                    .request(&http, &url, "POST", "/api/v1/sync/events", "", body.clone())
+                    .send()
+                    .expect("events request");
+                let status = response.status();
+                let answer: Value = response.json().expect("events answer");
+                assert!(status.is_success(), "events: {status} {answer}");
             });
         }
     });
