@@ -1,8 +1,9 @@
 //! jms-agentd and a jms-server over TLS: enrollment checks the server's CA
 //! against the token's SHA-256 (never trust on first use) and writes
-//! nothing when it does not match; after enrollment a server presenting a
-//! certificate from another CA is refused at every request, and the
-//! cached policy stays in force. Runs as root (CI does).
+//! nothing when it does not match; `jms-agentd renew-cert` gets a new
+//! client certificate; after enrollment a server presenting a certificate
+//! from another CA is refused at every request, and the cached policy
+//! stays in force. Runs as root (CI does).
 
 mod common;
 
@@ -90,6 +91,21 @@ fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_st
         "enroll: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A new client certificate (renewal), then the policy over mTLS with it.
+    let cert = bastion.state().join("client-cert.der");
+    let before = std::fs::read(&cert).unwrap();
+    let out = std::process::Command::new(common::AGENTD)
+        .arg("--config")
+        .arg(bastion.config())
+        .arg("renew-cert")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "renew-cert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(&cert).unwrap(), before, "a new certificate");
     bastion.start();
     assert!(
         bastion.has_user("alice"),

@@ -58,6 +58,9 @@ pub const SERVER_CERT_DAYS: i64 = 825;
 pub const CLIENT_CERT_DAYS: i64 = 365;
 /// A TLS handshake longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most handshakes under way at once; a connection past it is closed at
+/// once (a flood of silent connections holds no more than this).
+const MAX_HANDSHAKES: usize = 1024;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -512,6 +515,7 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(256);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (tcp, addr) = match listener.accept().await {
@@ -523,9 +527,14 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::warn!(%addr, "too many TLS handshakes under way: connection closed");
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, ready) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let stream =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => stream,
