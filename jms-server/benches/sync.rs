@@ -269,8 +269,10 @@ fn main() {
 /// server's CA pinned, each bastion with its client certificate) and over
 /// plain HTTP (`--insecure-http`), in this run; ratios TLS/plain.
 fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes) -> Vec<String> {
-    let mut figures = Vec::new();
-    for (n, tls) in [true, false].into_iter().enumerate() {
+    // Two rounds, the modes alternating (TLS, plain, plain, TLS) so that
+    // neither always runs first or under the same load; the best of each.
+    let mut runs: Vec<(bool, Figures)> = Vec::new();
+    for (n, tls) in [true, false, false, true].into_iter().enumerate() {
         let mut server = Server::start(data, tls);
         let events: Vec<Value> = (0..sizes.events)
             .map(|i| {
@@ -294,12 +296,23 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
         );
         let polled = polls(&server, bastions, sizes.poll_run);
         server.stop();
-        figures.push((one, four, delta, polled));
+        runs.push((tls, (one, four, delta, polled)));
     }
+    let best = |tls: bool| {
+        let mine: Vec<&Figures> = runs.iter().filter(|r| r.0 == tls).map(|r| &r.1).collect();
+        let max = |f: &dyn Fn(&Figures) -> f64| mine.iter().map(|m| f(m)).fold(0.0, f64::max);
+        let min_delta = mine.iter().map(|m| m.2).min().expect("two runs");
+        let least_cpu = mine
+            .iter()
+            .min_by(|a, b| a.3.cpu_percent.total_cmp(&b.3.cpu_percent))
+            .expect("two runs");
+        (max(&|m| m.0), max(&|m| m.1), min_delta, &least_cpu.3)
+    };
+    let figures = [best(true), best(false)];
     let (tls, plain) = (&figures[0], &figures[1]);
     let ingest_ratio = tls.0 / plain.0;
     vec![
-        "TLS (pinned CA, client certificates) against plain HTTP (--insecure-http), same run:".into(),
+        "TLS (pinned CA, client certificates) against plain HTTP (--insecure-http), same run, best of two rounds each (order TLS, plain, plain, TLS):".into(),
         format!(
             "  event ingest, 1 uploader: TLS {:.0} events/s, plain {:.0} events/s; ratio {:.2}  [{}]",
             tls.0,
@@ -336,6 +349,9 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
 
 /// Delta requests timed.
 const DELTA_REQUESTS: usize = 21;
+
+/// One mode's ingest rates (1 and 4 uploaders), delta request, polls.
+type Figures = (f64, f64, Duration, Polled);
 
 /// One change on the server (user `name` added), then [`DELTA_REQUESTS`]
 /// requests for the delta from the version before it, on one connection

@@ -667,3 +667,73 @@ pub fn check_bastion_cert(public_key: &[u8]) -> std::result::Result<(), String> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_ca_is_made_once_with_its_key_0600_and_issues_for_the_bastions_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Authority::load_or_create(dir.path()).unwrap();
+        let again = Authority::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.ca_hash(), again.ca_hash(), "made once, then reused");
+        let mode = |name: &str| {
+            fs::metadata(dir.path().join(TLS_DIR).join(name))
+                .unwrap()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("ca.key"), 0o600);
+
+        // A certificate issued from the reloaded CA chains to it (the
+        // issuer name rebuilt from the key) and carries the bastion's key.
+        let key = [7u8; 32];
+        let pem = again.issue_client("b1", &key).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+        assert_eq!(
+            cert.subject_public_key_info().as_ref(),
+            ed25519_spki(&key).as_slice()
+        );
+        let anchor = webpki::anchor_from_trusted_cert(first.ca_der()).unwrap();
+        cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &[],
+            rustls::pki_types::UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .expect("chains to the CA for client auth");
+
+        // Another server's CA does not.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Authority::load_or_create(other_dir.path()).unwrap();
+        assert_ne!(other.ca_hash(), first.ca_hash());
+        let anchor = webpki::anchor_from_trusted_cert(other.ca_der()).unwrap();
+        assert!(cert
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &[anchor],
+                &[],
+                rustls::pki_types::UnixTime::now(),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn a_world_readable_ca_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Authority::load_or_create(dir.path()).unwrap();
+        let key = dir.path().join(TLS_DIR).join("ca.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Authority::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(err, TlsError::UnsafeMode { .. }), "{err}");
+    }
+}
