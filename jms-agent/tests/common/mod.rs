@@ -141,14 +141,17 @@ impl Central {
     }
 
     pub fn jmsctl(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.ctl)
+        let mut command = Command::new(&self.ctl);
+        command
             .args(args)
             .env("JMS_SERVER", &self.url)
             .env("JMS_TOKEN", &self.token)
-            .env("JMS_CA", self.ca_file())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .env_remove("JMS_CA")
+            .stdin(Stdio::null());
+        if let Some(ca) = self.ca_file() {
+            command.env("JMS_CA", ca);
+        }
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "jmsctl {args:?}: {}",
@@ -157,13 +160,9 @@ impl Central {
         out
     }
 
-    /// The server's CA file (empty over plain HTTP: none).
-    pub fn ca_file(&self) -> PathBuf {
-        if self.tls {
-            self.data.join("tls/ca.pem")
-        } else {
-            PathBuf::new()
-        }
+    /// The server's CA file (over TLS).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.data.join("tls/ca.pem"))
     }
 
     /// A one-time bastion enrollment token.
