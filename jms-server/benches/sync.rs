@@ -19,12 +19,18 @@
 //!   1000 (jms-agentd's batch size), one uploader and four, against raw
 //!   SQLite inserts of the same rows with the server's pragmas;
 //! - many enrolled bastions polling every 10 s (compressed run): poll
-//!   latency p50/p99 and the server's CPU from /proc/PID/stat.
+//!   latency p50/p99 and the server's CPU from /proc/PID/stat;
+//! - TLS against plain HTTP in the same run: the server is served over
+//!   TLS (its own CA, each bastion with its client certificate, as
+//!   deployed) and again with `--insecure-http`, and the ingest rate (one
+//!   uploader and four), the 1000 bastions' polls (CPU, p50) and the delta
+//!   request are given for both, as ratios TLS/plain.
 //!
 //! `cargo bench -p jms-server --bench sync [-- --quick] [--only ingest]`
 //! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
 //! `--only ingest`: the event ingest alone, on a small policy; `--only
-//! policy`: the policy apply alone).
+//! policy`: the policy apply alone; `--only tls`: the TLS/plain
+//! comparison alone, on a small policy).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,6 +56,8 @@ const DELTA_TARGET: Duration = Duration::from_millis(10);
 const POLICY_APPLY_TARGET: Duration = Duration::from_secs(10);
 /// Events per second over HTTP, one uploader, and the ratio to raw inserts.
 const INGEST_TARGET: f64 = 75_000.0;
+/// Ingest over TLS against plain HTTP, one uploader: TLS costs at most 30%.
+const TLS_INGEST_RATIO_TARGET: f64 = 0.7;
 const INGEST_RATIO_TARGET: f64 = 0.5;
 /// jms-agentd's upload batch.
 const BATCH: usize = 1000;
@@ -73,6 +81,7 @@ fn main() {
     let mut quick = false;
     let mut ingest_only = false;
     let mut policy_only = false;
+    let mut tls_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -81,12 +90,23 @@ fn main() {
             "--only" => match args.next().as_deref() {
                 Some("ingest") => ingest_only = true,
                 Some("policy") => policy_only = true,
-                other => eprintln!("sync: ignoring --only {other:?} (`ingest` or `policy`)"),
+                Some("tls") => tls_only = true,
+                other => eprintln!("sync: ignoring --only {other:?} (`ingest`, `policy` or `tls`)"),
             },
-            other => eprintln!("sync: ignoring argument `{other}` (--quick, --only ingest|policy)"),
+            other => {
+                eprintln!("sync: ignoring argument `{other}` (--quick, --only ingest|policy|tls)")
+            }
         }
     }
-    let sizes = if ingest_only {
+    let sizes = if tls_only {
+        Sizes {
+            label: "TLS only",
+            policy: generate::Params::FULL.divided(100),
+            events: if quick { 20_000 } else { 200_000 },
+            bastions: if quick { 100 } else { 1000 },
+            poll_run: Duration::from_secs(if quick { 10 } else { 30 }),
+        }
+    } else if ingest_only {
         Sizes {
             label: "ingest only",
             policy: generate::Params::FULL.divided(100),
@@ -129,11 +149,11 @@ fn main() {
         .create_token("bench", "bench", jms_server::store::Scope::Admin)
         .expect("an admin token");
     drop(admin);
-    {
-        let mut server = Server::start(&data);
-        let check = jmsctl(&server.url, &admin_token, &["policy", "check"], &file);
-        let apply = jmsctl(&server.url, &admin_token, &["policy", "apply"], &file);
-        let again = jmsctl(&server.url, &admin_token, &["policy", "apply"], &file);
+    if !tls_only {
+        let mut server = Server::start(&data, true);
+        let check = jmsctl(&server, &admin_token, &["policy", "check"], &file);
+        let apply = jmsctl(&server, &admin_token, &["policy", "apply"], &file);
+        let again = jmsctl(&server, &admin_token, &["policy", "apply"], &file);
         server.stop();
         let ratio = |d: Duration| d.as_secs_f64() / check.as_secs_f64();
         lines.push(format!(
@@ -155,9 +175,10 @@ fn main() {
         return;
     }
     let admin = Services::open(&data).expect("open the data dir");
+    let authority = jms_server::tls::Authority::load_or_create(&data).expect("the TLS CA");
     let started = Instant::now();
     let bastions: Vec<Bastion> = (0..sizes.bastions.max(1))
-        .map(|i| Bastion::enroll(&admin, i))
+        .map(|i| Bastion::enroll(&admin, &authority, i))
         .collect();
     eprintln!(
         "{} bastions enrolled in {:.1?}",
@@ -166,7 +187,12 @@ fn main() {
     );
     let pinned = admin.sync.server_public_key().to_vec();
     drop(admin);
-    let mut server = Server::start(&data);
+    if tls_only {
+        lines.extend(tls_lines(&data, &admin_token, &bastions, &sizes));
+        print_lines(&sizes, lines);
+        return;
+    }
+    let mut server = Server::start(&data, true);
     if ingest_only {
         lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
         server.stop();
@@ -232,9 +258,125 @@ fn main() {
     lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
 
     // ---- many bastions polling -------------------------------------------
-    lines.push(polls(&server, &bastions, sizes.poll_run));
+    lines.push(polls(&server, &bastions, sizes.poll_run).line);
     server.stop();
+
+    // ---- TLS against plain HTTP --------------------------------------------
+    lines.extend(tls_lines(&data, &admin_token, &bastions, &sizes));
     print_lines(&sizes, lines);
+}
+
+/// The same ingest, polls and delta request over TLS (as deployed: the
+/// server's CA pinned, each bastion with its client certificate) and over
+/// plain HTTP (`--insecure-http`), in this run; ratios TLS/plain.
+fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes) -> Vec<String> {
+    // Two rounds, the modes alternating (TLS, plain, plain, TLS) so that
+    // neither always runs first or under the same load; the best of each.
+    let mut runs: Vec<(bool, Figures)> = Vec::new();
+    for (n, tls) in [true, false, false, true].into_iter().enumerate() {
+        let mut server = Server::start(data, tls);
+        let events: Vec<Value> = (0..sizes.events)
+            .map(|i| {
+                let mut e = event(i);
+                e["id"] = format!("tls-{n}-{i:08}").into();
+                e
+            })
+            .collect();
+        let one = ingest(&server, &bastions[..1], &events[..events.len() / 2], 1);
+        let four = ingest(
+            &server,
+            &bastions[..4.min(bastions.len())],
+            &events[events.len() / 2..],
+            4,
+        );
+        let delta = delta_requests(
+            &server,
+            admin_token,
+            &bastions[0],
+            &format!("tls-delta-{n}"),
+        );
+        let polled = polls(&server, bastions, sizes.poll_run);
+        server.stop();
+        runs.push((tls, (one, four, delta, polled)));
+    }
+    let best = |tls: bool| {
+        let mine: Vec<&Figures> = runs.iter().filter(|r| r.0 == tls).map(|r| &r.1).collect();
+        let max = |f: &dyn Fn(&Figures) -> f64| mine.iter().map(|m| f(m)).fold(0.0, f64::max);
+        let min_delta = mine.iter().map(|m| m.2).min().expect("two runs");
+        let least_cpu = mine
+            .iter()
+            .min_by(|a, b| a.3.cpu_percent.total_cmp(&b.3.cpu_percent))
+            .expect("two runs");
+        (max(&|m| m.0), max(&|m| m.1), min_delta, &least_cpu.3)
+    };
+    let figures = [best(true), best(false)];
+    let (tls, plain) = (&figures[0], &figures[1]);
+    let ingest_ratio = tls.0 / plain.0;
+    vec![
+        "TLS (pinned CA, client certificates) against plain HTTP (--insecure-http), same run, best of two rounds each (order TLS, plain, plain, TLS):".into(),
+        format!(
+            "  event ingest, 1 uploader: TLS {:.0} events/s, plain {:.0} events/s; ratio {:.2}  [{}]",
+            tls.0,
+            plain.0,
+            ingest_ratio,
+            verdict(ingest_ratio >= TLS_INGEST_RATIO_TARGET, "target >= 0.70 (TLS costs <= 30%)")
+        ),
+        format!(
+            "  event ingest, 4 uploaders: TLS {:.0} events/s, plain {:.0} events/s; ratio {:.2}",
+            tls.1,
+            plain.1,
+            tls.1 / plain.1
+        ),
+        format!(
+            "  delta request (median of {DELTA_REQUESTS}, connection kept): TLS {:.2?}, plain {:.2?}; ratio {:.2}",
+            tls.2,
+            plain.2,
+            tls.2.as_secs_f64() / plain.2.as_secs_f64()
+        ),
+        format!(
+            "  {} bastions' polls: server CPU TLS {:.1}%, plain {:.1}% of one core (ratio {:.2}); p50 TLS {:.1?}, plain {:.1?} (ratio {:.2}); failed TLS {}, plain {}",
+            bastions.len(),
+            tls.3.cpu_percent,
+            plain.3.cpu_percent,
+            tls.3.cpu_percent / plain.3.cpu_percent,
+            tls.3.p50,
+            plain.3.p50,
+            tls.3.p50.as_secs_f64() / plain.3.p50.as_secs_f64(),
+            tls.3.failed,
+            plain.3.failed,
+        ),
+    ]
+}
+
+/// Delta requests timed.
+const DELTA_REQUESTS: usize = 21;
+
+/// One mode's ingest rates (1 and 4 uploaders), delta request, polls.
+type Figures = (f64, f64, Duration, Polled);
+
+/// One change on the server (user `name` added), then [`DELTA_REQUESTS`]
+/// requests for the delta from the version before it, on one connection
+/// (as jms-agentd keeps one); the median.
+fn delta_requests(server: &Server, admin_token: &str, bastion: &Bastion, name: &str) -> Duration {
+    let http = bastion.client(server);
+    let before = server.version(admin_token);
+    let response = server
+        .http
+        .post(format!("{}/api/v1/users", server.url))
+        .bearer_auth(admin_token)
+        .json(&json!({"username": name, "name": "Delta"}))
+        .send()
+        .expect("add a user");
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().unwrap()
+    );
+    let mut took: Vec<Duration> = (0..DELTA_REQUESTS)
+        .map(|_| server.fetch_with(&http, bastion, before).elapsed)
+        .collect();
+    took.sort();
+    took[took.len() / 2]
 }
 
 fn print_lines(sizes: &Sizes, lines: Vec<String>) {
@@ -247,13 +389,14 @@ fn print_lines(sizes: &Sizes, lines: Vec<String>) {
 
 /// Runs `jmsctl ARGS FILE` against the server; its wall time. Its output
 /// (one line per change) goes to /dev/null.
-fn jmsctl(url: &str, token: &str, args: &[&str], file: &Path) -> Duration {
+fn jmsctl(server: &Server, token: &str, args: &[&str], file: &Path) -> Duration {
     let started = Instant::now();
     let out = Command::new(JMSCTL)
         .args(args)
         .arg(file)
-        .env("JMS_SERVER", url)
+        .env("JMS_SERVER", &server.url)
         .env("JMS_TOKEN", token)
+        .env("JMS_CA", server.data.join("tls/ca.pem"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
@@ -319,15 +462,20 @@ fn verdict(ok: bool, target: &str) -> String {
 struct Server {
     child: Child,
     url: String,
+    /// Over TLS: the server's CA (PEM), the only root its clients trust.
+    ca: Option<String>,
+    data: PathBuf,
     http: reqwest::blocking::Client,
 }
 
 impl Server {
-    fn start(data: &Path) -> Server {
+    /// The server over TLS (its own CA) or plain HTTP.
+    fn start(data: &Path, tls: bool) -> Server {
         let mut child = Command::new(SERVER)
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args((!tls).then_some("--insecure-http"))
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -342,11 +490,27 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("jms-server did not start: {line:?}"))
             .to_string();
+        let ca = tls.then(|| std::fs::read_to_string(data.join("tls/ca.pem")).unwrap());
         Server {
             child,
             url,
-            http: client(),
+            http: client(ca.as_deref(), None),
+            ca,
+            data: data.to_path_buf(),
         }
+    }
+
+    /// The policy version.
+    fn version(&self, admin_token: &str) -> u64 {
+        let answer: Value = self
+            .http
+            .get(format!("{}/api/v1/policy/version", self.url))
+            .bearer_auth(admin_token)
+            .send()
+            .expect("version")
+            .json()
+            .expect("version JSON");
+        answer["version"].as_u64().expect("a version")
     }
 
     fn stop(&mut self) {
@@ -356,12 +520,22 @@ impl Server {
 
     /// A signed bundle request from `bastion` holding `since`.
     fn fetch(&self, bastion: &Bastion, since: u64) -> Fetched {
+        self.fetch_with(&bastion.client(self), bastion, since)
+    }
+
+    /// The same with `http` (`bastion`'s client).
+    fn fetch_with(
+        &self,
+        http: &reqwest::blocking::Client,
+        bastion: &Bastion,
+        since: u64,
+    ) -> Fetched {
         let transport = TransportKey::generate();
         let query = format!("since={since}&transport={}", transport.public_hex());
         let started = Instant::now();
         let response = bastion
             .request(
-                &self.http,
+                http,
                 &self.url,
                 "GET",
                 "/api/v1/sync/bundle",
@@ -402,11 +576,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+/// A client trusting `ca` alone (PEM) with `identity` (a bastion's
+/// client certificate and key, PEM); plain without a CA.
+fn client(ca: Option<&str>, identity: Option<&str>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120));
+    if let Some(ca) = ca {
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 struct Fetched {
@@ -420,12 +602,23 @@ struct Fetched {
 struct Bastion {
     id: i64,
     key: Ed25519KeyPair,
+    /// Its client certificate from the server's CA and its key (PEM).
+    identity: String,
 }
 
 impl Bastion {
-    fn enroll(admin: &Services, i: usize) -> Bastion {
+    fn enroll(admin: &Services, authority: &jms_server::tls::Authority, i: usize) -> Bastion {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let key_pem = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &pkcs8.as_ref().to_vec().into(),
+            &rcgen::PKCS_ED25519,
+        )
+        .unwrap()
+        .serialize_pem();
+        let cert = authority
+            .issue_client(&format!("bench-{i}"), key.public_key().as_ref())
+            .unwrap();
         let (token, _) = admin
             .sync
             .create_enroll_token("bench", Duration::from_secs(3600), None)
@@ -439,7 +632,21 @@ impl Bastion {
             )
             .unwrap();
         assert!(admin.policy.read().unwrap().bastion(id).unwrap().is_some());
-        Bastion { id, key }
+        Bastion {
+            id,
+            key,
+            identity: format!("{cert}{key_pem}"),
+        }
+    }
+
+    /// Its client for `server`: with its client certificate over TLS.
+    fn client(&self, server: &Server) -> reqwest::blocking::Client {
+        client(
+            server.ca.as_deref(),
+            Some(&self.identity)
+                .filter(|_| server.ca.is_some())
+                .map(|s| s.as_str()),
+        )
     }
 
     /// A request signed as jms-agentd signs it.
@@ -739,23 +946,21 @@ fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: us
             let (next, batches) = (&next, &batches);
             let bastion = &bastions[u % bastions.len()];
             let url = server.url.clone();
-            scope.spawn(move || {
-                let http = client();
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap();
-                        *n += 1;
-                        *n - 1
-                    };
-                    let Some(body) = batches.get(i) else { break };
-                    let response = bastion
-                        .request(&http, &url, "POST", "/api/v1/sync/events", "", body.clone())
-                        .send()
-                        .expect("events request");
-                    let status = response.status();
-                    let answer: Value = response.json().expect("events answer");
-                    assert!(status.is_success(), "events: {status} {answer}");
-                }
+            let http = bastion.client(server);
+            scope.spawn(move || loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(body) = batches.get(i) else { break };
+                let response = bastion
+                    .request(&http, &url, "POST", "/api/v1/sync/events", "", body.clone())
+                    .send()
+                    .expect("events request");
+                let status = response.status();
+                let answer: Value = response.json().expect("events answer");
+                assert!(status.is_success(), "events: {status} {answer}");
             });
         }
     });
@@ -769,7 +974,8 @@ fn raw_insert_rate(dir: &Path, events: &[Value]) -> f64 {
     let data = tempfile::tempdir_in(dir).unwrap();
     let data: PathBuf = data.path().join("raw");
     let admin = Services::open(&data).unwrap();
-    let bastion = Bastion::enroll(&admin, 0);
+    let authority = jms_server::tls::Authority::load_or_create(&data).unwrap();
+    let bastion = Bastion::enroll(&admin, &authority, 0);
     drop(admin);
     let mut conn = rusqlite::Connection::open(data.join("jms.db")).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -813,7 +1019,15 @@ fn raw_insert_rate(dir: &Path, events: &[Value]) -> f64 {
 
 /// Every bastion polls every [`POLL_INTERVAL`] (spread evenly) with the
 /// version it holds, for `run`; the server's CPU and the poll latency.
-fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
+/// What [`polls`] measured.
+struct Polled {
+    line: String,
+    cpu_percent: f64,
+    p50: Duration,
+    failed: usize,
+}
+
+fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> Polled {
     let version = {
         let fetched = server.fetch(&bastions[0], 0);
         bundle::verify(&fetched.signed, &fetched.signed[5..37], 0)
@@ -824,14 +1038,25 @@ fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
     let latencies = Mutex::new(Vec::new());
     let late = Mutex::new(0usize);
     let failed = Mutex::new(Vec::<String>::new());
+    // One client per bastion (each its own connection and, over TLS, its
+    // own client certificate), as bastions are machines of their own.
+    let mut clients = (0..WORKERS)
+        .map(|w| {
+            (w..bastions.len())
+                .step_by(WORKERS)
+                .map(|i| (i, bastions[i].client(server)))
+                .collect::<std::collections::HashMap<usize, reqwest::blocking::Client>>()
+        })
+        .collect::<Vec<_>>()
+        .into_iter();
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for w in 0..WORKERS {
             let (latencies, late, failed) = (&latencies, &late, &failed);
             let url = server.url.clone();
+            let clients = clients.next().expect("one set per worker");
             scope.spawn(move || {
-                let http = client();
                 // (due, bastion) for this worker's bastions.
                 let mut due: Vec<(Duration, usize)> = (w..bastions.len())
                     .step_by(WORKERS)
@@ -855,7 +1080,7 @@ fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
                     let sent = Instant::now();
                     match bastions[i]
                         .request(
-                            &http,
+                            &clients[&i],
                             &url,
                             "GET",
                             "/api/v1/sync/bundle",
@@ -884,7 +1109,7 @@ fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
     let rank = |p: f64| {
         latencies[((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
-    format!(
+    let line = format!(
         "{} bastions polling every {}s for {:.0}s: {} polls (304), p50 {:.1?}, p99 {:.1?}, max {:.1?}; server CPU {:.1}% of one core ({:.2}s); {} late by >100 ms, {} failed{}",
         bastions.len(),
         POLL_INTERVAL.as_secs(),
@@ -898,5 +1123,11 @@ fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> String {
         late.into_inner().unwrap(),
         failed.len(),
         failed.first().map(|f| format!(" (e.g. {f})")).unwrap_or_default()
-    )
+    );
+    Polled {
+        line,
+        cpu_percent: 100.0 * cpu / wall,
+        p50: rank(0.5),
+        failed: failed.len(),
+    }
 }

@@ -30,26 +30,52 @@ pub struct Client {
     base: Url,
     token: String,
     http: Http,
+    /// The only CA the server's certificate may come from (PEM).
+    ca: Option<reqwest::Certificate>,
+}
+
+/// A client that trusts only `ca` (when given: the server's own CA, as
+/// `jms-server` made it), else the system's roots.
+fn builder(ca: Option<&reqwest::Certificate>) -> reqwest::blocking::ClientBuilder {
+    let builder = Http::builder().connect_timeout(Duration::from_secs(10));
+    match ca {
+        Some(ca) => builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone()),
+        None => builder,
+    }
 }
 
 impl Client {
+    /// A client that verifies an https server by the system's roots.
     pub fn new(server: &str, token: &str) -> Result<Client> {
+        Client::with_ca(server, token, None)
+    }
+
+    /// A client that verifies an https server by `ca` alone (PEM; the
+    /// server's CA, `DATA/tls/ca.pem`), refusing any other CA.
+    pub fn with_ca(server: &str, token: &str, ca: Option<&[u8]>) -> Result<Client> {
         let base = Url::parse(server).map_err(|_| ClientError::BadUrl(server.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(ClientError::BadUrl(server.to_string()));
         }
-        let http = Http::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let unreachable = |message: String| ClientError::Unreachable {
+            server: server.to_string(),
+            message,
+        };
+        let ca = ca
+            .map(reqwest::Certificate::from_pem)
+            .transpose()
+            .map_err(|e| unreachable(format!("the CA certificate: {e}")))?;
+        let http = builder(ca.as_ref())
             .timeout(Duration::from_secs(300))
             .build()
-            .map_err(|e| ClientError::Unreachable {
-                server: server.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Client {
             base,
             token: token.to_string(),
             http,
+            ca,
         })
     }
 
@@ -120,8 +146,7 @@ impl Client {
             server: self.base.to_string(),
             message: describe(&e),
         };
-        let http = Http::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let http = builder(self.ca.as_ref())
             .timeout(None)
             .build()
             .map_err(unreachable)?;

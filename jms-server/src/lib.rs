@@ -33,6 +33,8 @@
 //!   set their password (and enroll TOTP), "forgot password".
 //! - [`sync`]: the server's signing key, bastion enrollment, signed bundles
 //!   and deltas, long-polls, signed-request checks.
+//! - [`tls`]: TLS built in — the server's own CA, its certificate, the
+//!   bastions' client certificates, the TLS listener.
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay); its admins (the
 //!   [`WebAdmins`](web::admins::WebAdmins) service).
@@ -55,6 +57,7 @@ pub mod services;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod tokens;
 pub mod web;
 

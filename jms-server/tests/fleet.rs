@@ -186,6 +186,7 @@ fn the_fleet_shows_reports_and_a_revoked_bastion_is_refused_but_its_audit_stays(
         id: answer["bastion_id"].as_i64().unwrap(),
         key,
         server_key: b1.server_key.clone(),
+        http: b1.http.clone(),
     };
     let (status, _) = again.send_json(&server, "GET", "/api/v1/sync/control", REPORT, b"");
     assert_eq!(status, 200, "the new key works");

@@ -925,7 +925,7 @@ impl LoggedServer {
         let mut child = Command::new(common::SERVER)
             .arg("--data")
             .arg(&data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--insecure-http"])
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -1,6 +1,8 @@
 //! A central server for a test bastion: a real `jms-server` on a free
 //! 127.0.0.1 port with a temp data dir and an admin API token, driven with
-//! the real `jmsctl` ([`Central::jmsctl`]) — and [`Central::attach`], which
+//! the real `jmsctl` ([`Central::jmsctl`]) — over TLS with the server's
+//! own CA, which jmsctl and [`Central::connect`] trust alone, and the
+//! bastion pins through its enrollment token — and [`Central::attach`], which
 //! switches a started [`Bastion`]'s jms-agentd from its policy file to the
 //! server: stop agentd, write an agentd.toml with `[central]`, run
 //! `jms-agentd enroll` with a one-time token inside the namespace, start
@@ -12,7 +14,9 @@
 //! key), sealed to the bastion's transport key as the server would, the
 //! answer itself signed for the request with the server's own key (it
 //! reads the server's `sync.key`): what a compromised mirror holding that
-//! key could send, so the bundle's own checks are what stop it.
+//! key could send, so the bundle's own checks are what stop it. It speaks
+//! plain HTTP, so its server runs `--insecure-http`
+//! ([`Central::start_insecure`]: a server behind a TLS proxy, unpinned).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,15 +52,32 @@ fn server_binaries() -> (PathBuf, PathBuf) {
 pub struct Central {
     dir: Option<TempDir>,
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` (`http://` when insecure).
     pub url: String,
     token: String,
     ctl: PathBuf,
+    /// The server's CA (PEM) over TLS.
+    ca: Option<Vec<u8>>,
 }
 
+/// A connection to the server: TLS or plain.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 impl Central {
-    /// Starts a server with an empty policy and makes an admin token.
+    /// Starts a server over TLS with its own CA, an empty policy and an
+    /// admin token.
     pub fn start() -> Central {
+        Central::start_with(false)
+    }
+
+    /// Starts a server with `--insecure-http` (what sits behind a TLS
+    /// proxy): tokens name no CA, bastions pin none.
+    pub fn start_insecure() -> Central {
+        Central::start_with(true)
+    }
+
+    fn start_with(insecure: bool) -> Central {
         let (server, ctl) = server_binaries();
         let dir = tempfile::Builder::new()
             .prefix("jms-e2e-central-")
@@ -78,6 +99,7 @@ impl Central {
             .arg("--data")
             .arg(&data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(insecure.then_some("--insecure-http"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,17 +118,63 @@ impl Central {
             );
         };
         let url = url.to_owned();
+        assert_eq!(
+            url.starts_with("https://"),
+            !insecure,
+            "TLS unless --insecure-http: {url}"
+        );
         // Keep reading its stdout so it never blocks on a full pipe.
         thread::spawn(move || {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
+        let ca = (!insecure)
+            .then(|| fs::read(data.join("tls/ca.pem")).expect("the server's CA (tls/ca.pem)"));
         Central {
             dir: Some(dir),
             child: Some(child),
             url,
             token,
             ctl,
+            ca,
         }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        self.url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+    }
+
+    /// The server's CA certificate file (over TLS).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|_| self.data_dir().join("tls/ca.pem"))
+    }
+
+    /// A connection to the server that trusts its CA alone (TLS), or a
+    /// plain one; reads time out after `timeout`.
+    pub fn connect(&self, timeout: Duration) -> Box<dyn Stream> {
+        let tcp = TcpStream::connect(self.address()).expect("connect to jms-server");
+        tcp.set_read_timeout(Some(timeout)).expect("read timeout");
+        let Some(ca) = &self.ca else {
+            return Box::new(tcp);
+        };
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca).expect("a PEM CA"))
+            .expect("the CA as a root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let host = self.address().rsplit_once(':').expect("HOST:PORT").0;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("a server name");
+        let tls = rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client");
+        Box::new(rustls::StreamOwned::new(tls, tcp))
     }
 
     /// The server's log.
@@ -125,14 +193,7 @@ impl Central {
 
     /// `jmsctl ARGS` against this server as admin, with `stdin`.
     pub fn jmsctl_with(&self, args: &[&str], stdin: &[u8]) -> Outcome {
-        run::run(
-            Command::new(&self.ctl)
-                .args(args)
-                .env("JMS_SERVER", &self.url)
-                .env("JMS_TOKEN", &self.token),
-            stdin,
-            COMMAND_TIMEOUT,
-        )
+        run::run(&mut self.jmsctl_command(args), stdin, COMMAND_TIMEOUT)
     }
 
     /// The `jmsctl ARGS` command against this server as admin, to spawn
@@ -143,6 +204,9 @@ impl Central {
             .args(args)
             .env("JMS_SERVER", &self.url)
             .env("JMS_TOKEN", &self.token);
+        if let Some(ca) = self.ca_file() {
+            command.env("JMS_CA", ca);
+        }
         command
     }
 
@@ -159,14 +223,11 @@ impl Central {
         out
     }
 
-    /// One admin API request (plain HTTP/1.1 on loopback): the status and
-    /// the body.
+    /// One admin API request (HTTP/1.1 over [`Central::connect`]): the
+    /// status and the body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let address = self.url.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(address).expect("connect to jms-server");
-        stream
-            .set_read_timeout(Some(COMMAND_TIMEOUT))
-            .expect("timeout");
+        let address = self.address();
+        let mut stream = self.connect(COMMAND_TIMEOUT);
         let body = body.unwrap_or("");
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
@@ -308,6 +369,10 @@ impl BundleProxy {
     pub fn start(central: &Central) -> BundleProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        assert!(
+            central.url.starts_with("http://"),
+            "the proxy speaks plain HTTP: start the server with Central::start_insecure"
+        );
         let upstream = central.url.trim_start_matches("http://").to_owned();
         let pkcs8 = fs::read(central.data_dir().join("sync.key")).expect("the server's sync.key");
         let key = Arc::new(

@@ -33,11 +33,16 @@ struct Scene {
 }
 
 /// A target, a bastion and a server the bastion follows through `proxy`
-/// (or directly).
+/// (plain HTTP, so the server runs `--insecure-http`) or directly (TLS,
+/// pinned CA, client certificate).
 fn scene(proxy: Option<&dyn Fn(&Central) -> String>) -> Scene {
     let target = Target::start();
     let bastion = BastionBuilder::new().start();
-    let central = Central::start();
+    let central = if proxy.is_some() {
+        Central::start_insecure()
+    } else {
+        Central::start()
+    };
     let via = match proxy {
         Some(make) => make(&central),
         None => central.url.clone(),

@@ -195,15 +195,12 @@ impl Scene {
     }
 }
 
-/// `GET /api/v1/sessions/{id}/live` over plain HTTP: the response head and
+/// `GET /api/v1/sessions/{id}/live` (over TLS): the response head and
 /// the first event.
 fn first_sse_event(central: &Central, id: &str) -> String {
     use std::io::{Read, Write};
-    let address = central.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to jms-server");
-    stream
-        .set_read_timeout(Some(SCREEN_WAIT))
-        .expect("read timeout");
+    let address = central.address();
+    let mut stream = central.connect(SCREEN_WAIT);
     write!(
         stream,
         "GET /api/v1/sessions/{id}/live HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\

@@ -10,7 +10,6 @@
 //! Nothing here measures time: every wait polls with a generous deadline.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -91,14 +90,10 @@ fn token_in(message: &str) -> Option<String> {
 }
 
 /// A browser's plain HTTP/1.1 request: status, headers, body.
-fn http(url: &str, request: &str) -> (u16, String, String) {
-    let address = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).expect("connect to jms-server");
+fn http(central: &Central, request: &str) -> (u16, String, String) {
+    let mut stream = central.connect(COMMAND_TIMEOUT);
     stream
-        .set_read_timeout(Some(COMMAND_TIMEOUT))
-        .expect("timeout");
-    stream
-        .write_all(request.replace("{host}", address).as_bytes())
+        .write_all(request.replace("{host}", central.address()).as_bytes())
         .expect("send request");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
@@ -173,7 +168,7 @@ fn a_user_sets_her_password_from_the_mailed_link_and_logs_in_with_ssh() {
 
     // She follows the link and sets her password.
     let (status, head, page) = http(
-        &central.url,
+        &central,
         &format!("GET /password/set?token={token} HTTP/1.1\r\nHost: {{host}}\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(status, 200, "the link's page:\n{head}\n{page}");
@@ -196,7 +191,7 @@ fn a_user_sets_her_password_from_the_mailed_link_and_logs_in_with_ssh() {
          Connection: close\r\n\r\n{form}",
         form.len()
     );
-    let (status, _, done) = http(&central.url, &post);
+    let (status, _, done) = http(&central, &post);
     assert_eq!(status, 200, "setting the password:\n{done}");
     assert!(done.contains("Password set"), "{done}");
 
@@ -216,7 +211,7 @@ fn a_user_sets_her_password_from_the_mailed_link_and_logs_in_with_ssh() {
     assert!(landed.stderr.contains("dana"), "{landed}");
 
     // The link works once.
-    let (status, _, again) = http(&central.url, &post);
+    let (status, _, again) = http(&central, &post);
     assert_eq!(status, 410, "a used link is refused:\n{again}");
     let wrong = bastion.ssh_password("dana", "not-her-password-1", PasswordMethod::Password, None);
     assert_eq!(

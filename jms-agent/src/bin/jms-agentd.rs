@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jms_agent::daemon::config::{AgentdConfig, Effective, DEFAULT_CONFIG_PATH};
+use jms_agent::daemon::monitor::central::CentralClient;
 use jms_agent::daemon::monitor::handlers::Daemon;
 use jms_agent::daemon::monitor::policy_source::{Central, LocalFile, PolicySource, Update};
 use jms_agent::daemon::monitor::state::StateFile;
@@ -41,9 +42,11 @@ struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Enroll this bastion with the central server (one-time token from
-    /// `jmsctl bastion token create`); then set `[central] server` and start.
+    /// `jmsctl bastion token create`, which names the server's CA: a
+    /// server with another CA is refused); then set `[central] server`
+    /// and start.
     Enroll {
-        /// The server's origin (http://HOST:PORT).
+        /// The server's origin (https://HOST:PORT).
         #[arg(long)]
         server: String,
         /// The one-time enrollment token.
@@ -53,6 +56,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Get a new TLS client certificate from the server (over the current
+    /// one, before it expires); restart jms-agentd to use it.
+    RenewCert,
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +102,19 @@ fn init_logging() {
 
 fn run(args: Args) -> Result<()> {
     let mut config = AgentdConfig::load(&args.config)?;
+    if let Some(Command::RenewCert) = args.command {
+        let central = config
+            .central
+            .as_ref()
+            .context("no [central] in the configuration: nothing to renew")?;
+        let client = CentralClient::new(&config.state_dir, central)?;
+        enroll::renew_client_cert(&config.state_dir, &client)?;
+        println!(
+            "new client certificate in {}",
+            config.state_dir.join(enroll::CLIENT_CERT_FILE).display()
+        );
+        return Ok(());
+    }
     if let Some(Command::Enroll {
         server,
         token,
@@ -113,22 +132,28 @@ fn run(args: Args) -> Result<()> {
     // missing user stops the daemon with the line that says so).
     let worker = worker_user::worker_user(&config)?;
     worker_user::prepare_dirs(&config, worker)?;
-    let (source, central): (Arc<dyn PolicySource>, Option<Arc<Central>>) =
-        match (config.policy.clone(), config.central.clone()) {
-            (Some(_), Some(_)) if !explicit_file => bail!(
-                "{}: both `policy` and `[central]` are set: keep one",
-                args.config.display()
-            ),
-            (Some(path), _) => (Arc::new(LocalFile { path }), None),
-            (None, Some(central)) => {
-                let central = Arc::new(Central::new(&config.state_dir, central)?);
-                (central.clone(), Some(central))
-            }
-            (None, None) => bail!(
-                "no policy: set `policy` or `[central]` in {} or pass --policy",
-                args.config.display()
-            ),
-        };
+    #[allow(clippy::type_complexity)]
+    let (source, central): (
+        Arc<dyn PolicySource>,
+        Option<(Arc<Central>, Arc<CentralClient>)>,
+    ) = match (config.policy.clone(), config.central.clone()) {
+        (Some(_), Some(_)) if !explicit_file => bail!(
+            "{}: both `policy` and `[central]` are set: keep one",
+            args.config.display()
+        ),
+        (Some(path), _) => (Arc::new(LocalFile { path }), None),
+        (None, Some(central)) => {
+            // One client (identity, pinned CA, client certificate) for
+            // every exchange with the server.
+            let client = Arc::new(CentralClient::new(&config.state_dir, &central)?);
+            let central = Arc::new(Central::new(&config.state_dir, central, client.clone()));
+            (central.clone(), Some((central, client)))
+        }
+        (None, None) => bail!(
+            "no policy: set `policy` or `[central]` in {} or pass --policy",
+            args.config.display()
+        ),
+    };
     let policy = source
         .load()
         .with_context(|| format!("policy from {}", source.describe()))?;
@@ -166,7 +191,7 @@ fn run(args: Args) -> Result<()> {
     open_sessions::close_leftovers(&daemon.config, |body| spool::record(&daemon.config, body));
     let listener = server::bind(&daemon.config.socket)?;
     watch_signals(Arc::clone(&daemon), Arc::clone(&source))?;
-    if let Some(central) = central {
+    if let Some((central, client)) = central {
         let poll = Arc::clone(&central);
         let daemon_for_poll = Arc::clone(&daemon);
         std::thread::Builder::new()
@@ -190,20 +215,19 @@ fn run(args: Args) -> Result<()> {
                 .context("starting the event upload thread")?;
         }
         // The server's orders for live sessions (see daemon::monitor::live).
-        if let Some(central) = daemon.config.central.clone() {
-            let daemon = Arc::clone(&daemon);
+        if let Some(config) = daemon.config.central.clone() {
+            let (daemon, client) = (Arc::clone(&daemon), client.clone());
             std::thread::Builder::new()
                 .name("live-control".into())
-                .spawn(move || jms_agent::daemon::monitor::control::run_control(daemon, central))
+                .spawn(move || {
+                    jms_agent::daemon::monitor::control::run_control(daemon, config, client)
+                })
                 .context("starting the live control thread")?;
         }
         // Finished recordings go to the server (see daemon::monitor::upload).
         if let Some(central) = &daemon.config.central {
-            let recordings = upload::RecordingUploader::new(
-                &daemon.config.state_dir,
-                daemon.config.recordings_dir(),
-                central,
-            )?;
+            let recordings =
+                upload::RecordingUploader::new(daemon.config.recordings_dir(), central, client);
             std::thread::Builder::new()
                 .name("recording-upload".into())
                 .spawn(move || recordings.run())

@@ -49,10 +49,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A jms-server on a fixed loopback port, with an admin token.
+/// A jms-server on a fixed loopback port, with an admin token: plain
+/// HTTP (`--insecure-http`, as behind a TLS proxy: these tests put HTTP
+/// proxies in front of it) from [`Central::start`], TLS with its own CA
+/// from [`Central::start_tls`].
 pub struct Central {
     child: Option<Child>,
     pub url: String,
+    tls: bool,
     pub token: String,
     pub data: PathBuf,
     ctl: PathBuf,
@@ -61,8 +65,18 @@ pub struct Central {
 }
 
 impl Central {
-    /// Creates an admin token in `data` and starts the server on it.
+    /// Creates an admin token in `data` and starts the server on it
+    /// (plain HTTP).
     pub fn start(data: &Path) -> Central {
+        Central::launch(data, false)
+    }
+
+    /// The same over TLS with the server's own CA.
+    pub fn start_tls(data: &Path) -> Central {
+        Central::launch(data, true)
+    }
+
+    fn launch(data: &Path, tls: bool) -> Central {
         let (server, ctl) = server_bins();
         let out = Command::new(&server)
             .args(["token", "create", "--scope", "admin", "--data"])
@@ -78,7 +92,8 @@ impl Central {
         let listen = format!("127.0.0.1:{}", free_port());
         let mut central = Central {
             child: None,
-            url: format!("http://{listen}"),
+            url: format!("{}://{listen}", if tls { "https" } else { "http" }),
+            tls,
             token,
             data: data.to_path_buf(),
             ctl,
@@ -101,6 +116,7 @@ impl Central {
             .arg("--data")
             .arg(&self.data)
             .args(["--listen", &self.listen])
+            .args((!self.tls).then_some("--insecure-http"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -125,19 +141,28 @@ impl Central {
     }
 
     pub fn jmsctl(&self, args: &[&str]) -> Output {
-        let out = Command::new(&self.ctl)
+        let mut command = Command::new(&self.ctl);
+        command
             .args(args)
             .env("JMS_SERVER", &self.url)
             .env("JMS_TOKEN", &self.token)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .env_remove("JMS_CA")
+            .stdin(Stdio::null());
+        if let Some(ca) = self.ca_file() {
+            command.env("JMS_CA", ca);
+        }
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "jmsctl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// The server's CA file (over TLS).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.data.join("tls/ca.pem"))
     }
 
     /// A one-time bastion enrollment token.

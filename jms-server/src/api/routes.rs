@@ -489,6 +489,14 @@ pub fn table() -> Vec<Route> {
             .query(Since)
             .binary()
             .returns(200, Some("SealedBundle")),
+        route(M::POST, "/api/v1/sync/certificate", sync::renew_certificate)
+            .doc(
+                "renewCertificate",
+                "sync",
+                "A new client certificate for the bastion's key (over TLS, with the current one)",
+            )
+            .signed()
+            .returns(200, Some("ClientCertificate")),
         route(M::POST, "/api/v1/sync/events", sync::events)
             .doc(
                 "uploadEvents",

@@ -374,8 +374,17 @@ fn sync_schemas() -> Map<String, Value> {
                 ("bastion_id", integer()),
                 ("server_public_key", string()),
                 ("server_id", string()),
+                (
+                    "client_cert",
+                    json!({"type": ["string", "null"], "description": "The bastion's client certificate (PEM) from the server's CA; null over plain HTTP"}),
+                ),
             ],
-            &["bastion_id", "server_public_key", "server_id"],
+            &[
+                "bastion_id",
+                "server_public_key",
+                "server_id",
+                "client_cert",
+            ],
             false,
         ),
     );
@@ -449,6 +458,10 @@ fn sync_schemas() -> Map<String, Value> {
             &["accepted", "stored"],
             false,
         ),
+    );
+    add(
+        "ClientCertificate",
+        object(&[("client_cert", string())], &["client_cert"], false),
     );
     schemas
 }

@@ -172,7 +172,25 @@ async fn verified(
     })
     .await?;
     let (id, result) = match checked {
-        Ok(verified) => (verified.bastion.id, Ok(verified)),
+        // Signed by the bastion's key; over TLS it must also come with the
+        // client certificate the CA issued for that key.
+        Ok(verified) => match crate::tls::check_bastion_cert(&verified.bastion.public_key) {
+            Ok(()) => (verified.bastion.id, Ok(verified)),
+            Err(refusal) => {
+                tracing::warn!(
+                    alarm = "bastion_without_certificate",
+                    bastion = verified.bastion.name,
+                    "{refusal}"
+                );
+                (
+                    verified.bastion.id,
+                    Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        format!("bastion {}: {refusal}", verified.bastion.name),
+                    )),
+                )
+            }
+        },
         Err((id, name)) => (id, Err(ApiError::from(SyncError::Revoked { id, name }))),
     };
     // Outside a signing layer (a route not marked signed) the answer goes
@@ -228,6 +246,11 @@ pub async fn create_enroll_token(
             .create_enroll_token(&actor.name, ttl, body.replace.as_deref())
     })
     .await?;
+    // Over TLS the token carries the pin: `SECRET.SHA256-OF-THE-CA`.
+    let token = match crate::tls::transport() {
+        crate::tls::Transport::Tls { tls, .. } => format!("{token}.{}", tls.cert.pin()),
+        crate::tls::Transport::Plain => token,
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expires_at": expires_at})),
@@ -251,16 +274,39 @@ pub async fn enroll(
     State(state): State<AppState>,
     Body(request): Body<EnrollRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, server_key, server_id) = blocking(&state, move |services| {
-        let id =
-            services
-                .sync
-                .enroll(&request.token, &request.bastion_name, &request.public_key)?;
+    let tls = match crate::tls::transport() {
+        crate::tls::Transport::Tls { tls, .. } => Some(tls),
+        crate::tls::Transport::Plain => None,
+    };
+    // The secret alone is checked: the pin after the dot is for the bastion.
+    let token = request
+        .token
+        .split_once('.')
+        .map_or(request.token.as_str(), |(secret, _)| secret)
+        .to_string();
+    let (id, server_key, server_id, client_cert) = blocking(&state, move |services| {
+        // The name, key and token are checked by the enrollment first; the
+        // certificate is for what it accepted (issuing cannot fail then).
+        let id = services
+            .sync
+            .enroll(&token, &request.bastion_name, &request.public_key)?;
+        let client_cert = match &tls {
+            Some(tls) => {
+                let key = jms_core::bundle::unhex(&request.public_key).unwrap_or_default();
+                Some(
+                    tls.authority
+                        .issue_client(&request.bastion_name, &key)
+                        .map_err(|e| SyncError::BadInput(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let key = services.sync.server_public_key().to_vec();
         Ok((
             id,
             jms_core::bundle::hex(&key),
             jms_core::bundle::server_id(&key),
+            client_cert,
         ))
     })
     .await?;
@@ -268,7 +314,31 @@ pub async fn enroll(
         "bastion_id": id,
         "server_public_key": server_key,
         "server_id": server_id,
+        "client_cert": client_cert,
     })))
+}
+
+/// `POST /api/v1/sync/certificate` (signed, over TLS with the current
+/// client certificate): a new client certificate for the bastion's key
+/// (renewal before the old one expires).
+pub async fn renew_certificate(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
+    let crate::tls::Transport::Tls { tls, .. } = crate::tls::transport() else {
+        return Err(ApiError::bad_request(
+            "this server speaks plain HTTP (--insecure-http): no client certificates",
+        ));
+    };
+    let cert = tls
+        .authority
+        .issue_client(&bastion.name, &bastion.public_key)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    tracing::info!(bastion = bastion.name, "client certificate renewed");
+    Ok(Json(json!({"client_cert": cert})))
 }
 
 // ---- bundle --------------------------------------------------------------------

@@ -4,7 +4,8 @@
 //!
 //! - The cookie `jms_web` holds a random token (only its SHA-256 is
 //!   stored); it is `HttpOnly`, `SameSite=Strict`, limited to `/web`, and
-//!   `Secure` when a TLS proxy says the request came over HTTPS. A session
+//!   `Secure` over the server's own TLS or when a TLS proxy says the
+//!   request came over HTTPS. A session
 //!   lasts [`SESSION_LIFETIME`] at most and ends after [`SESSION_IDLE`]
 //!   without a request.
 //! - Failed logins are counted per name (known or not, so the answer never
@@ -280,7 +281,7 @@ pub async fn login(
         "{COOKIE}={}; Path=/web; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session.token,
         SESSION_LIFETIME.as_secs(),
-        if forwarded_https(&headers) {
+        if crate::tls::over_tls() || forwarded_https(&headers) {
             "; Secure"
         } else {
             ""

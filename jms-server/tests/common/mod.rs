@@ -1,6 +1,12 @@
 //! A real jms-server on a free 127.0.0.1 port with a temporary data
 //! directory, helpers to call it, and an enrolled bastion that signs its
 //! sync requests.
+//!
+//! [`Server::start`] serves plain HTTP (`--insecure-http`): these tests are
+//! about the API, and many of them speak HTTP with clients of their own.
+//! [`Server::start_tls`] serves TLS with the server's own CA; its clients
+//! (the helpers here, jmsctl) trust that CA alone, and an enrolled
+//! [`SyncBastion`] presents the client certificate it got.
 
 #![allow(dead_code)]
 
@@ -29,7 +35,27 @@ pub struct Server {
     pub read: String,
     pub data: PathBuf,
     pub dir: tempfile::TempDir,
+    /// Over TLS: the server's CA (PEM) that clients trust alone.
+    pub ca: Option<String>,
     http: reqwest::blocking::Client,
+}
+
+/// A client trusting `ca` alone (PEM), with `identity` as client
+/// certificate; plain without a CA.
+pub fn http_client(
+    ca: Option<&str>,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder();
+    if let Some(ca) = ca {
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    builder.build().unwrap()
 }
 
 /// Creates a token in `data` with the `jms-server token create` command.
@@ -57,12 +83,26 @@ impl Server {
     /// A server started with extra arguments; its log (stderr, `RUST_LOG`
     /// warn) is in [`Server::log`].
     pub fn start_with(extra: &[&str]) -> Server {
+        let mut extra = extra.to_vec();
+        extra.push("--insecure-http");
+        Server::launch(&extra)
+    }
+
+    /// A server over TLS with its own CA (made at its first start).
+    pub fn start_tls() -> Server {
+        Server::launch(&[])
+    }
+
+    fn launch(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, url) = spawn(&data, &extra);
+        let ca = url
+            .starts_with("https://")
+            .then(|| std::fs::read_to_string(data.join("tls/ca.pem")).expect("the server's CA"));
         Server {
             url,
             child,
@@ -71,7 +111,8 @@ impl Server {
             read,
             data,
             dir,
-            http: reqwest::blocking::Client::new(),
+            http: http_client(ca.as_deref(), None),
+            ca,
         }
     }
 
@@ -127,6 +168,11 @@ impl Server {
         value
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server logged so far (warnings and errors).
     pub fn log(&self) -> String {
         std::fs::read_to_string(log_file(&self.data)).unwrap_or_default()
@@ -145,11 +191,13 @@ impl Server {
 
     /// Runs jmsctl with `token` and `stdin`.
     pub fn jmsctl_with(&self, args: &[&str], token: &str, stdin: Option<&str>) -> Output {
-        jmsctl_env(
-            args,
-            &[("JMS_SERVER", &self.url), ("JMS_TOKEN", token)],
-            stdin,
-        )
+        let ca = self.data.join("tls/ca.pem");
+        let ca = ca.to_str().unwrap();
+        let mut env = vec![("JMS_SERVER", self.url.as_str()), ("JMS_TOKEN", token)];
+        if self.ca.is_some() {
+            env.push(("JMS_CA", ca));
+        }
+        jmsctl_env(args, &env, stdin)
     }
 }
 
@@ -263,22 +311,46 @@ pub fn enroll(server: &Server, token: &str, name: &str, key: &Ed25519KeyPair) ->
     )
 }
 
-/// An enrolled bastion: its id, key and the server key it pinned.
+/// An enrolled bastion: its id, key and the server key it pinned, and
+/// the client it speaks with (over TLS, with its client certificate).
 pub struct SyncBastion {
     pub id: i64,
     pub key: Ed25519KeyPair,
     pub server_key: Vec<u8>,
+    pub http: reqwest::blocking::Client,
+}
+
+/// A fresh Ed25519 key for a bastion and its PKCS#8 (PEM).
+pub fn new_bastion_key_pem() -> (Ed25519KeyPair, String) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let pem = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &pkcs8.as_ref().to_vec().into(),
+        &rcgen::PKCS_ED25519,
+    )
+    .unwrap()
+    .serialize_pem();
+    (Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(), pem)
 }
 
 /// Enrolls a new bastion called `name`.
 pub fn enrolled(server: &Server, name: &str) -> SyncBastion {
-    let key = new_bastion_key();
+    let (key, key_pem) = new_bastion_key_pem();
     let (status, body) = enroll(server, &bastion_token(server, "1h"), name, &key);
     assert_eq!(status, 200, "enrollment: {body}");
+    let identity = body["client_cert"].as_str().map(|cert| {
+        reqwest::Identity::from_pem(format!("{cert}{key_pem}").as_bytes())
+            .expect("the client certificate and key")
+    });
+    assert_eq!(
+        identity.is_some(),
+        server.ca.is_some(),
+        "a client certificate over TLS, none over plain HTTP: {body}"
+    );
     SyncBastion {
         id: body["bastion_id"].as_i64().unwrap(),
         key,
         server_key: unhex(body["server_public_key"].as_str().unwrap()).unwrap(),
+        http: http_client(server.ca.as_deref(), identity),
     }
 }
 
@@ -316,10 +388,20 @@ pub fn send_with_headers(
     headers: &[(&'static str, String)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    send_via(&server.http, server, method, path_query, headers, body)
+}
+
+/// [`send_with_headers`] with `http`.
+pub fn send_via(
+    http: &reqwest::blocking::Client,
+    server: &Server,
+    method: &str,
+    path_query: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = server
-        .http
-        .request(method, format!("{}{path_query}", server.url));
+    let mut request = http.request(method, format!("{}{path_query}", server.url));
     for (name, value) in headers {
         request = request.header(*name, value);
     }
@@ -363,7 +445,7 @@ impl SyncBastion {
         } else {
             format!("{path}?{query}")
         };
-        send_with_headers(server, method, &path_query, &headers, body)
+        send_via(&self.http, server, method, &path_query, &headers, body)
     }
 
     /// A signed sync request whose answer is JSON; returns the status and
@@ -392,5 +474,22 @@ impl SyncBastion {
         let (status, answer) = self.send_json(server, "POST", "/api/v1/sync/events", "", &body);
         assert_eq!(status, 200, "events: {answer}");
         answer["stored"].as_u64().unwrap()
+    }
+}
+
+/// Polls `check` until it gives `Some`; fails after a generous deadline
+/// (nothing here measures time).
+#[track_caller]
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

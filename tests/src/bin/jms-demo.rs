@@ -137,8 +137,10 @@ fn main() {
          Recordings and the audit spool: {state}\n\
          Each session runs in a worker process of its own, as the unprivileged jms-session user of the\n\
          bastion's namespace (never root, never the engineer): ps -o uid,pid,args --ppid {agentd}\n\n\
-         Central server {url} (the policy lives here now; try `jmsctl --server {url} user list`\n\
-         with JMS_TOKEN={token}). Audit web: {url}/web/ — login demo / {ADMIN_PASSWORD}\n\
+         Central server {url}, over TLS with its own CA {ca} (the bastion pinned it at\n\
+         enrollment and talks to it with a client certificate; the policy lives here now; try\n\
+         `jmsctl --server {url} --ca {ca} user list` with JMS_TOKEN={token}).\n\
+         Audit web: {url}/web/ (the browser must trust {ca}) — login demo / {ADMIN_PASSWORD}\n\
          and a code from this TOTP secret:\n{admin}\n\n\
          Up in {total:.1} s ({scene:.1} s for the scene itself; the rest was packages and the build).",
         address = target.address(),
@@ -148,6 +150,9 @@ fn main() {
             .agentd_pid()
             .map_or("(agentd's pid)".to_owned(), |p| p.to_string()),
         url = central.url,
+        ca = central
+            .ca_file()
+            .map_or("(none)".to_owned(), |p| p.display().to_string()),
         token = central.token(),
         admin = admin.stdout.trim_end(),
         total = since_start(process_start).as_secs_f64(),

@@ -19,7 +19,8 @@ use tracing::{info, warn};
 
 use crate::daemon::config::CentralConfig;
 use crate::daemon::live_session::LiveSession;
-use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::central::CentralClient;
+use crate::daemon::monitor::enroll::Call;
 use crate::daemon::monitor::handlers::Daemon;
 
 /// How often a watched session's output goes to the server.
@@ -74,23 +75,19 @@ pub fn parse_orders(answer: &Value) -> Vec<Order> {
         .collect()
 }
 
-/// A signed JSON exchange with the central server.
+/// A signed JSON exchange with the central server, over the bastion's
+/// one client.
 struct Central {
-    server: String,
-    identity: Identity,
-    http: reqwest::blocking::Client,
+    client: Arc<CentralClient>,
     timeout: Duration,
 }
 
 impl Central {
-    fn new(state_dir: &std::path::Path, config: &CentralConfig) -> anyhow::Result<Central> {
-        let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        Ok(Central {
-            server: config.server.clone(),
-            identity: Identity::load(state_dir)?,
-            http: enroll::http_client(Duration::from_secs(CONTROL_WAIT_SECS) + timeout * 2)?,
-            timeout,
-        })
+    fn new(client: Arc<CentralClient>, config: &CentralConfig) -> Central {
+        Central {
+            client,
+            timeout: Duration::from_secs(config.timeout_secs.max(1)),
+        }
     }
 
     fn call(
@@ -110,7 +107,7 @@ impl Central {
             timeout: Some(wait + self.timeout),
             ..Call::new(method, path, query)
         };
-        let answer = self.identity.call(&self.http, &self.server, call, body)?;
+        let answer = self.client.call(call, body)?;
         if !answer.status.is_success() {
             return Err(answer.refusal(path));
         }
@@ -119,14 +116,8 @@ impl Central {
 }
 
 /// The control thread: waits for the server's orders and carries them out.
-pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
-    let central = match Central::new(&daemon.config.state_dir, &config) {
-        Ok(central) => Arc::new(central),
-        Err(e) => {
-            warn!("live control disabled: {e:#}");
-            return;
-        }
-    };
+pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<CentralClient>) {
+    let central = Arc::new(Central::new(client, &config));
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
         // Each poll carries the bastion's report (`jmsctl bastion list`).

@@ -3,10 +3,20 @@
 //!
 //! `jms-agentd enroll --server URL --token T` generates the bastion's
 //! Ed25519 key pair, registers the public key with the one-time token and
-//! pins the server's public key. In the state dir (0700, root-only):
+//! pins the server's public key. A token `SECRET.SHA256` names the
+//! server's CA: the server's TLS chain must hold that CA (checked before
+//! the token is sent, see `central::PinnedCa`), else nothing is written;
+//! the server answers with a client certificate from that CA for the
+//! bastion's key (the private key never leaves the bastion). A token
+//! without the hash (a server behind a TLS proxy, `--insecure-http`) pins
+//! no CA. In the state dir (0700, root-only):
 //!
-//! - `bastion.key`: the bastion's private key (PKCS#8, 0600);
-//! - `central.json`: bastion id, server URL and the pinned server key (0600);
+//! - `bastion.key`: the bastion's private key (PKCS#8, 0600), also the key
+//!   of its TLS client certificate;
+//! - `central.json`: bastion id, server URL, the pinned server key and the
+//!   pinned CA's SHA-256 (0600);
+//! - `server-ca.der`, `client-cert.der`: the pinned CA and the client
+//!   certificate (DER, 0600);
 //! - `bundle.jms`: the last good signed bundle (0600), written by the
 //!   central policy source; `central-sync`: when the server was last reached.
 //!
@@ -29,7 +39,11 @@ use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
+
+use super::central::cert_hash;
 
 /// The bastion's private key.
 pub const KEY_FILE: &str = "bastion.key";
@@ -39,6 +53,10 @@ pub const ENROLLMENT_FILE: &str = "central.json";
 pub const BUNDLE_FILE: &str = "bundle.jms";
 /// Unix seconds of the last successful contact with the server.
 pub const LAST_SYNC_FILE: &str = "central-sync";
+/// The pinned CA (DER).
+pub const CA_FILE: &str = "server-ca.der";
+/// The bastion's TLS client certificate (DER).
+pub const CLIENT_CERT_FILE: &str = "client-cert.der";
 /// The largest answer read from the server (a whole policy bundle fits).
 const MAX_ANSWER_BYTES: u64 = 256 << 20;
 
@@ -52,6 +70,10 @@ pub struct Enrollment {
     /// Hex of the server's Ed25519 public key, pinned at enrollment.
     pub server_public_key: String,
     pub server_id: String,
+    /// Hex SHA-256 of the server's CA, pinned at enrollment (none: the
+    /// token carried none, the server speaks plain HTTP behind a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
 }
 
 /// The enrolled bastion: its key and what it pinned.
@@ -59,6 +81,16 @@ pub struct Identity {
     pub enrollment: Enrollment,
     pub server_key: Vec<u8>,
     key: Ed25519KeyPair,
+    /// The pinned CA and the client certificate (a pinned enrollment).
+    pub tls: Option<TlsIdentity>,
+}
+
+/// What the bastion speaks TLS with.
+pub struct TlsIdentity {
+    pub ca: CertificateDer<'static>,
+    pub client_cert: CertificateDer<'static>,
+    /// `bastion.key`, the key of the client certificate.
+    pub key_pkcs8: Vec<u8>,
 }
 
 impl Identity {
@@ -83,10 +115,37 @@ impl Identity {
             std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", key_path.display()))?;
+        let tls = match &enrollment.ca_sha256 {
+            None => None,
+            Some(pin) => {
+                let read = |name: &str| {
+                    let path = state_dir.join(name);
+                    std::fs::read(&path).with_context(|| {
+                        format!(
+                            "reading {} (enroll again: jms-agentd enroll)",
+                            path.display()
+                        )
+                    })
+                };
+                let ca = read(CA_FILE)?;
+                if &cert_hash(&ca) != pin {
+                    bail!(
+                        "{} is not the CA pinned at enrollment (sha256 {pin}): enroll again",
+                        state_dir.join(CA_FILE).display()
+                    );
+                }
+                Some(TlsIdentity {
+                    ca: CertificateDer::from(ca),
+                    client_cert: CertificateDer::from(read(CLIENT_CERT_FILE)?),
+                    key_pkcs8: pkcs8,
+                })
+            }
+        };
         Ok(Identity {
             enrollment,
             server_key,
             key,
+            tls,
         })
     }
 
@@ -252,22 +311,55 @@ pub fn http_client(timeout: Duration) -> Result<Client> {
 }
 
 /// Enrolls this bastion: new key pair, registration with `token`, server
-/// key pinned. Replaces an earlier enrollment (and its bundle).
+/// key (and, with a pinned token, the server's CA and a client
+/// certificate) pinned. Replaces an earlier enrollment (and its bundle);
+/// writes nothing when it fails.
 pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result<Enrollment> {
+    let pin = match token.split_once('.') {
+        Some((_, pin)) if pin.len() == 64 && unhex(pin).is_some() => Some(pin.to_ascii_lowercase()),
+        Some(_) => bail!(
+            "bad token: expected SECRET.SHA256-OF-THE-SERVER-CA (64 hex digits after the dot)"
+        ),
+        None => None,
+    };
+    if pin.is_some() && !server.starts_with("https://") {
+        bail!("the token pins the server's CA: give the server as https://HOST:PORT");
+    }
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| anyhow::anyhow!("generating the bastion key"))?;
     let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key just generated");
-    let http = http_client(Duration::from_secs(30))?;
+    let timeout = Duration::from_secs(30);
+    let (http, verifier) = match &pin {
+        Some(pin) => {
+            let (http, verifier) = super::central::enrollment_client(pin, timeout)?;
+            (http, Some(verifier))
+        }
+        None => {
+            tracing::warn!("the token names no CA: the server is not pinned (a server behind a TLS proxy, --insecure-http)");
+            (http_client(timeout)?, None)
+        }
+    };
     let url = format!("{}/api/v1/sync/enroll", server.trim_end_matches('/'));
-    let response = http
+    let sent = http
         .post(&url)
         .json(&serde_json::json!({
             "token": token,
             "bastion_name": name,
             "public_key": hex(key.public_key().as_ref()),
         }))
-        .send()
-        .with_context(|| format!("cannot reach {url}"))?;
+        .send();
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            if let Some(why) = verifier
+                .as_ref()
+                .and_then(|v| v.mismatch.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            {
+                bail!("refusing {server}: {why}; nothing was written");
+            }
+            return Err(e).with_context(|| format!("cannot reach {url}"));
+        }
+    };
     let status = response.status();
     let body: serde_json::Value = response.json().unwrap_or_default();
     if !status.is_success() {
@@ -282,6 +374,23 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
     let server_key = unhex(server_key_hex)
         .filter(|k| k.len() == 32)
         .context("bad server_public_key in the answer")?;
+    let tls = match &verifier {
+        None => None,
+        Some(verifier) => {
+            let ca = verifier
+                .found
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .context("the pinned CA was not seen")?;
+            let pem = body["client_cert"]
+                .as_str()
+                .context("no client_cert in the answer (is the server behind a TLS proxy? then its tokens name no CA)")?;
+            let cert = CertificateDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("bad client_cert in the answer: {e}"))?;
+            Some((ca, cert))
+        }
+    };
     let enrollment = Enrollment {
         server: server.to_string(),
         bastion_id: body["bastion_id"]
@@ -290,16 +399,43 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
         bastion_name: name.to_string(),
         server_public_key: server_key_hex.to_string(),
         server_id: server_id(&server_key),
+        ca_sha256: pin,
     };
     write_private(&state_dir.join(KEY_FILE), pkcs8.as_ref())?;
-    for stale in [BUNDLE_FILE, LAST_SYNC_FILE] {
+    for stale in [BUNDLE_FILE, LAST_SYNC_FILE, CA_FILE, CLIENT_CERT_FILE] {
         let _ = std::fs::remove_file(state_dir.join(stale));
+    }
+    if let Some((ca, cert)) = tls {
+        write_private(&state_dir.join(CA_FILE), ca.as_ref())?;
+        write_private(&state_dir.join(CLIENT_CERT_FILE), cert.as_ref())?;
     }
     write_private(
         &state_dir.join(ENROLLMENT_FILE),
         &serde_json::to_vec_pretty(&enrollment)?,
     )?;
     Ok(enrollment)
+}
+
+/// `jms-agentd renew-cert`: a new client certificate for the bastion's
+/// key, asked over the current one (before it expires).
+pub fn renew_client_cert(state_dir: &Path, client: &super::central::CentralClient) -> Result<()> {
+    if client.identity().tls.is_none() {
+        bail!("this bastion enrolled without a pinned CA: it has no client certificate");
+    }
+    let answer = client.call(
+        Call::new(Method::POST, "/api/v1/sync/certificate", ""),
+        Vec::new(),
+    )?;
+    if !answer.status.is_success() {
+        return Err(answer.refusal("the certificate renewal"));
+    }
+    let pem = answer.json()["client_cert"]
+        .as_str()
+        .map(str::to_string)
+        .context("no client_cert in the answer")?;
+    let cert = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("bad client_cert in the answer: {e}"))?;
+    write_private(&state_dir.join(CLIENT_CERT_FILE), cert.as_ref())
 }
 
 /// Writes a private file (0600) atomically.

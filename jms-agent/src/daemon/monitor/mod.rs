@@ -15,9 +15,11 @@
 //! - [`spool`], [`open_sessions`], [`audit`]: the audit trail on disk;
 //!   [`running`]: the sessions whose worker runs (their recordings wait);
 //!   [`upload`]: its way to the server.
-//! - [`policy_source`], [`publish`], [`state`], [`enroll`].
+//! - [`policy_source`], [`publish`], [`state`], [`enroll`];
+//!   [`central`]: the one client every exchange with the server uses.
 
 pub mod audit;
+pub mod central;
 pub mod control;
 pub mod enroll;
 pub mod handlers;

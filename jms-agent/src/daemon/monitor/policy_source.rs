@@ -2,7 +2,7 @@
 //! policy. A local file ([`LocalFile`]) or the central server ([`Central`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +11,8 @@ use jms_core::Policy;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::central::CentralClient;
+use crate::daemon::monitor::enroll::{self, Call};
 
 /// A source of checked policies.
 pub trait PolicySource: Send + Sync {
@@ -95,8 +96,7 @@ const MAX_DELTAS_ON_DISK: usize = 64;
 pub struct Central {
     state_dir: PathBuf,
     config: CentralConfig,
-    identity: Identity,
-    http: reqwest::blocking::Client,
+    client: Arc<CentralClient>,
     state: Mutex<CentralState>,
 }
 
@@ -138,16 +138,13 @@ enum Polled {
 }
 
 impl Central {
-    pub fn new(state_dir: &Path, config: CentralConfig) -> Result<Central> {
-        let identity = Identity::load(state_dir)?;
-        let http = enroll::http_client(Duration::from_secs(config.timeout_secs.max(1)))?;
-        Ok(Central {
+    pub fn new(state_dir: &Path, config: CentralConfig, client: Arc<CentralClient>) -> Central {
+        Central {
             state_dir: state_dir.to_path_buf(),
             config,
-            identity,
-            http,
+            client,
             state: Mutex::new(CentralState::default()),
-        })
+        }
     }
 
     pub fn poll_interval(&self) -> Duration {
@@ -164,14 +161,18 @@ impl Central {
 
     /// Verifies a signed full bundle newer than `have` and checks its policy.
     fn accept(&self, bytes: &[u8], have: u64) -> Result<HeldBundle> {
-        Self::check(bundle::verify(bytes, &self.identity.server_key, have)?)
+        Self::check(bundle::verify(
+            bytes,
+            &self.client.identity().server_key,
+            have,
+        )?)
     }
 
     /// Verifies a signed delta from `base`'s version and applies it to
     /// `base` (sharing what it does not change, see jms-core's
     /// `HeldBundle::apply`).
     fn accept_delta(&self, bytes: &[u8], base: &HeldBundle) -> Result<HeldBundle> {
-        let delta = bundle::verify_delta(bytes, &self.identity.server_key, base.version)?;
+        let delta = bundle::verify_delta(bytes, &self.client.identity().server_key, base.version)?;
         Ok(base.apply(&delta)?)
     }
 
@@ -190,7 +191,8 @@ impl Central {
             .with_context(|| format!("{} refused", path.display()))?;
         let mut applied = 0;
         for signed in self.deltas_on_disk() {
-            match bundle::verify_delta(&signed, &self.identity.server_key, bundle.version) {
+            match bundle::verify_delta(&signed, &self.client.identity().server_key, bundle.version)
+            {
                 Ok(_) => match self.accept_delta(&signed, &bundle) {
                     Ok(next) => {
                         bundle = next;
@@ -269,9 +271,7 @@ impl Central {
             timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
             ..Call::new(reqwest::Method::GET, "/api/v1/sync/bundle", &query)
         };
-        let answer = self
-            .identity
-            .call(&self.http, &self.config.server, call, Vec::new())?;
+        let answer = self.client.call(call, Vec::new())?;
         if answer.status == reqwest::StatusCode::NOT_MODIFIED {
             return match answer.version {
                 Some(version) if version <= since => Ok(None),
@@ -474,10 +474,8 @@ impl Central {
         // An answer not signed for this request is none: the events stay
         // spooled.
         let answer = self
-            .identity
+            .client
             .call(
-                &self.http,
-                &self.config.server,
                 Call::new(reqwest::Method::POST, "/api/v1/sync/events", ""),
                 body,
             )
@@ -600,9 +598,9 @@ impl PolicySource for Central {
         format!(
             "central server {} (bastion {} `{}`, server key {})",
             self.config.server,
-            self.identity.enrollment.bastion_id,
-            self.identity.enrollment.bastion_name,
-            self.identity.enrollment.server_id
+            self.client.identity().enrollment.bastion_id,
+            self.client.identity().enrollment.bastion_name,
+            self.client.identity().enrollment.server_id
         )
     }
 }

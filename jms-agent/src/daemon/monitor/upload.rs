@@ -26,16 +26,16 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use jms_core::bundle::{is_recording_session_id, sha256_file};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
-use crate::daemon::monitor::enroll::{self, Call, Identity};
+use crate::daemon::monitor::central::CentralClient;
+use crate::daemon::monitor::enroll::Call;
 use crate::daemon::monitor::running;
 use crate::daemon::monitor::spool::{Spool, CURRENT};
 
@@ -428,9 +428,7 @@ pub fn recordings_round(dir: &Path, server: &dyn RecordingServer) -> RecordingRo
 
 /// The recording routes over HTTP, signed by the bastion key.
 pub struct HttpRecordingServer {
-    server: String,
-    identity: Identity,
-    http: reqwest::blocking::Client,
+    client: Arc<CentralClient>,
 }
 
 fn path_of(session: &str) -> String {
@@ -438,12 +436,8 @@ fn path_of(session: &str) -> String {
 }
 
 impl HttpRecordingServer {
-    pub fn new(state_dir: &Path, central: &CentralConfig) -> anyhow::Result<HttpRecordingServer> {
-        Ok(HttpRecordingServer {
-            server: central.server.clone(),
-            identity: Identity::load(state_dir)?,
-            http: enroll::http_client(Duration::from_secs(central.timeout_secs.max(1)))?,
-        })
+    pub fn new(client: Arc<CentralClient>) -> HttpRecordingServer {
+        HttpRecordingServer { client }
     }
 
     /// Sends a signed request; returns the status and the JSON answer,
@@ -462,8 +456,8 @@ impl HttpRecordingServer {
             ..Call::new(method, path, query)
         };
         let answer = self
-            .identity
-            .call(&self.http, &self.server, call, body)
+            .client
+            .call(call, body)
             .map_err(SendError::Unreachable)?;
         Ok((answer.status, answer.json()))
     }
@@ -543,17 +537,16 @@ pub struct RecordingUploader {
 
 impl RecordingUploader {
     pub fn new(
-        state_dir: &Path,
         recordings_dir: PathBuf,
         central: &CentralConfig,
-    ) -> anyhow::Result<RecordingUploader> {
-        Ok(RecordingUploader {
+        client: Arc<CentralClient>,
+    ) -> RecordingUploader {
+        RecordingUploader {
             dir: recordings_dir,
             interval: Duration::from_secs(central.poll_interval_secs.max(1)),
-            server: HttpRecordingServer::new(state_dir, central)
-                .context("the recording uploader needs the enrollment")?,
+            server: HttpRecordingServer::new(client),
             busy: Mutex::new(()),
-        })
+        }
     }
 
     pub fn round(&self) -> RecordingRound {

@@ -1,9 +1,16 @@
 //! `jms-server`: the central server.
 //!
-//! - `jms-server --data DIR [--listen ADDR:PORT]` serves the admin API
-//!   (plain HTTP: put it on loopback behind a TLS proxy, or on a trusted
-//!   network); the first line on stdout is `listening on http://ADDR`
-//!   (with the real port when given port 0).
+//! - `jms-server --data DIR [--listen ADDR:PORT]` serves the sync API,
+//!   the admin API and the web over TLS with its own CA (made in DIR at
+//!   first start, see `jms_server::tls`) or the admin's certificate
+//!   (`--tls-cert/--tls-key/--tls-ca`); plain HTTP only with
+//!   `--insecure-http` (a TLS-terminating proxy in front). The first line
+//!   on stdout is `listening on https://ADDR` (`http://` when insecure),
+//!   with the real port when given port 0.
+//! - `jms-server tls rotate --data DIR [--tls-name N]...` issues a new
+//!   server certificate from the CA; a running server reads it on SIGHUP.
+//! - `jms-server tls ca-hash --data DIR` prints the pin enrollment tokens
+//!   carry (the SHA-256 of the CA certificate).
 //! - `jms-server token create --data DIR --scope admin|operator|auditor [--name N]`
 //!   prints a new API token once (only its SHA-256 is stored).
 //!
@@ -14,10 +21,12 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jms_server::store::Scope;
+use jms_server::tls::{Peer, ServerCertSource, ServerTls, TlsListener, TlsShared};
 use jms_server::Services;
 
 #[derive(Parser)]
@@ -37,6 +46,27 @@ struct Cli {
     /// `bastion_silent` in the log and shows `silent` in the fleet.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "JMS_BASTION_SILENT_AFTER")]
     bastion_silent_after: std::time::Duration,
+    /// A name (DNS or IP address) the server certificate it issues itself
+    /// is for; repeatable. Default: the listen address (or the host name
+    /// when listening on all addresses), localhost and 127.0.0.1.
+    #[arg(long = "tls-name", value_name = "NAME", global = true)]
+    tls_names: Vec<String>,
+    /// The admin's server certificate chain (PEM) instead of one issued
+    /// by the server's own CA; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", env = "JMS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "JMS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA that issued --tls-cert (PEM): bastions pin it (default: the
+    /// last certificate of the chain).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "JMS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Plain HTTP, for a TLS-terminating proxy in front: bastions cannot
+    /// pin the server, no client certificates (only the request
+    /// signatures authenticate bastions).
+    #[arg(long, conflicts_with = "tls_cert", env = "JMS_INSECURE_HTTP")]
+    insecure_http: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,6 +76,18 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The server's TLS certificate.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Issue a new server certificate from the CA (for --tls-name, or the
+    /// names of the default); `kill -HUP` the running server to use it.
+    Rotate,
+    /// Print the SHA-256 of the CA certificate (what tokens carry).
+    CaHash,
 }
 
 #[derive(Subcommand)]
@@ -95,11 +137,34 @@ fn main() -> ExitCode {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
             create_token(&services, &name, scope)
         }
+        Some(Command::Tls(TlsCommand::Rotate)) => rotate(&data, &tls_names(&cli)),
+        Some(Command::Tls(TlsCommand::CaHash)) => jms_server::tls::Authority::load_or_create(&data)
+            .map(|ca| println!("{}", ca.ca_hash()))
+            .map_err(Into::into),
         None => {
             services
                 .fleet
                 .set_bastion_silent_after(cli.bastion_silent_after);
-            serve(services, cli.listen)
+            let tls = if cli.insecure_http {
+                None
+            } else {
+                let source = match (&cli.tls_cert, &cli.tls_key) {
+                    (Some(cert), Some(key)) => ServerCertSource::Given {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        ca: cli.tls_ca.clone(),
+                    },
+                    _ => ServerCertSource::Own,
+                };
+                match ServerTls::setup(&data, source, &tls_names(&cli)) {
+                    Ok(tls) => Some(tls),
+                    Err(e) => {
+                        eprintln!("jms-server: TLS: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            serve(services, cli.listen, tls)
         }
     };
     match result {
@@ -122,6 +187,42 @@ fn create_token(services: &Services, name: &str, scope: Scope) -> Result<()> {
     Ok(())
 }
 
+/// The names of the server certificate: `--tls-name`, or the listen
+/// address (the host name for an unspecified one), localhost, 127.0.0.1.
+fn tls_names(cli: &Cli) -> Vec<String> {
+    if !cli.tls_names.is_empty() {
+        return cli.tls_names.clone();
+    }
+    let mut names = Vec::new();
+    let ip = cli.listen.ip();
+    if ip.is_unspecified() {
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            names.push(host.trim().to_string());
+        }
+    } else {
+        names.push(ip.to_string());
+    }
+    for name in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+fn rotate(data: &std::path::Path, names: &[String]) -> Result<()> {
+    let authority = jms_server::tls::Authority::load_or_create(data)?;
+    jms_server::tls::write_own_server_cert(&authority, data, names)?;
+    let (cert, _) = jms_server::tls::own_server_paths(data);
+    eprintln!(
+        "issued a new server certificate for {} in {}; send the running server SIGHUP (systemctl reload jms-server) to use it",
+        names.join(", "),
+        cert.display()
+    );
+    Ok(())
+}
+
 fn nix_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The owner of /proc/self is the caller's uid; no libc call needed.
@@ -130,7 +231,7 @@ fn nix_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn serve(services: Services, listen: SocketAddr) -> Result<()> {
+fn serve(services: Services, listen: SocketAddr, tls: Option<ServerTls>) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -147,22 +248,59 @@ fn serve(services: Services, listen: SocketAddr) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr().context("local address")?;
-        if !bound.ip().is_loopback() {
-            tracing::warn!(%bound, "plain HTTP on a non-loopback address: put a TLS proxy in front");
-        }
-        println!("listening on http://{bound}");
-        std::io::stdout().flush().ok();
         tokio::spawn(jms_server::fleet::watch(services.fleet.clone()));
         let app = jms_server::app::router(&services);
-        // The peer address reaches handlers (rate limits by source IP).
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
+        let Some(tls) = tls else {
+            if !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "plain HTTP (--insecure-http) on a non-loopback address: put a TLS proxy in front");
+            }
+            println!("listening on http://{bound}");
+            std::io::stdout().flush().ok();
+            let app = app.layer(axum::middleware::from_fn(|request, next| {
+                jms_server::tls::transport_layer(None, request, next)
+            }));
+            // The peer address reaches handlers (rate limits by source IP).
+            return axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("serving");
+        };
+        tracing::info!(ca_sha256 = tls.cert.pin(), "serving over TLS");
+        println!("listening on https://{bound}");
+        std::io::stdout().flush().ok();
+        let shared = Arc::new(TlsShared {
+            authority: tls.authority.clone(),
+            cert: tls.cert.clone(),
+        });
+        tokio::spawn(reload_on_hangup(tls.cert.clone()));
+        let app = app.layer(axum::middleware::from_fn(move |request, next| {
+            jms_server::tls::transport_layer(Some(shared.clone()), request, next)
+        }));
+        let listener = TlsListener::new(listener, tls.config.clone()).context("TLS listener")?;
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(shutdown())
             .await
             .context("serving")
     })
+}
+
+/// SIGHUP: read the server certificate again (after `jms-server tls rotate`).
+async fn reload_on_hangup(cert: Arc<jms_server::tls::Reloadable>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => tracing::info!("server certificate read again"),
+            Err(e) => {
+                tracing::error!(error = %e, "server certificate not reloaded; the old one stays")
+            }
+        }
+    }
 }
 
 async fn shutdown() {

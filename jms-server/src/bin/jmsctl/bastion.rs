@@ -1,8 +1,10 @@
 //! `jmsctl bastion …`: the fleet of enrolled bastions.
 //!
 //! - `token create [--ttl 1h] [--replace NAME]`: a one-time token a bastion
-//!   enrolls with (`jms-agentd enroll --server URL --token T`). Enrolling a
-//!   name that is already enrolled needs `--replace NAME`.
+//!   enrolls with (`jms-agentd enroll --server URL --token T`); over TLS it
+//!   is `SECRET.SHA256` where SHA256 is the server CA's, which the bastion
+//!   checks before it sends the secret. Enrolling a name that is already
+//!   enrolled needs `--replace NAME`.
 //! - `list`, `show NAME`: status (online, silent past the server's alarm
 //!   threshold, revoked), address, last sync, policy version held and how
 //!   far behind, open sessions, spool backlog, jms-agentd version.
@@ -89,10 +91,19 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                 )?
                 .unwrap_or_default();
             println!("{}", answer["token"].as_str().unwrap_or_default());
+            let token = answer["token"].as_str().unwrap_or_default();
             eprintln!(
                 "enrollment token created, valid until {}; it works once and is shown only now",
                 answer["expires_at"].as_str().unwrap_or("?")
             );
+            match token.split_once('.') {
+                Some((_, pin)) => eprintln!(
+                    "it pins the server's CA (sha256 {pin}): jms-agentd enroll refuses a server with another"
+                ),
+                None => eprintln!(
+                    "the server speaks plain HTTP (--insecure-http): the token pins no CA"
+                ),
+            }
             Ok(Outcome::Ok)
         }
         BastionCommand::List { out } => {

@@ -3,7 +3,8 @@
 //! Offline, on policy files: `jmsctl eval` answers grant questions, `jmsctl
 //! policy check` validates a file, `jmsctl hash-password` makes a password
 //! hash. Against a server (`--server URL` or `JMS_SERVER`; the token from
-//! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600): `user`, `group`,
+//! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600; the server's CA from
+//! `--ca`, `JMS_CA` or `~/.config/jms/ca.pem`, trusted alone): `user`, `group`,
 //! `node`, `asset`, `account`, `grant`, `filter` (add, list, and
 //! show/set/delete/edit: see [`manage`]), `settings`, `policy export`,
 //! `policy apply`, `bastion token create|list|show|revoke`, and the audit

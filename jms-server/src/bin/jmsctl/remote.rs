@@ -1,5 +1,9 @@
-//! Talking to the server: where it is (`--server` or `JMS_SERVER`) and the
-//! token (`JMS_TOKEN`, or `~/.config/jms/token`, which must be 0600).
+//! Talking to the server: where it is (`--server` or `JMS_SERVER`), the
+//! token (`JMS_TOKEN`, or `~/.config/jms/token`, which must be 0600) and
+//! the CA its certificate must come from (`--ca`, `JMS_CA`, or
+//! `~/.config/jms/ca.pem`; copy the server's `DATA/tls/ca.pem`): with one,
+//! a server presenting a certificate from any other CA is refused; with
+//! none, the system's roots decide.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -13,9 +17,22 @@ use serde_json::Value;
 /// Where the server is; every server command takes it.
 #[derive(Args, Clone)]
 pub struct ServerArgs {
-    /// Server URL (http://HOST:PORT); default: $JMS_SERVER.
+    /// Server URL (https://HOST:PORT); default: $JMS_SERVER.
     #[arg(long, value_name = "URL", env = "JMS_SERVER", global = true)]
     pub server: Option<String>,
+    /// The server's CA certificate (PEM; the server's DATA/tls/ca.pem):
+    /// the only CA trusted. Default: $JMS_CA, else ~/.config/jms/ca.pem
+    /// when it exists, else the system's roots.
+    #[arg(long, value_name = "FILE", env = "JMS_CA", global = true)]
+    pub ca: Option<PathBuf>,
+}
+
+fn ca_file(args: &ServerArgs) -> Option<PathBuf> {
+    if let Some(path) = args.ca.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+        return Some(path.clone());
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".config/jms/ca.pem")).filter(|p| p.exists())
 }
 
 fn token_file() -> Option<PathBuf> {
@@ -63,7 +80,14 @@ pub fn connect(args: &ServerArgs) -> Result<Client> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| anyhow!("no server: give --server URL or set JMS_SERVER"))?;
     let token = token()?;
-    Ok(Client::new(server, &token)?)
+    let ca = match ca_file(args) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .with_context(|| format!("the CA certificate {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Client::with_ca(server, &token, ca.as_deref())?)
 }
 
 /// Prints rows as aligned columns under `headers`, every cell with its

@@ -1,0 +1,137 @@
+//! jms-agentd and a jms-server over TLS: enrollment checks the server's CA
+//! against the token's SHA-256 (never trust on first use) and writes
+//! nothing when it does not match; `jms-agentd renew-cert` gets a new
+//! client certificate; after enrollment a server presenting a certificate
+//! from another CA is refused at every request, and the cached policy
+//! stays in force. Runs as root (CI does).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{assert_root, Bastion, Central, EXAMPLE};
+
+fn temp_dir() -> tempfile::TempDir {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn enrollment_refuses_a_server_whose_ca_is_not_the_tokens_and_writes_nothing() {
+    let dir = temp_dir();
+    let genuine = Central::start_tls(&dir.path().join("genuine"));
+    genuine.jmsctl(&["policy", "apply", EXAMPLE]);
+    let impostor = Central::start_tls(&dir.path().join("impostor"));
+    let token = genuine.enroll_token();
+    assert!(token.contains('.'), "the token names the CA: {token}");
+
+    let bastion_dir = dir.path().join("bastion");
+    std::fs::create_dir(&bastion_dir).unwrap();
+    let bastion = Bastion::new(&bastion_dir, &genuine.url);
+    // The genuine token, sent to a server with another CA (what a man in
+    // the middle of the enrollment would present).
+    let out = bastion.enroll(&impostor.url, &token);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "enrolled with the impostor: {err}");
+    assert!(
+        err.contains("holds no CA with the token's SHA-256") && err.contains("nothing was written"),
+        "a clear refusal: {err}"
+    );
+    for file in [
+        "bastion.key",
+        "central.json",
+        "server-ca.der",
+        "client-cert.der",
+    ] {
+        assert!(
+            !bastion.state().join(file).exists(),
+            "{file} written after a refused enrollment"
+        );
+    }
+    // The token never reached the impostor: it still enrolls with the
+    // genuine server, over TLS, with a client certificate.
+    let out = bastion.enroll(&genuine.url, &token);
+    assert!(
+        out.status.success(),
+        "enroll with the genuine server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |file: &str| {
+        std::fs::metadata(bastion.state().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in [
+        "bastion.key",
+        "central.json",
+        "server-ca.der",
+        "client-cert.der",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+}
+
+#[test]
+fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_stays() {
+    let dir = temp_dir();
+    let data = dir.path().join("server");
+    let mut central = Central::start_tls(&data);
+    central.jmsctl(&["policy", "apply", EXAMPLE]);
+    let token = central.enroll_token();
+    let bastion_dir = dir.path().join("bastion");
+    std::fs::create_dir(&bastion_dir).unwrap();
+    let mut bastion = Bastion::new(&bastion_dir, &central.url);
+    let out = bastion.enroll(&central.url, &token);
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A new client certificate (renewal), then the policy over mTLS with it.
+    let cert = bastion.state().join("client-cert.der");
+    let before = std::fs::read(&cert).unwrap();
+    let out = std::process::Command::new(common::AGENTD)
+        .arg("--config")
+        .arg(bastion.config())
+        .arg("renew-cert")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "renew-cert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(&cert).unwrap(), before, "a new certificate");
+    bastion.start();
+    assert!(
+        bastion.has_user("alice"),
+        "policy over mTLS:\n{}",
+        bastion.log()
+    );
+    central.jmsctl(&["user", "add", "zed", "--name", "Zed"]);
+    bastion.wait_for("zed over mTLS", || bastion.has_user("zed"));
+
+    // The server's TLS files swapped for another CA's (same address, same
+    // data, same signing key): the bastion refuses it at the handshake.
+    central.stop();
+    std::fs::remove_dir_all(data.join("tls")).unwrap();
+    central.restart();
+    central.jmsctl(&["user", "add", "yann", "--name", "Yann"]);
+    bastion.wait_for("the handshake to be refused", || {
+        bastion.log().contains("did not issue: refused")
+    });
+    assert!(
+        !bastion.has_user("yann"),
+        "nothing from a server with another CA:\n{}",
+        bastion.log()
+    );
+    assert!(
+        bastion.has_user("alice") && bastion.has_user("zed"),
+        "the cached policy stays in force:\n{}",
+        bastion.log()
+    );
+}
