@@ -213,30 +213,13 @@ pub struct SessionsConfig {
     /// A worker's CPU seconds (RLIMIT_CPU); 0: none.
     #[serde(default)]
     pub worker_cpu_max_secs: u64,
-    /// How the scheduler treats workers and their target ssh: `idle`
-    /// (SCHED_IDLE: sessions take the CPU nothing else wants, so logins
-    /// and the monitor always come first) or `normal`.
-    #[serde(default)]
-    pub worker_cpu: WorkerCpu,
-}
-
-/// The scheduling class of session workers (`[sessions] worker_cpu`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerCpu {
-    #[default]
-    Idle,
-    Normal,
-}
-
-impl WorkerCpu {
-    /// The word on a worker's command line.
-    pub fn as_arg(self) -> &'static str {
-        match self {
-            WorkerCpu::Idle => "idle",
-            WorkerCpu::Normal => "normal",
-        }
-    }
+    /// A user's sessions beyond this many at once run in the SCHED_IDLE
+    /// class (worker and target ssh): they take only CPU nothing else
+    /// wants, so one user's flood of sessions never starves logins or the
+    /// monitor, while everyone's first sessions keep the normal class. 0:
+    /// every session idle.
+    #[serde(default = "default_worker_idle_after")]
+    pub worker_idle_after_sessions: u32,
 }
 
 impl Default for SessionsConfig {
@@ -262,7 +245,7 @@ impl Default for SessionsConfig {
             worker_memory_max_bytes: default_worker_memory(),
             worker_open_files_max: default_worker_files(),
             worker_cpu_max_secs: 0,
-            worker_cpu: WorkerCpu::default(),
+            worker_idle_after_sessions: default_worker_idle_after(),
         }
     }
 }
@@ -275,6 +258,9 @@ fn default_worker_memory() -> u64 {
 }
 fn default_worker_files() -> u64 {
     256
+}
+fn default_worker_idle_after() -> u32 {
+    4
 }
 
 fn default_ssh() -> PathBuf {

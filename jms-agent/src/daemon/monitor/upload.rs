@@ -770,7 +770,7 @@ mod tests {
 
         // A recording a running worker writes is not taken; other files
         // are ignored.
-        let running = running::Running::new("s-4");
+        let running = running::Running::new("s-4", "alice");
         let meta = recording::SessionMeta {
             user: "alice".into(),
             asset: "web01".into(),

@@ -148,8 +148,11 @@ pub fn serve(
         return deny(&reason);
     }
     // Listed before the worker can create the recording, until it exited.
-    let _running = running::Running::new(&id);
-    let mut worker = match spawn(daemon) {
+    // This user's sessions beyond the first few take only idle CPU.
+    let idle =
+        running::of_user(&user) >= daemon.config.sessions.worker_idle_after_sessions as usize;
+    let _running = running::Running::new(&id, &user);
+    let mut worker = match spawn(daemon, idle) {
         Ok(worker) => worker,
         Err(e) => {
             tracing::error!(
@@ -202,7 +205,7 @@ struct Worker {
     stderr_done: std::sync::mpsc::Receiver<()>,
 }
 
-fn spawn(daemon: &Daemon) -> Result<Worker> {
+fn spawn(daemon: &Daemon, idle: bool) -> Result<Worker> {
     let (ours, theirs) = UnixStream::pair().context("socketpair")?;
     let s = &daemon.config.sessions;
     let mut command = Command::new("/proc/self/exe");
@@ -211,7 +214,7 @@ fn spawn(daemon: &Daemon) -> Result<Worker> {
         .arg(s.worker_memory_max_bytes.to_string())
         .arg(s.worker_open_files_max.to_string())
         .arg(s.worker_cpu_max_secs.to_string())
-        .arg(s.worker_cpu.as_arg())
+        .arg(if idle { "idle" } else { "normal" })
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::from(OwnedFd::from(theirs)))
