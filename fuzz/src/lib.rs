@@ -19,7 +19,7 @@ use jms_agent::daemon::session::sftp::{
 use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::transfer::{self, TransferEvent, TransferLog};
 use jms_agent::daemon::session::{classify, Wanted};
-use jms_core::bundle::{self, Bundle, Delta, UnixIds};
+use jms_sync::bundle::{self, Bundle, Delta, UnixIds};
 use jms_core::model::{FilterAction, PolicyDocument};
 use jms_core::{Format, Policy};
 use ring::signature::{Ed25519KeyPair, KeyPair};

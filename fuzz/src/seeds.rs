@@ -3,7 +3,7 @@
 //! the example policy, a signed bundle and delta, sync requests.
 
 use jms_agent::daemon::session::sftp::codec;
-use jms_core::bundle;
+use jms_sync::bundle;
 use jms_proto::{write_frame, Request, Response};
 
 type Seed = (&'static str, String, Vec<u8>);

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{enrolled_bastion, sqlite, Bastion};
-use jms_core::bundle::{self, server_id, unhex};
+use jms_sync::bundle::{self, server_id, unhex};
 use jms_proto::{read_response, write_frame_with_fds, Request, Response, SessionRequest};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -614,7 +614,7 @@ fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 
 /// The headers (each ending in CRLF) a server holding `key` adds to an
 /// answer to the raw request `head`: the version and the answer signature
-/// (`jms_core::bundle::sign_answer`, the server's own definition).
+/// (`jms_sync::bundle::sign_answer`, the server's own definition).
 fn answer_headers(
     key: &Ed25519KeyPair,
     head: &str,

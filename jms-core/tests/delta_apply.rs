@@ -6,7 +6,7 @@
 //! document, the same `list` and `decide` answers for every user.
 
 use chrono::{DateTime, Duration, Utc};
-use jms_core::bundle::{AssetAccount, Delta, EntityKind, Removal};
+use jms_sync::bundle::{AssetAccount, Delta, EntityKind, Removal};
 use jms_core::model::{Action, PolicyDocument, Protocol};
 use jms_core::{Policy, Query};
 use rand::rngs::StdRng;

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jms_agent::daemon::config::AgentdConfig;
-use jms_core::bundle::{self, hex, request_message, HeldBundle, TransportKey};
+use jms_sync::bundle::{self, hex, request_message, HeldBundle, TransportKey};
 use jms_server::Admin;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};

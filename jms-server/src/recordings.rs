@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use jms_core::bundle::{is_recording_session_id, sha256_file};
+use jms_sync::bundle::{is_recording_session_id, sha256_file};
 
 use crate::admin::Admin;
 use crate::store::{BastionRow, RecordingRow, StoreError};

@@ -7,7 +7,7 @@
 //!   SHA-256 is stored); a bastion presents it once with its name and its
 //!   Ed25519 public key and gets the server's public key and its id.
 //! - Every later request is signed by the bastion key over method, path,
-//!   query, timestamp, nonce and body hash (`jms_core::bundle::request_message`).
+//!   query, timestamp, nonce and body hash (`jms_sync::bundle::request_message`).
 //!   The timestamp must be within [`CLOCK_SKEW_SECS`] of the server clock,
 //!   the nonce must be new (kept in the store for twice that, so a replay
 //!   fails even after a restart), the bastion must be enrolled.
@@ -28,7 +28,7 @@
 //!   [`MAX_WAITERS`] are held at once, more are answered at once.
 //! - Answers: every answer to an authenticated request (304 and control
 //!   orders included) is signed by the server key for that request
-//!   ([`Admin::sign_answer`], `jms_core::bundle::answer_message`), so a
+//!   ([`Admin::sign_answer`], `jms_sync::bundle::answer_message`), so a
 //!   bastion believes no answer a man in the middle made or replayed.
 //! - Events are stored once per (bastion, idempotency key): `INSERT OR
 //!   IGNORE`, so a retried batch stores nothing twice.
@@ -41,7 +41,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use jms_core::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
+use jms_sync::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use jms_core::model::PolicyDocument;
 use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -75,10 +75,10 @@ pub mod headers {
     pub const NONCE: &str = "x-jms-nonce";
     pub const SIGNATURE: &str = "x-jms-signature";
     /// On a bundle response (304 included): the version it talks about.
-    pub const VERSION: &str = jms_core::bundle::VERSION_HEADER;
+    pub const VERSION: &str = jms_sync::bundle::VERSION_HEADER;
     /// On every answer to an authenticated request: the server's
-    /// signature (`jms_core::bundle::answer_message`).
-    pub const ANSWER_SIGNATURE: &str = jms_core::bundle::ANSWER_SIGNATURE_HEADER;
+    /// signature (`jms_sync::bundle::answer_message`).
+    pub const ANSWER_SIGNATURE: &str = jms_sync::bundle::ANSWER_SIGNATURE_HEADER;
     /// On a bundle response: `full` or `delta`.
     pub const BUNDLE_KIND: &str = "x-jms-bundle-kind";
     /// On a delta response: the version it applies to.

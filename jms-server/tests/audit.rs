@@ -7,7 +7,7 @@
 mod common;
 
 use common::{enrolled, outcome, Server};
-use jms_core::bundle::hex;
+use jms_sync::bundle::hex;
 use reqwest::blocking::Client;
 use ring::digest::{digest, SHA256};
 use serde_json::{json, Value};

@@ -9,7 +9,7 @@ use common::{
     bastion_token, enroll, enrolled, new_bastion_key, outcome, send_with_headers, sign_request,
     Server, SyncBastion,
 };
-use jms_core::bundle::{self, TransportKey};
+use jms_sync::bundle::{self, TransportKey};
 use serde_json::{json, Value};
 
 fn now() -> i64 {
@@ -267,7 +267,7 @@ fn signed_exchange(
 
 #[test]
 fn every_answer_to_a_signed_request_is_signed_for_that_request() {
-    use jms_core::bundle::{verify_answer, AnswerBinding, AnswerError};
+    use jms_sync::bundle::{verify_answer, AnswerBinding, AnswerError};
     let server = Server::start();
     let out = server.jmsctl(&["policy", "apply", common::EXAMPLE]);
     assert_eq!(outcome(&out).0, 0, "apply: {}", outcome(&out).2);

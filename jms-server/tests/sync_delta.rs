@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{enrolled, outcome, Server, SyncBastion};
-use jms_core::bundle::{self, TransportKey};
+use jms_sync::bundle::{self, TransportKey};
 use reqwest::blocking::Client;
 
 /// What one bundle request got: status, `x-jms-bundle-kind`, opened body.

@@ -398,9 +398,9 @@ fn serve(
             .unwrap_or("")
             .split('&')
             .find_map(|kv| kv.strip_prefix("transport="))
-            .and_then(jms_core::bundle::unhex)
+            .and_then(jms_sync::bundle::unhex)
             .unwrap_or_default();
-        let sealed = jms_core::bundle::seal_for(&transport, &signed)
+        let sealed = jms_sync::bundle::seal_for(&transport, &signed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         *substituted.lock().expect("proxy count") += 1;
         let signed_headers = answer_headers(key, &head, &target, &signed, &sealed);
@@ -440,7 +440,7 @@ fn answer_headers(
     signed: &[u8],
     body: &[u8],
 ) -> String {
-    use jms_core::bundle::{self, AnswerBinding};
+    use jms_sync::bundle::{self, AnswerBinding};
     let header = |name: &str| {
         head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;

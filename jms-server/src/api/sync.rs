@@ -52,7 +52,7 @@ tokio::task_local! {
 /// [`signed`] authenticated (whatever its status, 304 included) with the
 /// server key, bound to that request (bastion, nonce, method, path,
 /// query), its status, the version in [`headers::VERSION`] and its body
-/// (`jms_core::bundle::answer_message`). An answer to a request that was
+/// (`jms_sync::bundle::answer_message`). An answer to a request that was
 /// not authenticated goes out unsigned: the bastion believes none.
 pub(super) async fn sign_answers(
     State(state): State<AppState>,
@@ -87,7 +87,7 @@ pub(super) async fn sign_answers(
         .get(headers::VERSION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let binding = jms_core::bundle::AnswerBinding {
+    let binding = jms_sync::bundle::AnswerBinding {
         bastion_id,
         nonce: &nonce,
         method: &method,
@@ -256,8 +256,8 @@ pub async fn enroll(
         let key = admin.server_public_key().to_vec();
         Ok((
             id,
-            jms_core::bundle::hex(&key),
-            jms_core::bundle::server_id(&key),
+            jms_sync::bundle::hex(&key),
+            jms_sync::bundle::server_id(&key),
         ))
     })
     .await?;
@@ -297,7 +297,7 @@ pub async fn bundle(
     let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
     let Query(params) = Query::<BundleParams>::try_from_uri(&uri)
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let transport = jms_core::bundle::unhex(&params.transport)
+    let transport = jms_sync::bundle::unhex(&params.transport)
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;
     if params.wait > crate::sync::MAX_WAIT_SECS {
@@ -335,7 +335,7 @@ pub async fn bundle(
         Answer::Delta { from, to, signed } => (signed, to, "delta", Some(from)),
         Answer::Full { version, signed } => (signed, version, "full", None),
     };
-    let sealed = jms_core::bundle::seal_for(&transport, &signed)
+    let sealed = jms_sync::bundle::seal_for(&transport, &signed)
         .map_err(|e| ApiError::bad_request(format!("transport: {e}")))?;
     let mut response = (
         StatusCode::OK,

@@ -130,7 +130,7 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig) {
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
         // Each poll carries the bastion's report (`jmsctl bastion list`).
-        let report = jms_core::fleet::StatusReport {
+        let report = jms_sync::fleet::StatusReport {
             agent: env!("CARGO_PKG_VERSION").to_string(),
             sessions: crate::daemon::monitor::open_sessions::count(&daemon.config),
             backlog: crate::daemon::monitor::spool::backlog(&daemon.config),

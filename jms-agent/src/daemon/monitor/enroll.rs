@@ -12,16 +12,16 @@
 //!
 //! Every later request carries `X-Jms-Bastion`, `X-Jms-Timestamp`,
 //! `X-Jms-Nonce` and `X-Jms-Signature` (Ed25519 over
-//! `jms_core::bundle::request_message`), and every answer is believed only
+//! `jms_sync::bundle::request_message`), and every answer is believed only
 //! when the pinned server key signed it for that very request
-//! (`X-Jms-Answer-Signature`, `jms_core::bundle::verify_answer`):
+//! (`X-Jms-Answer-Signature`, `jms_sync::bundle::verify_answer`):
 //! [`Identity::call`] is the one way the daemon talks to the server.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use jms_core::bundle::{
+use jms_sync::bundle::{
     hex, request_message, server_id, unhex, verify_answer, AnswerBinding, ANSWER_SIGNATURE_HEADER,
     VERSION_HEADER,
 };

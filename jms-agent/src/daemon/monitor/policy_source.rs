@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jms_core::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
+use jms_sync::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use jms_core::Policy;
 use tracing::{error, info, warn};
 

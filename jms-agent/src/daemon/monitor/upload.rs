@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use jms_core::bundle::{is_recording_session_id, sha256_file};
+use jms_sync::bundle::{is_recording_session_id, sha256_file};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
@@ -680,7 +680,7 @@ mod tests {
                 offset: bytes.len() as u64,
                 complete,
                 sha256: complete
-                    .then(|| jms_core::bundle::hex(ring::digest::digest(&SHA256, &bytes).as_ref())),
+                    .then(|| jms_sync::bundle::hex(ring::digest::digest(&SHA256, &bytes).as_ref())),
             })
         }
         fn put(&self, session: &str, offset: u64, chunk: &[u8]) -> Result<ChunkAnswer, SendError> {
@@ -710,7 +710,7 @@ mod tests {
             let Some((bytes, complete)) = held.get_mut(session) else {
                 return Ok(CompleteAnswer::Conflict);
             };
-            let actual = jms_core::bundle::hex(ring::digest::digest(&SHA256, bytes).as_ref());
+            let actual = jms_sync::bundle::hex(ring::digest::digest(&SHA256, bytes).as_ref());
             if bytes.len() as u64 != size || actual != sha256 {
                 held.remove(session);
                 return Ok(CompleteAnswer::Mismatch);

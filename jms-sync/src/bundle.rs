@@ -86,8 +86,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-use crate::model::PolicyDocument;
-use crate::policy::Policy;
+use jms_core::model::PolicyDocument;
+use jms_core::policy::Policy;
 
 /// First bytes of a signed bundle.
 pub const MAGIC: &[u8; 4] = b"JMSB";
@@ -198,25 +198,15 @@ fn sign_body(format: u8, context: &[u8], body: &[u8], key: &Ed25519KeyPair) -> V
     out
 }
 
-/// The kinds of policy entities a delta names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntityKind {
-    Group,
-    User,
-    Node,
-    Asset,
-    Account,
-    Grant,
-    Filter,
-}
+/// The kind of a removed entity: the policy model's own ([`EntityKind`]).
+pub use jms_core::model::EntityKind;
 
 /// An account of a delta, with the asset it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetAccount {
     pub asset: String,
-    pub account: crate::model::Account,
+    pub account: jms_core::model::Account,
 }
 
 /// One entity a delta removes; accounts are named `asset/account`.
@@ -341,9 +331,9 @@ impl Delta {
         upsert(&mut doc.users, &up.users, |u| u.username.as_str());
         upsert(&mut doc.nodes, &up.nodes, |n| n.as_str());
         // An upserted asset keeps its accounts.
-        let mut assets: Vec<crate::model::Asset> = up.assets.clone();
+        let mut assets: Vec<jms_core::model::Asset> = up.assets.clone();
         {
-            let kept: std::collections::HashMap<&str, &crate::model::Asset> =
+            let kept: std::collections::HashMap<&str, &jms_core::model::Asset> =
                 doc.assets.iter().map(|a| (a.name.as_str(), a)).collect();
             for asset in &mut assets {
                 if let Some(old) = kept.get(asset.name.as_str()) {
@@ -396,6 +386,24 @@ impl Delta {
     }
 }
 
+impl jms_core::PolicyChange for Delta {
+    fn upserted(&self) -> &PolicyDocument {
+        &self.upsert
+    }
+
+    fn removed(&self) -> impl Iterator<Item = (EntityKind, &str)> {
+        self.remove.iter().map(|r| (r.kind, r.name.as_str()))
+    }
+
+    fn touches_assets(&self) -> bool {
+        Delta::touches_assets(self)
+    }
+
+    fn apply_to_document(&self, doc: &mut PolicyDocument) -> std::result::Result<(), String> {
+        Delta::apply_to_document(self, doc).map_err(|e| e.to_string())
+    }
+}
+
 /// A verified bundle as a bastion holds it: its checked policy (whose
 /// entities and indexes are shared, so holding and cloning it is cheap)
 /// and what else the bundle carries. Deltas apply to it without copying
@@ -416,7 +424,7 @@ pub enum HoldError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("the bundle's policy does not check: {0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] jms_core::policy::PolicyError),
 }
 
 impl HeldBundle {
@@ -900,7 +908,7 @@ mod tests {
             )
         );
     }
-    use crate::model::{Secret, User};
+    use jms_core::model::{Secret, User};
     use ring::signature::Ed25519KeyPair;
 
     fn key() -> Ed25519KeyPair {
@@ -1374,7 +1382,7 @@ mod tests {
 
     #[test]
     fn a_delta_upserts_assets_keeping_their_accounts_and_adds_accounts() {
-        use crate::model::{Account, Asset};
+        use jms_core::model::{Account, Asset};
         let key = key();
         let asset: Asset = serde_json::from_value(serde_json::json!({
             "name": "web01", "address": "10.0.0.1",
