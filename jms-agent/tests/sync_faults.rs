@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{enrolled_bastion, sqlite, Bastion};
-use jms_sync::bundle::{self, server_id, unhex};
 use jms_proto::{read_response, write_frame_with_fds, Request, Response, SessionRequest};
+use jms_sync::bundle::{self, server_id, unhex};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 

@@ -33,8 +33,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jms_agent::daemon::config::AgentdConfig;
-use jms_sync::bundle::{self, hex, request_message, HeldBundle, TransportKey};
 use jms_server::Admin;
+use jms_sync::bundle::{self, hex, request_message, HeldBundle, TransportKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};

@@ -41,9 +41,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use jms_sync::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use jms_core::model::PolicyDocument;
 use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
+use jms_sync::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 

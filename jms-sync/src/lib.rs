@@ -5,7 +5,9 @@
 //!
 //! - [`bundle`]: signed policy bundles and deltas, their sealing for
 //!   transport, signed requests and answers
+//! - [`event`]: the audit events a bastion spools and uploads
 //! - [`fleet`]: what a bastion reports about itself on its control poll
 
 pub mod bundle;
+pub mod event;
 pub mod fleet;

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jms_sync::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use jms_core::Policy;
+use jms_sync::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
