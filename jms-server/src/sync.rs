@@ -53,8 +53,7 @@ use crate::store::{BastionRow, Kind, NewEvent, NewOpLogEntry, WriteTx};
 
 /// Name of the server's signing key in the data directory.
 pub const SYNC_KEY_FILE: &str = "sync.key";
-/// How far a request's timestamp may be from the server clock.
-pub const CLOCK_SKEW_SECS: i64 = 300;
+pub use jms_sync::auth::CLOCK_SKEW_SECS;
 /// Prefix of enrollment tokens.
 pub const ENROLL_TOKEN_PREFIX: &str = "jmsb_";
 /// Most events in one upload.
@@ -68,22 +67,8 @@ pub const MAX_WAITERS: usize = 4096;
 /// Most entities in a delta; past it a full bundle is sent.
 pub const MAX_DELTA_ENTITIES: usize = 10_000;
 
-/// Headers of a signed sync request.
-pub mod headers {
-    pub const BASTION: &str = "x-jms-bastion";
-    pub const TIMESTAMP: &str = "x-jms-timestamp";
-    pub const NONCE: &str = "x-jms-nonce";
-    pub const SIGNATURE: &str = "x-jms-signature";
-    /// On a bundle response (304 included): the version it talks about.
-    pub const VERSION: &str = jms_sync::bundle::VERSION_HEADER;
-    /// On every answer to an authenticated request: the server's
-    /// signature (`jms_sync::bundle::answer_message`).
-    pub const ANSWER_SIGNATURE: &str = jms_sync::bundle::ANSWER_SIGNATURE_HEADER;
-    /// On a bundle response: `full` or `delta`.
-    pub const BUNDLE_KIND: &str = "x-jms-bundle-kind";
-    /// On a delta response: the version it applies to.
-    pub const FROM_VERSION: &str = "x-jms-from-version";
-}
+/// Headers of a signed sync request: the sync contract's.
+pub use jms_sync::auth::headers;
 
 /// Why a sync request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -498,7 +483,7 @@ impl Admin {
             .parse()
             .map_err(|_| SyncError::Unauthorized("bad timestamp".into()))?;
         let nonce = request.nonce.ok_or_else(|| missing(headers::NONCE))?;
-        if !(16..=128).contains(&nonce.len()) || bundle::unhex(nonce).is_none() {
+        if !jms_sync::auth::nonce_ok(nonce) {
             return Err(SyncError::Unauthorized(
                 "bad nonce: 16 to 128 hex digits".into(),
             ));
@@ -508,7 +493,7 @@ impl Admin {
             .and_then(bundle::unhex)
             .ok_or_else(|| missing(headers::SIGNATURE))?;
         let now = Utc::now().timestamp();
-        if (now - timestamp).abs() > CLOCK_SKEW_SECS {
+        if !jms_sync::auth::timestamp_ok(timestamp, now) {
             return Err(SyncError::Unauthorized(format!(
                 "request timestamp {timestamp} is more than {CLOCK_SKEW_SECS}s from the server clock ({now}): fix the bastion's clock"
             )));

@@ -279,8 +279,8 @@ fn every_answer_to_a_signed_request_is_signed_for_that_request() {
         assert_eq!(status, want, "{method} {path}?{query}");
         let header = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
         let (v, sig) = (
-            header(bundle::VERSION_HEADER),
-            header(bundle::ANSWER_SIGNATURE_HEADER),
+            header(jms_sync::auth::headers::VERSION),
+            header(jms_sync::auth::headers::ANSWER_SIGNATURE),
         );
         let binding = AnswerBinding {
             bastion_id: bastion.id,
@@ -356,7 +356,9 @@ fn every_answer_to_a_signed_request_is_signed_for_that_request() {
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     assert_eq!(status, 401);
     assert!(
-        headers.get(bundle::ANSWER_SIGNATURE_HEADER).is_none(),
+        headers
+            .get(jms_sync::auth::headers::ANSWER_SIGNATURE)
+            .is_none(),
         "an answer to an unauthenticated request is not signed"
     );
 }

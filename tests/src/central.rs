@@ -474,11 +474,14 @@ fn answer_headers(
     let signature = bundle::sign_answer(key, &binding, 200, version, body);
     let mut out = String::new();
     if let Some(version) = version {
-        out.push_str(&format!("{}: {version}\r\n", bundle::VERSION_HEADER));
+        out.push_str(&format!(
+            "{}: {version}\r\n",
+            jms_sync::auth::headers::VERSION
+        ));
     }
     out.push_str(&format!(
         "{}: {signature}\r\n",
-        bundle::ANSWER_SIGNATURE_HEADER
+        jms_sync::auth::headers::ANSWER_SIGNATURE
     ));
     out
 }

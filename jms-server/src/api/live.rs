@@ -254,7 +254,7 @@ pub async fn control(
         .live
         .take_orders(&bastion.name, Duration::from_secs(params.wait))
         .await;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(json!(jms_sync::control::ControlAnswer { orders })))
 }
 
 /// `POST /api/v1/sync/live/{session}` (signed).

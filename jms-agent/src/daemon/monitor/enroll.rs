@@ -21,13 +21,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use jms_sync::bundle::{
-    hex, request_message, server_id, unhex, verify_answer, AnswerBinding, ANSWER_SIGNATURE_HEADER,
-    VERSION_HEADER,
-};
+use jms_sync::auth::headers;
+use jms_sync::bundle::{hex, request_message, server_id, unhex, verify_answer, AnswerBinding};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
@@ -99,9 +97,7 @@ impl Identity {
         body: Vec<u8>,
     ) -> (RequestBuilder, String) {
         let timestamp = chrono::Utc::now().timestamp();
-        let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).expect("system random");
-        let nonce = hex(&nonce);
+        let nonce = jms_sync::auth::new_nonce();
         let (path, query) = (call.path, call.query);
         let message = request_message(call.method.as_str(), path, query, timestamp, &nonce, &body);
         let signature = self.key.sign(&message);
@@ -112,10 +108,10 @@ impl Identity {
         };
         let mut request = http
             .request(call.method.clone(), url)
-            .header("x-jms-bastion", self.enrollment.bastion_id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", &nonce)
-            .header("x-jms-signature", hex(signature.as_ref()));
+            .header(headers::BASTION, self.enrollment.bastion_id.to_string())
+            .header(headers::TIMESTAMP, timestamp.to_string())
+            .header(headers::NONCE, &nonce)
+            .header(headers::SIGNATURE, hex(signature.as_ref()));
         if !body.is_empty() {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, call.content_type)
@@ -166,9 +162,9 @@ impl Identity {
             &self.server_key,
             &binding,
             status.as_u16(),
-            headers.get(VERSION_HEADER).map(|v| v.as_bytes()),
+            headers.get(headers::VERSION).map(|v| v.as_bytes()),
             &body,
-            headers.get(ANSWER_SIGNATURE_HEADER).map(|v| v.as_bytes()),
+            headers.get(headers::ANSWER_SIGNATURE).map(|v| v.as_bytes()),
         )
         .map_err(|e| {
             tracing::error!(
@@ -258,7 +254,11 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
         .map_err(|_| anyhow::anyhow!("generating the bastion key"))?;
     let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key just generated");
     let http = http_client(Duration::from_secs(30))?;
-    let url = format!("{}/api/v1/sync/enroll", server.trim_end_matches('/'));
+    let url = format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        jms_sync::paths::ENROLL
+    );
     let response = http
         .post(&url)
         .json(&serde_json::json!({

@@ -267,7 +267,7 @@ impl Central {
         }
         let call = Call {
             timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
-            ..Call::new(reqwest::Method::GET, "/api/v1/sync/bundle", &query)
+            ..Call::new(reqwest::Method::GET, jms_sync::paths::BUNDLE, &query)
         };
         let answer = self
             .identity
@@ -478,7 +478,7 @@ impl Central {
             .call(
                 &self.http,
                 &self.config.server,
-                Call::new(reqwest::Method::POST, "/api/v1/sync/events", ""),
+                Call::new(reqwest::Method::POST, jms_sync::paths::EVENTS, ""),
                 body,
             )
             .map_err(SendError::Unreachable)?;
