@@ -30,7 +30,7 @@ use jms_core::{Policy, PolicyError};
 
 use crate::crypto::{self, CryptoError, SealKey};
 use crate::diff::{diff, Change, Op};
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsCheck};
 use crate::store::{
     AccountRow, Kind, NewOpLogEntry, ReadTx, Scope, Snapshot, SqliteStore, Storage, StoreError,
     TokenRow, UserRow, WriteTx,

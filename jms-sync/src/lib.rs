@@ -11,6 +11,7 @@
 //! - [`fleet`]: what a bastion reports about itself on its control poll
 //! - [`paths`]: the sync API's paths
 //! - [`recording`]: the resumable recording upload's messages
+//! - [`settings`]: the system settings the server keeps and bastions obey
 
 pub mod auth;
 pub mod bundle;
@@ -19,3 +20,4 @@ pub mod event;
 pub mod fleet;
 pub mod paths;
 pub mod recording;
+pub mod settings;
