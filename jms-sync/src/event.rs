@@ -316,6 +316,24 @@ impl EventBody {
     }
 }
 
+/// `POST` [`crate::paths::EVENTS`]: one upload, each event as spooled. The
+/// events stay JSON values here: the server stores each as received (a
+/// line of a newer bastion included) and projects it through
+/// [`EventBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    pub events: Vec<serde_json::Value>,
+}
+
+/// The answer to an upload: the idempotency keys now stored (new or
+/// before; the bastion deletes exactly these) and how many were new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsAccepted {
+    pub accepted: Vec<String>,
+    pub stored: u64,
+}
+
 /// One event as spooled and uploaded: a JSON line whose `id` is the
 /// upload's idempotency key, `time` RFC 3339 UTC and `event` its kind.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

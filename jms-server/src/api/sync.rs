@@ -364,11 +364,7 @@ pub async fn bundle(
 
 // ---- events --------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventBatch {
-    events: Vec<Value>,
-}
+use jms_sync::event::{EventBatch, EventsAccepted};
 
 /// `POST /api/v1/sync/events` (signed): `{"events": [...]}`, each event
 /// as spooled (`id` is its idempotency key, `event` its kind, `time`).
@@ -386,7 +382,10 @@ pub async fn events(
         let events = parse_events(&body)?;
         let stored = admin.store_events(&verified, &events)?;
         let accepted: Vec<String> = events.into_iter().map(|e| e.idempotency_key).collect();
-        Ok(json!({"accepted": accepted, "stored": stored}))
+        Ok(json!(EventsAccepted {
+            accepted,
+            stored: stored as u64
+        }))
     })
     .await;
     if matches!(&answer, Err(e) if e.status == StatusCode::UNAUTHORIZED) {

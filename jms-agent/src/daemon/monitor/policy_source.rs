@@ -469,8 +469,10 @@ impl Central {
         events: &[serde_json::Value],
     ) -> std::result::Result<Vec<String>, crate::daemon::monitor::upload::SendError> {
         use crate::daemon::monitor::upload::SendError;
-        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
-            .map_err(|e| SendError::Refused(e.into()))?;
+        let body = serde_json::to_vec(&jms_sync::event::EventBatch {
+            events: events.to_vec(),
+        })
+        .map_err(|e| SendError::Refused(e.into()))?;
         // An answer not signed for this request is none: the events stay
         // spooled.
         let answer = self
@@ -485,16 +487,9 @@ impl Central {
         if !answer.status.is_success() {
             return Err(SendError::Refused(answer.refusal("the events")));
         }
-        let answer = answer.json();
-        let accepted = answer["accepted"]
-            .as_array()
-            .ok_or_else(|| {
-                SendError::Refused(anyhow::anyhow!("the events answer has no `accepted`"))
-            })?
-            .iter()
-            .filter_map(|k| k.as_str().map(str::to_string))
-            .collect();
-        Ok(accepted)
+        let answer: jms_sync::event::EventsAccepted = serde_json::from_value(answer.json())
+            .map_err(|e| SendError::Refused(anyhow::anyhow!("the events answer: {e}")))?;
+        Ok(answer.accepted)
     }
 
     fn fail_closed_if_stale(&self) -> Update {
