@@ -7,6 +7,7 @@
 //! - [`bundle`]: signed policy bundles and deltas, their sealing for
 //!   transport, signed requests and answers
 //! - [`control`]: the server's orders (kill, watch, unlock) on the control poll
+//! - [`enroll`]: a bastion's enrollment and the server's answer
 //! - [`event`]: the audit events a bastion spools and uploads
 //! - [`fleet`]: what a bastion reports about itself on its control poll
 //! - [`paths`]: the sync API's paths
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod control;
+pub mod enroll;
 pub mod event;
 pub mod fleet;
 pub mod paths;

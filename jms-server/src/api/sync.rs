@@ -237,14 +237,7 @@ pub async fn create_enroll_token(
 
 // ---- enrollment ----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    token: String,
-    bastion_name: String,
-    /// Hex of the bastion's Ed25519 public key.
-    public_key: String,
-}
+pub use jms_sync::enroll::EnrollRequest;
 
 /// `POST /api/v1/sync/enroll`.
 pub async fn enroll(
@@ -261,10 +254,10 @@ pub async fn enroll(
         ))
     })
     .await?;
-    Ok(Json(json!({
-        "bastion_id": id,
-        "server_public_key": server_key,
-        "server_id": server_id,
+    Ok(Json(json!(jms_sync::enroll::Enrolled {
+        bastion_id: id,
+        server_public_key: server_key,
+        server_id,
     })))
 }
 

@@ -261,11 +261,11 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
     );
     let response = http
         .post(&url)
-        .json(&serde_json::json!({
-            "token": token,
-            "bastion_name": name,
-            "public_key": hex(key.public_key().as_ref()),
-        }))
+        .json(&jms_sync::enroll::EnrollRequest {
+            token: token.to_string(),
+            bastion_name: name.to_string(),
+            public_key: hex(key.public_key().as_ref()),
+        })
         .send()
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
@@ -276,17 +276,15 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
             body["error"].as_str().unwrap_or("no reason given")
         );
     }
-    let server_key_hex = body["server_public_key"]
-        .as_str()
-        .context("no server_public_key in the answer")?;
+    let body: jms_sync::enroll::Enrolled =
+        serde_json::from_value(body).context("the enrollment answer")?;
+    let server_key_hex = body.server_public_key.as_str();
     let server_key = unhex(server_key_hex)
         .filter(|k| k.len() == 32)
         .context("bad server_public_key in the answer")?;
     let enrollment = Enrollment {
         server: server.to_string(),
-        bastion_id: body["bastion_id"]
-            .as_i64()
-            .context("no bastion_id in the answer")?,
+        bastion_id: body.bastion_id,
         bastion_name: name.to_string(),
         server_public_key: server_key_hex.to_string(),
         server_id: server_id(&server_key),
