@@ -627,10 +627,10 @@ fn answer_headers(
     let target = words.next().unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let binding = bundle::AnswerBinding {
-        bastion_id: header_of(head, "x-jms-bastion")
+        bastion_id: header_of(head, jms_sync::auth::headers::BASTION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        nonce: header_of(head, "x-jms-nonce").unwrap_or(""),
+        nonce: header_of(head, jms_sync::auth::headers::NONCE).unwrap_or(""),
         method,
         path,
         query,

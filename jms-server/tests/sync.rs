@@ -244,7 +244,7 @@ fn signed_exchange(
     let headers = bastion.sign(method, path, query, body);
     let nonce = headers
         .iter()
-        .find(|(k, _)| *k == "x-jms-nonce")
+        .find(|(k, _)| *k == jms_sync::auth::headers::NONCE)
         .unwrap()
         .1
         .clone();

@@ -461,9 +461,9 @@ fn answer_headers(
     };
     let version = number_after("\"to_version\":").or_else(|| number_after("{\"version\":"));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let nonce = header("x-jms-nonce").unwrap_or_default();
+    let nonce = header(jms_sync::auth::headers::NONCE).unwrap_or_default();
     let binding = AnswerBinding {
-        bastion_id: header("x-jms-bastion")
+        bastion_id: header(jms_sync::auth::headers::BASTION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         nonce: &nonce,

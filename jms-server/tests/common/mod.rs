@@ -300,10 +300,10 @@ pub fn sign_request(
         method, path, query, timestamp, &nonce, body,
     ));
     vec![
-        ("x-jms-bastion", id.to_string()),
-        ("x-jms-timestamp", timestamp.to_string()),
-        ("x-jms-nonce", nonce),
-        ("x-jms-signature", hex(signature.as_ref())),
+        (jms_sync::auth::headers::BASTION, id.to_string()),
+        (jms_sync::auth::headers::TIMESTAMP, timestamp.to_string()),
+        (jms_sync::auth::headers::NONCE, nonce),
+        (jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref())),
     ]
 }
 
