@@ -462,10 +462,10 @@ impl Bastion {
             format!("{server}{path}?{query}")
         };
         http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .header("x-jms-bastion", self.id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", nonce)
-            .header("x-jms-signature", hex(signature.as_ref()))
+            .header(jms_sync::auth::headers::BASTION, self.id.to_string())
+            .header(jms_sync::auth::headers::TIMESTAMP, timestamp.to_string())
+            .header(jms_sync::auth::headers::NONCE, nonce)
+            .header(jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref()))
             .body(body)
     }
 }
