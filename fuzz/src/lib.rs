@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use jms_agent::daemon::session::commands::{Filters, LineTracker, Submitted, Verdict};
-use jms_agent::daemon::target::TargetSpec;
 use jms_agent::daemon::session::sftp::codec;
 use jms_agent::daemon::session::sftp::{
     self, PolicyFolders, SftpContext, Upstream, UpstreamError, UpstreamStreams,
@@ -19,9 +18,10 @@ use jms_agent::daemon::session::sftp::{
 use jms_agent::daemon::session::stdin_check::StdinLines;
 use jms_agent::daemon::session::transfer::{self, TransferEvent, TransferLog};
 use jms_agent::daemon::session::{classify, Wanted};
-use jms_core::bundle::{self, Bundle, Delta, UnixIds};
+use jms_agent::daemon::target::TargetSpec;
 use jms_core::model::{FilterAction, PolicyDocument};
 use jms_core::{Format, Policy};
+use jms_sync::bundle::{self, Bundle, Delta, UnixIds};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 pub mod seeds;

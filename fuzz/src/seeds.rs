@@ -3,8 +3,8 @@
 //! the example policy, a signed bundle and delta, sync requests.
 
 use jms_agent::daemon::session::sftp::codec;
-use jms_core::bundle;
 use jms_proto::{write_frame, Request, Response};
+use jms_sync::bundle;
 
 type Seed = (&'static str, String, Vec<u8>);
 

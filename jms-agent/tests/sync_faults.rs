@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{enrolled_bastion, sqlite, Bastion};
-use jms_core::bundle::{self, server_id, unhex};
 use jms_proto::{read_response, write_frame_with_fds, Request, Response, SessionRequest};
+use jms_sync::bundle::{self, server_id, unhex};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -614,7 +614,7 @@ fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 
 /// The headers (each ending in CRLF) a server holding `key` adds to an
 /// answer to the raw request `head`: the version and the answer signature
-/// (`jms_core::bundle::sign_answer`, the server's own definition).
+/// (`jms_sync::bundle::sign_answer`, the server's own definition).
 fn answer_headers(
     key: &Ed25519KeyPair,
     head: &str,
@@ -627,10 +627,10 @@ fn answer_headers(
     let target = words.next().unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let binding = bundle::AnswerBinding {
-        bastion_id: header_of(head, "x-jms-bastion")
+        bastion_id: header_of(head, jms_sync::auth::headers::BASTION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        nonce: header_of(head, "x-jms-nonce").unwrap_or(""),
+        nonce: header_of(head, jms_sync::auth::headers::NONCE).unwrap_or(""),
         method,
         path,
         query,
@@ -638,11 +638,14 @@ fn answer_headers(
     let signature = bundle::sign_answer(key, &binding, status, version, body);
     let mut out = String::new();
     if let Some(version) = version {
-        out.push_str(&format!("{}: {version}\r\n", bundle::VERSION_HEADER));
+        out.push_str(&format!(
+            "{}: {version}\r\n",
+            jms_sync::auth::headers::VERSION
+        ));
     }
     out.push_str(&format!(
         "{}: {signature}\r\n",
-        bundle::ANSWER_SIGNATURE_HEADER
+        jms_sync::auth::headers::ANSWER_SIGNATURE
     ));
     out
 }

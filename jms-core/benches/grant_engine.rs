@@ -445,7 +445,7 @@ fn run(label: &'static str, params: &generate::Params, dir: &Path) -> Report {
     // A delta adding one user: applied to the checked policy (sharing what
     // it does not change) vs the full path (merged into a copy of the
     // document, checked and indexed from scratch), best of 3 each.
-    let mut delta = jms_core::bundle::Delta {
+    let mut delta = jms_sync::bundle::Delta {
         from_version: 1,
         to_version: 2,
         issued_at: at,

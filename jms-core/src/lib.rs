@@ -7,15 +7,12 @@
 //! - [`section`]: the copy-on-write entity lists of a checked policy
 //! - [`engine`]: decide / list / accounts queries over a checked policy
 //! - [`password`]: password hash and TOTP secret formats
-//! - [`bundle`]: signed policy bundles and signed sync requests
 //! - [`local_accounts`]: local Unix accounts and the names jms never takes
 //! - [`escape`]: audit text shown with its control characters visible
 
 pub mod atomic_file;
-pub mod bundle;
 pub mod engine;
 pub mod escape;
-pub mod fleet;
 pub mod local_accounts;
 pub mod login;
 pub mod model;
@@ -29,4 +26,4 @@ pub mod uids;
 pub use engine::{
     AccountRef, Decision, GrantState, GrantedAccount, GrantedAsset, Listing, Query, QueryError,
 };
-pub use policy::{Format, Policy, PolicyError};
+pub use policy::{Format, Policy, PolicyChange, PolicyError};

@@ -603,3 +603,16 @@ pub mod alias {
     /// No credential injected.
     pub const ANON: &str = "@ANON";
 }
+
+/// The kinds of policy entities a delta names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Group,
+    User,
+    Node,
+    Asset,
+    Account,
+    Grant,
+    Filter,
+}

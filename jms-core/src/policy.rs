@@ -14,9 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::bundle::{Delta, EntityKind};
 use crate::engine::{GrantIndex, GrantsIndex, PeopleIndex};
-use crate::model::{alias, Asset, CommandFilter, Grant, PolicyDocument, Secret, User, UserGroup};
+use crate::model::{
+    alias, Asset, CommandFilter, EntityKind, Grant, PolicyDocument, Secret, User, UserGroup,
+};
 use crate::nodes::NodeTree;
 use crate::section::Section;
 
@@ -160,31 +161,47 @@ impl Policy {
     }
 }
 
+/// A change to a checked policy as the grant engine applies it: what it
+/// adds or replaces (whole entities), what it removes by kind and name, and
+/// how it applies to a plain document. The sync format's delta
+/// (`jms_sync::bundle::Delta`) is one; the engine knows nothing of its
+/// wire form.
+pub trait PolicyChange {
+    /// The entities added or replaced, whole.
+    fn upserted(&self) -> &PolicyDocument;
+    /// The entities removed, by kind and name.
+    fn removed(&self) -> impl Iterator<Item = (EntityKind, &str)>;
+    /// Whether nodes, assets or accounts change (then the engine rebuilds
+    /// everything from the document).
+    fn touches_assets(&self) -> bool;
+    /// Applies the change to a document; the error says why it does not.
+    fn apply_to_document(&self, doc: &mut PolicyDocument) -> std::result::Result<(), String>;
+}
+
 impl Policy {
     /// The policy `delta` makes of this one, as the grant engine sees it:
     /// the same answers (and the same errors) as applying the delta to
-    /// this policy's document ([`Delta::apply_to_document`]) and checking
+    /// this policy's document ([`PolicyChange::apply_to_document`]) and checking
     /// the result with [`Policy::from_received`], at the cost of what it
     /// changes. A delta that adds, changes or removes users, groups,
     /// grants or command filters shares everything else with this policy
     /// (assets, nodes and their indexes are not even copied) and checks
     /// the entities it brings plus every reference between the sections;
     /// one that touches nodes, assets or accounts takes the full path.
-    pub fn apply_delta(&self, delta: &Delta, file: &str) -> Result<Policy> {
+    pub fn apply_delta(&self, delta: &impl PolicyChange, file: &str) -> Result<Policy> {
         if delta.touches_assets() {
             let mut doc = self.doc.to_document();
             delta
                 .apply_to_document(&mut doc)
-                .map_err(|e| PolicyError::Syntax {
+                .map_err(|message| PolicyError::Syntax {
                     file: file.to_string(),
-                    message: e.to_string(),
+                    message,
                 })?;
             return Policy::from_received(doc, file);
         }
         let mut doc = self.doc.clone();
-        for removal in &delta.remove {
-            let name = removal.name.as_str();
-            match removal.kind {
+        for (kind, name) in delta.removed() {
+            match kind {
                 EntityKind::Group => retain(&mut doc.user_groups, |g| g.name != name),
                 EntityKind::User => retain(&mut doc.users, |u| u.username != name),
                 EntityKind::Grant => retain(&mut doc.grants, |g| g.name != name),
@@ -194,7 +211,7 @@ impl Policy {
                 }
             }
         }
-        let up = &delta.upsert;
+        let up = delta.upserted();
         upsert(&mut doc.user_groups, &up.user_groups, |g| g.name.as_str());
         upsert(&mut doc.users, &up.users, |u| u.username.as_str());
         upsert(&mut doc.grants, &up.grants, |g| g.name.as_str());
@@ -203,7 +220,7 @@ impl Policy {
         });
 
         let checker = Checker { file };
-        let removed = |kind: EntityKind| delta.remove.iter().any(|r| r.kind == kind);
+        let removed = |kind: EntityKind| delta.removed().any(|(k, _)| k == kind);
         let changed = Changed {
             groups: !doc.user_groups.same(&self.doc.user_groups),
             names_removed: removed(EntityKind::User) || removed(EntityKind::Group),

@@ -6,9 +6,9 @@
 //! document, the same `list` and `decide` answers for every user.
 
 use chrono::{DateTime, Duration, Utc};
-use jms_core::bundle::{AssetAccount, Delta, EntityKind, Removal};
 use jms_core::model::{Action, PolicyDocument, Protocol};
 use jms_core::{Policy, Query};
+use jms_sync::bundle::{AssetAccount, Delta, EntityKind, Removal};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

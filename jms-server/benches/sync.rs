@@ -39,8 +39,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jms_agent::daemon::config::AgentdConfig;
-use jms_core::bundle::{self, hex, request_message, HeldBundle, TransportKey};
 use jms_server::Services;
+use jms_sync::bundle::{self, hex, request_message, HeldBundle, TransportKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
@@ -672,10 +672,10 @@ impl Bastion {
             format!("{server}{path}?{query}")
         };
         http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .header("x-jms-bastion", self.id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", nonce)
-            .header("x-jms-signature", hex(signature.as_ref()))
+            .header(jms_sync::auth::headers::BASTION, self.id.to_string())
+            .header(jms_sync::auth::headers::TIMESTAMP, timestamp.to_string())
+            .header(jms_sync::auth::headers::NONCE, nonce)
+            .header(jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref()))
             .body(body)
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jms_core::fleet::StatusReport;
+use jms_sync::fleet::StatusReport;
 use serde::Serialize;
 
 use crate::error::{AdminError, Result};

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
@@ -30,22 +29,8 @@ const MAX_QUEUED: usize = 256;
 /// A stream with no push for this long is asked for again.
 const STALE_STREAM: Duration = Duration::from_secs(10);
 
-/// An order for a bastion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Order {
-    Kill {
-        session: String,
-        reason: String,
-    },
-    Watch {
-        session: String,
-    },
-    /// Forget the user's failed logins and lockout (`jmsctl user unlock`).
-    Unlock {
-        user: String,
-    },
-}
+/// An order for a bastion: the sync contract's.
+pub use jms_sync::control::Order;
 
 /// What a watcher receives.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,7 @@ use jms_core::{Policy, PolicyError};
 use crate::crypto::SealKey;
 use crate::diff::{diff, Change, Op};
 pub use crate::error::{AdminError, Result};
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsCheck};
 use crate::store::{
     AccountRow, Kind, NewOpLogEntry, ReadTx, Snapshot, Store, StoreError, UserRow, WriteTx,
 };

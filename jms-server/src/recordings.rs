@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use jms_core::bundle::{is_recording_session_id, sha256_file};
+use jms_sync::recording::{is_recording_session_id, sha256_file};
 
 use crate::store::{BastionRow, RecordingRow, Store, StoreError};
 
@@ -115,16 +115,8 @@ impl Recordings {
     }
 }
 
-/// Where an upload stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UploadState {
-    pub session: String,
-    /// Bytes the server holds: the next chunk goes here.
-    pub offset: u64,
-    pub complete: bool,
-    /// Of a complete recording.
-    pub sha256: Option<String>,
-}
+/// Where an upload stands: the sync contract's.
+pub use jms_sync::recording::UploadState;
 
 /// A session id as a file name: letters, digits, `.`, `_`, `-`, 1 to 128,
 /// not starting with `.`.

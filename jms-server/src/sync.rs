@@ -8,7 +8,7 @@
 //!   SHA-256 is stored); a bastion presents it once with its name and its
 //!   Ed25519 public key and gets the server's public key and its id.
 //! - Every later request is signed by the bastion key over method, path,
-//!   query, timestamp, nonce and body hash (`jms_core::bundle::request_message`).
+//!   query, timestamp, nonce and body hash (`jms_sync::bundle::request_message`).
 //!   The timestamp must be within [`CLOCK_SKEW_SECS`] of the server clock,
 //!   the nonce must be new (kept in the store for twice that, so a replay
 //!   fails even after a restart), the bastion must be enrolled.
@@ -29,7 +29,7 @@
 //!   [`MAX_WAITERS`] are held at once, more are answered at once.
 //! - Answers: every answer to an authenticated request (304 and control
 //!   orders included) is signed by the server key for that request
-//!   ([`SyncService::sign_answer`], `jms_core::bundle::answer_message`), so a
+//!   ([`SyncService::sign_answer`], `jms_sync::bundle::answer_message`), so a
 //!   bastion believes no answer a man in the middle made or replayed.
 
 use std::collections::HashMap;
@@ -40,9 +40,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use jms_core::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use jms_core::model::PolicyDocument;
 use jms_core::nss_cache::DEFAULT_PRIMARY_GROUP;
+use jms_sync::bundle::{self, AssetAccount, Bundle, Delta, EntityKind, Removal, UnixIds};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -52,8 +52,7 @@ use crate::store::{BastionRow, Kind, NewOpLogEntry, Store, WriteTx};
 
 /// Name of the server's signing key in the data directory.
 pub const SYNC_KEY_FILE: &str = "sync.key";
-/// How far a request's timestamp may be from the server clock.
-pub const CLOCK_SKEW_SECS: i64 = 300;
+pub use jms_sync::auth::CLOCK_SKEW_SECS;
 /// Prefix of enrollment tokens.
 pub const ENROLL_TOKEN_PREFIX: &str = "jmsb_";
 /// Versions whose changes are remembered for deltas (by the policy
@@ -66,22 +65,8 @@ pub const MAX_WAITERS: usize = 4096;
 /// Most entities in a delta; past it a full bundle is sent.
 pub const MAX_DELTA_ENTITIES: usize = 10_000;
 
-/// Headers of a signed sync request.
-pub mod headers {
-    pub const BASTION: &str = "x-jms-bastion";
-    pub const TIMESTAMP: &str = "x-jms-timestamp";
-    pub const NONCE: &str = "x-jms-nonce";
-    pub const SIGNATURE: &str = "x-jms-signature";
-    /// On a bundle response (304 included): the version it talks about.
-    pub const VERSION: &str = jms_core::bundle::VERSION_HEADER;
-    /// On every answer to an authenticated request: the server's
-    /// signature (`jms_core::bundle::answer_message`).
-    pub const ANSWER_SIGNATURE: &str = jms_core::bundle::ANSWER_SIGNATURE_HEADER;
-    /// On a bundle response: `full` or `delta`.
-    pub const BUNDLE_KIND: &str = "x-jms-bundle-kind";
-    /// On a delta response: the version it applies to.
-    pub const FROM_VERSION: &str = "x-jms-from-version";
-}
+/// Headers of a signed sync request: the sync contract's.
+pub use jms_sync::auth::headers;
 
 /// Why a sync request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -431,7 +416,7 @@ impl SyncService {
             .parse()
             .map_err(|_| SyncError::Unauthorized("bad timestamp".into()))?;
         let nonce = request.nonce.ok_or_else(|| missing(headers::NONCE))?;
-        if !(16..=128).contains(&nonce.len()) || bundle::unhex(nonce).is_none() {
+        if !jms_sync::auth::nonce_ok(nonce) {
             return Err(SyncError::Unauthorized(
                 "bad nonce: 16 to 128 hex digits".into(),
             ));
@@ -441,7 +426,7 @@ impl SyncService {
             .and_then(bundle::unhex)
             .ok_or_else(|| missing(headers::SIGNATURE))?;
         let now = Utc::now().timestamp();
-        if (now - timestamp).abs() > CLOCK_SKEW_SECS {
+        if !jms_sync::auth::timestamp_ok(timestamp, now) {
             return Err(SyncError::Unauthorized(format!(
                 "request timestamp {timestamp} is more than {CLOCK_SKEW_SECS}s from the server clock ({now}): fix the bastion's clock"
             )));

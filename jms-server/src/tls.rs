@@ -89,7 +89,7 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
 
 /// Hex of the SHA-256 of a certificate's DER: the pin.
 pub fn cert_hash(der: &[u8]) -> String {
-    jms_core::bundle::hex(digest(&SHA256, der).as_ref())
+    jms_sync::bundle::hex(digest(&SHA256, der).as_ref())
 }
 
 /// Writes `text` to `path` atomically with `mode` (a temp file renamed).
@@ -273,7 +273,7 @@ fn ca_params(key: &KeyPair) -> CertificateParams {
         DnType::CommonName,
         format!(
             "{CA_NAME} {}",
-            jms_core::bundle::hex(&fingerprint.as_ref()[..8])
+            jms_sync::bundle::hex(&fingerprint.as_ref()[..8])
         ),
     );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{enrolled, outcome, Server};
-use jms_core::bundle::hex;
+use jms_sync::bundle::hex;
 use reqwest::blocking::Client;
 use ring::digest::{digest, SHA256};
 use serde_json::{json, Value};
@@ -650,4 +650,74 @@ fn jmsctl_lists_shows_searches_and_fetches_recordings() {
     assert_eq!(std::fs::read(dir.path().join("s-1.cast")).unwrap(), bytes);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["bytes"], bytes.len());
+}
+
+/// One event of every kind, as the bastion writes it (jms-agentd's own
+/// spool, the sync contract's `EventBody`), is stored and projected by the
+/// server: the session, its command, transfer and end, the refused
+/// session, the login, and the share (a share alone makes its session
+/// known).
+#[test]
+fn every_kind_the_agent_spools_is_stored_and_projected() {
+    use jms_agent::daemon::monitor::spool::{Event, Spool};
+    use jms_sync::event::{EventBody, Scope};
+
+    let mut bodies = EventBody::one_of_each();
+    bodies.push(EventBody::Share {
+        scope: Scope {
+            session: "s3".into(),
+            user: "carol".into(),
+            asset: "db01".into(),
+            account: "postgres".into(),
+            username: None,
+        },
+        action: "create".into(),
+        mode: "write".into(),
+        peer: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
+    for body in &bodies {
+        spool.append(&Event::now(body.clone())).unwrap();
+    }
+    spool.seal().unwrap();
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("spool")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        lines.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    assert_eq!(lines.len(), bodies.len());
+
+    let server = Server::start();
+    let bastion = enrolled(&server, "bastion-1");
+    assert_eq!(
+        bastion.upload(&server, &lines),
+        bodies.len() as u64,
+        "every kind stored"
+    );
+    let s1 = get(&server, "/api/v1/sessions/s1");
+    assert_eq!(s1["user"], "alice", "{s1}");
+    assert_eq!(s1["kind"], "shell");
+    assert_eq!(s1["status"], "ended");
+    assert_eq!(s1["bytes_out"], 7);
+    assert_eq!(s1["commands"][0]["command"], "id");
+    assert_eq!(s1["commands"][0]["typed_by"], "bob");
+    assert_eq!(s1["transfers"][0]["path"], "/tmp/f");
+    let s2 = get(&server, "/api/v1/sessions/s2");
+    assert_eq!(s2["status"], "denied", "{s2}");
+    let s3 = get(&server, "/api/v1/sessions/s3");
+    assert_eq!(s3["user"], "carol", "a share reaches its session: {s3}");
+    assert_eq!(s3["asset"], "db01");
+    let db = rusqlite::Connection::open(server.data.join(jms_server::services::DB_FILE)).unwrap();
+    let logins: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM logins WHERE username = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logins, 1, "the login is projected");
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{create_token, enrolled, outcome, Server};
-use jms_core::bundle::hex;
+use jms_sync::bundle::hex;
 use serde_json::{json, Value};
 
 const REPORT: &str = "wait=0&agent=0.1.0&sessions=2&backlog=512";

@@ -9,7 +9,7 @@ use common::{
     bastion_token, enroll, enrolled, new_bastion_key, outcome, send_with_headers, sign_request,
     Server, SyncBastion,
 };
-use jms_core::bundle::{self, TransportKey};
+use jms_sync::bundle::{self, TransportKey};
 use serde_json::{json, Value};
 
 fn now() -> i64 {
@@ -244,7 +244,7 @@ fn signed_exchange(
     let headers = bastion.sign(method, path, query, body);
     let nonce = headers
         .iter()
-        .find(|(k, _)| *k == "x-jms-nonce")
+        .find(|(k, _)| *k == jms_sync::auth::headers::NONCE)
         .unwrap()
         .1
         .clone();
@@ -267,7 +267,7 @@ fn signed_exchange(
 
 #[test]
 fn every_answer_to_a_signed_request_is_signed_for_that_request() {
-    use jms_core::bundle::{verify_answer, AnswerBinding, AnswerError};
+    use jms_sync::bundle::{verify_answer, AnswerBinding, AnswerError};
     let server = Server::start();
     let out = server.jmsctl(&["policy", "apply", common::EXAMPLE]);
     assert_eq!(outcome(&out).0, 0, "apply: {}", outcome(&out).2);
@@ -279,8 +279,8 @@ fn every_answer_to_a_signed_request_is_signed_for_that_request() {
         assert_eq!(status, want, "{method} {path}?{query}");
         let header = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
         let (v, sig) = (
-            header(bundle::VERSION_HEADER),
-            header(bundle::ANSWER_SIGNATURE_HEADER),
+            header(jms_sync::auth::headers::VERSION),
+            header(jms_sync::auth::headers::ANSWER_SIGNATURE),
         );
         let binding = AnswerBinding {
             bastion_id: bastion.id,
@@ -356,7 +356,9 @@ fn every_answer_to_a_signed_request_is_signed_for_that_request() {
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     assert_eq!(status, 401);
     assert!(
-        headers.get(bundle::ANSWER_SIGNATURE_HEADER).is_none(),
+        headers
+            .get(jms_sync::auth::headers::ANSWER_SIGNATURE)
+            .is_none(),
         "an answer to an unauthenticated request is not signed"
     );
 }

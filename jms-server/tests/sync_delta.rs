@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{enrolled, outcome, Server, SyncBastion};
-use jms_core::bundle::{self, TransportKey};
+use jms_sync::bundle::{self, TransportKey};
 use reqwest::blocking::Client;
 
 /// What one bundle request got: status, `x-jms-bundle-kind`, opened body.
@@ -39,7 +39,7 @@ fn request(url: &str, bastion: &SyncBastion, since: u64, wait: u64) -> Got {
     let status = response.status().as_u16();
     let kind = response
         .headers()
-        .get("x-jms-bundle-kind")
+        .get(jms_sync::auth::headers::BUNDLE_KIND)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();

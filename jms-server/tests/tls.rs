@@ -14,7 +14,7 @@ const CONTROL: &str = "wait=0&agent=0.1.0&sessions=0&backlog=0";
 
 fn ca_hash(server: &Server) -> String {
     let der = CertificateDer::from_pem_slice(server.ca.as_ref().unwrap().as_bytes()).unwrap();
-    jms_core::bundle::hex(digest(&SHA256, der.as_ref()).as_ref())
+    jms_sync::bundle::hex(digest(&SHA256, der.as_ref()).as_ref())
 }
 
 /// A signed control poll from `bastion` sent with `http`.

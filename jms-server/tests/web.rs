@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::{enrolled, outcome, Server, SyncBastion, JMSCTL};
 use fantoccini::{Client, ClientBuilder, Locator};
-use jms_core::bundle::hex;
 use jms_core::password::totp_code;
+use jms_sync::bundle::hex;
 use reqwest::blocking::Client as Http;
 use reqwest::redirect::Policy;
 use ring::digest::{digest, SHA256};

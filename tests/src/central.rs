@@ -463,9 +463,9 @@ fn serve(
             .unwrap_or("")
             .split('&')
             .find_map(|kv| kv.strip_prefix("transport="))
-            .and_then(jms_core::bundle::unhex)
+            .and_then(jms_sync::bundle::unhex)
             .unwrap_or_default();
-        let sealed = jms_core::bundle::seal_for(&transport, &signed)
+        let sealed = jms_sync::bundle::seal_for(&transport, &signed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         *substituted.lock().expect("proxy count") += 1;
         let signed_headers = answer_headers(key, &head, &target, &signed, &sealed);
@@ -505,7 +505,7 @@ fn answer_headers(
     signed: &[u8],
     body: &[u8],
 ) -> String {
-    use jms_core::bundle::{self, AnswerBinding};
+    use jms_sync::bundle::{self, AnswerBinding};
     let header = |name: &str| {
         head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -526,9 +526,9 @@ fn answer_headers(
     };
     let version = number_after("\"to_version\":").or_else(|| number_after("{\"version\":"));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let nonce = header("x-jms-nonce").unwrap_or_default();
+    let nonce = header(jms_sync::auth::headers::NONCE).unwrap_or_default();
     let binding = AnswerBinding {
-        bastion_id: header("x-jms-bastion")
+        bastion_id: header(jms_sync::auth::headers::BASTION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         nonce: &nonce,
@@ -539,11 +539,14 @@ fn answer_headers(
     let signature = bundle::sign_answer(key, &binding, 200, version, body);
     let mut out = String::new();
     if let Some(version) = version {
-        out.push_str(&format!("{}: {version}\r\n", bundle::VERSION_HEADER));
+        out.push_str(&format!(
+            "{}: {version}\r\n",
+            jms_sync::auth::headers::VERSION
+        ));
     }
     out.push_str(&format!(
         "{}: {signature}\r\n",
-        bundle::ANSWER_SIGNATURE_HEADER
+        jms_sync::auth::headers::ANSWER_SIGNATURE
     ));
     out
 }

@@ -391,7 +391,7 @@ fn bump(central: &Central, n: usize) {
 
 #[test]
 fn tampered_replayed_and_foreign_bundles_are_refused_and_a_frozen_sync_fails_closed() {
-    use jms_core::bundle::{self, Bundle};
+    use jms_sync::bundle::{self, Bundle};
     use ring::rand::SystemRandom;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jms_agent::daemon::config::{AgentdConfig, Effective, DEFAULT_CONFIG_PATH};
-use jms_agent::daemon::monitor::central::CentralClient;
+use jms_agent::daemon::monitor::central::{self, CentralClient};
 use jms_agent::daemon::monitor::handlers::Daemon;
 use jms_agent::daemon::monitor::policy_source::{Central, LocalFile, PolicySource, Update};
 use jms_agent::daemon::monitor::state::StateFile;
@@ -108,7 +108,7 @@ fn run(args: Args) -> Result<()> {
             .as_ref()
             .context("no [central] in the configuration: nothing to renew")?;
         let client = CentralClient::new(&config.state_dir, central)?;
-        enroll::renew_client_cert(&config.state_dir, &client)?;
+        central::renew_client_cert(&config.state_dir, &client)?;
         println!(
             "new client certificate in {}",
             config.state_dir.join(enroll::CLIENT_CERT_FILE).display()

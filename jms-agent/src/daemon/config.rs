@@ -423,15 +423,9 @@ impl AgentdConfig {
     }
 }
 
-/// Who must use a second factor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MfaRequired {
-    #[default]
-    None,
-    All,
-    Groups,
-}
+/// Who must use a second factor: the sync contract's setting, which the
+/// configuration file's `mfa_required` reads too.
+pub use jms_sync::settings::MfaRequired;
 
 /// The settings in force: the configuration file's, with the central
 /// server's laid over them.
@@ -499,9 +493,9 @@ impl Effective {
             if value.is_null() {
                 return None;
             }
-            let parsed = value
-                .as_str()
-                .and_then(|t| humantime::parse_duration(t).ok());
+            let parsed = serde_json::from_value::<jms_sync::settings::Span>(value.clone())
+                .ok()
+                .map(|span| span.0);
             if parsed.is_none() {
                 bad(key, value);
             }
@@ -695,6 +689,66 @@ mod tests {
         );
         assert_eq!(effective.mfa_required, MfaRequired::Groups);
         assert_eq!(effective.mfa_groups, ["ops"]);
+    }
+
+    /// Every setting of the server's document, written out field by field
+    /// (no `..`): one added to `jms_sync::settings` fails to compile here
+    /// until it is either read by `with_server` (and checked below) or
+    /// named as the server's own.
+    #[test]
+    fn every_server_setting_is_read_or_named_server_only() {
+        use jms_sync::settings::{Audit, Security, Settings, Span};
+        let local = Effective::local(&config(""));
+        let settings = Settings {
+            security: Security {
+                // The server's own: passwords are set on the server.
+                password_min_length: 12,
+                password_require_uppercase: false,
+                password_require_lowercase: false,
+                password_require_digit: false,
+                password_require_symbol: true,
+                // Read by the bastion.
+                lockout_threshold: 9,
+                lockout_duration: Span(Duration::from_secs(77)),
+                mfa_required: MfaRequired::All,
+                mfa_groups: vec!["ops".into()],
+                session_idle_timeout: Span(Duration::from_secs(78)),
+                max_session_length: Span(Duration::from_secs(79)),
+            },
+            audit: Audit {
+                record_input: !local.record_input,
+                recording_max_bytes: 4321,
+                command_filter_default: FilterAction::Deny,
+                exec_stdin: ExecStdin::Pass,
+                stdin_interpreters: vec!["gdb".into()],
+                on_failure: AuditOnFailure::Continue,
+            },
+            // The server's own: mail goes out from the server.
+            mail: Default::default(),
+        };
+        let effective = local
+            .clone()
+            .with_server(&serde_json::to_value(&settings).unwrap());
+        assert_eq!(
+            effective,
+            Effective {
+                lockout: LockoutPolicy {
+                    max_failures: 9,
+                    lock_for: Duration::from_secs(77),
+                    ..local.lockout
+                },
+                idle_timeout: Some(Duration::from_secs(78)),
+                max_session: Some(Duration::from_secs(79)),
+                record_input: !local.record_input,
+                recording_cap_bytes: 4321,
+                command_filter_default: FilterAction::Deny,
+                exec_stdin: ExecStdin::Pass,
+                stdin_interpreters: vec!["gdb".into()],
+                mfa_required: MfaRequired::All,
+                mfa_groups: vec!["ops".into()],
+                audit_on_failure: AuditOnFailure::Continue,
+            }
+        );
     }
 
     #[test]

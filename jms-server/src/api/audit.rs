@@ -628,17 +628,10 @@ pub async fn upload_chunk(
     })
     .await
     .map_err(IntoResponse::into_response)?;
-    Ok(Json(json!({ "offset": offset })))
+    Ok(Json(json!(jms_sync::recording::Offset { offset })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteRequest {
-    /// Total bytes of the recording.
-    size: u64,
-    /// Hex SHA-256 of the whole file.
-    sha256: String,
-}
+use jms_sync::recording::CompleteRequest;
 
 /// `POST /api/v1/sync/recordings/{session}/complete` (signed).
 pub async fn complete_upload(

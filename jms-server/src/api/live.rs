@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use jms_core::fleet::StatusReport;
+use jms_sync::fleet::StatusReport;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -201,7 +201,7 @@ pub async fn watch(
 struct ControlParams {
     #[serde(default)]
     wait: u64,
-    /// The bastion's report ([`jms_core::fleet::StatusReport`]): all
+    /// The bastion's report ([`jms_sync::fleet::StatusReport`]): all
     /// three or none (an older jms-agentd sends none).
     agent: Option<String>,
     sessions: Option<u64>,
@@ -259,7 +259,7 @@ pub async fn control(
         .hub()
         .take_orders(&bastion.name, Duration::from_secs(params.wait))
         .await;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(json!(jms_sync::control::ControlAnswer { orders })))
 }
 
 /// `POST /api/v1/sync/live/{session}` (signed).

@@ -181,7 +181,7 @@ fn operation(route: &Route) -> Value {
             error("Unsigned, badly signed, stale or replayed request, or unknown bastion"),
         );
     }
-    if route.path == "/api/v1/sync/enroll" {
+    if route.path == jms_sync::paths::ENROLL {
         responses.insert(
             "401".into(),
             error("Unknown, used or expired enrollment token, or a replace token for another name"),

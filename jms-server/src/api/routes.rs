@@ -470,7 +470,7 @@ pub fn table() -> Vec<Route> {
             )
             .role(Scope::Admin)
             .returns(200, Some("Bastion")),
-        route(M::POST, "/api/v1/sync/enroll", sync::enroll)
+        route(M::POST, jms_sync::paths::ENROLL, sync::enroll)
             .doc(
                 "enrollBastion",
                 "sync",
@@ -479,7 +479,7 @@ pub fn table() -> Vec<Route> {
             .public()
             .body("EnrollRequest")
             .returns(200, Some("Enrolled")),
-        route(M::GET, "/api/v1/sync/bundle", sync::bundle)
+        route(M::GET, jms_sync::paths::BUNDLE, sync::bundle)
             .doc(
                 "getBundle",
                 "sync",
@@ -497,7 +497,7 @@ pub fn table() -> Vec<Route> {
             )
             .signed()
             .returns(200, Some("ClientCertificate")),
-        route(M::POST, "/api/v1/sync/events", sync::events)
+        route(M::POST, jms_sync::paths::EVENTS, sync::events)
             .doc(
                 "uploadEvents",
                 "sync",
@@ -508,7 +508,7 @@ pub fn table() -> Vec<Route> {
             .returns(200, Some("EventsAccepted")),
         route(
             M::GET,
-            "/api/v1/sync/recordings/{session}",
+            jms_sync::paths::RECORDING_ROUTE,
             audit::upload_state,
         )
         .doc(
@@ -520,7 +520,7 @@ pub fn table() -> Vec<Route> {
         .returns(200, Some("RecordingUpload")),
         route(
             M::PUT,
-            "/api/v1/sync/recordings/{session}",
+            jms_sync::paths::RECORDING_ROUTE,
             audit::upload_chunk,
         )
         .doc(
@@ -534,7 +534,7 @@ pub fn table() -> Vec<Route> {
         .returns(200, Some("ChunkAccepted")),
         route(
             M::POST,
-            "/api/v1/sync/recordings/{session}/complete",
+            jms_sync::paths::RECORDING_COMPLETE_ROUTE,
             audit::complete_upload,
         )
         .doc(
@@ -586,7 +586,7 @@ pub fn table() -> Vec<Route> {
                 "audit",
                 "Watch a running session: Server-Sent Events of its output (asciicast-style), an `end` event when it is over",
             ),
-        route(M::GET, "/api/v1/sync/control", live::control)
+        route(M::GET, jms_sync::paths::CONTROL, live::control)
             .doc(
                 "getControl",
                 "sync",
@@ -594,7 +594,7 @@ pub fn table() -> Vec<Route> {
             )
             .signed()
             .query(QueryParams::Control),
-        route(M::POST, "/api/v1/sync/live/{session}", live::push)
+        route(M::POST, jms_sync::paths::LIVE_ROUTE, live::push)
             .doc(
                 "pushLive",
                 "sync",

@@ -53,7 +53,7 @@ tokio::task_local! {
 /// [`signed`] authenticated (whatever its status, 304 included) with the
 /// server key, bound to that request (bastion, nonce, method, path,
 /// query), its status, the version in [`headers::VERSION`] and its body
-/// (`jms_core::bundle::answer_message`). An answer to a request that was
+/// (`jms_sync::bundle::answer_message`). An answer to a request that was
 /// not authenticated goes out unsigned: the bastion believes none.
 pub(super) async fn sign_answers(
     State(state): State<AppState>,
@@ -88,7 +88,7 @@ pub(super) async fn sign_answers(
         .get(headers::VERSION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let binding = jms_core::bundle::AnswerBinding {
+    let binding = jms_sync::bundle::AnswerBinding {
         bastion_id,
         nonce: &nonce,
         method: &method,
@@ -260,14 +260,7 @@ pub async fn create_enroll_token(
 
 // ---- enrollment ----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    token: String,
-    bastion_name: String,
-    /// Hex of the bastion's Ed25519 public key.
-    public_key: String,
-}
+pub use jms_sync::enroll::EnrollRequest;
 
 /// `POST /api/v1/sync/enroll`.
 pub async fn enroll(
@@ -292,7 +285,7 @@ pub async fn enroll(
             .enroll(&token, &request.bastion_name, &request.public_key)?;
         let client_cert = match &tls {
             Some(tls) => {
-                let key = jms_core::bundle::unhex(&request.public_key).unwrap_or_default();
+                let key = jms_sync::bundle::unhex(&request.public_key).unwrap_or_default();
                 Some(
                     tls.authority
                         .issue_client(&request.bastion_name, &key)
@@ -304,17 +297,17 @@ pub async fn enroll(
         let key = services.sync.server_public_key().to_vec();
         Ok((
             id,
-            jms_core::bundle::hex(&key),
-            jms_core::bundle::server_id(&key),
+            jms_sync::bundle::hex(&key),
+            jms_sync::bundle::server_id(&key),
             client_cert,
         ))
     })
     .await?;
-    Ok(Json(json!({
-        "bastion_id": id,
-        "server_public_key": server_key,
-        "server_id": server_id,
-        "client_cert": client_cert,
+    Ok(Json(json!(jms_sync::enroll::Enrolled {
+        bastion_id: id,
+        server_public_key: server_key,
+        server_id,
+        client_cert,
     })))
 }
 
@@ -370,7 +363,7 @@ pub async fn bundle(
     let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
     let Query(params) = Query::<BundleParams>::try_from_uri(&uri)
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let transport = jms_core::bundle::unhex(&params.transport)
+    let transport = jms_sync::bundle::unhex(&params.transport)
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;
     if params.wait > crate::sync::MAX_WAIT_SECS {
@@ -414,7 +407,7 @@ pub async fn bundle(
         Answer::Delta { from, to, signed } => (signed, to, "delta", Some(from)),
         Answer::Full { version, signed } => (signed, version, "full", None),
     };
-    let sealed = jms_core::bundle::seal_for(&transport, &signed)
+    let sealed = jms_sync::bundle::seal_for(&transport, &signed)
         .map_err(|e| ApiError::bad_request(format!("transport: {e}")))?;
     let mut response = (
         StatusCode::OK,
@@ -443,11 +436,7 @@ pub async fn bundle(
 
 // ---- events --------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventBatch {
-    events: Vec<Value>,
-}
+use jms_sync::event::{EventBatch, EventsAccepted};
 
 /// `POST /api/v1/sync/events` (signed): `{"events": [...]}`, each event
 /// as spooled (`id` is its idempotency key, `event` its kind, `time`).
@@ -465,7 +454,10 @@ pub async fn events(
         let events = parse_events(&body)?;
         let stored = services.audit.store_events(&verified, &events)?;
         let accepted: Vec<String> = events.into_iter().map(|e| e.idempotency_key).collect();
-        Ok(json!({"accepted": accepted, "stored": stored}))
+        Ok(json!(EventsAccepted {
+            accepted,
+            stored: stored as u64
+        }))
     })
     .await;
     if matches!(&answer, Err(e) if e.status == StatusCode::UNAUTHORIZED) {

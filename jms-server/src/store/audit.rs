@@ -1,9 +1,10 @@
 //! The audit trail as rows: sessions, commands, transfers, login results
 //! and recordings, projected from the events bastions upload.
 //!
-//! - [`AuditEvent`]: an uploaded event as the projection reads it (the
-//!   spool's JSON line; fields it does not know are ignored, kinds it does
-//!   not know are kept only in `events`).
+//! - Events are read as the sync contract defines them
+//!   ([`jms_sync::event::EventBody`], the bastion's own type): fields it
+//!   does not know are ignored, kinds it does not know are kept only in
+//!   `events`.
 //! - The projection runs in the transaction that stored the event, and only
 //!   when that event was new: a retried batch projects nothing twice. It runs
 //!   per batch ([`store_events`]): each event parsed once, one upsert per
@@ -22,6 +23,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+
+use jms_sync::event::{EventBody, Scope};
 
 use super::{NewEvent, Page, Result};
 
@@ -137,93 +140,6 @@ CREATE TABLE recordings (
 "#;
 
 // ---- events as the projection reads them ---------------------------------
-
-/// Who did it where (the spool's `Scope`).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct EventScope {
-    pub session: String,
-    #[serde(default)]
-    pub user: String,
-    #[serde(default)]
-    pub asset: String,
-    #[serde(default)]
-    pub account: String,
-    /// The login on the target, when known.
-    #[serde(default)]
-    pub username: Option<String>,
-}
-
-/// An uploaded event, by its `event` field.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum AuditEvent {
-    SessionStart {
-        #[serde(flatten)]
-        scope: EventScope,
-        kind: Option<String>,
-        protocol: Option<String>,
-        client: Option<String>,
-        command: Option<String>,
-        recording: Option<String>,
-    },
-    SessionEnd {
-        #[serde(flatten)]
-        scope: EventScope,
-        exit_status: Option<i32>,
-        reason: Option<String>,
-        #[serde(default)]
-        duration_ms: u64,
-        bytes_in: Option<u64>,
-        bytes_out: Option<u64>,
-        recording: Option<String>,
-        #[serde(default)]
-        recording_truncated: bool,
-    },
-    SessionDenied {
-        /// Absent in events of older bastions: then only `events` has it.
-        session: Option<String>,
-        #[serde(default)]
-        user: String,
-        #[serde(default)]
-        command_line: String,
-        #[serde(default)]
-        reason: String,
-        client: Option<String>,
-    },
-    Command {
-        #[serde(flatten)]
-        scope: EventScope,
-        command: String,
-        #[serde(default)]
-        kind: String,
-        decision: String,
-        filter: Option<String>,
-        /// Who typed it when a write joiner did (in part): `bob`, `alice,bob`.
-        #[serde(default)]
-        typed_by: Option<String>,
-    },
-    Transfer {
-        #[serde(flatten)]
-        scope: EventScope,
-        #[serde(default)]
-        via: String,
-        operation: String,
-        path: String,
-        to: Option<String>,
-        size: Option<u64>,
-        result: String,
-    },
-    Login {
-        user: String,
-        rhost: Option<String>,
-        service: Option<String>,
-        outcome: String,
-        reason: Option<String>,
-    },
-    /// A kind this server does not project (kept in `events` only).
-    #[serde(other)]
-    Other,
-}
 
 /// Stored time text: RFC 3339 UTC with microseconds.
 pub fn time_text(at: DateTime<Utc>) -> String {
@@ -398,7 +314,7 @@ struct SessionUpdate<'a> {
 
 impl<'a> SessionUpdate<'a> {
     /// A scope's names, overriding the stored ones when `authoritative`.
-    fn scoped(scope: &'a EventScope, authoritative: bool, seen_at: String) -> Self {
+    fn scoped(scope: &'a Scope, authoritative: bool, seen_at: String) -> Self {
         SessionUpdate {
             id: &scope.session,
             user: (&scope.user, authoritative),
@@ -456,7 +372,7 @@ struct Parsed<'e> {
     key: &'e str,
     at: DateTime<Utc>,
     at_text: String,
-    event: AuditEvent,
+    event: EventBody,
 }
 
 /// Stores a batch of events of `bastion_id`, each unless its idempotency
@@ -496,7 +412,7 @@ pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> 
     let parsed: Vec<Parsed<'_>> = new
         .into_iter()
         .filter_map(
-            |(event_id, event)| match AuditEvent::deserialize(&event.body) {
+            |(event_id, event)| match EventBody::deserialize(&event.body) {
                 Ok(parsed) => {
                     let at = parse_time(&event.at).unwrap_or_else(Utc::now);
                     Some(Parsed {
@@ -534,7 +450,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
     let mut rows: Vec<&Parsed<'_>> = Vec::new();
     for p in events {
         let update = match &p.event {
-            AuditEvent::SessionStart {
+            EventBody::SessionStart {
                 scope,
                 kind,
                 protocol,
@@ -542,15 +458,15 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                 command,
                 recording,
             } => SessionUpdate {
-                kind: kind.as_deref(),
-                protocol: protocol.as_deref(),
+                kind: Some(kind.as_str()).filter(|k| !k.is_empty()),
+                protocol: Some(protocol.as_str()).filter(|p| !p.is_empty()),
                 client: client.as_deref(),
                 command: command.as_deref(),
                 started_at: Some(p.at_text.clone()),
                 recording: recording.as_deref(),
                 ..SessionUpdate::scoped(scope, true, p.at_text.clone())
             },
-            AuditEvent::SessionEnd {
+            EventBody::SessionEnd {
                 scope,
                 exit_status,
                 reason,
@@ -566,14 +482,14 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                     exit_status: *exit_status,
                     reason: reason.as_deref(),
                     duration_ms: Some(*duration_ms),
-                    bytes_in: *bytes_in,
-                    bytes_out: *bytes_out,
+                    bytes_in: Some(*bytes_in),
+                    bytes_out: Some(*bytes_out),
                     recording: recording.as_deref(),
                     recording_truncated: *recording_truncated,
                     ..SessionUpdate::scoped(scope, true, time_text(begun))
                 }
             }
-            AuditEvent::SessionDenied {
+            EventBody::SessionDenied {
                 session: Some(session),
                 user,
                 reason,
@@ -589,8 +505,8 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                 reason: Some(reason),
                 ..Default::default()
             },
-            AuditEvent::SessionDenied { session: None, .. } | AuditEvent::Other => continue,
-            AuditEvent::Command {
+            EventBody::SessionDenied { session: None, .. } => continue,
+            EventBody::Command {
                 scope, decision, ..
             } => {
                 if !matches!(decision.as_str(), "allow" | "deny") {
@@ -605,11 +521,16 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                 rows.push(p);
                 SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            AuditEvent::Transfer { scope, .. } => {
+            EventBody::Transfer { scope, .. } => {
                 rows.push(p);
                 SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            AuditEvent::Login { .. } => {
+            // A share (code made, peer joined or left): the shared session
+            // is known by its scope; the event itself stays in `events`.
+            EventBody::Share { scope, .. } => {
+                SessionUpdate::scoped(scope, false, p.at_text.clone())
+            }
+            EventBody::Login { .. } => {
                 rows.push(p);
                 continue;
             }
@@ -630,7 +551,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
     }
     for p in rows {
         match &p.event {
-            AuditEvent::Command {
+            EventBody::Command {
                 scope,
                 command,
                 kind,
@@ -658,7 +579,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                     ],
                 )?;
             }
-            AuditEvent::Transfer {
+            EventBody::Transfer {
                 scope,
                 via,
                 operation,
@@ -689,7 +610,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                     ],
                 )?;
             }
-            AuditEvent::Login {
+            EventBody::Login {
                 user,
                 rhost,
                 service,
@@ -707,14 +628,19 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                         p.at_text,
                         user,
                         rhost,
-                        service,
+                        Some(service.as_str()).filter(|s| !s.is_empty()),
                         outcome,
                         reason.as_deref().filter(|r| !r.is_empty())
                     ],
                 )?;
             }
             // A command or transfer of a session its update did not reach.
-            _ => {}
+            EventBody::Command { .. } | EventBody::Transfer { .. } => {}
+            // Never in `rows`.
+            EventBody::SessionStart { .. }
+            | EventBody::SessionEnd { .. }
+            | EventBody::SessionDenied { .. }
+            | EventBody::Share { .. } => {}
         }
     }
     Ok(())
@@ -1132,7 +1058,7 @@ mod tests {
 
     #[test]
     fn spool_lines_parse_as_audit_events() {
-        let start: AuditEvent = serde_json::from_value(json!({
+        let start: EventBody = serde_json::from_value(json!({
             "id": "e1", "time": "2026-01-01T00:00:00.000Z", "event": "session_start",
             "session": "s1", "user": "alice", "asset": "web01", "account": "root",
             "username": "root", "kind": "shell", "protocol": "ssh", "client": "10.0.0.1",
@@ -1140,18 +1066,20 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            matches!(start, AuditEvent::SessionStart { ref scope, .. } if scope.session == "s1" && scope.username.as_deref() == Some("root"))
+            matches!(start, EventBody::SessionStart { ref scope, .. } if scope.session == "s1" && scope.username.as_deref() == Some("root"))
         );
-        let other: AuditEvent =
-            serde_json::from_value(json!({"event": "something_new", "x": 1})).unwrap();
-        assert!(matches!(other, AuditEvent::Other));
-        let denied: AuditEvent = serde_json::from_value(json!({
+        // A kind this server does not know does not parse: stored, not
+        // projected (`store_events`).
+        assert!(
+            serde_json::from_value::<EventBody>(json!({"event": "something_new", "x": 1})).is_err()
+        );
+        let denied: EventBody = serde_json::from_value(json!({
             "event": "session_denied", "user": "bob", "command_line": "nope", "reason": "no such asset", "client": null
         }))
         .unwrap();
         assert!(matches!(
             denied,
-            AuditEvent::SessionDenied { session: None, .. }
+            EventBody::SessionDenied { session: None, .. }
         ));
     }
 

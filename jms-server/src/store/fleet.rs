@@ -1,12 +1,12 @@
 //! The bastion fleet as the store keeps it: each enrolled bastion's last
 //! sync (time, address, the policy version it holds), what it last
-//! reported about itself ([`jms_core::fleet::StatusReport`]) and whether
+//! reported about itself ([`jms_sync::fleet::StatusReport`]) and whether
 //! an admin revoked it — and the admin roles of API tokens and web admins.
 //! Migration 9 adds the columns; the trait methods are on
 //! [`super::ReadTx`] / [`super::WriteTx`], implemented here for SQLite.
 
 use chrono::{DateTime, Utc};
-use jms_core::fleet::StatusReport;
+use jms_sync::fleet::StatusReport;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::Result;

@@ -473,7 +473,7 @@ pub trait WriteTx: ReadTx {
         &mut self,
         id: i64,
         address: Option<&str>,
-        report: Option<&jms_core::fleet::StatusReport>,
+        report: Option<&jms_sync::fleet::StatusReport>,
     ) -> Result<()>;
     /// Remembers a request nonce; false when it was seen before (a
     /// replay). Forgets nonces older than `forget_before` (Unix seconds).

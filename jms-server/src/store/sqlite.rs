@@ -864,7 +864,7 @@ impl ReadTx for Tx<'_> {
             },
         )?;
         row.map(|(id, name, key, revoked)| {
-            let public_key = jms_core::bundle::unhex(&key).ok_or(StoreError::Corrupt {
+            let public_key = jms_sync::bundle::unhex(&key).ok_or(StoreError::Corrupt {
                 table: "bastions",
                 message: format!("bastion {id}: public_key is not hex"),
             })?;
@@ -1313,7 +1313,7 @@ impl WriteTx for Tx<'_> {
     }
 
     fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>> {
-        let key = jms_core::bundle::hex(public_key);
+        let key = jms_sync::bundle::hex(public_key);
         let at = now();
         let written = if replace {
             self.exec(
@@ -1355,7 +1355,7 @@ impl WriteTx for Tx<'_> {
         &mut self,
         id: i64,
         address: Option<&str>,
-        report: Option<&jms_core::fleet::StatusReport>,
+        report: Option<&jms_sync::fleet::StatusReport>,
     ) -> Result<()> {
         super::fleet::note(&self.conn, id, address, report, &now())
     }

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use jms_core::bundle::{hex, request_message, unhex};
+use jms_sync::bundle::{hex, request_message, unhex};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
@@ -372,10 +372,10 @@ pub fn sign_request(
         method, path, query, timestamp, &nonce, body,
     ));
     vec![
-        ("x-jms-bastion", id.to_string()),
-        ("x-jms-timestamp", timestamp.to_string()),
-        ("x-jms-nonce", nonce),
-        ("x-jms-signature", hex(signature.as_ref())),
+        (jms_sync::auth::headers::BASTION, id.to_string()),
+        (jms_sync::auth::headers::TIMESTAMP, timestamp.to_string()),
+        (jms_sync::auth::headers::NONCE, nonce),
+        (jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref())),
     ]
 }
 

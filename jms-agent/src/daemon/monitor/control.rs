@@ -32,48 +32,7 @@ const END_REASON_WAIT: Duration = Duration::from_secs(5);
 /// Seconds the server may hold a control request.
 const CONTROL_WAIT_SECS: u64 = 25;
 
-/// One order from `GET /api/v1/sync/control`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Order {
-    Kill {
-        session: String,
-        reason: String,
-    },
-    Watch {
-        session: String,
-    },
-    /// Forget a user's failed logins and lockout.
-    Unlock {
-        user: String,
-    },
-}
-
-/// Reads the control answer (`{"orders": [...]}`); unknown orders are
-/// skipped (a newer server).
-pub fn parse_orders(answer: &Value) -> Vec<Order> {
-    let Some(orders) = answer["orders"].as_array() else {
-        return Vec::new();
-    };
-    orders
-        .iter()
-        .filter_map(|o| {
-            let session = || o["session"].as_str().map(str::to_string);
-            match o["kind"].as_str()? {
-                "kill" => Some(Order::Kill {
-                    session: session()?,
-                    reason: o["reason"].as_str().unwrap_or("").to_string(),
-                }),
-                "watch" => Some(Order::Watch {
-                    session: session()?,
-                }),
-                "unlock" => Some(Order::Unlock {
-                    user: o["user"].as_str()?.to_string(),
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
+pub use jms_sync::control::{parse_orders, Order};
 
 /// A signed JSON exchange with the central server, over the bastion's
 /// one client.
@@ -121,14 +80,14 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
         // Each poll carries the bastion's report (`jmsctl bastion list`).
-        let report = jms_core::fleet::StatusReport {
+        let report = jms_sync::fleet::StatusReport {
             agent: env!("CARGO_PKG_VERSION").to_string(),
             sessions: crate::daemon::monitor::open_sessions::count(&daemon.config),
             backlog: crate::daemon::monitor::spool::backlog(&daemon.config),
         };
         let answer = central.call(
             reqwest::Method::GET,
-            "/api/v1/sync/control",
+            jms_sync::paths::CONTROL,
             &format!("wait={CONTROL_WAIT_SECS}&{}", report.query()),
             None,
             Duration::from_secs(CONTROL_WAIT_SECS),
@@ -161,7 +120,7 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
                             .spawn(move || {
                                 let body = json!({"events": [], "ended": true,
                                     "reason": "the session is not running on its bastion"});
-                                let path = format!("/api/v1/sync/live/{session}");
+                                let path = jms_sync::paths::live(&session);
                                 let _ = central.call(
                                     reqwest::Method::POST,
                                     &path,
@@ -218,7 +177,7 @@ fn stream_to_server(central: &Central, live: &LiveSession) {
 /// it ends (true).
 fn stream_once(central: &Central, live: &LiveSession) -> bool {
     let Some(tap) = live.tap() else { return true };
-    let path = format!("/api/v1/sync/live/{}", live.id);
+    let path = jms_sync::paths::live(&live.id);
     let started = Instant::now();
     let mut pending = tap.recent;
     let first = json!({
@@ -291,34 +250,6 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn orders_are_read_and_unknown_ones_skipped() {
-        let answer = json!({"orders": [
-            {"kind": "kill", "session": "s1", "reason": "policy"},
-            {"kind": "watch", "session": "s2"},
-            {"kind": "reboot", "session": "s3"},
-            {"kind": "kill"},
-            {"kind": "unlock", "user": "alice"},
-            {"kind": "unlock"},
-        ]});
-        assert_eq!(
-            parse_orders(&answer),
-            vec![
-                Order::Kill {
-                    session: "s1".into(),
-                    reason: "policy".into()
-                },
-                Order::Watch {
-                    session: "s2".into()
-                },
-                Order::Unlock {
-                    user: "alice".into()
-                },
-            ]
-        );
-        assert!(parse_orders(&json!({})).is_empty());
-    }
 
     #[test]
     fn a_character_cut_between_reads_waits_for_its_rest() {

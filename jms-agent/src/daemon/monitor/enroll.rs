@@ -5,7 +5,7 @@
 //! Ed25519 key pair, registers the public key with the one-time token and
 //! pins the server's public key. A token `SECRET.SHA256` names the
 //! server's CA: the server's TLS chain must hold that CA (checked before
-//! the token is sent, see `central::PinnedCa`), else nothing is written;
+//! the token is sent, see `pinning::PinnedCa`), else nothing is written;
 //! the server answers with a client certificate from that CA for the
 //! bastion's key (the private key never leaves the bastion). A token
 //! without the hash (a server behind a TLS proxy, `--insecure-http`) pins
@@ -22,28 +22,26 @@
 //!
 //! Every later request carries `X-Jms-Bastion`, `X-Jms-Timestamp`,
 //! `X-Jms-Nonce` and `X-Jms-Signature` (Ed25519 over
-//! `jms_core::bundle::request_message`), and every answer is believed only
+//! `jms_sync::bundle::request_message`), and every answer is believed only
 //! when the pinned server key signed it for that very request
-//! (`X-Jms-Answer-Signature`, `jms_core::bundle::verify_answer`):
+//! (`X-Jms-Answer-Signature`, `jms_sync::bundle::verify_answer`):
 //! [`Identity::call`] is the one way the daemon talks to the server.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use jms_core::bundle::{
-    hex, request_message, server_id, unhex, verify_answer, AnswerBinding, ANSWER_SIGNATURE_HEADER,
-    VERSION_HEADER,
-};
+use jms_sync::auth::headers;
+use jms_sync::bundle::{hex, request_message, server_id, unhex, verify_answer, AnswerBinding};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::central::cert_hash;
+use super::pinning::cert_hash;
 
 /// The bastion's private key.
 pub const KEY_FILE: &str = "bastion.key";
@@ -158,9 +156,7 @@ impl Identity {
         body: Vec<u8>,
     ) -> (RequestBuilder, String) {
         let timestamp = chrono::Utc::now().timestamp();
-        let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).expect("system random");
-        let nonce = hex(&nonce);
+        let nonce = jms_sync::auth::new_nonce();
         let (path, query) = (call.path, call.query);
         let message = request_message(call.method.as_str(), path, query, timestamp, &nonce, &body);
         let signature = self.key.sign(&message);
@@ -171,10 +167,10 @@ impl Identity {
         };
         let mut request = http
             .request(call.method.clone(), url)
-            .header("x-jms-bastion", self.enrollment.bastion_id.to_string())
-            .header("x-jms-timestamp", timestamp.to_string())
-            .header("x-jms-nonce", &nonce)
-            .header("x-jms-signature", hex(signature.as_ref()));
+            .header(headers::BASTION, self.enrollment.bastion_id.to_string())
+            .header(headers::TIMESTAMP, timestamp.to_string())
+            .header(headers::NONCE, &nonce)
+            .header(headers::SIGNATURE, hex(signature.as_ref()));
         if !body.is_empty() {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, call.content_type)
@@ -225,9 +221,9 @@ impl Identity {
             &self.server_key,
             &binding,
             status.as_u16(),
-            headers.get(VERSION_HEADER).map(|v| v.as_bytes()),
+            headers.get(headers::VERSION).map(|v| v.as_bytes()),
             &body,
-            headers.get(ANSWER_SIGNATURE_HEADER).map(|v| v.as_bytes()),
+            headers.get(headers::ANSWER_SIGNATURE).map(|v| v.as_bytes()),
         )
         .map_err(|e| {
             tracing::error!(
@@ -331,7 +327,7 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
     let timeout = Duration::from_secs(30);
     let (http, verifier) = match &pin {
         Some(pin) => {
-            let (http, verifier) = super::central::enrollment_client(pin, timeout)?;
+            let (http, verifier) = super::pinning::enrollment_client(pin, timeout)?;
             (http, Some(verifier))
         }
         None => {
@@ -339,14 +335,18 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
             (http_client(timeout)?, None)
         }
     };
-    let url = format!("{}/api/v1/sync/enroll", server.trim_end_matches('/'));
+    let url = format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        jms_sync::paths::ENROLL
+    );
     let sent = http
         .post(&url)
-        .json(&serde_json::json!({
-            "token": token,
-            "bastion_name": name,
-            "public_key": hex(key.public_key().as_ref()),
-        }))
+        .json(&jms_sync::enroll::EnrollRequest {
+            token: token.to_string(),
+            bastion_name: name.to_string(),
+            public_key: hex(key.public_key().as_ref()),
+        })
         .send();
     let response = match sent {
         Ok(response) => response,
@@ -368,9 +368,9 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
             body["error"].as_str().unwrap_or("no reason given")
         );
     }
-    let server_key_hex = body["server_public_key"]
-        .as_str()
-        .context("no server_public_key in the answer")?;
+    let body: jms_sync::enroll::Enrolled =
+        serde_json::from_value(body).context("the enrollment answer")?;
+    let server_key_hex = body.server_public_key.as_str();
     let server_key = unhex(server_key_hex)
         .filter(|k| k.len() == 32)
         .context("bad server_public_key in the answer")?;
@@ -383,8 +383,9 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .context("the pinned CA was not seen")?;
-            let pem = body["client_cert"]
-                .as_str()
+            let pem = body
+                .client_cert
+                .as_deref()
                 .context("no client_cert in the answer (is the server behind a TLS proxy? then its tokens name no CA)")?;
             let cert = CertificateDer::from_pem_slice(pem.as_bytes())
                 .map_err(|e| anyhow::anyhow!("bad client_cert in the answer: {e}"))?;
@@ -393,9 +394,7 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
     };
     let enrollment = Enrollment {
         server: server.to_string(),
-        bastion_id: body["bastion_id"]
-            .as_i64()
-            .context("no bastion_id in the answer")?,
+        bastion_id: body.bastion_id,
         bastion_name: name.to_string(),
         server_public_key: server_key_hex.to_string(),
         server_id: server_id(&server_key),
@@ -414,28 +413,6 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
         &serde_json::to_vec_pretty(&enrollment)?,
     )?;
     Ok(enrollment)
-}
-
-/// `jms-agentd renew-cert`: a new client certificate for the bastion's
-/// key, asked over the current one (before it expires).
-pub fn renew_client_cert(state_dir: &Path, client: &super::central::CentralClient) -> Result<()> {
-    if client.identity().tls.is_none() {
-        bail!("this bastion enrolled without a pinned CA: it has no client certificate");
-    }
-    let answer = client.call(
-        Call::new(Method::POST, "/api/v1/sync/certificate", ""),
-        Vec::new(),
-    )?;
-    if !answer.status.is_success() {
-        return Err(answer.refusal("the certificate renewal"));
-    }
-    let pem = answer.json()["client_cert"]
-        .as_str()
-        .map(str::to_string)
-        .context("no client_cert in the answer")?;
-    let cert = CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| anyhow::anyhow!("bad client_cert in the answer: {e}"))?;
-    write_private(&state_dir.join(CLIENT_CERT_FILE), cert.as_ref())
 }
 
 /// Writes a private file (0600) atomically.

@@ -25,6 +25,7 @@ pub mod enroll;
 pub mod handlers;
 pub mod live;
 pub mod open_sessions;
+pub mod pinning;
 pub mod policy_source;
 pub mod publish;
 pub mod resolve;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jms_core::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use jms_core::Policy;
+use jms_sync::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
@@ -269,7 +269,7 @@ impl Central {
         }
         let call = Call {
             timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
-            ..Call::new(reqwest::Method::GET, "/api/v1/sync/bundle", &query)
+            ..Call::new(reqwest::Method::GET, jms_sync::paths::BUNDLE, &query)
         };
         let answer = self.client.call(call, Vec::new())?;
         if answer.status == reqwest::StatusCode::NOT_MODIFIED {
@@ -469,30 +469,25 @@ impl Central {
         events: &[serde_json::Value],
     ) -> std::result::Result<Vec<String>, crate::daemon::monitor::upload::SendError> {
         use crate::daemon::monitor::upload::SendError;
-        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
-            .map_err(|e| SendError::Refused(e.into()))?;
+        let body = serde_json::to_vec(&jms_sync::event::EventBatch {
+            events: events.to_vec(),
+        })
+        .map_err(|e| SendError::Refused(e.into()))?;
         // An answer not signed for this request is none: the events stay
         // spooled.
         let answer = self
             .client
             .call(
-                Call::new(reqwest::Method::POST, "/api/v1/sync/events", ""),
+                Call::new(reqwest::Method::POST, jms_sync::paths::EVENTS, ""),
                 body,
             )
             .map_err(SendError::Unreachable)?;
         if !answer.status.is_success() {
             return Err(SendError::Refused(answer.refusal("the events")));
         }
-        let answer = answer.json();
-        let accepted = answer["accepted"]
-            .as_array()
-            .ok_or_else(|| {
-                SendError::Refused(anyhow::anyhow!("the events answer has no `accepted`"))
-            })?
-            .iter()
-            .filter_map(|k| k.as_str().map(str::to_string))
-            .collect();
-        Ok(accepted)
+        let answer: jms_sync::event::EventsAccepted = serde_json::from_value(answer.json())
+            .map_err(|e| SendError::Refused(anyhow::anyhow!("the events answer: {e}")))?;
+        Ok(answer.accepted)
     }
 
     fn fail_closed_if_stale(&self) -> Update {

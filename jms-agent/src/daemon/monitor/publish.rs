@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use jms_core::bundle::UnixIds;
 use jms_core::local_accounts::LocalAccounts;
 use jms_core::nss_cache::{self, NssData};
 use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
+use jms_sync::bundle::UnixIds;
 
 use crate::daemon::config::AgentdConfig;
 

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::daemon::events::EventBody;
@@ -44,27 +43,8 @@ pub enum SpoolError {
     Io(#[from] std::io::Error),
 }
 
-/// One spooled record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
-    /// Unique id: the idempotency key of the upload.
-    pub id: String,
-    /// RFC 3339, UTC.
-    pub time: String,
-    #[serde(flatten)]
-    pub body: EventBody,
-}
-
-impl Event {
-    /// An event happening now, with a fresh id.
-    pub fn now(body: EventBody) -> Event {
-        Event {
-            id: crate::daemon::events::new_id(),
-            time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            body,
-        }
-    }
-}
+/// One spooled record: the sync contract's event line.
+pub use jms_sync::event::Event;
 
 /// The open segment's file, with the sequence number of the last event
 /// written to it.

@@ -29,7 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jms_core::bundle::{is_recording_session_id, sha256_file};
+use jms_sync::recording::{
+    is_recording_session_id, sha256_file, CompleteRequest, Offset, UploadState,
+};
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
@@ -432,7 +435,7 @@ pub struct HttpRecordingServer {
 }
 
 fn path_of(session: &str) -> String {
-    format!("/api/v1/sync/recordings/{session}")
+    jms_sync::paths::recording(session)
 }
 
 impl HttpRecordingServer {
@@ -477,12 +480,12 @@ impl RecordingServer for HttpRecordingServer {
         if !status.is_success() {
             return Err(Self::refused(status, &answer));
         }
+        let state =
+            UploadState::deserialize(&answer).map_err(|_| Self::refused(status, &answer))?;
         Ok(ServerCopy {
-            offset: answer["offset"]
-                .as_u64()
-                .ok_or_else(|| Self::refused(status, &answer))?,
-            complete: answer["complete"].as_bool().unwrap_or(false),
-            sha256: answer["sha256"].as_str().map(str::to_string),
+            offset: state.offset,
+            complete: state.complete,
+            sha256: state.sha256,
         })
     }
 
@@ -494,7 +497,7 @@ impl RecordingServer for HttpRecordingServer {
             chunk.to_vec(),
             "application/octet-stream",
         )?;
-        let now = answer["offset"].as_u64();
+        let now = Offset::deserialize(&answer).ok().map(|o| o.offset);
         match (status.as_u16(), now) {
             (200, Some(now)) => Ok(ChunkAnswer::Stored(now)),
             (409, Some(now)) => Ok(ChunkAnswer::Elsewhere(now)),
@@ -508,17 +511,22 @@ impl RecordingServer for HttpRecordingServer {
         size: u64,
         sha256: &str,
     ) -> Result<CompleteAnswer, SendError> {
-        let body = serde_json::to_vec(&serde_json::json!({"size": size, "sha256": sha256}))
-            .map_err(|e| SendError::Refused(e.into()))?;
+        let body = serde_json::to_vec(&CompleteRequest {
+            size,
+            sha256: sha256.to_string(),
+        })
+        .map_err(|e| SendError::Refused(e.into()))?;
         let (status, answer) = self.send(
             reqwest::Method::POST,
-            &format!("{}/complete", path_of(session)),
+            &jms_sync::paths::recording_complete(session),
             "",
             body,
             "application/json",
         )?;
         match status.as_u16() {
-            200 if answer["complete"] == true => Ok(CompleteAnswer::Done),
+            200 if UploadState::deserialize(&answer).is_ok_and(|s| s.complete) => {
+                Ok(CompleteAnswer::Done)
+            }
             422 => Ok(CompleteAnswer::Mismatch),
             409 => Ok(CompleteAnswer::Conflict),
             _ => Err(Self::refused(status, &answer)),
@@ -673,7 +681,7 @@ mod tests {
                 offset: bytes.len() as u64,
                 complete,
                 sha256: complete
-                    .then(|| jms_core::bundle::hex(ring::digest::digest(&SHA256, &bytes).as_ref())),
+                    .then(|| jms_sync::bundle::hex(ring::digest::digest(&SHA256, &bytes).as_ref())),
             })
         }
         fn put(&self, session: &str, offset: u64, chunk: &[u8]) -> Result<ChunkAnswer, SendError> {
@@ -703,7 +711,7 @@ mod tests {
             let Some((bytes, complete)) = held.get_mut(session) else {
                 return Ok(CompleteAnswer::Conflict);
             };
-            let actual = jms_core::bundle::hex(ring::digest::digest(&SHA256, bytes).as_ref());
+            let actual = jms_sync::bundle::hex(ring::digest::digest(&SHA256, bytes).as_ref());
             if bytes.len() as u64 != size || actual != sha256 {
                 held.remove(session);
                 return Ok(CompleteAnswer::Mismatch);

@@ -67,9 +67,9 @@
 //! the bastion id and the request's nonce, method, path and query (so an
 //! answer fits one request only and can never be replayed for another),
 //! the HTTP status, the policy version the answer talks about (the
-//! [`VERSION_HEADER`]: for a 304 the server's version, for a bundle or
+//! [`crate::auth::headers::VERSION`]: for a 304 the server's version, for a bundle or
 //! delta the version it brings) and the SHA-256 of the body. The signature
-//! travels in [`ANSWER_SIGNATURE_HEADER`]; [`verify_answer`] is what the
+//! travels in [`crate::auth::headers::ANSWER_SIGNATURE`]; [`verify_answer`] is what the
 //! bastion runs on every answer before it believes anything in it. An
 //! answer that is unsigned, badly signed or bound to another request is
 //! no answer: the bastion counts the server as unreachable, so its
@@ -86,8 +86,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-use crate::model::PolicyDocument;
-use crate::policy::Policy;
+use jms_core::model::PolicyDocument;
+use jms_core::policy::Policy;
 
 /// First bytes of a signed bundle.
 pub const MAGIC: &[u8; 4] = b"JMSB";
@@ -105,10 +105,6 @@ const TRANSPORT_INFO: &[u8] = b"jms-bundle-transport-v1";
 const REQUEST_CONTEXT: &str = "jms-sync-request-v1";
 /// What an answer signature covers first.
 const ANSWER_CONTEXT: &str = "jms-sync-answer-v1";
-/// The header carrying the server's signature of an answer (hex).
-pub const ANSWER_SIGNATURE_HEADER: &str = "x-jms-answer-signature";
-/// The header carrying the policy version an answer talks about.
-pub const VERSION_HEADER: &str = "x-jms-policy-version";
 const KEY_LEN: usize = 32;
 const SIG_LEN: usize = 64;
 const HEADER_LEN: usize = MAGIC.len() + 1 + KEY_LEN + SIG_LEN;
@@ -198,25 +194,15 @@ fn sign_body(format: u8, context: &[u8], body: &[u8], key: &Ed25519KeyPair) -> V
     out
 }
 
-/// The kinds of policy entities a delta names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntityKind {
-    Group,
-    User,
-    Node,
-    Asset,
-    Account,
-    Grant,
-    Filter,
-}
+/// The kind of a removed entity: the policy model's own ([`EntityKind`]).
+pub use jms_core::model::EntityKind;
 
 /// An account of a delta, with the asset it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetAccount {
     pub asset: String,
-    pub account: crate::model::Account,
+    pub account: jms_core::model::Account,
 }
 
 /// One entity a delta removes; accounts are named `asset/account`.
@@ -341,9 +327,9 @@ impl Delta {
         upsert(&mut doc.users, &up.users, |u| u.username.as_str());
         upsert(&mut doc.nodes, &up.nodes, |n| n.as_str());
         // An upserted asset keeps its accounts.
-        let mut assets: Vec<crate::model::Asset> = up.assets.clone();
+        let mut assets: Vec<jms_core::model::Asset> = up.assets.clone();
         {
-            let kept: std::collections::HashMap<&str, &crate::model::Asset> =
+            let kept: std::collections::HashMap<&str, &jms_core::model::Asset> =
                 doc.assets.iter().map(|a| (a.name.as_str(), a)).collect();
             for asset in &mut assets {
                 if let Some(old) = kept.get(asset.name.as_str()) {
@@ -396,6 +382,24 @@ impl Delta {
     }
 }
 
+impl jms_core::PolicyChange for Delta {
+    fn upserted(&self) -> &PolicyDocument {
+        &self.upsert
+    }
+
+    fn removed(&self) -> impl Iterator<Item = (EntityKind, &str)> {
+        self.remove.iter().map(|r| (r.kind, r.name.as_str()))
+    }
+
+    fn touches_assets(&self) -> bool {
+        Delta::touches_assets(self)
+    }
+
+    fn apply_to_document(&self, doc: &mut PolicyDocument) -> std::result::Result<(), String> {
+        Delta::apply_to_document(self, doc).map_err(|e| e.to_string())
+    }
+}
+
 /// A verified bundle as a bastion holds it: its checked policy (whose
 /// entities and indexes are shared, so holding and cloning it is cheap)
 /// and what else the bundle carries. Deltas apply to it without copying
@@ -416,7 +420,7 @@ pub enum HoldError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("the bundle's policy does not check: {0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] jms_core::policy::PolicyError),
 }
 
 impl HeldBundle {
@@ -776,7 +780,7 @@ pub fn answer_message(
 }
 
 /// The server's signature of an answer: the value of
-/// [`ANSWER_SIGNATURE_HEADER`] (hex).
+/// [`crate::auth::headers::ANSWER_SIGNATURE`] (hex).
 pub fn sign_answer(
     key: &Ed25519KeyPair,
     binding: &AnswerBinding<'_>,
@@ -791,7 +795,7 @@ pub fn sign_answer(
 
 /// Checks an answer to the request `binding` against the pinned server
 /// key: `version` and `signature` are the raw values of
-/// [`VERSION_HEADER`] and [`ANSWER_SIGNATURE_HEADER`] (absent: `None`).
+/// [`crate::auth::headers::VERSION`] and [`crate::auth::headers::ANSWER_SIGNATURE`] (absent: `None`).
 /// Returns the version the answer talks about, once it is believed.
 pub fn verify_answer(
     pinned: &[u8],
@@ -852,37 +856,6 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Whether `id` is a session id the server takes for a recording (it
-/// names the file): 1 to 128 letters, digits, `.`, `_` or `-`, not
-/// starting with `.`.
-pub fn is_recording_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// SHA-256 (hex) and size of a file, read in blocks (a session recording:
-/// the bastion's upload and the server's check of it).
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut context = ring::digest::Context::new(&SHA256);
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((hex(context.finish().as_ref()), size))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,14 +866,14 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
         assert_eq!(
-            sha256_file(&path).unwrap(),
+            crate::recording::sha256_file(&path).unwrap(),
             (
                 "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(),
                 3
             )
         );
     }
-    use crate::model::{Secret, User};
+    use jms_core::model::{Secret, User};
     use ring::signature::Ed25519KeyPair;
 
     fn key() -> Ed25519KeyPair {
@@ -1374,7 +1347,7 @@ mod tests {
 
     #[test]
     fn a_delta_upserts_assets_keeping_their_accounts_and_adds_accounts() {
-        use crate::model::{Account, Asset};
+        use jms_core::model::{Account, Asset};
         let key = key();
         let asset: Asset = serde_json::from_value(serde_json::json!({
             "name": "web01", "address": "10.0.0.1",
