@@ -55,7 +55,9 @@ pub struct Central {
     /// `https://127.0.0.1:PORT` (`http://` when insecure).
     pub url: String,
     token: String,
+    server: PathBuf,
     ctl: PathBuf,
+    insecure: bool,
     /// The server's CA (PEM) over TLS.
     ca: Option<Vec<u8>>,
 }
@@ -93,13 +95,42 @@ impl Central {
             COMMAND_TIMEOUT,
         );
         out.assert_success("jms-server token create should make an admin token");
-        let token = out.stdout.trim().to_owned();
-        let log = fs::File::create(dir.path().join("server.log")).expect("server.log");
-        let mut child = Command::new(&server)
+        let mut central = Central {
+            dir: Some(dir),
+            child: None,
+            url: String::new(),
+            token: out.stdout.trim().to_owned(),
+            server,
+            ctl,
+            insecure,
+            ca: None,
+        };
+        central.url = central.spawn("127.0.0.1:0");
+        assert_eq!(
+            central.url.starts_with("https://"),
+            !insecure,
+            "TLS unless --insecure-http: {}",
+            central.url
+        );
+        central.ca = (!insecure).then(|| {
+            fs::read(central.data_dir().join("tls/ca.pem")).expect("the server's CA (tls/ca.pem)")
+        });
+        central
+    }
+
+    /// Starts the server process on `listen`; its URL.
+    fn spawn(&mut self, listen: &str) -> String {
+        assert!(self.child.is_none(), "jms-server is already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("server.log"))
+            .expect("server.log");
+        let mut child = Command::new(&self.server)
             .arg("--data")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(insecure.then_some("--insecure-http"))
+            .arg(self.data_dir())
+            .args(["--listen", listen])
+            .args(self.insecure.then_some("--insecure-http"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -112,31 +143,29 @@ impl Central {
         let Some(url) = line.trim().strip_prefix("listening on ") else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "jms-server did not start ({line:?}):\n{}",
-                fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
+            panic!("jms-server did not start ({line:?}):\n{}", self.log());
         };
-        let url = url.to_owned();
-        assert_eq!(
-            url.starts_with("https://"),
-            !insecure,
-            "TLS unless --insecure-http: {url}"
-        );
         // Keep reading its stdout so it never blocks on a full pipe.
         thread::spawn(move || {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let ca = (!insecure)
-            .then(|| fs::read(data.join("tls/ca.pem")).expect("the server's CA (tls/ca.pem)"));
-        Central {
-            dir: Some(dir),
-            child: Some(child),
-            url,
-            token,
-            ctl,
-            ca,
+        self.child = Some(child);
+        url.to_owned()
+    }
+
+    /// kill -9: the server gets no chance to clean up.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+    }
+
+    /// Starts the stopped server again on the same data and address.
+    pub fn restart(&mut self) {
+        let address = self.address().to_owned();
+        let url = self.spawn(&address);
+        assert_eq!(url, self.url, "restarted at the same address");
     }
 
     /// `127.0.0.1:PORT`.
@@ -289,10 +318,7 @@ impl Drop for Central {
         if thread::panicking() {
             eprintln!("---- jms-server log ----\n{}", self.log());
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
         if std::env::var_os("JMS_E2E_KEEP").is_some() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("jms-e2e: kept {}", dir.keep().display());

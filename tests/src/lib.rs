@@ -3,6 +3,8 @@
 //! namespace, driven by real clients (`getent`, `pamtester`, `ssh`).
 //!
 //! - [`preflight`]: root, system tools and built artifacts, or a loud failure.
+//! - [`agentd`]: a bare jms-agentd enrolled to a server, without sshd
+//!   (the sync path's own tests).
 //! - [`central`]: a jms-server for the bastion, `jmsctl` against it, and a
 //!   proxy that can hand agentd forged bundles.
 //! - [`bastion`]: [`BastionBuilder`] writes the test's sshd_config,
@@ -24,6 +26,7 @@
 //!
 //! The host's /etc is never changed; all traffic stays on 127.0.0.1.
 
+pub mod agentd;
 pub mod bastion;
 pub mod central;
 pub mod clients;

@@ -16,6 +16,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("perl", "perl-base"),
+    ("sqlite3", "sqlite3"),
 ];
 
 /// The sshd the suite drives (absolute path: sshd re-executes itself).

@@ -3,25 +3,22 @@
 //! up a change within a poll, refuse a tampered bundle on disk at restart,
 //! and fail closed when no fresh policy can be had. Runs as root (CI does).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use common::{assert_root, enrolled_bastion, stored_events, Bastion, Central, EXAMPLE};
+use jms_e2e::agentd::{enrolled_agentd, shared_temp_dir, stored_events, Agentd, EXAMPLE_POLICY};
+use jms_e2e::central::Central;
 
 #[test]
 fn a_bastion_enrolls_follows_the_server_and_refuses_a_tampered_bundle() {
-    assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut central = Central::start(&dir.path().join("server"));
-    central.jmsctl(&["policy", "apply", EXAMPLE]);
-    let token = central.enroll_token();
+    let dir = shared_temp_dir();
+    let mut central = Central::start();
+    central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
+    let token = central.enrollment_token();
 
     let bastion_dir = dir.path().join("bastion");
     std::fs::create_dir(&bastion_dir).unwrap();
-    let mut bastion = Bastion::new(&bastion_dir, &central.url);
+    let mut bastion = Agentd::new(&bastion_dir, &central.url);
 
     let out = bastion.enroll(&central.url, &token);
     assert!(
@@ -104,8 +101,7 @@ fn a_bastion_enrolls_follows_the_server_and_refuses_a_tampered_bundle() {
 
 #[test]
 fn spooled_events_reach_the_server_once_and_the_segment_is_deleted() {
-    let (_dir, central, mut bastion) = enrolled_bastion();
-    let data = central.data.clone();
+    let (_dir, central, mut bastion) = enrolled_agentd(false);
 
     // A sealed segment as the spool writes it (one line without an id: its
     // key is derived from the segment and line), and an open one.
@@ -148,7 +144,7 @@ fn spooled_events_reach_the_server_once_and_the_segment_is_deleted() {
     };
     bastion.start();
     bastion.wait_for("the spool to drain", spool_empty);
-    assert_eq!(stored_events(&data), expected, "each event stored once");
+    assert_eq!(stored_events(&central), expected, "each event stored once");
     bastion.stop();
 
     // The same segment again (as if agentd had died before deleting it):
@@ -157,7 +153,7 @@ fn spooled_events_reach_the_server_once_and_the_segment_is_deleted() {
     bastion.start();
     bastion.wait_for("the resent segment to be deleted", || !segment.exists());
     assert_eq!(
-        stored_events(&data),
+        stored_events(&central),
         expected,
         "a resend stores nothing twice"
     );

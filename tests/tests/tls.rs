@@ -5,31 +5,23 @@
 //! from another CA is refused at every request, and the cached policy
 //! stays in force. Runs as root (CI does).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::{assert_root, Bastion, Central, EXAMPLE};
-
-fn temp_dir() -> tempfile::TempDir {
-    assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use jms_e2e::agentd::{shared_temp_dir, Agentd, EXAMPLE_POLICY};
+use jms_e2e::central::Central;
 
 #[test]
 fn enrollment_refuses_a_server_whose_ca_is_not_the_tokens_and_writes_nothing() {
-    let dir = temp_dir();
-    let genuine = Central::start_tls(&dir.path().join("genuine"));
-    genuine.jmsctl(&["policy", "apply", EXAMPLE]);
-    let impostor = Central::start_tls(&dir.path().join("impostor"));
-    let token = genuine.enroll_token();
+    let dir = shared_temp_dir();
+    let genuine = Central::start();
+    genuine.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
+    let impostor = Central::start();
+    let token = genuine.enrollment_token();
     assert!(token.contains('.'), "the token names the CA: {token}");
 
     let bastion_dir = dir.path().join("bastion");
     std::fs::create_dir(&bastion_dir).unwrap();
-    let bastion = Bastion::new(&bastion_dir, &genuine.url);
+    let bastion = Agentd::new(&bastion_dir, &genuine.url);
     // The genuine token, sent to a server with another CA (what a man in
     // the middle of the enrollment would present).
     let out = bastion.enroll(&impostor.url, &token);
@@ -77,14 +69,13 @@ fn enrollment_refuses_a_server_whose_ca_is_not_the_tokens_and_writes_nothing() {
 
 #[test]
 fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_stays() {
-    let dir = temp_dir();
-    let data = dir.path().join("server");
-    let mut central = Central::start_tls(&data);
-    central.jmsctl(&["policy", "apply", EXAMPLE]);
-    let token = central.enroll_token();
+    let dir = shared_temp_dir();
+    let mut central = Central::start();
+    central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
+    let token = central.enrollment_token();
     let bastion_dir = dir.path().join("bastion");
     std::fs::create_dir(&bastion_dir).unwrap();
-    let mut bastion = Bastion::new(&bastion_dir, &central.url);
+    let mut bastion = Agentd::new(&bastion_dir, &central.url);
     let out = bastion.enroll(&central.url, &token);
     assert!(
         out.status.success(),
@@ -94,12 +85,7 @@ fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_st
     // A new client certificate (renewal), then the policy over mTLS with it.
     let cert = bastion.state().join("client-cert.der");
     let before = std::fs::read(&cert).unwrap();
-    let out = std::process::Command::new(common::AGENTD)
-        .arg("--config")
-        .arg(bastion.config())
-        .arg("renew-cert")
-        .output()
-        .unwrap();
+    let out = bastion.command().arg("renew-cert").output().unwrap();
     assert!(
         out.status.success(),
         "renew-cert: {}",
@@ -118,7 +104,7 @@ fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_st
     // The server's TLS files swapped for another CA's (same address, same
     // data, same signing key): the bastion refuses it at the handshake.
     central.stop();
-    std::fs::remove_dir_all(data.join("tls")).unwrap();
+    std::fs::remove_dir_all(central.data_dir().join("tls")).unwrap();
     central.restart();
     central.jmsctl(&["user", "add", "yann", "--name", "Yann"]);
     bastion.wait_for("the handshake to be refused", || {

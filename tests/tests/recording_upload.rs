@@ -5,15 +5,13 @@
 //! shows it has a recording. A PAM login result travels the same way, as
 //! a `login` event. Runs as root (CI does).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{enrolled_bastion, Bastion};
 use jms_agent::daemon::events::{EventBody, Scope};
 use jms_agent::daemon::monitor::spool::Event;
 use jms_agent::daemon::session::recording::{Asciicast, Recorder, SessionMeta};
+use jms_e2e::agentd::{enrolled_agentd, sqlite, Agentd};
 
 /// Pid of the jms-agentd running with `config` (found in /proc: the
 /// fixture keeps its child to itself).
@@ -80,7 +78,7 @@ fn write_recording(dir: &Path, session: &str, size: usize) -> PathBuf {
 }
 
 /// Spools the session's start and end so the server has the session.
-fn spool_session(bastion: &Bastion, session: &str) {
+fn spool_session(bastion: &Agentd, session: &str) {
     let spool = bastion.spool();
     std::fs::create_dir_all(&spool).unwrap();
     let scope = Scope {
@@ -119,7 +117,7 @@ fn spool_session(bastion: &Bastion, session: &str) {
 
 #[test]
 fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirmed() {
-    let (_dir, central, mut bastion) = enrolled_bastion();
+    let (_dir, central, mut bastion) = enrolled_agentd(false);
     let session = jms_agent::daemon::events::new_id();
     let recordings = bastion.state().join("recordings");
     // 24 MiB: two dozen chunks, so the upload can be caught in the middle.
@@ -128,11 +126,11 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
     let total = original.len() as u64;
     spool_session(&bastion, &session);
     let partial = central
-        .data
+        .data_dir()
         .join("recordings")
         .join(format!("{session}.cast.part"));
     let complete = central
-        .data
+        .data_dir()
         .join("recordings")
         .join(format!("{session}.cast"));
 
@@ -193,7 +191,7 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
     // Through the admin API: the session has its recording, byte for byte.
     bastion.wait_for("the session's events", || bastion.spool_empty());
     let show = central.jmsctl(&["session", "show", &session, "--json"]);
-    let detail: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(detail["has_recording"], true, "{detail}");
     assert_eq!(detail["recording"]["size"], total);
     let fetched = _dir.path().join("fetched.cast");
@@ -205,8 +203,8 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
         fetched.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&fetched).unwrap(), original);
-    let rows = common::sqlite(
-        &central.data,
+    let rows = sqlite(
+        &central,
         &format!("SELECT size, complete FROM recordings WHERE session_id = '{session}'"),
     );
     assert_eq!(rows, vec![format!("{total}|1")]);
@@ -234,8 +232,8 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
         other => panic!("alice is a known user: {other:?}"),
     };
     let logins = || {
-        common::sqlite(
-            &central.data,
+        sqlite(
+            &central,
             "SELECT username, remote_addr, service, outcome FROM logins",
         )
     };

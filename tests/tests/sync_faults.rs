@@ -20,8 +20,6 @@
 //!   the forged orders are never carried out and the events stay spooled
 //!   until the server itself stores them.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,7 +32,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{enrolled_bastion, sqlite, Bastion};
+use jms_e2e::agentd::{enrolled_agentd, sqlite, Agentd};
+use jms_e2e::central::Central;
 use jms_proto::{read_response, write_frame_with_fds, Request, Response, SessionRequest};
 use jms_sync::bundle::{self, server_id, unhex};
 use ring::rand::SystemRandom;
@@ -172,7 +171,7 @@ struct Stream {
 
 #[test]
 fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
-    let (dir, mut central, mut bastion) = enrolled_bastion();
+    let (dir, mut central, mut bastion) = enrolled_agentd(true);
     bastion.start();
     let (uid, gid) = bastion.ids_of("alice");
     let seed = std::env::var("JMS_FAULT_SEED")
@@ -308,7 +307,7 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
     // (kind, marker) → how many rows hold it.
     let mut stored: BTreeMap<(String, usize), usize> = BTreeMap::new();
     let rows = sqlite(
-        &central.data,
+        &central,
         "SELECT kind, COALESCE(json_extract(body, '$.command_line'), \
          json_extract(body, '$.command')) FROM events",
     );
@@ -353,7 +352,7 @@ fn every_event_reaches_the_server_exactly_once_across_kill_9s() {
         .filter(|(_, n)| !stream.acked.contains(n))
         .count();
     let keys = sqlite(
-        &central.data,
+        &central,
         "SELECT count(*), count(DISTINCT idempotency_key) FROM events",
     );
     let (all, distinct) = keys[0].split_once('|').unwrap();
@@ -465,7 +464,7 @@ fn new_key() -> Ed25519KeyPair {
 }
 
 /// The server key the bastion pinned at enrollment.
-fn pinned_key(bastion: &Bastion) -> Vec<u8> {
+fn pinned_key(bastion: &Agentd) -> Vec<u8> {
     let text = std::fs::read_to_string(bastion.state().join("central.json")).unwrap();
     let enrollment: serde_json::Value = serde_json::from_str(&text).unwrap();
     unhex(enrollment["server_public_key"].as_str().unwrap()).unwrap()
@@ -476,7 +475,7 @@ const HEADER: usize = 4 + 1 + 32 + 64;
 
 #[test]
 fn bundles_tampered_replayed_or_signed_by_another_key_are_refused_and_the_last_good_one_kept() {
-    let (_dir, central, mut bastion) = enrolled_bastion();
+    let (_dir, central, mut bastion) = enrolled_agentd(true);
     let bundle_path = bastion.state().join("bundle.jms");
     bastion.start();
     assert!(bastion.has_user("alice"), "{}", bastion.log());
@@ -515,7 +514,7 @@ fn bundles_tampered_replayed_or_signed_by_another_key_are_refused_and_the_last_g
     let cut = good[..good.len() / 2].to_vec();
 
     let fake = FakeServer::start(server_key(&central));
-    let _ = Bastion::new(&bastion.dir, &fake.url);
+    let _ = Agentd::new(&bastion.dir, &fake.url);
     bastion.start();
     let cases = [
         ("tampered", tampered, "signature does not verify"),
@@ -575,7 +574,7 @@ fn bundles_tampered_replayed_or_signed_by_another_key_are_refused_and_the_last_g
     bastion.stop();
 
     // Back to the real server: the next genuine bundle is taken.
-    let _ = Bastion::new(&bastion.dir, &central.url);
+    let _ = Agentd::new(&bastion.dir, &central.url);
     central.jmsctl(&["user", "add", "yan", "--name", "Yan"]);
     bastion.start();
     bastion.wait_for("yan in the NSS cache", || bastion.has_user("yan"));
@@ -651,8 +650,8 @@ fn answer_headers(
 }
 
 /// The real server's signing key (its data dir's `sync.key`).
-fn server_key(central: &common::Central) -> Ed25519KeyPair {
-    let pkcs8 = std::fs::read(central.data.join("sync.key")).expect("the server's sync.key");
+fn server_key(central: &Central) -> Ed25519KeyPair {
+    let pkcs8 = std::fs::read(central.data_dir().join("sync.key")).expect("the server's sync.key");
     Ed25519KeyPair::from_pkcs8(&pkcs8).expect("an Ed25519 key")
 }
 
@@ -816,7 +815,7 @@ impl Mitm {
 }
 
 /// Whether agentd answers `user` as a known jms user (what PAM asks).
-fn known(bastion: &Bastion, user: &str) -> bool {
+fn known(bastion: &Agentd, user: &str) -> bool {
     let Ok(mut client) = jms_proto::Client::connect(&bastion.socket(), Duration::from_secs(5))
     else {
         return false;
@@ -829,11 +828,11 @@ fn known(bastion: &Bastion, user: &str) -> bool {
 
 #[test]
 fn answers_a_man_in_the_middle_makes_or_replays_are_not_believed_and_the_bastion_fails_closed() {
-    let (_dir, central, mut bastion) = enrolled_bastion();
+    let (_dir, central, mut bastion) = enrolled_agentd(true);
     // Forged control orders from the start (before any genuine control
     // poll is held at the server); bundles and events go through.
     let mitm = Mitm::start(&central.url, MitmMode::ForgeControl);
-    let _ = Bastion::new(&bastion.dir, &mitm.url);
+    let _ = Agentd::new(&bastion.dir, &mitm.url);
     let config = std::fs::read_to_string(bastion.config()).unwrap();
     std::fs::write(
         bastion.config(),
@@ -935,7 +934,7 @@ fn answers_a_man_in_the_middle_makes_or_replays_are_not_believed_and_the_bastion
     mitm.set(MitmMode::Forward);
     bastion.wait_for("the login event on the server", || {
         !sqlite(
-            &central.data,
+            &central,
             "SELECT outcome FROM logins WHERE remote_addr = '192.0.2.99'",
         )
         .is_empty()
