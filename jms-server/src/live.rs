@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use jms_sync::live::{LiveBatch, OutputEvent};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
@@ -215,7 +216,7 @@ impl LiveHub {
     }
 
     /// A batch from `bastion` for `session` (see `api::live`).
-    pub fn push(&self, bastion: &str, session: &str, batch: &Value) -> PushAnswer {
+    pub fn push(&self, bastion: &str, session: &str, batch: LiveBatch) -> PushAnswer {
         let mut hub = self.hub();
         let Some(stream) = hub.streams.get_mut(session) else {
             return PushAnswer::NobodyWatches;
@@ -225,12 +226,9 @@ impl LiveHub {
         }
         stream.touched = Instant::now();
         let mut events = Vec::new();
-        if let Some(init) = batch["init"].as_str() {
-            let size = &batch["size"];
-            let cols = size[0].as_u64().unwrap_or(80).clamp(1, 1000) as u16;
-            let rows = size[1].as_u64().unwrap_or(24).clamp(1, 1000) as u16;
+        if let (Some((cols, rows)), Some(init)) = (batch.terminal_size(), batch.init) {
             stream.size = (cols, rows);
-            stream.tail = init.to_string();
+            stream.tail = init;
             trim_tail(&mut stream.tail);
             stream.offset = 0.0;
             events.push(LiveEvent::Header {
@@ -239,24 +237,16 @@ impl LiveHub {
                 init: stream.tail.clone(),
             });
         }
-        for event in batch["events"].as_array().into_iter().flatten() {
-            let (Some(time), Some("o"), Some(data)) =
-                (event[0].as_f64(), event[1].as_str(), event[2].as_str())
-            else {
-                continue;
-            };
-            stream.tail.push_str(data);
+        for OutputEvent(time, _, data) in batch.events {
+            stream.tail.push_str(&data);
             trim_tail(&mut stream.tail);
             stream.offset = time;
-            events.push(LiveEvent::Output {
-                time,
-                data: data.to_string(),
-            });
+            events.push(LiveEvent::Output { time, data });
         }
-        let ended = batch["ended"].as_bool().unwrap_or(false);
+        let ended = batch.ended;
         if ended {
             events.push(LiveEvent::End {
-                reason: batch["reason"].as_str().unwrap_or("").to_string(),
+                reason: batch.reason,
             });
         }
         // A closed watcher (gone) or a full one (lagging too far) goes.
@@ -440,10 +430,11 @@ mod tests {
                 session: "s1".into()
             }]
         );
-        let batch = json!({"size": [100, 30], "init": "hello ", "events": [[0.5, "o", "world"]]});
-        assert_eq!(hub.push("b1", "s1", &batch), PushAnswer::Watching);
+        let mut batch = LiveBatch::start(100, 30, "hello ".into());
+        batch.events.push(OutputEvent::output(0.5, "world".into()));
+        assert_eq!(hub.push("b1", "s1", batch.clone()), PushAnswer::Watching);
         assert_eq!(
-            hub.push("b2", "s1", &batch),
+            hub.push("b2", "s1", batch),
             PushAnswer::NobodyWatches,
             "another bastion's push"
         );
@@ -471,7 +462,7 @@ mod tests {
         drop(rx);
         drop(late);
         assert_eq!(
-            hub.push("b1", "s1", &json!({"events": []})),
+            hub.push("b1", "s1", LiveBatch::default()),
             PushAnswer::NobodyWatches
         );
     }

@@ -1,7 +1,6 @@
 //! What a bastion reports about itself to the server (`jmsctl bastion
-//! list`): carried as query parameters of its signed control poll
-//! (`GET /api/v1/sync/control?wait=…&agent=…&sessions=…&backlog=…`), so the
-//! request signature covers them. One definition for both sides.
+//! list`): carried in the query of its signed control poll
+//! ([`crate::queries::ControlQuery`]), so the request signature covers it.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,16 +19,6 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// The query parameters (after `wait=…&`), in a fixed order.
-    pub fn query(&self) -> String {
-        format!(
-            "agent={}&sessions={}&backlog={}",
-            encode(&self.agent),
-            self.sessions,
-            self.backlog
-        )
-    }
-
     /// Checks a report the server received: a short printable version.
     pub fn check(&self) -> Result<(), String> {
         if self.agent.is_empty()
@@ -47,27 +36,17 @@ impl StatusReport {
     }
 }
 
-/// Versions are plain (`0.1.0`, `1.2.0-rc.1+deb12`); `+` is the only
-/// character a query string reads differently.
-fn encode(text: &str) -> String {
-    text.replace('+', "%2B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_report_is_a_query_string_the_server_reads_back() {
+    fn a_report_names_a_short_printable_version() {
         let report = StatusReport {
             agent: "1.2.0-rc.1+deb12".into(),
             sessions: 3,
             backlog: 4096,
         };
-        assert_eq!(
-            report.query(),
-            "agent=1.2.0-rc.1%2Bdeb12&sessions=3&backlog=4096"
-        );
         assert!(report.check().is_ok());
         for bad in ["", "1.0 beta", "1.0\n", &"9".repeat(65)] {
             let report = StatusReport {

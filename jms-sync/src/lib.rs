@@ -10,7 +10,9 @@
 //! - [`enroll`]: a bastion's enrollment and the server's answer
 //! - [`event`]: the audit events a bastion spools and uploads
 //! - [`fleet`]: what a bastion reports about itself on its control poll
+//! - [`live`]: a watched session's output pushed to the server
 //! - [`paths`]: the sync API's paths
+//! - [`queries`]: the query strings of the signed `GET` requests
 //! - [`recording`]: the resumable recording upload's messages
 //! - [`settings`]: the system settings the server keeps and bastions obey
 
@@ -20,6 +22,8 @@ pub mod control;
 pub mod enroll;
 pub mod event;
 pub mod fleet;
+pub mod live;
 pub mod paths;
+pub mod queries;
 pub mod recording;
 pub mod settings;

@@ -24,12 +24,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use jms_sync::fleet::StatusReport;
+use jms_sync::live::{LiveAnswer, LiveBatch, MAX_BATCH_BYTES};
+use jms_sync::queries::ControlQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -40,9 +41,6 @@ use crate::live::{LiveEvent, LiveService};
 
 /// The longest a control request is held.
 const MAX_CONTROL_WAIT: u64 = 60;
-/// The largest live batch accepted.
-const MAX_BATCH: usize = 4 << 20;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KillRequest {
@@ -196,38 +194,6 @@ pub async fn watch(
     Ok(watch_response(state.services.live.clone(), session).await?)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ControlParams {
-    #[serde(default)]
-    wait: u64,
-    /// The bastion's report ([`jms_sync::fleet::StatusReport`]): all
-    /// three or none (an older jms-agentd sends none).
-    agent: Option<String>,
-    sessions: Option<u64>,
-    backlog: Option<u64>,
-}
-
-impl ControlParams {
-    fn report(&self) -> Result<Option<StatusReport>, ApiError> {
-        match (&self.agent, self.sessions, self.backlog) {
-            (None, None, None) => Ok(None),
-            (Some(agent), Some(sessions), Some(backlog)) => {
-                let report = StatusReport {
-                    agent: agent.clone(),
-                    sessions,
-                    backlog,
-                };
-                report.check().map_err(ApiError::bad_request)?;
-                Ok(Some(report))
-            }
-            _ => Err(ApiError::bad_request(
-                "agent, sessions and backlog come together",
-            )),
-        }
-    }
-}
-
 /// `GET /api/v1/sync/control` (signed).
 pub async fn control(
     State(state): State<AppState>,
@@ -235,16 +201,16 @@ pub async fn control(
     method: Method,
     uri: Uri,
     headers_in: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<jms_sync::control::ControlAnswer>, ApiError> {
     let bastion = super::sync::signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
-    let Query(params) = Query::<ControlParams>::try_from_uri(&uri)
-        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params: ControlQuery =
+        jms_sync::queries::decode(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
     if params.wait > MAX_CONTROL_WAIT {
         return Err(ApiError::bad_request(format!(
             "wait: at most {MAX_CONTROL_WAIT} seconds"
         )));
     }
-    let report = params.report()?;
+    let report = params.report().map_err(ApiError::bad_request)?;
     let address = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
     let id = bastion.id;
     super::blocking(&state, move |services| {
@@ -259,7 +225,7 @@ pub async fn control(
         .hub()
         .take_orders(&bastion.name, Duration::from_secs(params.wait))
         .await;
-    Ok(Json(json!(jms_sync::control::ControlAnswer { orders })))
+    Ok(Json(jms_sync::control::ControlAnswer { orders }))
 }
 
 /// `POST /api/v1/sync/live/{session}` (signed).
@@ -270,19 +236,21 @@ pub async fn push(
     headers_in: HeaderMap,
     PathParams(session): PathParams<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    if body.len() > MAX_BATCH {
-        return Err(ApiError::bad_request("live batch: at most 4 MiB"));
+) -> Result<Json<LiveAnswer>, ApiError> {
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "live batch: at most {MAX_BATCH_BYTES} bytes"
+        )));
     }
     let bastion = super::sync::signed(&state, &method, &uri, &headers_in, body.clone()).await?;
-    let batch: Value = serde_json::from_slice(&body)
+    let batch: LiveBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("live batch: {e}")))?;
     let answer = state
         .services
         .live
         .hub()
-        .push(&bastion.name, &session, &batch);
-    Ok(Json(
-        json!({"watching": answer == crate::live::PushAnswer::Watching}),
-    ))
+        .push(&bastion.name, &session, batch);
+    Ok(Json(LiveAnswer {
+        watching: answer == crate::live::PushAnswer::Watching,
+    }))
 }

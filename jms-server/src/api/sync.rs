@@ -5,11 +5,12 @@
 //! request is signed by the server key for that request ([`sign_answers`]).
 
 use axum::body::{Body as HttpBody, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use jms_sync::queries::BundleQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -336,20 +337,6 @@ pub async fn renew_certificate(
 
 // ---- bundle --------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BundleParams {
-    /// The version the bastion holds (0: none).
-    #[serde(default)]
-    since: u64,
-    /// Hex of the bastion's fresh X25519 key: the bundle is sealed to it.
-    transport: String,
-    /// Long-poll: seconds to hold the request while `since` is current
-    /// (at most 60; 0 answers at once).
-    #[serde(default)]
-    wait: u64,
-}
-
 /// `GET /api/v1/sync/bundle?since=V&transport=KEY[&wait=S]` (signed): 304
 /// (with the server's version) when `since` is current (after waiting up to `wait` seconds for a
 /// change), else a signed delta from `since` or the full bundle, sealed to
@@ -361,8 +348,8 @@ pub async fn bundle(
     headers_in: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
-    let Query(params) = Query::<BundleParams>::try_from_uri(&uri)
-        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params: BundleQuery =
+        jms_sync::queries::decode(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
     let transport = jms_sync::bundle::unhex(&params.transport)
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;

@@ -12,9 +12,11 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jms_sync::live::{LiveAnswer, LiveBatch, OutputEvent};
+use jms_sync::queries::ControlQuery;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::daemon::config::CentralConfig;
@@ -54,7 +56,7 @@ impl Central {
         method: reqwest::Method,
         path: &str,
         query: &str,
-        body: Option<&Value>,
+        body: Option<&LiveBatch>,
         wait: Duration,
     ) -> anyhow::Result<Value> {
         let body = body
@@ -88,7 +90,7 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
         let answer = central.call(
             reqwest::Method::GET,
             jms_sync::paths::CONTROL,
-            &format!("wait={CONTROL_WAIT_SECS}&{}", report.query()),
+            &jms_sync::queries::encode(&ControlQuery::new(CONTROL_WAIT_SECS, report)),
             None,
             Duration::from_secs(CONTROL_WAIT_SECS),
         );
@@ -118,8 +120,9 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
                         let _ = std::thread::Builder::new()
                             .name("live-stream".into())
                             .spawn(move || {
-                                let body = json!({"events": [], "ended": true,
-                                    "reason": "the session is not running on its bastion"});
+                                let body = LiveBatch::end(
+                                    "the session is not running on its bastion".into(),
+                                );
                                 let path = jms_sync::paths::live(&session);
                                 let _ = central.call(
                                     reqwest::Method::POST,
@@ -180,14 +183,10 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
     let path = jms_sync::paths::live(&live.id);
     let started = Instant::now();
     let mut pending = tap.recent;
-    let first = json!({
-        "size": [tap.size.0, tap.size.1],
-        "init": utf8_prefix(&mut pending),
-        "events": [],
-    });
-    let push = |body: &Value| -> bool {
+    let first = LiveBatch::start(tap.size.0, tap.size.1, utf8_prefix(&mut pending));
+    let push = |body: &LiveBatch| -> bool {
         match central.call(reqwest::Method::POST, &path, "", Some(body), Duration::ZERO) {
-            Ok(answer) => answer["watching"].as_bool().unwrap_or(false),
+            Ok(answer) => serde_json::from_value::<LiveAnswer>(answer).is_ok_and(|a| a.watching),
             Err(e) => {
                 warn!(session = %live.id, "live push: {e:#}");
                 false
@@ -197,7 +196,7 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
     if !push(&first) {
         return false;
     }
-    let mut events: Vec<Value> = Vec::new();
+    let mut events: Vec<OutputEvent> = Vec::new();
     let mut last_push = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = true;
@@ -230,12 +229,15 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
         if !pending.is_empty() {
             let text = utf8_prefix(&mut pending);
             if !text.is_empty() {
-                let t = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-                events.push(json!([t, "o", text]));
+                events.push(OutputEvent::output(started.elapsed().as_secs_f64(), text));
             }
         }
         if !open || Instant::now() >= deadline {
-            if !push(&json!({"events": std::mem::take(&mut events)})) && open {
+            let batch = LiveBatch {
+                events: std::mem::take(&mut events),
+                ..LiveBatch::default()
+            };
+            if !push(&batch) && open {
                 info!(session = %live.id, "nobody watches any more: live stream stopped");
                 return false;
             }
@@ -243,7 +245,7 @@ fn stream_once(central: &Central, live: &LiveSession) -> bool {
         }
     }
     let reason = live.wait_ended(END_REASON_WAIT).unwrap_or_default();
-    push(&json!({"events": [], "ended": true, "reason": reason}));
+    push(&LiveBatch::end(reason));
     true
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use jms_core::Policy;
 use jms_sync::bundle::{self, Bundle, HeldBundle, TransportKey, UnixIds};
+use jms_sync::queries::BundleQuery;
 use tracing::{error, info, warn};
 
 use crate::daemon::config::CentralConfig;
@@ -263,10 +264,11 @@ impl Central {
     /// request is an error, like no answer.
     fn fetch(&self, since: u64, wait: u64) -> Result<Option<(Vec<u8>, u64)>> {
         let transport = TransportKey::generate();
-        let mut query = format!("since={since}&transport={}", transport.public_hex());
-        if wait > 0 {
-            query.push_str(&format!("&wait={wait}"));
-        }
+        let query = jms_sync::queries::encode(&BundleQuery {
+            since,
+            transport: transport.public_hex(),
+            wait,
+        });
         let call = Call {
             timeout: Some(Duration::from_secs(wait + self.config.timeout_secs.max(1))),
             ..Call::new(reqwest::Method::GET, jms_sync::paths::BUNDLE, &query)
