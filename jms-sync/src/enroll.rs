@@ -29,6 +29,15 @@ pub struct Enrolled {
     pub client_cert: Option<String>,
 }
 
+/// The server's answer to a certificate renewal (`POST`
+/// [`crate::paths::CERTIFICATE`], signed, over mutual TLS with the current
+/// certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRenewed {
+    /// The new client certificate (PEM) for the bastion's public key.
+    pub client_cert: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

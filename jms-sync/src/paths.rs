@@ -4,6 +4,8 @@
 
 /// `POST`: enroll with a one-time token (unsigned).
 pub const ENROLL: &str = "/api/v1/sync/enroll";
+/// `POST` (signed, over mutual TLS): a new client certificate.
+pub const CERTIFICATE: &str = "/api/v1/sync/certificate";
 /// `GET ?since=V&transport=KEY[&wait=S]`: the sealed bundle or delta.
 pub const BUNDLE: &str = "/api/v1/sync/bundle";
 /// `POST {"events": [...]}`: spooled audit events.

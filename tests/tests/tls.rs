@@ -121,3 +121,62 @@ fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_st
         bastion.log()
     );
 }
+
+#[test]
+fn agentd_renews_its_client_certificate_before_it_ends_and_keeps_syncing_with_the_new_one() {
+    let dir = shared_temp_dir();
+    let central = Central::start();
+    central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
+    let token = central.enrollment_token();
+    let bastion_dir = dir.path().join("bastion");
+    std::fs::create_dir(&bastion_dir).unwrap();
+    let mut bastion = Agentd::new(&bastion_dir, &central.url);
+    let out = bastion.enroll(&central.url, &token);
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = bastion.state().join("client-cert.der");
+    let issued = std::fs::read(&cert).unwrap();
+
+    // By default (30 days before the end of a 365-day certificate) a
+    // fresh certificate is kept.
+    bastion.start();
+    assert!(bastion.has_user("alice"), "{}", bastion.log());
+    bastion.stop();
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        issued,
+        "a fresh certificate is kept"
+    );
+    assert!(!bastion.log().contains("client certificate renewed"));
+
+    // Renewing 400 days before the end: the certificate is due at once.
+    let config = std::fs::read_to_string(bastion.config()).unwrap();
+    std::fs::write(
+        bastion.config(),
+        config.replace("[central]\n", "[central]\nrenew_cert_before_days = 400\n"),
+    )
+    .unwrap();
+    bastion.start();
+    bastion.wait_for("the renewal", || {
+        bastion.log().contains("client certificate renewed")
+    });
+    let renewed = std::fs::read(&cert).unwrap();
+    assert_ne!(renewed, issued, "a new certificate on disk");
+    // The running agentd speaks mutual TLS with the new certificate: the
+    // server's change arrives, and after a restart as well.
+    central.jmsctl(&["user", "add", "zed", "--name", "Zed"]);
+    bastion.wait_for("zed with the renewed certificate", || {
+        bastion.has_user("zed")
+    });
+    bastion.stop();
+    let log = bastion.log();
+    assert!(!log.contains("renewal failed"), "{log}");
+    assert_eq!(
+        log.matches("client certificate renewed").count(),
+        1,
+        "one renewal, not one per request: {log}"
+    );
+}

@@ -108,7 +108,7 @@ fn run(args: Args) -> Result<()> {
             .as_ref()
             .context("no [central] in the configuration: nothing to renew")?;
         let client = CentralClient::new(&config.state_dir, central)?;
-        central::renew_client_cert(&config.state_dir, &client)?;
+        client.renew_client_cert(&config.state_dir)?;
         println!(
             "new client certificate in {}",
             config.state_dir.join(enroll::CLIENT_CERT_FILE).display()
@@ -223,6 +223,17 @@ fn run(args: Args) -> Result<()> {
                     jms_agent::daemon::monitor::control::run_control(daemon, config, client)
                 })
                 .context("starting the live control thread")?;
+        }
+        // The client certificate is renewed before it ends.
+        if let Some(central) = &daemon.config.central {
+            if client.identity().tls.is_some() {
+                let (client, state_dir) = (client.clone(), daemon.config.state_dir.clone());
+                let before = std::time::Duration::from_secs(central.renew_cert_before_days * 86400);
+                std::thread::Builder::new()
+                    .name("cert-renewal".into())
+                    .spawn(move || central::run_cert_renewal(client, state_dir, before))
+                    .context("starting the certificate renewal thread")?;
+            }
         }
         // Finished recordings go to the server (see daemon::monitor::upload).
         if let Some(central) = &daemon.config.central {

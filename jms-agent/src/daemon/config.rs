@@ -115,6 +115,14 @@ pub struct CentralConfig {
     /// policy changes (at most 60; 0 polls every `poll_interval_secs`).
     #[serde(default = "default_long_poll")]
     pub long_poll_secs: u64,
+    /// Days before its end that the bastion's client certificate is
+    /// renewed (the server issues them for 365 days).
+    #[serde(default = "default_renew_cert_before_days")]
+    pub renew_cert_before_days: u64,
+}
+
+fn default_renew_cert_before_days() -> u64 {
+    30
 }
 
 fn default_long_poll() -> u64 {

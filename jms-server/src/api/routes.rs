@@ -489,7 +489,7 @@ pub fn table() -> Vec<Route> {
             .query(Since)
             .binary()
             .returns(200, Some("SealedBundle")),
-        route(M::POST, "/api/v1/sync/certificate", sync::renew_certificate)
+        route(M::POST, jms_sync::paths::CERTIFICATE, sync::renew_certificate)
             .doc(
                 "renewCertificate",
                 "sync",

@@ -320,7 +320,7 @@ pub async fn renew_certificate(
     method: Method,
     uri: Uri,
     headers_in: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<jms_sync::enroll::CertificateRenewed>, ApiError> {
     let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
     let crate::tls::Transport::Tls { tls, .. } = crate::tls::transport() else {
         return Err(ApiError::bad_request(
@@ -332,7 +332,9 @@ pub async fn renew_certificate(
         .issue_client(&bastion.name, &bastion.public_key)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     tracing::info!(bastion = bastion.name, "client certificate renewed");
-    Ok(Json(json!({"client_cert": cert})))
+    Ok(Json(jms_sync::enroll::CertificateRenewed {
+        client_cert: cert,
+    }))
 }
 
 // ---- bundle --------------------------------------------------------------------
