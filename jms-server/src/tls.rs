@@ -204,14 +204,14 @@ impl Authority {
     pub fn issue_server(&self, names: &[String]) -> Result<(String, String)> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(rcgen_error("making the server key"))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "jms-server".into()),
+        let common_name = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "jms-server".into());
+        let mut params = leaf_params(
+            common_name,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            SERVER_CERT_DAYS,
         );
         params.subject_alt_names = names
             .iter()
@@ -224,11 +224,6 @@ impl Authority {
                     .map_err(|_| TlsError::Bad(format!("--tls-name {name:?}: not a DNS name"))),
             })
             .collect::<Result<_>>()?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        validity(&mut params, SERVER_CERT_DAYS);
         let cert = params
             .signed_by(&key, &self.issuer())
             .map_err(rcgen_error("issuing the server certificate"))?;
@@ -246,21 +241,36 @@ impl Authority {
                 .try_into()
                 .map_err(|_| TlsError::Bad("an Ed25519 key is 32 bytes".into()))?,
         );
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("bastion {name}"));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        validity(&mut params, CLIENT_CERT_DAYS);
+        let params = leaf_params(
+            format!("bastion {name}"),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            CLIENT_CERT_DAYS,
+        );
         let cert = params
             .signed_by(&key, &self.issuer())
             .map_err(rcgen_error("issuing the client certificate"))?;
         Ok(cert.pem())
     }
+}
+
+/// A leaf certificate's parameters: `common_name`, for `purpose` only,
+/// a random serial, the CA named by key id, valid for `days` from now.
+fn leaf_params(
+    common_name: String,
+    purpose: ExtendedKeyUsagePurpose,
+    days: i64,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![purpose];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    validity(&mut params, days);
+    params
 }
 
 /// The CA's parameters (its issuer name and usages: what a certificate it
