@@ -195,29 +195,17 @@ pub fn round(spool: &Spool, send: &Sender) -> Round {
     if let Err(e) = spool.seal() {
         warn!(error = %e, "cannot seal the open spool segment: it is sent later");
     }
-    let mut done = Round::default();
-    let segments = sealed_segments(spool.dir());
-    let count = segments.len();
-    for (i, segment) in segments.into_iter().enumerate() {
-        match upload_segment(&segment, send) {
-            Ok(events) => {
-                done.deleted += 1;
-                done.events += events;
-            }
-            Err(SendError::Unreachable(e)) => {
-                done.kept += count - i;
-                warn!("event upload: {e:#}; retrying next round");
-                break;
-            }
-            Err(SendError::Refused(e)) => {
-                done.kept += 1;
-                error!(
-                    alarm = "event_upload_refused",
-                    "event upload: {e:#}; retrying next round"
-                );
-            }
-        }
-    }
+    let (sent, kept) = send_each(
+        sealed_segments(spool.dir()),
+        "event upload",
+        "event_upload_refused",
+        |segment| upload_segment(segment, send),
+    );
+    let done = Round {
+        deleted: sent.len(),
+        events: sent.iter().sum(),
+        kept,
+    };
     if done.deleted > 0 {
         info!(
             segments = done.deleted,
@@ -227,6 +215,35 @@ pub fn round(spool: &Spool, send: &Sender) -> Round {
         );
     }
     done
+}
+
+/// Sends `items` in order with `send`: an unreachable server stops the
+/// round and keeps the rest for the next one; a refusal raises `alarm`,
+/// keeps that item and goes on. The answers of the items sent, and how
+/// many were kept.
+fn send_each<T, R>(
+    items: Vec<T>,
+    what: &str,
+    alarm: &'static str,
+    mut send: impl FnMut(&T) -> Result<R, SendError>,
+) -> (Vec<R>, usize) {
+    let (mut sent, mut kept) = (Vec::new(), 0);
+    let count = items.len();
+    for (i, item) in items.iter().enumerate() {
+        match send(item) {
+            Ok(answer) => sent.push(answer),
+            Err(SendError::Unreachable(e)) => {
+                kept += count - i;
+                warn!("{what}: {e:#}; retrying next round");
+                break;
+            }
+            Err(SendError::Refused(e)) => {
+                kept += 1;
+                error!(alarm, "{what}: {e:#}; kept for the next round");
+            }
+        }
+    }
+    (sent, kept)
 }
 
 // ---- recordings ----------------------------------------------------------------
@@ -399,26 +416,16 @@ fn delete_confirmed(path: &Path) -> Result<(), SendError> {
 /// One round over the finished recordings in `dir`. Never fails (what went
 /// wrong is logged; what was not confirmed stays for the next round).
 pub fn recordings_round(dir: &Path, server: &dyn RecordingServer) -> RecordingRound {
-    let mut done = RecordingRound::default();
-    let found = finished_recordings(dir);
-    let count = found.len();
-    for (i, path) in found.into_iter().enumerate() {
-        match upload_recording(&path, server) {
-            Ok(_) => done.uploaded += 1,
-            Err(SendError::Unreachable(e)) => {
-                done.kept += count - i;
-                warn!("recording upload: {e:#}; retrying next round");
-                break;
-            }
-            Err(SendError::Refused(e)) => {
-                done.kept += 1;
-                error!(
-                    alarm = "recording_upload_refused",
-                    "recording upload: {e:#}"
-                );
-            }
-        }
-    }
+    let (sent, kept) = send_each(
+        finished_recordings(dir),
+        "recording upload",
+        "recording_upload_refused",
+        |path| upload_recording(path, server),
+    );
+    let done = RecordingRound {
+        uploaded: sent.len(),
+        kept,
+    };
     if done.uploaded > 0 {
         info!(
             recordings = done.uploaded,
