@@ -503,6 +503,14 @@ fn serve(
         client.write_all(&sealed)?;
         return client.shutdown(Shutdown::Both);
     }
+    let response = forward(upstream, &head, &body)?;
+    client.write_all(&response)?;
+    client.shutdown(Shutdown::Both)
+}
+
+/// Sends one HTTP/1.1 request (`head` as read, without its blank line, and
+/// `body`) to `upstream` with `Connection: close`; the whole response.
+pub fn forward(upstream: &str, head: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut server = TcpStream::connect(upstream)?;
     let mut forwarded = String::new();
     for line in head.trim_end().lines() {
@@ -513,11 +521,10 @@ fn serve(
     }
     forwarded.push_str("Connection: close\r\n\r\n");
     server.write_all(forwarded.as_bytes())?;
-    server.write_all(&body)?;
+    server.write_all(body)?;
     let mut response = Vec::new();
     server.read_to_end(&mut response)?;
-    client.write_all(&response)?;
-    client.shutdown(Shutdown::Both)
+    Ok(response)
 }
 
 /// The version and answer-signature headers (each ending in CRLF) the

@@ -793,19 +793,7 @@ impl Mitm {
             client.write_all(&answer)?;
             return client.shutdown(std::net::Shutdown::Both);
         }
-        let mut server = TcpStream::connect(upstream)?;
-        let mut forwarded = String::new();
-        for line in head.trim_end().lines() {
-            if !line.to_ascii_lowercase().starts_with("connection:") {
-                forwarded.push_str(line);
-                forwarded.push_str("\r\n");
-            }
-        }
-        forwarded.push_str("Connection: close\r\n\r\n");
-        server.write_all(forwarded.as_bytes())?;
-        server.write_all(&body)?;
-        let mut response = Vec::new();
-        server.read_to_end(&mut response)?;
+        let response = jms_e2e::central::forward(upstream, &head, &body)?;
         if bundle_request && response.starts_with(b"HTTP/1.1 304") {
             *recorded.lock().unwrap() = Some(response.clone());
         }

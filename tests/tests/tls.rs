@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use jms_e2e::agentd::{shared_temp_dir, Agentd, EXAMPLE_POLICY};
+use jms_e2e::agentd::{enrolled_agentd, shared_temp_dir, Agentd, EXAMPLE_POLICY};
 use jms_e2e::central::Central;
 
 #[test]
@@ -69,19 +69,7 @@ fn enrollment_refuses_a_server_whose_ca_is_not_the_tokens_and_writes_nothing() {
 
 #[test]
 fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_stays() {
-    let dir = shared_temp_dir();
-    let mut central = Central::start();
-    central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
-    let token = central.enrollment_token();
-    let bastion_dir = dir.path().join("bastion");
-    std::fs::create_dir(&bastion_dir).unwrap();
-    let mut bastion = Agentd::new(&bastion_dir, &central.url);
-    let out = bastion.enroll(&central.url, &token);
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, mut central, mut bastion) = enrolled_agentd(false);
     // A new client certificate (renewal), then the policy over mTLS with it.
     let cert = bastion.state().join("client-cert.der");
     let before = std::fs::read(&cert).unwrap();
@@ -124,19 +112,7 @@ fn after_enrollment_a_server_with_another_ca_is_refused_and_the_cached_policy_st
 
 #[test]
 fn agentd_renews_its_client_certificate_before_it_ends_and_keeps_syncing_with_the_new_one() {
-    let dir = shared_temp_dir();
-    let central = Central::start();
-    central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
-    let token = central.enrollment_token();
-    let bastion_dir = dir.path().join("bastion");
-    std::fs::create_dir(&bastion_dir).unwrap();
-    let mut bastion = Agentd::new(&bastion_dir, &central.url);
-    let out = bastion.enroll(&central.url, &token);
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, central, mut bastion) = enrolled_agentd(false);
     let cert = bastion.state().join("client-cert.der");
     let issued = std::fs::read(&cert).unwrap();
 
