@@ -11,8 +11,31 @@ use super::assets;
 pub enum Nav {
     Sessions,
     Commands,
+    Users,
+    Groups,
+    Nodes,
+    Assets,
+    Grants,
+    Filters,
     Bastions,
+    Settings,
+    OpLog,
 }
+
+/// The top bar's links, in order.
+const SECTIONS: &[(Nav, &str, &str)] = &[
+    (Nav::Sessions, "/web/sessions", "Sessions"),
+    (Nav::Commands, "/web/commands", "Commands"),
+    (Nav::Users, "/web/users", "Users"),
+    (Nav::Groups, "/web/groups", "Groups"),
+    (Nav::Nodes, "/web/nodes", "Nodes"),
+    (Nav::Assets, "/web/assets", "Assets"),
+    (Nav::Grants, "/web/grants", "Grants"),
+    (Nav::Filters, "/web/filters", "Filters"),
+    (Nav::Bastions, "/web/bastions", "Bastions"),
+    (Nav::Settings, "/web/settings", "Settings"),
+    (Nav::OpLog, "/web/oplog", "Log"),
+];
 
 /// One page to render.
 pub struct Page<'a> {
@@ -41,9 +64,9 @@ pub fn page(page: &Page<'_>) -> Markup {
                     a.brand href="/web/sessions" { "jms audit" }
                     @if let Some(admin) = page.admin {
                         nav {
-                            a href="/web/sessions" class=[nav_class(page.nav, Nav::Sessions)] { "Sessions" }
-                            a href="/web/commands" class=[nav_class(page.nav, Nav::Commands)] { "Commands" }
-                            a href="/web/bastions" class=[nav_class(page.nav, Nav::Bastions)] { "Bastions" }
+                            @for (item, href, label) in SECTIONS {
+                                a href=(href) class=[nav_class(page.nav, *item)] { (label) }
+                            }
                         }
                         div.who {
                             span #admin-name { (admin) }
