@@ -138,7 +138,9 @@ impl PageQuery {
     pub fn list(&self) -> crate::store::ListQuery {
         crate::store::ListQuery {
             limit: super::layout::PAGE_SIZE,
-            offset: self.page.saturating_mul(u64::from(super::layout::PAGE_SIZE)),
+            offset: self
+                .page
+                .saturating_mul(u64::from(super::layout::PAGE_SIZE)),
             q: Some(self.q.trim().to_string()).filter(|q| !q.is_empty()),
         }
     }
@@ -190,11 +192,19 @@ impl Names {
 
 /// The whole policy without secrets, off the async threads.
 pub async fn document(state: &WebState) -> Result<PolicyDocument, WebError> {
-    super::blocking(state, |services| services.api.services.policy.document(false)).await
+    super::blocking(state, |services| {
+        services.api.services.policy.document(false)
+    })
+    .await
 }
 
 /// A console page in the common frame.
-pub fn page(me: &WebAdmin, nav: super::layout::Nav, title: &str, body: maud::Markup) -> maud::Markup {
+pub fn page(
+    me: &WebAdmin,
+    nav: super::layout::Nav,
+    title: &str,
+    body: maud::Markup,
+) -> maud::Markup {
     super::layout::page(&super::layout::Page {
         title,
         admin: Some(&me.username),

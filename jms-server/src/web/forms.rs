@@ -220,7 +220,11 @@ mod tests {
 
     #[test]
     fn lists_take_repeated_keys_and_lines() {
-        let f = fields(&[("users", "alice"), ("users", "bob\n carol \n\n"), ("x", " ")]);
+        let f = fields(&[
+            ("users", "alice"),
+            ("users", "bob\n carol \n\n"),
+            ("x", " "),
+        ]);
         assert_eq!(f.list("users"), ["alice", "bob", "carol"]);
         assert_eq!(f.opt("x"), None);
         assert!(!f.flag("y"));

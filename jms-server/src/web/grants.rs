@@ -161,7 +161,10 @@ pub async fn create_grant(
     value["name"] = json!(name);
     let grant: Grant = console::model("grant", value)?;
     let _ = resources::create::<Grant>(state.api(), actor, Body(grant)).await?;
-    Ok(done(&format!("/web/grants/{}", url_escape(&name)), Note::Created))
+    Ok(done(
+        &format!("/web/grants/{}", url_escape(&name)),
+        Note::Created,
+    ))
 }
 
 /// `GET /web/grants/{name}`.
@@ -218,7 +221,10 @@ pub async fn update_grant(
     let actor = actor(&me, Method::PATCH, "/api/v1/grants/{name}")?;
     let patch = console::patch(grant_fields(&Fields(fields))?);
     let _ = resources::patch::<Grant>(state.api(), actor, PathParams(name.clone()), patch).await?;
-    Ok(done(&format!("/web/grants/{}", url_escape(&name)), Note::Saved))
+    Ok(done(
+        &format!("/web/grants/{}", url_escape(&name)),
+        Note::Saved,
+    ))
 }
 
 /// `POST /web/grants/{name}/delete`.
@@ -247,7 +253,10 @@ pub async fn preview(
     };
     value["name"] = json!(f.opt("name").unwrap_or_else(|| "draft".to_string()));
     if value["date_start"].is_null() {
-        value.as_object_mut().expect("an object").remove("date_start");
+        value
+            .as_object_mut()
+            .expect("an object")
+            .remove("date_start");
     }
     let draft: Grant = match serde_json::from_value(value) {
         Ok(draft) => draft,
@@ -290,7 +299,8 @@ pub fn coverage(mut doc: jms_core::model::PolicyDocument, draft: Grant) -> Marku
         for granted in listing.iter() {
             total += 1;
             if rows.len() < COVERAGE_ROWS {
-                let accounts: Vec<&str> = granted.accounts.iter().map(|a| a.account.name()).collect();
+                let accounts: Vec<&str> =
+                    granted.accounts.iter().map(|a| a.account.name()).collect();
                 let protocols: Vec<String> = granted
                     .accounts
                     .iter()
@@ -452,8 +462,12 @@ pub async fn update_filter(
 ) -> Result<Response, WebError> {
     let actor = actor(&me, Method::PATCH, "/api/v1/filters/{name}")?;
     let patch = console::patch(filter_fields(&Fields(fields))?);
-    let _ = resources::patch::<CommandFilter>(state.api(), actor, PathParams(name.clone()), patch).await?;
-    Ok(done(&format!("/web/filters/{}", url_escape(&name)), Note::Saved))
+    let _ = resources::patch::<CommandFilter>(state.api(), actor, PathParams(name.clone()), patch)
+        .await?;
+    Ok(done(
+        &format!("/web/filters/{}", url_escape(&name)),
+        Note::Saved,
+    ))
 }
 
 /// `POST /web/filters/{name}/delete`.

@@ -181,7 +181,7 @@ fn asset_form(view: Option<&AssetView>, names: &Names) -> Markup {
     }
 }
 
-/// `GET /web/assets`.
+/// `GET /web/inventory`.
 pub async fn assets(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -194,7 +194,7 @@ pub async fn assets(
         .iter()
         .map(|v| {
             html! { tr data-asset=(v.name) {
-                td { (forms::link("assets", &v.name)) }
+                td { (forms::link("inventory", &v.name)) }
                 td.mono { (v.address) }
                 td { (protocols_text(v)) }
                 td { (v.nodes.join(", ")) }
@@ -206,18 +206,18 @@ pub async fn assets(
     let body = html! {
         h1 { "Assets" }
         (forms::notice(query.note()))
-        (forms::search("/web/assets", &query.q))
+        (forms::search("/web/inventory", &query.q))
         (forms::table("assets", &["Name", "Address", "Protocols", "Nodes", "Accounts", "Active"], rows))
-        (layout::pager("/web/assets", &[("q", query.q.clone())], query.page, page.items.len(), page.total))
+        (layout::pager("/web/inventory", &[("q", query.q.clone())], query.page, page.items.len(), page.total))
         @if may(&me, Method::POST, "/api/v1/assets") {
             h2 { "New asset" }
-            (forms::form("new-asset", "/web/assets", asset_form(None, &names), "Create asset"))
+            (forms::form("new-asset", "/web/inventory", asset_form(None, &names), "Create asset"))
         }
     };
     Ok(console::page(&me, Nav::Assets, "Assets", body))
 }
 
-/// `POST /web/assets`.
+/// `POST /web/inventory`.
 pub async fn create_asset(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -230,7 +230,10 @@ pub async fn create_asset(
     value["name"] = json!(name);
     let asset: Asset = console::model("asset", value)?;
     let _ = resources::create::<Asset>(state.api(), actor, Body(asset)).await?;
-    Ok(done(&format!("/web/assets/{}", url_escape(&name)), Note::Created))
+    Ok(done(
+        &format!("/web/inventory/{}", url_escape(&name)),
+        Note::Created,
+    ))
 }
 
 const SECRET_TYPES: &[&str] = &["password", "ssh_key"];
@@ -248,7 +251,7 @@ fn account_fields(f: &Fields) -> Value {
     value
 }
 
-/// `GET /web/assets/{asset}`: the asset, its accounts, their forms.
+/// `GET /web/inventory/{asset}`: the asset, its accounts, their forms.
 pub async fn asset(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -257,7 +260,7 @@ pub async fn asset(
 ) -> Result<Markup, WebError> {
     let view = console::view_of::<Asset>(&state, name).await?;
     let names = Names::of(&console::document(&state).await?);
-    let base = format!("/web/assets/{}", url_escape(&view.name));
+    let base = format!("/web/inventory/{}", url_escape(&view.name));
     let write = may(&me, Method::PATCH, "/api/v1/assets/{asset}");
     let rows = view
         .accounts
@@ -287,7 +290,7 @@ pub async fn asset(
         })
         .collect();
     let body = html! {
-        p { a href="/web/assets" { "← Assets" } }
+        p { a href="/web/inventory" { "← Assets" } }
         h1 { "Asset " (view.name) }
         (forms::notice(query.note()))
         @if write {
@@ -320,7 +323,7 @@ pub async fn asset(
     Ok(console::page(&me, Nav::Assets, &view.name, body))
 }
 
-/// `POST /web/assets/{asset}`.
+/// `POST /web/inventory/{asset}`.
 pub async fn update_asset(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -330,10 +333,13 @@ pub async fn update_asset(
     let actor = actor(&me, Method::PATCH, "/api/v1/assets/{asset}")?;
     let patch = console::patch(asset_fields(&Fields(fields))?);
     let _ = resources::patch::<Asset>(state.api(), actor, PathParams(name.clone()), patch).await?;
-    Ok(done(&format!("/web/assets/{}", url_escape(&name)), Note::Saved))
+    Ok(done(
+        &format!("/web/inventory/{}", url_escape(&name)),
+        Note::Saved,
+    ))
 }
 
-/// `POST /web/assets/{asset}/delete`.
+/// `POST /web/inventory/{asset}/delete`.
 pub async fn delete_asset(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -343,10 +349,10 @@ pub async fn delete_asset(
     let actor = actor(&me, Method::DELETE, "/api/v1/assets/{asset}")?;
     forms::confirmed(&Fields(fields))?;
     let _ = resources::delete::<Asset>(state.api(), actor, PathParams(name)).await?;
-    Ok(done("/web/assets", Note::Deleted))
+    Ok(done("/web/inventory", Note::Deleted))
 }
 
-/// `POST /web/assets/{asset}/accounts`.
+/// `POST /web/inventory/{asset}/accounts`.
 pub async fn create_account(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
@@ -358,32 +364,56 @@ pub async fn create_account(
     let mut value = account_fields(&f);
     value["name"] = json!(f.text("name"));
     let account: Account = console::model("account", value)?;
-    let _ = na::create_account(state.api(), actor, PathParams(asset.clone()), Body(account)).await?;
-    Ok(done(&format!("/web/assets/{}", url_escape(&asset)), Note::Created))
+    let _ =
+        na::create_account(state.api(), actor, PathParams(asset.clone()), Body(account)).await?;
+    Ok(done(
+        &format!("/web/inventory/{}", url_escape(&asset)),
+        Note::Created,
+    ))
 }
 
-/// `POST /web/assets/{asset}/accounts/{account}`.
+/// `POST /web/inventory/{asset}/accounts/{account}`.
 pub async fn update_account(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
     Path((asset, account)): Path<(String, String)>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    let actor = actor(&me, Method::PATCH, "/api/v1/assets/{asset}/accounts/{account}")?;
+    let actor = actor(
+        &me,
+        Method::PATCH,
+        "/api/v1/assets/{asset}/accounts/{account}",
+    )?;
     let patch = console::patch(account_fields(&Fields(fields)));
-    let _ = na::patch_account(state.api(), actor, PathParams((asset.clone(), account)), patch).await?;
-    Ok(done(&format!("/web/assets/{}", url_escape(&asset)), Note::Saved))
+    let _ = na::patch_account(
+        state.api(),
+        actor,
+        PathParams((asset.clone(), account)),
+        patch,
+    )
+    .await?;
+    Ok(done(
+        &format!("/web/inventory/{}", url_escape(&asset)),
+        Note::Saved,
+    ))
 }
 
-/// `POST /web/assets/{asset}/accounts/{account}/delete`.
+/// `POST /web/inventory/{asset}/accounts/{account}/delete`.
 pub async fn delete_account(
     State(state): State<WebState>,
     Extension(me): Extension<WebAdmin>,
     Path((asset, account)): Path<(String, String)>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    let actor = actor(&me, Method::DELETE, "/api/v1/assets/{asset}/accounts/{account}")?;
+    let actor = actor(
+        &me,
+        Method::DELETE,
+        "/api/v1/assets/{asset}/accounts/{account}",
+    )?;
     forms::confirmed(&Fields(fields))?;
     let _ = na::delete_account(state.api(), actor, PathParams((asset.clone(), account))).await?;
-    Ok(done(&format!("/web/assets/{}", url_escape(&asset)), Note::Deleted))
+    Ok(done(
+        &format!("/web/inventory/{}", url_escape(&asset)),
+        Note::Deleted,
+    ))
 }

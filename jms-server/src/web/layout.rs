@@ -29,7 +29,7 @@ const SECTIONS: &[(Nav, &str, &str)] = &[
     (Nav::Users, "/web/users", "Users"),
     (Nav::Groups, "/web/groups", "Groups"),
     (Nav::Nodes, "/web/nodes", "Nodes"),
-    (Nav::Assets, "/web/assets", "Assets"),
+    (Nav::Assets, "/web/inventory", "Assets"),
     (Nav::Grants, "/web/grants", "Grants"),
     (Nav::Filters, "/web/filters", "Filters"),
     (Nav::Bastions, "/web/bastions", "Bastions"),

@@ -122,29 +122,74 @@ where
 fn console_routes() -> Router<WebState> {
     Router::new()
         .route("/web/users", get(people::users).post(people::create_user))
-        .route("/web/users/{username}", get(people::user).post(people::update_user))
+        .route(
+            "/web/users/{username}",
+            get(people::user).post(people::update_user),
+        )
         .route("/web/users/{username}/delete", post(people::delete_user))
-        .route("/web/users/{username}/password-link", post(people::password_link))
-        .route("/web/groups", get(people::groups).post(people::create_group))
+        .route(
+            "/web/users/{username}/password-link",
+            post(people::password_link),
+        )
+        .route(
+            "/web/groups",
+            get(people::groups).post(people::create_group),
+        )
         .route("/web/groups/{name}", post(people::update_group))
         .route("/web/groups/{name}/delete", post(people::delete_group))
-        .route("/web/nodes", get(inventory::nodes).post(inventory::create_node))
+        .route(
+            "/web/nodes",
+            get(inventory::nodes).post(inventory::create_node),
+        )
         .route("/web/nodes/{id}", post(inventory::update_node))
         .route("/web/nodes/{id}/delete", post(inventory::delete_node))
-        .route("/web/assets", get(inventory::assets).post(inventory::create_asset))
-        .route("/web/assets/{asset}", get(inventory::asset).post(inventory::update_asset))
-        .route("/web/assets/{asset}/delete", post(inventory::delete_asset))
-        .route("/web/assets/{asset}/accounts", post(inventory::create_account))
-        .route("/web/assets/{asset}/accounts/{account}", post(inventory::update_account))
-        .route("/web/assets/{asset}/accounts/{account}/delete", post(inventory::delete_account))
-        .route("/web/grants", get(grants::grants).post(grants::create_grant))
+        .route(
+            "/web/inventory",
+            get(inventory::assets).post(inventory::create_asset),
+        )
+        .route(
+            "/web/inventory/{asset}",
+            get(inventory::asset).post(inventory::update_asset),
+        )
+        .route(
+            "/web/inventory/{asset}/delete",
+            post(inventory::delete_asset),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts",
+            post(inventory::create_account),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts/{account}",
+            post(inventory::update_account),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts/{account}/delete",
+            post(inventory::delete_account),
+        )
+        .route(
+            "/web/grants",
+            get(grants::grants).post(grants::create_grant),
+        )
         .route("/web/grants/coverage", get(grants::preview))
-        .route("/web/grants/{name}", get(grants::grant).post(grants::update_grant))
+        .route(
+            "/web/grants/{name}",
+            get(grants::grant).post(grants::update_grant),
+        )
         .route("/web/grants/{name}/delete", post(grants::delete_grant))
-        .route("/web/filters", get(grants::filters).post(grants::create_filter))
-        .route("/web/filters/{name}", get(grants::filter).post(grants::update_filter))
+        .route(
+            "/web/filters",
+            get(grants::filters).post(grants::create_filter),
+        )
+        .route(
+            "/web/filters/{name}",
+            get(grants::filter).post(grants::update_filter),
+        )
         .route("/web/filters/{name}/delete", post(grants::delete_filter))
-        .route("/web/settings", get(system::settings).post(system::save_settings))
+        .route(
+            "/web/settings",
+            get(system::settings).post(system::save_settings),
+        )
         .route("/web/settings/mail/test", post(system::test_mail))
         .route("/web/oplog", get(system::oplog))
         .route_layer(middleware::from_fn(console::auditors_read_only))

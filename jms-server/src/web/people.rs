@@ -118,7 +118,9 @@ pub async fn create_user(
     } else {
         format!("Created {username}.")
     };
-    Ok(user_page(&state, &me, username, Some(&note)).await?.into_response())
+    Ok(user_page(&state, &me, username, Some(&note))
+        .await?
+        .into_response())
 }
 
 async fn user_page(
@@ -187,8 +189,12 @@ pub async fn update_user(
 ) -> Result<Response, WebError> {
     let actor = actor(&me, Method::PATCH, "/api/v1/users/{username}")?;
     let patch = console::patch(user_fields(&Fields(fields))?);
-    let _ = resources::patch::<User>(state.api(), actor, PathParams(username.clone()), patch).await?;
-    Ok(done(&format!("/web/users/{}", url_escape(&username)), Note::Saved))
+    let _ =
+        resources::patch::<User>(state.api(), actor, PathParams(username.clone()), patch).await?;
+    Ok(done(
+        &format!("/web/users/{}", url_escape(&username)),
+        Note::Saved,
+    ))
 }
 
 /// `POST /web/users/{username}/delete`.
@@ -211,8 +217,12 @@ pub async fn password_link(
     Path(username): Path<String>,
 ) -> Result<Response, WebError> {
     let actor = actor(&me, Method::POST, "/api/v1/users/{username}/password-link")?;
-    let _ = selfservice::send_password_link(state.api(), actor, PathParams(username.clone())).await?;
-    Ok(done(&format!("/web/users/{}", url_escape(&username)), Note::LinkSent))
+    let _ =
+        selfservice::send_password_link(state.api(), actor, PathParams(username.clone())).await?;
+    Ok(done(
+        &format!("/web/users/{}", url_escape(&username)),
+        Note::LinkSent,
+    ))
 }
 
 // ---- groups ----------------------------------------------------------------
