@@ -181,13 +181,11 @@ pub fn search(action: &str, q: &str) -> Markup {
 
 /// A data table: `id`, its headings and its rows.
 pub fn table(id: &str, headings: &[&str], rows: Vec<Markup>) -> Markup {
-    let empty = rows.is_empty();
     html! {
         table.rows id=(id) {
             thead { tr { @for h in headings { th { (h) } } } }
             tbody { @for row in rows { (row) } }
         }
-        @if empty { p.muted { "Nothing here yet." } }
     }
 }
 

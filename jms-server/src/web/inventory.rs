@@ -38,7 +38,7 @@ pub async fn nodes(
     Extension(me): Extension<WebAdmin>,
     Query(query): Query<PageQuery>,
 ) -> Result<Markup, WebError> {
-    let (mut rows, doc) = console::run(&state, |services| {
+    let (rows, doc) = console::run(&state, |services| {
         let every = crate::store::ListQuery {
             limit: u32::MAX,
             offset: 0,
@@ -50,26 +50,38 @@ pub async fn nodes(
         ))
     })
     .await?;
-    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    // The tree: every declared node, and the parents they imply.
+    let mut tree: std::collections::BTreeMap<String, Option<i64>> = std::collections::BTreeMap::new();
+    for node in &rows {
+        let mut at = 0;
+        while let Some(i) = node.path[at + 1..].find('/') {
+            at += i + 1;
+            tree.entry(node.path[..at].to_string()).or_insert(None);
+        }
+        tree.insert(node.path.clone(), Some(node.id));
+    }
     let write = may(&me, Method::PATCH, "/api/v1/nodes/{id}");
-    let rows = rows
+    let rows = tree
         .iter()
-        .map(|node| {
-            let depth = node.path.matches('/').count().saturating_sub(1);
-            let leaf = node.path.rsplit('/').next().unwrap_or_default();
-            let base = format!("/web/nodes/{}", node.id);
-            html! { tr data-node=(node.path) {
+        .map(|(path, id)| {
+            let depth = path.matches('/').count().saturating_sub(1);
+            let leaf = path.rsplit('/').next().unwrap_or_default();
+            html! { tr data-node=(path) {
                 td { span.tree style=(format!("padding-left:{}em", depth * 2)) { (leaf) } }
-                td.mono { (node.path) }
-                td.assets { (assets_under(&doc, &node.path)) }
+                td.mono { (path) @if id.is_none() { span.muted { " (implied)" } } }
+                td.assets { (assets_under(&doc, path)) }
                 @if write {
-                    td {
-                        form.inline method="post" action=(base) {
-                            input type="text" name="path" value=(node.path) aria-label="new path";
-                            button type="submit" { "Rename / move" }
+                    @if let Some(id) = id {
+                        td {
+                            form.inline method="post" action=(format!("/web/nodes/{id}")) {
+                                input type="text" name="path" value=(path) aria-label="new path";
+                                button type="submit" { "Rename / move" }
+                            }
                         }
+                        td { (forms::delete(&format!("/web/nodes/{id}/delete"), "delete")) }
+                    } @else {
+                        td {} td {}
                     }
-                    td { (forms::delete(&format!("{base}/delete"), "delete (refused while anything names it)")) }
                 }
             } }
         })

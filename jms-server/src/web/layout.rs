@@ -56,12 +56,12 @@ pub fn page(page: &Page<'_>) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="same-origin";
-                title { (page.title) " · jms audit" }
+                title { (page.title) " · jms console" }
                 link rel="stylesheet" href=(assets::url("app.css"));
             }
             body {
                 header.topbar {
-                    a.brand href="/web/sessions" { "jms audit" }
+                    a.brand href="/web/sessions" { "jms console" }
                     @if let Some(admin) = page.admin {
                         nav {
                             @for (item, href, label) in SECTIONS {

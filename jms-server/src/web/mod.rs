@@ -292,7 +292,7 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
             "cross-site write refused (Origin/Referer is not this host)"
         );
         return WebError::Forbidden(
-            "this form must be sent from the jms audit pages themselves".to_string(),
+            "this form must be sent from the jms console pages themselves".to_string(),
         )
         .into_response();
     }
