@@ -352,11 +352,28 @@ fn the_console_writes_through_the_api_with_its_messages_and_roles() {
     }
     let (_, page) = get(&server, &admin, "/web/nodes");
     assert!(page.contains("<td class=\"assets\">1</td>"), "{page}");
-    assert!(page.contains("data-node=\"/Default\"") && page.contains("(implied)"), "{page}");
+    assert!(
+        page.contains("data-node=\"/Default\"") && page.contains("(implied)"),
+        "{page}"
+    );
     let node = server.expect(200, "GET", "/api/v1/nodes", None)["items"][0]["id"].clone();
-    let (api_status, message) = api_error(&server, "DELETE", &format!("/api/v1/nodes/{node}"), json!(null));
-    let (status, page) = post_page(&server, &admin, &format!("/web/nodes/{node}/delete"), &[("confirm", "yes")]);
-    assert_eq!((status, api_status), (422, 422), "an asset names it: {page}");
+    let (api_status, message) = api_error(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{node}"),
+        json!(null),
+    );
+    let (status, page) = post_page(
+        &server,
+        &admin,
+        &format!("/web/nodes/{node}/delete"),
+        &[("confirm", "yes")],
+    );
+    assert_eq!(
+        (status, api_status),
+        (422, 422),
+        "an asset names it: {page}"
+    );
     assert!(page.contains(&escaped(&message)), "{message}\n{page}");
     let (_, page) = get(&server, &admin, "/web/inventory/web01");
     assert!(

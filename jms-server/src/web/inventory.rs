@@ -51,7 +51,8 @@ pub async fn nodes(
     })
     .await?;
     // The tree: every declared node, and the parents they imply.
-    let mut tree: std::collections::BTreeMap<String, Option<i64>> = std::collections::BTreeMap::new();
+    let mut tree: std::collections::BTreeMap<String, Option<i64>> =
+        std::collections::BTreeMap::new();
     for node in &rows {
         let mut at = 0;
         while let Some(i) = node.path[at + 1..].find('/') {

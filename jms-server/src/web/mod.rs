@@ -1,5 +1,6 @@
-//! The audit web UI under `/web/`: server-rendered HTML (maud) for the
-//! people who review what happened on the bastions.
+//! The web UI under `/web/`: server-rendered HTML (maud) for the people
+//! who review what happened on the bastions (the audit pages) and for the
+//! admins who change the policy (the admin console).
 //!
 //! - [`auth`]: login (password + TOTP), the session cookie, logout, backoff.
 //! - [`admins`]: the web admins (`jmsctl admin add|list|remove`) and their
@@ -13,11 +14,19 @@
 //! - [`fleet`]: the enrolled bastions, where each stands; revoke one.
 //! - [`layout`]: the page frame and small formatting helpers.
 //! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
+//! - [`console`]: the admin console's bridge to the admin API (every write
+//!   calls the API route's handler after that route's role check);
+//!   [`forms`] its one set of form and table helpers; the pages:
+//!   [`people`] (users, groups), [`inventory`] (nodes, assets, accounts),
+//!   [`grants`] (grants with their coverage preview, command filters),
+//!   [`system`] (settings with a test mail, the operation log).
 //!
 //! Every page needs a logged-in web admin. Her role (`jmsctl admin add
 //! --role`) decides the write controls she sees and may use: an
 //! `auditor` none (403 from every write), an `operator` may terminate
-//! sessions, an `admin` may also revoke bastions. No resource comes from another
+//! sessions and change the policy, an `admin` may also change the
+//! settings and revoke bastions (each console write needs the role of the
+//! API route it calls). No resource comes from another
 //! site (the Content-Security-Policy says so too). A request that changes
 //! something (POST) must come from this site: the cookie is
 //! `SameSite=Strict` and the `Origin` (or `Referer`) must name this host.
