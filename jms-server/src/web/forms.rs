@@ -102,9 +102,17 @@ pub fn choice(label: &str, name: &str, options: &[&str], current: &str) -> Marku
     }
 }
 
+/// Past this many options, [`pick`] is a text area (one name per line):
+/// a page never carries a select of every user of a large policy.
+pub const PICK_MAX: usize = 500;
+
 /// A multiple choice among `options` (those in `chosen` selected);
-/// chosen values no longer among the options stay listed.
+/// chosen values no longer among the options stay listed. Past
+/// [`PICK_MAX`] options, names typed one per line (read alike).
 pub fn pick(label: &str, name: &str, options: &[String], chosen: &[String]) -> Markup {
+    if options.len() > PICK_MAX {
+        return lines(&format!("{label} (one per line)"), name, chosen);
+    }
     let mut all: Vec<&String> = options.iter().collect();
     all.extend(chosen.iter().filter(|c| !options.contains(c)));
     html! {
@@ -214,6 +222,20 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_long_pick_is_typed_one_per_line() {
+        let few = vec!["alice".to_string(), "bob".to_string()];
+        let page = pick("Users", "users", &few, &few[..1]).into_string();
+        assert!(page.contains("<select multiple"), "{page}");
+        assert!(page.contains("<option value=\"alice\" selected>"), "{page}");
+        let many: Vec<String> = (0..=PICK_MAX).map(|i| format!("u{i}")).collect();
+        let page = pick("Users", "users", &many, &few).into_string();
+        assert!(
+            !page.contains("<select") && page.contains(">alice\nbob</textarea>"),
+            "{page}"
+        );
     }
 
     #[test]
