@@ -250,6 +250,8 @@ const WRITES: &[(&str, &[(&str, &str)])] = &[
     ("/web/users/alice", &[("name", "x")]),
     ("/web/users/alice/delete", &[("confirm", "yes")]),
     ("/web/users/alice/password-link", &[]),
+    ("/web/users/alice/reset-mfa", &[]),
+    ("/web/users/alice/unlock", &[]),
     ("/web/groups", &[("name", "evil")]),
     ("/web/groups/ops", &[("comment", "x")]),
     ("/web/groups/ops/delete", &[("confirm", "yes")]),
@@ -554,6 +556,16 @@ fn the_console_writes_through_the_api_with_its_messages_and_roles() {
     );
     assert_eq!(status, api_status, "{page}");
     assert!(page.contains(&escaped(&message)), "{message}\n{page}");
+
+    // Unlock: the API's answer, then the user's page says so.
+    let (status, page) = post_page(&server, &admin, "/web/users/alice/unlock", &[]);
+    assert_eq!(status, 303, "{page}");
+    let (_, page) = get(&server, &admin, "/web/users/alice?note=unlocked");
+    assert!(page.contains("Her lockout is lifted"), "{page}");
+    assert_eq!(
+        server.expect(200, "GET", "/api/v1/oplog", None)["items"][0]["actor"],
+        "web admin root"
+    );
 
     // Deletes need the box ticked, then go through.
     let (status, _) = post_page(&server, &admin, "/web/grants/alice-web01/delete", &[]);

@@ -97,6 +97,7 @@ pub enum Note {
     Saved,
     Deleted,
     LinkSent,
+    Unlocked,
 }
 
 impl Note {
@@ -106,6 +107,7 @@ impl Note {
             Note::Saved => "Saved.",
             Note::Deleted => "Deleted.",
             Note::LinkSent => "A set-password link was mailed.",
+            Note::Unlocked => "Her lockout is lifted on every bastion at its next control poll.",
         }
     }
 
@@ -115,6 +117,7 @@ impl Note {
             Note::Saved => "saved",
             Note::Deleted => "deleted",
             Note::LinkSent => "link-sent",
+            Note::Unlocked => "unlocked",
         }
     }
 }

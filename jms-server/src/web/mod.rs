@@ -140,6 +140,8 @@ fn console_routes() -> Router<WebState> {
             "/web/users/{username}/password-link",
             post(people::password_link),
         )
+        .route("/web/users/{username}/reset-mfa", post(people::reset_mfa))
+        .route("/web/users/{username}/unlock", post(people::unlock))
         .route(
             "/web/groups",
             get(people::groups).post(people::create_group),

@@ -145,8 +145,20 @@ async fn user_page(
         }
         @if may(me, Method::PATCH, "/api/v1/users/{username}") {
             (forms::form("edit-user", &base, user_form(Some(&view), &names), "Save"))
-            form.inline method="post" action=(format!("{base}/password-link")) {
-                button #send-link type="submit" { "Mail a set-password link" }
+            div.actions {
+                form.inline method="post" action=(format!("{base}/password-link")) {
+                    button #send-link type="submit" { "Mail a set-password link" }
+                }
+                @if view.has_totp {
+                    form.inline method="post" action=(format!("{base}/reset-mfa")) {
+                        button #reset-mfa type="submit" { "Reset TOTP (she enrolls again)" }
+                    }
+                }
+                @if may(me, Method::POST, "/api/v1/users/{username}/unlock") {
+                    form.inline method="post" action=(format!("{base}/unlock")) {
+                        button #unlock type="submit" { "Lift a lockout" }
+                    }
+                }
             }
             (forms::delete(&format!("{base}/delete"), "delete this user (her uid is never reused)"))
         } @else {
@@ -222,6 +234,38 @@ pub async fn password_link(
     Ok(done(
         &format!("/web/users/{}", url_escape(&username)),
         Note::LinkSent,
+    ))
+}
+
+/// `POST /web/users/{username}/reset-mfa`: `PATCH` her `totp_secret`
+/// away, as `jmsctl user reset-mfa` does.
+pub async fn reset_mfa(
+    State(state): State<WebState>,
+    Extension(me): Extension<WebAdmin>,
+    Path(username): Path<String>,
+) -> Result<Response, WebError> {
+    let actor = actor(&me, Method::PATCH, "/api/v1/users/{username}")?;
+    let patch = console::patch(json!({"totp_secret": null}));
+    let _ =
+        resources::patch::<User>(state.api(), actor, PathParams(username.clone()), patch).await?;
+    Ok(done(
+        &format!("/web/users/{}", url_escape(&username)),
+        Note::Saved,
+    ))
+}
+
+/// `POST /web/users/{username}/unlock`: every bastion forgets her failed
+/// logins at its next control poll.
+pub async fn unlock(
+    State(state): State<WebState>,
+    Extension(me): Extension<WebAdmin>,
+    Path(username): Path<String>,
+) -> Result<Response, WebError> {
+    let actor = actor(&me, Method::POST, "/api/v1/users/{username}/unlock")?;
+    let _ = crate::api::live::unlock(state.api(), actor, PathParams(username.clone())).await?;
+    Ok(done(
+        &format!("/web/users/{}", url_escape(&username)),
+        Note::Unlocked,
     ))
 }
 
