@@ -20,6 +20,9 @@ pub fn router(services: &Services) -> Router {
         live: services.live.clone(),
         fleet: services.fleet.clone(),
         admins: services.web_admins.clone(),
+        api: api::AppState {
+            services: services.clone(),
+        },
     };
     api::router(services)
         .merge(crate::selfservice::router(services.links.clone()))

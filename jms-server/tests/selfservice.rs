@@ -182,7 +182,7 @@ impl Browser {
         let headers = response.headers();
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'none'"), "{csp}");
-        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["referrer-policy"], "same-origin");
         self.keep_cookie(&response);
         (response.status().as_u16(), response.text().unwrap())
     }

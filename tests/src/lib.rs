@@ -21,6 +21,9 @@
 //!   terminal emulator (the menu tests).
 //! - [`procfs`]: /proc status fields, children, a bastion's session workers.
 //! - [`plain`]: a plain sshd without jms (the benchmarks' baselines).
+//! - [`browser`]: headless Chromium driven through chromedriver
+//!   (WebDriver), with screenshots kept under `target/test-artifacts/`.
+//! - [`mail`]: a loopback SMTP server catching what jms-server mails.
 //! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
 //!   accounts, in its own mount namespace) for the session tests.
 //!
@@ -28,10 +31,12 @@
 
 pub mod agentd;
 pub mod bastion;
+pub mod browser;
 pub mod central;
 pub mod clients;
 mod config;
 pub mod fixture;
+pub mod mail;
 pub mod namespace;
 pub mod plain;
 pub mod preflight;

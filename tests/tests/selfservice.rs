@@ -9,85 +9,14 @@
 //!
 //! Nothing here measures time: every wait polls with a generous deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
 
 use jms_e2e::central::{eventually, Central};
+use jms_e2e::mail::{token_in, SmtpSink};
 use jms_e2e::run::COMMAND_TIMEOUT;
 use jms_e2e::{BastionBuilder, Outcome, PasswordMethod};
 
-const SINK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../jms-server/tests/smtp_sink.py"
-);
-/// Debian's interpreter, where python3-aiosmtpd installs.
-const PYTHON: &str = "/usr/bin/python3";
 const PASSWORD: &str = "Dana-set-by-mail-42";
-
-/// A loopback SMTP server writing each message to a directory.
-struct SmtpSink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    fn start() -> SmtpSink {
-        let dir = tempfile::tempdir().expect("a temp dir for the mail");
-        let mut child = Command::new(PYTHON)
-            .arg(SINK)
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {PYTHON} (apt-get install python3-aiosmtpd): {e}")
-            });
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("sink stdout")).read_line(&mut line);
-        let Some(port) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            panic!("the SMTP sink did not start (is python3-aiosmtpd installed?): {line:?}");
-        };
-        SmtpSink {
-            port: port.parse().expect("a port"),
-            child,
-            dir,
-        }
-    }
-
-    /// The delivered messages' JSON records, in order.
-    fn messages(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .expect("the mail dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|p| std::fs::read_to_string(p).expect("a message"))
-            .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The 64-hex-digit token of the set-password link in a message.
-fn token_in(message: &str) -> Option<String> {
-    let at = message.find("/password/set?token=")? + "/password/set?token=".len();
-    let token: String = message[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    (token.len() == 64).then_some(token)
-}
 
 /// A browser's plain HTTP/1.1 request: status, headers, body.
 fn http(central: &Central, request: &str) -> (u16, String, String) {

@@ -19,14 +19,14 @@ pub(crate) mod error;
 pub(crate) mod extract;
 mod fleet;
 pub(crate) mod live;
-mod nodes_accounts;
+pub(crate) mod nodes_accounts;
 pub mod openapi;
 pub(crate) mod resources;
 pub mod routes;
 mod schemas;
 mod sync;
-mod system;
-mod views;
+pub(crate) mod system;
+pub(crate) mod views;
 
 use axum::extract::{Request, State};
 use axum::http::header;

@@ -133,6 +133,27 @@ impl Route {
     }
 }
 
+/// The least role a token or web admin needs for `method path` (`path`
+/// as written in the table: `/api/v1/users/{username}`); `None` for a
+/// route that is not in the table or takes no bearer token. The web
+/// console asks this before it calls the same handler, so both refuse
+/// alike.
+pub fn role_of(method: &Method, path: &str) -> Option<Scope> {
+    static ROLES: std::sync::OnceLock<Vec<(Method, &'static str, Scope)>> =
+        std::sync::OnceLock::new();
+    ROLES
+        .get_or_init(|| {
+            table()
+                .into_iter()
+                .filter(|r| r.auth == Auth::Token)
+                .map(|r| (r.method, r.path, r.role))
+                .collect()
+        })
+        .iter()
+        .find(|(m, p, _)| m == method && *p == path)
+        .map(|(_, _, role)| *role)
+}
+
 /// Every route.
 pub fn table() -> Vec<Route> {
     use Method as M;

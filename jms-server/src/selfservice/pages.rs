@@ -68,7 +68,10 @@ fn page(status: StatusCode, title: &str, body: Markup, cookie: Option<String>) -
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                // Not `no-referrer`: with it a browser sends `Origin: null`
+                // on the form's own POST, which `origin_ok` refuses. The
+                // link's token still never leaves this site.
+                meta name="referrer" content="same-origin";
                 title { (title) " - jms" }
                 style { (PreEscaped(CSS)) }
             }
@@ -83,7 +86,7 @@ fn page(status: StatusCode, title: &str, body: Markup, cookie: Option<String>) -
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
              frame-ancestors 'none'; base-uri 'none'",
         ),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CACHE_CONTROL, "no-store"),

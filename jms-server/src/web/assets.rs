@@ -41,6 +41,7 @@ const ASSETS: &[Asset] = &[
     asset!("app.css", CSS),
     asset!("replay.js", JAVASCRIPT),
     asset!("live.js", JAVASCRIPT),
+    asset!("grant.js", JAVASCRIPT),
     asset!("asciinema-player.min.js", JAVASCRIPT),
     asset!("asciinema-player.css", CSS),
     asset!("asciinema-player.LICENSE", TEXT),

@@ -176,7 +176,7 @@ fn safe_next(next: Option<&str>) -> String {
 fn login_page(next: &str, username: &str, error: Option<&str>) -> Markup {
     let body = html! {
         div.login {
-            h1 { "jms audit" }
+            h1 { "jms console" }
             p.muted { "Sign in with your password and the code from your authenticator app." }
             @if let Some(error) = error {
                 p.error role="alert" { (error) }

@@ -11,8 +11,31 @@ use super::assets;
 pub enum Nav {
     Sessions,
     Commands,
+    Users,
+    Groups,
+    Nodes,
+    Assets,
+    Grants,
+    Filters,
     Bastions,
+    Settings,
+    OpLog,
 }
+
+/// The top bar's links, in order.
+const SECTIONS: &[(Nav, &str, &str)] = &[
+    (Nav::Sessions, "/web/sessions", "Sessions"),
+    (Nav::Commands, "/web/commands", "Commands"),
+    (Nav::Users, "/web/users", "Users"),
+    (Nav::Groups, "/web/groups", "Groups"),
+    (Nav::Nodes, "/web/nodes", "Nodes"),
+    (Nav::Assets, "/web/inventory", "Assets"),
+    (Nav::Grants, "/web/grants", "Grants"),
+    (Nav::Filters, "/web/filters", "Filters"),
+    (Nav::Bastions, "/web/bastions", "Bastions"),
+    (Nav::Settings, "/web/settings", "Settings"),
+    (Nav::OpLog, "/web/oplog", "Log"),
+];
 
 /// One page to render.
 pub struct Page<'a> {
@@ -33,17 +56,17 @@ pub fn page(page: &Page<'_>) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="same-origin";
-                title { (page.title) " · jms audit" }
+                title { (page.title) " · jms console" }
                 link rel="stylesheet" href=(assets::url("app.css"));
             }
             body {
                 header.topbar {
-                    a.brand href="/web/sessions" { "jms audit" }
+                    a.brand href="/web/sessions" { "jms console" }
                     @if let Some(admin) = page.admin {
                         nav {
-                            a href="/web/sessions" class=[nav_class(page.nav, Nav::Sessions)] { "Sessions" }
-                            a href="/web/commands" class=[nav_class(page.nav, Nav::Commands)] { "Commands" }
-                            a href="/web/bastions" class=[nav_class(page.nav, Nav::Bastions)] { "Bastions" }
+                            @for (item, href, label) in SECTIONS {
+                                a href=(href) class=[nav_class(page.nav, *item)] { (label) }
+                            }
                         }
                         div.who {
                             span #admin-name { (admin) }

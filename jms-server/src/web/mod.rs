@@ -1,5 +1,6 @@
-//! The audit web UI under `/web/`: server-rendered HTML (maud) for the
-//! people who review what happened on the bastions.
+//! The web UI under `/web/`: server-rendered HTML (maud) for the people
+//! who review what happened on the bastions (the audit pages) and for the
+//! admins who change the policy (the admin console).
 //!
 //! - [`auth`]: login (password + TOTP), the session cookie, logout, backoff.
 //! - [`admins`]: the web admins (`jmsctl admin add|list|remove`) and their
@@ -13,11 +14,19 @@
 //! - [`fleet`]: the enrolled bastions, where each stands; revoke one.
 //! - [`layout`]: the page frame and small formatting helpers.
 //! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
+//! - [`console`]: the admin console's bridge to the admin API (every write
+//!   calls the API route's handler after that route's role check);
+//!   [`forms`] its one set of form and table helpers; the pages:
+//!   [`people`] (users, groups), [`inventory`] (nodes, assets, accounts),
+//!   [`grants`] (grants with their coverage preview, command filters),
+//!   [`system`] (settings with a test mail, the operation log).
 //!
 //! Every page needs a logged-in web admin. Her role (`jmsctl admin add
 //! --role`) decides the write controls she sees and may use: an
 //! `auditor` none (403 from every write), an `operator` may terminate
-//! sessions, an `admin` may also revoke bastions. No resource comes from another
+//! sessions and change the policy, an `admin` may also change the
+//! settings and revoke bastions (each console write needs the role of the
+//! API route it calls). No resource comes from another
 //! site (the Content-Security-Policy says so too). A request that changes
 //! something (POST) must come from this site: the cookie is
 //! `SameSite=Strict` and the `Origin` (or `Referer`) must name this host.
@@ -26,11 +35,17 @@ pub mod admins;
 mod assets;
 mod auth;
 mod commands;
+mod console;
 mod fleet;
+mod forms;
+mod grants;
+mod inventory;
 mod layout;
 mod live;
+mod people;
 mod replay;
 mod sessions;
+mod system;
 
 use std::sync::{Arc, Mutex};
 
@@ -57,6 +72,8 @@ pub struct WebServices {
     pub live: Arc<LiveService>,
     pub fleet: Arc<Fleet>,
     pub admins: Arc<WebAdmins>,
+    /// The admin API's state: the console's writes call its handlers.
+    pub api: crate::api::AppState,
 }
 
 /// What every web handler gets.
@@ -90,6 +107,7 @@ where
         .route("/web/bastions", get(fleet::list))
         .route("/web/bastions/{name}/revoke", post(fleet::revoke))
         .route("/web/logout", post(auth::logout))
+        .merge(console_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_login,
@@ -106,6 +124,86 @@ where
         .layer(middleware::from_fn(page_headers))
         .route("/web/assets/{name}", get(assets::serve))
         .with_state(state)
+}
+
+/// The admin console's pages; every write (POST) refused to an auditor
+/// before anything else ([`console::auditors_read_only`]).
+fn console_routes() -> Router<WebState> {
+    Router::new()
+        .route("/web/users", get(people::users).post(people::create_user))
+        .route(
+            "/web/users/{username}",
+            get(people::user).post(people::update_user),
+        )
+        .route("/web/users/{username}/delete", post(people::delete_user))
+        .route(
+            "/web/users/{username}/password-link",
+            post(people::password_link),
+        )
+        .route("/web/users/{username}/reset-mfa", post(people::reset_mfa))
+        .route("/web/users/{username}/unlock", post(people::unlock))
+        .route(
+            "/web/groups",
+            get(people::groups).post(people::create_group),
+        )
+        .route("/web/groups/{name}", post(people::update_group))
+        .route("/web/groups/{name}/delete", post(people::delete_group))
+        .route(
+            "/web/nodes",
+            get(inventory::nodes).post(inventory::create_node),
+        )
+        .route("/web/nodes/{id}", post(inventory::update_node))
+        .route("/web/nodes/{id}/delete", post(inventory::delete_node))
+        .route(
+            "/web/inventory",
+            get(inventory::assets).post(inventory::create_asset),
+        )
+        .route(
+            "/web/inventory/{asset}",
+            get(inventory::asset).post(inventory::update_asset),
+        )
+        .route(
+            "/web/inventory/{asset}/delete",
+            post(inventory::delete_asset),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts",
+            post(inventory::create_account),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts/{account}",
+            post(inventory::update_account),
+        )
+        .route(
+            "/web/inventory/{asset}/accounts/{account}/delete",
+            post(inventory::delete_account),
+        )
+        .route(
+            "/web/grants",
+            get(grants::grants).post(grants::create_grant),
+        )
+        .route("/web/grants/coverage", get(grants::preview))
+        .route(
+            "/web/grants/{name}",
+            get(grants::grant).post(grants::update_grant),
+        )
+        .route("/web/grants/{name}/delete", post(grants::delete_grant))
+        .route(
+            "/web/filters",
+            get(grants::filters).post(grants::create_filter),
+        )
+        .route(
+            "/web/filters/{name}",
+            get(grants::filter).post(grants::update_filter),
+        )
+        .route("/web/filters/{name}/delete", post(grants::delete_filter))
+        .route(
+            "/web/settings",
+            get(system::settings).post(system::save_settings),
+        )
+        .route("/web/settings/mail/test", post(system::test_mail))
+        .route("/web/oplog", get(system::oplog))
+        .route_layer(middleware::from_fn(console::auditors_read_only))
 }
 
 /// Runs store work off the async threads.
@@ -130,6 +228,9 @@ pub enum WebError {
     Forbidden(String),
     /// 404: no such session (or recording).
     NotFound(String),
+    /// What the admin API answered a console write: its status and its
+    /// one-line message.
+    Api(StatusCode, String),
     /// 500: details in the server log only.
     Internal(String),
 }
@@ -147,12 +248,26 @@ impl From<AdminError> for WebError {
     }
 }
 
+impl WebError {
+    /// The one-line message shown.
+    pub fn message(&self) -> &str {
+        match self {
+            WebError::BadRequest(m)
+            | WebError::Forbidden(m)
+            | WebError::NotFound(m)
+            | WebError::Api(_, m) => m,
+            WebError::Internal(_) => "internal error (details in the server log)",
+        }
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             WebError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            WebError::Api(status, m) => (status, m),
             WebError::Internal(detail) => {
                 tracing::error!(detail, "web page failed");
                 (
@@ -163,8 +278,8 @@ impl IntoResponse for WebError {
         };
         let body = html! {
             h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
-            p.error { (message) }
-            p { a href="/web/sessions" { "Back to the sessions" } }
+            p.error #error { (message) }
+            p { "Go back to correct it, or " a href="/web/sessions" { "return to the sessions" } "." }
         };
         let page = layout::page(&layout::Page {
             title: "Error",
@@ -188,7 +303,7 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
             "cross-site write refused (Origin/Referer is not this host)"
         );
         return WebError::Forbidden(
-            "this form must be sent from the jms audit pages themselves".to_string(),
+            "this form must be sent from the jms console pages themselves".to_string(),
         )
         .into_response();
     }
