@@ -158,16 +158,25 @@ impl Browser {
             .to_string()
     }
 
-    /// The text of the first element matching `css`.
+    /// The text of the first element matching `css`. An element replaced
+    /// between finding and reading it (the page was still loading) is
+    /// found again, until [`PATIENCE`] runs out.
     pub fn text(&self, css: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
         self.runtime.block_on(async {
-            self.c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
-                .text()
-                .await
-                .expect("its text")
+            loop {
+                let read = match self.c().find(Locator::Css(css)).await {
+                    Ok(element) => element.text().await,
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(text) => return text,
+                    Err(e) if Instant::now() > deadline => {
+                        panic!("no readable `{css}` on the page: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
         })
     }
 
