@@ -1378,7 +1378,7 @@ impl WriteTx for Tx<'_> {
         Ok(added == 1)
     }
 
-    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent]) -> Result<usize> {
+    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {
         audit::store_events(&self.conn, bastion_id, events)
     }
 
