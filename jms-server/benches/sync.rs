@@ -282,13 +282,14 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
                 e
             })
             .collect();
-        let one = ingest(&server, &bastions[..1], &events[..events.len() / 2], 1);
+        let one = ingest(&server, &bastions[..1], &events[..events.len() / 2], 1).rate;
         let four = ingest(
             &server,
             &bastions[..4.min(bastions.len())],
             &events[events.len() / 2..],
             4,
-        );
+        )
+        .rate;
         let delta = delta_requests(
             &server,
             admin_token,
@@ -424,7 +425,7 @@ fn ingest_lines(server: &Server, bastions: &[Bastion], dir: &Path, count: usize)
                 e
             })
             .collect();
-        let rate = ingest(
+        let Ingested { rate, server_cpu } = ingest(
             server,
             &bastions[..uploaders.min(bastions.len())],
             &run,
@@ -448,6 +449,12 @@ fn ingest_lines(server: &Server, bastions: &[Bastion], dir: &Path, count: usize)
             rate,
             raw,
             rate / raw,
+        ));
+        lines.push(format!(
+            "  per event: {:.1?} wall over HTTP, of which server CPU {:.1?}; raw SQLite {:.1?}",
+            Duration::from_secs_f64(1.0 / rate),
+            server_cpu,
+            Duration::from_secs_f64(1.0 / raw),
         ));
     }
     lines
@@ -932,14 +939,23 @@ fn event(n: usize) -> Value {
     })
 }
 
+/// What [`ingest`] measured.
+struct Ingested {
+    /// Events per second.
+    rate: f64,
+    /// The server's CPU time per event (utime + stime).
+    server_cpu: Duration,
+}
+
 /// Events per second through the HTTP endpoint, `uploaders` at a time
-/// (uploader `u` as `bastions[u % len]`).
-fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: usize) -> f64 {
+/// (uploader `u` as `bastions[u % len]`), and the server's CPU per event.
+fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: usize) -> Ingested {
     let batches: Vec<Vec<u8>> = events
         .chunks(BATCH)
         .map(|chunk| serde_json::to_vec(&json!({ "events": chunk })).unwrap())
         .collect();
     let next = Mutex::new(0usize);
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for u in 0..uploaders {
@@ -964,7 +980,13 @@ fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: us
             });
         }
     });
-    events.len() as f64 / started.elapsed().as_secs_f64()
+    let wall = started.elapsed().as_secs_f64();
+    Ingested {
+        rate: events.len() as f64 / wall,
+        server_cpu: Duration::from_secs_f64(
+            (server.cpu_seconds() - cpu_before).max(0.0) / events.len() as f64,
+        ),
+    }
 }
 
 /// Events per second inserted straight into a fresh store's events table

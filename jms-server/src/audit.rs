@@ -34,7 +34,7 @@ impl AuditService {
     /// Stores a batch of events from the bastion that signed the request,
     /// each once, in one transaction with the request's nonce (a replay
     /// stores nothing); returns how many were new.
-    pub fn store_events(&self, request: &Verified, events: &[NewEvent]) -> Result<usize> {
+    pub fn store_events(&self, request: &Verified, events: &[NewEvent<'_>]) -> Result<usize> {
         if events.len() > MAX_BATCH {
             return Err(SyncError::BadInput(format!(
                 "{} events in one batch: send at most {MAX_BATCH}",

@@ -231,6 +231,67 @@ fn the_same_event_batch_twice_is_stored_once() {
     assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 2);
 }
 
+/// Each event is stored as the bastion sent it (its JSON text, byte for
+/// byte: key order, spacing and escapes kept), and an upload with an event
+/// lacking a string `id`, `event` or `time` is refused whole, naming it.
+#[test]
+fn events_are_stored_as_sent_and_malformed_ones_refused_by_field() {
+    let server = Server::start();
+    let bastion = enrolled(&server, "b1");
+    let event = r#"{"time":"2026-01-01T00:00:00.000Z", "id":"e\u0031","event":"command","session":"s1","user":"alice","asset":"web01","account":"root","command":"caf\u00e9 \"x\"","kind":"interactive","decision":"allow","later":{"a":[1,2.5e3,null]}}"#;
+    let body = format!("{{ \"events\": [ {event} ] }}");
+    let (status, answer) = bastion.send(&server, "POST", "/api/v1/sync/events", "", &body);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], json!(["e1"]), "the key unescaped");
+    let db = rusqlite::Connection::open(server.data.join("jms.db")).unwrap();
+    let stored: String = db
+        .query_row(
+            "SELECT body FROM events WHERE idempotency_key = 'e1'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, event);
+    let command: String = db
+        .query_row("SELECT input FROM commands", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(command, "café \"x\"", "projected from the same text");
+
+    let long = "x".repeat(257);
+    for (events, message) in [
+        ("[5]", "events[0]: `id` must be a non-empty string"),
+        (
+            r#"[{"id":"a","event":"command","time":"t"},[]]"#,
+            "events[1]: `id` must be a non-empty string",
+        ),
+        (
+            r#"[{"id":"a","event":"command","time":7}]"#,
+            "events[0]: `time` must be a non-empty string",
+        ),
+        (
+            r#"[{"id":"a","event":"","time":"t"}]"#,
+            "events[0]: `event` must be a non-empty string",
+        ),
+        (
+            r#"[{"id":"a","id":{"x":1},"event":"command","time":"t"}]"#,
+            "events[0]: `id` must be a non-empty string",
+        ),
+        (
+            &format!(r#"[{{"id":"{long}","event":"command","time":"t"}}]"#),
+            "events[0]: `id` must be a non-empty string",
+        ),
+    ] {
+        let body = format!(r#"{{"events":{events}}}"#);
+        let (status, answer) = bastion.send(&server, "POST", "/api/v1/sync/events", "", &body);
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 400, "{events}: {answer}");
+        assert_eq!(answer["error"], message, "{events}");
+    }
+    let admin = jms_server::Services::open(&server.data).unwrap().audit;
+    assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 1);
+}
+
 /// Sends a request signed by `bastion`; returns the status, the headers
 /// and the body, and the binding its answer must be signed for.
 fn signed_exchange(

@@ -322,8 +322,10 @@ impl EventBody {
 /// [`EventBody`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventBatch {
-    pub events: Vec<serde_json::Value>,
+pub struct EventBatch<E = serde_json::Value> {
+    /// Each event; the server reads them as raw JSON text
+    /// (`EventBatch<&RawValue>`), storing each as sent.
+    pub events: Vec<E>,
 }
 
 /// The answer to an upload: the idempotency keys now stored (new or

@@ -4,6 +4,8 @@
 //! `crate::sync`), never by an API token. Every answer to an authenticated
 //! request is signed by the server key for that request ([`sign_answers`]).
 
+use std::borrow::Cow;
+
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -11,7 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jms_sync::queries::BundleQuery;
-use serde::Deserialize;
+use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::extract::Body;
@@ -442,7 +446,10 @@ pub async fn events(
     let answer = blocking(&state, move |services| {
         let events = parse_events(&body)?;
         let stored = services.audit.store_events(&verified, &events)?;
-        let accepted: Vec<String> = events.into_iter().map(|e| e.idempotency_key).collect();
+        let accepted: Vec<String> = events
+            .into_iter()
+            .map(|e| e.idempotency_key.into_owned())
+            .collect();
         Ok(json!(EventsAccepted {
             accepted,
             stored: stored as u64
@@ -455,31 +462,135 @@ pub async fn events(
     Ok(Json(answer?))
 }
 
-/// The events of an upload, each parsed once (the store keeps its text,
-/// the projection reads this value).
-fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, SyncError> {
-    let batch: EventBatch =
+/// The events of an upload, borrowed from it: each event's text as sent
+/// (what the store keeps; the projection parses it, typed, when it is
+/// new) and the fields read before storing it.
+fn parse_events<'a>(body: &'a [u8]) -> Result<Vec<NewEvent<'a>>, SyncError> {
+    let batch: EventBatch<&RawValue> =
         serde_json::from_slice(body).map_err(|e| SyncError::BadInput(format!("events: {e}")))?;
     let mut events = Vec::with_capacity(batch.events.len());
     for (i, event) in batch.events.into_iter().enumerate() {
-        let text = |field: &str| {
-            event
-                .get(field)
-                .and_then(Value::as_str)
+        let text = event.get();
+        // A valid JSON value (the batch parsed): an object's fields, or
+        // none for anything else.
+        let fields: Envelope<'a> = if text.starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|e| SyncError::BadInput(format!("events[{i}]: {e}")))?
+        } else {
+            Envelope::default()
+        };
+        let field = |name: &str, value: Option<Cow<'a, str>>| {
+            value
                 .filter(|s| !s.is_empty() && s.len() <= 256)
-                .map(str::to_string)
                 .ok_or_else(|| {
-                    SyncError::BadInput(format!(
-                        "events[{i}]: `{field}` must be a non-empty string"
-                    ))
+                    SyncError::BadInput(format!("events[{i}]: `{name}` must be a non-empty string"))
                 })
         };
         events.push(NewEvent {
-            idempotency_key: text("id")?,
-            kind: text("event")?,
-            at: text("time")?,
-            body: event,
+            idempotency_key: field("id", fields.id)?,
+            kind: field("event", fields.event)?,
+            at: field("time", fields.time)?,
+            body: text,
         });
     }
     Ok(events)
+}
+
+/// The fields of an event the server reads before storing it: each the
+/// string it is (borrowed from the upload unless escaped), or `None` when
+/// absent or not a string. Every other field is skipped, unparsed; a key
+/// given twice counts its last value (as a JSON value would).
+#[derive(Default)]
+struct Envelope<'a> {
+    id: Option<Cow<'a, str>>,
+    event: Option<Cow<'a, str>>,
+    time: Option<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut envelope = Envelope::default();
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    let slot = match key.0.as_ref() {
+                        "id" => &mut envelope.id,
+                        "event" => &mut envelope.event,
+                        "time" => &mut envelope.time,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value::<MaybeText<'de>>()?.0;
+                }
+                Ok(envelope)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A string, borrowed when the input allows.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(TextVisitor)
+            .and_then(|t| t.0.map(Text).ok_or_else(|| D::Error::custom("a string")))
+    }
+}
+
+/// Any value: the string it is, or `None`.
+struct MaybeText<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for MaybeText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = MaybeText<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(MaybeText(Some(Cow::Owned(v))))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(MaybeText(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| MaybeText(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_map(map).map(|_| MaybeText(None))
+    }
 }

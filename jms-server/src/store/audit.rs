@@ -22,7 +22,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use jms_sync::event::{EventBody, Scope};
 
@@ -385,7 +385,7 @@ struct Parsed<'e> {
 /// transfers and logins are inserted. An event that cannot be projected
 /// (malformed, or naming a session of another bastion) is logged and left
 /// in `events` only: the batch never fails for it.
-pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> Result<usize> {
+pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {
     let received = time_text(Utc::now());
     let mut new = Vec::new();
     {
@@ -400,7 +400,7 @@ pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> 
                 event.idempotency_key,
                 event.kind,
                 event.at,
-                event.body.to_string(),
+                event.body,
                 received
             ])? == 1
             {
@@ -412,7 +412,7 @@ pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> 
     let parsed: Vec<Parsed<'_>> = new
         .into_iter()
         .filter_map(
-            |(event_id, event)| match EventBody::deserialize(&event.body) {
+            |(event_id, event)| match serde_json::from_str::<EventBody>(event.body) {
                 Ok(parsed) => {
                     let at = parse_time(&event.at).unwrap_or_else(Utc::now);
                     Some(Parsed {
@@ -426,8 +426,8 @@ pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent]) -> 
                 Err(e) => {
                     tracing::warn!(
                         bastion_id,
-                        key = event.idempotency_key,
-                        kind = event.kind,
+                        key = %event.idempotency_key,
+                        kind = %event.kind,
                         error = %e,
                         "event stored but not projected: unexpected shape"
                     );
@@ -1088,7 +1088,7 @@ mod tests {
     #[test]
     fn a_batch_projects_what_its_events_project_one_by_one() {
         use crate::store::{SqliteStore, Storage};
-        let events: Vec<NewEvent> = [
+        let bodies: Vec<serde_json::Value> = [
             json!({"event": "command", "session": "s1", "user": "", "asset": "web01",
                    "account": "", "command": "ls", "kind": "interactive", "decision": "allow",
                    "time": "2026-01-01T00:00:05.000Z"}),
@@ -1111,16 +1111,22 @@ mod tests {
         .enumerate()
         .map(|(i, mut body)| {
             body["id"] = format!("e{i}").into();
-            NewEvent {
-                idempotency_key: format!("e{i}"),
-                kind: body["event"].as_str().unwrap().into(),
-                at: body["time"].as_str().unwrap().into(),
-                body,
-            }
+            body
         })
         .collect();
+        let texts: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
+        let events: Vec<NewEvent<'_>> = bodies
+            .iter()
+            .zip(&texts)
+            .map(|(body, text)| NewEvent {
+                idempotency_key: body["id"].as_str().unwrap().into(),
+                kind: body["event"].as_str().unwrap().into(),
+                at: body["time"].as_str().unwrap().into(),
+                body: text,
+            })
+            .collect();
         let dir = tempfile::tempdir().unwrap();
-        let project = |name: &str, batches: Vec<&[NewEvent]>| {
+        let project = |name: &str, batches: Vec<&[NewEvent<'_>]>| {
             let store = SqliteStore::open(&dir.path().join(name)).unwrap();
             let mut tx = store.write().unwrap();
             let bastion = tx.put_bastion("b", &[7; 32], false).unwrap().unwrap();

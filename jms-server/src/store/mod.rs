@@ -17,6 +17,8 @@ pub mod password_tokens;
 pub mod sqlite;
 pub mod web_admins;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use jms_core::model::{Account, Asset, CommandFilter, Grant, User, UserGroup};
 use serde::{Deserialize, Serialize};
@@ -316,18 +318,18 @@ pub struct EnrollTokenRow {
     pub replaces: Option<String>,
 }
 
-/// One audit event uploaded by a bastion.
+/// One audit event uploaded by a bastion, borrowed from the upload.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub struct NewEvent<'a> {
     /// Unique per bastion: a retried upload stores nothing new.
-    pub idempotency_key: String,
+    pub idempotency_key: Cow<'a, str>,
     /// `session_start`, `command`, …
-    pub kind: String,
+    pub kind: Cow<'a, str>,
     /// When it happened (RFC 3339, the bastion's clock).
-    pub at: String,
-    /// The whole event as the bastion spooled it (parsed once, with the
-    /// upload: stored as JSON text, projected from this value).
-    pub body: serde_json::Value,
+    pub at: Cow<'a, str>,
+    /// The whole event as the bastion sent it (a JSON object's text):
+    /// stored as is, and parsed (typed) by the projection when new.
+    pub body: &'a str,
 }
 
 /// A backend: hands out transactions.
@@ -487,7 +489,7 @@ pub trait WriteTx: ReadTx {
     /// Stores a batch of events, each unless its idempotency key is
     /// already stored, and projects the new ones into sessions, commands,
     /// transfers and logins (see [`audit`]); returns how many were new.
-    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent]) -> Result<usize>;
+    fn store_events(&mut self, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize>;
     /// Inserts or replaces a recording's row.
     fn put_recording(&mut self, row: &RecordingRow) -> Result<()>;
     fn delete_recording(&mut self, session: &str) -> Result<()>;
