@@ -162,7 +162,8 @@ pub(crate) struct GrantIndex {
 /// Users and the grants each gets: from users, groups and grants.
 #[derive(Debug, Default)]
 pub(crate) struct PeopleIndex {
-    pub(crate) user_by_name: HashMap<String, UserId>,
+    /// Names shared with the index a delta made this one from.
+    pub(crate) user_by_name: HashMap<Arc<str>, UserId>,
     /// Sorted grant ids per user, through her groups too.
     user_grants: Vec<Arc<[GrantId]>>,
     /// Grants naming each group, and each user by name (in id order).
@@ -250,7 +251,7 @@ impl PeopleIndex {
         index.user_by_name = users
             .iter()
             .enumerate()
-            .map(|(i, u)| (u.username.clone(), id(i)))
+            .map(|(i, u)| (Arc::from(u.username.as_str()), id(i)))
             .collect();
         index.user_grants = users.iter().map(|u| index.grants_of(u)).collect();
         index
@@ -275,19 +276,45 @@ impl PeopleIndex {
 
     /// The index for `users` when only users changed (same groups, same
     /// grants): a user whose record is the one `old_users` had keeps her
-    /// grant list.
+    /// grant list. When every old user kept her place (changed in place or
+    /// not at all, newcomers after them), the names are shared too and
+    /// only the newcomers are added.
     pub(crate) fn with_users(&self, old_users: &[Arc<User>], users: &[Arc<User>]) -> PeopleIndex {
+        let in_place = users.len() >= old_users.len()
+            && old_users
+                .iter()
+                .zip(users)
+                .all(|(was, is)| Arc::ptr_eq(was, is) || was.username == is.username);
         let mut index = PeopleIndex {
-            user_by_name: HashMap::with_capacity(users.len()),
+            user_by_name: HashMap::new(),
             user_grants: Vec::with_capacity(users.len()),
             by_group: Arc::clone(&self.by_group),
             by_user: Arc::clone(&self.by_user),
         };
+        if in_place {
+            index.user_by_name = self.user_by_name.clone();
+            for (i, user) in users.iter().enumerate() {
+                let kept = old_users.get(i).filter(|was| Arc::ptr_eq(was, user));
+                index.user_grants.push(match kept {
+                    Some(_) => Arc::clone(&self.user_grants[i]),
+                    None => index.grants_of(user),
+                });
+                if i >= old_users.len() {
+                    index
+                        .user_by_name
+                        .insert(Arc::from(user.username.as_str()), id(i));
+                }
+            }
+            return index;
+        }
+        index.user_by_name.reserve(users.len());
         for (i, user) in users.iter().enumerate() {
-            index.user_by_name.insert(user.username.clone(), id(i));
+            index
+                .user_by_name
+                .insert(Arc::from(user.username.as_str()), id(i));
             let kept = self
                 .user_by_name
-                .get(&user.username)
+                .get(user.username.as_str())
                 .filter(|old| Arc::ptr_eq(&old_users[**old as usize], user));
             index.user_grants.push(match kept {
                 Some(old) => Arc::clone(&self.user_grants[*old as usize]),

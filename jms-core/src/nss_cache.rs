@@ -259,6 +259,112 @@ impl NssData {
         Ok(NssData { users, groups })
     }
 
+    /// Brings `self`, the entries [`NssData::from_policy`] made of `old`,
+    /// to what it makes of `new`, touching only the users that changed:
+    /// the same entries, in the same order, with the same ids handed out.
+    /// Answers `false` (and changes nothing) when it cannot tell cheaply —
+    /// user groups changed, a user was removed or moved — and the caller
+    /// takes the full path. `new` is `old` with a delta applied
+    /// ([`Policy::apply_delta`]): unchanged users are the same records.
+    pub fn update_from_policy(
+        &mut self,
+        old: &Policy,
+        new: &Policy,
+        ids: &mut IdAllocator,
+        settings: &NssSettings,
+    ) -> Result<bool> {
+        let (before, after) = (&old.doc.users, &new.doc.users);
+        if !new.doc.user_groups.same(&old.doc.user_groups)
+            || after.len() < before.len()
+            || self.users.len() != before.len()
+        {
+            return Ok(false);
+        }
+        let mut changed = Vec::new();
+        for (i, (was, is)) in before.iter().zip(after.iter()).enumerate() {
+            if !Arc::ptr_eq(was, is) {
+                if was.username != is.username {
+                    return Ok(false);
+                }
+                changed.push(i);
+            }
+        }
+        if changed.is_empty() && after.len() == before.len() {
+            return Ok(true);
+        }
+        // Where each group's members are: the primary group first, then
+        // the user groups in order (as `from_policy` lays them out).
+        let primary = settings.primary_group.as_str();
+        let mut group_at: HashMap<&str, usize> = HashMap::new();
+        let mut next = 1;
+        for group in new.doc.user_groups.iter() {
+            if group.name == primary {
+                group_at.insert(primary, 0);
+            } else {
+                group_at.insert(group.name.as_str(), next);
+                next += 1;
+            }
+        }
+        if self.groups.len() != next {
+            return Ok(false);
+        }
+        let primary_gid = ids.gid(primary)?;
+        // Members are in user order: a user's entries go where her
+        // position says (one per time she names the group).
+        let rank = |name: &str| new.user_rank(name).unwrap_or(usize::MAX);
+        for i in changed {
+            let (was, is) = (&before[i], &after[i]);
+            self.users[i] = NssUser {
+                name: is.username.clone(),
+                uid: ids.uid(&is.username)?,
+                gid: primary_gid,
+                gecos: gecos_of(&is.name),
+                home: settings.home.clone(),
+                shell: settings.shell.clone(),
+            };
+            if was.groups != is.groups {
+                for group in was.groups.iter().filter_map(|g| group_at.get(g.as_str())) {
+                    self.groups[*group].members.retain(|m| *m != is.username);
+                }
+                let mut named: Vec<usize> = is
+                    .groups
+                    .iter()
+                    .filter_map(|g| group_at.get(g.as_str()).copied())
+                    .collect();
+                named.sort_unstable();
+                named.dedup();
+                for group in named {
+                    let times = is
+                        .groups
+                        .iter()
+                        .filter(|g| group_at.get(g.as_str()) == Some(&group))
+                        .count();
+                    let members = &mut self.groups[group].members;
+                    let at = members.partition_point(|m| rank(m) < i);
+                    for _ in 0..times {
+                        members.insert(at, is.username.clone());
+                    }
+                }
+            }
+        }
+        for user in after.iter().skip(before.len()) {
+            self.users.push(NssUser {
+                name: user.username.clone(),
+                uid: ids.uid(&user.username)?,
+                gid: primary_gid,
+                gecos: gecos_of(&user.name),
+                home: settings.home.clone(),
+                shell: settings.shell.clone(),
+            });
+            for group in &user.groups {
+                if let Some(at) = group_at.get(group.as_str()) {
+                    self.groups[*at].members.push(user.username.clone());
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// The cache file's bytes. Refuses duplicate names or ids and a file
     /// larger than [`MAX_CACHE_LEN`].
     pub fn encode(&self) -> Result<Vec<u8>> {

@@ -62,6 +62,40 @@ impl PolicySource for LocalFile {
 /// The signed deltas applied on top of the last full bundle, in order
 /// (each: 4-byte big-endian length, then the signed delta).
 pub const DELTAS_FILE: &str = "deltas.jms";
+/// Appends one signed delta to the deltas file at `path` and syncs it
+/// (`first`, or no file: the file starts over with it, written whole and
+/// atomically). What a crash left cut at the end is cut off first, so
+/// every record kept is read back.
+pub fn append_delta(path: &Path, signed: &[u8], first: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let length = u32::try_from(signed.len()).context("a delta over 4 GiB")?;
+    let mut record = Vec::with_capacity(4 + signed.len());
+    record.extend_from_slice(&length.to_be_bytes());
+    record.extend_from_slice(signed);
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) if !first => file,
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("opening {}", path.display()))
+        }
+        _ => return enroll::write_private(path, &record),
+    };
+    let mut kept = Vec::new();
+    file.read_to_end(&mut kept)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let whole: usize = split_records(&kept).iter().map(|r| 4 + r.len()).sum();
+    (|| {
+        file.set_len(whole as u64)?;
+        file.seek(SeekFrom::Start(whole as u64))?;
+        file.write_all(&record)?;
+        file.sync_data()
+    })()
+    .with_context(|| format!("appending to {}", path.display()))
+}
+
 /// Deltas kept on disk before a full bundle is asked for instead.
 const MAX_DELTAS_ON_DISK: usize = 64;
 
@@ -309,15 +343,8 @@ impl Central {
     /// Keeps a newly accepted delta: appended to the deltas on disk, then
     /// the bundle it made in memory.
     fn keep_delta(&self, bytes: &[u8], bundle: HeldBundle) -> Result<()> {
-        let path = self.state_dir.join(DELTAS_FILE);
-        let mut records = if self.state().deltas == 0 {
-            Vec::new()
-        } else {
-            std::fs::read(&path).unwrap_or_default()
-        };
-        records.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        records.extend_from_slice(bytes);
-        enroll::write_private(&path, &records)?;
+        let first = self.state().deltas == 0;
+        append_delta(&self.state_dir.join(DELTAS_FILE), bytes, first)?;
         let mut state = self.state();
         state.last = Some(bundle);
         state.deltas += 1;

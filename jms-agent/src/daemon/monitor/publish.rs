@@ -4,12 +4,13 @@
 //! of the configured range, is never published (an error is logged: an
 //! alarm for the admin); without a cache entry it is no jms user at all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use jms_core::local_accounts::LocalAccounts;
-use jms_core::nss_cache::{self, NssData};
+use jms_core::nss_cache::{self, NssData, NssSettings};
 use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
 use jms_sync::bundle::UnixIds;
@@ -35,9 +36,64 @@ pub fn publish_with_ids(
     config: &AgentdConfig,
     assigned: Option<&UnixIds>,
 ) -> Result<NssData> {
+    let mut last = None;
+    let (published, _) = publish_over(&mut last, policy, config, assigned)?;
+    Ok(published)
+}
+
+/// Publishes policy after policy, each from what the one before left:
+/// the id map stays in memory (read once), and a policy made by a delta
+/// from the last one published changes only the entries of the users it
+/// changed ([`NssData::update_from_policy`]); anything else takes the full
+/// path. The file written is the same either way.
+#[derive(Default)]
+pub struct Publisher {
+    last: Mutex<Option<Published>>,
+}
+
+/// What the last publish made: the policy, the id map, the entries before
+/// the local accounts were taken out.
+struct Published {
+    policy: Policy,
+    settings: NssSettings,
+    ids: IdAllocator,
+    data: NssData,
+}
+
+impl Publisher {
+    /// As [`publish_with_ids`]; answers jms user names by uid, as published.
+    pub fn publish(
+        &self,
+        policy: &Policy,
+        config: &AgentdConfig,
+        assigned: Option<&UnixIds>,
+    ) -> Result<HashMap<u32, String>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (published, _) = publish_over(&mut last, policy, config, assigned)?;
+        Ok(users_by_uid(&published))
+    }
+}
+
+/// Publishes `policy` from `last` (taken; left `None` on error, so the
+/// next publish starts from the files again) and keeps what it made there.
+/// Answers the entries published and whether they were updated in place.
+fn publish_over(
+    last: &mut Option<Published>,
+    policy: &Policy,
+    config: &AgentdConfig,
+    assigned: Option<&UnixIds>,
+) -> Result<(NssData, bool)> {
     let local = local_accounts()?;
+    let settings = config.nss_settings();
     let map_path = config.state_dir.join("ids.json");
-    let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
+    let previous = last.take().filter(|p| p.settings == settings);
+    let (mut ids, previous) = match previous {
+        Some(p) => (p.ids, Some((p.policy, p.data))),
+        None => (
+            IdAllocator::load(&map_path, config.ids).context("loading the id map")?,
+            None,
+        ),
+    };
     // Names whose server id was refused: not published with another id.
     let mut refused: [HashSet<String>; 2] = Default::default();
     if let Some(assigned) = assigned {
@@ -63,19 +119,33 @@ pub fn publish_with_ids(
             }
         }
     }
-    let mut data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
-        .context("building the NSS cache")?;
+    let updated = match previous {
+        Some((old, mut data)) => data
+            .update_from_policy(&old, policy, &mut ids, &settings)
+            .context("building the NSS cache")?
+            .then_some(data),
+        None => None,
+    };
+    let in_place = updated.is_some();
+    let data = match updated {
+        Some(data) => data,
+        None => {
+            NssData::from_policy(policy, &mut ids, &settings).context("building the NSS cache")?
+        }
+    };
     if ids.changed() {
         ids.save(&map_path).context("saving the id map")?;
     }
-    keep_off_local_accounts(
-        &mut data,
-        &local,
-        &refused,
-        &config.nss_settings().primary_group,
-    )?;
-    write_cache(&config.nss_cache, &data)?;
-    Ok(data)
+    let mut published = data.clone();
+    keep_off_local_accounts(&mut published, &local, &refused, &settings.primary_group)?;
+    write_cache(&config.nss_cache, &published)?;
+    *last = Some(Published {
+        policy: policy.clone(),
+        settings,
+        ids,
+        data,
+    });
+    Ok((published, in_place))
 }
 
 /// Removes from `data` every user and group that collides with a local
@@ -139,7 +209,7 @@ fn keep_off_local_accounts(
 }
 
 /// jms user names by uid, from what was published.
-pub fn users_by_uid(data: &NssData) -> std::collections::HashMap<u32, String> {
+pub fn users_by_uid(data: &NssData) -> HashMap<u32, String> {
     data.users.iter().map(|u| (u.uid, u.name.clone())).collect()
 }
 
