@@ -374,14 +374,16 @@ impl NssData {
 
 /// Writes `data` to `path` atomically with mode 0644, after checking the
 /// encoded file with [`NssCache::verify`] (every process on the host reads
-/// it: a bad file must never be installed).
+/// it: a bad file must never be installed). Not synced to disk: jms-agentd
+/// writes it again from the held bundle at every start, before anyone can
+/// log in, and readers refuse a file cut short.
 pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
     let cache = NssCache::from_bytes(data.encode()?)?;
     cache
         .verify()
         .map_err(|e| NssCacheError::Invalid(format!("the encoded file does not verify: {e}")))?;
     let bytes = cache.into_bytes();
-    crate::atomic_file::write_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
+    crate::atomic_file::replace(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
         action: "cannot write NSS cache",
         source,
@@ -392,6 +394,8 @@ pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
 struct Encoder<'d> {
     strings: Vec<u8>,
     interned: HashMap<&'d str, (u32, u32)>,
+    /// The strings last interned by [`Encoder::string_at_hand`].
+    recent: [(&'d str, (u32, u32)); 2],
 }
 
 fn invalid(message: String) -> NssCacheError {
@@ -404,6 +408,10 @@ fn to_u32(value: usize, what: &str) -> Result<u32> {
 
 impl<'d> Encoder<'d> {
     fn string(&mut self, s: &'d str) -> Result<(u32, u32)> {
+        // Every user has the same home and shell: no hashing for those.
+        if let Some((_, r)) = self.recent.iter().find(|(text, _)| *text == s) {
+            return Ok(*r);
+        }
         if let Some(r) = self.interned.get(s) {
             return Ok(*r);
         }
@@ -413,6 +421,13 @@ impl<'d> Encoder<'d> {
         );
         self.strings.extend_from_slice(s.as_bytes());
         self.interned.insert(s, r);
+        Ok(r)
+    }
+
+    /// Interns `s` and keeps it at hand for the next lookups.
+    fn string_at_hand(&mut self, slot: usize, s: &'d str) -> Result<(u32, u32)> {
+        let r = self.string(s)?;
+        self.recent[slot] = (s, r);
         Ok(r)
     }
 
@@ -436,7 +451,8 @@ impl<'d> Encoder<'d> {
 
         let mut enc = Encoder {
             strings: Vec::new(),
-            interned: HashMap::new(),
+            interned: HashMap::with_capacity(users.len() * 2 + groups.len()),
+            recent: [("", (0, 0)); 2],
         };
         let mut user_bytes = Vec::with_capacity(users.len() * USER_RECORD);
         for user in &users {
@@ -444,8 +460,8 @@ impl<'d> Encoder<'d> {
             put_u32(&mut user_bytes, user.uid);
             put_u32(&mut user_bytes, user.gid);
             put_ref(&mut user_bytes, enc.string(&user.gecos)?);
-            put_ref(&mut user_bytes, enc.string(&user.home)?);
-            put_ref(&mut user_bytes, enc.string(&user.shell)?);
+            put_ref(&mut user_bytes, enc.string_at_hand(0, &user.home)?);
+            put_ref(&mut user_bytes, enc.string_at_hand(1, &user.shell)?);
         }
         let mut group_bytes = Vec::with_capacity(groups.len() * GROUP_RECORD);
         let mut member_bytes = Vec::new();

@@ -30,7 +30,8 @@
 //! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
 //! `--only ingest`: the event ingest alone, on a small policy; `--only
 //! policy`: the policy apply alone; `--only tls`: the TLS/plain
-//! comparison alone, on a small policy).
+//! comparison alone, on a small policy; `--only apply`: the policy stored,
+//! then the full bundle and delta applies and the apply memory).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -632,6 +632,36 @@ mod tests {
     use super::*;
     use jms_core::model::PolicyDocument;
 
+    /// Deltas appended one by one read back in order; a record a crash
+    /// cut short is cut off before the next one goes after it.
+    #[test]
+    fn deltas_appended_read_back_past_a_cut_record() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DELTAS_FILE);
+        append_delta(&path, b"one", true).unwrap();
+        append_delta(&path, b"two", false).unwrap();
+        // A crash in the middle of the third.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&[0, 0, 0, 9, b't']).unwrap();
+        drop(file);
+        append_delta(&path, b"three", false).unwrap();
+        let read = split_records(&std::fs::read(&path).unwrap());
+        assert_eq!(read, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        // The first delta after a full bundle starts the file over.
+        append_delta(&path, b"four", true).unwrap();
+        assert_eq!(
+            split_records(&std::fs::read(&path).unwrap()),
+            [b"four".to_vec()]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     /// A bundle (even one the server signed) naming a file to read is
     /// refused: agentd is root and would read whatever it names.
     #[test]
