@@ -14,10 +14,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     write(path, bytes, mode, true)
 }
 
-/// As [`write_atomic`] without the fsyncs: readers still see the old file
-/// or the new one, but after a crash the file may be the old one, or
-/// empty. Only for files rebuilt from durable state at every start (the
-/// NSS cache from the held bundle).
+/// As [`write_atomic`] without the directory's fsync: the new content is
+/// on disk before it replaces the old, but after a crash the rename may be
+/// undone and the old file back (whole). Only for files written again
+/// from durable state at every start (the NSS cache from the held bundle).
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     write(path, bytes, mode, false)
 }
@@ -48,8 +48,9 @@ fn write(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> 
         file.write_all(bytes)?;
         // The umask may have narrowed the mode given at creation.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        if durable {
-            file.sync_all()?;
+        match durable {
+            true => file.sync_all()?,
+            false => file.sync_data()?,
         }
         drop(file);
         fs::rename(&temp, path)?;

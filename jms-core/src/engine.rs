@@ -564,24 +564,27 @@ impl<'p> Listing<'p> {
         let start = assets.account_start[a as usize] as usize;
         let end = assets.account_start[a as usize + 1] as usize;
         let asset = self.policy.asset_at(a);
-        let real = self.real[start..end]
-            .iter()
-            .zip(&asset.accounts)
-            .map(|(slot, account)| (slot, AccountRef::Real(account)));
-        let virtuals = self.virtuals[a as usize].iter().zip([
-            AccountRef::Input,
-            AccountRef::SameName,
-            AccountRef::Anon,
-        ]);
-        let accounts = real
-            .chain(virtuals)
-            .filter(|(slot, _)| !slot.1.is_empty())
-            .map(|(slot, account)| GrantedAccount {
-                account,
-                protocols: slot.0.intersection(offered),
-                actions: slot.1,
-            })
-            .collect();
+        let real = &self.real[start..end];
+        let virtuals = &self.virtuals[a as usize];
+        let granted = |slot: &&Slot| !slot.1.is_empty();
+        let mut accounts = Vec::with_capacity(
+            real.iter().filter(granted).count() + virtuals.iter().filter(granted).count(),
+        );
+        let mut push = |slot: &Slot, account| {
+            if !slot.1.is_empty() {
+                accounts.push(GrantedAccount {
+                    account,
+                    protocols: slot.0.intersection(offered),
+                    actions: slot.1,
+                });
+            }
+        };
+        for (slot, account) in real.iter().zip(&asset.accounts) {
+            push(slot, AccountRef::Real(account));
+        }
+        push(&virtuals[0], AccountRef::Input);
+        push(&virtuals[1], AccountRef::SameName);
+        push(&virtuals[2], AccountRef::Anon);
         Some(GrantedAsset { asset, accounts })
     }
 

@@ -374,9 +374,10 @@ impl NssData {
 
 /// Writes `data` to `path` atomically with mode 0644, after checking the
 /// encoded file with [`NssCache::verify`] (every process on the host reads
-/// it: a bad file must never be installed). Not synced to disk: jms-agentd
-/// writes it again from the held bundle at every start, before anyone can
-/// log in, and readers refuse a file cut short.
+/// it: a bad file must never be installed). The rename is not synced
+/// ([`crate::atomic_file::replace`]): after a crash the previous file may
+/// be back, whole, until jms-agentd writes it again from the held bundle
+/// at start.
 pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
     let cache = NssCache::from_bytes(data.encode()?)?;
     cache

@@ -323,10 +323,11 @@ impl IdAllocator {
     }
 
     /// Saves the map to `path` atomically (mode 0600) and clears
-    /// [`IdAllocator::changed`]. Synced to disk when this host assigned an
-    /// id since the last save: ids adopted from the server are adopted
-    /// again at every start from the signed bundle and deltas kept on
-    /// disk, so a crash that loses only those loses nothing.
+    /// [`IdAllocator::changed`]. The rename is synced too when this host
+    /// assigned an id since the last save: ids adopted from the server are
+    /// adopted again at every start from the signed bundle and deltas kept
+    /// on disk, so a crash that brings the previous map back loses
+    /// nothing else.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         #[derive(Serialize)]
         struct Borrowed<'a> {
