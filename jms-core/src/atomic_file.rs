@@ -11,6 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// never a mix: a temp file in the same directory, fsync, chmod `mode`,
 /// rename over `path`, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write(path, bytes, mode, true)
+}
+
+/// As [`write_atomic`] without the directory's fsync: the new content is
+/// on disk before it replaces the old, but after a crash the rename may be
+/// undone and the old file back (whole). Only for files written again
+/// from durable state at every start (the NSS cache from the held bundle).
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write(path, bytes, mode, false)
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -36,10 +48,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         file.write_all(bytes)?;
         // The umask may have narrowed the mode given at creation.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
+        match durable {
+            true => file.sync_all()?,
+            false => file.sync_data()?,
+        }
         drop(file);
         fs::rename(&temp, path)?;
-        fs::File::open(dir)?.sync_all()
+        if durable {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

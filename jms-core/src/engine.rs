@@ -162,7 +162,8 @@ pub(crate) struct GrantIndex {
 /// Users and the grants each gets: from users, groups and grants.
 #[derive(Debug, Default)]
 pub(crate) struct PeopleIndex {
-    pub(crate) user_by_name: HashMap<String, UserId>,
+    /// Names shared with the index a delta made this one from.
+    pub(crate) user_by_name: HashMap<Arc<str>, UserId>,
     /// Sorted grant ids per user, through her groups too.
     user_grants: Vec<Arc<[GrantId]>>,
     /// Grants naming each group, and each user by name (in id order).
@@ -250,7 +251,7 @@ impl PeopleIndex {
         index.user_by_name = users
             .iter()
             .enumerate()
-            .map(|(i, u)| (u.username.clone(), id(i)))
+            .map(|(i, u)| (Arc::from(u.username.as_str()), id(i)))
             .collect();
         index.user_grants = users.iter().map(|u| index.grants_of(u)).collect();
         index
@@ -275,19 +276,45 @@ impl PeopleIndex {
 
     /// The index for `users` when only users changed (same groups, same
     /// grants): a user whose record is the one `old_users` had keeps her
-    /// grant list.
+    /// grant list. When every old user kept her place (changed in place or
+    /// not at all, newcomers after them), the names are shared too and
+    /// only the newcomers are added.
     pub(crate) fn with_users(&self, old_users: &[Arc<User>], users: &[Arc<User>]) -> PeopleIndex {
+        let in_place = users.len() >= old_users.len()
+            && old_users
+                .iter()
+                .zip(users)
+                .all(|(was, is)| Arc::ptr_eq(was, is) || was.username == is.username);
         let mut index = PeopleIndex {
-            user_by_name: HashMap::with_capacity(users.len()),
+            user_by_name: HashMap::new(),
             user_grants: Vec::with_capacity(users.len()),
             by_group: Arc::clone(&self.by_group),
             by_user: Arc::clone(&self.by_user),
         };
+        if in_place {
+            index.user_by_name = self.user_by_name.clone();
+            for (i, user) in users.iter().enumerate() {
+                let kept = old_users.get(i).filter(|was| Arc::ptr_eq(was, user));
+                index.user_grants.push(match kept {
+                    Some(_) => Arc::clone(&self.user_grants[i]),
+                    None => index.grants_of(user),
+                });
+                if i >= old_users.len() {
+                    index
+                        .user_by_name
+                        .insert(Arc::from(user.username.as_str()), id(i));
+                }
+            }
+            return index;
+        }
+        index.user_by_name.reserve(users.len());
         for (i, user) in users.iter().enumerate() {
-            index.user_by_name.insert(user.username.clone(), id(i));
+            index
+                .user_by_name
+                .insert(Arc::from(user.username.as_str()), id(i));
             let kept = self
                 .user_by_name
-                .get(&user.username)
+                .get(user.username.as_str())
                 .filter(|old| Arc::ptr_eq(&old_users[**old as usize], user));
             index.user_grants.push(match kept {
                 Some(old) => Arc::clone(&self.user_grants[*old as usize]),
@@ -496,12 +523,30 @@ pub struct GrantedAsset<'p> {
 #[derive(Debug)]
 pub struct Listing<'p> {
     policy: &'p Policy,
-    /// Per listed asset: its id and the end of its accounts in `found`.
-    listed: Vec<(AssetId, u32)>,
-    found: Vec<(u32, ProtocolSet, ActionSet)>,
+    /// The listed assets' ids, in name order.
+    listed: Vec<AssetId>,
+    /// Per account of the arena, the (protocols, actions) granted (none
+    /// when the actions are empty), not yet cut to what the asset offers.
+    real: Vec<Slot>,
+    /// Per asset, the same for @INPUT, @USER (virtual) and @ANON.
+    virtuals: Vec<[Slot; 3]>,
 }
 
+/// What the grants give one account: (protocols, actions).
+type Slot = (ProtocolSet, ActionSet);
+
+const EMPTY_SLOT: Slot = (ProtocolSet::EMPTY, ActionSet::EMPTY);
+
 impl<'p> Listing<'p> {
+    fn empty(policy: &'p Policy) -> Listing<'p> {
+        Listing {
+            policy,
+            listed: Vec::new(),
+            real: Vec::new(),
+            virtuals: Vec::new(),
+        }
+    }
+
     /// How many assets are listed.
     pub fn len(&self) -> usize {
         self.listed.len()
@@ -513,20 +558,39 @@ impl<'p> Listing<'p> {
 
     /// The `i`-th asset in name order, with its granted accounts.
     pub fn get(&self, i: usize) -> Option<GrantedAsset<'p>> {
-        let (a, end) = *self.listed.get(i)?;
-        let start = match i {
-            0 => 0,
-            _ => self.listed[i - 1].1 as usize,
+        let a = *self.listed.get(i)?;
+        let assets = &self.policy.index.assets;
+        let offered = assets.asset_offered[a as usize];
+        let start = assets.account_start[a as usize] as usize;
+        let end = assets.account_start[a as usize + 1] as usize;
+        let asset = self.policy.asset_at(a);
+        let real = &self.real[start..end];
+        let virtuals = &self.virtuals[a as usize];
+        let granted = |slot: &&Slot| !slot.1.is_empty();
+        let mut accounts = Vec::with_capacity(
+            real.iter().filter(granted).count() + virtuals.iter().filter(granted).count(),
+        );
+        let mut push = |slot: &Slot, account| {
+            if !slot.1.is_empty() {
+                accounts.push(GrantedAccount {
+                    account,
+                    protocols: slot.0.intersection(offered),
+                    actions: slot.1,
+                });
+            }
         };
-        Some(GrantedAsset {
-            asset: self.policy.asset_at(a),
-            accounts: self.policy.granted(a, &self.found[start..end as usize]),
-        })
+        for (slot, account) in real.iter().zip(&asset.accounts) {
+            push(slot, AccountRef::Real(account));
+        }
+        push(&virtuals[0], AccountRef::Input);
+        push(&virtuals[1], AccountRef::SameName);
+        push(&virtuals[2], AccountRef::Anon);
+        Some(GrantedAsset { asset, accounts })
     }
 
     /// The `i`-th asset's name, without reading its accounts.
     pub fn name(&self, i: usize) -> Option<&'p str> {
-        let (a, _) = *self.listed.get(i)?;
+        let a = *self.listed.get(i)?;
         Some(&self.policy.asset_at(a).name)
     }
 
@@ -765,66 +829,99 @@ impl Policy {
         let u = self.user_id(user)?;
         let user = &self.doc.users[u as usize];
         if self.user_barred(user, at).is_some() {
-            return Ok(Listing {
-                policy: self,
-                listed: Vec::new(),
-                found: Vec::new(),
-            });
+            return Ok(Listing::empty(self));
         }
-        // Per asset, a chain of the grants covering it: `first[a]` indexes
-        // `links`, each link is (grant, next link). No per-asset allocation.
-        const NONE: u32 = u32::MAX;
-        let mut first = vec![NONE; self.doc.assets.len()];
-        let mut links: Vec<(GrantId, u32)> = Vec::new();
+        // Grant by grant, each covered account's (protocols, actions) is
+        // OR-ed into a flat slot per arena position (and three per asset
+        // for @INPUT, @USER, @ANON): no per-asset grant list, and an asset
+        // covered twice (by two grants, or directly and through a node)
+        // just ORs again. A slot is granted when its actions are not
+        // empty (an active grant always names some); an asset is listed
+        // when one of its slots is, which `granted` records as it goes.
+        let assets = &*self.index.assets;
+        let n = assets.asset_active.len();
+        let mut real = vec![EMPTY_SLOT; assets.account_name.len()];
+        let mut virtuals = vec![[EMPTY_SLOT; 3]; n];
+        let mut granted = vec![0u64; n.div_ceil(64)];
+        let me = self.me(user);
         for grant in self.index.people.user_grants[u as usize].iter() {
             if !self.is_active(*grant, at) {
                 continue;
             }
             let compiled = &self.index.grants.grants[*grant as usize];
-            let under_nodes = compiled
-                .nodes
-                .iter()
-                .flat_map(|n| self.index.assets.node_assets[*n as usize].iter());
-            for asset in compiled.assets.iter().chain(under_nodes) {
-                let head = &mut first[*asset as usize];
-                if !self.index.assets.asset_active[*asset as usize]
-                    || (*head != NONE && links[*head as usize].0 == *grant)
-                {
-                    continue;
+            let spec = &compiled.accounts;
+            let add: Slot = (compiled.protocols, compiled.actions);
+            let or = |slot: &mut Slot| *slot = (slot.0.union(add.0), slot.1.union(add.1));
+            // Only real accounts named by name or as the user's own need
+            // a look at each account.
+            let by_name = !spec.names.is_empty() || (spec.same_name && me.is_some());
+            let any_virtual = spec.input || spec.same_name || spec.anon;
+            let mut mark = |a: usize| {
+                if !assets.asset_active[a] {
+                    return;
                 }
-                links.push((*grant, *head));
-                *head = id(links.len() - 1);
+                let start = assets.account_start[a] as usize;
+                let end = assets.account_start[a + 1] as usize;
+                let slots = &mut real[start..end];
+                let mut any = any_virtual;
+                if spec.all {
+                    slots.iter_mut().for_each(or);
+                    any |= start < end;
+                } else if by_name {
+                    let names = &assets.account_name[start..end];
+                    let usernames = &assets.account_username[start..end];
+                    for ((slot, name), username) in slots.iter_mut().zip(names).zip(usernames) {
+                        if spec.covers_real(*name, *username, me) {
+                            or(slot);
+                            any = true;
+                        }
+                    }
+                }
+                if any_virtual {
+                    let virtual_slots = &mut virtuals[a];
+                    if spec.input {
+                        or(&mut virtual_slots[0]);
+                    }
+                    if spec.same_name
+                        && !assets.account_username[start..end]
+                            .iter()
+                            .any(|u| Some(*u) == me)
+                    {
+                        or(&mut virtual_slots[1]);
+                    }
+                    if spec.anon {
+                        or(&mut virtual_slots[2]);
+                    }
+                }
+                if any {
+                    granted[a / 64] |= 1 << (a % 64);
+                }
+            };
+            for a in &compiled.assets {
+                mark(*a as usize);
+            }
+            for node in &compiled.nodes {
+                for a in &assets.node_assets[*node as usize] {
+                    mark(*a as usize);
+                }
             }
         }
-        // Asset ids are name ranks: walking them in order lists by name.
-        // First from the index alone (flat arrays, no allocation per
-        // asset): which accounts, then the answer, touching the document
-        // only for the assets listed, in order.
-        let (mut grants, mut slots) = (Vec::new(), Vec::new());
-        let mut found = Vec::new();
-        let mut listed: Vec<(AssetId, u32)> = Vec::new();
-        let me = self.me(user);
-        for (a, head) in first.iter().enumerate() {
-            let mut link = *head;
-            if link == NONE {
-                continue;
-            }
-            grants.clear();
-            while link != NONE {
-                let (grant, next) = links[link as usize];
-                grants.push(grant);
-                link = next;
-            }
-            let before = found.len();
-            self.union(me, id(a), &grants, &mut slots, &mut found);
-            if found.len() > before {
-                listed.push((id(a), id(found.len())));
+        // Asset ids are name ranks: the set bits in order list by name.
+        // Accounts and records are read when the caller reads an asset.
+        let count = granted.iter().map(|w| w.count_ones() as usize).sum();
+        let mut listed = Vec::with_capacity(count);
+        for (w, word) in granted.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                listed.push(id(w * 64 + bits.trailing_zeros() as usize));
+                bits &= bits - 1;
             }
         }
         Ok(Listing {
             policy: self,
             listed,
-            found,
+            real,
+            virtuals,
         })
     }
 

@@ -259,6 +259,112 @@ impl NssData {
         Ok(NssData { users, groups })
     }
 
+    /// Brings `self`, the entries [`NssData::from_policy`] made of `old`,
+    /// to what it makes of `new`, touching only the users that changed:
+    /// the same entries, in the same order, with the same ids handed out.
+    /// Answers `false` (and changes nothing) when it cannot tell cheaply —
+    /// user groups changed, a user was removed or moved — and the caller
+    /// takes the full path. `new` is `old` with a delta applied
+    /// ([`Policy::apply_delta`]): unchanged users are the same records.
+    pub fn update_from_policy(
+        &mut self,
+        old: &Policy,
+        new: &Policy,
+        ids: &mut IdAllocator,
+        settings: &NssSettings,
+    ) -> Result<bool> {
+        let (before, after) = (&old.doc.users, &new.doc.users);
+        if !new.doc.user_groups.same(&old.doc.user_groups)
+            || after.len() < before.len()
+            || self.users.len() != before.len()
+        {
+            return Ok(false);
+        }
+        let mut changed = Vec::new();
+        for (i, (was, is)) in before.iter().zip(after.iter()).enumerate() {
+            if !Arc::ptr_eq(was, is) {
+                if was.username != is.username {
+                    return Ok(false);
+                }
+                changed.push(i);
+            }
+        }
+        if changed.is_empty() && after.len() == before.len() {
+            return Ok(true);
+        }
+        // Where each group's members are: the primary group first, then
+        // the user groups in order (as `from_policy` lays them out).
+        let primary = settings.primary_group.as_str();
+        let mut group_at: HashMap<&str, usize> = HashMap::new();
+        let mut next = 1;
+        for group in new.doc.user_groups.iter() {
+            if group.name == primary {
+                group_at.insert(primary, 0);
+            } else {
+                group_at.insert(group.name.as_str(), next);
+                next += 1;
+            }
+        }
+        if self.groups.len() != next {
+            return Ok(false);
+        }
+        let primary_gid = ids.gid(primary)?;
+        // Members are in user order: a user's entries go where her
+        // position says (one per time she names the group).
+        let rank = |name: &str| new.user_rank(name).unwrap_or(usize::MAX);
+        for i in changed {
+            let (was, is) = (&before[i], &after[i]);
+            self.users[i] = NssUser {
+                name: is.username.clone(),
+                uid: ids.uid(&is.username)?,
+                gid: primary_gid,
+                gecos: gecos_of(&is.name),
+                home: settings.home.clone(),
+                shell: settings.shell.clone(),
+            };
+            if was.groups != is.groups {
+                for group in was.groups.iter().filter_map(|g| group_at.get(g.as_str())) {
+                    self.groups[*group].members.retain(|m| *m != is.username);
+                }
+                let mut named: Vec<usize> = is
+                    .groups
+                    .iter()
+                    .filter_map(|g| group_at.get(g.as_str()).copied())
+                    .collect();
+                named.sort_unstable();
+                named.dedup();
+                for group in named {
+                    let times = is
+                        .groups
+                        .iter()
+                        .filter(|g| group_at.get(g.as_str()) == Some(&group))
+                        .count();
+                    let members = &mut self.groups[group].members;
+                    let at = members.partition_point(|m| rank(m) < i);
+                    for _ in 0..times {
+                        members.insert(at, is.username.clone());
+                    }
+                }
+            }
+        }
+        for user in after.iter().skip(before.len()) {
+            self.users.push(NssUser {
+                name: user.username.clone(),
+                uid: ids.uid(&user.username)?,
+                gid: primary_gid,
+                gecos: gecos_of(&user.name),
+                home: settings.home.clone(),
+                shell: settings.shell.clone(),
+            });
+            for group in &user.groups {
+                if let Some(at) = group_at.get(group.as_str()) {
+                    self.groups[*at].members.push(user.username.clone());
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// The cache file's bytes. Refuses duplicate names or ids and a file
     /// larger than [`MAX_CACHE_LEN`].
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -268,14 +374,17 @@ impl NssData {
 
 /// Writes `data` to `path` atomically with mode 0644, after checking the
 /// encoded file with [`NssCache::verify`] (every process on the host reads
-/// it: a bad file must never be installed).
+/// it: a bad file must never be installed). The rename is not synced
+/// ([`crate::atomic_file::replace`]): after a crash the previous file may
+/// be back, whole, until jms-agentd writes it again from the held bundle
+/// at start.
 pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
     let cache = NssCache::from_bytes(data.encode()?)?;
     cache
         .verify()
         .map_err(|e| NssCacheError::Invalid(format!("the encoded file does not verify: {e}")))?;
     let bytes = cache.into_bytes();
-    crate::atomic_file::write_atomic(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
+    crate::atomic_file::replace(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
         action: "cannot write NSS cache",
         source,
@@ -286,6 +395,8 @@ pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
 struct Encoder<'d> {
     strings: Vec<u8>,
     interned: HashMap<&'d str, (u32, u32)>,
+    /// The strings last interned by [`Encoder::string_at_hand`].
+    recent: [(&'d str, (u32, u32)); 2],
 }
 
 fn invalid(message: String) -> NssCacheError {
@@ -298,6 +409,10 @@ fn to_u32(value: usize, what: &str) -> Result<u32> {
 
 impl<'d> Encoder<'d> {
     fn string(&mut self, s: &'d str) -> Result<(u32, u32)> {
+        // Every user has the same home and shell: no hashing for those.
+        if let Some((_, r)) = self.recent.iter().find(|(text, _)| *text == s) {
+            return Ok(*r);
+        }
         if let Some(r) = self.interned.get(s) {
             return Ok(*r);
         }
@@ -307,6 +422,13 @@ impl<'d> Encoder<'d> {
         );
         self.strings.extend_from_slice(s.as_bytes());
         self.interned.insert(s, r);
+        Ok(r)
+    }
+
+    /// Interns `s` and keeps it at hand for the next lookups.
+    fn string_at_hand(&mut self, slot: usize, s: &'d str) -> Result<(u32, u32)> {
+        let r = self.string(s)?;
+        self.recent[slot] = (s, r);
         Ok(r)
     }
 
@@ -330,7 +452,8 @@ impl<'d> Encoder<'d> {
 
         let mut enc = Encoder {
             strings: Vec::new(),
-            interned: HashMap::new(),
+            interned: HashMap::with_capacity(users.len() * 2 + groups.len()),
+            recent: [("", (0, 0)); 2],
         };
         let mut user_bytes = Vec::with_capacity(users.len() * USER_RECORD);
         for user in &users {
@@ -338,8 +461,8 @@ impl<'d> Encoder<'d> {
             put_u32(&mut user_bytes, user.uid);
             put_u32(&mut user_bytes, user.gid);
             put_ref(&mut user_bytes, enc.string(&user.gecos)?);
-            put_ref(&mut user_bytes, enc.string(&user.home)?);
-            put_ref(&mut user_bytes, enc.string(&user.shell)?);
+            put_ref(&mut user_bytes, enc.string_at_hand(0, &user.home)?);
+            put_ref(&mut user_bytes, enc.string_at_hand(1, &user.shell)?);
         }
         let mut group_bytes = Vec::with_capacity(groups.len() * GROUP_RECORD);
         let mut member_bytes = Vec::new();

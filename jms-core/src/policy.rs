@@ -213,7 +213,16 @@ impl Policy {
         }
         let up = delta.upserted();
         upsert(&mut doc.user_groups, &up.user_groups, |g| g.name.as_str());
-        upsert(&mut doc.users, &up.users, |u| u.username.as_str());
+        // No user removed: every old user is where the index says, and
+        // the old names are the index's (unique, checked).
+        let old_users = doc
+            .users
+            .same(&self.doc.users)
+            .then_some(&self.index.people.user_by_name);
+        match old_users {
+            Some(at) => upsert_at(&mut doc.users, &up.users, at, |u| u.username.as_str()),
+            None => upsert(&mut doc.users, &up.users, |u| u.username.as_str()),
+        }
         upsert(&mut doc.grants, &up.grants, |g| g.name.as_str());
         upsert(&mut doc.command_filters, &up.command_filters, |f| {
             f.name.as_str()
@@ -229,6 +238,7 @@ impl Policy {
             &doc,
             up,
             changed,
+            old_users,
             &self.index.assets.asset_by_name,
             &self.nodes,
         )?;
@@ -299,6 +309,25 @@ fn upsert<T: Clone>(section: &mut Section<T>, items: &[T], key: impl Fn(&T) -> &
         list[i] = item;
     }
     list.extend(added);
+}
+
+/// [`upsert`] where `at` already gives each item's position by name.
+fn upsert_at<T: Clone>(
+    section: &mut Section<T>,
+    items: &[T],
+    at: &HashMap<Arc<str>, u32>,
+    key: impl Fn(&T) -> &str,
+) {
+    if items.is_empty() {
+        return;
+    }
+    let list = section.make_mut();
+    for item in items {
+        match at.get(key(item)) {
+            Some(&i) => list[i as usize] = Arc::new(item.clone()),
+            None => list.push(Arc::new(item.clone())),
+        }
+    }
 }
 
 /// The top level, with each entity kept as a raw value until it is read on
@@ -606,6 +635,7 @@ impl Checker<'_> {
         doc: &PolicyDoc,
         up: &PolicyDocument,
         changed: Changed,
+        old_users: Option<&HashMap<Arc<str>, u32>>,
         assets: &HashMap<String, u32>,
         nodes: &NodeTree,
     ) -> Result<()> {
@@ -621,11 +651,27 @@ impl Checker<'_> {
             check_unix_name(&group.name)
                 .map_err(|m| self.err(format!("user group `{}`", group.name), "name", m))?;
         }
-        let users = self.unique(
-            "user",
-            "username",
-            doc.users.iter().map(|u| u.username.as_str()),
-        )?;
+        // With the old names at hand (`old_users`: no user removed, the
+        // upserted ones replace theirs or come after), only names that
+        // are new can repeat.
+        let users: Box<dyn Names + '_> = match old_users {
+            Some(old) => Box::new(OldAndNew {
+                old,
+                new: self.unique(
+                    "user",
+                    "username",
+                    up.users
+                        .iter()
+                        .map(|u| u.username.as_str())
+                        .filter(|name| !old.contains_key(*name)),
+                )?,
+            }),
+            None => Box::new(self.unique(
+                "user",
+                "username",
+                doc.users.iter().map(|u| u.username.as_str()),
+            )?),
+        };
         for user in &up.users {
             let entity = || format!("user `{}`", user.username);
             check_unix_name(&user.username).map_err(|m| self.err(entity(), "username", m))?;
@@ -673,7 +719,7 @@ impl Checker<'_> {
         };
         for grant in referring {
             let entity = format!("grant `{}`", grant.name);
-            self.grant_references(&entity, grant, &users, &groups, &asset_names, nodes)?;
+            self.grant_references(&entity, grant, &*users, &groups, &asset_names, nodes)?;
         }
         if !up.command_filters.is_empty() {
             self.unique(
@@ -694,7 +740,7 @@ impl Checker<'_> {
         };
         for filter in referring {
             let entity = format!("command filter `{}`", filter.name);
-            self.filter_references(&entity, filter, &users, &groups, &asset_names, nodes)?;
+            self.filter_references(&entity, filter, &*users, &groups, &asset_names, nodes)?;
         }
         Ok(())
     }
@@ -887,6 +933,18 @@ impl Names for HashSet<&str> {
 /// The asset names of a checked policy's index.
 struct AssetNames<'a>(&'a HashMap<String, u32>);
 
+/// The users of a policy with users upserted: the old names and the new.
+struct OldAndNew<'a> {
+    old: &'a HashMap<Arc<str>, u32>,
+    new: HashSet<&'a str>,
+}
+
+impl Names for OldAndNew<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.old.contains_key(name) || self.new.contains(name)
+    }
+}
+
 impl Names for AssetNames<'_> {
     fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
@@ -916,6 +974,15 @@ impl Policy {
             grants: self.doc.grants.len(),
             command_filters: self.doc.command_filters.len(),
         }
+    }
+
+    /// The position of user `name` in the document, if the policy has her.
+    pub fn user_rank(&self, name: &str) -> Option<usize> {
+        self.index
+            .people
+            .user_by_name
+            .get(name)
+            .map(|u| *u as usize)
     }
 
     /// Groups by name, for callers that need members.

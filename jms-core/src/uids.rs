@@ -266,6 +266,8 @@ pub struct IdAllocator {
     users: IdTable,
     groups: IdTable,
     changed: bool,
+    /// An id was assigned here (not adopted) since the last save.
+    assigned_here: bool,
 }
 
 impl IdAllocator {
@@ -277,6 +279,7 @@ impl IdAllocator {
             users: IdTable::new(IdKind::User, ranges.users),
             groups: IdTable::new(IdKind::Group, ranges.groups),
             changed: false,
+            assigned_here: false,
         })
     }
 
@@ -320,26 +323,39 @@ impl IdAllocator {
     }
 
     /// Saves the map to `path` atomically (mode 0600) and clears
-    /// [`IdAllocator::changed`].
+    /// [`IdAllocator::changed`]. The rename is synced too when this host
+    /// assigned an id since the last save: ids adopted from the server are
+    /// adopted again at every start from the signed bundle and deltas kept
+    /// on disk, so a crash that brings the previous map back loses
+    /// nothing else.
     pub fn save(&mut self, path: &Path) -> Result<()> {
-        let file = IdMapFile {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u32,
+            users: &'a BTreeMap<String, u32>,
+            groups: &'a BTreeMap<String, u32>,
+        }
+        let file = Borrowed {
             version: MAP_VERSION,
-            users: self.users.by_name.clone(),
-            groups: self.groups.by_name.clone(),
+            users: &self.users.by_name,
+            groups: &self.groups.by_name,
         };
         let mut text = serde_json::to_string_pretty(&file).map_err(|e| IdError::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         text.push('\n');
-        crate::atomic_file::write_atomic(path, text.as_bytes(), MAP_MODE).map_err(|source| {
-            IdError::Io {
-                path: path.to_path_buf(),
-                action: "cannot write id map",
-                source,
-            }
+        let write = match self.assigned_here {
+            true => crate::atomic_file::write_atomic,
+            false => crate::atomic_file::replace,
+        };
+        write(path, text.as_bytes(), MAP_MODE).map_err(|source| IdError::Io {
+            path: path.to_path_buf(),
+            action: "cannot write id map",
+            source,
         })?;
         self.changed = false;
+        self.assigned_here = false;
         Ok(())
     }
 
@@ -366,6 +382,7 @@ impl IdAllocator {
     pub fn assign(&mut self, kind: IdKind, name: &str) -> Result<u32> {
         let (id, new) = self.table_mut(kind).assign(name)?;
         self.changed |= new;
+        self.assigned_here |= new;
         Ok(id)
     }
 

@@ -3,10 +3,14 @@
 //! the full path gives: the delta applied to the document, then checked
 //! and indexed from scratch (`Policy::from_received`). Random deltas over
 //! a generated policy, valid and invalid: the same refusals, the same
-//! document, the same `list` and `decide` answers for every user.
+//! document, the same `list` and `decide` answers for every user. And the
+//! NSS cache entries updated from the last ones
+//! (`NssData::update_from_policy`) are the ones made from scratch.
 
 use chrono::{DateTime, Duration, Utc};
 use jms_core::model::{Action, PolicyDocument, Protocol};
+use jms_core::nss_cache::{NssData, NssSettings};
+use jms_core::uids::{IdAllocator, IdKind, IdRanges};
 use jms_core::{Policy, Query};
 use jms_sync::bundle::{AssetAccount, Delta, EntityKind, Removal};
 use rand::rngs::StdRng;
@@ -60,6 +64,10 @@ fn random_delta(base: &PolicyDocument, rng: &mut StdRng, n: usize) -> Delta {
                 if rng.gen_ratio(1, 10) {
                     user.username = "bad name".into();
                 }
+                // Twice in one delta: a duplicate (refused).
+                if rng.gen_ratio(1, 10) {
+                    delta.upsert.users.push(user.clone());
+                }
                 delta.upsert.users.push(user);
             }
             // A changed user: other groups, disabled.
@@ -67,6 +75,12 @@ fn random_delta(base: &PolicyDocument, rng: &mut StdRng, n: usize) -> Delta {
                 let mut user = base.users.choose(rng).unwrap().clone();
                 user.groups = vec![pick_group(rng)];
                 user.is_active = rng.gen_bool(0.7);
+                // Twice in one delta: the last one wins.
+                if rng.gen_ratio(1, 4) {
+                    let mut first = user.clone();
+                    first.is_active = !user.is_active;
+                    delta.upsert.users.push(first);
+                }
                 delta.upsert.users.push(user);
             }
             // A removed user (maybe still named by a grant: refused).
@@ -125,9 +139,14 @@ fn random_delta(base: &PolicyDocument, rng: &mut StdRng, n: usize) -> Delta {
                 delta.upsert.command_filters.push(filter);
             }
             // The full path: an asset changed, an account added or removed.
+            // The full path: an asset disabled or moved to another node.
             11 => {
                 let mut asset = base.assets.choose(rng).unwrap().clone();
-                asset.is_active = !asset.is_active;
+                if rng.gen_bool(0.5) {
+                    asset.is_active = !asset.is_active;
+                } else {
+                    asset.nodes = vec![base.nodes.choose(rng).unwrap().clone()];
+                }
                 delta.upsert.assets.push(asset);
             }
             12 => {
@@ -208,7 +227,10 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
     let at = generate::reference_time();
     let mut rng = StdRng::seed_from_u64(20);
     let mut base = Policy::from_received(generate::generate(&params), "base").unwrap();
-    let (mut applied, mut refused, mut shared) = (0, 0, 0);
+    let (mut applied, mut refused, mut shared, mut in_place) = (0, 0, 0, 0);
+    let settings = NssSettings::default();
+    let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
+    let mut nss = NssData::from_policy(&base, &mut ids, &settings).unwrap();
     for n in 0..100 {
         let delta = random_delta(&base.doc.to_document(), &mut rng, n);
         let incremental = base.apply_delta(&delta, "delta");
@@ -226,6 +248,31 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
                 if incremental.doc.assets.same(&base.doc.assets) {
                     shared += 1;
                 }
+                // The NSS entries: updated in place, or made again.
+                let mut ids_full = ids.clone();
+                let from_scratch = NssData::from_policy(&incremental, &mut ids_full, &settings);
+                let mut updated = nss.clone();
+                if updated
+                    .update_from_policy(&base, &incremental, &mut ids, &settings)
+                    .unwrap()
+                {
+                    assert_eq!(
+                        updated,
+                        from_scratch.unwrap(),
+                        "delta {n}: NSS entries differ: {delta:?}"
+                    );
+                    for kind in [IdKind::User, IdKind::Group] {
+                        assert!(
+                            ids.entries(kind).eq(ids_full.entries(kind)),
+                            "delta {n}: id maps differ"
+                        );
+                    }
+                    nss = updated;
+                    in_place += 1;
+                } else {
+                    assert_eq!(updated, nss, "delta {n}: a refused update changed nothing");
+                    nss = NssData::from_policy(&incremental, &mut ids, &settings).unwrap();
+                }
                 applied += 1;
                 // Go on from the incremental one: deltas pile up.
                 base = incremental;
@@ -240,8 +287,8 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
     }
     // The run covers both paths and refusals.
     assert!(
-        applied >= 30 && refused >= 10 && shared >= 15,
-        "applied {applied}, refused {refused}, shared {shared}"
+        applied >= 30 && refused >= 10 && shared >= 15 && in_place >= 10,
+        "applied {applied}, refused {refused}, shared {shared}, NSS in place {in_place}"
     );
 }
 

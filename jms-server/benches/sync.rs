@@ -30,7 +30,8 @@
 //! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
 //! `--only ingest`: the event ingest alone, on a small policy; `--only
 //! policy`: the policy apply alone; `--only tls`: the TLS/plain
-//! comparison alone, on a small policy).
+//! comparison alone, on a small policy; `--only apply`: the policy stored,
+//! then the full bundle and delta applies and the apply memory).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,7 @@ fn main() {
     let mut ingest_only = false;
     let mut policy_only = false;
     let mut tls_only = false;
+    let mut apply_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -91,10 +93,15 @@ fn main() {
                 Some("ingest") => ingest_only = true,
                 Some("policy") => policy_only = true,
                 Some("tls") => tls_only = true,
-                other => eprintln!("sync: ignoring --only {other:?} (`ingest`, `policy` or `tls`)"),
+                Some("apply") => apply_only = true,
+                other => eprintln!(
+                    "sync: ignoring --only {other:?} (`ingest`, `policy`, `tls` or `apply`)"
+                ),
             },
             other => {
-                eprintln!("sync: ignoring argument `{other}` (--quick, --only ingest|policy|tls)")
+                eprintln!(
+                    "sync: ignoring argument `{other}` (--quick, --only ingest|policy|tls|apply)"
+                )
             }
         }
     }
@@ -112,6 +119,18 @@ fn main() {
             policy: generate::Params::FULL.divided(100),
             events: if quick { 20_000 } else { 200_000 },
             bastions: 4,
+            poll_run: Duration::ZERO,
+        }
+    } else if apply_only {
+        Sizes {
+            label: "apply only",
+            policy: if quick {
+                generate::Params::FULL.divided(100)
+            } else {
+                generate::Params::FULL
+            },
+            events: 0,
+            bastions: 1,
             poll_run: Duration::ZERO,
         }
     } else if quick {
@@ -253,6 +272,11 @@ fn main() {
         &signed,
         &config,
     ));
+    if apply_only {
+        server.stop();
+        print_lines(&sizes, lines);
+        return;
+    }
 
     // ---- event ingest ----------------------------------------------------
     lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
@@ -821,15 +845,15 @@ fn apply_memory_child(spec: &str) {
     let bytes = std::fs::read(&bundle_path).unwrap();
     let held = HeldBundle::check(bundle::verify(&bytes, &pinned, 0).unwrap()).unwrap();
     drop(bytes);
-    let published = jms_agent::daemon::monitor::publish::publish_with_ids(
-        &held.policy,
-        &config,
-        Some(&held.ids),
-    )
-    .unwrap();
+    // As jms-agentd: the publisher keeps what it wrote (for the next
+    // delta), the daemon its users by uid.
+    let publisher = jms_agent::daemon::monitor::publish::Publisher::default();
+    let users_by_uid = publisher
+        .publish(&held.policy, &config, Some(&held.ids))
+        .unwrap();
     let (held_mb, peak) = memory_mb();
     println!("{before} {peak} {held_mb}");
-    drop((held, published));
+    drop((held, publisher, users_by_uid));
 }
 
 // ---- delta ---------------------------------------------------------------------
@@ -847,6 +871,11 @@ fn delta(
     config: &AgentdConfig,
 ) -> Vec<String> {
     let base = HeldBundle::check(bundle::verify(full, pinned, 0).unwrap()).unwrap();
+    // jms-agentd published the bundle it holds, and keeps what it wrote.
+    let publisher = jms_agent::daemon::monitor::publish::Publisher::default();
+    publisher
+        .publish(&base.policy, config, Some(&base.ids))
+        .expect("publish the base");
     let response = server
         .http
         .post(format!("{}/api/v1/users", server.url))
@@ -888,19 +917,25 @@ fn delta(
     );
     drop(rebuilt);
     let started = Instant::now();
-    jms_agent::daemon::monitor::publish::publish_with_ids(&next.policy, config, Some(&next.ids))
+    publisher
+        .publish(&next.policy, config, Some(&next.ids))
         .unwrap();
     let nss = started.elapsed();
+    // The baseline, in the same run: the same NSS cache written from
+    // scratch (id map read, every entry made).
     let started = Instant::now();
-    let mut record = (fetched.signed.len() as u32).to_be_bytes().to_vec();
-    record.extend_from_slice(&fetched.signed);
-    jms_agent::daemon::monitor::enroll::write_private(
-        &config
-            .state_dir
-            .join(jms_agent::daemon::monitor::policy_source::DELTAS_FILE),
-        &record,
-    )
-    .unwrap();
+    jms_agent::daemon::monitor::publish::publish_with_ids(&next.policy, config, Some(&next.ids))
+        .unwrap();
+    let nss_full = started.elapsed();
+    // The deltas file: one delta there already, this one appended.
+    let deltas = config
+        .state_dir
+        .join(jms_agent::daemon::monitor::policy_source::DELTAS_FILE);
+    jms_agent::daemon::monitor::policy_source::append_delta(&deltas, &fetched.signed, true)
+        .unwrap();
+    let started = Instant::now();
+    jms_agent::daemon::monitor::policy_source::append_delta(&deltas, &fetched.signed, false)
+        .unwrap();
     let state = started.elapsed();
     let total = verify + engine + nss + state;
     vec![
@@ -915,6 +950,10 @@ fn delta(
         format!(
             "  apply to the held policy {engine:.2?} vs the full path (merge into a copy of the bundle + check + index) {rebuild:.0?} in the same run: x{:.4}",
             engine.as_secs_f64() / rebuild.as_secs_f64()
+        ),
+        format!(
+            "  NSS cache from the last one published {nss:.2?} vs written from scratch {nss_full:.1?} in the same run: x{:.3}",
+            nss.as_secs_f64() / nss_full.as_secs_f64()
         ),
     ]
 }

@@ -157,7 +157,8 @@ fn run(args: Args) -> Result<()> {
     let policy = source
         .load()
         .with_context(|| format!("policy from {}", source.describe()))?;
-    let published = publish::publish_with_ids(&policy, &config, source.ids().as_ref())?;
+    let publisher = publish::Publisher::default();
+    let users_by_uid = publisher.publish(&policy, &config, source.ids().as_ref())?;
     info!(
         source = source.describe(),
         users = policy.doc.users.len(),
@@ -183,7 +184,8 @@ fn run(args: Args) -> Result<()> {
         keys_uid,
         state: Mutex::new(StateFile::load(&config.state_dir)?),
         policy: RwLock::new(Arc::new(policy)),
-        users_by_uid: RwLock::new(publish::users_by_uid(&published)),
+        users_by_uid: RwLock::new(users_by_uid),
+        publisher,
         live: Default::default(),
         worker,
         config,

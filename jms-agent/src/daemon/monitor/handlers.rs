@@ -30,6 +30,8 @@ pub struct Daemon {
     pub policy: RwLock<Arc<Policy>>,
     /// jms user names by uid, as last published to the NSS cache.
     pub users_by_uid: RwLock<HashMap<u32, String>>,
+    /// Writes the NSS cache, each policy from the one before.
+    pub publisher: publish::Publisher,
     pub state: Mutex<StateFile>,
     /// Running target sessions and share codes (`crate::daemon::monitor::live`).
     pub live: crate::daemon::monitor::live::Registry,
@@ -71,10 +73,12 @@ impl Daemon {
     /// assigned), then swaps in the policy and the settings `source`
     /// carries; on error keeps the last good ones.
     pub fn apply_policy(&self, policy: Policy, source: &dyn PolicySource, why: &str) {
-        match publish::publish_with_ids(&policy, &self.config, source.ids().as_ref()) {
-            Ok(published) => {
-                *self.users_by_uid.write().unwrap_or_else(|e| e.into_inner()) =
-                    publish::users_by_uid(&published);
+        match self
+            .publisher
+            .publish(&policy, &self.config, source.ids().as_ref())
+        {
+            Ok(users_by_uid) => {
+                *self.users_by_uid.write().unwrap_or_else(|e| e.into_inner()) = users_by_uid;
                 let effective = Effective::resolve(&self.config, source.settings().as_ref());
                 info!(users = policy.doc.users.len(), "policy {why}");
                 *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(effective);

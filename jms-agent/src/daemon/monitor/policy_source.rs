@@ -63,6 +63,40 @@ impl PolicySource for LocalFile {
 /// The signed deltas applied on top of the last full bundle, in order
 /// (each: 4-byte big-endian length, then the signed delta).
 pub const DELTAS_FILE: &str = "deltas.jms";
+/// Appends one signed delta to the deltas file at `path` and syncs it
+/// (`first`, or no file: the file starts over with it, written whole and
+/// atomically). What a crash left cut at the end is cut off first, so
+/// every record kept is read back.
+pub fn append_delta(path: &Path, signed: &[u8], first: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let length = u32::try_from(signed.len()).context("a delta over 4 GiB")?;
+    let mut record = Vec::with_capacity(4 + signed.len());
+    record.extend_from_slice(&length.to_be_bytes());
+    record.extend_from_slice(signed);
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) if !first => file,
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("opening {}", path.display()))
+        }
+        _ => return enroll::write_private(path, &record),
+    };
+    let mut kept = Vec::new();
+    file.read_to_end(&mut kept)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let whole: usize = split_records(&kept).iter().map(|r| 4 + r.len()).sum();
+    (|| {
+        file.set_len(whole as u64)?;
+        file.seek(SeekFrom::Start(whole as u64))?;
+        file.write_all(&record)?;
+        file.sync_data()
+    })()
+    .with_context(|| format!("appending to {}", path.display()))
+}
+
 /// Deltas kept on disk before a full bundle is asked for instead.
 const MAX_DELTAS_ON_DISK: usize = 64;
 
@@ -311,15 +345,8 @@ impl Central {
     /// Keeps a newly accepted delta: appended to the deltas on disk, then
     /// the bundle it made in memory.
     fn keep_delta(&self, bytes: &[u8], bundle: HeldBundle) -> Result<()> {
-        let path = self.state_dir.join(DELTAS_FILE);
-        let mut records = if self.state().deltas == 0 {
-            Vec::new()
-        } else {
-            std::fs::read(&path).unwrap_or_default()
-        };
-        records.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        records.extend_from_slice(bytes);
-        enroll::write_private(&path, &records)?;
+        let first = self.state().deltas == 0;
+        append_delta(&self.state_dir.join(DELTAS_FILE), bytes, first)?;
         let mut state = self.state();
         state.last = Some(bundle);
         state.deltas += 1;
@@ -606,6 +633,36 @@ impl PolicySource for Central {
 mod tests {
     use super::*;
     use jms_core::model::PolicyDocument;
+
+    /// Deltas appended one by one read back in order; a record a crash
+    /// cut short is cut off before the next one goes after it.
+    #[test]
+    fn deltas_appended_read_back_past_a_cut_record() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DELTAS_FILE);
+        append_delta(&path, b"one", true).unwrap();
+        append_delta(&path, b"two", false).unwrap();
+        // A crash in the middle of the third.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&[0, 0, 0, 9, b't']).unwrap();
+        drop(file);
+        append_delta(&path, b"three", false).unwrap();
+        let read = split_records(&std::fs::read(&path).unwrap());
+        assert_eq!(read, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        // The first delta after a full bundle starts the file over.
+        append_delta(&path, b"four", true).unwrap();
+        assert_eq!(
+            split_records(&std::fs::read(&path).unwrap()),
+            [b"four".to_vec()]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     /// A bundle (even one the server signed) naming a file to read is
     /// refused: agentd is root and would read whatever it names.

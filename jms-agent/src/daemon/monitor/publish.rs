@@ -4,12 +4,13 @@
 //! of the configured range, is never published (an error is logged: an
 //! alarm for the admin); without a cache entry it is no jms user at all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use jms_core::local_accounts::LocalAccounts;
-use jms_core::nss_cache::{self, NssData};
+use jms_core::nss_cache::{self, NssData, NssSettings};
 use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
 use jms_sync::bundle::UnixIds;
@@ -17,8 +18,9 @@ use jms_sync::bundle::UnixIds;
 use crate::daemon::config::AgentdConfig;
 
 /// Assigns ids to new names (saving the id map first, so an id handed out
-/// is never handed out again) and rewrites the NSS cache.
-pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<NssData> {
+/// is never handed out again) and rewrites the NSS cache. Answers jms
+/// user names by uid, as published.
+pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<HashMap<u32, String>> {
     publish_with_ids(policy, config, None)
 }
 
@@ -34,12 +36,75 @@ pub fn publish_with_ids(
     policy: &Policy,
     config: &AgentdConfig,
     assigned: Option<&UnixIds>,
-) -> Result<NssData> {
+) -> Result<HashMap<u32, String>> {
+    let (users, _) = publish_over(&mut None, policy, config, assigned)?;
+    Ok(users)
+}
+
+/// Publishes policy after policy, each from what the one before left:
+/// the id map stays in memory (read once), and a policy made by a delta
+/// from the last one published changes only the entries of the users it
+/// changed ([`NssData::update_from_policy`]); anything else takes the full
+/// path. The file written is the same either way.
+#[derive(Default)]
+pub struct Publisher {
+    last: Mutex<Option<Published>>,
+    /// Publishes that updated the entries in place.
+    in_place: std::sync::atomic::AtomicUsize,
+}
+
+/// What the last publish made: the policy, the id map, the entries before
+/// the local accounts were taken out.
+struct Published {
+    policy: Policy,
+    settings: NssSettings,
+    ids: IdAllocator,
+    data: NssData,
+}
+
+impl Publisher {
+    /// As [`publish_with_ids`]; answers jms user names by uid, as published.
+    pub fn publish(
+        &self,
+        policy: &Policy,
+        config: &AgentdConfig,
+        assigned: Option<&UnixIds>,
+    ) -> Result<HashMap<u32, String>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (users, in_place) = publish_over(&mut last, policy, config, assigned)?;
+        if in_place {
+            self.in_place
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(users)
+    }
+}
+
+/// Publishes `policy` from `last` (taken; left `None` on error, so the
+/// next publish starts from the files again) and keeps what it made there.
+/// Answers jms user names by uid, as published, and whether the entries
+/// were updated in place.
+fn publish_over(
+    last: &mut Option<Published>,
+    policy: &Policy,
+    config: &AgentdConfig,
+    assigned: Option<&UnixIds>,
+) -> Result<(HashMap<u32, String>, bool)> {
     let local = local_accounts()?;
+    let settings = config.nss_settings();
     let map_path = config.state_dir.join("ids.json");
-    let mut ids = IdAllocator::load(&map_path, config.ids).context("loading the id map")?;
+    let previous = last.take().filter(|p| p.settings == settings);
+    let (mut ids, previous) = match previous {
+        Some(p) => (p.ids, Some((p.policy, p.data))),
+        None => (
+            IdAllocator::load(&map_path, config.ids).context("loading the id map")?,
+            None,
+        ),
+    };
     // Names whose server id was refused: not published with another id.
     let mut refused: [HashSet<String>; 2] = Default::default();
+    // An id that moved may be any entry's: then every entry is made again.
+    let mut moved_any = false;
     if let Some(assigned) = assigned {
         for (slot, kind, table) in [
             (0, IdKind::User, &assigned.users),
@@ -48,6 +113,7 @@ pub fn publish_with_ids(
             for (name, id) in table {
                 match ids.adopt_from_server(kind, name, *id) {
                     Ok(moved) => {
+                        moved_any |= !moved.is_empty();
                         for change in moved {
                             tracing::warn!("id map: the server's ids win: {change}");
                         }
@@ -63,19 +129,48 @@ pub fn publish_with_ids(
             }
         }
     }
-    let mut data = NssData::from_policy(policy, &mut ids, &config.nss_settings())
-        .context("building the NSS cache")?;
+    let updated = match previous.filter(|_| !moved_any) {
+        Some((old, mut data)) => data
+            .update_from_policy(&old, policy, &mut ids, &settings)
+            .context("building the NSS cache")?
+            .then_some(data),
+        None => None,
+    };
+    let in_place = updated.is_some();
+    let data = match updated {
+        Some(data) => data,
+        None => {
+            NssData::from_policy(policy, &mut ids, &settings).context("building the NSS cache")?
+        }
+    };
     if ids.changed() {
         ids.save(&map_path).context("saving the id map")?;
     }
-    keep_off_local_accounts(
-        &mut data,
-        &local,
-        &refused,
-        &config.nss_settings().primary_group,
-    )?;
-    write_cache(&config.nss_cache, &data)?;
-    Ok(data)
+    // What is published: the entries, less those colliding with local
+    // accounts or refused (a copy only when there are some).
+    let clear =
+        data.users.iter().all(|u| {
+            !refused[0].contains(&u.name) && local.user_collision(&u.name, u.uid).is_none()
+        }) && data.groups.iter().all(|g| {
+            !refused[1].contains(&g.name) && local.group_collision(&g.name, g.gid).is_none()
+        });
+    let published = if clear {
+        write_cache(&config.nss_cache, &data)?;
+        None
+    } else {
+        let mut published = data.clone();
+        keep_off_local_accounts(&mut published, &local, &refused, &settings.primary_group)?;
+        write_cache(&config.nss_cache, &published)?;
+        Some(published)
+    };
+    let users = users_by_uid(published.as_ref().unwrap_or(&data));
+    *last = Some(Published {
+        policy: policy.clone(),
+        settings,
+        ids,
+        data,
+    });
+    Ok((users, in_place))
 }
 
 /// Removes from `data` every user and group that collides with a local
@@ -139,7 +234,7 @@ fn keep_off_local_accounts(
 }
 
 /// jms user names by uid, from what was published.
-pub fn users_by_uid(data: &NssData) -> std::collections::HashMap<u32, String> {
+pub fn users_by_uid(data: &NssData) -> HashMap<u32, String> {
     data.users.iter().map(|u| (u.uid, u.name.clone())).collect()
 }
 
@@ -215,6 +310,110 @@ mod tests {
                 ("dev", vec!["alice".to_string()])
             ]
         );
+    }
+
+    fn policy(yaml: &str) -> Policy {
+        Policy::parse(
+            yaml,
+            jms_core::Format::Yaml,
+            "test",
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    /// Policy after policy through one publisher (the second and third
+    /// from deltas, updated in place) writes the files a publish from
+    /// scratch writes, with the same ids.
+    #[test]
+    fn a_publisher_writes_what_a_publish_from_scratch_writes() {
+        use jms_core::model::PolicyDocument;
+        use jms_sync::bundle::{Delta, EntityKind, Removal};
+        let dir = tempfile::tempdir().unwrap();
+        let config = |name: &str| -> AgentdConfig {
+            let state = dir.path().join(name);
+            std::fs::create_dir_all(&state).unwrap();
+            toml::from_str(&format!(
+                "state_dir = {:?}\nnss_cache = {:?}\n",
+                state,
+                state.join("nss.db")
+            ))
+            .unwrap()
+        };
+        let (kept, fresh) = (config("kept"), config("fresh"));
+        let base = policy(
+            "user_groups: [{name: ops}, {name: dev}]\n\
+             users:\n\
+             - {username: jmsa, groups: [ops]}\n\
+             - {username: jmsb, groups: [dev, ops]}\n\
+             - {username: jmsc}\n",
+        );
+        let delta = |users: &[(&str, &[&str])], removed: &[&str]| Delta {
+            from_version: 1,
+            to_version: 2,
+            issued_at: chrono::Utc::now(),
+            server_id: "test".into(),
+            upsert: PolicyDocument {
+                users: users
+                    .iter()
+                    .map(|(name, groups)| {
+                        serde_json::from_value(serde_json::json!({
+                            "username": name, "groups": groups, "name": format!("{name} (new)"),
+                        }))
+                        .unwrap()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            accounts: Vec::new(),
+            remove: removed
+                .iter()
+                .map(|name| Removal {
+                    kind: EntityKind::User,
+                    name: name.to_string(),
+                })
+                .collect(),
+            settings: serde_json::Value::Null,
+            ids: Default::default(),
+        };
+        let publisher = Publisher::default();
+        let mut current = base;
+        let steps = [
+            // A newcomer, and jmsc into ops (before jmsb's place? after).
+            delta(&[("jmsd", &["ops"]), ("jmsc", &["ops", "dev"])], &[]),
+            // jmsa leaves ops, then one removed (the full path).
+            delta(&[("jmsa", &["dev"])], &[]),
+            delta(&[], &["jmsb"]),
+        ];
+        publisher.publish(&current, &kept, None).unwrap();
+        for (n, step) in steps.iter().enumerate() {
+            current = current.apply_delta(step, "delta").unwrap();
+            let by_uid = publisher.publish(&current, &kept, None).unwrap();
+            // From scratch, with the id map the publisher saved.
+            std::fs::copy(
+                kept.state_dir.join("ids.json"),
+                fresh.state_dir.join("ids.json"),
+            )
+            .unwrap();
+            let fresh_by_uid = publish(&current, &fresh).unwrap();
+            assert_eq!(by_uid, fresh_by_uid, "step {n}");
+            assert_eq!(
+                std::fs::read(&kept.nss_cache).unwrap(),
+                std::fs::read(&fresh.nss_cache).unwrap(),
+                "step {n}: the files differ"
+            );
+        }
+        // The first two deltas were applied in place, the removal not.
+        assert_eq!(
+            publisher
+                .in_place
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        let cache = jms_core::nss_cache::NssCache::open(&kept.nss_cache).unwrap();
+        let ops = cache.group_by_name("ops").unwrap().unwrap().owned();
+        assert_eq!(ops.members, ["jmsc", "jmsd"]);
+        assert!(cache.user_by_name("jmsb").unwrap().is_none());
     }
 
     #[test]
