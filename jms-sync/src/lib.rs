@@ -10,6 +10,7 @@
 //! - [`enroll`]: a bastion's enrollment and the server's answer
 //! - [`event`]: the audit events a bastion spools and uploads
 //! - [`fleet`]: what a bastion reports about itself on its control poll
+//! - [`job`]: account jobs (push, verify, rotate): order, sealed secrets, report
 //! - [`paths`]: the sync API's paths
 //! - [`recording`]: the resumable recording upload's messages
 //! - [`settings`]: the system settings the server keeps and bastions obey
@@ -20,6 +21,7 @@ pub mod control;
 pub mod enroll;
 pub mod event;
 pub mod fleet;
+pub mod job;
 pub mod paths;
 pub mod recording;
 pub mod settings;
