@@ -27,7 +27,7 @@ pub enum Order {
     /// Forget the user's failed logins and lockout (`jmsctl user unlock`).
     Unlock { user: String },
     /// Run an account job (push, verify, rotate) and report it.
-    Job(crate::job::JobOrder),
+    Job(Box<crate::job::JobOrder>),
 }
 
 /// The control poll's answer.
@@ -50,9 +50,7 @@ pub fn open_secrets(
         return Ok(Default::default());
     };
     let sealed = crate::bundle::unhex(hex).ok_or("job secrets: not hex")?;
-    let plain = key
-        .open(&sealed)
-        .map_err(|e| format!("job secrets: {e}"))?;
+    let plain = key.open(&sealed).map_err(|e| format!("job secrets: {e}"))?;
     serde_json::from_slice(&plain).map_err(|e| format!("job secrets: {e}"))
 }
 
@@ -90,10 +88,8 @@ mod tests {
         // A kind added without a case here fails to compile.
         for order in &orders {
             match order {
-                Order::Kill { .. }
-                | Order::Watch { .. }
-                | Order::Unlock { .. }
-                | Order::Job(_) => {}
+                Order::Kill { .. } | Order::Watch { .. } | Order::Unlock { .. } | Order::Job(_) => {
+                }
             }
         }
         let answer = serde_json::to_value(ControlAnswer {
@@ -168,12 +164,17 @@ mod tests {
         })
         .unwrap();
         let text = answer.to_string();
-        assert!(!text.contains("root-pw") && !text.contains("new-pw"), "{text}");
+        assert!(
+            !text.contains("root-pw") && !text.contains("new-pw"),
+            "{text}"
+        );
         assert!(open_secrets(&answer, TransportKey::generate()).is_err());
         let opened = open_secrets(&answer, key).unwrap();
         assert_eq!(opened["j1"].new.as_ref().unwrap().expose(), "new-pw-456");
-        assert!(open_secrets(&json!({"orders": []}), TransportKey::generate())
-            .unwrap()
-            .is_empty());
+        assert!(
+            open_secrets(&json!({"orders": []}), TransportKey::generate())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

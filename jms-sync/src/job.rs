@@ -9,7 +9,7 @@
 //! [`check_sudo_rule`]) run on both sides: on the server before an order
 //! is made, on the bastion again before anything reaches a target.
 
-use jms_core::model::{SecretType, Secret};
+use jms_core::model::{Secret, SecretType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -178,7 +178,11 @@ impl JobReport {
                 return Err("a job step's name or detail is too long".into());
             }
         }
-        if self.error.as_ref().is_some_and(|e| e.len() > MAX_STEP_DETAIL) {
+        if self
+            .error
+            .as_ref()
+            .is_some_and(|e| e.len() > MAX_STEP_DETAIL)
+        {
             return Err("a job report's error is too long".into());
         }
         Ok(())
@@ -312,7 +316,16 @@ mod tests {
     #[test]
     fn names_that_could_be_options_paths_or_shell_are_refused() {
         for bad in [
-            "", "-oProxyCommand", "a b", "a;b", "$(id)", "A", "a/b", "../x", "a\nb", "1abc",
+            "",
+            "-oProxyCommand",
+            "a b",
+            "a;b",
+            "$(id)",
+            "A",
+            "a/b",
+            "../x",
+            "a\nb",
+            "1abc",
         ] {
             assert!(check_username(bad).is_err(), "{bad:?} should be refused");
         }
@@ -354,6 +367,9 @@ mod tests {
             error: None,
         };
         assert!(report.check().is_err());
-        assert_eq!(cut_detail(&"é".repeat(5000)).len(), MAX_STEP_DETAIL + "…".len());
+        assert_eq!(
+            cut_detail(&"é".repeat(5000)).len(),
+            MAX_STEP_DETAIL + "…".len()
+        );
     }
 }

@@ -82,8 +82,17 @@ impl Scene {
     /// Grants alice `accounts` of `asset`.
     fn grant(&self, asset: &str, accounts: &[&str]) {
         let mut args = vec![
-            "grant", "add", "alice-all", "--user", "alice", "--asset", asset, "--protocol",
-            "ssh", "--action", "connect",
+            "grant",
+            "add",
+            "alice-all",
+            "--user",
+            "alice",
+            "--asset",
+            asset,
+            "--protocol",
+            "ssh",
+            "--action",
+            "connect",
         ];
         for account in accounts {
             args.extend(["--account", account]);
@@ -95,14 +104,17 @@ impl Scene {
     /// (the bastion gets the vault's secret with its next bundle).
     fn logs_in(&self, target: &str, command: &str, want: &str) {
         let line = format!("{target} {command}");
-        eventually(&format!("alice to run `{line}` through the bastion"), || {
-            let out = self.bastion.ssh_key("alice", &self.alice, Some(&line));
-            if out.success() && out.stdout.trim() == want {
-                Ok(())
-            } else {
-                Err(out.to_string())
-            }
-        });
+        eventually(
+            &format!("alice to run `{line}` through the bastion"),
+            || {
+                let out = self.bastion.ssh_key("alice", &self.alice, Some(&line));
+                if out.success() && out.stdout.trim() == want {
+                    Ok(())
+                } else {
+                    Err(out.to_string())
+                }
+            },
+        );
     }
 
     /// Runs `script` as root on the target.
@@ -150,7 +162,11 @@ fn assert_job(out: &Outcome, job: &Value, ok: bool, what: &str) {
         if ok { "ok" } else { "failed" },
         steps(job)
     );
-    assert_eq!(out.success(), ok, "{what}: jmsctl exits 0 exactly when the job succeeded\n{out}");
+    assert_eq!(
+        out.success(),
+        ok,
+        "{what}: jmsctl exits 0 exactly when the job succeeded\n{out}"
+    );
 }
 
 #[test]
@@ -160,14 +176,38 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     // app: a password account jms creates (no secret: one is generated),
     // with a group and a sudo rule; svc: a key account (key pair generated).
     c.jmsctl(&[
-        "account", "add", "web01", "app", "--type", "password", "--no-secret", "--shell",
-        "/bin/bash", "--group", "jmsops", "--sudo", "/usr/bin/id",
+        "account",
+        "add",
+        "web01",
+        "app",
+        "--type",
+        "password",
+        "--no-secret",
+        "--shell",
+        "/bin/bash",
+        "--group",
+        "jmsops",
+        "--sudo",
+        "/usr/bin/id",
     ]);
     c.jmsctl(&[
-        "account", "add", "web01", "svc", "--type", "ssh_key", "--no-secret",
+        "account",
+        "add",
+        "web01",
+        "svc",
+        "--type",
+        "ssh_key",
+        "--no-secret",
     ]);
     c.jmsctl(&[
-        "account", "add", "web01", "bad", "--type", "password", "--no-secret", "--sudo",
+        "account",
+        "add",
+        "web01",
+        "bad",
+        "--type",
+        "password",
+        "--no-secret",
+        "--sudo",
         "ALL=(ALL",
     ]);
     s.grant("web01", &["app", "svc"]);
@@ -177,12 +217,22 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     let (out, pushed) = job(c, "push", "web01", "app");
     said.push_str(&out.to_string());
     assert_job(&out, &pushed, true, "push of app");
-    assert_eq!(pushed["changed"], true, "the first push changes the target: {}", steps(&pushed));
+    assert_eq!(
+        pushed["changed"],
+        true,
+        "the first push changes the target: {}",
+        steps(&pushed)
+    );
     let passwd = s.on_target("getent passwd app");
-    assert!(passwd.trim_end().ends_with(":/bin/bash"), "app's shell: {passwd}");
+    assert!(
+        passwd.trim_end().ends_with(":/bin/bash"),
+        "app's shell: {passwd}"
+    );
     assert!(passwd.contains(":/home/app:"), "app's home: {passwd}");
     assert!(
-        s.on_target("id -nG app").split_whitespace().any(|g| g == "jmsops"),
+        s.on_target("id -nG app")
+            .split_whitespace()
+            .any(|g| g == "jmsops"),
         "app is in the group jmsops"
     );
     assert_eq!(
@@ -190,7 +240,10 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
         "app ALL=(root) NOPASSWD: /usr/bin/id"
     );
     let app_secret = secret_of(c, "web01", "app");
-    assert!(app_secret.len() >= 16, "push committed the generated password to the vault");
+    assert!(
+        app_secret.len() >= 16,
+        "push committed the generated password to the vault"
+    );
     // The engineer logs in with the pushed secret, and the snippet works.
     s.logs_in("app@web01", "id -un", "app");
     s.logs_in("app@web01", "sudo -n /usr/bin/id -u", "0");
@@ -199,17 +252,30 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     let (out, again) = job(c, "push", "web01", "app");
     said.push_str(&out.to_string());
     assert_job(&out, &again, true, "second push of app");
-    assert_eq!(again["changed"], false, "a second push changes nothing: {}", steps(&again));
-    assert_eq!(secret_of(c, "web01", "app"), app_secret, "a second push keeps the secret");
+    assert_eq!(
+        again["changed"],
+        false,
+        "a second push changes nothing: {}",
+        steps(&again)
+    );
+    assert_eq!(
+        secret_of(c, "web01", "app"),
+        app_secret,
+        "a second push keeps the secret"
+    );
 
     // A key account: a generated Ed25519 pair, the public half installed.
     let (out, key_push) = job(c, "push", "web01", "svc");
     said.push_str(&out.to_string());
     assert_job(&out, &key_push, true, "push of svc");
     let svc_key = secret_of(c, "web01", "svc");
-    assert!(svc_key.contains("BEGIN OPENSSH PRIVATE KEY"), "svc's key is in the vault");
     assert!(
-        s.on_target("cat /home/svc/.ssh/authorized_keys").starts_with("ssh-ed25519 "),
+        svc_key.contains("BEGIN OPENSSH PRIVATE KEY"),
+        "svc's key is in the vault"
+    );
+    assert!(
+        s.on_target("cat /home/svc/.ssh/authorized_keys")
+            .starts_with("ssh-ed25519 "),
         "svc's public key is authorized"
     );
     s.logs_in("svc@web01", "id -un", "svc");
@@ -218,13 +284,21 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     let (out, bad) = job(c, "push", "web01", "bad");
     said.push_str(&out.to_string());
     assert_job(&out, &bad, false, "push of a malformed sudo rule");
-    assert!(out.to_string().contains("visudo refused"), "the failure names visudo:\n{out}");
+    assert!(
+        out.to_string().contains("visudo refused"),
+        "the failure names visudo:\n{out}"
+    );
     assert_eq!(
-        s.on_target("ls -A /etc/sudoers.d | grep -c jms-bad || true").trim(),
+        s.on_target("ls -A /etc/sudoers.d | grep -c jms-bad || true")
+            .trim(),
         "0",
         "no snippet (nor a temp file) of bad"
     );
-    assert_eq!(s.on_target("ls -A /etc/sudoers.d | grep -c '^.jms-' || true").trim(), "0");
+    assert_eq!(
+        s.on_target("ls -A /etc/sudoers.d | grep -c '^.jms-' || true")
+            .trim(),
+        "0"
+    );
 
     // Verify: ok, shown by account list; a password changed behind jms's
     // back is detected.
@@ -241,15 +315,28 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
         .find(|r| r["name"] == "app")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(app_row["verified"], true, "account list shows the verification: {app_row}");
-    assert!(app_row["verified_at"].is_string(), "and its time: {app_row}");
+    assert_eq!(
+        app_row["verified"], true,
+        "account list shows the verification: {app_row}"
+    );
+    assert!(
+        app_row["verified_at"].is_string(),
+        "and its time: {app_row}"
+    );
     s.on_target("printf 'app:changed-by-hand-1\\n' | chpasswd");
     let (out, stale) = job(c, "verify", "web01", "app");
     said.push_str(&out.to_string());
-    assert_job(&out, &stale, false, "verify after a change behind jms's back");
+    assert_job(
+        &out,
+        &stale,
+        false,
+        "verify after a change behind jms's back",
+    );
     let list = c.jmsctl(&["account", "list", "web01"]);
     assert!(
-        list.stdout.lines().any(|l| l.contains("app") && l.contains("false")),
+        list.stdout
+            .lines()
+            .any(|l| l.contains("app") && l.contains("false")),
         "account list shows the failed verification:\n{list}"
     );
     // A push puts the vault's secret back.
@@ -271,7 +358,11 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     said.push_str(&out.to_string());
     assert_job(&out, &key_rotated, true, "rotation of svc's key");
     let new_line = s.on_target("cat /home/svc/.ssh/authorized_keys");
-    assert_eq!(new_line.lines().count(), 1, "only the new key is authorized: {new_line}");
+    assert_eq!(
+        new_line.lines().count(),
+        1,
+        "only the new key is authorized: {new_line}"
+    );
     assert_ne!(new_line, old_line, "the key changed");
     assert_ne!(secret_of(c, "web01", "svc"), svc_key);
     s.logs_in("svc@web01", "id -un", "svc");
@@ -285,8 +376,15 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     let (out, refused) = job(c, "rotate", "web01", "app");
     said.push_str(&out.to_string());
     assert_job(&out, &refused, false, "rotation the target refuses");
-    assert!(out.to_string().contains("refused the new password"), "{out}");
-    assert_eq!(secret_of(c, "web01", "app"), new_secret, "the vault keeps the old secret");
+    assert!(
+        out.to_string().contains("refused the new password"),
+        "{out}"
+    );
+    assert_eq!(
+        secret_of(c, "web01", "app"),
+        new_secret,
+        "the vault keeps the old secret"
+    );
     s.logs_in("app@web01", "id -un", "app");
     // The target accepts the new password without it working: nothing is
     // committed, and the old password still logs in.
@@ -298,26 +396,47 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     );
     let (out, unverified) = job(c, "rotate", "web01", "app");
     said.push_str(&out.to_string());
-    assert_job(&out, &unverified, false, "rotation whose new password does not log in");
+    assert_job(
+        &out,
+        &unverified,
+        false,
+        "rotation whose new password does not log in",
+    );
     let names: Vec<&str> = unverified["steps"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["apply", "verify_new", "rollback", "verify_old"], "{}", steps(&unverified));
-    assert_eq!(secret_of(c, "web01", "app"), new_secret, "nothing was committed");
+    assert_eq!(
+        names,
+        ["apply", "verify_new", "rollback", "verify_old"],
+        "{}",
+        steps(&unverified)
+    );
+    assert_eq!(
+        secret_of(c, "web01", "app"),
+        new_secret,
+        "nothing was committed"
+    );
     s.logs_in("app@web01", "id -un", "app");
     s.on_target("umount /usr/sbin/chpasswd");
 
     // Job history: every job, who ran it, its steps; and no secret anywhere.
     let history = c.jmsctl(&["job", "list", "--json"]);
     let jobs: Value = serde_json::from_str(&history.stdout).expect("job list JSON");
-    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(11), "{history}");
+    assert_eq!(
+        jobs["items"].as_array().map(Vec::len),
+        Some(11),
+        "{history}"
+    );
     assert!(history.stdout.contains("\"actor\""), "{history}");
     said.push_str(&history.stdout);
     let shown = c.jmsctl(&["job", "show", pushed["id"].as_str().unwrap_or_default()]);
-    assert!(shown.stdout.contains("changed: user app created"), "{shown}");
+    assert!(
+        shown.stdout.contains("changed: user app created"),
+        "{shown}"
+    );
     said.push_str(&shown.stdout);
     said.push_str(&c.jmsctl(&["account", "list", "--json"]).stdout);
     said.push_str(&c.log());
@@ -331,7 +450,10 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
         ("svc's key", svc_body.as_str()),
     ] {
         assert!(secret.len() >= 8, "{name} is known");
-        assert!(!said.contains(secret), "{name} appears in a job output, API answer or log");
+        assert!(
+            !said.contains(secret),
+            "{name} appears in a job output, API answer or log"
+        );
     }
 }
 
@@ -343,27 +465,63 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
     // asks for its password.
     let protocol = format!("ssh:{}", s.target.port());
     c.jmsctl(&[
-        "asset", "add", "web01b", "--address", s.target.address(), "--protocol", &protocol,
+        "asset",
+        "add",
+        "web01b",
+        "--address",
+        s.target.address(),
+        "--protocol",
+        &protocol,
     ]);
     c.jmsctl_with(
-        &["account", "add", "web01b", "opspw", "--type", "password", "--privileged"],
+        &[
+            "account",
+            "add",
+            "web01b",
+            "opspw",
+            "--type",
+            "password",
+            "--privileged",
+        ],
         SUDO_PASSWORD.as_bytes(),
     )
     .assert_success("jmsctl account add opspw");
-    c.jmsctl(&["account", "add", "web01", "np1", "--type", "password", "--no-secret"]);
-    c.jmsctl(&["account", "add", "web01b", "pw1", "--type", "ssh_key", "--no-secret"]);
+    c.jmsctl(&[
+        "account",
+        "add",
+        "web01",
+        "np1",
+        "--type",
+        "password",
+        "--no-secret",
+    ]);
+    c.jmsctl(&[
+        "account",
+        "add",
+        "web01b",
+        "pw1",
+        "--type",
+        "ssh_key",
+        "--no-secret",
+    ]);
     let mut said = String::new();
     for (asset, account) in [("web01", "np1"), ("web01b", "pw1")] {
         let (out, pushed) = job(c, "push", asset, account);
         said.push_str(&out.to_string());
         assert_job(&out, &pushed, true, &format!("push of {account}@{asset}"));
         assert!(
-            s.on_target(&format!("getent passwd {account}")).contains("/bin/bash"),
+            s.on_target(&format!("getent passwd {account}"))
+                .contains("/bin/bash"),
             "{account} exists on the target"
         );
         let (out, verified) = job(c, "verify", asset, account);
         said.push_str(&out.to_string());
-        assert_job(&out, &verified, true, &format!("verify of {account}@{asset}"));
+        assert_job(
+            &out,
+            &verified,
+            true,
+            &format!("verify of {account}@{asset}"),
+        );
     }
     // Without the right sudo password nothing happens, and it says why.
     c.jmsctl_with(
@@ -371,10 +529,23 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
         b"not-the-password",
     )
     .assert_success("jmsctl account set opspw --secret");
-    c.jmsctl(&["account", "add", "web01b", "pw2", "--type", "password", "--no-secret"]);
+    c.jmsctl(&[
+        "account",
+        "add",
+        "web01b",
+        "pw2",
+        "--type",
+        "password",
+        "--no-secret",
+    ]);
     let (out, refused) = job(c, "push", "web01b", "pw2");
     said.push_str(&out.to_string());
-    assert_job(&out, &refused, false, "push with a wrong privileged password");
+    assert_job(
+        &out,
+        &refused,
+        false,
+        "push with a wrong privileged password",
+    );
     assert_eq!(
         s.target.inside("getent passwd pw2").code(),
         Some(2),
@@ -383,6 +554,9 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
     said.push_str(&c.log());
     said.push_str(&s.bastion.agentd_log());
     for secret in [SUDO_PASSWORD, SUDO_NOPASSWD_PASSWORD] {
-        assert!(!said.contains(secret), "a privileged password appears in an output or log");
+        assert!(
+            !said.contains(secret),
+            "a privileged password appears in an output or log"
+        );
     }
 }

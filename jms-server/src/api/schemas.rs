@@ -498,7 +498,10 @@ fn sync_schemas() -> Map<String, Value> {
                 ("changed", boolean()),
                 ("steps", json!({"type": "array", "items": step.clone()})),
                 ("error", json!({"type": ["string", "null"]})),
-                ("created_at", json!({"type": "string", "format": "date-time"})),
+                (
+                    "created_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
                 ("finished_at", time_or_null()),
             ],
             &["id", "kind", "asset", "account", "status", "steps"],

@@ -155,7 +155,9 @@ impl JobService {
         }
         let (new_secret, new_public) = match kind {
             JobKind::Rotate => Some(self.new_secret(target, asset)).unzip(),
-            JobKind::Push if target.secret.is_none() => Some(self.new_secret(target, asset)).unzip(),
+            JobKind::Push if target.secret.is_none() => {
+                Some(self.new_secret(target, asset)).unzip()
+            }
             _ => (None, None),
         };
         let new_public = new_public.flatten();
@@ -195,9 +197,8 @@ impl JobService {
                 secret_type: p.secret_type,
             }),
         };
-        check_order(&order).map_err(|e| {
-            AdminError::BadInput(format!("account `{account}` of `{asset}`: {e}"))
-        })?;
+        check_order(&order)
+            .map_err(|e| AdminError::BadInput(format!("account `{account}` of `{asset}`: {e}")))?;
         let bastion = self.pick_bastion()?;
         let row = JobRow {
             id: id.clone(),
@@ -238,7 +239,7 @@ impl JobService {
             actor,
             bastion = %bastion,
         );
-        self.live.hub().order(&bastion, Order::Job(order));
+        self.live.hub().order(&bastion, Order::Job(Box::new(order)));
         Ok(row)
     }
 
@@ -271,9 +272,7 @@ impl JobService {
             .filter(|b| b.status == Status::Online && b.agent_version.is_some())
             .max_by_key(|b| b.last_seen_at)
             .map(|b| b.name)
-            .ok_or_else(|| {
-                AdminError::Conflict("no bastion is online to run the job".to_string())
-            })
+            .ok_or_else(|| AdminError::Conflict("no bastion is online to run the job".to_string()))
     }
 
     /// The sealed secrets of the jobs among `orders` (taken by `bastion`'s
@@ -393,7 +392,9 @@ impl JobService {
                 if let Err(e) = self.commit_secret(id, &row, pending.secrets.current.as_ref(), new)
                 {
                     ok = false;
-                    error = Some(format!("the new secret works on the target but was not committed: {e}"));
+                    error = Some(format!(
+                        "the new secret works on the target but was not committed: {e}"
+                    ));
                     tracing::error!(alarm = "job_commit_failed", job = id, "{e}");
                 }
             }
@@ -414,18 +415,8 @@ impl JobService {
                 job: Some(id.to_string()),
             })?;
         }
-        let status = if ok {
-            JobStatus::Ok
-        } else {
-            JobStatus::Failed
-        };
-        tx.finish_job(
-            id,
-            status,
-            report.changed,
-            &report.steps,
-            error.as_deref(),
-        )?;
+        let status = if ok { JobStatus::Ok } else { JobStatus::Failed };
+        tx.finish_job(id, status, report.changed, &report.steps, error.as_deref())?;
         tx.commit()?;
         tracing::info!(
             event = "account_job_done",
@@ -448,30 +439,32 @@ impl JobService {
         new: &Secret,
     ) -> Result<()> {
         if let Some(old) = old {
-            let sealed = self
-                .key
-                .seal(&place_history(&row.asset, &row.account), old.expose().as_bytes());
+            let sealed = self.key.seal(
+                &place_history(&row.asset, &row.account),
+                old.expose().as_bytes(),
+            );
             let mut tx = self.store.write()?;
             tx.add_secret_history(&row.asset, &row.account, &sealed, Some(id))?;
             tx.commit()?;
         }
         let (asset, account) = (row.asset.clone(), row.account.clone());
         let new = new.clone();
-        self.policy.change(&format!("job {id}"), false, move |doc| {
-            let found = doc
-                .assets
-                .iter_mut()
-                .find(|a| a.name == asset)
-                .and_then(|a| a.accounts.iter_mut().find(|a| a.name == account))
-                .ok_or_else(|| {
-                    AdminError::Conflict(format!(
-                        "account `{account}` of `{asset}` was removed while the job ran"
-                    ))
-                })?;
-            found.secret = Some(new);
-            found.secret_file = None;
-            Ok(())
-        })?;
+        self.policy
+            .change(&format!("job {id}"), false, move |doc| {
+                let found = doc
+                    .assets
+                    .iter_mut()
+                    .find(|a| a.name == asset)
+                    .and_then(|a| a.accounts.iter_mut().find(|a| a.name == account))
+                    .ok_or_else(|| {
+                        AdminError::Conflict(format!(
+                            "account `{account}` of `{asset}` was removed while the job ran"
+                        ))
+                    })?;
+                found.secret = Some(new);
+                found.secret_file = None;
+                Ok(())
+            })?;
         Ok(())
     }
 

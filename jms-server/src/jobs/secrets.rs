@@ -224,13 +224,19 @@ mod tests {
             assert!(p.bytes().any(|c| SYMBOLS.contains(&c)), "{p}");
             assert!(!p.contains(':') && !p.contains('\''));
         }
-        assert_ne!(password(16, classes).expose(), password(16, classes).expose());
+        assert_ne!(
+            password(16, classes).expose(),
+            password(16, classes).expose()
+        );
     }
 
     #[test]
     fn a_generated_key_is_read_by_ssh_keygen_and_gives_its_public_line() {
         let (private, public) = ed25519_pair("deploy@web01");
-        assert_eq!(public_key_of(&private).as_deref(), public.rsplit_once(' ').map(|p| p.0));
+        assert_eq!(
+            public_key_of(&private).as_deref(),
+            public.rsplit_once(' ').map(|p| p.0)
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id");
         std::fs::write(&path, private.expose()).unwrap();
@@ -242,9 +248,16 @@ mod tests {
             .arg(&path)
             .output()
             .expect("ssh-keygen");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let derived = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(derived.split_whitespace().nth(1), public.split_whitespace().nth(1));
+        assert_eq!(
+            derived.split_whitespace().nth(1),
+            public.split_whitespace().nth(1)
+        );
         assert_eq!(unbase64(&base64(b"abcde")).unwrap(), b"abcde");
     }
 }

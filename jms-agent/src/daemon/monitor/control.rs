@@ -126,7 +126,7 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
                     let central = Arc::clone(&central);
                     let spawned = std::thread::Builder::new()
                         .name("account-job".into())
-                        .spawn(move || run_job(&daemon, &central, job, secrets));
+                        .spawn(move || run_job(&daemon, &central, *job, secrets));
                     if let Err(e) = spawned {
                         warn!("cannot start an account job: {e}");
                     }
@@ -204,7 +204,13 @@ fn run_job(
     };
     let path = jms_sync::paths::job(&id);
     for attempt in 0..5u32 {
-        match central.call(reqwest::Method::POST, &path, "", Some(&body), Duration::ZERO) {
+        match central.call(
+            reqwest::Method::POST,
+            &path,
+            "",
+            Some(&body),
+            Duration::ZERO,
+        ) {
             Ok(_) => return,
             Err(e) => {
                 warn!(job = %id, attempt, "job report: {e:#}");

@@ -38,7 +38,11 @@ pub fn run(daemon: &Daemon, order: JobOrder, secrets: JobSecrets) -> JobReport {
     let mut worker = match workers::spawn(daemon, false, JOB_WORKER_NAME) {
         Ok(worker) => worker,
         Err(e) => {
-            tracing::error!(alarm = "worker_start_failed", error = format!("{e:#}"), "no job worker");
+            tracing::error!(
+                alarm = "worker_start_failed",
+                error = format!("{e:#}"),
+                "no job worker"
+            );
             return failed("no job worker could be started on the bastion".into());
         }
     };

@@ -20,9 +20,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use jms_core::model::{Secret, SecretType};
-use jms_sync::job::{
-    check_order, cut_detail, JobKind, JobOrder, JobReport, JobSecrets, JobStep,
-};
+use jms_sync::job::{check_order, cut_detail, JobKind, JobOrder, JobReport, JobSecrets, JobStep};
 
 use crate::daemon::session::connect::{self, Mode, Stdin};
 use crate::daemon::target::{Credential, Target};
@@ -327,11 +325,7 @@ impl<'a> Runner<'a> {
             ready
         });
         match result {
-            Ok(()) => self.step(
-                name,
-                true,
-                &format!("logged in as {}", account.username),
-            ),
+            Ok(()) => self.step(name, true, &format!("logged in as {}", account.username)),
             Err(e) => self.step(name, false, &e.to_string()),
         }
     }
@@ -378,7 +372,11 @@ impl<'a> Runner<'a> {
             &operation.groups,
             operation.rule,
             operation.key,
-            if operation.password.is_some() { "1" } else { "0" },
+            if operation.password.is_some() {
+                "1"
+            } else {
+                "0"
+            },
             operation.password.map(|p| p.expose()).unwrap_or(""),
         ] {
             rest.push_str(line(value)?);
@@ -514,16 +512,14 @@ impl<'a> Runner<'a> {
                 };
                 match key {
                     Some(key) => key,
-                    None => {
-                        return self.report(false, false, Some("no public key to push".into()))
-                    }
+                    None => return self.report(false, false, Some("no public key to push".into())),
                 }
             }
             SecretType::Password => String::new(),
         };
         // A password that already works is left alone (idempotent).
         let set_password = account.secret_type == SecretType::Password
-            && !(!generated && self.login_quietly(&secret));
+            && (generated || !self.login_quietly(&secret));
         let operation = Operation {
             op: "push",
             shell: account.shell.as_deref().unwrap_or("/bin/bash"),
@@ -668,7 +664,11 @@ mod tests {
                 .args(["-n", "-c", script])
                 .output()
                 .expect("sh");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         assert!(line("a\nb").is_err());
         assert!(line("ok value").is_ok());

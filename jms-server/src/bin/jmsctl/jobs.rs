@@ -65,7 +65,10 @@ fn print_job(job: &Value) {
         }
     }
     if let Some(error) = job["error"].as_str() {
-        println!("  error: {}", crate::remote::cell(&json!({"e": error}), "e"));
+        println!(
+            "  error: {}",
+            crate::remote::cell(&json!({"e": error}), "e")
+        );
     }
 }
 
@@ -99,7 +102,10 @@ pub fn run_job(
             break job;
         }
         if Instant::now() > deadline {
-            bail!("job {id} is still running after {} s (see `jmsctl job show {id}`)", WAIT.as_secs());
+            bail!(
+                "job {id} is still running after {} s (see `jmsctl job show {id}`)",
+                WAIT.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(300));
     };
