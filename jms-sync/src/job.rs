@@ -33,6 +33,12 @@ pub enum JobKind {
     /// Apply a new secret, log in with it, and only then report success
     /// (the server commits it to the vault on that report).
     Rotate,
+    /// Delete the account from the asset (its home and sudoers snippet);
+    /// the vault keeps it until an admin deletes it.
+    Remove,
+    /// List the asset's local users with a login shell (last login where
+    /// known) and its facts (hostname, OS, kernel, CPUs, memory).
+    Discover,
 }
 
 impl JobKind {
@@ -41,6 +47,8 @@ impl JobKind {
             JobKind::Push => "push",
             JobKind::Verify => "verify",
             JobKind::Rotate => "rotate",
+            JobKind::Remove => "remove",
+            JobKind::Discover => "discover",
         }
     }
 }
@@ -52,6 +60,8 @@ impl std::str::FromStr for JobKind {
             "push" => Ok(JobKind::Push),
             "verify" => Ok(JobKind::Verify),
             "rotate" => Ok(JobKind::Rotate),
+            "remove" => Ok(JobKind::Remove),
+            "discover" => Ok(JobKind::Discover),
             other => Err(format!("unknown job kind `{other}`")),
         }
     }

@@ -11,6 +11,8 @@
 //!   changed behind jms's back; rotation commits only a secret it logged
 //!   in with: a target refusing the new password, or accepting it without
 //!   it working, leaves the old secret working and in the vault.
+//! - discover lists a user made by hand as unmanaged, with the host's
+//!   facts; remove deletes a pushed account and its sudoers snippet.
 //! - sudo users as the privileged account, with and without a sudo
 //!   password.
 //! - No secret in any job output, API answer or log.
@@ -126,7 +128,12 @@ impl Scene {
 }
 
 fn job(central: &Central, kind: &str, asset: &str, account: &str) -> (Outcome, Value) {
-    let out = central.jmsctl_with(&["account", kind, asset, account, "--json"], b"");
+    let mut args = vec!["account", kind, asset];
+    if !account.is_empty() {
+        args.push(account);
+    }
+    args.push("--json");
+    let out = central.jmsctl_with(&args, b"");
     let job: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     (out, job)
 }
@@ -422,12 +429,75 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     s.logs_in("app@web01", "id -un", "app");
     s.on_target("umount /usr/sbin/chpasswd");
 
+    // Discover: the users with a login shell, the unmanaged ones (one made
+    // by hand among them), the host's facts.
+    s.on_target("useradd -m -s /bin/sh handmade");
+    let (out, found) = job(c, "discover", "web01", "");
+    said.push_str(&out.to_string());
+    assert_job(&out, &found, true, "discovery");
+    let step = |name: &str| -> String {
+        found["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let listed = step("discover");
+    for user in ["root", "app", "svc", "handmade", "deploy"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("user {user} "))),
+            "discover lists {user}:\n{listed}"
+        );
+    }
+    for fact in ["hostname", "os", "kernel", "cpus", "memory_kib"] {
+        assert!(
+            listed.contains(&format!("fact {fact} ")),
+            "fact {fact}:\n{listed}"
+        );
+    }
+    let unmanaged: Vec<String> = step("unmanaged").lines().map(str::to_owned).collect();
+    assert!(
+        unmanaged.contains(&"handmade".to_string()),
+        "{unmanaged:?}\n{}",
+        steps(&found)
+    );
+    assert!(
+        !unmanaged.iter().any(|u| u == "app" || u == "root"),
+        "{unmanaged:?}"
+    );
+
+    // Remove: the user, its home and its sudoers snippet; then nothing.
+    let (out, removed) = job(c, "remove", "web01", "app");
+    said.push_str(&out.to_string());
+    assert_job(&out, &removed, true, "removal of app");
+    assert_eq!(removed["changed"], true, "{}", steps(&removed));
+    assert_eq!(
+        s.target.inside("getent passwd app").code(),
+        Some(2),
+        "app is gone"
+    );
+    assert_eq!(
+        s.on_target("ls -A /etc/sudoers.d /home | grep -c '^jms-app$\\|^app$' || true")
+            .trim(),
+        "0",
+        "app's home and sudoers snippet are gone"
+    );
+    let (out, again) = job(c, "remove", "web01", "app");
+    said.push_str(&out.to_string());
+    assert_job(&out, &again, true, "second removal of app");
+    assert_eq!(again["changed"], false, "{}", steps(&again));
+
     // Job history: every job, who ran it, its steps; and no secret anywhere.
     let history = c.jmsctl(&["job", "list", "--json"]);
     let jobs: Value = serde_json::from_str(&history.stdout).expect("job list JSON");
     assert_eq!(
         jobs["items"].as_array().map(Vec::len),
-        Some(11),
+        Some(14),
         "{history}"
     );
     assert!(history.stdout.contains("\"actor\""), "{history}");

@@ -476,7 +476,10 @@ fn sync_schemas() -> Map<String, Value> {
         "NewJob",
         object(
             &[
-                ("kind", one_of(&["push", "verify", "rotate"])),
+                (
+                    "kind",
+                    one_of(&["push", "verify", "rotate", "remove", "discover"]),
+                ),
                 ("asset", string()),
                 ("account", string()),
             ],
@@ -489,7 +492,10 @@ fn sync_schemas() -> Map<String, Value> {
         object(
             &[
                 ("id", string()),
-                ("kind", one_of(&["push", "verify", "rotate"])),
+                (
+                    "kind",
+                    one_of(&["push", "verify", "rotate", "remove", "discover"]),
+                ),
                 ("asset", string()),
                 ("account", string()),
                 ("actor", string()),

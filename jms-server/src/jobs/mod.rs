@@ -115,13 +115,23 @@ impl JobService {
             .iter()
             .find(|a| a.name == asset)
             .ok_or_else(|| AdminError::NotFound(format!("asset `{asset}` not found")))?;
-        let target = found
-            .accounts
-            .iter()
-            .find(|a| a.name == account)
-            .ok_or_else(|| {
-                AdminError::NotFound(format!("account `{account}` of `{asset}` not found"))
-            })?;
+        let privileged_account = found.accounts.iter().find(|a| a.privileged);
+        let target = match (kind, privileged_account) {
+            // Discovery is of the asset: it runs as its privileged account.
+            (JobKind::Discover, Some(p)) => p,
+            (JobKind::Discover, None) => {
+                return Err(AdminError::BadInput(format!(
+                    "asset `{asset}` has no privileged account (mark one `privileged: true`)"
+                )))
+            }
+            _ => found
+                .accounts
+                .iter()
+                .find(|a| a.name == account)
+                .ok_or_else(|| {
+                    AdminError::NotFound(format!("account `{account}` of `{asset}` not found"))
+                })?,
+        };
         if account.starts_with('@') {
             return Err(AdminError::BadInput(format!(
                 "`{account}` is a virtual account: nothing to manage"
@@ -143,7 +153,9 @@ impl JobService {
             }
             (_, Some(p)) => Some(p),
         };
-        if kind != JobKind::Verify && privileged.is_some_and(|p| p.name == target.name) {
+        if !matches!(kind, JobKind::Verify | JobKind::Discover)
+            && privileged.is_some_and(|p| p.name == target.name)
+        {
             return Err(AdminError::BadInput(format!(
                 "`{account}` is the privileged account of `{asset}`: push and rotate manage other accounts"
             )));
@@ -204,7 +216,11 @@ impl JobService {
             id: id.clone(),
             kind,
             asset: asset.to_string(),
-            account: account.to_string(),
+            account: if kind == JobKind::Discover {
+                String::new()
+            } else {
+                account.to_string()
+            },
             actor: actor.to_string(),
             bastion: Some(bastion.clone()),
             status: JobStatus::Running,
@@ -399,6 +415,10 @@ impl JobService {
                 }
             }
         }
+        let mut steps = report.steps.clone();
+        if row.kind == JobKind::Discover && ok {
+            steps.push(self.unmanaged(&row.asset, &report)?);
+        }
         let verified = report
             .steps
             .iter()
@@ -416,7 +436,7 @@ impl JobService {
             })?;
         }
         let status = if ok { JobStatus::Ok } else { JobStatus::Failed };
-        tx.finish_job(id, status, report.changed, &report.steps, error.as_deref())?;
+        tx.finish_job(id, status, report.changed, &steps, error.as_deref())?;
         tx.commit()?;
         tracing::info!(
             event = "account_job_done",
@@ -428,6 +448,31 @@ impl JobService {
             changed = report.changed,
         );
         self.job(id)
+    }
+
+    /// The discovered users jms does not manage on `asset` (a step).
+    fn unmanaged(&self, asset: &str, report: &JobReport) -> Result<jms_sync::job::JobStep> {
+        let doc = self.policy.document(false)?;
+        let managed: Vec<&str> = doc
+            .assets
+            .iter()
+            .filter(|a| a.name == asset)
+            .flat_map(|a| a.accounts.iter().map(|acc| acc.username.as_str()))
+            .collect();
+        let found: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|s| s.name == "discover")
+            .flat_map(|s| s.detail.lines())
+            .filter_map(|l| l.strip_prefix("user "))
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| !managed.contains(name))
+            .collect();
+        Ok(jms_sync::job::JobStep {
+            name: "unmanaged".into(),
+            ok: true,
+            detail: jms_sync::job::cut_detail(&found.join("\n")),
+        })
     }
 
     /// Puts `new` in the vault, the replaced secret in the history.

@@ -22,7 +22,7 @@ ALTER TABLE accounts ADD COLUMN sudo TEXT;
 -- (never a secret) and the result.
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('push', 'verify', 'rotate')),
+    kind TEXT NOT NULL CHECK (kind IN ('push', 'verify', 'rotate', 'remove', 'discover')),
     asset TEXT NOT NULL,
     account TEXT NOT NULL,
     actor TEXT NOT NULL,

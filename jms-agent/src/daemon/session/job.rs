@@ -14,6 +14,10 @@
 //! `read -r` and only ever used quoted; a secret reaches only builtins
 //! (`printf … | chpasswd`), never an argument, an environment variable or
 //! the job's output.
+//!
+//! Jobs: push, verify, rotate, remove (the user, its home and its sudoers
+//! snippet; never an account below uid 1000) and discover (users with a
+//! login shell and their last login, host facts).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -184,6 +188,39 @@ add_key)
 remove_key)
     exists || fail "no user $user on the target"
     remove_key "$key"
+    ;;
+remove)
+    if exists; then
+        uid=$(id -u -- "$user")
+        [ "$uid" -ge 1000 ] 2>/dev/null || fail "$user has uid $uid: jms removes only accounts with uid 1000 and above"
+        userdel -r -- "$user" >/dev/null 2>&1
+        if exists; then
+            fail "userdel $user failed (is it logged in?)"
+        fi
+        echo "changed: user $user removed with its home"
+    else
+        echo "ok: no user $user on the target"
+    fi
+    f="/etc/sudoers.d/jms-$user"
+    if [ -f "$f" ]; then
+        rm -f -- "$f"
+        echo "changed: sudoers snippet $f removed"
+    fi
+    ;;
+discover)
+    getent passwd | while IFS=: read -r name _ uid _ _ _ sh; do
+        case $sh in ''|*/nologin|*/false|/bin/sync|/sbin/shutdown|/sbin/halt) continue;; esac
+        last=never
+        if command -v lastlog >/dev/null 2>&1; then
+            last=$(lastlog -u "$name" 2>/dev/null | awk 'NR == 2 { $1 = ""; sub(/^ +/, ""); print }')
+        fi
+        printf 'user %s %s %s %s\n' "$name" "$uid" "$sh" "${last:-never}"
+    done
+    printf 'fact hostname %s\n' "$(cat /proc/sys/kernel/hostname)"
+    printf 'fact os %s\n' "$(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")"
+    printf 'fact kernel %s\n' "$(uname -sr)"
+    printf 'fact cpus %s\n' "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo unknown)"
+    printf 'fact memory_kib %s\n' "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
     ;;
 *) fail "unknown operation";;
 esac
@@ -475,7 +512,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs the job to its report.
-    pub fn run(self) -> JobReport {
+    pub fn run(mut self) -> JobReport {
         if let Err(e) = check_order(self.order) {
             return self.report(false, false, Some(e));
         }
@@ -483,6 +520,16 @@ impl<'a> Runner<'a> {
             JobKind::Verify => self.verify(),
             JobKind::Push => self.push(),
             JobKind::Rotate => self.rotate(),
+            JobKind::Remove => {
+                let ok = self.privileged("remove", Operation::only("remove"));
+                let error = (!ok).then(|| self.failed_step()).flatten();
+                self.report(ok, false, error)
+            }
+            JobKind::Discover => {
+                let ok = self.privileged("discover", Operation::only("discover"));
+                let error = (!ok).then(|| self.failed_step()).flatten();
+                self.report(ok, false, error)
+            }
         }
     }
 

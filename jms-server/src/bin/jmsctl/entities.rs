@@ -1280,6 +1280,22 @@ pub enum AccountCommand {
         #[command(flatten)]
         out: JsonArg,
     },
+    /// Delete the account from its asset (the user, its home, its sudoers
+    /// snippet) with the privileged account; the vault keeps it until
+    /// `account delete`.
+    Remove {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// List the asset's users with a login shell (last login where known),
+    /// those jms does not manage, and the host's facts.
+    Discover {
+        asset: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// List accounts (of one asset, or of all); never their secrets.
     List {
         asset: Option<String>,
@@ -1386,6 +1402,12 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
         }
         AccountCommand::Rotate { asset, name, out } => {
             crate::jobs::run_job(server, "rotate", &asset, &name, out)
+        }
+        AccountCommand::Remove { asset, name, out } => {
+            crate::jobs::run_job(server, "remove", &asset, &name, out)
+        }
+        AccountCommand::Discover { asset, out } => {
+            crate::jobs::run_job(server, "discover", &asset, "", out)
         }
         AccountCommand::Show { asset, name, out } => {
             manage::show(&connect(server)?, &account_entity(&asset, &name), out)
