@@ -188,6 +188,19 @@ pub fn all() -> Value {
         &[],
         true,
     );
+    let accounts = object(
+        &[
+            (
+                "password_length",
+                json!({"type": "integer", "minimum": 8, "maximum": 128}),
+            ),
+            ("password_uppercase", boolean()),
+            ("password_digits", boolean()),
+            ("password_symbols", boolean()),
+        ],
+        &[],
+        true,
+    );
     let mail = [
         ("enabled", boolean()),
         ("smtp_host", string()),
@@ -275,11 +288,13 @@ pub fn all() -> Value {
             ("security", security.clone()),
             ("audit", audit.clone()),
             ("mail", object(&mail, &[], true)),
+            ("accounts", accounts.clone()),
         ], &[], true),
         "SettingsView": object(&[
             ("security", security),
             ("audit", audit),
             ("mail", object(&mail_view, &[], false)),
+            ("accounts", accounts),
         ], &[], false),
         "OpLogEntry": object(&[
             ("id", integer()),

@@ -40,8 +40,6 @@ use crate::store::{AccountCheck, JobRow, JobStatus, Store};
 
 /// How long a job may run before it is failed.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(180);
-/// Length of a generated password.
-pub const PASSWORD_LENGTH: usize = 24;
 
 /// A job the server waits for.
 struct Pending {
@@ -166,9 +164,9 @@ impl JobService {
             )));
         }
         let (new_secret, new_public) = match kind {
-            JobKind::Rotate => Some(self.new_secret(target, asset)).unzip(),
+            JobKind::Rotate => Some(self.new_secret(target, asset)?).unzip(),
             JobKind::Push if target.secret.is_none() => {
-                Some(self.new_secret(target, asset)).unzip()
+                Some(self.new_secret(target, asset)?).unzip()
             }
             _ => (None, None),
         };
@@ -259,25 +257,28 @@ impl JobService {
         Ok(row)
     }
 
-    fn new_secret(&self, account: &Account, asset: &str) -> (Secret, Option<String>) {
-        match account.secret_type {
-            SecretType::Password => (
-                secrets::password(
-                    PASSWORD_LENGTH,
-                    secrets::Classes {
-                        upper: true,
-                        digits: true,
-                        symbols: true,
-                    },
-                ),
-                None,
-            ),
+    fn new_secret(&self, account: &Account, asset: &str) -> Result<(Secret, Option<String>)> {
+        Ok(match account.secret_type {
+            SecretType::Password => {
+                let rules = self.policy.settings()?.0.accounts;
+                (
+                    secrets::password(
+                        rules.password_length as usize,
+                        secrets::Classes {
+                            upper: rules.password_uppercase,
+                            digits: rules.password_digits,
+                            symbols: rules.password_symbols,
+                        },
+                    ),
+                    None,
+                )
+            }
             SecretType::SshKey => {
                 let (private, public) =
                     secrets::ed25519_pair(&format!("{}@{asset} (jms)", account.username));
                 (private, Some(public))
             }
-        }
+        })
     }
 
     /// An online bastion that polls for orders.
