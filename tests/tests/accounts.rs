@@ -352,12 +352,19 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
     assert_job(&out, &repush, true, "push after a change behind jms's back");
     assert_eq!(repush["changed"], true, "{}", steps(&repush));
 
-    // Rotation: a new password, verified, committed; the old one is gone.
+    // Rotation: a new password (length and classes from the settings),
+    // verified, committed; the old one is gone.
+    c.jmsctl(&["settings", "set", "accounts.password_length", "32"]);
+    c.jmsctl(&["settings", "set", "accounts.password_symbols", "false"]);
     let (out, rotated) = job(c, "rotate", "web01", "app");
     said.push_str(&out.to_string());
     assert_job(&out, &rotated, true, "rotation of app");
     let new_secret = secret_of(c, "web01", "app");
     assert_ne!(new_secret, app_secret, "the vault holds the new password");
+    assert!(
+        new_secret.len() == 32 && new_secret.chars().all(|c| c.is_ascii_alphanumeric()),
+        "the rotated password follows accounts.password_length and password_symbols"
+    );
     s.logs_in("app@web01", "id -un", "app");
     // A key rotation: the new key logs in, the old one is removed.
     let old_line = s.on_target("cat /home/svc/.ssh/authorized_keys");
