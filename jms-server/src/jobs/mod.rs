@@ -543,3 +543,133 @@ impl JobService {
         Ok(self.store.read()?.secret_history_count(asset, account)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jms_core::model::PolicyDocument;
+    use jms_sync::job::JobStep;
+
+    const POLICY: &str = r#"
+assets:
+  - name: web01
+    address: 10.0.0.1
+    protocols: [{name: ssh, port: 22}]
+    accounts:
+      - {name: root, username: root, secret_type: password, secret: root-pw, privileged: true}
+      - {name: app, username: app, secret_type: password, secret: old-pw}
+"#;
+
+    /// The services with POLICY, and a running rotation of app@web01 given
+    /// to bastion `b1` whose secrets went out (new password `new-pw`).
+    fn rotation() -> (tempfile::TempDir, crate::services::Services) {
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::services::Services::open(&dir.path().join("data")).unwrap();
+        let doc: PolicyDocument = serde_yaml_ng::from_str(POLICY).unwrap();
+        services
+            .policy
+            .change("test", false, |d| {
+                *d = doc;
+                Ok(())
+            })
+            .unwrap();
+        let row = JobRow {
+            id: "job-1".into(),
+            kind: JobKind::Rotate,
+            asset: "web01".into(),
+            account: "app".into(),
+            actor: "test".into(),
+            bastion: Some("b1".into()),
+            status: JobStatus::Running,
+            changed: false,
+            steps: Vec::new(),
+            error: None,
+            created_at: Utc::now(),
+            finished_at: None,
+        };
+        let mut tx = services.jobs.store.write().unwrap();
+        tx.insert_job(&row).unwrap();
+        tx.commit().unwrap();
+        services.jobs.pending().insert(
+            "job-1".into(),
+            Pending {
+                bastion: "b1".into(),
+                secrets: JobSecrets {
+                    privileged: Some(Secret::new("root-pw")),
+                    current: Some(Secret::new("old-pw")),
+                    new: Some(Secret::new("new-pw")),
+                },
+                sent: true,
+                started: Instant::now(),
+            },
+        );
+        (dir, services)
+    }
+
+    fn report(ok: bool, in_place: bool) -> JobReport {
+        JobReport {
+            ok,
+            changed: true,
+            new_secret_in_place: in_place,
+            steps: vec![JobStep {
+                name: "verify_new".into(),
+                ok,
+                detail: String::new(),
+            }],
+            error: (!ok).then(|| "verify_new: refused".to_string()),
+        }
+    }
+
+    fn vault(services: &crate::services::Services) -> String {
+        let doc = services.policy.document(true).unwrap();
+        doc.assets[0].accounts[1]
+            .secret
+            .as_ref()
+            .unwrap()
+            .expose()
+            .to_string()
+    }
+
+    #[test]
+    fn a_rotation_is_committed_only_on_its_bastions_verified_report() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        // Another bastion's report is refused and changes nothing.
+        assert!(matches!(
+            jobs.report("b2", "job-1", report(true, true)),
+            Err(AdminError::Forbidden(_))
+        ));
+        assert_eq!(vault(&services), "old-pw");
+        // A failed rotation leaves the old secret in the vault.
+        let done = jobs.report("b1", "job-1", report(false, false)).unwrap();
+        assert_eq!(done.status, JobStatus::Failed);
+        assert_eq!(vault(&services), "old-pw");
+        assert_eq!(jobs.history_count("web01", "app").unwrap(), 0);
+        // A second (late) report of a finished job changes nothing.
+        let late = jobs.report("b1", "job-1", report(true, true)).unwrap();
+        assert_eq!(late.status, JobStatus::Failed);
+        assert_eq!(vault(&services), "old-pw");
+
+        let (_dir, services) = rotation();
+        let done = services
+            .jobs
+            .report("b1", "job-1", report(true, true))
+            .unwrap();
+        assert_eq!(done.status, JobStatus::Ok);
+        assert_eq!(vault(&services), "new-pw");
+        assert_eq!(services.jobs.history_count("web01", "app").unwrap(), 1);
+        let check = &services.jobs.checks().unwrap()[&("web01".into(), "app".into())];
+        assert!(check.ok, "the verification is recorded");
+    }
+
+    #[test]
+    fn a_report_that_claims_success_without_the_new_secret_in_place_commits_nothing() {
+        let (_dir, services) = rotation();
+        let done = services
+            .jobs
+            .report("b1", "job-1", report(true, false))
+            .unwrap();
+        assert_eq!(done.status, JobStatus::Ok);
+        assert_eq!(vault(&services), "old-pw");
+    }
+}
