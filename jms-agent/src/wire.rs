@@ -5,6 +5,7 @@
 //! [`jms_proto::MAX_FRAME`] from a worker (whose bytes it does not trust);
 //! the worker reads up to [`jms_proto::MAX_RESPONSE_FRAME`].
 //!
+//! - [`JobStart`]: the only message to an account job's worker.
 //! - [`Start`]: the first message on the worker's stdin, with the agent's
 //!   control stream, stdin, stdout and stderr attached (SCM_RIGHTS) and,
 //!   after them, the directories the worker writes into.
@@ -22,6 +23,8 @@ use crate::daemon::target::{Credential, Resolved};
 
 /// argv[0] of a worker (jms-agentd re-executed).
 pub const WORKER_NAME: &str = "jms-session";
+/// argv[0] of an account job's worker.
+pub const JOB_WORKER_NAME: &str = "jms-job";
 /// Descriptors that come with [`Start`]: control, stdin, stdout, stderr.
 pub const START_FDS: usize = 4;
 /// Largest chunk of a joiner's keys in one message.
@@ -75,6 +78,16 @@ pub struct Start {
     /// The jms user (from the caller's uid).
     pub user: String,
     pub request: SessionRequest,
+    pub settings: SessionSettings,
+}
+
+/// The only message to a job worker (`jms-job`, same user and limits as
+/// a session's): the server's order and its opened secrets. The worker
+/// answers with one [`jms_sync::job::JobReport`] and exits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStart {
+    pub order: jms_sync::job::JobOrder,
+    pub secrets: jms_sync::job::JobSecrets,
     pub settings: SessionSettings,
 }
 

@@ -177,6 +177,16 @@ pub struct Account {
     pub secret_file: Option<PathBuf>,
     #[serde(default)]
     pub privileged: bool,
+    /// Login shell when jms pushes the account (`/bin/bash` if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    /// Supplementary groups when jms pushes the account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// What it may run as root through sudo, as a sudoers command list
+    /// (`/usr/bin/systemctl restart nginx`); pushed as a sudoers snippet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -966,6 +966,9 @@ impl Spec {
                         secret: None,
                         secret_file: None,
                         privileged: false,
+                        shell: None,
+                        groups: Vec::new(),
+                        sudo: None,
                     });
                 }
                 Asset {
@@ -1153,6 +1156,9 @@ fn account(name: &str, username: &str) -> Account {
         secret: None,
         secret_file: None,
         privileged: false,
+        shell: None,
+        groups: Vec::new(),
+        sudo: None,
     }
 }
 

@@ -48,6 +48,7 @@ pub mod diff;
 pub mod error;
 pub mod fleet;
 pub mod hashpool;
+pub mod jobs;
 pub mod live;
 pub mod mail;
 pub mod policy;

@@ -20,6 +20,9 @@
 //! - [`Tokens`] (`tokens`): the admin API's tokens and roles.
 //! - [`Links`] (`links`): self-service set-password links; a redeemed
 //!   link writes through the policy service.
+//! - [`JobService`] (`jobs`): account jobs (push, verify, rotate) run by
+//!   a bastion; needs the policy service (vault), live (orders), fleet
+//!   (who is online) and the seal key (secret history).
 //! - [`WebAdmins`] (`web_admins`): the audit web's admin accounts, roles
 //!   and login sessions; needs the seal key.
 //!
@@ -36,6 +39,7 @@ use crate::audit::AuditService;
 use crate::crypto::SealKey;
 use crate::error::Result;
 use crate::fleet::Fleet;
+use crate::jobs::JobService;
 use crate::live::LiveService;
 use crate::policy::PolicyService;
 use crate::recordings::{Recordings, RECORDINGS_DIR};
@@ -60,6 +64,7 @@ pub struct Services {
     pub tokens: Arc<Tokens>,
     pub links: Arc<Links>,
     pub web_admins: Arc<WebAdmins>,
+    pub jobs: Arc<JobService>,
 }
 
 impl Services {
@@ -132,11 +137,21 @@ impl Services {
         let key = Arc::new(key);
         let policy = Arc::new(PolicyService::new(store.clone(), key.clone()));
         let sync = Arc::new(SyncService::new(server_key, policy.clone(), store.clone()));
+        let live = Arc::new(LiveService::new(store.clone()));
+        let fleet = Arc::new(Fleet::new(store.clone()));
+        let jobs = Arc::new(JobService::new(
+            store.clone(),
+            policy.clone(),
+            live.clone(),
+            fleet.clone(),
+            key.clone(),
+        ));
         Services {
             audit: Arc::new(AuditService::new(store.clone())),
             recordings: Arc::new(Recordings::new(store.clone(), recordings_dir)),
-            live: Arc::new(LiveService::new(store.clone())),
-            fleet: Arc::new(Fleet::new(store.clone())),
+            live,
+            fleet,
+            jobs,
             tokens: Arc::new(Tokens::new(store.clone())),
             links: Arc::new(Links::new(store.clone(), policy.clone())),
             web_admins: Arc::new(WebAdmins::new(store, key)),

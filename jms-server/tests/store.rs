@@ -137,6 +137,9 @@ fn secrets_are_ciphertext_in_the_database_and_the_key_file_is_0600() {
                     secret: Some(jms_core::model::Secret::new(plaintext)),
                     secret_file: None,
                     privileged: false,
+                    shell: None,
+                    groups: Vec::new(),
+                    sudo: None,
                 }],
                 host_keys: vec![],
             });

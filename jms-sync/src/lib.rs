@@ -11,6 +11,7 @@
 //! - [`event`]: the audit events a bastion spools and uploads
 //! - [`fleet`]: what a bastion reports about itself on its control poll
 //! - [`live`]: a watched session's output pushed to the server
+//! - [`job`]: account jobs (push, verify, rotate): order, sealed secrets, report
 //! - [`paths`]: the sync API's paths
 //! - [`queries`]: the query strings of the signed `GET` requests
 //! - [`recording`]: the resumable recording upload's messages
@@ -22,6 +23,7 @@ pub mod control;
 pub mod enroll;
 pub mod event;
 pub mod fleet;
+pub mod job;
 pub mod live;
 pub mod paths;
 pub mod queries;

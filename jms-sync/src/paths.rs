@@ -10,7 +10,8 @@ pub const CERTIFICATE: &str = "/api/v1/sync/certificate";
 pub const BUNDLE: &str = "/api/v1/sync/bundle";
 /// `POST {"events": [...]}`: spooled audit events.
 pub const EVENTS: &str = "/api/v1/sync/events";
-/// `GET ?wait=S&agent=…&sessions=…&backlog=…`: the server's orders.
+/// `GET ?wait=S&agent=…&sessions=…&backlog=…[&transport=KEY]`: the
+/// server's orders (job secrets sealed to KEY).
 pub const CONTROL: &str = "/api/v1/sync/control";
 /// Route of a recording's upload (`GET` offset, `PUT` chunk).
 pub const RECORDING_ROUTE: &str = "/api/v1/sync/recordings/{session}";
@@ -18,6 +19,8 @@ pub const RECORDING_ROUTE: &str = "/api/v1/sync/recordings/{session}";
 pub const RECORDING_COMPLETE_ROUTE: &str = "/api/v1/sync/recordings/{session}/complete";
 /// Route of a watched session's output (`POST`).
 pub const LIVE_ROUTE: &str = "/api/v1/sync/live/{session}";
+/// Route of an account job's report (`POST` [`crate::job::JobReport`]).
+pub const JOB_ROUTE: &str = "/api/v1/sync/jobs/{job}";
 
 /// [`RECORDING_ROUTE`] for `session`.
 pub fn recording(session: &str) -> String {
@@ -34,6 +37,11 @@ pub fn live(session: &str) -> String {
     LIVE_ROUTE.replace("{session}", session)
 }
 
+/// [`JOB_ROUTE`] for `job`.
+pub fn job(job: &str) -> String {
+    JOB_ROUTE.replace("{job}", job)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -44,5 +52,6 @@ mod tests {
             "/api/v1/sync/recordings/s1/complete"
         );
         assert_eq!(super::live("s1"), "/api/v1/sync/live/s1");
+        assert_eq!(super::job("j1"), "/api/v1/sync/jobs/j1");
     }
 }

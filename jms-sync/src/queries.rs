@@ -35,16 +35,22 @@ pub struct ControlQuery {
     pub sessions: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
+    /// Hex of the poll's fresh X25519 key: job secrets in the answer are
+    /// sealed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 impl ControlQuery {
-    /// A poll waiting `wait` seconds with `report`.
-    pub fn new(wait: u64, report: StatusReport) -> ControlQuery {
+    /// A poll waiting `wait` seconds with `report`, job secrets to be
+    /// sealed to `transport` (hex of an X25519 public key).
+    pub fn new(wait: u64, report: StatusReport, transport: String) -> ControlQuery {
         ControlQuery {
             wait,
             agent: Some(report.agent),
             sessions: Some(report.sessions),
             backlog: Some(report.backlog),
+            transport: Some(transport),
         }
     }
 
@@ -91,10 +97,13 @@ mod tests {
             sessions: 3,
             backlog: 4096,
         };
-        let query = encode(&ControlQuery::new(25, report.clone()));
+        let query = encode(&ControlQuery::new(25, report.clone(), "ab".repeat(32)));
         assert_eq!(
             query,
-            "wait=25&agent=1.2.0-rc.1%2Bdeb12&sessions=3&backlog=4096"
+            format!(
+                "wait=25&agent=1.2.0-rc.1%2Bdeb12&sessions=3&backlog=4096&transport={}",
+                "ab".repeat(32)
+            )
         );
         let back: ControlQuery = decode(&query).unwrap();
         assert_eq!(back.report(), Ok(Some(report)));

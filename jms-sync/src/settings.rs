@@ -22,6 +22,35 @@ pub struct Settings {
     pub audit: Audit,
     #[serde(default)]
     pub mail: Mail,
+    #[serde(default)]
+    pub accounts: Accounts,
+}
+
+/// Secrets jms makes for managed accounts (push without a secret,
+/// rotation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accounts {
+    /// Length of a generated password (8..=128).
+    #[serde(default = "default_generated_password_length")]
+    pub password_length: u32,
+    /// Character classes a generated password holds (lower case always).
+    #[serde(default = "yes")]
+    pub password_uppercase: bool,
+    #[serde(default = "yes")]
+    pub password_digits: bool,
+    #[serde(default = "yes")]
+    pub password_symbols: bool,
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+    }
+}
+
+fn default_generated_password_length() -> u32 {
+    24
 }
 
 /// Passwords, lockout, MFA and session limits.
@@ -213,6 +242,12 @@ impl Settings {
                     "security.mfa_groups[{i}]: unknown user group `{group}`"
                 ));
             }
+        }
+        if !(8..=128).contains(&self.accounts.password_length) {
+            return Err(format!(
+                "accounts.password_length: {} is outside 8..=128",
+                self.accounts.password_length
+            ));
         }
         if self.audit.recording_max_bytes == 0 {
             return Err("audit.recording_max_bytes: must be more than 0".to_string());

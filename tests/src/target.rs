@@ -8,7 +8,12 @@
 //!
 //! Accounts: `root` (password [`ROOT_PASSWORD`], via the private shadow),
 //! `deploy` (password [`DEPLOY_PASSWORD`]) and `keyuser` (public key only,
-//! [`Target::keyuser_key`]); shells are /bin/bash, homes /srv/home/NAME.
+//! [`Target::keyuser_key`]), and two sudo users: `opsnp` (sudo without a
+//! password) and `opspw` (sudo asks for its password), passwords
+//! [`SUDO_NOPASSWD_PASSWORD`] and [`SUDO_PASSWORD`]; shells are /bin/bash,
+//! homes /srv/home/NAME. /etc is an overlay private to the target
+//! (harness/target-ns.sh): its useradd, chpasswd and visudo write there.
+//! [`Target::inside`] runs a command in the target's namespace.
 //! Dropping the [`Target`] kills every process of its namespace.
 
 use std::fmt::Write as _;
@@ -32,6 +37,10 @@ use crate::run::{self, COMMAND_TIMEOUT};
 pub const TARGET_ADDRESS: &str = "127.0.0.2";
 pub const ROOT_PASSWORD: &str = "target-root-pw-1";
 pub const DEPLOY_PASSWORD: &str = "target-deploy-pw-1";
+/// Password of `opsnp` (sudo without a password).
+pub const SUDO_NOPASSWD_PASSWORD: &str = "target-opsnp-pw-1";
+/// Password of `opspw` (sudo asks for it).
+pub const SUDO_PASSWORD: &str = "target-opspw-pw-1";
 /// uid of `deploy` (`keyuser` is the next one).
 pub const DEPLOY_UID: u32 = 40_200;
 
@@ -101,6 +110,20 @@ impl Target {
     /// `keyuser`'s private key (OpenSSH format), for the policy's vault.
     pub fn keyuser_key(&self) -> &str {
         &self.keyuser_key
+    }
+
+    /// Runs `script` with `sh -c` as root inside the target's mount
+    /// namespace (its /etc, /home, /srv); its output and status.
+    pub fn inside(&self, script: &str) -> run::Outcome {
+        let pid = self.child.as_ref().expect("a running target").id();
+        run::run(
+            Command::new("nsenter")
+                .arg("--mount")
+                .arg(format!("--target={pid}"))
+                .args(["--", "/bin/sh", "-c", script]),
+            b"",
+            COMMAND_TIMEOUT,
+        )
     }
 
     /// sshd's log.
@@ -234,7 +257,14 @@ fn host_key(dir: &Path) {
 fn write_files(dir: &Path) -> String {
     host_key(dir);
     let srv = dir.join("srv");
-    for sub in ["etc", "srv/home/deploy", "srv/home/keyuser", "srv/keys"] {
+    for sub in [
+        "etc/sudoers.d",
+        "srv/home/deploy",
+        "srv/home/keyuser",
+        "srv/home/opsnp",
+        "srv/home/opspw",
+        "srv/keys",
+    ] {
         fs::create_dir_all(dir.join(sub)).expect("target dirs");
     }
     for sub in ["srv", "srv/home", "srv/keys"] {
@@ -281,9 +311,14 @@ fn write_files(dir: &Path) -> String {
             text.push('\n');
         }
     }
-    for (i, (name, password)) in [("deploy", Some(DEPLOY_PASSWORD)), ("keyuser", None)]
-        .into_iter()
-        .enumerate()
+    for (i, (name, password)) in [
+        ("deploy", Some(DEPLOY_PASSWORD)),
+        ("keyuser", None),
+        ("opsnp", Some(SUDO_NOPASSWD_PASSWORD)),
+        ("opspw", Some(SUDO_PASSWORD)),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = DEPLOY_UID as usize + i;
         let _ = writeln!(
@@ -299,6 +334,13 @@ fn write_files(dir: &Path) -> String {
         let home = srv.join("home").join(name);
         std::os::unix::fs::chown(&home, Some(id as u32), Some(id as u32)).expect("chown home");
     }
+    // The sudo users' rules (the host's /etc/sudoers includes sudoers.d).
+    let sudoers = dir.join("etc/sudoers.d/e2e-target");
+    write(
+        &sudoers,
+        "opsnp ALL=(ALL:ALL) NOPASSWD: ALL\nopspw ALL=(ALL:ALL) ALL\n",
+    );
+    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440)).expect("sudoers mode");
     write(&dir.join("etc/passwd"), &passwd);
     write(&dir.join("etc/group"), &group);
     write(&dir.join("etc/shadow"), &shadow);
@@ -320,7 +362,7 @@ fn sshd_config(dir: &Path, port: u16) -> String {
          PasswordAuthentication yes\n\
          KbdInteractiveAuthentication no\n\
          PubkeyAuthentication yes\n\
-         AuthorizedKeysFile /srv/keys/%u\n\
+         AuthorizedKeysFile /srv/keys/%u .ssh/authorized_keys\n\
          StrictModes no\n\
          PermitRootLogin yes\n\
          PrintMotd no\n\

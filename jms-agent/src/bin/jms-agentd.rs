@@ -76,6 +76,13 @@ fn main() -> std::process::ExitCode {
         init_logging();
         return session::worker_main();
     }
+    // An account job's worker: likewise.
+    if std::path::Path::new(&argv0).file_name()
+        == Some(std::ffi::OsStr::new(jms_agent::wire::JOB_WORKER_NAME))
+    {
+        init_logging();
+        return session::job::job_main();
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "askpass") {
         return connect::askpass_main_with(std::env::args().nth(2).unwrap_or_default());
     }

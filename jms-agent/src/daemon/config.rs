@@ -733,6 +733,8 @@ mod tests {
             },
             // The server's own: mail goes out from the server.
             mail: Default::default(),
+            // The server's own: it makes managed accounts' secrets.
+            accounts: Default::default(),
         };
         let effective = local
             .clone()

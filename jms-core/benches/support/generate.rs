@@ -449,6 +449,9 @@ fn account(rng: &mut StdRng, name: &str, username: &str) -> Account {
         secret: Some(Secret::new(secret)),
         secret_file: None,
         privileged: name == "root",
+        shell: None,
+        groups: Vec::new(),
+        sudo: None,
     }
 }
 

@@ -29,6 +29,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use jms_sync::control::Order;
 use jms_sync::live::{LiveAnswer, LiveBatch, MAX_BATCH_BYTES};
 use jms_sync::queries::ControlQuery;
 use serde::Deserialize;
@@ -219,13 +220,28 @@ pub async fn control(
             .note_bastion(id, address.as_deref(), report.as_ref())
     })
     .await?;
-    let orders = state
+    let mut orders = state
         .services
         .live
         .hub()
         .take_orders(&bastion.name, Duration::from_secs(params.wait))
         .await;
-    Ok(Json(jms_sync::control::ControlAnswer { orders }))
+    let secrets = if orders.iter().any(|o| matches!(o, Order::Job(_))) {
+        let jobs = state.services.jobs.clone();
+        let name = bastion.name.clone();
+        let transport = params.transport.clone();
+        let (sealed, kept) = tokio::task::spawn_blocking(move || {
+            let sealed = jobs.seal_for_poll(&name, &mut orders, transport.as_deref());
+            (sealed, orders)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("sealing job secrets: {e}")))?;
+        orders = kept;
+        sealed
+    } else {
+        None
+    };
+    Ok(Json(jms_sync::control::ControlAnswer { orders, secrets }))
 }
 
 /// `POST /api/v1/sync/live/{session}` (signed).

@@ -18,6 +18,7 @@ pub(crate) mod audit;
 pub(crate) mod error;
 pub(crate) mod extract;
 mod fleet;
+mod jobs;
 pub(crate) mod live;
 pub(crate) mod nodes_accounts;
 pub mod openapi;

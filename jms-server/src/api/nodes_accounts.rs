@@ -187,7 +187,10 @@ pub async fn list_all_accounts(
     let query = params.query()?;
     blocking(&state, move |services| {
         let page = services.policy.read()?.accounts(None, &query)?;
-        Ok(Json(PageView::new(page, &query, AccountView::from)))
+        let checks = services.jobs.checks()?;
+        Ok(Json(PageView::new(page, &query, |row| {
+            AccountView::from(row).with_check(&checks)
+        })))
     })
     .await
 }
@@ -204,7 +207,10 @@ pub async fn list_accounts(
             return Err(not_found::<jms_core::model::Asset>(&asset));
         }
         let page = tx.accounts(Some(&asset), &query)?;
-        Ok(Json(PageView::new(page, &query, AccountView::from)))
+        let checks = services.jobs.checks()?;
+        Ok(Json(PageView::new(page, &query, |row| {
+            AccountView::from(row).with_check(&checks)
+        })))
     })
     .await
 }
@@ -219,7 +225,8 @@ pub async fn get_account(
             .read()?
             .account(&asset, &name)?
             .ok_or_else(|| account_not_found(&asset, &name))?;
-        Ok(Json(AccountView::from(row)))
+        let checks = services.jobs.checks()?;
+        Ok(Json(AccountView::from(row).with_check(&checks)))
     })
     .await
 }

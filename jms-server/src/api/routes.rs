@@ -10,7 +10,7 @@ use jms_core::model::{Asset, CommandFilter, Grant, User, UserGroup};
 use super::audit::{self, AuditQuery};
 use super::nodes_accounts as na;
 use super::resources as res;
-use super::{fleet, live, sync, system, AppState};
+use super::{fleet, jobs, live, sync, system, AppState};
 use crate::selfservice::api as selfservice;
 use crate::store::Scope;
 
@@ -293,6 +293,35 @@ pub fn table() -> Vec<Route> {
         route(M::DELETE, "/api/v1/assets/{asset}", res::delete::<Asset>)
             .doc("deleteAsset", "assets", "Delete an asset and its accounts")
             .returns(204, None),
+        // account jobs
+        route(M::POST, "/api/v1/jobs", jobs::create_job)
+            .doc(
+                "createJob",
+                "jobs",
+                "Start an account job (push, verify, rotate) on an online bastion; poll getJob for its result",
+            )
+            .body("NewJob")
+            .returns(201, Some("Job")),
+        route(M::GET, "/api/v1/jobs", jobs::list_jobs)
+            .doc(
+                "listJobs",
+                "jobs",
+                "Account jobs, newest first (q: an asset's name), with each step's output",
+            )
+            .query(Page)
+            .returns(200, Some("JobList")),
+        route(M::GET, "/api/v1/jobs/{job}", jobs::get_job)
+            .doc("getJob", "jobs", "One account job with each step's output")
+            .returns(200, Some("Job")),
+        route(M::POST, jms_sync::paths::JOB_ROUTE, jobs::report)
+            .doc(
+                "reportJob",
+                "sync",
+                "A bastion's report of an account job it ran (never a secret); a rotation's new secret is committed only on a verified report",
+            )
+            .signed()
+            .body("JobReport")
+            .returns(200, Some("Job")),
         // accounts
         route(M::GET, "/api/v1/accounts", na::list_all_accounts)
             .doc(

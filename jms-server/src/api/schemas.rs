@@ -116,6 +116,9 @@ pub fn all() -> Value {
         ("secret_type", one_of(&["password", "ssh_key"])),
         ("secret", write_only()),
         ("privileged", boolean()),
+        ("shell", string()),
+        ("groups", strings()),
+        ("sudo", string()),
     ];
     let grant = [
         ("name", string()),
@@ -181,6 +184,19 @@ pub fn all() -> Value {
             ("exec_stdin", one_of(&["check", "refuse", "pass"])),
             ("stdin_interpreters", strings()),
             ("on_failure", one_of(&["refuse", "continue"])),
+        ],
+        &[],
+        true,
+    );
+    let accounts = object(
+        &[
+            (
+                "password_length",
+                json!({"type": "integer", "minimum": 8, "maximum": 128}),
+            ),
+            ("password_uppercase", boolean()),
+            ("password_digits", boolean()),
+            ("password_symbols", boolean()),
         ],
         &[],
         true,
@@ -253,7 +269,12 @@ pub fn all() -> Value {
         "AssetPage": page("AssetView"),
         "Account": object(&account, &["name", "username", "secret_type"], true),
         "AccountPatch": object(&account, &[], true),
-        "AccountView": view(&account, &["secret"], &[("asset", string()), ("has_secret", boolean())]),
+        "AccountView": view(&account, &["secret"], &[
+            ("asset", string()),
+            ("has_secret", boolean()),
+            ("verified", json!({"type": ["boolean", "null"], "description": "The last verification's result (null: never verified)"})),
+            ("verified_at", json!({"type": ["string", "null"], "format": "date-time"})),
+        ]),
         "AccountPage": page("AccountView"),
         "Grant": object(&grant, &["name", "accounts", "protocols", "actions"], true),
         "GrantPatch": object(&grant, &[], true),
@@ -267,11 +288,13 @@ pub fn all() -> Value {
             ("security", security.clone()),
             ("audit", audit.clone()),
             ("mail", object(&mail, &[], true)),
+            ("accounts", accounts.clone()),
         ], &[], true),
         "SettingsView": object(&[
             ("security", security),
             ("audit", audit),
             ("mail", object(&mail_view, &[], false)),
+            ("accounts", accounts),
         ], &[], false),
         "OpLogEntry": object(&[
             ("id", integer()),
@@ -456,6 +479,71 @@ fn sync_schemas() -> Map<String, Value> {
         object(
             &[("accepted", strings()), ("stored", integer())],
             &["accepted", "stored"],
+            false,
+        ),
+    );
+    let step = object(
+        &[("name", string()), ("ok", boolean()), ("detail", string())],
+        &["name", "ok"],
+        false,
+    );
+    add(
+        "NewJob",
+        object(
+            &[
+                (
+                    "kind",
+                    one_of(&["push", "verify", "rotate", "remove", "discover"]),
+                ),
+                ("asset", string()),
+                ("account", string()),
+            ],
+            &["kind", "asset", "account"],
+            true,
+        ),
+    );
+    add(
+        "Job",
+        object(
+            &[
+                ("id", string()),
+                (
+                    "kind",
+                    one_of(&["push", "verify", "rotate", "remove", "discover"]),
+                ),
+                ("asset", string()),
+                ("account", string()),
+                ("actor", string()),
+                ("bastion", json!({"type": ["string", "null"]})),
+                ("status", one_of(&["running", "ok", "failed"])),
+                ("changed", boolean()),
+                ("steps", json!({"type": "array", "items": step.clone()})),
+                ("error", json!({"type": ["string", "null"]})),
+                (
+                    "created_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                ("finished_at", time_or_null()),
+            ],
+            &["id", "kind", "asset", "account", "status", "steps"],
+            false,
+        ),
+    );
+    add(
+        "JobList",
+        object(&[("items", list_of("Job"))], &["items"], false),
+    );
+    add(
+        "JobReport",
+        object(
+            &[
+                ("ok", boolean()),
+                ("changed", boolean()),
+                ("new_secret_in_place", boolean()),
+                ("steps", json!({"type": "array", "items": step})),
+                ("error", json!({"type": ["string", "null"]})),
+            ],
+            &["ok", "steps"],
             false,
         ),
     );

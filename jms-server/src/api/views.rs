@@ -103,8 +103,32 @@ pub struct AccountView {
     pub privileged: bool,
     /// The secret itself is never returned.
     pub has_secret: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<String>,
+    /// The last verification (a verify job, or a push's or rotation's
+    /// login): its result and time; null when never verified.
+    pub verified: Option<bool>,
+    pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl AccountView {
+    /// Adds the account's last verification from `checks`.
+    pub fn with_check(
+        mut self,
+        checks: &std::collections::HashMap<(String, String), crate::store::AccountCheck>,
+    ) -> AccountView {
+        if let Some(check) = checks.get(&(self.asset.clone(), self.name.clone())) {
+            self.verified = Some(check.ok);
+            self.verified_at = Some(check.at);
+        }
+        self
+    }
 }
 
 impl From<AccountRow> for AccountView {
@@ -116,6 +140,11 @@ impl From<AccountRow> for AccountView {
             secret_type: row.account.secret_type,
             privileged: row.account.privileged,
             has_secret: row.secret.is_some(),
+            shell: row.account.shell,
+            groups: row.account.groups,
+            sudo: row.account.sudo,
+            verified: None,
+            verified_at: None,
             created_at: row.stamps.created_at,
             updated_at: row.stamps.updated_at,
         }

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fleet: bastion reports and revocation; admin roles",
         sql: super::fleet::MIGRATION,
     },
+    Migration {
+        version: 10,
+        name: "account jobs: push fields, job history, checks, secret history",
+        sql: super::jobs::MIGRATION,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

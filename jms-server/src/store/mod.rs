@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod fleet;
+pub mod jobs;
 pub mod migrations;
 pub mod password_tokens;
 pub mod sqlite;
@@ -28,6 +29,7 @@ pub use audit::{
     TransferRecord,
 };
 pub use fleet::BastionInfo;
+pub use jobs::{AccountCheck, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
@@ -390,6 +392,14 @@ pub trait ReadTx {
     /// How many events are stored (of one bastion, or of all).
     fn count_events(&self, bastion_id: Option<i64>) -> Result<u64>;
 
+    /// The newest `limit` account jobs, newest first (of one asset).
+    fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>>;
+    fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// The last verification of every account checked.
+    fn account_checks(&self) -> Result<Vec<AccountCheck>>;
+    /// How many replaced secrets of an account are kept (sealed).
+    fn secret_history_count(&self, asset: &str, account: &str) -> Result<u64>;
+
     /// Sessions matching `query`, newest first (see [`audit`]).
     fn sessions(&self, query: &SessionQuery) -> Result<Page<SessionRecord>>;
     fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
@@ -535,6 +545,28 @@ pub trait WriteTx: ReadTx {
     fn delete_web_session(&mut self, sha256: &[u8]) -> Result<()>;
     /// Forgets sessions that expired before `now`; returns how many.
     fn delete_expired_web_sessions(&mut self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Records a new account job.
+    fn insert_job(&mut self, job: &JobRow) -> Result<()>;
+    /// Ends a running job; false when it was not running.
+    fn finish_job(
+        &mut self,
+        id: &str,
+        status: JobStatus,
+        changed: bool,
+        steps: &[jms_sync::job::JobStep],
+        error: Option<&str>,
+    ) -> Result<bool>;
+    /// Records an account's verification.
+    fn put_account_check(&mut self, check: &AccountCheck) -> Result<()>;
+    /// Keeps a replaced secret (sealed by the caller).
+    fn add_secret_history(
+        &mut self,
+        asset: &str,
+        account: &str,
+        sealed: &[u8],
+        job: Option<&str>,
+    ) -> Result<()>;
 
     fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -342,7 +342,7 @@ fn asset_row(row: &Row) -> rusqlite::Result<AssetRow> {
 
 const ACCOUNT_TABLE: &str = "accounts a JOIN assets s ON s.id = a.asset_id";
 const ACCOUNT_COLUMNS: &str = "a.id, s.name, a.name, a.username, a.secret_type, a.secret, \
-     a.privileged, a.created_at, a.updated_at";
+     a.privileged, a.created_at, a.updated_at, a.shell, a.groups, a.sudo";
 
 fn account_row(row: &Row) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -355,6 +355,12 @@ fn account_row(row: &Row) -> rusqlite::Result<AccountRow> {
             secret: None,
             secret_file: None,
             privileged: row.get(6)?,
+            shell: row.get(9)?,
+            groups: row
+                .get::<_, Option<String>>(10)?
+                .and_then(|g| serde_json::from_str(&g).ok())
+                .unwrap_or_default(),
+            sudo: row.get(11)?,
         },
         secret: row.get(5)?,
         stamps: stamps(row, 7)?,
@@ -934,6 +940,22 @@ impl ReadTx for Tx<'_> {
         super::fleet::bastion_by_name(&self.conn, name)
     }
 
+    fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<super::JobRow>> {
+        super::jobs::jobs(&self.conn, asset, limit)
+    }
+
+    fn job(&self, id: &str) -> Result<Option<super::JobRow>> {
+        super::jobs::job(&self.conn, id)
+    }
+
+    fn account_checks(&self) -> Result<Vec<super::AccountCheck>> {
+        super::jobs::account_checks(&self.conn)
+    }
+
+    fn secret_history_count(&self, asset: &str, account: &str) -> Result<u64> {
+        super::jobs::secret_history_count(&self.conn, asset, account)
+    }
+
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>> {
         self.one(
             "SELECT id, expires_at, used_at, replaces FROM enroll_tokens WHERE token_sha256 = ?1",
@@ -1187,10 +1209,12 @@ impl WriteTx for Tx<'_> {
         let asset_id = self.asset_id(asset)?;
         self.exec(
             "INSERT INTO accounts (asset_id, name, username, secret_type, secret, privileged, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             created_at, updated_at, shell, groups, sudo) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10) \
              ON CONFLICT (asset_id, name) DO UPDATE SET username = excluded.username, \
              secret_type = excluded.secret_type, secret = excluded.secret, \
-             privileged = excluded.privileged, updated_at = excluded.updated_at",
+             privileged = excluded.privileged, updated_at = excluded.updated_at, \
+             shell = excluded.shell, groups = excluded.groups, sudo = excluded.sudo",
             params![
                 asset_id,
                 account.name,
@@ -1198,7 +1222,11 @@ impl WriteTx for Tx<'_> {
                 enum_text(&account.secret_type),
                 secret,
                 account.privileged,
-                now()
+                now(),
+                account.shell,
+                (!account.groups.is_empty())
+                    .then(|| serde_json::to_string(&account.groups).unwrap_or_default()),
+                account.sudo
             ],
         )?;
         Ok(())
@@ -1397,6 +1425,35 @@ impl WriteTx for Tx<'_> {
 
     fn revoke_bastion(&mut self, name: &str) -> Result<bool> {
         super::fleet::revoke(&self.conn, name, &now())
+    }
+
+    fn insert_job(&mut self, job: &super::JobRow) -> Result<()> {
+        super::jobs::insert_job(&self.conn, job)
+    }
+
+    fn finish_job(
+        &mut self,
+        id: &str,
+        status: super::JobStatus,
+        changed: bool,
+        steps: &[jms_sync::job::JobStep],
+        error: Option<&str>,
+    ) -> Result<bool> {
+        super::jobs::finish_job(&self.conn, id, status, changed, steps, error)
+    }
+
+    fn put_account_check(&mut self, check: &super::AccountCheck) -> Result<()> {
+        super::jobs::put_account_check(&self.conn, check)
+    }
+
+    fn add_secret_history(
+        &mut self,
+        asset: &str,
+        account: &str,
+        sealed: &[u8],
+        job: Option<&str>,
+    ) -> Result<()> {
+        super::jobs::add_secret_history(&self.conn, asset, account, sealed, job)
     }
 
     fn note_bastion(

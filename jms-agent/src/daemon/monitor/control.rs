@@ -4,7 +4,10 @@
 //!   the server's orders (`kill`, `watch`, `unlock`), believed only when
 //!   the server signed the answer for that request (a forged or replayed
 //!   order is ignored, with an alarm), carried out on the registry
-//!   (`monitor::live`); [`stream_to_server`] pushes a watched session's
+//!   (`monitor::live`); an account job (`job`) runs in a worker of its
+//!   own (`monitor::jobs`) with the secrets the answer carries sealed to
+//!   the poll's fresh transport key, and its report goes to the server
+//!   (`POST /api/v1/sync/jobs/{job}`); [`stream_to_server`] pushes a watched session's
 //!   output (`POST /api/v1/sync/live/{session}`) in batches every 200 ms
 //!   until the server says nobody watches.
 
@@ -51,12 +54,12 @@ impl Central {
         }
     }
 
-    fn call(
+    fn call<B: serde::Serialize>(
         &self,
         method: reqwest::Method,
         path: &str,
         query: &str,
-        body: Option<&LiveBatch>,
+        body: Option<&B>,
         wait: Duration,
     ) -> anyhow::Result<Value> {
         let body = body
@@ -87,15 +90,30 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
             sessions: crate::daemon::monitor::open_sessions::count(&daemon.config),
             backlog: crate::daemon::monitor::spool::backlog(&daemon.config),
         };
+        // A fresh key per poll: a job's secrets are sealed to it.
+        let transport = jms_sync::bundle::TransportKey::generate();
         let answer = central.call(
             reqwest::Method::GET,
             jms_sync::paths::CONTROL,
-            &jms_sync::queries::encode(&ControlQuery::new(CONTROL_WAIT_SECS, report)),
-            None,
+            &jms_sync::queries::encode(&ControlQuery::new(
+                CONTROL_WAIT_SECS,
+                report,
+                transport.public_hex(),
+            )),
+            None::<&()>,
             Duration::from_secs(CONTROL_WAIT_SECS),
         );
-        let orders = match answer {
-            Ok(answer) => parse_orders(&answer),
+        let (orders, mut secrets) = match answer {
+            Ok(answer) => {
+                let secrets = match jms_sync::control::open_secrets(&answer, transport) {
+                    Ok(secrets) => secrets,
+                    Err(e) => {
+                        warn!(alarm = "job_secrets_unreadable", "control poll: {e}");
+                        Default::default()
+                    }
+                };
+                (parse_orders(&answer), secrets)
+            }
             Err(e) => {
                 warn!("control poll: {e:#}");
                 std::thread::sleep(retry);
@@ -104,6 +122,17 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
         };
         for order in orders {
             match order {
+                Order::Job(job) => {
+                    let secrets = secrets.remove(&job.id);
+                    let daemon = Arc::clone(&daemon);
+                    let central = Arc::clone(&central);
+                    let spawned = std::thread::Builder::new()
+                        .name("account-job".into())
+                        .spawn(move || run_job(&daemon, &central, *job, secrets));
+                    if let Err(e) = spawned {
+                        warn!("cannot start an account job: {e}");
+                    }
+                }
                 Order::Unlock { user } => {
                     let lifted = daemon.unlock(&user);
                     info!(event = "user_unlock_order", user = %user, lifted, "lockout lifted by the server's order");
@@ -145,6 +174,43 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
                         warn!("cannot start a live stream: {e}");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Runs one account job and reports it to the server (a few tries: the
+/// server keeps the job's new secret until the report comes).
+fn run_job(
+    daemon: &Daemon,
+    central: &Central,
+    job: jms_sync::job::JobOrder,
+    secrets: Option<jms_sync::job::JobSecrets>,
+) {
+    let id = job.id.clone();
+    let report = match secrets {
+        Some(secrets) => crate::daemon::monitor::jobs::run(daemon, job, secrets),
+        None => jms_sync::job::JobReport {
+            ok: false,
+            changed: false,
+            new_secret_in_place: false,
+            steps: Vec::new(),
+            error: Some("the job's secrets did not come with it".into()),
+        },
+    };
+    let path = jms_sync::paths::job(&id);
+    for attempt in 0..5u32 {
+        match central.call(
+            reqwest::Method::POST,
+            &path,
+            "",
+            Some(&report),
+            Duration::ZERO,
+        ) {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(job = %id, attempt, "job report: {e:#}");
+                std::thread::sleep(Duration::from_secs(2 << attempt));
             }
         }
     }

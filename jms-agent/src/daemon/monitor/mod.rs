@@ -10,6 +10,8 @@
 //!   request handlers; [`server`]: the socket and its login lane.
 //! - [`workers`]: starting a worker and answering it (grants, credentials,
 //!   folder decisions, share codes, events into the spool).
+//! - [`jobs`]: account jobs (push, verify, rotate) the server orders, each
+//!   run in a worker of its own; [`control`] passes their reports on.
 //! - [`live`]: the registry of live sessions, revocation, share codes and
 //!   the server's control poll (watch, kill).
 //! - [`spool`], [`open_sessions`], [`audit`]: the audit trail on disk;
@@ -23,6 +25,7 @@ pub mod central;
 pub mod control;
 pub mod enroll;
 pub mod handlers;
+pub mod jobs;
 pub mod live;
 pub mod open_sessions;
 pub mod pinning;

@@ -152,7 +152,7 @@ pub fn serve(
     let idle =
         running::of_user(&user) >= daemon.config.sessions.worker_idle_after_sessions as usize;
     let _running = running::Running::new(&id, &user);
-    let mut worker = match spawn(daemon, idle) {
+    let mut worker = match spawn(daemon, idle, WORKER_NAME) {
         Ok(worker) => worker,
         Err(e) => {
             tracing::error!(
@@ -196,21 +196,23 @@ pub fn serve(
 }
 
 /// A running worker.
-struct Worker {
+pub(crate) struct Worker {
     child: std::process::Child,
-    channel_stream: UnixStream,
+    pub(crate) channel_stream: UnixStream,
     channel: Arc<WorkerChannel>,
     /// Set by the stderr reader when the worker ran out of memory.
     out_of_memory: Arc<AtomicBool>,
     stderr_done: std::sync::mpsc::Receiver<()>,
 }
 
-fn spawn(daemon: &Daemon, idle: bool) -> Result<Worker> {
+/// Starts a worker named `name` (a session's, or an account job's) as
+/// `[sessions] worker_user` with the workers' limits.
+pub(crate) fn spawn(daemon: &Daemon, idle: bool, name: &str) -> Result<Worker> {
     let (ours, theirs) = UnixStream::pair().context("socketpair")?;
     let s = &daemon.config.sessions;
     let mut command = Command::new("/proc/self/exe");
     command
-        .arg0(WORKER_NAME)
+        .arg0(name)
         .arg(s.worker_memory_max_bytes.to_string())
         .arg(s.worker_open_files_max.to_string())
         .arg(s.worker_cpu_max_secs.to_string())
@@ -283,7 +285,7 @@ fn forward_stderr(stderr: impl Read, out_of_memory: &AtomicBool) {
 impl Worker {
     /// Waits for the worker to exit (killing it when it did not say it was
     /// done); the reason its session ended early, if it did.
-    fn finish(&mut self, done: bool) -> Option<String> {
+    pub(crate) fn finish(&mut self, done: bool) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(if done { 5 } else { 1 });
         let status = loop {
             match self.child.try_wait() {

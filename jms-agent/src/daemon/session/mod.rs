@@ -24,9 +24,12 @@
 //!   in `command_line`); target sessions are registered with the monitor
 //!   as live sessions (`crate::daemon::live_session`) so they can be
 //!   watched, joined and ended.
+//! - `job`: an account job (push, verify, rotate) in a worker of its own
+//!   (`jms-job`), confined like a session's worker ([`confine`]).
 
 pub mod commands;
 pub mod connect;
+pub mod job;
 pub mod link;
 pub mod recording;
 pub mod relay;
@@ -361,13 +364,12 @@ fn allocate_past_the_limit_on_sigusr1() {
 /// Its first acts, before reading anything: no new privileges, then its
 /// resource limits; then it serves the one session in the start message
 /// and exits.
-pub fn worker_main() -> std::process::ExitCode {
-    use std::process::ExitCode;
-    // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
-    let _ = nix::sys::prctl::set_name(c"jms-session");
+/// Confines this worker process (a session's or a job's): no new
+/// privileges, the resource limits the monitor passed (argv 1..3), the
+/// idle CPU class when argv 4 says so.
+pub fn confine(name: &str) -> Result<(), String> {
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
-        eprintln!("jms-session: PR_SET_NO_NEW_PRIVS: {e}");
-        return ExitCode::FAILURE;
+        return Err(format!("{name}: PR_SET_NO_NEW_PRIVS: {e}"));
     }
     let limit = |i: usize| -> u64 {
         std::env::args()
@@ -383,8 +385,7 @@ pub fn worker_main() -> std::process::ExitCode {
     ] {
         if value > 0 {
             if let Err(e) = setrlimit(resource, value, value) {
-                eprintln!("jms-session: setrlimit {resource:?}: {e}");
-                return ExitCode::FAILURE;
+                return Err(format!("{name}: setrlimit {resource:?}: {e}"));
             }
         }
     }
@@ -398,10 +399,21 @@ pub fn worker_main() -> std::process::ExitCode {
             // The session still runs, at the normal class (a sandbox that
             // forbids the call): said in the monitor's log.
             eprintln!(
-                "jms-session: SCHED_IDLE refused ({}): this session runs at the normal class",
+                "{name}: SCHED_IDLE refused ({}): this session runs at the normal class",
                 std::io::Error::last_os_error()
             );
         }
+    }
+    Ok(())
+}
+
+pub fn worker_main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    // Named in ps and /proc (exec of /proc/self/exe would say `exe`).
+    let _ = nix::sys::prctl::set_name(c"jms-session");
+    if let Err(e) = confine("jms-session") {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     #[cfg(debug_assertions)]
     allocate_past_the_limit_on_sigusr1();

@@ -1241,6 +1241,58 @@ pub enum AccountCommand {
         /// Used by jms to manage the asset.
         #[arg(long)]
         privileged: bool,
+        /// Login shell when jms pushes the account (default /bin/bash).
+        #[arg(long)]
+        shell: Option<String>,
+        /// Supplementary group when jms pushes the account (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// What it may run as root through sudo (a sudoers command list),
+        /// pushed as a sudoers snippet.
+        #[arg(long, value_name = "COMMANDS")]
+        sudo: Option<String>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Create or update the account on its asset with the asset's
+    /// privileged account: user, shell, groups, its password or public key
+    /// (a key pair or password is generated when it has no secret), its
+    /// sudoers snippet. A second push changes nothing.
+    Push {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Log in with the stored secret; the result shows in `account list`.
+    Verify {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Change the secret: a new random password or key pair, applied with
+    /// the privileged account, verified by logging in, and only then put
+    /// in the vault (on any failure the old secret stays).
+    Rotate {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Delete the account from its asset (the user, its home, its sudoers
+    /// snippet) with the privileged account; the vault keeps it until
+    /// `account delete`.
+    Remove {
+        asset: String,
+        name: String,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// List the asset's users with a login shell (last login where known),
+    /// those jms does not manage, and the host's facts.
+    Discover {
+        asset: String,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -1300,7 +1352,14 @@ fn account_entity(asset: &str, name: &str) -> Entity {
         label: format!("{name}@{asset}"),
         segments: segments(&["api", "v1", "assets", asset, "accounts", name]),
         key: "name",
-        server_fields: &["asset", "has_secret", "created_at", "updated_at"],
+        server_fields: &[
+            "asset",
+            "has_secret",
+            "verified",
+            "verified_at",
+            "created_at",
+            "updated_at",
+        ],
         check: check_as::<jms_core::model::Account>,
     }
 }
@@ -1335,6 +1394,21 @@ fn read_secret(
 
 pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> {
     match command {
+        AccountCommand::Push { asset, name, out } => {
+            crate::jobs::run_job(server, "push", &asset, &name, out)
+        }
+        AccountCommand::Verify { asset, name, out } => {
+            crate::jobs::run_job(server, "verify", &asset, &name, out)
+        }
+        AccountCommand::Rotate { asset, name, out } => {
+            crate::jobs::run_job(server, "rotate", &asset, &name, out)
+        }
+        AccountCommand::Remove { asset, name, out } => {
+            crate::jobs::run_job(server, "remove", &asset, &name, out)
+        }
+        AccountCommand::Discover { asset, out } => {
+            crate::jobs::run_job(server, "discover", &asset, "", out)
+        }
         AccountCommand::Show { asset, name, out } => {
             manage::show(&connect(server)?, &account_entity(&asset, &name), out)
         }
@@ -1432,6 +1506,9 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
             secret_file,
             no_secret,
             privileged,
+            shell,
+            groups,
+            sudo,
             out,
         } => {
             let secret = if no_secret {
@@ -1451,6 +1528,9 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
                 secret,
                 secret_file: None,
                 privileged,
+                shell,
+                groups,
+                sudo,
             };
             let created = connect(server)?.call(
                 Method::POST,
@@ -1474,6 +1554,8 @@ pub fn account(server: &ServerArgs, command: AccountCommand) -> Result<Outcome> 
                 ("TYPE", "secret_type"),
                 ("PRIVILEGED", "privileged"),
                 ("SECRET", "has_secret"),
+                ("VERIFIED", "verified"),
+                ("VERIFIED AT", "verified_at"),
             ];
             match asset {
                 Some(asset) => list.show(

@@ -6,7 +6,8 @@
 //! `JMS_TOKEN` or `~/.config/jms/token`, mode 0600; the server's CA from
 //! `--ca`, `JMS_CA` or `~/.config/jms/ca.pem`, trusted alone): `user`, `group`,
 //! `node`, `asset`, `account`, `grant`, `filter` (add, list, and
-//! show/set/delete/edit: see [`manage`]), `settings`, `policy export`,
+//! show/set/delete/edit: see [`manage`]), account jobs (`account
+//! push|verify|rotate`, `job list|show`: see [`jobs`]), `settings`, `policy export`,
 //! `policy apply`, `bastion token create|list|show|revoke`, and the audit
 //! trail: `session list|show`, `command search`, `recording get`.
 //! `completion SHELL` prints a shell completion script.
@@ -22,6 +23,7 @@ mod bastion;
 mod entities;
 mod eval;
 mod hash_password;
+mod jobs;
 mod mail;
 mod manage;
 mod policy;
@@ -71,6 +73,9 @@ enum Command {
     /// Accounts of assets on the server (secrets are write-only).
     #[command(subcommand)]
     Account(entities::AccountCommand),
+    /// Account jobs (push, verify, rotate): their history and output.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Grants on the server.
     #[command(subcommand)]
     Grant(entities::GrantCommand),
@@ -105,7 +110,7 @@ enum Command {
 pub enum Outcome {
     /// Allowed, or the command succeeded.
     Ok,
-    /// A grant question was denied.
+    /// A grant question was denied, or an account job failed.
     Deny,
 }
 
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         Command::Node(command) => entities::node(server, command),
         Command::Asset(command) => entities::asset(server, command),
         Command::Account(command) => entities::account(server, command),
+        Command::Job(command) => jobs::job(server, command),
         Command::Grant(command) => entities::grant(server, command),
         Command::Filter(command) => entities::filter(server, command),
         Command::Settings(command) => settings::run(server, command),

@@ -1,0 +1,263 @@
+//! Account jobs as the store keeps them: each job's history with its
+//! per-step output (never a secret), the last verification of each
+//! account, and the sealed history of replaced secrets. Migration 10 adds
+//! the tables and the accounts' push fields (shell, groups, sudo); the
+//! trait methods are on [`super::ReadTx`] / [`super::WriteTx`],
+//! implemented here for SQLite.
+
+use chrono::{DateTime, Utc};
+use jms_sync::job::{JobKind, JobStep};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::Result;
+
+/// Migration 10.
+pub const MIGRATION: &str = r#"
+-- What a push puts on the target besides the secret.
+ALTER TABLE accounts ADD COLUMN shell TEXT;
+ALTER TABLE accounts ADD COLUMN groups TEXT;
+ALTER TABLE accounts ADD COLUMN sudo TEXT;
+
+-- Every account job: who asked, which bastion ran it, each step's output
+-- (never a secret) and the result.
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('push', 'verify', 'rotate', 'remove', 'discover')),
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    bastion TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+    changed INTEGER NOT NULL DEFAULT 0,
+    steps TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    created_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX jobs_by_time ON jobs (created_at);
+
+-- The last verification (or job login) of each account.
+CREATE TABLE account_checks (
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL,
+    job TEXT,
+    PRIMARY KEY (asset, account)
+);
+
+-- Secrets replaced by a rotation or a push, sealed like the vault's.
+CREATE TABLE secret_history (
+    id INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL,
+    account TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    replaced_at TEXT NOT NULL,
+    job TEXT
+);
+CREATE INDEX secret_history_by_account ON secret_history (asset, account);
+"#;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Running,
+    Ok,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Ok => "ok",
+            JobStatus::Failed => "failed",
+        }
+    }
+    fn parse(text: &str) -> JobStatus {
+        match text {
+            "ok" => JobStatus::Ok,
+            "running" => JobStatus::Running,
+            _ => JobStatus::Failed,
+        }
+    }
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub kind: JobKind,
+    pub asset: String,
+    pub account: String,
+    pub actor: String,
+    pub bastion: Option<String>,
+    pub status: JobStatus,
+    pub changed: bool,
+    pub steps: Vec<JobStep>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// An account's last verification.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountCheck {
+    pub asset: String,
+    pub account: String,
+    pub ok: bool,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+    pub job: Option<String>,
+}
+
+fn time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+const COLUMNS: &str =
+    "id, kind, asset, account, actor, bastion, status, changed, steps, error, created_at, finished_at";
+
+fn job_row(row: &Row) -> rusqlite::Result<JobRow> {
+    let kind: String = row.get(1)?;
+    let steps: String = row.get(8)?;
+    Ok(JobRow {
+        id: row.get(0)?,
+        kind: kind.parse().unwrap_or(JobKind::Verify),
+        asset: row.get(2)?,
+        account: row.get(3)?,
+        actor: row.get(4)?,
+        bastion: row.get(5)?,
+        status: JobStatus::parse(&row.get::<_, String>(6)?),
+        changed: row.get(7)?,
+        steps: serde_json::from_str(&steps).unwrap_or_default(),
+        error: row.get(9)?,
+        created_at: time(row.get(10)?).unwrap_or_default(),
+        finished_at: time(row.get(11)?),
+    })
+}
+
+/// The newest `limit` jobs, newest first (optionally of one asset).
+pub fn jobs(conn: &Connection, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE ?1 IS NULL OR asset = ?1 \
+         ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![asset, limit as i64], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn job(conn: &Connection, id: &str) -> Result<Option<JobRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+        .optional()?)
+}
+
+pub fn insert_job(conn: &Connection, job: &JobRow) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            job.id,
+            job.kind.as_str(),
+            job.asset,
+            job.account,
+            job.actor,
+            job.bastion,
+            job.status.as_str(),
+            job.changed,
+            serde_json::to_string(&job.steps).unwrap_or_else(|_| "[]".into()),
+            job.error,
+            job.created_at.to_rfc3339(),
+            job.finished_at.map(|t| t.to_rfc3339()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Ends a running job; false when it was not running (a late or second
+/// report changes nothing).
+pub fn finish_job(
+    conn: &Connection,
+    id: &str,
+    status: JobStatus,
+    changed: bool,
+    steps: &[JobStep],
+    error: Option<&str>,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE jobs SET status = ?2, changed = ?3, steps = ?4, error = ?5, finished_at = ?6 \
+         WHERE id = ?1 AND status = 'running'",
+        params![
+            id,
+            status.as_str(),
+            changed,
+            serde_json::to_string(steps).unwrap_or_else(|_| "[]".into()),
+            error,
+            Utc::now().to_rfc3339()
+        ],
+    )? == 1)
+}
+
+pub fn put_account_check(conn: &Connection, check: &AccountCheck) -> Result<()> {
+    conn.execute(
+        "INSERT INTO account_checks (asset, account, ok, detail, at, job) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (asset, account) DO UPDATE SET \
+         ok = excluded.ok, detail = excluded.detail, at = excluded.at, job = excluded.job",
+        params![
+            check.asset,
+            check.account,
+            check.ok,
+            check.detail,
+            check.at.to_rfc3339(),
+            check.job
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn account_checks(conn: &Connection) -> Result<Vec<AccountCheck>> {
+    let mut stmt =
+        conn.prepare("SELECT asset, account, ok, detail, at, job FROM account_checks")?;
+    let rows = stmt.query_map([], |row| {
+        Ok(AccountCheck {
+            asset: row.get(0)?,
+            account: row.get(1)?,
+            ok: row.get(2)?,
+            detail: row.get(3)?,
+            at: time(row.get(4)?).unwrap_or_default(),
+            job: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn add_secret_history(
+    conn: &Connection,
+    asset: &str,
+    account: &str,
+    sealed: &[u8],
+    job: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO secret_history (asset, account, sealed, replaced_at, job) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![asset, account, sealed, Utc::now().to_rfc3339(), job],
+    )?;
+    Ok(())
+}
+
+/// How many replaced secrets of an account are kept.
+pub fn secret_history_count(conn: &Connection, asset: &str, account: &str) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM secret_history WHERE asset = ?1 AND account = ?2",
+        [asset, account],
+        |row| row.get::<_, i64>(0),
+    )? as u64)
+}
