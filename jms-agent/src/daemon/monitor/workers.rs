@@ -784,6 +784,7 @@ impl<'d> Served<'d> {
                         bytes_out: 0,
                         recording: None,
                         recording_truncated: false,
+                        output: None,
                     },
                 ),
                 None => spool::record(

@@ -52,7 +52,7 @@ use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
 use connect::{Mode, Stdin};
 use link::Link;
-use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
+use recording::{Asciicast, ExecRecording, NoRecording, Recorder, SessionMeta};
 
 /// What `command_line` asks for (contract, "command_line, as the daemon
 /// reads it").
@@ -642,6 +642,7 @@ fn serve_sftp(session: &mut Session<'_>) {
         bytes_out: stats.bytes_downloaded,
         recording: None,
         recording_truncated: false,
+        output: None,
     });
     session.send(&Response::SessionEnded {
         exit_status: Some(if reason.is_none() { 0 } else { 1 }),
@@ -807,6 +808,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         bytes_out: outcome.bytes_out,
         recording: None,
         recording_truncated: false,
+        output: None,
     });
     session.send(&Response::SessionEnded {
         exit_status: outcome.ended.exit_status,
@@ -1030,6 +1032,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         ready_at: None,
         live: registered.clone(),
     };
+    let mut digest = None;
     let outcome = match &conn.io {
         connect::Io::Pty { .. } => {
             let (Some(input), Some(output)) = (session.fds[0].as_ref(), session.fds[1].as_ref())
@@ -1062,15 +1065,19 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
                 }),
                 _ => None,
             };
-            relay::relay_pipes(
+            // Recorded as what it is: head, tail, size and SHA-256.
+            let mut bounded = ExecRecording::new(cast.as_mut(), recording::EXEC_KEEP);
+            let outcome = relay::relay_pipes(
                 conn,
                 output.as_fd(),
                 errors.as_fd(),
                 &session.control,
-                cast.as_mut(),
+                &mut bounded,
                 &mut events,
                 checked,
-            )
+            );
+            digest = bounded.digest();
+            outcome
         }
     };
     let truncated = cast.truncated();
@@ -1114,6 +1121,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         bytes_out: outcome.bytes_out,
         recording: Some(recording_name),
         recording_truncated: truncated,
+        output: digest,
     });
     // Refused input ends the exec as a failure, whatever the target said.
     let exit_status = match &outcome.refused {
