@@ -49,6 +49,8 @@ pub struct SessionSettings {
     pub known_hosts_dir: std::path::PathBuf,
     pub connect_timeout_secs: u64,
     pub login_timeout_secs: u64,
+    /// `[sessions] target_ciphers` (see `connect::cipher_option`).
+    pub target_ciphers: String,
 }
 
 /// Idle and maximum session length, in seconds (`None`: no limit).

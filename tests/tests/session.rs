@@ -1118,6 +1118,30 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
             .count()
             >= 4
     });
+    // The target leg prefers AES-GCM when this CPU has AES instructions
+    // (`target_ciphers = "auto"`, the default), OpenSSH's order otherwise.
+    let aes = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "aes"));
+    let mut target_clients = 0;
+    for pid in workers(&s) {
+        for ssh in children(pid) {
+            let argv = std::fs::read(format!("/proc/{ssh}/cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+            if !argv.contains("HostKeyAlias=web01") {
+                continue;
+            }
+            target_clients += 1;
+            let aes_first = argv.contains(" Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com ");
+            assert_eq!(
+                (aes_first, argv.contains("Ciphers=")),
+                (aes, aes),
+                "the target ssh's ciphers (CPU with AES: {aes}): {argv}"
+            );
+        }
+    }
+    assert!(target_clients >= 4, "{target_clients} target ssh clients");
     // Alice's first four sessions keep the normal class; the fifth (rsync,
     // the newest worker) and its ssh run SCHED_IDLE
     // (`worker_idle_after_sessions = 4`).

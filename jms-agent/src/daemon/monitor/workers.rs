@@ -94,6 +94,7 @@ pub fn session_settings(daemon: &Daemon) -> SessionSettings {
         known_hosts_dir: daemon.config.known_hosts_dir(),
         connect_timeout_secs: s.connect_timeout_secs,
         login_timeout_secs: s.login_timeout_secs,
+        target_ciphers: s.target_ciphers.clone(),
     }
 }
 

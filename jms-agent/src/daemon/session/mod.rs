@@ -286,6 +286,9 @@ pub fn connect_settings(settings: &SessionSettings) -> connect::Settings {
         login_timeout: Duration::from_secs(settings.login_timeout_secs),
         agentd_exe: std::env::current_exe()
             .unwrap_or_else(|_| std::path::PathBuf::from("/usr/sbin/jms-agentd")),
+        // Checked when the monitor loaded its configuration.
+        ciphers: connect::cipher_option(&settings.target_ciphers, connect::cpu_has_aes())
+            .unwrap_or_default(),
     }
 }
 
