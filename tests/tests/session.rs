@@ -503,9 +503,10 @@ fn binary_stdin_arrives_byte_exact() {
     cat.assert_success("asciinema cat should read the bounded recording");
     let left_out = data.len() - 2 * 64 * 1024;
     assert!(
-        cat.stdout
-            .contains(&format!("{left_out} of {} bytes of output left out", data.len()))
-            && cat.stdout.contains(&sha),
+        cat.stdout.contains(&format!(
+            "{left_out} of {} bytes of output left out",
+            data.len()
+        )) && cat.stdout.contains(&sha),
         "the replay should say how much was left out and the output's SHA-256"
     );
 }
@@ -1133,7 +1134,8 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
                 continue;
             }
             target_clients += 1;
-            let aes_first = argv.contains(" Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com ");
+            let aes_first =
+                argv.contains(" Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com ");
             assert_eq!(
                 (aes_first, argv.contains("Ciphers=")),
                 (aes, aes),

@@ -1075,10 +1075,23 @@ mod tests {
             cipher_option("-aes128-cbc", false),
             Ok(Some("Ciphers=-aes128-cbc".into()))
         );
-        for bad in ["", "^", "aes128-ctr,", "aes128-ctr Ciphers=x", "a;b", "x\ny", "-o ProxyCommand=x"] {
-            assert!(cipher_option(bad, true).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "^",
+            "aes128-ctr,",
+            "aes128-ctr Ciphers=x",
+            "a;b",
+            "x\ny",
+            "-o ProxyCommand=x",
+        ] {
+            assert!(
+                cipher_option(bad, true).is_err(),
+                "{bad:?} should be refused"
+            );
         }
-        assert!(cpuinfo_has_aes("processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n"));
+        assert!(cpuinfo_has_aes(
+            "processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n"
+        ));
         assert!(cpuinfo_has_aes("Features\t: fp asimd aes pmull sha1\n"));
         assert!(!cpuinfo_has_aes("flags\t\t: fpu sse2 avx2 vaes_x\n"));
         assert!(!cpuinfo_has_aes(""));

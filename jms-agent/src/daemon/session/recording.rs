@@ -632,9 +632,16 @@ mod tests {
     #[test]
     fn an_exec_is_recorded_as_head_notice_tail_with_each_streams_size_and_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cast =
-            Asciicast::create(dir.path(), "e.cast", &meta(), (80, 24), "xterm", 1 << 30, false)
-                .unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "e.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            1 << 30,
+            false,
+        )
+        .unwrap();
         let path = cast.path().to_path_buf();
         // 1 MiB of numbered lines on stdout in uneven reads, a little stderr.
         let stdout: Vec<u8> = (0..100_000)
@@ -644,7 +651,11 @@ mod tests {
         let stderr = b"warning: slow\n".to_vec();
         let mut bounded = ExecRecording::new(&mut cast, 1000);
         let mut at = 0;
-        for (i, size) in [7usize, 999, 1, 3000, 65536, 100].iter().cycle().enumerate() {
+        for (i, size) in [7usize, 999, 1, 3000, 65536, 100]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
             if at == stdout.len() {
                 break;
             }
@@ -672,7 +683,9 @@ mod tests {
         let (notice, tail) = rest.split_at(notice_end);
         let left_out = seen_len - 2000;
         assert!(
-            notice.contains(&format!("{left_out} of {seen_len} bytes of output left out")),
+            notice.contains(&format!(
+                "{left_out} of {seen_len} bytes of output left out"
+            )),
             "{notice}"
         );
         assert!(notice.contains(&sha256_hex(&stdout)), "{notice}");
@@ -684,9 +697,16 @@ mod tests {
     #[test]
     fn a_short_exec_is_recorded_whole_without_a_notice() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cast =
-            Asciicast::create(dir.path(), "e.cast", &meta(), (80, 24), "xterm", 1 << 20, false)
-                .unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "e.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            1 << 20,
+            false,
+        )
+        .unwrap();
         let path = cast.path().to_path_buf();
         let mut bounded = ExecRecording::new(&mut cast, 1000);
         let data: Vec<u8> = (0..1500u32).map(|i| b'a' + (i % 26) as u8).collect();

@@ -935,8 +935,22 @@ pub fn relay_pipes(
             break;
         }
         for (open, fd, pending, revent, stream, eng) in [
-            (&mut out_open, stdout, &mut to_out, revents[1], Stream::Stdout, eng_out),
-            (&mut err_open, stderr, &mut to_err, revents[2], Stream::Stderr, eng_err),
+            (
+                &mut out_open,
+                stdout,
+                &mut to_out,
+                revents[1],
+                Stream::Stdout,
+                eng_out,
+            ),
+            (
+                &mut err_open,
+                stderr,
+                &mut to_err,
+                revents[2],
+                Stream::Stderr,
+                eng_err,
+            ),
         ] {
             if *open && any(revent) {
                 match read_fd(fd, &mut buf) {
