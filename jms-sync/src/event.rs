@@ -110,7 +110,7 @@ pub enum EventBody {
         /// its head and tail). Absent for terminals, transfers and older
         /// spools.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<OutputDigest>,
+        output: Option<Box<OutputDigest>>,
     },
     /// A session request refused before any target connection.
     SessionDenied {
@@ -303,12 +303,12 @@ impl EventBody {
                 bytes_out: 7,
                 recording: Some("s1.cast".into()),
                 recording_truncated: false,
-                output: Some(OutputDigest {
+                output: Some(Box::new(OutputDigest {
                     stdout_bytes: 7,
                     stdout_sha256: "ab".repeat(32),
                     stderr_bytes: 0,
                     stderr_sha256: "cd".repeat(32),
-                }),
+                })),
             },
             EventBody::SessionDenied {
                 session: Some("s2".into()),

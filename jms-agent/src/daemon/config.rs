@@ -204,6 +204,12 @@ pub struct SessionsConfig {
     /// (TCP, key exchange and authentication).
     #[serde(default = "default_login_timeout")]
     pub login_timeout_secs: u64,
+    /// An exec on pipes keeps this many bytes of its output at each end of
+    /// its recording (the rest is counted and hashed, and a notice says
+    /// how much was left out); 0: the whole output, up to
+    /// `recording_cap_bytes`.
+    #[serde(default = "default_exec_recording_keep")]
+    pub exec_recording_keep_bytes: u64,
     /// The target leg's ciphers (jms's own ssh client): `auto` puts
     /// AES-GCM first when the CPU has AES instructions (OpenSSH's default
     /// order otherwise), `default` keeps OpenSSH's order, anything else is
@@ -255,6 +261,7 @@ impl Default for SessionsConfig {
             connect_timeout_secs: default_connect_timeout(),
             login_timeout_secs: default_login_timeout(),
             target_ciphers: default_target_ciphers(),
+            exec_recording_keep_bytes: default_exec_recording_keep(),
             credentials_timeout_secs: default_credentials_timeout(),
             worker_user: default_worker_user(),
             worker_memory_max_bytes: default_worker_memory(),
@@ -265,6 +272,9 @@ impl Default for SessionsConfig {
     }
 }
 
+fn default_exec_recording_keep() -> u64 {
+    crate::daemon::session::recording::EXEC_KEEP as u64
+}
 fn default_target_ciphers() -> String {
     crate::daemon::session::connect::CIPHERS_AUTO.into()
 }

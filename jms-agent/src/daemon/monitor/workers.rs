@@ -95,6 +95,7 @@ pub fn session_settings(daemon: &Daemon) -> SessionSettings {
         connect_timeout_secs: s.connect_timeout_secs,
         login_timeout_secs: s.login_timeout_secs,
         target_ciphers: s.target_ciphers.clone(),
+        exec_recording_keep_bytes: s.exec_recording_keep_bytes,
     }
 }
 

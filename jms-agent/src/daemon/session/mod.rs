@@ -1069,7 +1069,11 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
                 _ => None,
             };
             // Recorded as what it is: head, tail, size and SHA-256.
-            let mut bounded = ExecRecording::new(cast.as_mut(), recording::EXEC_KEEP);
+            let keep = match effective.exec_recording_keep_bytes {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            let mut bounded = ExecRecording::new(cast.as_mut(), keep);
             let outcome = relay::relay_pipes(
                 conn,
                 output.as_fd(),
@@ -1124,7 +1128,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         bytes_out: outcome.bytes_out,
         recording: Some(recording_name),
         recording_truncated: truncated,
-        output: digest,
+        output: digest.map(Box::new),
     });
     // Refused input ends the exec as a failure, whatever the target said.
     let exit_status = match &outcome.refused {
