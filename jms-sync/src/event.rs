@@ -62,6 +62,16 @@ pub struct Scope {
     pub username: Option<String>,
 }
 
+/// An exec session's output as the audit keeps it, like a transfer's:
+/// each stream's size and SHA-256 (hex), whatever the recording kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputDigest {
+    pub stdout_bytes: u64,
+    pub stdout_sha256: String,
+    pub stderr_bytes: u64,
+    pub stderr_sha256: String,
+}
+
 /// What happened.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -96,6 +106,11 @@ pub enum EventBody {
         recording: Option<String>,
         #[serde(default)]
         recording_truncated: bool,
+        /// An exec on pipes: what its output was (the recording keeps only
+        /// its head and tail). Absent for terminals, transfers and older
+        /// spools.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<OutputDigest>>,
     },
     /// A session request refused before any target connection.
     SessionDenied {
@@ -180,7 +195,13 @@ impl EventBody {
                 bound_opt(command);
                 bound_opt(client);
             }
-            EventBody::SessionEnd { reason, .. } => bound_opt(reason),
+            EventBody::SessionEnd { reason, output, .. } => {
+                bound_opt(reason);
+                if let Some(output) = output {
+                    bound(&mut output.stdout_sha256);
+                    bound(&mut output.stderr_sha256);
+                }
+            }
             EventBody::SessionDenied {
                 command_line,
                 reason,
@@ -282,6 +303,12 @@ impl EventBody {
                 bytes_out: 7,
                 recording: Some("s1.cast".into()),
                 recording_truncated: false,
+                output: Some(Box::new(OutputDigest {
+                    stdout_bytes: 7,
+                    stdout_sha256: "ab".repeat(32),
+                    stderr_bytes: 0,
+                    stderr_sha256: "cd".repeat(32),
+                })),
             },
             EventBody::SessionDenied {
                 session: Some("s2".into()),

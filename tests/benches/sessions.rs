@@ -647,6 +647,17 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
                 j / b >= 0.95,
             );
         }
+        // The goals against a direct single hop: a download relay
+        // ≥ 0.85× direct (ahead of a relay that does not record), uploads
+        // ≥ 0.65×.
+        let direct_goal = if c == 1 { 0.85 } else { 0.65 };
+        report.verdict(
+            &format!("{label} ≥ {direct_goal}× direct"),
+            format!("{j:.1} MiB/s"),
+            format!("{d:.1} MiB/s (direct)"),
+            &format!("≥ {direct_goal}× (is {:.2}×)", j / d),
+            j / d >= direct_goal,
+        );
         report.verdict(
             &format!("{label} ≥ 90% of two-hop"),
             format!("{j:.1} MiB/s"),

@@ -106,6 +106,7 @@ fn spool_session(bastion: &Agentd, session: &str) {
             bytes_out: 20,
             recording: Some(format!("{session}.cast")),
             recording_truncated: false,
+            output: None,
         }),
     ];
     let text: String = events

@@ -466,6 +466,49 @@ fn binary_stdin_arrives_byte_exact() {
         data.len(),
         out.len()
     );
+    // Recorded as what it is: the audit has its size and SHA-256, the
+    // recording its head and tail and a notice of what was left out.
+    let sha = sha256_hex(&data);
+    let events = s.events();
+    let end = events
+        .iter()
+        .find(|e| {
+            e.get("event").as_deref() == Some("session_end")
+                && e.get("stdout_sha256").as_deref() == Some(sha.as_str())
+        })
+        .unwrap_or_else(|| panic!("a session_end with the output's SHA-256 {sha}: {events:?}"));
+    assert!(
+        end.0.contains(&format!("\"stdout_bytes\":{}", data.len()))
+            && end.0.contains("\"stderr_bytes\":0"),
+        "the session end should count the output: {end:?}"
+    );
+    let recording = s
+        .state()
+        .join("recordings")
+        .join(end.get("recording").expect("the exec's recording"));
+    let size = std::fs::metadata(&recording).expect("the recording").len();
+    assert!(
+        size < data.len() as u64,
+        "the recording of a {}-byte output should be bounded, not {size} bytes",
+        data.len()
+    );
+    let cat = run::run(
+        Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!("asciinema cat '{}'", recording.display()))
+            .arg("/dev/null"),
+        b"",
+        COMMAND_TIMEOUT,
+    );
+    cat.assert_success("asciinema cat should read the bounded recording");
+    let left_out = data.len() - 2 * 64 * 1024;
+    assert!(
+        cat.stdout.contains(&format!(
+            "{left_out} of {} bytes of output left out",
+            data.len()
+        )) && cat.stdout.contains(&sha),
+        "the replay should say how much was left out and the output's SHA-256"
+    );
 }
 
 #[test]
@@ -1076,6 +1119,31 @@ fn every_session_runs_in_a_worker_of_its_own_as_the_worker_user_without_new_priv
             .count()
             >= 4
     });
+    // The target leg prefers AES-GCM when this CPU has AES instructions
+    // (`target_ciphers = "auto"`, the default), OpenSSH's order otherwise.
+    let aes = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "aes"));
+    let mut target_clients = 0;
+    for pid in workers(&s) {
+        for ssh in children(pid) {
+            let argv = std::fs::read(format!("/proc/{ssh}/cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+            if !argv.contains("HostKeyAlias=web01") {
+                continue;
+            }
+            target_clients += 1;
+            let aes_first =
+                argv.contains(" Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com ");
+            assert_eq!(
+                (aes_first, argv.contains("Ciphers=")),
+                (aes, aes),
+                "the target ssh's ciphers (CPU with AES: {aes}): {argv}"
+            );
+        }
+    }
+    assert!(target_clients >= 4, "{target_clients} target ssh clients");
     // Alice's first four sessions keep the normal class; the fifth (rsync,
     // the newest worker) and its ssh run SCHED_IDLE
     // (`worker_idle_after_sessions = 4`).

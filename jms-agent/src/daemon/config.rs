@@ -204,6 +204,18 @@ pub struct SessionsConfig {
     /// (TCP, key exchange and authentication).
     #[serde(default = "default_login_timeout")]
     pub login_timeout_secs: u64,
+    /// An exec on pipes keeps this many bytes of its output at each end of
+    /// its recording (the rest is counted and hashed, and a notice says
+    /// how much was left out); 0: the whole output, up to
+    /// `recording_cap_bytes`.
+    #[serde(default = "default_exec_recording_keep")]
+    pub exec_recording_keep_bytes: u64,
+    /// The target leg's ciphers (jms's own ssh client): `auto` puts
+    /// AES-GCM first when the CPU has AES instructions (OpenSSH's default
+    /// order otherwise), `default` keeps OpenSSH's order, anything else is
+    /// an OpenSSH cipher list given to ssh as `Ciphers` (`ssh_config(5)`).
+    #[serde(default = "default_target_ciphers")]
+    pub target_ciphers: String,
     /// Seconds the engineer has to type credentials when asked.
     #[serde(default = "default_credentials_timeout")]
     pub credentials_timeout_secs: u64,
@@ -248,6 +260,8 @@ impl Default for SessionsConfig {
             spool_max_bytes: default_spool_max(),
             connect_timeout_secs: default_connect_timeout(),
             login_timeout_secs: default_login_timeout(),
+            target_ciphers: default_target_ciphers(),
+            exec_recording_keep_bytes: default_exec_recording_keep(),
             credentials_timeout_secs: default_credentials_timeout(),
             worker_user: default_worker_user(),
             worker_memory_max_bytes: default_worker_memory(),
@@ -258,6 +272,12 @@ impl Default for SessionsConfig {
     }
 }
 
+fn default_exec_recording_keep() -> u64 {
+    crate::daemon::session::recording::EXEC_KEEP as u64
+}
+fn default_target_ciphers() -> String {
+    crate::daemon::session::connect::CIPHERS_AUTO.into()
+}
 fn default_worker_user() -> String {
     "jms-session".into()
 }
@@ -392,6 +412,8 @@ impl AgentdConfig {
         let config: AgentdConfig =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         config.timezone()?;
+        crate::daemon::session::connect::cipher_option(&config.sessions.target_ciphers, false)
+            .map_err(|e| anyhow::anyhow!("{}: [sessions] {e}", path.display()))?;
         Ok(config)
     }
 

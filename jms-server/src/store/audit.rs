@@ -475,6 +475,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                 bytes_out,
                 recording,
                 recording_truncated,
+                ..
             } => {
                 let begun = p.at - chrono::Duration::milliseconds(*duration_ms as i64);
                 SessionUpdate {

@@ -113,6 +113,7 @@ pub fn close_leftovers(config: &AgentdConfig, mut record: impl FnMut(EventBody))
                     bytes_out: 0,
                     recording: open.recording,
                     recording_truncated: true,
+                    output: None,
                 });
             }
             None => warn!(path = %path.display(), "unreadable open-session note: removed"),

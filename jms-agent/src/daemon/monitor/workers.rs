@@ -94,6 +94,8 @@ pub fn session_settings(daemon: &Daemon) -> SessionSettings {
         known_hosts_dir: daemon.config.known_hosts_dir(),
         connect_timeout_secs: s.connect_timeout_secs,
         login_timeout_secs: s.login_timeout_secs,
+        target_ciphers: s.target_ciphers.clone(),
+        exec_recording_keep_bytes: s.exec_recording_keep_bytes,
     }
 }
 
@@ -786,6 +788,7 @@ impl<'d> Served<'d> {
                         bytes_out: 0,
                         recording: None,
                         recording_truncated: false,
+                        output: None,
                     },
                 ),
                 None => spool::record(

@@ -55,7 +55,7 @@ use crate::wire::{Answer, Ask, SessionSettings};
 use commands::{Filters, LineTracker, Verdict};
 use connect::{Mode, Stdin};
 use link::Link;
-use recording::{Asciicast, NoRecording, Recorder, SessionMeta};
+use recording::{Asciicast, ExecRecording, NoRecording, Recorder, SessionMeta};
 
 /// What `command_line` asks for (contract, "command_line, as the daemon
 /// reads it").
@@ -289,6 +289,9 @@ pub fn connect_settings(settings: &SessionSettings) -> connect::Settings {
         login_timeout: Duration::from_secs(settings.login_timeout_secs),
         agentd_exe: std::env::current_exe()
             .unwrap_or_else(|_| std::path::PathBuf::from("/usr/sbin/jms-agentd")),
+        // Checked when the monitor loaded its configuration.
+        ciphers: connect::cipher_option(&settings.target_ciphers, connect::cpu_has_aes())
+            .unwrap_or_default(),
     }
 }
 
@@ -654,6 +657,7 @@ fn serve_sftp(session: &mut Session<'_>) {
         bytes_out: stats.bytes_downloaded,
         recording: None,
         recording_truncated: false,
+        output: None,
     });
     session.send(&Response::SessionEnded {
         exit_status: Some(if reason.is_none() { 0 } else { 1 }),
@@ -819,6 +823,7 @@ fn serve_transfer(session: &mut Session<'_>, command_line: &str) {
         bytes_out: outcome.bytes_out,
         recording: None,
         recording_truncated: false,
+        output: None,
     });
     session.send(&Response::SessionEnded {
         exit_status: outcome.ended.exit_status,
@@ -1042,6 +1047,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         ready_at: None,
         live: registered.clone(),
     };
+    let mut digest = None;
     let outcome = match &conn.io {
         connect::Io::Pty { .. } => {
             let (Some(input), Some(output)) = (session.fds[0].as_ref(), session.fds[1].as_ref())
@@ -1074,15 +1080,23 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
                 }),
                 _ => None,
             };
-            relay::relay_pipes(
+            // Recorded as what it is: head, tail, size and SHA-256.
+            let keep = match effective.exec_recording_keep_bytes {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            let mut bounded = ExecRecording::new(cast.as_mut(), keep);
+            let outcome = relay::relay_pipes(
                 conn,
                 output.as_fd(),
                 errors.as_fd(),
                 &session.control,
-                cast.as_mut(),
+                &mut bounded,
                 &mut events,
                 checked,
-            )
+            );
+            digest = bounded.digest();
+            outcome
         }
     };
     let truncated = cast.truncated();
@@ -1126,6 +1140,7 @@ fn serve_target(session: &mut Session<'_>, target: &str, command: Option<String>
         bytes_out: outcome.bytes_out,
         recording: Some(recording_name),
         recording_truncated: truncated,
+        output: digest.map(Box::new),
     });
     // Refused input ends the exec as a failure, whatever the target said.
     let exit_status = match &outcome.refused {

@@ -10,6 +10,13 @@
 //! `audit.on_failure = continue`, and is ended under `refuse`
 //! ([`Recorder::on_stop`], wired to the live session's end order).
 //!
+//! An exec on pipes (`ssh bastion 'web01 cat FILE'`) is recorded as what
+//! it is ([`ExecRecording`]): the first and the last [`EXEC_KEEP`] bytes of
+//! its output for the replay, with a notice between them saying how much
+//! was left out, and each stream's byte count and SHA-256 for the audit
+//! ([`jms_sync::event::OutputDigest`]), like a transfer. Terminal sessions
+//! are recorded whole.
+//!
 //! The writer is buffered; the relay flushes it on a timer and at the end.
 //! Files are 0600 in a 0700 directory. The monitor's uploader takes only
 //! recordings of sessions whose worker has exited
@@ -21,12 +28,36 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use jms_sync::event::OutputDigest;
 use serde::Serialize;
+
+/// Bytes of an exec's output kept at each end of its recording.
+pub const EXEC_KEEP: usize = 64 * 1024;
+
+/// Which of an exec's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
 
 /// What a relay reports to a recorder.
 pub trait Recorder {
     /// Bytes the engineer saw.
     fn output(&mut self, data: &[u8]);
+    /// Bytes the engineer saw on `stream` (an exec on pipes).
+    fn stream_output(&mut self, stream: Stream, data: &[u8]) {
+        let _ = stream;
+        self.output(data);
+    }
+    /// The output is over: whatever was held back is written.
+    fn finish(&mut self) {
+        self.flush();
+    }
+    /// Each stream's size and SHA-256, when this recorder counts them.
+    fn digest(&self) -> Option<OutputDigest> {
+        None
+    }
     /// Bytes the engineer typed (recorded only when configured).
     fn input(&mut self, data: &[u8]);
     /// The engineer's terminal changed size.
@@ -284,6 +315,154 @@ impl Utf8Stream {
     }
 }
 
+/// An exec's output recorded bounded: the first `keep` bytes go to the
+/// inner recording as they come, the last `keep` are held and written at
+/// [`Recorder::finish`] after a notice of what was left out; every byte is
+/// counted and hashed per stream.
+pub struct ExecRecording<'a> {
+    inner: &'a mut dyn Recorder,
+    keep: usize,
+    /// Bytes recorded so far at the head.
+    head: usize,
+    /// The latest output past the head, at most `keep` bytes once the
+    /// older part is dropped (a ring would save the moves; it holds at
+    /// most twice `keep`).
+    tail: Vec<u8>,
+    /// Bytes past the head no longer held (left out of the recording).
+    skipped: u64,
+    stdout: Hash,
+    stderr: Hash,
+    finished: bool,
+}
+
+struct Hash {
+    bytes: u64,
+    context: ring::digest::Context,
+}
+
+impl Hash {
+    fn new() -> Hash {
+        Hash {
+            bytes: 0,
+            context: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
+
+    fn hex(&self) -> String {
+        let digest = self.context.clone().finish();
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<'a> ExecRecording<'a> {
+    pub fn new(inner: &'a mut dyn Recorder, keep: usize) -> ExecRecording<'a> {
+        ExecRecording {
+            inner,
+            keep,
+            head: 0,
+            tail: Vec::new(),
+            skipped: 0,
+            stdout: Hash::new(),
+            stderr: Hash::new(),
+            finished: false,
+        }
+    }
+}
+
+impl Recorder for ExecRecording<'_> {
+    fn output(&mut self, data: &[u8]) {
+        self.stream_output(Stream::Stdout, data);
+    }
+
+    fn stream_output(&mut self, stream: Stream, data: &[u8]) {
+        let hash = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        hash.bytes += data.len() as u64;
+        hash.context.update(data);
+        let to_head = data.len().min(self.keep - self.head);
+        if to_head > 0 {
+            self.inner.output(&data[..to_head]);
+            self.head += to_head;
+        }
+        let rest = &data[to_head..];
+        if rest.len() >= self.keep {
+            self.skipped += (self.tail.len() + rest.len() - self.keep) as u64;
+            self.tail.clear();
+            self.tail.extend_from_slice(&rest[rest.len() - self.keep..]);
+            return;
+        }
+        self.tail.extend_from_slice(rest);
+        if self.tail.len() >= 2 * self.keep {
+            let cut = self.tail.len() - self.keep;
+            self.skipped += cut as u64;
+            self.tail.drain(..cut);
+        }
+    }
+
+    fn input(&mut self, data: &[u8]) {
+        self.inner.input(data);
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        self.inner.resize(cols, rows);
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.tail.len() > self.keep {
+            let cut = self.tail.len() - self.keep;
+            self.skipped += cut as u64;
+            self.tail.drain(..cut);
+        }
+        if self.skipped > 0 {
+            let total = self.stdout.bytes + self.stderr.bytes;
+            let notice = format!(
+                "\r\n[jms: {} of {} bytes of output left out of this recording (kept: the first {} and the last {}); stdout {} bytes, SHA-256 {}; stderr {} bytes, SHA-256 {}]\r\n",
+                self.skipped,
+                total,
+                self.head,
+                self.tail.len(),
+                self.stdout.bytes,
+                self.stdout.hex(),
+                self.stderr.bytes,
+                self.stderr.hex(),
+            );
+            self.inner.output(notice.as_bytes());
+        }
+        let tail = std::mem::take(&mut self.tail);
+        if !tail.is_empty() {
+            self.inner.output(&tail);
+        }
+        self.inner.finish();
+    }
+
+    fn truncated(&self) -> bool {
+        self.inner.truncated()
+    }
+
+    fn digest(&self) -> Option<OutputDigest> {
+        Some(OutputDigest {
+            stdout_bytes: self.stdout.bytes,
+            stdout_sha256: self.stdout.hex(),
+            stderr_bytes: self.stderr.bytes,
+            stderr_sha256: self.stderr.hex(),
+        })
+    }
+
+    fn on_stop(&mut self, f: Box<dyn FnMut(String)>) {
+        self.inner.on_stop(f);
+    }
+}
+
 /// A recorder that keeps nothing (when recording is impossible).
 pub struct NoRecording;
 
@@ -435,5 +614,109 @@ mod tests {
         assert!(text.len() < 2000 + 200, "{} bytes", text.len());
         assert_eq!(text.matches("recording stopped").count(), 1);
         assert!(text.ends_with("]\n"));
+    }
+
+    fn sha256_hex(data: &[u8]) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn recorded_output(path: &Path) -> String {
+        lines(path)[1..]
+            .iter()
+            .filter(|e| e[1] == "o")
+            .map(|e| e[2].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_exec_is_recorded_as_head_notice_tail_with_each_streams_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "e.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            1 << 30,
+            false,
+        )
+        .unwrap();
+        let path = cast.path().to_path_buf();
+        // 1 MiB of numbered lines on stdout in uneven reads, a little stderr.
+        let stdout: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("line {i:06}\n").into_bytes())
+            .take(1 << 20)
+            .collect();
+        let stderr = b"warning: slow\n".to_vec();
+        let mut bounded = ExecRecording::new(&mut cast, 1000);
+        let mut at = 0;
+        for (i, size) in [7usize, 999, 1, 3000, 65536, 100]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
+            if at == stdout.len() {
+                break;
+            }
+            let end = (at + size).min(stdout.len());
+            bounded.stream_output(Stream::Stdout, &stdout[at..end]);
+            if i == 3 {
+                bounded.stream_output(Stream::Stderr, &stderr);
+            }
+            at = end;
+        }
+        bounded.finish();
+        let digest = bounded.digest().unwrap();
+        drop(bounded);
+        drop(cast);
+        assert_eq!(digest.stdout_bytes, stdout.len() as u64);
+        assert_eq!(digest.stdout_sha256, sha256_hex(&stdout));
+        assert_eq!(digest.stderr_bytes, stderr.len() as u64);
+        assert_eq!(digest.stderr_sha256, sha256_hex(&stderr));
+        // What the engineer saw, in order: stdout with stderr after read 3.
+        let seen_len = stdout.len() + stderr.len();
+        let text = recorded_output(&path);
+        let (head, rest) = text.split_at(1000);
+        assert!(head.starts_with("line 000000\nline 000001\n"), "{head}");
+        let notice_end = rest.find("]\r\n").unwrap() + 3;
+        let (notice, tail) = rest.split_at(notice_end);
+        let left_out = seen_len - 2000;
+        assert!(
+            notice.contains(&format!(
+                "{left_out} of {seen_len} bytes of output left out"
+            )),
+            "{notice}"
+        );
+        assert!(notice.contains(&sha256_hex(&stdout)), "{notice}");
+        assert_eq!(tail.as_bytes(), &stdout[stdout.len() - 1000..]);
+        // Bounded: the file holds about twice what was kept, not the output.
+        assert!(std::fs::metadata(&path).unwrap().len() < 4000);
+    }
+
+    #[test]
+    fn a_short_exec_is_recorded_whole_without_a_notice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cast = Asciicast::create(
+            dir.path(),
+            "e.cast",
+            &meta(),
+            (80, 24),
+            "xterm",
+            1 << 20,
+            false,
+        )
+        .unwrap();
+        let path = cast.path().to_path_buf();
+        let mut bounded = ExecRecording::new(&mut cast, 1000);
+        let data: Vec<u8> = (0..1500u32).map(|i| b'a' + (i % 26) as u8).collect();
+        bounded.stream_output(Stream::Stdout, &data[..600]);
+        bounded.stream_output(Stream::Stderr, &data[600..]);
+        bounded.finish();
+        drop(bounded);
+        drop(cast);
+        let text = recorded_output(&path);
+        assert_eq!(text.as_bytes(), &data[..]);
+        assert!(!text.contains("left out"));
     }
 }

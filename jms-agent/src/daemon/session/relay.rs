@@ -46,7 +46,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::commands::{Enter, Filters, LineTracker, Submitted, Verdict, UNREADABLE};
 use super::connect::{self, Connection, Ended, Io};
-use super::recording::Recorder;
+use super::recording::{Recorder, Stream};
 use super::stdin_check::{Checked, StdinLines};
 use crate::daemon::live_session::LiveSession;
 
@@ -220,6 +220,18 @@ fn write_some(fd: RawFd, buf: &mut Vec<u8>) -> Result<(), ()> {
             Ok(())
         }
         Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(()),
+        Err(_) => Err(()),
+    }
+}
+
+/// Writes what it can of `data` now: how much went; `Err` when the reader
+/// is gone.
+fn write_now(fd: RawFd, data: &[u8]) -> Result<usize, ()> {
+    // SAFETY: fd is open for the whole relay (owned by the session).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    match nix::unistd::write(borrowed, data) {
+        Ok(n) => Ok(n),
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(0),
         Err(_) => Err(()),
     }
 }
@@ -745,7 +757,8 @@ pub fn relay_pipes(
     let _restore = EngineerFds::take(&ours);
     let mut refused: Option<String> = None;
     let mut bytes_in = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    // Large reads: fewer wake-ups per byte on a bulk transfer.
+    let mut buf = vec![0u8; 256 * 1024];
     let mut to_out: Vec<u8> = Vec::new();
     let mut to_err: Vec<u8> = Vec::new();
     let (mut out_open, mut err_open) = (true, true);
@@ -921,9 +934,23 @@ pub fn relay_pipes(
             engineer_gone = true;
             break;
         }
-        for (open, fd, pending, revent) in [
-            (&mut out_open, stdout, &mut to_out, revents[1]),
-            (&mut err_open, stderr, &mut to_err, revents[2]),
+        for (open, fd, pending, revent, stream, eng) in [
+            (
+                &mut out_open,
+                stdout,
+                &mut to_out,
+                revents[1],
+                Stream::Stdout,
+                eng_out,
+            ),
+            (
+                &mut err_open,
+                stderr,
+                &mut to_err,
+                revents[2],
+                Stream::Stderr,
+                eng_err,
+            ),
         ] {
             if *open && any(revent) {
                 match read_fd(fd, &mut buf) {
@@ -933,18 +960,35 @@ pub fn relay_pipes(
                         }
                         bytes_out += n as u64;
                         last_activity = Instant::now();
-                        recorder.output(&buf[..n]);
+                        recorder.stream_output(stream, &buf[..n]);
                         if let Some(live) = events.live() {
                             live.output(&buf[..n]);
                         }
-                        pending.extend_from_slice(&buf[..n]);
+                        // Straight from the read buffer when nothing
+                        // waits before it; only what the engineer's side
+                        // did not take is copied aside.
+                        let sent = if pending.is_empty() {
+                            match write_now(eng, &buf[..n]) {
+                                Ok(sent) => sent,
+                                Err(()) => {
+                                    engineer_gone = true;
+                                    n
+                                }
+                            }
+                        } else {
+                            0
+                        };
+                        pending.extend_from_slice(&buf[sent..n]);
                     }
                     Read_::Nothing => {}
                     Read_::Closed => *open = false,
                 }
             }
         }
-        if write_some(eng_out, &mut to_out).is_err() || write_some(eng_err, &mut to_err).is_err() {
+        if engineer_gone
+            || write_some(eng_out, &mut to_out).is_err()
+            || write_some(eng_err, &mut to_err).is_err()
+        {
             engineer_gone = true;
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
@@ -962,7 +1006,7 @@ pub fn relay_pipes(
     if !conn.is_ready() && conn.mark_ready() {
         events.ready();
     }
-    recorder.flush();
+    recorder.finish();
     drop(checked);
     let mut outcome = finish(conn, login_failed, engineer_gone, bytes_in, bytes_out);
     outcome.limit = limit;
