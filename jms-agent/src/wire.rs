@@ -52,7 +52,7 @@ pub struct SessionSettings {
     pub known_hosts_dir: std::path::PathBuf,
     pub connect_timeout_secs: u64,
     pub login_timeout_secs: u64,
-    /// `[sessions] target_ciphers` (see `connect::cipher_option`).
+    /// `[sessions] target_ciphers` (see `config::cipher_option`).
     pub target_ciphers: String,
     /// `[sessions] exec_recording_keep_bytes` (0: the whole output).
     pub exec_recording_keep_bytes: u64,

@@ -273,10 +273,10 @@ impl Default for SessionsConfig {
 }
 
 fn default_exec_recording_keep() -> u64 {
-    crate::daemon::session::recording::EXEC_KEEP as u64
+    EXEC_KEEP as u64
 }
 fn default_target_ciphers() -> String {
-    crate::daemon::session::connect::CIPHERS_AUTO.into()
+    CIPHERS_AUTO.into()
 }
 fn default_worker_user() -> String {
     "jms-session".into()
@@ -412,7 +412,7 @@ impl AgentdConfig {
         let config: AgentdConfig =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         config.timezone()?;
-        crate::daemon::session::connect::cipher_option(&config.sessions.target_ciphers, false)
+        cipher_option(&config.sessions.target_ciphers, false)
             .map_err(|e| anyhow::anyhow!("{}: [sessions] {e}", path.display()))?;
         Ok(config)
     }
@@ -660,6 +660,66 @@ pub fn refuse_unsafe_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `[sessions] exec_recording_keep_bytes` by default: how much of the
+/// start and of the end of an exec's output its recording keeps.
+pub const EXEC_KEEP: usize = 64 * 1024;
+
+/// `target_ciphers = "auto"`: AES-GCM first when the CPU has AES.
+pub const CIPHERS_AUTO: &str = "auto";
+/// `target_ciphers = "default"`: OpenSSH's own order.
+pub const CIPHERS_DEFAULT: &str = "default";
+/// What `auto` puts at the head of OpenSSH's default list.
+pub const AES_GCM_FIRST: &str = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+
+/// The ssh `Ciphers` option for the setting `target_ciphers`: `auto`
+/// (AES-GCM first when `cpu_has_aes`, else none), `default` (none), or an
+/// OpenSSH cipher list as `ssh_config(5)` takes it (`+`, `-`, `^` prefixes
+/// allowed), refused when it is anything else.
+pub fn cipher_option(setting: &str, cpu_has_aes: bool) -> Result<Option<String>, String> {
+    match setting {
+        CIPHERS_AUTO => Ok(cpu_has_aes.then(|| format!("Ciphers={AES_GCM_FIRST}"))),
+        CIPHERS_DEFAULT => Ok(None),
+        list => {
+            let body = list.strip_prefix(['+', '-', '^']).unwrap_or(list);
+            let names_ok = !body.is_empty()
+                && list.len() <= 512
+                && body.split(',').all(|name| {
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "@.-_".contains(c))
+                });
+            if names_ok {
+                Ok(Some(format!("Ciphers={list}")))
+            } else {
+                Err(format!(
+                    "target_ciphers `{list}`: expected `auto`, `default` or an OpenSSH cipher list (aes128-gcm@openssh.com,chacha20-poly1305@openssh.com…)"
+                ))
+            }
+        }
+    }
+}
+
+/// Whether this CPU has AES instructions (`aes` among the flags in
+/// /proc/cpuinfo: x86's AES-NI, arm64's `aes` feature); read once.
+pub fn cpu_has_aes() -> bool {
+    static AES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AES.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|text| cpuinfo_has_aes(&text))
+            .unwrap_or(false)
+    })
+}
+
+fn cpuinfo_has_aes(cpuinfo: &str) -> bool {
+    cpuinfo.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else {
+            return false;
+        };
+        matches!(key.trim(), "flags" | "Features") && value.split_whitespace().any(|f| f == "aes")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,5 +878,43 @@ mod tests {
         assert!(effective
             .missing_second_factor(&user(&["ops"], false))
             .is_some());
+    }
+
+    #[test]
+    fn target_ciphers_auto_puts_aes_gcm_first_only_with_aes_and_lists_are_checked() {
+        let aes = Some(format!("Ciphers={AES_GCM_FIRST}"));
+        assert_eq!(cipher_option("auto", true), Ok(aes));
+        assert_eq!(cipher_option("auto", false), Ok(None));
+        assert_eq!(cipher_option("default", true), Ok(None));
+        assert_eq!(
+            cipher_option("chacha20-poly1305@openssh.com,aes256-ctr", true),
+            Ok(Some(
+                "Ciphers=chacha20-poly1305@openssh.com,aes256-ctr".into()
+            ))
+        );
+        assert_eq!(
+            cipher_option("-aes128-cbc", false),
+            Ok(Some("Ciphers=-aes128-cbc".into()))
+        );
+        for bad in [
+            "",
+            "^",
+            "aes128-ctr,",
+            "aes128-ctr Ciphers=x",
+            "a;b",
+            "x\ny",
+            "-o ProxyCommand=x",
+        ] {
+            assert!(
+                cipher_option(bad, true).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(cpuinfo_has_aes(
+            "processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n"
+        ));
+        assert!(cpuinfo_has_aes("Features\t: fp asimd aes pmull sha1\n"));
+        assert!(!cpuinfo_has_aes("flags\t\t: fpu sse2 avx2 vaes_x\n"));
+        assert!(!cpuinfo_has_aes(""));
     }
 }

@@ -18,7 +18,7 @@
 //!   stream; at the end they are read to explain a failure
 //!   ([`ConnectError`]: changed host key, refused login, unreachable).
 //!
-//! - Ciphers: `[sessions] target_ciphers` ([`cipher_option`]); by default
+//! - Ciphers: `[sessions] target_ciphers` ([`crate::daemon::config::cipher_option`]); by default
 //!   (`auto`) AES-GCM goes first when the CPU has AES instructions (the
 //!   bulk leg of a relayed download is this client's decryption), the
 //!   rest of OpenSSH's default list after it.
@@ -57,64 +57,8 @@ pub struct Settings {
     pub login_timeout: Duration,
     /// This daemon's binary (the askpass helper).
     pub agentd_exe: PathBuf,
-    /// `Ciphers=…` for the target leg, if any ([`cipher_option`]).
+    /// `Ciphers=…` for the target leg, if any ([`crate::daemon::config::cipher_option`]).
     pub ciphers: Option<String>,
-}
-
-/// `target_ciphers = "auto"`: AES-GCM first when the CPU has AES.
-pub const CIPHERS_AUTO: &str = "auto";
-/// `target_ciphers = "default"`: OpenSSH's own order.
-pub const CIPHERS_DEFAULT: &str = "default";
-/// What `auto` puts at the head of OpenSSH's default list.
-pub const AES_GCM_FIRST: &str = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
-
-/// The ssh `Ciphers` option for the setting `target_ciphers`: `auto`
-/// (AES-GCM first when `cpu_has_aes`, else none), `default` (none), or an
-/// OpenSSH cipher list as `ssh_config(5)` takes it (`+`, `-`, `^` prefixes
-/// allowed), refused when it is anything else.
-pub fn cipher_option(setting: &str, cpu_has_aes: bool) -> Result<Option<String>, String> {
-    match setting {
-        CIPHERS_AUTO => Ok(cpu_has_aes.then(|| format!("Ciphers={AES_GCM_FIRST}"))),
-        CIPHERS_DEFAULT => Ok(None),
-        list => {
-            let body = list.strip_prefix(['+', '-', '^']).unwrap_or(list);
-            let names_ok = !body.is_empty()
-                && list.len() <= 512
-                && body.split(',').all(|name| {
-                    !name.is_empty()
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "@.-_".contains(c))
-                });
-            if names_ok {
-                Ok(Some(format!("Ciphers={list}")))
-            } else {
-                Err(format!(
-                    "target_ciphers `{list}`: expected `auto`, `default` or an OpenSSH cipher list (aes128-gcm@openssh.com,chacha20-poly1305@openssh.com…)"
-                ))
-            }
-        }
-    }
-}
-
-/// Whether this CPU has AES instructions (`aes` among the flags in
-/// /proc/cpuinfo: x86's AES-NI, arm64's `aes` feature); read once.
-pub fn cpu_has_aes() -> bool {
-    static AES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AES.get_or_init(|| {
-        std::fs::read_to_string("/proc/cpuinfo")
-            .map(|text| cpuinfo_has_aes(&text))
-            .unwrap_or(false)
-    })
-}
-
-fn cpuinfo_has_aes(cpuinfo: &str) -> bool {
-    cpuinfo.lines().any(|line| {
-        let Some((key, value)) = line.split_once(':') else {
-            return false;
-        };
-        matches!(key.trim(), "flags" | "Features") && value.split_whitespace().any(|f| f == "aes")
-    })
 }
 
 impl Settings {
@@ -128,8 +72,11 @@ impl Settings {
             agentd_exe: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("/usr/sbin/jms-agentd")),
             // Checked when the configuration was loaded.
-            ciphers: cipher_option(&config.sessions.target_ciphers, cpu_has_aes())
-                .unwrap_or_default(),
+            ciphers: crate::daemon::config::cipher_option(
+                &config.sessions.target_ciphers,
+                crate::daemon::config::cpu_has_aes(),
+            )
+            .unwrap_or_default(),
         }
     }
 }
@@ -1057,43 +1004,5 @@ mod tests {
         let (path, pinned) = known_hosts(&settings, &target, "s1").unwrap();
         assert!(!pinned);
         assert!(path.ends_with("tofu-web01"));
-    }
-
-    #[test]
-    fn target_ciphers_auto_puts_aes_gcm_first_only_with_aes_and_lists_are_checked() {
-        let aes = Some(format!("Ciphers={AES_GCM_FIRST}"));
-        assert_eq!(cipher_option("auto", true), Ok(aes));
-        assert_eq!(cipher_option("auto", false), Ok(None));
-        assert_eq!(cipher_option("default", true), Ok(None));
-        assert_eq!(
-            cipher_option("chacha20-poly1305@openssh.com,aes256-ctr", true),
-            Ok(Some(
-                "Ciphers=chacha20-poly1305@openssh.com,aes256-ctr".into()
-            ))
-        );
-        assert_eq!(
-            cipher_option("-aes128-cbc", false),
-            Ok(Some("Ciphers=-aes128-cbc".into()))
-        );
-        for bad in [
-            "",
-            "^",
-            "aes128-ctr,",
-            "aes128-ctr Ciphers=x",
-            "a;b",
-            "x\ny",
-            "-o ProxyCommand=x",
-        ] {
-            assert!(
-                cipher_option(bad, true).is_err(),
-                "{bad:?} should be refused"
-            );
-        }
-        assert!(cpuinfo_has_aes(
-            "processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n"
-        ));
-        assert!(cpuinfo_has_aes("Features\t: fp asimd aes pmull sha1\n"));
-        assert!(!cpuinfo_has_aes("flags\t\t: fpu sse2 avx2 vaes_x\n"));
-        assert!(!cpuinfo_has_aes(""));
     }
 }

@@ -290,8 +290,11 @@ pub fn connect_settings(settings: &SessionSettings) -> connect::Settings {
         agentd_exe: std::env::current_exe()
             .unwrap_or_else(|_| std::path::PathBuf::from("/usr/sbin/jms-agentd")),
         // Checked when the monitor loaded its configuration.
-        ciphers: connect::cipher_option(&settings.target_ciphers, connect::cpu_has_aes())
-            .unwrap_or_default(),
+        ciphers: crate::daemon::config::cipher_option(
+            &settings.target_ciphers,
+            crate::daemon::config::cpu_has_aes(),
+        )
+        .unwrap_or_default(),
     }
 }
 

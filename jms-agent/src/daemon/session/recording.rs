@@ -31,8 +31,7 @@ use std::time::Instant;
 use jms_sync::event::OutputDigest;
 use serde::Serialize;
 
-/// Bytes of an exec's output kept at each end of its recording.
-pub const EXEC_KEEP: usize = 64 * 1024;
+pub use crate::daemon::config::EXEC_KEEP;
 
 /// Which of an exec's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
