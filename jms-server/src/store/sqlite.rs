@@ -41,8 +41,9 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Dropped with the store: the checkpointer stops.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    /// Dropped with the store, last: the checkpointer stops and its
+    /// connection is closed before the drop returns.
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -81,11 +82,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The checkpointer thread; dropping it stops the thread and waits for it
+/// (so that a dropped store has closed every connection, and SQLite has
+/// removed the WAL, by the time the drop returns).
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (PASSIVE:
 /// it never waits for or blocks a reader or the writer) until the
-/// returned sender is dropped. `None` (logged) when it cannot start: the
-/// writer then checkpoints on commit past [`WRITER_CHECKPOINT_PAGES`].
-fn checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
+/// returned [`Checkpointer`] is dropped. `None` (logged) when it cannot
+/// start: the writer then checkpoints on commit past
+/// [`WRITER_CHECKPOINT_PAGES`].
+fn checkpointer(path: &Path) -> Option<Checkpointer> {
     let conn = match connect(path) {
         Ok(conn) => conn,
         Err(e) => {
@@ -106,7 +125,10 @@ fn checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
             }
         });
     match spawned {
-        Ok(_) => Some(stop),
+        Ok(thread) => Some(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "no WAL checkpointer: commits checkpoint");
             None
