@@ -191,6 +191,26 @@ fn check_path_field(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+impl NssUser {
+    /// The entry of the jms user `user`: her uid from `ids`, the jms
+    /// users' primary group, the shared home and shell.
+    fn of(
+        user: &crate::model::User,
+        ids: &mut IdAllocator,
+        primary_gid: u32,
+        settings: &NssSettings,
+    ) -> Result<NssUser> {
+        Ok(NssUser {
+            name: user.username.clone(),
+            uid: ids.uid(&user.username)?,
+            gid: primary_gid,
+            gecos: gecos_of(&user.name),
+            home: settings.home.clone(),
+            shell: settings.shell.clone(),
+        })
+    }
+}
+
 /// The GECOS field of a user: her display name without `:`, newlines and NUL.
 pub fn gecos_of(name: &str) -> String {
     name.chars()
@@ -220,14 +240,7 @@ impl NssData {
         let primary_gid = ids.gid(primary)?;
         let mut users = Vec::with_capacity(policy.doc.users.len());
         for user in &policy.doc.users {
-            users.push(NssUser {
-                name: user.username.clone(),
-                uid: ids.uid(&user.username)?,
-                gid: primary_gid,
-                gecos: gecos_of(&user.name),
-                home: settings.home.clone(),
-                shell: settings.shell.clone(),
-            });
+            users.push(NssUser::of(user, ids, primary_gid, settings)?);
         }
         let mut members = policy.group_members();
         let mut groups = Vec::with_capacity(policy.doc.user_groups.len() + 1);
@@ -314,14 +327,7 @@ impl NssData {
         let rank = |name: &str| new.user_rank(name).unwrap_or(usize::MAX);
         for i in changed {
             let (was, is) = (&before[i], &after[i]);
-            self.users[i] = NssUser {
-                name: is.username.clone(),
-                uid: ids.uid(&is.username)?,
-                gid: primary_gid,
-                gecos: gecos_of(&is.name),
-                home: settings.home.clone(),
-                shell: settings.shell.clone(),
-            };
+            self.users[i] = NssUser::of(is, ids, primary_gid, settings)?;
             if was.groups != is.groups {
                 for group in was.groups.iter().filter_map(|g| group_at.get(g.as_str())) {
                     self.groups[*group].members.retain(|m| *m != is.username);
