@@ -494,7 +494,7 @@ fn serve(
         let sealed = jms_sync::bundle::seal_for(&transport, &signed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         *substituted.lock().expect("proxy count") += 1;
-        let signed_headers = answer_headers(key, &head, &target, &signed, &sealed);
+        let signed_headers = answer_headers(key, &head, &signed, &sealed);
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n{signed_headers}connection: close\r\n\r\n",
             sealed.len()
@@ -534,19 +534,9 @@ pub fn forward(upstream: &str, head: &str, body: &[u8]) -> std::io::Result<Vec<u
 fn answer_headers(
     key: &ring::signature::Ed25519KeyPair,
     head: &str,
-    target: &str,
     signed: &[u8],
     body: &[u8],
 ) -> String {
-    use jms_sync::bundle::{self, AnswerBinding};
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-    };
     // The body is JSON: a bundle starts `{"version":N`, a delta names
     // `"to_version":N`.
     let text = String::from_utf8_lossy(signed.get(4 + 1 + 32 + 64..).unwrap_or_default());
@@ -558,18 +548,41 @@ fn answer_headers(
         rest[..end].parse().ok()
     };
     let version = number_after("\"to_version\":").or_else(|| number_after("{\"version\":"));
+    signed_answer_headers(key, head, 200, version, body)
+}
+
+/// The value of header `name` in a raw HTTP head.
+pub fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The headers (each ending in CRLF) a server holding `key` adds to an
+/// answer to the raw request `head`: the version and the answer signature
+/// (`jms_sync::jms_sync::bundle::sign_answer`, the server's own definition).
+pub fn signed_answer_headers(
+    key: &ring::signature::Ed25519KeyPair,
+    head: &str,
+    status: u16,
+    version: Option<u64>,
+    body: &[u8],
+) -> String {
+    let mut words = head.split(' ');
+    let method = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let nonce = header(jms_sync::auth::headers::NONCE).unwrap_or_default();
-    let binding = AnswerBinding {
-        bastion_id: header(jms_sync::auth::headers::BASTION)
+    let binding = jms_sync::bundle::AnswerBinding {
+        bastion_id: header_of(head, jms_sync::auth::headers::BASTION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        nonce: &nonce,
-        method: head.split_whitespace().next().unwrap_or(""),
+        nonce: header_of(head, jms_sync::auth::headers::NONCE).unwrap_or(""),
+        method,
         path,
         query,
     };
-    let signature = bundle::sign_answer(key, &binding, 200, version, body);
+    let signature = jms_sync::bundle::sign_answer(key, &binding, status, version, body);
     let mut out = String::new();
     if let Some(version) = version {
         out.push_str(&format!(

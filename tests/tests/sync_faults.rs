@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jms_e2e::agentd::{enrolled_agentd, sqlite, Agentd};
-use jms_e2e::central::Central;
+use jms_e2e::central::{header_of, signed_answer_headers, Central};
 use jms_proto::{read_response, write_frame_with_fds, Request, Response, SessionRequest};
 use jms_sync::bundle::{self, server_id, unhex};
 use ring::rand::SystemRandom;
@@ -434,7 +434,7 @@ impl FakeServer {
                 .and_then(|b| b["version"].as_u64())
                 .unwrap_or(1);
                 let body = bundle::seal_for(&transport, &plain).unwrap();
-                let signed = answer_headers(key, &head, 200, Some(version), &body);
+                let signed = signed_answer_headers(key, &head, 200, Some(version), &body);
                 ("200 OK", body, signed)
             }
             None => (
@@ -603,52 +603,6 @@ fn read_request(connection: &mut TcpStream) -> std::io::Result<Option<(String, V
     Ok(Some((head, body)))
 }
 
-/// The value of header `name` in a raw HTTP head.
-fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// The headers (each ending in CRLF) a server holding `key` adds to an
-/// answer to the raw request `head`: the version and the answer signature
-/// (`jms_sync::bundle::sign_answer`, the server's own definition).
-fn answer_headers(
-    key: &Ed25519KeyPair,
-    head: &str,
-    status: u16,
-    version: Option<u64>,
-    body: &[u8],
-) -> String {
-    let mut words = head.split(' ');
-    let method = words.next().unwrap_or("");
-    let target = words.next().unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let binding = bundle::AnswerBinding {
-        bastion_id: header_of(head, jms_sync::auth::headers::BASTION)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        nonce: header_of(head, jms_sync::auth::headers::NONCE).unwrap_or(""),
-        method,
-        path,
-        query,
-    };
-    let signature = bundle::sign_answer(key, &binding, status, version, body);
-    let mut out = String::new();
-    if let Some(version) = version {
-        out.push_str(&format!(
-            "{}: {version}\r\n",
-            jms_sync::auth::headers::VERSION
-        ));
-    }
-    out.push_str(&format!(
-        "{}: {signature}\r\n",
-        jms_sync::auth::headers::ANSWER_SIGNATURE
-    ));
-    out
-}
-
 /// The real server's signing key (its data dir's `sync.key`).
 fn server_key(central: &Central) -> Ed25519KeyPair {
     let pkcs8 = std::fs::read(central.data_dir().join("sync.key")).expect("the server's sync.key");
@@ -757,7 +711,7 @@ impl Mitm {
                 // Every other one signed for this very request, but by
                 // another key than the pinned one.
                 let signed = if n % 2 == 1 {
-                    answer_headers(other, &head, 200, None, body.as_bytes())
+                    signed_answer_headers(other, &head, 200, None, body.as_bytes())
                 } else {
                     String::new()
                 };
