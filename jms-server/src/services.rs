@@ -44,7 +44,7 @@ use crate::live::LiveService;
 use crate::policy::PolicyService;
 use crate::recordings::{Recordings, RECORDINGS_DIR};
 use crate::selfservice::links::Links;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
 use crate::sync::{ServerKey, SyncService};
 use crate::tokens::Tokens;
 use crate::web::admins::WebAdmins;
@@ -71,6 +71,15 @@ impl Services {
     /// Opens the data directory (created 0700 if absent; refused when
     /// others may write to it), its key files and its database.
     pub fn open(data_dir: &Path) -> Result<Services> {
+        Services::open_with(data_dir, None)
+    }
+
+    /// Opens the data directory and its key files, and the database: the
+    /// PostgreSQL one at `database` (`postgres://…`), else the SQLite one
+    /// in the data directory. Instances sharing one PostgreSQL database
+    /// share the key files too (the admin copies them: see
+    /// docs/postgres.md); the database never holds them.
+    pub fn open_with(data_dir: &Path, database: Option<&str>) -> Result<Services> {
         let io = |message: String| StoreError::Io {
             path: data_dir.display().to_string(),
             message,
@@ -95,6 +104,15 @@ impl Services {
         }
         let key = SealKey::load_or_create(data_dir)?;
         let server_key = ServerKey::load_or_create(data_dir)?;
+        if let Some(url) = database {
+            let store: Store = Arc::new(PgStore::open(url)?);
+            return Ok(Services::new(
+                store,
+                key,
+                server_key,
+                Some(data_dir.join(RECORDINGS_DIR)),
+            ));
+        }
         let db = data_dir.join(DB_FILE);
         // Created 0600 before SQLite opens it; its -wal and -shm files
         // inherit the mode.

@@ -227,7 +227,7 @@ fn the_same_event_batch_twice_is_stored_once() {
     let (status, _) = send_with_headers(&server, "POST", "/api/v1/sync/events", &headers, &altered);
     assert_eq!(status, 401, "the signature covers the body");
 
-    let admin = jms_server::Services::open(&server.data).unwrap().audit;
+    let admin = common::services(&server.data).audit;
     assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 2);
 }
 
@@ -244,18 +244,12 @@ fn events_are_stored_as_sent_and_malformed_ones_refused_by_field() {
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["accepted"], json!(["e1"]), "the key unescaped");
-    let db = rusqlite::Connection::open(server.data.join("jms.db")).unwrap();
-    let stored: String = db
-        .query_row(
-            "SELECT body FROM events WHERE idempotency_key = 'e1'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let stored = common::query_text(
+        &server.data,
+        "SELECT body FROM events WHERE idempotency_key = 'e1'",
+    );
     assert_eq!(stored, event);
-    let command: String = db
-        .query_row("SELECT input FROM commands", [], |row| row.get(0))
-        .unwrap();
+    let command = common::query_text(&server.data, "SELECT input FROM commands");
     assert_eq!(command, "café \"x\"", "projected from the same text");
 
     let long = "x".repeat(257);
@@ -288,7 +282,7 @@ fn events_are_stored_as_sent_and_malformed_ones_refused_by_field() {
         assert_eq!(status, 400, "{events}: {answer}");
         assert_eq!(answer["error"], message, "{events}");
     }
-    let admin = jms_server::Services::open(&server.data).unwrap().audit;
+    let admin = common::services(&server.data).audit;
     assert_eq!(admin.read().unwrap().count_events(None).unwrap(), 1);
 }
 

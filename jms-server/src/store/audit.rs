@@ -20,12 +20,11 @@
 //! order; a bastion's unparsable time is replaced by the time of receipt.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::types::ToSql;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use jms_sync::event::{EventBody, Scope};
 
+use super::sql::{args, bad, Conn, Row, Value};
 use super::{NewEvent, Page, Result};
 
 /// Migration 3. The audit tables of migration 1 were never written; they
@@ -385,26 +384,29 @@ struct Parsed<'e> {
 /// transfers and logins are inserted. An event that cannot be projected
 /// (malformed, or naming a session of another bastion) is logged and left
 /// in `events` only: the batch never fails for it.
-pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {
+pub fn store_events(conn: &dyn Conn, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {
     let received = time_text(Utc::now());
     let mut new = Vec::new();
     {
-        let mut insert = conn.prepare_cached(
-            "INSERT OR IGNORE INTO events \
-             (bastion_id, idempotency_key, kind, at, body, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
         for event in events {
-            if insert.execute(params![
+            // Exactly once per (bastion, key): the unique key decides, in
+            // either backend (a concurrent duplicate waits for the first
+            // one's transaction, then inserts nothing).
+            if let Some(id) = conn.one(
+                "INSERT INTO events \
+                 (bastion_id, idempotency_key, kind, at, body, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
+                args![
                 bastion_id,
                 event.idempotency_key,
                 event.kind,
                 event.at,
-                event.body,
-                received
-            ])? == 1
-            {
-                new.push((conn.last_insert_rowid(), event));
+                    event.body,
+                    received
+                ],
+                |row| row.get::<i64>(0),
+            )? {
+                new.push((id, event));
             }
         }
     }
@@ -443,7 +445,7 @@ pub fn store_events(conn: &Connection, bastion_id: i64, events: &[NewEvent<'_>])
 /// Projects newly stored events: every session's folded update first (in
 /// the order the sessions first appear), then the rows that hang off a
 /// session the update reached.
-fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<()> {
+fn project(conn: &dyn Conn, bastion_id: i64, events: &[Parsed<'_>]) -> Result<()> {
     let mut sessions: Vec<SessionUpdate<'_>> = Vec::new();
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     // Events with a row of their own (commands, transfers, logins).
@@ -562,10 +564,10 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
             } if reached.contains(scope.session.as_str()) => {
                 run(
                     conn,
-                    "INSERT OR IGNORE INTO commands (event_id, session_id, at, username, asset, \
+                    "INSERT INTO commands (event_id, session_id, at, username, asset, \
                      account, input, kind, decision, filter, typed_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                    args![
                         p.event_id,
                         scope.session,
                         p.at_text,
@@ -591,10 +593,11 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
             } if reached.contains(scope.session.as_str()) => {
                 run(
                     conn,
-                    "INSERT OR IGNORE INTO transfers (event_id, session_id, at, username, asset, \
+                    "INSERT INTO transfers (event_id, session_id, at, username, asset, \
                      account, via, operation, path, to_path, size, result, ok) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                     ON CONFLICT DO NOTHING",
+                    args![
                         p.event_id,
                         scope.session,
                         p.at_text,
@@ -620,10 +623,10 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
             } => {
                 run(
                     conn,
-                    "INSERT OR IGNORE INTO logins (event_id, bastion_id, at, username, \
+                    "INSERT INTO logins (event_id, bastion_id, at, username, \
                      remote_addr, service, outcome, reason) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                    args![
                         p.event_id,
                         bastion_id,
                         p.at_text,
@@ -649,14 +652,14 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
 
 /// Runs one statement through the connection's statement cache (the
 /// projection runs a few per event, thousands per batch).
-fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-    Ok(conn.prepare_cached(sql)?.execute(params)?)
+fn run(conn: &dyn Conn, sql: &str, args: &[Value<'_>]) -> Result<usize> {
+    Ok(conn.exec(sql, args)? as usize)
 }
 
 /// Inserts or merges the session row; false (logged) when the id belongs
 /// to another bastion's session (the update's condition leaves it) or is
 /// empty.
-fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> Result<bool> {
+fn upsert_session(conn: &dyn Conn, bastion_id: i64, u: &SessionUpdate<'_>) -> Result<bool> {
     if u.id.is_empty() {
         tracing::warn!(bastion_id, "event without a session id: not projected");
         return Ok(false);
@@ -695,7 +698,7 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
          recording = COALESCE(excluded.recording, sessions.recording), \
          recording_truncated = MAX(sessions.recording_truncated, excluded.recording_truncated) \
          WHERE sessions.bastion_id = excluded.bastion_id",
-        params![
+        args![
             u.id,
             bastion_id,
             u.user.0,
@@ -735,28 +738,24 @@ fn upsert_session(conn: &Connection, bastion_id: i64, u: &SessionUpdate<'_>) -> 
 
 // ---- SQLite: reads -----------------------------------------------------------
 
-fn bad(column: usize, message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
-}
-
-fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
+fn time(row: &dyn Row, column: usize) -> Result<DateTime<Utc>> {
     let text: String = row.get(column)?;
     parse_time(&text).ok_or_else(|| bad(column, format!("bad time `{text}`")))
 }
 
-fn opt_time(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    match row.get::<_, Option<String>>(column)? {
+fn opt_time(row: &dyn Row, column: usize) -> Result<Option<DateTime<Utc>>> {
+    match row.get::<Option<String>>(column)? {
         Some(_) => time(row, column).map(Some),
         None => Ok(None),
     }
 }
 
-fn opt_u64(row: &Row, column: usize) -> rusqlite::Result<Option<u64>> {
-    Ok(row.get::<_, Option<i64>>(column)?.map(|v| v.max(0) as u64))
+fn opt_u64(row: &dyn Row, column: usize) -> Result<Option<u64>> {
+    Ok(row.get::<Option<i64>>(column)?.map(|v| v.max(0) as u64))
 }
 
 /// `%q%` for LIKE, with LIKE's own wildcards escaped.
-fn like_pattern(q: &str) -> String {
+pub(crate) fn like_pattern(q: &str) -> String {
     let mut pattern = String::from("%");
     for c in q.chars() {
         if matches!(c, '%' | '_' | '\\') {
@@ -772,14 +771,14 @@ fn like_pattern(q: &str) -> String {
 #[derive(Default)]
 struct Filter {
     conditions: Vec<String>,
-    params: Vec<Box<dyn ToSql>>,
+    params: Vec<Value<'static>>,
 }
 
 impl Filter {
-    fn add(&mut self, condition: &str, value: impl ToSql + 'static) {
+    fn add(&mut self, condition: &str, value: String) {
         self.conditions
             .push(condition.replace('?', &format!("?{}", self.params.len() + 1)));
-        self.params.push(Box::new(value));
+        self.params.push(Value::Text(value.into()));
     }
     fn equal(&mut self, column: &str, value: &Option<String>) {
         if let Some(value) = value {
@@ -803,32 +802,28 @@ impl Filter {
     }
     fn page<T>(
         mut self,
-        conn: &Connection,
+        conn: &dyn Conn,
         from: &str,
         columns: &str,
         order: &str,
         (limit, offset): (u32, u64),
-        map: impl FnMut(&Row) -> rusqlite::Result<T>,
+        map: impl FnMut(&dyn Row) -> Result<T>,
     ) -> Result<Page<T>> {
         let filter = self.sql();
-        let total: u64 = conn.query_row(
+        let total: u64 = conn.value(
             &format!("SELECT COUNT(*) FROM {from} {filter}"),
-            rusqlite::params_from_iter(self.params.iter()),
-            |row| row.get(0),
+            &self.params,
         )?;
         let n = self.params.len();
-        self.params.push(Box::new(i64::from(limit)));
+        self.params.push(Value::Int(i64::from(limit)));
         self.params
-            .push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
+            .push(Value::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
         let sql = format!(
             "SELECT {columns} FROM {from} {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
             n + 1,
             n + 2
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let items = stmt
-            .query_map(rusqlite::params_from_iter(self.params.iter()), map)?
-            .collect::<rusqlite::Result<Vec<T>>>()?;
+        let items = conn.all(&sql, &self.params, map)?;
         Ok(Page { items, total })
     }
 }
@@ -842,7 +837,7 @@ const SESSION_COLUMNS: &str = "s.id, b.name, s.username, s.asset, s.account, s.l
      (SELECT COUNT(*) FROM commands c WHERE c.session_id = s.id), \
      (SELECT COUNT(*) FROM transfers t WHERE t.session_id = s.id)";
 
-fn session_row(row: &Row) -> rusqlite::Result<SessionRecord> {
+fn session_row(row: &dyn Row) -> Result<SessionRecord> {
     Ok(SessionRecord {
         id: row.get(0)?,
         bastion: row.get(1)?,
@@ -871,7 +866,7 @@ fn session_row(row: &Row) -> rusqlite::Result<SessionRecord> {
 }
 
 /// Sessions, newest first.
-pub fn sessions(conn: &Connection, q: &SessionQuery) -> Result<Page<SessionRecord>> {
+pub fn sessions(conn: &dyn Conn, q: &SessionQuery) -> Result<Page<SessionRecord>> {
     let mut filter = Filter::default();
     filter.equal("s.username", &q.user);
     filter.equal("s.asset", &q.asset);
@@ -896,21 +891,19 @@ pub fn sessions(conn: &Connection, q: &SessionQuery) -> Result<Page<SessionRecor
     )
 }
 
-pub fn session(conn: &Connection, id: &str) -> Result<Option<SessionRecord>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {SESSION_COLUMNS} FROM {SESSION_FROM} WHERE s.id = ?1"),
-            [id],
-            session_row,
-        )
-        .optional()?)
+pub fn session(conn: &dyn Conn, id: &str) -> Result<Option<SessionRecord>> {
+    conn.one(
+        &format!("SELECT {SESSION_COLUMNS} FROM {SESSION_FROM} WHERE s.id = ?1"),
+        args![id],
+        session_row,
+    )
 }
 
 const COMMAND_FROM: &str = "commands c JOIN sessions s ON s.id = c.session_id";
 const COMMAND_COLUMNS: &str = "c.id, c.session_id, c.at, s.at, c.username, c.asset, c.account, \
      c.input, c.kind, c.decision, c.filter, c.typed_by";
 
-fn command_row(row: &Row) -> rusqlite::Result<CommandRecord> {
+fn command_row(row: &dyn Row) -> Result<CommandRecord> {
     Ok(CommandRecord {
         id: row.get(0)?,
         session: row.get(1)?,
@@ -930,7 +923,7 @@ fn command_row(row: &Row) -> rusqlite::Result<CommandRecord> {
 /// Commands; newest first, or in the order typed within one session when
 /// `oldest_first`.
 pub fn commands(
-    conn: &Connection,
+    conn: &dyn Conn,
     q: &CommandQuery,
     oldest_first: bool,
 ) -> Result<Page<CommandRecord>> {
@@ -961,7 +954,7 @@ pub fn commands(
 const TRANSFER_COLUMNS: &str = "t.id, t.session_id, t.at, t.username, t.asset, t.account, t.via, \
      t.operation, t.path, t.to_path, t.size, t.result, t.ok";
 
-fn transfer_row(row: &Row) -> rusqlite::Result<TransferRecord> {
+fn transfer_row(row: &dyn Row) -> Result<TransferRecord> {
     Ok(TransferRecord {
         id: row.get(0)?,
         session: row.get(1)?,
@@ -981,7 +974,7 @@ fn transfer_row(row: &Row) -> rusqlite::Result<TransferRecord> {
 
 /// Transfers; newest first, or in order within one session.
 pub fn transfers(
-    conn: &Connection,
+    conn: &dyn Conn,
     q: &TransferQuery,
     oldest_first: bool,
 ) -> Result<Page<TransferRecord>> {
@@ -1008,12 +1001,11 @@ pub fn transfers(
 
 // ---- SQLite: recordings --------------------------------------------------------
 
-pub fn recording(conn: &Connection, session: &str) -> Result<Option<RecordingRow>> {
-    Ok(conn
-        .query_row(
+pub fn recording(conn: &dyn Conn, session: &str) -> Result<Option<RecordingRow>> {
+    conn.one(
             "SELECT session_id, bastion_id, size, sha256, complete FROM recordings \
              WHERE session_id = ?1",
-            [session],
+            args![session],
             |row| {
                 Ok(RecordingRow {
                     session: row.get(0)?,
@@ -1024,18 +1016,17 @@ pub fn recording(conn: &Connection, session: &str) -> Result<Option<RecordingRow
                 })
             },
         )
-        .optional()?)
 }
 
-pub fn put_recording(conn: &Connection, row: &RecordingRow) -> Result<()> {
+pub fn put_recording(conn: &dyn Conn, row: &RecordingRow) -> Result<()> {
     let now = time_text(Utc::now());
-    conn.execute(
+    conn.exec(
         "INSERT INTO recordings (session_id, bastion_id, size, sha256, complete, created_at, \
-         completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?5 THEN ?6 END) \
+         completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?5 = 1 THEN ?6 END) \
          ON CONFLICT (session_id) DO UPDATE SET size = excluded.size, \
          sha256 = excluded.sha256, complete = excluded.complete, \
          completed_at = excluded.completed_at",
-        params![
+        args![
             row.session,
             row.bastion_id,
             row.size.map(|s| s.min(i64::MAX as u64) as i64),
@@ -1047,8 +1038,8 @@ pub fn put_recording(conn: &Connection, row: &RecordingRow) -> Result<()> {
     Ok(())
 }
 
-pub fn delete_recording(conn: &Connection, session: &str) -> Result<()> {
-    conn.execute("DELETE FROM recordings WHERE session_id = ?1", [session])?;
+pub fn delete_recording(conn: &dyn Conn, session: &str) -> Result<()> {
+    conn.exec("DELETE FROM recordings WHERE session_id = ?1", args![session])?;
     Ok(())
 }
 

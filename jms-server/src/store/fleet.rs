@@ -7,8 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use jms_sync::fleet::StatusReport;
-use rusqlite::{params, Connection, OptionalExtension, Row};
-
+use super::sql::{args, Conn, Row};
 use super::Result;
 
 /// Migration 9.
@@ -46,6 +45,24 @@ ALTER TABLE web_admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
 "#;
 
 /// An enrolled bastion as the fleet view shows it.
+/// Migration 9 in PostgreSQL's spelling: a CHECK is changed in place.
+pub const PG_MIGRATION: &str = r#"
+ALTER TABLE bastions ADD COLUMN address TEXT;
+ALTER TABLE bastions ADD COLUMN agent_version TEXT;
+ALTER TABLE bastions ADD COLUMN open_sessions BIGINT;
+ALTER TABLE bastions ADD COLUMN spool_backlog BIGINT;
+ALTER TABLE bastions ADD COLUMN reported_at TEXT;
+ALTER TABLE bastions ADD COLUMN revoked_at TEXT;
+
+ALTER TABLE api_tokens DROP CONSTRAINT api_tokens_scope_check;
+UPDATE api_tokens SET scope = 'auditor' WHERE scope = 'read';
+ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_scope_check
+    CHECK (scope IN ('auditor', 'operator', 'admin'));
+
+ALTER TABLE web_admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
+    CHECK (role IN ('auditor', 'operator', 'admin'));
+"#;
+
 #[derive(Debug, Clone)]
 pub struct BastionInfo {
     pub id: i64,
@@ -65,7 +82,7 @@ pub struct BastionInfo {
 const COLUMNS: &str = "id, name, enrolled_at, last_seen_at, policy_version, address, \
      agent_version, open_sessions, spool_backlog, reported_at, revoked_at";
 
-fn time_at(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+fn time_at(row: &dyn Row, column: usize) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.get(column)?;
     Ok(text.and_then(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -74,15 +91,15 @@ fn time_at(row: &Row, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> 
     }))
 }
 
-fn info(row: &Row) -> rusqlite::Result<BastionInfo> {
+fn info(row: &dyn Row) -> Result<BastionInfo> {
     let agent: Option<String> = row.get(6)?;
     let reported_at = time_at(row, 9)?;
     let report = match (agent, reported_at) {
         (Some(agent), Some(at)) => Some((
             StatusReport {
                 agent,
-                sessions: row.get::<_, Option<i64>>(7)?.unwrap_or(0).max(0) as u64,
-                backlog: row.get::<_, Option<i64>>(8)?.unwrap_or(0).max(0) as u64,
+                sessions: row.get::<Option<i64>>(7)?.unwrap_or(0).max(0) as u64,
+                backlog: row.get::<Option<i64>>(8)?.unwrap_or(0).max(0) as u64,
             },
             at,
         )),
@@ -93,7 +110,7 @@ fn info(row: &Row) -> rusqlite::Result<BastionInfo> {
         name: row.get(1)?,
         enrolled_at: time_at(row, 2)?,
         last_seen_at: time_at(row, 3)?,
-        policy_version: row.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
+        policy_version: row.get::<Option<i64>>(4)?.map(|v| v.max(0) as u64),
         address: row.get(5)?,
         report,
         revoked_at: time_at(row, 10)?,
@@ -101,54 +118,53 @@ fn info(row: &Row) -> rusqlite::Result<BastionInfo> {
 }
 
 /// Every enrolled bastion, by name.
-pub fn bastions(conn: &Connection) -> Result<Vec<BastionInfo>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM bastions WHERE public_key IS NOT NULL ORDER BY name"
-    ))?;
-    let rows = stmt.query_map([], info)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn bastions(conn: &dyn Conn) -> Result<Vec<BastionInfo>> {
+    conn.all(
+        &format!("SELECT {COLUMNS} FROM bastions WHERE public_key IS NOT NULL ORDER BY name"),
+        args![],
+        info,
+    )
 }
 
 /// One enrolled bastion by name.
-pub fn bastion_by_name(conn: &Connection, name: &str) -> Result<Option<BastionInfo>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM bastions WHERE name = ?1 AND public_key IS NOT NULL"),
-            [name],
-            info,
-        )
-        .optional()?)
+pub fn bastion_by_name(conn: &dyn Conn, name: &str) -> Result<Option<BastionInfo>> {
+    conn.one(
+        &format!("SELECT {COLUMNS} FROM bastions WHERE name = ?1 AND public_key IS NOT NULL"),
+        args![name],
+        info,
+    )
 }
 
 /// Marks a bastion revoked at `at`; false when there is no such bastion
 /// or it was revoked before.
-pub fn revoke(conn: &Connection, name: &str, at: &str) -> Result<bool> {
-    Ok(conn.execute(
+pub fn revoke(conn: &dyn Conn, name: &str, at: &str) -> Result<bool> {
+    Ok(conn.exec(
         "UPDATE bastions SET revoked_at = ?2 WHERE name = ?1 AND public_key IS NOT NULL \
          AND revoked_at IS NULL",
-        params![name, at],
+        args![name, at],
     )? == 1)
 }
 
 /// Records where a bastion's request came from and, with its control
 /// poll, its report.
 pub fn note(
-    conn: &Connection,
+    conn: &dyn Conn,
     id: i64,
     address: Option<&str>,
     report: Option<&StatusReport>,
     at: &str,
 ) -> Result<()> {
     if let Some(address) = address {
-        conn.prepare_cached("UPDATE bastions SET address = ?2 WHERE id = ?1")?
-            .execute(params![id, address])?;
+        conn.exec(
+            "UPDATE bastions SET address = ?2 WHERE id = ?1",
+            args![id, address],
+        )?;
     }
     if let Some(report) = report {
-        conn.prepare_cached(
+        conn.exec(
             "UPDATE bastions SET agent_version = ?2, open_sessions = ?3, spool_backlog = ?4, \
              reported_at = ?5 WHERE id = ?1",
-        )?
-        .execute(params![
+            args![
             id,
             report.agent,
             i64::try_from(report.sessions).unwrap_or(i64::MAX),

@@ -1,19 +1,56 @@
-//! Schema migrations: numbered, append-only. A released migration is never
-//! edited; a change to the schema is a new entry at the end of
-//! [`MIGRATIONS`]. Each runs in its own transaction together with its row in
-//! `schema_migrations`, so a crash leaves the database at a known version.
+//! Schema migrations: numbered, append-only, one list for both backends.
+//! A released migration is never edited; a change to the schema is a new
+//! entry at the end of [`MIGRATIONS`]. Each runs in its own transaction
+//! together with its row in `schema_migrations`, so a crash leaves the
+//! database at a known version. PostgreSQL runs the same SQL translated
+//! ([`super::sql::pg_ddl`]) or, where SQLite's spelling has no translation
+//! (a table rebuilt to change a CHECK, `strftime`), its own text; several
+//! instances starting at once apply each migration once (each migration's
+//! transaction holds an advisory lock and reads the version again).
+
+use std::borrow::Cow;
 
 use chrono::Utc;
-use rusqlite::Connection;
 
+use super::sql::{args, pg_ddl, Conn, Dialect};
 use super::{Result, StoreError};
 
 /// One migration: its number (1, 2, … without gaps), a name and its SQL.
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
+    /// In SQLite's spelling.
     pub sql: &'static str,
+    /// What PostgreSQL runs.
+    pub pg: Pg,
 }
+
+/// A migration's PostgreSQL text.
+pub enum Pg {
+    /// The SQLite text, translated.
+    Translated,
+    /// The SQLite text translated, then this.
+    TranslatedThen(&'static str),
+    /// Its own.
+    Own(&'static str),
+}
+
+impl Migration {
+    /// The SQL `dialect` runs.
+    pub fn sql_for(&self, dialect: Dialect) -> Cow<'static, str> {
+        match (dialect, &self.pg) {
+            (Dialect::Sqlite, _) => Cow::Borrowed(self.sql),
+            (Dialect::Postgres, Pg::Translated) => Cow::Owned(pg_ddl(self.sql)),
+            (Dialect::Postgres, Pg::TranslatedThen(then)) => {
+                Cow::Owned(format!("{}\n{then}", pg_ddl(self.sql)))
+            }
+            (Dialect::Postgres, Pg::Own(sql)) => Cow::Borrowed(sql),
+        }
+    }
+}
+
+/// The advisory lock key PostgreSQL migrations hold (`jms` in ASCII).
+pub const PG_MIGRATION_LOCK: i64 = 0x6a6d_735f_6d69_67;
 
 /// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -21,51 +58,61 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial schema",
         sql: INITIAL,
+        pg: Pg::Translated,
     },
     Migration {
         version: 2,
         name: "sync: enrollment tokens, request nonces, events",
         sql: SYNC,
+        pg: Pg::Translated,
     },
     Migration {
         version: 3,
         name: "audit projection",
         sql: super::audit::MIGRATION,
+        pg: Pg::Translated,
     },
     Migration {
         version: 4,
         name: "the bastions' primary group gets a server gid",
         sql: PRIMARY_GROUP_GID,
+        pg: Pg::Own(PG_PRIMARY_GROUP_GID),
     },
     Migration {
         version: 5,
         name: "self-service: set-password links",
         sql: super::password_tokens::MIGRATION,
+        pg: Pg::Translated,
     },
     Migration {
         version: 6,
         name: "audit web: web admins and their login sessions",
         sql: super::web_admins::MIGRATION,
+        pg: Pg::Translated,
     },
     Migration {
         version: 7,
         name: "enrollment tokens may name the bastion they replace",
         sql: ENROLL_REPLACES,
+        pg: Pg::Translated,
     },
     Migration {
         version: 8,
         name: "commands name the joiner who typed them",
         sql: COMMAND_TYPED_BY,
+        pg: Pg::Translated,
     },
     Migration {
         version: 9,
         name: "fleet: bastion reports and revocation; admin roles",
         sql: super::fleet::MIGRATION,
+        pg: Pg::Own(super::fleet::PG_MIGRATION),
     },
     Migration {
         version: 10,
         name: "account jobs: push fields, job history, checks, secret history",
         sql: super::jobs::MIGRATION,
+        pg: Pg::TranslatedThen(super::jobs::PG_MIGRATION_THEN),
     },
 ];
 
@@ -78,38 +125,64 @@ const ENROLL_REPLACES: &str = "ALTER TABLE enroll_tokens ADD COLUMN replaces TEX
 const COMMAND_TYPED_BY: &str = "ALTER TABLE commands ADD COLUMN typed_by TEXT;";
 
 /// Applies the migrations the database lacks; returns how many ran.
-pub fn apply(conn: &mut Connection) -> Result<usize> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version INTEGER PRIMARY KEY,
-             name TEXT NOT NULL,
-             applied_at TEXT NOT NULL
-         )",
-    )?;
-    let current: u32 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |row| row.get(0),
-    )?;
+/// `conn` is outside any transaction.
+pub fn apply(conn: &dyn Conn) -> Result<usize> {
+    let dialect = conn.dialect();
+    let begin = || -> Result<()> {
+        match dialect {
+            Dialect::Sqlite => conn.batch("BEGIN IMMEDIATE"),
+            Dialect::Postgres => {
+                conn.batch("BEGIN")?;
+                conn.exec("SELECT pg_advisory_xact_lock(?1)", args![PG_MIGRATION_LOCK])?;
+                Ok(())
+            }
+        }
+    };
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if current > known {
-        return Err(StoreError::TooNew {
-            found: current,
-            known,
-        });
-    }
     let mut ran = 0;
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(migration.sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![migration.version, migration.name, Utc::now().to_rfc3339()],
-        )?;
-        tx.commit()?;
-        ran += 1;
+    loop {
+        begin()?;
+        let step = (|| -> Result<bool> {
+            conn.batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version BIGINT PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     applied_at TEXT NOT NULL
+                 )",
+            )?;
+            let current: u32 =
+                conn.value("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", args![])?;
+            if current > known {
+                return Err(StoreError::TooNew {
+                    found: current,
+                    known,
+                });
+            }
+            let Some(migration) = MIGRATIONS.iter().find(|m| m.version > current) else {
+                return Ok(false);
+            };
+            conn.batch(&migration.sql_for(dialect))?;
+            conn.exec(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                args![migration.version, migration.name, Utc::now().to_rfc3339()],
+            )?;
+            Ok(true)
+        })();
+        match step {
+            Ok(true) => {
+                conn.batch("COMMIT")?;
+                ran += 1;
+            }
+            Ok(false) => {
+                conn.batch("COMMIT")?;
+                return Ok(ran);
+            }
+            Err(e) => {
+                let _ = conn.batch("ROLLBACK");
+                return Err(e);
+            }
+        }
     }
-    Ok(ran)
 }
 
 /// Migration 1. JSON columns hold lists and nested values in the same shape
@@ -363,5 +436,13 @@ const PRIMARY_GROUP_GID: &str = r#"
 INSERT INTO unix_ids (kind, id, name, assigned_at)
 SELECT 'gid', next_gid, 'jms-users', strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
 FROM (SELECT COALESCE(MAX(id) + 1, 200000) AS next_gid FROM unix_ids WHERE kind = 'gid')
+WHERE NOT EXISTS (SELECT 1 FROM unix_ids WHERE kind = 'gid' AND name = 'jms-users');
+"#;
+
+/// Migration 4 in PostgreSQL's spelling.
+const PG_PRIMARY_GROUP_GID: &str = r#"
+INSERT INTO unix_ids (kind, id, name, assigned_at)
+SELECT 'gid', next_gid, 'jms-users', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+FROM (SELECT COALESCE(MAX(id) + 1, 200000) AS next_gid FROM unix_ids WHERE kind = 'gid') AS next
 WHERE NOT EXISTS (SELECT 1 FROM unix_ids WHERE kind = 'gid' AND name = 'jms-users');
 "#;

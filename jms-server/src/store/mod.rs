@@ -8,6 +8,9 @@
 //! substring filter, and no SQLite-only types in the interface.
 //!
 //! - [`sqlite`]: the default backend (embedded, WAL).
+//! - [`postgres`]: PostgreSQL, for several instances on one database.
+//! - [`tx`]: every statement, written once for both ([`sql`]: the layer
+//!   they share).
 //! - [`migrations`]: numbered, append-only schema migrations.
 
 pub mod audit;
@@ -15,7 +18,10 @@ pub mod fleet;
 pub mod jobs;
 pub mod migrations;
 pub mod password_tokens;
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
+pub mod tx;
 pub mod web_admins;
 
 use std::borrow::Cow;
@@ -31,6 +37,7 @@ pub use audit::{
 pub use fleet::BastionInfo;
 pub use jobs::{AccountCheck, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
 
@@ -41,6 +48,12 @@ pub enum StoreError {
     /// request fails with 500; look at the server log.
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL failed (connection, constraint, serialization).
+    #[error("database: {0}")]
+    Pg(#[from] ::postgres::Error),
+    /// No PostgreSQL connection could be had from the pool in time.
+    #[error("database: no connection: {0}")]
+    Pool(String),
     /// A stored value does not decode (hand-edited or corrupt database):
     /// repair the named row.
     #[error("corrupt row in {table}: {message}")]

@@ -2,6 +2,11 @@
 //! directory, helpers to call it, and an enrolled bastion that signs its
 //! sync requests.
 //!
+//! With `JMS_TEST_DATABASE=postgres://…` (a cluster `scripts/pg-test`
+//! started), every server here runs on PostgreSQL, each test on a database
+//! of its own ([`test_database`]); without it, on SQLite in its data
+//! directory.
+//!
 //! [`Server::start`] serves plain HTTP (`--insecure-http`): these tests are
 //! about the API, and many of them speak HTTP with clients of their own.
 //! [`Server::start_tls`] serves TLS with the server's own CA; its clients
@@ -65,6 +70,7 @@ pub fn create_token(data: &Path, scope: &str, name: &str) -> String {
             "token", "create", "--scope", scope, "--name", name, "--data",
         ])
         .arg(data)
+        .args(database_args(data))
         .output()
         .expect("run jms-server token create");
     assert!(
@@ -217,6 +223,7 @@ fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
         .arg("--data")
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
+        .args(database_args(data))
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -238,7 +245,79 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop_test_database(&self.data);
     }
+}
+
+/// The base URL of the PostgreSQL the tests run on, if any.
+pub fn pg_base() -> Option<String> {
+    std::env::var("JMS_TEST_DATABASE")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// `url` naming database `name` instead (`postgres://…/DB?…`).
+pub fn pg_url_with_db(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let query = path.find('?').map_or("", |i| &path[i..]);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// A new empty database on the test cluster; returns its URL.
+pub fn create_pg_database(base: &str) -> String {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).unwrap();
+    let name = format!("jms_test_{}", hex(&bytes));
+    let mut client = postgres::Client::connect(base, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("JMS_TEST_DATABASE: cannot connect: {e}"));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    pg_url_with_db(base, &name)
+}
+
+/// The database of the test whose server keeps its data in `data`: made
+/// at the first call (its URL kept beside `data`); `None` on SQLite.
+pub fn test_database(data: &Path) -> Option<String> {
+    let base = pg_base()?;
+    let file = data.with_extension("database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    let url = create_pg_database(&base);
+    std::fs::write(&file, &url).unwrap();
+    Some(url)
+}
+
+/// `--database URL` on PostgreSQL, nothing on SQLite.
+pub fn database_args(data: &Path) -> Vec<String> {
+    match test_database(data) {
+        Some(url) => vec!["--database".into(), url],
+        None => Vec::new(),
+    }
+}
+
+/// Drops the test's database (the cluster keeps none of them).
+pub fn drop_test_database(data: &Path) {
+    let (Some(base), Ok(url)) = (
+        pg_base(),
+        std::fs::read_to_string(data.with_extension("database-url")),
+    ) else {
+        return;
+    };
+    let Some(name) = url.rsplit('/').next().map(|n| n.split('?').next().unwrap_or(n)) else {
+        return;
+    };
+    if let Ok(mut client) = postgres::Client::connect(&base, postgres::NoTls) {
+        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// The server's services in this process, on the test's database.
+pub fn services(data: &Path) -> jms_server::Services {
+    jms_server::Services::open_with(data, test_database(data).as_deref()).unwrap()
 }
 
 /// Runs jmsctl with exactly these environment variables (plus PATH).
@@ -491,5 +570,20 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
             "timed out waiting for {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The one text value `sql` selects from the test's database (SQLite's or
+/// PostgreSQL's).
+pub fn query_text(data: &Path, sql: &str) -> String {
+    match test_database(data) {
+        Some(url) => {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.query_one(sql, &[]).unwrap().get(0)
+        }
+        None => rusqlite::Connection::open(data.join("jms.db"))
+            .unwrap()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap(),
     }
 }

@@ -39,6 +39,11 @@ struct Cli {
     /// Data directory (database, key file); created 0700 if absent.
     #[arg(long, value_name = "DIR", global = true, env = "JMS_SERVER_DATA")]
     data: Option<PathBuf>,
+    /// The database: `postgres://USER:PASSWORD@HOST:PORT/DB` (several
+    /// instances may share it; each needs the same key files in its
+    /// --data). Default: SQLite, `jms.db` in --data.
+    #[arg(long, value_name = "URL", global = true, env = "JMS_DATABASE", value_parser = parse_database)]
+    database: Option<String>,
     /// Address to listen on (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8420")]
     listen: SocketAddr,
@@ -108,6 +113,14 @@ fn parse_scope(text: &str) -> std::result::Result<Scope, String> {
     text.parse()
 }
 
+fn parse_database(text: &str) -> std::result::Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_string())
+    } else {
+        Err("expected a postgres:// URL (SQLite is the default: leave --database out)".into())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -126,7 +139,7 @@ fn main() -> ExitCode {
         eprintln!("jms-server: give the data directory with --data DIR");
         return ExitCode::from(2);
     };
-    let services = match Services::open(&data) {
+    let services = match Services::open_with(&data, cli.database.as_deref()) {
         Ok(services) => services,
         Err(e) => {
             eprintln!("jms-server: {}: {e}", data.display());
