@@ -711,13 +711,9 @@ fn every_kind_the_agent_spools_is_stored_and_projected() {
     let s3 = get(&server, "/api/v1/sessions/s3");
     assert_eq!(s3["user"], "carol", "a share reaches its session: {s3}");
     assert_eq!(s3["asset"], "db01");
-    let db = rusqlite::Connection::open(server.data.join(jms_server::services::DB_FILE)).unwrap();
-    let logins: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM logins WHERE username = 'alice'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(logins, 1, "the login is projected");
+    let logins = common::query_text(
+        &server.data,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM logins WHERE username = 'alice'",
+    );
+    assert_eq!(logins, "1", "the login is projected");
 }

@@ -925,6 +925,7 @@ impl LoggedServer {
         let mut child = Command::new(common::SERVER)
             .arg("--data")
             .arg(&data)
+            .args(common::database_args(&data))
             .args(["--listen", "127.0.0.1:0", "--insecure-http"])
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
@@ -969,6 +970,7 @@ impl Drop for LoggedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        common::drop_test_database(&self._dir.path().join("data"));
     }
 }
 

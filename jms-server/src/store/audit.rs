@@ -1022,7 +1022,7 @@ pub fn put_recording(conn: &dyn Conn, row: &RecordingRow) -> Result<()> {
     let now = time_text(Utc::now());
     conn.exec(
         "INSERT INTO recordings (session_id, bastion_id, size, sha256, complete, created_at, \
-         completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?5 = 1 THEN ?6 END) \
+         completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
          ON CONFLICT (session_id) DO UPDATE SET size = excluded.size, \
          sha256 = excluded.sha256, complete = excluded.complete, \
          completed_at = excluded.completed_at",
@@ -1032,7 +1032,8 @@ pub fn put_recording(conn: &dyn Conn, row: &RecordingRow) -> Result<()> {
             row.size.map(|s| s.min(i64::MAX as u64) as i64),
             row.sha256,
             row.complete,
-            now
+            now,
+            row.complete.then_some(&now)
         ],
     )?;
     Ok(())

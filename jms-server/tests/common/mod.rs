@@ -307,9 +307,14 @@ pub fn drop_test_database(data: &Path) {
     ) else {
         return;
     };
-    let Some(name) = url.rsplit('/').next().map(|n| n.split('?').next().unwrap_or(n)) else {
+    let Some((_, rest)) = url.split_once("://") else {
         return;
     };
+    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+    let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
+    if !name.starts_with("jms_test_") {
+        return;
+    }
     if let Ok(mut client) = postgres::Client::connect(&base, postgres::NoTls) {
         let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }

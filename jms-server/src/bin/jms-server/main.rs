@@ -247,7 +247,12 @@ fn nix_uid() -> u32 {
 fn serve(services: Services, listen: SocketAddr, tls: Option<ServerTls>) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into())
+                // The PostgreSQL client logs statement parameters (token
+                // hashes, sealed secrets) at debug: never.
+                .add_directive("tokio_postgres=info".parse().expect("a directive"))
+                .add_directive("postgres=info".parse().expect("a directive")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
