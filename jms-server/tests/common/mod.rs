@@ -592,3 +592,48 @@ pub fn query_text(data: &Path, sql: &str) -> String {
             .unwrap(),
     }
 }
+
+/// The PostgreSQL the PostgreSQL-only tests run on: `JMS_TEST_DATABASE`,
+/// else a private cluster this test process starts once
+/// (`scripts/pg-test`), stopped and removed when the process is gone.
+pub fn pg_cluster() -> String {
+    static CLUSTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            if let Some(url) = pg_base() {
+                return url;
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test");
+            let dir = tempfile::Builder::new()
+                .prefix("jms-pg.")
+                .tempdir()
+                .unwrap()
+                .keep();
+            let out = Command::new(script)
+                .arg("start")
+                .arg(&dir)
+                .output()
+                .expect("run scripts/pg-test");
+            assert!(
+                out.status.success(),
+                "scripts/pg-test start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // A watchdog stops the cluster once this process is gone.
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                     {script} stop {dir}; rm -rf {dir}",
+                    pid = std::process::id(),
+                    dir = dir.display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the cluster's watchdog");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .clone()
+}
