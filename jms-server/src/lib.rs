@@ -42,6 +42,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod bus;
 pub mod client;
 pub mod crypto;
 pub mod diff;

@@ -68,6 +68,27 @@ struct Stream {
     /// Seconds into the stream of the last output (for new watchers'
     /// relative clock: the bastion's stream restarts at zero).
     offset: f64,
+    /// Someone watches on another instance until then: output pushed
+    /// here is forwarded over the bus.
+    remote_until: Option<Instant>,
+}
+
+impl Stream {
+    fn new(bastion: &str) -> Stream {
+        Stream {
+            bastion: bastion.to_string(),
+            watchers: Vec::new(),
+            size: (80, 24),
+            tail: String::new(),
+            touched: Instant::now(),
+            offset: 0.0,
+            remote_until: None,
+        }
+    }
+
+    fn watched_elsewhere(&self) -> bool {
+        self.remote_until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 #[derive(Default)]
@@ -81,6 +102,8 @@ struct Hub {
 #[derive(Default)]
 pub struct LiveHub {
     hub: Mutex<Hub>,
+    /// Other instances on one PostgreSQL (orders, watches, output).
+    bus: std::sync::OnceLock<Arc<crate::bus::Bus>>,
 }
 
 /// What a bastion's push gets back.
@@ -109,8 +132,30 @@ impl LiveHub {
         Arc::clone(hub.wakers.entry(bastion.to_string()).or_default())
     }
 
-    /// Queues `order` for `bastion` and wakes its control poll.
+    /// Tells other instances from now on (orders, watches, output).
+    pub fn set_bus(&self, bus: Arc<crate::bus::Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    fn publish(&self, signal: crate::bus::Signal) {
+        if let Some(bus) = self.bus.get() {
+            bus.publish(signal);
+        }
+    }
+
+    /// Queues `order` for `bastion` and wakes its control poll, here and
+    /// on every other instance (the bastion polls one of them; an order
+    /// is idempotent on the bastion).
     pub fn order(&self, bastion: &str, order: Order) {
+        self.publish(crate::bus::Signal::Order {
+            bastion: bastion.to_string(),
+            order: order.clone(),
+        });
+        self.order_here(bastion, order);
+    }
+
+    /// Queues an order another instance was given.
+    pub fn order_here(&self, bastion: &str, order: Order) {
         let mut hub = self.hub();
         let queue = hub.orders.entry(bastion.to_string()).or_default();
         // A bastion that never asks (an older agentd) holds only the last few.
@@ -167,21 +212,17 @@ impl LiveHub {
                 stale
             }
             None => {
-                hub.streams.insert(
-                    session.to_string(),
-                    Stream {
-                        bastion: bastion.to_string(),
-                        watchers: vec![tx],
-                        size: (80, 24),
-                        tail: String::new(),
-                        touched: Instant::now(),
-                        offset: 0.0,
-                    },
-                );
+                let mut stream = Stream::new(bastion);
+                stream.watchers.push(tx);
+                hub.streams.insert(session.to_string(), stream);
                 true
             }
         };
         drop(hub);
+        self.publish(crate::bus::Signal::Watching {
+            bastion: bastion.to_string(),
+            session: session.to_string(),
+        });
         if ask {
             self.order(
                 bastion,
@@ -201,6 +242,13 @@ impl LiveHub {
         let Some(stream) = hub.streams.get_mut(session) else {
             return;
         };
+        if !stream.watchers.is_empty() {
+            // Still watched here: other instances keep forwarding.
+            self.publish(crate::bus::Signal::Watching {
+                bastion: stream.bastion.clone(),
+                session: session.to_string(),
+            });
+        }
         if stream.touched.elapsed() <= STALE_STREAM {
             return;
         }
@@ -215,8 +263,43 @@ impl LiveHub {
         );
     }
 
-    /// A batch from `bastion` for `session` (see `api::live`).
+    /// Another instance's watcher of `session`: output pushed here is
+    /// forwarded to it for a while (its watchers refresh it).
+    pub fn watched_elsewhere(&self, bastion: &str, session: &str) {
+        let mut hub = self.hub();
+        let stream = hub
+            .streams
+            .entry(session.to_string())
+            .or_insert_with(|| Stream::new(bastion));
+        if stream.bastion == bastion {
+            stream.remote_until = Some(Instant::now() + 3 * STALE_STREAM);
+        }
+    }
+
+    /// A batch from `bastion` for `session` (see `api::live`), for the
+    /// watchers here and, through the bus, elsewhere.
     pub fn push(&self, bastion: &str, session: &str, batch: LiveBatch) -> PushAnswer {
+        let forward = {
+            let hub = self.hub();
+            hub.streams
+                .get(session)
+                .is_some_and(|s| s.bastion == bastion && s.watched_elsewhere())
+        };
+        if forward {
+            for part in split_batch(&batch) {
+                self.publish(crate::bus::Signal::Output {
+                    bastion: bastion.to_string(),
+                    session: session.to_string(),
+                    batch: part,
+                });
+            }
+        }
+        self.push_here(bastion, session, batch)
+    }
+
+    /// A batch for the watchers here (pushed here, or forwarded by the
+    /// instance it was pushed to).
+    pub fn push_here(&self, bastion: &str, session: &str, batch: LiveBatch) -> PushAnswer {
         let mut hub = self.hub();
         let Some(stream) = hub.streams.get_mut(session) else {
             return PushAnswer::NobodyWatches;
@@ -253,12 +336,67 @@ impl LiveHub {
         stream
             .watchers
             .retain(|w| !w.is_closed() && events.iter().all(|e| w.try_send(e.clone()).is_ok()));
-        if ended || stream.watchers.is_empty() {
+        if ended || (stream.watchers.is_empty() && !stream.watched_elsewhere()) {
             hub.streams.remove(session);
             return PushAnswer::NobodyWatches;
         }
         PushAnswer::Watching
     }
+}
+
+/// `batch` in parts that each fit in one bus signal: the header's screen
+/// cut to its last few kilobytes, long output split.
+fn split_batch(batch: &LiveBatch) -> Vec<LiveBatch> {
+    /// Bytes of output per part (JSON may escape each to six).
+    const PART: usize = 1000;
+    let mut parts = Vec::new();
+    let mut first = LiveBatch {
+        events: Vec::new(),
+        ended: false,
+        reason: String::new(),
+        ..batch.clone()
+    };
+    if let Some(init) = first.init.as_mut() {
+        let mut cut = init.len().saturating_sub(PART);
+        while !init.is_char_boundary(cut) {
+            cut += 1;
+        }
+        init.drain(..cut);
+    }
+    let mut current = first;
+    let mut size = 0;
+    for OutputEvent(time, kind, data) in &batch.events {
+        let mut rest = data.as_str();
+        loop {
+            let mut cut = rest.len().min(PART);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (piece, after) = rest.split_at(cut);
+            if size + piece.len() > PART && (size > 0 || current.init.is_some()) {
+                parts.push(std::mem::replace(
+                    &mut current,
+                    LiveBatch {
+                        events: Vec::new(),
+                        ..Default::default()
+                    },
+                ));
+                size = 0;
+            }
+            current
+                .events
+                .push(OutputEvent(*time, *kind, piece.to_string()));
+            size += piece.len();
+            rest = after;
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    current.ended = batch.ended;
+    current.reason = batch.reason.clone();
+    parts.push(current);
+    parts
 }
 
 // ---- the admin's side ---------------------------------------------------------

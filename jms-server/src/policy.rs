@@ -121,9 +121,21 @@ impl PolicyService {
         lock(&self.versions.history).since(since, to)
     }
 
-    /// A watch of the policy version, moved by every committed write.
+    /// A watch of the policy version, moved by every committed write
+    /// (of any instance sharing the database, once [`Self::set_bus`]).
     pub fn watch_version(&self) -> tokio::sync::watch::Receiver<u64> {
         self.versions.version.subscribe()
+    }
+
+    /// Tells other instances of each commit from now on.
+    pub fn set_bus(&self, bus: Arc<crate::bus::Bus>) {
+        let _ = self.versions.bus.set(bus);
+    }
+
+    /// Another instance committed `version` (having changed `changed`,
+    /// when it said).
+    pub fn remote_version(&self, version: u64, changed: Option<Vec<(Kind, String)>>) {
+        self.versions.moved(version, changed);
     }
 
     /// The whole policy; secrets only when asked.
@@ -453,6 +465,8 @@ impl PolicyService {
 struct Versions {
     history: Mutex<History>,
     version: tokio::sync::watch::Sender<u64>,
+    /// Tells other instances (on one PostgreSQL) of each commit.
+    bus: std::sync::OnceLock<Arc<crate::bus::Bus>>,
 }
 
 impl Versions {
@@ -463,13 +477,34 @@ impl Versions {
                 changes: VecDeque::new(),
             }),
             version: tokio::sync::watch::channel(version).0,
+            bus: std::sync::OnceLock::new(),
         }
     }
 
     /// `version` is committed, having changed `changed`: remembered, and
     /// whoever waits for a newer version wakes.
     fn committed(&self, version: u64, changed: Vec<(Kind, String)>) {
-        lock(&self.history).record(version, changed);
+        if let Some(bus) = self.bus.get() {
+            let signal = |changed| crate::bus::Signal::Version { version, changed };
+            let full = signal(Some(changed.clone()));
+            // Too many changes for one notification: the version alone.
+            let fits = serde_json::to_string(&full)
+                .is_ok_and(|text| text.len() < crate::bus::MAX_PAYLOAD - 100);
+            bus.publish(if fits { full } else { signal(None) });
+        }
+        self.moved(version, Some(changed));
+    }
+
+    /// `version` is committed (here or by another instance, which says
+    /// what it changed when it could).
+    fn moved(&self, version: u64, changed: Option<Vec<(Kind, String)>>) {
+        {
+            let mut history = lock(&self.history);
+            match changed {
+                Some(changed) => history.record(version, changed),
+                None => history.forget(version),
+            }
+        }
         self.version.send_if_modified(|v| {
             let moved = version > *v;
             if moved {
@@ -493,7 +528,20 @@ impl History {
         self.floor + self.changes.len() as u64
     }
 
+    /// Versions up to `version` moved without us knowing what they
+    /// changed.
+    fn forget(&mut self, version: u64) {
+        if version > self.top() {
+            self.floor = version;
+            self.changes.clear();
+        }
+    }
+
     fn record(&mut self, version: u64, changed: Vec<(Kind, String)>) {
+        if version <= self.top() {
+            // Already known (told twice, or late).
+            return;
+        }
         if version != self.top() + 1 {
             // Versions moved without us (another process wrote the store):
             // nothing before this one can be told apart.

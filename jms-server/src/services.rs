@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::audit::AuditService;
+use crate::bus::{Bus, Signal};
 use crate::crypto::SealKey;
 use crate::error::Result;
 use crate::fleet::Fleet;
@@ -106,11 +107,12 @@ impl Services {
         let server_key = ServerKey::load_or_create(data_dir)?;
         if let Some(url) = database {
             let store: Store = Arc::new(PgStore::open(url)?);
-            return Ok(Services::new(
+            return Ok(Services::with_bus(
                 store,
                 key,
                 server_key,
                 Some(data_dir.join(RECORDINGS_DIR)),
+                Bus::postgres(url)?,
             ));
         }
         let db = data_dir.join(DB_FILE);
@@ -152,6 +154,18 @@ impl Services {
         server_key: ServerKey,
         recordings_dir: Option<PathBuf>,
     ) -> Services {
+        Services::with_bus(store, key, server_key, recordings_dir, Bus::local())
+    }
+
+    /// The services, telling other instances on the same database what
+    /// they must know over `bus` (see [`crate::bus`]).
+    pub fn with_bus(
+        store: Store,
+        key: SealKey,
+        server_key: ServerKey,
+        recordings_dir: Option<PathBuf>,
+        bus: Arc<Bus>,
+    ) -> Services {
         let key = Arc::new(key);
         let policy = Arc::new(PolicyService::new(store.clone(), key.clone()));
         let sync = Arc::new(SyncService::new(server_key, policy.clone(), store.clone()));
@@ -164,6 +178,38 @@ impl Services {
             fleet.clone(),
             key.clone(),
         ));
+        policy.set_bus(bus.clone());
+        live.hub().set_bus(bus.clone());
+        {
+            let policy = Arc::downgrade(&policy);
+            let live = Arc::downgrade(&live);
+            bus.subscribe(move |signal| match signal {
+                Signal::Version { version, changed } => {
+                    if let Some(policy) = policy.upgrade() {
+                        policy.remote_version(*version, changed.clone());
+                    }
+                }
+                Signal::Order { bastion, order } => {
+                    if let Some(live) = live.upgrade() {
+                        live.hub().order_here(bastion, order.clone());
+                    }
+                }
+                Signal::Watching { bastion, session } => {
+                    if let Some(live) = live.upgrade() {
+                        live.hub().watched_elsewhere(bastion, session);
+                    }
+                }
+                Signal::Output {
+                    bastion,
+                    session,
+                    batch,
+                } => {
+                    if let Some(live) = live.upgrade() {
+                        live.hub().push_here(bastion, session, batch.clone());
+                    }
+                }
+            });
+        }
         Services {
             audit: Arc::new(AuditService::new(store.clone())),
             recordings: Arc::new(Recordings::new(store.clone(), recordings_dir)),

@@ -143,3 +143,168 @@ fn events_nonces_and_links_are_exactly_once_across_instances() {
     let session = read.session("s1").unwrap().unwrap();
     assert_eq!(session.command_count, 50, "projected once each");
 }
+
+// ---- several instances on one database ----------------------------------------
+
+use common::{enrolled, outcome, Server, SyncBastion};
+use serde_json::{json, Value};
+
+/// Events of a live session `session` started on bastion `b1`.
+fn session_start(session: &str) -> Value {
+    json!({
+        "id": format!("{session}-start"), "event": "session_start",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "session": session, "user": "alice", "asset": "web01", "account": "root",
+        "username": "root", "kind": "shell", "protocol": "ssh", "client": "10.0.0.1",
+        "command": null, "recording": null
+    })
+}
+
+/// A signed request of `bastion` to `server` with a client that waits as
+/// long as the request may.
+fn long_request(url: &str, bastion: &SyncBastion, path: &str, query: &str) -> (u16, Vec<u8>) {
+    let mut request = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .get(format!("{url}{path}?{query}"));
+    for (name, value) in bastion.sign("GET", path, query, b"") {
+        request = request.header(name, value);
+    }
+    let response = request.send().expect("the server answers");
+    (response.status().as_u16(), response.bytes().unwrap().to_vec())
+}
+
+fn jmsctl_ok(server: &Server, args: &[&str]) {
+    let (code, _, stderr) = outcome(&server.jmsctl(args));
+    assert_eq!(code, 0, "jmsctl {args:?}: {stderr}");
+}
+
+/// A policy change made through instance A wakes a bastion long-polling
+/// instance B: B answers with the new bundle, not with 304 when its wait
+/// (60 s here) is up.
+#[test]
+fn a_policy_change_through_one_instance_wakes_a_long_poll_on_the_other() {
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    jmsctl_ok(&a, &["policy", "apply", common::EXAMPLE]);
+    let bastion = enrolled(&a, "b1");
+    let version = b.version();
+    let transport = jms_sync::bundle::TransportKey::generate();
+    let query = format!(
+        "since={version}&transport={}&wait=60",
+        transport.public_hex()
+    );
+    let server_key = bastion.server_key.clone();
+    let poll = std::thread::spawn({
+        let url = b.url.clone();
+        move || long_request(&url, &bastion, "/api/v1/sync/bundle", &query)
+    });
+    // The poll waits on B (nothing newer yet), then A writes.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    jmsctl_ok(&a, &["user", "add", "zed", "--name", "Zed"]);
+    let (status, body) = poll.join().unwrap();
+    assert_eq!(status, 200, "B answered the change: {}", String::from_utf8_lossy(&body));
+    let opened = transport.open(&body).expect("sealed to the transport key");
+    // A delta: B knew what A's write changed (the signal said).
+    let delta = jms_sync::bundle::verify_delta(&opened, &server_key, version).unwrap();
+    assert_eq!(delta.from_version, version);
+    assert!(delta.to_version > version);
+    assert!(
+        String::from_utf8_lossy(&opened).contains("zed"),
+        "the change itself"
+    );
+}
+
+/// A kill order given to instance A reaches the bastion whose control
+/// poll waits on instance B (not when the poll's 60 s are up), and the
+/// session it ends is seen ended through A.
+#[test]
+fn a_kill_order_given_to_one_instance_reaches_a_bastion_polling_the_other() {
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    let bastion = enrolled(&a, "b1");
+    assert_eq!(bastion.upload(&b, &[session_start("s-kill")]), 1);
+    let poll = std::thread::spawn({
+        let url = b.url.clone();
+        move || {
+            let got = long_request(&url, &bastion, "/api/v1/sync/control", "wait=60");
+            (got, bastion)
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let answer = a.expect(
+        202,
+        "POST",
+        "/api/v1/sessions/s-kill/kill",
+        Some(json!({"reason": "two instances"})),
+    );
+    assert_eq!(answer["bastion"], "b1");
+    let ((status, body), bastion) = poll.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let orders: Value = serde_json::from_slice(&body).unwrap();
+    let kill = &orders["orders"][0];
+    assert_eq!(
+        (kill["kind"].as_str(), kill["session"].as_str()),
+        (Some("kill"), Some("s-kill")),
+        "{orders}"
+    );
+    // The bastion ends it and says so to B; A sees it ended.
+    let mut end = session_start("s-kill");
+    end["id"] = "s-kill-end".into();
+    end["event"] = "session_end".into();
+    end["reason"] = "session terminated by an administrator: two instances".into();
+    end["exit_status"] = Value::Null;
+    end["duration_ms"] = 1000.into();
+    end["bytes_in"] = 0.into();
+    end["bytes_out"] = 0.into();
+    end["recording_truncated"] = false.into();
+    assert_eq!(bastion.upload(&b, &[end]), 1);
+    let session = a.expect(200, "GET", "/api/v1/sessions/s-kill", None);
+    assert_eq!(session["status"], "ended", "{session}");
+}
+
+/// A watcher on instance B sees the output the bastion pushes to
+/// instance A (the bastion got the watch order from A).
+#[test]
+fn a_watcher_on_one_instance_sees_output_pushed_to_the_other() {
+    use std::io::Read;
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    let bastion = enrolled(&a, "b1");
+    assert_eq!(bastion.upload(&a, &[session_start("s-live")]), 1);
+    // The watcher, on B.
+    let mut stream = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/sessions/s-live/live", b.url))
+        .bearer_auth(&b.admin)
+        .send()
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    // The bastion polls A, gets the watch order, pushes to A.
+    let (status, body) = long_request(&a.url, &bastion, "/api/v1/sync/control", "wait=60");
+    assert_eq!(status, 200);
+    let orders: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(orders["orders"][0]["kind"], "watch", "{orders}");
+    let push = |batch: Value| -> Value {
+        let body = serde_json::to_vec(&batch).unwrap();
+        let (status, answer) =
+            bastion.send_json(&a, "POST", "/api/v1/sync/live/s-live", "", &body);
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    let answer = push(json!({"size": [80, 24], "init": "$ live-marker-77\r\n", "events": []}));
+    assert_eq!(answer["watching"], true, "A knows B's watcher");
+    let answer = push(json!({"events": [[0.5, "o", "tick-from-a\r\n"]]}));
+    assert_eq!(answer["watching"], true);
+    // What B's watcher reads.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("live-marker-77") && seen.contains("tick-from-a")) {
+        let n = stream.read(&mut buf).expect("the watcher's stream");
+        assert!(n > 0, "the stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}

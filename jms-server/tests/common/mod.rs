@@ -99,8 +99,55 @@ impl Server {
         Server::launch(&[])
     }
 
-    fn launch(extra: &[&str]) -> Server {
+    /// A server on a new database of the PostgreSQL cluster
+    /// ([`pg_cluster`]), plain HTTP, whatever `JMS_TEST_DATABASE` says.
+    pub fn start_on_postgres() -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let url = create_pg_database(&pg_cluster());
+        std::fs::write(data.with_extension("database-url"), url).unwrap();
+        Server::launch_in(dir, &["--insecure-http"])
+    }
+
+    /// Another instance on this server's database: a data directory of
+    /// its own with copies of this one's key files (what the admin
+    /// distributes), the same tokens.
+    pub fn peer(&self) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(
+            &data,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        for entry in std::fs::read_dir(&self.data).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), data.join(entry.file_name())).unwrap();
+            }
+        }
+        let url = test_database(&self.data).expect("a peer shares a PostgreSQL database");
+        std::fs::write(data.with_extension("database-url"), url).unwrap();
+        let (child, url) = spawn(&data, &self.extra);
+        Server {
+            url,
+            child,
+            extra: self.extra.clone(),
+            admin: self.admin.clone(),
+            read: self.read.clone(),
+            data,
+            dir,
+            http: http_client(None, None),
+            ca: None,
+        }
+    }
+
+    fn launch(extra: &[&str]) -> Server {
+        Server::launch_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    fn launch_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
@@ -281,11 +328,11 @@ pub fn create_pg_database(base: &str) -> String {
 /// The database of the test whose server keeps its data in `data`: made
 /// at the first call (its URL kept beside `data`); `None` on SQLite.
 pub fn test_database(data: &Path) -> Option<String> {
-    let base = pg_base()?;
     let file = data.with_extension("database-url");
     if let Ok(url) = std::fs::read_to_string(&file) {
         return Some(url);
     }
+    let base = pg_base()?;
     let url = create_pg_database(&base);
     std::fs::write(&file, &url).unwrap();
     Some(url)
@@ -301,12 +348,10 @@ pub fn database_args(data: &Path) -> Vec<String> {
 
 /// Drops the test's database (the cluster keeps none of them).
 pub fn drop_test_database(data: &Path) {
-    let (Some(base), Ok(url)) = (
-        pg_base(),
-        std::fs::read_to_string(data.with_extension("database-url")),
-    ) else {
+    let Ok(url) = std::fs::read_to_string(data.with_extension("database-url")) else {
         return;
     };
+    let base = pg_url_with_db(&url, "postgres");
     let Some((_, rest)) = url.split_once("://") else {
         return;
     };
