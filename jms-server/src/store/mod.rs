@@ -14,6 +14,7 @@
 //! - [`migrations`]: numbered, append-only schema migrations.
 
 pub mod audit;
+pub mod copy;
 pub mod fleet;
 pub mod jobs;
 pub mod migrations;

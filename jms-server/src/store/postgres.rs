@@ -63,6 +63,12 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Runs `work` on a connection of the pool, outside any transaction.
+    pub fn with_conn<T>(&self, work: impl FnOnce(&dyn Conn) -> Result<T>) -> Result<T> {
+        let conn = self.conn()?;
+        work(&conn)
+    }
+
     fn conn(&self) -> Result<Held> {
         self.pool
             .get()

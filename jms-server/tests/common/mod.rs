@@ -109,6 +109,26 @@ impl Server {
         Server::launch_in(dir, &["--insecure-http"])
     }
 
+    /// A server on SQLite, whatever `JMS_TEST_DATABASE` says.
+    pub fn start_on_sqlite() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.database-url"), "").unwrap();
+        Server::launch_in(dir, &["--insecure-http"])
+    }
+
+    /// Moves the server to the database at `url` (its data directory
+    /// stays) and starts it again there.
+    pub fn move_to(&mut self, url: &str) {
+        std::fs::write(self.data.with_extension("database-url"), url).unwrap();
+        self.restart();
+    }
+
+    /// Stops the server (SIGKILL); [`Server::restart`] starts it again.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Another instance on this server's database: a data directory of
     /// its own with copies of this one's key files (what the admin
     /// distributes), the same tokens.
@@ -330,7 +350,8 @@ pub fn create_pg_database(base: &str) -> String {
 pub fn test_database(data: &Path) -> Option<String> {
     let file = data.with_extension("database-url");
     if let Ok(url) = std::fs::read_to_string(&file) {
-        return Some(url);
+        // Empty: SQLite whatever the environment says.
+        return (!url.is_empty()).then_some(url);
     }
     let base = pg_base()?;
     let url = create_pg_database(&base);
@@ -351,6 +372,9 @@ pub fn drop_test_database(data: &Path) {
     let Ok(url) = std::fs::read_to_string(data.with_extension("database-url")) else {
         return;
     };
+    if url.is_empty() {
+        return;
+    }
     let base = pg_url_with_db(&url, "postgres");
     let Some((_, rest)) = url.split_once("://") else {
         return;

@@ -84,6 +84,17 @@ enum Command {
     /// The server's TLS certificate.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Copy a SQLite store into an empty PostgreSQL database, then compare
+    /// every row (the server must be stopped; the key files stay in DIR:
+    /// give them to every instance).
+    Migrate {
+        /// The data directory whose `jms.db` is copied.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The PostgreSQL database (`postgres://…`), empty.
+        #[arg(long, value_name = "URL", value_parser = parse_database)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +146,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Migrate { from, to }) = &cli.command {
+        return match migrate(from, to) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jms-server: migrate: {}", format!("{e:#}").replace('\n', " "));
+                ExitCode::from(1)
+            }
+        };
+    }
     let Some(data) = cli.data.clone() else {
         eprintln!("jms-server: give the data directory with --data DIR");
         return ExitCode::from(2);
@@ -150,6 +170,7 @@ fn main() -> ExitCode {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
             create_token(&services, &name, scope)
         }
+        Some(Command::Migrate { .. }) => unreachable!("handled before the data directory"),
         Some(Command::Tls(TlsCommand::Rotate)) => rotate(&data, &tls_names(&cli)),
         Some(Command::Tls(TlsCommand::CaHash)) => jms_server::tls::Authority::load_or_create(&data)
             .map(|ca| println!("{}", ca.ca_hash()))
@@ -187,6 +208,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn migrate(from: &std::path::Path, to: &str) -> Result<()> {
+    let db = from.join(jms_server::services::DB_FILE);
+    let copied = jms_server::store::copy::sqlite_to_postgres(&db, to)?;
+    let mut total = 0;
+    for table in &copied {
+        println!("{}\t{}", table.table, table.rows);
+        total += table.rows;
+    }
+    eprintln!(
+        "copied {total} rows of {} tables into PostgreSQL and compared them row for row: identical",
+        copied.len()
+    );
+    Ok(())
 }
 
 fn create_token(services: &Services, name: &str, scope: Scope) -> Result<()> {
