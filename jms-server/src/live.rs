@@ -87,7 +87,8 @@ impl Stream {
     }
 
     fn watched_elsewhere(&self) -> bool {
-        self.remote_until.is_some_and(|until| Instant::now() < until)
+        self.remote_until
+            .is_some_and(|until| Instant::now() < until)
     }
 }
 

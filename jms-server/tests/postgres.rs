@@ -55,7 +55,10 @@ fn instances_starting_at_once_migrate_once_and_a_newer_database_is_refused() {
     }
     let mut db = client(&url);
     let versions: Vec<i64> = db
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|row| row.get(0))
@@ -172,7 +175,10 @@ fn long_request(url: &str, bastion: &SyncBastion, path: &str, query: &str) -> (u
         request = request.header(name, value);
     }
     let response = request.send().expect("the server answers");
-    (response.status().as_u16(), response.bytes().unwrap().to_vec())
+    (
+        response.status().as_u16(),
+        response.bytes().unwrap().to_vec(),
+    )
 }
 
 fn jmsctl_ok(server: &Server, args: &[&str]) {
@@ -204,7 +210,12 @@ fn a_policy_change_through_one_instance_wakes_a_long_poll_on_the_other() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     jmsctl_ok(&a, &["user", "add", "zed", "--name", "Zed"]);
     let (status, body) = poll.join().unwrap();
-    assert_eq!(status, 200, "B answered the change: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "B answered the change: {}",
+        String::from_utf8_lossy(&body)
+    );
     let opened = transport.open(&body).expect("sealed to the transport key");
     // A delta: B knew what A's write changed (the signal said).
     let delta = jms_sync::bundle::verify_delta(&opened, &server_key, version).unwrap();
@@ -290,8 +301,7 @@ fn a_watcher_on_one_instance_sees_output_pushed_to_the_other() {
     assert_eq!(orders["orders"][0]["kind"], "watch", "{orders}");
     let push = |batch: Value| -> Value {
         let body = serde_json::to_vec(&batch).unwrap();
-        let (status, answer) =
-            bastion.send_json(&a, "POST", "/api/v1/sync/live/s-live", "", &body);
+        let (status, answer) = bastion.send_json(&a, "POST", "/api/v1/sync/live/s-live", "", &body);
         assert_eq!(status, 200, "{answer}");
         answer
     };
@@ -323,10 +333,15 @@ fn migrate_copies_a_sqlite_store_into_postgres_row_for_row() {
     jmsctl_ok(&server, &["user", "add", "zed", "--name", "Zed"]);
     let bastion = enrolled(&server, "b1");
     assert_eq!(bastion.upload(&server, &[session_start("s-old")]), 1);
-    let before: Vec<Value> = ["/api/v1/policy/version", "/api/v1/users", "/api/v1/sessions", "/api/v1/grants"]
-        .iter()
-        .map(|path| server.expect(200, "GET", path, None))
-        .collect();
+    let before: Vec<Value> = [
+        "/api/v1/policy/version",
+        "/api/v1/users",
+        "/api/v1/sessions",
+        "/api/v1/grants",
+    ]
+    .iter()
+    .map(|path| server.expect(200, "GET", path, None))
+    .collect();
     server.stop();
 
     let url = database();
@@ -343,10 +358,15 @@ fn migrate_copies_a_sqlite_store_into_postgres_row_for_row() {
     assert!(stdout.contains("events\t1"), "{stdout}");
 
     server.move_to(&url);
-    let after: Vec<Value> = ["/api/v1/policy/version", "/api/v1/users", "/api/v1/sessions", "/api/v1/grants"]
-        .iter()
-        .map(|path| server.expect(200, "GET", path, None))
-        .collect();
+    let after: Vec<Value> = [
+        "/api/v1/policy/version",
+        "/api/v1/users",
+        "/api/v1/sessions",
+        "/api/v1/grants",
+    ]
+    .iter()
+    .map(|path| server.expect(200, "GET", path, None))
+    .collect();
     assert_eq!(before, after, "the same answers on PostgreSQL");
     // New rows continue after the copied ids, the secrets still open.
     jmsctl_ok(&server, &["user", "add", "yan", "--name", "Yan"]);

@@ -27,9 +27,9 @@ fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let path = dir.path().join("jms.db");
     SqliteStore::open(&path).unwrap();
     SqliteStore::open(&path).unwrap();
-    let mut conn = Connection::open(&path).unwrap();
+    let conn = Connection::open(&path).unwrap();
     assert_eq!(
-        migrations::apply(&mut conn).unwrap(),
+        migrations::apply(&conn).unwrap(),
         0,
         "nothing left to apply"
     );

@@ -397,10 +397,10 @@ pub fn store_events(conn: &dyn Conn, bastion_id: i64, events: &[NewEvent<'_>]) -
                  (bastion_id, idempotency_key, kind, at, body, received_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
                 args![
-                bastion_id,
-                event.idempotency_key,
-                event.kind,
-                event.at,
+                    bastion_id,
+                    event.idempotency_key,
+                    event.kind,
+                    event.at,
                     event.body,
                     received
                 ],
@@ -1003,19 +1003,19 @@ pub fn transfers(
 
 pub fn recording(conn: &dyn Conn, session: &str) -> Result<Option<RecordingRow>> {
     conn.one(
-            "SELECT session_id, bastion_id, size, sha256, complete FROM recordings \
+        "SELECT session_id, bastion_id, size, sha256, complete FROM recordings \
              WHERE session_id = ?1",
-            args![session],
-            |row| {
-                Ok(RecordingRow {
-                    session: row.get(0)?,
-                    bastion_id: row.get(1)?,
-                    size: opt_u64(row, 2)?,
-                    sha256: row.get(3)?,
-                    complete: row.get(4)?,
-                })
-            },
-        )
+        args![session],
+        |row| {
+            Ok(RecordingRow {
+                session: row.get(0)?,
+                bastion_id: row.get(1)?,
+                size: opt_u64(row, 2)?,
+                sha256: row.get(3)?,
+                complete: row.get(4)?,
+            })
+        },
+    )
 }
 
 pub fn put_recording(conn: &dyn Conn, row: &RecordingRow) -> Result<()> {
@@ -1040,7 +1040,10 @@ pub fn put_recording(conn: &dyn Conn, row: &RecordingRow) -> Result<()> {
 }
 
 pub fn delete_recording(conn: &dyn Conn, session: &str) -> Result<()> {
-    conn.exec("DELETE FROM recordings WHERE session_id = ?1", args![session])?;
+    conn.exec(
+        "DELETE FROM recordings WHERE session_id = ?1",
+        args![session],
+    )?;
     Ok(())
 }
 

@@ -146,7 +146,11 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> Result<Vec<Copied>> {
                 let list = columns.join(", ");
                 let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
                 let insert = format!("INSERT INTO {table} ({list}) VALUES ({})", marks.join(", "));
-                let all = rows(source, &format!("SELECT {list} FROM {table}"), columns.len())?;
+                let all = rows(
+                    source,
+                    &format!("SELECT {list} FROM {table}"),
+                    columns.len(),
+                )?;
                 for row in &all {
                     let values: Vec<Value<'_>> = row.iter().map(Owned::value).collect();
                     target.exec(&insert, &values)?;

@@ -5,10 +5,10 @@
 //! Migration 9 adds the columns; the trait methods are on
 //! [`super::ReadTx`] / [`super::WriteTx`], implemented here for SQLite.
 
-use chrono::{DateTime, Utc};
-use jms_sync::fleet::StatusReport;
 use super::sql::{args, Conn, Row};
 use super::Result;
+use chrono::{DateTime, Utc};
+use jms_sync::fleet::StatusReport;
 
 /// Migration 9.
 pub const MIGRATION: &str = r#"
@@ -165,12 +165,13 @@ pub fn note(
             "UPDATE bastions SET agent_version = ?2, open_sessions = ?3, spool_backlog = ?4, \
              reported_at = ?5 WHERE id = ?1",
             args![
-            id,
-            report.agent,
-            i64::try_from(report.sessions).unwrap_or(i64::MAX),
-            i64::try_from(report.backlog).unwrap_or(i64::MAX),
-            at
-        ])?;
+                id,
+                report.agent,
+                i64::try_from(report.sessions).unwrap_or(i64::MAX),
+                i64::try_from(report.backlog).unwrap_or(i64::MAX),
+                at
+            ],
+        )?;
     }
     Ok(())
 }

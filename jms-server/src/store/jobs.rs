@@ -5,10 +5,10 @@
 //! trait methods are on [`super::ReadTx`] / [`super::WriteTx`],
 //! implemented here for SQLite.
 
-use chrono::{DateTime, Utc};
-use jms_sync::job::{JobKind, JobStep};
 use super::sql::{args, Conn, Dialect, Row};
 use super::Result;
+use chrono::{DateTime, Utc};
+use jms_sync::job::{JobKind, JobStep};
 
 /// Migration 10.
 pub const MIGRATION: &str = r#"
@@ -237,14 +237,14 @@ pub fn account_checks(conn: &dyn Conn) -> Result<Vec<AccountCheck>> {
         "SELECT asset, account, ok, detail, at, job FROM account_checks",
         args![],
         |row| {
-        Ok(AccountCheck {
-            asset: row.get(0)?,
-            account: row.get(1)?,
-            ok: row.get(2)?,
-            detail: row.get(3)?,
-            at: time(row.get(4)?).unwrap_or_default(),
-            job: row.get(5)?,
-        })
+            Ok(AccountCheck {
+                asset: row.get(0)?,
+                account: row.get(1)?,
+                ok: row.get(2)?,
+                detail: row.get(3)?,
+                at: time(row.get(4)?).unwrap_or_default(),
+                job: row.get(5)?,
+            })
         },
     )
 }

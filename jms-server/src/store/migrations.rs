@@ -50,7 +50,7 @@ impl Migration {
 }
 
 /// The advisory lock key PostgreSQL migrations hold (`jms` in ASCII).
-pub const PG_MIGRATION_LOCK: i64 = 0x6a6d_735f_6d69_67;
+pub const PG_MIGRATION_LOCK: i64 = 0x006a_6d73_5f6d_6967;
 
 /// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -150,8 +150,10 @@ pub fn apply(conn: &dyn Conn) -> Result<usize> {
                      applied_at TEXT NOT NULL
                  )",
             )?;
-            let current: u32 =
-                conn.value("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", args![])?;
+            let current: u32 = conn.value(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                args![],
+            )?;
             if current > known {
                 return Err(StoreError::TooNew {
                     found: current,

@@ -29,7 +29,7 @@ use super::tx::Tx;
 use super::{migrations, ReadTx, Result, Storage, StoreError, WriteTx};
 
 /// The advisory lock every write transaction holds (`jms-wrt` in ASCII).
-pub const WRITE_LOCK: i64 = 0x6a6d_732d_7772_74;
+pub const WRITE_LOCK: i64 = 0x006a_6d73_2d77_7274;
 
 /// Connections the pool keeps open at most (each instance).
 const POOL_SIZE: u32 = 16;
@@ -87,7 +87,10 @@ impl Storage for PgStore {
     fn write(&self) -> Result<Box<dyn WriteTx + '_>> {
         let conn = self.conn()?;
         conn.batch("BEGIN")?;
-        let locked = conn.exec("SELECT pg_advisory_xact_lock(?1)", &[Value::Int(WRITE_LOCK)]);
+        let locked = conn.exec(
+            "SELECT pg_advisory_xact_lock(?1)",
+            &[Value::Int(WRITE_LOCK)],
+        );
         if let Err(e) = locked {
             let _ = conn.batch("ROLLBACK");
             return Err(e);

@@ -264,12 +264,12 @@ impl Row for SqliteRow<'_, '_> {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(i) => Cell::Int(i),
             ValueRef::Real(f) => Cell::Real(f),
-            ValueRef::Text(t) => Cell::Text(std::str::from_utf8(t).map_err(|e| {
-                StoreError::Corrupt {
+            ValueRef::Text(t) => {
+                Cell::Text(std::str::from_utf8(t).map_err(|e| StoreError::Corrupt {
                     table: "row",
                     message: format!("column {column}: {e}"),
-                }
-            })?),
+                })?)
+            }
             ValueRef::Blob(b) => Cell::Blob(b),
         })
     }

@@ -422,9 +422,8 @@ impl Tx<'_> {
 
 impl ReadTx for Tx<'_> {
     fn policy_version(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .value("SELECT version FROM policy_state WHERE id = 1", args![])?)
+        self.conn
+            .value("SELECT version FROM policy_state WHERE id = 1", args![])
     }
 
     fn primary_group_gid(&self) -> Result<Option<u32>> {
@@ -939,7 +938,10 @@ impl WriteTx for Tx<'_> {
                 )?
             }
         };
-        self.exec("DELETE FROM user_group_members WHERE user_id = ?1", args![id])?;
+        self.exec(
+            "DELETE FROM user_group_members WHERE user_id = ?1",
+            args![id],
+        )?;
         for (position, group) in user.groups.iter().enumerate() {
             let added = self.exec(
                 "INSERT INTO user_group_members (user_id, group_id, position) \
@@ -1363,7 +1365,10 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_web_admin(&mut self, username: &str) -> Result<bool> {
-        let deleted = self.exec("DELETE FROM web_admins WHERE username = ?1", args![username])?;
+        let deleted = self.exec(
+            "DELETE FROM web_admins WHERE username = ?1",
+            args![username],
+        )?;
         Ok(deleted == 1)
     }
 
@@ -1401,7 +1406,10 @@ impl WriteTx for Tx<'_> {
     }
 
     fn delete_web_session(&mut self, sha256: &[u8]) -> Result<()> {
-        self.exec("DELETE FROM web_sessions WHERE token_sha256 = ?1", args![sha256])?;
+        self.exec(
+            "DELETE FROM web_sessions WHERE token_sha256 = ?1",
+            args![sha256],
+        )?;
         Ok(())
     }
 
@@ -1419,4 +1427,3 @@ impl WriteTx for Tx<'_> {
         Ok(())
     }
 }
-

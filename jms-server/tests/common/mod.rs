@@ -136,11 +136,8 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        std::fs::set_permissions(
-            &data,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         for entry in std::fs::read_dir(&self.data).unwrap() {
             let entry = entry.unwrap();
             if entry.file_type().unwrap().is_file() {
@@ -688,19 +685,17 @@ pub fn pg_cluster() -> String {
                 "scripts/pg-test start: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            // A watchdog stops the cluster once this process is gone.
+            // A watchdog (in the background: the shell returns at once)
+            // stops the cluster once this process is gone.
             Command::new("sh")
                 .arg("-c")
                 .arg(format!(
-                    "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-                     {script} stop {dir}; rm -rf {dir}",
+                    "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                     {script} stop {dir}; rm -rf {dir}) </dev/null >/dev/null 2>&1 &",
                     pid = std::process::id(),
                     dir = dir.display()
                 ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+                .status()
                 .expect("start the cluster's watchdog");
             String::from_utf8(out.stdout).unwrap().trim().to_string()
         })

@@ -150,7 +150,10 @@ fn main() -> ExitCode {
         return match migrate(from, to) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("jms-server: migrate: {}", format!("{e:#}").replace('\n', " "));
+                eprintln!(
+                    "jms-server: migrate: {}",
+                    format!("{e:#}").replace('\n', " ")
+                );
                 ExitCode::from(1)
             }
         };
