@@ -145,13 +145,17 @@ impl LiveHub {
     }
 
     /// Queues `order` for `bastion` and wakes its control poll, here and
-    /// on every other instance (the bastion polls one of them; an order
-    /// is idempotent on the bastion).
+    /// on every other instance (the bastion polls one of them; kill,
+    /// watch and unlock are idempotent on the bastion). An account job
+    /// stays here: its secrets are in this instance's memory, and it must
+    /// run once.
     pub fn order(&self, bastion: &str, order: Order) {
-        self.publish(crate::bus::Signal::Order {
-            bastion: bastion.to_string(),
-            order: order.clone(),
-        });
+        if !matches!(order, Order::Job(_)) {
+            self.publish(crate::bus::Signal::Order {
+                bastion: bastion.to_string(),
+                order: order.clone(),
+            });
+        }
         self.order_here(bastion, order);
     }
 
