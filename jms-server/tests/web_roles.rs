@@ -32,6 +32,7 @@ fn add_web_admin(server: &Server, name: &str, role: &str) -> String {
             "--data",
         ])
         .arg(&server.data)
+        .args(common::database_args(&server.data))
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -126,6 +127,7 @@ fn an_auditor_sees_no_write_control_and_an_admin_revokes_a_bastion() {
     let list = Command::new(JMSCTL)
         .args(["admin", "list", "--data"])
         .arg(&server.data)
+        .args(common::database_args(&server.data))
         .env_clear()
         .output()
         .unwrap();

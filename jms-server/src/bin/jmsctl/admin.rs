@@ -26,6 +26,10 @@ pub struct AdminArgs {
     /// The server's data directory.
     #[arg(long, value_name = "DIR", env = "JMS_SERVER_DATA", global = true)]
     data: Option<PathBuf>,
+    /// The server's PostgreSQL database (`postgres://…`), when it runs on
+    /// one (the server's --database).
+    #[arg(long, value_name = "URL", env = "JMS_DATABASE", global = true)]
+    database: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -65,7 +69,7 @@ pub fn run(args: AdminArgs) -> Result<Outcome> {
         );
     }
     let open = || {
-        Services::open(&data)
+        Services::open_with(&data, args.database.as_deref())
             .map(|services| services.web_admins)
             .with_context(|| data.display().to_string())
     };
