@@ -24,14 +24,19 @@
 //!   TLS (its own CA, each bastion with its client certificate, as
 //!   deployed) and again with `--insecure-http`, and the ingest rate (one
 //!   uploader and four), the 1000 bastions' polls (CPU, p50) and the delta
-//!   request are given for both, as ratios TLS/plain.
+//!   request are given for both, as ratios TLS/plain;
+//! - PostgreSQL against SQLite in the same run (a private cluster from
+//!   `scripts/pg-test`, the store copied by `jms-server migrate`): the event
+//!   ingest (one uploader) and a policy write's latency (`POST
+//!   /api/v1/users`, median of 20) on each, as ratios PostgreSQL/SQLite.
 //!
 //! `cargo bench -p jms-server --bench sync [-- --quick] [--only ingest]`
 //! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
 //! `--only ingest`: the event ingest alone, on a small policy; `--only
 //! policy`: the policy apply alone; `--only tls`: the TLS/plain
 //! comparison alone, on a small policy; `--only apply`: the policy stored,
-//! then the full bundle and delta applies and the apply memory).
+//! then the full bundle and delta applies and the apply memory; `--only
+//! postgres`: PostgreSQL against SQLite alone, on a small policy).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -84,6 +89,7 @@ fn main() {
     let mut policy_only = false;
     let mut tls_only = false;
     let mut apply_only = false;
+    let mut postgres_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -94,6 +100,7 @@ fn main() {
                 Some("policy") => policy_only = true,
                 Some("tls") => tls_only = true,
                 Some("apply") => apply_only = true,
+                Some("postgres") => postgres_only = true,
                 other => eprintln!(
                     "sync: ignoring --only {other:?} (`ingest`, `policy`, `tls` or `apply`)"
                 ),
@@ -105,7 +112,15 @@ fn main() {
             }
         }
     }
-    let sizes = if tls_only {
+    let sizes = if postgres_only {
+        Sizes {
+            label: "PostgreSQL only",
+            policy: generate::Params::FULL.divided(100),
+            events: 20_000,
+            bastions: 4,
+            poll_run: Duration::from_secs(10),
+        }
+    } else if tls_only {
         Sizes {
             label: "TLS only",
             policy: generate::Params::FULL.divided(100),
@@ -211,6 +226,11 @@ fn main() {
         print_lines(&sizes, lines);
         return;
     }
+    if postgres_only {
+        lines.extend(postgres_lines(&data, &admin_token, &bastions, sizes.events));
+        print_lines(&sizes, lines);
+        return;
+    }
     let mut server = Server::start(&data, true);
     if ingest_only {
         lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
@@ -287,7 +307,99 @@ fn main() {
 
     // ---- TLS against plain HTTP --------------------------------------------
     lines.extend(tls_lines(&data, &admin_token, &bastions, &sizes));
+
+    // ---- PostgreSQL against SQLite -------------------------------------------
+    lines.extend(postgres_lines(&data, &admin_token, &bastions, sizes.events));
     print_lines(&sizes, lines);
+}
+
+/// The event ingest (one uploader) and a policy write's latency on SQLite
+/// and on PostgreSQL (a private cluster, the store copied into it by
+/// `jms-server migrate`), in this run; ratios PostgreSQL/SQLite.
+fn postgres_lines(
+    data: &Path,
+    admin_token: &str,
+    bastions: &[Bastion],
+    count: usize,
+) -> Vec<String> {
+    let cluster = tempfile::tempdir().expect("temp dir");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test");
+    let out = Command::new(script)
+        .arg("start")
+        .arg(cluster.path())
+        .output()
+        .expect("scripts/pg-test");
+    assert!(
+        out.status.success(),
+        "scripts/pg-test start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).expect("the cluster");
+    admin.batch_execute("CREATE DATABASE jms_bench").unwrap();
+    let url = base.replacen("/postgres?", "/jms_bench?", 1);
+    let migrated = Command::new(SERVER)
+        .args(["migrate", "--from"])
+        .arg(data)
+        .args(["--to", &url])
+        .output()
+        .expect("jms-server migrate");
+    assert!(
+        migrated.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let events: Vec<Value> = (0..count).map(event).collect();
+    let mut figures = Vec::new();
+    for (name, database) in [("sqlite", None), ("postgres", Some(url.as_str()))] {
+        let mut server = Server::start_on(data, false, database);
+        let run: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["id"] = format!("{}-{name}", e["id"].as_str().unwrap()).into();
+                e
+            })
+            .collect();
+        let ingested = ingest(&server, &bastions[..1], &run, 1);
+        let mut writes: Vec<Duration> = (0..20)
+            .map(|i| {
+                let started = Instant::now();
+                let response = server
+                    .http
+                    .post(format!("{}/api/v1/users", server.url))
+                    .bearer_auth(admin_token)
+                    .json(&json!({"username": format!("bench-{name}-{i}"), "name": "Bench"}))
+                    .send()
+                    .expect("user add");
+                assert!(
+                    response.status().is_success(),
+                    "user add: {}",
+                    response.status()
+                );
+                started.elapsed()
+            })
+            .collect();
+        writes.sort();
+        server.stop();
+        figures.push((ingested.rate, writes[writes.len() / 2]));
+    }
+    let _ = Command::new(script)
+        .arg("stop")
+        .arg(cluster.path())
+        .output();
+    let ((sqlite_rate, sqlite_write), (pg_rate, pg_write)) = (figures[0], figures[1]);
+    vec![
+        "PostgreSQL (private cluster, the store copied by `jms-server migrate`) against SQLite, same run, one instance each:".into(),
+        format!(
+            "  event ingest, 1 uploader, {count} events: PostgreSQL {pg_rate:.0} events/s, SQLite {sqlite_rate:.0} events/s; ratio {:.2}",
+            pg_rate / sqlite_rate
+        ),
+        format!(
+            "  policy write (POST /api/v1/users, median of 20): PostgreSQL {pg_write:.1?}, SQLite {sqlite_write:.1?}; ratio {:.2}",
+            pg_write.as_secs_f64() / sqlite_write.as_secs_f64()
+        ),
+    ]
 }
 
 /// The same ingest, polls and delta request over TLS (as deployed: the
@@ -502,9 +614,15 @@ struct Server {
 impl Server {
     /// The server over TLS (its own CA) or plain HTTP.
     fn start(data: &Path, tls: bool) -> Server {
+        Server::start_on(data, tls, None)
+    }
+
+    /// The same on the PostgreSQL `database` (else SQLite in `data`).
+    fn start_on(data: &Path, tls: bool, database: Option<&str>) -> Server {
         let mut child = Command::new(SERVER)
             .arg("--data")
             .arg(data)
+            .args(database.map(|url| format!("--database={url}")))
             .args(["--listen", "127.0.0.1:0"])
             .args((!tls).then_some("--insecure-http"))
             .env("RUST_LOG", "error")
