@@ -35,6 +35,8 @@
 //!   and deltas, long-polls, signed-request checks.
 //! - [`tls`]: TLS built in — the server's own CA, its certificate, the
 //!   bastions' client certificates, the TLS listener.
+//! - [`portal`]: the engineers' web portal at the site root (login under
+//!   the bastion's rules, the assets granted now).
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay); its admins (the
 //!   [`WebAdmins`](web::admins::WebAdmins) service).
@@ -52,6 +54,7 @@ pub mod jobs;
 pub mod live;
 pub mod mail;
 pub mod policy;
+pub mod portal;
 pub mod recordings;
 pub mod selfservice;
 pub mod services;
