@@ -171,9 +171,11 @@ fn render(portal: &Portal, engineer: &Engineer, query: &ListQuery) -> crate::err
                         },
                         terminal: a.protocols.contains(Protocol::Ssh)
                             && a.actions.contains(Action::Connect),
-                        files: a.protocols.contains(Protocol::Sftp)
-                            && (a.actions.contains(Action::Upload)
-                                || a.actions.contains(Action::Download)),
+                        // As the bastion's SFTP root offers it: a real
+                        // account (no prompt can reach an SFTP stream).
+                        files: matches!(a.account, AccountRef::Real(_))
+                            && a.protocols.contains(Protocol::Sftp)
+                            && a.actions.contains(Action::Connect),
                         protocols,
                         actions,
                     }
