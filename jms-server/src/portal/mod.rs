@@ -10,6 +10,9 @@
 //! - [`assets`]: "my assets" (`/`): paged, searched server-side, the node
 //!   tree, accounts and actions per asset, links to a terminal and to the
 //!   file manager.
+//! - [`files`]: the web file manager, through the engineer's own SFTP
+//!   session on a bastion (the `sftp` command's proxy: grant actions and
+//!   transfer audit unchanged).
 //!
 //! The rules of the audit web apply unchanged (one definition:
 //! [`crate::web`]): the session cookie `jms_portal` is `HttpOnly`,
@@ -19,6 +22,7 @@
 //! elsewhere.
 
 pub mod assets;
+pub mod files;
 pub mod login;
 pub mod service;
 
@@ -41,6 +45,16 @@ where
         .route("/", get(assets::list))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .route("/files", get(files::page))
+        .route("/files/list", get(files::list))
+        .route("/files/download", get(files::download))
+        .route(
+            "/files/upload",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/files/delete", post(files::delete))
+        .route("/files/mkdir", post(files::mkdir))
+        .route("/files/rename", post(files::rename))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::PUBLIC_FORM_LIMIT,
         ))

@@ -93,6 +93,8 @@ pub struct Portal {
     /// The zone of the users' login time windows (the bastions'
     /// `timezone`): `--timezone` of jms-server.
     timezone: Mutex<chrono_tz::Tz>,
+    /// The file manager's SFTP sessions.
+    pub files: super::files::FileSessions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +109,7 @@ impl Portal {
             state: Mutex::new(State::default()),
             compiled: Mutex::new(None),
             timezone: Mutex::new(chrono_tz::UTC),
+            files: super::files::FileSessions::default(),
         }
     }
 
