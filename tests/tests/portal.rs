@@ -290,7 +290,10 @@ fn engineers_log_in_under_the_bastion_rules_and_see_exactly_their_grants() {
         );
     }
     assert_eq!(
-        audit.iter().filter(|(u, o)| u == "alice" && o == "failure").count(),
+        audit
+            .iter()
+            .filter(|(u, o)| u == "alice" && o == "failure")
+            .count(),
         2,
         "the wrong password and the wrong code; the missing code is no attempt: {audit:?}"
     );

@@ -78,8 +78,7 @@ pub async fn list(
     engineer: Engineer,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let rendered =
-        tokio::task::spawn_blocking(move || render(&portal, &engineer, &query)).await;
+    let rendered = tokio::task::spawn_blocking(move || render(&portal, &engineer, &query)).await;
     match rendered {
         Ok(Ok(page)) => page.into_response(),
         Ok(Err(e)) => {

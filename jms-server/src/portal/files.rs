@@ -59,11 +59,14 @@ pub trait SftpOpener: Send + Sync + 'static {
     fn open(&self, engineer: &Engineer) -> Opened;
 }
 
+/// (user, asset, account).
+type SessionKey = (String, String, String);
+
 /// The open SFTP sessions, by (user, asset, account).
 #[derive(Default)]
 pub struct FileSessions {
     opener: Mutex<Option<Arc<dyn SftpOpener>>>,
-    open: tokio::sync::Mutex<HashMap<(String, String, String), (Arc<SftpSession>, Instant)>>,
+    open: tokio::sync::Mutex<HashMap<SessionKey, (Arc<SftpSession>, Instant)>>,
 }
 
 impl FileSessions {
@@ -101,9 +104,9 @@ impl FileSessions {
             .open(engineer)
             .await
             .map_err(FileError::Unavailable)?;
-        let session = SftpSession::new(stream)
-            .await
-            .map_err(|e| FileError::Unavailable(format!("the bastion's SFTP did not start: {e}")))?;
+        let session = SftpSession::new(stream).await.map_err(|e| {
+            FileError::Unavailable(format!("the bastion's SFTP did not start: {e}"))
+        })?;
         let session = Arc::new(session);
         open.insert(key, (session.clone(), now));
         Ok(session)
@@ -226,7 +229,11 @@ fn check_name(name: &str) -> Result<&str, FileError> {
 /// Whether the grant gives the engineer this account over SFTP now (the
 /// bastion checks it again; this only spares it a session that cannot
 /// work).
-async fn granted(portal: &Arc<Portal>, engineer: &Engineer, target: &Target) -> Result<(), FileError> {
+async fn granted(
+    portal: &Arc<Portal>,
+    engineer: &Engineer,
+    target: &Target,
+) -> Result<(), FileError> {
     let portal = portal.clone();
     let (user, asset, account) = (
         engineer.username.clone(),
@@ -395,7 +402,13 @@ pub async fn download(
     );
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if let Ok(value) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",

@@ -159,7 +159,15 @@ pub async fn submit(
     };
     let name = username.clone();
     let checked = hashing()
-        .run(move || portal.login(&name, &form.password, &form.code, client, chrono::Utc::now()))
+        .run(move || {
+            portal.login(
+                &name,
+                &form.password,
+                &form.code,
+                client,
+                chrono::Utc::now(),
+            )
+        })
         .await;
     let outcome = match checked {
         Err(_) => {

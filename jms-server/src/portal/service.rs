@@ -380,10 +380,7 @@ fn rfc3339(unix: i64) -> String {
 fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| {
-        jms_core::password::hash_password(
-            "decoy password",
-            jms_core::password::DEFAULT_ITERATIONS,
-        )
-        .unwrap_or_else(|_| "pbkdf2_sha256$1$decoy$".to_string())
+        jms_core::password::hash_password("decoy password", jms_core::password::DEFAULT_ITERATIONS)
+            .unwrap_or_else(|_| "pbkdf2_sha256$1$decoy$".to_string())
     })
 }
