@@ -35,6 +35,8 @@
 //!   and deltas, long-polls, signed-request checks.
 //! - [`tls`]: TLS built in — the server's own CA, its certificate, the
 //!   bastions' client certificates, the TLS listener.
+//! - [`engineers`]: the engineers' portal service: logins under the
+//!   bastion's rules, sessions, the compiled policy, SFTP sessions.
 //! - [`portal`]: the engineers' web portal at the site root (login under
 //!   the bastion's rules, the assets granted now).
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
@@ -47,6 +49,7 @@ pub mod audit;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod engineers;
 pub mod error;
 pub mod fleet;
 pub mod hashpool;

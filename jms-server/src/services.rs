@@ -25,7 +25,7 @@
 //!   (who is online) and the seal key (secret history).
 //! - [`WebAdmins`] (`web_admins`): the audit web's admin accounts, roles
 //!   and login sessions; needs the seal key.
-//! - [`Portal`](crate::portal::Portal) (`portal`): the engineers' portal's
+//! - [`Portal`](crate::engineers::Portal) (`portal`): the engineers' portal's
 //!   logins and sessions; needs the policy service (users, settings, the
 //!   policy it evaluates) and audit (the login audit).
 //!
@@ -69,7 +69,7 @@ pub struct Services {
     pub web_admins: Arc<WebAdmins>,
     pub jobs: Arc<JobService>,
     /// The engineers' portal: logins, sessions, the compiled policy.
-    pub portal: Arc<crate::portal::Portal>,
+    pub portal: Arc<crate::engineers::Portal>,
 }
 
 impl Services {
@@ -152,7 +152,7 @@ impl Services {
             key.clone(),
         ));
         let audit = Arc::new(AuditService::new(store.clone()));
-        let portal = Arc::new(crate::portal::Portal::new(policy.clone(), audit.clone()));
+        let portal = Arc::new(crate::engineers::Portal::new(policy.clone(), audit.clone()));
         Services {
             audit,
             portal,

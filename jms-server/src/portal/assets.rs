@@ -22,7 +22,7 @@ use jms_core::model::{Action, Protocol};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::service::{Engineer, Portal};
+use crate::engineers::{Engineer, Portal};
 use crate::web::layout::url_escape;
 
 /// Rows on one page.

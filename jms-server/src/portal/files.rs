@@ -16,15 +16,12 @@
 //!   /files/upload` (the body streamed into the remote file, never held
 //!   whole), `POST /files/delete|mkdir|rename`.
 //!
-//! One SFTP session per engineer and account is kept while used (closed
-//! after [`IDLE`] without a request), so a file manager tab is one session
+//! One SFTP session per engineer and account is kept while used
+//! ([`crate::engineers::sftp`]), so a file manager tab is one session
 //! on the bastion, with its recording of operations, not one per click.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -32,95 +29,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::{html, Markup};
-use russh_sftp::client::SftpSession;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::service::{Engineer, Portal};
+use crate::engineers::{Engineer, Portal};
 
-/// An SFTP session unused this long is closed.
-pub const IDLE: Duration = Duration::from_secs(5 * 60);
 /// Entries of one directory shown at most.
 pub const MAX_ENTRIES: usize = 5000;
 /// Longest path taken.
 const MAX_PATH: usize = 4096;
-
-/// A byte stream to a bastion's SFTP subsystem.
-pub trait SftpStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> SftpStream for T {}
-
-/// What opening an SFTP stream returns: the stream, or the one line that
-/// says why not.
-pub type Opened = Pin<Box<dyn Future<Output = Result<Box<dyn SftpStream>, String>> + Send>>;
-
-/// Opens the engineer's SFTP subsystem on a bastion, as herself (the
-/// server's SSH client to the bastion).
-pub trait SftpOpener: Send + Sync + 'static {
-    fn open(&self, engineer: &Engineer) -> Opened;
-}
-
-/// (user, asset, account).
-type SessionKey = (String, String, String);
-
-/// The open SFTP sessions, by (user, asset, account).
-#[derive(Default)]
-pub struct FileSessions {
-    opener: Mutex<Option<Arc<dyn SftpOpener>>>,
-    open: tokio::sync::Mutex<HashMap<SessionKey, (Arc<SftpSession>, Instant)>>,
-}
-
-impl FileSessions {
-    /// Sets how SFTP sessions are opened (the server's bastion client).
-    pub fn set_opener(&self, opener: Arc<dyn SftpOpener>) {
-        *self.opener.lock().unwrap_or_else(|p| p.into_inner()) = Some(opener);
-    }
-
-    async fn session(
-        &self,
-        engineer: &Engineer,
-        target: &Target,
-    ) -> Result<Arc<SftpSession>, FileError> {
-        let key = (
-            engineer.username.clone(),
-            target.asset.clone(),
-            target.account.clone(),
-        );
-        let mut open = self.open.lock().await;
-        let now = Instant::now();
-        open.retain(|_, (_, used)| now.duration_since(*used) < IDLE);
-        if let Some((session, used)) = open.get_mut(&key) {
-            *used = now;
-            return Ok(session.clone());
-        }
-        let opener = self
-            .opener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                FileError::Unavailable("the file manager has no bastion to reach".into())
-            })?;
-        let stream = opener
-            .open(engineer)
-            .await
-            .map_err(FileError::Unavailable)?;
-        let session = SftpSession::new(stream).await.map_err(|e| {
-            FileError::Unavailable(format!("the bastion's SFTP did not start: {e}"))
-        })?;
-        let session = Arc::new(session);
-        open.insert(key, (session.clone(), now));
-        Ok(session)
-    }
-
-    /// Forgets a session that failed (the next request opens a new one).
-    async fn drop_session(&self, engineer: &Engineer, target: &Target) {
-        self.open.lock().await.remove(&(
-            engineer.username.clone(),
-            target.asset.clone(),
-            target.account.clone(),
-        ));
-    }
-}
 
 /// A file manager error: one line for the page.
 #[derive(Debug)]
@@ -334,7 +251,16 @@ pub async fn list(
 ) -> Result<Response, FileError> {
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal.files.session(&engineer, &target).await?;
+    let session = portal
+        .files
+        .session(
+            &engineer.username,
+            engineer.client,
+            &target.asset,
+            &target.account,
+        )
+        .await
+        .map_err(FileError::Unavailable)?;
     let entries = match session.read_dir(path).await {
         Ok(entries) => entries,
         Err(e) => {
@@ -372,7 +298,10 @@ async fn note_failure(
     e: &russh_sftp::client::error::Error,
 ) {
     if !matches!(e, russh_sftp::client::error::Error::Status(_)) {
-        portal.files.drop_session(engineer, target).await;
+        portal
+            .files
+            .forget(&engineer.username, &target.asset, &target.account)
+            .await;
     }
 }
 
@@ -384,7 +313,16 @@ pub async fn download(
 ) -> Result<Response, FileError> {
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal.files.session(&engineer, &target).await?;
+    let session = portal
+        .files
+        .session(
+            &engineer.username,
+            engineer.client,
+            &target.asset,
+            &target.account,
+        )
+        .await
+        .map_err(FileError::Unavailable)?;
     let file = match session.open(path.clone()).await {
         Ok(file) => file,
         Err(e) => {
@@ -446,7 +384,16 @@ pub async fn upload(
     let name = check_name(&query.name)?;
     let folder = normalize(&target.path)?;
     let path = target.remote(&format!("{folder}/{name}"))?;
-    let session = portal.files.session(&engineer, &target).await?;
+    let session = portal
+        .files
+        .session(
+            &engineer.username,
+            engineer.client,
+            &target.asset,
+            &target.account,
+        )
+        .await
+        .map_err(FileError::Unavailable)?;
     let mut file = match session.create(path).await {
         Ok(file) => file,
         Err(e) => {
@@ -503,7 +450,16 @@ async fn change(
     };
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal.files.session(&engineer, &target).await?;
+    let session = portal
+        .files
+        .session(
+            &engineer.username,
+            engineer.client,
+            &target.asset,
+            &target.account,
+        )
+        .await
+        .map_err(FileError::Unavailable)?;
     let result = match op {
         Op::Delete => match session.metadata(path.clone()).await {
             Ok(meta) if meta.is_dir() => session.remove_dir(path).await,

@@ -18,7 +18,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::service::{Engineer, LoginOutcome, Portal, SESSION_LIFETIME};
+use crate::engineers::{Engineer, LoginOutcome, Portal, SESSION_LIFETIME};
 use crate::web::auth::{cookie_value, see_other_with_cookie, session_set_cookie};
 use crate::web::layout::url_escape;
 

@@ -1,9 +1,10 @@
 //! The engineers' web portal at the server's site root: jms users (not the
 //! audit web's admins) log in and see the assets they are granted now.
 //!
-//! - [`service`]: the [`Portal`] service: logins under the bastion's rules
-//!   (password, TOTP, account checks, lockout), audited as logins; the
-//!   login sessions; the compiled policy.
+//! - The service behind it is [`crate::engineers`] ([`Portal`]): logins
+//!   under the bastion's rules (password, TOTP, account checks, lockout),
+//!   audited as logins; the login sessions; the compiled policy; the file
+//!   manager's SFTP sessions.
 //! - [`login`]: `GET/POST /login`, `POST /logout`, and the [`Engineer`]
 //!   extractor every portal page (and the web terminal) takes: no session,
 //!   no page.
@@ -24,7 +25,6 @@
 pub mod assets;
 pub mod files;
 pub mod login;
-pub mod service;
 
 use std::sync::Arc;
 
@@ -33,8 +33,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
+pub use crate::engineers::{Engineer, Portal};
 pub use login::COOKIE;
-pub use service::{Engineer, Portal};
 
 /// The portal's routes, to merge into the server's router.
 pub fn router<S>(portal: Arc<Portal>) -> Router<S>

@@ -1,4 +1,4 @@
-//! The portal service: engineers' logins (password, TOTP where enrolled or
+//! The engineers' portal service ([`Portal`]): engineers' logins (password, TOTP where enrolled or
 //! required, the bastion's account rules, lockout), their login sessions,
 //! and the compiled policy the portal evaluates grants with.
 //!
@@ -18,6 +18,11 @@
 //!   every request checks it again, with the account rules: a user
 //!   disabled, expired, or now outside her networks or hours is out at
 //!   her next click.
+//! - [`sftp`]: the file manager's SFTP sessions on bastions.
+//!
+//! The web side is [`crate::portal`].
+
+pub mod sftp;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -94,7 +99,7 @@ pub struct Portal {
     /// `timezone`): `--timezone` of jms-server.
     timezone: Mutex<chrono_tz::Tz>,
     /// The file manager's SFTP sessions.
-    pub files: super::files::FileSessions,
+    pub files: sftp::FileSessions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,7 +114,7 @@ impl Portal {
             state: Mutex::new(State::default()),
             compiled: Mutex::new(None),
             timezone: Mutex::new(chrono_tz::UTC),
-            files: super::files::FileSessions::default(),
+            files: sftp::FileSessions::default(),
         }
     }
 
