@@ -78,6 +78,8 @@ pub enum TicketError {
     OtherBastion,
     #[error("ticket already used")]
     Replayed,
+    #[error("too many tickets in flight")]
+    TooMany,
 }
 
 impl Ticket {

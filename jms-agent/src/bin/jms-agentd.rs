@@ -194,6 +194,7 @@ fn run(args: Args) -> Result<()> {
         users_by_uid: RwLock::new(users_by_uid),
         publisher,
         live: Default::default(),
+        tickets: Default::default(),
         worker,
         config,
     });
