@@ -202,7 +202,7 @@ impl Daemon {
             Request::AccountCheck { user, rhost } => {
                 // A web ticket's login: the login ACL applies to the browser.
                 let ticket =
-                    pid.and_then(|p| self.tickets.claim(&user, p, Utc::now().timestamp()));
+                    pid.and_then(|p| self.tickets.pending(&user, p, Utc::now().timestamp()));
                 let rhost = match &ticket {
                     Some(t) => Some(t.client.to_string()),
                     None => rhost,
@@ -233,6 +233,18 @@ impl Daemon {
                     return Response::Account {
                         result: AccountResult::UnknownUser,
                     };
+                }
+                // sshd's monitor of a ticket login: its sessions are bound now.
+                if let Some(ticket) = caller_pid
+                    .and_then(|p| self.tickets.claim(&user, p, Utc::now().timestamp()))
+                {
+                    info!(
+                        event = "web_ticket_bound",
+                        user,
+                        asset = ticket.asset,
+                        account = ticket.account,
+                        nonce = ticket.nonce
+                    );
                 }
                 info!(
                     event = "session_open",

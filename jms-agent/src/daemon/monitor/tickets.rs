@@ -6,9 +6,10 @@
 //!
 //! The binding follows the processes sshd runs a login in, as the kernel
 //! tells them (SO_PEERCRED and /proc, never what a client says): PAM's
-//! authentication runs in sshd's per-connection monitor (password method)
-//! or in a child it forks (keyboard-interactive); the account stage runs
-//! in the monitor, which claims the ticket; the engineer's sessions
+//! authentication and account stages run in sshd's per-connection monitor
+//! (password method) or in a child it forks (keyboard-interactive, OpenSSH
+//! 9.2 as probed); the session stage (pam_jms's open_session) always runs
+//! in the monitor, which claims the ticket there; the engineer's sessions
 //! (jms-agent) are the monitor's descendants. A process is named by its
 //! pid and start time, so a reused pid is never taken for the old one.
 //!
@@ -112,9 +113,25 @@ impl Tickets {
         Ok(ticket)
     }
 
-    /// The account stage of `user`'s login, run by `caller` (sshd's
-    /// monitor): the ticket it authenticated with, if it did; the login is
-    /// bound to it from now on.
+    /// The ticket `user`'s login authenticated with in `caller` (the
+    /// account stage's process), not bound yet: for the login ACL.
+    pub fn pending(&self, user: &str, caller: u32, now: i64) -> Option<Arc<Ticket>> {
+        let (me, _) = Proc::of(caller)?;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.prune(now);
+        if let Some(ticket) = inner.bound.get(&me) {
+            return (ticket.user == user).then(|| Arc::clone(ticket));
+        }
+        inner
+            .pending
+            .iter()
+            .find(|p| p.ticket.user == user && (p.auth == me || p.parent == Some(me)))
+            .map(|p| Arc::clone(&p.ticket))
+    }
+
+    /// The session stage of `user`'s login, run by `caller` (sshd's
+    /// monitor): the ticket it authenticated with, if it did; the login's
+    /// sessions are bound to it from now on.
     pub fn claim(&self, user: &str, caller: u32, now: i64) -> Option<Arc<Ticket>> {
         let (me, _) = Proc::of(caller)?;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,8 +212,12 @@ mod tests {
             tickets.accept(&text, &pinned, 7, "alice", Some(me), now).unwrap_err(),
             TicketError::Replayed
         );
-        // Another user's account stage in this process claims nothing.
+        // Another user's stages in this process see nothing.
+        assert!(tickets.pending("bob", me, now).is_none());
         assert!(tickets.claim("bob", me, now).is_none());
+        assert_eq!(tickets.pending("alice", me, now).as_deref(), Some(&ticket));
+        // Authenticated, not bound yet: no session is the ticket's.
+        assert!(tickets.of_session(me).is_none());
         assert_eq!(tickets.claim("alice", me, now).as_deref(), Some(&ticket));
         // This process and its descendants are bound now.
         assert_eq!(tickets.of_session(me).as_deref(), Some(&ticket));
