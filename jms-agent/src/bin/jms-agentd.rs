@@ -305,7 +305,7 @@ fn enroll_main(
             .trim()
             .to_string(),
     };
-    let enrollment = enroll::enroll(&config.state_dir, server, token, &name)?;
+    let enrollment = enroll::enroll(&config.state_dir, server, token, &name, &config.sshd)?;
     info!(
         bastion_id = enrollment.bastion_id,
         bastion = enrollment.bastion_name,
