@@ -244,3 +244,102 @@ fn web_tickets_log_in_once_bound_to_their_target_and_are_refused_otherwise() {
         );
     }
 }
+
+/// Reads `channel` until `needle` shows up in what came (or it closes).
+async fn read_until(channel: &mut russh::Channel<russh::client::Msg>, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let deadline = std::time::Duration::from_secs(60);
+    let read = async {
+        while let Some(message) = channel.wait().await {
+            if let russh::ChannelMsg::Data { data } = message {
+                seen.extend_from_slice(&data);
+                if String::from_utf8_lossy(&seen).contains(needle) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, read).await;
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn the_servers_ssh_client_reaches_the_target_through_the_bastion_and_pins_its_host_key() {
+    use jms_server::bastion_ssh::{connect, BastionSshError, WebLogin};
+    use jms_server::store::Storage;
+
+    let scene = Scene::start();
+    let services = jms_server::services::Services::open(&scene.central.data_dir())
+        .expect("the server's data dir");
+    let login = WebLogin {
+        user: "bob".into(),
+        bastion_id: scene.bastion_id,
+        asset: "web01".into(),
+        account: "deploy".into(),
+        client: BROWSER.parse().unwrap(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A terminal on the target, through the ForceCommand path.
+        let connection = connect(services.sync.clone(), &login)
+            .await
+            .expect("the server logs in to the bastion with a ticket");
+        let mut shell = connection
+            .open_shell("xterm-256color", 100, 30)
+            .await
+            .expect("a terminal on web01");
+        shell
+            .data(&b"echo web-$((6*7)); stty size\n"[..])
+            .await
+            .unwrap();
+        let out = read_until(&mut shell, "30 100").await;
+        assert!(
+            out.contains("web-42") && out.contains("30 100"),
+            "the target ran the command in a 100x30 terminal: {out:?}"
+        );
+        shell.window_change(120, 40, 0, 0).await.unwrap();
+        shell.data(&b"stty size; exit\n"[..]).await.unwrap();
+        let out = read_until(&mut shell, "40 120").await;
+        assert!(out.contains("40 120"), "the resize reached the target: {out:?}");
+        // The sftp subsystem answers SSH_FXP_INIT with SSH_FXP_VERSION.
+        let mut sftp = connection.open_sftp().await.expect("the sftp subsystem");
+        sftp.data(&[0u8, 0, 0, 5, 1, 0, 0, 0, 3][..]).await.unwrap();
+        let mut reply = Vec::new();
+        while reply.len() < 5 {
+            match sftp.wait().await {
+                Some(russh::ChannelMsg::Data { data }) => reply.extend_from_slice(&data),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert_eq!(reply.get(4), Some(&2), "SSH_FXP_VERSION: {reply:?}");
+        assert_eq!(connection.sftp_root(), "/deploy@web01");
+        connection.close().await;
+    });
+    scene.assert_agentd_logged(
+        &["web_ticket_bound", "bob", "web01", "deploy"],
+        "the server's login is bound to its target",
+    );
+
+    // Another host key pinned: the client refuses the bastion's real one.
+    let store = jms_server::store::sqlite::SqliteStore::open(
+        &scene.central.data_dir().join(jms_server::services::DB_FILE),
+    )
+    .unwrap();
+    let mut tx = store.write().unwrap();
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    let address = format!("127.0.0.1:{}", scene.bastion.port());
+    tx.set_bastion_sshd(scene.bastion_id, Some(&address), &[other.to_string()])
+        .unwrap();
+    tx.commit().unwrap();
+    let refused = runtime.block_on(connect(services.sync.clone(), &login));
+    assert!(
+        matches!(refused, Err(BastionSshError::HostKeyMismatch(_))),
+        "a bastion whose host key is not the pinned one is refused: {:?}",
+        refused.err()
+    );
+}
