@@ -15,6 +15,7 @@
 //!   version and is logged; what each recent version changed.
 //! - [`tokens`]: the API tokens service.
 //! - [`audit`]: the audit service: event ingest (exactly once) and queries.
+//! - [`bastion_ssh`]: the server's SSH client to its bastions (web terminal, file manager)
 //! - [`diff`]: entity-level differences between two policies.
 //! - [`fleet`]: the fleet service: the enrolled bastions as admins see them (last sync,
 //!   policy version held, their reports), revocation, the silence alarm.
@@ -46,6 +47,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod bastion_ssh;
 pub mod client;
 pub mod crypto;
 pub mod diff;

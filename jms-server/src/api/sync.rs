@@ -287,7 +287,7 @@ pub async fn enroll(
         // certificate is for what it accepted (issuing cannot fail then).
         let id = services
             .sync
-            .enroll(&token, &request.bastion_name, &request.public_key)?;
+            .enroll(&token, &request)?;
         let client_cert = match &tls {
             Some(tls) => {
                 let key = jms_sync::bundle::unhex(&request.public_key).unwrap_or_default();

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account jobs: push fields, job history, checks, secret history",
         sql: super::jobs::MIGRATION,
     },
+    Migration {
+        version: 11,
+        name: "fleet: each bastion's sshd address and pinned host keys",
+        sql: super::fleet::SSHD_MIGRATION,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

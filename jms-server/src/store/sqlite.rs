@@ -954,6 +954,10 @@ impl ReadTx for Tx<'_> {
         .transpose()
     }
 
+    fn bastion_sshd(&self, id: i64) -> Result<Option<super::fleet::BastionSshd>> {
+        super::fleet::sshd(&self.conn, id)
+    }
+
     fn bastions(&self) -> Result<Vec<super::BastionInfo>> {
         super::fleet::bastions(&self.conn)
     }
@@ -1434,6 +1438,15 @@ impl WriteTx for Tx<'_> {
             self.id_of("bastions", "name", name)?
                 .expect("the bastion was just written"),
         ))
+    }
+
+    fn set_bastion_sshd(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        host_keys: &[String],
+    ) -> Result<()> {
+        super::fleet::set_sshd(&self.conn, id, address, host_keys)
     }
 
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()> {
