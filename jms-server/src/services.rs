@@ -27,7 +27,9 @@
 //!   and login sessions; needs the seal key.
 //! - [`Portal`](crate::engineers::Portal) (`portal`): the engineers' portal's
 //!   logins and sessions; needs the policy service (users, settings, the
-//!   policy it evaluates) and audit (the login audit).
+//!   policy it evaluates), audit (the login audit) and, for the file
+//!   manager, sync (the server key that signs web tickets, the bastions'
+//!   sshd).
 //!
 //! The store ([`Store`]) is shared: each service runs its own
 //! transactions on it. The HTTP side (`crate::app`) gives each router the
@@ -153,6 +155,12 @@ impl Services {
         ));
         let audit = Arc::new(AuditService::new(store.clone()));
         let portal = Arc::new(crate::engineers::Portal::new(policy.clone(), audit.clone()));
+        portal
+            .files
+            .set_opener(Arc::new(crate::engineers::sftp::BastionSftp::new(
+                sync.clone(),
+                store.clone(),
+            )));
         Services {
             audit,
             portal,
