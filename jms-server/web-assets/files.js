@@ -113,8 +113,8 @@
     root.dataset.loaded = cwd || '/';
   }
 
-  function go(path) {
-    showError('');
+  function go(path, keepError) {
+    if (!keepError) { showError(''); }
     root.dataset.loaded = '';
     fetch('/files/list?' + q({ path: path }), { credentials: 'same-origin' })
       .then(function (r) {
@@ -176,7 +176,7 @@
     }, function (err) {
       showError(err.message);
       root.dataset.uploading = 'failed';
-      refresh();
+      go(cwd, true);
     });
   }
 

@@ -201,6 +201,20 @@ impl Browser {
         })
     }
 
+    /// Gives the file input `css` the local file `path` (as a person
+    /// picking it would).
+    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+        self.runtime.block_on(async {
+            self.c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no file input `{css}`: {e}"))
+                .send_keys(&path.display().to_string())
+                .await
+                .unwrap_or_else(|e| panic!("choose {} in `{css}`: {e}", path.display()))
+        });
+    }
+
     pub fn click(&self, css: &str) {
         self.runtime.block_on(async {
             self.c()

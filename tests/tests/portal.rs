@@ -298,3 +298,207 @@ fn engineers_log_in_under_the_bastion_rules_and_see_exactly_their_grants() {
         "the wrong password and the wrong code; the missing code is no attempt: {audit:?}"
     );
 }
+
+/// The file manager's scene: a target, a bastion enrolled with its sshd,
+/// and two engineers on web01's `deploy` account: alice may upload,
+/// download and delete, bob only download.
+mod files {
+    use super::*;
+    use jms_e2e::central::eventually;
+    use jms_e2e::target::DEPLOY_PASSWORD;
+    use jms_e2e::{BastionBuilder, PasswordMethod, Target};
+
+    const BIG_MIB: usize = 50;
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Opens the file manager on deploy@web01 and goes to /tmp.
+    fn open_tmp(b: &Browser, base: &str) {
+        b.goto(&format!("{base}/"));
+        b.wait_for("web01's Files link", |b| {
+            b.count("tr[data-asset=web01] a.files-link") == 1
+        });
+        b.goto(&format!("{base}/files?asset=web01&account=deploy"));
+        b.wait_for("the root listing", |b| {
+            b.script("return document.getElementById('files').dataset.loaded || '';") == "/"
+                || b.count("#error:not([hidden])") == 1
+        });
+        assert_eq!(b.count("#error:not([hidden])"), 0, "{}", b.body());
+        b.click("tr[data-name=tmp] a.open");
+        b.wait_for("the /tmp listing", |b| {
+            b.script("return document.getElementById('files').dataset.loaded || '';") == "/tmp"
+        });
+        // The picker is hidden behind its label; WebDriver needs it shown.
+        b.script("var p = document.getElementById('pick'); p.hidden = false; p.style.display = 'block'; return null;");
+    }
+
+    fn upload(b: &Browser, file: &std::path::Path) -> String {
+        b.script("document.getElementById('files').dataset.uploading = ''; return null;");
+        b.choose_file("#pick", file);
+        b.wait_for("the upload to end", |b| {
+            let state =
+                b.script("return document.getElementById('files').dataset.uploading || '';");
+            state == "done" || state == "failed"
+        });
+        b.script("return document.getElementById('files').dataset.uploading;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The SHA-256 the page computes of a download (streamed by the server).
+    fn download_sha256(b: &Browser, path: &str) -> String {
+        b.script_async(&format!(
+            "var done = arguments[0];
+             fetch('/files/download?asset=web01&account=deploy&path={path}', {{credentials: 'same-origin'}})
+               .then(function (r) {{ if (!r.ok) {{ throw new Error('HTTP ' + r.status); }} return r.arrayBuffer(); }})
+               .then(function (b) {{ return crypto.subtle.digest('SHA-256', b); }})
+               .then(function (d) {{ done(Array.from(new Uint8Array(d)).map(function (x) {{ return x.toString(16).padStart(2, '0'); }}).join('')); }},
+                     function (e) {{ done('error: ' + e.message); }});"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    #[test]
+    fn the_file_manager_goes_through_the_bastions_sftp_with_the_grants_actions() {
+        let target = Target::start();
+        let bastion = BastionBuilder::new().start();
+        let central = Central::start_insecure();
+        central.attach(&bastion, &central.url);
+        let base = central.url.clone();
+        let policy = format!(
+            "users:
+  - {{username: alice, name: Alice, password_hash: \"{alice}\"}}
+  - {{username: bob, name: Bob, password_hash: \"{bob}\"}}
+assets:
+  - name: web01
+    address: {address}
+    protocols: [{{name: ssh, port: {port}}}, {{name: sftp, port: {port}}}]
+    accounts: [{{name: deploy, username: deploy, secret_type: password, secret: \"{DEPLOY_PASSWORD}\"}}]
+grants:
+  - {{name: alice-web01, users: [alice], assets: [web01], accounts: [deploy], protocols: [all], actions: [connect, upload, download, delete]}}
+  - {{name: bob-web01, users: [bob], assets: [web01], accounts: [deploy], protocols: [all], actions: [connect, download]}}
+",
+            alice = hash(ALICE_PASSWORD),
+            bob = hash(BOB_PASSWORD),
+            address = target.address(),
+            port = target.port(),
+        );
+        let file = central.data_dir().join("../files-policy.yaml");
+        std::fs::write(&file, policy).expect("write the policy");
+        central
+            .jmsctl(&["policy", "apply", file.to_str().expect("utf-8 path")])
+            .assert_success("jmsctl policy apply");
+        let on_target = |command: &str| {
+            eventually(&format!("`{command}` on web01 through the bastion"), || {
+                let out = bastion.ssh_password(
+                    "bob",
+                    BOB_PASSWORD,
+                    PasswordMethod::Password,
+                    Some(&format!("web01 {command}")),
+                );
+                if out.success() {
+                    Ok(out.stdout)
+                } else {
+                    Err(out.to_string())
+                }
+            })
+        };
+        on_target("true");
+
+        // A 50 MiB file of varied bytes, and a small one.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let big = dir.path().join("portal-big.bin");
+        let mut bytes = Vec::with_capacity(BIG_MIB << 20);
+        let mut x: u32 = 0x1234_5678;
+        while bytes.len() < BIG_MIB << 20 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(&big, &bytes).expect("write the big file");
+        let big_sum = sha256_hex(&bytes);
+        drop(bytes);
+        let small = dir.path().join("portal-small.txt");
+        std::fs::write(&small, "hello from the portal\n").expect("write the small file");
+        let b = Browser::start("portal-files");
+
+        // Alice uploads both; the target has exactly the bytes.
+        log_in(&b, &base, "alice", ALICE_PASSWORD, "");
+        open_tmp(&b, &base);
+        b.screenshot("11-files-tmp");
+        assert_eq!(upload(&b, &big), "done", "{}", b.body());
+        assert_eq!(upload(&b, &small), "done", "{}", b.body());
+        b.wait_for("both files listed", |b| {
+            b.count("tr[data-name='portal-big.bin']") == 1
+                && b.count("tr[data-name='portal-small.txt']") == 1
+        });
+        b.screenshot("12-files-uploaded");
+        let on_web01 = on_target("sha256sum /tmp/portal-big.bin");
+        assert_eq!(
+            on_web01.split_whitespace().next(),
+            Some(big_sum.as_str()),
+            "the target holds the uploaded bytes"
+        );
+        // Download: streamed back, the same bytes.
+        assert_eq!(download_sha256(&b, "/tmp/portal-big.bin"), big_sum);
+        // New folder, rename, delete.
+        b.script("window.prompt = function () { return 'portal-dir'; }; return null;");
+        b.click("#mkdir");
+        b.wait_for("the new folder", |b| {
+            b.count("tr[data-name='portal-dir']") == 1
+        });
+        b.script("window.prompt = function () { return 'portal-renamed.txt'; }; window.confirm = function () { return true; }; return null;");
+        b.click("tr[data-name='portal-small.txt'] button.rename");
+        b.wait_for("the renamed file", |b| {
+            b.count("tr[data-name='portal-renamed.txt']") == 1
+        });
+        b.click("tr[data-name='portal-dir'] button.delete");
+        b.wait_for("the folder gone", |b| {
+            b.count("tr[data-name='portal-dir']") == 0
+        });
+        assert_eq!(
+            on_target("cat /tmp/portal-renamed.txt"),
+            "hello from the portal\n"
+        );
+        b.click("#logout");
+        b.wait_for("the login page", |b| b.count("#username") == 1);
+
+        // Bob may download, not upload or delete: the bastion's line.
+        log_in(&b, &base, "bob", BOB_PASSWORD, "");
+        open_tmp(&b, &base);
+        assert_eq!(download_sha256(&b, "/tmp/portal-big.bin"), big_sum);
+        b.script("window.confirm = function () { return true; }; return null;");
+        b.click("tr[data-name='portal-renamed.txt'] button.delete");
+        b.wait_for("the refusal", |b| b.count("#error:not([hidden])") == 1);
+        let refused = b.text("#error");
+        assert!(
+            refused.contains("permission denied by the bastion") && refused.contains("delete"),
+            "{refused}"
+        );
+        b.screenshot("13-files-delete-refused");
+        let other = dir.path().join("bob-upload.txt");
+        std::fs::write(&other, "bob was here\n").expect("write bob's file");
+        assert_eq!(upload(&b, &other), "failed");
+        let refused = b.text("#error");
+        assert!(
+            refused.contains("permission denied by the bastion") && refused.contains("upload"),
+            "{refused}"
+        );
+        b.screenshot("14-files-upload-refused");
+        assert!(on_target("test -e /tmp/portal-renamed.txt && echo kept").contains("kept"));
+        assert!(
+            !on_target("test -e /tmp/bob-upload.txt && echo there || echo absent")
+                .contains("there")
+        );
+    }
+}

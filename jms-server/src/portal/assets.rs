@@ -131,7 +131,7 @@ fn render(portal: &Portal, engineer: &Engineer, query: &ListQuery) -> crate::err
             }
             *tree.entry(path.clone()).or_default() += 1;
         }
-        let in_node = asset.nodes.iter().any(|p| under(p, &node));
+        let in_node = node.is_empty() || asset.nodes.iter().any(|p| under(p, &node));
         let found = needle.is_empty()
             || matches(&asset.name, &needle)
             || matches(&asset.address, &needle)
