@@ -318,24 +318,27 @@ mod files {
             .collect()
     }
 
-    /// Opens the file manager on deploy@web01 and goes to /tmp.
-    fn open_tmp(b: &Browser, base: &str) {
+    /// Opens the file manager on deploy@web01 and goes to `/tmp/DIR`.
+    fn open_dir(b: &Browser, base: &str, dir: &str) {
         b.goto(&format!("{base}/"));
         b.wait_for("web01's Files link", |b| {
             b.count("tr[data-asset=web01] a.files-link") == 1
         });
         b.goto(&format!("{base}/files?asset=web01&account=deploy"));
-        b.wait_for("the root listing", |b| {
-            b.script("return document.getElementById('files').dataset.loaded || '';") == "/"
-                || b.count("#error:not([hidden])") == 1
-        });
+        loaded(b, "/");
         assert_eq!(b.count("#error:not([hidden])"), 0, "{}", b.body());
         b.click("tr[data-name=tmp] a.open");
-        b.wait_for("the /tmp listing", |b| {
-            b.script("return document.getElementById('files').dataset.loaded || '';") == "/tmp"
-        });
+        loaded(b, "/tmp");
+        b.click(&format!("tr[data-name='{dir}'] a.open"));
+        loaded(b, &format!("/tmp/{dir}"));
         // The picker is hidden behind its label; WebDriver needs it shown.
         b.script("var p = document.getElementById('pick'); p.hidden = false; p.style.display = 'block'; return null;");
+    }
+
+    fn loaded(b: &Browser, path: &str) {
+        b.wait_for(&format!("the {path} listing"), |b| {
+            b.script("return document.getElementById('files').dataset.loaded || '';") == path
+        });
     }
 
     fn upload(b: &Browser, file: &std::path::Path) -> String {
@@ -354,6 +357,7 @@ mod files {
 
     /// The SHA-256 the page computes of a download (streamed by the server).
     fn download_sha256(b: &Browser, path: &str) -> String {
+        let path = path.replace('/', "%2F");
         b.script_async(&format!(
             "var done = arguments[0];
              fetch('/files/download?asset=web01&account=deploy&path={path}', {{credentials: 'same-origin'}})
@@ -413,6 +417,29 @@ grants:
             })
         };
         on_target("true");
+        // Everything happens in a folder of this run's own, made on the
+        // target and removed at the end.
+        let work = format!(
+            "portal-e2e-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_nanos()
+        );
+        on_target(&format!("mkdir -m 0777 /tmp/{work}"));
+        struct Cleanup<'a>(&'a jms_e2e::Bastion, String);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.ssh_password(
+                    "alice",
+                    ALICE_PASSWORD,
+                    PasswordMethod::Password,
+                    Some(&format!("web01 rm -rf /tmp/{}", self.1)),
+                );
+            }
+        }
+        let _cleanup = Cleanup(&bastion, work.clone());
 
         // A 50 MiB file of varied bytes, and a small one.
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -434,8 +461,8 @@ grants:
 
         // Alice uploads both; the target has exactly the bytes.
         log_in(&b, &base, "alice", ALICE_PASSWORD, "");
-        open_tmp(&b, &base);
-        b.screenshot("11-files-tmp");
+        open_dir(&b, &base, &work);
+        b.screenshot("11-files-dir");
         assert_eq!(upload(&b, &big), "done", "{}", b.body());
         assert_eq!(upload(&b, &small), "done", "{}", b.body());
         b.wait_for("both files listed", |b| {
@@ -443,14 +470,17 @@ grants:
                 && b.count("tr[data-name='portal-small.txt']") == 1
         });
         b.screenshot("12-files-uploaded");
-        let on_web01 = on_target("sha256sum /tmp/portal-big.bin");
+        let on_web01 = on_target(&format!("sha256sum /tmp/{work}/portal-big.bin"));
         assert_eq!(
             on_web01.split_whitespace().next(),
             Some(big_sum.as_str()),
             "the target holds the uploaded bytes"
         );
         // Download: streamed back, the same bytes.
-        assert_eq!(download_sha256(&b, "/tmp/portal-big.bin"), big_sum);
+        assert_eq!(
+            download_sha256(&b, &format!("/tmp/{work}/portal-big.bin")),
+            big_sum
+        );
         // New folder, rename, delete.
         b.script("window.prompt = function () { return 'portal-dir'; }; return null;");
         b.click("#mkdir");
@@ -467,7 +497,7 @@ grants:
             b.count("tr[data-name='portal-dir']") == 0
         });
         assert_eq!(
-            on_target("cat /tmp/portal-renamed.txt"),
+            on_target(&format!("cat /tmp/{work}/portal-renamed.txt")),
             "hello from the portal\n"
         );
         b.click("#logout");
@@ -475,8 +505,11 @@ grants:
 
         // Bob may download, not upload or delete: the bastion's line.
         log_in(&b, &base, "bob", BOB_PASSWORD, "");
-        open_tmp(&b, &base);
-        assert_eq!(download_sha256(&b, "/tmp/portal-big.bin"), big_sum);
+        open_dir(&b, &base, &work);
+        assert_eq!(
+            download_sha256(&b, &format!("/tmp/{work}/portal-big.bin")),
+            big_sum
+        );
         b.script("window.confirm = function () { return true; }; return null;");
         b.click("tr[data-name='portal-renamed.txt'] button.delete");
         b.wait_for("the refusal", |b| b.count("#error:not([hidden])") == 1);
@@ -485,6 +518,7 @@ grants:
             refused.contains("permission denied by the bastion") && refused.contains("delete"),
             "{refused}"
         );
+        b.script("window.scrollTo(0, 0); return null;");
         b.screenshot("13-files-delete-refused");
         let other = dir.path().join("bob-upload.txt");
         std::fs::write(&other, "bob was here\n").expect("write bob's file");
@@ -494,11 +528,21 @@ grants:
             refused.contains("permission denied by the bastion") && refused.contains("upload"),
             "{refused}"
         );
+        b.script("window.scrollTo(0, 0); return null;");
         b.screenshot("14-files-upload-refused");
-        assert!(on_target("test -e /tmp/portal-renamed.txt && echo kept").contains("kept"));
         assert!(
-            !on_target("test -e /tmp/bob-upload.txt && echo there || echo absent")
-                .contains("there")
+            on_target(&format!(
+                "test -e /tmp/{work}/portal-renamed.txt && echo kept"
+            ))
+            .contains("kept"),
+            "bob's delete was refused"
+        );
+        assert!(
+            on_target(&format!(
+                "test -e /tmp/{work}/bob-upload.txt && echo there || echo absent"
+            ))
+            .contains("absent"),
+            "bob's upload was refused"
         );
     }
 }
