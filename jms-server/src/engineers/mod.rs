@@ -344,6 +344,7 @@ impl Portal {
                 "portal session ended: she may no longer log in"
             );
             lock(&self.state).sessions.remove(&hash);
+            self.files.close_user(&username);
             return Ok(None);
         }
         Ok(Some(Engineer { username, client }))
@@ -356,11 +357,21 @@ impl Portal {
             .and_then(|r| r.is_locked(now))
     }
 
-    /// Ends a session (logout).
+    /// Ends a session (logout); her file manager's SFTP sessions close
+    /// with her last portal session.
     pub fn logout(&self, token: &str) {
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        let Some(ended) = state.sessions.remove(&crate::crypto::token_hash(token)) else {
+            return;
+        };
+        let last = !state
             .sessions
-            .remove(&crate::crypto::token_hash(token));
+            .values()
+            .any(|s| s.username == ended.username);
+        drop(state);
+        if last {
+            self.files.close_user(&ended.username);
+        }
     }
 
     /// Lifts `name`'s portal lockout (the admins' unlock); true when there

@@ -32,14 +32,28 @@ pub trait SftpOpener: Send + Sync + 'static {
     fn open(&self, user: &str, client: Option<IpAddr>, asset: &str, account: &str) -> Opened;
 }
 
-/// (user, asset, account).
-type SessionKey = (String, String, String);
+/// (user, browser address, asset, account): the ticket of a session is
+/// bound to the browser's address, so another address gets its own.
+type SessionKey = (String, Option<IpAddr>, String, String);
 
-/// The open SFTP sessions, by (user, asset, account).
+type OpenSessions = HashMap<SessionKey, (Arc<SftpSession>, Instant)>;
+
+/// SFTP sessions open at most, all engineers together.
+pub const MAX_OPEN: usize = 1000;
+/// SFTP sessions one engineer may hold open at once.
+pub const MAX_PER_USER: usize = 16;
+
+/// The open SFTP sessions.
 #[derive(Default)]
 pub struct FileSessions {
     opener: Mutex<Option<Arc<dyn SftpOpener>>>,
-    open: tokio::sync::Mutex<HashMap<SessionKey, (Arc<SftpSession>, Instant)>>,
+    open: Arc<Mutex<OpenSessions>>,
+    /// The task that closes idle sessions, started on first use.
+    reaper: std::sync::OnceLock<()>,
+}
+
+fn sweep(open: &mut OpenSessions, now: Instant) {
+    open.retain(|_, (_, used)| now.duration_since(*used) < IDLE);
 }
 
 impl FileSessions {
@@ -48,8 +62,29 @@ impl FileSessions {
         *self.opener.lock().unwrap_or_else(|p| p.into_inner()) = Some(opener);
     }
 
-    /// `user`'s open session on `account@asset`, or a new one; the one
-    /// line that says why there is none.
+    fn open_sessions(&self) -> std::sync::MutexGuard<'_, OpenSessions> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes idle sessions every minute, even when nobody asks for one.
+    fn start_reaper(&self) {
+        self.reaper.get_or_init(|| {
+            let open = Arc::downgrade(&self.open);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    let Some(open) = open.upgrade() else { return };
+                    sweep(
+                        &mut open.lock().unwrap_or_else(|p| p.into_inner()),
+                        Instant::now(),
+                    );
+                }
+            });
+        });
+    }
+
+    /// `user`'s open session on `account@asset` from `client`, or a new
+    /// one; the one line that says why there is none.
     pub async fn session(
         &self,
         user: &str,
@@ -57,13 +92,28 @@ impl FileSessions {
         asset: &str,
         account: &str,
     ) -> Result<Arc<SftpSession>, String> {
-        let key = (user.to_string(), asset.to_string(), account.to_string());
-        let mut open = self.open.lock().await;
-        let now = Instant::now();
-        open.retain(|_, (_, used)| now.duration_since(*used) < IDLE);
-        if let Some((session, used)) = open.get_mut(&key) {
-            *used = now;
-            return Ok(session.clone());
+        self.start_reaper();
+        let key = (
+            user.to_string(),
+            client,
+            asset.to_string(),
+            account.to_string(),
+        );
+        {
+            let mut open = self.open_sessions();
+            let now = Instant::now();
+            sweep(&mut open, now);
+            if let Some((session, used)) = open.get_mut(&key) {
+                *used = now;
+                return Ok(session.clone());
+            }
+            let mine = open.keys().filter(|k| k.0 == user).count();
+            if mine >= MAX_PER_USER || open.len() >= MAX_OPEN {
+                return Err(
+                    "too many file manager sessions are open: close some tabs and try again in a few minutes"
+                        .into(),
+                );
+            }
         }
         let opener = self
             .opener
@@ -71,21 +121,29 @@ impl FileSessions {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| "the file manager has no bastion to reach".to_string())?;
+        // Opened without holding the map: connecting may take seconds.
         let stream = opener.open(user, client, asset, account).await?;
         let session = SftpSession::new(stream)
             .await
             .map_err(|e| format!("the bastion's SFTP did not start: {e}"))?;
-        let session = Arc::new(session);
-        open.insert(key, (session.clone(), now));
-        Ok(session)
+        let mut open = self.open_sessions();
+        let entry = open
+            .entry(key)
+            .or_insert_with(|| (Arc::new(session), Instant::now()));
+        entry.1 = Instant::now();
+        Ok(entry.0.clone())
     }
 
-    /// Forgets a session that failed (the next request opens a new one).
-    pub async fn forget(&self, user: &str, asset: &str, account: &str) {
-        self.open
-            .lock()
-            .await
-            .remove(&(user.to_string(), asset.to_string(), account.to_string()));
+    /// Forgets `user`'s sessions on `account@asset` after one failed (the
+    /// next request opens a new one).
+    pub fn forget(&self, user: &str, asset: &str, account: &str) {
+        self.open_sessions()
+            .retain(|k, _| !(k.0 == user && k.2 == asset && k.3 == account));
+    }
+
+    /// Closes every session of `user` (she signed out).
+    pub fn close_user(&self, user: &str) {
+        self.open_sessions().retain(|k, _| k.0 != user);
     }
 }
 

@@ -300,8 +300,7 @@ async fn note_failure(
     if !matches!(e, russh_sftp::client::error::Error::Status(_)) {
         portal
             .files
-            .forget(&engineer.username, &target.asset, &target.account)
-            .await;
+            .forget(&engineer.username, &target.asset, &target.account);
     }
 }
 
