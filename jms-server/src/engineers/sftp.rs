@@ -199,7 +199,7 @@ pub fn pick_bastion(
         .and_then(|tx| tx.bastions())
         .map_err(|e| format!("the bastions could not be read: {e}"))?;
     bastions.retain(|b| b.revoked_at.is_none());
-    bastions.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at));
+    bastions.sort_by_key(|b| std::cmp::Reverse(b.last_seen_at));
     for bastion in bastions {
         if let Ok(Some(sshd)) = sync.bastion_sshd(bastion.id) {
             if !sshd.revoked && !sshd.host_keys.is_empty() {
