@@ -36,6 +36,10 @@
 //!   and deltas, long-polls, signed-request checks.
 //! - [`tls`]: TLS built in — the server's own CA, its certificate, the
 //!   bastions' client certificates, the TLS listener.
+//! - [`engineers`]: the engineers' portal service: logins under the
+//!   bastion's rules, sessions, the compiled policy, SFTP sessions.
+//! - [`portal`]: the engineers' web portal at the site root (login under
+//!   the bastion's rules, the assets granted now).
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay); its admins (the
 //!   [`WebAdmins`](web::admins::WebAdmins) service).
@@ -47,6 +51,7 @@ pub mod bastion_ssh;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod engineers;
 pub mod error;
 pub mod fleet;
 pub mod hashpool;
@@ -54,6 +59,7 @@ pub mod jobs;
 pub mod live;
 pub mod mail;
 pub mod policy;
+pub mod portal;
 pub mod recordings;
 pub mod selfservice;
 pub mod services;

@@ -658,17 +658,8 @@ impl Effective {
 
     /// Why `user` may not log in for want of a second factor, if so.
     pub fn missing_second_factor(&self, user: &User) -> Option<String> {
-        if user.totp_secret.is_some() {
-            return None;
-        }
-        let required = match self.mfa_required {
-            MfaRequired::None => false,
-            MfaRequired::All => true,
-            MfaRequired::Groups => user.groups.iter().any(|g| self.mfa_groups.contains(g)),
-        };
-        required.then(|| {
-            "two-factor authentication is required for this account but no TOTP is set up: ask an administrator to enrol one".to_string()
-        })
+        self.mfa_required
+            .missing_second_factor(&self.mfa_groups, user)
     }
 }
 

@@ -501,6 +501,11 @@ pub trait WriteTx: ReadTx {
         now: i64,
         forget_before: i64,
     ) -> Result<bool>;
+    /// The id of an event source that is not a bastion (the engineers'
+    /// portal: `@portal`): a `bastions` row without a key, made on first
+    /// use, never listed, enrolled or verified (its name is not a bastion
+    /// name). Its events are the server's own.
+    fn local_source(&mut self, name: &str) -> Result<i64>;
     /// Stores a batch of events, each unless its idempotency key is
     /// already stored, and projects the new ones into sessions, commands,
     /// transfers and logins (see [`audit`]); returns how many were new.

@@ -1518,6 +1518,16 @@ impl WriteTx for Tx<'_> {
         Ok(added == 1)
     }
 
+    fn local_source(&mut self, name: &str) -> Result<i64> {
+        self.exec(
+            "INSERT INTO bastions (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, now()],
+        )?;
+        Ok(self
+            .id_of("bastions", "name", name)?
+            .expect("the source was just written"))
+    }
+
     fn store_events(&mut self, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {
         audit::store_events(&self.conn, bastion_id, events)
     }

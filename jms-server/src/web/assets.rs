@@ -42,6 +42,7 @@ const ASSETS: &[Asset] = &[
     asset!("replay.js", JAVASCRIPT),
     asset!("live.js", JAVASCRIPT),
     asset!("grant.js", JAVASCRIPT),
+    asset!("files.js", JAVASCRIPT),
     asset!("asciinema-player.min.js", JAVASCRIPT),
     asset!("asciinema-player.css", CSS),
     asset!("asciinema-player.LICENSE", TEXT),
