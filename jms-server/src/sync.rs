@@ -307,7 +307,11 @@ impl SyncService {
             let usable = tx
                 .bastion_sshd(bastion.id)?
                 .is_some_and(|s| !s.host_keys.is_empty());
-            if usable && best.as_ref().is_none_or(|(seen, _)| bastion.last_seen_at > *seen) {
+            if usable
+                && best
+                    .as_ref()
+                    .is_none_or(|(seen, _)| bastion.last_seen_at > *seen)
+            {
                 best = Some((bastion.last_seen_at, bastion.id));
             }
         }

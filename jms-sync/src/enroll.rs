@@ -67,7 +67,10 @@ pub fn check_ssh_address(address: &str) -> Result<(), String> {
         return Err(bad());
     }
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(bad)?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -141,7 +144,8 @@ mod tests {
 
     #[test]
     fn host_keys_and_addresses_are_checked() {
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
         assert_eq!(check_ssh_host_key(&format!("{key} root@b1")).unwrap(), key);
         for bad in [
             "ssh-dss AAAAB3NzaC1kc3MAAACBAP",

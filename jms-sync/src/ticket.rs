@@ -170,9 +170,8 @@ impl Ticket {
     }
 
     fn check_shape(&self) -> Result<(), TicketError> {
-        let name_ok = |n: &str| {
-            !n.is_empty() && n.len() <= MAX_NAME && !n.chars().any(|c| c.is_control())
-        };
+        let name_ok =
+            |n: &str| !n.is_empty() && n.len() <= MAX_NAME && !n.chars().any(|c| c.is_control());
         if !name_ok(&self.user) || !name_ok(&self.asset) || !name_ok(&self.account) {
             return Err(TicketError::Malformed("bad name"));
         }
@@ -207,7 +206,14 @@ mod tests {
     }
 
     fn ticket(now: i64) -> Ticket {
-        Ticket::new("alice", 3, "web01", "root", "198.51.100.7".parse().unwrap(), now)
+        Ticket::new(
+            "alice",
+            3,
+            "web01",
+            "root",
+            "198.51.100.7".parse().unwrap(),
+            now,
+        )
     }
 
     #[test]
@@ -273,7 +279,7 @@ mod tests {
             Err(TicketError::TooLong)
         );
         for junk in [
-            format!("{PREFIX}"),
+            PREFIX.to_string(),
             format!("{PREFIX}!!.!!"),
             format!("{PREFIX}{}", "A".repeat(5000)),
         ] {

@@ -60,8 +60,7 @@ impl Scene {
             if let Some(totp) = totp {
                 body["totp_secret"] = totp.into();
             }
-            let (status, answer) =
-                central.api("POST", "/api/v1/users", Some(&body.to_string()));
+            let (status, answer) = central.api("POST", "/api/v1/users", Some(&body.to_string()));
             assert_eq!(status, 201, "creating {name}: {answer}");
         }
         let protocol = format!("ssh:{}", target.port());
@@ -80,7 +79,13 @@ impl Scene {
             central
                 .jmsctl_with(
                     &[
-                        "account", "add", asset, "deploy", "--username", "deploy", "--type",
+                        "account",
+                        "add",
+                        asset,
+                        "deploy",
+                        "--username",
+                        "deploy",
+                        "--type",
                         "password",
                     ],
                     DEPLOY_PASSWORD.as_bytes(),
@@ -162,7 +167,10 @@ fn web_tickets_log_in_once_bound_to_their_target_and_are_refused_otherwise() {
     let scene = Scene::start();
 
     // ---- end to end: real ssh, the ticket as the password ----
-    for method in [PasswordMethod::Password, PasswordMethod::KeyboardInteractive] {
+    for method in [
+        PasswordMethod::Password,
+        PasswordMethod::KeyboardInteractive,
+    ] {
         let text = scene.ticket("bob", "web01").sign(&scene.key);
         let out = scene
             .bastion
@@ -309,7 +317,10 @@ fn the_servers_ssh_client_reaches_the_target_through_the_bastion_and_pins_its_ho
         shell.window_change(120, 40, 0, 0).await.unwrap();
         shell.data(&b"stty size; exit\n"[..]).await.unwrap();
         let out = read_until(&mut shell, "40 120").await;
-        assert!(out.contains("40 120"), "the resize reached the target: {out:?}");
+        assert!(
+            out.contains("40 120"),
+            "the resize reached the target: {out:?}"
+        );
         // The sftp subsystem answers SSH_FXP_INIT with SSH_FXP_VERSION.
         let mut sftp = connection.open_sftp().await.expect("the sftp subsystem");
         sftp.data(&[0u8, 0, 0, 5, 1, 0, 0, 0, 3][..]).await.unwrap();

@@ -24,11 +24,9 @@ const ALICE_PASSWORD: &str = "Alice-terminal-1";
 const ADMIN_PASSWORD: &str = "a long web admin passphrase";
 
 fn policy(target: &Target) -> String {
-    let hash = jms_core::password::hash_password(
-        ALICE_PASSWORD,
-        jms_core::password::MIN_ITERATIONS,
-    )
-    .expect("a password hash");
+    let hash =
+        jms_core::password::hash_password(ALICE_PASSWORD, jms_core::password::MIN_ITERATIONS)
+            .expect("a password hash");
     format!(
         "users:
   - {{username: alice, name: Alice, password_hash: \"{hash}\"}}
@@ -82,7 +80,14 @@ fn add_web_admin(central: &Central) -> String {
     let command = central.jmsctl_command(&[]);
     let out = run::run(
         Command::new(command.get_program())
-            .args(["admin", "add", "audrey", "--role", "auditor", "--password-stdin"])
+            .args([
+                "admin",
+                "add",
+                "audrey",
+                "--role",
+                "auditor",
+                "--password-stdin",
+            ])
             .args(["--iterations", "1000", "--data"])
             .arg(central.data_dir())
             .env_clear(),
@@ -146,7 +151,11 @@ fn a_web_terminal_is_an_ordinary_recorded_filtered_bastion_session() {
     b.screenshot("1-command");
 
     // A denied command never runs.
-    type_and_see(&b, "forbidden-cmd\n", "command refused by filter no-forbidden");
+    type_and_see(
+        &b,
+        "forbidden-cmd\n",
+        "command refused by filter no-forbidden",
+    );
     b.screenshot("2-denied");
 
     // Resize: the target sees the new size.
@@ -162,34 +171,37 @@ fn a_web_terminal_is_an_ordinary_recorded_filtered_bastion_session() {
     b.screenshot("4-ended");
 
     // The recording reaches the server, from the browser's address.
-    let session = eventually("the web terminal's session and recording on the server", || {
-        let (status, body) = central.api("GET", "/api/v1/sessions?user=alice", None);
-        if status != 200 {
-            return Err(format!("{status}: {body}"));
-        }
-        let page: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        let items = page["items"]
-            .as_array()
-            .or_else(|| page["sessions"].as_array())
-            .cloned()
-            .unwrap_or_default();
-        let found = items.iter().find(|s| {
-            s["source_ip"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("127.0.0.1 (web via 127.0.0.1)"))
-        });
-        let Some(found) = found else {
-            return Err(format!("no web session yet: {body}"));
-        };
-        let id = found["id"].as_str().unwrap_or_default().to_string();
-        let (status, cast) =
-            central.api("GET", &format!("/api/v1/sessions/{id}/recording"), None);
-        if status == 200 && cast.contains("web-42") && cast.contains("forbidden-cmd") {
-            Ok(id)
-        } else {
-            Err(format!("recording {status}: {cast}"))
-        }
-    });
+    let session = eventually(
+        "the web terminal's session and recording on the server",
+        || {
+            let (status, body) = central.api("GET", "/api/v1/sessions?user=alice", None);
+            if status != 200 {
+                return Err(format!("{status}: {body}"));
+            }
+            let page: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let items = page["items"]
+                .as_array()
+                .or_else(|| page["sessions"].as_array())
+                .cloned()
+                .unwrap_or_default();
+            let found = items.iter().find(|s| {
+                s["source_ip"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("127.0.0.1 (web via 127.0.0.1)"))
+            });
+            let Some(found) = found else {
+                return Err(format!("no web session yet: {body}"));
+            };
+            let id = found["id"].as_str().unwrap_or_default().to_string();
+            let (status, cast) =
+                central.api("GET", &format!("/api/v1/sessions/{id}/recording"), None);
+            if status == 200 && cast.contains("web-42") && cast.contains("forbidden-cmd") {
+                Ok(id)
+            } else {
+                Err(format!("recording {status}: {cast}"))
+            }
+        },
+    );
 
     // It replays in the audit web.
     let secret = add_web_admin(&central);

@@ -99,19 +99,22 @@ async fn allowed(portal: &Arc<Portal>, engineer: &Engineer, target: &Target) -> 
     tokio::task::spawn_blocking(move || {
         let policy = portal.compiled().ok()?;
         let listing = policy.list(&user, chrono::Utc::now()).ok()?;
-        let found = listing.iter().filter(|g| g.asset.name == asset).find_map(|g| {
-            g.accounts
-                .iter()
-                .find(|a| {
-                    a.account.name() == account
-                        && a.protocols.contains(Protocol::Ssh)
-                        && a.actions.contains(Action::Connect)
-                })
-                .map(|a| Allowed {
-                    copy: a.actions.contains(Action::Copy),
-                    paste: a.actions.contains(Action::Paste),
-                })
-        });
+        let found = listing
+            .iter()
+            .filter(|g| g.asset.name == asset)
+            .find_map(|g| {
+                g.accounts
+                    .iter()
+                    .find(|a| {
+                        a.account.name() == account
+                            && a.protocols.contains(Protocol::Ssh)
+                            && a.actions.contains(Action::Connect)
+                    })
+                    .map(|a| Allowed {
+                        copy: a.actions.contains(Action::Copy),
+                        paste: a.actions.contains(Action::Paste),
+                    })
+            });
         found
     })
     .await

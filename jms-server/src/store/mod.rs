@@ -477,8 +477,12 @@ pub trait WriteTx: ReadTx {
     /// nothing changes and `None` is returned.
     fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>>;
     /// Records a bastion's sshd as its enrollment gave it.
-    fn set_bastion_sshd(&mut self, id: i64, address: Option<&str>, host_keys: &[String])
-        -> Result<()>;
+    fn set_bastion_sshd(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        host_keys: &[String],
+    ) -> Result<()>;
     /// Records that the bastion was seen (and the version it holds).
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()>;
     /// Revokes a bastion: its key is refused from then on; false when no

@@ -151,7 +151,11 @@ mod tests {
             .iter()
             .filter(|a| a.name.starts_with("xterm"))
             .collect();
-        assert_eq!(vendored.len(), 5, "xterm.js, its css, the fit addon, two licences");
+        assert_eq!(
+            vendored.len(),
+            5,
+            "xterm.js, its css, the fit addon, two licences"
+        );
         for asset in vendored {
             let path = format!("jms-server/web-assets/{}", asset.name);
             let line = sums

@@ -235,8 +235,8 @@ impl Daemon {
                     };
                 }
                 // sshd's monitor of a ticket login: its sessions are bound now.
-                if let Some(ticket) = caller_pid
-                    .and_then(|p| self.tickets.claim(&user, p, Utc::now().timestamp()))
+                if let Some(ticket) =
+                    caller_pid.and_then(|p| self.tickets.claim(&user, p, Utc::now().timestamp()))
                 {
                     info!(
                         event = "web_ticket_bound",
@@ -458,7 +458,8 @@ impl Daemon {
         use crate::daemon::monitor::enroll::{Enrollment, ENROLLMENT_FILE};
         let bytes = std::fs::read(self.config.state_dir.join(ENROLLMENT_FILE)).ok()?;
         let enrollment: Enrollment = serde_json::from_slice(&bytes).ok()?;
-        let key = jms_sync::bundle::unhex(&enrollment.server_public_key).filter(|k| k.len() == 32)?;
+        let key =
+            jms_sync::bundle::unhex(&enrollment.server_public_key).filter(|k| k.len() == 32)?;
         Some((enrollment.bastion_id, key))
     }
 

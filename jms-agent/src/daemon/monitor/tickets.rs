@@ -139,9 +139,10 @@ impl Tickets {
         if let Some(ticket) = inner.bound.get(&me) {
             return (ticket.user == user).then(|| Arc::clone(ticket));
         }
-        let at = inner.pending.iter().position(|p| {
-            p.ticket.user == user && (p.auth == me || p.parent == Some(me))
-        })?;
+        let at = inner
+            .pending
+            .iter()
+            .position(|p| p.ticket.user == user && (p.auth == me || p.parent == Some(me)))?;
         let ticket = inner.pending.swap_remove(at).ticket;
         inner.bound.insert(me, Arc::clone(&ticket));
         Some(ticket)
@@ -202,14 +203,25 @@ mod tests {
         let key = key();
         let pinned = key.public_key().as_ref().to_vec();
         let now = chrono::Utc::now().timestamp();
-        let ticket = Ticket::new("alice", 7, "web01", "root", "198.51.100.7".parse().unwrap(), now);
+        let ticket = Ticket::new(
+            "alice",
+            7,
+            "web01",
+            "root",
+            "198.51.100.7".parse().unwrap(),
+            now,
+        );
         let text = ticket.sign(&key);
         let tickets = Tickets::default();
         let me = std::process::id();
-        let accepted = tickets.accept(&text, &pinned, 7, "alice", Some(me), now).unwrap();
+        let accepted = tickets
+            .accept(&text, &pinned, 7, "alice", Some(me), now)
+            .unwrap();
         assert_eq!(*accepted, ticket);
         assert_eq!(
-            tickets.accept(&text, &pinned, 7, "alice", Some(me), now).unwrap_err(),
+            tickets
+                .accept(&text, &pinned, 7, "alice", Some(me), now)
+                .unwrap_err(),
             TicketError::Replayed
         );
         // Another user's stages in this process see nothing.
@@ -221,7 +233,10 @@ mod tests {
         assert_eq!(tickets.claim("alice", me, now).as_deref(), Some(&ticket));
         // This process and its descendants are bound now.
         assert_eq!(tickets.of_session(me).as_deref(), Some(&ticket));
-        let child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert_eq!(tickets.of_session(child.id()).as_deref(), Some(&ticket));
         tickets.release(me);
         assert!(tickets.of_session(child.id()).is_none());
@@ -238,12 +253,16 @@ mod tests {
         let tickets = Tickets::default();
         for _ in 0..3 {
             let t = Ticket::new("alice", 1, "a", "b", "10.0.0.1".parse().unwrap(), now);
-            tickets.accept(&t.sign(&key), &pinned, 1, "alice", None, now).unwrap();
+            tickets
+                .accept(&t.sign(&key), &pinned, 1, "alice", None, now)
+                .unwrap();
         }
         assert_eq!(tickets.inner.lock().unwrap().used.len(), 3);
         let later = now + 200;
         let t = Ticket::new("alice", 1, "a", "b", "10.0.0.1".parse().unwrap(), later);
-        tickets.accept(&t.sign(&key), &pinned, 1, "alice", None, later).unwrap();
+        tickets
+            .accept(&t.sign(&key), &pinned, 1, "alice", None, later)
+            .unwrap();
         assert_eq!(tickets.inner.lock().unwrap().used.len(), 1);
         // Full: the next ticket is refused, never an old nonce forgotten early.
         {
@@ -254,7 +273,9 @@ mod tests {
         }
         let t = Ticket::new("alice", 1, "a", "b", "10.0.0.1".parse().unwrap(), later);
         assert_eq!(
-            tickets.accept(&t.sign(&key), &pinned, 1, "alice", None, later).unwrap_err(),
+            tickets
+                .accept(&t.sign(&key), &pinned, 1, "alice", None, later)
+                .unwrap_err(),
             TicketError::TooMany
         );
     }

@@ -461,8 +461,7 @@ impl<'d> Served<'d> {
                             self.within_ticket(&resolved.asset.name, &resolved.account)?;
                             Ok(resolved)
                         })
-                        .map(
-                        |mut resolved| {
+                        .map(|mut resolved| {
                             let target = (
                                 resolved.asset.name.clone(),
                                 resolved.account.clone(),
@@ -489,8 +488,7 @@ impl<'d> Served<'d> {
                                 *credential = Default::default();
                             }
                             Grant { resolved, filters }
-                        },
-                    ),
+                        }),
                 )
             }
             Ask::Credential { asset, account } => match self.granted(&asset, &account) {
@@ -553,9 +551,9 @@ impl<'d> Served<'d> {
                 ttl_secs,
                 newline,
             } => Answer::Share(self.share(session, write, ttl_secs, &newline)),
-            Ask::Join { .. } if self.ticket.is_some() => Answer::Join(Err(
-                "a web session may not join another session".to_string(),
-            )),
+            Ask::Join { .. } if self.ticket.is_some() => {
+                Answer::Join(Err("a web session may not join another session".to_string()))
+            }
             Ask::Join { code } => match self.join(&code) {
                 Ok((joined, pipe)) => return (Answer::Join(Ok(joined)), Some(pipe)),
                 Err(reason) => Answer::Join(Err(reason)),
