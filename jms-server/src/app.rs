@@ -29,6 +29,12 @@ pub fn router(services: &Services) -> Router {
         .merge(crate::selfservice::router(services.links.clone()))
         .merge(crate::web::router(web))
         .merge(crate::portal::router(services.portal.clone()))
+        .merge(crate::portal::terminal::router(
+            crate::portal::terminal::TerminalState {
+                portal: services.portal.clone(),
+                sync: services.sync.clone(),
+            },
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(DefaultBodyLimit::max(api::BODY_LIMIT))

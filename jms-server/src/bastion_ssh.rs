@@ -70,6 +70,8 @@ pub enum BastionSshError {
     Refused(String),
     #[error("bastion {name}: {reason}")]
     Ssh { name: String, reason: String },
+    #[error("no enrolled bastion gave an sshd host key: enroll one with [sshd] set")]
+    NoBastion,
     #[error("{0}")]
     Store(String),
 }
@@ -189,6 +191,15 @@ pub async fn connect(
         name,
         target: format!("{}@{}", login.account, login.asset),
     })
+}
+
+/// The bastion the web portal goes through ([`SyncService::web_bastion`]).
+pub async fn web_bastion(sync: Arc<SyncService>) -> Result<i64, BastionSshError> {
+    tokio::task::spawn_blocking(move || sync.web_bastion())
+        .await
+        .map_err(|e| BastionSshError::Store(e.to_string()))?
+        .map_err(|e| BastionSshError::Store(e.to_string()))?
+        .ok_or(BastionSshError::NoBastion)
 }
 
 /// `host:port` of a bastion's sshd.

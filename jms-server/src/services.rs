@@ -159,7 +159,6 @@ impl Services {
             .files
             .set_opener(Arc::new(crate::engineers::sftp::BastionSftp::new(
                 sync.clone(),
-                store.clone(),
             )));
         Services {
             audit,

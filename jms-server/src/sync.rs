@@ -295,6 +295,29 @@ impl SyncService {
         ticket.sign(&self.key.pair)
     }
 
+    /// The bastion the web portal goes through: of the enrolled, not
+    /// revoked bastions that gave an sshd host key, the one seen last.
+    pub fn web_bastion(&self) -> Result<Option<i64>> {
+        let tx = self.store.read()?;
+        let mut best: Option<(Option<chrono::DateTime<Utc>>, i64)> = None;
+        for bastion in tx.bastions()? {
+            if bastion.revoked_at.is_some() {
+                continue;
+            }
+            let usable = tx
+                .bastion_sshd(bastion.id)?
+                .is_some_and(|s| !s.host_keys.is_empty());
+            if usable
+                && best
+                    .as_ref()
+                    .is_none_or(|(seen, _)| bastion.last_seen_at > *seen)
+            {
+                best = Some((bastion.last_seen_at, bastion.id));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
     /// An enrolled bastion's sshd: address and pinned host keys.
     pub fn bastion_sshd(&self, id: i64) -> Result<Option<crate::store::fleet::BastionSshd>> {
         Ok(self.store.read()?.bastion_sshd(id)?)

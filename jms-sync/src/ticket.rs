@@ -279,7 +279,7 @@ mod tests {
             Err(TicketError::TooLong)
         );
         for junk in [
-            format!("{PREFIX}"),
+            PREFIX.to_string(),
             format!("{PREFIX}!!.!!"),
             format!("{PREFIX}{}", "A".repeat(5000)),
         ] {

@@ -201,18 +201,18 @@ impl Browser {
         })
     }
 
-    /// Gives the file input `css` the local file `path` (as a person
-    /// picking it would).
-    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+    /// Types `value` as keys into the element `css` (not cleared first;
+    /// `\n` is the Enter key).
+    pub fn type_keys(&self, css: &str, value: &str) {
         self.runtime.block_on(async {
             self.c()
                 .find(Locator::Css(css))
                 .await
-                .unwrap_or_else(|e| panic!("no file input `{css}`: {e}"))
-                .send_keys(&path.display().to_string())
+                .unwrap_or_else(|e| panic!("nothing to type into at `{css}`: {e}"))
+                .send_keys(value)
                 .await
-                .unwrap_or_else(|e| panic!("choose {} in `{css}`: {e}", path.display()))
-        });
+                .unwrap_or_else(|e| panic!("type into `{css}`: {e}"))
+        })
     }
 
     pub fn click(&self, css: &str) {

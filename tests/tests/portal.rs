@@ -343,7 +343,7 @@ mod files {
 
     fn upload(b: &Browser, file: &std::path::Path) -> String {
         b.script("document.getElementById('files').dataset.uploading = ''; return null;");
-        b.choose_file("#pick", file);
+        b.type_keys("#pick", &file.display().to_string());
         b.wait_for("the upload to end", |b| {
             let state =
                 b.script("return document.getElementById('files').dataset.uploading || '';");

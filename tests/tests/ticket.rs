@@ -273,7 +273,7 @@ async fn read_until(channel: &mut russh::Channel<russh::client::Msg>, needle: &s
 
 #[test]
 fn the_servers_ssh_client_reaches_the_target_through_the_bastion_and_pins_its_host_key() {
-    use jms_server::bastion_ssh::{connect, BastionSshError, WebLogin};
+    use jms_server::bastion_ssh::{connect, web_bastion, BastionSshError, WebLogin};
     use jms_server::store::Storage;
 
     let scene = Scene::start();
@@ -292,6 +292,11 @@ fn the_servers_ssh_client_reaches_the_target_through_the_bastion_and_pins_its_ho
         .build()
         .unwrap();
     runtime.block_on(async {
+        assert_eq!(
+            web_bastion(services.sync.clone()).await.unwrap(),
+            scene.bastion_id,
+            "the only enrolled bastion is the portal's"
+        );
         // A terminal on the target, through the ForceCommand path.
         let connection = connect(services.sync.clone(), &login)
             .await

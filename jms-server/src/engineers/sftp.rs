@@ -188,55 +188,29 @@ impl AsyncWrite for ChannelSftp {
     }
 }
 
-/// The enrolled bastion to go through: the most recently seen one that is
-/// not revoked and gave its sshd host keys at enrollment.
-pub fn pick_bastion(
-    sync: &crate::sync::SyncService,
-    store: &crate::store::Store,
-) -> Result<i64, String> {
-    let mut bastions = store
-        .read()
-        .and_then(|tx| tx.bastions())
-        .map_err(|e| format!("the bastions could not be read: {e}"))?;
-    bastions.retain(|b| b.revoked_at.is_none());
-    bastions.sort_by_key(|b| std::cmp::Reverse(b.last_seen_at));
-    for bastion in bastions {
-        if let Ok(Some(sshd)) = sync.bastion_sshd(bastion.id) {
-            if !sshd.revoked && !sshd.host_keys.is_empty() {
-                return Ok(bastion.id);
-            }
-        }
-    }
-    Err("no enrolled bastion can take web sessions (none gave its sshd at enrollment)".into())
-}
-
 /// Opens SFTP sessions through the server's SSH client to a bastion
 /// ([`crate::bastion_ssh`]): a one-time ticket for the target as the
 /// engineer's password, the `sftp` subsystem, and this connection bound to
 /// the target by the bastion.
 pub struct BastionSftp {
     sync: Arc<crate::sync::SyncService>,
-    store: crate::store::Store,
 }
 
 impl BastionSftp {
-    pub fn new(sync: Arc<crate::sync::SyncService>, store: crate::store::Store) -> BastionSftp {
-        BastionSftp { sync, store }
+    pub fn new(sync: Arc<crate::sync::SyncService>) -> BastionSftp {
+        BastionSftp { sync }
     }
 }
 
 impl SftpOpener for BastionSftp {
     fn open(&self, user: &str, client: Option<IpAddr>, asset: &str, account: &str) -> Opened {
-        let (sync, store) = (self.sync.clone(), self.store.clone());
+        let sync = self.sync.clone();
         let (user, asset, account) = (user.to_string(), asset.to_string(), account.to_string());
         Box::pin(async move {
             let client = client.ok_or("the browser's address is unknown")?;
-            let picked = {
-                let sync = sync.clone();
-                tokio::task::spawn_blocking(move || pick_bastion(&sync, &store))
-                    .await
-                    .map_err(|e| format!("bastion choice failed: {e}"))??
-            };
+            let picked = crate::bastion_ssh::web_bastion(sync.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             let login = crate::bastion_ssh::WebLogin {
                 user,
                 bastion_id: picked,

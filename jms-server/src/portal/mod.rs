@@ -11,6 +11,8 @@
 //! - [`assets`]: "my assets" (`/`): paged, searched server-side, the node
 //!   tree, accounts and actions per asset, links to a terminal and to the
 //!   file manager.
+//! - [`terminal`]: the web terminal (xterm.js over a WebSocket; an
+//!   ordinary bastion session opened with a one-time ticket).
 //! - [`files`]: the web file manager, through the engineer's own SFTP
 //!   session on a bastion (the `sftp` command's proxy: grant actions and
 //!   transfer audit unchanged).
@@ -25,6 +27,7 @@
 pub mod assets;
 pub mod files;
 pub mod login;
+pub mod terminal;
 
 use std::sync::Arc;
 

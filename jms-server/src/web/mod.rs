@@ -312,7 +312,7 @@ pub(crate) async fn same_origin_writes(request: Request, next: Next) -> Response
 
 /// Whether the request's `Origin` (or `Referer`) names the `Host` it was
 /// sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
