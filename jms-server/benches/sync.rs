@@ -776,8 +776,13 @@ impl Bastion {
             .sync
             .enroll(
                 &token,
-                &format!("bench-{i}"),
-                &hex(key.public_key().as_ref()),
+                &jms_sync::enroll::EnrollRequest {
+                    token: token.clone(),
+                    bastion_name: format!("bench-{i}"),
+                    public_key: hex(key.public_key().as_ref()),
+                    ssh_host_keys: Vec::new(),
+                    ssh_address: None,
+                },
             )
             .unwrap();
         assert!(admin.policy.read().unwrap().bastion(id).unwrap().is_some());

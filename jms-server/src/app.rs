@@ -1,6 +1,7 @@
 //! The whole HTTP application: the admin API ([`crate::api`]), the
-//! self-service pages ([`crate::selfservice`]) and the audit web
-//! ([`crate::web`]), each a router built from the services it uses,
+//! self-service pages ([`crate::selfservice`]), the audit web
+//! ([`crate::web`]) and the engineers' portal at the site root
+//! ([`crate::portal`]), each a router built from the services it uses,
 //! merged here under the common fallbacks (JSON 404/405) and layers (body
 //! limit, request log).
 
@@ -27,6 +28,13 @@ pub fn router(services: &Services) -> Router {
     api::router(services)
         .merge(crate::selfservice::router(services.links.clone()))
         .merge(crate::web::router(web))
+        .merge(crate::portal::router(services.portal.clone()))
+        .merge(crate::portal::terminal::router(
+            crate::portal::terminal::TerminalState {
+                portal: services.portal.clone(),
+                sync: services.sync.clone(),
+            },
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(DefaultBodyLimit::max(api::BODY_LIMIT))

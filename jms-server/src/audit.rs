@@ -12,6 +12,12 @@ use crate::error::Result as AdminResult;
 use crate::store::{NewEvent, ReadTx, Store};
 use crate::sync::{Result, SyncError, Verified};
 
+/// The event source of the engineers' portal's own events (not a
+/// bastion name: those never hold `@`).
+pub const PORTAL_SOURCE: &str = "@portal";
+/// The login audit's `service` of a portal login.
+pub const PORTAL_SERVICE: &str = "jms-portal";
+
 /// Most events in one upload.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -48,5 +54,41 @@ impl AuditService {
         let new = tx.store_events(request.bastion.id, events)?;
         tx.commit()?;
         Ok(new)
+    }
+
+    /// Records a login to the engineers' portal in the login audit, beside
+    /// the bastions' PAM logins (source `@portal`, service
+    /// [`PORTAL_SERVICE`]).
+    pub fn record_portal_login(
+        &self,
+        user: &str,
+        rhost: Option<&str>,
+        outcome: &str,
+        reason: Option<&str>,
+    ) -> AdminResult<()> {
+        let body = jms_sync::event::EventBody::Login {
+            user: jms_sync::event::bounded_text(user).into_owned(),
+            rhost: rhost.map(str::to_string),
+            service: PORTAL_SERVICE.to_string(),
+            outcome: outcome.to_string(),
+            reason: reason.map(str::to_string),
+        };
+        let body = serde_json::to_string(&body)
+            .map_err(|e| crate::error::AdminError::Invalid(format!("login event: {e}")))?;
+        let key = format!("portal-login-{}", crate::crypto::new_token());
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut tx = self.store.write()?;
+        let source = tx.local_source(PORTAL_SOURCE)?;
+        tx.store_events(
+            source,
+            &[NewEvent {
+                idempotency_key: key.into(),
+                kind: "login".into(),
+                at: at.into(),
+                body: &body,
+            }],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 }

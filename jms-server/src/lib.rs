@@ -15,6 +15,7 @@
 //!   version and is logged; what each recent version changed.
 //! - [`tokens`]: the API tokens service.
 //! - [`audit`]: the audit service: event ingest (exactly once) and queries.
+//! - [`bastion_ssh`]: the server's SSH client to its bastions (web terminal, file manager)
 //! - [`diff`]: entity-level differences between two policies.
 //! - [`fleet`]: the fleet service: the enrolled bastions as admins see them (last sync,
 //!   policy version held, their reports), revocation, the silence alarm.
@@ -35,6 +36,10 @@
 //!   and deltas, long-polls, signed-request checks.
 //! - [`tls`]: TLS built in — the server's own CA, its certificate, the
 //!   bastions' client certificates, the TLS listener.
+//! - [`engineers`]: the engineers' portal service: logins under the
+//!   bastion's rules, sessions, the compiled policy, SFTP sessions.
+//! - [`portal`]: the engineers' web portal at the site root (login under
+//!   the bastion's rules, the assets granted now).
 //! - [`web`]: the audit web UI under `/web/` (admin login with TOTP,
 //!   sessions, command search, replay); its admins (the
 //!   [`WebAdmins`](web::admins::WebAdmins) service).
@@ -43,9 +48,11 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod bus;
+pub mod bastion_ssh;
 pub mod client;
 pub mod crypto;
 pub mod diff;
+pub mod engineers;
 pub mod error;
 pub mod fleet;
 pub mod hashpool;
@@ -53,6 +60,7 @@ pub mod jobs;
 pub mod live;
 pub mod mail;
 pub mod policy;
+pub mod portal;
 pub mod recordings;
 pub mod selfservice;
 pub mod services;

@@ -25,6 +25,11 @@
 //!   (who is online) and the seal key (secret history).
 //! - [`WebAdmins`] (`web_admins`): the audit web's admin accounts, roles
 //!   and login sessions; needs the seal key.
+//! - [`Portal`](crate::engineers::Portal) (`portal`): the engineers' portal's
+//!   logins and sessions; needs the policy service (users, settings, the
+//!   policy it evaluates), audit (the login audit) and, for the file
+//!   manager, sync (the server key that signs web tickets, the bastions'
+//!   sshd).
 //!
 //! The store ([`Store`]) is shared: each service runs its own
 //! transactions on it. The HTTP side (`crate::app`) gives each router the
@@ -66,6 +71,8 @@ pub struct Services {
     pub links: Arc<Links>,
     pub web_admins: Arc<WebAdmins>,
     pub jobs: Arc<JobService>,
+    /// The engineers' portal: logins, sessions, the compiled policy.
+    pub portal: Arc<crate::engineers::Portal>,
 }
 
 impl Services {
@@ -210,8 +217,16 @@ impl Services {
                 }
             });
         }
+        let audit = Arc::new(AuditService::new(store.clone()));
+        let portal = Arc::new(crate::engineers::Portal::new(policy.clone(), audit.clone()));
+        portal
+            .files
+            .set_opener(Arc::new(crate::engineers::sftp::BastionSftp::new(
+                sync.clone(),
+            )));
         Services {
-            audit: Arc::new(AuditService::new(store.clone())),
+            audit,
+            portal,
             recordings: Arc::new(Recordings::new(store.clone(), recordings_dir)),
             live,
             fleet,

@@ -289,6 +289,40 @@ impl SyncService {
         self.key.public_key()
     }
 
+    /// A one-time web ticket in its signed text form (the password the
+    /// server's SSH client types on the bastion).
+    pub fn sign_ticket(&self, ticket: &jms_sync::ticket::Ticket) -> String {
+        ticket.sign(&self.key.pair)
+    }
+
+    /// The bastion the web portal goes through: of the enrolled, not
+    /// revoked bastions that gave an sshd host key, the one seen last.
+    pub fn web_bastion(&self) -> Result<Option<i64>> {
+        let tx = self.store.read()?;
+        let mut best: Option<(Option<chrono::DateTime<Utc>>, i64)> = None;
+        for bastion in tx.bastions()? {
+            if bastion.revoked_at.is_some() {
+                continue;
+            }
+            let usable = tx
+                .bastion_sshd(bastion.id)?
+                .is_some_and(|s| !s.host_keys.is_empty());
+            if usable
+                && best
+                    .as_ref()
+                    .is_none_or(|(seen, _)| bastion.last_seen_at > *seen)
+            {
+                best = Some((bastion.last_seen_at, bastion.id));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
+    /// An enrolled bastion's sshd: address and pinned host keys.
+    pub fn bastion_sshd(&self, id: i64) -> Result<Option<crate::store::fleet::BastionSshd>> {
+        Ok(self.store.read()?.bastion_sshd(id)?)
+    }
+
     /// The signature of an answer to the authenticated request `binding`
     /// (the value of [`headers::ANSWER_SIGNATURE`]).
     pub fn sign_answer(
@@ -339,8 +373,24 @@ impl SyncService {
 
     /// Enrolls a bastion with a one-time token: registers its public key
     /// (hex of 32 bytes) and returns its id. The token never works again.
-    pub fn enroll(&self, token: &str, name: &str, public_key_hex: &str) -> Result<i64> {
+    pub fn enroll(&self, token: &str, request: &jms_sync::enroll::EnrollRequest) -> Result<i64> {
+        let (name, public_key_hex) = (request.bastion_name.as_str(), request.public_key.as_str());
         check_name(name)?;
+        if request.ssh_host_keys.len() > jms_sync::enroll::MAX_SSH_HOST_KEYS {
+            return Err(SyncError::BadInput(format!(
+                "ssh_host_keys: at most {}",
+                jms_sync::enroll::MAX_SSH_HOST_KEYS
+            )));
+        }
+        let host_keys = request
+            .ssh_host_keys
+            .iter()
+            .map(|k| jms_sync::enroll::check_ssh_host_key(k))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(SyncError::BadInput)?;
+        if let Some(address) = &request.ssh_address {
+            jms_sync::enroll::check_ssh_address(address).map_err(SyncError::BadInput)?;
+        }
         let public_key = bundle::unhex(public_key_hex)
             .filter(|k| k.len() == 32)
             .ok_or_else(|| {
@@ -376,6 +426,7 @@ impl SyncService {
             .into());
         };
         tx.use_enroll_token(row.id, id)?;
+        tx.set_bastion_sshd(id, request.ssh_address.as_deref(), &host_keys)?;
         let version = tx.policy_version()?;
         tx.append_oplog(&NewOpLogEntry {
             actor: format!("enrollment token {}", row.id),

@@ -16,6 +16,7 @@
 //! - [`queries`]: the query strings of the signed `GET` requests
 //! - [`recording`]: the resumable recording upload's messages
 //! - [`settings`]: the system settings the server keeps and bastions obey
+//! - [`ticket`]: the one-time web tickets the server logs in to a bastion with
 
 pub mod auth;
 pub mod bundle;
@@ -29,3 +30,4 @@ pub mod paths;
 pub mod queries;
 pub mod recording;
 pub mod settings;
+pub mod ticket;

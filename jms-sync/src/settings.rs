@@ -99,6 +99,30 @@ pub enum MfaRequired {
     Groups,
 }
 
+impl MfaRequired {
+    /// Why `user` may not log in for want of a second factor: none when
+    /// she has TOTP or none is required of her (with `groups`, when she is
+    /// in one of `groups`). One rule for the bastions (PAM) and the
+    /// engineers' portal.
+    pub fn missing_second_factor(
+        self,
+        groups: &[String],
+        user: &jms_core::model::User,
+    ) -> Option<String> {
+        if user.totp_secret.is_some() {
+            return None;
+        }
+        let required = match self {
+            MfaRequired::None => false,
+            MfaRequired::All => true,
+            MfaRequired::Groups => user.groups.iter().any(|g| groups.contains(g)),
+        };
+        required.then(|| {
+            "two-factor authentication is required for this account but no TOTP is set up: ask an administrator to enrol one".to_string()
+        })
+    }
+}
+
 /// What the bastion records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -201,6 +201,20 @@ impl Browser {
         })
     }
 
+    /// Types `value` as keys into the element `css` (not cleared first;
+    /// `\n` is the Enter key).
+    pub fn type_keys(&self, css: &str, value: &str) {
+        self.runtime.block_on(async {
+            self.c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("nothing to type into at `{css}`: {e}"))
+                .send_keys(value)
+                .await
+                .unwrap_or_else(|e| panic!("type into `{css}`: {e}"))
+        })
+    }
+
     pub fn click(&self, css: &str) {
         self.runtime.block_on(async {
             self.c()

@@ -296,7 +296,13 @@ impl Central {
             .clone();
         bastion.kill_agentd();
         let config = bastion.dir().join("agentd.toml");
-        write(&config, &central_agentd_toml(via));
+        // Its sshd, for the server's SSH client (pinned at enrollment).
+        let sshd = format!(
+            "\n[sshd]\naddress = \"127.0.0.1:{}\"\nhost_keys = [\"{}\"]\n",
+            bastion.port(),
+            bastion.dir().join("ssh_host_ed25519_key.pub").display()
+        );
+        write(&config, &(central_agentd_toml(via) + &sshd));
         let out = run::run(
             bastion
                 .ns_command(&artifacts.agentd.to_string_lossy())

@@ -194,6 +194,7 @@ fn run(args: Args) -> Result<()> {
         users_by_uid: RwLock::new(users_by_uid),
         publisher,
         live: Default::default(),
+        tickets: Default::default(),
         worker,
         config,
     });
@@ -304,7 +305,7 @@ fn enroll_main(
             .trim()
             .to_string(),
     };
-    let enrollment = enroll::enroll(&config.state_dir, server, token, &name)?;
+    let enrollment = enroll::enroll(&config.state_dir, server, token, &name, &config.sshd)?;
     info!(
         bastion_id = enrollment.bastion_id,
         bastion = enrollment.bastion_name,

@@ -38,6 +38,10 @@ pub struct AgentdConfig {
     /// The central server the policy comes from (after `jms-agentd enroll`).
     #[serde(default)]
     pub central: Option<CentralConfig>,
+    /// `[sshd]`: what enrollment tells the server about this bastion's
+    /// sshd, for the server's SSH client (web terminal, file manager).
+    #[serde(default)]
+    pub sshd: SshdConfig,
     /// The only non-root user allowed to ask for public keys
     /// (sshd's AuthorizedKeysCommandUser).
     #[serde(default = "default_keys_user")]
@@ -93,6 +97,37 @@ pub struct AuditConfig {
     /// unaudited); an alarm is logged either way.
     #[serde(default)]
     pub on_failure: AuditOnFailure,
+}
+
+/// `[sshd]`: this bastion's sshd as the server's SSH client reaches it.
+/// Sent at enrollment; the server pins the host keys (re-enroll to change
+/// them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshdConfig {
+    /// `host:port` the server connects to; none: the address this
+    /// bastion's sync requests come from, port 22.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Host public key files (those that exist are sent).
+    #[serde(default = "default_host_key_files")]
+    pub host_keys: Vec<PathBuf>,
+}
+
+impl Default for SshdConfig {
+    fn default() -> Self {
+        SshdConfig {
+            address: None,
+            host_keys: default_host_key_files(),
+        }
+    }
+}
+
+fn default_host_key_files() -> Vec<PathBuf> {
+    ["ed25519", "ecdsa", "rsa"]
+        .iter()
+        .map(|kind| PathBuf::from(format!("/etc/ssh/ssh_host_{kind}_key.pub")))
+        .collect()
 }
 
 /// `[central]`: where the policy comes from when a central server holds it.
@@ -623,17 +658,8 @@ impl Effective {
 
     /// Why `user` may not log in for want of a second factor, if so.
     pub fn missing_second_factor(&self, user: &User) -> Option<String> {
-        if user.totp_secret.is_some() {
-            return None;
-        }
-        let required = match self.mfa_required {
-            MfaRequired::None => false,
-            MfaRequired::All => true,
-            MfaRequired::Groups => user.groups.iter().any(|g| self.mfa_groups.contains(g)),
-        };
-        required.then(|| {
-            "two-factor authentication is required for this account but no TOTP is set up: ask an administrator to enrol one".to_string()
-        })
+        self.mfa_required
+            .missing_second_factor(&self.mfa_groups, user)
     }
 }
 

@@ -80,7 +80,7 @@ pub async fn kill(
 }
 
 /// `POST /api/v1/users/{username}/unlock`: every bastion lifts her
-/// lockout at its next control poll.
+/// lockout at its next control poll, the portal at once.
 pub async fn unlock(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -88,7 +88,9 @@ pub async fn unlock(
 ) -> Result<Json<Value>, ApiError> {
     let name = user.clone();
     let bastions = super::blocking(&state, move |services| {
-        services.live.unlock_user(&actor.name, &name)
+        let bastions = services.live.unlock_user(&actor.name, &name)?;
+        services.portal.unlock(&name);
+        Ok(bastions)
     })
     .await?;
     Ok(Json(json!({"user": user, "bastions": bastions})))

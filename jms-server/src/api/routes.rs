@@ -205,7 +205,7 @@ pub fn table() -> Vec<Route> {
             .doc(
                 "unlockUser",
                 "users",
-                "Lift her lockout after failed logins: every enrolled bastion forgets her failures at its next control poll (within seconds); answers the bastions ordered",
+                "Lift her lockout after failed logins: the web portal forgets her failures at once, every enrolled bastion at its next control poll (within seconds); answers the bastions ordered",
             )
             .returns(200, Some("Unlocked")),
         // user groups

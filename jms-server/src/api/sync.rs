@@ -285,9 +285,7 @@ pub async fn enroll(
     let (id, server_key, server_id, client_cert) = blocking(&state, move |services| {
         // The name, key and token are checked by the enrollment first; the
         // certificate is for what it accepted (issuing cannot fail then).
-        let id = services
-            .sync
-            .enroll(&token, &request.bastion_name, &request.public_key)?;
+        let id = services.sync.enroll(&token, &request)?;
         let client_cert = match &tls {
             Some(tls) => {
                 let key = jms_sync::bundle::unhex(&request.public_key).unwrap_or_default();

@@ -44,6 +44,65 @@ ALTER TABLE web_admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
     CHECK (role IN ('auditor', 'operator', 'admin'));
 "#;
 
+/// Migration 11: what a bastion said about its sshd at enrollment (the
+/// server's SSH client to it pins these keys).
+pub const SSHD_MIGRATION: &str = r#"
+ALTER TABLE bastions ADD COLUMN ssh_address TEXT;
+-- JSON array of OpenSSH host key lines (`TYPE BASE64`).
+ALTER TABLE bastions ADD COLUMN ssh_host_keys TEXT;
+"#;
+
+/// A bastion's sshd as the server's SSH client reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BastionSshd {
+    pub id: i64,
+    pub name: String,
+    /// `host:port` from enrollment; none: [`Self::sync_address`], port 22.
+    pub address: Option<String>,
+    /// The address its last sync request came from.
+    pub sync_address: Option<String>,
+    /// Host key lines pinned at enrollment (`TYPE BASE64`).
+    pub host_keys: Vec<String>,
+    pub revoked: bool,
+}
+
+/// `id`'s sshd (an enrolled bastion's).
+pub fn sshd(conn: &dyn Conn, id: i64) -> Result<Option<BastionSshd>> {
+    conn.one(
+        "SELECT id, name, ssh_address, address, ssh_host_keys, revoked_at IS NOT NULL \
+         FROM bastions WHERE id = ?1 AND public_key IS NOT NULL",
+        args![id],
+        |row| {
+            let keys: Option<String> = row.get(4)?;
+            Ok(BastionSshd {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                address: row.get(2)?,
+                sync_address: row.get(3)?,
+                host_keys: keys
+                    .and_then(|k| serde_json::from_str(&k).ok())
+                    .unwrap_or_default(),
+                revoked: row.get(5)?,
+            })
+        },
+    )
+}
+
+/// Records `id`'s sshd as enrollment gave it.
+pub fn set_sshd(
+    conn: &dyn Conn,
+    id: i64,
+    address: Option<&str>,
+    host_keys: &[String],
+) -> Result<()> {
+    let keys = serde_json::to_string(host_keys).expect("strings serialise");
+    conn.exec(
+        "UPDATE bastions SET ssh_address = ?2, ssh_host_keys = ?3 WHERE id = ?1",
+        args![id, address, keys],
+    )?;
+    Ok(())
+}
+
 /// An enrolled bastion as the fleet view shows it.
 /// Migration 9 in PostgreSQL's spelling: a CHECK is changed in place.
 pub const PG_MIGRATION: &str = r#"

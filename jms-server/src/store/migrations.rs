@@ -114,6 +114,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::jobs::MIGRATION,
         pg: Pg::TranslatedThen(super::jobs::PG_MIGRATION_THEN),
     },
+    Migration {
+        version: 11,
+        name: "fleet: each bastion's sshd address and pinned host keys",
+        sql: super::fleet::SSHD_MIGRATION,
+        pg: Pg::Translated,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

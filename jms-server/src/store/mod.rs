@@ -398,6 +398,8 @@ pub trait ReadTx {
 
     /// An enrolled bastion by id.
     fn bastion(&self, id: i64) -> Result<Option<BastionRow>>;
+    /// An enrolled bastion's sshd (address, pinned host keys).
+    fn bastion_sshd(&self, id: i64) -> Result<Option<fleet::BastionSshd>>;
     /// An enrollment token by its SHA-256 (used or not, expired or not).
     fn enroll_token(&self, sha256: &[u8]) -> Result<Option<EnrollTokenRow>>;
     /// Every enrolled bastion (revoked ones too), by name.
@@ -488,6 +490,13 @@ pub trait WriteTx: ReadTx {
     /// the new key only with `replace` (the token says so); otherwise
     /// nothing changes and `None` is returned.
     fn put_bastion(&mut self, name: &str, public_key: &[u8], replace: bool) -> Result<Option<i64>>;
+    /// Records a bastion's sshd as its enrollment gave it.
+    fn set_bastion_sshd(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        host_keys: &[String],
+    ) -> Result<()>;
     /// Records that the bastion was seen (and the version it holds).
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()>;
     /// Revokes a bastion: its key is refused from then on; false when no
@@ -510,6 +519,11 @@ pub trait WriteTx: ReadTx {
         now: i64,
         forget_before: i64,
     ) -> Result<bool>;
+    /// The id of an event source that is not a bastion (the engineers'
+    /// portal: `@portal`): a `bastions` row without a key, made on first
+    /// use, never listed, enrolled or verified (its name is not a bastion
+    /// name). Its events are the server's own.
+    fn local_source(&mut self, name: &str) -> Result<i64>;
     /// Stores a batch of events, each unless its idempotency key is
     /// already stored, and projects the new ones into sessions, commands,
     /// transfers and logins (see [`audit`]); returns how many were new.

@@ -753,6 +753,10 @@ impl ReadTx for Tx<'_> {
         .transpose()
     }
 
+    fn bastion_sshd(&self, id: i64) -> Result<Option<super::fleet::BastionSshd>> {
+        super::fleet::sshd(&*self.conn, id)
+    }
+
     fn bastions(&self) -> Result<Vec<super::BastionInfo>> {
         super::fleet::bastions(&*self.conn)
     }
@@ -1230,6 +1234,15 @@ impl WriteTx for Tx<'_> {
         ))
     }
 
+    fn set_bastion_sshd(
+        &mut self,
+        id: i64,
+        address: Option<&str>,
+        host_keys: &[String],
+    ) -> Result<()> {
+        super::fleet::set_sshd(&*self.conn, id, address, host_keys)
+    }
+
     fn touch_bastion(&mut self, id: i64, policy_version: Option<u64>) -> Result<()> {
         self.exec(
             "UPDATE bastions SET last_seen_at = ?2, \
@@ -1298,6 +1311,16 @@ impl WriteTx for Tx<'_> {
             args![bastion_id, nonce, now],
         )?;
         Ok(added == 1)
+    }
+
+    fn local_source(&mut self, name: &str) -> Result<i64> {
+        self.exec(
+            "INSERT INTO bastions (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            args![name, now()],
+        )?;
+        Ok(self
+            .id_of("bastions", "name", name)?
+            .expect("the source was just written"))
     }
 
     fn store_events(&mut self, bastion_id: i64, events: &[NewEvent<'_>]) -> Result<usize> {

@@ -1,7 +1,8 @@
 //! Static files of the audit web, embedded in the binary from
 //! `jms-server/web-assets/`: our stylesheet and script, and the vendored
 //! asciinema player (`scripts/vendor-player` fetches it from the npm
-//! registry and checks its sha256). Pages link them as
+//! registry and checks its sha256), and xterm.js with its fit addon for the
+//! engineers' web terminal (`scripts/vendor-xterm`, the same way). Pages link them as
 //! `/web/assets/NAME?v=HASH`, so they are served with a year-long
 //! `immutable` cache: a new build changes the link, never the meaning.
 
@@ -42,9 +43,16 @@ const ASSETS: &[Asset] = &[
     asset!("replay.js", JAVASCRIPT),
     asset!("live.js", JAVASCRIPT),
     asset!("grant.js", JAVASCRIPT),
+    asset!("files.js", JAVASCRIPT),
     asset!("asciinema-player.min.js", JAVASCRIPT),
     asset!("asciinema-player.css", CSS),
     asset!("asciinema-player.LICENSE", TEXT),
+    asset!("terminal.js", JAVASCRIPT),
+    asset!("xterm.js", JAVASCRIPT),
+    asset!("xterm.css", CSS),
+    asset!("xterm.LICENSE", TEXT),
+    asset!("xterm-addon-fit.js", JAVASCRIPT),
+    asset!("xterm-addon-fit.LICENSE", TEXT),
 ];
 
 fn find(name: &str) -> Option<(usize, &'static Asset)> {
@@ -125,6 +133,35 @@ mod tests {
                 .lines()
                 .find(|l| l.ends_with(&format!("  {path}")))
                 .unwrap_or_else(|| panic!("scripts/vendor-player.sha256 has no line for {path}"));
+            let hex: String = digest(&SHA256, asset.bytes)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(&line[..64], hex, "{path} differs from its recorded sha256");
+        }
+    }
+
+    /// The vendored xterm.js files are exactly what `scripts/vendor-xterm`
+    /// checked.
+    #[test]
+    fn the_vendored_terminal_matches_its_recorded_sums() {
+        let sums = include_str!("../../../scripts/vendor-xterm.sha256");
+        let vendored: Vec<_> = ASSETS
+            .iter()
+            .filter(|a| a.name.starts_with("xterm"))
+            .collect();
+        assert_eq!(
+            vendored.len(),
+            5,
+            "xterm.js, its css, the fit addon, two licences"
+        );
+        for asset in vendored {
+            let path = format!("jms-server/web-assets/{}", asset.name);
+            let line = sums
+                .lines()
+                .find(|l| l.ends_with(&format!("  {path}")))
+                .unwrap_or_else(|| panic!("scripts/vendor-xterm.sha256 has no line for {path}"));
             let hex: String = digest(&SHA256, asset.bytes)
                 .as_ref()
                 .iter()

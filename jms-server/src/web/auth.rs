@@ -277,16 +277,7 @@ pub async fn login(
         forwarded_for = client,
         "web login"
     );
-    let cookie = format!(
-        "{COOKIE}={}; Path=/web; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        session.token,
-        SESSION_LIFETIME.as_secs(),
-        if crate::tls::over_tls() || forwarded_https(&headers) {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
+    let cookie = session_set_cookie(COOKIE, "/web", &session.token, SESSION_LIFETIME, &headers);
     Ok(see_other_with_cookie(&next, &cookie))
 }
 
@@ -313,7 +304,7 @@ pub async fn logout(
     Ok(see_other_with_cookie("/web/login", &cookie))
 }
 
-fn see_other_with_cookie(location: &str, cookie: &str) -> Response {
+pub(crate) fn see_other_with_cookie(location: &str, cookie: &str) -> Response {
     let mut response = Redirect::to(location).into_response();
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -323,18 +314,45 @@ fn see_other_with_cookie(location: &str, cookie: &str) -> Response {
 
 /// The session token from the `Cookie` header.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, COOKIE)
+}
+
+/// The non-empty value of cookie `cookie` in the `Cookie` header (the
+/// audit web's and the engineers' portal's session cookies).
+pub(crate) fn cookie_value(headers: &HeaderMap, cookie: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .find(|(name, value)| *name == cookie && !value.is_empty())
         .map(|(_, value)| value.to_string())
 }
 
+/// The `Set-Cookie` value of a session cookie (`HttpOnly`,
+/// `SameSite=Strict`, `Secure` over TLS, own or a proxy's); an empty
+/// `value` with no `max_age` clears it.
+pub(crate) fn session_set_cookie(
+    cookie: &str,
+    path: &str,
+    value: &str,
+    max_age: Duration,
+    headers: &HeaderMap,
+) -> String {
+    format!(
+        "{cookie}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        max_age.as_secs(),
+        if crate::tls::over_tls() || forwarded_https(headers) {
+            "; Secure"
+        } else {
+            ""
+        }
+    )
+}
+
 /// Whether a TLS proxy in front says the browser used HTTPS.
-fn forwarded_https(headers: &HeaderMap) -> bool {
+pub(crate) fn forwarded_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

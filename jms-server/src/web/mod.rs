@@ -32,15 +32,15 @@
 //! `SameSite=Strict` and the `Origin` (or `Referer`) must name this host.
 
 pub mod admins;
-mod assets;
-mod auth;
+pub(crate) mod assets;
+pub(crate) mod auth;
 mod commands;
 mod console;
 mod fleet;
 mod forms;
 mod grants;
 mod inventory;
-mod layout;
+pub(crate) mod layout;
 mod live;
 mod people;
 mod replay;
@@ -293,7 +293,7 @@ impl IntoResponse for WebError {
 
 /// Refuses a write (any method but GET/HEAD) whose `Origin` — or, without
 /// one, `Referer` — is not this host: no other site can post a form here.
-async fn same_origin_writes(request: Request, next: Next) -> Response {
+pub(crate) async fn same_origin_writes(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
@@ -312,7 +312,7 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
 
 /// Whether the request's `Origin` (or `Referer`) names the `Host` it was
 /// sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -335,7 +335,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// Headers on every web response: no framing, no sniffing, resources only
 /// from here, and pages never cached (assets set their own caching).
-async fn page_headers(request: Request, next: Next) -> Response {
+pub(crate) async fn page_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let set = |headers: &mut HeaderMap, name: header::HeaderName, value: &'static str| {

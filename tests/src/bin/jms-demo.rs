@@ -140,6 +140,8 @@ fn main() {
          Central server {url}, over TLS with its own CA {ca} (the bastion pinned it at\n\
          enrollment and talks to it with a client certificate; the policy lives here now; try\n\
          `jmsctl --server {url} --ca {ca} user list` with JMS_TOKEN={token}).\n\
+         Engineers' portal: {url}/ (the browser must trust {ca}) — login alice / {ALICE_PASSWORD}\n\
+         (no TOTP code: leave it empty); her granted assets, a terminal and files on each.\n\
          Audit web: {url}/web/ (the browser must trust {ca}) — login demo / {ADMIN_PASSWORD}\n\
          and a code from this TOTP secret:\n{admin}\n\n\
          Up in {total:.1} s ({scene:.1} s for the scene itself; the rest was packages and the build).",

@@ -310,7 +310,18 @@ pub fn http_client(timeout: Duration) -> Result<Client> {
 /// key (and, with a pinned token, the server's CA and a client
 /// certificate) pinned. Replaces an earlier enrollment (and its bundle);
 /// writes nothing when it fails.
-pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result<Enrollment> {
+pub fn enroll(
+    state_dir: &Path,
+    server: &str,
+    token: &str,
+    name: &str,
+    sshd: &crate::daemon::config::SshdConfig,
+) -> Result<Enrollment> {
+    let ssh_host_keys = host_keys(sshd)?;
+    if let Some(address) = &sshd.address {
+        jms_sync::enroll::check_ssh_address(address)
+            .map_err(|e| anyhow::anyhow!("[sshd] address: {e}"))?;
+    }
     let pin = match token.split_once('.') {
         Some((_, pin)) if pin.len() == 64 && unhex(pin).is_some() => Some(pin.to_ascii_lowercase()),
         Some(_) => bail!(
@@ -346,6 +357,8 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
             token: token.to_string(),
             bastion_name: name.to_string(),
             public_key: hex(key.public_key().as_ref()),
+            ssh_host_keys,
+            ssh_address: sshd.address.clone(),
         })
         .send();
     let response = match sent {
@@ -413,6 +426,26 @@ pub fn enroll(state_dir: &Path, server: &str, token: &str, name: &str) -> Result
         &serde_json::to_vec_pretty(&enrollment)?,
     )?;
     Ok(enrollment)
+}
+
+/// The sshd host public keys of `[sshd] host_keys` that exist, checked.
+fn host_keys(sshd: &crate::daemon::config::SshdConfig) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for path in &sshd.host_keys {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let key = jms_sync::enroll::check_ssh_host_key(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        tracing::warn!("no sshd host key found ([sshd] host_keys): the server's web terminal cannot reach this bastion until it re-enrolls with one");
+    }
+    keys.truncate(jms_sync::enroll::MAX_SSH_HOST_KEYS);
+    Ok(keys)
 }
 
 /// Writes a private file (0600) atomically.

@@ -35,6 +35,8 @@ pub struct Daemon {
     pub state: Mutex<StateFile>,
     /// Running target sessions and share codes (`crate::daemon::monitor::live`).
     pub live: crate::daemon::monitor::live::Registry,
+    /// Web tickets accepted and the logins they bound.
+    pub tickets: crate::daemon::monitor::tickets::Tickets,
     /// Who session workers run as (`None`: this daemon's uid).
     pub worker: Option<crate::daemon::monitor::worker_user::WorkerUser>,
 }
@@ -120,8 +122,9 @@ impl Daemon {
         policy.user(name).filter(|_| published)
     }
 
-    /// Answers one request; sessions are served by `crate::daemon::session`.
-    pub fn handle(&self, request: Request, uid: u32) -> Response {
+    /// Answers one request from `uid` (process `pid`, from SO_PEERCRED);
+    /// sessions are served by `crate::daemon::session`.
+    pub fn handle(&self, request: Request, uid: u32, pid: Option<u32>) -> Response {
         let caller = self.user_of_uid(uid);
         if !allowed(&request, uid, self.keys_uid, caller.is_some()) {
             warn!(
@@ -133,6 +136,7 @@ impl Daemon {
             };
         }
         let policy = self.current_policy();
+        let caller_pid = pid;
         match request {
             Request::UserStatus { user } => match self.jms_user(&policy, &user) {
                 Some(u) => Response::UserStatus {
@@ -151,15 +155,24 @@ impl Daemon {
                 rhost,
                 service,
             } => {
-                let result = self.authenticate(
-                    &policy,
-                    &user,
-                    password.expose(),
-                    totp.as_ref().map(|t| t.expose()),
-                );
+                let ticketed = password.expose().starts_with(jms_sync::ticket::PREFIX);
+                let (result, why, rhost) = if ticketed {
+                    self.authenticate_ticket(&policy, &user, password.expose(), pid, &rhost)
+                } else {
+                    let result = self.authenticate(
+                        &policy,
+                        &user,
+                        password.expose(),
+                        totp.as_ref().map(|t| t.expose()),
+                    );
+                    (result, None, rhost)
+                };
                 let (outcome, reason) = match &result {
-                    AuthResult::Success => ("success", String::new()),
-                    AuthResult::WrongSecret => ("failure", "wrong password or code".to_string()),
+                    AuthResult::Success => ("success", why.unwrap_or_default()),
+                    AuthResult::WrongSecret => (
+                        "failure",
+                        why.unwrap_or_else(|| "wrong password or code".to_string()),
+                    ),
                     // Half-way: the password was right, the code comes next.
                     AuthResult::NeedCode => return Response::Auth { result },
                     AuthResult::UnknownUser => ("unknown_user", String::new()),
@@ -187,6 +200,13 @@ impl Daemon {
                 Response::Auth { result }
             }
             Request::AccountCheck { user, rhost } => {
+                // A web ticket's login: the login ACL applies to the browser.
+                let ticket =
+                    pid.and_then(|p| self.tickets.pending(&user, p, Utc::now().timestamp()));
+                let rhost = match &ticket {
+                    Some(t) => Some(t.client.to_string()),
+                    None => rhost,
+                };
                 let result = self.account_check(&policy, &user, &rhost);
                 let (outcome, reason) = match &result {
                     AccountResult::Allowed => ("allowed", String::new()),
@@ -214,6 +234,18 @@ impl Daemon {
                         result: AccountResult::UnknownUser,
                     };
                 }
+                // sshd's monitor of a ticket login: its sessions are bound now.
+                if let Some(ticket) =
+                    caller_pid.and_then(|p| self.tickets.claim(&user, p, Utc::now().timestamp()))
+                {
+                    info!(
+                        event = "web_ticket_bound",
+                        user,
+                        asset = ticket.asset,
+                        account = ticket.account,
+                        nonce = ticket.nonce
+                    );
+                }
                 info!(
                     event = "session_open",
                     user,
@@ -230,6 +262,9 @@ impl Daemon {
                     };
                 }
                 info!(event = "session_close", user, pid);
+                if let Some(caller) = caller_pid {
+                    self.tickets.release(caller);
+                }
                 Response::Done
             }
             Request::ListAssets => {
@@ -345,6 +380,87 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// Checks a web ticket typed as `name`'s password ([`jms_sync::ticket`]):
+    /// signed by the pinned server key, for this bastion and this user, in
+    /// its validity, never used before. No TOTP: the web login did it. A
+    /// refused ticket counts as a failed login. Gives the result, the
+    /// reason to log, and the login's source for the audit (the browser,
+    /// via the real peer).
+    fn authenticate_ticket(
+        &self,
+        policy: &Policy,
+        name: &str,
+        text: &str,
+        pid: Option<u32>,
+        rhost: &Option<String>,
+    ) -> (AuthResult, Option<String>, Option<String>) {
+        let now = Utc::now().timestamp();
+        if self.jms_user(policy, name).is_none() {
+            return (AuthResult::UnknownUser, None, rhost.clone());
+        }
+        {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = state
+                .state
+                .failures
+                .get(name)
+                .and_then(|r| r.is_locked(now))
+            {
+                let reason = format!("account locked until {}", rfc3339(until));
+                return (AuthResult::Denied { reason }, None, rhost.clone());
+            }
+        }
+        let accepted = match self.enrollment() {
+            Some((bastion_id, pinned)) => self
+                .tickets
+                .accept(text, &pinned, bastion_id, name, pid, now)
+                .map_err(|e| e.to_string()),
+            None => Err("this bastion is not enrolled: it takes no web tickets".into()),
+        };
+        match accepted {
+            Ok(ticket) => {
+                let source = Some(ticket.audit_client(rhost.as_deref()));
+                let why = format!(
+                    "web ticket for {}@{} (nonce {})",
+                    ticket.account, ticket.asset, ticket.nonce
+                );
+                (AuthResult::Success, Some(why), source)
+            }
+            Err(why) => {
+                let effective = self.effective();
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let record = state.state.failures.entry(name.to_string()).or_default();
+                if let Some(until) = record.record_failure(&effective.lockout, now) {
+                    warn!(
+                        event = "lockout",
+                        user = name,
+                        until = rfc3339(until),
+                        "account locked after repeated failures"
+                    );
+                }
+                if let Err(e) = state.save() {
+                    warn!(error = format!("{e:#}"), "could not save the login state");
+                }
+                (
+                    AuthResult::WrongSecret,
+                    Some(format!("web ticket refused: {why}")),
+                    rhost.clone(),
+                )
+            }
+        }
+    }
+
+    /// This bastion's enrollment id and the server key it pinned, when it
+    /// is enrolled.
+    fn enrollment(&self) -> Option<(i64, Vec<u8>)> {
+        use crate::daemon::monitor::enroll::{Enrollment, ENROLLMENT_FILE};
+        let bytes = std::fs::read(self.config.state_dir.join(ENROLLMENT_FILE)).ok()?;
+        let enrollment: Enrollment = serde_json::from_slice(&bytes).ok()?;
+        let key =
+            jms_sync::bundle::unhex(&enrollment.server_public_key).filter(|k| k.len() == 32)?;
+        Some((enrollment.bastion_id, key))
     }
 
     /// Forgets `name`'s failed logins and lockout (the server's unlock

@@ -37,6 +37,7 @@ pub mod server;
 pub mod share_codes;
 pub mod spool;
 pub mod state;
+pub mod tickets;
 pub mod upload;
 pub mod worker_user;
 pub mod workers;

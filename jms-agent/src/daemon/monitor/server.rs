@@ -203,8 +203,8 @@ pub fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> Result<()> {
                 continue;
             }
         };
-        let uid = match getsockopt(&stream, PeerCredentials) {
-            Ok(credentials) => credentials.uid(),
+        let (uid, pid) = match getsockopt(&stream, PeerCredentials) {
+            Ok(credentials) => (credentials.uid(), u32::try_from(credentials.pid()).ok()),
             Err(e) => {
                 warn!(error = %e, "no peer credentials; closing");
                 continue;
@@ -224,7 +224,7 @@ pub fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> Result<()> {
             .name(format!("client-{uid}"))
             .spawn(move || {
                 let _slot = slot;
-                serve_client(stream, uid, &daemon, accepted);
+                serve_client(stream, uid, pid, &daemon, accepted);
             });
         if let Err(e) = spawned {
             // The closure (with the stream and the slot) was dropped.
@@ -241,20 +241,27 @@ fn refuse(mut stream: UnixStream, message: String) {
     let _ = write_frame(&mut stream, &Response::Error { message });
 }
 
-fn serve_client(mut stream: UnixStream, uid: u32, daemon: &Daemon, accepted: std::time::Instant) {
+/// `pid`: the peer's process (SO_PEERCRED), which web tickets are bound to.
+fn serve_client(
+    mut stream: UnixStream,
+    uid: u32,
+    pid: Option<u32>,
+    daemon: &Daemon,
+    accepted: std::time::Instant,
+) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     loop {
         let response = match read_frame_with_fds::<Request>(&stream) {
             Ok((Request::OpenSession(request), fds)) => {
                 // The session owns the connection until it ends.
-                crate::daemon::monitor::workers::serve(daemon, uid, request, fds, stream);
+                crate::daemon::monitor::workers::serve(daemon, uid, pid, request, fds, stream);
                 return;
             }
             Ok((request, _unexpected_fds)) => {
                 let kind = request.kind();
                 let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    daemon.handle(request, uid)
+                    daemon.handle(request, uid, pid)
                 }))
                 .unwrap_or_else(|_| Response::Error {
                     message: "internal error".into(),

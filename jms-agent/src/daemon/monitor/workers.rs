@@ -68,6 +68,48 @@ impl WorkerChannel {
     }
 }
 
+/// A web ticket's session over SFTP: the folder of the ticket's target
+/// only.
+struct TicketFolders<'a> {
+    inner: &'a dyn FolderDecisions,
+    ticket: &'a jms_sync::ticket::Ticket,
+}
+
+impl TicketFolders<'_> {
+    fn is_target(&self, folder: &crate::wire::Folder) -> bool {
+        folder.asset == self.ticket.asset && folder.account == self.ticket.account
+    }
+}
+
+impl FolderDecisions for TicketFolders<'_> {
+    fn list(&self) -> Vec<(String, crate::wire::Folder)> {
+        let mut list = self.inner.list();
+        list.retain(|(_, folder)| self.is_target(folder));
+        list
+    }
+    fn resolve(
+        &self,
+        name: &str,
+    ) -> Result<crate::wire::Folder, crate::daemon::session::sftp::folders::Unresolved> {
+        let folder = self.inner.resolve(name)?;
+        if self.is_target(&folder) {
+            Ok(folder)
+        } else {
+            // As for any asset out of reach.
+            Err(crate::wire::Unresolved::NoSuchAsset(name.to_string()))
+        }
+    }
+    fn check(&self, folder: &crate::wire::Folder, action: Action) -> Result<(), String> {
+        if !self.is_target(folder) {
+            return Err(format!(
+                "this web session may reach {}@{} only",
+                self.ticket.account, self.ticket.asset
+            ));
+        }
+        self.inner.check(folder, action)
+    }
+}
+
 /// The monitor's handle of a live session sends its orders here.
 impl Remote for WorkerChannel {
     fn send(&self, message: &ToWorker, fd: Option<BorrowedFd<'_>>) -> bool {
@@ -104,7 +146,8 @@ pub fn session_settings(daemon: &Daemon) -> SessionSettings {
 pub fn serve(
     daemon: &Daemon,
     uid: u32,
-    request: SessionRequest,
+    pid: Option<u32>,
+    mut request: SessionRequest,
     fds: Vec<OwnedFd>,
     stream: UnixStream,
 ) {
@@ -120,6 +163,12 @@ pub fn serve(
         );
         return;
     };
+    // A web ticket's login reaches the ticket's target only, and is
+    // audited from the browser's address (with the real peer noted).
+    let ticket = pid.and_then(|p| daemon.tickets.of_session(p));
+    if let Some(ticket) = &ticket {
+        request.client = Some(ticket.audit_client(request.client.as_deref()));
+    }
     let id = new_id();
     let span = tracing::info_span!("session", id = %id, user = %user);
     let _entered = span.enter();
@@ -191,6 +240,7 @@ pub fn serve(
         joined: None,
         began: Instant::now(),
         terminal: request.pty.is_some(),
+        ticket,
     };
     let done = served.answer_until_done(&worker.channel_stream);
     let reason = worker.finish(done);
@@ -339,6 +389,9 @@ struct Served<'d> {
     began: Instant,
     /// The engineer has a terminal (`join` needs one).
     terminal: bool,
+    /// The web ticket this session's login was bound to: its target is the
+    /// only one the session may reach.
+    ticket: Option<Arc<jms_sync::ticket::Ticket>>,
 }
 
 impl<'d> Served<'d> {
@@ -403,8 +456,12 @@ impl<'d> Served<'d> {
                 let policy = self.policy();
                 let spec = TargetSpec { account, asset };
                 Answer::Grant(
-                    resolve::resolve(&policy, &self.user, &spec, protocol, action, Utc::now()).map(
-                        |mut resolved| {
+                    resolve::resolve(&policy, &self.user, &spec, protocol, action, Utc::now())
+                        .and_then(|resolved| {
+                            self.within_ticket(&resolved.asset.name, &resolved.account)?;
+                            Ok(resolved)
+                        })
+                        .map(|mut resolved| {
                             let target = (
                                 resolved.asset.name.clone(),
                                 resolved.account.clone(),
@@ -431,8 +488,7 @@ impl<'d> Served<'d> {
                                 *credential = Default::default();
                             }
                             Grant { resolved, filters }
-                        },
-                    ),
+                        }),
                 )
             }
             Ask::Credential { asset, account } => match self.granted(&asset, &account) {
@@ -495,6 +551,9 @@ impl<'d> Served<'d> {
                 ttl_secs,
                 newline,
             } => Answer::Share(self.share(session, write, ttl_secs, &newline)),
+            Ask::Join { .. } if self.ticket.is_some() => {
+                Answer::Join(Err("a web session may not join another session".to_string()))
+            }
             Ask::Join { code } => match self.join(&code) {
                 Ok((joined, pipe)) => return (Answer::Join(Ok(joined)), Some(pipe)),
                 Err(reason) => Answer::Join(Err(reason)),
@@ -511,10 +570,29 @@ impl<'d> Served<'d> {
     fn folders<T>(&self, f: impl FnOnce(&dyn FolderDecisions) -> T) -> T {
         let daemon = self.daemon;
         let policy = move || daemon.current_policy();
-        f(&PolicyFolders {
+        let folders = PolicyFolders {
             user: &self.user,
             policy: &policy,
-        })
+        };
+        match &self.ticket {
+            None => f(&folders),
+            Some(ticket) => f(&TicketFolders {
+                inner: &folders,
+                ticket,
+            }),
+        }
+    }
+
+    /// `Err` (the line for the engineer) when this session is a web
+    /// ticket's and `account@asset` is not its target.
+    fn within_ticket(&self, asset: &str, account: &str) -> Result<(), String> {
+        match &self.ticket {
+            Some(t) if t.asset != asset || t.account != account => Err(format!(
+                "this web session may reach {}@{} only",
+                t.account, t.asset
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// A worker's event, in this session's name.

@@ -72,6 +72,11 @@ struct Cli {
     /// signatures authenticate bastions).
     #[arg(long, conflicts_with = "tls_cert", env = "JMS_INSECURE_HTTP")]
     insecure_http: bool,
+    /// The time zone of the users' login time windows on the engineers'
+    /// portal (the bastions' `timezone`): an IANA name such as
+    /// `Asia/Shanghai`.
+    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = parse_timezone, env = "JMS_TIMEZONE")]
+    timezone: chrono_tz::Tz,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    services.portal.set_timezone(cli.timezone);
     let result = match cli.command {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
             create_token(&services, &name, scope)
@@ -368,4 +374,10 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `--timezone`: an IANA time zone name.
+fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an IANA time zone name (like UTC or Asia/Shanghai)"))
 }
