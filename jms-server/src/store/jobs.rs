@@ -1,9 +1,12 @@
 //! Account jobs as the store keeps them: each job's history with its
 //! per-step output (never a secret), the last verification of each
 //! account, and the sealed history of replaced secrets. Migration 10 adds
-//! the tables and the accounts' push fields (shell, groups, sudo); the
-//! trait methods are on [`super::ReadTx`] / [`super::WriteTx`],
-//! implemented here for SQLite.
+//! the tables and the accounts' push fields (shell, groups, sudo);
+//! migration 11 ([`MIGRATION_RETRY`]) each job's attempts (which bastion,
+//! since when, which ones were tried) and its new secret sealed with it,
+//! so that any server instance can hand a job that lost its bastion to
+//! another and tell which secret is live. The trait methods are on
+//! [`super::ReadTx`] / [`super::WriteTx`], implemented here for SQLite.
 
 use chrono::{DateTime, Utc};
 use jms_sync::job::{JobKind, JobStep};
@@ -59,6 +62,20 @@ CREATE TABLE secret_history (
 CREATE INDEX secret_history_by_account ON secret_history (asset, account);
 "#;
 
+/// Migration 11.
+pub const MIGRATION_RETRY: &str = r#"
+-- The job's attempt (1 for its first bastion), when it began, the
+-- bastions tried (comma-separated), and the new secret it applies (a
+-- rotation's, a push's generated one, or a verification's candidate),
+-- sealed like the vault's: kept after a job that ended without knowing
+-- whether the target took it, cleared once a job settles the account.
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN attempt_at TEXT;
+ALTER TABLE jobs ADD COLUMN tried TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN new_secret BLOB;
+CREATE INDEX jobs_by_status ON jobs (status);
+"#;
+
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +117,20 @@ pub struct JobRow {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// 1 on its first bastion, one more on each retry.
+    pub attempt: u32,
+    /// When the current attempt began.
+    pub attempt_at: Option<DateTime<Utc>>,
+    /// The bastions given the job, in order.
+    pub tried: Vec<String>,
+    /// The new secret, sealed (place [`new_secret_place`]); never shown.
+    #[serde(skip)]
+    pub new_secret: Option<Vec<u8>>,
+}
+
+/// Where a job's new secret is sealed.
+pub fn new_secret_place(id: &str) -> String {
+    format!("job_new_secret:{id}")
 }
 
 /// An account's last verification.
@@ -118,8 +149,8 @@ fn time(text: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-const COLUMNS: &str =
-    "id, kind, asset, account, actor, bastion, status, changed, steps, error, created_at, finished_at";
+const COLUMNS: &str = "id, kind, asset, account, actor, bastion, status, changed, steps, error, \
+     created_at, finished_at, attempt, attempt_at, tried, new_secret";
 
 fn job_row(row: &Row) -> rusqlite::Result<JobRow> {
     let kind: String = row.get(1)?;
@@ -137,7 +168,67 @@ fn job_row(row: &Row) -> rusqlite::Result<JobRow> {
         error: row.get(9)?,
         created_at: time(row.get(10)?).unwrap_or_default(),
         finished_at: time(row.get(11)?),
+        attempt: row.get::<_, i64>(12)?.clamp(1, u32::MAX as i64) as u32,
+        attempt_at: time(row.get(13)?),
+        tried: row
+            .get::<_, String>(14)?
+            .split(',')
+            .filter(|b| !b.is_empty())
+            .map(str::to_string)
+            .collect(),
+        new_secret: row.get(15)?,
     })
+}
+
+/// Every running job (the recovery tick looks for lost bastions).
+pub fn running_jobs(conn: &Connection) -> Result<Vec<JobRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE status = 'running' ORDER BY created_at"
+    ))?;
+    let rows = stmt.query_map([], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest ended job of an account that kept its new secret (the
+/// target may hold it: its bastion was lost after applying it).
+pub fn unsettled_job(conn: &Connection, asset: &str, account: &str) -> Result<Option<JobRow>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE asset = ?1 AND account = ?2 \
+                 AND status != 'running' AND new_secret IS NOT NULL \
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ),
+            [asset, account],
+            job_row,
+        )
+        .optional()?)
+}
+
+/// Hands running job `id`, at attempt `attempt`, to `bastion` as the next
+/// attempt: a claim in the database (false when another server instance,
+/// or the job's report, got there first).
+pub fn claim_retry(conn: &Connection, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE jobs SET bastion = ?3, attempt = attempt + 1, attempt_at = ?4, \
+         tried = CASE WHEN tried = '' THEN ?3 ELSE tried || ',' || ?3 END \
+         WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
+        params![id, attempt as i64, bastion, Utc::now().to_rfc3339()],
+    )? == 1)
+}
+
+/// Forgets `id`'s new secret and, with `account` (a job settled which
+/// secret is live), those every ended job of the account kept.
+pub fn settle_secrets(conn: &Connection, id: &str, account: Option<(&str, &str)>) -> Result<()> {
+    match account {
+        Some((asset, account)) => conn.execute(
+            "UPDATE jobs SET new_secret = NULL WHERE id = ?1 \
+             OR (asset = ?2 AND account = ?3 AND status != 'running')",
+            params![id, asset, account],
+        )?,
+        None => conn.execute("UPDATE jobs SET new_secret = NULL WHERE id = ?1", [id])?,
+    };
+    Ok(())
 }
 
 /// The newest `limit` jobs, newest first (optionally of one asset).
@@ -162,7 +253,10 @@ pub fn job(conn: &Connection, id: &str) -> Result<Option<JobRow>> {
 
 pub fn insert_job(conn: &Connection, job: &JobRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!(
+            "INSERT INTO jobs ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ),
         params![
             job.id,
             job.kind.as_str(),
@@ -176,6 +270,10 @@ pub fn insert_job(conn: &Connection, job: &JobRow) -> Result<()> {
             job.error,
             job.created_at.to_rfc3339(),
             job.finished_at.map(|t| t.to_rfc3339()),
+            job.attempt as i64,
+            job.attempt_at.map(|t| t.to_rfc3339()),
+            job.tried.join(","),
+            job.new_secret,
         ],
     )?;
     Ok(())

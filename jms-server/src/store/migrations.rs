@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account jobs: push fields, job history, checks, secret history",
         sql: super::jobs::MIGRATION,
     },
+    Migration {
+        version: 11,
+        name: "account jobs: attempts and their bastions, the new secret sealed with the job",
+        sql: super::jobs::MIGRATION_RETRY,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

@@ -395,6 +395,10 @@ pub trait ReadTx {
     /// The newest `limit` account jobs, newest first (of one asset).
     fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>>;
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// Every running account job.
+    fn running_jobs(&self) -> Result<Vec<JobRow>>;
+    /// The newest ended job of an account that kept its new secret.
+    fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<JobRow>>;
     /// The last verification of every account checked.
     fn account_checks(&self) -> Result<Vec<AccountCheck>>;
     /// How many replaced secrets of an account are kept (sealed).
@@ -557,6 +561,11 @@ pub trait WriteTx: ReadTx {
         steps: &[jms_sync::job::JobStep],
         error: Option<&str>,
     ) -> Result<bool>;
+    /// Gives running job `id` (at `attempt`) to `bastion` as its next
+    /// attempt; false when another instance or its report got there first.
+    fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
+    /// Forgets `id`'s new secret and those kept for its account.
+    fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()>;
     /// Records an account's verification.
     fn put_account_check(&mut self, check: &AccountCheck) -> Result<()>;
     /// Keeps a replaced secret (sealed by the caller).

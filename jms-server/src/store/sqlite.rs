@@ -974,6 +974,14 @@ impl ReadTx for Tx<'_> {
         super::jobs::account_checks(&self.conn)
     }
 
+    fn running_jobs(&self) -> Result<Vec<super::JobRow>> {
+        super::jobs::running_jobs(&self.conn)
+    }
+
+    fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<super::JobRow>> {
+        super::jobs::unsettled_job(&self.conn, asset, account)
+    }
+
     fn secret_history_count(&self, asset: &str, account: &str) -> Result<u64> {
         super::jobs::secret_history_count(&self.conn, asset, account)
     }
@@ -1462,6 +1470,14 @@ impl WriteTx for Tx<'_> {
         error: Option<&str>,
     ) -> Result<bool> {
         super::jobs::finish_job(&self.conn, id, status, changed, steps, error)
+    }
+
+    fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
+        super::jobs::claim_retry(&self.conn, id, attempt, bastion)
+    }
+
+    fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()> {
+        super::jobs::settle_secrets(&self.conn, id, account)
     }
 
     fn put_account_check(&mut self, check: &super::AccountCheck) -> Result<()> {
