@@ -637,3 +637,169 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
         );
     }
 }
+
+/// The privileged account rotating itself, and a job that loses its
+/// bastion mid-way: two bastions follow one server; root (the privileged
+/// account) rotates itself (verified with the new password before the
+/// commit; a target that does not take the new password leaves the old
+/// one working and in the vault); then a rotation whose bastion is killed
+/// after the target took the new password and before any report is
+/// handed to the other bastion, which finds out which password is live
+/// and commits it.
+#[test]
+fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another() {
+    let target = Target::start();
+    let first = BastionBuilder::new().start();
+    let second = BastionBuilder::new().start();
+    let central = Central::start_with_env(&[("JMS_JOB_ATTEMPT_TIMEOUT", "15s")]);
+    central.attach_as(&first, &central.url, "bastion-a");
+    central.attach_as(&second, &central.url, "bastion-b");
+    let c = &central;
+    let protocol = format!("ssh:{}", target.port());
+    c.jmsctl(&[
+        "asset",
+        "add",
+        "web01",
+        "--address",
+        target.address(),
+        "--protocol",
+        &protocol,
+    ]);
+    c.jmsctl_with(
+        &[
+            "account",
+            "add",
+            "web01",
+            "root",
+            "--type",
+            "password",
+            "--privileged",
+        ],
+        ROOT_PASSWORD.as_bytes(),
+    )
+    .assert_success("jmsctl account add root");
+    let on_target = |script: &str| {
+        let out = target.inside(script);
+        out.assert_success(&format!("`{script}` on the target"));
+        out.stdout
+    };
+    eventually("both bastions online", || {
+        let out = c.jmsctl(&["bastion", "list", "--json"]);
+        if out.stdout.matches("\"online\"").count() == 2 {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+    let mut said = String::new();
+
+    // Root rotates itself: committed once the new password logged in.
+    let (out, rotated) = job(c, "rotate", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &rotated, true, "root rotating itself");
+    let first_new = secret_of(c, "web01", "root");
+    assert_ne!(first_new, ROOT_PASSWORD, "the vault holds root's new password");
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "verify of root's new password");
+
+    // The target accepts the new password without it working: the old one
+    // stays, working and in the vault.
+    on_target(
+        "printf '#!/bin/sh\\ncat >/dev/null\\nexit 0\\n' >/srv/chpasswd-lies && \
+         chmod 755 /srv/chpasswd-lies && mount --bind /srv/chpasswd-lies /usr/sbin/chpasswd",
+    );
+    let (out, unverified) = job(c, "rotate", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &unverified, false, "root's rotation that does not take");
+    assert_eq!(secret_of(c, "web01", "root"), first_new, "nothing committed");
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "root's old password still works");
+    on_target("umount /usr/sbin/chpasswd");
+
+    // The bastion dies between applying the new password and reporting:
+    // chpasswd takes it, then hangs; the bastion running the job is killed.
+    on_target(
+        "cp /usr/sbin/chpasswd /srv/chpasswd-real && \
+         printf '#!/bin/sh\\n/srv/chpasswd-real || exit 1\\ntouch /srv/applied\\nexec sleep 300\\n' \
+           >/srv/chpasswd-hangs && chmod 755 /srv/chpasswd-hangs && \
+         mount --bind /srv/chpasswd-hangs /usr/sbin/chpasswd",
+    );
+    let rotation = c
+        .jmsctl_command(&["account", "rotate", "web01", "root", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("jmsctl account rotate");
+    eventually("the target to take root's new password", || {
+        if target.srv().join("applied").exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    let running: Value =
+        serde_json::from_str(&c.jmsctl(&["job", "list", "--json"]).stdout).expect("job list");
+    let lost = running["items"][0]["bastion"]
+        .as_str()
+        .expect("the running job's bastion")
+        .to_string();
+    assert_eq!(running["items"][0]["status"], "running", "{running}");
+    match lost.as_str() {
+        "bastion-a" => first.kill_agentd(),
+        _ => second.kill_agentd(),
+    }
+    on_target("umount /usr/sbin/chpasswd");
+    let out = rotation.wait_with_output().expect("jmsctl account rotate");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    said.push_str(&text);
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    let retried: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(
+        retried["status"],
+        "ok",
+        "the rotation is finished by the other bastion: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert_eq!(retried["attempt"], 2, "{text}");
+    assert_ne!(retried["bastion"], lost.as_str(), "{text}");
+    assert_eq!(
+        retried["tried"].as_array().map(Vec::len),
+        Some(2),
+        "{text}"
+    );
+    let names: Vec<&str> = retried["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["login", "verify_new"],
+        "the retry found the new password live: {text}"
+    );
+    let second_new = secret_of(c, "web01", "root");
+    assert_ne!(second_new, first_new, "the live password was committed");
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "the committed password logs in");
+
+    said.push_str(&c.jmsctl(&["job", "list", "--json"]).stdout);
+    said.push_str(&c.log());
+    said.push_str(&first.agentd_log());
+    said.push_str(&second.agentd_log());
+    for (name, secret) in [
+        ("root's first password", ROOT_PASSWORD),
+        ("root's second password", first_new.as_str()),
+        ("root's third password", second_new.as_str()),
+    ] {
+        assert!(
+            !said.contains(secret),
+            "{name} appears in a job output, API answer or log"
+        );
+    }
+}
