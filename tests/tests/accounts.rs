@@ -467,6 +467,27 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
             "fact {fact}:\n{listed}"
         );
     }
+    // The facts land in the asset's details (jmsctl asset show, the API).
+    let shown = c.jmsctl(&["asset", "show", "web01", "--json"]);
+    let asset: Value = serde_json::from_str(&shown.stdout).expect("asset show JSON");
+    let details = &asset["details"];
+    let hostname = s.on_target("cat /proc/sys/kernel/hostname");
+    assert_eq!(details["hostname"], hostname.trim(), "{shown}");
+    assert!(
+        details["kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("Linux ")),
+        "{shown}"
+    );
+    assert!(details["os"].is_string(), "{shown}");
+    assert!(details["cpus"].as_u64().is_some_and(|n| n >= 1), "{shown}");
+    assert!(
+        details["memory_kib"].as_u64().is_some_and(|n| n > 0),
+        "{shown}"
+    );
+    assert_eq!(details["job"], found["id"], "{shown}");
+    let plain = c.jmsctl(&["asset", "show", "web01"]);
+    assert!(plain.stdout.contains(hostname.trim()), "{plain}");
     let unmanaged: Vec<String> = step("unmanaged").lines().map(str::to_owned).collect();
     assert!(
         unmanaged.contains(&"handmade".to_string()),
@@ -698,7 +719,10 @@ fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another(
     said.push_str(&out.to_string());
     assert_job(&out, &rotated, true, "root rotating itself");
     let first_new = secret_of(c, "web01", "root");
-    assert_ne!(first_new, ROOT_PASSWORD, "the vault holds root's new password");
+    assert_ne!(
+        first_new, ROOT_PASSWORD,
+        "the vault holds root's new password"
+    );
     let (out, verified) = job(c, "verify", "web01", "root");
     said.push_str(&out.to_string());
     assert_job(&out, &verified, true, "verify of root's new password");
@@ -711,8 +735,17 @@ fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another(
     );
     let (out, unverified) = job(c, "rotate", "web01", "root");
     said.push_str(&out.to_string());
-    assert_job(&out, &unverified, false, "root's rotation that does not take");
-    assert_eq!(secret_of(c, "web01", "root"), first_new, "nothing committed");
+    assert_job(
+        &out,
+        &unverified,
+        false,
+        "root's rotation that does not take",
+    );
+    assert_eq!(
+        secret_of(c, "web01", "root"),
+        first_new,
+        "nothing committed"
+    );
     let (out, verified) = job(c, "verify", "web01", "root");
     said.push_str(&out.to_string());
     assert_job(&out, &verified, true, "root's old password still works");
@@ -766,11 +799,7 @@ fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another(
     assert!(out.status.success());
     assert_eq!(retried["attempt"], 2, "{text}");
     assert_ne!(retried["bastion"], lost.as_str(), "{text}");
-    assert_eq!(
-        retried["tried"].as_array().map(Vec::len),
-        Some(2),
-        "{text}"
-    );
+    assert_eq!(retried["tried"].as_array().map(Vec::len), Some(2), "{text}");
     let names: Vec<&str> = retried["steps"]
         .as_array()
         .into_iter()

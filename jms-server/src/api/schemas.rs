@@ -265,7 +265,22 @@ pub fn all() -> Value {
         ], &["name", "port"], true),
         "Asset": object(&asset, &["name", "address", "protocols"], true),
         "AssetPatch": object(&asset_fields, &[], true),
-        "AssetView": view(&asset_fields, &[], &[("accounts", list_of("AccountView"))]),
+        "AssetView": view(&asset_fields, &[], &[
+            ("accounts", list_of("AccountView")),
+            ("details", json!({
+                "type": ["object", "null"],
+                "description": "What the last discovery (jmsctl account discover) found on the asset",
+                "properties": {
+                    "hostname": {"type": ["string", "null"]},
+                    "os": {"type": ["string", "null"]},
+                    "kernel": {"type": ["string", "null"]},
+                    "cpus": {"type": ["integer", "null"]},
+                    "memory_kib": {"type": ["integer", "null"]},
+                    "discovered_at": {"type": ["string", "null"], "format": "date-time"},
+                    "job": {"type": ["string", "null"]},
+                },
+            })),
+        ]),
         "AssetPage": page("AssetView"),
         "Account": object(&account, &["name", "username", "secret_type"], true),
         "AccountPatch": object(&account, &[], true),

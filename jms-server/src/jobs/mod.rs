@@ -593,6 +593,20 @@ impl JobService {
                 job: Some(id.to_string()),
             })?;
         }
+        if row.kind == JobKind::Discover && ok {
+            let output: String = report
+                .steps
+                .iter()
+                .filter(|s| s.name == "discover")
+                .map(|s| s.detail.as_str())
+                .collect();
+            let facts = crate::store::AssetFacts {
+                discovered_at: Some(Utc::now()),
+                job: Some(id.to_string()),
+                ..crate::store::AssetFacts::parse(&output)
+            };
+            tx.put_asset_facts(&row.asset, &facts)?;
+        }
         let status = if ok { JobStatus::Ok } else { JobStatus::Failed };
         tx.finish_job(id, status, report.changed, &steps, error.as_deref())?;
         // Which secret is live is settled when one was committed or the

@@ -74,7 +74,101 @@ ALTER TABLE jobs ADD COLUMN attempt_at TEXT;
 ALTER TABLE jobs ADD COLUMN tried TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN new_secret BLOB;
 CREATE INDEX jobs_by_status ON jobs (status);
+
+-- The facts the last discovery gathered on each asset.
+CREATE TABLE asset_facts (
+    asset TEXT PRIMARY KEY,
+    facts TEXT NOT NULL,
+    job TEXT,
+    at TEXT NOT NULL
+);
 "#;
+
+/// An asset's facts as the last discovery gathered them (what the target
+/// said, each value cut to [`MAX_FACT`] characters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssetFacts {
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_kib: Option<u64>,
+    /// When, and by which job (not stored in the facts column).
+    #[serde(default)]
+    pub discovered_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+/// Longest fact value kept.
+pub const MAX_FACT: usize = 256;
+
+impl AssetFacts {
+    /// The facts among a discovery's `fact NAME VALUE` lines (others are
+    /// ignored; control characters dropped; values cut).
+    pub fn parse(output: &str) -> AssetFacts {
+        let mut facts = AssetFacts::default();
+        for line in output.lines() {
+            let Some(rest) = line.strip_prefix("fact ") else {
+                continue;
+            };
+            let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            let value: String = value
+                .trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_FACT)
+                .collect();
+            if value.is_empty() || value == "unknown" {
+                continue;
+            }
+            match name {
+                "hostname" => facts.hostname = Some(value),
+                "os" => facts.os = Some(value),
+                "kernel" => facts.kernel = Some(value),
+                "cpus" => facts.cpus = value.parse().ok(),
+                "memory_kib" => facts.memory_kib = value.parse().ok(),
+                _ => {}
+            }
+        }
+        facts
+    }
+}
+
+pub fn put_asset_facts(conn: &Connection, asset: &str, facts: &AssetFacts) -> Result<()> {
+    let stored = AssetFacts {
+        discovered_at: None,
+        job: None,
+        ..facts.clone()
+    };
+    conn.execute(
+        "INSERT INTO asset_facts (asset, facts, job, at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (asset) DO UPDATE SET facts = excluded.facts, job = excluded.job, at = excluded.at",
+        params![
+            asset,
+            serde_json::to_string(&stored).unwrap_or_else(|_| "{}".into()),
+            facts.job,
+            facts.discovered_at.unwrap_or_else(Utc::now).to_rfc3339()
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn asset_facts(conn: &Connection, asset: &str) -> Result<Option<AssetFacts>> {
+    Ok(conn
+        .query_row(
+            "SELECT facts, job, at FROM asset_facts WHERE asset = ?1",
+            [asset],
+            |row| {
+                let facts: String = row.get(0)?;
+                let mut facts: AssetFacts = serde_json::from_str(&facts).unwrap_or_default();
+                facts.job = row.get(1)?;
+                facts.discovered_at = time(row.get(2)?);
+                Ok(facts)
+            },
+        )
+        .optional()?)
+}
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -358,4 +452,32 @@ pub fn secret_history_count(conn: &Connection, asset: &str, account: &str) -> Re
         [asset, account],
         |row| row.get::<_, i64>(0),
     )? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_read_from_fact_lines_bounded_and_without_control_characters() {
+        let facts = AssetFacts::parse(
+            "user root 0 /bin/bash never\n\
+             fact hostname web01\n\
+             fact os Debian GNU/Linux 13 \u{1b}[31m(trixie)\n\
+             fact kernel Linux 6.12.0\n\
+             fact cpus 4\n\
+             fact memory_kib lots\n\
+             fact unknown_fact x\n",
+        );
+        assert_eq!(facts.hostname.as_deref(), Some("web01"));
+        assert_eq!(
+            facts.os.as_deref(),
+            Some("Debian GNU/Linux 13 [31m(trixie)")
+        );
+        assert_eq!(facts.kernel.as_deref(), Some("Linux 6.12.0"));
+        assert_eq!(facts.cpus, Some(4));
+        assert_eq!(facts.memory_kib, None, "not a number: dropped");
+        let long = AssetFacts::parse(&format!("fact hostname {}", "h".repeat(5000)));
+        assert_eq!(long.hostname.map(|h| h.len()), Some(MAX_FACT));
+    }
 }

@@ -69,7 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        name: "account jobs: attempts and their bastions, the new secret sealed with the job",
+        name: "account jobs: attempts and their bastions, the new secret sealed with the job; asset facts",
         sql: super::jobs::MIGRATION_RETRY,
     },
 ];

@@ -29,7 +29,7 @@ pub use audit::{
     TransferRecord,
 };
 pub use fleet::BastionInfo;
-pub use jobs::{AccountCheck, JobRow, JobStatus};
+pub use jobs::{AccountCheck, AssetFacts, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
@@ -395,6 +395,8 @@ pub trait ReadTx {
     /// The newest `limit` account jobs, newest first (of one asset).
     fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>>;
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// An asset's facts from its last discovery.
+    fn asset_facts(&self, asset: &str) -> Result<Option<AssetFacts>>;
     /// Every running account job.
     fn running_jobs(&self) -> Result<Vec<JobRow>>;
     /// The newest ended job of an account that kept its new secret.
@@ -566,6 +568,8 @@ pub trait WriteTx: ReadTx {
     fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
     /// Forgets `id`'s new secret and those kept for its account.
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()>;
+    /// Keeps an asset's facts from a discovery.
+    fn put_asset_facts(&mut self, asset: &str, facts: &AssetFacts) -> Result<()>;
     /// Records an account's verification.
     fn put_account_check(&mut self, check: &AccountCheck) -> Result<()>;
     /// Keeps a replaced secret (sealed by the caller).

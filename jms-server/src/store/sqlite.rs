@@ -974,6 +974,10 @@ impl ReadTx for Tx<'_> {
         super::jobs::account_checks(&self.conn)
     }
 
+    fn asset_facts(&self, asset: &str) -> Result<Option<super::AssetFacts>> {
+        super::jobs::asset_facts(&self.conn, asset)
+    }
+
     fn running_jobs(&self) -> Result<Vec<super::JobRow>> {
         super::jobs::running_jobs(&self.conn)
     }
@@ -1478,6 +1482,10 @@ impl WriteTx for Tx<'_> {
 
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()> {
         super::jobs::settle_secrets(&self.conn, id, account)
+    }
+
+    fn put_asset_facts(&mut self, asset: &str, facts: &super::AssetFacts) -> Result<()> {
+        super::jobs::put_asset_facts(&self.conn, asset, facts)
     }
 
     fn put_account_check(&mut self, check: &super::AccountCheck) -> Result<()> {
