@@ -28,6 +28,7 @@
 //! - The privileged account may rotate itself (verified with the new
 //!   secret before commit); push and remove manage other accounts.
 
+pub mod plans;
 pub mod secrets;
 
 use std::collections::{HashMap, HashSet};
@@ -731,12 +732,17 @@ fn pick(online: &[String], tried: &[String], fallback: Option<&str>) -> Option<S
         .cloned()
 }
 
-/// Runs [`JobService::recover`] every second for the life of the server.
+/// Runs [`JobService::recover`] and the due plans
+/// ([`JobService::run_due`]) every second for the life of the server.
 pub async fn watch(service: Arc<JobService>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let jobs = service.clone();
-        match tokio::task::spawn_blocking(move || jobs.recover()).await {
+        let tick = move || {
+            jobs.recover()?;
+            jobs.run_due(Utc::now()).map(drop)
+        };
+        match tokio::task::spawn_blocking(tick).await {
             Ok(Err(e)) => tracing::warn!(error = %e, "account job recovery"),
             Err(e) => tracing::warn!(error = %e, "account job recovery"),
             Ok(Ok(())) => {}

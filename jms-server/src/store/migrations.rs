@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account jobs: attempts and their bastions, the new secret sealed with the job; asset facts",
         sql: super::jobs::MIGRATION_RETRY,
     },
+    Migration {
+        version: 12,
+        name: "scheduled account plans",
+        sql: super::plans::MIGRATION,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod migrations;
 pub mod password_tokens;
+pub mod plans;
 pub mod sqlite;
 pub mod web_admins;
 
@@ -31,6 +32,7 @@ pub use audit::{
 pub use fleet::BastionInfo;
 pub use jobs::{AccountCheck, AssetFacts, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
+pub use plans::PlanRow;
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
 
@@ -395,6 +397,11 @@ pub trait ReadTx {
     /// The newest `limit` account jobs, newest first (of one asset).
     fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>>;
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// Every scheduled plan, by name.
+    fn plans(&self) -> Result<Vec<PlanRow>>;
+    fn plan(&self, name: &str) -> Result<Option<PlanRow>>;
+    /// The plans due at `now`.
+    fn due_plans(&self, now: DateTime<Utc>) -> Result<Vec<PlanRow>>;
     /// An asset's facts from its last discovery.
     fn asset_facts(&self, asset: &str) -> Result<Option<AssetFacts>>;
     /// Every running account job.
@@ -568,6 +575,20 @@ pub trait WriteTx: ReadTx {
     fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
     /// Forgets `id`'s new secret and those kept for its account.
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()>;
+    /// Adds a plan; false when one has that name.
+    fn insert_plan(&mut self, plan: &PlanRow) -> Result<bool>;
+    fn delete_plan(&mut self, name: &str) -> Result<bool>;
+    /// Claims a due plan's run (moves `next_run` from `due` to `next`);
+    /// false when another instance claimed it first.
+    fn claim_plan(
+        &mut self,
+        name: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Notes what a claimed run started.
+    fn plan_ran(&mut self, name: &str, jobs: &[String], error: Option<&str>) -> Result<()>;
     /// Keeps an asset's facts from a discovery.
     fn put_asset_facts(&mut self, asset: &str, facts: &AssetFacts) -> Result<()>;
     /// Records an account's verification.

@@ -974,6 +974,18 @@ impl ReadTx for Tx<'_> {
         super::jobs::account_checks(&self.conn)
     }
 
+    fn plans(&self) -> Result<Vec<super::PlanRow>> {
+        super::plans::plans(&self.conn)
+    }
+
+    fn plan(&self, name: &str) -> Result<Option<super::PlanRow>> {
+        super::plans::plan(&self.conn, name)
+    }
+
+    fn due_plans(&self, now: DateTime<Utc>) -> Result<Vec<super::PlanRow>> {
+        super::plans::due_plans(&self.conn, now)
+    }
+
     fn asset_facts(&self, asset: &str) -> Result<Option<super::AssetFacts>> {
         super::jobs::asset_facts(&self.conn, asset)
     }
@@ -1482,6 +1494,28 @@ impl WriteTx for Tx<'_> {
 
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()> {
         super::jobs::settle_secrets(&self.conn, id, account)
+    }
+
+    fn insert_plan(&mut self, plan: &super::PlanRow) -> Result<bool> {
+        super::plans::insert_plan(&self.conn, plan)
+    }
+
+    fn delete_plan(&mut self, name: &str) -> Result<bool> {
+        super::plans::delete_plan(&self.conn, name)
+    }
+
+    fn claim_plan(
+        &mut self,
+        name: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        super::plans::claim_plan(&self.conn, name, due, next, now)
+    }
+
+    fn plan_ran(&mut self, name: &str, jobs: &[String], error: Option<&str>) -> Result<()> {
+        super::plans::plan_ran(&self.conn, name, jobs, error)
     }
 
     fn put_asset_facts(&mut self, asset: &str, facts: &super::AssetFacts) -> Result<()> {
