@@ -621,6 +621,73 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
             &format!("verify of {account}@{asset}"),
         );
     }
+    // A plan: verify np1 every day from a start in the past, so it is due
+    // now; the server's scheduler runs it once and moves it a day on.
+    let added = c.jmsctl(&[
+        "plan",
+        "add",
+        "daily-np1",
+        "--kind",
+        "verify",
+        "--asset",
+        "web01",
+        "--account",
+        "np1",
+        "--every-days",
+        "1",
+        "--start",
+        "2020-01-01",
+    ]);
+    assert!(
+        added.stdout.contains("plan daily-np1: verify np1@web01"),
+        "{added}"
+    );
+    let plan: Value = eventually("the plan to run", || {
+        let out = c.jmsctl(&["plan", "show", "daily-np1", "--json"]);
+        let plan: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        if plan["last_jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+            Ok(plan)
+        } else {
+            Err(out.to_string())
+        }
+    });
+    assert_eq!(
+        plan["last_jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{plan}"
+    );
+    assert!(plan["last_error"].is_null(), "{plan}");
+    let next = plan["next_run"].as_str().unwrap_or_default().to_string();
+    assert!(
+        next.as_str() > plan["last_run"].as_str().unwrap_or_default(),
+        "{plan}"
+    );
+    let id = plan["last_jobs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ran: Value = eventually("the plan's job to finish", || {
+        let out = c.jmsctl(&["job", "show", &id, "--json"]);
+        let job: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        if job["status"] == "running" {
+            Err(out.to_string())
+        } else {
+            Ok(job)
+        }
+    });
+    assert_eq!(ran["status"], "ok", "{ran}");
+    assert_eq!(ran["actor"], "plan:daily-np1", "{ran}");
+    assert_eq!(ran["kind"], "verify", "{ran}");
+    let list = c.jmsctl(&["plan", "list"]);
+    assert!(list.stdout.contains("daily-np1"), "{list}");
+    let again = c.jmsctl(&["plan", "show", "daily-np1", "--json"]);
+    assert!(
+        again.stdout.contains(&next),
+        "the plan is not run again before its next time: {again}"
+    );
+    c.jmsctl(&["plan", "remove", "daily-np1"]);
+    assert!(!c.jmsctl(&["plan", "list"]).stdout.contains("daily-np1"));
+
     // Without the right sudo password nothing happens, and it says why.
     c.jmsctl_with(
         &["account", "set", "web01b", "opspw", "--secret"],
