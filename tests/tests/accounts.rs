@@ -878,6 +878,38 @@ fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another(
         ["login", "verify_new"],
         "the retry found the new password live: {text}"
     );
+    // The surviving bastion's audit events say each step it ran.
+    let id = retried["id"].as_str().unwrap_or_default().to_string();
+    let shown: Value = eventually("the retry's audit events to reach the server", || {
+        let out = c.jmsctl(&["job", "show", &id, "--json"]);
+        let job: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        let steps: Vec<(String, u64, bool)> = job["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap_or_default().to_string(),
+                    e["attempt"].as_u64().unwrap_or_default(),
+                    e["ok"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if steps.contains(&("verify_new".to_string(), 2, true)) {
+            Ok(job)
+        } else {
+            Err(out.to_string())
+        }
+    });
+    assert!(
+        shown["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["bastion"] == retried["bastion"]),
+        "{shown}"
+    );
+    said.push_str(&shown.to_string());
     let second_new = secret_of(c, "web01", "root");
     assert_ne!(second_new, first_new, "the live password was committed");
     let (out, verified) = job(c, "verify", "web01", "root");

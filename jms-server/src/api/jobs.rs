@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{Body, PageParams, Params, PathParams};
 use super::{blocking, Actor, ApiError, AppState};
 use crate::jobs::plans::NewPlan;
-use crate::store::{JobRow, PlanRow};
+use crate::store::{JobEvent, JobRow, PlanRow};
 
 /// `POST /api/v1/jobs`.
 #[derive(Debug, Deserialize)]
@@ -61,11 +61,25 @@ pub async fn list_jobs(
     .await
 }
 
+/// `GET /api/v1/jobs/{job}`: the job and its bastions' audit events.
+#[derive(Debug, Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobRow,
+    pub events: Vec<JobEvent>,
+}
+
 pub async fn get_job(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
-) -> Result<Json<JobRow>, ApiError> {
-    blocking(&state, move |services| Ok(Json(services.jobs.job(&id)?))).await
+) -> Result<Json<JobDetail>, ApiError> {
+    blocking(&state, move |services| {
+        Ok(Json(JobDetail {
+            job: services.jobs.job(&id)?,
+            events: services.jobs.job_events(&id)?,
+        }))
+    })
+    .await
 }
 
 /// `POST /api/v1/sync/jobs/{job}` (signed): the bastion's report.

@@ -311,8 +311,12 @@ pub fn table() -> Vec<Route> {
             .query(Page)
             .returns(200, Some("JobList")),
         route(M::GET, "/api/v1/jobs/{job}", jobs::get_job)
-            .doc("getJob", "jobs", "One account job with each step's output")
-            .returns(200, Some("Job")),
+            .doc(
+                "getJob",
+                "jobs",
+                "One account job with each step's output and its bastions' audit events",
+            )
+            .returns(200, Some("JobDetail")),
         route(M::POST, "/api/v1/plans", jobs::create_plan)
             .doc(
                 "createPlan",

@@ -554,6 +554,32 @@ fn sync_schemas() -> Map<String, Value> {
         ),
     );
     add(
+        "JobDetail",
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Job"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "events": {
+                            "type": "array",
+                            "description": "Each step as the bastions' audit events (job_step) said it, oldest first; never a secret",
+                            "items": object(&[
+                                ("at", string()),
+                                ("bastion", json!({"type": ["string", "null"]})),
+                                ("attempt", integer()),
+                                ("step", string()),
+                                ("ok", boolean()),
+                                ("detail", string()),
+                            ], &["at", "step", "ok"], false),
+                        },
+                    },
+                    "required": ["events"],
+                },
+            ],
+        }),
+    );
+    add(
         "JobList",
         object(&[("items", list_of("Job"))], &["items"], false),
     );

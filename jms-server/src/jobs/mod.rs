@@ -140,9 +140,11 @@ impl JobService {
     /// The order and secrets of job `id`: `kind` on `account` of `asset`
     /// as the policy has them now, with `new` as the new secret (a
     /// retry's) or a fresh one.
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         id: &str,
+        attempt: u32,
         kind: JobKind,
         asset: &str,
         account: &str,
@@ -253,6 +255,7 @@ impl JobService {
                 username: p.username.clone(),
                 secret_type: p.secret_type,
             }),
+            attempt,
         };
         check_order(&order)
             .map_err(|e| AdminError::BadInput(format!("account `{account}` of `{asset}`: {e}")))?;
@@ -287,7 +290,7 @@ impl JobService {
     /// Starts `kind` on `account` of `asset` for `actor`.
     pub fn start(&self, actor: &str, kind: JobKind, asset: &str, account: &str) -> Result<JobRow> {
         let id = new_id();
-        let (order, secrets) = self.prepare(&id, kind, asset, account, None)?;
+        let (order, secrets) = self.prepare(&id, 1, kind, asset, account, None)?;
         let online = self.online()?;
         let bastion = pick(&online, &[], None).ok_or_else(|| {
             AdminError::Conflict("no bastion is online to run the job".to_string())
@@ -488,7 +491,14 @@ impl JobService {
             }
             self.pending().remove(&row.id);
             let new = self.open_new(&row);
-            match self.prepare(&row.id, row.kind, &row.asset, &row.account, new) {
+            match self.prepare(
+                &row.id,
+                row.attempt + 1,
+                row.kind,
+                &row.asset,
+                &row.account,
+                new,
+            ) {
                 Ok((order, secrets)) => {
                     tracing::warn!(
                         event = "account_job_retried",
@@ -693,6 +703,11 @@ impl JobService {
         Ok(())
     }
 
+    /// A job's steps as its bastions' audit events said them.
+    pub fn job_events(&self, id: &str) -> Result<Vec<crate::store::JobEvent>> {
+        Ok(self.store.read()?.job_events(id)?)
+    }
+
     pub fn job(&self, id: &str) -> Result<JobRow> {
         self.store
             .read()?
@@ -890,7 +905,7 @@ assets:
         // The next verification carries it as its candidate, and commits
         // it when it is the one that logs in.
         let (order, secrets) = jobs
-            .prepare("job-2", JobKind::Verify, "web01", "app", None)
+            .prepare("job-2", 1, JobKind::Verify, "web01", "app", None)
             .unwrap();
         assert_eq!(order.action, JobKind::Verify);
         assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
@@ -922,7 +937,7 @@ assets:
         let (_dir, services) = rotation();
         let jobs = &services.jobs;
         let (order, secrets) = jobs
-            .prepare("job-3", JobKind::Rotate, "web01", "root", None)
+            .prepare("job-3", 1, JobKind::Rotate, "web01", "root", None)
             .unwrap();
         assert_eq!(
             order.privileged.as_ref().map(|p| p.name.as_str()),
@@ -935,7 +950,7 @@ assets:
         assert!(secrets.new.is_some());
         for kind in [JobKind::Push, JobKind::Remove] {
             assert!(matches!(
-                jobs.prepare("job-4", kind, "web01", "root", None),
+                jobs.prepare("job-4", 1, kind, "web01", "root", None),
                 Err(AdminError::BadInput(_))
             ));
         }

@@ -531,7 +531,7 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
             EventBody::Share { scope, .. } => {
                 SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            EventBody::Login { .. } => {
+            EventBody::Login { .. } | EventBody::JobStep { .. } => {
                 rows.push(p);
                 continue;
             }
@@ -633,6 +633,21 @@ fn project(conn: &Connection, bastion_id: i64, events: &[Parsed<'_>]) -> Result<
                         outcome,
                         reason.as_deref().filter(|r| !r.is_empty())
                     ],
+                )?;
+            }
+            EventBody::JobStep {
+                job,
+                attempt,
+                step,
+                ok,
+                detail,
+                ..
+            } => {
+                run(
+                    conn,
+                    "INSERT OR IGNORE INTO job_events (event_id, job, bastion_id, at, attempt, \
+                     step, ok, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![p.event_id, job, bastion_id, p.at_text, attempt, step, ok, detail],
                 )?;
             }
             // A command or transfer of a session its update did not reach.

@@ -75,6 +75,19 @@ ALTER TABLE jobs ADD COLUMN tried TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN new_secret BLOB;
 CREATE INDEX jobs_by_status ON jobs (status);
 
+-- Each job step as a bastion's audit events said it (never a secret).
+CREATE TABLE job_events (
+    event_id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    bastion_id INTEGER,
+    at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    step TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX job_events_by_job ON job_events (job, at);
+
 -- The facts the last discovery gathered on each asset.
 CREATE TABLE asset_facts (
     asset TEXT PRIMARY KEY,
@@ -272,6 +285,38 @@ fn job_row(row: &Row) -> rusqlite::Result<JobRow> {
             .collect(),
         new_secret: row.get(15)?,
     })
+}
+
+/// A job step as a bastion's audit event said it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobEvent {
+    pub at: String,
+    /// The bastion that sent it.
+    pub bastion: Option<String>,
+    pub attempt: u32,
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The audit events of job `id`, oldest first (at most 200).
+pub fn job_events(conn: &Connection, id: &str) -> Result<Vec<JobEvent>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.at, b.name, e.attempt, e.step, e.ok, e.detail FROM job_events e \
+         LEFT JOIN bastions b ON b.id = e.bastion_id WHERE e.job = ?1 \
+         ORDER BY e.at, e.event_id LIMIT 200",
+    )?;
+    let rows = stmt.query_map([id], |row| {
+        Ok(JobEvent {
+            at: row.get(0)?,
+            bastion: row.get(1)?,
+            attempt: row.get::<_, i64>(2)?.clamp(0, u32::MAX as i64) as u32,
+            step: row.get(3)?,
+            ok: row.get(4)?,
+            detail: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Every running job (the recovery tick looks for lost bastions).

@@ -30,7 +30,7 @@ pub use audit::{
     TransferRecord,
 };
 pub use fleet::BastionInfo;
-pub use jobs::{AccountCheck, AssetFacts, JobRow, JobStatus};
+pub use jobs::{AccountCheck, AssetFacts, JobEvent, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use plans::PlanRow;
 pub use sqlite::SqliteStore;
@@ -404,6 +404,8 @@ pub trait ReadTx {
     fn due_plans(&self, now: DateTime<Utc>) -> Result<Vec<PlanRow>>;
     /// An asset's facts from its last discovery.
     fn asset_facts(&self, asset: &str) -> Result<Option<AssetFacts>>;
+    /// A job's steps as its bastions' audit events said them.
+    fn job_events(&self, id: &str) -> Result<Vec<JobEvent>>;
     /// Every running account job.
     fn running_jobs(&self) -> Result<Vec<JobRow>>;
     /// The newest ended job of an account that kept its new secret.

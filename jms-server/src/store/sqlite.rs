@@ -990,6 +990,10 @@ impl ReadTx for Tx<'_> {
         super::jobs::asset_facts(&self.conn, asset)
     }
 
+    fn job_events(&self, id: &str) -> Result<Vec<super::JobEvent>> {
+        super::jobs::job_events(&self.conn, id)
+    }
+
     fn running_jobs(&self) -> Result<Vec<super::JobRow>> {
         super::jobs::running_jobs(&self.conn)
     }

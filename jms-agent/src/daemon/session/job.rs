@@ -272,6 +272,8 @@ pub struct Runner<'a> {
     /// The privileged account's secret found live when it is not the
     /// vault's (a rotation of the privileged account itself).
     privileged_live: Option<Secret>,
+    /// Told each step as it ends (the worker sends it to the monitor).
+    on_step: Option<Box<dyn FnMut(&JobStep) + 'a>>,
 }
 
 fn credential(kind: SecretType, secret: &Secret) -> Credential {
@@ -304,7 +306,14 @@ impl<'a> Runner<'a> {
             changed: false,
             serial: 0,
             privileged_live: None,
+            on_step: None,
         }
+    }
+
+    /// Calls `on_step` with each step as it ends.
+    pub fn on_step(mut self, on_step: impl FnMut(&JobStep) + 'a) -> Self {
+        self.on_step = Some(Box::new(on_step));
+        self
     }
 
     fn scratch_id(&mut self) -> String {
@@ -343,11 +352,15 @@ impl<'a> Runner<'a> {
                 detail = detail.replace(secret.expose(), "***");
             }
         }
-        self.steps.push(JobStep {
+        let step = JobStep {
             name: name.to_string(),
             ok,
             detail,
-        });
+        };
+        if let Some(on_step) = self.on_step.as_mut() {
+            on_step(&step);
+        }
+        self.steps.push(step);
         ok
     }
 
@@ -770,8 +783,12 @@ pub fn job_main() -> std::process::ExitCode {
     let span = tracing::info_span!("job", id = %start.order.id);
     let _entered = span.enter();
     let settings = super::connect_settings(&start.settings);
-    let report = Runner::new(&start.order, &start.secrets, &settings).run();
-    match jms_proto::write_frame(&mut &stream, &report) {
+    let report = Runner::new(&start.order, &start.secrets, &settings)
+        .on_step(|step| {
+            let _ = jms_proto::write_frame(&mut &stream, &crate::wire::FromJob::Step(step.clone()));
+        })
+        .run();
+    match jms_proto::write_frame(&mut &stream, &crate::wire::FromJob::Report(report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jms-job: the report did not go out: {e}");

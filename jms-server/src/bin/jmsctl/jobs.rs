@@ -75,6 +75,24 @@ fn print_job(job: &Value) {
             println!("       {}", crate::remote::cell(&json!({"l": line}), "l"));
         }
     }
+    let events = job["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !events.is_empty() {
+        println!("  audit events from the bastions:");
+        for event in events {
+            println!(
+                "    {} {} attempt {} {} {}",
+                cell(event, "at"),
+                cell(event, "bastion"),
+                cell(event, "attempt"),
+                cell(event, "step"),
+                if event["ok"].as_bool() == Some(true) {
+                    "ok"
+                } else {
+                    "FAIL"
+                }
+            );
+        }
+    }
     if let Some(error) = job["error"].as_str() {
         println!(
             "  error: {}",
