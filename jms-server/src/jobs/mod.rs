@@ -140,7 +140,6 @@ impl JobService {
     /// The order and secrets of job `id`: `kind` on `account` of `asset`
     /// as the policy has them now, with `new` as the new secret (a
     /// retry's) or a fresh one.
-    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         id: &str,

@@ -261,6 +261,9 @@ impl Operation<'_> {
     }
 }
 
+/// Told each step as it ends.
+type StepSink<'a> = Box<dyn FnMut(&JobStep) + 'a>;
+
 /// What the job runs with.
 pub struct Runner<'a> {
     pub order: &'a JobOrder,
@@ -273,7 +276,7 @@ pub struct Runner<'a> {
     /// vault's (a rotation of the privileged account itself).
     privileged_live: Option<Secret>,
     /// Told each step as it ends (the worker sends it to the monitor).
-    on_step: Option<Box<dyn FnMut(&JobStep) + 'a>>,
+    on_step: Option<StepSink<'a>>,
 }
 
 fn credential(kind: SecretType, secret: &Secret) -> Credential {
