@@ -5,7 +5,8 @@
 //! [`jms_proto::MAX_FRAME`] from a worker (whose bytes it does not trust);
 //! the worker reads up to [`jms_proto::MAX_RESPONSE_FRAME`].
 //!
-//! - [`JobStart`]: the only message to an account job's worker.
+//! - [`JobStart`]: the only message to an account job's worker, which
+//!   answers with [`FromJob`] frames: each step as it ends, then its report.
 //! - [`Start`]: the first message on the worker's stdin, with the agent's
 //!   control stream, stdin, stdout and stderr attached (SCM_RIGHTS) and,
 //!   after them, the directories the worker writes into.
@@ -87,7 +88,15 @@ pub struct Start {
 
 /// The only message to a job worker (`jms-job`, same user and limits as
 /// a session's): the server's order and its opened secrets. The worker
-/// answers with one [`jms_sync::job::JobReport`] and exits.
+/// answers with [`FromJob`] frames, the report last, and exits.
+/// What an account job's worker sends: each step as it ends (the monitor
+/// spools it as an audit event), then the report, last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromJob {
+    Step(jms_sync::job::JobStep),
+    Report(jms_sync::job::JobReport),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStart {
     pub order: jms_sync::job::JobOrder,

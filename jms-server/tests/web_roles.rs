@@ -2,7 +2,9 @@
 //! a real server: web admins made with `jmsctl admin add --role`; an
 //! auditor sees the bastions and a live session but no write control
 //! (Terminate, Revoke) and gets 403 from every write; an admin revokes a
-//! bastion from the page.
+//! bastion from the page. The jobs page shows an account job's steps,
+//! its bastion's audit events and the accounts' verifications, never a
+//! secret.
 
 mod common;
 
@@ -585,4 +587,122 @@ fn the_console_writes_through_the_api_with_its_messages_and_roles() {
         page.contains("web admin root") && page.contains("alice-web01"),
         "{page}"
     );
+}
+
+#[test]
+fn the_jobs_page_shows_steps_events_and_verifications_and_never_a_secret() {
+    let server = Server::start();
+    let bastion = enrolled(&server, "bastion-1");
+    let (status, _) = bastion.send_json(
+        &server,
+        "GET",
+        "/api/v1/sync/control",
+        "wait=0&agent=0.1.0&sessions=0&backlog=0",
+        b"",
+    );
+    assert_eq!(status, 200);
+    server.expect(
+        201,
+        "POST",
+        "/api/v1/assets",
+        Some(json!({"name": "web01", "address": "10.0.0.1",
+                    "protocols": [{"name": "ssh", "port": 22}]})),
+    );
+    for (name, secret, privileged) in [
+        ("root", "root-secret-4242", true),
+        ("app", "app-secret-4242", false),
+    ] {
+        server.expect(
+            201,
+            "POST",
+            "/api/v1/assets/web01/accounts",
+            Some(
+                json!({"name": name, "username": name, "secret_type": "password",
+                        "secret": secret, "privileged": privileged}),
+            ),
+        );
+    }
+    let job = server.expect(
+        201,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"kind": "rotate", "asset": "web01", "account": "app"})),
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["bastion"], "bastion-1", "{job}");
+    let report = json!({
+        "ok": true, "changed": true, "new_secret_in_place": true,
+        "steps": [
+            {"name": "apply", "ok": true, "detail": "changed: password set\n<script>x</script>"},
+            {"name": "verify_new", "ok": true, "detail": "logged in as app"},
+        ],
+    });
+    let (status, done) = bastion.send_json(
+        &server,
+        "POST",
+        &format!("/api/v1/sync/jobs/{id}"),
+        "",
+        serde_json::to_vec(&report).unwrap(),
+    );
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("ok")),
+        "{done}"
+    );
+    bastion.upload(
+        &server,
+        &[json!({
+            "id": "j1", "time": chrono::Utc::now().to_rfc3339(), "event": "job_step",
+            "job": id, "kind": "rotate", "asset": "web01", "account": "app", "attempt": 1,
+            "step": "apply", "ok": true, "detail": "changed: password set",
+        })],
+    );
+    let shown = server.expect(200, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(shown["events"][0]["bastion"], "bastion-1", "{shown}");
+    assert_eq!(shown["events"][0]["step"], "apply", "{shown}");
+
+    let secret = add_web_admin(&server, "carol", "auditor");
+    let carol = sign_in(&server, "carol", &secret);
+    let (status, list) = get(&server, &carol, "/web/jobs");
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains(&format!("data-job=\"{id}\"")), "{list}");
+    assert!(
+        list.contains("data-account=\"app@web01\""),
+        "the verification: {list}"
+    );
+    assert!(
+        list.contains("href=\"/web/jobs\""),
+        "the top bar links the page"
+    );
+    let (status, page) = get(&server, &carol, &format!("/web/jobs/{id}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-step=\"verify_new\""), "{page}");
+    assert!(page.contains("changed: password set"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;") && !page.contains("<script>x"),
+        "output is escaped: {page}"
+    );
+    assert!(
+        page.contains("bastion-1"),
+        "the bastion's audit event: {page}"
+    );
+    let (status, _) = get(&server, &carol, "/web/jobs/job-none");
+    assert_eq!(status, 404);
+    // The new secret is in the vault now; it shows nowhere.
+    let vault = server.expect(200, "GET", "/api/v1/policy?with_secrets=true", None);
+    let new = vault["assets"][0]["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "app")
+        .and_then(|a| a["secret"].as_str())
+        .unwrap()
+        .to_string();
+    assert_ne!(new, "app-secret-4242", "the rotation was committed");
+    for secret in ["root-secret-4242", "app-secret-4242", new.as_str()] {
+        assert!(
+            !list.contains(secret) && !page.contains(secret),
+            "a secret on the jobs pages"
+        );
+    }
 }

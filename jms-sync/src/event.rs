@@ -183,6 +183,28 @@ pub enum EventBody {
         /// The user who joined or left.
         peer: Option<String>,
     },
+    /// One step of an account job as the bastion ran it (`login`,
+    /// `apply`, `verify_new`, …), written by the monitor as the job
+    /// worker reports it, so the audit keeps what reached the target even
+    /// when the job's report never comes. Never a secret: the worker
+    /// scrubs every secret of the job from the output.
+    JobStep {
+        job: String,
+        /// push, verify, rotate, remove, discover.
+        kind: String,
+        asset: String,
+        /// The account's name in the policy (empty for a discovery).
+        #[serde(default)]
+        account: String,
+        /// Which attempt of the job (1 on its first bastion).
+        #[serde(default)]
+        attempt: u32,
+        step: String,
+        ok: bool,
+        /// What the step said (cut like the report's).
+        #[serde(default)]
+        detail: String,
+    },
 }
 
 impl EventBody {
@@ -231,6 +253,19 @@ impl EventBody {
                 bound(result);
             }
             EventBody::Share { peer, .. } => bound_opt(peer),
+            EventBody::JobStep {
+                job,
+                kind,
+                asset,
+                account,
+                step,
+                detail,
+                ..
+            } => {
+                for text in [job, kind, asset, account, step, detail] {
+                    bound(text);
+                }
+            }
         }
         self
     }
@@ -247,6 +282,7 @@ impl EventBody {
             EventBody::Login { .. } => "login",
             EventBody::Transfer { .. } => "transfer",
             EventBody::Share { .. } => "share",
+            EventBody::JobStep { .. } => "job_step",
         }
     }
 
@@ -324,8 +360,18 @@ impl EventBody {
                 outcome: "success".into(),
                 reason: None,
             },
+            EventBody::JobStep {
+                job: "job-1".into(),
+                kind: "rotate".into(),
+                asset: "web01".into(),
+                account: "app".into(),
+                attempt: 1,
+                step: "apply".into(),
+                ok: true,
+                detail: "changed: password set".into(),
+            },
         ];
-        let mut seen = [false; 7];
+        let mut seen = [false; 8];
         for event in &all {
             let i = match event {
                 EventBody::SessionStart { .. } => 0,
@@ -335,6 +381,7 @@ impl EventBody {
                 EventBody::Login { .. } => 4,
                 EventBody::Transfer { .. } => 5,
                 EventBody::Share { .. } => 6,
+                EventBody::JobStep { .. } => 7,
             };
             seen[i] = true;
         }

@@ -121,6 +121,10 @@ pub struct JobOrder {
     /// The asset's privileged account (absent for a verification).
     #[serde(default)]
     pub privileged: Option<JobPrivileged>,
+    /// Which attempt this is (1 on the job's first bastion; a retry after
+    /// a bastion was lost finds out which secret is live).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// A job's secrets, sealed to the bastion in the control answer, keyed by

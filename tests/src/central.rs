@@ -58,6 +58,8 @@ pub struct Central {
     server: PathBuf,
     ctl: PathBuf,
     insecure: bool,
+    /// Extra environment of the server process (its settings' `JMS_*`).
+    env: Vec<(String, String)>,
     /// The server's CA (PEM) over TLS.
     ca: Option<Vec<u8>>,
 }
@@ -79,7 +81,17 @@ impl Central {
         Central::start_with(true)
     }
 
+    /// Starts a server over TLS with `env` set (its options' `JMS_*`
+    /// variables, e.g. `JMS_JOB_ATTEMPT_TIMEOUT`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Central {
+        Central::start_full(false, env)
+    }
+
     fn start_with(insecure: bool) -> Central {
+        Central::start_full(insecure, &[])
+    }
+
+    fn start_full(insecure: bool, env: &[(&str, &str)]) -> Central {
         let (server, ctl) = server_binaries();
         let dir = tempfile::Builder::new()
             .prefix("jms-e2e-central-")
@@ -103,6 +115,10 @@ impl Central {
             server,
             ctl,
             insecure,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ca: None,
         };
         central.url = central.spawn("127.0.0.1:0");
@@ -132,6 +148,7 @@ impl Central {
             .args(["--listen", listen])
             .args(self.insecure.then_some("--insecure-http"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -289,6 +306,12 @@ impl Central {
     /// Switches `bastion`'s agentd to this server (see the module doc),
     /// polling `via` (this server's URL, or a [`BundleProxy`]'s).
     pub fn attach(&self, bastion: &Bastion, via: &str) {
+        self.attach_as(bastion, via, "e2e-bastion");
+    }
+
+    /// [`Central::attach`] under the bastion name `name` (several
+    /// bastions on one server).
+    pub fn attach_as(&self, bastion: &Bastion, via: &str, name: &str) {
         let artifacts = bastion
             .artifacts
             .as_ref()
@@ -310,7 +333,7 @@ impl Central {
                 .arg(&config)
                 .args(["enroll", "--server", via, "--token"])
                 .arg(self.enrollment_token())
-                .args(["--name", "e2e-bastion"]),
+                .args(["--name", name]),
             b"",
             COMMAND_TIMEOUT,
         );

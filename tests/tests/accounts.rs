@@ -467,6 +467,27 @@ fn root_pushes_verifies_and_rotates_accounts_and_keeps_the_old_secret_on_failure
             "fact {fact}:\n{listed}"
         );
     }
+    // The facts land in the asset's details (jmsctl asset show, the API).
+    let shown = c.jmsctl(&["asset", "show", "web01", "--json"]);
+    let asset: Value = serde_json::from_str(&shown.stdout).expect("asset show JSON");
+    let details = &asset["details"];
+    let hostname = s.on_target("cat /proc/sys/kernel/hostname");
+    assert_eq!(details["hostname"], hostname.trim(), "{shown}");
+    assert!(
+        details["kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("Linux ")),
+        "{shown}"
+    );
+    assert!(details["os"].is_string(), "{shown}");
+    assert!(details["cpus"].as_u64().is_some_and(|n| n >= 1), "{shown}");
+    assert!(
+        details["memory_kib"].as_u64().is_some_and(|n| n > 0),
+        "{shown}"
+    );
+    assert_eq!(details["job"], found["id"], "{shown}");
+    let plain = c.jmsctl(&["asset", "show", "web01"]);
+    assert!(plain.stdout.contains(hostname.trim()), "{plain}");
     let unmanaged: Vec<String> = step("unmanaged").lines().map(str::to_owned).collect();
     assert!(
         unmanaged.contains(&"handmade".to_string()),
@@ -600,6 +621,73 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
             &format!("verify of {account}@{asset}"),
         );
     }
+    // A plan: verify np1 every day from a start in the past, so it is due
+    // now; the server's scheduler runs it once and moves it a day on.
+    let added = c.jmsctl(&[
+        "plan",
+        "add",
+        "daily-np1",
+        "--kind",
+        "verify",
+        "--asset",
+        "web01",
+        "--account",
+        "np1",
+        "--every-days",
+        "1",
+        "--start",
+        "2020-01-01",
+    ]);
+    assert!(
+        added.stdout.contains("plan daily-np1: verify np1@web01"),
+        "{added}"
+    );
+    let plan: Value = eventually("the plan to run", || {
+        let out = c.jmsctl(&["plan", "show", "daily-np1", "--json"]);
+        let plan: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        if plan["last_jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+            Ok(plan)
+        } else {
+            Err(out.to_string())
+        }
+    });
+    assert_eq!(
+        plan["last_jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{plan}"
+    );
+    assert!(plan["last_error"].is_null(), "{plan}");
+    let next = plan["next_run"].as_str().unwrap_or_default().to_string();
+    assert!(
+        next.as_str() > plan["last_run"].as_str().unwrap_or_default(),
+        "{plan}"
+    );
+    let id = plan["last_jobs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ran: Value = eventually("the plan's job to finish", || {
+        let out = c.jmsctl(&["job", "show", &id, "--json"]);
+        let job: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        if job["status"] == "running" {
+            Err(out.to_string())
+        } else {
+            Ok(job)
+        }
+    });
+    assert_eq!(ran["status"], "ok", "{ran}");
+    assert_eq!(ran["actor"], "plan:daily-np1", "{ran}");
+    assert_eq!(ran["kind"], "verify", "{ran}");
+    let list = c.jmsctl(&["plan", "list"]);
+    assert!(list.stdout.contains("daily-np1"), "{list}");
+    let again = c.jmsctl(&["plan", "show", "daily-np1", "--json"]);
+    assert!(
+        again.stdout.contains(&next),
+        "the plan is not run again before its next time: {again}"
+    );
+    c.jmsctl(&["plan", "remove", "daily-np1"]);
+    assert!(!c.jmsctl(&["plan", "list"]).stdout.contains("daily-np1"));
+
     // Without the right sudo password nothing happens, and it says why.
     c.jmsctl_with(
         &["account", "set", "web01b", "opspw", "--secret"],
@@ -634,6 +722,212 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
         assert!(
             !said.contains(secret),
             "a privileged password appears in an output or log"
+        );
+    }
+}
+
+/// The privileged account rotating itself, and a job that loses its
+/// bastion mid-way: two bastions follow one server; root (the privileged
+/// account) rotates itself (verified with the new password before the
+/// commit; a target that does not take the new password leaves the old
+/// one working and in the vault); then a rotation whose bastion is killed
+/// after the target took the new password and before any report is
+/// handed to the other bastion, which finds out which password is live
+/// and commits it.
+#[test]
+fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another() {
+    let target = Target::start();
+    let first = BastionBuilder::new().start();
+    let second = BastionBuilder::new().start();
+    let central = Central::start_with_env(&[("JMS_JOB_ATTEMPT_TIMEOUT", "15s")]);
+    central.attach_as(&first, &central.url, "bastion-a");
+    central.attach_as(&second, &central.url, "bastion-b");
+    let c = &central;
+    let protocol = format!("ssh:{}", target.port());
+    c.jmsctl(&[
+        "asset",
+        "add",
+        "web01",
+        "--address",
+        target.address(),
+        "--protocol",
+        &protocol,
+    ]);
+    c.jmsctl_with(
+        &[
+            "account",
+            "add",
+            "web01",
+            "root",
+            "--type",
+            "password",
+            "--privileged",
+        ],
+        ROOT_PASSWORD.as_bytes(),
+    )
+    .assert_success("jmsctl account add root");
+    let on_target = |script: &str| {
+        let out = target.inside(script);
+        out.assert_success(&format!("`{script}` on the target"));
+        out.stdout
+    };
+    eventually("both bastions online", || {
+        let out = c.jmsctl(&["bastion", "list", "--json"]);
+        if out.stdout.matches("\"online\"").count() == 2 {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+    let mut said = String::new();
+
+    // Root rotates itself: committed once the new password logged in.
+    let (out, rotated) = job(c, "rotate", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &rotated, true, "root rotating itself");
+    let first_new = secret_of(c, "web01", "root");
+    assert_ne!(
+        first_new, ROOT_PASSWORD,
+        "the vault holds root's new password"
+    );
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "verify of root's new password");
+
+    // The target accepts the new password without it working: the old one
+    // stays, working and in the vault.
+    on_target(
+        "printf '#!/bin/sh\\ncat >/dev/null\\nexit 0\\n' >/srv/chpasswd-lies && \
+         chmod 755 /srv/chpasswd-lies && mount --bind /srv/chpasswd-lies /usr/sbin/chpasswd",
+    );
+    let (out, unverified) = job(c, "rotate", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(
+        &out,
+        &unverified,
+        false,
+        "root's rotation that does not take",
+    );
+    assert_eq!(
+        secret_of(c, "web01", "root"),
+        first_new,
+        "nothing committed"
+    );
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "root's old password still works");
+    on_target("umount /usr/sbin/chpasswd");
+
+    // The bastion dies between applying the new password and reporting:
+    // chpasswd takes it, then hangs; the bastion running the job is killed.
+    on_target(
+        "cp /usr/sbin/chpasswd /srv/chpasswd-real && \
+         printf '#!/bin/sh\\n/srv/chpasswd-real || exit 1\\ntouch /srv/applied\\nexec sleep 300\\n' \
+           >/srv/chpasswd-hangs && chmod 755 /srv/chpasswd-hangs && \
+         mount --bind /srv/chpasswd-hangs /usr/sbin/chpasswd",
+    );
+    let rotation = c
+        .jmsctl_command(&["account", "rotate", "web01", "root", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("jmsctl account rotate");
+    eventually("the target to take root's new password", || {
+        if target.srv().join("applied").exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    let running: Value =
+        serde_json::from_str(&c.jmsctl(&["job", "list", "--json"]).stdout).expect("job list");
+    let lost = running["items"][0]["bastion"]
+        .as_str()
+        .expect("the running job's bastion")
+        .to_string();
+    assert_eq!(running["items"][0]["status"], "running", "{running}");
+    match lost.as_str() {
+        "bastion-a" => first.kill_agentd(),
+        _ => second.kill_agentd(),
+    }
+    on_target("umount /usr/sbin/chpasswd");
+    let out = rotation.wait_with_output().expect("jmsctl account rotate");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    said.push_str(&text);
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    let retried: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(
+        retried["status"],
+        "ok",
+        "the rotation is finished by the other bastion: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert_eq!(retried["attempt"], 2, "{text}");
+    assert_ne!(retried["bastion"], lost.as_str(), "{text}");
+    assert_eq!(retried["tried"].as_array().map(Vec::len), Some(2), "{text}");
+    let names: Vec<&str> = retried["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["login", "verify_new"],
+        "the retry found the new password live: {text}"
+    );
+    // The surviving bastion's audit events say each step it ran.
+    let id = retried["id"].as_str().unwrap_or_default().to_string();
+    let shown: Value = eventually("the retry's audit events to reach the server", || {
+        let out = c.jmsctl(&["job", "show", &id, "--json"]);
+        let job: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        let steps: Vec<(String, u64, bool)> = job["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap_or_default().to_string(),
+                    e["attempt"].as_u64().unwrap_or_default(),
+                    e["ok"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if steps.contains(&("verify_new".to_string(), 2, true)) {
+            Ok(job)
+        } else {
+            Err(out.to_string())
+        }
+    });
+    assert!(
+        shown["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["bastion"] == retried["bastion"]),
+        "{shown}"
+    );
+    said.push_str(&shown.to_string());
+    let second_new = secret_of(c, "web01", "root");
+    assert_ne!(second_new, first_new, "the live password was committed");
+    let (out, verified) = job(c, "verify", "web01", "root");
+    said.push_str(&out.to_string());
+    assert_job(&out, &verified, true, "the committed password logs in");
+
+    said.push_str(&c.jmsctl(&["job", "list", "--json"]).stdout);
+    said.push_str(&c.log());
+    said.push_str(&first.agentd_log());
+    said.push_str(&second.agentd_log());
+    for (name, secret) in [
+        ("root's first password", ROOT_PASSWORD),
+        ("root's second password", first_new.as_str()),
+        ("root's third password", second_new.as_str()),
+    ] {
+        assert!(
+            !said.contains(secret),
+            "{name} appears in a job output, API answer or log"
         );
     }
 }

@@ -301,7 +301,8 @@ impl Resource for Asset {
     fn list(tx: &dyn ReadTx, query: &ListQuery) -> store::Result<Page<AssetView>> {
         map_page(tx.assets(query)?, |row| {
             let accounts = tx.accounts(Some(&row.asset.name), &every())?.items;
-            Ok(AssetView::new(row, accounts))
+            let details = tx.asset_facts(&row.asset.name)?;
+            Ok(AssetView::new(row, accounts, details))
         })
     }
     fn view(tx: &dyn ReadTx, key: &str) -> store::Result<Option<AssetView>> {
@@ -309,6 +310,7 @@ impl Resource for Asset {
             Some(row) => Ok(Some(AssetView::new(
                 row,
                 tx.accounts(Some(key), &every())?.items,
+                tx.asset_facts(key)?,
             ))),
             None => Ok(None),
         }

@@ -311,8 +311,29 @@ pub fn table() -> Vec<Route> {
             .query(Page)
             .returns(200, Some("JobList")),
         route(M::GET, "/api/v1/jobs/{job}", jobs::get_job)
-            .doc("getJob", "jobs", "One account job with each step's output")
-            .returns(200, Some("Job")),
+            .doc(
+                "getJob",
+                "jobs",
+                "One account job with each step's output and its bastions' audit events",
+            )
+            .returns(200, Some("JobDetail")),
+        route(M::POST, "/api/v1/plans", jobs::create_plan)
+            .doc(
+                "createPlan",
+                "jobs",
+                "Schedule an account job kind (rotate, verify, push, discover) on a node, an asset or an account: every N days or on a cron expression (UTC)",
+            )
+            .body("NewPlan")
+            .returns(201, Some("Plan")),
+        route(M::GET, "/api/v1/plans", jobs::list_plans)
+            .doc("listPlans", "jobs", "Scheduled plans, by name, with their next and last run")
+            .returns(200, Some("PlanList")),
+        route(M::GET, "/api/v1/plans/{plan}", jobs::get_plan)
+            .doc("getPlan", "jobs", "One scheduled plan")
+            .returns(200, Some("Plan")),
+        route(M::DELETE, "/api/v1/plans/{plan}", jobs::delete_plan)
+            .doc("deletePlan", "jobs", "Remove a scheduled plan (jobs it started run on)")
+            .returns(204, None),
         route(M::POST, jms_sync::paths::JOB_ROUTE, jobs::report)
             .doc(
                 "reportJob",

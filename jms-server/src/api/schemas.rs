@@ -265,7 +265,22 @@ pub fn all() -> Value {
         ], &["name", "port"], true),
         "Asset": object(&asset, &["name", "address", "protocols"], true),
         "AssetPatch": object(&asset_fields, &[], true),
-        "AssetView": view(&asset_fields, &[], &[("accounts", list_of("AccountView"))]),
+        "AssetView": view(&asset_fields, &[], &[
+            ("accounts", list_of("AccountView")),
+            ("details", json!({
+                "type": ["object", "null"],
+                "description": "What the last discovery (jmsctl account discover) found on the asset",
+                "properties": {
+                    "hostname": {"type": ["string", "null"]},
+                    "os": {"type": ["string", "null"]},
+                    "kernel": {"type": ["string", "null"]},
+                    "cpus": {"type": ["integer", "null"]},
+                    "memory_kib": {"type": ["integer", "null"]},
+                    "discovered_at": {"type": ["string", "null"], "format": "date-time"},
+                    "job": {"type": ["string", "null"]},
+                },
+            })),
+        ]),
         "AssetPage": page("AssetView"),
         "Account": object(&account, &["name", "username", "secret_type"], true),
         "AccountPatch": object(&account, &[], true),
@@ -524,14 +539,94 @@ fn sync_schemas() -> Map<String, Value> {
                     json!({"type": "string", "format": "date-time"}),
                 ),
                 ("finished_at", time_or_null()),
+                (
+                    "attempt",
+                    json!({"type": "integer", "minimum": 1, "description": "1 on its first bastion, one more each time it is handed to another"}),
+                ),
+                ("attempt_at", time_or_null()),
+                (
+                    "tried",
+                    json!({"type": "array", "items": {"type": "string"}, "description": "The bastions given the job, in order"}),
+                ),
             ],
             &["id", "kind", "asset", "account", "status", "steps"],
             false,
         ),
     );
     add(
+        "JobDetail",
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Job"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "events": {
+                            "type": "array",
+                            "description": "Each step as the bastions' audit events (job_step) said it, oldest first; never a secret",
+                            "items": object(&[
+                                ("at", string()),
+                                ("bastion", json!({"type": ["string", "null"]})),
+                                ("attempt", integer()),
+                                ("step", string()),
+                                ("ok", boolean()),
+                                ("detail", string()),
+                            ], &["at", "step", "ok"], false),
+                        },
+                    },
+                    "required": ["events"],
+                },
+            ],
+        }),
+    );
+    add(
         "JobList",
         object(&[("items", list_of("Job"))], &["items"], false),
+    );
+    let plan_kind = one_of(&["push", "verify", "rotate", "discover"]);
+    let plan_fields = vec![
+        ("name", string()),
+        ("kind", plan_kind),
+        (
+            "node",
+            json!({"type": ["string", "null"], "description": "Every asset in this node and below (or asset)"}),
+        ),
+        ("asset", json!({"type": ["string", "null"]})),
+        (
+            "account",
+            json!({"type": ["string", "null"], "description": "Only this account of the asset (default: every account with a secret, the privileged one only for verify)"}),
+        ),
+        (
+            "every_days",
+            json!({"type": ["integer", "null"], "minimum": 1, "maximum": 3650}),
+        ),
+        (
+            "cron",
+            json!({"type": ["string", "null"], "description": "Five fields (minute hour day-of-month month day-of-week), UTC"}),
+        ),
+    ];
+    let mut new_plan = plan_fields.clone();
+    new_plan.push(("start", json!({"type": ["string", "null"], "format": "date-time", "description": "First run of an every-N-days plan (default: one period from now)"})));
+    add("NewPlan", object(&new_plan, &["name", "kind"], true));
+    let mut plan = plan_fields;
+    plan.extend([
+        ("created_by", string()),
+        (
+            "created_at",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        ("next_run", json!({"type": "string", "format": "date-time"})),
+        ("last_run", time_or_null()),
+        (
+            "last_jobs",
+            json!({"type": "array", "items": {"type": "string"}}),
+        ),
+        ("last_error", json!({"type": ["string", "null"]})),
+    ]);
+    add("Plan", object(&plan, &["name", "kind", "next_run"], false));
+    add(
+        "PlanList",
+        object(&[("items", list_of("Plan"))], &["items"], false),
     );
     add(
         "JobReport",

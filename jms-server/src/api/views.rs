@@ -160,12 +160,19 @@ pub struct AssetView {
     pub is_active: bool,
     pub host_keys: Vec<String>,
     pub accounts: Vec<AccountView>,
+    /// What the last discovery found on it (hostname, OS, kernel, CPUs,
+    /// memory); kept by the server, not in the policy.
+    pub details: Option<crate::store::AssetFacts>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl AssetView {
-    pub fn new(row: AssetRow, accounts: Vec<AccountRow>) -> Self {
+    pub fn new(
+        row: AssetRow,
+        accounts: Vec<AccountRow>,
+        details: Option<crate::store::AssetFacts>,
+    ) -> Self {
         let asset = row.asset;
         AssetView {
             name: asset.name,
@@ -175,6 +182,7 @@ impl AssetView {
             is_active: asset.is_active,
             host_keys: asset.host_keys,
             accounts: accounts.into_iter().map(AccountView::from).collect(),
+            details,
             created_at: row.stamps.created_at,
             updated_at: row.stamps.updated_at,
         }

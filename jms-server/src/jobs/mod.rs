@@ -1,27 +1,40 @@
-//! Account jobs on the server ([`JobService`]): push, verify and rotate
-//! an account on its asset through the asset's privileged account.
+//! Account jobs on the server ([`JobService`]): push, verify, rotate,
+//! remove and discover on an asset through its privileged account.
 //!
 //! - [`JobService::start`] checks the account (username, shell, groups,
 //!   sudo rule: `jms_sync::job::check_order`), makes the new secret a
 //!   rotation (or a push of an account without one) needs
-//!   ([`secrets`]), picks an online bastion, records the job and queues
-//!   a [`jms_sync::control::Order::Job`] for that bastion. The job's
-//!   secrets stay in this process's memory until the bastion's next
-//!   control poll, whose answer carries them sealed to the poll's
-//!   transport key ([`JobService::seal_for_poll`]).
+//!   ([`secrets`]), picks an online bastion, records the job — its new
+//!   secret sealed with it in the database — and queues a
+//!   [`jms_sync::control::Order::Job`] for that bastion. The job's
+//!   secrets go out on the bastion's next control poll, sealed to the
+//!   poll's transport key ([`JobService::seal_for_poll`]).
 //! - [`JobService::report`] takes the bastion's typed report: records
 //!   every step (never a secret), the account's verification, and — only
 //!   when the bastion logged in with the new secret — commits it to the
 //!   vault through the policy service, keeping the old one sealed in the
 //!   secret history. A failed rotation leaves the vault unchanged.
-//! - A job with no report after [`JOB_TIMEOUT`] is failed (its bastion
-//!   went away); its new secret is forgotten, the vault keeps the old.
+//! - [`JobService::recover`] (every second, [`watch`]): a running job
+//!   whose bastion went silent, or whose attempt outlived the attempt
+//!   timeout, is handed to another online bastion — a claim on the job's
+//!   row, so that one server instance among several does it — with the
+//!   same new secret, at most [`MAX_ATTEMPTS`] times. A rotation is never
+//!   half-committed: the retry finds out which secret is live (it
+//!   re-applies the new one and logs in with it; the privileged account
+//!   rotating itself tries the vault's, then the new one). A job that runs
+//!   out of attempts fails and keeps its new secret sealed: the account's
+//!   next verification tries it when the vault's fails, and commits it
+//!   when it logs in.
+//! - The privileged account may rotate itself (verified with the new
+//!   secret before commit); push and remove manage other accounts.
 
+pub mod plans;
 pub mod secrets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use jms_core::model::{Account, Asset, Protocol, Secret, SecretType};
@@ -36,18 +49,19 @@ use crate::error::{AdminError, Result};
 use crate::fleet::{Fleet, Status};
 use crate::live::LiveService;
 use crate::policy::PolicyService;
+use crate::store::jobs::new_secret_place;
 use crate::store::{AccountCheck, JobRow, JobStatus, Store};
 
-/// How long a job may run before it is failed.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long one attempt of a job may run before it is handed to another
+/// bastion, by default (`jms-server --job-attempt-timeout`).
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How many bastions a job is given, at most.
+pub const MAX_ATTEMPTS: u32 = 3;
 
-/// A job the server waits for.
+/// A job's secrets waiting for its bastion's control poll.
 struct Pending {
     bastion: String,
     secrets: JobSecrets,
-    /// Whether its secrets went out on a control answer.
-    sent: bool,
-    started: Instant,
 }
 
 /// The account jobs service.
@@ -58,6 +72,7 @@ pub struct JobService {
     fleet: Arc<Fleet>,
     key: Arc<SealKey>,
     pending: Mutex<HashMap<String, Pending>>,
+    attempt_timeout_secs: AtomicU64,
 }
 
 fn place_history(asset: &str, account: &str) -> String {
@@ -82,6 +97,13 @@ fn ssh_port(asset: &Asset) -> u16 {
         .unwrap_or(22)
 }
 
+/// Whether a rotation's failed report leaves its new secret possibly
+/// live on the target (applied, and the old one not verified back).
+fn maybe_applied(row: &JobRow, report: &JobReport) -> bool {
+    let step_ok = |name: &str| report.steps.iter().any(|s| s.name == name && s.ok);
+    row.kind == JobKind::Rotate && !step_ok("verify_old") && (step_ok("apply") || row.attempt > 1)
+}
+
 impl JobService {
     pub fn new(
         store: Store,
@@ -97,16 +119,36 @@ impl JobService {
             fleet,
             key,
             pending: Mutex::new(HashMap::new()),
+            attempt_timeout_secs: AtomicU64::new(DEFAULT_ATTEMPT_TIMEOUT.as_secs()),
         }
+    }
+
+    /// Sets how long one attempt may run before another bastion gets it.
+    pub fn set_attempt_timeout(&self, after: Duration) {
+        self.attempt_timeout_secs
+            .store(after.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        Duration::from_secs(self.attempt_timeout_secs.load(Ordering::Relaxed))
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `kind` on `account` of `asset` for `actor`.
-    pub fn start(&self, actor: &str, kind: JobKind, asset: &str, account: &str) -> Result<JobRow> {
-        self.expire();
+    /// The order and secrets of job `id`: `kind` on `account` of `asset`
+    /// as the policy has them now, with `new` as the new secret (a
+    /// retry's) or a fresh one.
+    fn prepare(
+        &self,
+        id: &str,
+        attempt: u32,
+        kind: JobKind,
+        asset: &str,
+        account: &str,
+        new: Option<Secret>,
+    ) -> Result<(JobOrder, JobSecrets)> {
         let doc = self.policy.document(true)?;
         let found = doc
             .assets
@@ -135,8 +177,7 @@ impl JobService {
                 "`{account}` is a virtual account: nothing to manage"
             )));
         }
-        let privileged = found.accounts.iter().find(|a| a.privileged);
-        let privileged = match (kind, privileged) {
+        let privileged = match (kind, privileged_account) {
             (JobKind::Verify, p) => p,
             (_, None) => {
                 return Err(AdminError::BadInput(format!(
@@ -151,39 +192,46 @@ impl JobService {
             }
             (_, Some(p)) => Some(p),
         };
-        if !matches!(kind, JobKind::Verify | JobKind::Discover)
+        if matches!(kind, JobKind::Push | JobKind::Remove)
             && privileged.is_some_and(|p| p.name == target.name)
         {
             return Err(AdminError::BadInput(format!(
-                "`{account}` is the privileged account of `{asset}`: push and rotate manage other accounts"
+                "`{account}` is the privileged account of `{asset}`: push and remove manage other accounts"
             )));
         }
-        if kind == JobKind::Verify && target.secret.is_none() {
+        if matches!(kind, JobKind::Verify | JobKind::Rotate) && target.secret.is_none() {
             return Err(AdminError::BadInput(format!(
-                "account `{account}` of `{asset}` has no secret to verify"
+                "account `{account}` of `{asset}` has no secret to {}",
+                kind.as_str()
             )));
         }
-        let (new_secret, new_public) = match kind {
-            JobKind::Rotate => Some(self.new_secret(target, asset)?).unzip(),
-            JobKind::Push if target.secret.is_none() => {
-                Some(self.new_secret(target, asset)?).unzip()
+        let new_secret = match (kind, new) {
+            (JobKind::Rotate | JobKind::Push | JobKind::Verify, Some(new)) => Some(new),
+            (JobKind::Rotate, None) => Some(self.new_secret(target, asset)?),
+            (JobKind::Push, None) if target.secret.is_none() => {
+                Some(self.new_secret(target, asset)?)
             }
-            _ => (None, None),
-        };
-        let new_public = new_public.flatten();
-        let public_key = match (target.secret_type, &target.secret) {
-            (SecretType::SshKey, Some(secret)) => Some(secrets::public_key_of(secret).ok_or_else(
-                || {
-                    AdminError::BadInput(format!(
-                        "account `{account}` of `{asset}`: the vaulted key is not an OpenSSH private key"
-                    ))
-                },
-            )?),
+            // A verification tries an earlier job's unsettled secret when
+            // the vault's fails.
+            (JobKind::Verify, None) => self.unsettled(asset, account)?,
             _ => None,
         };
-        let id = new_id();
+        let public_of = |secret: &Secret| {
+            secrets::public_key_of(secret).ok_or_else(|| {
+                AdminError::BadInput(format!(
+                    "account `{account}` of `{asset}`: the key is not an OpenSSH private key"
+                ))
+            })
+        };
+        let (public_key, new_public) = match target.secret_type {
+            SecretType::SshKey => (
+                target.secret.as_ref().map(public_of).transpose()?,
+                new_secret.as_ref().map(public_of).transpose()?,
+            ),
+            SecretType::Password => (None, None),
+        };
         let order = JobOrder {
-            id: id.clone(),
+            id: id.to_string(),
             action: kind,
             asset: JobAsset {
                 name: found.name.clone(),
@@ -206,10 +254,47 @@ impl JobService {
                 username: p.username.clone(),
                 secret_type: p.secret_type,
             }),
+            attempt,
         };
         check_order(&order)
             .map_err(|e| AdminError::BadInput(format!("account `{account}` of `{asset}`: {e}")))?;
-        let bastion = self.pick_bastion()?;
+        let secrets = JobSecrets {
+            privileged: privileged.and_then(|p| p.secret.clone()),
+            current: target.secret.clone(),
+            new: new_secret,
+        };
+        Ok((order, secrets))
+    }
+
+    /// The new secret an ended job of the account kept (its outcome
+    /// unknown), if any.
+    fn unsettled(&self, asset: &str, account: &str) -> Result<Option<Secret>> {
+        let Some(row) = self.store.read()?.unsettled_job(asset, account)? else {
+            return Ok(None);
+        };
+        Ok(self.open_new(&row))
+    }
+
+    fn open_new(&self, row: &JobRow) -> Option<Secret> {
+        let sealed = row.new_secret.as_ref()?;
+        match self.key.open_text(&new_secret_place(&row.id), sealed) {
+            Ok(text) => Some(Secret::new(text)),
+            Err(e) => {
+                tracing::error!(alarm = "job_secret_unreadable", job = %row.id, "{e}");
+                None
+            }
+        }
+    }
+
+    /// Starts `kind` on `account` of `asset` for `actor`.
+    pub fn start(&self, actor: &str, kind: JobKind, asset: &str, account: &str) -> Result<JobRow> {
+        let id = new_id();
+        let (order, secrets) = self.prepare(&id, 1, kind, asset, account, None)?;
+        let online = self.online()?;
+        let bastion = pick(&online, &[], None).ok_or_else(|| {
+            AdminError::Conflict("no bastion is online to run the job".to_string())
+        })?;
+        let now = Utc::now();
         let row = JobRow {
             id: id.clone(),
             kind,
@@ -225,25 +310,19 @@ impl JobService {
             changed: false,
             steps: Vec::new(),
             error: None,
-            created_at: Utc::now(),
+            created_at: now,
             finished_at: None,
+            attempt: 1,
+            attempt_at: Some(now),
+            tried: vec![bastion.clone()],
+            new_secret: secrets
+                .new
+                .as_ref()
+                .map(|s| self.key.seal(&new_secret_place(&id), s.expose().as_bytes())),
         };
         let mut tx = self.store.write()?;
         tx.insert_job(&row)?;
         tx.commit()?;
-        self.pending().insert(
-            id.clone(),
-            Pending {
-                bastion: bastion.clone(),
-                secrets: JobSecrets {
-                    privileged: privileged.and_then(|p| p.secret.clone()),
-                    current: target.secret.clone(),
-                    new: new_secret,
-                },
-                sent: false,
-                started: Instant::now(),
-            },
-        );
         tracing::info!(
             event = "account_job_started",
             job = %id,
@@ -253,49 +332,57 @@ impl JobService {
             actor,
             bastion = %bastion,
         );
-        self.live.hub().order(&bastion, Order::Job(Box::new(order)));
+        self.send(&bastion, order, secrets);
         Ok(row)
     }
 
-    fn new_secret(&self, account: &Account, asset: &str) -> Result<(Secret, Option<String>)> {
+    fn send(&self, bastion: &str, order: JobOrder, secrets: JobSecrets) {
+        self.pending().insert(
+            order.id.clone(),
+            Pending {
+                bastion: bastion.to_string(),
+                secrets,
+            },
+        );
+        self.live.hub().order(bastion, Order::Job(Box::new(order)));
+    }
+
+    fn new_secret(&self, account: &Account, asset: &str) -> Result<Secret> {
         Ok(match account.secret_type {
             SecretType::Password => {
                 let rules = self.policy.settings()?.0.accounts;
-                (
-                    secrets::password(
-                        rules.password_length as usize,
-                        secrets::Classes {
-                            upper: rules.password_uppercase,
-                            digits: rules.password_digits,
-                            symbols: rules.password_symbols,
-                        },
-                    ),
-                    None,
+                secrets::password(
+                    rules.password_length as usize,
+                    secrets::Classes {
+                        upper: rules.password_uppercase,
+                        digits: rules.password_digits,
+                        symbols: rules.password_symbols,
+                    },
                 )
             }
             SecretType::SshKey => {
-                let (private, public) =
-                    secrets::ed25519_pair(&format!("{}@{asset} (jms)", account.username));
-                (private, Some(public))
+                secrets::ed25519_pair(&format!("{}@{asset} (jms)", account.username)).0
             }
         })
     }
 
-    /// An online bastion that polls for orders.
-    fn pick_bastion(&self) -> Result<String> {
-        let fleet = self.fleet.fleet()?;
-        fleet
+    /// The online bastions that run jobs, most recently seen first.
+    fn online(&self) -> Result<Vec<String>> {
+        let mut fleet: Vec<_> = self
+            .fleet
+            .fleet()?
             .into_iter()
             .filter(|b| b.status == Status::Online && b.agent_version.is_some())
-            .max_by_key(|b| b.last_seen_at)
-            .map(|b| b.name)
-            .ok_or_else(|| AdminError::Conflict("no bastion is online to run the job".to_string()))
+            .collect();
+        fleet.sort_by_key(|b| std::cmp::Reverse(b.last_seen_at));
+        Ok(fleet.into_iter().map(|b| b.name).collect())
     }
 
     /// The sealed secrets of the jobs among `orders` (taken by `bastion`'s
-    /// control poll), sealed to the poll's transport key. A job whose
-    /// secrets cannot be sealed (an agent that sent no key) is failed and
-    /// its order dropped.
+    /// control poll), sealed to the poll's transport key. An order of an
+    /// earlier attempt (the job is another bastion's now) is dropped; a
+    /// job whose secrets cannot be sealed (an agent that sent no key) is
+    /// failed and its order dropped.
     pub fn seal_for_poll(
         &self,
         bastion: &str,
@@ -306,17 +393,21 @@ impl JobService {
         let mut failed = Vec::new();
         {
             let mut pending = self.pending();
+            let key = transport.and_then(jms_sync::bundle::unhex);
             orders.retain(|order| {
                 let Order::Job(job) = order else { return true };
-                let key = transport.and_then(jms_sync::bundle::unhex);
-                match (pending.get_mut(&job.id), key) {
-                    (Some(p), Some(_)) if p.bastion == bastion => {
-                        p.sent = true;
-                        sealed.insert(job.id.clone(), p.secrets.clone());
-                        true
+                match pending.get(&job.id) {
+                    Some(p) if p.bastion == bastion => {
+                        if key.is_some() {
+                            sealed.insert(job.id.clone(), p.secrets.clone());
+                            true
+                        } else {
+                            failed.push(job.id.clone());
+                            false
+                        }
                     }
                     _ => {
-                        failed.push(job.id.clone());
+                        tracing::info!(job = %job.id, bastion, "an order of an earlier attempt is dropped");
                         false
                     }
                 }
@@ -353,25 +444,102 @@ impl JobService {
         tracing::warn!(event = "account_job_failed", job = id, error);
     }
 
-    /// Fails jobs with no report after [`JOB_TIMEOUT`].
-    pub fn expire(&self) {
-        let expired: Vec<(String, String)> = {
-            let mut pending = self.pending();
-            let ids: Vec<String> = pending
-                .iter()
-                .filter(|(_, p)| p.started.elapsed() > JOB_TIMEOUT)
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| pending.remove(&id).map(|p| (id, p.bastion)))
-                .collect()
-        };
-        for (id, bastion) in expired {
-            self.fail(
-                &id,
-                &format!("no report from bastion {bastion}: the vault keeps the old secret"),
-            );
+    /// Hands each running job whose bastion went silent, or whose attempt
+    /// outlived the attempt timeout, to another online bastion (the
+    /// current one when it is the only one online and not silent); fails
+    /// it after [`MAX_ATTEMPTS`].
+    pub fn recover(&self) -> Result<()> {
+        let running = self.store.read()?.running_jobs()?;
+        if running.is_empty() {
+            return Ok(());
         }
+        let online = self.online()?;
+        let timeout = chrono::Duration::from_std(self.attempt_timeout()).unwrap_or_default();
+        let now = Utc::now();
+        for row in running {
+            let timed_out = now - row.attempt_at.unwrap_or(row.created_at) > timeout;
+            let lost = row.bastion.as_ref().is_none_or(|b| !online.contains(b));
+            if !timed_out && !lost {
+                continue;
+            }
+            let was = row.bastion.clone().unwrap_or_default();
+            let why = if lost {
+                format!("bastion {was} went silent")
+            } else {
+                format!("no report from bastion {was} in {}s", timeout.num_seconds())
+            };
+            if row.attempt >= MAX_ATTEMPTS {
+                self.give_up(
+                    &row,
+                    &format!("{why} (attempt {} of {MAX_ATTEMPTS})", row.attempt),
+                );
+                continue;
+            }
+            let fallback = (!lost).then_some(was.as_str());
+            let Some(next) = pick(&online, &row.tried, fallback) else {
+                if timed_out {
+                    self.give_up(&row, &format!("{why}, and no other bastion is online"));
+                }
+                continue;
+            };
+            let mut tx = self.store.write()?;
+            let claimed = tx.claim_job_retry(&row.id, row.attempt, &next)?;
+            tx.commit()?;
+            if !claimed {
+                continue;
+            }
+            self.pending().remove(&row.id);
+            let new = self.open_new(&row);
+            match self.prepare(
+                &row.id,
+                row.attempt + 1,
+                row.kind,
+                &row.asset,
+                &row.account,
+                new,
+            ) {
+                Ok((order, secrets)) => {
+                    tracing::warn!(
+                        event = "account_job_retried",
+                        job = %row.id,
+                        attempt = row.attempt + 1,
+                        from = %was,
+                        bastion = %next,
+                        reason = %why,
+                    );
+                    self.send(&next, order, secrets);
+                }
+                Err(e) => self.fail(&row.id, &format!("{why}; the retry could not start: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails a job that ran out of bastions; a rotation keeps its new
+    /// secret sealed (the target may hold it).
+    fn give_up(&self, row: &JobRow, why: &str) {
+        self.pending().remove(&row.id);
+        let kept = row.kind == JobKind::Rotate && row.new_secret.is_some();
+        let error = if kept {
+            format!(
+                "{why}: the target may hold the new secret; it stays sealed with the job, \
+                 and the account's next verify commits it if it is the one that logs in"
+            )
+        } else {
+            format!("{why}: the vault keeps the old secret")
+        };
+        self.fail(&row.id, &error);
+        if !kept {
+            if let Err(e) = self.settle(&row.id, None) {
+                tracing::warn!(job = %row.id, "forgetting a job's secret: {e}");
+            }
+        }
+    }
+
+    fn settle(&self, id: &str, account: Option<(&str, &str)>) -> Result<()> {
+        let mut tx = self.store.write()?;
+        tx.settle_job_secrets(id, account)?;
+        Ok(tx.commit()?)
     }
 
     /// The bastion's report of job `id`.
@@ -387,32 +555,31 @@ impl JobService {
                 alarm = "job_report_from_another_bastion",
                 job = id,
                 bastion,
-                "a bastion reported a job it was not given"
+                "a bastion reported a job that is not (or no longer) its own"
             );
             return Err(AdminError::Forbidden(format!(
-                "job `{id}` was not given to bastion {bastion}"
+                "job `{id}` is not bastion {bastion}'s"
             )));
         }
-        let pending = self.pending().remove(id);
+        self.pending().remove(id);
         if row.status != JobStatus::Running {
             return Ok(row);
         }
-        let Some(pending) = pending.filter(|p| p.sent) else {
-            self.fail(id, "the server no longer knows this job's secrets");
-            return self.job(id);
-        };
         let mut error = report.error.clone();
         let mut ok = report.ok;
+        let mut committed = false;
         // Commit the new secret only when the bastion logged in with it.
         if ok && report.new_secret_in_place {
-            if let Some(new) = &pending.secrets.new {
-                if let Err(e) = self.commit_secret(id, &row, pending.secrets.current.as_ref(), new)
-                {
-                    ok = false;
-                    error = Some(format!(
-                        "the new secret works on the target but was not committed: {e}"
-                    ));
-                    tracing::error!(alarm = "job_commit_failed", job = id, "{e}");
+            if let Some(new) = self.open_new(&row) {
+                match self.commit_secret(id, &row, &new) {
+                    Ok(()) => committed = true,
+                    Err(e) => {
+                        ok = false;
+                        error = Some(format!(
+                            "the new secret works on the target but was not committed: {e}"
+                        ));
+                        tracing::error!(alarm = "job_commit_failed", job = id, "{e}");
+                    }
                 }
             }
         }
@@ -436,8 +603,31 @@ impl JobService {
                 job: Some(id.to_string()),
             })?;
         }
+        if row.kind == JobKind::Discover && ok {
+            let output: String = report
+                .steps
+                .iter()
+                .filter(|s| s.name == "discover")
+                .map(|s| s.detail.as_str())
+                .collect();
+            let facts = crate::store::AssetFacts {
+                discovered_at: Some(Utc::now()),
+                job: Some(id.to_string()),
+                ..crate::store::AssetFacts::parse(&output)
+            };
+            tx.put_asset_facts(&row.asset, &facts)?;
+        }
         let status = if ok { JobStatus::Ok } else { JobStatus::Failed };
         tx.finish_job(id, status, report.changed, &steps, error.as_deref())?;
+        // Which secret is live is settled when one was committed or the
+        // vault's logged in; a rotation that may have applied its new
+        // secret keeps it.
+        let settled_account = committed || (ok && row.kind == JobKind::Verify);
+        if settled_account {
+            tx.settle_job_secrets(id, Some((&row.asset, &row.account)))?;
+        } else if !maybe_applied(&row, &report) {
+            tx.settle_job_secrets(id, None)?;
+        }
         tx.commit()?;
         tracing::info!(
             event = "account_job_done",
@@ -447,6 +637,7 @@ impl JobService {
             account = %row.account,
             result = status.as_str(),
             changed = report.changed,
+            attempt = row.attempt,
         );
         self.job(id)
     }
@@ -477,24 +668,11 @@ impl JobService {
     }
 
     /// Puts `new` in the vault, the replaced secret in the history.
-    fn commit_secret(
-        &self,
-        id: &str,
-        row: &JobRow,
-        old: Option<&Secret>,
-        new: &Secret,
-    ) -> Result<()> {
-        if let Some(old) = old {
-            let sealed = self.key.seal(
-                &place_history(&row.asset, &row.account),
-                old.expose().as_bytes(),
-            );
-            let mut tx = self.store.write()?;
-            tx.add_secret_history(&row.asset, &row.account, &sealed, Some(id))?;
-            tx.commit()?;
-        }
+    fn commit_secret(&self, id: &str, row: &JobRow, new: &Secret) -> Result<()> {
         let (asset, account) = (row.asset.clone(), row.account.clone());
         let new = new.clone();
+        let replaced: Arc<Mutex<Option<Secret>>> = Arc::default();
+        let keep = Arc::clone(&replaced);
         self.policy
             .change(&format!("job {id}"), false, move |doc| {
                 let found = doc
@@ -507,15 +685,29 @@ impl JobService {
                             "account `{account}` of `{asset}` was removed while the job ran"
                         ))
                     })?;
-                found.secret = Some(new);
+                *keep.lock().unwrap_or_else(|e| e.into_inner()) = found.secret.replace(new);
                 found.secret_file = None;
                 Ok(())
             })?;
+        let old = replaced.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(old) = old {
+            let sealed = self.key.seal(
+                &place_history(&row.asset, &row.account),
+                old.expose().as_bytes(),
+            );
+            let mut tx = self.store.write()?;
+            tx.add_secret_history(&row.asset, &row.account, &sealed, Some(id))?;
+            tx.commit()?;
+        }
         Ok(())
     }
 
+    /// A job's steps as its bastions' audit events said them.
+    pub fn job_events(&self, id: &str) -> Result<Vec<crate::store::JobEvent>> {
+        Ok(self.store.read()?.job_events(id)?)
+    }
+
     pub fn job(&self, id: &str) -> Result<JobRow> {
-        self.expire();
         self.store
             .read()?
             .job(id)?
@@ -523,7 +715,6 @@ impl JobService {
     }
 
     pub fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>> {
-        self.expire();
         Ok(self.store.read()?.jobs(asset, limit)?)
     }
 
@@ -541,6 +732,35 @@ impl JobService {
     /// How many replaced secrets of an account the history keeps.
     pub fn history_count(&self, asset: &str, account: &str) -> Result<u64> {
         Ok(self.store.read()?.secret_history_count(asset, account)?)
+    }
+}
+
+/// The bastion for a job: the first of `online` not yet `tried`, else
+/// `fallback` when it is online.
+fn pick(online: &[String], tried: &[String], fallback: Option<&str>) -> Option<String> {
+    let tried: HashSet<&str> = tried.iter().map(String::as_str).collect();
+    online
+        .iter()
+        .find(|b| !tried.contains(b.as_str()))
+        .or_else(|| online.iter().find(|b| Some(b.as_str()) == fallback))
+        .cloned()
+}
+
+/// Runs [`JobService::recover`] and the due plans
+/// ([`JobService::run_due`]) every second for the life of the server.
+pub async fn watch(service: Arc<JobService>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let jobs = service.clone();
+        let tick = move || {
+            jobs.recover()?;
+            jobs.run_due(Utc::now()).map(drop)
+        };
+        match tokio::task::spawn_blocking(tick).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "account job recovery"),
+            Err(e) => tracing::warn!(error = %e, "account job recovery"),
+            Ok(Ok(())) => {}
+        }
     }
 }
 
@@ -586,23 +806,19 @@ assets:
             error: None,
             created_at: Utc::now(),
             finished_at: None,
+            attempt: 1,
+            attempt_at: Some(Utc::now()),
+            tried: vec!["b1".into()],
+            new_secret: Some(
+                services
+                    .jobs
+                    .key
+                    .seal(&new_secret_place("job-1"), b"new-pw"),
+            ),
         };
         let mut tx = services.jobs.store.write().unwrap();
         tx.insert_job(&row).unwrap();
         tx.commit().unwrap();
-        services.jobs.pending().insert(
-            "job-1".into(),
-            Pending {
-                bastion: "b1".into(),
-                secrets: JobSecrets {
-                    privileged: Some(Secret::new("root-pw")),
-                    current: Some(Secret::new("old-pw")),
-                    new: Some(Secret::new("new-pw")),
-                },
-                sent: true,
-                started: Instant::now(),
-            },
-        );
         (dir, services)
     }
 
@@ -660,6 +876,83 @@ assets:
         assert_eq!(services.jobs.history_count("web01", "app").unwrap(), 1);
         let check = &services.jobs.checks().unwrap()[&("web01".into(), "app".into())];
         assert!(check.ok, "the verification is recorded");
+    }
+
+    #[test]
+    fn a_retry_is_claimed_once_and_a_lost_rotation_keeps_its_secret_for_the_next_verify() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        // Two instances racing for the same attempt: one claim wins.
+        let mut tx = jobs.store.write().unwrap();
+        assert!(tx.claim_job_retry("job-1", 1, "b2").unwrap());
+        assert!(!tx.claim_job_retry("job-1", 1, "b3").unwrap());
+        tx.commit().unwrap();
+        let row = jobs.job("job-1").unwrap();
+        assert_eq!((row.attempt, row.bastion.as_deref()), (2, Some("b2")));
+        assert_eq!(row.tried, ["b1", "b2"]);
+        // The first bastion's late report is refused: the job is b2's.
+        assert!(matches!(
+            jobs.report("b1", "job-1", report(true, true)),
+            Err(AdminError::Forbidden(_))
+        ));
+        // Out of bastions: failed, the vault unchanged, the new secret kept.
+        jobs.give_up(&row, "bastion b2 went silent");
+        assert_eq!(jobs.job("job-1").unwrap().status, JobStatus::Failed);
+        assert_eq!(vault(&services), "old-pw");
+        let kept = jobs.unsettled("web01", "app").unwrap();
+        assert_eq!(kept.as_ref().map(Secret::expose), Some("new-pw"));
+        // The next verification carries it as its candidate, and commits
+        // it when it is the one that logs in.
+        let (order, secrets) = jobs
+            .prepare("job-2", 1, JobKind::Verify, "web01", "app", None)
+            .unwrap();
+        assert_eq!(order.action, JobKind::Verify);
+        assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
+        let verify = JobRow {
+            id: "job-2".into(),
+            kind: JobKind::Verify,
+            bastion: Some("b2".into()),
+            new_secret: Some(jobs.key.seal(&new_secret_place("job-2"), b"new-pw")),
+            ..row
+        };
+        let mut tx = jobs.store.write().unwrap();
+        tx.insert_job(&JobRow {
+            status: JobStatus::Running,
+            ..verify
+        })
+        .unwrap();
+        tx.commit().unwrap();
+        let done = jobs.report("b2", "job-2", report(true, true)).unwrap();
+        assert_eq!(done.status, JobStatus::Ok);
+        assert_eq!(vault(&services), "new-pw");
+        assert!(
+            jobs.unsettled("web01", "app").unwrap().is_none(),
+            "settled: no candidate is kept"
+        );
+    }
+
+    #[test]
+    fn the_privileged_account_may_rotate_itself_but_not_push_or_remove_itself() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        let (order, secrets) = jobs
+            .prepare("job-3", 1, JobKind::Rotate, "web01", "root", None)
+            .unwrap();
+        assert_eq!(
+            order.privileged.as_ref().map(|p| p.name.as_str()),
+            Some("root")
+        );
+        assert_eq!(
+            secrets.current.as_ref().map(Secret::expose),
+            Some("root-pw")
+        );
+        assert!(secrets.new.is_some());
+        for kind in [JobKind::Push, JobKind::Remove] {
+            assert!(matches!(
+                jobs.prepare("job-4", 1, kind, "web01", "root", None),
+                Err(AdminError::BadInput(_))
+            ));
+        }
     }
 
     #[test]

@@ -533,7 +533,7 @@ fn project(conn: &dyn Conn, bastion_id: i64, events: &[Parsed<'_>]) -> Result<()
             EventBody::Share { scope, .. } => {
                 SessionUpdate::scoped(scope, false, p.at_text.clone())
             }
-            EventBody::Login { .. } => {
+            EventBody::Login { .. } | EventBody::JobStep { .. } => {
                 rows.push(p);
                 continue;
             }
@@ -636,6 +636,22 @@ fn project(conn: &dyn Conn, bastion_id: i64, events: &[Parsed<'_>]) -> Result<()
                         outcome,
                         reason.as_deref().filter(|r| !r.is_empty())
                     ],
+                )?;
+            }
+            EventBody::JobStep {
+                job,
+                attempt,
+                step,
+                ok,
+                detail,
+                ..
+            } => {
+                run(
+                    conn,
+                    "INSERT INTO job_events (event_id, job, bastion_id, at, attempt, \
+                     step, ok, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT DO NOTHING",
+                    args![p.event_id, job, bastion_id, p.at_text, attempt, step, ok, detail],
                 )?;
             }
             // A command or transfer of a session its update did not reach.

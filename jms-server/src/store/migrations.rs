@@ -120,6 +120,18 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::fleet::SSHD_MIGRATION,
         pg: Pg::Translated,
     },
+    Migration {
+        version: 12,
+        name: "account jobs: attempts and their bastions, the new secret sealed with the job; asset facts",
+        sql: super::jobs::MIGRATION_RETRY,
+        pg: Pg::Translated,
+    },
+    Migration {
+        version: 13,
+        name: "scheduled account plans",
+        sql: super::plans::MIGRATION,
+        pg: Pg::Translated,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

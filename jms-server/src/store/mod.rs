@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod migrations;
 pub mod password_tokens;
+pub mod plans;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -36,8 +37,9 @@ pub use audit::{
     TransferRecord,
 };
 pub use fleet::BastionInfo;
-pub use jobs::{AccountCheck, JobRow, JobStatus};
+pub use jobs::{AccountCheck, AssetFacts, JobEvent, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
+pub use plans::PlanRow;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
@@ -411,6 +413,19 @@ pub trait ReadTx {
     /// The newest `limit` account jobs, newest first (of one asset).
     fn jobs(&self, asset: Option<&str>, limit: usize) -> Result<Vec<JobRow>>;
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// Every scheduled plan, by name.
+    fn plans(&self) -> Result<Vec<PlanRow>>;
+    fn plan(&self, name: &str) -> Result<Option<PlanRow>>;
+    /// The plans due at `now`.
+    fn due_plans(&self, now: DateTime<Utc>) -> Result<Vec<PlanRow>>;
+    /// An asset's facts from its last discovery.
+    fn asset_facts(&self, asset: &str) -> Result<Option<AssetFacts>>;
+    /// A job's steps as its bastions' audit events said them.
+    fn job_events(&self, id: &str) -> Result<Vec<JobEvent>>;
+    /// Every running account job.
+    fn running_jobs(&self) -> Result<Vec<JobRow>>;
+    /// The newest ended job of an account that kept its new secret.
+    fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<JobRow>>;
     /// The last verification of every account checked.
     fn account_checks(&self) -> Result<Vec<AccountCheck>>;
     /// How many replaced secrets of an account are kept (sealed).
@@ -585,6 +600,27 @@ pub trait WriteTx: ReadTx {
         steps: &[jms_sync::job::JobStep],
         error: Option<&str>,
     ) -> Result<bool>;
+    /// Gives running job `id` (at `attempt`) to `bastion` as its next
+    /// attempt; false when another instance or its report got there first.
+    fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
+    /// Forgets `id`'s new secret and those kept for its account.
+    fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()>;
+    /// Adds a plan; false when one has that name.
+    fn insert_plan(&mut self, plan: &PlanRow) -> Result<bool>;
+    fn delete_plan(&mut self, name: &str) -> Result<bool>;
+    /// Claims a due plan's run (moves `next_run` from `due` to `next`);
+    /// false when another instance claimed it first.
+    fn claim_plan(
+        &mut self,
+        name: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Notes what a claimed run started.
+    fn plan_ran(&mut self, name: &str, jobs: &[String], error: Option<&str>) -> Result<()>;
+    /// Keeps an asset's facts from a discovery.
+    fn put_asset_facts(&mut self, asset: &str, facts: &AssetFacts) -> Result<()>;
     /// Records an account's verification.
     fn put_account_check(&mut self, check: &AccountCheck) -> Result<()>;
     /// Keeps a replaced secret (sealed by the caller).

@@ -777,6 +777,34 @@ impl ReadTx for Tx<'_> {
         super::jobs::account_checks(&*self.conn)
     }
 
+    fn plans(&self) -> Result<Vec<super::PlanRow>> {
+        super::plans::plans(&*self.conn)
+    }
+
+    fn plan(&self, name: &str) -> Result<Option<super::PlanRow>> {
+        super::plans::plan(&*self.conn, name)
+    }
+
+    fn due_plans(&self, now: DateTime<Utc>) -> Result<Vec<super::PlanRow>> {
+        super::plans::due_plans(&*self.conn, now)
+    }
+
+    fn asset_facts(&self, asset: &str) -> Result<Option<super::AssetFacts>> {
+        super::jobs::asset_facts(&*self.conn, asset)
+    }
+
+    fn job_events(&self, id: &str) -> Result<Vec<super::JobEvent>> {
+        super::jobs::job_events(&*self.conn, id)
+    }
+
+    fn running_jobs(&self) -> Result<Vec<super::JobRow>> {
+        super::jobs::running_jobs(&*self.conn)
+    }
+
+    fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<super::JobRow>> {
+        super::jobs::unsettled_job(&*self.conn, asset, account)
+    }
+
     fn secret_history_count(&self, asset: &str, account: &str) -> Result<u64> {
         super::jobs::secret_history_count(&*self.conn, asset, account)
     }
@@ -1269,6 +1297,40 @@ impl WriteTx for Tx<'_> {
         error: Option<&str>,
     ) -> Result<bool> {
         super::jobs::finish_job(&*self.conn, id, status, changed, steps, error)
+    }
+
+    fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
+        super::jobs::claim_retry(&*self.conn, id, attempt, bastion)
+    }
+
+    fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()> {
+        super::jobs::settle_secrets(&*self.conn, id, account)
+    }
+
+    fn insert_plan(&mut self, plan: &super::PlanRow) -> Result<bool> {
+        super::plans::insert_plan(&*self.conn, plan)
+    }
+
+    fn delete_plan(&mut self, name: &str) -> Result<bool> {
+        super::plans::delete_plan(&*self.conn, name)
+    }
+
+    fn claim_plan(
+        &mut self,
+        name: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        super::plans::claim_plan(&*self.conn, name, due, next, now)
+    }
+
+    fn plan_ran(&mut self, name: &str, jobs: &[String], error: Option<&str>) -> Result<()> {
+        super::plans::plan_ran(&*self.conn, name, jobs, error)
+    }
+
+    fn put_asset_facts(&mut self, asset: &str, facts: &super::AssetFacts) -> Result<()> {
+        super::jobs::put_asset_facts(&*self.conn, asset, facts)
     }
 
     fn put_account_check(&mut self, check: &super::AccountCheck) -> Result<()> {

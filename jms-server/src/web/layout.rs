@@ -18,6 +18,7 @@ pub enum Nav {
     Grants,
     Filters,
     Bastions,
+    Jobs,
     Settings,
     OpLog,
 }
@@ -33,6 +34,7 @@ const SECTIONS: &[(Nav, &str, &str)] = &[
     (Nav::Grants, "/web/grants", "Grants"),
     (Nav::Filters, "/web/filters", "Filters"),
     (Nav::Bastions, "/web/bastions", "Bastions"),
+    (Nav::Jobs, "/web/jobs", "Jobs"),
     (Nav::Settings, "/web/settings", "Settings"),
     (Nav::OpLog, "/web/oplog", "Log"),
 ];

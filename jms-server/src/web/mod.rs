@@ -12,6 +12,8 @@
 //!   plays.
 //! - [`live`]: watch an online session as it happens, terminate it.
 //! - [`fleet`]: the enrolled bastions, where each stands; revoke one.
+//! - [`jobs`]: account job history with each step's output and the
+//!   bastions' audit events, and each account's last verification.
 //! - [`layout`]: the page frame and small formatting helpers.
 //! - [`assets`]: CSS, JS and the vendored player, embedded in the binary.
 //! - [`console`]: the admin console's bridge to the admin API (every write
@@ -40,6 +42,7 @@ mod fleet;
 mod forms;
 mod grants;
 mod inventory;
+mod jobs;
 pub(crate) mod layout;
 mod live;
 mod people;
@@ -106,6 +109,8 @@ where
         .route("/web/commands", get(commands::search))
         .route("/web/bastions", get(fleet::list))
         .route("/web/bastions/{name}/revoke", post(fleet::revoke))
+        .route("/web/jobs", get(jobs::list))
+        .route("/web/jobs/{id}", get(jobs::detail))
         .route("/web/logout", post(auth::logout))
         .merge(console_routes())
         .route_layer(middleware::from_fn_with_state(

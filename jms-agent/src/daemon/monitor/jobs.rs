@@ -3,18 +3,24 @@
 //! answer) runs in a worker of its own (`jms-job`, the session workers'
 //! user and limits: `crate::daemon::session::job`), which gets the order
 //! and the secrets over its socketpair and answers with the typed report.
-//! The monitor never runs anything on a target itself; it passes the
-//! report on to the server (`control::run_control`).
+//! The worker sends each step as it ends ([`FromJob::Step`]), which the
+//! monitor spools as a `job_step` audit event (uploaded like a session's,
+//! so the server's audit keeps what reached the target even when the
+//! report is lost), then the report. The monitor never runs anything on a
+//! target itself; it passes the report on to the server
+//! (`control::run_control`).
 
 use std::time::Duration;
 
 use jms_proto::{read_frame_with_fds_limited, write_frame, MAX_FRAME};
-use jms_sync::job::{JobOrder, JobReport, JobSecrets};
+use jms_sync::job::{cut_detail, JobOrder, JobReport, JobSecrets, MAX_STEPS};
 use tracing::{info, warn};
 
+use crate::daemon::events::EventBody;
 use crate::daemon::monitor::handlers::Daemon;
+use crate::daemon::monitor::spool;
 use crate::daemon::monitor::workers;
-use crate::wire::{JobStart, JOB_WORKER_NAME};
+use crate::wire::{FromJob, JobStart, JOB_WORKER_NAME};
 
 /// How long a job worker may take (its steps have their own timeouts).
 const JOB_WAIT: Duration = Duration::from_secs(600);
@@ -46,6 +52,8 @@ pub fn run(daemon: &Daemon, order: JobOrder, secrets: JobSecrets) -> JobReport {
             return failed("no job worker could be started on the bastion".into());
         }
     };
+    let (kind, asset, attempt) = (order.action, order.asset.name.clone(), order.attempt);
+    let account = order.account.name.clone();
     let start = JobStart {
         order,
         secrets,
@@ -56,7 +64,37 @@ pub fn run(daemon: &Daemon, order: JobOrder, secrets: JobSecrets) -> JobReport {
     }
     drop(start);
     let _ = worker.channel_stream.set_read_timeout(Some(JOB_WAIT));
-    let read = read_frame_with_fds_limited::<JobReport>(&worker.channel_stream, 0, MAX_FRAME);
+    let deadline = std::time::Instant::now() + JOB_WAIT;
+    let mut steps = 0usize;
+    // Each step as it ends becomes an audit event (at most MAX_STEPS of
+    // them: the worker's bytes are not trusted), then the report.
+    let read = loop {
+        match read_frame_with_fds_limited::<FromJob>(&worker.channel_stream, 0, MAX_FRAME) {
+            Ok((FromJob::Step(step), _)) => {
+                steps += 1;
+                if steps <= MAX_STEPS {
+                    spool::record(
+                        &daemon.config,
+                        EventBody::JobStep {
+                            job: id.clone(),
+                            kind: kind.as_str().to_string(),
+                            asset: asset.clone(),
+                            account: account.clone(),
+                            attempt,
+                            step: step.name,
+                            ok: step.ok,
+                            detail: cut_detail(&step.detail),
+                        },
+                    );
+                }
+                if std::time::Instant::now() > deadline {
+                    break Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into());
+                }
+            }
+            Ok((FromJob::Report(report), fds)) => break Ok((report, fds)),
+            Err(e) => break Err(e),
+        }
+    };
     let died = worker.finish(read.is_ok());
     let report = match read {
         Ok((report, _)) => match report.check() {

@@ -610,7 +610,7 @@ impl<'d> Served<'d> {
                 *user = self.user.clone();
             }
             // Written by the monitor itself.
-            EventBody::Login { .. } | EventBody::Share { .. } => {
+            EventBody::Login { .. } | EventBody::Share { .. } | EventBody::JobStep { .. } => {
                 warn!("a session worker sent an event only the monitor writes: dropped");
                 return;
             }

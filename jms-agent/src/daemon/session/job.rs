@@ -18,6 +18,13 @@
 //! Jobs: push, verify, rotate, remove (the user, its home and its sudoers
 //! snippet; never an account below uid 1000) and discover (users with a
 //! login shell and their last login, host facts).
+//!
+//! A job may be a retry of one whose bastion was lost mid-way, so every
+//! job finds out which secret is live rather than assuming: a rotation
+//! re-applies its (same) new secret and logs in with it; the privileged
+//! account rotating itself first logs in with the vault's secret, then
+//! with the new one; a verification whose vault secret fails tries the
+//! candidate the server sent (an earlier rotation's unsettled secret).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -254,6 +261,9 @@ impl Operation<'_> {
     }
 }
 
+/// Told each step as it ends.
+type StepSink<'a> = Box<dyn FnMut(&JobStep) + 'a>;
+
 /// What the job runs with.
 pub struct Runner<'a> {
     pub order: &'a JobOrder,
@@ -262,6 +272,11 @@ pub struct Runner<'a> {
     steps: Vec<JobStep>,
     changed: bool,
     serial: u32,
+    /// The privileged account's secret found live when it is not the
+    /// vault's (a rotation of the privileged account itself).
+    privileged_live: Option<Secret>,
+    /// Told each step as it ends (the worker sends it to the monitor).
+    on_step: Option<StepSink<'a>>,
 }
 
 fn credential(kind: SecretType, secret: &Secret) -> Credential {
@@ -293,7 +308,15 @@ impl<'a> Runner<'a> {
             steps: Vec::new(),
             changed: false,
             serial: 0,
+            privileged_live: None,
+            on_step: None,
         }
+    }
+
+    /// Calls `on_step` with each step as it ends.
+    pub fn on_step(mut self, on_step: impl FnMut(&JobStep) + 'a) -> Self {
+        self.on_step = Some(Box::new(on_step));
+        self
     }
 
     fn scratch_id(&mut self) -> String {
@@ -332,11 +355,15 @@ impl<'a> Runner<'a> {
                 detail = detail.replace(secret.expose(), "***");
             }
         }
-        self.steps.push(JobStep {
+        let step = JobStep {
             name: name.to_string(),
             ok,
             detail,
-        });
+        };
+        if let Some(on_step) = self.on_step.as_mut() {
+            on_step(&step);
+        }
+        self.steps.push(step);
         ok
     }
 
@@ -384,7 +411,11 @@ impl<'a> Runner<'a> {
         let Some(privileged) = self.order.privileged.clone() else {
             return Err("the asset has no privileged account".into());
         };
-        let Some(secret) = self.secrets.privileged.clone() else {
+        let Some(secret) = self
+            .privileged_live
+            .clone()
+            .or_else(|| self.secrets.privileged.clone())
+        else {
             return Err("the privileged account has no secret".into());
         };
         let sudo_password = match privileged.secret_type {
@@ -537,9 +568,19 @@ impl<'a> Runner<'a> {
         let Some(current) = self.secrets.current.clone() else {
             return self.report(false, false, Some("no secret to verify".into()));
         };
-        let ok = self.login("verify", &current);
-        let error = (!ok).then(|| self.failed_step()).flatten();
-        self.report(ok, false, error)
+        if self.login("verify", &current) {
+            return self.report(true, false, None);
+        }
+        let error = self.failed_step();
+        // An earlier job's new secret whose outcome the server never
+        // learnt (its bastion was lost): when it logs in, it is the live
+        // one and the server commits it.
+        if let Some(candidate) = self.secrets.new.clone() {
+            if self.login("verify_pending", &candidate) {
+                return self.report(true, true, None);
+            }
+        }
+        self.report(false, false, error)
     }
 
     fn push(mut self) -> JobReport {
@@ -597,6 +638,34 @@ impl<'a> Runner<'a> {
             return self.report(false, false, Some("no new secret".into()));
         };
         let current = self.secrets.current.clone();
+        let itself = self
+            .order
+            .privileged
+            .as_ref()
+            .is_some_and(|p| p.name == account.name);
+        if itself {
+            // The privileged account rotating itself: which of the vault's
+            // secret and the new one logs in (an earlier attempt may have
+            // applied the new one before its bastion was lost)?
+            let Some(old) = self.secrets.privileged.clone() else {
+                return self.report(
+                    false,
+                    false,
+                    Some("the privileged account has no secret".into()),
+                );
+            };
+            if !self.login("login", &old) {
+                let error = self.failed_step();
+                if self.login("verify_new", &new) {
+                    // Applied by an earlier attempt: only the old key
+                    // (if any) is left to take off.
+                    self.privileged_live = Some(new.clone());
+                    self.remove_old_key();
+                    return self.report(true, true, None);
+                }
+                return self.report(false, false, error);
+            }
+        }
         match account.secret_type {
             SecretType::Password => {
                 let apply = Operation {
@@ -617,7 +686,19 @@ impl<'a> Runner<'a> {
                         password: Some(&current),
                         ..Operation::only("password")
                     };
-                    if self.privileged("rollback", back) {
+                    let mut back_ok = self.privileged("rollback", back);
+                    if !back_ok && itself {
+                        // The privileged account's password did change:
+                        // the rollback logs in with the new one.
+                        self.privileged_live = Some(new.clone());
+                        let back = Operation {
+                            password: Some(&current),
+                            ..Operation::only("password")
+                        };
+                        back_ok = self.privileged("rollback", back);
+                        self.privileged_live = None;
+                    }
+                    if back_ok {
                         self.login("verify_old", &current);
                     }
                 }
@@ -644,16 +725,31 @@ impl<'a> Runner<'a> {
                     self.privileged("rollback", remove);
                     return self.report(false, false, error);
                 }
-                // The new key works: the old one is taken off the target.
-                if let Some(old_key) = account.public_key.clone() {
-                    let remove = Operation {
-                        key: &old_key,
-                        ..Operation::only("remove_key")
-                    };
-                    self.privileged("remove_old", remove);
+                // The new key works: the old one is taken off the target
+                // (through the new one when the account rotates itself).
+                if itself {
+                    self.privileged_live = Some(new.clone());
                 }
+                self.remove_old_key();
                 self.report(true, true, None)
             }
+        }
+    }
+
+    /// Takes the vault's public key off the target (after a key rotation
+    /// logged in with the new one).
+    fn remove_old_key(&mut self) {
+        let account = self.order.account.clone();
+        if account.secret_type != SecretType::SshKey || account.public_key == account.new_public_key
+        {
+            return;
+        }
+        if let Some(old_key) = account.public_key {
+            let remove = Operation {
+                key: &old_key,
+                ..Operation::only("remove_key")
+            };
+            self.privileged("remove_old", remove);
         }
     }
 }
@@ -690,8 +786,12 @@ pub fn job_main() -> std::process::ExitCode {
     let span = tracing::info_span!("job", id = %start.order.id);
     let _entered = span.enter();
     let settings = super::connect_settings(&start.settings);
-    let report = Runner::new(&start.order, &start.secrets, &settings).run();
-    match jms_proto::write_frame(&mut &stream, &report) {
+    let report = Runner::new(&start.order, &start.secrets, &settings)
+        .on_step(|step| {
+            let _ = jms_proto::write_frame(&mut &stream, &crate::wire::FromJob::Step(step.clone()));
+        })
+        .run();
+    match jms_proto::write_frame(&mut &stream, &crate::wire::FromJob::Report(report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jms-job: the report did not go out: {e}");

@@ -51,6 +51,10 @@ struct Cli {
     /// `bastion_silent` in the log and shows `silent` in the fleet.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "JMS_BASTION_SILENT_AFTER")]
     bastion_silent_after: std::time::Duration,
+    /// An account job with no report from its bastion this long (or
+    /// whose bastion went silent) is handed to another online bastion.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration, env = "JMS_JOB_ATTEMPT_TIMEOUT")]
+    job_attempt_timeout: std::time::Duration,
     /// A name (DNS or IP address) the server certificate it issues itself
     /// is for; repeatable. Default: the listen address (or the host name
     /// when listening on all addresses), localhost and 127.0.0.1.
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
             services
                 .fleet
                 .set_bastion_silent_after(cli.bastion_silent_after);
+            services.jobs.set_attempt_timeout(cli.job_attempt_timeout);
             let tls = if cli.insecure_http {
                 None
             } else {
@@ -312,6 +317,7 @@ fn serve(services: Services, listen: SocketAddr, tls: Option<ServerTls>) -> Resu
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr().context("local address")?;
         tokio::spawn(jms_server::fleet::watch(services.fleet.clone()));
+        tokio::spawn(jms_server::jobs::watch(services.jobs.clone()));
         let app = jms_server::app::router(&services);
         let Some(tls) = tls else {
             if !bound.ip().is_loopback() {

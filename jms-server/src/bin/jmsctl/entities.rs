@@ -1050,7 +1050,7 @@ fn asset_entity(name: &str) -> Entity {
         label: name.to_string(),
         segments: segments(&["api", "v1", "assets", name]),
         key: "name",
-        server_fields: &["accounts", "created_at", "updated_at"],
+        server_fields: &["accounts", "details", "created_at", "updated_at"],
         check: check_as::<Asset>,
     }
 }

@@ -76,6 +76,9 @@ enum Command {
     /// Account jobs (push, verify, rotate): their history and output.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Scheduled account plans (rotate, verify, push, discover).
+    #[command(subcommand)]
+    Plan(jobs::PlanCommand),
     /// Grants on the server.
     #[command(subcommand)]
     Grant(entities::GrantCommand),
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Asset(command) => entities::asset(server, command),
         Command::Account(command) => entities::account(server, command),
         Command::Job(command) => jobs::job(server, command),
+        Command::Plan(command) => jobs::plan(server, command),
         Command::Grant(command) => entities::grant(server, command),
         Command::Filter(command) => entities::filter(server, command),
         Command::Settings(command) => settings::run(server, command),
