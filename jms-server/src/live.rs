@@ -138,6 +138,11 @@ impl LiveHub {
         let _ = self.bus.set(bus);
     }
 
+    /// The bus to the other instances, once set.
+    pub fn bus(&self) -> Option<Arc<crate::bus::Bus>> {
+        self.bus.get().cloned()
+    }
+
     fn publish(&self, signal: crate::bus::Signal) {
         if let Some(bus) = self.bus.get() {
             bus.publish(signal);

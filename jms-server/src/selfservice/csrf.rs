@@ -62,6 +62,7 @@ pub fn set_cookie(browser: &str, secure: bool) -> String {
 }
 
 impl CsrfKey {
+    #[cfg(test)]
     pub fn new() -> CsrfKey {
         CsrfKey(
             hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).expect("system random"),
