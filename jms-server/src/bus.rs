@@ -54,6 +54,11 @@ pub enum Signal {
         session: String,
         batch: LiveBatch,
     },
+    /// A web login of `name` failed on the sending instance (the lockout
+    /// counts it everywhere).
+    LoginFailed { name: String },
+    /// A web login of `name` succeeded (its failures are forgotten).
+    LoginSucceeded { name: String },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -56,6 +56,8 @@ pub type Result<T> = std::result::Result<T, CryptoError>;
 pub struct SealKey {
     key: LessSafeKey,
     rng: SystemRandom,
+    /// For keys derived from this one ([`SealKey::derive`]).
+    derive: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for SealKey {
@@ -115,10 +117,21 @@ impl SealKey {
         Ok(SealKey {
             key: LessSafeKey::new(key),
             rng,
+            derive: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
         })
     }
 
     /// Seals `plaintext`, bound to `place` (e.g. `accounts.secret:web01/root`).
+    /// A 32-byte key for `purpose`, the same on every instance that has
+    /// this key file (HMAC-SHA256 of the purpose; it tells nothing of the
+    /// seal key).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.derive, purpose.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     pub fn seal(&self, place: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).expect("system random");

@@ -138,6 +138,11 @@ impl LiveHub {
         let _ = self.bus.set(bus);
     }
 
+    /// The bus to the other instances, once set.
+    pub fn bus(&self) -> Option<Arc<crate::bus::Bus>> {
+        self.bus.get().cloned()
+    }
+
     fn publish(&self, signal: crate::bus::Signal) {
         if let Some(bus) = self.bus.get() {
             bus.publish(signal);
@@ -272,6 +277,11 @@ impl LiveHub {
     /// forwarded to it for a while (its watchers refresh it).
     pub fn watched_elsewhere(&self, bastion: &str, session: &str) {
         let mut hub = self.hub();
+        // Streams only watched elsewhere, whose bastion never pushed here
+        // and whose watchers stopped saying so, go.
+        hub.streams.retain(|_, s| {
+            !s.watchers.is_empty() || s.watched_elsewhere() || s.touched.elapsed() < STALE_STREAM
+        });
         let stream = hub
             .streams
             .entry(session.to_string())

@@ -105,6 +105,11 @@ impl PolicyService {
         }
     }
 
+    /// The seal key (for keys derived from it).
+    pub fn seal_key(&self) -> &SealKey {
+        &self.key
+    }
+
     /// A read transaction.
     pub fn read(&self) -> Result<Box<dyn ReadTx + '_>> {
         Ok(self.store.read()?)

@@ -215,6 +215,8 @@ impl Services {
                         live.hub().push_here(bastion, session, batch.clone());
                     }
                 }
+                // The web's own subscriber (`crate::web::router`).
+                Signal::LoginFailed { .. } | Signal::LoginSucceeded { .. } => {}
             });
         }
         let audit = Arc::new(AuditService::new(store.clone()));

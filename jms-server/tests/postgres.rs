@@ -382,3 +382,91 @@ fn migrate_copies_a_sqlite_store_into_postgres_row_for_row() {
     assert_eq!(code, 1);
     assert!(stderr.contains("is not empty"), "{stderr}");
 }
+
+/// Failed web logins on instance A lock the name on instance B too: after
+/// A's free attempts, B refuses even the right password (429).
+#[test]
+fn failed_web_logins_on_one_instance_lock_the_name_on_the_other() {
+    use std::io::Write;
+    const PASSWORD: &str = "a long web admin passphrase";
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    let mut child = std::process::Command::new(common::JMSCTL)
+        .args([
+            "admin",
+            "add",
+            "root",
+            "--password-stdin",
+            "--iterations",
+            "1000",
+            "--data",
+        ])
+        .arg(&a.data)
+        .args(common::database_args(&a.data))
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let (code, stdout, stderr) = outcome(&child.wait_with_output().unwrap());
+    assert_eq!(code, 0, "jmsctl admin add: {stderr}");
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TOTP secret: "))
+        .unwrap()
+        .to_string();
+    let login = |server: &Server, password: &str| -> u16 {
+        let code = format!(
+            "{:06}",
+            jms_core::password::totp_code(&secret, chrono::Utc::now().timestamp()).unwrap()
+        );
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/web/login", server.url))
+            .header("origin", &server.url)
+            .form(&[
+                ("username", "root"),
+                ("password", password),
+                ("code", &code),
+                ("next", "/web/sessions"),
+            ])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The free attempts (`web::auth::FREE_ATTEMPTS`).
+    for _ in 0..5 {
+        assert_eq!(login(&a, "wrong"), 401);
+    }
+    // A policy write on A after the failures; once B's long-poll wakes
+    // for it, B has heard of the failures too (one sender, in order).
+    let bastion = enrolled(&a, "b1");
+    let version = b.version();
+    let transport = jms_sync::bundle::TransportKey::generate();
+    let query = format!(
+        "since={version}&transport={}&wait=60",
+        transport.public_hex()
+    );
+    let poll = std::thread::spawn({
+        let url = b.url.clone();
+        move || long_request(&url, &bastion, "/api/v1/sync/bundle", &query)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    jmsctl_ok(&a, &["user", "add", "zed", "--name", "Zed"]);
+    assert_eq!(poll.join().unwrap().0, 200);
+    assert_eq!(
+        login(&b, PASSWORD),
+        429,
+        "B holds the lock A's failures made"
+    );
+}

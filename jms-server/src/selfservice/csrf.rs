@@ -62,10 +62,20 @@ pub fn set_cookie(browser: &str, secure: bool) -> String {
 }
 
 impl CsrfKey {
+    #[cfg(test)]
     pub fn new() -> CsrfKey {
         CsrfKey(
             hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).expect("system random"),
         )
+    }
+
+    /// The key derived from the server's seal key: the same on every
+    /// instance (a form one instance served is accepted by another).
+    pub fn shared(seal: &crate::crypto::SealKey) -> CsrfKey {
+        CsrfKey(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &seal.derive("jms self-service csrf v1"),
+        ))
     }
 
     fn message(browser: &str, form: &str) -> Vec<u8> {
@@ -137,6 +147,22 @@ mod tests {
         assert!(!key.check(&HeaderMap::new(), "set:abc", &field));
         assert!(!key.check(&with_cookie(&browser), "set:abc", "zz"));
         assert!(!CsrfKey::new().check(&with_cookie(&browser), "set:abc", &field));
+    }
+
+    /// Two instances with the same key file accept each other's fields;
+    /// another key file does not (before, each process drew its own key:
+    /// a form served by one instance failed on the other).
+    #[test]
+    fn instances_sharing_the_key_file_accept_each_others_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let seal = crate::crypto::SealKey::load_or_create(dir.path()).unwrap();
+        let again = crate::crypto::SealKey::load_or_create(dir.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other = crate::crypto::SealKey::load_or_create(other.path()).unwrap();
+        let browser = new_browser_id();
+        let field = CsrfKey::shared(&seal).field(&browser, "set:abc");
+        assert!(CsrfKey::shared(&again).check(&with_cookie(&browser), "set:abc", &field));
+        assert!(!CsrfKey::shared(&other).check(&with_cookie(&browser), "set:abc", &field));
     }
 
     #[test]

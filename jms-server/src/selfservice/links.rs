@@ -103,6 +103,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// The server's seal key (for keys derived from it).
+    pub fn seal_key(&self) -> &crate::crypto::SealKey {
+        self.policy.seal_key()
+    }
+
     pub fn new(store: Store, policy: Arc<PolicyService>) -> Links {
         Links { store, policy }
     }

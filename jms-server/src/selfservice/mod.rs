@@ -51,9 +51,10 @@ pub(crate) struct SelfService {
 /// The self-service pages, for the server's router (whatever its state):
 /// they need the self-service service only.
 pub fn router<S: Clone + Send + Sync + 'static>(links: Arc<Links>) -> Router<S> {
+    let csrf = csrf::CsrfKey::shared(links.seal_key());
     let state = Arc::new(SelfService {
         links,
-        csrf: csrf::CsrfKey::new(),
+        csrf,
         per_ip: limits::RateLimiter::new(limits::PER_IP_MAX, limits::PER_IP_WINDOW),
         per_user: Arc::new(limits::RateLimiter::new(
             limits::PER_USER_MAX,

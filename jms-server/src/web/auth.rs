@@ -261,6 +261,11 @@ pub async fn login(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .failed(&username, Instant::now());
+        if let Some(bus) = &state.bus {
+            bus.publish(crate::bus::Signal::LoginFailed {
+                name: Throttle::key(&username).to_string(),
+            });
+        }
         tracing::warn!(username, forwarded_for = client, "web login refused");
         return Ok(refuse(
             StatusCode::UNAUTHORIZED,
@@ -272,6 +277,11 @@ pub async fn login(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .succeeded(&username);
+    if let Some(bus) = &state.bus {
+        bus.publish(crate::bus::Signal::LoginSucceeded {
+            name: Throttle::key(&username).to_string(),
+        });
+    }
     tracing::info!(
         username = session.username,
         forwarded_for = client,

@@ -84,6 +84,8 @@ pub struct WebServices {
 pub struct WebState {
     services: WebServices,
     throttle: Arc<Mutex<auth::Throttle>>,
+    /// Other instances on one PostgreSQL: failed logins count everywhere.
+    bus: Option<Arc<crate::bus::Bus>>,
     /// Where login passwords (and the decoy) are checked.
     hashing: Arc<crate::hashpool::HashPool>,
 }
@@ -93,9 +95,28 @@ pub fn router<S>(services: WebServices) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    let throttle = Arc::new(Mutex::new(auth::Throttle::default()));
+    let bus = services.live.hub().bus().filter(|bus| bus.shared());
+    if let Some(bus) = &bus {
+        let throttle = Arc::downgrade(&throttle);
+        bus.subscribe(move |signal| {
+            let Some(throttle) = throttle.upgrade() else {
+                return;
+            };
+            let mut throttle = throttle.lock().unwrap_or_else(|p| p.into_inner());
+            match signal {
+                crate::bus::Signal::LoginFailed { name } => {
+                    throttle.failed(name, std::time::Instant::now())
+                }
+                crate::bus::Signal::LoginSucceeded { name } => throttle.succeeded(name),
+                _ => {}
+            }
+        });
+    }
     let state = WebState {
         services,
-        throttle: Arc::new(Mutex::new(auth::Throttle::default())),
+        throttle,
+        bus,
         hashing: Arc::new(crate::hashpool::HashPool::with_defaults()),
     };
     let pages = Router::new()
