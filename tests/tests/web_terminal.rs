@@ -216,3 +216,79 @@ fn a_web_terminal_is_an_ordinary_recorded_filtered_bastion_session() {
     b.wait_for("the player", |b| b.count(".ap-player, .ap-wrapper") >= 1);
     b.screenshot("5-replay");
 }
+
+/// One raw HTTP/1.1 exchange with the server at `base` (`http://HOST:PORT`);
+/// the head of the answer.
+fn raw_http(base: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn the_terminal_socket_takes_a_portal_login_and_this_sites_origin_only() {
+    let target = Target::start();
+    let central = Central::start_insecure();
+    let file = central.data_dir().join("../terminal-policy.yaml");
+    std::fs::write(&file, policy(&target)).expect("write the policy");
+    central
+        .jmsctl(&["policy", "apply", file.to_str().expect("utf-8 path")])
+        .assert_success("jmsctl policy apply");
+    let base = central.url.clone();
+    let host = base.trim_start_matches("http://").to_string();
+    let form = format!("username=alice&password={ALICE_PASSWORD}&code=&next=%2F");
+    let login = raw_http(
+        &base,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: {base}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    let cookie = login
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim().split(';').next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("no session cookie in:\n{login}"));
+    let upgrade = |origin: Option<&str>, cookie: Option<&str>| {
+        let mut request = format!(
+            "GET /terminal/ws?asset=web01&account=deploy HTTP/1.1\r\nHost: {host}\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        );
+        if let Some(origin) = origin {
+            request.push_str(&format!("Origin: {origin}\r\n"));
+        }
+        if let Some(cookie) = cookie {
+            request.push_str(&format!("Cookie: {cookie}\r\n"));
+        }
+        request.push_str("\r\n");
+        let answer = raw_http(&base, &request);
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    let foreign = upgrade(Some("http://evil.example"), Some(&cookie));
+    assert!(foreign.contains(" 403"), "another site's page: {foreign}");
+    let no_origin = upgrade(None, Some(&cookie));
+    assert!(no_origin.contains(" 403"), "no Origin: {no_origin}");
+    let no_login = upgrade(Some(&base), None);
+    assert!(!no_login.contains(" 101"), "no portal login: {no_login}");
+    let ours = upgrade(Some(&base), Some(&cookie));
+    assert!(ours.contains(" 101"), "this site with the login: {ours}");
+}
