@@ -1,32 +1,39 @@
 //! Session recordings uploaded by bastions: resumable, in chunks, checked
-//! by SHA-256 before they count.
+//! by SHA-256 before they count, kept by a [`RecordingStorage`]: the data
+//! directory ([`disk::DiskStorage`], the default) or an S3-compatible
+//! object store ([`s3::S3Storage`], `--recordings s3://bucket/prefix`).
 //!
-//! - Files live in `<data>/recordings/` (0700): `<session>.cast.part`
-//!   while uploading, renamed to `<session>.cast` once complete; both 0600.
-//!   The partial file's size is the upload offset, so an upload resumes
-//!   where the server's disk says, across bastion and server restarts.
-//! - A chunk (at most [`MAX_CHUNK`] bytes) is appended only at the current
+//! The rules, whatever the storage:
+//! - The bytes held of an upload in progress are its offset, so an upload
+//!   resumes where the storage says, across bastion and server restarts
+//!   and across server instances sharing the storage.
+//! - A chunk (at most [`MAX_CHUNK`] bytes) is stored only at the current
 //!   offset (else [`RecordingError::Conflict`] with the offset to resume
-//!   from) and fsync'd before it is acknowledged.
-//! - Completion names the total size and SHA-256: the server hashes the
-//!   whole file; on a mismatch the partial is discarded (the bastion starts
-//!   over from 0); on a match the file is renamed and its row marked
-//!   complete. Completing again with the same size and hash is a no-op, so
-//!   a bastion that lost the answer can ask again.
+//!   from) and durably before it is acknowledged.
+//! - Completion names the total size and SHA-256: the storage hashes the
+//!   whole upload; on a mismatch the partial is discarded (the bastion
+//!   starts over from 0); on a match it becomes the recording and its row
+//!   is marked complete. Completing again with the same size and hash is a
+//!   no-op, so a bastion that lost the answer can ask again.
 //! - A recording belongs to the bastion that sent its first chunk.
 //!
-//! Appends and completions are serialised by one lock: uploads are few and
-//! each step is short.
+//! Appends and completions are serialised by one lock in each instance:
+//! uploads are few and each step is short; a bastion sends one upload's
+//! steps one after the other, so instances need no lock between them.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+pub mod disk;
+pub mod s3;
+
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use jms_sync::recording::{is_recording_session_id, sha256_file};
+use jms_sync::recording::is_recording_session_id;
 
 use crate::store::{BastionRow, RecordingRow, Store, StoreError};
+
+pub use disk::DiskStorage;
+pub use s3::S3Storage;
 
 /// Directory of recordings in the data directory.
 pub const RECORDINGS_DIR: &str = "recordings";
@@ -66,6 +73,9 @@ pub enum RecordingError {
         #[source]
         source: io::Error,
     },
+    /// The object store failed or refused (500).
+    #[error("recording storage: {0}")]
+    Storage(String),
     /// The store failed (500).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -77,10 +87,51 @@ pub enum RecordingError {
 
 pub type Result<T> = std::result::Result<T, RecordingError>;
 
+/// What a storage made of a completion.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// The upload matched: it is now the recording.
+    Stored,
+    /// It did not: it was discarded. What was held instead.
+    Mismatch { size: u64, sha256: String },
+    /// Nothing was uploaded.
+    Nothing,
+}
+
+/// A complete recording being read: its bytes and size.
+pub struct RecordingReader {
+    pub reader: Box<dyn Read + Send>,
+    pub size: u64,
+}
+
+/// Where recordings are kept: the one seam between the upload rules
+/// ([`Recordings`]) and a disk or an object store. Called from blocking
+/// threads, under [`Recordings`]' lock; `session` is a checked id.
+pub trait RecordingStorage: Send + Sync {
+    /// The size of the complete recording of `session`, if stored.
+    fn complete_size(&self, session: &str) -> Result<Option<u64>>;
+    /// The bytes held of an upload in progress (0 when none).
+    fn partial_size(&self, session: &str) -> Result<u64>;
+    /// Stores `chunk` at `offset` if that is where the upload stands
+    /// (`Ok(Err(current))` if not), durably before it returns.
+    fn append(
+        &self,
+        session: &str,
+        offset: u64,
+        chunk: &[u8],
+    ) -> Result<std::result::Result<(), u64>>;
+    /// Hashes what was uploaded (or a recording stored just before a crash)
+    /// and keeps it as the recording if it is `size` bytes with `sha256`,
+    /// else discards it.
+    fn finish(&self, session: &str, size: u64, sha256: &str) -> Result<Finished>;
+    /// Opens the complete recording, to stream it.
+    fn open(&self, session: &str) -> Result<Option<RecordingReader>>;
+}
+
 /// The recordings service: where recordings go, their rows in the store,
 /// and the lock over uploads.
 pub struct Recordings {
-    dir: Option<PathBuf>,
+    storage: Option<Box<dyn RecordingStorage>>,
     lock: Mutex<()>,
     store: Store,
 }
@@ -90,28 +141,29 @@ impl Recordings {
     /// kept without one.
     pub fn new(store: Store, dir: Option<PathBuf>) -> Recordings {
         Recordings {
-            dir,
+            storage: dir.map(|dir| Box::new(DiskStorage::new(dir)) as Box<dyn RecordingStorage>),
             lock: Mutex::new(()),
             store,
         }
     }
 
-    /// Creates the directory 0700 if it is missing.
-    fn create_dir(&self) -> Result<()> {
-        let dir = self.dir()?;
-        if !dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
-                .map_err(io_error(dir))?;
+    /// Recordings kept by `storage`.
+    pub fn with_storage(store: Store, storage: Box<dyn RecordingStorage>) -> Recordings {
+        Recordings {
+            storage: Some(storage),
+            lock: Mutex::new(()),
+            store,
         }
-        Ok(())
     }
 
-    fn dir(&self) -> Result<&Path> {
-        self.dir.as_deref().ok_or(RecordingError::NoDirectory)
+    /// The same service over the same store, keeping recordings in
+    /// `storage` instead (the server's `--recordings`).
+    pub fn stored_in(&self, storage: Box<dyn RecordingStorage>) -> Recordings {
+        Recordings::with_storage(self.store.clone(), storage)
+    }
+
+    fn storage(&self) -> Result<&dyn RecordingStorage> {
+        self.storage.as_deref().ok_or(RecordingError::NoDirectory)
     }
 }
 
@@ -131,37 +183,7 @@ pub fn check_session_id(id: &str) -> Result<()> {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> RecordingError + '_ {
-    move |source| RecordingError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn size_of(path: &Path) -> Result<Option<u64>> {
-    match fs::metadata(path) {
-        Ok(meta) => Ok(Some(meta.len())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
-    }
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-}
-
 impl Recordings {
-    fn recording_paths(&self, session: &str) -> Result<(PathBuf, PathBuf)> {
-        check_session_id(session)?;
-        let dir = self.dir()?;
-        Ok((
-            dir.join(format!("{session}.cast")),
-            dir.join(format!("{session}.cast.part")),
-        ))
-    }
-
     /// The stored row, refusing another bastion's recording.
     fn own_recording(&self, bastion: &BastionRow, session: &str) -> Result<Option<RecordingRow>> {
         let row = self.store.read()?.recording(session)?;
@@ -179,14 +201,14 @@ impl Recordings {
 
     /// Where the upload of `session` stands.
     pub fn recording_state(&self, bastion: &BastionRow, session: &str) -> Result<UploadState> {
-        let (done, part) = self.recording_paths(session)?;
+        check_session_id(session)?;
+        let storage = self.storage()?;
         let _guard = self.lock_uploads();
         let row = self.own_recording(bastion, session)?;
         let complete = row.as_ref().is_some_and(|r| r.complete);
-        let offset = match (size_of(&done)?, size_of(&part)?) {
-            (Some(size), _) => size,
-            (None, Some(size)) => size,
-            (None, None) => 0,
+        let offset = match storage.complete_size(session)? {
+            Some(size) => size,
+            None => storage.partial_size(session)?,
         };
         Ok(UploadState {
             session: session.to_string(),
@@ -204,7 +226,8 @@ impl Recordings {
         offset: u64,
         chunk: &[u8],
     ) -> Result<u64> {
-        let (done, part) = self.recording_paths(session)?;
+        check_session_id(session)?;
+        let storage = self.storage()?;
         if chunk.len() > MAX_CHUNK {
             return Err(RecordingError::TooLarge(format!(
                 "a chunk of {} bytes: send at most {MAX_CHUNK}",
@@ -213,22 +236,13 @@ impl Recordings {
         }
         let _guard = self.lock_uploads();
         let row = self.own_recording(bastion, session)?;
-        if let Some(size) = size_of(&done)? {
+        if let Some(size) = storage.complete_size(session)? {
             return Err(RecordingError::Conflict {
                 message: format!("recording {session} is already uploaded ({size} bytes)"),
                 offset: size,
             });
         }
-        let current = size_of(&part)?.unwrap_or(0);
-        if offset != current {
-            return Err(RecordingError::Conflict {
-                message: format!(
-                    "recording {session}: the server holds {current} bytes, not {offset}: resume at {current}"
-                ),
-                offset: current,
-            });
-        }
-        let end = current + chunk.len() as u64;
+        let end = offset.saturating_add(chunk.len() as u64);
         if end > MAX_RECORDING {
             return Err(RecordingError::TooLarge(format!(
                 "recording {session} would exceed {MAX_RECORDING} bytes"
@@ -245,19 +259,13 @@ impl Recordings {
             })?;
             tx.commit()?;
         }
-        if !chunk.is_empty() {
-            self.create_dir()?;
-            let mut file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&part)
-                .map_err(io_error(&part))?;
-            file.write_all(chunk).map_err(io_error(&part))?;
-            file.sync_data().map_err(io_error(&part))?;
-            if current == 0 {
-                sync_dir(part.parent().unwrap_or(Path::new(".")));
-            }
+        if let Err(current) = storage.append(session, offset, chunk)? {
+            return Err(RecordingError::Conflict {
+                message: format!(
+                    "recording {session}: the server holds {current} bytes, not {offset}: resume at {current}"
+                ),
+                offset: current,
+            });
         }
         Ok(end)
     }
@@ -271,7 +279,8 @@ impl Recordings {
         size: u64,
         sha256: &str,
     ) -> Result<UploadState> {
-        let (done, part) = self.recording_paths(session)?;
+        check_session_id(session)?;
+        let storage = self.storage()?;
         let sha256 = sha256.to_ascii_lowercase();
         if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(RecordingError::BadInput(
@@ -297,41 +306,33 @@ impl Recordings {
                 offset: row.size.unwrap_or(0),
             });
         }
-        // The partial, or a file renamed just before a crash.
-        let path = if size_of(&part)?.is_some() {
-            part.clone()
-        } else if size_of(&done)?.is_some() {
-            done.clone()
-        } else {
-            return Err(RecordingError::Conflict {
-                message: format!("recording {session}: nothing uploaded yet"),
-                offset: 0,
-            });
-        };
-        let (actual, actual_size) = sha256_file(&path).map_err(io_error(&path))?;
-        if actual_size != size || actual != sha256 {
-            fs::remove_file(&path).map_err(io_error(&path))?;
-            let mut tx = self.store.write()?;
-            tx.delete_recording(session)?;
-            tx.commit()?;
-            tracing::warn!(
-                bastion = bastion.name,
-                session,
-                expected_size = size,
-                actual_size,
-                "recording upload did not match its checksum: discarded"
-            );
-            return Err(RecordingError::Mismatch(format!(
-                "recording {session}: the server holds {actual_size} bytes with SHA-256 {actual}, \
-                 not {size} bytes with {sha256}: the upload was discarded, send it again from offset 0"
-            )));
-        }
-        if path == part {
-            File::open(&part)
-                .and_then(|f| f.sync_all())
-                .map_err(io_error(&part))?;
-            fs::rename(&part, &done).map_err(io_error(&done))?;
-            sync_dir(done.parent().unwrap_or(Path::new(".")));
+        match storage.finish(session, size, &sha256)? {
+            Finished::Stored => {}
+            Finished::Nothing => {
+                return Err(RecordingError::Conflict {
+                    message: format!("recording {session}: nothing uploaded yet"),
+                    offset: 0,
+                })
+            }
+            Finished::Mismatch {
+                size: actual_size,
+                sha256: actual,
+            } => {
+                let mut tx = self.store.write()?;
+                tx.delete_recording(session)?;
+                tx.commit()?;
+                tracing::warn!(
+                    bastion = bastion.name,
+                    session,
+                    expected_size = size,
+                    actual_size,
+                    "recording upload did not match its checksum: discarded"
+                );
+                return Err(RecordingError::Mismatch(format!(
+                    "recording {session}: the server holds {actual_size} bytes with SHA-256 {actual}, \
+                     not {size} bytes with {sha256}: the upload was discarded, send it again from offset 0"
+                )));
+            }
         }
         let mut tx = self.store.write()?;
         tx.put_recording(&RecordingRow {
@@ -346,17 +347,17 @@ impl Recordings {
         Ok(state(sha256))
     }
 
-    /// A complete recording's file and size.
-    pub fn recording_file(&self, session: &str) -> Result<(PathBuf, u64)> {
-        let (done, _) = self.recording_paths(session)?;
+    /// A complete recording, opened to be streamed.
+    pub fn open_recording(&self, session: &str) -> Result<RecordingReader> {
+        check_session_id(session)?;
+        let storage = self.storage()?;
         let row = self.store.read()?.recording(session)?;
         let none =
             || RecordingError::NotFound(format!("no complete recording of session {session}"));
         if !row.is_some_and(|r| r.complete) {
             return Err(none());
         }
-        let size = size_of(&done)?.ok_or_else(none)?;
-        Ok((done, size))
+        storage.open(session)?.ok_or_else(none)
     }
 }
 
