@@ -33,7 +33,7 @@ use jms_sync::recording::is_recording_session_id;
 use crate::store::{BastionRow, RecordingRow, Store, StoreError};
 
 pub use disk::DiskStorage;
-pub use s3::S3Storage;
+pub use s3::{S3Config, S3Storage};
 
 /// Directory of recordings in the data directory.
 pub const RECORDINGS_DIR: &str = "recordings";
