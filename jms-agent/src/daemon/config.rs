@@ -99,8 +99,14 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CentralConfig {
-    /// The server's origin, `http://127.0.0.1:8420` or `https://jms.example`.
-    pub server: String,
+    /// The server's origin, `http://127.0.0.1:8420` or `https://jms.example`,
+    /// or a list of them (instances of one server, all holding the same
+    /// keys): each request goes to the one that answered last and, when it
+    /// cannot be reached, answers 5xx or an answer is not the server's, to
+    /// the next. Every sync request is safe to send again (event ids,
+    /// recording offsets, nonces), so any request may move on.
+    #[serde(deserialize_with = "one_or_more_urls")]
+    pub server: Vec<String>,
     /// Seconds between polls for a newer bundle.
     #[serde(default = "default_poll_interval")]
     pub poll_interval_secs: u64,
@@ -119,6 +125,35 @@ pub struct CentralConfig {
     /// renewed (the server issues them for 365 days).
     #[serde(default = "default_renew_cert_before_days")]
     pub renew_cert_before_days: u64,
+}
+
+/// `server = "URL"` or `server = ["URL", ...]` (at least one, none empty).
+fn one_or_more_urls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    let urls = match OneOrMore::deserialize(deserializer)? {
+        OneOrMore::One(url) => vec![url],
+        OneOrMore::More(urls) => urls,
+    };
+    if urls.is_empty() || urls.iter().any(|u| u.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "server: give a URL or a list of URLs, none empty",
+        ));
+    }
+    Ok(urls)
+}
+
+impl CentralConfig {
+    /// The server URLs, for messages.
+    pub fn servers(&self) -> String {
+        self.server.join(", ")
+    }
 }
 
 fn default_renew_cert_before_days() -> u64 {

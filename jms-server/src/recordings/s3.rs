@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode, Url};
-use rusty_s3::actions::{ListObjectsV2, ObjectIdentifier};
+use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::{Finished, RecordingError, RecordingReader, RecordingStorage, Result, MAX_CHUNK};
@@ -153,6 +153,23 @@ pub struct S3Storage {
     offsets: Mutex<HashMap<String, u64>>,
 }
 
+/// A ListObjectsV2 answer: what is used of it.
+#[derive(serde::Deserialize)]
+struct Listing {
+    #[serde(rename = "Contents", default)]
+    contents: Vec<Listed>,
+    #[serde(rename = "NextContinuationToken")]
+    next_continuation_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "Size")]
+    size: u64,
+}
+
 /// One staged chunk.
 #[derive(Debug, Clone)]
 struct Staged {
@@ -231,13 +248,10 @@ impl S3Storage {
         method: Method,
         url: Url,
         what: &str,
-        body: Option<(Vec<u8>, Option<(&str, String)>)>,
+        body: Option<Vec<u8>>,
     ) -> Result<Option<Response>> {
         let mut request = self.client()?.request(method, url);
-        if let Some((body, header)) = body {
-            if let Some((name, value)) = header {
-                request = request.header(name, value);
-            }
+        if let Some(body) = body {
             request = request.body(body);
         }
         let response = request
@@ -276,7 +290,7 @@ impl S3Storage {
             let body = response
                 .bytes()
                 .map_err(|e| storage_error(format!("list chunks: {}", e.without_url())))?;
-            let parsed = ListObjectsV2::parse_response(&body)
+            let parsed: Listing = quick_xml::de::from_reader(&body[..])
                 .map_err(|e| storage_error(format!("list chunks: {e}")))?;
             for object in parsed.contents {
                 let Some(offset) = object
@@ -326,31 +340,17 @@ impl S3Storage {
 
     fn put(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
         let url = self.bucket.put_object(Some(&self.credentials), key).sign(SIGNED_FOR);
-        let response = self.send(Method::PUT, url, what, Some((body, None)))?;
+        let response = self.send(Method::PUT, url, what, Some(body))?;
         self.must(response, what)?;
         Ok(())
     }
 
+    /// Deletes `keys` one by one (DeleteObjects is not implemented alike
+    /// by every S3-compatible store; a recording has few chunks per MiB).
     fn delete_keys(&self, keys: &[String]) -> Result<()> {
-        for batch in keys.chunks(1000) {
-            let objects: Vec<ObjectIdentifier> =
-                batch.iter().map(|k| ObjectIdentifier::new(k.clone())).collect();
-            let mut action = self
-                .bucket
-                .delete_objects(Some(&self.credentials), objects.iter());
-            action.set_quiet(true);
-            let url = action.sign(SIGNED_FOR);
-            let (body, md5) = self
-                .bucket
-                .delete_objects(Some(&self.credentials), objects.iter())
-                .body_with_md5();
-            let response = self.send(
-                Method::POST,
-                url,
-                "delete chunks",
-                Some((body.into_bytes(), Some(("Content-MD5", md5)))),
-            )?;
-            self.must(response, "delete chunks")?;
+        for key in keys {
+            let url = self.bucket.delete_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+            self.send(Method::DELETE, url, "delete chunk", None)?;
         }
         Ok(())
     }
@@ -467,7 +467,7 @@ impl S3Storage {
             .upload_part(Some(&self.credentials), key, number, id)
             .sign(SIGNED_FOR);
         let body = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE + MAX_CHUNK));
-        let response = self.send(Method::PUT, url, "upload part", Some((body, None)))?;
+        let response = self.send(Method::PUT, url, "upload part", Some(body))?;
         let response = self.must(response, "upload part")?;
         let etag = response
             .headers()
@@ -491,7 +491,7 @@ impl S3Storage {
             Method::POST,
             url,
             "complete multipart upload",
-            Some((body.into_bytes(), None)),
+            Some(body.into_bytes()),
         )?;
         // S3 may answer 200 with an error in the body.
         let mut text = String::new();
@@ -619,7 +619,7 @@ fn content_length(response: &Response) -> Result<u64> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
             pairs
                 .iter()

@@ -10,6 +10,10 @@
 
 #![allow(dead_code)]
 
+/// The S3-compatible server of the e2e harness (one definition for both).
+#[path = "../../../tests/src/s3.rs"]
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,6 +32,8 @@ pub struct Server {
     child: Child,
     /// Extra `jms-server` arguments (kept for restarts).
     extra: Vec<String>,
+    /// Extra environment (kept for restarts).
+    env: Vec<(String, String)>,
     pub url: String,
     /// An admin token.
     pub admin: String,
@@ -83,23 +89,29 @@ impl Server {
     /// A server started with extra arguments; its log (stderr, `RUST_LOG`
     /// warn) is in [`Server::log`].
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start_with`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(String, String)]) -> Server {
         let mut extra = extra.to_vec();
         extra.push("--insecure-http");
-        Server::launch(&extra)
+        Server::launch(&extra, env)
     }
 
     /// A server over TLS with its own CA (made at its first start).
     pub fn start_tls() -> Server {
-        Server::launch(&[])
+        Server::launch(&[], &[])
     }
 
-    fn launch(extra: &[&str]) -> Server {
+    fn launch(extra: &[&str], env: &[(String, String)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(&data, &extra);
+        let env = env.to_vec();
+        let (child, url) = spawn(&data, &extra, &env);
         let ca = url
             .starts_with("https://")
             .then(|| std::fs::read_to_string(data.join("tls/ca.pem")).expect("the server's CA"));
@@ -107,6 +119,7 @@ impl Server {
             url,
             child,
             extra,
+            env,
             admin,
             read,
             data,
@@ -121,7 +134,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, url) = spawn(&self.data, &self.extra);
+        let (child, url) = spawn(&self.data, &self.extra, &self.env);
         self.child = child;
         self.url = url;
     }
@@ -207,7 +220,7 @@ fn log_file(data: &Path) -> PathBuf {
 }
 
 /// Starts jms-server on `data` and a free port; returns it and its URL.
-fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(data: &Path, extra: &[String], env: &[(String, String)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -218,6 +231,7 @@ fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log)
