@@ -60,6 +60,9 @@ pub struct Central {
     insecure: bool,
     /// The server's CA (PEM) over TLS.
     ca: Option<Vec<u8>>,
+    /// Extra arguments and environment of the server process.
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A connection to the server: TLS or plain.
@@ -79,7 +82,17 @@ impl Central {
         Central::start_with(true)
     }
 
+    /// Starts a server over TLS that keeps recordings in `s3`'s bucket
+    /// under `prefix` (`--recordings s3://...`).
+    pub fn start_with_s3(s3: &crate::s3::S3Server, prefix: &str) -> Central {
+        Central::start_configured(false, vec!["--recordings".into(), s3.url(prefix)], s3.env())
+    }
+
     fn start_with(insecure: bool) -> Central {
+        Central::start_configured(insecure, Vec::new(), Vec::new())
+    }
+
+    fn start_configured(insecure: bool, extra: Vec<String>, env: Vec<(String, String)>) -> Central {
         let (server, ctl) = server_binaries();
         let dir = tempfile::Builder::new()
             .prefix("jms-e2e-central-")
@@ -104,6 +117,8 @@ impl Central {
             ctl,
             insecure,
             ca: None,
+            extra,
+            env,
         };
         central.url = central.spawn("127.0.0.1:0");
         assert_eq!(
@@ -131,6 +146,8 @@ impl Central {
             .arg(self.data_dir())
             .args(["--listen", listen])
             .args(self.insecure.then_some("--insecure-http"))
+            .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
