@@ -764,6 +764,20 @@ mod tests {
     }
 
     #[test]
+    fn the_central_server_is_one_url_or_a_list() {
+        let one = config("[central]\nserver = \"https://a:8420\"\n");
+        assert_eq!(one.central.unwrap().server, ["https://a:8420"]);
+        let two = config("[central]\nserver = [\"https://a:8420\", \"https://b:8420\"]\n");
+        let two = two.central.unwrap();
+        assert_eq!(two.server, ["https://a:8420", "https://b:8420"]);
+        assert_eq!(two.servers(), "https://a:8420, https://b:8420");
+        for bad in ["server = []", "server = [\"\"]", "server = \"\"", "server = 3"] {
+            let text = format!("[central]\n{bad}\n");
+            assert!(toml::from_str::<AgentdConfig>(&text).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn the_servers_settings_override_the_local_defaults() {
         let local = Effective::local(&config(
             "[lockout]\nmax_failures = 7\nwindow_secs = 60\nlock_secs = 100\n\n[sessions]\nrecord_input = false\nidle_timeout_secs = 0\n",

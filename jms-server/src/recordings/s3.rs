@@ -64,6 +64,7 @@ pub const ENV_ENDPOINT: &str = "JMS_S3_ENDPOINT";
 pub const ENV_REGION: &str = "JMS_S3_REGION";
 pub const ENV_ACCESS_KEY_ID: &str = "JMS_S3_ACCESS_KEY_ID";
 pub const ENV_SECRET_ACCESS_KEY: &str = "JMS_S3_SECRET_ACCESS_KEY";
+pub const ENV_SECRET_ACCESS_KEY_FILE: &str = "JMS_S3_SECRET_ACCESS_KEY_FILE";
 pub const ENV_URL_STYLE: &str = "JMS_S3_URL_STYLE";
 pub const ENV_CA_FILE: &str = "JMS_S3_CA_FILE";
 
@@ -73,7 +74,8 @@ impl S3Config {
     /// /etc/jms/jms-server.env): `JMS_S3_ENDPOINT` (required),
     /// `JMS_S3_REGION` (`us-east-1`), `JMS_S3_ACCESS_KEY_ID` and
     /// `JMS_S3_SECRET_ACCESS_KEY` (or `AWS_ACCESS_KEY_ID` and
-    /// `AWS_SECRET_ACCESS_KEY`), `JMS_S3_URL_STYLE` (`path`, or
+    /// `AWS_SECRET_ACCESS_KEY`; or the secret alone in the file
+    /// `JMS_S3_SECRET_ACCESS_KEY_FILE`), `JMS_S3_URL_STYLE` (`path`, or
     /// `virtual-host`), `JMS_S3_CA_FILE` (a PEM CA to trust).
     pub fn from_env(
         url: &str,
@@ -112,9 +114,19 @@ impl S3Config {
         let access_key_id = get(ENV_ACCESS_KEY_ID)
             .or_else(|| get("AWS_ACCESS_KEY_ID"))
             .ok_or_else(|| format!("recordings in S3: set {ENV_ACCESS_KEY_ID}"))?;
-        let secret_access_key = get(ENV_SECRET_ACCESS_KEY)
-            .or_else(|| get("AWS_SECRET_ACCESS_KEY"))
-            .ok_or_else(|| format!("recordings in S3: set {ENV_SECRET_ACCESS_KEY}"))?;
+        let secret_access_key = match get(ENV_SECRET_ACCESS_KEY_FILE) {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("{ENV_SECRET_ACCESS_KEY_FILE} {path}: {e}"))?,
+            None => get(ENV_SECRET_ACCESS_KEY)
+                .or_else(|| get("AWS_SECRET_ACCESS_KEY"))
+                .ok_or_else(|| {
+                    format!("recordings in S3: set {ENV_SECRET_ACCESS_KEY} or {ENV_SECRET_ACCESS_KEY_FILE}")
+                })?,
+        };
+        if secret_access_key.is_empty() {
+            return Err("recordings in S3: the secret access key is empty".to_string());
+        }
         let virtual_host = match get(ENV_URL_STYLE).as_deref() {
             None | Some("path") => false,
             Some("virtual-host") => true,
@@ -647,6 +659,15 @@ mod tests {
             assert!(S3Config::from_env(bad, env(&vars)).is_err(), "{bad} accepted");
         }
         assert!(S3Config::from_env("s3://jms-rec", env(&vars[1..])).is_err());
+        // The secret from a file, over the variable.
+        let file = std::env::temp_dir().join(format!("jms-s3-secret-{}", std::process::id()));
+        std::fs::write(&file, "FROM-FILE\n").unwrap();
+        let path = file.to_str().unwrap().to_string();
+        let with_file = [vars[0], vars[1], vars[2], (ENV_SECRET_ACCESS_KEY_FILE, path.as_str())];
+        let config = S3Config::from_env("s3://jms-rec", env(&with_file)).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(config.secret_access_key, "FROM-FILE");
+        assert!(S3Config::from_env("s3://jms-rec", env(&with_file)).is_err(), "a missing file");
     }
 
     #[test]
