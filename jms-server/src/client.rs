@@ -174,7 +174,6 @@ fn url_on(base: &Url, segments: &[&str], query: &[(&str, String)]) -> Url {
 }
 
 impl Client {
-
     /// Calls the API; `Ok(None)` for an empty success (204).
     pub fn call(
         &self,

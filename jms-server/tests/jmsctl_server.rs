@@ -437,11 +437,17 @@ fn jmsctl_fails_over_to_the_next_server_url() {
     let (code, out, err) = run(&servers, &["user", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("carol"), "{out}");
-    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the 503 URL was tried");
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the 503 URL was tried"
+    );
     // All down: unreachable, naming the last URL tried.
     let (code, _, err) = run(&format!("{down},{unavailable}"), &["user", "list"]);
     assert_ne!(code, 0);
-    assert!(err.contains("503") || err.contains("Service Unavailable"), "{err}");
+    assert!(
+        err.contains("503") || err.contains("Service Unavailable"),
+        "{err}"
+    );
     // A malformed URL in the list is refused as such.
     let (code, _, err) = run(&format!("{},ftp://x", server.url), &["user", "list"]);
     assert_eq!(code, 2, "{err}");

@@ -58,7 +58,12 @@ fn send_from(
     }
 }
 
-fn complete(server: &Server, bastion: &SyncBastion, size: usize, sha256: &str) -> (u16, serde_json::Value) {
+fn complete(
+    server: &Server,
+    bastion: &SyncBastion,
+    size: usize,
+    sha256: &str,
+) -> (u16, serde_json::Value) {
     let body = serde_json::to_vec(&json!({"size": size, "sha256": sha256})).unwrap();
     bastion.send_json(server, "POST", &format!("{PATH}/complete"), "", body)
 }
@@ -84,7 +89,11 @@ fn recordings_in_object_storage_resume_are_checked_and_stream_back() {
     server.restart();
     assert_eq!(offset(&server, &bastion), CHUNK as u64);
     let (status, answer) = bastion.send_json(&server, "PUT", PATH, "offset=0", &bytes[..CHUNK]);
-    assert_eq!((status, answer["offset"].as_u64()), (409, Some(CHUNK as u64)), "{answer}");
+    assert_eq!(
+        (status, answer["offset"].as_u64()),
+        (409, Some(CHUNK as u64)),
+        "{answer}"
+    );
 
     // The rest with one corrupt chunk: the completion refuses it and the
     // upload is discarded (the bastion starts again from 0).
@@ -94,20 +103,43 @@ fn recordings_in_object_storage_resume_are_checked_and_stream_back() {
         }
     });
     let (status, answer) = complete(&server, &bastion, bytes.len(), &sha);
-    assert_eq!((status, answer["offset"].as_u64()), (422, Some(0)), "{answer}\n{}", server.log());
+    assert_eq!(
+        (status, answer["offset"].as_u64()),
+        (422, Some(0)),
+        "{answer}\n{}",
+        server.log()
+    );
     assert_eq!(offset(&server, &bastion), 0, "the chunks are gone");
-    assert_eq!(s3.files("fleet/a"), Vec::<String>::new(), "nothing left in the bucket");
-    let (status, _) = server.call(Some(&server.read), "GET", "/api/v1/sessions/s-3/recording", None);
+    assert_eq!(
+        s3.files("fleet/a"),
+        Vec::<String>::new(),
+        "nothing left in the bucket"
+    );
+    let (status, _) = server.call(
+        Some(&server.read),
+        "GET",
+        "/api/v1/sessions/s-3/recording",
+        None,
+    );
     assert_eq!(status, 404, "nothing counts as the recording");
 
     // The good upload completes, exactly once.
     send_from(&server, &bastion, &bytes, 0, |_, _| {});
     let (status, answer) = complete(&server, &bastion, bytes.len(), &sha);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!((answer["complete"].as_bool(), answer["sha256"].as_str()), (Some(true), Some(sha.as_str())));
+    assert_eq!(
+        (answer["complete"].as_bool(), answer["sha256"].as_str()),
+        (Some(true), Some(sha.as_str()))
+    );
     let (status, _) = complete(&server, &bastion, bytes.len(), &sha);
     assert_eq!(status, 200, "completing again (a lost answer) is a no-op");
-    let (status, answer) = bastion.send_json(&server, "PUT", PATH, &format!("offset={}", bytes.len()), b"more");
+    let (status, answer) = bastion.send_json(
+        &server,
+        "PUT",
+        PATH,
+        &format!("offset={}", bytes.len()),
+        b"more",
+    );
     assert_eq!(status, 409, "{answer}");
     assert_eq!(offset(&server, &bastion), bytes.len() as u64);
     assert!(
@@ -128,13 +160,23 @@ fn recordings_in_object_storage_resume_are_checked_and_stream_back() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.headers()["content-length"], bytes.len().to_string().as_str());
-    assert!(response.bytes().unwrap().to_vec() == bytes, "the same bytes from the API");
+    assert_eq!(
+        response.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert!(
+        response.bytes().unwrap().to_vec() == bytes,
+        "the same bytes from the API"
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s-3.cast");
-    let (code, _, err) = outcome(&server.jmsctl(&["recording", "get", "s-3", "-o", file.to_str().unwrap()]));
+    let (code, _, err) =
+        outcome(&server.jmsctl(&["recording", "get", "s-3", "-o", file.to_str().unwrap()]));
     assert_eq!(code, 0, "{err}");
-    assert!(std::fs::read(&file).unwrap() == bytes, "the same bytes from jmsctl");
+    assert!(
+        std::fs::read(&file).unwrap() == bytes,
+        "the same bytes from jmsctl"
+    );
 
     // A wrong secret: the store refuses the signature; the error says so
     // without the secret.
@@ -146,11 +188,20 @@ fn recordings_in_object_storage_resume_are_checked_and_stream_back() {
     }
     let wrong = Server::start_with_env(&["--recordings", &url], &env);
     let other = enrolled(&wrong, "b2");
-    let (status, body) = other.send(&wrong, "PUT", "/api/v1/sync/recordings/s-4", "offset=0", b"x");
+    let (status, body) = other.send(
+        &wrong,
+        "PUT",
+        "/api/v1/sync/recordings/s-4",
+        "offset=0",
+        b"x",
+    );
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 500, "{body}");
     let log = wrong.log();
-    assert!(log.contains("recording storage") && log.contains("403"), "{log}");
+    assert!(
+        log.contains("recording storage") && log.contains("403"),
+        "{log}"
+    );
     assert!(!body.contains("not-the-secret-at-all") && !log.contains("not-the-secret-at-all"));
     assert!(!log.contains(&s3.secret_access_key), "{log}");
 }

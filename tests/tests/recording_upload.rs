@@ -278,7 +278,11 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
             bastion.kill9();
             break;
         }
-        assert!(s3.object(&key).is_none(), "finished before it could be interrupted\n{}", bastion.log());
+        assert!(
+            s3.object(&key).is_none(),
+            "finished before it could be interrupted\n{}",
+            bastion.log()
+        );
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the upload never started\n{}",
@@ -298,10 +302,23 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
     );
     let log = bastion.log();
     assert!(log.contains("resuming a recording upload"), "{log}");
-    assert!(log.contains("trying the next server URL"), "failed over: {log}");
-    assert!(s3.object(&key) == Some(original.clone()), "the bucket holds the identical bytes");
-    assert!(s3.files(&chunks).is_empty(), "no chunk left: {:?}", s3.files("bastions"));
-    assert!(!central.data_dir().join("recordings").exists(), "nothing on the server's disk");
+    assert!(
+        log.contains("trying the next server URL"),
+        "failed over: {log}"
+    );
+    assert!(
+        s3.object(&key) == Some(original.clone()),
+        "the bucket holds the identical bytes"
+    );
+    assert!(
+        s3.files(&chunks).is_empty(),
+        "no chunk left: {:?}",
+        s3.files("bastions")
+    );
+    assert!(
+        !central.data_dir().join("recordings").exists(),
+        "nothing on the server's disk"
+    );
 
     // The server streams it back from the bucket: jmsctl, checksum.
     bastion.wait_for("the session's events", || bastion.spool_empty());
@@ -309,8 +326,17 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
     let detail: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(detail["has_recording"], true, "{detail}");
     let fetched = dir.path().join("fetched.cast");
-    central.jmsctl(&["recording", "get", &session, "-o", fetched.to_str().unwrap()]);
-    assert!(std::fs::read(&fetched).unwrap() == original, "jmsctl fetched the identical bytes");
+    central.jmsctl(&[
+        "recording",
+        "get",
+        &session,
+        "-o",
+        fetched.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&fetched).unwrap() == original,
+        "jmsctl fetched the identical bytes"
+    );
     let sha = jms_sync::recording::sha256_file(&fetched).unwrap().0;
     assert_eq!(detail["recording"]["sha256"], sha.as_str());
     let rows = sqlite(

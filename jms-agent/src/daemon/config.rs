@@ -771,9 +771,17 @@ mod tests {
         let two = two.central.unwrap();
         assert_eq!(two.server, ["https://a:8420", "https://b:8420"]);
         assert_eq!(two.servers(), "https://a:8420, https://b:8420");
-        for bad in ["server = []", "server = [\"\"]", "server = \"\"", "server = 3"] {
+        for bad in [
+            "server = []",
+            "server = [\"\"]",
+            "server = \"\"",
+            "server = 3",
+        ] {
             let text = format!("[central]\n{bad}\n");
-            assert!(toml::from_str::<AgentdConfig>(&text).is_err(), "{bad} accepted");
+            assert!(
+                toml::from_str::<AgentdConfig>(&text).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 

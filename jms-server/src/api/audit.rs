@@ -530,9 +530,7 @@ impl RecordingFailure {
             RecordingError::Io { .. }
             | RecordingError::Storage(_)
             | RecordingError::Store(_)
-            | RecordingError::NoDirectory => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            | RecordingError::NoDirectory => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -96,7 +96,9 @@ impl S3Config {
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-            return Err(format!("recordings prefix `{prefix}`: no empty, `.` or `..` part"));
+            return Err(format!(
+                "recordings prefix `{prefix}`: no empty, `.` or `..` part"
+            ));
         }
         let prefix = if prefix.is_empty() {
             String::new()
@@ -106,8 +108,8 @@ impl S3Config {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
         let endpoint = get(ENV_ENDPOINT)
             .ok_or_else(|| format!("recordings in S3: set {ENV_ENDPOINT} (the store's URL)"))?;
-        let endpoint = Url::parse(&endpoint)
-            .map_err(|e| format!("{ENV_ENDPOINT} `{endpoint}`: {e}"))?;
+        let endpoint =
+            Url::parse(&endpoint).map_err(|e| format!("{ENV_ENDPOINT} `{endpoint}`: {e}"))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
             return Err(format!("{ENV_ENDPOINT}: expected http(s)://host[:port]"));
         }
@@ -137,7 +139,9 @@ impl S3Config {
             }
         };
         let ca_pem = match get(ENV_CA_FILE) {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| format!("{ENV_CA_FILE} {path}: {e}"))?),
+            Some(path) => {
+                Some(std::fs::read(&path).map_err(|e| format!("{ENV_CA_FILE} {path}: {e}"))?)
+            }
             None => None,
         };
         Ok(S3Config {
@@ -346,12 +350,18 @@ impl S3Storage {
     }
 
     fn get(&self, key: &str, what: &str) -> Result<Option<Response>> {
-        let url = self.bucket.get_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
         self.send(Method::GET, url, what, None)
     }
 
     fn put(&self, key: &str, body: Vec<u8>, what: &str) -> Result<()> {
-        let url = self.bucket.put_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
         let response = self.send(Method::PUT, url, what, Some(body))?;
         self.must(response, what)?;
         Ok(())
@@ -361,7 +371,10 @@ impl S3Storage {
     /// by every S3-compatible store; a recording has few chunks per MiB).
     fn delete_keys(&self, keys: &[String]) -> Result<()> {
         for key in keys {
-            let url = self.bucket.delete_object(Some(&self.credentials), key).sign(SIGNED_FOR);
+            let url = self
+                .bucket
+                .delete_object(Some(&self.credentials), key)
+                .sign(SIGNED_FOR);
             self.send(Method::DELETE, url, "delete chunk", None)?;
         }
         Ok(())
@@ -375,14 +388,23 @@ impl S3Storage {
 
     fn delete_final(&self, session: &str) -> Result<()> {
         let key = self.final_key(session);
-        let url = self.bucket.delete_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
         self.send(Method::DELETE, url, "delete recording", None)?;
         Ok(())
     }
 
     /// Streams the chunks through SHA-256 into the final object; on a
     /// mismatch nothing is kept.
-    fn compose(&self, session: &str, chain: &[Staged], size: u64, sha256: &str) -> Result<Finished> {
+    fn compose(
+        &self,
+        session: &str,
+        chain: &[Staged],
+        size: u64,
+        sha256: &str,
+    ) -> Result<Finished> {
         let key = self.final_key(session);
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
         let mut buffer: Vec<u8> = Vec::with_capacity(PART_SIZE + MAX_CHUNK);
@@ -466,14 +488,15 @@ impl S3Storage {
             let body = self
                 .must(response, "start multipart upload")?
                 .bytes()
-                .map_err(|e| storage_error(format!("start multipart upload: {}", e.without_url())))?;
+                .map_err(|e| {
+                    storage_error(format!("start multipart upload: {}", e.without_url()))
+                })?;
             let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
                 .map_err(|e| storage_error(format!("start multipart upload: {e}")))?;
             *upload = Some((parsed.upload_id().to_string(), Vec::new()));
         }
         let (id, etags) = upload.as_mut().expect("started above");
-        let number = u16::try_from(etags.len() + 1)
-            .map_err(|_| storage_error("too many parts"))?;
+        let number = u16::try_from(etags.len() + 1).map_err(|_| storage_error("too many parts"))?;
         let url = self
             .bucket
             .upload_part(Some(&self.credentials), key, number, id)
@@ -540,7 +563,10 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
 impl RecordingStorage for S3Storage {
     fn complete_size(&self, session: &str) -> Result<Option<u64>> {
         let key = self.final_key(session);
-        let url = self.bucket.head_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let url = self
+            .bucket
+            .head_object(Some(&self.credentials), &key)
+            .sign(SIGNED_FOR);
         let Some(response) = self.send(Method::HEAD, url, "look up recording", None)? else {
             return Ok(None);
         };
@@ -655,19 +681,36 @@ mod tests {
         assert!(!format!("{config:?}").contains("SECRET"));
         let bare = S3Config::from_env("s3://jms-rec", env(&vars)).unwrap();
         assert_eq!(bare.prefix, "");
-        for bad in ["jms-rec", "s3://x", "s3://Upper/p", "s3://jms-rec/a/../b", "s3://jms-rec/a//b"] {
-            assert!(S3Config::from_env(bad, env(&vars)).is_err(), "{bad} accepted");
+        for bad in [
+            "jms-rec",
+            "s3://x",
+            "s3://Upper/p",
+            "s3://jms-rec/a/../b",
+            "s3://jms-rec/a//b",
+        ] {
+            assert!(
+                S3Config::from_env(bad, env(&vars)).is_err(),
+                "{bad} accepted"
+            );
         }
         assert!(S3Config::from_env("s3://jms-rec", env(&vars[1..])).is_err());
         // The secret from a file, over the variable.
         let file = std::env::temp_dir().join(format!("jms-s3-secret-{}", std::process::id()));
         std::fs::write(&file, "FROM-FILE\n").unwrap();
         let path = file.to_str().unwrap().to_string();
-        let with_file = [vars[0], vars[1], vars[2], (ENV_SECRET_ACCESS_KEY_FILE, path.as_str())];
+        let with_file = [
+            vars[0],
+            vars[1],
+            vars[2],
+            (ENV_SECRET_ACCESS_KEY_FILE, path.as_str()),
+        ];
         let config = S3Config::from_env("s3://jms-rec", env(&with_file)).unwrap();
         std::fs::remove_file(&file).unwrap();
         assert_eq!(config.secret_access_key, "FROM-FILE");
-        assert!(S3Config::from_env("s3://jms-rec", env(&with_file)).is_err(), "a missing file");
+        assert!(
+            S3Config::from_env("s3://jms-rec", env(&with_file)).is_err(),
+            "a missing file"
+        );
     }
 
     #[test]
@@ -682,7 +725,10 @@ mod tests {
         let staged = [s(0, 10), s(10, 10), s(15, 3), s(20, 5), s(40, 5)];
         let (chain, end) = S3Storage::contiguous(&staged);
         assert_eq!(end, 25);
-        assert_eq!(chain.iter().map(|c| c.offset).collect::<Vec<_>>(), [0, 10, 20]);
+        assert_eq!(
+            chain.iter().map(|c| c.offset).collect::<Vec<_>>(),
+            [0, 10, 20]
+        );
         assert_eq!(S3Storage::contiguous(&[s(5, 5)]).1, 0);
     }
 }

@@ -85,8 +85,8 @@ pub async fn recording(
 ) -> Result<Response, WebError> {
     let recordings = state.services.recordings.clone();
     let found = tokio::task::spawn_blocking(move || recordings.open_recording(&id))
-    .await
-    .map_err(|e| WebError::Internal(format!("worker failed: {e}")))?;
+        .await
+        .map_err(|e| WebError::Internal(format!("worker failed: {e}")))?;
     let RecordingReader { reader, size } = match found {
         Ok(found) => found,
         Err(RecordingError::NotFound(message) | RecordingError::BadInput(message)) => {

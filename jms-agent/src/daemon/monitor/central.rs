@@ -92,7 +92,11 @@ impl CentralClient {
             let server = &self.servers[at];
             tried += 1;
             let last = tried >= count;
-            let body = if count == 1 { std::mem::take(&mut body) } else { body.clone() };
+            let body = if count == 1 {
+                std::mem::take(&mut body)
+            } else {
+                body.clone()
+            };
             match self.identity.call(&http, server, call.clone(), body) {
                 Ok(answer) if answer.status.is_server_error() && !last => {
                     warn!(server, status = answer.status.as_u16(), path = call.path, "trying the next server URL");

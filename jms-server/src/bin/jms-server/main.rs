@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use jms_server::recordings::{S3Config, S3Storage};
 use jms_server::store::Scope;
 use jms_server::tls::{Peer, ServerCertSource, ServerTls, TlsListener, TlsShared};
-use jms_server::recordings::{S3Config, S3Storage};
 use jms_server::Services;
 
 #[derive(Parser)]
@@ -141,8 +141,8 @@ fn main() -> ExitCode {
         }
     };
     if let Some(url) = cli.recordings.as_deref().filter(|u| !u.is_empty()) {
-        let storage = S3Config::from_env(url, |name| std::env::var(name).ok())
-            .and_then(S3Storage::new);
+        let storage =
+            S3Config::from_env(url, |name| std::env::var(name).ok()).and_then(S3Storage::new);
         match storage {
             Ok(storage) => {
                 services.recordings = Arc::new(services.recordings.stored_in(Box::new(storage)));
