@@ -4,14 +4,16 @@
 //! offset comes from the bucket, not from the instance), a corrupt chunk
 //! makes the completion fail and discards the upload, the good upload is
 //! composed into one object with a multipart upload and completes exactly
-//! once, and the API and `jmsctl recording get` stream back the identical
-//! bytes; nothing is written to the data directory; a wrong secret is
+//! once, and the API, `jmsctl recording get` and the audit web's replay
+//! stream back the identical bytes; nothing is written to the data
+//! directory; a wrong secret is
 //! refused by the store and never shown.
 
 mod common;
 
 use common::s3::S3Server;
-use common::{enrolled, outcome, Server, SyncBastion};
+use common::{enrolled, outcome, Server, SyncBastion, JMSCTL};
+use jms_core::password::totp_code;
 use jms_sync::bundle::hex;
 use reqwest::blocking::Client;
 use ring::digest::{digest, SHA256};
@@ -72,6 +74,66 @@ fn offset(server: &Server, bastion: &SyncBastion) -> u64 {
     let (status, state) = bastion.send_json(server, "GET", PATH, "", Vec::new());
     assert_eq!(status, 200, "{state}\n{}", server.log());
     state["offset"].as_u64().unwrap()
+}
+
+/// The cookie of a web admin logged in to the audit web (password and
+/// TOTP, as `jmsctl admin add` made her).
+fn web_session(server: &Server) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let password = "a long web admin passphrase";
+    let mut child = Command::new(JMSCTL)
+        .args([
+            "admin",
+            "add",
+            "auditor",
+            "--password-stdin",
+            "--iterations",
+            "1000",
+            "--data",
+        ])
+        .arg(&server.data)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (code, stdout, err) = outcome(&out);
+    assert_eq!(code, 0, "{err}");
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TOTP secret: "))
+        .unwrap()
+        .to_string();
+    let code = format!(
+        "{:06}",
+        totp_code(&secret, chrono::Utc::now().timestamp()).unwrap()
+    );
+    let response = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/web/login", server.url))
+        .header("origin", &server.url)
+        .form(&[
+            ("username", "auditor"),
+            ("password", password),
+            ("code", &code),
+            ("next", "/web/sessions"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303, "web login");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
 }
 
 #[test]
@@ -176,6 +238,17 @@ fn recordings_in_object_storage_resume_are_checked_and_stream_back() {
     assert!(
         std::fs::read(&file).unwrap() == bytes,
         "the same bytes from jmsctl"
+    );
+    let cookie = web_session(&server);
+    let replay = Client::new()
+        .get(format!("{}/web/sessions/s-3/recording.cast", server.url))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    assert_eq!(replay.status().as_u16(), 200);
+    assert!(
+        replay.bytes().unwrap().to_vec() == bytes,
+        "the same bytes for the replay"
     );
 
     // A wrong secret: the store refuses the signature; the error says so
