@@ -4,8 +4,8 @@
 //! checksum; the server then serves the identical bytes and the session
 //! shows it has a recording. A PAM login result travels the same way, as
 //! a `login` event. The same against a server that keeps recordings in
-//! S3-compatible object storage, reached through the second of two server
-//! URLs (the first is down). Runs as root (CI does).
+//! S3-compatible object storage, through two server URLs of which the
+//! first goes down mid-upload. Runs as root (CI does).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use jms_agent::daemon::events::{EventBody, Scope};
 use jms_agent::daemon::monitor::spool::Event;
 use jms_agent::daemon::session::recording::{Asciicast, Recorder, SessionMeta};
 use jms_e2e::agentd::{enrolled_agentd, enrolled_agentd_to, sqlite, Agentd};
-use jms_e2e::central::Central;
+use jms_e2e::central::{Central, Relay};
 use jms_e2e::s3::S3Server;
 
 /// Pid of the jms-agentd running with `config` (found in /proc: the
@@ -247,16 +247,13 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
 }
 
 #[test]
-fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
+fn agentd_uploads_a_recording_to_object_storage_switching_server_url_mid_upload() {
     let s3 = S3Server::start("jms-recordings");
     let central = Central::start_with_s3(&s3, "bastions");
-    // The first URL is down (nothing listens there): every request moves
-    // on to the second.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let servers = format!("[\"https://{down}\", {:?}]", central.url);
+    // Two URLs of the server: a relay (another instance, a balancer) that
+    // goes down mid-upload, then the server itself.
+    let relay = Relay::start(&central);
+    let servers = format!("[{:?}, {:?}]", relay.url, central.url);
     let (dir, mut bastion) = enrolled_agentd_to(&central, Some(&servers));
     let session = jms_agent::daemon::events::new_id();
     let recordings = bastion.state().join("recordings");
@@ -267,7 +264,8 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
     let key = format!("bastions/{session}.cast");
     let chunks = format!("bastions/partial/{session}");
 
-    // Killed while the bucket holds some chunks and no recording yet.
+    // While the bucket holds some chunks and no recording yet, the relay
+    // goes down and agentd is killed.
     bastion.start();
     let pid = agentd_pid(&bastion.config());
     let started = Instant::now();
@@ -275,6 +273,7 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
         signal(pid, nix::sys::signal::Signal::SIGSTOP);
         std::thread::sleep(Duration::from_millis(100));
         if !s3.files(&chunks).is_empty() {
+            relay.stop();
             bastion.kill9();
             break;
         }
@@ -291,9 +290,11 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
         signal(pid, nix::sys::signal::Signal::SIGCONT);
         std::thread::sleep(Duration::from_millis(30));
     }
+    let held = s3.files(&chunks).len();
     assert!(local.exists() && s3.object(&key).is_none());
 
-    // Restarted, it resumes and completes, once.
+    // Restarted, agentd finds the first URL down, resumes through the
+    // second where the bucket says, and completes once.
     bastion.start();
     bastion.wait_for_within(
         "the recording to be confirmed and deleted locally",
@@ -301,10 +302,13 @@ fn agentd_uploads_a_recording_to_object_storage_through_the_next_server_url() {
         || !local.exists(),
     );
     let log = bastion.log();
-    assert!(log.contains("resuming a recording upload"), "{log}");
     assert!(
         log.contains("trying the next server URL"),
         "failed over: {log}"
+    );
+    assert!(
+        log.contains("resuming a recording upload"),
+        "resumed where the bucket's {held} chunks end: {log}"
     );
     assert!(
         s3.object(&key) == Some(original.clone()),
