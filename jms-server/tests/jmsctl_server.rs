@@ -388,9 +388,11 @@ fn the_token_file_must_be_private() {
     assert!(out.starts_with("USERNAME"));
 }
 
-/// A port that answers every request with `503 Service Unavailable` (an
-/// instance that is up but cannot serve), and counts them.
-fn unavailable_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A port that answers every request with `status` (`503 Service
+/// Unavailable`: an instance that is up but cannot serve), and counts them.
+fn failing_server(
+    status: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -402,7 +404,8 @@ fn unavailable_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
             let mut buffer = [0u8; 4096];
             let _ = stream.read(&mut buffer);
             let _ = stream.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
             );
         }
     });
@@ -420,7 +423,7 @@ fn down_server() -> String {
 #[test]
 fn jmsctl_fails_over_to_the_next_server_url() {
     let server = Server::start();
-    let (unavailable, hits) = unavailable_server();
+    let (unavailable, hits) = failing_server("503 Service Unavailable");
     let down = down_server();
     let run = |servers: &str, args: &[&str]| {
         outcome(&jmsctl_env(
@@ -452,4 +455,15 @@ fn jmsctl_fails_over_to_the_next_server_url() {
     let (code, _, err) = run(&format!("{},ftp://x", server.url), &["user", "list"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ftp://x"), "{err}");
+    // A POST answered 500 may have been carried out: not sent again to
+    // the next URL (a GET is).
+    let (failed, failed_hits) = failing_server("500 Internal Server Error");
+    let servers = format!("{failed},{}", server.url);
+    let (code, _, err) = run(&servers, &["user", "add", "dave", "--name", "Dave"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("500"), "{err}");
+    let (code, out, err) = run(&servers, &["user", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("dave"), "the POST stopped at the 500: {out}");
+    assert_eq!(failed_hits.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
