@@ -17,16 +17,17 @@
 //!   no-op, so a bastion that lost the answer can ask again.
 //! - A recording belongs to the bastion that sent its first chunk.
 //!
-//! Appends and completions are serialised by one lock in each instance:
-//! uploads are few and each step is short; a bastion sends one upload's
+//! The steps of one upload are serialised by a lock of its own in each
+//! instance (other uploads go on meanwhile); a bastion sends one upload's
 //! steps one after the other, so instances need no lock between them.
 
 pub mod disk;
 pub mod s3;
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jms_sync::recording::is_recording_session_id;
 
@@ -106,7 +107,8 @@ pub struct RecordingReader {
 
 /// Where recordings are kept: the one seam between the upload rules
 /// ([`Recordings`]) and a disk or an object store. Called from blocking
-/// threads, under [`Recordings`]' lock; `session` is a checked id.
+/// threads, under the lock of `session`'s upload ([`Recordings`]);
+/// `session` is a checked id.
 pub trait RecordingStorage: Send + Sync {
     /// The size of the complete recording of `session`, if stored.
     fn complete_size(&self, session: &str) -> Result<Option<u64>>;
@@ -132,7 +134,8 @@ pub trait RecordingStorage: Send + Sync {
 /// and the lock over uploads.
 pub struct Recordings {
     storage: Option<Box<dyn RecordingStorage>>,
-    lock: Mutex<()>,
+    /// One lock per upload in progress (held while its step runs).
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     store: Store,
 }
 
@@ -142,7 +145,7 @@ impl Recordings {
     pub fn new(store: Store, dir: Option<PathBuf>) -> Recordings {
         Recordings {
             storage: dir.map(|dir| Box::new(DiskStorage::new(dir)) as Box<dyn RecordingStorage>),
-            lock: Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
             store,
         }
     }
@@ -151,7 +154,7 @@ impl Recordings {
     pub fn with_storage(store: Store, storage: Box<dyn RecordingStorage>) -> Recordings {
         Recordings {
             storage: Some(storage),
-            lock: Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
             store,
         }
     }
@@ -195,26 +198,46 @@ impl Recordings {
         }
     }
 
-    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    /// Runs `step` under the lock of `session`'s upload: steps of one
+    /// upload are serialised, uploads of other sessions go on meanwhile (a
+    /// long completion does not hold up every bastion).
+    fn locked<T>(&self, session: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(session.to_string())
+            .or_default()
+            .clone();
+        let result = {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            step()
+        };
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits on it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(session);
+        }
+        result
     }
 
     /// Where the upload of `session` stands.
     pub fn recording_state(&self, bastion: &BastionRow, session: &str) -> Result<UploadState> {
         check_session_id(session)?;
         let storage = self.storage()?;
-        let _guard = self.lock_uploads();
-        let row = self.own_recording(bastion, session)?;
-        let complete = row.as_ref().is_some_and(|r| r.complete);
-        let offset = match storage.complete_size(session)? {
-            Some(size) => size,
-            None => storage.partial_size(session)?,
-        };
-        Ok(UploadState {
-            session: session.to_string(),
-            offset,
-            complete,
-            sha256: row.filter(|r| r.complete).and_then(|r| r.sha256),
+        self.locked(session, || {
+            let row = self.own_recording(bastion, session)?;
+            let complete = row.as_ref().is_some_and(|r| r.complete);
+            let offset = match storage.complete_size(session)? {
+                Some(size) => size,
+                None => storage.partial_size(session)?,
+            };
+            Ok(UploadState {
+                session: session.to_string(),
+                offset,
+                complete,
+                sha256: row.filter(|r| r.complete).and_then(|r| r.sha256),
+            })
         })
     }
 
@@ -234,7 +257,7 @@ impl Recordings {
                 chunk.len()
             )));
         }
-        let _guard = self.lock_uploads();
+        self.locked(session, || {
         let row = self.own_recording(bastion, session)?;
         if let Some(size) = storage.complete_size(session)? {
             return Err(RecordingError::Conflict {
@@ -268,6 +291,7 @@ impl Recordings {
             });
         }
         Ok(end)
+        })
     }
 
     /// Checks the whole upload against `size` and `sha256` (hex) and marks
@@ -287,7 +311,7 @@ impl Recordings {
                 "sha256: expected 64 hex digits".into(),
             ));
         }
-        let _guard = self.lock_uploads();
+        self.locked(session, || {
         let row = self.own_recording(bastion, session)?;
         let state = |sha256: String| UploadState {
             session: session.to_string(),
@@ -345,6 +369,7 @@ impl Recordings {
         tx.commit()?;
         tracing::info!(bastion = bastion.name, session, size, "recording uploaded");
         Ok(state(sha256))
+        })
     }
 
     /// A complete recording, opened to be streamed.
