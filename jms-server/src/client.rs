@@ -1,5 +1,12 @@
 //! A blocking client of the admin API, for `jmsctl` and tests.
+//!
+//! The server may be several URLs (instances of one deployment, or one
+//! load-balanced URL): a request goes to the one that answered last and,
+//! when it cannot be reached or answers 5xx, to the next. A request that
+//! is not idempotent (POST, PATCH) moves on only when it was surely not
+//! carried out: its connection failed, or the answer was 502, 503 or 504.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, Response};
@@ -25,9 +32,12 @@ pub enum ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-/// A connection to one server with one token.
+/// A connection to one server (one or several URLs) with one token.
 pub struct Client {
-    base: Url,
+    /// Every URL of the server, in the order given.
+    bases: Vec<Url>,
+    /// The one answering now.
+    current: AtomicUsize,
     token: String,
     http: Http,
     /// The only CA the server's certificate may come from (PEM).
@@ -54,9 +64,20 @@ impl Client {
 
     /// A client that verifies an https server by `ca` alone (PEM; the
     /// server's CA, `DATA/tls/ca.pem`), refusing any other CA.
+    /// `server` is one URL or several separated by commas or spaces.
     pub fn with_ca(server: &str, token: &str, ca: Option<&[u8]>) -> Result<Client> {
-        let base = Url::parse(server).map_err(|_| ClientError::BadUrl(server.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        let bases = server
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                let base = Url::parse(u).map_err(|_| ClientError::BadUrl(u.to_string()))?;
+                if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+                    return Err(ClientError::BadUrl(u.to_string()));
+                }
+                Ok(base)
+            })
+            .collect::<Result<Vec<Url>>>()?;
+        if bases.is_empty() {
             return Err(ClientError::BadUrl(server.to_string()));
         }
         let unreachable = |message: String| ClientError::Unreachable {
@@ -72,29 +93,87 @@ impl Client {
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(Client {
-            base,
+            bases,
+            current: AtomicUsize::new(0),
             token: token.to_string(),
             http,
             ca,
         })
     }
 
-    /// The URL of `segments` (each percent-encoded on its own, so names
-    /// with `?`, `#` or `%` stay one segment) with `query`.
-    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        {
-            let mut path = url.path_segments_mut().expect("checked in new");
-            path.pop_if_empty();
-            path.extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        url
+    /// The URL answering now.
+    fn base(&self) -> &Url {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
+    /// The URL of `segments` (each percent-encoded on its own, so names
+    /// with `?`, `#` or `%` stay one segment) with `query`, on the server
+    /// URL answering now.
+    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        url_on(self.base(), segments, query)
+    }
+
+    /// Sends the request `make` builds for a server URL, to each URL in
+    /// turn from the one answering now (module doc); the answer of the
+    /// last one tried.
+    fn send_failover(
+        &self,
+        method: &Method,
+        make: impl Fn(&Url) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<Response> {
+        let idempotent = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        let count = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let at = (start + tried) % count;
+            let base = &self.bases[at];
+            tried += 1;
+            let last = tried >= count;
+            match make(base).send() {
+                Ok(response) => {
+                    let status = response.status();
+                    let unavailable = matches!(status.as_u16(), 502..=504);
+                    if !last && status.is_server_error() && (idempotent || unavailable) {
+                        tracing::warn!(server = %base, %status, "trying the next server URL");
+                        continue;
+                    }
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(e) if !last && (idempotent || e.is_connect()) => {
+                    tracing::warn!(server = %base, error = describe(&e), "trying the next server URL");
+                }
+                Err(e) => {
+                    return Err(ClientError::Unreachable {
+                        server: base.to_string(),
+                        message: describe(&e),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// `base` with `segments` (each percent-encoded on its own) and `query`.
+fn url_on(base: &Url, segments: &[&str], query: &[(&str, String)]) -> Url {
+    let mut url = base.clone();
+    {
+        let mut path = url.path_segments_mut().expect("checked in new");
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    url
+}
+
+impl Client {
     /// Calls the API; `Ok(None)` for an empty success (204).
     pub fn call(
         &self,
@@ -103,14 +182,15 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Option<Value>> {
-        let url = self.url(segments, query);
-        let mut request = self.http.request(method, url).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().map_err(|e| ClientError::Unreachable {
-            server: self.base.to_string(),
-            message: describe(&e),
+        let response = self.send_failover(&method, |base| {
+            let request = self
+                .http
+                .request(method.clone(), url_on(base, segments, query))
+                .bearer_auth(&self.token);
+            match body {
+                Some(body) => request.json(body),
+                None => request,
+            }
         })?;
         self.answer(response)
     }
@@ -118,22 +198,17 @@ impl Client {
     /// GETs a file (a recording) into `out`; returns the bytes written.
     /// An error answer is read as JSON like any other.
     pub fn download(&self, segments: &[&str], out: &mut dyn std::io::Write) -> Result<u64> {
-        let url = self.url(segments, &[]);
-        let mut response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| ClientError::Unreachable {
-                server: self.base.to_string(),
-                message: describe(&e),
-            })?;
+        let mut response = self.send_failover(&Method::GET, |base| {
+            self.http
+                .get(url_on(base, segments, &[]))
+                .bearer_auth(&self.token)
+        })?;
         if !response.status().is_success() {
             self.answer(response)?;
             return Err(self.protocol("an error status without an error"));
         }
         response.copy_to(out).map_err(|e| ClientError::Unreachable {
-            server: self.base.to_string(),
+            server: self.base().to_string(),
             message: describe(&e),
         })
     }
@@ -143,19 +218,18 @@ impl Client {
     /// as JSON like any other.
     pub fn stream(&self, segments: &[&str]) -> Result<Response> {
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            server: self.base.to_string(),
+            server: self.base().to_string(),
             message: describe(&e),
         };
         let http = builder(self.ca.as_ref())
             .timeout(None)
             .build()
             .map_err(unreachable)?;
-        let response = http
-            .get(self.url(segments, &[]))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .map_err(unreachable)?;
+        let response = self.send_failover(&Method::GET, |base| {
+            http.get(url_on(base, segments, &[]))
+                .bearer_auth(&self.token)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+        })?;
         if !response.status().is_success() {
             self.answer(response)?;
             return Err(self.protocol("an error status without an error"));
@@ -171,7 +245,7 @@ impl Client {
     fn answer(&self, response: Response) -> Result<Option<Value>> {
         let status = response.status();
         let text = response.text().map_err(|e| ClientError::Unreachable {
-            server: self.base.to_string(),
+            server: self.base().to_string(),
             message: describe(&e),
         })?;
         if status.is_success() {
@@ -201,7 +275,7 @@ impl Client {
 
     fn protocol(&self, message: &str) -> ClientError {
         ClientError::Protocol {
-            server: self.base.to_string(),
+            server: self.base().to_string(),
             message: message.to_string(),
         }
     }

@@ -387,3 +387,83 @@ fn the_token_file_must_be_private() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("USERNAME"));
 }
+
+/// A port that answers every request with `status` (`503 Service
+/// Unavailable`: an instance that is up but cannot serve), and counts them.
+fn failing_server(
+    status: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// A URL nothing listens on.
+fn down_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[test]
+fn jmsctl_fails_over_to_the_next_server_url() {
+    let server = Server::start();
+    let (unavailable, hits) = failing_server("503 Service Unavailable");
+    let down = down_server();
+    let run = |servers: &str, args: &[&str]| {
+        outcome(&jmsctl_env(
+            args,
+            &[("JMS_SERVER", servers), ("JMS_TOKEN", &server.admin)],
+            None,
+        ))
+    };
+    // Down, then 503, then the server: a read and a write (POST) both
+    // reach it.
+    let servers = format!("{down}, {unavailable},{}", server.url);
+    let (code, _, err) = run(&servers, &["user", "add", "carol", "--name", "Carol"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&servers, &["user", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("carol"), "{out}");
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the 503 URL was tried"
+    );
+    // All down: unreachable, naming the last URL tried.
+    let (code, _, err) = run(&format!("{down},{unavailable}"), &["user", "list"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("503") || err.contains("Service Unavailable"),
+        "{err}"
+    );
+    // A malformed URL in the list is refused as such.
+    let (code, _, err) = run(&format!("{},ftp://x", server.url), &["user", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ftp://x"), "{err}");
+    // A POST answered 500 may have been carried out: not sent again to
+    // the next URL (a GET is).
+    let (failed, failed_hits) = failing_server("500 Internal Server Error");
+    let servers = format!("{failed},{}", server.url);
+    let (code, _, err) = run(&servers, &["user", "add", "dave", "--name", "Dave"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("500"), "{err}");
+    let (code, out, err) = run(&servers, &["user", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("dave"), "the POST stopped at the 500: {out}");
+    assert_eq!(failed_hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -50,13 +50,21 @@ pub fn is_recording_session_id(id: &str) -> bool {
 /// SHA-256 (hex) and size of a file, read in blocks (a session recording:
 /// the bastion's upload and the server's check of it).
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    sha256_reader(std::fs::File::open(path)?)
+}
+
+/// SHA-256 (hex) and size of everything `reader` yields, read in blocks
+/// (a recording streamed back from object storage).
+pub fn sha256_reader(mut reader: impl std::io::Read) -> std::io::Result<(String, u64)> {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = match reader.read(&mut buffer) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }

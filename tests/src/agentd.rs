@@ -61,6 +61,12 @@ impl Agentd {
 
     /// Writes the agentd config for `server` (poll every second) in `dir`.
     pub fn new(dir: &Path, server: &str) -> Agentd {
+        Agentd::with_servers(dir, &format!("{server:?}"))
+    }
+
+    /// Writes the agentd config for `servers` (a TOML string or list:
+    /// `["URL", "URL"]`), polling every second, in `dir`.
+    pub fn with_servers(dir: &Path, servers: &str) -> Agentd {
         let agentd = Agentd {
             dir: dir.to_path_buf(),
             child: None,
@@ -68,7 +74,7 @@ impl Agentd {
         std::fs::write(
             agentd.config(),
             format!(
-                "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\n\n[central]\nserver = {server:?}\npoll_interval_secs = 1\nmax_staleness_secs = 3600\ntimeout_secs = 5\n\n[sessions]\nworker_user = \"nobody\"\n",
+                "socket = {:?}\nstate_dir = {:?}\nnss_cache = {:?}\n\n[central]\nserver = {servers}\npoll_interval_secs = 1\nmax_staleness_secs = 3600\ntimeout_secs = 5\n\n[sessions]\nworker_user = \"nobody\"\n",
                 agentd.socket(),
                 agentd.state(),
                 agentd.cache()
@@ -192,24 +198,35 @@ impl Drop for Agentd {
 /// behind a TLS proxy) when `insecure`: for the tests that put their own
 /// HTTP proxies on the wire.
 pub fn enrolled_agentd(insecure: bool) -> (tempfile::TempDir, Central, Agentd) {
-    let dir = shared_temp_dir();
     let central = if insecure {
         Central::start_insecure()
     } else {
         Central::start()
     };
+    let (dir, agentd) = enrolled_agentd_to(&central, None);
+    (dir, central, agentd)
+}
+
+/// The example policy on `central` and a bastion's agentd enrolled to it
+/// (not started) in a [`shared_temp_dir`], its `[central] server` being
+/// `servers` (a TOML list of URLs) when given.
+pub fn enrolled_agentd_to(central: &Central, servers: Option<&str>) -> (tempfile::TempDir, Agentd) {
+    let dir = shared_temp_dir();
     central.jmsctl(&["policy", "apply", EXAMPLE_POLICY]);
     let token = central.enrollment_token();
     let agentd_dir = dir.path().join("bastion");
     std::fs::create_dir(&agentd_dir).expect("the bastion's dir");
-    let agentd = Agentd::new(&agentd_dir, &central.url);
+    let agentd = match servers {
+        Some(servers) => Agentd::with_servers(&agentd_dir, servers),
+        None => Agentd::new(&agentd_dir, &central.url),
+    };
     let out = agentd.enroll(&central.url, &token);
     assert!(
         out.status.success(),
         "enroll failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (dir, central, agentd)
+    (dir, agentd)
 }
 
 /// Runs one query on the server's database with the sqlite3 tool; one

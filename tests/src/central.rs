@@ -58,10 +58,11 @@ pub struct Central {
     server: PathBuf,
     ctl: PathBuf,
     insecure: bool,
-    /// Extra environment of the server process (its settings' `JMS_*`).
-    env: Vec<(String, String)>,
     /// The server's CA (PEM) over TLS.
     ca: Option<Vec<u8>>,
+    /// Extra arguments and environment of the server process.
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A connection to the server: TLS or plain.
@@ -84,14 +85,24 @@ impl Central {
     /// Starts a server over TLS with `env` set (its options' `JMS_*`
     /// variables, e.g. `JMS_JOB_ATTEMPT_TIMEOUT`).
     pub fn start_with_env(env: &[(&str, &str)]) -> Central {
-        Central::start_full(false, env)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Central::start_configured(false, Vec::new(), env)
+    }
+
+    /// Starts a server over TLS that keeps recordings in `s3`'s bucket
+    /// under `prefix` (`--recordings s3://...`).
+    pub fn start_with_s3(s3: &crate::s3::S3Server, prefix: &str) -> Central {
+        Central::start_configured(false, vec!["--recordings".into(), s3.url(prefix)], s3.env())
     }
 
     fn start_with(insecure: bool) -> Central {
-        Central::start_full(insecure, &[])
+        Central::start_configured(insecure, Vec::new(), Vec::new())
     }
 
-    fn start_full(insecure: bool, env: &[(&str, &str)]) -> Central {
+    fn start_configured(insecure: bool, extra: Vec<String>, env: Vec<(String, String)>) -> Central {
         let (server, ctl) = server_binaries();
         let dir = tempfile::Builder::new()
             .prefix("jms-e2e-central-")
@@ -115,11 +126,9 @@ impl Central {
             server,
             ctl,
             insecure,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
             ca: None,
+            extra,
+            env,
         };
         central.url = central.spawn("127.0.0.1:0");
         assert_eq!(
@@ -147,6 +156,7 @@ impl Central {
             .arg(self.data_dir())
             .args(["--listen", listen])
             .args(self.insecure.then_some("--insecure-http"))
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -624,4 +634,92 @@ pub fn signed_answer_headers(
         jms_sync::auth::headers::ANSWER_SIGNATURE
     ));
     out
+}
+
+/// A TCP relay in front of a server (TLS passes through it untouched): a
+/// second URL for the same server, as a load balancer or another instance
+/// would be, that a test can take down mid-request with [`Relay::stop`].
+pub struct Relay {
+    /// `https://127.0.0.1:PORT` (the scheme of the server's URL).
+    pub url: String,
+    stopped: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays to `central` until stopped (or dropped).
+    pub fn start(central: &Central) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the relay");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let port = listener.local_addr().expect("the relay's address").port();
+        let scheme = if central.url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        let upstream = central.address().to_owned();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (stop, open) = (stopped.clone(), connections.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                for (mut from, mut to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+                open.push(client);
+                open.push(server);
+            }
+            // Dropping the listener: new connections are refused.
+        });
+        Relay {
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            stopped,
+            connections,
+        }
+    }
+
+    /// Refuses new connections and cuts the open ones (requests in flight
+    /// fail).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for stream in self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        // Let the accept loop see the flag and drop its listener.
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -24,6 +24,8 @@
 //! - [`browser`]: headless Chromium driven through chromedriver
 //!   (WebDriver), with screenshots kept under `target/test-artifacts/`.
 //! - [`mail`]: a loopback SMTP server catching what jms-server mails.
+//! - [`s3`]: a real S3-compatible server (moto, SigV4 checked) for
+//!   recordings in object storage.
 //! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
 //!   accounts, in its own mount namespace) for the session tests.
 //!
@@ -42,6 +44,7 @@ pub mod plain;
 pub mod preflight;
 pub mod procfs;
 pub mod run;
+pub mod s3;
 pub mod secrets;
 pub mod target;
 pub mod terminal;

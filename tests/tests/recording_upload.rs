@@ -3,7 +3,9 @@
 //! SIGKILL mid-upload, deleting its copy only once the server confirmed the
 //! checksum; the server then serves the identical bytes and the session
 //! shows it has a recording. A PAM login result travels the same way, as
-//! a `login` event. Runs as root (CI does).
+//! a `login` event. The same against a server that keeps recordings in
+//! S3-compatible object storage, through two server URLs of which the
+//! first goes down mid-upload. Runs as root (CI does).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 use jms_agent::daemon::events::{EventBody, Scope};
 use jms_agent::daemon::monitor::spool::Event;
 use jms_agent::daemon::session::recording::{Asciicast, Recorder, SessionMeta};
-use jms_e2e::agentd::{enrolled_agentd, sqlite, Agentd};
+use jms_e2e::agentd::{enrolled_agentd, enrolled_agentd_to, sqlite, Agentd};
+use jms_e2e::central::{Central, Relay};
+use jms_e2e::s3::S3Server;
 
 /// Pid of the jms-agentd running with `config` (found in /proc: the
 /// fixture keeps its child to itself).
@@ -240,4 +244,108 @@ fn agentd_uploads_a_recording_resuming_after_a_kill_and_deletes_it_once_confirme
     };
     bastion.wait_for("the login result on the server", || !logins().is_empty());
     assert_eq!(logins(), vec![format!("alice|192.0.2.7|sshd|{outcome}")]);
+}
+
+#[test]
+fn agentd_uploads_a_recording_to_object_storage_switching_server_url_mid_upload() {
+    let s3 = S3Server::start("jms-recordings");
+    let central = Central::start_with_s3(&s3, "bastions");
+    // Two URLs of the server: a relay (another instance, a balancer) that
+    // goes down mid-upload, then the server itself.
+    let relay = Relay::start(&central);
+    let servers = format!("[{:?}, {:?}]", relay.url, central.url);
+    let (dir, mut bastion) = enrolled_agentd_to(&central, Some(&servers));
+    let session = jms_agent::daemon::events::new_id();
+    let recordings = bastion.state().join("recordings");
+    // 12 MiB: a dozen chunks to interrupt, composed of two parts.
+    let local = write_recording(&recordings, &session, 12 << 20);
+    let original = std::fs::read(&local).unwrap();
+    spool_session(&bastion, &session);
+    let key = format!("bastions/{session}.cast");
+    let chunks = format!("bastions/partial/{session}");
+
+    // While the bucket holds some chunks and no recording yet, the relay
+    // goes down and agentd is killed.
+    bastion.start();
+    let pid = agentd_pid(&bastion.config());
+    let started = Instant::now();
+    loop {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(100));
+        if !s3.files(&chunks).is_empty() {
+            relay.stop();
+            bastion.kill9();
+            break;
+        }
+        assert!(
+            s3.object(&key).is_none(),
+            "finished before it could be interrupted\n{}",
+            bastion.log()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the upload never started\n{}",
+            bastion.log()
+        );
+        signal(pid, nix::sys::signal::Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let held = s3.files(&chunks).len();
+    assert!(local.exists() && s3.object(&key).is_none());
+
+    // Restarted, agentd finds the first URL down, resumes through the
+    // second where the bucket says, and completes once.
+    bastion.start();
+    bastion.wait_for_within(
+        "the recording to be confirmed and deleted locally",
+        Duration::from_secs(120),
+        || !local.exists(),
+    );
+    let log = bastion.log();
+    assert!(
+        log.contains("trying the next server URL"),
+        "failed over: {log}"
+    );
+    assert!(
+        log.contains("resuming a recording upload"),
+        "resumed where the bucket's {held} chunks end: {log}"
+    );
+    assert!(
+        s3.object(&key) == Some(original.clone()),
+        "the bucket holds the identical bytes"
+    );
+    assert!(
+        s3.files(&chunks).is_empty(),
+        "no chunk left: {:?}",
+        s3.files("bastions")
+    );
+    assert!(
+        !central.data_dir().join("recordings").exists(),
+        "nothing on the server's disk"
+    );
+
+    // The server streams it back from the bucket: jmsctl, checksum.
+    bastion.wait_for("the session's events", || bastion.spool_empty());
+    let show = central.jmsctl(&["session", "show", &session, "--json"]);
+    let detail: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(detail["has_recording"], true, "{detail}");
+    let fetched = dir.path().join("fetched.cast");
+    central.jmsctl(&[
+        "recording",
+        "get",
+        &session,
+        "-o",
+        fetched.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&fetched).unwrap() == original,
+        "jmsctl fetched the identical bytes"
+    );
+    let sha = jms_sync::recording::sha256_file(&fetched).unwrap().0;
+    assert_eq!(detail["recording"]["sha256"], sha.as_str());
+    let rows = sqlite(
+        &central,
+        &format!("SELECT size, complete FROM recordings WHERE session_id = '{session}'"),
+    );
+    assert_eq!(rows, vec![format!("{}|1", original.len())]);
 }

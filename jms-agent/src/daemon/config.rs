@@ -134,8 +134,14 @@ fn default_host_key_files() -> Vec<PathBuf> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CentralConfig {
-    /// The server's origin, `http://127.0.0.1:8420` or `https://jms.example`.
-    pub server: String,
+    /// The server's origin, `http://127.0.0.1:8420` or `https://jms.example`,
+    /// or a list of them (instances of one server, all holding the same
+    /// keys): each request goes to the one that answered last and, when it
+    /// cannot be reached, answers 5xx or an answer is not the server's, to
+    /// the next. Every sync request is safe to send again (event ids,
+    /// recording offsets, nonces), so any request may move on.
+    #[serde(deserialize_with = "one_or_more_urls")]
+    pub server: Vec<String>,
     /// Seconds between polls for a newer bundle.
     #[serde(default = "default_poll_interval")]
     pub poll_interval_secs: u64,
@@ -154,6 +160,35 @@ pub struct CentralConfig {
     /// renewed (the server issues them for 365 days).
     #[serde(default = "default_renew_cert_before_days")]
     pub renew_cert_before_days: u64,
+}
+
+/// `server = "URL"` or `server = ["URL", ...]` (at least one, none empty).
+fn one_or_more_urls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    let urls = match OneOrMore::deserialize(deserializer)? {
+        OneOrMore::One(url) => vec![url],
+        OneOrMore::More(urls) => urls,
+    };
+    if urls.is_empty() || urls.iter().any(|u| u.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "server: give a URL or a list of URLs, none empty",
+        ));
+    }
+    Ok(urls)
+}
+
+impl CentralConfig {
+    /// The server URLs, for messages.
+    pub fn servers(&self) -> String {
+        self.server.join(", ")
+    }
 }
 
 fn default_renew_cert_before_days() -> u64 {
@@ -752,6 +787,28 @@ mod tests {
 
     fn config(text: &str) -> AgentdConfig {
         toml::from_str(text).expect("a valid config")
+    }
+
+    #[test]
+    fn the_central_server_is_one_url_or_a_list() {
+        let one = config("[central]\nserver = \"https://a:8420\"\n");
+        assert_eq!(one.central.unwrap().server, ["https://a:8420"]);
+        let two = config("[central]\nserver = [\"https://a:8420\", \"https://b:8420\"]\n");
+        let two = two.central.unwrap();
+        assert_eq!(two.server, ["https://a:8420", "https://b:8420"]);
+        assert_eq!(two.servers(), "https://a:8420, https://b:8420");
+        for bad in [
+            "server = []",
+            "server = [\"\"]",
+            "server = \"\"",
+            "server = 3",
+        ] {
+            let text = format!("[central]\n{bad}\n");
+            assert!(
+                toml::from_str::<AgentdConfig>(&text).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

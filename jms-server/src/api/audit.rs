@@ -47,7 +47,7 @@ use super::views::PageView;
 use super::{ApiError, AppState};
 use crate::error::AdminError;
 use crate::recordings::Recordings;
-use crate::recordings::{check_session_id, RecordingError, UploadState};
+use crate::recordings::{check_session_id, RecordingError, RecordingReader, UploadState};
 use crate::store::{
     CommandQuery, CommandRecord, ListQuery, Page, ReadTx, SessionQuery, SessionRecord,
     TransferQuery, TransferRecord,
@@ -468,7 +468,7 @@ impl futures_core::Stream for FileStream {
 }
 
 /// Streams `file` (`size` bytes).
-pub(crate) fn stream_file(mut file: std::fs::File) -> HttpBody {
+pub(crate) fn stream_file(mut file: Box<dyn Read + Send>) -> HttpBody {
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let mut buffer = vec![0u8; 256 * 1024];
@@ -493,16 +493,10 @@ pub async fn get_recording(
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let name = id.clone();
-    let (file, size) = recording_work(&state, move |recordings| {
-        let (path, size) = recordings.recording_file(&id)?;
-        let file = std::fs::File::open(&path).map_err(|source| RecordingError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok((file, size))
-    })
-    .await
-    .map_err(RecordingFailure::into_api)?;
+    let RecordingReader { reader, size } =
+        recording_work(&state, move |recordings| recordings.open_recording(&id))
+            .await
+            .map_err(RecordingFailure::into_api)?;
     Ok((
         StatusCode::OK,
         [
@@ -513,7 +507,7 @@ pub async fn get_recording(
                 format!("attachment; filename=\"{name}.cast\""),
             ),
         ],
-        stream_file(file),
+        stream_file(reader),
     )
         .into_response())
 }
@@ -533,9 +527,10 @@ impl RecordingFailure {
             RecordingError::Conflict { .. } => StatusCode::CONFLICT,
             RecordingError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RecordingError::Mismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            RecordingError::Io { .. } | RecordingError::Store(_) | RecordingError::NoDirectory => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            RecordingError::Io { .. }
+            | RecordingError::Storage(_)
+            | RecordingError::Store(_)
+            | RecordingError::NoDirectory => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -18,7 +18,7 @@ use super::layout::{self, Nav, Page};
 use super::sessions::{find_session, player_head};
 use super::{WebError, WebState};
 use crate::api::audit::stream_file;
-use crate::recordings::RecordingError;
+use crate::recordings::{RecordingError, RecordingReader};
 
 /// Playback speeds offered.
 const SPEEDS: [(&str, &str); 6] = [
@@ -84,17 +84,10 @@ pub async fn recording(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let recordings = state.services.recordings.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let (path, size) = recordings.recording_file(&id)?;
-        let file = std::fs::File::open(&path).map_err(|source| RecordingError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok::<_, RecordingError>((file, size))
-    })
-    .await
-    .map_err(|e| WebError::Internal(format!("worker failed: {e}")))?;
-    let (file, size) = match found {
+    let found = tokio::task::spawn_blocking(move || recordings.open_recording(&id))
+        .await
+        .map_err(|e| WebError::Internal(format!("worker failed: {e}")))?;
+    let RecordingReader { reader, size } = match found {
         Ok(found) => found,
         Err(RecordingError::NotFound(message) | RecordingError::BadInput(message)) => {
             return Err(WebError::NotFound(message))
@@ -108,7 +101,7 @@ pub async fn recording(
             (header::CONTENT_LENGTH, size.to_string()),
             (header::CACHE_CONTROL, "private, no-store".to_string()),
         ],
-        stream_file(file),
+        stream_file(reader),
     )
         .into_response())
 }

@@ -15,6 +15,10 @@
 
 #![allow(dead_code)]
 
+/// The S3-compatible server of the e2e harness (one definition for both).
+#[path = "../../../tests/src/s3.rs"]
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,6 +37,8 @@ pub struct Server {
     child: Child,
     /// Extra `jms-server` arguments (kept for restarts).
     extra: Vec<String>,
+    /// Extra environment (kept for restarts).
+    env: Vec<(String, String)>,
     pub url: String,
     /// An admin token.
     pub admin: String,
@@ -89,14 +95,19 @@ impl Server {
     /// A server started with extra arguments; its log (stderr, `RUST_LOG`
     /// warn) is in [`Server::log`].
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start_with`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(String, String)]) -> Server {
         let mut extra = extra.to_vec();
         extra.push("--insecure-http");
-        Server::launch(&extra)
+        Server::launch(&extra, env)
     }
 
     /// A server over TLS with its own CA (made at its first start).
     pub fn start_tls() -> Server {
-        Server::launch(&[])
+        Server::launch(&[], &[])
     }
 
     /// A server on a new database of the PostgreSQL cluster
@@ -106,14 +117,14 @@ impl Server {
         let data = dir.path().join("data");
         let url = create_pg_database(&pg_cluster());
         std::fs::write(data.with_extension("database-url"), url).unwrap();
-        Server::launch_in(dir, &["--insecure-http"])
+        Server::launch_in(dir, &["--insecure-http"], &[])
     }
 
     /// A server on SQLite, whatever `JMS_TEST_DATABASE` says.
     pub fn start_on_sqlite() -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("data.database-url"), "").unwrap();
-        Server::launch_in(dir, &["--insecure-http"])
+        Server::launch_in(dir, &["--insecure-http"], &[])
     }
 
     /// Moves the server to the database at `url` (its data directory
@@ -146,11 +157,12 @@ impl Server {
         }
         let url = test_database(&self.data).expect("a peer shares a PostgreSQL database");
         std::fs::write(data.with_extension("database-url"), url).unwrap();
-        let (child, url) = spawn(&data, &self.extra);
+        let (child, url) = spawn(&data, &self.extra, &self.env);
         Server {
             url,
             child,
             extra: self.extra.clone(),
+            env: self.env.clone(),
             admin: self.admin.clone(),
             read: self.read.clone(),
             data,
@@ -160,16 +172,17 @@ impl Server {
         }
     }
 
-    fn launch(extra: &[&str]) -> Server {
-        Server::launch_in(tempfile::tempdir().unwrap(), extra)
+    fn launch(extra: &[&str], env: &[(String, String)]) -> Server {
+        Server::launch_in(tempfile::tempdir().unwrap(), extra, env)
     }
 
-    fn launch_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+    fn launch_in(dir: tempfile::TempDir, extra: &[&str], env: &[(String, String)]) -> Server {
         let data = dir.path().join("data");
         let admin = create_token(&data, "admin", "admin");
         let read = create_token(&data, "read", "reader");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(&data, &extra);
+        let env = env.to_vec();
+        let (child, url) = spawn(&data, &extra, &env);
         let ca = url
             .starts_with("https://")
             .then(|| std::fs::read_to_string(data.join("tls/ca.pem")).expect("the server's CA"));
@@ -177,6 +190,7 @@ impl Server {
             url,
             child,
             extra,
+            env,
             admin,
             read,
             data,
@@ -191,7 +205,7 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, url) = spawn(&self.data, &self.extra);
+        let (child, url) = spawn(&self.data, &self.extra, &self.env);
         self.child = child;
         self.url = url;
     }
@@ -277,7 +291,7 @@ fn log_file(data: &Path) -> PathBuf {
 }
 
 /// Starts jms-server on `data` and a free port; returns it and its URL.
-fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(data: &Path, extra: &[String], env: &[(String, String)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -289,6 +303,7 @@ fn spawn(data: &Path, extra: &[String]) -> (Child, String) {
         .args(["--listen", "127.0.0.1:0"])
         .args(database_args(data))
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log)

@@ -5,12 +5,20 @@
 //! key. Policy sync, event upload, the control long-poll, live output and
 //! recording upload all go through [`CentralClient::call`].
 //!
+//! `[central] server` may name several URLs (instances of one server):
+//! [`CentralClient::call`] sends to the one that answered last and, when
+//! it cannot be reached, answers 5xx or sends an answer that is not the
+//! server's, to the next; every sync request may be sent again (event ids,
+//! recording offsets, fresh nonces), so failing over never doubles an
+//! effect.
+//!
 //! The client certificate is renewed before it ends
 //! ([`run_cert_renewal`]): the new one replaces the old on disk and in
 //! the client every thread uses. The pin check at enrollment is
 //! [`super::pinning`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +38,10 @@ use crate::daemon::monitor::pinning::provider;
 /// thread that talks to the server.
 pub struct CentralClient {
     identity: Identity,
-    server: String,
+    /// Every URL of the server, in the configured order.
+    servers: Vec<String>,
+    /// The one that answered last.
+    current: AtomicUsize,
     /// Rebuilt when the client certificate is renewed.
     http: RwLock<Client>,
     /// The client certificate in use (a pinned enrollment).
@@ -49,7 +60,8 @@ impl CentralClient {
         let http = client_for(&identity, client_cert.as_ref(), timeout)?;
         Ok(CentralClient {
             identity,
-            server: config.server.clone(),
+            servers: config.server.clone(),
+            current: AtomicUsize::new(0),
             http: RwLock::new(http),
             client_cert: RwLock::new(client_cert),
             timeout,
@@ -60,27 +72,53 @@ impl CentralClient {
         &self.identity
     }
 
+    /// The server URL answering now.
     pub fn server(&self) -> &str {
-        &self.server
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
     }
 
-    /// Sends `call` signed by the bastion key; the answer once believed
-    /// ([`Identity::call`]). Without its own timeout a call gets the
-    /// configured one.
-    pub fn call(&self, mut call: Call<'_>, body: Vec<u8>) -> Result<Answer> {
+    /// Sends `call` signed by the bastion key, to each server URL in turn
+    /// from the one answering now (module doc); the answer once believed
+    /// ([`Identity::call`]), or the last URL's failure. Without its own
+    /// timeout a call gets the configured one.
+    pub fn call(&self, mut call: Call<'_>, mut body: Vec<u8>) -> Result<Answer> {
         call.timeout.get_or_insert(self.timeout);
         let http = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
-        self.identity
-            .call(&http, &self.server, call, body)
-            .map_err(|e| match &self.identity.enrollment.ca_sha256 {
-                Some(pin) if format!("{e:#}").contains("invalid peer certificate") => e.context(
-                    format!(
-                        "{} presents a certificate the CA pinned at enrollment (sha256 {pin}) did not issue: refused",
-                        self.server
-                    ),
-                ),
-                _ => e,
-            })
+        let count = self.servers.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let at = (start + tried) % count;
+            let server = &self.servers[at];
+            tried += 1;
+            let last = tried >= count;
+            let body = if count == 1 {
+                std::mem::take(&mut body)
+            } else {
+                body.clone()
+            };
+            match self.identity.call(&http, server, call.clone(), body) {
+                Ok(answer) if answer.status.is_server_error() && !last => {
+                    warn!(server, status = answer.status.as_u16(), path = call.path, "trying the next server URL");
+                }
+                Ok(answer) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(e) if !last => {
+                    warn!(server, path = call.path, "trying the next server URL: {e:#}");
+                }
+                Err(e) => {
+                    return Err(match &self.identity.enrollment.ca_sha256 {
+                        Some(pin) if format!("{e:#}").contains("invalid peer certificate") => e
+                            .context(format!(
+                                "{server} presents a certificate the CA pinned at enrollment (sha256 {pin}) did not issue: refused"
+                            )),
+                        _ => e,
+                    })
+                }
+            }
+        }
     }
 
     /// When the client certificate in use ends, by the pinned CA's

@@ -621,7 +621,7 @@ impl PolicySource for Central {
     fn describe(&self) -> String {
         format!(
             "central server {} (bastion {} `{}`, server key {})",
-            self.config.server,
+            self.config.servers(),
             self.client.identity().enrollment.bastion_id,
             self.client.identity().enrollment.bastion_name,
             self.client.identity().enrollment.server_id

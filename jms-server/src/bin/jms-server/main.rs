@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use jms_server::recordings::{S3Config, S3Storage};
 use jms_server::store::Scope;
 use jms_server::tls::{Peer, ServerCertSource, ServerTls, TlsListener, TlsShared};
 use jms_server::Services;
@@ -81,6 +82,12 @@ struct Cli {
     /// `Asia/Shanghai`.
     #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = parse_timezone, env = "JMS_TIMEZONE")]
     timezone: chrono_tz::Tz,
+    /// Where recordings go: `s3://BUCKET[/PREFIX]` for an S3-compatible
+    /// object store (endpoint and credentials from JMS_S3_ENDPOINT,
+    /// JMS_S3_ACCESS_KEY_ID, JMS_S3_SECRET_ACCESS_KEY, JMS_S3_REGION...;
+    /// docs/ha.md). Default: DIR/recordings on the local disk.
+    #[arg(long, value_name = "URL", global = true, env = "JMS_RECORDINGS")]
+    recordings: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -171,7 +178,7 @@ fn main() -> ExitCode {
         eprintln!("jms-server: give the data directory with --data DIR");
         return ExitCode::from(2);
     };
-    let services = match Services::open_with(&data, cli.database.as_deref()) {
+    let mut services = match Services::open_with(&data, cli.database.as_deref()) {
         Ok(services) => services,
         Err(e) => {
             eprintln!("jms-server: {}: {e}", data.display());
@@ -179,6 +186,19 @@ fn main() -> ExitCode {
         }
     };
     services.portal.set_timezone(cli.timezone);
+    if let Some(url) = cli.recordings.as_deref().filter(|u| !u.is_empty()) {
+        let storage =
+            S3Config::from_env(url, |name| std::env::var(name).ok()).and_then(S3Storage::new);
+        match storage {
+            Ok(storage) => {
+                services.recordings = Arc::new(services.recordings.stored_in(Box::new(storage)));
+            }
+            Err(e) => {
+                eprintln!("jms-server: --recordings: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result = match cli.command {
         Some(Command::Token(TokenCommand::Create { scope, name })) => {
             create_token(&services, &name, scope)

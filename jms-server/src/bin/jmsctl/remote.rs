@@ -17,7 +17,9 @@ use serde_json::Value;
 /// Where the server is; every server command takes it.
 #[derive(Args, Clone)]
 pub struct ServerArgs {
-    /// Server URL (https://HOST:PORT); default: $JMS_SERVER.
+    /// Server URL (https://HOST:PORT), or several separated by commas
+    /// (instances of one server: tried in turn when one is down or
+    /// answers 5xx); default: $JMS_SERVER.
     #[arg(long, value_name = "URL", env = "JMS_SERVER", global = true)]
     pub server: Option<String>,
     /// The server's CA certificate (PEM; the server's DATA/tls/ca.pem):
