@@ -30,6 +30,32 @@ pub struct PolicyDocument {
     pub grants: Vec<Grant>,
     #[serde(default)]
     pub command_filters: Vec<CommandFilter>,
+    /// Scheduled account jobs, kept by the server (bastions never get
+    /// them). Absent: `policy apply` leaves the server's plans as they
+    /// are; present (even empty): it makes them equal to these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plans: Option<Vec<Plan>>,
+}
+
+/// A scheduled account job: `kind` (rotate, verify, push, discover) on
+/// every asset of `node` (and below), or on `asset` (only `account` of it
+/// when given), every `every_days` days or on the five-field `cron`
+/// expression (UTC). The server checks it when the policy is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub name: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
 }
 
 fn yes() -> bool {

@@ -64,6 +64,9 @@ pub struct PolicyDoc {
     pub assets: Section<Asset>,
     pub grants: Section<Grant>,
     pub command_filters: Section<CommandFilter>,
+    /// The server's scheduled plans, carried through untouched (nothing
+    /// here evaluates them).
+    pub plans: Option<Vec<crate::model::Plan>>,
 }
 
 impl PolicyDoc {
@@ -75,6 +78,7 @@ impl PolicyDoc {
             assets: doc.assets.into(),
             grants: doc.grants.into(),
             command_filters: doc.command_filters.into(),
+            plans: doc.plans,
         }
     }
 
@@ -87,6 +91,7 @@ impl PolicyDoc {
             assets: self.assets.to_vec(),
             grants: self.grants.to_vec(),
             command_filters: self.command_filters.to_vec(),
+            plans: self.plans.clone(),
         }
     }
 }
@@ -347,6 +352,8 @@ struct RawDocument {
     grants: Vec<Value>,
     #[serde(default)]
     command_filters: Vec<Value>,
+    #[serde(default)]
+    plans: Option<Vec<Value>>,
 }
 
 fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocument> {
@@ -395,6 +402,7 @@ fn parse_document(text: &str, format: Format, file: &str) -> Result<PolicyDocume
         "name",
         raw.command_filters,
     )?;
+    read_all::<crate::model::Plan>(file, "plans", "plan", "name", raw.plans.unwrap_or_default())?;
     Err(syntax(typed_error))
 }
 

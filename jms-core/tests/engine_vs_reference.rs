@@ -1018,6 +1018,7 @@ impl Spec {
             assets,
             grants,
             command_filters: Vec::new(),
+            plans: None,
         }
     }
 }
@@ -1242,6 +1243,7 @@ fn reference_covers_descendant_nodes_but_not_string_prefixes() {
             g
         }],
         command_filters: Vec::new(),
+        plans: None,
     };
     let (alice, _) = find(&doc, "alice", "deep");
     let listed: Vec<String> = reference::list(&doc, alice, t(0))

@@ -214,6 +214,7 @@ impl PolicyService {
                 .collect(),
             grants: s.grants.into_iter().map(|r| r.grant).collect(),
             command_filters: s.filters.into_iter().map(|r| r.filter).collect(),
+            plans: None,
         })
     }
 
@@ -762,6 +763,7 @@ fn affected_part(doc: &PolicyDocument, changes: &[Change]) -> PolicyDocument {
         assets: kept(&doc.assets, |a| assets.contains(a.name.as_str())),
         grants: kept(&doc.grants, |g| grants.contains(g.name.as_str())),
         command_filters: kept(&doc.command_filters, |f| filters.contains(f.name.as_str())),
+        plans: None,
     }
 }
 

@@ -725,3 +725,65 @@ fn apply_replaces_the_policy_and_dry_run_only_reports() {
         true
     );
 }
+
+/// Plans in the policy file: `policy apply` makes the server's plans
+/// equal to the file's (checked against the document applied; an
+/// unchanged plan keeps its schedule), leaves them alone when the file
+/// has no `plans`, and export writes them back.
+#[test]
+fn policy_apply_carries_plans_and_leaves_them_alone_without_a_plans_key() {
+    let server = Server::start();
+    let doc = |plans: Option<Value>| {
+        let mut doc = json!({
+            "assets": [{"name": "web01", "address": "10.0.0.1",
+                        "protocols": [{"name": "ssh", "port": 22}],
+                        "accounts": [{"name": "app", "username": "app",
+                                      "secret_type": "password", "secret": "app-pw-1"}]}],
+        });
+        if let Some(plans) = plans {
+            doc["plans"] = plans;
+        }
+        doc
+    };
+    let weekly = json!([{"name": "weekly", "kind": "rotate", "asset": "web01",
+                         "account": "app", "every_days": 7}]);
+    let applied = server.expect(
+        200,
+        "PUT",
+        "/api/v1/policy",
+        Some(doc(Some(weekly.clone()))),
+    );
+    assert_eq!(applied["plans"], json!(["+ plan weekly"]), "{applied}");
+    let first = server.expect(200, "GET", "/api/v1/plans/weekly", None);
+    assert_eq!(first["kind"], "rotate");
+    // The same file again: nothing changes, the schedule is kept.
+    let again = server.expect(
+        200,
+        "PUT",
+        "/api/v1/policy",
+        Some(doc(Some(weekly.clone()))),
+    );
+    assert_eq!(again["plans"], json!([]), "{again}");
+    let kept = server.expect(200, "GET", "/api/v1/plans/weekly", None);
+    assert_eq!(kept["next_run"], first["next_run"]);
+    // A file without `plans` leaves them alone; export writes them.
+    let without = server.expect(200, "PUT", "/api/v1/policy", Some(doc(None)));
+    assert_eq!(without["plans"], json!([]), "{without}");
+    let exported = server.expect(200, "GET", "/api/v1/policy", None);
+    assert_eq!(exported["plans"], weekly, "{exported}");
+    // A plan of an unknown asset is refused before anything is applied.
+    let bad = json!([{"name": "bad", "kind": "verify", "asset": "db01", "every_days": 1}]);
+    let (status, _) = server.admin("PUT", "/api/v1/policy", Some(doc(Some(bad))));
+    assert_eq!(status, 404, "the unknown asset is named");
+    assert_eq!(
+        server.expect(200, "GET", "/api/v1/plans", None)["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // `plans: []` removes them.
+    let emptied = server.expect(200, "PUT", "/api/v1/policy", Some(doc(Some(json!([])))));
+    assert_eq!(emptied["plans"], json!(["- plan weekly"]), "{emptied}");
+    let exported = server.expect(200, "GET", "/api/v1/policy", None);
+    assert!(exported.get("plans").is_none(), "{exported}");
+}

@@ -421,6 +421,7 @@ pub fn generate(params: &Params) -> PolicyDocument {
         assets,
         grants,
         command_filters,
+        plans: None,
     }
 }
 

@@ -329,6 +329,7 @@ pub fn all() -> Value {
             ("assets", list_of("Asset")),
             ("grants", list_of("Grant")),
             ("command_filters", list_of("CommandFilter")),
+            ("plans", list_of("PlanSpec")),
         ], &[], true),
         "Change": object(&[
             ("op", one_of(&["add", "change", "remove"])),
@@ -340,6 +341,7 @@ pub fn all() -> Value {
             ("changes", list_of("Change")),
             ("version", integer()),
             ("dry_run", boolean()),
+            ("plans", strings()),
         ], &["changes", "version", "dry_run"], false),
     });
     let sync = sync_schemas();
@@ -608,6 +610,9 @@ fn sync_schemas() -> Map<String, Value> {
     let mut new_plan = plan_fields.clone();
     new_plan.push(("start", json!({"type": ["string", "null"], "format": "date-time", "description": "First run of an every-N-days plan (default: one period from now)"})));
     add("NewPlan", object(&new_plan, &["name", "kind"], true));
+    let mut spec = object(&plan_fields, &["name", "kind"], true);
+    spec["description"] = json!("A plan in a policy file (kept by the server, never sent to bastions); a file without `plans` leaves the server's as they are");
+    add("PlanSpec", spec);
     let mut plan = plan_fields;
     plan.extend([
         ("created_by", string()),

@@ -136,7 +136,9 @@ pub async fn export_policy(
         if params.with_secrets {
             services.policy.log_secret_export(&actor.name)?;
         }
-        Ok(Json(services.policy.document(params.with_secrets)?))
+        let mut doc = services.policy.document(params.with_secrets)?;
+        doc.plans = services.jobs.plans_for_export()?;
+        Ok(Json(doc))
     })
     .await
 }
@@ -156,17 +158,47 @@ pub async fn apply_policy(
     Extension(actor): Extension<Actor>,
     Params(params): Params<ApplyParams>,
     body: axum::body::Bytes,
-) -> Result<Json<Applied>, ApiError> {
+) -> Result<Json<AppliedWithPlans>, ApiError> {
     let mut desired = read_document(&body)?;
+    // Plans live beside the policy: checked against the document being
+    // applied, then made equal to the file's (left alone when it has none).
+    let plans = desired.plans.take();
     blocking(&state, move |services| {
+        let now = chrono::Utc::now();
+        let check = plans.as_ref().map(|_| desired.clone());
+        if let (Some(plans), Some(check)) = (&plans, &check) {
+            services
+                .jobs
+                .apply_plans(&actor.name, check, plans, true, now)?;
+        }
         let applied = services.policy.change(&actor.name, params.dry_run, |doc| {
             keep_secrets(&mut desired, doc);
             *doc = desired;
             Ok(())
         })?;
-        Ok(Json(applied))
+        let plan_changes = match (&plans, &check) {
+            (Some(plans), Some(check)) => {
+                services
+                    .jobs
+                    .apply_plans(&actor.name, check, plans, params.dry_run, now)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Json(AppliedWithPlans {
+            applied,
+            plans: plan_changes,
+        }))
     })
     .await
+}
+
+/// The answer to `PUT /api/v1/policy`: the policy's changes and the plans'.
+#[derive(Debug, serde::Serialize)]
+pub struct AppliedWithPlans {
+    #[serde(flatten)]
+    pub applied: Applied,
+    /// `+ plan NAME`, `~ plan NAME`, `- plan NAME`.
+    pub plans: Vec<String>,
 }
 
 /// Parses a policy document; on error, jms-core's message naming the

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::JobService;
 use crate::error::{AdminError, Result};
 use crate::store::PlanRow;
+use jms_core::model::{Plan, PolicyDocument};
 
 /// Longest cron expression.
 const MAX_CRON: usize = 128;
@@ -112,92 +113,103 @@ fn cut(text: String) -> String {
     format!("{}…", &text[..end])
 }
 
+/// `plan` checked against `doc` (its node, asset and account exist; one
+/// scope, one schedule), as a row whose first run is computed from `now`.
+fn checked(
+    doc: &PolicyDocument,
+    actor: &str,
+    plan: NewPlan,
+    now: DateTime<Utc>,
+) -> Result<PlanRow> {
+    check_name(&plan.name)?;
+    if plan.kind == JobKind::Remove {
+        return Err(AdminError::BadInput(
+            "a plan rotates, verifies, pushes or discovers; removal is on demand only".into(),
+        ));
+    }
+    match (&plan.node, &plan.asset) {
+        (Some(node), None) => {
+            if plan.account.is_some() {
+                return Err(AdminError::BadInput(
+                    "a plan of one account names its asset (--asset), not a node".into(),
+                ));
+            }
+            let below = format!("{}/", node.trim_end_matches('/'));
+            let known = doc
+                .nodes
+                .iter()
+                .chain(doc.assets.iter().flat_map(|a| &a.nodes))
+                .any(|n| n == node || n.starts_with(&below));
+            if !known {
+                return Err(AdminError::NotFound(format!("node `{node}` not found")));
+            }
+        }
+        (None, Some(asset)) => {
+            let found = doc
+                .assets
+                .iter()
+                .find(|a| &a.name == asset)
+                .ok_or_else(|| AdminError::NotFound(format!("asset `{asset}` not found")))?;
+            if let Some(account) = &plan.account {
+                if !found.accounts.iter().any(|a| &a.name == account) {
+                    return Err(AdminError::NotFound(format!(
+                        "account `{account}` of `{asset}` not found"
+                    )));
+                }
+            }
+        }
+        _ => {
+            return Err(AdminError::BadInput(
+                "a plan is of a node or of an asset: name one".into(),
+            ))
+        }
+    }
+    let mut row = PlanRow {
+        name: plan.name.clone(),
+        kind: plan.kind,
+        node: plan.node,
+        asset: plan.asset,
+        account: plan.account,
+        every_days: plan.every_days,
+        cron: plan.cron,
+        created_by: actor.to_string(),
+        created_at: now,
+        next_run: now,
+        last_run: None,
+        last_jobs: Vec::new(),
+        last_error: None,
+    };
+    row.next_run = match (&row.cron, row.every_days, plan.start) {
+        (Some(_), None, None) => next_after(&row, now)?,
+        (Some(expression), None, Some(_)) => {
+            parse_cron(expression)?;
+            return Err(AdminError::BadInput(
+                "--start goes with --every-days; a cron plan runs at the expression's times".into(),
+            ));
+        }
+        (None, Some(days), start) if (1..=MAX_EVERY_DAYS).contains(&days) => {
+            start.unwrap_or(now + Duration::days(i64::from(days)))
+        }
+        (None, Some(_), _) => {
+            return Err(AdminError::BadInput(format!(
+                "every_days: 1 to {MAX_EVERY_DAYS}"
+            )))
+        }
+        _ => {
+            return Err(AdminError::BadInput(
+                "a plan runs every N days or on a cron expression: give one".into(),
+            ))
+        }
+    };
+    Ok(row)
+}
+
 impl JobService {
     /// Adds a plan for `actor`; refuses one whose scope or schedule is
     /// wrong, or whose name is taken.
     pub fn add_plan(&self, actor: &str, plan: NewPlan, now: DateTime<Utc>) -> Result<PlanRow> {
-        check_name(&plan.name)?;
-        if plan.kind == JobKind::Remove {
-            return Err(AdminError::BadInput(
-                "a plan rotates, verifies, pushes or discovers; removal is on demand only".into(),
-            ));
-        }
         let doc = self.policy.document(false)?;
-        match (&plan.node, &plan.asset) {
-            (Some(node), None) => {
-                if plan.account.is_some() {
-                    return Err(AdminError::BadInput(
-                        "a plan of one account names its asset (--asset), not a node".into(),
-                    ));
-                }
-                let below = format!("{}/", node.trim_end_matches('/'));
-                let known = doc
-                    .nodes
-                    .iter()
-                    .chain(doc.assets.iter().flat_map(|a| &a.nodes))
-                    .any(|n| n == node || n.starts_with(&below));
-                if !known {
-                    return Err(AdminError::NotFound(format!("node `{node}` not found")));
-                }
-            }
-            (None, Some(asset)) => {
-                let found = doc
-                    .assets
-                    .iter()
-                    .find(|a| &a.name == asset)
-                    .ok_or_else(|| AdminError::NotFound(format!("asset `{asset}` not found")))?;
-                if let Some(account) = &plan.account {
-                    if !found.accounts.iter().any(|a| &a.name == account) {
-                        return Err(AdminError::NotFound(format!(
-                            "account `{account}` of `{asset}` not found"
-                        )));
-                    }
-                }
-            }
-            _ => {
-                return Err(AdminError::BadInput(
-                    "a plan is of a node or of an asset: name one".into(),
-                ))
-            }
-        }
-        let mut row = PlanRow {
-            name: plan.name.clone(),
-            kind: plan.kind,
-            node: plan.node,
-            asset: plan.asset,
-            account: plan.account,
-            every_days: plan.every_days,
-            cron: plan.cron,
-            created_by: actor.to_string(),
-            created_at: now,
-            next_run: now,
-            last_run: None,
-            last_jobs: Vec::new(),
-            last_error: None,
-        };
-        row.next_run = match (&row.cron, row.every_days, plan.start) {
-            (Some(_), None, None) => next_after(&row, now)?,
-            (Some(expression), None, Some(_)) => {
-                parse_cron(expression)?;
-                return Err(AdminError::BadInput(
-                    "--start goes with --every-days; a cron plan runs at the expression's times"
-                        .into(),
-                ));
-            }
-            (None, Some(days), start) if (1..=MAX_EVERY_DAYS).contains(&days) => {
-                start.unwrap_or(now + Duration::days(i64::from(days)))
-            }
-            (None, Some(_), _) => {
-                return Err(AdminError::BadInput(format!(
-                    "every_days: 1 to {MAX_EVERY_DAYS}"
-                )))
-            }
-            _ => {
-                return Err(AdminError::BadInput(
-                    "a plan runs every N days or on a cron expression: give one".into(),
-                ))
-            }
-        };
+        let row = checked(&doc, actor, plan, now)?;
         let mut tx = self.store.write()?;
         if !tx.insert_plan(&row)? {
             return Err(AdminError::Conflict(format!(
@@ -208,6 +220,102 @@ impl JobService {
         tx.commit()?;
         tracing::info!(event = "plan_added", plan = %row.name, kind = row.kind.as_str(), actor, next_run = %row.next_run);
         Ok(row)
+    }
+
+    /// Makes the plans equal to a policy file's `plans` (checked against
+    /// `doc`, the policy being applied): a plan whose definition did not
+    /// change keeps its schedule. Returns what changed (`dry_run`: what
+    /// would).
+    pub fn apply_plans(
+        &self,
+        actor: &str,
+        doc: &PolicyDocument,
+        plans: &[Plan],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut wanted = Vec::new();
+        for plan in plans {
+            let kind = plan.kind.parse().map_err(|e: String| {
+                AdminError::BadInput(format!("plan `{}`: {e}", plan.name.escape_debug()))
+            })?;
+            if wanted.iter().any(|w: &PlanRow| w.name == plan.name) {
+                return Err(AdminError::BadInput(format!(
+                    "plan `{}` is given twice",
+                    plan.name.escape_debug()
+                )));
+            }
+            let new = NewPlan {
+                name: plan.name.clone(),
+                kind,
+                node: plan.node.clone(),
+                asset: plan.asset.clone(),
+                account: plan.account.clone(),
+                every_days: plan.every_days,
+                cron: plan.cron.clone(),
+                start: None,
+            };
+            wanted.push(checked(doc, actor, new, now)?);
+        }
+        let current = self.plans()?;
+        let same = |a: &PlanRow, b: &PlanRow| {
+            (a.kind, &a.node, &a.asset, &a.account, a.every_days, &a.cron)
+                == (b.kind, &b.node, &b.asset, &b.account, b.every_days, &b.cron)
+        };
+        let mut changes = Vec::new();
+        let mut tx = self.store.write()?;
+        for old in &current {
+            match wanted.iter().find(|w| w.name == old.name) {
+                Some(new) if same(old, new) => {}
+                Some(_) => {
+                    changes.push(format!("~ plan {}", old.name));
+                    tx.delete_plan(&old.name)?;
+                }
+                None => {
+                    changes.push(format!("- plan {}", old.name));
+                    tx.delete_plan(&old.name)?;
+                }
+            }
+        }
+        for new in &wanted {
+            match current.iter().find(|c| c.name == new.name) {
+                Some(old) if same(old, new) => {}
+                Some(_) => {
+                    tx.insert_plan(new)?;
+                }
+                None => {
+                    changes.push(format!("+ plan {}", new.name));
+                    tx.insert_plan(new)?;
+                }
+            }
+        }
+        if dry_run {
+            drop(tx);
+        } else {
+            tx.commit()?;
+            for change in &changes {
+                tracing::info!(event = "plan_applied", change = %change, actor);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The plans as a policy file writes them (none: `None`).
+    pub fn plans_for_export(&self) -> Result<Option<Vec<Plan>>> {
+        let plans: Vec<Plan> = self
+            .plans()?
+            .into_iter()
+            .map(|p| Plan {
+                name: p.name,
+                kind: p.kind.as_str().to_string(),
+                node: p.node,
+                asset: p.asset,
+                account: p.account,
+                every_days: p.every_days,
+                cron: p.cron,
+            })
+            .collect();
+        Ok((!plans.is_empty()).then_some(plans))
     }
 
     pub fn plans(&self) -> Result<Vec<PlanRow>> {

@@ -96,6 +96,9 @@ fn export(server: &ServerArgs, with_secrets: bool, json: bool) -> Result<Outcome
 struct Applied {
     changes: Vec<jms_server::diff::Change>,
     version: u64,
+    /// The plans' changes (`+ plan NAME`…).
+    #[serde(default)]
+    plans: Vec<String>,
 }
 
 fn apply(server: &ServerArgs, file: &std::path::Path, dry_run: bool) -> Result<Outcome> {
@@ -121,7 +124,10 @@ fn apply(server: &ServerArgs, file: &std::path::Path, dry_run: bool) -> Result<O
     for change in &applied.changes {
         println!("{change}");
     }
-    let count = applied.changes.len();
+    for change in &applied.plans {
+        println!("{change}");
+    }
+    let count = applied.changes.len() + applied.plans.len();
     let noun = if count == 1 { "change" } else { "changes" };
     if count == 0 {
         println!("no changes (policy version {})", applied.version);
