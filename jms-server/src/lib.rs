@@ -47,8 +47,8 @@
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod bus;
 pub mod bastion_ssh;
+pub mod bus;
 pub mod client;
 pub mod crypto;
 pub mod diff;
