@@ -195,6 +195,11 @@ impl Central {
         assert_eq!(url, self.url, "restarted at the same address");
     }
 
+    /// The server process's id, while it runs (for its /proc figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> &str {
         self.url
