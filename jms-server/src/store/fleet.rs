@@ -3,7 +3,7 @@
 //! reported about itself ([`jms_sync::fleet::StatusReport`]) and whether
 //! an admin revoked it — and the admin roles of API tokens and web admins.
 //! Migration 9 adds the columns; the trait methods are on
-//! [`super::ReadTx`] / [`super::WriteTx`], implemented here for SQLite.
+//! [`super::ReadTx`] / [`super::WriteTx`], written once for both backends.
 
 use super::sql::{args, Conn, Row};
 use super::Result;
