@@ -705,9 +705,14 @@ fn sync_server() -> &'static SyncServer {
             .create_enroll_token("fuzz", std::time::Duration::from_secs(3600), None)
             .expect("token");
         let public = bundle::hex(bastion_key().public_key().as_ref());
-        let id = admin
-            .enroll(&token, "fuzzbastion", &public)
-            .expect("enroll");
+        let request = jms_sync::enroll::EnrollRequest {
+            token: token.clone(),
+            bastion_name: "fuzzbastion".into(),
+            public_key: public,
+            ssh_host_keys: Vec::new(),
+            ssh_address: None,
+        };
+        let id = admin.enroll(&token, &request).expect("enroll");
         (admin, id, dir)
     })
 }
