@@ -59,6 +59,17 @@ pub enum Signal {
     LoginFailed { name: String },
     /// A web login of `name` succeeded (its failures are forgotten).
     LoginSucceeded { name: String },
+    /// An engineer's portal login of `name` failed at `at` (Unix seconds)
+    /// on the sending instance: the others count it in their lockout.
+    PortalLoginFailed { name: String, at: i64 },
+    /// An engineer's portal login of `name` succeeded: her failures are
+    /// forgotten, and the TOTP step she used is never accepted again.
+    PortalLoginSucceeded {
+        name: String,
+        totp_step: Option<i64>,
+    },
+    /// An admin lifted `name`'s portal lockout.
+    PortalUnlocked { name: String },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -215,8 +215,13 @@ impl Services {
                         live.hub().push_here(bastion, session, batch.clone());
                     }
                 }
-                // The web's own subscriber (`crate::web::router`).
-                Signal::LoginFailed { .. } | Signal::LoginSucceeded { .. } => {}
+                // The web's own subscriber (`crate::web::router`) and the
+                // portal's (below).
+                Signal::LoginFailed { .. }
+                | Signal::LoginSucceeded { .. }
+                | Signal::PortalLoginFailed { .. }
+                | Signal::PortalLoginSucceeded { .. }
+                | Signal::PortalUnlocked { .. } => {}
             });
         }
         let audit = Arc::new(AuditService::new(store.clone()));
@@ -226,6 +231,15 @@ impl Services {
             .set_opener(Arc::new(crate::engineers::sftp::BastionSftp::new(
                 sync.clone(),
             )));
+        portal.set_bus(bus.clone());
+        {
+            let portal = Arc::downgrade(&portal);
+            bus.subscribe(move |signal| {
+                if let Some(portal) = portal.upgrade() {
+                    portal.remote(signal);
+                }
+            });
+        }
         Services {
             audit,
             portal,

@@ -470,3 +470,71 @@ fn failed_web_logins_on_one_instance_lock_the_name_on_the_other() {
         "B holds the lock A's failures made"
     );
 }
+
+/// The engineers' portal counts failed logins across instances: failures
+/// on A lock the engineer out on B, and an admin's unlock through A
+/// lifts it on B.
+#[test]
+fn failed_portal_logins_on_one_instance_lock_the_engineer_on_the_other() {
+    const PASSWORD: &str = "eve's long portal passphrase";
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    let hash = jms_core::password::hash_password(PASSWORD, jms_core::password::MIN_ITERATIONS)
+        .expect("a password hash");
+    let file = a.data.with_extension("portal-policy.yaml");
+    std::fs::write(
+        &file,
+        format!("users:\n  - {{username: eve, name: Eve, password_hash: \"{hash}\"}}\n"),
+    )
+    .unwrap();
+    jmsctl_ok(&a, &["policy", "apply", file.to_str().unwrap()]);
+    let login = |server: &Server, password: &str| -> u16 {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/login", server.url))
+            .header("origin", &server.url)
+            .form(&[("username", "eve"), ("password", password), ("next", "/")])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // B has heard everything A said before a policy write on A once B's
+    // long-poll wakes for that write (one sender, in order).
+    let bastion = enrolled(&a, "b1");
+    let heard_on_b = |user: &str| {
+        let transport = jms_sync::bundle::TransportKey::generate();
+        let query = format!(
+            "since={}&transport={}&wait=60",
+            b.version(),
+            transport.public_hex()
+        );
+        std::thread::scope(|scope| {
+            let poll =
+                scope.spawn(|| long_request(&b.url, &bastion, "/api/v1/sync/bundle", &query));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            jmsctl_ok(&a, &["user", "add", user, "--name", user]);
+            assert_eq!(poll.join().unwrap().0, 200);
+        });
+    };
+    assert_eq!(
+        login(&b, PASSWORD),
+        303,
+        "B signs eve in before any failure"
+    );
+    // The default threshold: 5 failures lock.
+    for _ in 0..5 {
+        assert_eq!(login(&a, "wrong"), 401);
+    }
+    heard_on_b("zed");
+    assert_eq!(
+        login(&b, PASSWORD),
+        429,
+        "B holds the lock A's failures made"
+    );
+    jmsctl_ok(&a, &["user", "unlock", "eve"]);
+    heard_on_b("yan");
+    assert_eq!(login(&b, PASSWORD), 303, "A's unlock lifted B's lock");
+}

@@ -100,6 +100,9 @@ pub struct Portal {
     timezone: Mutex<chrono_tz::Tz>,
     /// The file manager's SFTP sessions.
     pub files: sftp::FileSessions,
+    /// The other instances on the same database (PostgreSQL): lockouts
+    /// and used TOTP steps are told to them.
+    bus: Mutex<Option<Arc<crate::bus::Bus>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +118,51 @@ impl Portal {
             compiled: Mutex::new(None),
             timezone: Mutex::new(chrono_tz::UTC),
             files: sftp::FileSessions::default(),
+            bus: Mutex::new(None),
+        }
+    }
+
+    /// Tells login outcomes to the other instances on `bus` (the caller
+    /// subscribes [`Self::remote`] to it).
+    pub fn set_bus(&self, bus: Arc<crate::bus::Bus>) {
+        *lock(&self.bus) = Some(bus);
+    }
+
+    fn publish(&self, signal: crate::bus::Signal) {
+        if let Some(bus) = lock(&self.bus).as_ref() {
+            bus.publish(signal);
+        }
+    }
+
+    /// What another instance said about a portal login or unlock: counted
+    /// here as if it happened here.
+    pub fn remote(&self, signal: &crate::bus::Signal) {
+        use crate::bus::Signal;
+        match signal {
+            Signal::PortalLoginFailed { name, at } => {
+                let lockout = self
+                    .lockout_policy()
+                    .map(|(lockout, _, _)| lockout)
+                    .unwrap_or_default();
+                let mut state = lock(&self.state);
+                let _ = state
+                    .failures
+                    .entry(name.clone())
+                    .or_default()
+                    .record_failure(&lockout, *at);
+            }
+            Signal::PortalLoginSucceeded { name, totp_step } => {
+                let mut state = lock(&self.state);
+                state.failures.remove(name);
+                if let Some(step) = totp_step {
+                    let last = state.totp_steps.entry(name.clone()).or_insert(*step);
+                    *last = (*last).max(*step);
+                }
+            }
+            Signal::PortalUnlocked { name } => {
+                lock(&self.state).failures.remove(name);
+            }
+            _ => {}
         }
     }
 
@@ -257,6 +305,10 @@ impl Portal {
                     state.totp_steps.insert(name.to_string(), step);
                 }
                 state.failures.remove(name);
+                self.publish(crate::bus::Signal::PortalLoginSucceeded {
+                    name: name.to_string(),
+                    totp_step: step,
+                });
             }
             _ => {
                 let record = state.failures.entry(name.to_string()).or_default();
@@ -268,6 +320,10 @@ impl Portal {
                         "portal: account locked after repeated failures"
                     );
                 }
+                self.publish(crate::bus::Signal::PortalLoginFailed {
+                    name: name.to_string(),
+                    at: unix,
+                });
                 return Ok(LoginOutcome::Wrong);
             }
         }
@@ -377,6 +433,9 @@ impl Portal {
     /// Lifts `name`'s portal lockout (the admins' unlock); true when there
     /// was something to lift.
     pub fn unlock(&self, name: &str) -> bool {
+        self.publish(crate::bus::Signal::PortalUnlocked {
+            name: name.to_string(),
+        });
         lock(&self.state).failures.remove(name).is_some()
     }
 }
