@@ -32,8 +32,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -803,53 +802,13 @@ struct Tty {
 }
 
 impl Tty {
-    fn spawn(mut command: Command) -> Tty {
+    fn spawn(command: Command) -> Tty {
         let (cols, rows) = TERM_SIZE;
-        let (mut master, mut slave) = (-1, -1);
-        let size = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two descriptors into the ints we own; the
-        // name and termios pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just opened for us.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        for fd in [&master, &slave] {
-            // SAFETY: F_SETFD on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        command
-            .env("TERM", "xterm-256color")
-            .stdin(Stdio::from(slave.try_clone().expect("dup pty")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("start a client on a pty");
-        drop(command);
+        let (child, master) =
+            jms_e2e::terminal::spawn_on_pty(command, cols, rows).expect("start a client on a pty");
         Tty {
             child,
-            master: File::from(master),
+            master,
             seen: Vec::new(),
             from: 0,
         }

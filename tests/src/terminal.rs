@@ -84,55 +84,62 @@ fn winsize(cols: u16, rows: u16) -> libc::winsize {
     }
 }
 
+/// Starts `command` as the session leader of a new `cols`×`rows` pty (its
+/// controlling terminal), with `TERM=xterm-256color`: the child and the
+/// pty's master side (the one pty opener of the suite and its benches).
+pub fn spawn_on_pty(mut command: Command, cols: u16, rows: u16) -> std::io::Result<(Child, File)> {
+    let (mut master, mut slave) = (-1, -1);
+    let size = winsize(cols, rows);
+    // SAFETY: openpty writes two descriptors into the ints we own; the
+    // name and termios pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened for us and are owned by
+    // nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: F_SETFD on a descriptor we own. Other tests' children
+        // must not inherit this pty (it would never report the end).
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    command
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok((child, File::from(master)))
+}
+
 impl Terminal {
     /// Starts `command` as the session leader of a new `cols`×`rows` pty
     /// (its controlling terminal), with `TERM=xterm-256color`.
-    pub fn spawn(mut command: Command, cols: u16, rows: u16) -> Terminal {
+    pub fn spawn(command: Command, cols: u16, rows: u16) -> Terminal {
         let description = format!("{command:?}");
-        let (mut master, mut slave) = (-1, -1);
-        let size = winsize(cols, rows);
-        // SAFETY: openpty writes two descriptors into the ints we own; the
-        // name and termios pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just opened for us and are owned
-        // by nothing else.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        for fd in [&master, &slave] {
-            // SAFETY: F_SETFD on a descriptor we own. Other tests' children
-            // must not inherit this pty (it would never report the end).
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        command
-            .env("TERM", "xterm-256color")
-            .stdin(Stdio::from(slave.try_clone().expect("dup pty")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        let (child, master) = spawn_on_pty(command, cols, rows)
             .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
-        let master = File::from(master);
         let shared = Arc::new(Mutex::new(Shared {
             parser: Some(vt100::Parser::new(rows, cols, 0)),
             ..Shared::default()
