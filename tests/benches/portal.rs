@@ -341,33 +341,13 @@ impl Report {
     }
 
     fn print(&self, took: Duration) {
-        let header = [
-            "figure".to_owned(),
-            "web portal".to_owned(),
-            "baseline (same run)".to_owned(),
-            "ratio".to_owned(),
-        ];
-        let rows: Vec<&[String; 4]> = std::iter::once(&header).chain(&self.rows).collect();
-        let widths: Vec<usize> = (0..4)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        println!("\n==== jms portal benchmarks ====");
-        for (i, row) in rows.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            println!("{}", cells.join(" │ ").trim_end());
-            if i == 0 {
-                let rule: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
-                println!("{}", rule.join("─┼─"));
-            }
-        }
-        for note in &self.notes {
-            println!("note: {note}");
-        }
-        println!("(whole run: {:.0} s)", took.as_secs_f64());
+        jms_e2e::report::print_table(
+            "jms portal benchmarks",
+            ["figure", "web portal", "baseline (same run)", "ratio"],
+            &self.rows,
+            &self.notes,
+            took,
+        );
     }
 }
 

@@ -504,34 +504,13 @@ impl Report {
     }
 
     fn print(&self, took: Duration) {
-        let header = [
-            "target".to_owned(),
-            "jms".to_owned(),
-            "baseline".to_owned(),
-            "goal".to_owned(),
-            "".to_owned(),
-        ];
-        let rows: Vec<&[String; 5]> = std::iter::once(&header).chain(&self.verdicts).collect();
-        let widths: Vec<usize> = (0..5)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        println!("\n==== jms session benchmarks: targets ====");
-        for (i, row) in rows.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            println!("{}", cells.join(" │ ").trim_end());
-            if i == 0 {
-                let rule: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
-                println!("{}", rule.join("─┼─"));
-            }
-        }
-        for note in &self.notes {
-            println!("note: {note}");
-        }
-        println!("(whole run: {:.0} s)", took.as_secs_f64());
+        jms_e2e::report::print_table(
+            "jms session benchmarks: targets",
+            ["target", "jms", "baseline", "goal", ""],
+            &self.verdicts,
+            &self.notes,
+            took,
+        );
     }
 }
 

@@ -43,6 +43,7 @@ pub mod namespace;
 pub mod plain;
 pub mod preflight;
 pub mod procfs;
+pub mod report;
 pub mod run;
 pub mod s3;
 pub mod secrets;
