@@ -251,16 +251,7 @@ pub async fn list(
 ) -> Result<Response, FileError> {
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal
-        .files
-        .session(
-            &engineer.username,
-            engineer.client,
-            &target.asset,
-            &target.account,
-        )
-        .await
-        .map_err(FileError::Unavailable)?;
+    let session = session_for(&portal, &engineer, &target).await?;
     let entries = match session.read_dir(path).await {
         Ok(entries) => entries,
         Err(e) => {
@@ -289,6 +280,25 @@ pub async fn list(
     .into_response())
 }
 
+/// The engineer's SFTP session on `target` (opened through a bastion
+/// when she has none yet).
+async fn session_for(
+    portal: &Arc<Portal>,
+    engineer: &Engineer,
+    target: &Target,
+) -> Result<Arc<russh_sftp::client::SftpSession>, FileError> {
+    portal
+        .files
+        .session(
+            &engineer.username,
+            engineer.client,
+            &target.asset,
+            &target.account,
+        )
+        .await
+        .map_err(FileError::Unavailable)
+}
+
 /// A session whose stream broke is forgotten (the next request opens a
 /// new one); a refusal keeps it.
 async fn note_failure(
@@ -312,16 +322,7 @@ pub async fn download(
 ) -> Result<Response, FileError> {
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal
-        .files
-        .session(
-            &engineer.username,
-            engineer.client,
-            &target.asset,
-            &target.account,
-        )
-        .await
-        .map_err(FileError::Unavailable)?;
+    let session = session_for(&portal, &engineer, &target).await?;
     let file = match session.open(path.clone()).await {
         Ok(file) => file,
         Err(e) => {
@@ -383,16 +384,7 @@ pub async fn upload(
     let name = check_name(&query.name)?;
     let folder = normalize(&target.path)?;
     let path = target.remote(&format!("{folder}/{name}"))?;
-    let session = portal
-        .files
-        .session(
-            &engineer.username,
-            engineer.client,
-            &target.asset,
-            &target.account,
-        )
-        .await
-        .map_err(FileError::Unavailable)?;
+    let session = session_for(&portal, &engineer, &target).await?;
     let mut file = match session.create(path).await {
         Ok(file) => file,
         Err(e) => {
@@ -449,16 +441,7 @@ async fn change(
     };
     granted(&portal, &engineer, &target).await?;
     let path = target.remote(&target.path)?;
-    let session = portal
-        .files
-        .session(
-            &engineer.username,
-            engineer.client,
-            &target.asset,
-            &target.account,
-        )
-        .await
-        .map_err(FileError::Unavailable)?;
+    let session = session_for(&portal, &engineer, &target).await?;
     let result = match op {
         Op::Delete => match session.metadata(path.clone()).await {
             Ok(meta) if meta.is_dir() => session.remove_dir(path).await,
