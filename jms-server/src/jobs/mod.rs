@@ -1034,4 +1034,129 @@ assets:
         assert_eq!(done.status, JobStatus::Ok);
         assert_eq!(vault(&services), "old-pw");
     }
+
+    fn runner(name: &str, zone: Option<&str>) -> Runner {
+        Runner {
+            name: name.into(),
+            zone: zone.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pick_keeps_a_job_in_its_assets_zone() {
+        // Most recently seen first: a1 (zone A), b1 and b2 (zone B), any1.
+        let online = [
+            runner("a1", Some("A")),
+            runner("b1", Some("B")),
+            runner("b2", Some("B")),
+            runner("any1", None),
+        ];
+        let tried = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // An asset in zone B: only B's bastions, in order, retries too.
+        assert_eq!(pick(&online, Some("B"), &[], None).as_deref(), Some("b1"));
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1"]), None).as_deref(),
+            Some("b2")
+        );
+        assert_eq!(pick(&online, Some("B"), &tried(&["b1", "b2"]), None), None);
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1", "b2"]), Some("b2")).as_deref(),
+            Some("b2"),
+            "the current bastion of the zone when it is the only one left"
+        );
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1", "b2"]), Some("a1")),
+            None,
+            "never a bastion of another zone, even as the fallback"
+        );
+        // A zone no online bastion is in: nobody (the bastion in no zone
+        // neither).
+        assert_eq!(pick(&online, Some("C"), &[], None), None);
+        // An asset in no zone: the bastions in no zone first, then any.
+        assert_eq!(pick(&online, None, &[], None).as_deref(), Some("any1"));
+        assert_eq!(
+            pick(&online, None, &tried(&["any1"]), None).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(pick(&[], None, &[], None), None);
+    }
+
+    #[test]
+    fn a_job_whose_zone_has_no_online_bastion_is_refused_naming_the_zone() {
+        let (_dir, services) = rotation();
+        services
+            .policy
+            .change("test", false, |doc| {
+                doc.assets[0].zone = Some("dmz".into());
+                Ok(())
+            })
+            .unwrap();
+        let err = services
+            .jobs
+            .start("test", JobKind::Verify, "web01", "app")
+            .unwrap_err();
+        assert!(matches!(err, AdminError::Conflict(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("no bastion of zone `dmz`") && text.contains("web01"),
+            "{text}"
+        );
+        assert_eq!(services.jobs.jobs(None, 10).unwrap().len(), 1, "nothing recorded");
+    }
+
+    #[test]
+    fn a_jobs_order_is_handed_out_once_per_attempt_to_its_bastion_from_the_database() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        let transport = jms_sync::bundle::TransportKey::generate();
+        let public = transport.public_hex();
+        // Another bastion's poll gets nothing.
+        let (orders, sealed) = jobs.deliver("b2", Some(&public)).unwrap();
+        assert!(orders.is_empty() && sealed.is_none());
+        // b1's poll gets the order, built from the policy and the row,
+        // and the new secret sealed to its transport key.
+        let (orders, sealed) = jobs.deliver("b1", Some(&public)).unwrap();
+        let [Order::Job(order)] = orders.as_slice() else {
+            panic!("one job order: {orders:?}");
+        };
+        assert_eq!((order.id.as_str(), order.attempt), ("job-1", 1));
+        assert_eq!(order.account.username, "app");
+        let sealed = jms_sync::bundle::unhex(&sealed.expect("secrets")).unwrap();
+        let opened: SealedSecrets = serde_json::from_slice(&transport.open(&sealed).unwrap()).unwrap();
+        let secrets = &opened["job-1"];
+        assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
+        assert_eq!(secrets.current.as_ref().map(Secret::expose), Some("old-pw"));
+        // Once: b1's next poll (on this or another instance) gets nothing.
+        let (orders, _) = jobs.deliver("b1", Some(&public)).unwrap();
+        assert!(orders.is_empty(), "{orders:?}");
+        // A retry on b2 is handed out again, as attempt 2, with the same
+        // new secret.
+        let mut tx = jobs.store.write().unwrap();
+        assert!(tx.claim_job_retry("job-1", 1, "b2").unwrap());
+        tx.commit().unwrap();
+        let other = jms_sync::bundle::TransportKey::generate();
+        let public = other.public_hex();
+        assert!(jobs.deliver("b1", Some(&public)).unwrap().0.is_empty());
+        let (orders, sealed) = jobs.deliver("b2", Some(&public)).unwrap();
+        let [Order::Job(order)] = orders.as_slice() else {
+            panic!("one job order: {orders:?}");
+        };
+        assert_eq!(order.attempt, 2);
+        let sealed = jms_sync::bundle::unhex(&sealed.unwrap()).unwrap();
+        let opened: SealedSecrets = serde_json::from_slice(&other.open(&sealed).unwrap()).unwrap();
+        assert_eq!(
+            opened["job-1"].new.as_ref().map(Secret::expose),
+            Some("new-pw")
+        );
+    }
+
+    #[test]
+    fn a_poll_without_a_transport_key_fails_the_job_it_would_get() {
+        let (_dir, services) = rotation();
+        let (orders, sealed) = services.jobs.deliver("b1", None).unwrap();
+        assert!(orders.is_empty() && sealed.is_none());
+        let row = services.jobs.job("job-1").unwrap();
+        assert_eq!(row.status, JobStatus::Failed);
+        assert!(row.error.unwrap().contains("transport key"));
+    }
 }
