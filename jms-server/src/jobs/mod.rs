@@ -973,7 +973,14 @@ assets:
         // The next verification carries it as its candidate, and commits
         // it when it is the one that logs in.
         let (order, secrets) = jobs
-            .prepare("job-2", 1, JobKind::Verify, "web01", "app", NewSecret::Fresh)
+            .prepare(
+                "job-2",
+                1,
+                JobKind::Verify,
+                "web01",
+                "app",
+                NewSecret::Fresh,
+            )
             .unwrap();
         assert_eq!(order.action, JobKind::Verify);
         assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
@@ -1005,7 +1012,14 @@ assets:
         let (_dir, services) = rotation();
         let jobs = &services.jobs;
         let (order, secrets) = jobs
-            .prepare("job-3", 1, JobKind::Rotate, "web01", "root", NewSecret::Fresh)
+            .prepare(
+                "job-3",
+                1,
+                JobKind::Rotate,
+                "web01",
+                "root",
+                NewSecret::Fresh,
+            )
             .unwrap();
         assert_eq!(
             order.privileged.as_ref().map(|p| p.name.as_str()),
@@ -1101,7 +1115,11 @@ assets:
             text.contains("no bastion of zone `dmz`") && text.contains("web01"),
             "{text}"
         );
-        assert_eq!(services.jobs.jobs(None, 10).unwrap().len(), 1, "nothing recorded");
+        assert_eq!(
+            services.jobs.jobs(None, 10).unwrap().len(),
+            1,
+            "nothing recorded"
+        );
     }
 
     #[test]
@@ -1122,7 +1140,8 @@ assets:
         assert_eq!((order.id.as_str(), order.attempt), ("job-1", 1));
         assert_eq!(order.account.username, "app");
         let sealed = jms_sync::bundle::unhex(&sealed.expect("secrets")).unwrap();
-        let opened: SealedSecrets = serde_json::from_slice(&transport.open(&sealed).unwrap()).unwrap();
+        let opened: SealedSecrets =
+            serde_json::from_slice(&transport.open(&sealed).unwrap()).unwrap();
         let secrets = &opened["job-1"];
         assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
         assert_eq!(secrets.current.as_ref().map(Secret::expose), Some("old-pw"));
