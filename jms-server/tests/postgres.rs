@@ -564,7 +564,7 @@ fn control_poll(
     let query = jms_sync::queries::encode(&jms_sync::queries::ControlQuery::new(
         wait,
         jms_sync::fleet::StatusReport {
-            agent: "jms-agentd test".into(),
+            agent: "0.1.0-test".into(),
             sessions: 0,
             backlog: 0,
         },
