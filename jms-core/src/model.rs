@@ -173,11 +173,34 @@ pub struct Asset {
     /// trusts the first key it sees and refuses any other afterwards.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_keys: Vec<String>,
+    /// The network zone it sits in: its account jobs run only on bastions
+    /// an admin put in the same zone; none: any bastion runs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl Asset {
     pub fn offers(&self, protocol: Protocol) -> bool {
         self.protocols.iter().any(|p| p.name == protocol)
+    }
+}
+
+/// Longest zone label.
+pub const MAX_ZONE: usize = 64;
+
+/// A zone label (an asset's, a bastion's): 1-64 of `a-z A-Z 0-9 _ . -`.
+pub fn check_zone(zone: &str) -> Result<(), String> {
+    let ok = !zone.is_empty()
+        && zone.len() <= MAX_ZONE
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad zone {zone:?}: use 1-{MAX_ZONE} of a-z A-Z 0-9 _ . -"
+        ))
     }
 }
 

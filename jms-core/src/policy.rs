@@ -570,6 +570,9 @@ impl Checker<'_> {
                 }
             }
             self.known_nodes(&nodes, &entity(), &asset.nodes)?;
+            if let Some(zone) = &asset.zone {
+                crate::model::check_zone(zone).map_err(|m| self.err(entity(), "zone", m))?;
+            }
             let mut names = HashSet::new();
             for (i, account) in asset.accounts.iter_mut().enumerate() {
                 let field = |f: &str| format!("accounts[{i}].{f}");

@@ -979,6 +979,7 @@ impl Spec {
                     is_active: spec.active,
                     accounts,
                     host_keys: Vec::new(),
+                    zone: None,
                 }
             })
             .collect();
@@ -1175,6 +1176,7 @@ fn asset(name: &str, nodes: &[&str], protocols: &[Protocol], accounts: Vec<Accou
         is_active: true,
         accounts,
         host_keys: Vec::new(),
+        zone: None,
     }
 }
 

@@ -318,3 +318,22 @@ fn a_key_given_twice_is_refused() {
         assert_eq!(policy.doc, Default::default());
     }
 }
+
+#[test]
+fn an_asset_zone_is_a_plain_label() {
+    let ok = "assets: [{name: web01, address: 10.0.0.1, protocols: [{name: ssh, port: 22}], zone: dmz-1.eu}]\n";
+    let policy = Policy::parse(ok, Format::Yaml, "ok.yaml", Path::new(".")).unwrap();
+    assert_eq!(
+        policy.doc.to_document().assets[0].zone.as_deref(),
+        Some("dmz-1.eu")
+    );
+    for bad in ["''", "'a b'", "'a/b'", &"z".repeat(65)] {
+        let err = error_of(&format!(
+            "assets: [{{name: web01, address: 10.0.0.1, protocols: [{{name: ssh, port: 22}}], zone: {bad}}}]\n"
+        ));
+        assert!(
+            err.contains("asset `web01`") && err.contains("field `zone`: bad zone"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! database, over PostgreSQL's own `LISTEN`/`NOTIFY` (channel
 //! [`CHANNEL`]): a committed policy version (long-polls on every instance
 //! wake), orders for bastions (kill, watch: the bastion may poll another
-//! instance) and watched sessions' output (the bastion may push to another
+//! instance), account jobs given to a bastion (its poll wakes and reads
+//! the job from the database) and watched sessions' output (the bastion may push to another
 //! instance than the watcher's).
 //!
 //! - One SQLite instance has no peers: [`Bus::local`] sends nothing.
@@ -45,6 +46,10 @@ pub enum Signal {
     },
     /// An order for `bastion`.
     Order { bastion: String, order: Order },
+    /// An account job was given to `bastion` (started or retried): its
+    /// control poll, on whichever instance it waits, reads the job's order
+    /// from the database now.
+    Jobs { bastion: String },
     /// Someone watches `session` (of `bastion`) on the sending instance:
     /// output pushed elsewhere is forwarded for a while.
     Watching { bastion: String, session: String },

@@ -74,6 +74,9 @@ pub struct BastionView {
     pub spool_backlog: Option<u64>,
     pub reported_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The zone an admin put it in: it runs the account jobs of that
+    /// zone's assets (and of assets with no zone).
+    pub zone: Option<String>,
 }
 
 fn view(
@@ -112,6 +115,7 @@ fn view(
         spool_backlog: report.as_ref().map(|r| r.backlog),
         reported_at,
         revoked_at: info.revoked_at,
+        zone: info.zone,
     }
 }
 
@@ -153,6 +157,36 @@ impl Fleet {
             .bastion_by_name(name)?
             .ok_or_else(|| not_enrolled(name))?;
         Ok(view(info, version, self.bastion_silent_after(), Utc::now()))
+    }
+
+    /// Puts bastion `name` in `zone` (none: takes it out of its zone). A
+    /// zone is the admin's word, not the bastion's: a bastion cannot put
+    /// itself in another zone to be given that zone's jobs and secrets.
+    pub fn set_bastion_zone(
+        &self,
+        actor: &str,
+        name: &str,
+        zone: Option<&str>,
+    ) -> Result<BastionView> {
+        if let Some(zone) = zone {
+            jms_core::model::check_zone(zone).map_err(AdminError::BadInput)?;
+        }
+        let mut tx = self.store.write()?;
+        if !tx.set_bastion_zone(name, zone)? {
+            return Err(not_enrolled(name));
+        }
+        let version = tx.policy_version()?;
+        tx.append_oplog(&NewOpLogEntry {
+            actor: actor.to_string(),
+            action: "update".into(),
+            kind: "bastion".into(),
+            name: name.to_string(),
+            fields: vec!["zone".into()],
+            version,
+        })?;
+        tx.commit()?;
+        tracing::info!(bastion = name, zone, actor, "bastion zone set");
+        self.fleet_member(name)
     }
 
     /// Revokes a bastion: from now on its key is refused for every sync

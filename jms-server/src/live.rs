@@ -4,7 +4,10 @@
 //!
 //! - Orders: per bastion, a queue the bastion's control long-poll
 //!   (`GET /api/v1/sync/control`) empties; queuing wakes the waiting poll
-//!   at once ([`tokio::sync::Notify`]).
+//!   at once ([`tokio::sync::Notify`]). Account jobs are not queued here:
+//!   their orders are in the database (`crate::jobs`), and a job given to
+//!   a bastion only wakes its poll ([`LiveHub::jobs_for`]), on every
+//!   instance.
 //! - Streams: per watched session, its watchers (each an SSE response
 //!   reading a channel), the terminal size and the last 64 KiB of output
 //!   (a new watcher starts with them). The first watcher queues a `watch`
@@ -95,6 +98,8 @@ impl Stream {
 #[derive(Default)]
 struct Hub {
     orders: HashMap<String, Vec<Order>>,
+    /// Bastions given an account job since their poll last returned here.
+    nudged: std::collections::HashSet<String>,
     wakers: HashMap<String, Arc<Notify>>,
     streams: HashMap<String, Stream>,
 }
@@ -151,17 +156,31 @@ impl LiveHub {
 
     /// Queues `order` for `bastion` and wakes its control poll, here and
     /// on every other instance (the bastion polls one of them; kill,
-    /// watch and unlock are idempotent on the bastion). An account job
-    /// stays here: its secrets are in this instance's memory, and it must
-    /// run once.
+    /// watch and unlock are idempotent on the bastion). Account jobs do
+    /// not come here ([`Self::jobs_for`]).
     pub fn order(&self, bastion: &str, order: Order) {
-        if !matches!(order, Order::Job(_)) {
-            self.publish(crate::bus::Signal::Order {
-                bastion: bastion.to_string(),
-                order: order.clone(),
-            });
-        }
+        self.publish(crate::bus::Signal::Order {
+            bastion: bastion.to_string(),
+            order: order.clone(),
+        });
         self.order_here(bastion, order);
+    }
+
+    /// Wakes `bastion`'s control poll, here and on every other instance,
+    /// to read the account jobs given to it from the database.
+    pub fn jobs_for(&self, bastion: &str) {
+        self.publish(crate::bus::Signal::Jobs {
+            bastion: bastion.to_string(),
+        });
+        self.nudge_here(bastion);
+    }
+
+    /// Wakes `bastion`'s control poll here (it returns even with no order
+    /// queued, and reads its jobs).
+    pub fn nudge_here(&self, bastion: &str) {
+        let mut hub = self.hub();
+        hub.nudged.insert(bastion.to_string());
+        Self::waker(&mut hub, bastion).notify_one();
     }
 
     /// Queues an order another instance was given.
@@ -176,16 +195,21 @@ impl LiveHub {
         Self::waker(&mut hub, bastion).notify_one();
     }
 
-    /// `bastion`'s orders; waits up to `wait` for one when there is none.
+    /// `bastion`'s orders; waits up to `wait` for one when there is none
+    /// (or until it is given an account job: then with none).
     pub async fn take_orders(&self, bastion: &str, wait: Duration) -> Vec<Order> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let waker = {
                 let mut hub = self.hub();
+                let nudged = hub.nudged.remove(bastion);
                 if let Some(orders) = hub.orders.remove(bastion) {
-                    if !orders.is_empty() {
+                    if !orders.is_empty() || nudged {
                         return orders;
                     }
+                }
+                if nudged {
+                    return Vec::new();
                 }
                 Self::waker(&mut hub, bastion)
             };

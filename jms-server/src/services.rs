@@ -201,6 +201,11 @@ impl Services {
                         live.hub().order_here(bastion, order.clone());
                     }
                 }
+                Signal::Jobs { bastion } => {
+                    if let Some(live) = live.upgrade() {
+                        live.hub().nudge_here(bastion);
+                    }
+                }
                 Signal::Watching { bastion, session } => {
                     if let Some(live) = live.upgrade() {
                         live.hub().watched_elsewhere(bastion, session);

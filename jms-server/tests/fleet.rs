@@ -68,21 +68,48 @@ fn the_fleet_shows_reports_and_a_revoked_bastion_is_refused_but_its_audit_stays(
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0],
-        "NAME  STATUS  ADDRESS    LAST SEEN  POLICY        SESSIONS  BACKLOG  AGENTD"
+        "NAME  STATUS  ZONE  ADDRESS    LAST SEEN  POLICY        SESSIONS  BACKLOG  AGENTD"
     );
-    assert!(lines[1].starts_with("b1    online  127.0.0.1  "), "{out}");
+    assert!(
+        lines[1].starts_with("b1    online  -     127.0.0.1  "),
+        "{out}"
+    );
     assert!(
         lines[1].ends_with("0 (1 behind)  2         512      0.1.0"),
         "{out}"
     );
     assert!(
-        lines[2].starts_with("b2    online  127.0.0.1  ")
+        lines[2].starts_with("b2    online  -     127.0.0.1  ")
             && lines[2].ends_with("-         -        -"),
         "{out}"
     );
+    // An admin puts b1 in a zone (a label checked like a name), and takes
+    // it out again.
+    let (code, out, err) = outcome(&server.jmsctl(&["bastion", "zone", "b1", "dmz"]));
+    assert_eq!(
+        (code, out.trim()),
+        (0, "bastion b1 is in zone dmz"),
+        "{err}"
+    );
+    let (code, out, _) = outcome(&server.jmsctl(&["bastion", "list"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("b1    online  dmz "),
+        "{out}"
+    );
+    let (code, _, err) = outcome(&server.jmsctl(&["bastion", "zone", "b1", "a b"]));
+    assert!(code != 0 && err.contains("bad zone"), "{err}");
+    let (code, _, err) = outcome(&server.jmsctl(&["bastion", "zone", "b9", "dmz"]));
+    assert!(code != 0 && err.contains("not enrolled"), "{err}");
+    let (code, _, err) = outcome(&server.jmsctl(&["bastion", "zone", "b1", "--none"]));
+    assert_eq!(code, 0, "{err}");
     let (code, out, _) = outcome(&server.jmsctl(&["bastion", "show", "b1", "--json"]));
     assert_eq!(code, 0);
     let b1_view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(b1_view["zone"], Value::Null, "{b1_view}");
     assert_eq!(b1_view["status"], "online");
     assert_eq!(b1_view["policy_version"], 0);
     assert_eq!(b1_view["server_version"], 1);

@@ -538,3 +538,133 @@ fn failed_portal_logins_on_one_instance_lock_the_engineer_on_the_other() {
     heard_on_b("yan");
     assert_eq!(login(&b, PASSWORD), 303, "A's unlock lifted B's lock");
 }
+
+// ---- account jobs across instances --------------------------------------------
+
+/// web01 with a privileged root and an account `app` to rotate.
+const JOB_POLICY: &str = r#"
+assets:
+  - name: web01
+    address: 10.0.0.1
+    protocols: [{name: ssh, port: 22}]
+    accounts:
+      - {name: root, username: root, secret_type: password, secret: root-pw, privileged: true}
+      - {name: app, username: app, secret_type: password, secret: old-pw}
+"#;
+
+/// A control poll of `bastion` to `server` with its report, waiting up to
+/// `wait` seconds: the answer and the transport key its secrets are
+/// sealed to.
+fn control_poll(
+    url: &str,
+    bastion: &SyncBastion,
+    wait: u64,
+) -> (Value, jms_sync::bundle::TransportKey) {
+    let transport = jms_sync::bundle::TransportKey::generate();
+    let query = jms_sync::queries::encode(&jms_sync::queries::ControlQuery::new(
+        wait,
+        jms_sync::fleet::StatusReport {
+            agent: "0.1.0-test".into(),
+            sessions: 0,
+            backlog: 0,
+        },
+        transport.public_hex(),
+    ));
+    let (status, body) = long_request(url, bastion, "/api/v1/sync/control", &query);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    (serde_json::from_slice(&body).unwrap(), transport)
+}
+
+/// A rotation started through `a` reaches bastion b1 polling `b` (woken
+/// at once, not when its 60 s wait is up), once, with its secrets sealed
+/// to the poll's key; b1's report through `b` commits it, as `a` shows.
+fn a_rotation_runs_across(a: &Server, b: &Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, JOB_POLICY).unwrap();
+    jmsctl_ok(a, &["policy", "apply", policy.to_str().unwrap()]);
+    let bastion = enrolled(a, "b1");
+    // Its first poll reports it: online, running jobs.
+    let (idle, _) = control_poll(&b.url, &bastion, 0);
+    assert_eq!(idle["orders"], json!([]), "{idle}");
+    let poll = std::thread::spawn({
+        let url = b.url.clone();
+        move || {
+            let got = control_poll(&url, &bastion, 60);
+            (got, bastion)
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let job = a.expect(
+        201,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"kind": "rotate", "asset": "web01", "account": "app"})),
+    );
+    assert_eq!(job["bastion"], "b1", "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let ((answer, transport), bastion) = poll.join().unwrap();
+    let order = &answer["orders"][0];
+    assert_eq!(
+        (order["kind"].as_str(), order["id"].as_str()),
+        (Some("job"), Some(id.as_str())),
+        "{answer}"
+    );
+    let sealed = jms_sync::bundle::unhex(answer["secrets"].as_str().expect("secrets")).unwrap();
+    let secrets: Value = serde_json::from_slice(&transport.open(&sealed).unwrap()).unwrap();
+    let new = secrets[&id]["new"]
+        .as_str()
+        .expect("the new secret")
+        .to_string();
+    assert_eq!(secrets[&id]["current"], "old-pw");
+    assert!(
+        !answer.to_string().contains(&new),
+        "the new secret travels sealed only"
+    );
+    // Once: the next poll, on either instance, has no order.
+    for server in [a, b] {
+        let (again, _) = control_poll(&server.url, &bastion, 0);
+        assert_eq!(again["orders"], json!([]), "{again}");
+    }
+    let report = json!({
+        "ok": true, "changed": true, "new_secret_in_place": true,
+        "steps": [{"name": "apply", "ok": true, "detail": ""},
+                  {"name": "verify_new", "ok": true, "detail": ""}],
+        "error": null
+    });
+    let (status, done) = bastion.send_json(
+        b,
+        "POST",
+        &jms_sync::paths::job(&id),
+        "",
+        serde_json::to_vec(&report).unwrap(),
+    );
+    assert_eq!(status, 200, "{done}");
+    let shown = a.expect(200, "GET", &format!("/api/v1/jobs/{id}"), None);
+    assert_eq!(shown["status"], "ok", "{shown}");
+    // Committed: the vault holds the new secret.
+    let out = a.jmsctl(&["policy", "export", "--with-secrets"]);
+    let (code, stdout, stderr) = outcome(&out);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&new) && !stdout.contains("old-pw"),
+        "{stdout}"
+    );
+}
+
+/// Two instances on one PostgreSQL: the job's order is in the database,
+/// not in the memory of the instance that started it.
+#[test]
+fn a_job_started_through_one_instance_runs_on_a_bastion_polling_the_other() {
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    a_rotation_runs_across(&a, &b);
+}
+
+/// One instance on SQLite: as before, the instance that starts a job
+/// hands it to the bastion's poll.
+#[test]
+fn a_job_runs_on_a_bastion_polling_the_one_sqlite_instance() {
+    let server = Server::start_on_sqlite();
+    a_rotation_runs_across(&server, &server);
+}

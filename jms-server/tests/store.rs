@@ -142,6 +142,7 @@ fn secrets_are_ciphertext_in_the_database_and_the_key_file_is_0600() {
                     sudo: None,
                 }],
                 host_keys: vec![],
+                zone: None,
             });
             Ok(())
         })

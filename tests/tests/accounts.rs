@@ -726,8 +726,11 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
     }
 }
 
-/// The privileged account rotating itself, and a job that loses its
-/// bastion mid-way: two bastions follow one server; root (the privileged
+/// Zones, the privileged account rotating itself, and a job that loses its
+/// bastion mid-way: two bastions follow one server; a job of an asset in
+/// zone B runs on the zone-B bastion, never on the zone-A one, and a job
+/// of an asset whose zone has no online bastion is refused naming the
+/// zone; root (the privileged
 /// account) rotates itself (verified with the new password before the
 /// commit; a target that does not take the new password leaves the old
 /// one working and in the vault); then a rotation whose bastion is killed
@@ -735,7 +738,7 @@ fn sudo_users_push_with_and_without_a_sudo_password() {
 /// handed to the other bastion, which finds out which password is live
 /// and commits it.
 #[test]
-fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another() {
+fn zones_then_root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another() {
     let target = Target::start();
     let first = BastionBuilder::new().start();
     let second = BastionBuilder::new().start();
@@ -780,6 +783,49 @@ fn root_rotates_itself_and_a_rotation_whose_bastion_dies_is_finished_by_another(
         }
     });
     let mut said = String::new();
+
+    // Zones: the jobs of an asset in zone B run on B's bastion only, and
+    // a zone with no online bastion is refused, naming the zone.
+    c.jmsctl(&["bastion", "zone", "bastion-a", "A"]);
+    c.jmsctl(&["bastion", "zone", "bastion-b", "B"]);
+    c.jmsctl(&["asset", "set", "web01", "--zone", "B"]);
+    let shown = c.jmsctl(&["asset", "show", "web01"]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["zone", "B"])),
+        "{shown}"
+    );
+    let listed = c.jmsctl(&["bastion", "list"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("bastion-b") && l.contains(" B ")),
+        "{listed}"
+    );
+    for round in 0..3 {
+        let (out, zoned) = job(c, "verify", "web01", "root");
+        said.push_str(&out.to_string());
+        assert_job(&out, &zoned, true, "verify of an asset in zone B");
+        assert_eq!(
+            zoned["bastion"], "bastion-b",
+            "round {round}: the job of a zone-B asset ran on the zone-B bastion: {}",
+            out
+        );
+    }
+    c.jmsctl(&["asset", "set", "web01", "--zone", "C"]);
+    let (out, refused) = job(c, "verify", "web01", "root");
+    assert!(!out.success() && refused.is_null(), "{out}");
+    assert!(
+        out.stderr.contains("no bastion of zone `C`"),
+        "the error names the zone: {out}"
+    );
+    c.jmsctl(&["asset", "set", "web01", "--no-zone"]);
+    for name in ["bastion-a", "bastion-b"] {
+        c.jmsctl(&["bastion", "zone", name, "--none"]);
+    }
 
     // Root rotates itself: committed once the new password logged in.
     let (out, rotated) = job(c, "rotate", "web01", "root");

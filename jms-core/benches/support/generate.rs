@@ -384,6 +384,7 @@ pub fn generate(params: &Params) -> PolicyDocument {
                 is_active: !rng.gen_bool(0.01),
                 accounts,
                 host_keys: Vec::new(),
+                zone: None,
             }
         })
         .collect();

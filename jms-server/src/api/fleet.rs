@@ -1,11 +1,12 @@
 //! The fleet routes: `GET /api/v1/bastions`, `GET /api/v1/bastions/{name}`
-//! and `POST /api/v1/bastions/{name}/revoke` (see `crate::fleet`).
+//! `POST /api/v1/bastions/{name}/revoke` and `PUT /api/v1/bastions/{name}/zone`
+//! (see `crate::fleet`).
 
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::extract::PathParams;
+use super::extract::{Body, PathParams};
 use super::{blocking, Actor, ApiError, AppState};
 use crate::fleet::BastionView;
 
@@ -40,6 +41,32 @@ pub async fn revoke(
 ) -> Result<Json<BastionView>, ApiError> {
     blocking(&state, move |services| {
         Ok(Json(services.fleet.revoke_bastion(&actor.name, &name)?))
+    })
+    .await
+}
+
+/// The body of `PUT /api/v1/bastions/{name}/zone`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneBody {
+    /// None (or absent): the bastion leaves its zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `PUT /api/v1/bastions/{name}/zone`.
+pub async fn set_zone(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParams(name): PathParams<String>,
+    Body(body): Body<ZoneBody>,
+) -> Result<Json<BastionView>, ApiError> {
+    blocking(&state, move |services| {
+        Ok(Json(services.fleet.set_bastion_zone(
+            &actor.name,
+            &name,
+            body.zone.as_deref(),
+        )?))
     })
     .await
 }

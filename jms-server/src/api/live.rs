@@ -29,7 +29,6 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use jms_sync::control::Order;
 use jms_sync::live::{LiveAnswer, LiveBatch, MAX_BATCH_BYTES};
 use jms_sync::queries::ControlQuery;
 use serde::Deserialize;
@@ -222,27 +221,31 @@ pub async fn control(
             .note_bastion(id, address.as_deref(), report.as_ref())
     })
     .await?;
+    // Account jobs given to this bastion (on any instance) are read from
+    // the database: before waiting, and when a job wakes the wait.
+    let deliver = || {
+        let jobs = state.services.jobs.clone();
+        let name = bastion.name.clone();
+        let transport = params.transport.clone();
+        async move {
+            tokio::task::spawn_blocking(move || jobs.deliver(&name, transport.as_deref()))
+                .await
+                .map_err(|e| ApiError::internal(format!("handing out jobs: {e}")))?
+                .map_err(ApiError::from)
+        }
+    };
+    let (mut jobs, mut secrets) = deliver().await?;
+    let wait = if jobs.is_empty() { params.wait } else { 0 };
     let mut orders = state
         .services
         .live
         .hub()
-        .take_orders(&bastion.name, Duration::from_secs(params.wait))
+        .take_orders(&bastion.name, Duration::from_secs(wait))
         .await;
-    let secrets = if orders.iter().any(|o| matches!(o, Order::Job(_))) {
-        let jobs = state.services.jobs.clone();
-        let name = bastion.name.clone();
-        let transport = params.transport.clone();
-        let (sealed, kept) = tokio::task::spawn_blocking(move || {
-            let sealed = jobs.seal_for_poll(&name, &mut orders, transport.as_deref());
-            (sealed, orders)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("sealing job secrets: {e}")))?;
-        orders = kept;
-        sealed
-    } else {
-        None
-    };
+    if jobs.is_empty() {
+        (jobs, secrets) = deliver().await?;
+    }
+    orders.extend(jobs);
     Ok(Json(jms_sync::control::ControlAnswer { orders, secrets }))
 }
 

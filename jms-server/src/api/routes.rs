@@ -541,6 +541,15 @@ pub fn table() -> Vec<Route> {
             )
             .role(Scope::Admin)
             .returns(200, Some("Bastion")),
+        route(M::PUT, "/api/v1/bastions/{name}/zone", fleet::set_zone)
+            .doc(
+                "setBastionZone",
+                "bastions",
+                "Put a bastion in a zone (null: in none): it then runs the account jobs of that zone's assets, and of assets with no zone; a bastion in no zone runs only jobs of assets with no zone",
+            )
+            .body("BastionZone")
+            .role(Scope::Admin)
+            .returns(200, Some("Bastion")),
         route(M::POST, jms_sync::paths::ENROLL, sync::enroll)
             .doc(
                 "enrollBastion",

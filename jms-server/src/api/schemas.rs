@@ -107,6 +107,10 @@ pub fn all() -> Value {
         ("nodes", strings()),
         ("is_active", boolean()),
         ("host_keys", strings()),
+        (
+            "zone",
+            json!({"type": ["string", "null"], "description": "The network zone (1-64 of a-z A-Z 0-9 _ . -): its account jobs run only on bastions an admin put in this zone; absent or null: on any bastion"}),
+        ),
     ];
     let mut asset = asset_fields.to_vec();
     asset.push(("accounts", list_of("Account")));
@@ -448,8 +452,20 @@ fn sync_schemas() -> Map<String, Value> {
                 ("spool_backlog", count_or_null()),
                 ("reported_at", time_or_null()),
                 ("revoked_at", time_or_null()),
+                ("zone", json!({"type": ["string", "null"]})),
             ],
             &["name", "status", "server_version"],
+            false,
+        ),
+    );
+    add(
+        "BastionZone",
+        object(
+            &[(
+                "zone",
+                json!({"type": ["string", "null"], "description": "1-64 of a-z A-Z 0-9 _ . -; null: no zone"}),
+            )],
+            &[],
             false,
         ),
     );

@@ -159,6 +159,9 @@ pub struct AssetView {
     pub nodes: Vec<String>,
     pub is_active: bool,
     pub host_keys: Vec<String>,
+    /// Its account jobs run only on bastions of this zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     pub accounts: Vec<AccountView>,
     /// What the last discovery found on it (hostname, OS, kernel, CPUs,
     /// memory); kept by the server, not in the policy.
@@ -181,6 +184,7 @@ impl AssetView {
             nodes: asset.nodes,
             is_active: asset.is_active,
             host_keys: asset.host_keys,
+            zone: asset.zone,
             accounts: accounts.into_iter().map(AccountView::from).collect(),
             details,
             created_at: row.stamps.created_at,

@@ -4,11 +4,20 @@
 //! - [`JobService::start`] checks the account (username, shell, groups,
 //!   sudo rule: `jms_sync::job::check_order`), makes the new secret a
 //!   rotation (or a push of an account without one) needs
-//!   ([`secrets`]), picks an online bastion, records the job — its new
-//!   secret sealed with it in the database — and queues a
-//!   [`jms_sync::control::Order::Job`] for that bastion. The job's
-//!   secrets go out on the bastion's next control poll, sealed to the
-//!   poll's transport key ([`JobService::seal_for_poll`]).
+//!   ([`secrets`]), picks an online bastion of the asset's zone
+//!   ([`pick`]), records the job — its new secret sealed with it in the
+//!   database — and wakes that bastion's control poll on every instance.
+//! - [`JobService::deliver`]: the bastion's control poll, on whichever
+//!   server instance it lands, builds the [`jms_sync::control::Order::Job`]
+//!   of each job given to it from the policy and the job's row, and its
+//!   secrets sealed to the poll's transport key; a claim on the row hands
+//!   each attempt's order out once. Nothing of a job is kept in one
+//!   instance's memory.
+//! - Zones: an asset with a `zone` has its jobs run only by online
+//!   bastions an admin put in that zone (`jmsctl bastion zone`); an asset
+//!   with none by any online bastion, those in no zone first. A job whose
+//!   zone has no online bastion is refused, naming the zone; a retry
+//!   stays in the zone.
 //! - [`JobService::report`] takes the bastion's typed report: records
 //!   every step (never a secret), the account's verification, and — only
 //!   when the bastion logged in with the new secret — commits it to the
@@ -58,10 +67,20 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How many bastions a job is given, at most.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// A job's secrets waiting for its bastion's control poll.
-struct Pending {
-    bastion: String,
-    secrets: JobSecrets,
+/// An online bastion that runs jobs, and the zone an admin put it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    pub name: String,
+    pub zone: Option<String>,
+}
+
+/// A job's new secret as [`JobService::prepare`] takes it.
+enum NewSecret {
+    /// A new job: made fresh when its kind needs one (a verification
+    /// takes an earlier job's unsettled secret).
+    Fresh,
+    /// The one sealed with the job's row (an order handed out, a retry).
+    Kept(Option<Secret>),
 }
 
 /// The account jobs service.
@@ -71,7 +90,6 @@ pub struct JobService {
     live: Arc<LiveService>,
     fleet: Arc<Fleet>,
     key: Arc<SealKey>,
-    pending: Mutex<HashMap<String, Pending>>,
     attempt_timeout_secs: AtomicU64,
 }
 
@@ -118,7 +136,6 @@ impl JobService {
             live,
             fleet,
             key,
-            pending: Mutex::new(HashMap::new()),
             attempt_timeout_secs: AtomicU64::new(DEFAULT_ATTEMPT_TIMEOUT.as_secs()),
         }
     }
@@ -133,13 +150,9 @@ impl JobService {
         Duration::from_secs(self.attempt_timeout_secs.load(Ordering::Relaxed))
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The order and secrets of job `id`: `kind` on `account` of `asset`
-    /// as the policy has them now, with `new` as the new secret (a
-    /// retry's) or a fresh one.
+    /// as the policy has them now, with the job's kept new secret or a
+    /// fresh one.
     fn prepare(
         &self,
         id: &str,
@@ -147,7 +160,7 @@ impl JobService {
         kind: JobKind,
         asset: &str,
         account: &str,
-        new: Option<Secret>,
+        new: NewSecret,
     ) -> Result<(JobOrder, JobSecrets)> {
         let doc = self.policy.document(true)?;
         let found = doc
@@ -206,16 +219,28 @@ impl JobService {
             )));
         }
         let new_secret = match (kind, new) {
-            (JobKind::Rotate | JobKind::Push | JobKind::Verify, Some(new)) => Some(new),
-            (JobKind::Rotate, None) => Some(self.new_secret(target, asset)?),
-            (JobKind::Push, None) if target.secret.is_none() => {
+            // A job's own secret, never a fresh one: the row holds the one
+            // the target may have taken.
+            (JobKind::Rotate, NewSecret::Kept(None)) => {
+                return Err(AdminError::Conflict(format!(
+                    "job `{id}`: its new secret is unreadable (see the job_secret_unreadable alarm)"
+                )))
+            }
+            (JobKind::Rotate | JobKind::Push | JobKind::Verify, NewSecret::Kept(kept)) => kept,
+            (JobKind::Rotate, NewSecret::Fresh) => Some(self.new_secret(target, asset)?),
+            (JobKind::Push, NewSecret::Fresh) if target.secret.is_none() => {
                 Some(self.new_secret(target, asset)?)
             }
             // A verification tries an earlier job's unsettled secret when
             // the vault's fails.
-            (JobKind::Verify, None) => self.unsettled(asset, account)?,
+            (JobKind::Verify, NewSecret::Fresh) => self.unsettled(asset, account)?,
             _ => None,
         };
+        if kind == JobKind::Push && target.secret.is_none() && new_secret.is_none() {
+            return Err(AdminError::Conflict(format!(
+                "job `{id}`: its new secret is unreadable (see the job_secret_unreadable alarm)"
+            )));
+        }
         let public_of = |secret: &Secret| {
             secrets::public_key_of(secret).ok_or_else(|| {
                 AdminError::BadInput(format!(
@@ -286,14 +311,23 @@ impl JobService {
         }
     }
 
+    /// The zone of `asset` (none when it has none or is gone).
+    fn zone_of(&self, asset: &str) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .read()?
+            .asset(asset)?
+            .and_then(|row| row.asset.zone))
+    }
+
     /// Starts `kind` on `account` of `asset` for `actor`.
     pub fn start(&self, actor: &str, kind: JobKind, asset: &str, account: &str) -> Result<JobRow> {
         let id = new_id();
-        let (order, secrets) = self.prepare(&id, 1, kind, asset, account, None)?;
+        let (_, secrets) = self.prepare(&id, 1, kind, asset, account, NewSecret::Fresh)?;
+        let zone = self.zone_of(asset)?;
         let online = self.online()?;
-        let bastion = pick(&online, &[], None).ok_or_else(|| {
-            AdminError::Conflict("no bastion is online to run the job".to_string())
-        })?;
+        let bastion = pick(&online, zone.as_deref(), &[], None)
+            .ok_or_else(|| AdminError::Conflict(nobody_online(zone.as_deref(), asset)))?;
         let now = Utc::now();
         let row = JobRow {
             id: id.clone(),
@@ -331,20 +365,10 @@ impl JobService {
             account,
             actor,
             bastion = %bastion,
+            zone = zone.as_deref().unwrap_or(""),
         );
-        self.send(&bastion, order, secrets);
+        self.live.hub().jobs_for(&bastion);
         Ok(row)
-    }
-
-    fn send(&self, bastion: &str, order: JobOrder, secrets: JobSecrets) {
-        self.pending().insert(
-            order.id.clone(),
-            Pending {
-                bastion: bastion.to_string(),
-                secrets,
-            },
-        );
-        self.live.hub().order(bastion, Order::Job(Box::new(order)));
     }
 
     fn new_secret(&self, account: &Account, asset: &str) -> Result<Secret> {
@@ -367,7 +391,7 @@ impl JobService {
     }
 
     /// The online bastions that run jobs, most recently seen first.
-    fn online(&self) -> Result<Vec<String>> {
+    fn online(&self) -> Result<Vec<Runner>> {
         let mut fleet: Vec<_> = self
             .fleet
             .fleet()?
@@ -375,60 +399,81 @@ impl JobService {
             .filter(|b| b.status == Status::Online && b.agent_version.is_some())
             .collect();
         fleet.sort_by_key(|b| std::cmp::Reverse(b.last_seen_at));
-        Ok(fleet.into_iter().map(|b| b.name).collect())
+        Ok(fleet
+            .into_iter()
+            .map(|b| Runner {
+                name: b.name,
+                zone: b.zone,
+            })
+            .collect())
     }
 
-    /// The sealed secrets of the jobs among `orders` (taken by `bastion`'s
-    /// control poll), sealed to the poll's transport key. An order of an
-    /// earlier attempt (the job is another bastion's now) is dropped; a
-    /// job whose secrets cannot be sealed (an agent that sent no key) is
-    /// failed and its order dropped.
-    pub fn seal_for_poll(
+    /// The orders of the jobs given to `bastion` whose current attempt
+    /// it has not taken yet, and their secrets sealed to its control
+    /// poll's `transport` key: built from the policy and the job's row
+    /// (its new secret sealed there) by whichever instance the bastion
+    /// polls, each attempt's order once (a claim on the row). A job whose
+    /// secrets cannot be sealed (a poll without a key) or whose order
+    /// cannot be built (its account was removed) is failed.
+    pub fn deliver(
         &self,
         bastion: &str,
-        orders: &mut Vec<Order>,
         transport: Option<&str>,
-    ) -> Option<String> {
+    ) -> Result<(Vec<Order>, Option<String>)> {
+        let rows = self.store.read()?.undelivered_jobs(bastion)?;
+        if rows.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let key = transport.and_then(jms_sync::bundle::unhex);
+        let mut orders = Vec::new();
         let mut sealed = SealedSecrets::new();
-        let mut failed = Vec::new();
-        {
-            let mut pending = self.pending();
-            let key = transport.and_then(jms_sync::bundle::unhex);
-            orders.retain(|order| {
-                let Order::Job(job) = order else { return true };
-                match pending.get(&job.id) {
-                    Some(p) if p.bastion == bastion => {
-                        if key.is_some() {
-                            sealed.insert(job.id.clone(), p.secrets.clone());
-                            true
-                        } else {
-                            failed.push(job.id.clone());
-                            false
-                        }
-                    }
-                    _ => {
-                        tracing::info!(job = %job.id, bastion, "an order of an earlier attempt is dropped");
-                        false
-                    }
+        for row in rows {
+            let mut tx = self.store.write()?;
+            let claimed = tx.claim_job_delivery(&row.id, row.attempt, bastion)?;
+            tx.commit()?;
+            if !claimed {
+                continue;
+            }
+            if key.is_none() {
+                self.fail(
+                    &row.id,
+                    "the bastion's control poll carried no transport key",
+                );
+                continue;
+            }
+            let kept = self.open_new(&row);
+            match self.prepare(
+                &row.id,
+                row.attempt,
+                row.kind,
+                &row.asset,
+                &row.account,
+                NewSecret::Kept(kept),
+            ) {
+                Ok((order, secrets)) => {
+                    tracing::info!(
+                        event = "account_job_delivered",
+                        job = %row.id,
+                        attempt = row.attempt,
+                        bastion,
+                    );
+                    sealed.insert(row.id.clone(), secrets);
+                    orders.push(Order::Job(Box::new(order)));
                 }
-            });
-            for id in &failed {
-                pending.remove(id);
+                Err(e) => self.fail(&row.id, &format!("the job could not start: {e}")),
             }
         }
-        for id in failed {
-            self.fail(&id, "the bastion's control poll carried no transport key");
-        }
-        if sealed.is_empty() {
-            return None;
-        }
-        let key = jms_sync::bundle::unhex(transport?)?;
+        let Some(key) = key.filter(|_| !sealed.is_empty()) else {
+            return Ok((orders, None));
+        };
         let plain = serde_json::to_vec(&sealed).expect("secrets serialise");
         match jms_sync::bundle::seal_for(&key, &plain) {
-            Ok(out) => Some(jms_sync::bundle::hex(&out)),
+            Ok(out) => Ok((orders, Some(jms_sync::bundle::hex(&out)))),
             Err(e) => {
+                // The orders are taken: their attempts time out and are
+                // retried.
                 tracing::warn!("sealing job secrets: {e}");
-                None
+                Ok((Vec::new(), None))
             }
         }
     }
@@ -458,7 +503,10 @@ impl JobService {
         let now = Utc::now();
         for row in running {
             let timed_out = now - row.attempt_at.unwrap_or(row.created_at) > timeout;
-            let lost = row.bastion.as_ref().is_none_or(|b| !online.contains(b));
+            let lost = row
+                .bastion
+                .as_ref()
+                .is_none_or(|b| !online.iter().any(|r| &r.name == b));
             if !timed_out && !lost {
                 continue;
             }
@@ -476,9 +524,15 @@ impl JobService {
                 continue;
             }
             let fallback = (!lost).then_some(was.as_str());
-            let Some(next) = pick(&online, &row.tried, fallback) else {
+            // A retry stays in the asset's zone.
+            let zone = self.zone_of(&row.asset)?;
+            let Some(next) = pick(&online, zone.as_deref(), &row.tried, fallback) else {
                 if timed_out {
-                    self.give_up(&row, &format!("{why}, and no other bastion is online"));
+                    let other = match &zone {
+                        Some(zone) => format!("no other bastion of zone `{zone}` is online"),
+                        None => "no other bastion is online".to_string(),
+                    };
+                    self.give_up(&row, &format!("{why}, and {other}"));
                 }
                 continue;
             };
@@ -488,29 +542,16 @@ impl JobService {
             if !claimed {
                 continue;
             }
-            self.pending().remove(&row.id);
-            let new = self.open_new(&row);
-            match self.prepare(
-                &row.id,
-                row.attempt + 1,
-                row.kind,
-                &row.asset,
-                &row.account,
-                new,
-            ) {
-                Ok((order, secrets)) => {
-                    tracing::warn!(
-                        event = "account_job_retried",
-                        job = %row.id,
-                        attempt = row.attempt + 1,
-                        from = %was,
-                        bastion = %next,
-                        reason = %why,
-                    );
-                    self.send(&next, order, secrets);
-                }
-                Err(e) => self.fail(&row.id, &format!("{why}; the retry could not start: {e}")),
-            }
+            tracing::warn!(
+                event = "account_job_retried",
+                job = %row.id,
+                attempt = row.attempt + 1,
+                from = %was,
+                bastion = %next,
+                reason = %why,
+            );
+            // Its poll builds the order (and fails the job when it cannot).
+            self.live.hub().jobs_for(&next);
         }
         Ok(())
     }
@@ -518,7 +559,6 @@ impl JobService {
     /// Fails a job that ran out of bastions; a rotation keeps its new
     /// secret sealed (the target may hold it).
     fn give_up(&self, row: &JobRow, why: &str) {
-        self.pending().remove(&row.id);
         let kept = row.kind == JobKind::Rotate && row.new_secret.is_some();
         let error = if kept {
             format!(
@@ -561,7 +601,6 @@ impl JobService {
                 "job `{id}` is not bastion {bastion}'s"
             )));
         }
-        self.pending().remove(id);
         if row.status != JobStatus::Running {
             return Ok(row);
         }
@@ -735,15 +774,45 @@ impl JobService {
     }
 }
 
-/// The bastion for a job: the first of `online` not yet `tried`, else
-/// `fallback` when it is online.
-fn pick(online: &[String], tried: &[String], fallback: Option<&str>) -> Option<String> {
+/// Whether a bastion in `bastion` zone runs the jobs of an asset in
+/// `asset` zone: an asset's zone is a fence (only its bastions reach it);
+/// an asset with no zone is any bastion's.
+fn serves(bastion: Option<&str>, asset: Option<&str>) -> bool {
+    asset.is_none_or(|zone| bastion == Some(zone))
+}
+
+/// The bastion for a job on an asset in `zone`: the first of `online`
+/// that serves the zone and was not yet `tried` (for an asset with no
+/// zone, bastions in no zone first), else `fallback` when it is online
+/// and serves the zone.
+fn pick(
+    online: &[Runner],
+    zone: Option<&str>,
+    tried: &[String],
+    fallback: Option<&str>,
+) -> Option<String> {
     let tried: HashSet<&str> = tried.iter().map(String::as_str).collect();
-    online
+    let mut fit: Vec<&Runner> = online
         .iter()
-        .find(|b| !tried.contains(b.as_str()))
-        .or_else(|| online.iter().find(|b| Some(b.as_str()) == fallback))
-        .cloned()
+        .filter(|b| serves(b.zone.as_deref(), zone))
+        .collect();
+    // Stable: most recently seen first within each kind.
+    fit.sort_by_key(|b| b.zone.is_some() && zone.is_none());
+    fit.iter()
+        .find(|b| !tried.contains(b.name.as_str()))
+        .or_else(|| fit.iter().find(|b| Some(b.name.as_str()) == fallback))
+        .map(|b| b.name.clone())
+}
+
+/// Why a job on `asset` (in `zone`) has no bastion.
+fn nobody_online(zone: Option<&str>, asset: &str) -> String {
+    match zone {
+        Some(zone) => format!(
+            "no bastion of zone `{zone}` (the zone of asset `{asset}`) is online to run the job: \
+             put an online bastion in it (jmsctl bastion zone NAME {zone})"
+        ),
+        None => "no bastion is online to run the job".to_string(),
+    }
 }
 
 /// Runs [`JobService::recover`] and the due plans
@@ -904,7 +973,14 @@ assets:
         // The next verification carries it as its candidate, and commits
         // it when it is the one that logs in.
         let (order, secrets) = jobs
-            .prepare("job-2", 1, JobKind::Verify, "web01", "app", None)
+            .prepare(
+                "job-2",
+                1,
+                JobKind::Verify,
+                "web01",
+                "app",
+                NewSecret::Fresh,
+            )
             .unwrap();
         assert_eq!(order.action, JobKind::Verify);
         assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
@@ -936,7 +1012,14 @@ assets:
         let (_dir, services) = rotation();
         let jobs = &services.jobs;
         let (order, secrets) = jobs
-            .prepare("job-3", 1, JobKind::Rotate, "web01", "root", None)
+            .prepare(
+                "job-3",
+                1,
+                JobKind::Rotate,
+                "web01",
+                "root",
+                NewSecret::Fresh,
+            )
             .unwrap();
         assert_eq!(
             order.privileged.as_ref().map(|p| p.name.as_str()),
@@ -949,7 +1032,7 @@ assets:
         assert!(secrets.new.is_some());
         for kind in [JobKind::Push, JobKind::Remove] {
             assert!(matches!(
-                jobs.prepare("job-4", 1, kind, "web01", "root", None),
+                jobs.prepare("job-4", 1, kind, "web01", "root", NewSecret::Fresh),
                 Err(AdminError::BadInput(_))
             ));
         }
@@ -964,5 +1047,135 @@ assets:
             .unwrap();
         assert_eq!(done.status, JobStatus::Ok);
         assert_eq!(vault(&services), "old-pw");
+    }
+
+    fn runner(name: &str, zone: Option<&str>) -> Runner {
+        Runner {
+            name: name.into(),
+            zone: zone.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pick_keeps_a_job_in_its_assets_zone() {
+        // Most recently seen first: a1 (zone A), b1 and b2 (zone B), any1.
+        let online = [
+            runner("a1", Some("A")),
+            runner("b1", Some("B")),
+            runner("b2", Some("B")),
+            runner("any1", None),
+        ];
+        let tried = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // An asset in zone B: only B's bastions, in order, retries too.
+        assert_eq!(pick(&online, Some("B"), &[], None).as_deref(), Some("b1"));
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1"]), None).as_deref(),
+            Some("b2")
+        );
+        assert_eq!(pick(&online, Some("B"), &tried(&["b1", "b2"]), None), None);
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1", "b2"]), Some("b2")).as_deref(),
+            Some("b2"),
+            "the current bastion of the zone when it is the only one left"
+        );
+        assert_eq!(
+            pick(&online, Some("B"), &tried(&["b1", "b2"]), Some("a1")),
+            None,
+            "never a bastion of another zone, even as the fallback"
+        );
+        // A zone no online bastion is in: nobody (the bastion in no zone
+        // neither).
+        assert_eq!(pick(&online, Some("C"), &[], None), None);
+        // An asset in no zone: the bastions in no zone first, then any.
+        assert_eq!(pick(&online, None, &[], None).as_deref(), Some("any1"));
+        assert_eq!(
+            pick(&online, None, &tried(&["any1"]), None).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(pick(&[], None, &[], None), None);
+    }
+
+    #[test]
+    fn a_job_whose_zone_has_no_online_bastion_is_refused_naming_the_zone() {
+        let (_dir, services) = rotation();
+        services
+            .policy
+            .change("test", false, |doc| {
+                doc.assets[0].zone = Some("dmz".into());
+                Ok(())
+            })
+            .unwrap();
+        let err = services
+            .jobs
+            .start("test", JobKind::Verify, "web01", "app")
+            .unwrap_err();
+        assert!(matches!(err, AdminError::Conflict(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("no bastion of zone `dmz`") && text.contains("web01"),
+            "{text}"
+        );
+        assert_eq!(
+            services.jobs.jobs(None, 10).unwrap().len(),
+            1,
+            "nothing recorded"
+        );
+    }
+
+    #[test]
+    fn a_jobs_order_is_handed_out_once_per_attempt_to_its_bastion_from_the_database() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        let transport = jms_sync::bundle::TransportKey::generate();
+        let public = transport.public_hex();
+        // Another bastion's poll gets nothing.
+        let (orders, sealed) = jobs.deliver("b2", Some(&public)).unwrap();
+        assert!(orders.is_empty() && sealed.is_none());
+        // b1's poll gets the order, built from the policy and the row,
+        // and the new secret sealed to its transport key.
+        let (orders, sealed) = jobs.deliver("b1", Some(&public)).unwrap();
+        let [Order::Job(order)] = orders.as_slice() else {
+            panic!("one job order: {orders:?}");
+        };
+        assert_eq!((order.id.as_str(), order.attempt), ("job-1", 1));
+        assert_eq!(order.account.username, "app");
+        let sealed = jms_sync::bundle::unhex(&sealed.expect("secrets")).unwrap();
+        let opened: SealedSecrets =
+            serde_json::from_slice(&transport.open(&sealed).unwrap()).unwrap();
+        let secrets = &opened["job-1"];
+        assert_eq!(secrets.new.as_ref().map(Secret::expose), Some("new-pw"));
+        assert_eq!(secrets.current.as_ref().map(Secret::expose), Some("old-pw"));
+        // Once: b1's next poll (on this or another instance) gets nothing.
+        let (orders, _) = jobs.deliver("b1", Some(&public)).unwrap();
+        assert!(orders.is_empty(), "{orders:?}");
+        // A retry on b2 is handed out again, as attempt 2, with the same
+        // new secret.
+        let mut tx = jobs.store.write().unwrap();
+        assert!(tx.claim_job_retry("job-1", 1, "b2").unwrap());
+        tx.commit().unwrap();
+        let other = jms_sync::bundle::TransportKey::generate();
+        let public = other.public_hex();
+        assert!(jobs.deliver("b1", Some(&public)).unwrap().0.is_empty());
+        let (orders, sealed) = jobs.deliver("b2", Some(&public)).unwrap();
+        let [Order::Job(order)] = orders.as_slice() else {
+            panic!("one job order: {orders:?}");
+        };
+        assert_eq!(order.attempt, 2);
+        let sealed = jms_sync::bundle::unhex(&sealed.unwrap()).unwrap();
+        let opened: SealedSecrets = serde_json::from_slice(&other.open(&sealed).unwrap()).unwrap();
+        assert_eq!(
+            opened["job-1"].new.as_ref().map(Secret::expose),
+            Some("new-pw")
+        );
+    }
+
+    #[test]
+    fn a_poll_without_a_transport_key_fails_the_job_it_would_get() {
+        let (_dir, services) = rotation();
+        let (orders, sealed) = services.jobs.deliver("b1", None).unwrap();
+        assert!(orders.is_empty() && sealed.is_none());
+        let row = services.jobs.job("job-1").unwrap();
+        assert_eq!(row.status, JobStatus::Failed);
+        assert!(row.error.unwrap().contains("transport key"));
     }
 }

@@ -136,10 +136,13 @@ pub struct BastionInfo {
     /// Its last report, and when it came.
     pub report: Option<(StatusReport, DateTime<Utc>)>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The zone an admin put it in (migration 14): it runs the jobs of
+    /// that zone's assets.
+    pub zone: Option<String>,
 }
 
 const COLUMNS: &str = "id, name, enrolled_at, last_seen_at, policy_version, address, \
-     agent_version, open_sessions, spool_backlog, reported_at, revoked_at";
+     agent_version, open_sessions, spool_backlog, reported_at, revoked_at, zone";
 
 fn time_at(row: &dyn Row, column: usize) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.get(column)?;
@@ -173,6 +176,7 @@ fn info(row: &dyn Row) -> Result<BastionInfo> {
         address: row.get(5)?,
         report,
         revoked_at: time_at(row, 10)?,
+        zone: row.get(11)?,
     })
 }
 
@@ -201,6 +205,15 @@ pub fn revoke(conn: &dyn Conn, name: &str, at: &str) -> Result<bool> {
         "UPDATE bastions SET revoked_at = ?2 WHERE name = ?1 AND public_key IS NOT NULL \
          AND revoked_at IS NULL",
         args![name, at],
+    )? == 1)
+}
+
+/// Puts enrolled bastion `name` in `zone` (none: no zone); false when
+/// there is no such bastion.
+pub fn set_zone(conn: &dyn Conn, name: &str, zone: Option<&str>) -> Result<bool> {
+    Ok(conn.exec(
+        "UPDATE bastions SET zone = ?2 WHERE name = ?1 AND public_key IS NOT NULL",
+        args![name, zone],
     )? == 1)
 }
 

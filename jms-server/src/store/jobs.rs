@@ -110,6 +110,21 @@ CREATE TABLE asset_facts (
 );
 "#;
 
+/// Migration 14: zones (an asset's jobs run only on bastions of its
+/// zone) and job orders in the database (the attempt whose order a
+/// bastion's control poll took, on whichever instance it polled).
+pub const MIGRATION_ZONES: &str = r#"
+-- The network zone of an asset (policy) and of a bastion (set by an
+-- admin); NULL: none.
+ALTER TABLE assets ADD COLUMN zone TEXT;
+ALTER TABLE bastions ADD COLUMN zone TEXT;
+-- The attempt whose order a bastion's control poll took (0: not yet):
+-- the order is built again from the policy and the job's row by the
+-- instance the bastion polls, and handed out once per attempt.
+ALTER TABLE jobs ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_by_bastion ON jobs (bastion, status);
+"#;
+
 /// An asset's facts as the last discovery gathered them (what the target
 /// said, each value cut to [`MAX_FACT`] characters).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -337,6 +352,31 @@ pub fn running_jobs(conn: &dyn Conn) -> Result<Vec<JobRow>> {
         args![],
         job_row,
     )
+}
+
+/// The running jobs given to `bastion` whose current attempt's order it
+/// has not taken yet (its control poll hands them out).
+pub fn undelivered_jobs(conn: &dyn Conn, bastion: &str) -> Result<Vec<JobRow>> {
+    conn.all(
+        &format!(
+            "SELECT {COLUMNS} FROM jobs WHERE bastion = ?1 AND status = 'running' \
+             AND delivered < attempt ORDER BY created_at LIMIT 64"
+        ),
+        args![bastion],
+        job_row,
+    )
+}
+
+/// Marks attempt `attempt` of running job `id` taken by `bastion`'s
+/// control poll: a claim in the database (false when another instance's
+/// poll, a retry or the job's end got there first), so that the order
+/// goes out once whichever instance the bastion polls.
+pub fn claim_delivery(conn: &dyn Conn, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
+    Ok(conn.exec(
+        "UPDATE jobs SET delivered = attempt WHERE id = ?1 AND attempt = ?2 AND bastion = ?3 \
+         AND status = 'running' AND delivered < attempt",
+        args![id, attempt as i64, bastion],
+    )? == 1)
 }
 
 /// The newest ended job of an account that kept its new secret (the

@@ -132,6 +132,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::plans::MIGRATION,
         pg: Pg::Translated,
     },
+    Migration {
+        version: 14,
+        name: "zones of assets and bastions; job orders handed out from the database",
+        sql: super::jobs::MIGRATION_ZONES,
+        pg: Pg::Translated,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

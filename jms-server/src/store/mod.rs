@@ -424,6 +424,8 @@ pub trait ReadTx {
     fn job_events(&self, id: &str) -> Result<Vec<JobEvent>>;
     /// Every running account job.
     fn running_jobs(&self) -> Result<Vec<JobRow>>;
+    /// The running jobs of `bastion` whose current order it has not taken.
+    fn undelivered_jobs(&self, bastion: &str) -> Result<Vec<JobRow>>;
     /// The newest ended job of an account that kept its new secret.
     fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<JobRow>>;
     /// The last verification of every account checked.
@@ -517,6 +519,9 @@ pub trait WriteTx: ReadTx {
     /// Revokes a bastion: its key is refused from then on; false when no
     /// such bastion is enrolled or it was revoked before.
     fn revoke_bastion(&mut self, name: &str) -> Result<bool>;
+    /// Puts an enrolled bastion in `zone` (none: no zone); false when no
+    /// such bastion is enrolled.
+    fn set_bastion_zone(&mut self, name: &str, zone: Option<&str>) -> Result<bool>;
     /// Records where a bastion's request came from and, with its control
     /// poll, what it reported.
     fn note_bastion(
@@ -603,6 +608,9 @@ pub trait WriteTx: ReadTx {
     /// Gives running job `id` (at `attempt`) to `bastion` as its next
     /// attempt; false when another instance or its report got there first.
     fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
+    /// Marks the order of `id`'s attempt `attempt` taken by `bastion`'s
+    /// control poll; false when it was taken before (or the job moved on).
+    fn claim_job_delivery(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool>;
     /// Forgets `id`'s new secret and those kept for its account.
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()>;
     /// Adds a plan; false when one has that name.

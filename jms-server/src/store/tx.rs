@@ -153,7 +153,7 @@ fn node_row(row: &dyn Row) -> Result<NodeRow> {
 }
 
 const ASSET_COLUMNS: &str =
-    "id, name, address, protocols, nodes, is_active, host_keys, created_at, updated_at";
+    "id, name, address, protocols, nodes, is_active, host_keys, created_at, updated_at, zone";
 
 fn asset_row(row: &dyn Row) -> Result<AssetRow> {
     Ok(AssetRow {
@@ -166,6 +166,7 @@ fn asset_row(row: &dyn Row) -> Result<AssetRow> {
             is_active: row.get(5)?,
             accounts: Vec::new(),
             host_keys: json(row, 6)?,
+            zone: row.get(9)?,
         },
         stamps: stamps(row, 7)?,
     })
@@ -801,6 +802,10 @@ impl ReadTx for Tx<'_> {
         super::jobs::running_jobs(&*self.conn)
     }
 
+    fn undelivered_jobs(&self, bastion: &str) -> Result<Vec<super::JobRow>> {
+        super::jobs::undelivered_jobs(&*self.conn, bastion)
+    }
+
     fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<super::JobRow>> {
         super::jobs::unsettled_job(&*self.conn, asset, account)
     }
@@ -1034,11 +1039,11 @@ impl WriteTx for Tx<'_> {
     fn put_asset(&mut self, asset: &Asset) -> Result<()> {
         self.exec(
             "INSERT INTO assets (name, address, protocols, nodes, is_active, host_keys, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             created_at, updated_at, zone) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8) \
              ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
              protocols = excluded.protocols, nodes = excluded.nodes, \
              is_active = excluded.is_active, host_keys = excluded.host_keys, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, zone = excluded.zone",
             args![
                 asset.name,
                 asset.address,
@@ -1046,7 +1051,8 @@ impl WriteTx for Tx<'_> {
                 to_json(&asset.nodes),
                 asset.is_active,
                 to_json(&asset.host_keys),
-                now()
+                now(),
+                asset.zone
             ],
         )?;
         Ok(())
@@ -1284,6 +1290,10 @@ impl WriteTx for Tx<'_> {
         super::fleet::revoke(&*self.conn, name, &now())
     }
 
+    fn set_bastion_zone(&mut self, name: &str, zone: Option<&str>) -> Result<bool> {
+        super::fleet::set_zone(&*self.conn, name, zone)
+    }
+
     fn insert_job(&mut self, job: &super::JobRow) -> Result<()> {
         super::jobs::insert_job(&*self.conn, job)
     }
@@ -1301,6 +1311,10 @@ impl WriteTx for Tx<'_> {
 
     fn claim_job_retry(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
         super::jobs::claim_retry(&*self.conn, id, attempt, bastion)
+    }
+
+    fn claim_job_delivery(&mut self, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
+        super::jobs::claim_delivery(&*self.conn, id, attempt, bastion)
     }
 
     fn settle_job_secrets(&mut self, id: &str, account: Option<(&str, &str)>) -> Result<()> {

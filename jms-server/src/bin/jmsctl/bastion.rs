@@ -9,6 +9,8 @@
 //!   threshold, revoked), address, last sync, policy version held and how
 //!   far behind, open sessions, spool backlog, jms-agentd version.
 //! - `revoke NAME`: its key is refused from then on; its audit stays.
+//! - `zone NAME ZONE` / `zone NAME --none`: the network zone it runs
+//!   account jobs for (assets with that `zone`, and those with none).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -41,6 +43,21 @@ pub enum BastionCommand {
         name: String,
         #[command(flatten)]
         args: DeleteArgs,
+    },
+    /// Put a bastion in a network zone: it then runs the account jobs of
+    /// that zone's assets (and of assets with no zone); the jobs of a
+    /// zone's assets run only on its bastions.
+    Zone {
+        name: String,
+        /// The zone (1-64 of a-z A-Z 0-9 _ . -).
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        zone: Option<String>,
+        /// Take it out of its zone: it then runs only the jobs of assets
+        /// with no zone.
+        #[arg(long)]
+        none: bool,
+        #[command(flatten)]
+        out: JsonArg,
     },
 }
 
@@ -125,6 +142,7 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                     vec![
                         cell(b, "name"),
                         cell(b, "status"),
+                        or_dash(b, "zone"),
                         or_dash(b, "address"),
                         ago(&b["silent_for_secs"]),
                         policy,
@@ -138,6 +156,7 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                 &[
                     "NAME",
                     "STATUS",
+                    "ZONE",
                     "ADDRESS",
                     "LAST SEEN",
                     "POLICY",
@@ -162,6 +181,30 @@ pub fn run(server: &ServerArgs, command: BastionCommand) -> Result<Outcome> {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 manage::print_detail(&view);
+            }
+            Ok(Outcome::Ok)
+        }
+        BastionCommand::Zone {
+            name,
+            zone,
+            none: _,
+            out,
+        } => {
+            let view = client
+                .call(
+                    Method::PUT,
+                    &["api", "v1", "bastions", &name, "zone"],
+                    &[],
+                    Some(&json!({ "zone": zone })),
+                )?
+                .unwrap_or_default();
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                match &zone {
+                    Some(zone) => println!("bastion {name} is in zone {zone}"),
+                    None => println!("bastion {name} is in no zone"),
+                }
             }
             Ok(Outcome::Ok)
         }

@@ -991,6 +991,10 @@ pub enum AssetCommand {
         /// A pinned SSH host key (repeat for more).
         #[arg(long = "host-key", value_name = "KEY")]
         host_keys: Vec<String>,
+        /// The network zone it sits in: its account jobs run only on
+        /// bastions put in this zone (`jmsctl bastion zone`).
+        #[arg(long)]
+        zone: Option<String>,
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
@@ -1040,6 +1044,12 @@ pub struct AssetSet {
     add_host_keys: Vec<String>,
     #[arg(long = "remove-host-key", value_name = "KEY")]
     remove_host_keys: Vec<String>,
+    /// Its network zone (account jobs run only on bastions of this zone).
+    #[arg(long, conflicts_with = "no_zone")]
+    zone: Option<String>,
+    /// Take it out of its zone (any bastion runs its jobs).
+    #[arg(long)]
+    no_zone: bool,
     #[command(flatten)]
     out: JsonArg,
 }
@@ -1080,6 +1090,11 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
             }
             if let Some(active) = set.active {
                 patch.insert("is_active".into(), Value::Bool(active));
+            }
+            if let Some(zone) = set.zone {
+                patch.insert("zone".into(), Value::String(zone));
+            } else if set.no_zone {
+                patch.insert("zone".into(), Value::Null);
             }
             let lists = [
                 ListChange {
@@ -1143,6 +1158,7 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
             protocols,
             nodes,
             host_keys,
+            zone,
             disabled,
             out,
         } => {
@@ -1154,6 +1170,7 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
                 is_active: !disabled,
                 accounts: Vec::new(),
                 host_keys,
+                zone,
             };
             let created = connect(server)?.call(
                 Method::POST,
@@ -1197,6 +1214,10 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
                         cell(a, "address"),
                         protocols,
                         cell(a, "nodes"),
+                        match cell(a, "zone") {
+                            zone if zone.is_empty() => "-".into(),
+                            zone => zone,
+                        },
                         accounts,
                         cell(a, "is_active"),
                     ]
@@ -1208,6 +1229,7 @@ pub fn asset(server: &ServerArgs, command: AssetCommand) -> Result<Outcome> {
                     "ADDRESS",
                     "PROTOCOLS",
                     "NODES",
+                    "ZONE",
                     "ACCOUNTS",
                     "ACTIVE",
                 ],
