@@ -1379,9 +1379,7 @@ fn ingest(
     let wall = started.elapsed().as_secs_f64();
     Ingested {
         rate: events.len() as f64 / wall,
-        server_cpu: Duration::from_secs_f64(
-            (cpu() - cpu_before).max(0.0) / events.len() as f64,
-        ),
+        server_cpu: Duration::from_secs_f64((cpu() - cpu_before).max(0.0) / events.len() as f64),
     }
 }
 
