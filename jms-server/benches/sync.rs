@@ -32,7 +32,7 @@
 //!   between them); 10,000 bastions polling across two PostgreSQL
 //!   instances (p50/p99, CPU of each) against 1,000 on one SQLite
 //!   instance; the policy writes' latency (`POST /api/v1/users`, `PATCH
-//!   /api/v1/grants/NAME`, median of 20) on the full-size policy on each;
+//!   /api/v1/grants/NAME`, median of 10) on the full-size policy on each;
 //!   as ratios against the SQLite figures.
 //!
 //! `cargo bench -p jms-server --bench sync [-- --quick] [--only ingest]`
@@ -483,7 +483,7 @@ fn postgres_lines(
 }
 
 /// Policy writes timed on each backend.
-const POLICY_WRITES: usize = 20;
+const POLICY_WRITES: usize = 10;
 
 /// [`POLICY_WRITES`] users added (`POST /api/v1/users`) and as many
 /// changes of one grant's users (`PATCH /api/v1/grants/NAME`, a user added
@@ -543,17 +543,27 @@ fn policy_writes(server: &Server, admin_token: &str, tag: &str) -> (Duration, Du
 }
 
 /// Raises this process's open-file limit (its children, the servers,
-/// inherit it) for `clients` connections, with prlimit(1); says so when it
-/// cannot.
+/// inherit it) for `clients` connections when it is lower, with
+/// prlimit(1); says so when it cannot.
 fn raise_open_files(clients: usize) {
-    let want = (clients * 2 + 1024).max(20_000);
+    let want = clients + 1024;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    if soft >= want {
+        return;
+    }
     let out = Command::new("prlimit")
         .arg(format!("--pid={}", std::process::id()))
         .arg(format!("--nofile={want}:{want}"))
         .output();
     if !matches!(&out, Ok(o) if o.status.success()) {
         eprintln!(
-            "sync: cannot raise RLIMIT_NOFILE to {want} (prlimit: {:?}); {clients} clients may run out of descriptors",
+            "sync: cannot raise RLIMIT_NOFILE from {soft} to {want} (prlimit: {:?}); {clients} clients may run out of descriptors",
             out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
         );
     }
