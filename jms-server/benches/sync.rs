@@ -25,7 +25,8 @@
 //!   deployed) and again with `--insecure-http`, and the ingest rate (one
 //!   uploader and four), the 1000 bastions' polls (CPU, p50) and the delta
 //!   request are given for both, as ratios TLS/plain;
-//! - PostgreSQL against SQLite in the same run (a private cluster from
+//! - with `--only postgres` (a run of its own; `make bench` runs it too):
+//!   PostgreSQL against SQLite in that run (a private cluster from
 //!   `scripts/pg-test` with fsync on, the store copied by `jms-server
 //!   migrate`): the event ingest with one uploader and four, on one
 //!   SQLite instance, one PostgreSQL instance and two (the uploaders split
@@ -335,9 +336,8 @@ fn main() {
 
     // ---- TLS against plain HTTP --------------------------------------------
     lines.extend(tls_lines(&data, &admin_token, &bastions, &sizes));
-
-    // ---- PostgreSQL against SQLite -------------------------------------------
-    lines.extend(postgres_lines(&data, &admin_token, &bastions, &sizes));
+    // PostgreSQL against SQLite: `--only postgres`, a run of its own (its
+    // 10,000 bastions), as `make bench` runs it.
     print_lines(&sizes, lines);
 }
 
