@@ -18,6 +18,7 @@ bench:
 	cargo bench -p nss_jms
 	cargo bench -p jms-agent --bench auth_roundtrip
 	cargo bench -p jms-server --bench sync -- $(BENCH_ARGS)
+	cargo bench -p jms-server --bench sync -- --only postgres $(BENCH_ARGS)
 	cargo bench -p jms-e2e --bench sessions
 	cargo bench -p jms-e2e --bench portal
 

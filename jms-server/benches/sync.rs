@@ -25,10 +25,16 @@
 //!   deployed) and again with `--insecure-http`, and the ingest rate (one
 //!   uploader and four), the 1000 bastions' polls (CPU, p50) and the delta
 //!   request are given for both, as ratios TLS/plain;
-//! - PostgreSQL against SQLite in the same run (a private cluster from
-//!   `scripts/pg-test`, the store copied by `jms-server migrate`): the event
-//!   ingest (one uploader) and a policy write's latency (`POST
-//!   /api/v1/users`, median of 20) on each, as ratios PostgreSQL/SQLite.
+//! - with `--only postgres` (a run of its own; `make bench` runs it too):
+//!   PostgreSQL against SQLite in that run (a private cluster from
+//!   `scripts/pg-test` with fsync on, the store copied by `jms-server
+//!   migrate`): the event ingest with one uploader and four, on one
+//!   SQLite instance, one PostgreSQL instance and two (the uploaders split
+//!   between them); 10,000 bastions polling across two PostgreSQL
+//!   instances (p50/p99, CPU of each) against 1,000 on one SQLite
+//!   instance; the policy writes' latency (`POST /api/v1/users`, `PATCH
+//!   /api/v1/grants/NAME`, median of 10) on the full-size policy on each;
+//!   as ratios against the SQLite figures.
 //!
 //! `cargo bench -p jms-server --bench sync [-- --quick] [--only ingest]`
 //! (`--quick`: 1/100 of the policy, fewer events, 100 bastions for 10 s;
@@ -36,12 +42,13 @@
 //! policy`: the policy apply alone; `--only tls`: the TLS/plain
 //! comparison alone, on a small policy; `--only apply`: the policy stored,
 //! then the full bundle and delta applies and the apply memory; `--only
-//! postgres`: PostgreSQL against SQLite alone, on a small policy).
+//! postgres`: PostgreSQL against SQLite alone, on the full-size policy,
+//! with `--quick` on 1/100 of it and a tenth of the bastions).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jms_agent::daemon::config::AgentdConfig;
@@ -68,6 +75,9 @@ const INGEST_RATIO_TARGET: f64 = 0.5;
 /// jms-agentd's upload batch.
 const BATCH: usize = 1000;
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Bastions polling the two PostgreSQL instances; a tenth of them poll the
+/// one SQLite instance (the baseline).
+const PG_BASTIONS: usize = 10_000;
 
 struct Sizes {
     label: &'static str,
@@ -114,11 +124,19 @@ fn main() {
     }
     let sizes = if postgres_only {
         Sizes {
-            label: "PostgreSQL only",
-            policy: generate::Params::FULL.divided(100),
-            events: 20_000,
-            bastions: 4,
-            poll_run: Duration::from_secs(10),
+            label: if quick {
+                "PostgreSQL only, quick"
+            } else {
+                "PostgreSQL only"
+            },
+            policy: if quick {
+                generate::Params::FULL.divided(100)
+            } else {
+                generate::Params::FULL
+            },
+            events: if quick { 20_000 } else { 100_000 },
+            bastions: if quick { PG_BASTIONS / 10 } else { PG_BASTIONS },
+            poll_run: Duration::from_secs(if quick { 10 } else { 20 }),
         }
     } else if tls_only {
         Sizes {
@@ -183,7 +201,14 @@ fn main() {
         .create_token("bench", "bench", jms_server::store::Scope::Admin)
         .expect("an admin token");
     drop(admin);
-    if !tls_only {
+    if postgres_only {
+        let mut server = Server::start(&data, true);
+        let apply = jmsctl(&server, &admin_token, &["policy", "apply"], &file);
+        server.stop();
+        lines.push(format!(
+            "policy ({assets} assets, {users} users) stored into SQLite by `jmsctl policy apply` in {apply:.1?}"
+        ));
+    } else if !tls_only {
         let mut server = Server::start(&data, true);
         let check = jmsctl(&server, &admin_token, &["policy", "check"], &file);
         let apply = jmsctl(&server, &admin_token, &["policy", "apply"], &file);
@@ -211,9 +236,13 @@ fn main() {
     let admin = Services::open(&data).expect("open the data dir");
     let authority = jms_server::tls::Authority::load_or_create(&data).expect("the TLS CA");
     let started = Instant::now();
-    let bastions: Vec<Bastion> = (0..sizes.bastions.max(1))
-        .map(|i| Bastion::enroll(&admin, &authority, i))
-        .collect();
+    let bastions: Arc<Vec<Bastion>> = Arc::new(if postgres_only {
+        Bastion::enroll_many(&admin, &authority, &data, sizes.bastions)
+    } else {
+        (0..sizes.bastions.max(1))
+            .map(|i| Bastion::enroll(&admin, &authority, i))
+            .collect()
+    });
     eprintln!(
         "{} bastions enrolled in {:.1?}",
         bastions.len(),
@@ -227,7 +256,7 @@ fn main() {
         return;
     }
     if postgres_only {
-        lines.extend(postgres_lines(&data, &admin_token, &bastions, sizes.events));
+        lines.extend(postgres_lines(&data, &admin_token, &bastions, &sizes));
         print_lines(&sizes, lines);
         return;
     }
@@ -302,31 +331,35 @@ fn main() {
     lines.extend(ingest_lines(&server, &bastions, dir.path(), sizes.events));
 
     // ---- many bastions polling -------------------------------------------
-    lines.push(polls(&server, &bastions, sizes.poll_run).line);
+    lines.push(polls(&[&server], &bastions, bastions.len(), sizes.poll_run).line);
     server.stop();
 
     // ---- TLS against plain HTTP --------------------------------------------
     lines.extend(tls_lines(&data, &admin_token, &bastions, &sizes));
-
-    // ---- PostgreSQL against SQLite -------------------------------------------
-    lines.extend(postgres_lines(&data, &admin_token, &bastions, sizes.events));
+    // PostgreSQL against SQLite: `--only postgres`, a run of its own (its
+    // 10,000 bastions), as `make bench` runs it.
     print_lines(&sizes, lines);
 }
 
-/// The event ingest (one uploader) and a policy write's latency on SQLite
-/// and on PostgreSQL (a private cluster, the store copied into it by
-/// `jms-server migrate`), in this run; ratios PostgreSQL/SQLite.
+/// PostgreSQL against SQLite in this run (a private cluster with fsync
+/// on, as SQLite's `synchronous=FULL`; the store copied into it by
+/// `jms-server migrate`): the event ingest on one SQLite instance, one
+/// PostgreSQL instance and two; the bastions' polls on one SQLite instance
+/// (a tenth of them) and two PostgreSQL ones (all); the policy writes on
+/// each backend; ratios against SQLite.
 fn postgres_lines(
     data: &Path,
     admin_token: &str,
-    bastions: &[Bastion],
-    count: usize,
+    bastions: &Arc<Vec<Bastion>>,
+    sizes: &Sizes,
 ) -> Vec<String> {
+    raise_open_files(bastions.len());
     let cluster = tempfile::tempdir().expect("temp dir");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test");
     let out = Command::new(script)
         .arg("start")
         .arg(cluster.path())
+        .env("JMS_PG_DURABLE", "1")
         .output()
         .expect("scripts/pg-test");
     assert!(
@@ -338,6 +371,7 @@ fn postgres_lines(
     let mut admin = postgres::Client::connect(&base, postgres::NoTls).expect("the cluster");
     admin.batch_execute("CREATE DATABASE jms_bench").unwrap();
     let url = base.replacen("/postgres?", "/jms_bench?", 1);
+    let started = Instant::now();
     let migrated = Command::new(SERVER)
         .args(["migrate", "--from"])
         .arg(data)
@@ -349,63 +383,201 @@ fn postgres_lines(
         "migrate: {}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    let events: Vec<Value> = (0..count).map(event).collect();
-    let mut figures = Vec::new();
-    for (name, database) in [("sqlite", None), ("postgres", Some(url.as_str()))] {
-        let mut server = Server::start_on(data, false, database);
-        let run: Vec<Value> = events
+    let migrate = started.elapsed();
+    let events: Vec<Value> = (0..sizes.events).map(event).collect();
+    // A fresh copy of the events for each run (keys of their own).
+    let run = |tag: &str| -> Vec<Value> {
+        events
             .iter()
             .map(|e| {
                 let mut e = e.clone();
-                e["id"] = format!("{}-{name}", e["id"].as_str().unwrap()).into();
+                e["id"] = format!("{}-{tag}", e["id"].as_str().unwrap()).into();
                 e
             })
-            .collect();
-        let ingested = ingest(&server, &bastions[..1], &run, 1);
-        let mut writes: Vec<Duration> = (0..20)
-            .map(|i| {
-                let started = Instant::now();
-                let response = server
-                    .http
-                    .post(format!("{}/api/v1/users", server.url))
-                    .bearer_auth(admin_token)
-                    .json(&json!({"username": format!("bench-{name}-{i}"), "name": "Bench"}))
-                    .send()
-                    .expect("user add");
-                assert!(
-                    response.status().is_success(),
-                    "user add: {}",
-                    response.status()
-                );
-                started.elapsed()
-            })
-            .collect();
-        writes.sort();
-        server.stop();
-        figures.push((ingested.rate, writes[writes.len() / 2]));
-    }
+            .collect()
+    };
+    let few = (sizes.bastions / 10).max(1);
+
+    // SQLite, one instance: the baseline.
+    let mut sqlite = Server::start_on(data, false, None);
+    let sqlite_one = ingest(&[&sqlite], &bastions[..1], &run("sqlite-1"), 1);
+    let sqlite_four = ingest(&[&sqlite], &bastions[..4], &run("sqlite-4"), 4);
+    let sqlite_writes = policy_writes(&sqlite, admin_token, "sqlite");
+    let sqlite_polls = polls(&[&sqlite], bastions, few, sizes.poll_run);
+    sqlite.stop();
+
+    // PostgreSQL, one instance, then two.
+    let mut a = Server::start_on(data, false, Some(&url));
+    let pg_one = ingest(&[&a], &bastions[..1], &run("pg-1"), 1);
+    let pg_four = ingest(&[&a], &bastions[..4], &run("pg-4"), 4);
+    let pg_writes = policy_writes(&a, admin_token, "pg");
+    let mut b = Server::start_on(data, false, Some(&url));
+    let pg_two = ingest(&[&a, &b], &bastions[..4], &run("pg-2x4"), 4);
+    let pg_polls = polls(&[&a, &b], bastions, bastions.len(), sizes.poll_run);
+    a.stop();
+    b.stop();
     let _ = Command::new(script)
         .arg("stop")
         .arg(cluster.path())
         .output();
-    let ((sqlite_rate, sqlite_write), (pg_rate, pg_write)) = (figures[0], figures[1]);
+
+    let count = events.len();
+    let ingest_line = |uploaders: usize, base: &Ingested, pg: &[(&str, &Ingested)]| {
+        let mut line = format!(
+            "  event ingest, {uploaders} uploader(s), {count} events in batches of {BATCH}: SQLite 1 instance {:.0} events/s",
+            base.rate
+        );
+        for (label, i) in pg {
+            line.push_str(&format!(
+                "; PostgreSQL {label} {:.0} events/s, ratio {:.2}",
+                i.rate,
+                i.rate / base.rate
+            ));
+        }
+        line.push_str(&format!(
+            " (server CPU per event: SQLite {:.1?}{})",
+            base.server_cpu,
+            pg.iter()
+                .map(|(label, i)| format!(", PostgreSQL {label} {:.1?}", i.server_cpu))
+                .collect::<String>()
+        ));
+        line
+    };
+    let write_line = |what: &str, sqlite: Duration, pg: Duration| {
+        format!(
+            "  policy write, {what} (median of {POLICY_WRITES}, full policy of this run): PostgreSQL {pg:.1?}, SQLite {sqlite:.1?}; ratio {:.2}",
+            pg.as_secs_f64() / sqlite.as_secs_f64()
+        )
+    };
     vec![
-        "PostgreSQL (private cluster, the store copied by `jms-server migrate`) against SQLite, same run, one instance each:".into(),
         format!(
-            "  event ingest, 1 uploader, {count} events: PostgreSQL {pg_rate:.0} events/s, SQLite {sqlite_rate:.0} events/s; ratio {:.2}",
-            pg_rate / sqlite_rate
+            "PostgreSQL (private cluster, fsync on; the store copied by `jms-server migrate` in {migrate:.1?}) against SQLite, same run:"
         ),
+        ingest_line(1, &sqlite_one, &[("1 instance", &pg_one)]),
+        ingest_line(
+            4,
+            &sqlite_four,
+            &[("1 instance", &pg_four), ("2 instances (2 uploaders each)", &pg_two)],
+        ),
+        format!("  SQLite 1 instance: {}", sqlite_polls.line),
+        format!("  PostgreSQL 2 instances: {}", pg_polls.line),
         format!(
-            "  policy write (POST /api/v1/users, median of 20): PostgreSQL {pg_write:.1?}, SQLite {sqlite_write:.1?}; ratio {:.2}",
-            pg_write.as_secs_f64() / sqlite_write.as_secs_f64()
+            "  polls, PostgreSQL 2 instances ({} bastions) against SQLite 1 instance ({few}): p50 ratio {:.2}, p99 ratio {:.2}; CPU per instance ratio {}",
+            bastions.len(),
+            pg_polls.p50.as_secs_f64() / sqlite_polls.p50.as_secs_f64(),
+            pg_polls.p99.as_secs_f64() / sqlite_polls.p99.as_secs_f64(),
+            pg_polls
+                .cpu_percents
+                .iter()
+                .map(|c| format!("{:.2}", c / sqlite_polls.cpu_percent))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+        write_line("add a user (POST /api/v1/users)", sqlite_writes.0, pg_writes.0),
+        write_line(
+            "change a grant (PATCH /api/v1/grants/NAME, its users)",
+            sqlite_writes.1,
+            pg_writes.1,
         ),
     ]
+}
+
+/// Policy writes timed on each backend.
+const POLICY_WRITES: usize = 10;
+
+/// [`POLICY_WRITES`] users added (`POST /api/v1/users`) and as many
+/// changes of one grant's users (`PATCH /api/v1/grants/NAME`, a user added
+/// to it and taken off again); the median of each.
+fn policy_writes(server: &Server, admin_token: &str, tag: &str) -> (Duration, Duration) {
+    let timed = |request: reqwest::blocking::RequestBuilder| {
+        let started = Instant::now();
+        let response = request.bearer_auth(admin_token).send().expect("a write");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "policy write: {status} {}",
+            response.text().unwrap_or_default()
+        );
+        started.elapsed()
+    };
+    let median = |mut took: Vec<Duration>| {
+        took.sort();
+        took[took.len() / 2]
+    };
+    let adds: Vec<Duration> = (0..POLICY_WRITES)
+        .map(|i| {
+            timed(
+                server
+                    .http
+                    .post(format!("{}/api/v1/users", server.url))
+                    .json(&json!({"username": format!("bench-{tag}-{i}"), "name": "Bench"})),
+            )
+        })
+        .collect();
+    let list: Value = server
+        .http
+        .get(format!("{}/api/v1/grants?limit=1", server.url))
+        .bearer_auth(admin_token)
+        .send()
+        .expect("grants")
+        .json()
+        .expect("grants JSON");
+    let grant = list["items"][0].clone();
+    let name = grant["name"].as_str().expect("a grant").to_string();
+    let users: Vec<Value> = grant["users"].as_array().cloned().unwrap_or_default();
+    let changes: Vec<Duration> = (0..POLICY_WRITES)
+        .map(|i| {
+            let mut changed = users.clone();
+            if i % 2 == 0 {
+                changed.push(format!("bench-{tag}-{i}").into());
+            }
+            timed(
+                server
+                    .http
+                    .patch(format!("{}/api/v1/grants/{name}", server.url))
+                    .json(&json!({ "users": changed })),
+            )
+        })
+        .collect();
+    (median(adds), median(changes))
+}
+
+/// Raises this process's open-file limit (its children, the servers,
+/// inherit it) for `clients` connections when it is lower, with
+/// prlimit(1); says so when it cannot.
+fn raise_open_files(clients: usize) {
+    let want = clients + 1024;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    if soft >= want {
+        return;
+    }
+    let out = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--nofile={want}:{want}"))
+        .output();
+    if !matches!(&out, Ok(o) if o.status.success()) {
+        eprintln!(
+            "sync: cannot raise RLIMIT_NOFILE from {soft} to {want} (prlimit: {:?}); {clients} clients may run out of descriptors",
+            out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        );
+    }
 }
 
 /// The same ingest, polls and delta request over TLS (as deployed: the
 /// server's CA pinned, each bastion with its client certificate) and over
 /// plain HTTP (`--insecure-http`), in this run; ratios TLS/plain.
-fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes) -> Vec<String> {
+fn tls_lines(
+    data: &Path,
+    admin_token: &str,
+    bastions: &Arc<Vec<Bastion>>,
+    sizes: &Sizes,
+) -> Vec<String> {
     // Two rounds, the modes alternating (TLS, plain, plain, TLS) so that
     // neither always runs first or under the same load; the best of each.
     let mut runs: Vec<(bool, Figures)> = Vec::new();
@@ -418,9 +590,9 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
                 e
             })
             .collect();
-        let one = ingest(&server, &bastions[..1], &events[..events.len() / 2], 1).rate;
+        let one = ingest(&[&server], &bastions[..1], &events[..events.len() / 2], 1).rate;
         let four = ingest(
-            &server,
+            &[&server],
             &bastions[..4.min(bastions.len())],
             &events[events.len() / 2..],
             4,
@@ -432,7 +604,7 @@ fn tls_lines(data: &Path, admin_token: &str, bastions: &[Bastion], sizes: &Sizes
             &bastions[0],
             &format!("tls-delta-{n}"),
         );
-        let polled = polls(&server, bastions, sizes.poll_run);
+        let polled = polls(&[&server], bastions, bastions.len(), sizes.poll_run);
         server.stop();
         runs.push((tls, (one, four, delta, polled)));
     }
@@ -562,7 +734,7 @@ fn ingest_lines(server: &Server, bastions: &[Bastion], dir: &Path, count: usize)
             })
             .collect();
         let Ingested { rate, server_cpu } = ingest(
-            server,
+            &[server],
             &bastions[..uploaders.min(bastions.len())],
             &run,
             uploaders,
@@ -803,6 +975,77 @@ impl Bastion {
         )
     }
 
+    /// `count` bastions: the first four enrolled through the server's
+    /// enrollment (tokens, certificates), the rest stored in one
+    /// transaction (as enrollment stores them; plain HTTP only, no client
+    /// certificate), so that ten thousand take seconds.
+    fn enroll_many(
+        admin: &Services,
+        authority: &jms_server::tls::Authority,
+        data: &Path,
+        count: usize,
+    ) -> Vec<Bastion> {
+        use jms_server::store::Storage;
+        let mut bastions: Vec<Bastion> = (0..count.clamp(1, 4))
+            .map(|i| Bastion::enroll(admin, authority, i))
+            .collect();
+        let store = jms_server::store::SqliteStore::open(&data.join(jms_server::services::DB_FILE))
+            .expect("the store");
+        let mut tx = store.write().expect("a write");
+        for i in bastions.len()..count {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            let id = tx
+                .put_bastion(&format!("bench-{i}"), key.public_key().as_ref(), false)
+                .unwrap()
+                .expect("a new bastion");
+            tx.set_bastion_sshd(id, None, &[]).unwrap();
+            bastions.push(Bastion {
+                id,
+                key,
+                identity: String::new(),
+            });
+        }
+        tx.commit().unwrap();
+        bastions
+    }
+
+    /// Its async client for `server` (as [`Bastion::client`]).
+    fn async_client(&self, server: &Server) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .tls_built_in_root_certs(false);
+        if let Some(ca) = &server.ca {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                .identity(reqwest::Identity::from_pem(self.identity.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    /// The headers jms-agentd signs a request with.
+    fn signed_headers(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> [(&'static str, String); 4] {
+        let mut nonce = [0u8; 16];
+        SystemRandom::new().fill(&mut nonce).unwrap();
+        let nonce = hex(&nonce);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = self.key.sign(&request_message(
+            method, path, query, timestamp, &nonce, body,
+        ));
+        [
+            (jms_sync::auth::headers::BASTION, self.id.to_string()),
+            (jms_sync::auth::headers::TIMESTAMP, timestamp.to_string()),
+            (jms_sync::auth::headers::NONCE, nonce),
+            (jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref())),
+        ]
+    }
+
     /// A request signed as jms-agentd signs it.
     fn request(
         &self,
@@ -813,24 +1056,17 @@ impl Bastion {
         query: &str,
         body: Vec<u8>,
     ) -> reqwest::blocking::RequestBuilder {
-        let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).unwrap();
-        let nonce = hex(&nonce);
-        let timestamp = chrono::Utc::now().timestamp();
-        let signature = self.key.sign(&request_message(
-            method, path, query, timestamp, &nonce, &body,
-        ));
         let url = if query.is_empty() {
             format!("{server}{path}")
         } else {
             format!("{server}{path}?{query}")
         };
-        http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .header(jms_sync::auth::headers::BASTION, self.id.to_string())
-            .header(jms_sync::auth::headers::TIMESTAMP, timestamp.to_string())
-            .header(jms_sync::auth::headers::NONCE, nonce)
-            .header(jms_sync::auth::headers::SIGNATURE, hex(signature.as_ref()))
-            .body(body)
+        let mut request =
+            http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        for (name, value) in self.signed_headers(method, path, query, &body) {
+            request = request.header(name, value);
+        }
+        request.body(body)
     }
 }
 
@@ -1110,19 +1346,27 @@ struct Ingested {
 }
 
 /// Events per second through the HTTP endpoint, `uploaders` at a time
-/// (uploader `u` as `bastions[u % len]`), and the server's CPU per event.
-fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: usize) -> Ingested {
+/// (uploader `u` as `bastions[u % len]`, to `servers[u % len]`), and the
+/// servers' CPU per event.
+fn ingest(
+    servers: &[&Server],
+    bastions: &[Bastion],
+    events: &[Value],
+    uploaders: usize,
+) -> Ingested {
     let batches: Vec<Vec<u8>> = events
         .chunks(BATCH)
         .map(|chunk| serde_json::to_vec(&json!({ "events": chunk })).unwrap())
         .collect();
     let next = Mutex::new(0usize);
-    let cpu_before = server.cpu_seconds();
+    let cpu = || servers.iter().map(|s| s.cpu_seconds()).sum::<f64>();
+    let cpu_before = cpu();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for u in 0..uploaders {
             let (next, batches) = (&next, &batches);
             let bastion = &bastions[u % bastions.len()];
+            let server = servers[u % servers.len()];
             let url = server.url.clone();
             let http = bastion.client(server);
             scope.spawn(move || loop {
@@ -1145,9 +1389,7 @@ fn ingest(server: &Server, bastions: &[Bastion], events: &[Value], uploaders: us
     let wall = started.elapsed().as_secs_f64();
     Ingested {
         rate: events.len() as f64 / wall,
-        server_cpu: Duration::from_secs_f64(
-            (server.cpu_seconds() - cpu_before).max(0.0) / events.len() as f64,
-        ),
+        server_cpu: Duration::from_secs_f64((cpu() - cpu_before).max(0.0) / events.len() as f64),
     }
 }
 
@@ -1201,117 +1443,134 @@ fn raw_insert_rate(dir: &Path, events: &[Value]) -> f64 {
 
 // ---- many bastions polling ------------------------------------------------------
 
-/// Every bastion polls every [`POLL_INTERVAL`] (spread evenly) with the
-/// version it holds, for `run`; the server's CPU and the poll latency.
 /// What [`polls`] measured.
 struct Polled {
     line: String,
+    /// Of the busiest instance.
     cpu_percent: f64,
+    /// Of each instance.
+    cpu_percents: Vec<f64>,
     p50: Duration,
+    p99: Duration,
     failed: usize,
 }
 
-fn polls(server: &Server, bastions: &[Bastion], run: Duration) -> Polled {
+/// The first `count` bastions poll every [`POLL_INTERVAL`] (spread evenly;
+/// bastion `i` polls `servers[i % len]`) with the version they hold, for
+/// `run`; each server's CPU and the poll latency. Each bastion is a client
+/// of its own (its own connection and, over TLS, client certificate), as
+/// bastions are machines of their own, all driven by one async runtime.
+fn polls(servers: &[&Server], bastions: &Arc<Vec<Bastion>>, count: usize, run: Duration) -> Polled {
     let version = {
-        let fetched = server.fetch(&bastions[0], 0);
+        let fetched = servers[0].fetch(&bastions[0], 0);
         bundle::verify(&fetched.signed, &fetched.signed[5..37], 0)
             .unwrap()
             .version
     };
-    const WORKERS: usize = 32;
-    let latencies = Mutex::new(Vec::new());
-    let late = Mutex::new(0usize);
-    let failed = Mutex::new(Vec::<String>::new());
-    // One client per bastion (each its own connection and, over TLS, its
-    // own client certificate), as bastions are machines of their own.
-    let mut clients = (0..WORKERS)
-        .map(|w| {
-            (w..bastions.len())
-                .step_by(WORKERS)
-                .map(|i| (i, bastions[i].client(server)))
-                .collect::<std::collections::HashMap<usize, reqwest::blocking::Client>>()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let clients: Vec<(reqwest::Client, String)> = (0..count)
+        .map(|i| {
+            let server = servers[i % servers.len()];
+            (bastions[i].async_client(server), server.url.clone())
         })
-        .collect::<Vec<_>>()
-        .into_iter();
-    let cpu_before = server.cpu_seconds();
+        .collect();
+    let cpu_before: Vec<f64> = servers.iter().map(|s| s.cpu_seconds()).collect();
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for w in 0..WORKERS {
-            let (latencies, late, failed) = (&latencies, &late, &failed);
-            let url = server.url.clone();
-            let clients = clients.next().expect("one set per worker");
-            scope.spawn(move || {
-                // (due, bastion) for this worker's bastions.
-                let mut due: Vec<(Duration, usize)> = (w..bastions.len())
-                    .step_by(WORKERS)
-                    .map(|i| (POLL_INTERVAL * i as u32 / bastions.len() as u32, i))
-                    .collect();
-                let mut mine = Vec::new();
-                loop {
-                    due.sort();
-                    let (at, i) = due[0];
-                    if at >= run {
-                        break;
-                    }
+    let results = runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (http, url)) in clients.into_iter().enumerate() {
+            let bastions = bastions.clone();
+            set.spawn(async move {
+                let bastion = &bastions[i];
+                let (mut latencies, mut late, mut failed) = (Vec::new(), 0usize, Vec::new());
+                let mut at = POLL_INTERVAL * i as u32 / count as u32;
+                while at < run {
                     let now = started.elapsed();
                     if at > now {
-                        std::thread::sleep(at - now);
+                        tokio::time::sleep(at - now).await;
                     } else if now - at > Duration::from_millis(100) {
-                        *late.lock().unwrap() += 1;
+                        late += 1;
                     }
                     let transport = TransportKey::generate();
                     let query = format!("since={version}&transport={}", transport.public_hex());
-                    let sent = Instant::now();
-                    match bastions[i]
-                        .request(
-                            &clients[&i],
-                            &url,
-                            "GET",
-                            "/api/v1/sync/bundle",
-                            &query,
-                            Vec::new(),
-                        )
-                        .send()
-                    {
-                        Ok(r) if r.status() == reqwest::StatusCode::NOT_MODIFIED => {
-                            mine.push(sent.elapsed())
-                        }
-                        Ok(r) => failed.lock().unwrap().push(format!("{}", r.status())),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    let path = "/api/v1/sync/bundle";
+                    let mut request = http.get(format!("{url}{path}?{query}"));
+                    for (name, value) in bastion.signed_headers("GET", path, &query, &[]) {
+                        request = request.header(name, value);
                     }
-                    due[0].0 = at + POLL_INTERVAL;
+                    let sent = Instant::now();
+                    match request.send().await {
+                        Ok(r) if r.status() == reqwest::StatusCode::NOT_MODIFIED => {
+                            latencies.push(sent.elapsed())
+                        }
+                        Ok(r) => failed.push(format!("{}", r.status())),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    at += POLL_INTERVAL;
                 }
-                latencies.lock().unwrap().extend(mine);
+                (latencies, late, failed)
             });
         }
+        set.join_all().await
     });
     let wall = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_seconds() - cpu_before;
-    let mut latencies = latencies.into_inner().unwrap();
+    let cpu: Vec<f64> = servers
+        .iter()
+        .zip(&cpu_before)
+        .map(|(s, before)| s.cpu_seconds() - before)
+        .collect();
+    drop(runtime);
+    let mut latencies = Vec::new();
+    let (mut late, mut failed) = (0, Vec::new());
+    for (mine, l, f) in results {
+        latencies.extend(mine);
+        late += l;
+        failed.extend(f);
+    }
     latencies.sort();
-    let failed = failed.into_inner().unwrap();
+    if latencies.is_empty() {
+        latencies.push(Duration::MAX);
+    }
     let rank = |p: f64| {
         latencies[((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
+    let cpu_percents: Vec<f64> = cpu.iter().map(|c| 100.0 * c / wall).collect();
     let line = format!(
-        "{} bastions polling every {}s for {:.0}s: {} polls (304), p50 {:.1?}, p99 {:.1?}, max {:.1?}; server CPU {:.1}% of one core ({:.2}s); {} late by >100 ms, {} failed{}",
-        bastions.len(),
+        "{count} bastions polling every {}s for {:.0}s{}: {} polls (304), p50 {:.1?}, p99 {:.1?}, max {:.1?}; server CPU {} of one core ({}); {} late by >100 ms, {} failed{}",
         POLL_INTERVAL.as_secs(),
         wall,
+        if servers.len() > 1 {
+            format!(" across {} instances", servers.len())
+        } else {
+            String::new()
+        },
         latencies.len(),
         rank(0.5),
         rank(0.99),
         latencies.last().unwrap(),
-        100.0 * cpu / wall,
-        cpu,
-        late.into_inner().unwrap(),
+        cpu_percents
+            .iter()
+            .map(|c| format!("{c:.1}%"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        cpu.iter()
+            .map(|c| format!("{c:.2}s"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        late,
         failed.len(),
         failed.first().map(|f| format!(" (e.g. {f})")).unwrap_or_default()
     );
     Polled {
         line,
-        cpu_percent: 100.0 * cpu / wall,
+        cpu_percent: cpu_percents.iter().copied().fold(0.0, f64::max),
+        cpu_percents,
         p50: rank(0.5),
+        p99: rank(0.99),
         failed: failed.len(),
     }
 }

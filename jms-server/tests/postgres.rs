@@ -147,6 +147,102 @@ fn events_nonces_and_links_are_exactly_once_across_instances() {
     assert_eq!(session.command_count, 50, "projected once each");
 }
 
+/// A batch holding one key twice and keys an earlier batch stored, of more
+/// events than one multi-row statement carries: each event stored and
+/// projected once, the first of a key kept (in the batch and across
+/// batches), the count of new events right.
+#[test]
+fn a_batch_with_duplicates_inside_and_against_earlier_rows_stores_each_event_once() {
+    let url = database();
+    let store = PgStore::open(&url).unwrap();
+    let bastion = {
+        let mut tx = store.write().unwrap();
+        let bastion = tx.put_bastion("b1", &[7; 32], false).unwrap().unwrap();
+        tx.commit().unwrap();
+        bastion
+    };
+    let body = |key: &str, text: &str| {
+        serde_json::json!({
+            "id": key, "event": "command", "time": "2026-01-01T00:00:00.000Z",
+            "session": "s1", "user": "alice", "asset": "web01", "account": "root",
+            "command": text, "kind": "interactive", "decision": "allow"
+        })
+        .to_string()
+    };
+    let store_batch = |batch: &[(String, String)]| {
+        let events: Vec<NewEvent<'_>> = batch
+            .iter()
+            .map(|(key, body)| NewEvent {
+                idempotency_key: key.as_str().into(),
+                kind: "command".into(),
+                at: "2026-01-01T00:00:00.000Z".into(),
+                body,
+            })
+            .collect();
+        let mut tx = store.write().unwrap();
+        let stored = tx.store_events(bastion, &events).unwrap();
+        tx.commit().unwrap();
+        stored
+    };
+    let first: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            (
+                format!("e{i}"),
+                body(&format!("e{i}"), &format!("first {i}")),
+            )
+        })
+        .collect();
+    assert_eq!(store_batch(&first), 100);
+    // e50..e349 (e50..e99 stored already), e200 twice.
+    let mut second: Vec<(String, String)> = (50..350)
+        .map(|i| {
+            (
+                format!("e{i}"),
+                body(&format!("e{i}"), &format!("second {i}")),
+            )
+        })
+        .collect();
+    second.insert(170, ("e200".into(), body("e200", "second 200 again")));
+    second.push(("e60".into(), body("e60", "second 60 again")));
+    assert_eq!(store_batch(&second), 250, "e100..e349 new, each once");
+    assert_eq!(store_batch(&second), 0, "the batch again: nothing new");
+
+    let mut db = client(&url);
+    let count =
+        |db: &mut postgres::Client, sql: &str| -> i64 { db.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM events"), 350);
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(DISTINCT idempotency_key) FROM events"
+        ),
+        350
+    );
+    assert_eq!(
+        count(&mut db, "SELECT COUNT(*) FROM commands"),
+        350,
+        "projected once each"
+    );
+    let input = |db: &mut postgres::Client, key: &str| -> String {
+        db.query_one(
+            "SELECT c.input FROM commands c JOIN events e ON e.id = c.event_id \
+             WHERE e.idempotency_key = $1",
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(input(&mut db, "e60"), "first 60", "an earlier row stays");
+    assert_eq!(
+        input(&mut db, "e200"),
+        "second 200",
+        "the first in the batch"
+    );
+    assert_eq!(input(&mut db, "e349"), "second 349");
+    let read = store.read().unwrap();
+    assert_eq!(read.session("s1").unwrap().unwrap().command_count, 350);
+}
+
 // ---- several instances on one database ----------------------------------------
 
 use common::{enrolled, outcome, Server, SyncBastion};
