@@ -132,6 +132,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::plans::MIGRATION,
         pg: Pg::Translated,
     },
+    Migration {
+        version: 14,
+        name: "portal sessions and rate limits shared by the instances",
+        sql: super::portal::MIGRATION,
+        pg: Pg::Translated,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may
