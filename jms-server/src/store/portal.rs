@@ -52,3 +52,51 @@ pub struct PortalSessionLimits {
     /// Sessions at most, everyone's (then the least recently used go).
     pub total: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SqliteStore, Storage};
+
+    #[test]
+    fn a_new_session_makes_room_under_both_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("jms.db")).unwrap();
+        let limits = PortalSessionLimits {
+            idle_since: Utc::now() - chrono::Duration::minutes(30),
+            per_user: 2,
+            total: 3,
+        };
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let add = |token: u8, name: &str| {
+            let mut tx = store.write().unwrap();
+            tx.insert_portal_session(&[token], name, later, limits)
+                .unwrap();
+            tx.commit().unwrap();
+        };
+        let held = |token: u8| store.read().unwrap().portal_session(&[token]).unwrap();
+        add(1, "eve");
+        add(2, "eve");
+        add(3, "eve");
+        assert!(held(1).is_none(), "her oldest made room");
+        assert_eq!(held(3).unwrap().username, "eve");
+        add(4, "bob");
+        add(5, "bob");
+        assert!(held(2).is_none(), "the least recently used made room");
+        assert!(held(3).is_some() && held(4).is_some() && held(5).is_some());
+        let tx = store.read().unwrap();
+        assert_eq!(
+            tx.live_portal_sessions("bob", Utc::now(), limits.idle_since)
+                .unwrap(),
+            2
+        );
+        drop(tx);
+        let mut tx = store.write().unwrap();
+        assert_eq!(
+            tx.delete_portal_session(&[4]).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(tx.delete_portal_session(&[4]).unwrap(), None);
+        tx.commit().unwrap();
+    }
+}
