@@ -75,6 +75,10 @@ pub enum Signal {
     },
     /// An admin lifted `name`'s portal lockout.
     PortalUnlocked { name: String },
+    /// A portal session of `name` ended (sign-out, or she may no longer
+    /// log in): where she holds no live session any more, her file
+    /// manager's SFTP sessions close.
+    PortalSignedOut { name: String },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -226,11 +226,16 @@ impl Services {
                 | Signal::LoginSucceeded { .. }
                 | Signal::PortalLoginFailed { .. }
                 | Signal::PortalLoginSucceeded { .. }
-                | Signal::PortalUnlocked { .. } => {}
+                | Signal::PortalUnlocked { .. }
+                | Signal::PortalSignedOut { .. } => {}
             });
         }
         let audit = Arc::new(AuditService::new(store.clone()));
-        let portal = Arc::new(crate::engineers::Portal::new(policy.clone(), audit.clone()));
+        let portal = Arc::new(crate::engineers::Portal::new(
+            policy.clone(),
+            audit.clone(),
+            store.clone(),
+        ));
         portal
             .files
             .set_opener(Arc::new(crate::engineers::sftp::BastionSftp::new(

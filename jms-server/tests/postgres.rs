@@ -575,28 +575,9 @@ fn failed_portal_logins_on_one_instance_lock_the_engineer_on_the_other() {
     const PASSWORD: &str = "eve's long portal passphrase";
     let a = Server::start_on_postgres();
     let b = a.peer();
-    let hash = jms_core::password::hash_password(PASSWORD, jms_core::password::MIN_ITERATIONS)
-        .expect("a password hash");
-    let file = a.data.with_extension("portal-policy.yaml");
-    std::fs::write(
-        &file,
-        format!("users:\n  - {{username: eve, name: Eve, password_hash: \"{hash}\"}}\n"),
-    )
-    .unwrap();
-    jmsctl_ok(&a, &["policy", "apply", file.to_str().unwrap()]);
-    let login = |server: &Server, password: &str| -> u16 {
-        reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .post(format!("{}/login", server.url))
-            .header("origin", &server.url)
-            .form(&[("username", "eve"), ("password", password), ("next", "/")])
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    add_engineer(&a, "eve", PASSWORD);
+    let login =
+        |server: &Server, password: &str| -> u16 { portal_login(server, "eve", password).0 };
     // B has heard everything A said before a policy write on A once B's
     // long-poll wakes for that write (one sender, in order).
     let bastion = enrolled(&a, "b1");
@@ -763,4 +744,156 @@ fn a_job_started_through_one_instance_runs_on_a_bastion_polling_the_other() {
 fn a_job_runs_on_a_bastion_polling_the_one_sqlite_instance() {
     let server = Server::start_on_sqlite();
     a_rotation_runs_across(&server, &server);
+}
+
+/// Adds the jms user `name` with `password` (a policy file applied
+/// through `server`).
+fn add_engineer(server: &Server, name: &str, password: &str) {
+    let hash = jms_core::password::hash_password(password, jms_core::password::MIN_ITERATIONS)
+        .expect("a password hash");
+    let file = server.data.with_extension(format!("{name}-policy.yaml"));
+    std::fs::write(
+        &file,
+        format!("users:\n  - {{username: {name}, name: {name}, password_hash: \"{hash}\"}}\n"),
+    )
+    .unwrap();
+    jmsctl_ok(server, &["policy", "apply", file.to_str().unwrap()]);
+}
+
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A portal login through `server`: the status and the session cookie
+/// (`jms_portal=…`) it set, if any.
+fn portal_login(server: &Server, name: &str, password: &str) -> (u16, Option<String>) {
+    let response = browser()
+        .post(format!("{}/login", server.url))
+        .header("origin", &server.url)
+        .form(&[("username", name), ("password", password), ("next", "/")])
+        .send()
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string());
+    (response.status().as_u16(), cookie)
+}
+
+/// `GET /` of the portal with `cookie`: the status and where it sends
+/// the browser (a redirect to the login page without a live session).
+fn portal_page(server: &Server, cookie: &str) -> (u16, String) {
+    let response = browser()
+        .get(format!("{}/", server.url))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (response.status().as_u16(), location)
+}
+
+/// An engineer signed in to the portal through instance A is served by
+/// instance B (the session is in the database, not in A's memory), and
+/// signing out on B ends the session on A too. Across a restart of A
+/// she stays signed in.
+#[test]
+fn a_portal_session_made_on_one_instance_is_served_and_ended_by_the_other() {
+    const PASSWORD: &str = "eve's long portal passphrase";
+    let mut a = Server::start_on_postgres();
+    let b = a.peer();
+    add_engineer(&a, "eve", PASSWORD);
+    let (status, cookie) = portal_login(&a, "eve", PASSWORD);
+    assert_eq!(status, 303, "A signs eve in");
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.starts_with("jms_portal="), "{cookie}");
+    assert_eq!(portal_page(&a, &cookie).0, 200, "A serves her page");
+    assert_eq!(
+        portal_page(&b, &cookie),
+        (200, String::new()),
+        "B serves her page with A's session"
+    );
+    a.restart();
+    assert_eq!(
+        portal_page(&a, &cookie).0,
+        200,
+        "A restarted still knows her"
+    );
+
+    let response = browser()
+        .post(format!("{}/logout", b.url))
+        .header("origin", &b.url)
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303, "B signs her out");
+    for server in [&a, &b] {
+        let (status, location) = portal_page(server, &cookie);
+        assert_eq!(status, 303, "the session is over everywhere");
+        assert!(location.starts_with("/login"), "{location}");
+    }
+    let sessions = common::query_text(
+        &a.data,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM portal_sessions",
+    );
+    assert_eq!(sessions, "0", "nothing of it is kept");
+}
+
+/// "Forgot password" requests from one address count against one limit
+/// whichever instance they reach: after 6 through A and 4 through B, the
+/// 11th is refused by both.
+#[test]
+fn the_forgot_password_limit_counts_requests_on_both_instances() {
+    let a = Server::start_on_postgres();
+    let b = a.peer();
+    // Mail on (the page needs it); nobody asked for exists, nothing is sent.
+    a.expect(
+        200,
+        "PATCH",
+        "/api/v1/settings",
+        Some(json!({"mail": {
+            "enabled": true, "smtp_host": "127.0.0.1", "smtp_port": 9,
+            "smtp_security": "none", "from": "jms <jms@corp.example>",
+            "site_url": a.url,
+        }})),
+    );
+    // The form's cookie and token from A (the key is shared: B takes them).
+    let form = browser()
+        .get(format!("{}/password/forgot", a.url))
+        .send()
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 200);
+    let cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = form.text().unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("the form's token") + marker.len();
+    let csrf = page[start..start + page[start..].find('"').unwrap()].to_string();
+    let ask = |server: &Server| -> u16 {
+        browser()
+            .post(format!("{}/password/forgot", server.url))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf.as_str()), ("login", "nobody")])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for i in 0..10 {
+        let server = if i < 6 { &a } else { &b };
+        assert_eq!(ask(server), 200, "request {} within the limit", i + 1);
+    }
+    assert_eq!(ask(&b), 429, "B counted A's requests");
+    assert_eq!(ask(&a), 429, "and A B's");
 }

@@ -84,11 +84,16 @@ impl Agentd {
         agentd
     }
 
-    /// `jms-agentd enroll` with `token` at `server`.
+    /// `jms-agentd enroll` with `token` at `server`, as bastion `b1`.
     pub fn enroll(&self, server: &str, token: &str) -> Output {
+        self.enroll_as(server, token, "b1")
+    }
+
+    /// `jms-agentd enroll` with `token` at `server`, as bastion `name`.
+    pub fn enroll_as(&self, server: &str, token: &str, name: &str) -> Output {
         self.command()
             .args([
-                "enroll", "--server", server, "--token", token, "--name", "b1",
+                "enroll", "--server", server, "--token", token, "--name", name,
             ])
             .output()
             .expect("run jms-agentd enroll")
@@ -129,6 +134,11 @@ impl Agentd {
                 .status();
             let _ = child.wait();
         }
+    }
+
+    /// The running jms-agentd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// kill -9 and wait.

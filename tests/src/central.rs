@@ -63,6 +63,9 @@ pub struct Central {
     /// Extra arguments and environment of the server process.
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// On PostgreSQL: the database's URL, and whether this instance made
+    /// it (and drops it).
+    database: Option<(String, bool)>,
 }
 
 /// A connection to the server: TLS or plain.
@@ -98,6 +101,59 @@ impl Central {
         Central::start_configured(false, vec!["--recordings".into(), s3.url(prefix)], s3.env())
     }
 
+    /// Starts a server over TLS on a new database of the tests' PostgreSQL
+    /// ([`crate::pg::cluster`]) that keeps recordings in `s3`'s bucket
+    /// under `prefix`: the first instance of a highly available server
+    /// ([`Central::peer`] starts more).
+    pub fn start_on_postgres_with_s3(s3: &crate::s3::S3Server, prefix: &str) -> Central {
+        let database = crate::pg::create_database(&crate::pg::cluster());
+        let extra = vec![
+            "--database".into(),
+            database.clone(),
+            "--recordings".into(),
+            s3.url(prefix),
+        ];
+        let mut central = Central::start_configured(false, extra, s3.env());
+        central.database = Some((database, true));
+        central
+    }
+
+    /// Another instance of this server (on PostgreSQL): the same database
+    /// and recording store, a data directory of its own holding copies of
+    /// this one's keys and TLS CA (what the admin distributes), the same
+    /// admin token, a port of its own.
+    pub fn peer(&self) -> Central {
+        let (database, _) = self
+            .database
+            .clone()
+            .expect("instances share a PostgreSQL database");
+        let dir = tempfile::Builder::new()
+            .prefix("jms-e2e-central-")
+            .tempdir()
+            .expect("temp dir for the central server");
+        copy_keys(&self.data_dir(), &dir.path().join("data"));
+        let mut peer = Central {
+            dir: Some(dir),
+            child: None,
+            url: String::new(),
+            token: self.token.clone(),
+            server: self.server.clone(),
+            ctl: self.ctl.clone(),
+            insecure: self.insecure,
+            ca: self.ca.clone(),
+            extra: self.extra.clone(),
+            env: self.env.clone(),
+            database: Some((database, false)),
+        };
+        peer.url = peer.spawn("127.0.0.1:0");
+        peer
+    }
+
+    /// The PostgreSQL database's URL, if the server runs on one.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_ref().map(|(url, _)| url.as_str())
+    }
+
     fn start_with(insecure: bool) -> Central {
         Central::start_configured(insecure, Vec::new(), Vec::new())
     }
@@ -109,11 +165,18 @@ impl Central {
             .tempdir()
             .expect("temp dir for the central server");
         let data = dir.path().join("data");
+        // The token goes where the server keeps its data (`--database`).
+        let database = extra
+            .iter()
+            .position(|a| a == "--database")
+            .map(|i| extra[i..i + 2].to_vec())
+            .unwrap_or_default();
         let out = run::run(
             Command::new(&server)
                 .args(["token", "create", "--scope", "admin", "--name", "e2e"])
                 .arg("--data")
-                .arg(&data),
+                .arg(&data)
+                .args(&database),
             b"",
             COMMAND_TIMEOUT,
         );
@@ -129,6 +192,7 @@ impl Central {
             ca: None,
             extra,
             env,
+            database: None,
         };
         central.url = central.spawn("127.0.0.1:0");
         assert_eq!(
@@ -367,6 +431,29 @@ impl Drop for Central {
             if let Some(dir) = self.dir.take() {
                 eprintln!("jms-e2e: kept {}", dir.keep().display());
             }
+        } else if let Some((url, true)) = &self.database {
+            crate::pg::drop_database(url);
+        }
+    }
+}
+
+/// Copies the files of data directory `from` into `to` (made 0700), but
+/// not its SQLite database: the keys and TLS files an admin copies from
+/// the first instance to the others.
+fn copy_keys(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(to).expect("the peer's data dir");
+    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).expect("chmod the data dir");
+    for entry in fs::read_dir(from).expect("the data dir").flatten() {
+        let name = entry.file_name();
+        let kind = entry.file_type().expect("a file type");
+        if name.to_string_lossy().starts_with("jms.db") {
+            continue;
+        }
+        if kind.is_dir() {
+            copy_keys(&entry.path(), &to.join(&name));
+        } else if kind.is_file() {
+            fs::copy(entry.path(), to.join(&name)).expect("copy a key file");
         }
     }
 }

@@ -24,7 +24,8 @@
 //! - [`browser`]: headless Chromium driven through chromedriver
 //!   (WebDriver), with screenshots kept under `target/test-artifacts/`.
 //! - [`mail`]: a loopback SMTP server catching what jms-server mails.
-//! - [`s3`]: a real S3-compatible server (moto, SigV4 checked) for
+//! - [`pg`]: the PostgreSQL of the tests (a private cluster) and `psql`.
+//! - [`s3`]: a real S3-compatible server (s3s-fs, SigV4 checked) for
 //!   recordings in object storage.
 //! - [`target`]: a target host (a real sshd on 127.0.0.2 with its own
 //!   accounts, in its own mount namespace) for the session tests.
@@ -40,6 +41,7 @@ mod config;
 pub mod fixture;
 pub mod mail;
 pub mod namespace;
+pub mod pg;
 pub mod plain;
 pub mod preflight;
 pub mod procfs;

@@ -11,13 +11,14 @@
 //!   lockout counter ([`FailureRecord`] under `security.lockout_threshold`
 //!   and `lockout_duration`). Every outcome but "code needed" goes to the
 //!   login audit ([`AuditService::record_portal_login`]).
-//! - Failures, locks, the last TOTP step used and the sessions live in
-//!   this process's memory: a restart forgets them (everyone logs in
-//!   again); the admins' unlock lifts the portal's lock too.
-//! - A session is a random token in a cookie (only its SHA-256 is kept);
-//!   every request checks it again, with the account rules: a user
-//!   disabled, expired, or now outside her networks or hours is out at
-//!   her next click.
+//! - Failures, locks and the last TOTP step used live in this process's
+//!   memory (a restart forgets them), told to the other instances on the
+//!   bus; the admins' unlock lifts the portal's lock too.
+//! - A session is a random token in a cookie; the store keeps only its
+//!   SHA-256 (`portal_sessions`), so any instance on the same database
+//!   serves her and a restart keeps her signed in. Every request checks
+//!   it again, with the account rules: a user disabled, expired, or now
+//!   outside her networks or hours is out at her next click.
 //! - [`sftp`]: the file manager's SFTP sessions on bastions.
 //!
 //! The web side is [`crate::portal`].
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jms_core::login::{check_login, FailureRecord, LockoutPolicy};
@@ -40,15 +41,18 @@ use crate::audit::AuditService;
 use crate::error::{AdminError, Result};
 use crate::policy::PolicyService;
 use crate::settings::MfaRequired;
+use crate::store::{PortalSessionLimits, Store};
 
 /// Longest a portal login lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// A portal session unused this long ends.
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Portal sessions kept at most (then the least recently used go).
-pub const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS: u64 = 10_000;
 /// Portal sessions one engineer may hold at once (then her oldest goes).
-pub const MAX_SESSIONS_PER_USER: usize = 32;
+pub const MAX_SESSIONS_PER_USER: u64 = 32;
+/// A live session is marked used at most this often (a write).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// A signed-in engineer, as the portal's pages see her.
 #[derive(Debug, Clone)]
@@ -74,24 +78,18 @@ pub enum LoginOutcome {
     Denied(String),
 }
 
-struct Session {
-    username: String,
-    started: Instant,
-    last_used: Instant,
-}
-
 #[derive(Default)]
 struct State {
     failures: HashMap<String, FailureRecord>,
     totp_steps: HashMap<String, i64>,
-    /// By the token's SHA-256.
-    sessions: HashMap<Vec<u8>, Session>,
 }
 
 /// The engineers' portal service.
 pub struct Portal {
     policy: Arc<PolicyService>,
     audit: Arc<AuditService>,
+    /// The login sessions.
+    store: Store,
     state: Mutex<State>,
     /// The compiled policy, by policy version.
     compiled: Mutex<Option<(u64, Arc<Policy>)>>,
@@ -110,10 +108,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Portal {
-    pub fn new(policy: Arc<PolicyService>, audit: Arc<AuditService>) -> Portal {
+    pub fn new(policy: Arc<PolicyService>, audit: Arc<AuditService>, store: Store) -> Portal {
         Portal {
             policy,
             audit,
+            store,
             state: Mutex::new(State::default()),
             compiled: Mutex::new(None),
             timezone: Mutex::new(chrono_tz::UTC),
@@ -162,6 +161,7 @@ impl Portal {
             Signal::PortalUnlocked { name } => {
                 lock(&self.state).failures.remove(name);
             }
+            Signal::PortalSignedOut { name } => self.close_files_if_gone(name),
             _ => {}
         }
     }
@@ -332,64 +332,41 @@ impl Portal {
             return Ok(LoginOutcome::Denied(denied.to_string()));
         }
         let token = crate::crypto::new_token();
-        self.add_session(name, &token);
+        self.add_session(name, &token, now)?;
         Ok(LoginOutcome::Success { token })
     }
 
-    fn add_session(&self, name: &str, token: &str) {
-        let now = Instant::now();
-        let mut state = lock(&self.state);
-        let sessions = &mut state.sessions;
-        sessions.retain(|_, s| live(s, now));
-        let mine: Vec<(Vec<u8>, Instant)> = sessions
-            .iter()
-            .filter(|(_, s)| s.username == name)
-            .map(|(k, s)| (k.clone(), s.started))
-            .collect();
-        if mine.len() >= MAX_SESSIONS_PER_USER {
-            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, at)| *at) {
-                sessions.remove(oldest);
-            }
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(
-            crate::crypto::token_hash(token),
-            Session {
-                username: name.to_string(),
-                started: now,
-                last_used: now,
+    fn add_session(&self, name: &str, token: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.store.write()?;
+        tx.insert_portal_session(
+            &crate::crypto::token_hash(token),
+            name,
+            now + chrono::Duration::from_std(SESSION_LIFETIME).expect("fits"),
+            PortalSessionLimits {
+                idle_since: idle_since(now),
+                per_user: MAX_SESSIONS_PER_USER,
+                total: MAX_SESSIONS,
             },
-        );
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The engineer a session token belongs to, if the session is live and
     /// she may still log in (from `client`, now). A dead session is
-    /// forgotten.
+    /// forgotten; a live one is marked used (at most once a minute).
     pub fn engineer(&self, token: &str, client: Option<IpAddr>) -> Result<Option<Engineer>> {
         let hash = crate::crypto::token_hash(token);
-        let now = Instant::now();
-        let username = {
-            let mut state = lock(&self.state);
-            let Some(session) = state.sessions.get_mut(&hash) else {
-                return Ok(None);
-            };
-            if !live(session, now) {
-                state.sessions.remove(&hash);
-                return Ok(None);
-            }
-            session.last_used = now;
-            session.username.clone()
-        };
-        let policy = self.compiled()?;
         let at = Utc::now();
+        let Some(session) = self.store.read()?.portal_session(&hash)? else {
+            return Ok(None);
+        };
+        let username = session.username;
+        if at >= session.expires_at || session.last_seen_at < idle_since(at) {
+            self.end_session(&hash)?;
+            return Ok(None);
+        }
+        let policy = self.compiled()?;
         let allowed = policy
             .user(&username)
             .is_some_and(|user| check_login(user, client, at, self.timezone()).is_ok())
@@ -399,9 +376,14 @@ impl Portal {
                 user = username,
                 "portal session ended: she may no longer log in"
             );
-            lock(&self.state).sessions.remove(&hash);
+            self.end_session(&hash)?;
             self.files.close_user(&username);
             return Ok(None);
+        }
+        if at - session.last_seen_at > chrono::Duration::from_std(TOUCH_EVERY).expect("fits") {
+            let mut tx = self.store.write()?;
+            tx.touch_portal_session(&hash)?;
+            tx.commit()?;
         }
         Ok(Some(Engineer { username, client }))
     }
@@ -413,21 +395,38 @@ impl Portal {
             .and_then(|r| r.is_locked(now))
     }
 
-    /// Ends a session (logout); her file manager's SFTP sessions close
-    /// with her last portal session.
-    pub fn logout(&self, token: &str) {
-        let mut state = lock(&self.state);
-        let Some(ended) = state.sessions.remove(&crate::crypto::token_hash(token)) else {
-            return;
-        };
-        let last = !state
-            .sessions
-            .values()
-            .any(|s| s.username == ended.username);
-        drop(state);
-        if last {
-            self.files.close_user(&ended.username);
+    /// Deletes the session with token hash `hash`; its engineer's file
+    /// manager's SFTP sessions close with her last portal session, here
+    /// and (told on the bus) on the other instances.
+    fn end_session(&self, hash: &[u8]) -> Result<()> {
+        let mut tx = self.store.write()?;
+        let ended = tx.delete_portal_session(hash)?;
+        tx.commit()?;
+        if let Some(name) = ended {
+            self.close_files_if_gone(&name);
+            self.publish(crate::bus::Signal::PortalSignedOut { name });
         }
+        Ok(())
+    }
+
+    /// Closes `name`'s SFTP sessions here when she holds no live portal
+    /// session any more.
+    fn close_files_if_gone(&self, name: &str) {
+        let now = Utc::now();
+        let live = self
+            .store
+            .read()
+            .and_then(|tx| tx.live_portal_sessions(name, now, idle_since(now)));
+        match live {
+            Ok(0) => self.files.close_user(name),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(user = name, error = %e, "portal: sessions not counted"),
+        }
+    }
+
+    /// Ends a session (logout), on every instance.
+    pub fn logout(&self, token: &str) -> Result<()> {
+        self.end_session(&crate::crypto::token_hash(token))
     }
 
     /// Lifts `name`'s portal lockout (the admins' unlock); true when there
@@ -440,9 +439,9 @@ impl Portal {
     }
 }
 
-fn live(session: &Session, now: Instant) -> bool {
-    now.duration_since(session.started) < SESSION_LIFETIME
-        && now.duration_since(session.last_used) < SESSION_IDLE
+/// Sessions last used before this are dead at `now`.
+fn idle_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(SESSION_IDLE).expect("fits")
 }
 
 fn rfc3339(unix: i64) -> String {

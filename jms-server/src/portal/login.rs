@@ -224,7 +224,14 @@ pub async fn submit(
 /// `POST /logout`.
 pub async fn logout(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie_value(&headers, COOKIE) {
-        portal.logout(&token);
+        match tokio::task::spawn_blocking(move || portal.logout(&token)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "portal logout failed");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
     }
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     see_other_with_cookie("/login", &cookie)

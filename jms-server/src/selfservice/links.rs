@@ -112,6 +112,11 @@ impl Links {
         Links { store, policy }
     }
 
+    /// The store (the self-service rate limits count in it).
+    pub(crate) fn store(&self) -> Store {
+        self.store.clone()
+    }
+
     /// A read transaction (users, for the pages).
     pub fn read(&self) -> Result<Box<dyn ReadTx + '_>, AdminError> {
         Ok(self.store.read()?)

@@ -13,7 +13,8 @@
 //!   it, and the "send test email" action.
 //! - [`csrf`]: forms carry an HMAC of a `SameSite=Strict` cookie (and of the
 //!   link), and a browser's `Origin` must be this site.
-//! - [`limits`]: per source IP and per user rate limits of "forgot password".
+//! - [`limits`]: per source IP and per user rate limits of "forgot password",
+//!   counted in the store (every instance counts the same requests).
 //! - [`rules`]: the password rules (`security.password_*`).
 //!
 //! Tokens, passwords and TOTP secrets are never logged: the request log
@@ -40,7 +41,7 @@ pub(crate) struct SelfService {
     links: Arc<Links>,
     csrf: csrf::CsrfKey,
     /// "Forgot password" requests per source IP.
-    per_ip: limits::RateLimiter,
+    per_ip: Arc<limits::RateLimiter>,
     /// Links sent by "forgot password", per user.
     per_user: Arc<limits::RateLimiter>,
     /// The background queue of "forgot password" lookups (started on first
@@ -52,11 +53,19 @@ pub(crate) struct SelfService {
 /// they need the self-service service only.
 pub fn router<S: Clone + Send + Sync + 'static>(links: Arc<Links>) -> Router<S> {
     let csrf = csrf::CsrfKey::shared(links.seal_key());
+    let store = links.store();
     let state = Arc::new(SelfService {
         links,
         csrf,
-        per_ip: limits::RateLimiter::new(limits::PER_IP_MAX, limits::PER_IP_WINDOW),
+        per_ip: Arc::new(limits::RateLimiter::new(
+            store.clone(),
+            "forgot_password_ip",
+            limits::PER_IP_MAX,
+            limits::PER_IP_WINDOW,
+        )),
         per_user: Arc::new(limits::RateLimiter::new(
+            store,
+            "forgot_password_user",
             limits::PER_USER_MAX,
             limits::PER_USER_WINDOW,
         )),

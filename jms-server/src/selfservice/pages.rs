@@ -561,7 +561,16 @@ pub async fn forgot_submit(
         || "unknown".to_string(),
         |Extension(c)| c.0.ip().to_string(),
     );
-    if !service.per_ip.allow(&ip) {
+    let allowed = blocking(&service.per_ip, {
+        let ip = ip.clone();
+        move |limit| limit.allow(&ip).map_err(AdminError::from)
+    })
+    .await;
+    let allowed = match allowed {
+        Ok(allowed) => allowed,
+        Err(e) => return server_error(&e),
+    };
+    if !allowed {
         tracing::warn!(ip, "forgot-password: per-IP limit reached");
         return message_page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -670,9 +679,21 @@ async fn forgot_worker(
             }
         };
         for username in usernames {
-            if !per_user.allow(&username) {
-                tracing::warn!(user = username, "forgot-password: per-user limit reached");
-                continue;
+            let allowed = blocking(&per_user, {
+                let username = username.clone();
+                move |limit| limit.allow(&username).map_err(AdminError::from)
+            })
+            .await;
+            match allowed {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(user = username, "forgot-password: per-user limit reached");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(user = username, error = %e, "forgot-password: limit not counted, no link sent");
+                    continue;
+                }
             }
             let sent = links::send_link(
                 links.clone(),

@@ -138,6 +138,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::jobs::MIGRATION_ZONES,
         pg: Pg::Translated,
     },
+    Migration {
+        version: 15,
+        name: "portal sessions and rate limits shared by the instances",
+        sql: super::portal::MIGRATION,
+        pg: Pg::Translated,
+    },
 ];
 
 /// Migration 7: an enrollment token created with `--replace NAME` may

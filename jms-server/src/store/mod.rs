@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod migrations;
 pub mod password_tokens;
 pub mod plans;
+pub mod portal;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -40,6 +41,7 @@ pub use fleet::BastionInfo;
 pub use jobs::{AccountCheck, AssetFacts, JobEvent, JobRow, JobStatus};
 pub use password_tokens::{PasswordTokenRow, Purpose};
 pub use plans::PlanRow;
+pub use portal::{PortalSessionLimits, PortalSessionRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use web_admins::{WebAdminRow, WebSessionRow};
@@ -452,6 +454,16 @@ pub trait ReadTx {
     fn web_admin(&self, username: &str) -> Result<Option<WebAdminRow>>;
     /// The web login session with this token SHA-256 (expired or not).
     fn web_session(&self, sha256: &[u8]) -> Result<Option<WebSessionRow>>;
+    /// The portal login session with this token SHA-256 (dead or not).
+    fn portal_session(&self, sha256: &[u8]) -> Result<Option<PortalSessionRow>>;
+    /// How many portal sessions `username` holds that expire after `now`
+    /// and were used at or after `idle_since`.
+    fn live_portal_sessions(
+        &self,
+        username: &str,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+    ) -> Result<u64>;
 }
 
 /// Writes, inside the write transaction.
@@ -593,6 +605,34 @@ pub trait WriteTx: ReadTx {
     fn delete_web_session(&mut self, sha256: &[u8]) -> Result<()>;
     /// Forgets sessions that expired before `now`; returns how many.
     fn delete_expired_web_sessions(&mut self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// A new portal login session of `username` until `expires_at`. Dead
+    /// sessions (expired, or idle before `limits.idle_since`) are deleted
+    /// first; then her oldest and everyone's least recently used, so that
+    /// with the new one she holds at most `limits.per_user` and all
+    /// together at most `limits.total`.
+    fn insert_portal_session(
+        &mut self,
+        sha256: &[u8],
+        username: &str,
+        expires_at: DateTime<Utc>,
+        limits: PortalSessionLimits,
+    ) -> Result<()>;
+    /// Marks a portal session used now.
+    fn touch_portal_session(&mut self, sha256: &[u8]) -> Result<()>;
+    /// Ends one portal session; the engineer it belonged to, if any.
+    fn delete_portal_session(&mut self, sha256: &[u8]) -> Result<Option<String>>;
+    /// One event of rate limit `limiter` for `subject` at `now`, if fewer
+    /// than `max` were let through since `since`: recorded and `true`;
+    /// else `false`. Hits of `limiter` older than `since` are deleted.
+    fn rate_limit_hit(
+        &mut self,
+        limiter: &str,
+        subject: &str,
+        max: u64,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// Records a new account job.
     fn insert_job(&mut self, job: &JobRow) -> Result<()>;

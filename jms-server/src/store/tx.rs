@@ -20,6 +20,7 @@ use super::{
     StoreError, StoredSettings, TokenRow, UserRow, WebAdminRow, WebSessionRow, WriteTx,
 };
 use super::{PasswordTokenRow, Purpose, TransferQuery, TransferRecord};
+use super::{PortalSessionLimits, PortalSessionRow};
 
 /// A transaction on either backend; rolled back on drop unless committed.
 pub struct Tx<'a> {
@@ -922,6 +923,35 @@ impl ReadTx for Tx<'_> {
             },
         )
     }
+
+    fn portal_session(&self, sha256: &[u8]) -> Result<Option<PortalSessionRow>> {
+        self.one(
+            "SELECT username, created_at, expires_at, last_seen_at \
+             FROM portal_sessions WHERE token_sha256 = ?1",
+            args![sha256],
+            |row| {
+                Ok(PortalSessionRow {
+                    username: row.get(0)?,
+                    created_at: time(row, 1)?,
+                    expires_at: time(row, 2)?,
+                    last_seen_at: time(row, 3)?,
+                })
+            },
+        )
+    }
+
+    fn live_portal_sessions(
+        &self,
+        username: &str,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.conn.value(
+            "SELECT COUNT(*) FROM portal_sessions \
+             WHERE username = ?1 AND expires_at > ?2 AND last_seen_at >= ?3",
+            args![username, time_text(now), time_text(idle_since)],
+        )
+    }
 }
 
 impl WriteTx for Tx<'_> {
@@ -1518,6 +1548,88 @@ impl WriteTx for Tx<'_> {
             args![time_text(now)],
         )?;
         Ok(deleted as u64)
+    }
+
+    fn insert_portal_session(
+        &mut self,
+        sha256: &[u8],
+        username: &str,
+        expires_at: DateTime<Utc>,
+        limits: PortalSessionLimits,
+    ) -> Result<()> {
+        let at = now();
+        self.exec(
+            "DELETE FROM portal_sessions WHERE expires_at <= ?1 OR last_seen_at < ?2",
+            args![at, time_text(limits.idle_since)],
+        )?;
+        // Room for the new one: her oldest, then everyone's least
+        // recently used, past the bounds.
+        self.exec(
+            "DELETE FROM portal_sessions WHERE username = ?1 AND created_at <= \
+             (SELECT created_at FROM portal_sessions WHERE username = ?1 \
+              ORDER BY created_at DESC LIMIT 1 OFFSET ?2)",
+            args![username, limits.per_user.saturating_sub(1) as i64],
+        )?;
+        self.exec(
+            "DELETE FROM portal_sessions WHERE last_seen_at <= \
+             (SELECT last_seen_at FROM portal_sessions \
+              ORDER BY last_seen_at DESC LIMIT 1 OFFSET ?1)",
+            args![limits.total.saturating_sub(1) as i64],
+        )?;
+        self.exec(
+            "INSERT INTO portal_sessions \
+             (token_sha256, username, created_at, expires_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, ?4, ?3)",
+            args![sha256, username, at, time_text(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn touch_portal_session(&mut self, sha256: &[u8]) -> Result<()> {
+        self.exec(
+            "UPDATE portal_sessions SET last_seen_at = ?2 WHERE token_sha256 = ?1",
+            args![sha256, now()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_portal_session(&mut self, sha256: &[u8]) -> Result<Option<String>> {
+        let username = self.one(
+            "SELECT username FROM portal_sessions WHERE token_sha256 = ?1",
+            args![sha256],
+            |row| row.get::<String>(0),
+        )?;
+        self.exec(
+            "DELETE FROM portal_sessions WHERE token_sha256 = ?1",
+            args![sha256],
+        )?;
+        Ok(username)
+    }
+
+    fn rate_limit_hit(
+        &mut self,
+        limiter: &str,
+        subject: &str,
+        max: u64,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.exec(
+            "DELETE FROM rate_limit_hits WHERE limiter = ?1 AND at < ?2",
+            args![limiter, time_text(since)],
+        )?;
+        let hits: u64 = self.conn.value(
+            "SELECT COUNT(*) FROM rate_limit_hits WHERE limiter = ?1 AND subject = ?2",
+            args![limiter, subject],
+        )?;
+        if hits >= max {
+            return Ok(false);
+        }
+        self.exec(
+            "INSERT INTO rate_limit_hits (limiter, subject, at) VALUES (?1, ?2, ?3)",
+            args![limiter, subject, time_text(now)],
+        )?;
+        Ok(true)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

@@ -19,6 +19,10 @@
 #[path = "../../../tests/src/s3.rs"]
 pub mod s3;
 
+/// The tests' PostgreSQL (one definition for both).
+#[path = "../../../tests/src/pg.rs"]
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -330,31 +334,12 @@ impl Drop for Server {
 
 /// The base URL of the PostgreSQL the tests run on, if any.
 pub fn pg_base() -> Option<String> {
-    std::env::var("JMS_TEST_DATABASE")
-        .ok()
-        .filter(|url| !url.is_empty())
-}
-
-/// `url` naming database `name` instead (`postgres://…/DB?…`).
-pub fn pg_url_with_db(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let query = path.find('?').map_or("", |i| &path[i..]);
-    format!("{scheme}://{authority}/{name}{query}")
+    pg::from_env()
 }
 
 /// A new empty database on the test cluster; returns its URL.
 pub fn create_pg_database(base: &str) -> String {
-    let mut bytes = [0u8; 8];
-    SystemRandom::new().fill(&mut bytes).unwrap();
-    let name = format!("jms_test_{}", hex(&bytes));
-    let mut client = postgres::Client::connect(base, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("JMS_TEST_DATABASE: cannot connect: {e}"));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    pg_url_with_db(base, &name)
+    pg::create_database(base)
 }
 
 /// The database of the test whose server keeps its data in `data`: made
@@ -381,23 +366,8 @@ pub fn database_args(data: &Path) -> Vec<String> {
 
 /// Drops the test's database (the cluster keeps none of them).
 pub fn drop_test_database(data: &Path) {
-    let Ok(url) = std::fs::read_to_string(data.with_extension("database-url")) else {
-        return;
-    };
-    if url.is_empty() {
-        return;
-    }
-    let base = pg_url_with_db(&url, "postgres");
-    let Some((_, rest)) = url.split_once("://") else {
-        return;
-    };
-    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
-    let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
-    if !name.starts_with("jms_test_") {
-        return;
-    }
-    if let Ok(mut client) = postgres::Client::connect(&base, postgres::NoTls) {
-        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    if let Ok(url) = std::fs::read_to_string(data.with_extension("database-url")) {
+        pg::drop_database(&url);
     }
 }
 
@@ -678,41 +648,5 @@ pub fn query_text(data: &Path, sql: &str) -> String {
 /// else a private cluster this test process starts once
 /// (`scripts/pg-test`), stopped and removed when the process is gone.
 pub fn pg_cluster() -> String {
-    static CLUSTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            if let Some(url) = pg_base() {
-                return url;
-            }
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-test");
-            let dir = tempfile::Builder::new()
-                .prefix("jms-pg.")
-                .tempdir()
-                .unwrap()
-                .keep();
-            let out = Command::new(script)
-                .arg("start")
-                .arg(&dir)
-                .output()
-                .expect("run scripts/pg-test");
-            assert!(
-                out.status.success(),
-                "scripts/pg-test start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            // A watchdog (in the background: the shell returns at once)
-            // stops the cluster once this process is gone.
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-                     {script} stop {dir}; rm -rf {dir}) </dev/null >/dev/null 2>&1 &",
-                    pid = std::process::id(),
-                    dir = dir.display()
-                ))
-                .status()
-                .expect("start the cluster's watchdog");
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        })
-        .clone()
+    pg::cluster()
 }
