@@ -108,14 +108,9 @@ pub enum Stdin {
 
 /// The connection's side of the data.
 pub enum Io {
-    /// The pty ssh reads its input from (`master`; write: input; set its
-    /// size with [`set_window_size`]; read: whatever is written on that
-    /// terminal itself, normally nothing) and `output`, the read end of a
-    /// pipe that is ssh's stdout and stderr: the target's output (every
-    /// echoed key) comes back through a pipe, which wakes the relay
-    /// directly, instead of a second pty, whose line discipline hands
-    /// each write to a kernel worker thread first.
-    Pty { master: OwnedFd, output: OwnedFd },
+    /// The pty master (read: output; write: input; set its size with
+    /// [`set_window_size`]).
+    Pty { master: OwnedFd },
     /// Pipes (nonblocking on our side). `stdin` is `None` unless
     /// [`Stdin::Pipe`] was asked for.
     Pipes {
@@ -423,23 +418,13 @@ pub fn open(
                 nix::pty::openpty(Some(&size), None).map_err(|e| local(format!("openpty: {e}")))?;
             set_cloexec(pty.master.as_raw_fd());
             set_cloexec(pty.slave.as_raw_fd());
-            let (out_read, out_write) = pipe().map_err(|e| local(format!("pipe: {e}")))?;
-            set_cloexec(out_read.as_raw_fd());
-            set_nonblocking(out_read.as_raw_fd());
             let stdio = [
                 Stdio::from(clone_fd(&pty.slave).map_err(|e| local(e.to_string()))?),
-                Stdio::from(clone_fd(&out_write).map_err(|e| local(e.to_string()))?),
-                Stdio::from(out_write),
+                Stdio::from(clone_fd(&pty.slave).map_err(|e| local(e.to_string()))?),
+                Stdio::from(clone_fd(&pty.slave).map_err(|e| local(e.to_string()))?),
             ];
             set_nonblocking(pty.master.as_raw_fd());
-            (
-                Io::Pty {
-                    master: pty.master,
-                    output: out_read,
-                },
-                stdio,
-                Some(pty.slave),
-            )
+            (Io::Pty { master: pty.master }, stdio, Some(pty.slave))
         }
         _ => {
             let (stdin_end, child_stdin) = match stdin {

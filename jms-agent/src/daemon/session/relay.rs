@@ -424,19 +424,6 @@ impl PtyState<'_> {
         true
     }
 
-    /// The target's output: recorded, shown to watchers, read for the
-    /// current line, and queued for the engineer.
-    fn target_output(&mut self, data: &[u8], recorder: &mut dyn Recorder, events: &dyn Events) {
-        recorder.output(data);
-        if let Some(live) = events.live() {
-            live.output(data);
-        }
-        if let Some((tracker, _)) = self.tracker.as_mut() {
-            tracker.output(data);
-        }
-        self.to_engineer.extend_from_slice(data);
-    }
-
     fn settle_deadline(&self, last_output: Instant) -> Option<Instant> {
         self.held
             .as_ref()
@@ -456,8 +443,8 @@ pub fn relay_pty(
     commands: Option<(&mut LineTracker, &Filters)>,
     events: &mut dyn Events,
 ) -> Outcome {
-    let (master, output) = match &conn.io {
-        Io::Pty { master, output } => (master.as_raw_fd(), output.as_raw_fd()),
+    let master = match &conn.io {
+        Io::Pty { master } => master.as_raw_fd(),
         Io::Pipes { .. } => unreachable!("relay_pty needs a pty connection"),
     };
     let (eng_in, eng_out) = (engineer_in.as_raw_fd(), engineer_out.as_raw_fd());
@@ -530,12 +517,11 @@ pub fn relay_pty(
         }
         let timeout = connect::poll_timeout(deadline.saturating_duration_since(now));
         // SAFETY: these descriptors stay open for the whole loop.
-        let (b_master, b_in, b_out, b_output) = unsafe {
+        let (b_master, b_in, b_out) = unsafe {
             (
                 BorrowedFd::borrow_raw(master),
                 BorrowedFd::borrow_raw(eng_in),
                 BorrowedFd::borrow_raw(eng_out),
-                BorrowedFd::borrow_raw(output),
             )
         };
         let mut fds = vec![
@@ -569,15 +555,6 @@ pub fn relay_pty(
             ));
             fds.len() - 1
         });
-        fds.push(PollFd::new(
-            b_output,
-            if want_output {
-                PollFlags::POLLIN
-            } else {
-                PollFlags::empty()
-            },
-        ));
-        let output_at = fds.len() - 1;
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
@@ -629,36 +606,25 @@ pub fn relay_pty(
                 break;
             }
         }
-        // Target output: ssh's pipe, and anything written on its terminal.
-        let mut ssh_gone = false;
-        for (fd, at) in [(output, output_at), (master, 1)] {
-            if target_done || !(want_output && any(revents[at], PollFlags::POLLIN)) {
-                continue;
-            }
-            match read_fd(fd, &mut buf) {
+        // Target output.
+        if want_output && any(revents[1], PollFlags::POLLIN) {
+            match read_fd(master, &mut buf) {
                 Read_::Data(n) => {
+                    let data = &buf[..n];
                     bytes_out += n as u64;
-                    state.target_output(&buf[..n], recorder, events);
+                    recorder.output(data);
+                    if let Some(live) = events.live() {
+                        live.output(data);
+                    }
+                    if let Some((tracker, _)) = state.tracker.as_mut() {
+                        tracker.output(data);
+                    }
+                    state.to_engineer.extend_from_slice(data);
                     last_output = Instant::now();
                 }
                 Read_::Nothing => {}
-                Read_::Closed if fd == master => ssh_gone = true,
                 Read_::Closed => target_done = true,
             }
-        }
-        if ssh_gone && !target_done {
-            // The terminal closed: ssh is gone. What is left in its pipe
-            // (at most the pipe's capacity: nothing writes to it any more,
-            // and something ssh left behind holding it is not waited for),
-            // then the end.
-            for _ in 0..64 {
-                let Read_::Data(n) = read_fd(output, &mut buf) else {
-                    break;
-                };
-                bytes_out += n as u64;
-                state.target_output(&buf[..n], recorder, events);
-            }
-            target_done = true;
         }
         // Engineer input.
         if want_input && any(revents[2], PollFlags::POLLIN) {
