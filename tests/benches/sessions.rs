@@ -655,7 +655,12 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         );
     }
     report.section(text);
-    report.section(cpu_table(&cases.iter().map(|c| c.0).collect::<Vec<_>>(), &paths, &cpu, mib));
+    report.section(cpu_table(
+        &cases.iter().map(|c| c.0).collect::<Vec<_>>(),
+        &paths,
+        &cpu,
+        mib,
+    ));
     drop(acct);
     let _ = fs::remove_file(&scene.file);
 }
@@ -897,7 +902,7 @@ impl Roots {
     /// The exited processes' CPU seconds, each charged to its part.
     fn charge(&self, exited: &std::collections::HashMap<u32, Exited>) -> Cpu {
         let mut cpu = [0.0; PARTS.len()];
-        for (pid, process) in exited {
+        for process in exited.values() {
             // The root it descends from, and how deep below it.
             let (mut parent, mut depth) = (process.ppid, 1);
             let root = loop {
@@ -982,8 +987,12 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
     // When each jms sample was taken (to see whether slow ones are periodic).
     let mut at: Vec<Duration> = Vec::new();
     let begin = Instant::now();
+    let n = ttys.len();
     for i in 0..KEYSTROKES {
-        for (p, tty) in ttys.iter_mut().enumerate() {
+        // Each path goes first in turn: the first key after the pause
+        // meets colder caches and whatever ran meanwhile.
+        for p in (0..n).map(|k| (i + k) % n) {
+            let tty = &mut ttys[p];
             if i % 40 == 39 {
                 // Kill the typed line (Ctrl-U) and let the redraw pass.
                 tty.send(b"\x15");

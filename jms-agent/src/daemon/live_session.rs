@@ -431,7 +431,18 @@ mod tests {
         let mut tail = Vec::new();
         let mut all = Vec::new();
         let mut n = 0u32;
-        for size in [1usize, 7, 1000, 30_000, 65_536, 3, 200_000, 40_000, 9, 64 * 1024 - 1] {
+        for size in [
+            1usize,
+            7,
+            1000,
+            30_000,
+            65_536,
+            3,
+            200_000,
+            40_000,
+            9,
+            64 * 1024 - 1,
+        ] {
             let chunk: Vec<u8> = (0..size)
                 .map(|_| {
                     n = n.wrapping_add(1);
