@@ -677,6 +677,10 @@ fn cpu_table(labels: &[&str], paths: &[Path3], cpu: &[Vec<Vec<Cpu>>], mib: usize
         let _ = write!(text, " {name:>11}");
     }
     let _ = writeln!(text, " {:>8}", "total");
+    let _ = writeln!(
+        text,
+        "(two-hop's -J ssh is missed in a round where it outlives the client: re-parented, it no longer descends from the bench; its total is then a lower bound)"
+    );
     for (c, label) in labels.iter().enumerate() {
         for (p, path) in paths.iter().enumerate() {
             let runs = &cpu[c][p];
