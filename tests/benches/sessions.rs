@@ -133,7 +133,7 @@ fn main() {
 
 struct Scene {
     /// Kept alive for the whole run (dropping them stops them).
-    _target: Target,
+    target: Target,
     plain: PlainSshd,
     bastion: Bastion,
     _big: Bastion,
@@ -307,7 +307,7 @@ impl Scene {
         fs::write(&config, text).expect("ssh_config");
         let file = target.srv().join("bench.bin");
         Scene {
-            _target: target,
+            target,
             plain,
             bastion,
             _big: big,
@@ -553,27 +553,43 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         .iter()
         .map(|_| vec![Vec::new(); paths.len()])
         .collect();
-    // CPU seconds of agentd itself and of its (reaped) ssh clients per jms transfer.
-    let agentd = scene.bastion.agentd_pid().expect("agentd runs");
-    let mut cpu: Vec<Vec<(f64, f64)>> = cases.iter().map(|_| Vec::new()).collect();
+    // CPU seconds of every process of each transfer (see Acct).
+    let acct_dir = tempfile::Builder::new()
+        .prefix("jms-bench-acct-")
+        .tempdir()
+        .expect("acct dir");
+    let mut acct = Acct::start(acct_dir.path());
+    let roots = Roots::of(scene);
+    let mut cpu: Vec<Vec<Vec<Cpu>>> = cases
+        .iter()
+        .map(|_| vec![Vec::new(); paths.len()])
+        .collect();
     for _round in 0..THROUGHPUT_ROUNDS {
         for (c, (label, make, stdin, expect)) in cases.iter().enumerate() {
             for (p, path) in paths.iter().enumerate() {
                 let mut cmd = make(*path);
                 let input = stdin.then(|| scene.file.clone());
-                let cpu_before = cpu_seconds(agentd);
+                let before = roots.children();
+                let monitors: Vec<f64> = roots
+                    .bastions
+                    .iter()
+                    .map(|(_, agentd)| cpu_seconds(*agentd as i32).0)
+                    .collect();
+                acct.mark();
                 let started = Instant::now();
                 let out = output_counting(&mut cmd, input.as_deref());
                 let took = started.elapsed().as_secs_f64();
+                // The session's processes end just after the client.
+                roots.wait_quiet(&before);
+                let mut used = roots.charge(&acct.since());
+                for (i, (_, agentd)) in roots.bastions.iter().enumerate() {
+                    used[part_index(Part::Monitor)] += cpu_seconds(*agentd as i32).0 - monitors[i];
+                }
+                cpu[c][p].push(used);
                 if *path == Path3::Jms {
-                    // The session thread ends (and reaps ssh) just after the client.
-                    thread::sleep(Duration::from_millis(100));
-                    let after = cpu_seconds(agentd);
-                    cpu[c].push((after.0 - cpu_before.0, after.1 - cpu_before.1));
                     clear_recordings(&scene.bastion);
                 }
                 if let (Path3::Baseline, Some(b)) = (path, &scene.baseline) {
-                    thread::sleep(Duration::from_millis(100));
                     clear_recordings(b);
                 }
                 let ok = match (&out, expect) {
@@ -603,18 +619,12 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         ];
         let b = times[c].get(3).map(|v| median(v));
         let ratio = j / t;
-        let (own, ssh) = cpu[c]
-            .iter()
-            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let n = cpu[c].len().max(1) as f64;
         let _ = writeln!(
             text,
-            "{label:<28} {j:>9.1} {t:>11.1} {d:>9.1} {:>13.1}% {:>9} {:>13}   agentd CPU {:.2} s, its children (workers, ssh) {:.2} s",
+            "{label:<28} {j:>9.1} {t:>11.1} {d:>9.1} {:>13.1}% {:>9} {:>13}",
             ratio * 100.0,
             b.map_or("-".to_owned(), |b| format!("{b:.1}")),
             b.map_or("-".to_owned(), |b| format!("{:.1}%", j / b * 100.0)),
-            own / n,
-            ssh / n
         );
         if let Some(b) = b {
             report.verdict(
@@ -645,7 +655,52 @@ fn throughput(scene: &Scene, mib: usize, report: &mut Report) {
         );
     }
     report.section(text);
+    report.section(cpu_table(
+        &cases.iter().map(|c| c.0).collect::<Vec<_>>(),
+        &paths,
+        &cpu,
+        mib,
+    ));
+    drop(acct);
     let _ = fs::remove_file(&scene.file);
+}
+
+/// The CPU seconds per 256 MiB of each part of each path (mean of the
+/// rounds): on a 2-core machine a relay's throughput is bound by them.
+fn cpu_table(labels: &[&str], paths: &[Path3], cpu: &[Vec<Vec<Cpu>>], mib: usize) -> String {
+    let scale = 256.0 / mib as f64;
+    let mut text = format!(
+        "\n== CPU seconds per 256 MiB, every process on the path (process accounting; mean of {THROUGHPUT_ROUNDS}) ==\n{:<28} {:<11}",
+        "", "path"
+    );
+    for (_, name) in PARTS {
+        let _ = write!(text, " {name:>11}");
+    }
+    let _ = writeln!(text, " {:>8}", "total");
+    let _ = writeln!(
+        text,
+        "(two-hop's -J ssh is missed in a round where it outlives the client: re-parented, it no longer descends from the bench; its total is then a lower bound)"
+    );
+    for (c, label) in labels.iter().enumerate() {
+        for (p, path) in paths.iter().enumerate() {
+            let runs = &cpu[c][p];
+            let n = runs.len().max(1) as f64;
+            let mean: Vec<f64> = (0..PARTS.len())
+                .map(|i| runs.iter().map(|r| r[i]).sum::<f64>() / n * scale)
+                .collect();
+            let _ = write!(
+                text,
+                "{:<28} {:<11}",
+                if p == 0 { *label } else { "" },
+                path.name()
+            );
+            for v in &mean {
+                let _ = write!(text, " {v:>11.2}");
+            }
+            let _ = writeln!(text, " {:>8.2}", mean.iter().sum::<f64>());
+        }
+    }
+    text
 }
 
 /// (own, reaped children's) user+system CPU seconds of `pid`.
@@ -663,6 +718,243 @@ fn cpu_seconds(pid: i32) -> (f64, f64) {
     let at = |i: usize| fields.get(i).copied().unwrap_or(0.0);
     // After the ')': state is field 0, utime 11, stime 12, cutime 13, cstime 14.
     ((at(11) + at(12)) / hz, (at(13) + at(14)) / hz)
+}
+
+// ------------------------------------------------------------ CPU seconds
+
+/// Where a process's CPU time goes in the CPU table, by the daemon it
+/// descends from and its name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The engineer's `ssh`/`scp` (and scp's ssh).
+    Client,
+    /// two-hop: the `ssh -W` ProxyJump runs under the client.
+    Proxy,
+    /// The middle hop's sshd: the bastion's (jms) or the jump host's.
+    HopSshd,
+    /// jms-agent, the ForceCommand (under the bastion's sshd).
+    Agent,
+    /// The session worker (and jms-askpass), under jms-agentd.
+    Worker,
+    /// The worker's target `ssh`.
+    WorkerSsh,
+    /// jms-agentd itself (the monitor: asks, records).
+    Monitor,
+    /// The target's sshd.
+    TargetSshd,
+    /// What runs on the target (`cat`, `wc`, scp, sftp-server).
+    TargetCommand,
+}
+
+const PARTS: [(Part, &str); 9] = [
+    (Part::Client, "client"),
+    (Part::Proxy, "-J ssh"),
+    (Part::HopSshd, "hop sshd"),
+    (Part::Agent, "jms-agent"),
+    (Part::Worker, "worker"),
+    (Part::WorkerSsh, "worker ssh"),
+    (Part::Monitor, "agentd"),
+    (Part::TargetSshd, "target sshd"),
+    (Part::TargetCommand, "target cmd"),
+];
+
+/// CPU seconds of one transfer, per [`PARTS`].
+type Cpu = [f64; PARTS.len()];
+
+fn part_index(part: Part) -> usize {
+    PARTS.iter().position(|(p, _)| *p == part).expect("listed")
+}
+
+/// One exited process, from its accounting record.
+struct Exited {
+    ppid: u32,
+    comm: String,
+    cpu: f64,
+}
+
+/// BSD process accounting (`acct(2)`, version 3 records) while the
+/// throughput runs: the kernel writes each exiting process's user+system
+/// CPU time, so the short-lived processes of a transfer (sshd's session
+/// processes, jms-agent, the worker and its ssh, the client) are counted
+/// whole, each by name, without sampling.
+struct Acct {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Acct {
+    fn start(dir: &Path) -> Acct {
+        let path = dir.join("acct");
+        File::create(&path).expect("acct file");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; acct(2) only reads it.
+        let rc = unsafe { libc::acct(c_path.as_ptr()) };
+        assert_eq!(
+            rc,
+            0,
+            "acct(2) (process accounting, for the CPU table): {}",
+            std::io::Error::last_os_error()
+        );
+        Acct { path, offset: 0 }
+    }
+
+    /// Forget what was written so far.
+    fn mark(&mut self) {
+        self.offset = fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+    }
+
+    /// The processes that exited since [`Acct::mark`], by pid.
+    fn since(&self) -> std::collections::HashMap<u32, Exited> {
+        const RECORD: usize = 64;
+        let data = fs::read(&self.path).expect("acct file");
+        let start = (self.offset as usize).min(data.len());
+        // comp_t: 13-bit mantissa, 3-bit base-8 exponent, in AHZ (100) ticks.
+        let comp = |b: &[u8]| {
+            let v = u16::from_le_bytes([b[0], b[1]]) as u64;
+            ((v & 0x1fff) << (3 * ((v >> 13) & 7))) as f64 / 100.0
+        };
+        let u32_at = |r: &[u8], i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
+        data[start..]
+            .chunks_exact(RECORD)
+            .filter(|r| r[1] == 3)
+            .map(|r| {
+                let name = &r[48..64];
+                let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+                (
+                    u32_at(r, 16),
+                    Exited {
+                        ppid: u32_at(r, 20),
+                        comm: String::from_utf8_lossy(&name[..end]).into_owned(),
+                        cpu: comp(&r[32..34]) + comp(&r[34..36]),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Acct {
+    fn drop(&mut self) {
+        // SAFETY: a null path turns accounting off.
+        unsafe { libc::acct(std::ptr::null()) };
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The long-lived processes a transfer's processes descend from.
+struct Roots {
+    bench: u32,
+    /// The listening sshd of each jms bastion, and its agentd.
+    bastions: Vec<(u32, u32)>,
+    jump: u32,
+    target: u32,
+}
+
+impl Roots {
+    fn of(scene: &Scene) -> Roots {
+        let target = fs::read_to_string(scene.target.dir().join("sshd.pid"))
+            .expect("target sshd.pid")
+            .trim()
+            .parse()
+            .expect("target pid");
+        let bastions = scene
+            .jms_bastions()
+            .iter()
+            .map(|(_, _, b)| (b.sshd_pid(), b.agentd_pid().expect("agentd runs") as u32))
+            .collect();
+        Roots {
+            bench: std::process::id(),
+            bastions,
+            jump: scene.plain.pid(),
+            target,
+        }
+    }
+
+    fn all(&self) -> Vec<u32> {
+        let mut all = vec![self.bench, self.jump, self.target];
+        for (sshd, agentd) in &self.bastions {
+            all.extend([*sshd, *agentd]);
+        }
+        all
+    }
+
+    /// Waits (up to 5 s) until none of the roots has a child that was not
+    /// there `before`: every process of the transfer has exited and been
+    /// reaped, so its record is written.
+    fn wait_quiet(&self, before: &[u32]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let busy = self
+                .all()
+                .iter()
+                .flat_map(|r| jms_e2e::procfs::children(*r))
+                .any(|c| !before.contains(&c));
+            if !busy {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn children(&self) -> Vec<u32> {
+        self.all()
+            .iter()
+            .flat_map(|r| jms_e2e::procfs::children(*r))
+            .collect()
+    }
+
+    /// The exited processes' CPU seconds, each charged to its part.
+    fn charge(&self, exited: &std::collections::HashMap<u32, Exited>) -> Cpu {
+        let mut cpu = [0.0; PARTS.len()];
+        for process in exited.values() {
+            // The root it descends from, and how deep below it.
+            let (mut parent, mut depth) = (process.ppid, 1);
+            let root = loop {
+                if self.all().contains(&parent) {
+                    break Some(parent);
+                }
+                match exited.get(&parent) {
+                    Some(p) if depth < 16 => {
+                        parent = p.ppid;
+                        depth += 1;
+                    }
+                    _ => break None,
+                }
+            };
+            let Some(root) = root else { continue };
+            let part = if root == self.bench {
+                if depth == 1 || process.comm != "ssh" {
+                    Part::Client
+                } else {
+                    // scp's ssh is the client's; ssh's own ssh child is -J's.
+                    match exited.get(&process.ppid).map(|p| p.comm.as_str()) {
+                        Some("ssh") => Part::Proxy,
+                        _ => Part::Client,
+                    }
+                }
+            } else if root == self.jump {
+                Part::HopSshd
+            } else if root == self.target {
+                if process.comm == "sshd" {
+                    Part::TargetSshd
+                } else {
+                    Part::TargetCommand
+                }
+            } else if self.bastions.iter().any(|(sshd, _)| *sshd == root) {
+                if process.comm == "jms-agent" {
+                    Part::Agent
+                } else {
+                    Part::HopSshd
+                }
+            } else if process.comm == "ssh" {
+                Part::WorkerSsh
+            } else {
+                Part::Worker
+            };
+            cpu[part_index(part)] += process.cpu;
+        }
+        cpu
+    }
 }
 
 fn write_random(path: &Path, size: usize) {
@@ -699,8 +991,12 @@ fn keystrokes(scene: &Scene, report: &mut Report) {
     // When each jms sample was taken (to see whether slow ones are periodic).
     let mut at: Vec<Duration> = Vec::new();
     let begin = Instant::now();
+    let n = ttys.len();
     for i in 0..KEYSTROKES {
-        for (p, tty) in ttys.iter_mut().enumerate() {
+        // Each path goes first in turn: the first key after the pause
+        // meets colder caches and whatever ran meanwhile.
+        for p in (0..n).map(|k| (i + k) % n) {
+            let tty = &mut ttys[p];
             if i % 40 == 39 {
                 // Kill the typed line (Ctrl-U) and let the redraw pass.
                 tty.send(b"\x15");

@@ -144,6 +144,11 @@ impl PlainSshd {
         self.port
     }
 
+    /// The pid of the listening sshd (`unshare` and its script exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("plain sshd child").id()
+    }
+
     /// The private key [`PLAIN_USER`] logs in with.
     pub fn key(&self) -> &Path {
         &self.key

@@ -84,6 +84,8 @@ struct LiveState {
     /// again when the policy changes.
     targets: Vec<(String, String, Protocol)>,
     taps: Vec<OwnedFd>,
+    /// The latest output: its last [`TAIL_BYTES`] are the recent output
+    /// (see [`keep_tail`]).
     tail: Vec<u8>,
     size: (u16, u16),
     /// Set once the session is over.
@@ -278,11 +280,7 @@ impl LiveSession {
     /// The target's output: kept and copied to every watcher.
     pub fn output(&self, data: &[u8]) {
         let mut state = self.state();
-        state.tail.extend_from_slice(data);
-        if state.tail.len() > TAIL_BYTES {
-            let cut = state.tail.len() - TAIL_BYTES;
-            state.tail.drain(..cut);
-        }
+        keep_tail(&mut state.tail, data);
         state
             .taps
             .retain(|fd| match nix::unistd::write(fd.as_fd(), data) {
@@ -320,7 +318,7 @@ impl LiveSession {
         }
         state.taps.push(write);
         Some(Tap {
-            recent: state.tail.clone(),
+            recent: recent(&state.tail).to_vec(),
             size: state.size,
             pipe: read,
         })
@@ -344,7 +342,7 @@ impl LiveSession {
             pipe.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
         );
-        let _ = nix::unistd::write(pipe.as_fd(), &state.tail);
+        let _ = nix::unistd::write(pipe.as_fd(), recent(&state.tail));
         state.taps.push(pipe);
     }
 
@@ -401,9 +399,62 @@ impl LiveSession {
     }
 }
 
+/// Adds `data` to `tail`, which holds at most twice [`TAIL_BYTES`]: the
+/// older half is dropped only when it is full, so a bulk stream costs one
+/// copy per byte (and a chunk of [`TAIL_BYTES`] or more replaces it),
+/// where trimming to [`TAIL_BYTES`] on every chunk moved the whole tail
+/// each time.
+fn keep_tail(tail: &mut Vec<u8>, data: &[u8]) {
+    if data.len() >= TAIL_BYTES {
+        tail.clear();
+        tail.extend_from_slice(&data[data.len() - TAIL_BYTES..]);
+        return;
+    }
+    if tail.len() + data.len() > 2 * TAIL_BYTES {
+        let cut = tail.len() - TAIL_BYTES;
+        tail.drain(..cut);
+    }
+    tail.extend_from_slice(data);
+}
+
+/// The recent output: the last [`TAIL_BYTES`] of `tail`.
+fn recent(tail: &[u8]) -> &[u8] {
+    &tail[tail.len().saturating_sub(TAIL_BYTES)..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_output_is_the_last_tail_bytes_whatever_the_chunks() {
+        let mut tail = Vec::new();
+        let mut all = Vec::new();
+        let mut n = 0u32;
+        for size in [
+            1usize,
+            7,
+            1000,
+            30_000,
+            65_536,
+            3,
+            200_000,
+            40_000,
+            9,
+            64 * 1024 - 1,
+        ] {
+            let chunk: Vec<u8> = (0..size)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    (n % 251) as u8
+                })
+                .collect();
+            keep_tail(&mut tail, &chunk);
+            all.extend_from_slice(&chunk);
+            assert!(tail.len() <= 2 * TAIL_BYTES, "bounded: {}", tail.len());
+            assert_eq!(recent(&tail), &all[all.len().saturating_sub(TAIL_BYTES)..]);
+        }
+    }
 
     #[test]
     fn joiner_keys_are_bounded_and_taken_in_order_with_who_typed_them() {
