@@ -14,18 +14,21 @@
 //! jms-server and two bastions (the e2e harness: real sshd, pam_jms,
 //! nss_jms, jms-agentd) enrolled with it.
 //!
-//! Phases, each a plan over the node `/bench` started as due (`jmsctl plan
-//! add … --start` in the past: the server's scheduler starts all 500 jobs
-//! on its next tick), timed from `plan add` until every job has ended:
+//! Phases, each a plan over the node `/bench` (or `/bench/sub`: the
+//! first 5 assets of each target, 100) started as due (`jmsctl plan add …
+//! --start` in the past: the server's scheduler starts all its jobs on its
+//! next tick), timed from `plan add` until every job has ended:
 //!
 //! 1. push to all 500 with one bastion;
 //! 2. rotation of all 500 with one bastion (`[sessions] max_parallel_jobs`
 //!    at its default, 8);
-//! 3. the same rotation with `max_parallel_jobs = 500`: every order at
-//!    once, as agentd ran them before the setting (a thread and a worker
-//!    per order as it came) — the ratio of 2 to 3 is the setting's effect;
-//! 4. the same rotation with both bastions online: jobs per second per
-//!    bastion (the server's dispatch decides the split).
+//! 3. rotation of /bench/sub with one bastion, 8 at once, then with
+//!    `max_parallel_jobs = 500`: every order at once, as agentd ran them
+//!    before the setting (a thread and a worker per order as it came) —
+//!    the ratio is the setting's effect;
+//! 4. rotation of all 500 with both bastions online: jobs per second per
+//!    bastion (the server gives each new job to the bastion with the
+//!    fewest in flight), against phase 2.
 //!
 //! While a phase runs, each bastion's `jms-job` workers are counted every
 //! 100 ms: how many jobs a bastion really runs at once (most, and mean
@@ -37,8 +40,8 @@
 //! --release --workspace`: the harness takes the jms binaries from
 //! target/release). `JMS_BENCH_TARGETS` (default 20) and
 //! `JMS_BENCH_ASSETS_PER_TARGET` (25) set the size; `JMS_BENCH_ONLY=
-//! push,rotate,unbounded,two` runs only those phases (push always runs:
-//! the others rotate what it pushed).
+//! rotate,unbounded,two` runs only those phases (push always runs: the
+//! others rotate what it pushed; `two` brings `rotate` for its ratio).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -66,6 +69,9 @@ const KEY_EVERY: usize = 5;
 const SAMPLE_LOGINS: usize = 10;
 /// `max_parallel_jobs` of the "before" phase: every order at once.
 const UNBOUNDED: usize = 500;
+/// The assets of the first this many of each target's rows are also in
+/// the node /bench/sub (100 of 500 by default): the before/after phases.
+const SUBSET_ROWS: usize = 5;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -103,43 +109,59 @@ fn main() {
     )];
 
     eprintln!("accounts: push to {total} accounts, one bastion…");
-    let push = scene.run_plan("bench-push", "push", &["bastion-a"]);
+    let push = scene.run_plan("bench-push", "push", "/bench", &["bastion-a"]);
     push.rows("push, 1 bastion (8 at once)", None, &mut rows, &mut notes);
     scene.check_users();
 
     let mut one = None;
-    if wanted("rotate") || wanted("unbounded") {
+    if wanted("rotate") || wanted("two") {
         eprintln!("accounts: rotation of {total} accounts, one bastion, max_parallel_jobs 8…");
-        let run = scene.run_plan("bench-rotate-1", "rotate", &["bastion-a"]);
+        let run = scene.run_plan("bench-rotate-1", "rotate", "/bench", &["bastion-a"]);
         run.rows("rotate, 1 bastion (8 at once)", None, &mut rows, &mut notes);
         one = Some(run);
     }
     if wanted("unbounded") {
-        eprintln!("accounts: rotation, one bastion running every order at once…");
-        scene.set_max_parallel_jobs(&scene.first, Some(UNBOUNDED));
-        let run = scene.run_plan("bench-rotate-all", "rotate", &["bastion-a"]);
-        run.rows(
-            &format!("rotate, 1 bastion, max_parallel_jobs {UNBOUNDED} (before)"),
+        let sub = scene.subset();
+        eprintln!("accounts: rotation of {sub} accounts, one bastion, 8 at once then every order at once…");
+        let bounded = scene.run_plan("bench-sub-8", "rotate", "/bench/sub", &["bastion-a"]);
+        bounded.rows(
+            &format!("rotate {sub} (/bench/sub), 1 bastion, 8 at once"),
             None,
             &mut rows,
             &mut notes,
         );
-        if let Some(one) = &one {
-            rows.push([
-                "rotate: 8 at once vs every order at once".into(),
-                format!("{:.2} jobs/s", one.rate()),
-                format!("{:.2} jobs/s", run.rate()),
-                format!("{:.2}×", one.rate() / run.rate().max(1e-9)),
-                format!("failed {} vs {}", one.failed(), run.failed()),
-            ]);
-        }
+        scene.set_max_parallel_jobs(&scene.first, Some(UNBOUNDED));
+        let all = scene.run_plan("bench-sub-all", "rotate", "/bench/sub", &["bastion-a"]);
+        all.rows(
+            &format!("rotate {sub}, 1 bastion, max_parallel_jobs {UNBOUNDED} (before)"),
+            None,
+            &mut rows,
+            &mut notes,
+        );
+        rows.push([
+            "  8 at once vs every order at once".into(),
+            format!("{:.2}×", bounded.rate() / all.rate().max(1e-9)),
+            format!("{:.2}×", bounded.wall.as_secs_f64() / all.wall.as_secs_f64()),
+            String::new(),
+            format!("failed {} vs {}", bounded.failed(), all.failed()),
+        ]);
         scene.set_max_parallel_jobs(&scene.first, None);
     }
     if wanted("two") {
         eprintln!("accounts: rotation of {total} accounts, two bastions…");
         scene.attach_second();
-        let run = scene.run_plan("bench-rotate-2", "rotate", &["bastion-a", "bastion-b"]);
-        run.rows("rotate, 2 bastions (8 at once each)", one.as_ref(), &mut rows, &mut notes);
+        let run = scene.run_plan(
+            "bench-rotate-2",
+            "rotate",
+            "/bench",
+            &["bastion-a", "bastion-b"],
+        );
+        run.rows(
+            "rotate, 2 bastions (8 at once each)",
+            one.as_ref(),
+            &mut rows,
+            &mut notes,
+        );
     }
 
     eprintln!("accounts: logging in with the vault's secrets…");
@@ -248,7 +270,7 @@ impl PlanRun {
 }
 
 fn policy(targets: &[Target], per_target: usize) -> (String, Vec<Managed>) {
-    let mut yaml = String::from("nodes: [/bench]\nassets:\n");
+    let mut yaml = String::from("nodes: [/bench/main, /bench/sub]\nassets:\n");
     let mut accounts = Vec::new();
     for j in 0..per_target {
         for (i, target) in targets.iter().enumerate() {
@@ -257,10 +279,11 @@ fn policy(targets: &[Target], per_target: usize) -> (String, Vec<Managed>) {
             let n = accounts.len();
             let key = n % KEY_EVERY == KEY_EVERY - 1;
             yaml.push_str(&format!(
-                "  - name: {asset}\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}]\n    nodes: [/bench]\n    accounts:\n      - {{name: root, username: root, secret_type: password, secret: \"{ROOT_PASSWORD}\", privileged: true}}\n      - {{name: {user}, username: {user}, secret_type: {kind}}}\n",
+                "  - name: {asset}\n    address: {address}\n    protocols: [{{name: ssh, port: {port}}}]\n    nodes: [{node}]\n    accounts:\n      - {{name: root, username: root, secret_type: password, secret: \"{ROOT_PASSWORD}\", privileged: true}}\n      - {{name: {user}, username: {user}, secret_type: {kind}}}\n",
                 address = target.address(),
                 port = target.port(),
                 kind = if key { "ssh_key" } else { "password" },
+                node = if j < SUBSET_ROWS { "/bench/sub" } else { "/bench/main" },
             ));
             accounts.push(Managed {
                 asset,
@@ -362,7 +385,7 @@ impl Scene {
     /// Adds plan `name` (`kind` on every asset of /bench), due at once;
     /// waits until all its jobs ended, counting each bastion's job
     /// workers meanwhile.
-    fn run_plan(&self, name: &str, kind: &str, bastions: &[&str]) -> PlanRun {
+    fn run_plan(&self, name: &str, kind: &str, node: &str, bastions: &[&str]) -> PlanRun {
         let pid_files: Vec<(String, PathBuf)> = bastions
             .iter()
             .map(|b| {
@@ -374,7 +397,11 @@ impl Scene {
                 (b.to_string(), bastion.dir().join("agentd.pid"))
             })
             .collect();
-        let expected = self.accounts.len();
+        let expected = if node == "/bench/sub" {
+            self.subset()
+        } else {
+            self.accounts.len()
+        };
         let stop = AtomicBool::new(false);
         let (wall, samples) = thread::scope(|s| {
             let sampler = s.spawn(|| sample_workers(&pid_files, &stop));
@@ -386,7 +413,7 @@ impl Scene {
                 "--kind",
                 kind,
                 "--node",
-                "/bench",
+                node,
                 "--every-days",
                 "1",
                 "--start",
@@ -448,6 +475,11 @@ impl Scene {
         run
     }
 
+    /// How many accounts /bench/sub holds.
+    fn subset(&self) -> usize {
+        self.targets.len() * SUBSET_ROWS.min(self.per_target)
+    }
+
     /// The jobs plan `name` started (the newest 1,000 jobs hold them).
     fn plan_jobs(&self, name: &str) -> Vec<Value> {
         let (status, body) = self.central.api("GET", "/api/v1/jobs?limit=1000", None);
@@ -478,8 +510,15 @@ impl Scene {
                     target.address()
                 );
             }
+            let pushed = |u: &&&str| {
+                let b = u.as_bytes();
+                b.len() == 6
+                    && b[0] == b'u'
+                    && b[3] == b't'
+                    && [1, 2, 4, 5].iter().all(|i| b[*i].is_ascii_digit())
+            };
             assert_eq!(
-                users.iter().filter(|u| u.starts_with('u')).count(),
+                users.iter().filter(pushed).count(),
                 self.per_target,
                 "{}: {users:?}",
                 target.address()

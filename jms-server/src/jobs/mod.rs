@@ -4,7 +4,8 @@
 //! - [`JobService::start`] checks the account (username, shell, groups,
 //!   sudo rule: `jms_sync::job::check_order`), makes the new secret a
 //!   rotation (or a push of an account without one) needs
-//!   ([`secrets`]), picks an online bastion, records the job — its new
+//!   ([`secrets`]), picks the online bastion with the fewest jobs in
+//!   flight, records the job — its new
 //!   secret sealed with it in the database — and queues a
 //!   [`jms_sync::control::Order::Job`] for that bastion. The job's
 //!   secrets go out on the bastion's next control poll, sealed to the
@@ -291,7 +292,7 @@ impl JobService {
         let id = new_id();
         let (order, secrets) = self.prepare(&id, 1, kind, asset, account, None)?;
         let online = self.online()?;
-        let bastion = pick(&online, &[], None).ok_or_else(|| {
+        let bastion = self.least_busy(&online).ok_or_else(|| {
             AdminError::Conflict("no bastion is online to run the job".to_string())
         })?;
         let now = Utc::now();
@@ -376,6 +377,23 @@ impl JobService {
             .collect();
         fleet.sort_by_key(|b| std::cmp::Reverse(b.last_seen_at));
         Ok(fleet.into_iter().map(|b| b.name).collect())
+    }
+
+    /// The bastion for a new job: the one of `online` with the fewest
+    /// jobs in flight (sent by this instance and not yet reported), the
+    /// most recently seen among equals — so a plan's jobs spread over
+    /// every online bastion instead of all going to the one that polled
+    /// last.
+    fn least_busy(&self, online: &[String]) -> Option<String> {
+        let pending = self.pending();
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for p in pending.values() {
+            *load.entry(p.bastion.as_str()).or_default() += 1;
+        }
+        online
+            .iter()
+            .min_by_key(|b| load.get(b.as_str()).copied().unwrap_or(0))
+            .cloned()
     }
 
     /// The sealed secrets of the jobs among `orders` (taken by `bastion`'s
@@ -929,6 +947,40 @@ assets:
             jobs.unsettled("web01", "app").unwrap().is_none(),
             "settled: no candidate is kept"
         );
+    }
+
+    /// Before, every new job went to the online bastion seen last (all
+    /// of a plan's 500 to one of two bastions).
+    #[test]
+    fn new_jobs_go_to_the_online_bastion_with_the_fewest_in_flight() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        let online = vec!["b1".to_string(), "b2".to_string(), "b3".to_string()];
+        // Nothing in flight: the most recently seen (first).
+        assert_eq!(jobs.least_busy(&online).as_deref(), Some("b1"));
+        let secrets = || JobSecrets {
+            privileged: None,
+            current: None,
+            new: None,
+        };
+        let mut picked = Vec::new();
+        for n in 0..6 {
+            let bastion = jobs.least_busy(&online).unwrap();
+            jobs.pending().insert(
+                format!("job-{n}"),
+                Pending {
+                    bastion: bastion.clone(),
+                    secrets: secrets(),
+                },
+            );
+            picked.push(bastion);
+        }
+        assert_eq!(picked, ["b1", "b2", "b3", "b1", "b2", "b3"]);
+        // b2's jobs reported: b2 gets the next ones.
+        jobs.pending().retain(|_, p| p.bastion != "b2");
+        assert_eq!(jobs.least_busy(&online).as_deref(), Some("b2"));
+        // A bastion that is not online is never picked.
+        assert_eq!(jobs.least_busy(&[]), None);
     }
 
     #[test]
