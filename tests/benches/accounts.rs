@@ -141,7 +141,10 @@ fn main() {
         rows.push([
             "  8 at once vs every order at once".into(),
             format!("{:.2}×", bounded.rate() / all.rate().max(1e-9)),
-            format!("{:.2}×", bounded.wall.as_secs_f64() / all.wall.as_secs_f64()),
+            format!(
+                "{:.2}×",
+                bounded.wall.as_secs_f64() / all.wall.as_secs_f64()
+            ),
             String::new(),
             format!("failed {} vs {}", bounded.failed(), all.failed()),
         ]);
@@ -301,9 +304,7 @@ impl Scene {
         // The targets start in parallel (each a few ssh-keygen and an sshd).
         let mut targets: Vec<(usize, Target)> = thread::scope(|s| {
             let handles: Vec<_> = (0..count)
-                .map(|i| {
-                    s.spawn(move || (i, Target::start_at(&format!("127.0.17.{}", i + 1))))
-                })
+                .map(|i| s.spawn(move || (i, Target::start_at(&format!("127.0.17.{}", i + 1)))))
                 .collect();
             handles
                 .into_iter()
@@ -451,8 +452,10 @@ impl Scene {
             errors: Vec::new(),
         };
         for (b, _) in &pid_files {
-            run.bastions
-                .insert(b.clone(), (0, 0, samples.get(b).copied().unwrap_or_default()));
+            run.bastions.insert(
+                b.clone(),
+                (0, 0, samples.get(b).copied().unwrap_or_default()),
+            );
         }
         for job in &jobs {
             let bastion = job["bastion"].as_str().unwrap_or("?").to_string();

@@ -85,11 +85,7 @@ impl Central {
 /// The control thread: waits for the server's orders and carries them out.
 pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<CentralClient>) {
     let central = Arc::new(Central::new(client, &config));
-    let jobs = job_runners(
-        &daemon,
-        &central,
-        daemon.config.sessions.max_parallel_jobs,
-    );
+    let jobs = job_runners(&daemon, &central, daemon.config.sessions.max_parallel_jobs);
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
         // Each poll carries the bastion's report (`jmsctl bastion list`).
