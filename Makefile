@@ -11,7 +11,7 @@ demo:
 
 # Every benchmark, release build, figures printed. `make bench BENCH_ARGS=--quick`
 # runs the grant-engine and sync benchmarks at their small sizes only. The NSS and session benchmarks need root (mount
-# namespaces); the session and portal benchmarks run the release jms binaries built first.
+# namespaces); the session, portal and accounts benchmarks run the release jms binaries built first.
 bench:
 	cargo build --release --workspace
 	cargo bench -p jms-core --bench grant_engine -- $(BENCH_ARGS)
@@ -21,6 +21,7 @@ bench:
 	cargo bench -p jms-server --bench sync -- --only postgres $(BENCH_ARGS)
 	cargo bench -p jms-e2e --bench sessions
 	cargo bench -p jms-e2e --bench portal
+	cargo bench -p jms-e2e --bench accounts
 
 # jms-bastion and jms-server as .deb and .rpm in target/packages/ (needs
 # cargo-deb and cargo-generate-rpm: bash .ci/run installs them).

@@ -1,6 +1,6 @@
 //! A target host for session tests: a real OpenSSH sshd on 127.0.0.2 (a
 //! loopback address of its own, so it never mixes with a bastion on
-//! 127.0.0.1) in a private mount namespace made by `unshare -m` and
+//! 127.0.0.1; [`Target::start_at`] takes another, for many targets) in a private mount namespace made by `unshare -m` and
 //! `harness/target-ns.sh`, with private /etc/passwd, /etc/group and
 //! /etc/shadow holding its accounts — the host's user database is never
 //! touched — and a private /srv that the test can inspect from outside
@@ -48,6 +48,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running target host.
 pub struct Target {
+    address: String,
     dir: Option<TempDir>,
     child: Option<Child>,
     port: u16,
@@ -58,6 +59,12 @@ pub struct Target {
 impl Target {
     /// Starts a target with the standard accounts on a free port.
     pub fn start() -> Target {
+        Target::start_at(TARGET_ADDRESS)
+    }
+
+    /// [`Target::start`] listening on `address` (another 127.0.0.0/8
+    /// address: several targets at once, each a host of its own).
+    pub fn start_at(address: &str) -> Target {
         preflight::require_system();
         let dir = tempfile::Builder::new()
             .prefix("jms-e2e-target-")
@@ -66,6 +73,7 @@ impl Target {
         let path = dir.path().to_path_buf();
         let keyuser_key = write_files(&path);
         let mut target = Target {
+            address: address.to_owned(),
             dir: Some(dir),
             child: None,
             port: 0,
@@ -76,13 +84,14 @@ impl Target {
         target
     }
 
-    /// The sshd port on [`TARGET_ADDRESS`].
+    /// The sshd port on [`Target::address`].
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn address(&self) -> &'static str {
-        TARGET_ADDRESS
+    /// Its listening address ([`TARGET_ADDRESS`] unless started elsewhere).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// The test's directory.
@@ -147,8 +156,11 @@ impl Target {
         let dir = self.dir().to_path_buf();
         let mut last = String::new();
         for _ in 0..3 {
-            let port = port.unwrap_or_else(free_port);
-            write(&dir.join("sshd_config"), &sshd_config(&dir, port));
+            let port = port.unwrap_or_else(|| free_port(&self.address));
+            write(
+                &dir.join("sshd_config"),
+                &sshd_config(&dir, &self.address, port),
+            );
             let log_path = dir.join("sshd.log");
             let log = fs::File::create(&log_path).expect("target sshd.log");
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/target-ns.sh");
@@ -161,11 +173,13 @@ impl Target {
                 .stderr(log)
                 .spawn()
                 .expect("start unshare for the target");
-            let ready = format!("Server listening on {TARGET_ADDRESS} port {port}");
+            let ready = format!("Server listening on {} port {port}", self.address);
             let deadline = Instant::now() + STARTUP_TIMEOUT;
             loop {
                 let text = fs::read_to_string(&log_path).unwrap_or_default();
-                if text.contains(&ready) && TcpStream::connect((TARGET_ADDRESS, port)).is_ok() {
+                if text.contains(&ready)
+                    && TcpStream::connect((self.address.as_str(), port)).is_ok()
+                {
                     self.port = port;
                     let pid = child.id();
                     self.child = Some(child);
@@ -349,11 +363,11 @@ fn write_files(dir: &Path) -> String {
     fs::read_to_string(&key).expect("keyuser's private key")
 }
 
-fn sshd_config(dir: &Path, port: u16) -> String {
+fn sshd_config(dir: &Path, address: &str, port: u16) -> String {
     let mut c = format!(
         "# jms-e2e target\n\
          Port {port}\n\
-         ListenAddress {TARGET_ADDRESS}\n\
+         ListenAddress {address}\n\
          AddressFamily inet\n\
          HostKey {dir}/ssh_host_ed25519_key\n\
          PidFile {dir}/sshd.pid\n\
@@ -377,8 +391,8 @@ fn sshd_config(dir: &Path, port: u16) -> String {
     c
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((TARGET_ADDRESS, 0))
+fn free_port(address: &str) -> u16 {
+    TcpListener::bind((address, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port on the target address")
         .port()

@@ -310,6 +310,12 @@ pub struct SessionsConfig {
     /// every session idle.
     #[serde(default = "default_worker_idle_after")]
     pub worker_idle_after_sessions: u32,
+    /// Account jobs (`jms-job` workers) run at once; the server's further
+    /// orders wait for a slot (in order). Bounds the bastion's CPU and the
+    /// connections a big plan opens to targets (sshd's `MaxStartups`).
+    /// 0 is read as 1.
+    #[serde(default = "default_max_parallel_jobs")]
+    pub max_parallel_jobs: usize,
 }
 
 impl Default for SessionsConfig {
@@ -338,6 +344,7 @@ impl Default for SessionsConfig {
             worker_open_files_max: default_worker_files(),
             worker_cpu_max_secs: 0,
             worker_idle_after_sessions: default_worker_idle_after(),
+            max_parallel_jobs: default_max_parallel_jobs(),
         }
     }
 }
@@ -359,6 +366,9 @@ fn default_worker_files() -> u64 {
 }
 fn default_worker_idle_after() -> u32 {
     4
+}
+fn default_max_parallel_jobs() -> usize {
+    8
 }
 
 fn default_ssh() -> PathBuf {

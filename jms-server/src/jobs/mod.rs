@@ -5,7 +5,8 @@
 //!   sudo rule: `jms_sync::job::check_order`), makes the new secret a
 //!   rotation (or a push of an account without one) needs
 //!   ([`secrets`]), picks an online bastion of the asset's zone
-//!   ([`pick`]), records the job — its new secret sealed with it in the
+//!   ([`pick`]), the one with the fewest jobs in flight first
+//!   ([`fewest_in_flight_first`]), records the job — its new secret sealed with it in the
 //!   database — and wakes that bastion's control poll on every instance.
 //! - [`JobService::deliver`]: the bastion's control poll, on whichever
 //!   server instance it lands, builds the [`jms_sync::control::Order::Job`]
@@ -325,7 +326,12 @@ impl JobService {
         let id = new_id();
         let (_, secrets) = self.prepare(&id, 1, kind, asset, account, NewSecret::Fresh)?;
         let zone = self.zone_of(asset)?;
-        let online = self.online()?;
+        let mut online = self.online()?;
+        let running = self.store.read()?.running_jobs()?;
+        fewest_in_flight_first(
+            &mut online,
+            running.iter().filter_map(|j| j.bastion.as_deref()),
+        );
         let bastion = pick(&online, zone.as_deref(), &[], None)
             .ok_or_else(|| AdminError::Conflict(nobody_online(zone.as_deref(), asset)))?;
         let now = Utc::now();
@@ -804,6 +810,18 @@ fn pick(
         .map(|b| b.name.clone())
 }
 
+/// Orders `online` by the jobs each runs (`busy`: the bastion of every
+/// running job, on any instance), fewest first, the most recently seen
+/// first among equals: a plan's jobs spread over every online bastion of
+/// the zone instead of all going to the one that polled last.
+fn fewest_in_flight_first<'a>(online: &mut [Runner], busy: impl Iterator<Item = &'a str>) {
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    for bastion in busy {
+        *load.entry(bastion).or_default() += 1;
+    }
+    online.sort_by_key(|b| load.get(b.name.as_str()).copied().unwrap_or(0));
+}
+
 /// Why a job on `asset` (in `zone`) has no bastion.
 fn nobody_online(zone: Option<&str>, asset: &str) -> String {
     match zone {
@@ -1005,6 +1023,37 @@ assets:
             jobs.unsettled("web01", "app").unwrap().is_none(),
             "settled: no candidate is kept"
         );
+    }
+
+    /// Before, every new job went to the online bastion seen last (all
+    /// of a plan's 500 to one of two bastions).
+    #[test]
+    fn new_jobs_go_to_the_online_bastion_with_the_fewest_in_flight() {
+        // Most recently seen first.
+        let online = || vec![runner("b1", None), runner("b2", None), runner("b3", None)];
+        let first = |busy: &[String]| {
+            let mut online = online();
+            fewest_in_flight_first(&mut online, busy.iter().map(String::as_str));
+            pick(&online, None, &[], None)
+        };
+        // Nothing in flight: the most recently seen.
+        assert_eq!(first(&[]).as_deref(), Some("b1"));
+        let mut busy = Vec::new();
+        for _ in 0..6 {
+            busy.push(first(&busy).unwrap());
+        }
+        assert_eq!(busy, ["b1", "b2", "b3", "b1", "b2", "b3"]);
+        // b2's jobs ended: b2 gets the next one.
+        busy.retain(|b| *b != "b2");
+        assert_eq!(first(&busy).as_deref(), Some("b2"));
+        // Within a zone, the fewest in flight of that zone.
+        let mut zoned = vec![
+            runner("a1", Some("A")),
+            runner("b1", Some("B")),
+            runner("b2", Some("B")),
+        ];
+        fewest_in_flight_first(&mut zoned, ["b1", "a1"].into_iter());
+        assert_eq!(pick(&zoned, Some("B"), &[], None).as_deref(), Some("b2"));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //!   (`monitor::live`); an account job (`job`) runs in a worker of its
 //!   own (`monitor::jobs`) with the secrets the answer carries sealed to
 //!   the poll's fresh transport key, and its report goes to the server
-//!   (`POST /api/v1/sync/jobs/{job}`); [`stream_to_server`] pushes a watched session's
+//!   (`POST /api/v1/sync/jobs/{job}`); `[sessions] max_parallel_jobs`
+//!   runner threads take the jobs in the order they came
+//!   ([`job_runners`]), so that many run at once and the others wait;
+//!   [`stream_to_server`] pushes a watched session's
 //!   output (`POST /api/v1/sync/live/{session}`) in batches every 200 ms
 //!   until the server says nobody watches.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jms_sync::live::{LiveAnswer, LiveBatch, OutputEvent};
@@ -82,6 +85,7 @@ impl Central {
 /// The control thread: waits for the server's orders and carries them out.
 pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<CentralClient>) {
     let central = Arc::new(Central::new(client, &config));
+    let jobs = job_runners(&daemon, &central, daemon.config.sessions.max_parallel_jobs);
     let retry = Duration::from_secs(config.poll_interval_secs.max(1));
     loop {
         // Each poll carries the bastion's report (`jmsctl bastion list`).
@@ -124,13 +128,8 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
             match order {
                 Order::Job(job) => {
                     let secrets = secrets.remove(&job.id);
-                    let daemon = Arc::clone(&daemon);
-                    let central = Arc::clone(&central);
-                    let spawned = std::thread::Builder::new()
-                        .name("account-job".into())
-                        .spawn(move || run_job(&daemon, &central, *job, secrets));
-                    if let Err(e) = spawned {
-                        warn!("cannot start an account job: {e}");
+                    if jobs.send((*job, secrets)).is_err() {
+                        warn!("no account job runner is left: the job waits for its retry");
                     }
                 }
                 Order::Unlock { user } => {
@@ -177,6 +176,55 @@ pub fn run_control(daemon: Arc<Daemon>, config: CentralConfig, client: Arc<Centr
             }
         }
     }
+}
+
+/// A job order and its secrets, queued for a runner.
+type QueuedJob = (jms_sync::job::JobOrder, Option<jms_sync::job::JobSecrets>);
+
+/// Starts `max` (at least one) threads that run the queued account jobs
+/// one at a time each, in the order they were queued: at most `max` jobs
+/// run at once (a big plan neither floods the bastion's CPU nor opens
+/// more connections than a target's sshd takes at once, `MaxStartups`);
+/// the rest wait in the queue. The sender queues a job.
+fn job_runners(
+    daemon: &Arc<Daemon>,
+    central: &Arc<Central>,
+    max: usize,
+) -> mpsc::Sender<QueuedJob> {
+    let daemon = Arc::clone(daemon);
+    let central = Arc::clone(central);
+    runners(max, move |(job, secrets)| {
+        run_job(&daemon, &central, job, secrets)
+    })
+}
+
+/// `max` (at least one) threads taking `T`s from one queue in order and
+/// running `work` on each; the sender queues one.
+fn runners<T: Send + 'static>(
+    max: usize,
+    work: impl Fn(T) + Send + Sync + 'static,
+) -> mpsc::Sender<T> {
+    let (tx, rx) = mpsc::channel::<T>();
+    let rx = Arc::new(Mutex::new(rx));
+    let work = Arc::new(work);
+    for i in 0..max.max(1) {
+        let rx = Arc::clone(&rx);
+        let work = Arc::clone(&work);
+        let spawned = std::thread::Builder::new()
+            .name(format!("account-job-{i}"))
+            .spawn(move || loop {
+                // The lock is held only while taking the next one.
+                let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                match next {
+                    Ok(item) => work(item),
+                    Err(_) => return,
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start an account job runner: {e}");
+        }
+    }
+    tx
 }
 
 /// Runs one account job and reports it to the server (a few tries: the
@@ -327,5 +375,42 @@ mod tests {
         bytes.push(last);
         assert_eq!(utf8_prefix(&mut bytes), "\u{e9}");
         assert!(bytes.is_empty());
+    }
+
+    /// Jobs queued faster than they run: never more than `max` at once
+    /// (before, each job got a thread of its own at once), every one run;
+    /// 0 runners is read as one.
+    #[test]
+    fn at_most_max_jobs_run_at_once_and_every_queued_one_runs() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        for (max, bound) in [(3, 3), (0, 1)] {
+            let running = Arc::new(AtomicUsize::new(0));
+            let most = Arc::new(AtomicUsize::new(0));
+            let (done_tx, done_rx) = mpsc::channel();
+            let tx = {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                let done_tx = Mutex::new(done_tx);
+                runners(max, move |n: usize| {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, SeqCst);
+                    let _ = done_tx.lock().unwrap().send(n);
+                })
+            };
+            for n in 0..20 {
+                tx.send(n).unwrap();
+            }
+            let mut done: Vec<usize> = (0..20)
+                .map(|_| done_rx.recv_timeout(Duration::from_secs(30)).unwrap())
+                .collect();
+            done.sort_unstable();
+            assert_eq!(done, (0..20).collect::<Vec<_>>());
+            let most = most.load(SeqCst);
+            assert!(
+                (1..=bound).contains(&most),
+                "{most} jobs ran at once with max {max}"
+            );
+        }
     }
 }
