@@ -65,6 +65,10 @@ use crate::store::{AccountCheck, JobRow, JobStatus, Store};
 /// How long one attempt of a job may run before it is handed to another
 /// bastion, by default (`jms-server --job-attempt-timeout`).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How many jobs a bastion holds at once by default: jms-agentd's
+/// `[sessions] max_parallel_jobs` default, so none waits on the bastion.
+pub const DEFAULT_PER_BASTION: u64 = 8;
 /// How many bastions a job is given, at most.
 pub const MAX_ATTEMPTS: u32 = 3;
 
@@ -92,6 +96,7 @@ pub struct JobService {
     fleet: Arc<Fleet>,
     key: Arc<SealKey>,
     attempt_timeout_secs: AtomicU64,
+    per_bastion: AtomicU64,
 }
 
 fn place_history(asset: &str, account: &str) -> String {
@@ -138,7 +143,14 @@ impl JobService {
             fleet,
             key,
             attempt_timeout_secs: AtomicU64::new(DEFAULT_ATTEMPT_TIMEOUT.as_secs()),
+            per_bastion: AtomicU64::new(DEFAULT_PER_BASTION),
         }
+    }
+
+    /// Sets how many jobs a bastion holds at once (running or queued on
+    /// it); the rest wait on the server, their attempt clock not started.
+    pub fn set_jobs_per_bastion(&self, jobs: u64) {
+        self.per_bastion.store(jobs.max(1), Ordering::Relaxed);
     }
 
     /// Sets how long one attempt may run before another bastion gets it.
@@ -355,6 +367,7 @@ impl JobService {
             attempt: 1,
             attempt_at: Some(now),
             tried: vec![bastion.clone()],
+            delivered: 0,
             new_secret: secrets
                 .new
                 .as_ref()
@@ -420,13 +433,23 @@ impl JobService {
     /// (its new secret sealed there) by whichever instance the bastion
     /// polls, each attempt's order once (a claim on the row). A job whose
     /// secrets cannot be sealed (a poll without a key) or whose order
-    /// cannot be built (its account was removed) is failed.
+    /// cannot be built (its account was removed) is failed. A bastion
+    /// holds at most [`Self::set_jobs_per_bastion`] jobs at once; the
+    /// next go out as it reports ([`Self::report`] wakes its poll).
     pub fn deliver(
         &self,
         bastion: &str,
         transport: Option<&str>,
     ) -> Result<(Vec<Order>, Option<String>)> {
-        let rows = self.store.read()?.undelivered_jobs(bastion)?;
+        let rows = {
+            let read = self.store.read()?;
+            let per_bastion = self.per_bastion.load(Ordering::Relaxed);
+            let room = per_bastion.saturating_sub(read.delivered_jobs(bastion)?);
+            if room == 0 {
+                return Ok((Vec::new(), None));
+            }
+            read.undelivered_jobs(bastion, room as usize)?
+        };
         if rows.is_empty() {
             return Ok((Vec::new(), None));
         }
@@ -508,7 +531,10 @@ impl JobService {
         let timeout = chrono::Duration::from_std(self.attempt_timeout()).unwrap_or_default();
         let now = Utc::now();
         for row in running {
-            let timed_out = now - row.attempt_at.unwrap_or(row.created_at) > timeout;
+            // The clock runs from when the bastion took the order: a job
+            // waiting on the server for room on its bastion is not late.
+            let taken = row.delivered == row.attempt;
+            let timed_out = taken && now - row.attempt_at.unwrap_or(row.created_at) > timeout;
             let lost = row
                 .bastion
                 .as_ref()
@@ -684,6 +710,10 @@ impl JobService {
             changed = report.changed,
             attempt = row.attempt,
         );
+        // Room on the bastion: its poll takes the next job waiting.
+        if !self.store.read()?.undelivered_jobs(bastion, 1)?.is_empty() {
+            self.live.hub().jobs_for(bastion);
+        }
         self.job(id)
     }
 
@@ -896,6 +926,7 @@ assets:
             attempt: 1,
             attempt_at: Some(Utc::now()),
             tried: vec!["b1".into()],
+            delivered: 0,
             new_secret: Some(
                 services
                     .jobs
@@ -1226,5 +1257,52 @@ assets:
         let row = services.jobs.job("job-1").unwrap();
         assert_eq!(row.status, JobStatus::Failed);
         assert!(row.error.unwrap().contains("transport key"));
+    }
+
+    /// Before, a bastion was handed every job given to it at once, and
+    /// the attempt clock of those queued behind its running ones ran
+    /// out: they were retried while they waited.
+    #[test]
+    fn a_bastion_holds_at_most_its_share_of_jobs_and_the_clock_starts_when_it_takes_one() {
+        let (_dir, services) = rotation();
+        let jobs = &services.jobs;
+        jobs.set_jobs_per_bastion(1);
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        let second = JobRow {
+            attempt_at: Some(long_ago),
+            created_at: long_ago + chrono::Duration::seconds(1),
+            ..jobs.job("job-1").unwrap()
+        };
+        let mut tx = jobs.store.write().unwrap();
+        tx.insert_job(&JobRow {
+            id: "job-2".into(),
+            kind: JobKind::Verify,
+            new_secret: None,
+            ..second
+        })
+        .unwrap();
+        tx.commit().unwrap();
+        let public = jms_sync::bundle::TransportKey::generate().public_hex();
+        let ids = |orders: Vec<Order>| -> Vec<String> {
+            orders
+                .into_iter()
+                .map(|o| match o {
+                    Order::Job(job) => job.id,
+                    other => panic!("a job order: {other:?}"),
+                })
+                .collect()
+        };
+        let taken = ids(jobs.deliver("b1", Some(&public)).unwrap().0);
+        assert_eq!(taken.len(), 1, "one at a time: {taken:?}");
+        assert!(ids(jobs.deliver("b1", Some(&public)).unwrap().0).is_empty());
+        // Its report makes room: the other goes out, its clock started
+        // when b1 took it, not when it was queued an hour ago.
+        jobs.report("b1", &taken[0], report(false, false)).unwrap();
+        let next = ids(jobs.deliver("b1", Some(&public)).unwrap().0);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next, taken);
+        let row = jobs.job(&next[0]).unwrap();
+        assert_eq!(row.delivered, row.attempt);
+        assert!(Utc::now() - row.attempt_at.unwrap() < chrono::Duration::minutes(1));
     }
 }

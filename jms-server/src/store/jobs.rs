@@ -259,6 +259,10 @@ pub struct JobRow {
     /// The new secret, sealed (place [`new_secret_place`]); never shown.
     #[serde(skip)]
     pub new_secret: Option<Vec<u8>>,
+    /// The attempt whose order its bastion took (0: none yet); when it
+    /// equals `attempt`, `attempt_at` is when the bastion took it.
+    #[serde(skip)]
+    pub delivered: u32,
 }
 
 /// Where a job's new secret is sealed.
@@ -283,7 +287,7 @@ fn time(text: Option<String>) -> Option<DateTime<Utc>> {
 }
 
 const COLUMNS: &str = "id, kind, asset, account, actor, bastion, status, changed, steps, error, \
-     created_at, finished_at, attempt, attempt_at, tried, new_secret";
+     created_at, finished_at, attempt, attempt_at, tried, new_secret, delivered";
 
 fn job_row(row: &dyn Row) -> Result<JobRow> {
     let kind: String = row.get(1)?;
@@ -310,6 +314,7 @@ fn job_row(row: &dyn Row) -> Result<JobRow> {
             .map(str::to_string)
             .collect(),
         new_secret: row.get(15)?,
+        delivered: row.get::<i64>(16)?.clamp(0, u32::MAX as i64) as u32,
     })
 }
 
@@ -356,26 +361,38 @@ pub fn running_jobs(conn: &dyn Conn) -> Result<Vec<JobRow>> {
 
 /// The running jobs given to `bastion` whose current attempt's order it
 /// has not taken yet (its control poll hands them out).
-pub fn undelivered_jobs(conn: &dyn Conn, bastion: &str) -> Result<Vec<JobRow>> {
+pub fn undelivered_jobs(conn: &dyn Conn, bastion: &str, limit: usize) -> Result<Vec<JobRow>> {
     conn.all(
         &format!(
             "SELECT {COLUMNS} FROM jobs WHERE bastion = ?1 AND status = 'running' \
-             AND delivered < attempt ORDER BY created_at LIMIT 64"
+             AND delivered < attempt ORDER BY created_at LIMIT ?2"
         ),
-        args![bastion],
+        args![bastion, limit.min(64) as i64],
         job_row,
+    )
+}
+
+/// How many running jobs `bastion` took the current order of (it runs
+/// them, or holds them queued).
+pub fn delivered_jobs(conn: &dyn Conn, bastion: &str) -> Result<u64> {
+    conn.value(
+        "SELECT COUNT(*) FROM jobs WHERE bastion = ?1 AND status = 'running' \
+         AND delivered = attempt",
+        args![bastion],
     )
 }
 
 /// Marks attempt `attempt` of running job `id` taken by `bastion`'s
 /// control poll: a claim in the database (false when another instance's
 /// poll, a retry or the job's end got there first), so that the order
-/// goes out once whichever instance the bastion polls.
+/// goes out once whichever instance the bastion polls. The attempt's
+/// clock (`attempt_at`) starts again there: time the job waited on the
+/// server for the bastion to have room does not count against it.
 pub fn claim_delivery(conn: &dyn Conn, id: &str, attempt: u32, bastion: &str) -> Result<bool> {
     Ok(conn.exec(
-        "UPDATE jobs SET delivered = attempt WHERE id = ?1 AND attempt = ?2 AND bastion = ?3 \
-         AND status = 'running' AND delivered < attempt",
-        args![id, attempt as i64, bastion],
+        "UPDATE jobs SET delivered = attempt, attempt_at = ?4 WHERE id = ?1 AND attempt = ?2 \
+         AND bastion = ?3 AND status = 'running' AND delivered < attempt",
+        args![id, attempt as i64, bastion, Utc::now().to_rfc3339()],
     )? == 1)
 }
 
@@ -445,7 +462,7 @@ pub fn insert_job(conn: &dyn Conn, job: &JobRow) -> Result<()> {
     conn.exec(
         &format!(
             "INSERT INTO jobs ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         ),
         args![
             job.id,
@@ -464,6 +481,7 @@ pub fn insert_job(conn: &dyn Conn, job: &JobRow) -> Result<()> {
             job.attempt_at.map(|t| t.to_rfc3339()),
             job.tried.join(","),
             job.new_secret,
+            job.delivered as i64,
         ],
     )?;
     Ok(())

@@ -426,8 +426,11 @@ pub trait ReadTx {
     fn job_events(&self, id: &str) -> Result<Vec<JobEvent>>;
     /// Every running account job.
     fn running_jobs(&self) -> Result<Vec<JobRow>>;
-    /// The running jobs of `bastion` whose current order it has not taken.
-    fn undelivered_jobs(&self, bastion: &str) -> Result<Vec<JobRow>>;
+    /// The running jobs of `bastion` whose current order it has not
+    /// taken, oldest first, at most `limit` (and 64).
+    fn undelivered_jobs(&self, bastion: &str, limit: usize) -> Result<Vec<JobRow>>;
+    /// How many running jobs `bastion` took the current order of.
+    fn delivered_jobs(&self, bastion: &str) -> Result<u64>;
     /// The newest ended job of an account that kept its new secret.
     fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<JobRow>>;
     /// The last verification of every account checked.

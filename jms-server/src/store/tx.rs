@@ -803,8 +803,12 @@ impl ReadTx for Tx<'_> {
         super::jobs::running_jobs(&*self.conn)
     }
 
-    fn undelivered_jobs(&self, bastion: &str) -> Result<Vec<super::JobRow>> {
-        super::jobs::undelivered_jobs(&*self.conn, bastion)
+    fn undelivered_jobs(&self, bastion: &str, limit: usize) -> Result<Vec<super::JobRow>> {
+        super::jobs::undelivered_jobs(&*self.conn, bastion, limit)
+    }
+
+    fn delivered_jobs(&self, bastion: &str) -> Result<u64> {
+        super::jobs::delivered_jobs(&*self.conn, bastion)
     }
 
     fn unsettled_job(&self, asset: &str, account: &str) -> Result<Option<super::JobRow>> {

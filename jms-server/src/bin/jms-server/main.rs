@@ -56,6 +56,12 @@ struct Cli {
     /// whose bastion went silent) is handed to another online bastion.
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration, env = "JMS_JOB_ATTEMPT_TIMEOUT")]
     job_attempt_timeout: std::time::Duration,
+    /// How many account jobs one bastion holds at once (running or
+    /// queued on it); the rest wait on the server and go out as it
+    /// reports, their attempt clock not yet started. Keep it at most the
+    /// bastions' `[sessions] max_parallel_jobs`.
+    #[arg(long, value_name = "N", default_value_t = jms_server::jobs::DEFAULT_PER_BASTION, env = "JMS_JOBS_PER_BASTION")]
+    jobs_per_bastion: u64,
     /// A name (DNS or IP address) the server certificate it issues itself
     /// is for; repeatable. Default: the listen address (or the host name
     /// when listening on all addresses), localhost and 127.0.0.1.
@@ -213,6 +219,7 @@ fn main() -> ExitCode {
                 .fleet
                 .set_bastion_silent_after(cli.bastion_silent_after);
             services.jobs.set_attempt_timeout(cli.job_attempt_timeout);
+            services.jobs.set_jobs_per_bastion(cli.jobs_per_bastion);
             let tls = if cli.insecure_http {
                 None
             } else {
