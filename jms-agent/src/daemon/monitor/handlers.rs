@@ -2,7 +2,6 @@
 //! the server; [`Daemon::handle`] checks it against the variant's rule
 //! before anything else.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
