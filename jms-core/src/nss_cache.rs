@@ -1320,12 +1320,24 @@ impl NssView {
         NssView::pair(base, overlay, None)
     }
 
-    fn pair(base: NssCache, overlay: Option<NssCache>, stamp: Option<FileStamp>) -> Result<NssView> {
+    fn pair(
+        base: NssCache,
+        overlay: Option<NssCache>,
+        stamp: Option<FileStamp>,
+    ) -> Result<NssView> {
         let overlay = match overlay {
-            Some(o) if o.generation() == base.generation() => Some(o),
+            // An empty overlay (the one a full write leaves) changes nothing:
+            // lookups go to the cache alone.
+            Some(o) if o.generation() == base.generation() => {
+                (o.user_count() + o.group_count() > 0).then_some(o)
+            }
             // Written for an older cache: the cache is newer, and whole.
             Some(o) if o.generation() < base.generation() => None,
-            Some(_) => return Err(corrupt("the overlay names a newer cache than the one found")),
+            Some(_) => {
+                return Err(corrupt(
+                    "the overlay names a newer cache than the one found",
+                ))
+            }
             None => None,
         };
         Ok(NssView {
@@ -1356,7 +1368,11 @@ impl NssView {
         };
         match overlay.user_by_name(name)? {
             Some(user) => {
-                if self.base.user_by_name(name)?.is_some_and(|b| b.uid != user.uid) {
+                if self
+                    .base
+                    .user_by_name(name)?
+                    .is_some_and(|b| b.uid != user.uid)
+                {
                     return Err(corrupt(format!("overlay: user {name:?} changed uid")));
                 }
                 Ok(Some(user))
@@ -1393,7 +1409,11 @@ impl NssView {
         };
         match overlay.group_by_name(name)? {
             Some(group) => {
-                if self.base.group_by_name(name)?.is_some_and(|b| b.gid != group.gid) {
+                if self
+                    .base
+                    .group_by_name(name)?
+                    .is_some_and(|b| b.gid != group.gid)
+                {
                     return Err(corrupt(format!("overlay: group {name:?} changed gid")));
                 }
                 Ok(Some(group))
@@ -1459,8 +1479,10 @@ impl NssView {
                 .map(|g| g.map(|g| g.owned()))
                 .collect::<Result<_>>()?,
         };
-        data.users.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        data.groups.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        data.users
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        data.groups
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         Ok(data)
     }
 }
@@ -2003,8 +2025,15 @@ user_groups:
         assert!(view.overlay().is_some());
         assert_eq!(view.user_by_name("dave").unwrap().unwrap().uid, 11);
         assert_eq!(view.user_by_uid(11).unwrap().unwrap().name, "dave");
-        assert_eq!(view.user_by_uid(5).unwrap().unwrap().gecos, "Alice, renamed");
-        assert_eq!(view.user_by_name("bob").unwrap().unwrap().uid, 9, "from the cache");
+        assert_eq!(
+            view.user_by_uid(5).unwrap().unwrap().gecos,
+            "Alice, renamed"
+        );
+        assert_eq!(
+            view.user_by_name("bob").unwrap().unwrap().uid,
+            9,
+            "from the cache"
+        );
         assert_eq!(
             view.group_by_gid(300).unwrap().unwrap().members,
             ["alice", "bob", "dave"]
@@ -2032,7 +2061,9 @@ user_groups:
         }
         // And one past a quarter of the cache is left to a full write.
         let big = NssData {
-            users: (0..3000).map(|i| user(&format!("n{i}"), 1000 + i)).collect(),
+            users: (0..3000)
+                .map(|i| user(&format!("n{i}"), 1000 + i))
+                .collect(),
             groups: vec![],
         };
         assert!(!writer.write_overlay(&big).unwrap());
@@ -2097,7 +2128,9 @@ user_groups:
             Box::leak(Box::new(ReloadingCache::new(leak(&path), leak(&overlay))));
         // State k: users u0..u(k+3), group g with all of them.
         let state = |k: u32| NssData {
-            users: (0..k + 3).map(|i| user(&format!("u{i:03}"), 100 + i)).collect(),
+            users: (0..k + 3)
+                .map(|i| user(&format!("u{i:03}"), 100 + i))
+                .collect(),
             groups: vec![NssGroup {
                 name: "g".into(),
                 gid: 10,

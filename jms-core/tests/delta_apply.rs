@@ -283,7 +283,10 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
                     users_since.extend(touched.users);
                     groups_since.extend(touched.groups);
                     let changed = NssData {
-                        users: users_since.iter().map(|&i| updated.users[i].clone()).collect(),
+                        users: users_since
+                            .iter()
+                            .map(|&i| updated.users[i].clone())
+                            .collect(),
                         groups: groups_since
                             .iter()
                             .map(|&i| updated.groups[i].clone())

@@ -27,7 +27,8 @@ use libnss::passwd::{Passwd, PasswdHooks};
 use libnss::{libnss_group_hooks, libnss_passwd_hooks};
 
 /// The process-wide cache.
-static CACHE: ReloadingCache = ReloadingCache::new(DEFAULT_NSS_CACHE_PATH, DEFAULT_NSS_OVERLAY_PATH);
+static CACHE: ReloadingCache =
+    ReloadingCache::new(DEFAULT_NSS_CACHE_PATH, DEFAULT_NSS_OVERLAY_PATH);
 
 /// Runs a hook body; a panic becomes `UNAVAIL` instead of unwinding into C.
 fn guarded<T>(body: impl FnOnce() -> Response<T>) -> Response<T> {

@@ -67,7 +67,10 @@ impl UsersByUid {
 
     /// Whether `name` is a published jms user.
     pub fn contains_name(&self, name: &str) -> bool {
-        self.since.values().chain(self.base.values()).any(|n| n == name)
+        self.since
+            .values()
+            .chain(self.base.values())
+            .any(|n| n == name)
     }
 
     /// Every (uid, name), owned.
@@ -218,11 +221,17 @@ fn publish_over(
                     let g = &p.data.groups[i];
                     local.group_collision(&g.name, g.gid).is_none()
                 });
-            if let (true, Some(writer)) = (clear, &p.writer) {
+            // Most users changed (a reload from a file): no overlay.
+            let few = p.users_since.len() + touched.users.len() <= p.data.users.len() / 4 + 16;
+            if let (true, true, Some(writer)) = (clear, few, &p.writer) {
                 p.users_since.extend(&touched.users);
                 p.groups_since.extend(&touched.groups);
                 let changed = NssData {
-                    users: p.users_since.iter().map(|&i| p.data.users[i].clone()).collect(),
+                    users: p
+                        .users_since
+                        .iter()
+                        .map(|&i| p.data.users[i].clone())
+                        .collect(),
                     groups: p
                         .groups_since
                         .iter()
