@@ -61,7 +61,10 @@
 //! name *and* id, or has a name and an id the cache does not have (the
 //! writer checks it; the reader answers [`NssCacheError::Corrupt`] for an
 //! overlay hit that breaks it). When the overlay grows past a quarter of
-//! the cache, the next publish writes the whole cache again.
+//! the cache, the next publish writes the whole cache again. The overlay
+//! ends with a checksum (FNV-1a 64 of the bytes before it, counted in
+//! `file_len`), checked when it is opened: it is written without a sync,
+//! so a crash may leave it torn, which readers then answer as corrupt.
 //!
 //! The overlay is the commit point: every publish replaces it last (a full
 //! write puts the cache in place, synced with its directory, then an empty
@@ -70,8 +73,9 @@
 //! first, then the cache: an overlay naming an older cache is stale (the
 //! cache is newer and whole) and ignored; one naming a newer cache than the
 //! one found cannot happen and is corrupt. So a reader sees a whole state,
-//! old or new, never a mix; a crash leaves the last state, or the one
-//! before it, which jms-agentd rewrites from the held bundle at start.
+//! old or new, never a mix; a crash leaves the last state, the one before
+//! it, or a torn overlay that readers answer as corrupt (unavailable), until
+//! jms-agentd writes the cache again from the held bundle at start.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -450,10 +454,54 @@ fn encode_checked(data: &NssData, generation: u64) -> Result<NssCache> {
     Ok(cache)
 }
 
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let write = match durable {
-        true => crate::atomic_file::write_atomic,
-        false => crate::atomic_file::replace,
+/// FNV-1a, 64 bits: the overlay's checksum (catches a torn or zeroed
+/// file after a crash; the file is root's, not an adversary's).
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The overlay file: `cache`'s bytes, its length counting the checksum of
+/// everything before it, appended.
+fn with_checksum(cache: &NssCache) -> Vec<u8> {
+    let mut bytes = cache.bytes().to_vec();
+    let len = (bytes.len() + 8) as u64;
+    bytes[16..24].copy_from_slice(&len.to_le_bytes());
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+/// Checks and strips nothing: the overlay's trailing checksum matches.
+fn check_checksum(bytes: &[u8]) -> Result<()> {
+    let body = bytes
+        .len()
+        .checked_sub(8)
+        .filter(|n| *n >= HEADER_LEN)
+        .ok_or_else(|| corrupt("overlay shorter than its header and checksum"))?;
+    if le_u64(bytes, body) != Some(checksum(&bytes[..body])) {
+        return Err(corrupt("overlay checksum mismatch (torn or damaged)"));
+    }
+    Ok(())
+}
+
+/// How a file is written: see [`crate::atomic_file`].
+#[derive(Clone, Copy)]
+enum Durability {
+    /// Content and rename synced.
+    Durable,
+    /// Content synced.
+    Content,
+    /// Nothing synced (the overlay, which carries a checksum).
+    None,
+}
+
+fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    let write = match durability {
+        Durability::Durable => crate::atomic_file::write_atomic,
+        Durability::Content => crate::atomic_file::replace,
+        Durability::None => crate::atomic_file::replace_unsynced,
     };
     write(path, bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
@@ -491,9 +539,9 @@ impl std::fmt::Debug for CacheWriter {
 impl CacheWriter {
     /// Writes `data` to `path` as a whole cache (mode 0644, the rename
     /// synced with the directory), then an empty overlay naming it (the
-    /// commit point readers watch; its rename is not synced: after a crash
-    /// the previous overlay may be back, which names an older cache and is
-    /// ignored). The generation is the time in nanoseconds, above any
+    /// commit point readers watch; its content is synced, its rename not:
+    /// after a crash the previous overlay may be back, which names an older
+    /// cache and is ignored). The generation is the time in nanoseconds, above any
     /// found on disk.
     pub fn write_full(path: &Path, data: &NssData) -> Result<CacheWriter> {
         let overlay = overlay_path(path);
@@ -506,9 +554,9 @@ impl CacheWriter {
             .map(|g| g.saturating_add(1))
             .fold(now.max(1), u64::max);
         let base = encode_checked(data, generation)?;
-        write_file(path, base.bytes(), true)?;
+        write_file(path, base.bytes(), Durability::Durable)?;
         let empty = encode_checked(&NssData::default(), generation)?;
-        write_file(&overlay, empty.bytes(), false)?;
+        write_file(&overlay, &with_checksum(&empty), Durability::Content)?;
         Ok(CacheWriter {
             path: path.to_path_buf(),
             overlay,
@@ -523,7 +571,7 @@ impl CacheWriter {
     }
 
     /// Replaces the overlay with `changed`: every entry changed since the
-    /// cache was written, whole. Answers `false` (and writes nothing) when
+    /// cache was written, whole, with a checksum, not synced. Answers `false` (and writes nothing) when
     /// the overlay would be larger than a quarter of the cache: write the
     /// whole cache instead. Refuses an entry that has a cache entry's name
     /// with another id, or a cache entry's id with another name.
@@ -571,7 +619,10 @@ impl CacheWriter {
         if overlay.bytes().len() > limit {
             return Ok(false);
         }
-        write_file(&self.overlay, overlay.bytes(), false)?;
+        // Not synced: a crash may leave it torn, which its checksum shows
+        // (readers answer unavailable, not a wrong entry) until jms-agentd
+        // writes the cache again from the held bundle and deltas at start.
+        write_file(&self.overlay, &with_checksum(&overlay), Durability::None)?;
         Ok(true)
     }
 }
@@ -1304,7 +1355,10 @@ impl NssView {
     /// `path`, and pairs them by generation.
     pub fn open(path: &Path, overlay: &Path) -> Result<NssView> {
         let over = match NssCache::open(overlay) {
-            Ok(cache) => Some(cache),
+            Ok(cache) => {
+                check_checksum(cache.bytes())?;
+                Some(cache)
+            }
             Err(NssCacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 None
             }
@@ -2112,6 +2166,23 @@ user_groups:
             NssView::open(&path, &over),
             Err(NssCacheError::Corrupt(_))
         ));
+        // A torn one (a block of zeros, as a crash may leave it): the
+        // checksum catches it.
+        let changed = NssData {
+            users: (0..40)
+                .map(|i| user(&format!("n{i:02}"), 1000 + i))
+                .collect(),
+            groups: vec![],
+        };
+        let (path, over) = with_overlay(dir.path(), &sample(), &changed);
+        assert!(NssView::open(&path, &over).is_ok());
+        let mut bytes = fs::read(&over).unwrap();
+        bytes[HEADER_LEN + 40..HEADER_LEN + 140].fill(0);
+        fs::write(&over, &bytes).unwrap();
+        match NssView::open(&path, &over) {
+            Err(NssCacheError::Corrupt(e)) => assert!(e.contains("checksum"), "{e}"),
+            other => panic!("a torn overlay opened: {other:?}"),
+        }
     }
 
     /// Readers during publishes (overlays and full writes, one after the
