@@ -22,7 +22,31 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     write(path, bytes, mode, false)
 }
 
+/// As [`replace`] without any sync: after a crash the file may be the old
+/// one, the new one, or torn. Only for files whose readers detect a torn
+/// content (a checksum) and that are written again from durable state at
+/// every start (the NSS cache's overlay).
+pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, bytes, mode, Sync::None)
+}
+
+/// How much of a write is synced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    None,
+    Content,
+    ContentAndRename,
+}
+
 fn write(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+    let sync = match durable {
+        true => Sync::ContentAndRename,
+        false => Sync::Content,
+    };
+    write_with(path, bytes, mode, sync)
+}
+
+fn write_with(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -48,13 +72,14 @@ fn write(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> 
         file.write_all(bytes)?;
         // The umask may have narrowed the mode given at creation.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        match durable {
-            true => file.sync_all()?,
-            false => file.sync_data()?,
+        match sync {
+            Sync::ContentAndRename => file.sync_all()?,
+            Sync::Content => file.sync_data()?,
+            Sync::None => {}
         }
         drop(file);
         fs::rename(&temp, path)?;
-        if durable {
+        if sync == Sync::ContentAndRename {
             fs::File::open(dir)?.sync_all()?;
         }
         Ok(())

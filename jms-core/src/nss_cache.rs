@@ -32,7 +32,8 @@
 //!   60  group_keys_off u32      group_count × u64 name keys, one per group record
 //!   64  gid_index_off  u32      group_count × (gid u32, record u32), sorted by gid
 //!   68  members_off    u32      member_count × 8-byte string refs
-//!   72  reserved       8 bytes  0
+//!   72  generation     u64      the cache: its generation; the overlay: the
+//!                               generation of the cache it applies to
 //! string ref (8 bytes): offset u32 into the string table, length u32
 //! user record (40):  name ref, uid u32, gid u32, gecos ref, home ref, shell ref
 //! group record (24): name ref, gid u32, first member u32, member count u32, 0 u32
@@ -49,6 +50,32 @@
 //!
 //! The file is only ever replaced by rename, never rewritten in place, so a
 //! mapping stays valid while a process holds it.
+//!
+//! # The overlay
+//!
+//! A delta does not rewrite the whole cache: [`CacheWriter::write_overlay`]
+//! writes the entries changed since the cache was written (users added or
+//! changed, groups whose members changed) to a small file of the same
+//! format beside it ([`overlay_path`], `nss.db.delta`), naming the cache's
+//! generation. An overlay entry either replaces a cache entry of the same
+//! name *and* id, or has a name and an id the cache does not have (the
+//! writer checks it; the reader answers [`NssCacheError::Corrupt`] for an
+//! overlay hit that breaks it). When the overlay grows past a quarter of
+//! the cache, the next publish writes the whole cache again. The overlay
+//! ends with a checksum (FNV-1a 64 of the bytes before it, counted in
+//! `file_len`), checked when it is opened: it is written without a sync,
+//! so a crash may leave it torn, which readers then answer as corrupt.
+//!
+//! The overlay is the commit point: every publish replaces it last (a full
+//! write puts the cache in place, synced with its directory, then an empty
+//! overlay naming it), and readers ([`ReloadingCache`]) stat only the
+//! overlay (the cache when there is no overlay). A reader opens the overlay
+//! first, then the cache: an overlay naming an older cache is stale (the
+//! cache is newer and whole) and ignored; one naming a newer cache than the
+//! one found cannot happen and is corrupt. So a reader sees a whole state,
+//! old or new, never a mix; a crash leaves the last state, the one before
+//! it, or a torn overlay that readers answer as corrupt (unavailable), until
+//! jms-agentd writes the cache again from the held bundle at start.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -66,6 +93,8 @@ use crate::uids::{IdAllocator, IdError};
 
 /// Where jms-agentd writes the cache and where `libnss_jms.so.2` reads it.
 pub const DEFAULT_NSS_CACHE_PATH: &str = "/var/cache/jms/nss.db";
+/// Its overlay ([`overlay_path`] of [`DEFAULT_NSS_CACHE_PATH`]).
+pub const DEFAULT_NSS_OVERLAY_PATH: &str = "/var/cache/jms/nss.db.delta";
 /// Default home directory of jms users.
 pub const DEFAULT_HOME: &str = "/";
 /// Default login shell of jms users: the session agent.
@@ -85,6 +114,12 @@ const INDEX_ENTRY: usize = 8;
 const NAME_KEY: usize = 8;
 /// Largest cache file accepted (and written): far above 1M users.
 pub const MAX_CACHE_LEN: u64 = 1 << 30;
+/// Offset of the generation in the header.
+const GENERATION_AT: usize = 72;
+/// The overlay is rewritten while it stays under this share of the cache
+/// (or [`MIN_OVERLAY_LIMIT`]); past it, the whole cache is written again.
+const OVERLAY_SHARE: usize = 4;
+const MIN_OVERLAY_LIMIT: usize = 64 * 1024;
 
 /// What went wrong with the cache.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +172,14 @@ pub struct NssGroup {
     pub name: String,
     pub gid: u32,
     pub members: Vec<String>,
+}
+
+/// The entries [`NssData::update_from_policy`] changed or added, by
+/// position in [`NssData::users`] and [`NssData::groups`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub users: Vec<usize>,
+    pub groups: Vec<usize>,
 }
 
 /// Everything the cache holds.
@@ -275,9 +318,10 @@ impl NssData {
     /// Brings `self`, the entries [`NssData::from_policy`] made of `old`,
     /// to what it makes of `new`, touching only the users that changed:
     /// the same entries, in the same order, with the same ids handed out.
-    /// Answers `false` (and changes nothing) when it cannot tell cheaply —
-    /// user groups changed, a user was removed or moved — and the caller
-    /// takes the full path. `new` is `old` with a delta applied
+    /// Answers the positions of the entries it changed or added, or `None`
+    /// (and changes nothing) when it cannot tell cheaply — user groups
+    /// changed, a user was removed or moved — and the caller takes the
+    /// full path. `new` is `old` with a delta applied
     /// ([`Policy::apply_delta`]): unchanged users are the same records.
     pub fn update_from_policy(
         &mut self,
@@ -285,25 +329,26 @@ impl NssData {
         new: &Policy,
         ids: &mut IdAllocator,
         settings: &NssSettings,
-    ) -> Result<bool> {
+    ) -> Result<Option<Touched>> {
         let (before, after) = (&old.doc.users, &new.doc.users);
         if !new.doc.user_groups.same(&old.doc.user_groups)
             || after.len() < before.len()
             || self.users.len() != before.len()
         {
-            return Ok(false);
+            return Ok(None);
         }
         let mut changed = Vec::new();
         for (i, (was, is)) in before.iter().zip(after.iter()).enumerate() {
             if !Arc::ptr_eq(was, is) {
                 if was.username != is.username {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 changed.push(i);
             }
         }
+        let mut touched = Touched::default();
         if changed.is_empty() && after.len() == before.len() {
-            return Ok(true);
+            return Ok(Some(touched));
         }
         // Where each group's members are: the primary group first, then
         // the user groups in order (as `from_policy` lays them out).
@@ -319,7 +364,7 @@ impl NssData {
             }
         }
         if self.groups.len() != next {
-            return Ok(false);
+            return Ok(None);
         }
         let primary_gid = ids.gid(primary)?;
         // Members are in user order: a user's entries go where her
@@ -328,9 +373,11 @@ impl NssData {
         for i in changed {
             let (was, is) = (&before[i], &after[i]);
             self.users[i] = NssUser::of(is, ids, primary_gid, settings)?;
+            touched.users.push(i);
             if was.groups != is.groups {
                 for group in was.groups.iter().filter_map(|g| group_at.get(g.as_str())) {
                     self.groups[*group].members.retain(|m| *m != is.username);
+                    touched.groups.push(*group);
                 }
                 let mut named: Vec<usize> = is
                     .groups
@@ -345,6 +392,7 @@ impl NssData {
                         .iter()
                         .filter(|g| group_at.get(g.as_str()) == Some(&group))
                         .count();
+                    touched.groups.push(group);
                     let members = &mut self.groups[group].members;
                     let at = members.partition_point(|m| rank(m) < i);
                     for _ in 0..times {
@@ -354,6 +402,7 @@ impl NssData {
             }
         }
         for user in after.iter().skip(before.len()) {
+            touched.users.push(self.users.len());
             self.users.push(NssUser {
                 name: user.username.clone(),
                 uid: ids.uid(&user.username)?,
@@ -365,36 +414,217 @@ impl NssData {
             for group in &user.groups {
                 if let Some(at) = group_at.get(group.as_str()) {
                     self.groups[*at].members.push(user.username.clone());
+                    touched.groups.push(*at);
                 }
             }
         }
-        Ok(true)
+        touched.groups.sort_unstable();
+        touched.groups.dedup();
+        Ok(Some(touched))
     }
 
     /// The cache file's bytes. Refuses duplicate names or ids and a file
     /// larger than [`MAX_CACHE_LEN`].
     pub fn encode(&self) -> Result<Vec<u8>> {
-        Encoder::encode(self)
+        Encoder::encode(self, 0)
     }
 }
 
-/// Writes `data` to `path` atomically with mode 0644, after checking the
-/// encoded file with [`NssCache::verify`] (every process on the host reads
-/// it: a bad file must never be installed). The rename is not synced
-/// ([`crate::atomic_file::replace`]): after a crash the previous file may
-/// be back, whole, until jms-agentd writes it again from the held bundle
-/// at start.
+/// The overlay beside the cache at `path`: `<path>.delta`.
+pub fn overlay_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".delta");
+    PathBuf::from(name)
+}
+
+/// Writes `data` to `path` as a whole cache, with an empty overlay: see
+/// [`CacheWriter::write_full`].
 pub fn write_atomic(path: &Path, data: &NssData) -> Result<()> {
-    let cache = NssCache::from_bytes(data.encode()?)?;
+    CacheWriter::write_full(path, data).map(drop)
+}
+
+/// Encodes `data` with `generation` and checks the result with
+/// [`NssCache::verify`] (every process on the host reads it: a bad file
+/// must never be installed).
+fn encode_checked(data: &NssData, generation: u64) -> Result<NssCache> {
+    let cache = NssCache::from_bytes(Encoder::encode(data, generation)?)?;
     cache
         .verify()
         .map_err(|e| NssCacheError::Invalid(format!("the encoded file does not verify: {e}")))?;
-    let bytes = cache.into_bytes();
-    crate::atomic_file::replace(path, &bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
+    Ok(cache)
+}
+
+/// FNV-1a, 64 bits: the overlay's checksum (catches a torn or zeroed
+/// file after a crash; the file is root's, not an adversary's).
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The overlay file: `cache`'s bytes, its length counting the checksum of
+/// everything before it, appended.
+fn with_checksum(cache: &NssCache) -> Vec<u8> {
+    let mut bytes = cache.bytes().to_vec();
+    let len = (bytes.len() + 8) as u64;
+    bytes[16..24].copy_from_slice(&len.to_le_bytes());
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+/// Checks and strips nothing: the overlay's trailing checksum matches.
+fn check_checksum(bytes: &[u8]) -> Result<()> {
+    let body = bytes
+        .len()
+        .checked_sub(8)
+        .filter(|n| *n >= HEADER_LEN)
+        .ok_or_else(|| corrupt("overlay shorter than its header and checksum"))?;
+    if le_u64(bytes, body) != Some(checksum(&bytes[..body])) {
+        return Err(corrupt("overlay checksum mismatch (torn or damaged)"));
+    }
+    Ok(())
+}
+
+/// How a file is written: see [`crate::atomic_file`].
+#[derive(Clone, Copy)]
+enum Durability {
+    /// Content and rename synced.
+    Durable,
+    /// Content synced.
+    Content,
+    /// Nothing synced (the overlay, which carries a checksum).
+    None,
+}
+
+fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    let write = match durability {
+        Durability::Durable => crate::atomic_file::write_atomic,
+        Durability::Content => crate::atomic_file::replace,
+        Durability::None => crate::atomic_file::replace_unsynced,
+    };
+    write(path, bytes, CACHE_MODE).map_err(|source| NssCacheError::Io {
         path: path.to_path_buf(),
         action: "cannot write NSS cache",
         source,
     })
+}
+
+/// The generation in the header of the file at `path`, if it reads as one.
+fn generation_on_disk(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut header = [0u8; HEADER_LEN];
+    fs::File::open(path).ok()?.read_exact(&mut header).ok()?;
+    (header[..8] == MAGIC).then(|| le_u64(&header, GENERATION_AT))?
+}
+
+/// What jms-agentd wrote last: the cache (in memory, to check overlays
+/// against) and its generation.
+pub struct CacheWriter {
+    path: PathBuf,
+    overlay: PathBuf,
+    generation: u64,
+    base: NssCache,
+}
+
+impl std::fmt::Debug for CacheWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheWriter")
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl CacheWriter {
+    /// Writes `data` to `path` as a whole cache (mode 0644, the rename
+    /// synced with the directory), then an empty overlay naming it (the
+    /// commit point readers watch; its content is synced, its rename not:
+    /// after a crash the previous overlay may be back, which names an older
+    /// cache and is ignored). The generation is the time in nanoseconds, above any
+    /// found on disk.
+    pub fn write_full(path: &Path, data: &NssData) -> Result<CacheWriter> {
+        let overlay = overlay_path(path);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let generation = [generation_on_disk(path), generation_on_disk(&overlay)]
+            .into_iter()
+            .flatten()
+            .map(|g| g.saturating_add(1))
+            .fold(now.max(1), u64::max);
+        let base = encode_checked(data, generation)?;
+        write_file(path, base.bytes(), Durability::Durable)?;
+        let empty = encode_checked(&NssData::default(), generation)?;
+        write_file(&overlay, &with_checksum(&empty), Durability::Content)?;
+        Ok(CacheWriter {
+            path: path.to_path_buf(),
+            overlay,
+            generation,
+            base,
+        })
+    }
+
+    /// The cache file this writer keeps.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the overlay with `changed`: every entry changed since the
+    /// cache was written, whole, with a checksum, not synced. Answers `false` (and writes nothing) when
+    /// the overlay would be larger than a quarter of the cache: write the
+    /// whole cache instead. Refuses an entry that has a cache entry's name
+    /// with another id, or a cache entry's id with another name.
+    pub fn write_overlay(&self, changed: &NssData) -> Result<bool> {
+        for user in &changed.users {
+            match self.base.user_by_name(&user.name)? {
+                Some(old) if old.uid != user.uid => {
+                    return Err(invalid(format!(
+                        "overlay: user `{}` has uid {} in the cache, {} in the overlay",
+                        user.name, old.uid, user.uid
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(holder) = self.base.user_by_uid(user.uid)? {
+                        return Err(invalid(format!(
+                            "overlay: uid {} is `{}`'s in the cache, `{}`'s in the overlay",
+                            user.uid, holder.name, user.name
+                        )));
+                    }
+                }
+            }
+        }
+        for group in &changed.groups {
+            match self.base.group_by_name(&group.name)? {
+                Some(old) if old.gid != group.gid => {
+                    return Err(invalid(format!(
+                        "overlay: group `{}` has gid {} in the cache, {} in the overlay",
+                        group.name, old.gid, group.gid
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(holder) = self.base.group_by_gid(group.gid)? {
+                        return Err(invalid(format!(
+                            "overlay: gid {} is `{}`'s in the cache, `{}`'s in the overlay",
+                            group.gid, holder.name, group.name
+                        )));
+                    }
+                }
+            }
+        }
+        let overlay = encode_checked(changed, self.generation)?;
+        let limit = (self.base.bytes().len() / OVERLAY_SHARE).max(MIN_OVERLAY_LIMIT);
+        if overlay.bytes().len() > limit {
+            return Ok(false);
+        }
+        // Not synced: a crash may leave it torn, which its checksum shows
+        // (readers answer unavailable, not a wrong entry) until jms-agentd
+        // writes the cache again from the held bundle and deltas at start.
+        write_file(&self.overlay, &with_checksum(&overlay), Durability::None)?;
+        Ok(true)
+    }
 }
 
 /// Builds the file: interned strings, sorted records, id indexes.
@@ -438,7 +668,7 @@ impl<'d> Encoder<'d> {
         Ok(r)
     }
 
-    fn encode(data: &'d NssData) -> Result<Vec<u8>> {
+    fn encode(data: &'d NssData, generation: u64) -> Result<Vec<u8>> {
         let mut users: Vec<&NssUser> = data.users.iter().collect();
         users.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         let mut groups: Vec<&NssGroup> = data.groups.iter().collect();
@@ -520,11 +750,10 @@ impl<'d> Encoder<'d> {
             group_keys_off,
             gid_index_off,
             members_off,
-            0,
-            0,
         ] {
             put_u32(&mut out, to_u32(value, "header field")?);
         }
+        out.extend_from_slice(&generation.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_LEN);
         out.extend_from_slice(&user_bytes);
         user_keys
@@ -835,16 +1064,14 @@ impl NssCache {
         })
     }
 
-    fn into_bytes(self) -> Vec<u8> {
-        match self.storage {
-            Storage::Owned(bytes) => bytes,
-            Storage::Mapped(map) => map.to_vec(),
-        }
-    }
-
     /// The identity of the file this cache was opened from.
     pub fn stamp(&self) -> Option<FileStamp> {
         self.stamp
+    }
+
+    /// The generation in the header (see the overlay in the module doc).
+    pub fn generation(&self) -> u64 {
+        le_u64(self.bytes(), GENERATION_AT).unwrap_or(0)
     }
 
     pub fn user_count(&self) -> usize {
@@ -1112,22 +1339,230 @@ impl Table {
     }
 }
 
-/// One cache per process, re-opened when the file at its path is replaced.
+/// The cache with its overlay, as readers see it: an overlay entry wins
+/// over the cache's entry of the same name (and id).
+#[derive(Debug)]
+pub struct NssView {
+    base: NssCache,
+    overlay: Option<NssCache>,
+    /// The file whose replacement means a new state: the overlay, or the
+    /// cache when there is none.
+    stamp: Option<FileStamp>,
+}
+
+impl NssView {
+    /// Opens the overlay at `overlay` (missing: none), then the cache at
+    /// `path`, and pairs them by generation.
+    pub fn open(path: &Path, overlay: &Path) -> Result<NssView> {
+        let over = match NssCache::open(overlay) {
+            Ok(cache) => {
+                check_checksum(cache.bytes())?;
+                Some(cache)
+            }
+            Err(NssCacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let base = NssCache::open(path)?;
+        let stamp = over.as_ref().map_or(base.stamp, |o| o.stamp);
+        NssView::pair(base, over, stamp)
+    }
+
+    /// A view over a cache and an overlay (tests, tools).
+    pub fn from_parts(base: NssCache, overlay: Option<NssCache>) -> Result<NssView> {
+        NssView::pair(base, overlay, None)
+    }
+
+    fn pair(
+        base: NssCache,
+        overlay: Option<NssCache>,
+        stamp: Option<FileStamp>,
+    ) -> Result<NssView> {
+        let overlay = match overlay {
+            // An empty overlay (the one a full write leaves) changes nothing:
+            // lookups go to the cache alone.
+            Some(o) if o.generation() == base.generation() => {
+                (o.user_count() + o.group_count() > 0).then_some(o)
+            }
+            // Written for an older cache: the cache is newer, and whole.
+            Some(o) if o.generation() < base.generation() => None,
+            Some(_) => {
+                return Err(corrupt(
+                    "the overlay names a newer cache than the one found",
+                ))
+            }
+            None => None,
+        };
+        Ok(NssView {
+            base,
+            overlay,
+            stamp,
+        })
+    }
+
+    /// The identity of the file that commits a new state.
+    pub fn stamp(&self) -> Option<FileStamp> {
+        self.stamp
+    }
+
+    /// The cache under the overlay.
+    pub fn base(&self) -> &NssCache {
+        &self.base
+    }
+
+    /// The overlay in force, if any.
+    pub fn overlay(&self) -> Option<&NssCache> {
+        self.overlay.as_ref()
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserEntry<'_>>> {
+        let Some(overlay) = &self.overlay else {
+            return self.base.user_by_name(name);
+        };
+        match overlay.user_by_name(name)? {
+            Some(user) => {
+                if self
+                    .base
+                    .user_by_name(name)?
+                    .is_some_and(|b| b.uid != user.uid)
+                {
+                    return Err(corrupt(format!("overlay: user {name:?} changed uid")));
+                }
+                Ok(Some(user))
+            }
+            None => self.base.user_by_name(name),
+        }
+    }
+
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<UserEntry<'_>>> {
+        let Some(overlay) = &self.overlay else {
+            return self.base.user_by_uid(uid);
+        };
+        let found = self.base.user_by_uid(uid)?;
+        match overlay.user_by_uid(uid)? {
+            Some(user) => match found {
+                Some(b) if b.name != user.name => {
+                    Err(corrupt(format!("overlay: uid {uid} changed user")))
+                }
+                _ => Ok(Some(user)),
+            },
+            None => match found {
+                // The overlay has her under another uid.
+                Some(b) if overlay.user_by_name(b.name)?.is_some() => {
+                    Err(corrupt(format!("overlay: user {:?} changed uid", b.name)))
+                }
+                other => Ok(other),
+            },
+        }
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Result<Option<GroupEntry<'_>>> {
+        let Some(overlay) = &self.overlay else {
+            return self.base.group_by_name(name);
+        };
+        match overlay.group_by_name(name)? {
+            Some(group) => {
+                if self
+                    .base
+                    .group_by_name(name)?
+                    .is_some_and(|b| b.gid != group.gid)
+                {
+                    return Err(corrupt(format!("overlay: group {name:?} changed gid")));
+                }
+                Ok(Some(group))
+            }
+            None => self.base.group_by_name(name),
+        }
+    }
+
+    pub fn group_by_gid(&self, gid: u32) -> Result<Option<GroupEntry<'_>>> {
+        let Some(overlay) = &self.overlay else {
+            return self.base.group_by_gid(gid);
+        };
+        let found = self.base.group_by_gid(gid)?;
+        match overlay.group_by_gid(gid)? {
+            Some(group) => match found {
+                Some(b) if b.name != group.name => {
+                    Err(corrupt(format!("overlay: gid {gid} changed group")))
+                }
+                _ => Ok(Some(group)),
+            },
+            None => match found {
+                Some(b) if overlay.group_by_name(b.name)?.is_some() => {
+                    Err(corrupt(format!("overlay: group {:?} changed gid", b.name)))
+                }
+                other => Ok(other),
+            },
+        }
+    }
+
+    /// Every user: the cache's not in the overlay, then the overlay's.
+    pub fn users(&self) -> impl Iterator<Item = Result<UserEntry<'_>>> + '_ {
+        let overlay = self.overlay.as_ref();
+        self.base
+            .users()
+            .filter(move |u| match (u, overlay) {
+                (Ok(u), Some(o)) => !matches!(o.user_by_name(u.name), Ok(Some(_))),
+                _ => true,
+            })
+            .chain(overlay.into_iter().flat_map(|o| o.users()))
+    }
+
+    /// Every group: the cache's not in the overlay, then the overlay's.
+    pub fn groups(&self) -> impl Iterator<Item = Result<GroupEntry<'_>>> + '_ {
+        let overlay = self.overlay.as_ref();
+        self.base
+            .groups()
+            .filter(move |g| match (g, overlay) {
+                (Ok(g), Some(o)) => !matches!(o.group_by_name(g.name), Ok(Some(_))),
+                _ => true,
+            })
+            .chain(overlay.into_iter().flat_map(|o| o.groups()))
+    }
+
+    /// Everything the view holds, owned, sorted by name.
+    pub fn to_data(&self) -> Result<NssData> {
+        let mut data = NssData {
+            users: self
+                .users()
+                .map(|u| u.map(|u| u.owned()))
+                .collect::<Result<_>>()?,
+            groups: self
+                .groups()
+                .map(|g| g.map(|g| g.owned()))
+                .collect::<Result<_>>()?,
+        };
+        data.users
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        data.groups
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(data)
+    }
+}
+
+/// One cache per process, re-opened when a new state is committed.
 ///
-/// Each call costs one `stat` of the path. The lock is held only to compare
-/// stamps and (rarely) re-open; lookups run on a shared `Arc` outside it. A
-/// call that finds the lock taken (another thread re-opening, or a child
-/// forked while a thread held it) opens a private copy instead of waiting.
+/// Each call costs one `stat`: of the overlay, the file every publish
+/// replaces last (of the cache when there is no overlay). The lock is held
+/// only to compare stamps and (rarely) re-open; lookups run on a shared
+/// `Arc` outside it. A call that finds the lock taken (another thread
+/// re-opening, or a child forked while a thread held it) opens a private
+/// copy instead of waiting.
 #[derive(Debug)]
 pub struct ReloadingCache {
     path: &'static str,
-    current: Mutex<Option<Arc<NssCache>>>,
+    overlay: &'static str,
+    current: Mutex<Option<Arc<NssView>>>,
 }
 
 impl ReloadingCache {
-    pub const fn new(path: &'static str) -> Self {
+    /// The cache at `path` with its overlay at `overlay` (see
+    /// [`overlay_path`]).
+    pub const fn new(path: &'static str, overlay: &'static str) -> Self {
         ReloadingCache {
             path,
+            overlay,
             current: Mutex::new(None),
         }
     }
@@ -1136,10 +1571,10 @@ impl ReloadingCache {
         self.path
     }
 
-    /// The cache as the file at the path is now.
-    pub fn get(&self) -> Result<Arc<NssCache>> {
-        let path = Path::new(self.path);
-        let stamp = match fs::metadata(path) {
+    /// The cache as the files at the paths are now.
+    pub fn get(&self) -> Result<Arc<NssView>> {
+        let (path, overlay) = (Path::new(self.path), Path::new(self.overlay));
+        let stamp = match fs::metadata(overlay).or_else(|_| fs::metadata(path)) {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
                 // Gone: drop the old mapping too.
@@ -1156,7 +1591,7 @@ impl ReloadingCache {
         let mut current = match self.current.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return NssCache::open(path).map(Arc::new),
+            Err(TryLockError::WouldBlock) => return NssView::open(path, overlay).map(Arc::new),
         };
         if let Some(cache) = current.as_ref() {
             if cache.stamp() == Some(stamp) {
@@ -1164,7 +1599,7 @@ impl ReloadingCache {
             }
         }
         *current = None;
-        let cache = Arc::new(NssCache::open(path)?);
+        let cache = Arc::new(NssView::open(path, overlay)?);
         *current = Some(Arc::clone(&cache));
         Ok(cache)
     }
@@ -1619,13 +2054,217 @@ user_groups:
         }
     }
 
+    /// Writes a full cache of `data` and an overlay of `changed` on it.
+    fn with_overlay(dir: &Path, data: &NssData, changed: &NssData) -> (PathBuf, PathBuf) {
+        let path = dir.join("nss.db");
+        let writer = CacheWriter::write_full(&path, data).unwrap();
+        assert!(writer.write_overlay(changed).unwrap());
+        (path.clone(), overlay_path(&path))
+    }
+
+    #[test]
+    fn the_overlay_adds_and_replaces_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut changed = NssData {
+            users: vec![user("dave", 11), user("alice", 5)],
+            groups: vec![NssGroup {
+                name: "ops".into(),
+                gid: 300,
+                members: vec!["alice".into(), "bob".into(), "dave".into()],
+            }],
+        };
+        changed.users[1].gecos = "Alice, renamed".into();
+        let (path, overlay) = with_overlay(dir.path(), &sample(), &changed);
+        let view = NssView::open(&path, &overlay).unwrap();
+        assert!(view.overlay().is_some());
+        assert_eq!(view.user_by_name("dave").unwrap().unwrap().uid, 11);
+        assert_eq!(view.user_by_uid(11).unwrap().unwrap().name, "dave");
+        assert_eq!(
+            view.user_by_uid(5).unwrap().unwrap().gecos,
+            "Alice, renamed"
+        );
+        assert_eq!(
+            view.user_by_name("bob").unwrap().unwrap().uid,
+            9,
+            "from the cache"
+        );
+        assert_eq!(
+            view.group_by_gid(300).unwrap().unwrap().members,
+            ["alice", "bob", "dave"]
+        );
+        let mut expected = sample();
+        expected.users.push(user("dave", 11));
+        expected.users[1].gecos = "Alice, renamed".into();
+        expected.groups[0] = changed.groups[0].clone();
+        assert_eq!(view.to_data().unwrap(), sorted(expected));
+        assert_eq!(view.users().count(), 4, "alice once");
+        assert_eq!(view.groups().count(), 3, "ops once");
+    }
+
+    #[test]
+    fn the_writer_refuses_an_overlay_that_moves_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = CacheWriter::write_full(&dir.path().join("nss.db"), &sample()).unwrap();
+        for users in [vec![user("alice", 6)], vec![user("zed", 5)]] {
+            let changed = NssData {
+                users,
+                groups: vec![],
+            };
+            let err = writer.write_overlay(&changed).unwrap_err();
+            assert!(matches!(err, NssCacheError::Invalid(_)), "{err}");
+        }
+        // And one past a quarter of the cache is left to a full write.
+        let big = NssData {
+            users: (0..3000)
+                .map(|i| user(&format!("n{i}"), 1000 + i))
+                .collect(),
+            groups: vec![],
+        };
+        assert!(!writer.write_overlay(&big).unwrap());
+    }
+
+    /// An overlay that breaks the rules (written by hand, damaged) gives
+    /// clear errors, never a wrong answer or a panic.
+    #[test]
+    fn a_bad_overlay_is_an_error_not_a_wrong_answer() {
+        let base = NssCache::from_bytes(Encoder::encode(&sample(), 7).unwrap()).unwrap();
+        let overlay = |data: &NssData, generation: u64| {
+            Some(NssCache::from_bytes(Encoder::encode(data, generation).unwrap()).unwrap())
+        };
+        let moved = NssData {
+            users: vec![user("alice", 6), user("zed", 9)],
+            groups: vec![],
+        };
+        let view = NssView::from_parts(
+            NssCache::from_bytes(base.bytes().to_vec()).unwrap(),
+            overlay(&moved, 7),
+        )
+        .unwrap();
+        assert!(view.user_by_name("alice").is_err(), "alice changed uid");
+        assert!(view.user_by_uid(5).is_err(), "alice's old uid");
+        assert!(view.user_by_uid(9).is_err(), "bob's uid under another name");
+        // Stale overlays are ignored; one for a newer cache is corrupt.
+        let stale = NssView::from_parts(
+            NssCache::from_bytes(base.bytes().to_vec()).unwrap(),
+            overlay(&moved, 6),
+        )
+        .unwrap();
+        assert!(stale.overlay().is_none());
+        assert_eq!(stale.user_by_uid(5).unwrap().unwrap().name, "alice");
+        assert!(matches!(
+            NssView::from_parts(
+                NssCache::from_bytes(base.bytes().to_vec()).unwrap(),
+                overlay(&moved, 8)
+            ),
+            Err(NssCacheError::Corrupt(_))
+        ));
+        // A damaged overlay file: an error at open.
+        let dir = tempfile::tempdir().unwrap();
+        let (path, over) = with_overlay(dir.path(), &sample(), &NssData::default());
+        fs::write(&over, b"garbage").unwrap();
+        assert!(matches!(
+            NssView::open(&path, &over),
+            Err(NssCacheError::Corrupt(_))
+        ));
+        // A torn one (a block of zeros, as a crash may leave it): the
+        // checksum catches it.
+        let changed = NssData {
+            users: (0..40)
+                .map(|i| user(&format!("n{i:02}"), 1000 + i))
+                .collect(),
+            groups: vec![],
+        };
+        let (path, over) = with_overlay(dir.path(), &sample(), &changed);
+        assert!(NssView::open(&path, &over).is_ok());
+        let mut bytes = fs::read(&over).unwrap();
+        bytes[HEADER_LEN + 40..HEADER_LEN + 140].fill(0);
+        fs::write(&over, &bytes).unwrap();
+        match NssView::open(&path, &over) {
+            Err(NssCacheError::Corrupt(e)) => assert!(e.contains("checksum"), "{e}"),
+            other => panic!("a torn overlay opened: {other:?}"),
+        }
+    }
+
+    /// Readers during publishes (overlays and full writes, one after the
+    /// other) see only whole states: each one they read was published.
+    #[test]
+    fn a_reader_during_publishes_sees_only_published_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nss.db");
+        let overlay = overlay_path(&path);
+        let leak = |p: &Path| -> &'static str {
+            Box::leak(p.to_str().unwrap().to_string().into_boxed_str())
+        };
+        let slot: &'static ReloadingCache =
+            Box::leak(Box::new(ReloadingCache::new(leak(&path), leak(&overlay))));
+        // State k: users u0..u(k+3), group g with all of them.
+        let state = |k: u32| NssData {
+            users: (0..k + 3)
+                .map(|i| user(&format!("u{i:03}"), 100 + i))
+                .collect(),
+            groups: vec![NssGroup {
+                name: "g".into(),
+                gid: 10,
+                members: (0..k + 3).map(|i| format!("u{i:03}")).collect(),
+            }],
+        };
+        const STATES: u32 = 60;
+        let mut writer = CacheWriter::write_full(&path, &state(0)).unwrap();
+        let mut since = 0;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut seen = 0u32;
+                    let mut last = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let view = slot.get().expect("a reader always finds a cache");
+                        let data = view.to_data().expect("a whole state");
+                        let k = data.users.len() as u32 - 3;
+                        let mut want = state(k);
+                        want.users.sort_by(|a, b| a.name.cmp(&b.name));
+                        assert_eq!(data, want, "a mixed state");
+                        assert!(k >= last, "went back from state {last} to {k}");
+                        last = k;
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for k in 1..STATES {
+            let data = state(k);
+            if k % 7 == 0 {
+                writer = CacheWriter::write_full(&path, &data).unwrap();
+                since = k;
+            } else {
+                // The overlay: the users added since the full write, and g.
+                let changed = NssData {
+                    users: data.users[since as usize + 3..].to_vec(),
+                    groups: data.groups.clone(),
+                };
+                assert!(writer.write_overlay(&changed).unwrap());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+        let last = slot.get().unwrap().to_data().unwrap();
+        assert_eq!(last.users.len() as u32, STATES - 1 + 3);
+    }
+
     #[test]
     fn reloading_cache_follows_replacement_and_removal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nss.db");
         // ReloadingCache wants a 'static path, as the NSS module has.
         let leaked: &'static str = Box::leak(path.to_str().unwrap().to_string().into_boxed_str());
-        let slot = ReloadingCache::new(leaked);
+        let overlay = overlay_path(&path);
+        let leaked_overlay: &'static str =
+            Box::leak(overlay.to_str().unwrap().to_string().into_boxed_str());
+        let slot = ReloadingCache::new(leaked, leaked_overlay);
         assert!(slot.get().is_err(), "missing file");
         write_atomic(&path, &sample()).unwrap();
         let first = slot.get().unwrap();
@@ -1647,6 +2286,7 @@ user_groups:
         );
 
         fs::remove_file(&path).unwrap();
+        fs::remove_file(&overlay).unwrap();
         assert!(slot.get().is_err(), "removed file: unavailable");
         fs::write(&path, b"garbage").unwrap();
         assert!(matches!(slot.get(), Err(NssCacheError::Corrupt(_))));

@@ -364,6 +364,34 @@ impl IdAllocator {
         self.changed
     }
 
+    /// Whether this host assigned an id (not adopted one from the server)
+    /// since the map was created, loaded or saved: one that must be saved
+    /// before it is published.
+    pub fn assigned_here(&self) -> bool {
+        self.assigned_here
+    }
+
+    /// The pairs of `server` (ids the server assigned, by name) this map
+    /// does not hold as they are, in name order: one pass over both sorted
+    /// maps, no lookups. Adopt these ([`IdAllocator::adopt_from_server`]);
+    /// the others are adopted already.
+    pub fn differing<'a>(
+        &self,
+        kind: IdKind,
+        server: &'a BTreeMap<String, u32>,
+    ) -> Vec<(&'a str, u32)> {
+        let mut mine = self.table(kind).by_name.iter().peekable();
+        let mut out = Vec::new();
+        for (name, id) in server {
+            while mine.next_if(|(m, _)| m.as_str() < name.as_str()).is_some() {}
+            match mine.peek() {
+                Some((m, held)) if *m == name && *held == id => {}
+                _ => out.push((name.as_str(), *id)),
+            }
+        }
+        out
+    }
+
     fn table(&self, kind: IdKind) -> &IdTable {
         match kind {
             IdKind::User => &self.users,

@@ -5,11 +5,17 @@
 //! a generated policy, valid and invalid: the same refusals, the same
 //! document, the same `list` and `decide` answers for every user. And the
 //! NSS cache entries updated from the last ones
-//! (`NssData::update_from_policy`) are the ones made from scratch.
+//! (`NssData::update_from_policy`) are the ones made from scratch, and the
+//! cache on disk — its last full write with the overlay of the entries
+//! changed since (`CacheWriter::write_overlay`) — answers every lookup as
+//! a cache written from scratch.
 
 use chrono::{DateTime, Duration, Utc};
 use jms_core::model::{Action, PolicyDocument, Protocol};
-use jms_core::nss_cache::{NssData, NssSettings};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use jms_core::nss_cache::{overlay_path, CacheWriter, NssCache, NssData, NssSettings, NssView};
 use jms_core::uids::{IdAllocator, IdKind, IdRanges};
 use jms_core::{Policy, Query};
 use jms_sync::bundle::{AssetAccount, Delta, EntityKind, Removal};
@@ -231,6 +237,11 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
     let settings = NssSettings::default();
     let mut ids = IdAllocator::new(IdRanges::default()).unwrap();
     let mut nss = NssData::from_policy(&base, &mut ids, &settings).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nss.db");
+    let mut writer = CacheWriter::write_full(&path, &nss).unwrap();
+    let (mut users_since, mut groups_since) = (BTreeSet::new(), BTreeSet::new());
+    let (mut overlays, mut full_writes) = (0, 0);
     for n in 0..100 {
         let delta = random_delta(&base.doc.to_document(), &mut rng, n);
         let incremental = base.apply_delta(&delta, "delta");
@@ -252,7 +263,7 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
                 let mut ids_full = ids.clone();
                 let from_scratch = NssData::from_policy(&incremental, &mut ids_full, &settings);
                 let mut updated = nss.clone();
-                if updated
+                if let Some(touched) = updated
                     .update_from_policy(&base, &incremental, &mut ids, &settings)
                     .unwrap()
                 {
@@ -267,12 +278,36 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
                             "delta {n}: id maps differ"
                         );
                     }
+                    // On disk: the entries changed since the last full
+                    // write go to the overlay, while it stays small.
+                    users_since.extend(touched.users);
+                    groups_since.extend(touched.groups);
+                    let changed = NssData {
+                        users: users_since
+                            .iter()
+                            .map(|&i| updated.users[i].clone())
+                            .collect(),
+                        groups: groups_since
+                            .iter()
+                            .map(|&i| updated.groups[i].clone())
+                            .collect(),
+                    };
+                    if writer.write_overlay(&changed).unwrap() {
+                        overlays += 1;
+                    } else {
+                        writer = CacheWriter::write_full(&path, &updated).unwrap();
+                        (users_since, groups_since) = Default::default();
+                        full_writes += 1;
+                    }
                     nss = updated;
                     in_place += 1;
                 } else {
                     assert_eq!(updated, nss, "delta {n}: a refused update changed nothing");
                     nss = NssData::from_policy(&incremental, &mut ids, &settings).unwrap();
+                    writer = CacheWriter::write_full(&path, &nss).unwrap();
+                    (users_since, groups_since) = Default::default();
                 }
+                assert_view_answers_as(&path, &nss, n);
                 applied += 1;
                 // Go on from the incremental one: deltas pile up.
                 base = incremental;
@@ -285,11 +320,38 @@ fn deltas_applied_in_place_answer_as_a_full_rebuild() {
             ),
         }
     }
-    // The run covers both paths and refusals.
+    // The run covers both paths and refusals, and overlays piled up.
     assert!(
-        applied >= 30 && refused >= 10 && shared >= 15 && in_place >= 10,
-        "applied {applied}, refused {refused}, shared {shared}, NSS in place {in_place}"
+        applied >= 30 && refused >= 10 && shared >= 15 && in_place >= 10 && overlays >= 10,
+        "applied {applied}, refused {refused}, shared {shared}, NSS in place {in_place}, \
+         overlays {overlays} (full writes for size {full_writes})"
     );
+}
+
+/// The cache at `path` with its overlay answers every lookup as a cache
+/// written from scratch from `data`.
+fn assert_view_answers_as(path: &Path, data: &NssData, n: usize) {
+    let view = NssView::open(path, &overlay_path(path)).unwrap();
+    let scratch = NssCache::from_bytes(data.encode().unwrap()).unwrap();
+    assert_eq!(
+        view.to_data().unwrap(),
+        scratch.to_data().unwrap(),
+        "delta {n}: the cache and its overlay differ from a cache from scratch"
+    );
+    for user in &data.users {
+        let by_name = view.user_by_name(&user.name).unwrap().map(|u| u.owned());
+        assert_eq!(by_name.as_ref(), Some(user), "delta {n}: {}", user.name);
+        let by_uid = view.user_by_uid(user.uid).unwrap().map(|u| u.owned());
+        assert_eq!(by_uid.as_ref(), Some(user), "delta {n}: uid {}", user.uid);
+    }
+    for group in &data.groups {
+        let by_name = view.group_by_name(&group.name).unwrap().map(|g| g.owned());
+        assert_eq!(by_name.as_ref(), Some(group), "delta {n}: {}", group.name);
+        let by_gid = view.group_by_gid(group.gid).unwrap().map(|g| g.owned());
+        assert_eq!(by_gid.as_ref(), Some(group), "delta {n}: gid {}", group.gid);
+    }
+    assert!(view.user_by_name("no-such-user").unwrap().is_none());
+    assert!(view.user_by_uid(1).unwrap().is_none());
 }
 
 /// Adding a user shares the assets, the nodes and their indexes: nothing

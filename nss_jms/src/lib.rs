@@ -18,14 +18,17 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use jms_core::nss_cache::{GroupEntry, ReloadingCache, UserEntry, DEFAULT_NSS_CACHE_PATH};
+use jms_core::nss_cache::{
+    GroupEntry, ReloadingCache, UserEntry, DEFAULT_NSS_CACHE_PATH, DEFAULT_NSS_OVERLAY_PATH,
+};
 use libnss::group::{Group, GroupHooks};
 use libnss::interop::Response;
 use libnss::passwd::{Passwd, PasswdHooks};
 use libnss::{libnss_group_hooks, libnss_passwd_hooks};
 
 /// The process-wide cache.
-static CACHE: ReloadingCache = ReloadingCache::new(DEFAULT_NSS_CACHE_PATH);
+static CACHE: ReloadingCache =
+    ReloadingCache::new(DEFAULT_NSS_CACHE_PATH, DEFAULT_NSS_OVERLAY_PATH);
 
 /// Runs a hook body; a panic becomes `UNAVAIL` instead of unwinding into C.
 fn guarded<T>(body: impl FnOnce() -> Response<T>) -> Response<T> {

@@ -1,6 +1,7 @@
 //! `libnss_jms.so.2` loaded by the real glibc: `getent`, `id` and a
-//! long-lived process resolve jms users and groups from the cache, see the
-//! cache being replaced, and fall back cleanly when it is gone or corrupt.
+//! long-lived process resolve jms users and groups from the cache and its
+//! overlay, see them being replaced, and fall back cleanly when they are
+//! gone or corrupt.
 //!
 //! Needs root and `unshare -m` (it fails, loudly, without them): each step
 //! runs in a private mount namespace with `passwd: files jms` and
@@ -16,7 +17,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::{require_root_and_unshare, Sandbox};
-use jms_core::nss_cache::{write_atomic, NssData, NssSettings};
+use jms_core::nss_cache::{
+    overlay_path, write_atomic, CacheWriter, NssData, NssGroup, NssSettings, NssUser,
+};
 use jms_core::policy::{Format, Policy};
 use jms_core::uids::{IdAllocator, IdRanges};
 
@@ -47,6 +50,41 @@ fn write_cache(sandbox: &Sandbox, policy_text: &str, ids: &mut IdAllocator) {
         Policy::parse(policy_text, Format::Yaml, "test.yaml", Path::new(".")).expect("policy");
     let data = NssData::from_policy(&policy, ids, &NssSettings::default()).expect("nss data");
     write_atomic(&sandbox.cache_path(), &data).expect("write cache");
+}
+
+/// Removes the cache and its overlay.
+fn remove_cache(sandbox: &Sandbox) {
+    fs::remove_file(sandbox.cache_path()).unwrap();
+    fs::remove_file(overlay_path(&sandbox.cache_path())).unwrap();
+}
+
+/// On the cache of [`POLICY_AFTER`], as a delta would: erin arrives in
+/// dev, alice's name changes, in the overlay only.
+fn write_overlay(sandbox: &Sandbox, ids: &mut IdAllocator) {
+    let policy =
+        Policy::parse(POLICY_AFTER, Format::Yaml, "test.yaml", Path::new(".")).expect("policy");
+    let data = NssData::from_policy(&policy, ids, &NssSettings::default()).expect("nss data");
+    let writer = CacheWriter::write_full(&sandbox.cache_path(), &data).expect("write cache");
+    let user = |name: &str, uid: u32, gecos: &str| NssUser {
+        name: name.into(),
+        uid,
+        gid: 200_000,
+        gecos: gecos.into(),
+        home: "/".into(),
+        shell: "/usr/bin/jms-agent".into(),
+    };
+    let changed = NssData {
+        users: vec![
+            user("erin", 200_004, "Erin"),
+            user("alice", 200_000, "Alice W"),
+        ],
+        groups: vec![NssGroup {
+            name: "dev".into(),
+            gid: 200_002,
+            members: vec!["dave".into(), "erin".into()],
+        }],
+    };
+    assert!(writer.write_overlay(&changed).expect("write overlay"));
 }
 
 /// Runs `commands` and checks each (stdout, exit code) against `expected`.
@@ -155,8 +193,86 @@ fn getent_resolves_jms_users_and_groups_and_follows_the_cache() {
         ],
     );
 
+    // A delta: the overlay beside the cache.
+    write_overlay(&sandbox, &mut ids);
+    check(
+        &sandbox,
+        &[
+            (
+                "getent passwd erin",
+                "erin:x:200004:200000:Erin:/:/usr/bin/jms-agent
+",
+                0,
+            ),
+            (
+                "getent passwd 200004",
+                "erin:x:200004:200000:Erin:/:/usr/bin/jms-agent
+",
+                0,
+            ),
+            (
+                "getent passwd 200000",
+                "alice:x:200000:200000:Alice W:/:/usr/bin/jms-agent
+",
+                0,
+            ),
+            (
+                "getent passwd dave",
+                "dave:x:200003:200000:Dave:/:/usr/bin/jms-agent
+",
+                0,
+            ),
+            (
+                "getent group dev",
+                "dev:x:200002:dave,erin
+",
+                0,
+            ),
+            (
+                "getent group 200002",
+                "dev:x:200002:dave,erin
+",
+                0,
+            ),
+            (
+                "id -Gn erin",
+                "jms-users dev
+",
+                0,
+            ),
+        ],
+    );
+    let all = sandbox.run(&["getent passwd", "getent group"]);
+    for (listing, entry, wanted) in [
+        (
+            &all[0].0,
+            "alice:",
+            "alice:x:200000:200000:Alice W:/:/usr/bin/jms-agent",
+        ),
+        (
+            &all[0].0,
+            "erin:",
+            "erin:x:200004:200000:Erin:/:/usr/bin/jms-agent",
+        ),
+        (&all[1].0, "dev:", "dev:x:200002:dave,erin"),
+    ] {
+        let lines: Vec<&str> = listing.lines().filter(|l| l.starts_with(entry)).collect();
+        assert_eq!(lines, [wanted], "enumeration: {listing}");
+    }
+    // A damaged overlay: jms users are unavailable, local ones resolve.
+    fs::write(overlay_path(&sandbox.cache_path()), b"JMS-NSS\0garbage").unwrap();
+    check(
+        &sandbox,
+        &[
+            ("getent passwd erin", "", 2),
+            ("getent passwd dave", "", 2),
+            ("getent passwd root", &format!("{root}\n"), 0),
+        ],
+    );
+    write_cache(&sandbox, POLICY_AFTER, &mut ids);
+
     // Remove it: jms users vanish, local ones still resolve.
-    fs::remove_file(sandbox.cache_path()).unwrap();
+    remove_cache(&sandbox);
     check(
         &sandbox,
         &[
@@ -225,7 +341,10 @@ fn a_running_process_sees_the_cache_replaced_and_removed() {
     );
     assert_eq!(ask("alice"), "alice:200000:Alice Liu-Wang");
     assert_eq!(ask("carol"), "-");
-    fs::remove_file(sandbox.cache_path()).unwrap();
+    write_overlay(&sandbox, &mut ids);
+    assert_eq!(ask("erin"), "erin:200004:Erin", "a new overlay is read");
+    assert_eq!(ask("alice"), "alice:200000:Alice W");
+    remove_cache(&sandbox);
     assert_eq!(ask("alice"), "-", "a removed cache makes jms users vanish");
     assert_eq!(ask("root"), "root:0:root");
     write_cache(&sandbox, POLICY, &mut ids);

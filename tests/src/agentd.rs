@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use jms_core::nss_cache::NssCache;
+use jms_core::nss_cache::{overlay_path, NssView};
 
 use crate::central::Central;
 use crate::preflight;
@@ -150,7 +150,7 @@ impl Agentd {
     }
 
     pub fn has_user(&self, name: &str) -> bool {
-        NssCache::open(&self.cache())
+        NssView::open(&self.cache(), &overlay_path(&self.cache()))
             .ok()
             .and_then(|c| c.user_by_name(name).ok().flatten().map(|_| ()))
             .is_some()
@@ -158,7 +158,8 @@ impl Agentd {
 
     /// The (uid, gid) the NSS cache gives a jms user.
     pub fn ids_of(&self, name: &str) -> (u32, u32) {
-        let cache = NssCache::open(&self.cache()).expect("the NSS cache opens");
+        let cache = NssView::open(&self.cache(), &overlay_path(&self.cache()))
+            .expect("the NSS cache opens");
         let user = cache
             .user_by_name(name)
             .expect("the NSS cache reads")

@@ -2,7 +2,6 @@
 //! the server; [`Daemon::handle`] checks it against the variant's rule
 //! before anything else.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -29,7 +28,7 @@ pub struct Daemon {
     pub keys_uid: Option<u32>,
     pub policy: RwLock<Arc<Policy>>,
     /// jms user names by uid, as last published to the NSS cache.
-    pub users_by_uid: RwLock<HashMap<u32, String>>,
+    pub users_by_uid: RwLock<publish::UsersByUid>,
     /// Writes the NSS cache, each policy from the one before.
     pub publisher: publish::Publisher,
     pub state: Mutex<StateFile>,
@@ -100,8 +99,8 @@ impl Daemon {
         self.users_by_uid
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&uid)
-            .cloned()
+            .get(uid)
+            .map(str::to_string)
     }
 
     /// The policy's user `name` if she was published to the NSS cache: a
@@ -117,8 +116,7 @@ impl Daemon {
             .users_by_uid
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|n| n == name);
+            .contains_name(name);
         policy.user(name).filter(|_| published)
     }
 

@@ -4,13 +4,13 @@
 //! of the configured range, is never published (an error is logged: an
 //! alarm for the admin); without a cache entry it is no jms user at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use jms_core::local_accounts::LocalAccounts;
-use jms_core::nss_cache::{self, NssData, NssSettings};
+use jms_core::nss_cache::{CacheWriter, NssData, NssSettings};
 use jms_core::uids::{IdAllocator, IdKind};
 use jms_core::Policy;
 use jms_sync::bundle::UnixIds;
@@ -20,7 +20,7 @@ use crate::daemon::config::AgentdConfig;
 /// Assigns ids to new names (saving the id map first, so an id handed out
 /// is never handed out again) and rewrites the NSS cache. Answers jms
 /// user names by uid, as published.
-pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<HashMap<u32, String>> {
+pub fn publish(policy: &Policy, config: &AgentdConfig) -> Result<UsersByUid> {
     publish_with_ids(policy, config, None)
 }
 
@@ -36,21 +36,71 @@ pub fn publish_with_ids(
     policy: &Policy,
     config: &AgentdConfig,
     assigned: Option<&UnixIds>,
-) -> Result<HashMap<u32, String>> {
+) -> Result<UsersByUid> {
     let (users, _) = publish_over(&mut None, policy, config, assigned)?;
     Ok(users)
+}
+
+/// jms user names by uid, as published: the map made at the last full
+/// write of the NSS cache (shared, not copied) and the users added since.
+#[derive(Debug, Clone, Default)]
+pub struct UsersByUid {
+    base: Arc<HashMap<u32, String>>,
+    since: HashMap<u32, String>,
+}
+
+impl UsersByUid {
+    fn new(base: HashMap<u32, String>) -> UsersByUid {
+        UsersByUid {
+            base: Arc::new(base),
+            since: HashMap::new(),
+        }
+    }
+
+    /// The jms user name of `uid`.
+    pub fn get(&self, uid: u32) -> Option<&str> {
+        self.since
+            .get(&uid)
+            .or_else(|| self.base.get(&uid))
+            .map(String::as_str)
+    }
+
+    /// Whether `name` is a published jms user.
+    pub fn contains_name(&self, name: &str) -> bool {
+        self.since
+            .values()
+            .chain(self.base.values())
+            .any(|n| n == name)
+    }
+
+    /// Every (uid, name), owned.
+    pub fn to_map(&self) -> HashMap<u32, String> {
+        let mut map = self.base.as_ref().clone();
+        map.extend(self.since.iter().map(|(k, v)| (*k, v.clone())));
+        map
+    }
+}
+
+impl PartialEq for UsersByUid {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_map() == other.to_map()
+    }
 }
 
 /// Publishes policy after policy, each from what the one before left:
 /// the id map stays in memory (read once), and a policy made by a delta
 /// from the last one published changes only the entries of the users it
-/// changed ([`NssData::update_from_policy`]); anything else takes the full
-/// path. The file written is the same either way.
+/// changed ([`NssData::update_from_policy`]), which go to the cache's
+/// overlay ([`CacheWriter::write_overlay`]) instead of a new cache;
+/// anything else takes the full path. Readers see the same entries either
+/// way.
 #[derive(Default)]
 pub struct Publisher {
     last: Mutex<Option<Published>>,
     /// Publishes that updated the entries in place.
     in_place: std::sync::atomic::AtomicUsize,
+    /// Publishes that wrote only the overlay.
+    overlaid: std::sync::atomic::AtomicUsize,
 }
 
 /// What the last publish made: the policy, the id map, the entries before
@@ -60,6 +110,25 @@ struct Published {
     settings: NssSettings,
     ids: IdAllocator,
     data: NssData,
+    local: LocalAccounts,
+    /// The cache written last, when it holds `data` as it was then (no
+    /// entry kept off): overlays go on top of it.
+    writer: Option<CacheWriter>,
+    /// Positions in `data` of the entries changed since `writer` wrote.
+    users_since: BTreeSet<usize>,
+    groups_since: BTreeSet<usize>,
+    users: UsersByUid,
+}
+
+/// How a publish went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Entries made again, whole cache written.
+    Full,
+    /// Entries updated in place, whole cache written.
+    InPlace,
+    /// Entries updated in place, only the overlay written.
+    Overlay,
 }
 
 impl Publisher {
@@ -69,12 +138,15 @@ impl Publisher {
         policy: &Policy,
         config: &AgentdConfig,
         assigned: Option<&UnixIds>,
-    ) -> Result<HashMap<u32, String>> {
+    ) -> Result<UsersByUid> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let (users, in_place) = publish_over(&mut last, policy, config, assigned)?;
-        if in_place {
-            self.in_place
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (users, how) = publish_over(&mut last, policy, config, assigned)?;
+        if how != Route::Full {
+            self.in_place.fetch_add(1, Relaxed);
+        }
+        if how == Route::Overlay {
+            self.overlaid.fetch_add(1, Relaxed);
         }
         Ok(users)
     }
@@ -82,20 +154,22 @@ impl Publisher {
 
 /// Publishes `policy` from `last` (taken; left `None` on error, so the
 /// next publish starts from the files again) and keeps what it made there.
-/// Answers jms user names by uid, as published, and whether the entries
-/// were updated in place.
+/// Answers jms user names by uid, as published, and which path it took.
 fn publish_over(
     last: &mut Option<Published>,
     policy: &Policy,
     config: &AgentdConfig,
     assigned: Option<&UnixIds>,
-) -> Result<(HashMap<u32, String>, bool)> {
+) -> Result<(UsersByUid, Route)> {
     let local = local_accounts()?;
     let settings = config.nss_settings();
     let map_path = config.state_dir.join("ids.json");
     let previous = last.take().filter(|p| p.settings == settings);
     let (mut ids, previous) = match previous {
-        Some(p) => (p.ids, Some((p.policy, p.data))),
+        Some(mut p) => (
+            std::mem::replace(&mut p.ids, IdAllocator::new(config.ids)?),
+            Some(p),
+        ),
         None => (
             IdAllocator::load(&map_path, config.ids).context("loading the id map")?,
             None,
@@ -110,8 +184,9 @@ fn publish_over(
             (0, IdKind::User, &assigned.users),
             (1, IdKind::Group, &assigned.groups),
         ] {
-            for (name, id) in table {
-                match ids.adopt_from_server(kind, name, *id) {
+            // Only the ids not adopted already (one pass, no lookups).
+            for (name, id) in ids.differing(kind, table) {
+                match ids.adopt_from_server(kind, name, id) {
                     Ok(moved) => {
                         moved_any |= !moved.is_empty();
                         for change in moved {
@@ -123,20 +198,76 @@ fn publish_over(
                             alarm = "server_id_refused",
                             "not publishing `{name}`: the server's {e}"
                         );
-                        refused[slot].insert(name.clone());
+                        refused[slot].insert(name.to_string());
                     }
                 }
             }
         }
     }
-    let updated = match previous.filter(|_| !moved_any) {
-        Some((old, mut data)) => data
-            .update_from_policy(&old, policy, &mut ids, &settings)
+    let mut updated = None;
+    if let Some(mut p) = previous.filter(|_| !moved_any) {
+        if let Some(touched) = p
+            .data
+            .update_from_policy(&p.policy, policy, &mut ids, &settings)
             .context("building the NSS cache")?
-            .then_some(data),
-        None => None,
+        {
+            let clear = p.local == local
+                && refused.iter().all(HashSet::is_empty)
+                && touched.users.iter().all(|&i| {
+                    let u = &p.data.users[i];
+                    local.user_collision(&u.name, u.uid).is_none()
+                })
+                && touched.groups.iter().all(|&i| {
+                    let g = &p.data.groups[i];
+                    local.group_collision(&g.name, g.gid).is_none()
+                });
+            // Most users changed (a reload from a file): no overlay.
+            let few = p.users_since.len() + touched.users.len() <= p.data.users.len() / 4 + 16;
+            if let (true, true, Some(writer)) = (clear, few, &p.writer) {
+                p.users_since.extend(&touched.users);
+                p.groups_since.extend(&touched.groups);
+                let changed = NssData {
+                    users: p
+                        .users_since
+                        .iter()
+                        .map(|&i| p.data.users[i].clone())
+                        .collect(),
+                    groups: p
+                        .groups_since
+                        .iter()
+                        .map(|&i| p.data.groups[i].clone())
+                        .collect(),
+                };
+                // An id handed out here is saved before it is published;
+                // ids adopted from the server are adopted again at start
+                // from the signed bundle and deltas, and saved at the next
+                // full write.
+                if ids.assigned_here() {
+                    ids.save(&map_path).context("saving the id map")?;
+                }
+                if writer
+                    .write_overlay(&changed)
+                    .with_context(|| format!("writing {}", config.nss_cache.display()))?
+                {
+                    for &i in &touched.users {
+                        let user = &p.data.users[i];
+                        p.users.since.insert(user.uid, user.name.clone());
+                    }
+                    p.policy = policy.clone();
+                    p.ids = ids;
+                    p.local = local;
+                    let users = p.users.clone();
+                    *last = Some(p);
+                    return Ok((users, Route::Overlay));
+                }
+            }
+            updated = Some(p.data);
+        }
+    }
+    let how = match updated {
+        Some(_) => Route::InPlace,
+        None => Route::Full,
     };
-    let in_place = updated.is_some();
     let data = match updated {
         Some(data) => data,
         None => {
@@ -154,23 +285,28 @@ fn publish_over(
         }) && data.groups.iter().all(|g| {
             !refused[1].contains(&g.name) && local.group_collision(&g.name, g.gid).is_none()
         });
-    let published = if clear {
-        write_cache(&config.nss_cache, &data)?;
-        None
+    let (writer, users) = if clear {
+        let writer = write_cache(&config.nss_cache, &data)?;
+        (Some(writer), users_by_uid(&data))
     } else {
         let mut published = data.clone();
         keep_off_local_accounts(&mut published, &local, &refused, &settings.primary_group)?;
         write_cache(&config.nss_cache, &published)?;
-        Some(published)
+        (None, users_by_uid(&published))
     };
-    let users = users_by_uid(published.as_ref().unwrap_or(&data));
+    let users = UsersByUid::new(users);
     *last = Some(Published {
         policy: policy.clone(),
         settings,
         ids,
         data,
+        local,
+        writer,
+        users_since: BTreeSet::new(),
+        groups_since: BTreeSet::new(),
+        users: users.clone(),
     });
-    Ok((users, in_place))
+    Ok((users, how))
 }
 
 /// Removes from `data` every user and group that collides with a local
@@ -238,11 +374,12 @@ pub fn users_by_uid(data: &NssData) -> HashMap<u32, String> {
     data.users.iter().map(|u| (u.uid, u.name.clone())).collect()
 }
 
-fn write_cache(path: &Path, data: &NssData) -> Result<()> {
+/// Writes the whole cache (and an empty overlay).
+fn write_cache(path: &Path, data: &NssData) -> Result<CacheWriter> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    nss_cache::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
+    CacheWriter::write_full(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -322,9 +459,13 @@ mod tests {
         .unwrap()
     }
 
+    fn view(path: &Path) -> jms_core::nss_cache::NssView {
+        jms_core::nss_cache::NssView::open(path, &jms_core::nss_cache::overlay_path(path)).unwrap()
+    }
+
     /// Policy after policy through one publisher (the second and third
-    /// from deltas, updated in place) writes the files a publish from
-    /// scratch writes, with the same ids.
+    /// from deltas, updated in place, to the overlay) gives readers the
+    /// entries a publish from scratch gives, with the same ids.
     #[test]
     fn a_publisher_writes_what_a_publish_from_scratch_writes() {
         use jms_core::model::PolicyDocument;
@@ -398,19 +539,17 @@ mod tests {
             let fresh_by_uid = publish(&current, &fresh).unwrap();
             assert_eq!(by_uid, fresh_by_uid, "step {n}");
             assert_eq!(
-                std::fs::read(&kept.nss_cache).unwrap(),
-                std::fs::read(&fresh.nss_cache).unwrap(),
-                "step {n}: the files differ"
+                view(&kept.nss_cache).to_data().unwrap(),
+                view(&fresh.nss_cache).to_data().unwrap(),
+                "step {n}: the entries differ"
             );
         }
-        // The first two deltas were applied in place, the removal not.
-        assert_eq!(
-            publisher
-                .in_place
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
-        let cache = jms_core::nss_cache::NssCache::open(&kept.nss_cache).unwrap();
+        // The first two deltas were applied in place, to the overlay; the
+        // removal not.
+        for counter in [&publisher.in_place, &publisher.overlaid] {
+            assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 2);
+        }
+        let cache = view(&kept.nss_cache);
         let ops = cache.group_by_name("ops").unwrap().unwrap().owned();
         assert_eq!(ops.members, ["jmsc", "jmsd"]);
         assert!(cache.user_by_name("jmsb").unwrap().is_none());
