@@ -445,10 +445,7 @@ impl SyncService {
     /// nonce is remembered only once the signature holds.
     pub fn authenticate_bastion(&self, request: &SignedRequest<'_>) -> Result<BastionRow> {
         let verified = self.verify_bastion_request(request)?;
-        let mut tx = self.store.write()?;
-        verified.remember(tx.as_mut())?;
-        tx.commit()?;
-        Ok(verified.bastion)
+        self.remember(verified)
     }
 
     /// Checks a signed request's headers, clock and signature, writing
@@ -711,19 +708,25 @@ impl SyncService {
         Ok((version, signed))
     }
 
-    /// Records the version a bastion reported holding.
-    pub fn bastion_holds(&self, bastion: &BastionRow, version: u64) -> Result<()> {
-        let mut tx = self.store.write()?;
-        tx.touch_bastion(bastion.id, Some(version))?;
-        tx.commit()?;
-        Ok(())
+    /// Remembers the nonce of a request [`Self::verify_bastion_request`]
+    /// let through (a replay is refused) and the bastion's last contact;
+    /// returns its bastion.
+    pub fn remember(&self, verified: Verified) -> Result<BastionRow> {
+        self.remember_holding(verified, None)
     }
 
-    /// Remembers the nonce of a request [`Self::verify_bastion_request`]
-    /// let through (a replay is refused); returns its bastion.
-    pub fn remember(&self, verified: Verified) -> Result<BastionRow> {
-        let mut tx = self.store.write()?;
-        verified.remember(tx.as_mut())?;
+    /// [`Self::remember`], and the policy version the bastion reported
+    /// holding (a bundle poll's `since`), in the same transaction: one
+    /// commit per request. Unordered ([`crate::store::Storage::write_unordered`]:
+    /// on PostgreSQL no instance-wide writer lock), as every statement
+    /// stands on its own: the nonce is new to exactly one request by its
+    /// unique key whatever runs beside it, and last contact and version
+    /// held are blind updates of this bastion's row (the last report
+    /// wins, as it did in lock order) that nothing reads to decide a
+    /// write.
+    pub fn remember_holding(&self, verified: Verified, holds: Option<u64>) -> Result<BastionRow> {
+        let mut tx = self.store.write_unordered()?;
+        verified.remember_holding(tx.as_mut(), holds)?;
         tx.commit()?;
         Ok(verified.bastion)
     }
@@ -741,13 +744,19 @@ impl Verified {
     /// Remembers the nonce in `tx` (and that the bastion was seen); a
     /// nonce seen before is a replay.
     pub fn remember(&self, tx: &mut dyn WriteTx) -> Result<()> {
+        self.remember_holding(tx, None)
+    }
+
+    /// [`Self::remember`], and the policy version the bastion holds when
+    /// it told one.
+    pub fn remember_holding(&self, tx: &mut dyn WriteTx, holds: Option<u64>) -> Result<()> {
         let id = self.bastion.id;
         if !tx.remember_nonce(id, &self.nonce, self.now, self.now - 2 * CLOCK_SKEW_SECS)? {
             return Err(SyncError::Unauthorized(
                 "replayed request (nonce already seen)".into(),
             ));
         }
-        tx.touch_bastion(id, None)?;
+        tx.touch_bastion(id, holds)?;
         Ok(())
     }
 }

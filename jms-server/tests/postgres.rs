@@ -147,6 +147,91 @@ fn events_nonces_and_links_are_exactly_once_across_instances() {
     assert_eq!(session.command_count, 50, "projected once each");
 }
 
+/// A bastion request's writes (nonce, last contact, version held) run
+/// unordered, not behind the writer lock every instance's `write()` takes:
+/// with that lock held by another connection, requests on two instances
+/// giving the same nonce still finish, the nonce new to exactly one of
+/// them (and a replay later refused); pruning forgets only that bastion's
+/// old nonces.
+#[test]
+fn bastion_request_writes_skip_the_writer_lock_and_nonces_stay_exactly_once() {
+    let url = database();
+    let a = Arc::new(PgStore::open(&url).unwrap());
+    let b = Arc::new(PgStore::open(&url).unwrap());
+    let (b1, b2) = {
+        let mut tx = a.write().unwrap();
+        let b1 = tx.put_bastion("b1", &[7; 32], false).unwrap().unwrap();
+        let b2 = tx.put_bastion("b2", &[8; 32], false).unwrap().unwrap();
+        tx.remember_nonce(b1, "old-1", 10, 0).unwrap();
+        tx.remember_nonce(b2, "old-2", 10, 0).unwrap();
+        tx.commit().unwrap();
+        (b1, b2)
+    };
+    // Another connection holds the writer lock until told (or, if the
+    // requests wait for it, until it gives up and says so).
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (done, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut db = client(&url);
+            let mut tx = db.transaction().unwrap();
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&jms_server::store::postgres::WRITE_LOCK],
+            )
+            .unwrap();
+            locked_tx.send(()).unwrap();
+            let gave_up = done_rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_err();
+            tx.commit().unwrap();
+            gave_up
+        })
+    };
+    locked.recv().unwrap();
+    let stores = [a.clone(), b.clone()];
+    let fresh = at_once(4, move |i| {
+        let mut tx = stores[i % 2].write_unordered().unwrap();
+        let fresh = tx.remember_nonce(b1, "n-1", 100, 50).unwrap();
+        tx.touch_bastion(b1, Some(7)).unwrap();
+        tx.commit().unwrap();
+        fresh
+    });
+    done.send(()).ok();
+    assert!(
+        !holder.join().unwrap(),
+        "the bastion's writes waited for the writer lock"
+    );
+    assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "the nonce");
+    let mut tx = b.write_unordered().unwrap();
+    assert!(
+        !tx.remember_nonce(b1, "n-1", 101, 50).unwrap(),
+        "a replay, later, on the other instance"
+    );
+    drop(tx);
+    let mut db = client(&url);
+    let nonces: Vec<(i64, String)> = db
+        .query(
+            "SELECT bastion_id, nonce FROM sync_nonces ORDER BY bastion_id, nonce",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        nonces,
+        [(b1, "n-1".to_string()), (b2, "old-2".to_string())],
+        "b1's old nonce forgotten by its request, b2's left for its own"
+    );
+    let held: i64 = db
+        .query_one("SELECT policy_version FROM bastions WHERE id = $1", &[&b1])
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 7, "the version held, in the same transaction");
+}
+
 /// A batch holding one key twice and keys an earlier batch stored, of more
 /// events than one multi-row statement carries: each event stored and
 /// projected once, the first of a key kept (in the batch and across

@@ -351,9 +351,17 @@ pub async fn bundle(
     uri: Uri,
     headers_in: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let bastion = signed(&state, &method, &uri, &headers_in, Bytes::new()).await?;
-    let params: BundleQuery =
-        jms_sync::queries::decode(uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
+    let verified = verified(&state, &method, &uri, &headers_in, Bytes::new()).await?;
+    let params: Result<BundleQuery, _> = jms_sync::queries::decode(uri.query().unwrap_or(""));
+    // The nonce (even of a request refused below: its replay is refused as
+    // a replay), last contact and the version held: one transaction.
+    let since = params.as_ref().ok().map(|p| p.since);
+    let bastion = blocking(&state, move |services| {
+        services.sync.remember_holding(verified, since)
+    })
+    .await
+    .inspect_err(|_| forget_authenticated())?;
+    let params = params.map_err(ApiError::bad_request)?;
     let transport = jms_sync::bundle::unhex(&params.transport)
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("transport: expected 64 hex digits (X25519)"))?;
@@ -364,11 +372,6 @@ pub async fn bundle(
         )));
     }
     let since = params.since;
-    let held = bastion.clone();
-    blocking(&state, move |services| {
-        services.sync.bastion_holds(&held, since)
-    })
-    .await?;
     if params.wait > 0 {
         let current = blocking(&state, |services| Ok(services.policy.version()?)).await?;
         if since >= current {

@@ -144,7 +144,21 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: super::portal::MIGRATION,
         pg: Pg::Translated,
     },
+    Migration {
+        version: 16,
+        name: "sync nonces pruned per bastion",
+        sql: NONCES_BY_BASTION,
+        pg: Pg::Translated,
+    },
 ];
+
+/// Migration 16: a request prunes only its own bastion's old nonces
+/// (`WHERE bastion_id = ? AND seen_at < ?`), not the whole table's: this
+/// index serves that, and the one by time alone has no user left.
+const NONCES_BY_BASTION: &str = "
+DROP INDEX sync_nonces_by_time;
+CREATE INDEX sync_nonces_by_bastion_time ON sync_nonces (bastion_id, seen_at);
+";
 
 /// Migration 7: an enrollment token created with `--replace NAME` may
 /// give the already-enrolled bastion NAME a new key; no other token can.

@@ -363,6 +363,20 @@ pub trait Storage: Send + Sync + 'static {
     /// The one write transaction at a time; dropped without
     /// [`WriteTx::commit`], it rolls back.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>>;
+    /// A write transaction that does not wait to be the one writer: on
+    /// PostgreSQL it skips the advisory lock every [`Self::write`] takes
+    /// across instances, so many run (and their commits flush) at once;
+    /// SQLite has one writer anyway and runs [`Self::write`]. Only for
+    /// statements whose guarantee is their own (a unique key with `ON
+    /// CONFLICT DO NOTHING`, a blind update of one row, a delete of rows
+    /// nothing reads again): the per-request writes of a bastion's
+    /// signed requests (its nonce, last contact, version held; see
+    /// `crate::sync::Verified::remember`). Never for a read-then-write
+    /// that relies on seeing every earlier write (versions, ids, the
+    /// oplog, one-time tokens read before use).
+    fn write_unordered(&self) -> Result<Box<dyn WriteTx + '_>> {
+        self.write()
+    }
 }
 
 /// Reads, inside a transaction.
@@ -546,7 +560,8 @@ pub trait WriteTx: ReadTx {
         report: Option<&jms_sync::fleet::StatusReport>,
     ) -> Result<()>;
     /// Remembers a request nonce; false when it was seen before (a
-    /// replay). Forgets nonces older than `forget_before` (Unix seconds).
+    /// replay). Forgets this bastion's nonces older than `forget_before`
+    /// (Unix seconds).
     fn remember_nonce(
         &mut self,
         bastion_id: i64,

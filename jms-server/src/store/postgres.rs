@@ -12,6 +12,12 @@
 //!   connection). The exactly-once guarantees do not rest on it alone:
 //!   event keys, nonces and tokens are unique keys (`ON CONFLICT DO
 //!   NOTHING`), one-time links and tokens are conditional updates.
+//! - [`Storage::write_unordered`] begins a write transaction without that
+//!   lock, for the bastions' per-request writes (nonce, last contact,
+//!   version held): exactly-once by their unique key or blind updates of
+//!   one row, they need no order, and with 10,000 bastions polling they
+//!   were the lock's queue (each commit waited for its WAL flush holding
+//!   it; docs/postgres.md).
 //! - Like every store call, these run on blocking threads
 //!   (`spawn_blocking`), never on the async runtime's workers: the client
 //!   drives its socket on a small runtime of its own.
@@ -95,6 +101,17 @@ impl Storage for PgStore {
             let _ = conn.batch("ROLLBACK");
             return Err(e);
         }
+        Ok(Box::new(Tx::begun(Box::new(conn))))
+    }
+
+    /// READ COMMITTED without [`WRITE_LOCK`]: a second insert of the same
+    /// unique key waits for the first's transaction and then conflicts
+    /// (or inserts if it rolled back), so `ON CONFLICT DO NOTHING` is
+    /// still new to exactly one; an update of one row waits for that row
+    /// only. Concurrent commits share their WAL flushes.
+    fn write_unordered(&self) -> Result<Box<dyn WriteTx + '_>> {
+        let conn = self.conn()?;
+        conn.batch("BEGIN")?;
         Ok(Box::new(Tx::begun(Box::new(conn))))
     }
 }
