@@ -211,8 +211,11 @@ fn entity_commands_create_and_list() {
     );
     assert!(run(&["group", "list"]).contains("ops   200001  alice"));
     assert!(run(&["node", "list"]).contains("/Default/prod/web"));
-    assert!(run(&["asset", "list"])
-        .contains("web01  10.0.0.1  ssh:2222,sftp:22  /Default/prod/web  root,guest"));
+    let assets = run(&["asset", "list"]);
+    assert!(
+        assets.contains("web01  10.0.0.1  ssh:2222,sftp:22  /Default/prod/web  -     root,guest"),
+        "{assets}"
+    );
     let grants = run(&["grant", "list"]);
     assert!(
         grants.contains("ops-web") && grants.contains("connect,upload"),
