@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use jms_core::local_accounts::{LocalTable, PASSWD_PATH};
 use jms_core::model::Secret;
-use jms_core::nss_cache::{NssCache, DEFAULT_NSS_CACHE_PATH};
+use jms_core::nss_cache::{overlay_path, NssView, DEFAULT_NSS_CACHE_PATH};
 use jms_core::uids::IdRange;
 use jms_proto::{
     AccountResult, AuthResult, Client, FrameError, Request, Response, DEFAULT_SOCKET_PATH,
@@ -315,9 +315,10 @@ enum Gate {
     Refused(String),
 }
 
-/// Reads the public NSS cache and the local passwd file about `user`.
+/// Reads the public NSS cache (with its overlay: the users deltas added)
+/// and the local passwd file about `user`.
 fn gate(args: &Args, user: &str) -> Gate {
-    let cache = match NssCache::open(&args.cache) {
+    let cache = match NssView::open(&args.cache, &overlay_path(&args.cache)) {
         Ok(cache) => cache,
         Err(e) => return Gate::NotJms(format!("not a jms user (no jms cache: {e})")),
     };
@@ -691,6 +692,23 @@ mod tests {
         assert_eq!(outcome, Outcome::LocalCollision);
         assert_eq!(outcome.code(), PamResultCode::PAM_USER_UNKNOWN);
         assert!(reason.contains("ALARM"), "{reason}");
+    }
+
+    /// Before, pam_jms read the cache without its overlay: a user added
+    /// by a policy delta was "not a jms user" and her password refused.
+    #[test]
+    fn a_user_in_the_caches_overlay_is_a_jms_user() {
+        let f = fixture();
+        let mut data = NssData {
+            users: vec![user("alice", 200_000)],
+            groups: Vec::new(),
+        };
+        let writer = jms_core::nss_cache::CacheWriter::write_full(&f.args.cache, &data).unwrap();
+        data.users = vec![user("dana", 200_003)];
+        assert!(writer.write_overlay(&data).unwrap());
+        assert_eq!(gate(&f.args, "dana"), Gate::Jms);
+        assert_eq!(gate(&f.args, "alice"), Gate::Jms);
+        assert!(matches!(gate(&f.args, "nobody"), Gate::NotJms(_)));
     }
 
     #[test]
