@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use jms_e2e::central::{eventually, Central};
+use jms_e2e::central::{eventually, vault_secret, Central};
 use jms_e2e::run::{self, COMMAND_TIMEOUT};
 use jms_e2e::target::ROOT_PASSWORD;
 use jms_e2e::{Bastion, BastionBuilder, Target};
@@ -532,24 +532,8 @@ impl Scene {
     /// Logs in to the target with the vault's secret as one account in
     /// five ([`SAMPLE_LOGINS`]); how many.
     fn check_logins(&self) -> usize {
-        let out = self
-            .central
-            .jmsctl(&["policy", "export", "--with-secrets", "--json"]);
-        let doc: Value = serde_json::from_str(&out.stdout).expect("policy export JSON");
-        let secret_of = |asset: &str, user: &str| -> String {
-            doc["assets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["name"] == asset)
-                .and_then(|a| a["accounts"].as_array())
-                .into_iter()
-                .flatten()
-                .find(|a| a["name"] == user)
-                .and_then(|a| a["secret"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
+        let doc = self.central.export_with_secrets();
+        let secret_of = |asset: &str, user: &str| vault_secret(&doc, asset, user);
         let mut checked = 0;
         for (n, account) in self.accounts.iter().enumerate() {
             // Passwords and keys both (every KEY_EVERY-th is a key).

@@ -342,6 +342,13 @@ impl Central {
 
     /// `jmsctl ARGS`, which must succeed.
     #[track_caller]
+    /// The policy with its secrets, as `jmsctl policy export
+    /// --with-secrets --json` prints it (read with [`vault_secret`]).
+    pub fn export_with_secrets(&self) -> serde_json::Value {
+        let out = self.jmsctl(&["policy", "export", "--with-secrets", "--json"]);
+        serde_json::from_str(&out.stdout).expect("policy export JSON")
+    }
+
     pub fn jmsctl(&self, args: &[&str]) -> Outcome {
         let out = self.jmsctl_with(args, b"");
         out.assert_success(&format!("jmsctl {}", args.join(" ")));
@@ -477,6 +484,23 @@ fn central_agentd_toml(server: &str) -> String {
          timeout_secs = 10\n\
          max_staleness_secs = 3600\n"
     )
+}
+
+/// The vault's secret of `account` on `asset` in a policy export
+/// ([`Central::export_with_secrets`]); empty when there is none.
+pub fn vault_secret(export: &serde_json::Value, asset: &str, account: &str) -> String {
+    export["assets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == asset)
+        .and_then(|a| a["accounts"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == account)
+        .and_then(|a| a["secret"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Polls `check` until it gives `Some`, or fails with `what` and the last

@@ -139,20 +139,7 @@ fn job(central: &Central, kind: &str, asset: &str, account: &str) -> (Outcome, V
 }
 
 fn secret_of(central: &Central, asset: &str, account: &str) -> String {
-    let out = central.jmsctl(&["policy", "export", "--with-secrets", "--json"]);
-    let doc: Value = serde_json::from_str(&out.stdout).expect("policy export JSON");
-    doc["assets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["name"] == asset)
-        .and_then(|a| a["accounts"].as_array())
-        .into_iter()
-        .flatten()
-        .find(|a| a["name"] == account)
-        .and_then(|a| a["secret"].as_str())
-        .unwrap_or_default()
-        .to_string()
+    jms_e2e::central::vault_secret(&central.export_with_secrets(), asset, account)
 }
 
 /// The steps of a job, as `name ok` lines and details, for messages.
